@@ -1,0 +1,24 @@
+use std::path::PathBuf;
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    let files = [
+        "berth/types/v1/types.proto",
+        "berth/content/v1/content.proto",
+        "berth/images/v1/images.proto",
+        "berth/snapshots/v1/snapshots.proto",
+        "berth/containers/v1/containers.proto",
+        "berth/tasks/v1/tasks.proto",
+        "berth/version/v1/version.proto",
+        "berth/registry/v1/registry.proto",
+    ];
+    let paths: Vec<PathBuf> = files.iter().map(|f| proto_root.join(f)).collect();
+    for p in &paths {
+        println!("cargo:rerun-if-changed={}", p.display());
+    }
+    let out = PathBuf::from(std::env::var("OUT_DIR")?);
+    tonic_prost_build::configure()
+        .file_descriptor_set_path(out.join("berth_descriptor.bin"))
+        .compile_protos(&paths, &[proto_root])?;
+    Ok(())
+}

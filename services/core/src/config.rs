@@ -1,0 +1,219 @@
+//! `berthd`'s configuration: `/etc/berth/config.toml` by default.
+//!
+//! ```toml
+//! root = "/var/lib/berth"          # persistent data, one folder per service
+//! state = "/run/berth"             # volatile state: sockets, bundles
+//! snapshotter = "overlayfs"        # or "native" (copies; works where overlay does not)
+//!
+//! [registries."registry.example.com:5000"]
+//! insecure = true                  # plain HTTP, or HTTPS without verification
+//! mirrors = ["http://127.0.0.1:5001"]
+//!
+//! [telemetry]
+//! otlp_endpoint = "http://127.0.0.1:4317"
+//!
+//! [services]                        # where each service is reached; default: berthd's own socket
+//! image = "unix:///run/berth/berth.sock"
+//! snapshot = "tcp://10.0.0.2:7000"
+//! ```
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+pub const DEFAULT_CONFIG: &str = "/etc/berth/config.toml";
+pub const DEFAULT_ROOT: &str = "/var/lib/berth";
+pub const DEFAULT_STATE: &str = "/run/berth";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    #[serde(default = "default_root")]
+    pub root: PathBuf,
+    #[serde(default = "default_state")]
+    pub state: PathBuf,
+    /// Where berthd listens; default `unix://<state>/berth.sock`.
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default = "default_snapshotter")]
+    pub snapshotter: String,
+    #[serde(default)]
+    pub registries: BTreeMap<String, RegistryConfig>,
+    #[serde(default)]
+    pub telemetry: TelemetryConfig,
+    #[serde(default)]
+    pub services: ServiceAddresses,
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryConfig {
+    #[serde(default)]
+    pub insecure: bool,
+    #[serde(default)]
+    pub mirrors: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetryConfig {
+    pub otlp_endpoint: Option<String>,
+}
+
+/// Addresses of the services for the clients inside berthd (`unix://PATH` or `tcp://HOST:PORT`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAddresses {
+    pub image: Option<String>,
+    pub snapshot: Option<String>,
+    pub runtime: Option<String>,
+    pub registry: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuntimeConfig {
+    /// The shim binary; default: `berth-shim` beside the running berthd, then $PATH.
+    #[serde(default)]
+    pub shim: Option<PathBuf>,
+    /// container.log rotates at this size.
+    #[serde(default = "default_log_max")]
+    pub log_max_size: u64,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        RuntimeConfig {
+            shim: None,
+            log_max_size: default_log_max(),
+        }
+    }
+}
+
+fn default_root() -> PathBuf {
+    PathBuf::from(DEFAULT_ROOT)
+}
+fn default_state() -> PathBuf {
+    PathBuf::from(DEFAULT_STATE)
+}
+fn default_snapshotter() -> String {
+    "overlayfs".to_string()
+}
+fn default_log_max() -> u64 {
+    64 << 20
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid config {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        toml::from_str("").expect("the empty config is valid")
+    }
+}
+
+impl Config {
+    /// Loads a config file. A missing default file is an empty config; a missing file that was
+    /// asked for is an error.
+    pub fn load(path: Option<&Path>) -> Result<Config, ConfigError> {
+        let (path, required) = match path {
+            Some(p) => (p.to_path_buf(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Config::parse(&text).map_err(|e| ConfigError::Parse {
+                path,
+                source: Box::new(e),
+            }),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
+            Err(source) => Err(ConfigError::Read { path, source }),
+        }
+    }
+
+    pub fn parse(text: &str) -> Result<Config, toml::de::Error> {
+        toml::from_str(text)
+    }
+
+    /// Where berthd listens.
+    pub fn address(&self) -> String {
+        self.address
+            .clone()
+            .unwrap_or_else(|| format!("unix://{}", self.state.join("berth.sock").display()))
+    }
+
+    /// The settings of one registry host (`host[:port]`), with Docker's default that loopback
+    /// registries are trusted over plain HTTP.
+    pub fn registry(&self, host: &str) -> RegistryConfig {
+        let mut rc = self.registries.get(host).cloned().unwrap_or_default();
+        if is_loopback_host(host) {
+            rc.insecure = true;
+        }
+        rc
+    }
+}
+
+/// `127.0.0.0/8`, `::1` and `localhost`, with or without a port.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
+    };
+    h == "localhost" || h.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_the_documented_shape() {
+        let c = Config::parse(
+            r#"
+root = "/tmp/r"
+state = "/tmp/s"
+[registries."reg.example:5000"]
+insecure = true
+mirrors = ["http://m:1"]
+[telemetry]
+otlp_endpoint = "http://127.0.0.1:4317"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.root, PathBuf::from("/tmp/r"));
+        assert_eq!(c.address(), "unix:///tmp/s/berth.sock");
+        assert!(c.registry("reg.example:5000").insecure);
+        assert_eq!(c.registry("reg.example:5000").mirrors, vec!["http://m:1"]);
+        assert!(!c.registry("docker.io").insecure);
+        assert_eq!(c.telemetry.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+    }
+
+    #[test]
+    fn loopback_is_insecure_by_default() {
+        let c = Config::default();
+        assert!(c.registry("127.0.0.1:5000").insecure);
+        assert!(c.registry("127.1.2.3:80").insecure);
+        assert!(c.registry("localhost:5000").insecure);
+        assert!(c.registry("[::1]:5000").insecure);
+        assert!(!c.registry("10.0.0.1:5000").insecure);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        assert!(Config::parse("rooot = \"/x\"").is_err());
+    }
+}

@@ -1,0 +1,190 @@
+//! Plumbing every gRPC server and client of berth shares: addresses, the namespace carried in
+//! metadata, and W3C trace context propagation.
+
+use opentelemetry::propagation::{Extractor, Injector};
+use std::time::Duration;
+use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
+use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::{Request, Status};
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
+/// The metadata key that carries the namespace. A request without it works in `default`.
+pub const NAMESPACE_KEY: &str = "berth-namespace";
+pub const DEFAULT_NAMESPACE: &str = "default";
+/// Metadata on an error status: the exit code a CLI should use (126, 127).
+pub const EXIT_CODE_KEY: &str = "berth-exit-code";
+
+/// Checks a namespace name: `[a-z0-9]([a-z0-9._-]*[a-z0-9])?`, at most 76 characters.
+pub fn validate_namespace(ns: &str) -> Result<(), Status> {
+    let b = ns.as_bytes();
+    let ok = !b.is_empty()
+        && b.len() <= 76
+        && b[0].is_ascii_alphanumeric()
+        && b[b.len() - 1].is_ascii_alphanumeric()
+        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Status::invalid_argument(format!(
+            "invalid namespace {ns:?}: use lowercase letters, digits, '.', '_' and '-'"
+        )))
+    }
+}
+
+/// The namespace a request works in.
+pub fn namespace<T>(req: &Request<T>) -> Result<String, Status> {
+    match req.metadata().get(NAMESPACE_KEY) {
+        None => Ok(DEFAULT_NAMESPACE.to_string()),
+        Some(v) => {
+            let ns = v
+                .to_str()
+                .map_err(|_| Status::invalid_argument("namespace metadata is not text"))?;
+            validate_namespace(ns)?;
+            Ok(ns.to_string())
+        }
+    }
+}
+
+/// Builds an outgoing request in `namespace`, carrying the current span's trace context.
+pub fn request<T>(namespace: &str, message: T) -> Request<T> {
+    let mut req = Request::new(message);
+    if let Ok(v) = MetadataValue::try_from(namespace) {
+        req.metadata_mut().insert(NAMESPACE_KEY, v);
+    }
+    inject_trace_context(req.metadata_mut());
+    req
+}
+
+/// Writes the current span's context as `traceparent` into metadata.
+pub fn inject_trace_context(md: &mut MetadataMap) {
+    let cx = tracing::Span::current().context();
+    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut MetadataInjector(md)));
+}
+
+/// A span for one incoming RPC, child of the caller's trace when `traceparent` came along.
+/// Used as the server's `trace_fn`.
+pub fn server_span(req: &http::Request<()>) -> tracing::Span {
+    let path = req.uri().path();
+    let span = tracing::info_span!("rpc", rpc.method = %path, otel.kind = "server");
+    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
+    let _ = span.set_parent(parent);
+    span
+}
+
+struct MetadataInjector<'a>(&'a mut MetadataMap);
+
+impl Injector for MetadataInjector<'_> {
+    fn set(&mut self, key: &str, value: String) {
+        if let (Ok(k), Ok(v)) = (
+            MetadataKey::from_bytes(key.as_bytes()),
+            MetadataValue::try_from(value.as_str()),
+        ) {
+            self.0.insert(k, v);
+        }
+    }
+}
+
+struct HeaderExtractor<'a>(&'a http::HeaderMap);
+
+impl Extractor for HeaderExtractor<'_> {
+    fn get(&self, key: &str) -> Option<&str> {
+        self.0.get(key).and_then(|v| v.to_str().ok())
+    }
+    fn keys(&self) -> Vec<&str> {
+        self.0.keys().map(|k| k.as_str()).collect()
+    }
+}
+
+/// A parsed service address.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Address {
+    Unix(std::path::PathBuf),
+    Tcp(String),
+}
+
+impl Address {
+    /// `unix:///path`, `/path`, `tcp://host:port`, `http://host:port`.
+    pub fn parse(s: &str) -> Result<Address, String> {
+        if let Some(p) = s.strip_prefix("unix://") {
+            Ok(Address::Unix(p.into()))
+        } else if s.starts_with('/') {
+            Ok(Address::Unix(s.into()))
+        } else if let Some(h) = s.strip_prefix("tcp://").or_else(|| s.strip_prefix("http://")) {
+            Ok(Address::Tcp(h.to_string()))
+        } else {
+            Err(format!(
+                "invalid address {s:?}: use unix:///path/to/socket or tcp://host:port"
+            ))
+        }
+    }
+}
+
+/// A channel to a service address that connects on first use (and reconnects), so services
+/// that start together need not wait for each other.
+pub fn channel(address: &str) -> Result<Channel, String> {
+    match Address::parse(address)? {
+        Address::Tcp(h) => Ok(Endpoint::from_shared(format!("http://{h}"))
+            .map_err(|e| format!("invalid address {address:?}: {e}"))?
+            .connect_timeout(Duration::from_secs(5))
+            .connect_lazy()),
+        Address::Unix(path) => {
+            let ep = Endpoint::from_static("http://berth.local").connect_timeout(Duration::from_secs(5));
+            Ok(ep.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    let s = tokio::net::UnixStream::connect(&path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                }
+            })))
+        }
+    }
+}
+
+/// An error status that carries the exit code a CLI should end with.
+pub fn status_with_exit_code(code: tonic::Code, message: impl Into<String>, exit_code: i32) -> Status {
+    let mut md = MetadataMap::new();
+    if let Ok(v) = MetadataValue::try_from(exit_code.to_string()) {
+        md.insert(EXIT_CODE_KEY, v);
+    }
+    Status::with_metadata(code, message, md)
+}
+
+/// The exit code an error status asks for, if any.
+pub fn exit_code_of(status: &Status) -> Option<i32> {
+    status
+        .metadata()
+        .get(EXIT_CODE_KEY)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|s| s.parse().ok())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn namespaces() {
+        assert!(validate_namespace("default").is_ok());
+        assert!(validate_namespace("k8s.io").is_ok());
+        assert!(validate_namespace("").is_err());
+        assert!(validate_namespace("Bad").is_err());
+        assert!(validate_namespace("../x").is_err());
+        let req = request("team-a", ());
+        assert_eq!(namespace(&req).unwrap(), "team-a");
+        assert_eq!(namespace(&Request::new(())).unwrap(), "default");
+    }
+
+    #[test]
+    fn addresses() {
+        assert_eq!(Address::parse("unix:///run/b.sock"), Ok(Address::Unix("/run/b.sock".into())));
+        assert_eq!(Address::parse("tcp://127.0.0.1:1"), Ok(Address::Tcp("127.0.0.1:1".into())));
+        assert!(Address::parse("ftp://x").is_err());
+    }
+
+    #[test]
+    fn exit_codes_travel_in_metadata() {
+        let s = status_with_exit_code(tonic::Code::NotFound, "no", 127);
+        assert_eq!(exit_code_of(&s), Some(127));
+        assert_eq!(exit_code_of(&Status::internal("x")), None);
+    }
+}

@@ -1,0 +1,19 @@
+//! berth-core: the shared domain of every berth service.
+//!
+//! - [`digest::Digest`]: content addresses (`sha256:<hex>`), and [`digest::Hasher`] to compute them.
+//! - [`reference::Reference`]: image references under Docker's rules
+//!   (`busybox` is `docker.io/library/busybox:latest`).
+//! - [`media`]: OCI and Docker media types.
+//! - [`config::Config`]: `berthd`'s TOML configuration (roots, registries, service addresses).
+//! - [`grpc`]: connecting to a service address, the namespace in metadata, trace propagation.
+//! - [`telemetry`]: tracing subscriber setup with optional OTLP export.
+
+pub mod config;
+pub mod digest;
+pub mod grpc;
+pub mod media;
+pub mod reference;
+pub mod telemetry;
+
+pub use digest::Digest;
+pub use reference::Reference;

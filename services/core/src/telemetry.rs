@@ -1,0 +1,66 @@
+//! Logging and tracing: a `tracing` subscriber writing to stderr, plus OTLP span export when
+//! an endpoint is configured. W3C trace context is the propagation format either way.
+
+use opentelemetry::trace::TracerProvider as _;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+/// Keeps the exporter alive; dropping it flushes the spans still buffered.
+#[derive(Debug, Default)]
+pub struct Telemetry {
+    provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
+}
+
+impl Drop for Telemetry {
+    fn drop(&mut self) {
+        if let Some(p) = self.provider.take() {
+            let _ = p.shutdown();
+        }
+    }
+}
+
+/// Installs the global subscriber. `BERTH_LOG` (or `RUST_LOG`) filters, default `info`
+/// (`debug` with `debug = true`).
+pub fn init(service: &str, otlp_endpoint: Option<&str>, debug: bool) -> Result<Telemetry, String> {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let default = if debug { "debug" } else { "info" };
+    let filter = EnvFilter::try_from_env("BERTH_LOG")
+        .or_else(|_| EnvFilter::try_from_default_env())
+        .unwrap_or_else(|_| EnvFilter::new(default));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let registry = tracing_subscriber::registry().with(filter).with(fmt);
+    match otlp_endpoint {
+        None => {
+            registry.try_init().map_err(|e| e.to_string())?;
+            Ok(Telemetry::default())
+        }
+        Some(ep) => {
+            use opentelemetry_otlp::WithExportConfig;
+            let exporter = opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(ep)
+                .build()
+                .map_err(|e| format!("cannot set up the OTLP exporter for {ep}: {e}"))?;
+            let provider = opentelemetry_sdk::trace::SdkTracerProvider::builder()
+                .with_batch_exporter(exporter)
+                .with_resource(
+                    opentelemetry_sdk::Resource::builder()
+                        .with_service_name(service.to_string())
+                        .build(),
+                )
+                .build();
+            let tracer = provider.tracer("berth");
+            opentelemetry::global::set_tracer_provider(provider.clone());
+            registry
+                .with(tracing_opentelemetry::layer().with_tracer(tracer))
+                .try_init()
+                .map_err(|e| e.to_string())?;
+            Ok(Telemetry {
+                provider: Some(provider),
+            })
+        }
+    }
+}
