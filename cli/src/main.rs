@@ -1,1 +1,100 @@
-fn main() {}
+//! `berth`: the command-line client of berthd. It speaks gRPC only, with Docker's verbs and
+//! exit codes (125 engine error, 126 cannot run, 127 not found, else the container's).
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+mod client;
+mod format;
+mod images;
+mod run;
+
+#[derive(Debug, Parser)]
+#[command(name = "berth", version, about = "berth: a container engine", disable_help_subcommand = true)]
+pub struct Cli {
+    /// berthd's address: unix:///path or tcp://host:port
+    #[arg(long, global = true, env = "BERTH_ADDRESS", default_value = "unix:///run/berth/berth.sock")]
+    address: String,
+    /// Namespace to work in
+    #[arg(short = 'n', long, global = true, env = "BERTH_NAMESPACE", default_value = "default")]
+    namespace: String,
+    /// Client config file (reserved)
+    #[arg(long, global = true)]
+    config: Option<std::path::PathBuf>,
+    /// Debug output
+    #[arg(long, global = true)]
+    debug: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show client and server versions
+    Version,
+    /// Pull an image from a registry
+    Pull(images::PullArgs),
+    /// List images
+    Images(images::LsArgs),
+    /// Remove images
+    Rmi(images::RmArgs),
+    /// Manage images
+    #[command(subcommand)]
+    Image(images::ImageCommand),
+    /// Run a command in a new container
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("berth: cannot start: {e}");
+            return ExitCode::from(125);
+        }
+    };
+    let code = rt.block_on(dispatch(cli));
+    // Stdin readers may still block in a thread; exit without waiting for them.
+    rt.shutdown_background();
+    ExitCode::from(code)
+}
+
+async fn dispatch(cli: Cli) -> u8 {
+    let ctx = match client::Context::new(&cli.address, &cli.namespace) {
+        Ok(c) => c,
+        Err(e) => return fail(e),
+    };
+    let r = match cli.command {
+        Command::Version => version(&ctx).await,
+        Command::Pull(a) => images::pull(&ctx, a).await,
+        Command::Images(a) => images::ls(&ctx, a).await,
+        Command::Rmi(a) => images::rm(&ctx, a).await,
+        Command::Image(c) => images::image(&ctx, c).await,
+        Command::Run(a) => return run::run(&ctx, a).await,
+    };
+    match r {
+        Ok(()) => 0,
+        Err(e) => fail(e),
+    }
+}
+
+/// Prints an error for a person and gives the exit code it deserves.
+pub fn fail(e: client::Error) -> u8 {
+    eprintln!("berth: {e}");
+    e.exit_code()
+}
+
+async fn version(ctx: &client::Context) -> Result<(), client::Error> {
+    println!("Client:\n Version:\t{}\n OS/Arch:\t{}/{}", env!("CARGO_PKG_VERSION"), std::env::consts::OS, std::env::consts::ARCH);
+    let v = ctx.version().version(ctx.req(berth_api::version::v1::VersionRequest {})).await?.into_inner();
+    println!(
+        "\nServer:\n Version:\t{}\n Services:\t{}\n OS/Arch:\t{}/{}\n Kernel:\t{}",
+        v.version,
+        v.services.join(", "),
+        v.os,
+        v.arch,
+        v.kernel
+    );
+    Ok(())
+}

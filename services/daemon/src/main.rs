@@ -1,1 +1,178 @@
-fn main() {}
+//! `berthd`: hosts any subset of berth's services on one socket.
+//!
+//! Services reach each other through gRPC clients at the addresses in `[services]` of the
+//! config (default: this daemon's own socket), so any of them can run in another process.
+
+use anyhow::{bail, Context, Result};
+use berth_core::config::Config;
+use berth_core::grpc::{channel, server_span, Address};
+use clap::Parser;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tonic::transport::Server;
+use tracing::info;
+
+mod version;
+
+const ALL_SERVICES: &[&str] = &["image", "snapshot", "runtime", "registry"];
+
+#[derive(Debug, Parser)]
+#[command(name = "berthd", version, about = "berth daemon: hosts the image, snapshot, runtime and registry services")]
+struct Args {
+    /// Config file (TOML)
+    #[arg(long, default_value = berth_core::config::DEFAULT_CONFIG)]
+    config: PathBuf,
+    /// Persistent data folder (overrides the config's `root`)
+    #[arg(long)]
+    root: Option<PathBuf>,
+    /// Volatile state folder: sockets, bundles (overrides the config's `state`)
+    #[arg(long)]
+    state: Option<PathBuf>,
+    /// Where to listen: unix:///path or tcp://127.0.0.1:PORT (default unix://<state>/berth.sock)
+    #[arg(long)]
+    address: Option<String>,
+    /// Services to host, comma-separated: image,snapshot,runtime,registry (default: all)
+    #[arg(long, value_delimiter = ',')]
+    service: Vec<String>,
+    /// Debug logging
+    #[arg(long)]
+    debug: bool,
+}
+
+fn main() -> Result<()> {
+    let args = Args::parse();
+    let explicit = std::env::args().any(|a| a == "--config" || a.starts_with("--config="));
+    let mut config = Config::load(if explicit { Some(&args.config) } else { None })?;
+    if let Some(r) = args.root {
+        config.root = r;
+    }
+    if let Some(s) = args.state {
+        config.state = s;
+    }
+    if let Some(a) = args.address {
+        config.address = Some(a);
+    }
+    let services: Vec<String> = if args.service.is_empty() {
+        ALL_SERVICES.iter().map(|s| s.to_string()).collect()
+    } else {
+        args.service.clone()
+    };
+    for s in &services {
+        if !ALL_SERVICES.contains(&s.as_str()) {
+            bail!("unknown service {s:?}: choose from {}", ALL_SERVICES.join(", "));
+        }
+    }
+    // Two worker threads are plenty for a daemon that mostly waits; it keeps the RSS small.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(16)
+        .enable_all()
+        .build()?;
+    rt.block_on(run(config, services, args.debug))
+}
+
+async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
+    let _telemetry = berth_core::telemetry::init("berthd", config.telemetry.otlp_endpoint.as_deref(), debug)
+        .map_err(anyhow::Error::msg)?;
+    for d in [&config.root, &config.state] {
+        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+    }
+    let own = config.address();
+    let addr_of = |a: &Option<String>| a.clone().unwrap_or_else(|| own.clone());
+    let chan = |a: &Option<String>| channel(&addr_of(a)).map_err(anyhow::Error::msg);
+    let hosts = |s: &str| services.iter().any(|x| x == s);
+
+    let (health_reporter, health) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(berth_api::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .context("server reflection")?;
+
+    let mut router = Server::builder()
+        .trace_fn(server_span)
+        .add_service(health)
+        .add_service(reflection)
+        .add_service(version::serve(services.clone()));
+
+    if hosts("registry") {
+        router = router.add_service(berth_registry_proxy::serve(&config).context("registry service")?);
+    }
+    if hosts("snapshot") {
+        router = router.add_service(
+            berth_snapshot::serve(&config.root.join("snapshot"), &config.snapshotter).context("snapshot service")?,
+        );
+    }
+    if hosts("image") {
+        let (images, content) = berth_image::serve(
+            &config.root.join("image"),
+            chan(&config.services.registry)?,
+            chan(&config.services.snapshot)?,
+            &config.snapshotter,
+        )
+        .context("image service")?;
+        router = router.add_service(images).add_service(content);
+    }
+    if hosts("runtime") {
+        let (containers, tasks) = berth_runtime::serve(
+            &config.root.join("runtime"),
+            &config.state,
+            &config.runtime,
+            chan(&config.services.image)?,
+            chan(&config.services.snapshot)?,
+        )
+        .await
+        .context("runtime service")?;
+        router = router.add_service(containers).add_service(tasks);
+    }
+    for s in &services {
+        health_reporter
+            .set_service_status(format!("berth.{s}"), tonic_health::ServingStatus::Serving)
+            .await;
+    }
+
+    let shutdown = Arc::new(tokio::sync::Notify::new());
+    {
+        let shutdown = shutdown.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{signal, SignalKind};
+            let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+            let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+            tokio::select! { _ = term.recv() => {}, _ = int.recv() => {} }
+            shutdown.notify_waiters();
+        });
+    }
+    let wait = {
+        let s = shutdown.clone();
+        async move { s.notified().await }
+    };
+    match Address::parse(&own).map_err(anyhow::Error::msg)? {
+        Address::Unix(path) => {
+            if let Some(dir) = path.parent() {
+                std::fs::create_dir_all(dir)?;
+            }
+            match std::fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e).with_context(|| format!("cannot remove the stale socket {}", path.display())),
+            }
+            // Root only: the socket is created with mode 0600.
+            let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+            let listener = tokio::net::UnixListener::bind(&path);
+            nix::sys::stat::umask(old);
+            let listener = listener.with_context(|| format!("cannot listen on {}", path.display()))?;
+            info!(address = %own, services = %services.join(","), "berthd ready");
+            router
+                .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), wait)
+                .await?;
+            let _ = std::fs::remove_file(&path);
+        }
+        Address::Tcp(h) => {
+            let sa: std::net::SocketAddr = h.parse().with_context(|| format!("invalid listen address {h}"))?;
+            info!(address = %own, services = %services.join(","), "berthd ready");
+            router.serve_with_shutdown(sa, wait).await?;
+        }
+    }
+    info!("berthd stopped");
+    Ok(())
+}

@@ -1,0 +1,88 @@
+//! The connection to berthd and the errors every command shares.
+
+use berth_api::containers::v1::containers_client::ContainersClient;
+use berth_api::images::v1::images_client::ImagesClient;
+use berth_api::tasks::v1::tasks_client::TasksClient;
+use berth_api::version::v1::version_client::VersionClient;
+use std::fmt;
+use tonic::transport::Channel;
+use tonic::{Code, Status};
+
+#[derive(Debug)]
+pub enum Error {
+    /// berthd answered with an error.
+    Status(Status),
+    /// Something on this side: bad flags, unreadable files.
+    Local(String),
+}
+
+impl From<Status> for Error {
+    fn from(s: Status) -> Self {
+        Error::Status(s)
+    }
+}
+
+impl From<std::io::Error> for Error {
+    fn from(e: std::io::Error) -> Self {
+        Error::Local(e.to_string())
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Local(m) => f.write_str(m),
+            Error::Status(s) if s.code() == Code::Unavailable => {
+                let detail = s.message();
+                write!(f, "cannot connect to berthd ({detail}); is it running? (see --address)")
+            }
+            Error::Status(s) => write!(f, "Error response from daemon: {}", s.message()),
+        }
+    }
+}
+
+impl Error {
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Status(s) => berth_core::grpc::exit_code_of(s).map(|c| c as u8).unwrap_or(125),
+            Error::Local(_) => 125,
+        }
+    }
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Error::Status(s) if s.code() == Code::NotFound)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Context {
+    channel: Channel,
+    pub namespace: String,
+}
+
+impl Context {
+    pub fn new(address: &str, namespace: &str) -> Result<Context, Error> {
+        berth_core::grpc::validate_namespace(namespace).map_err(|s| Error::Local(s.message().to_string()))?;
+        let channel = berth_core::grpc::channel(address).map_err(Error::Local)?;
+        Ok(Context {
+            channel,
+            namespace: namespace.to_string(),
+        })
+    }
+
+    pub fn req<T>(&self, m: T) -> tonic::Request<T> {
+        berth_core::grpc::request(&self.namespace, m)
+    }
+
+    pub fn images(&self) -> ImagesClient<Channel> {
+        ImagesClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
+    }
+    pub fn containers(&self) -> ContainersClient<Channel> {
+        ContainersClient::new(self.channel.clone())
+    }
+    pub fn tasks(&self) -> TasksClient<Channel> {
+        TasksClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
+    }
+    pub fn version(&self) -> VersionClient<Channel> {
+        VersionClient::new(self.channel.clone())
+    }
+}

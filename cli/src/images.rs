@@ -1,0 +1,352 @@
+//! Image commands: pull, ls, inspect, import, rm.
+
+use crate::client::{Context, Error};
+use crate::format;
+use berth_api::images::v1 as api;
+use clap::{Args, Subcommand};
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+use std::collections::HashMap;
+use std::io::IsTerminal;
+use tokio_stream::StreamExt;
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// Image reference, e.g. busybox or registry:5000/app:1.0
+    pub reference: String,
+    /// Print only the pulled reference
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Platform os/arch (default linux and this host's architecture)
+    #[arg(long)]
+    pub platform: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LsArgs {
+    /// Only show image ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Show full ids
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Remove even when in use (reserved; names are removed either way)
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// List images
+    #[command(alias = "list")]
+    Ls(LsArgs),
+    /// Pull an image
+    Pull(PullArgs),
+    /// Show an image's details as JSON
+    Inspect {
+        #[arg(required = true)]
+        images: Vec<String>,
+    },
+    /// Import an OCI layout archive or a `docker save` archive
+    Import {
+        /// The archive (tar, or tar.gz)
+        file: std::path::PathBuf,
+        /// Name for images the archive does not name
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Remove images
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+}
+
+pub async fn image(ctx: &Context, c: ImageCommand) -> Result<(), Error> {
+    match c {
+        ImageCommand::Ls(a) => ls(ctx, a).await,
+        ImageCommand::Pull(a) => pull(ctx, a).await,
+        ImageCommand::Inspect { images } => inspect(ctx, &images).await,
+        ImageCommand::Import { file, name } => import(ctx, &file, name.as_deref()).await,
+        ImageCommand::Rm(a) => rm(ctx, a).await,
+    }
+}
+
+/// Renders pull/import progress: bars on a terminal, one line per change otherwise.
+struct ProgressView {
+    bars: Option<(MultiProgress, HashMap<String, ProgressBar>)>,
+    last: HashMap<String, String>,
+    quiet: bool,
+}
+
+impl ProgressView {
+    fn new(quiet: bool) -> ProgressView {
+        let tty = !quiet && std::io::stderr().is_terminal();
+        ProgressView {
+            bars: tty.then(|| (MultiProgress::new(), HashMap::new())),
+            last: HashMap::new(),
+            quiet,
+        }
+    }
+
+    fn update(&mut self, p: &berth_api::types::v1::Progress) {
+        if self.quiet {
+            return;
+        }
+        let label = match p.action.as_str() {
+            "resolving" => "Resolving",
+            "downloading" => "Downloading",
+            "verifying" => "Verifying Checksum",
+            "downloaded" => "Download complete",
+            "exists" => "Already exists",
+            "extracting" => "Extracting",
+            "extracted" => "Pull complete",
+            "done" => "Done",
+            other => other,
+        };
+        match &mut self.bars {
+            Some((multi, bars)) => {
+                let bar = bars.entry(p.id.clone()).or_insert_with(|| {
+                    let b = multi.add(ProgressBar::new(p.total.max(0) as u64));
+                    b.set_style(
+                        ProgressStyle::with_template("{prefix}: {msg:20} {wide_bar} {bytes}/{total_bytes}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
+                    b.set_prefix(p.id.clone());
+                    b
+                });
+                if p.total > 0 {
+                    bar.set_length(p.total as u64);
+                }
+                bar.set_position(p.current.max(0) as u64);
+                bar.set_message(label.to_string());
+                if matches!(p.action.as_str(), "extracted" | "exists" | "done") {
+                    bar.finish();
+                }
+            }
+            None => {
+                if self.last.get(&p.id).map(String::as_str) != Some(label) {
+                    eprintln!("{}: {label}", p.id);
+                    self.last.insert(p.id.clone(), label.to_string());
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self) {
+        if let Some((multi, bars)) = self.bars.take() {
+            for b in bars.values() {
+                b.finish();
+            }
+            let _ = multi.clear();
+        }
+    }
+}
+
+async fn follow(mut stream: tonic::Streaming<api::PullResponse>, quiet: bool) -> Result<Vec<api::Image>, Error> {
+    let mut view = ProgressView::new(quiet);
+    let mut images = Vec::new();
+    let r = loop {
+        match stream.next().await {
+            None => break Ok(()),
+            Some(Err(e)) => break Err(Error::from(e)),
+            Some(Ok(m)) => match m.item {
+                Some(api::pull_response::Item::Progress(p)) => view.update(&p),
+                Some(api::pull_response::Item::Image(i)) => images.push(i),
+                None => {}
+            },
+        }
+    };
+    view.finish();
+    r.map(|()| images)
+}
+
+/// Pulls a reference; shared by `pull` and `run` of an image that is not here.
+pub async fn pull_image(ctx: &Context, reference: &str, quiet: bool, platform: Option<&str>) -> Result<api::Image, Error> {
+    let platform = match platform {
+        None => None,
+        Some(p) => {
+            let mut parts = p.splitn(3, '/');
+            Some(berth_api::types::v1::Platform {
+                os: parts.next().unwrap_or_default().to_string(),
+                architecture: parts.next().unwrap_or_default().to_string(),
+                variant: parts.next().unwrap_or_default().to_string(),
+            })
+        }
+    };
+    let stream = ctx
+        .images()
+        .pull(ctx.req(api::PullRequest {
+            reference: reference.to_string(),
+            platform,
+            unpack: true,
+            snapshotter: String::new(),
+        }))
+        .await?
+        .into_inner();
+    let images = follow(stream, quiet).await?;
+    images
+        .into_iter()
+        .next()
+        .ok_or_else(|| Error::Local(format!("the pull of {reference} ended without an image")))
+}
+
+pub async fn pull(ctx: &Context, a: PullArgs) -> Result<(), Error> {
+    let image = pull_image(ctx, &a.reference, a.quiet, a.platform.as_deref()).await?;
+    if !a.quiet {
+        if let Some(t) = &image.target {
+            eprintln!("Digest: {}", t.digest);
+        }
+    }
+    println!("{}", image.name);
+    Ok(())
+}
+
+pub async fn ls(ctx: &Context, a: LsArgs) -> Result<(), Error> {
+    let list = ctx.images().list(ctx.req(api::ListImagesRequest { filters: vec![] })).await?.into_inner();
+    let id_of = |s: &api::ImageSummary| {
+        let hex = s.id.trim_start_matches("sha256:").to_string();
+        if a.no_trunc {
+            s.id.clone()
+        } else {
+            hex.chars().take(12).collect()
+        }
+    };
+    if a.quiet {
+        let mut seen = std::collections::HashSet::new();
+        for s in &list.images {
+            let id = id_of(s);
+            if seen.insert(id.clone()) {
+                println!("{id}");
+            }
+        }
+        return Ok(());
+    }
+    let mut rows = vec![vec!["REPOSITORY".to_string(), "TAG".into(), "IMAGE ID".into(), "CREATED".into(), "SIZE".into()]];
+    for s in &list.images {
+        let name = s.image.as_ref().map(|i| i.name.clone()).unwrap_or_default();
+        let (repo, tag) = match berth_core::Reference::parse(&name) {
+            Ok(r) => (r.familiar_repository(), r.tag().unwrap_or("<none>").to_string()),
+            Err(_) => (name.clone(), "<none>".to_string()),
+        };
+        let created = s.created.as_ref().map(|t| format::ago(t.seconds)).unwrap_or_else(|| "N/A".into());
+        rows.push(vec![repo, tag, id_of(s), created, format::size(s.size)]);
+    }
+    print!("{}", format::table(&rows));
+    Ok(())
+}
+
+/// The Docker-shaped JSON of `image inspect`.
+pub fn inspect_json(r: &api::InspectImageResponse) -> serde_json::Value {
+    let config: serde_json::Value = serde_json::from_slice(&r.config).unwrap_or(serde_json::Value::Null);
+    let summary = r.summary.clone().unwrap_or_default();
+    let get = |k: &str| config.get(k).cloned().unwrap_or(serde_json::Value::Null);
+    let str_of = |k: &str| config.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let mut cfg = get("config");
+    if cfg.is_null() {
+        cfg = serde_json::json!({});
+    }
+    for (k, v) in [
+        ("Hostname", serde_json::json!("")),
+        ("Domainname", serde_json::json!("")),
+        ("User", serde_json::json!("")),
+        ("AttachStdin", serde_json::json!(false)),
+        ("AttachStdout", serde_json::json!(false)),
+        ("AttachStderr", serde_json::json!(false)),
+        ("Tty", serde_json::json!(false)),
+        ("OpenStdin", serde_json::json!(false)),
+        ("StdinOnce", serde_json::json!(false)),
+        ("Env", serde_json::Value::Null),
+        ("Cmd", serde_json::Value::Null),
+        ("Image", serde_json::json!("")),
+        ("Volumes", serde_json::Value::Null),
+        ("WorkingDir", serde_json::json!("")),
+        ("Entrypoint", serde_json::Value::Null),
+        ("OnBuild", serde_json::Value::Null),
+        ("Labels", serde_json::Value::Null),
+    ] {
+        if let Some(o) = cfg.as_object_mut() {
+            o.entry(k).or_insert(v);
+        }
+    }
+    serde_json::json!({
+        "Id": summary.id,
+        "RepoTags": r.repo_tags,
+        "RepoDigests": r.repo_digests,
+        "Parent": "",
+        "Comment": str_of("comment"),
+        "Created": str_of("created"),
+        "DockerVersion": str_of("docker_version"),
+        "Author": str_of("author"),
+        "Config": cfg,
+        "Architecture": str_of("architecture"),
+        "Os": str_of("os"),
+        "Size": summary.size,
+        "VirtualSize": summary.size,
+        "GraphDriver": {"Name": r.snapshotter, "Data": {"ChainID": r.chain_id}},
+        "RootFS": {"Type": "layers", "Layers": r.diff_ids},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+    })
+}
+
+pub async fn inspect(ctx: &Context, names: &[String]) -> Result<(), Error> {
+    let mut out = Vec::new();
+    let mut err = None;
+    for n in names {
+        match ctx.images().inspect(ctx.req(api::InspectImageRequest { name: n.clone() })).await {
+            Ok(r) => out.push(inspect_json(r.get_ref())),
+            Err(e) => err = Some(Error::from(e)),
+        }
+    }
+    println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+    err.map_or(Ok(()), Err)
+}
+
+pub async fn import(ctx: &Context, file: &std::path::Path, name: Option<&str>) -> Result<(), Error> {
+    let f = tokio::fs::File::open(file)
+        .await
+        .map_err(|e| Error::Local(format!("cannot open {}: {e}", file.display())))?;
+    let header = api::ImportRequest {
+        item: Some(api::import_request::Item::Header(api::ImportHeader {
+            name: name.unwrap_or_default().to_string(),
+            unpack: true,
+            snapshotter: String::new(),
+        })),
+    };
+    let data = futures::stream::unfold(Some(f), |f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut f = f?;
+        let mut buf = vec![0u8; 1 << 20];
+        match f.read(&mut buf).await {
+            Ok(0) | Err(_) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((api::ImportRequest { item: Some(api::import_request::Item::Data(buf)) }, Some(f)))
+            }
+        }
+    });
+    let stream = futures::StreamExt::chain(futures::stream::once(async { header }), data);
+    let resp = ctx.images().import(ctx.req(stream)).await?.into_inner();
+    for i in follow(resp, false).await? {
+        println!("{}", i.name);
+    }
+    Ok(())
+}
+
+pub async fn rm(ctx: &Context, a: RmArgs) -> Result<(), Error> {
+    let mut err = None;
+    for n in &a.images {
+        match ctx.images().delete(ctx.req(api::DeleteImageRequest { name: n.clone() })).await {
+            Ok(_) => println!("Untagged: {n}"),
+            Err(e) => {
+                let e = Error::from(e);
+                eprintln!("berth: {e}");
+                err = Some(e);
+            }
+        }
+    }
+    err.map_or(Ok(()), Err)
+}

@@ -1,0 +1,493 @@
+//! The image domain: pulling through the registry service, unpacking through the snapshot
+//! service, names in the image database, and what `image ls` / `image inspect` show.
+
+use crate::content::ContentStore;
+use crate::error::ImageError;
+use crate::manifest::{self, Descriptor, Manifest};
+use crate::metadata::{DescriptorRecord, ImageDb, ImageRecord};
+use berth_api::images::v1 as api;
+use berth_api::registry::v1::{registry_client::RegistryClient, FetchRequest, ResolveRequest};
+use berth_api::snapshots::v1::{
+    apply_request, snapshots_client::SnapshotsClient, ApplyHeader, ApplyRequest, SnapshotKey,
+};
+use berth_api::types::v1 as types;
+use berth_core::digest::chain_id;
+use berth_core::grpc::request;
+use berth_core::{media, Digest, Reference};
+use futures::{StreamExt, TryStreamExt};
+use std::collections::BTreeMap;
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tonic::transport::Channel;
+
+pub const LABEL_ID: &str = "berth.image.id";
+pub const LABEL_MANIFEST: &str = "berth.image.manifest";
+pub const LABEL_CREATED: &str = "berth.image.created";
+pub const LABEL_SIZE: &str = "berth.image.size";
+pub const LABEL_SNAPSHOTTER: &str = "berth.image.snapshotter";
+
+/// Progress lines of a pull or import go here; a closed receiver does not stop the work.
+pub type ProgressTx = mpsc::Sender<Result<api::PullResponse, tonic::Status>>;
+
+#[derive(Debug, Clone)]
+pub struct ImageStore {
+    pub content: ContentStore,
+    pub db: ImageDb,
+    registry: RegistryClient<Channel>,
+    snapshots: SnapshotsClient<Channel>,
+    default_snapshotter: String,
+}
+
+pub(crate) async fn progress(tx: &ProgressTx, id: &str, action: &str, current: i64, total: i64) {
+    let _ = tx
+        .send(Ok(api::PullResponse {
+            item: Some(api::pull_response::Item::Progress(types::Progress {
+                id: id.to_string(),
+                action: action.to_string(),
+                current,
+                total,
+                message: String::new(),
+            })),
+        }))
+        .await;
+}
+
+fn now() -> i64 {
+    chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0)
+}
+
+/// What a stored image resolves to: its manifest, config and layers.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub record: ImageRecord,
+    pub manifest_desc: Descriptor,
+    pub manifest: Manifest,
+    pub config: Vec<u8>,
+    pub config_digest: Digest,
+    pub diff_ids: Vec<Digest>,
+    pub created: Option<String>,
+}
+
+impl ImageStore {
+    pub fn new(
+        content: ContentStore,
+        db: ImageDb,
+        registry: RegistryClient<Channel>,
+        snapshots: SnapshotsClient<Channel>,
+        default_snapshotter: String,
+    ) -> ImageStore {
+        ImageStore {
+            content,
+            db,
+            registry,
+            snapshots,
+            default_snapshotter,
+        }
+    }
+
+    pub(crate) fn default_snapshotter_name(&self) -> String {
+        self.default_snapshotter.clone()
+    }
+
+    fn snapshotter(&self, asked: &str) -> String {
+        if asked.is_empty() {
+            self.default_snapshotter.clone()
+        } else {
+            asked.to_string()
+        }
+    }
+
+    /// Fetches a manifest, index or config (at most 4 MiB) into the store unless present.
+    async fn fetch_small(&self, ns: &str, reference: &Reference, desc: &Descriptor, manifest: bool) -> Result<Vec<u8>, ImageError> {
+        let what = if manifest { "manifest" } else { "config" };
+        let what = format!("{what} {} of {}", desc.digest, reference.repository());
+        let digest = desc.digest(&what)?;
+        if desc.size as u64 > media::MAX_MANIFEST_SIZE {
+            return Err(crate::content::ContentError::TooLarge {
+                what,
+                size: desc.size as u64,
+                limit: media::MAX_MANIFEST_SIZE,
+            }
+            .into());
+        }
+        if self.content.contains(&digest) {
+            return Ok(self.content.read_small(&digest, media::MAX_MANIFEST_SIZE)?);
+        }
+        let mut stream = self
+            .registry
+            .clone()
+            .fetch(request(ns, FetchRequest {
+                reference: reference.to_string(),
+                descriptor: Some(to_api_desc(desc)),
+                manifest,
+            }))
+            .await?
+            .into_inner();
+        let mut buf = Vec::new();
+        while let Some(chunk) = stream.try_next().await? {
+            buf.extend_from_slice(&chunk.data);
+            if buf.len() as u64 > media::MAX_MANIFEST_SIZE {
+                return Err(crate::content::ContentError::TooLarge {
+                    what,
+                    size: buf.len() as u64,
+                    limit: media::MAX_MANIFEST_SIZE,
+                }
+                .into());
+            }
+        }
+        let expected_size = if desc.size > 0 { Some(desc.size as u64) } else { None };
+        let mut w = self.content.writer(what, Some(digest), expected_size).await?;
+        w.write(&buf).await?;
+        w.commit().await?;
+        Ok(buf)
+    }
+
+    async fn fetch_blob(&self, ns: &str, reference: &Reference, desc: &Descriptor, tx: &ProgressTx) -> Result<(), ImageError> {
+        let what = format!("layer {} of {}", desc.digest, reference.repository());
+        let digest = desc.digest(&what)?;
+        let id = digest.short().to_string();
+        if self.content.contains(&digest) {
+            progress(tx, &id, "exists", desc.size, desc.size).await;
+            return Ok(());
+        }
+        let mut stream = self
+            .registry
+            .clone()
+            .fetch(request(ns, FetchRequest {
+                reference: reference.to_string(),
+                descriptor: Some(to_api_desc(desc)),
+                manifest: false,
+            }))
+            .await?
+            .into_inner();
+        let mut w = self.content.writer(what, Some(digest), Some(desc.size as u64)).await?;
+        let mut last = 0u64;
+        progress(tx, &id, "downloading", 0, desc.size).await;
+        while let Some(chunk) = stream.try_next().await? {
+            w.write(&chunk.data).await?;
+            if w.written() - last >= 1 << 20 {
+                last = w.written();
+                progress(tx, &id, "downloading", last as i64, desc.size).await;
+            }
+        }
+        progress(tx, &id, "verifying", w.written() as i64, desc.size).await;
+        w.commit().await?;
+        progress(tx, &id, "downloaded", desc.size, desc.size).await;
+        Ok(())
+    }
+
+    /// Pulls `reference` and (optionally) unpacks it; returns the stored record.
+    pub async fn pull(&self, ns: &str, req: api::PullRequest, tx: &ProgressTx) -> Result<ImageRecord, ImageError> {
+        let reference = Reference::parse(&req.reference)?;
+        progress(tx, &reference.familiar(), "resolving", 0, 0).await;
+        let resolved = self
+            .registry
+            .clone()
+            .resolve(request(ns, ResolveRequest {
+                reference: reference.to_string(),
+            }))
+            .await?
+            .into_inner();
+        let top = from_api_desc(resolved.descriptor.ok_or_else(|| {
+            ImageError::InvalidArgument(format!("the registry resolved {reference} to nothing"))
+        })?);
+        let platform = req.platform.unwrap_or_default();
+        let (os, arch) = (
+            if platform.os.is_empty() { "linux".to_string() } else { platform.os },
+            if platform.architecture.is_empty() { host_arch().to_string() } else { platform.architecture },
+        );
+        let top_bytes = self.fetch_small(ns, &reference, &top, true).await?;
+        let manifest_desc = if media::is_index(&top.media_type) {
+            let what = format!("index {} of {reference}", top.digest);
+            let index = manifest::parse_index(&what, &top_bytes)?;
+            let d = manifest::select_platform(&what, &index, &os, &arch)?.clone();
+            self.fetch_small(ns, &reference, &d, true).await?;
+            d
+        } else {
+            top.clone()
+        };
+        let mbytes = self.content.read_small(&manifest_desc.digest(&reference.to_string())?, media::MAX_MANIFEST_SIZE)?;
+        let what = format!("manifest {} of {reference}", manifest_desc.digest);
+        let m = manifest::parse_manifest(&what, &manifest_desc.media_type, &mbytes)?;
+        let config = self.fetch_small(ns, &reference, &m.config, false).await?;
+        let (cfg, diff_ids) = manifest::parse_config(&format!("config {} of {reference}", m.config.digest), &config, m.layers.len())?;
+
+        // Layers download in parallel, at most four at a time.
+        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+        let fetches: Vec<_> = m
+            .layers
+            .iter()
+            .map(|l| {
+                let limit = limit.clone();
+                let (store, ns, reference, l, tx) = (self.clone(), ns.to_string(), reference.clone(), l.clone(), tx.clone());
+                tokio::spawn(async move {
+                    let _permit = limit.acquire_owned().await;
+                    store.fetch_blob(&ns, &reference, &l, &tx).await
+                })
+            })
+            .collect();
+        for f in fetches {
+            f.await.map_err(|e| ImageError::InvalidArgument(format!("download task failed: {e}")))??;
+        }
+
+        let mut labels = BTreeMap::new();
+        labels.insert(LABEL_ID.to_string(), m.config.digest.clone());
+        labels.insert(LABEL_MANIFEST.to_string(), manifest_desc.digest.clone());
+        labels.insert(LABEL_CREATED.to_string(), cfg.created.clone().unwrap_or_default());
+        let layer_total: i64 = m.layers.iter().map(|l| l.size).sum();
+        labels.insert(LABEL_SIZE.to_string(), layer_total.to_string());
+        if req.unpack {
+            let sn = self.snapshotter(&req.snapshotter);
+            let size = self.unpack(ns, &sn, &m, &diff_ids, tx).await?;
+            labels.insert(LABEL_SIZE.to_string(), size.to_string());
+            labels.insert(LABEL_SNAPSHOTTER.to_string(), sn);
+        }
+        let rec = self.store_name(ns, &reference.to_string(), &top, labels).await?;
+        progress(tx, &reference.familiar(), "done", 0, 0).await;
+        Ok(rec)
+    }
+
+    pub(crate) async fn store_name(&self, ns: &str, name: &str, target: &Descriptor, labels: BTreeMap<String, String>) -> Result<ImageRecord, ImageError> {
+        let created = self.db.get(ns, name)?.map(|r| r.created).unwrap_or_else(now);
+        let rec = ImageRecord {
+            name: name.to_string(),
+            target: DescriptorRecord {
+                media_type: target.media_type.clone(),
+                digest: target.digest.clone(),
+                size: target.size,
+            },
+            labels,
+            created,
+            updated: now(),
+        };
+        self.db.put(ns, &rec).await?;
+        Ok(rec)
+    }
+
+    /// Applies each layer onto the one below it, once per chain: layers shared between images
+    /// are unpacked once. Returns the unpacked size.
+    pub async fn unpack(&self, ns: &str, snapshotter: &str, m: &Manifest, diff_ids: &[Digest], tx: &ProgressTx) -> Result<i64, ImageError> {
+        let mut parent = String::new();
+        let mut total = 0i64;
+        for (i, layer) in m.layers.iter().enumerate() {
+            let chain = chain_id(&diff_ids[..=i]).expect("at least one layer").to_string();
+            let digest = layer.digest("layer")?;
+            let id = digest.short().to_string();
+            let stat = self
+                .snapshots
+                .clone()
+                .stat(request(ns, SnapshotKey {
+                    snapshotter: snapshotter.to_string(),
+                    key: chain.clone(),
+                }))
+                .await;
+            if stat.is_err() {
+                progress(tx, &id, "extracting", 0, layer.size).await;
+                let path = self.content.path(&digest);
+                let header = ApplyRequest {
+                    item: Some(apply_request::Item::Header(ApplyHeader {
+                        snapshotter: snapshotter.to_string(),
+                        name: chain.clone(),
+                        parent: parent.clone(),
+                        media_type: layer.media_type.clone(),
+                        diff_id: diff_ids[i].to_string(),
+                        labels: Default::default(),
+                    })),
+                };
+                let file = tokio::fs::File::open(&path).await.map_err(|source| crate::content::ContentError::Io { path: path.clone(), source })?;
+                let data = futures::stream::unfold(Some(file), |f| async move {
+                    let mut f = f?;
+                    let mut buf = vec![0u8; 256 << 10];
+                    match f.read(&mut buf).await {
+                        Ok(0) | Err(_) => None,
+                        Ok(n) => {
+                            buf.truncate(n);
+                            Some((ApplyRequest { item: Some(apply_request::Item::Data(buf)) }, Some(f)))
+                        }
+                    }
+                });
+                let stream = futures::stream::once(async { header }).chain(data);
+                let resp = self.snapshots.clone().apply(request(ns, stream)).await?.into_inner();
+                total += resp.size;
+                progress(tx, &id, "extracted", layer.size, layer.size).await;
+            } else if let Ok(u) = self
+                .snapshots
+                .clone()
+                .usage(request(ns, SnapshotKey {
+                    snapshotter: snapshotter.to_string(),
+                    key: chain.clone(),
+                }))
+                .await
+            {
+                total += u.into_inner().size;
+            }
+            parent = chain;
+        }
+        Ok(total)
+    }
+
+    /// Finds an image by reference, `sha256:<id>`, or a unique id prefix, as Docker does.
+    pub fn find(&self, ns: &str, name: &str) -> Result<ImageRecord, ImageError> {
+        if let Ok(r) = Reference::parse(name) {
+            if let Some(rec) = self.db.get(ns, &r.to_string())? {
+                return Ok(rec);
+            }
+        }
+        let hex = name.strip_prefix("sha256:").unwrap_or(name);
+        if !hex.is_empty() && hex.len() <= 64 && hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+            let mut hits: Vec<ImageRecord> = self
+                .db
+                .list(ns)?
+                .into_iter()
+                .filter(|r| r.labels.get(LABEL_ID).is_some_and(|id| id.trim_start_matches("sha256:").starts_with(hex)))
+                .collect();
+            hits.sort_by(|a, b| a.name.cmp(&b.name));
+            if let Some(first) = hits.first() {
+                return Ok(first.clone());
+            }
+        }
+        Err(ImageError::NotFound(name.to_string()))
+    }
+
+    pub fn resolve(&self, rec: ImageRecord) -> Result<Resolved, ImageError> {
+        let what = format!("manifest of {}", rec.name);
+        let manifest_digest: Digest = rec
+            .labels
+            .get(LABEL_MANIFEST)
+            .cloned()
+            .unwrap_or_else(|| rec.target.digest.clone())
+            .parse()
+            .map_err(|e| ImageError::InvalidArgument(format!("{what}: {e}")))?;
+        let mbytes = self.content.read_small(&manifest_digest, media::MAX_MANIFEST_SIZE)?;
+        let m = manifest::parse_manifest(&what, "", &mbytes)?;
+        let config_digest = m.config.digest(&what)?;
+        let config = self.content.read_small(&config_digest, media::MAX_MANIFEST_SIZE)?;
+        let (cfg, diff_ids) = manifest::parse_config(&format!("config of {}", rec.name), &config, m.layers.len())?;
+        Ok(Resolved {
+            manifest_desc: Descriptor {
+                media_type: m.media_type.clone().unwrap_or_else(|| media::OCI_MANIFEST.to_string()),
+                digest: manifest_digest.to_string(),
+                size: mbytes.len() as i64,
+                platform: None,
+                annotations: None,
+            },
+            record: rec,
+            manifest: m,
+            config,
+            config_digest,
+            diff_ids,
+            created: cfg.created,
+        })
+    }
+
+    pub fn summary(&self, rec: &ImageRecord) -> api::ImageSummary {
+        let created = rec
+            .labels
+            .get(LABEL_CREATED)
+            .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
+            .map(|t| prost_types::Timestamp {
+                seconds: t.timestamp(),
+                nanos: t.timestamp_subsec_nanos() as i32,
+            });
+        api::ImageSummary {
+            image: Some(to_api_image(rec)),
+            id: rec.labels.get(LABEL_ID).cloned().unwrap_or_default(),
+            size: rec.labels.get(LABEL_SIZE).and_then(|s| s.parse().ok()).unwrap_or(0),
+            created,
+        }
+    }
+
+    pub fn inspect(&self, ns: &str, name: &str) -> Result<api::InspectImageResponse, ImageError> {
+        let rec = self.find(ns, name)?;
+        let r = self.resolve(rec.clone())?;
+        let id = r.config_digest.to_string();
+        let mut repo_tags = Vec::new();
+        let mut repo_digests = Vec::new();
+        for other in self.db.list(ns)? {
+            if other.labels.get(LABEL_ID) != Some(&id) {
+                continue;
+            }
+            if let Ok(reference) = Reference::parse(&other.name) {
+                if reference.tag().is_some() && reference.digest().is_none() {
+                    repo_tags.push(reference.familiar());
+                }
+                if let Ok(d) = other.target.digest.parse::<Digest>() {
+                    let rd = reference.with_digest(&d).familiar();
+                    if !repo_digests.contains(&rd) {
+                        repo_digests.push(rd);
+                    }
+                }
+            }
+        }
+        repo_tags.sort();
+        repo_digests.sort();
+        Ok(api::InspectImageResponse {
+            summary: Some(self.summary(&rec)),
+            repo_tags,
+            repo_digests,
+            config: r.config.clone(),
+            manifest: Some(to_api_desc(&r.manifest_desc)),
+            layers: r.manifest.layers.iter().map(to_api_desc).collect(),
+            diff_ids: r.diff_ids.iter().map(|d| d.to_string()).collect(),
+            chain_id: chain_id(&r.diff_ids).map(|d| d.to_string()).unwrap_or_default(),
+            snapshotter: rec.labels.get(LABEL_SNAPSHOTTER).cloned().unwrap_or_else(|| self.default_snapshotter.clone()),
+        })
+    }
+
+    /// Removes a name. Blobs stay until garbage collection.
+    pub async fn delete(&self, ns: &str, name: &str) -> Result<(), ImageError> {
+        let rec = self.find(ns, name)?;
+        self.db.delete(ns, &rec.name).await?;
+        Ok(())
+    }
+}
+
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" => "amd64",
+        "aarch64" => "arm64",
+        "x86" => "386",
+        other => other,
+    }
+}
+
+pub fn to_api_desc(d: &Descriptor) -> types::Descriptor {
+    types::Descriptor {
+        media_type: d.media_type.clone(),
+        digest: d.digest.clone(),
+        size: d.size,
+        annotations: d.annotations.clone().unwrap_or_default().into_iter().collect(),
+    }
+}
+
+pub fn from_api_desc(d: types::Descriptor) -> Descriptor {
+    Descriptor {
+        media_type: d.media_type,
+        digest: d.digest,
+        size: d.size,
+        platform: None,
+        annotations: if d.annotations.is_empty() { None } else { Some(d.annotations.into_iter().collect()) },
+    }
+}
+
+fn ts(nanos: i64) -> prost_types::Timestamp {
+    prost_types::Timestamp {
+        seconds: nanos.div_euclid(1_000_000_000),
+        nanos: nanos.rem_euclid(1_000_000_000) as i32,
+    }
+}
+
+pub fn to_api_image(r: &ImageRecord) -> api::Image {
+    api::Image {
+        name: r.name.clone(),
+        target: Some(types::Descriptor {
+            media_type: r.target.media_type.clone(),
+            digest: r.target.digest.clone(),
+            size: r.target.size,
+            annotations: Default::default(),
+        }),
+        labels: r.labels.clone().into_iter().collect(),
+        created_at: Some(ts(r.created)),
+        updated_at: Some(ts(r.updated)),
+    }
+}

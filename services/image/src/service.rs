@@ -1,0 +1,224 @@
+//! The gRPC shells over [`ImageStore`]: the Images and Content services.
+
+use crate::content::ContentError;
+use crate::error::ImageError;
+use crate::images::{to_api_image, ImageStore};
+use berth_api::content::v1 as capi;
+use berth_api::images::v1 as api;
+use berth_core::grpc::namespace;
+use berth_core::Digest;
+use futures::Stream;
+use std::path::PathBuf;
+use std::pin::Pin;
+use tokio::io::{AsyncReadExt, AsyncSeekExt};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{info, warn};
+
+type BoxStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send>>;
+
+#[derive(Debug, Clone)]
+pub struct ImagesService {
+    pub(crate) store: ImageStore,
+    pub(crate) tmp: PathBuf,
+}
+
+fn parse_digest(s: &str) -> Result<Digest, Status> {
+    s.parse().map_err(|e: berth_core::digest::DigestError| Status::invalid_argument(e.to_string()))
+}
+
+#[tonic::async_trait]
+impl api::images_server::Images for ImagesService {
+    async fn get(&self, req: Request<api::GetImageRequest>) -> Result<Response<api::GetImageResponse>, Status> {
+        let ns = namespace(&req)?;
+        let rec = self.store.find(&ns, &req.get_ref().name)?;
+        Ok(Response::new(api::GetImageResponse { image: Some(to_api_image(&rec)) }))
+    }
+
+    async fn list(&self, req: Request<api::ListImagesRequest>) -> Result<Response<api::ListImagesResponse>, Status> {
+        let ns = namespace(&req)?;
+        let mut recs = self.store.db.list(&ns).map_err(ImageError::from)?;
+        recs.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
+        let images = recs.iter().map(|r| self.store.summary(r)).collect();
+        Ok(Response::new(api::ListImagesResponse { images }))
+    }
+
+    async fn delete(&self, req: Request<api::DeleteImageRequest>) -> Result<Response<api::DeleteImageResponse>, Status> {
+        let ns = namespace(&req)?;
+        self.store.delete(&ns, &req.get_ref().name).await?;
+        info!(namespace = %ns, image = %req.get_ref().name, "image deleted");
+        Ok(Response::new(api::DeleteImageResponse {}))
+    }
+
+    async fn inspect(&self, req: Request<api::InspectImageRequest>) -> Result<Response<api::InspectImageResponse>, Status> {
+        let ns = namespace(&req)?;
+        Ok(Response::new(self.store.inspect(&ns, &req.get_ref().name)?))
+    }
+
+    type PullStream = BoxStream<api::PullResponse>;
+
+    async fn pull(&self, req: Request<api::PullRequest>) -> Result<Response<Self::PullStream>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        // Refuse a malformed reference before the stream starts.
+        berth_core::Reference::parse(&req.reference).map_err(ImageError::from)?;
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.store.clone();
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let reference = req.reference.clone();
+                match store.pull(&ns, req, &tx).await {
+                    Ok(rec) => {
+                        info!(namespace = %ns, image = %rec.name, "pulled");
+                        let _ = tx
+                            .send(Ok(api::PullResponse { item: Some(api::pull_response::Item::Image(to_api_image(&rec))) }))
+                            .await;
+                    }
+                    Err(e) => {
+                        warn!(namespace = %ns, image = %reference, error = %e, "pull failed");
+                        let _ = tx.send(Err(e.into())).await;
+                    }
+                }
+            },
+            span,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    type ImportStream = BoxStream<api::PullResponse>;
+
+    async fn import(&self, req: Request<Streaming<api::ImportRequest>>) -> Result<Response<Self::ImportStream>, Status> {
+        let ns = namespace(&req)?;
+        let mut input = req.into_inner();
+        let header = match input.next().await {
+            Some(Ok(api::ImportRequest { item: Some(api::import_request::Item::Header(h)) })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(Status::invalid_argument("an import starts with a header message")),
+        };
+        if !header.name.is_empty() {
+            berth_core::Reference::parse(&header.name).map_err(ImageError::from)?;
+        }
+        tokio::fs::create_dir_all(&self.tmp).await.map_err(|e| Status::internal(format!("{}: {e}", self.tmp.display())))?;
+        let file = tempfile::Builder::new()
+            .prefix("archive-")
+            .tempfile_in(&self.tmp)
+            .map_err(|e| Status::internal(format!("{}: {e}", self.tmp.display())))?;
+        {
+            let mut f = tokio::fs::File::from_std(file.reopen().map_err(|e| Status::internal(e.to_string()))?);
+            while let Some(msg) = input.next().await {
+                if let Some(api::import_request::Item::Data(d)) = msg?.item {
+                    tokio::io::AsyncWriteExt::write_all(&mut f, &d).await.map_err(|e| Status::internal(e.to_string()))?;
+                }
+            }
+            tokio::io::AsyncWriteExt::flush(&mut f).await.map_err(|e| Status::internal(e.to_string()))?;
+        }
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.store.clone();
+        tokio::spawn(async move {
+            let r = store.import(&ns, file.path(), &header.name, header.unpack, &header.snapshotter, &tx).await;
+            drop(file);
+            match r {
+                Ok(recs) => {
+                    for rec in recs {
+                        let _ = tx.send(Ok(api::PullResponse { item: Some(api::pull_response::Item::Image(to_api_image(&rec))) })).await;
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e.into())).await;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct ContentService {
+    pub(crate) store: ImageStore,
+}
+
+fn blob_info(i: crate::content::BlobInfo) -> capi::BlobInfo {
+    let t = chrono::DateTime::<chrono::Utc>::from(i.created);
+    capi::BlobInfo {
+        digest: i.digest.to_string(),
+        size: i.size as i64,
+        created_at: Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }),
+        labels: Default::default(),
+    }
+}
+
+#[tonic::async_trait]
+impl capi::content_server::Content for ContentService {
+    async fn info(&self, req: Request<capi::InfoRequest>) -> Result<Response<capi::InfoResponse>, Status> {
+        let d = parse_digest(&req.get_ref().digest)?;
+        let i = self.store.content.info(&d).map_err(ImageError::from)?;
+        Ok(Response::new(capi::InfoResponse { info: Some(blob_info(i)) }))
+    }
+
+    async fn list(&self, _req: Request<capi::ListContentRequest>) -> Result<Response<capi::ListContentResponse>, Status> {
+        let blobs = self.store.content.list().map_err(ImageError::from)?.into_iter().map(blob_info).collect();
+        Ok(Response::new(capi::ListContentResponse { blobs }))
+    }
+
+    type ReadStream = BoxStream<capi::ReadContentResponse>;
+
+    async fn read(&self, req: Request<capi::ReadContentRequest>) -> Result<Response<Self::ReadStream>, Status> {
+        let r = req.into_inner();
+        let d = parse_digest(&r.digest)?;
+        let path = self.store.content.path(&d);
+        let mut f = tokio::fs::File::open(&path)
+            .await
+            .map_err(|_| Status::from(ImageError::from(ContentError::NotFound(d.clone()))))?;
+        let offset = r.offset.max(0) as u64;
+        f.seek(std::io::SeekFrom::Start(offset)).await.map_err(|e| Status::internal(e.to_string()))?;
+        let limit = if r.size > 0 { r.size as u64 } else { u64::MAX };
+        let s = async_stream::try_stream! {
+            let mut pos = offset;
+            let mut left = limit;
+            let mut buf = vec![0u8; 256 << 10];
+            while left > 0 {
+                let want = buf.len().min(left.min(usize::MAX as u64) as usize);
+                let n = f.read(&mut buf[..want]).await.map_err(|e| Status::internal(e.to_string()))?;
+                if n == 0 { break; }
+                yield capi::ReadContentResponse { offset: pos as i64, data: buf[..n].to_vec() };
+                pos += n as u64;
+                left -= n as u64;
+            }
+        };
+        Ok(Response::new(Box::pin(s)))
+    }
+
+    async fn write(&self, req: Request<Streaming<capi::WriteContentRequest>>) -> Result<Response<capi::WriteContentResponse>, Status> {
+        let mut input = req.into_inner();
+        let header = match input.next().await {
+            Some(Ok(capi::WriteContentRequest { item: Some(capi::write_content_request::Item::Header(h)) })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => return Err(Status::invalid_argument("a write starts with a header message")),
+        };
+        let expected = if header.expected_digest.is_empty() { None } else { Some(parse_digest(&header.expected_digest)?) };
+        if let Some(d) = &expected {
+            if self.store.content.contains(d) {
+                return Ok(Response::new(capi::WriteContentResponse { digest: d.to_string(), size: self.store.content.info(d).map(|i| i.size as i64).unwrap_or(0), existed: true }));
+            }
+        }
+        let size = (header.expected_size > 0).then_some(header.expected_size as u64);
+        let mut w = self.store.content.writer("written blob", expected, size).await.map_err(ImageError::from)?;
+        while let Some(msg) = input.next().await {
+            if let Some(capi::write_content_request::Item::Data(d)) = msg?.item {
+                w.write(&d).await.map_err(ImageError::from)?;
+            }
+        }
+        let n = w.written();
+        let d = w.commit().await.map_err(ImageError::from)?;
+        Ok(Response::new(capi::WriteContentResponse { digest: d.to_string(), size: n as i64, existed: false }))
+    }
+
+    async fn delete(&self, req: Request<capi::DeleteContentRequest>) -> Result<Response<capi::DeleteContentResponse>, Status> {
+        let d = parse_digest(&req.get_ref().digest)?;
+        self.store.content.delete(&d).map_err(ImageError::from)?;
+        Ok(Response::new(capi::DeleteContentResponse {}))
+    }
+}
