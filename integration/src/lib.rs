@@ -1,1 +1,281 @@
-//! Shared harness for the end-to-end tests.
+//! The harness of berth's end-to-end tests: a real registry (Debian's `docker-registry`), a
+//! busybox image made offline with umoci and pushed with skopeo, and isolated `berthd`
+//! instances (own root and state in temporary folders) driven through the real `berth` CLI.
+//!
+//! Processes started here get `PR_SET_PDEATHSIG` from a thread that lives as long as the test
+//! binary, so nothing outlives a test run.
+
+use std::net::TcpListener;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::{mpsc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// Folder with berth, berthd, berth-shim: `BERTH_BIN`, else the target folder of this test.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("BERTH_BIN") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("current exe");
+    exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf()
+}
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+pub fn have(cmd: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+}
+
+/// Starts processes from one thread that never ends, so PDEATHSIG fires only when the test
+/// process itself goes away.
+fn spawner() -> &'static Mutex<mpsc::Sender<(Command, mpsc::Sender<std::io::Result<Child>>)>> {
+    static S: OnceLock<Mutex<mpsc::Sender<(Command, mpsc::Sender<std::io::Result<Child>>)>>> = OnceLock::new();
+    S.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<(Command, mpsc::Sender<std::io::Result<Child>>)>();
+        std::thread::spawn(move || {
+            for (mut cmd, reply) in rx {
+                // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+                unsafe {
+                    cmd.pre_exec(|| {
+                        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                        Ok(())
+                    });
+                }
+                let _ = reply.send(cmd.spawn());
+            }
+        });
+        Mutex::new(tx)
+    })
+}
+
+pub fn spawn_tied(cmd: Command) -> std::io::Result<Child> {
+    let (tx, rx) = mpsc::channel();
+    spawner().lock().unwrap().send((cmd, tx)).expect("spawner thread");
+    rx.recv().expect("spawner reply")
+}
+
+fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < timeout, "{what} did not happen within {timeout:?}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn http_ok(addr: &str, path: &str) -> bool {
+    Command::new("curl").args(["-fs", "-o", "/dev/null", &format!("http://{addr}{path}")]).status().is_ok_and(|s| s.success())
+}
+
+/// A temporary folder removed on drop (after unmounting anything left under it).
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(prefix: &str) -> TempDir {
+        let mut rnd = [0u8; 6];
+        std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd)).unwrap();
+        let hex: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
+        let p = std::env::temp_dir().join(format!("{prefix}-{hex}"));
+        std::fs::create_dir_all(&p).unwrap();
+        TempDir(p)
+    }
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+            let mut under: Vec<&str> = mounts
+                .lines()
+                .filter_map(|l| l.split(' ').nth(1))
+                .filter(|m| Path::new(m).starts_with(&self.0))
+                .collect();
+            under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+            for m in under {
+                let _ = Command::new("umount").args(["-l", m]).status();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A real distribution registry on a free loopback port.
+#[derive(Debug)]
+pub struct Registry {
+    pub addr: String,
+    pub dir: TempDir,
+    child: Child,
+}
+
+impl Registry {
+    pub fn start() -> Option<Registry> {
+        if !have("docker-registry") {
+            eprintln!("SKIP: docker-registry is not installed (apt-get install docker-registry)");
+            return None;
+        }
+        let dir = TempDir::new("berth-it-registry");
+        let port = free_port();
+        let addr = format!("127.0.0.1:{port}");
+        let cfg = dir.path().join("config.yml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "version: 0.1\nlog: {{level: error}}\nstorage: {{filesystem: {{rootdirectory: {}/data}}, delete: {{enabled: true}}}}\nhttp: {{addr: {addr}}}\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new("docker-registry");
+        cmd.arg("serve").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null());
+        let child = spawn_tied(cmd).expect("start docker-registry");
+        wait_until("the registry answering", Duration::from_secs(10), || http_ok(&addr, "/v2/"));
+        Some(Registry { addr, dir, child })
+    }
+
+    /// Pushes a busybox image made offline to `<registry>/<name>`.
+    pub fn push_busybox(&self, name: &str) {
+        let archive = busybox_archive();
+        let st = Command::new("skopeo")
+            .args(["copy", "-q", "--dest-tls-verify=false"])
+            .arg(format!("oci-archive:{}", archive.display()))
+            .arg(format!("docker://{}/{name}", self.addr))
+            .status()
+            .expect("skopeo");
+        assert!(st.success(), "skopeo push of {name} failed");
+    }
+
+    /// The folder where the registry keeps a blob.
+    pub fn blob_data(&self, digest: &str) -> PathBuf {
+        let hex = digest.trim_start_matches("sha256:");
+        self.dir.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+    }
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A busybox OCI archive made once per test binary with deploy/make-busybox-image.sh.
+pub fn busybox_archive() -> PathBuf {
+    static A: OnceLock<PathBuf> = OnceLock::new();
+    A.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("berth-it-image-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let out = dir.join("busybox.tar");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-busybox-image.sh");
+        let st = Command::new("bash").arg(script).arg(&out).arg("busybox:latest").status().expect("make image");
+        assert!(st.success(), "making the busybox image failed");
+        out
+    })
+    .clone()
+}
+
+/// An isolated berthd with its own root and state.
+#[derive(Debug)]
+pub struct Berthd {
+    pub dir: TempDir,
+    pub sock: PathBuf,
+    child: Option<Child>,
+    config: PathBuf,
+}
+
+impl Berthd {
+    pub fn start(extra_config: &str) -> Berthd {
+        let dir = TempDir::new("berth-it");
+        let config = dir.path().join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "root = \"{r}/root\"\nstate = \"{r}/state\"\n{extra_config}\n",
+                r = dir.path().display()
+            ),
+        )
+        .unwrap();
+        let sock = dir.path().join("state/berth.sock");
+        let mut d = Berthd { dir, sock, child: None, config };
+        d.restart();
+        d
+    }
+
+    pub fn root(&self) -> PathBuf {
+        self.dir.path().join("root")
+    }
+    pub fn state(&self) -> PathBuf {
+        self.dir.path().join("state")
+    }
+
+    /// Starts berthd (again) on the same root and state.
+    pub fn restart(&mut self) {
+        let mut cmd = Command::new(bin_dir().join("berthd"));
+        cmd.arg("--config").arg(&self.config).stdout(Stdio::null()).stderr(
+            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("berthd.log")).unwrap(),
+        );
+        self.child = Some(spawn_tied(cmd).expect("start berthd"));
+        let sock = self.sock.clone();
+        let me = &*self;
+        wait_until("berthd answering", Duration::from_secs(20), || sock.exists() && me.berth(&["version"]).status.success());
+    }
+
+    /// Kills berthd with SIGKILL, as a crash would.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin_dir().join("berth"));
+        c.arg("--address").arg(format!("unix://{}", self.sock.display()));
+        c
+    }
+
+    pub fn berth(&self, args: &[&str]) -> Output {
+        self.cmd().args(args).stdin(Stdio::null()).output().expect("run berth")
+    }
+
+    /// Runs berth and returns stdout, asserting success.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.berth(args);
+        assert!(o.status.success(), "berth {args:?} failed ({}): {}{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs berth expecting failure; returns (exit code, stderr).
+    pub fn fails(&self, args: &[&str]) -> (i32, String) {
+        let o = self.berth(args);
+        assert!(!o.status.success(), "berth {args:?} should have failed: {}", String::from_utf8_lossy(&o.stdout));
+        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
+    }
+
+    /// Kills the shims and containers this instance started.
+    fn kill_shims(&self) {
+        let tasks = self.state().join("tasks");
+        let Ok(nss) = std::fs::read_dir(&tasks) else { return };
+        for ns in nss.flatten() {
+            for t in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+                for f in ["init.pid", "shim.pid"] {
+                    if let Some(pid) = std::fs::read_to_string(t.path().join(f)).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                        // SAFETY: kill(2) with a pid read from our own state folder.
+                        unsafe { libc::kill(pid, libc::SIGKILL) };
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Drop for Berthd {
+    fn drop(&mut self) {
+        self.kill9();
+        self.kill_shims();
+    }
+}

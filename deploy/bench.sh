@@ -1,0 +1,107 @@
+#!/usr/bin/env bash
+# berth's benchmark: berth beside containerd 1.6 + runc (Debian's) on this machine, in one run.
+#   deploy/bench.sh            (as root, after a release build: cargo build --release)
+# Prints medians and ratios. Timings live here, never in tests: these machines are noisy.
+set -uo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+BIN=${BERTH_BIN:-$repo/target/release}
+RUNS=${RUNS:-20}
+W=$(mktemp -d /tmp/berth-bench.XXXXXX)
+PIDS=()
+cleanup() {
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
+  sleep 0.5
+  for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  pkill -9 -f "berth-shim --id .* --bundle $W" 2>/dev/null
+  grep " $W" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+  rm -rf "$W"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+now() { date +%s%N; }
+median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.stdin.read().split()]; print("%.3f" % statistics.median(v))'; }
+rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null; }
+ratio() { python3 -c "print('%.2f' % ($1/$2))" 2>/dev/null || echo "?"; }
+
+# a registry, the busybox image and a big multi-layer image (6 layers of incompressible data)
+port=$(free_port); REG=127.0.0.1:$port
+mkdir -p "$W/reg"
+printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' "$W/reg/data" "$REG" > "$W/reg/config.yml"
+docker-registry serve "$W/reg/config.yml" >/dev/null 2>&1 & PIDS+=($!)
+for _ in $(seq 50); do curl -fs "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+"$repo/deploy/make-busybox-image.sh" "$W/busybox.tar" busybox:latest
+skopeo copy -q "oci-archive:$W/busybox.tar" "docker://$REG/busybox:latest" --dest-tls-verify=false
+BIG_MB=${BIG_MB:-72}
+( cd "$W" && umoci init --layout big >/dev/null && umoci new --image big:img >/dev/null &&
+  for i in 1 2 3 4 5 6; do
+    umoci unpack --image big:img b >/dev/null && mkdir -p b/rootfs/data &&
+    head -c "$((BIG_MB << 20))" /dev/urandom > "b/rootfs/data/layer$i" &&
+    umoci repack --image big:img b >/dev/null && rm -rf b
+  done ) || { echo "making the big image failed" >&2; exit 1; }
+skopeo copy -q "oci:$W/big:img" "docker://$REG/big:latest" --dest-tls-verify=false
+echo "big image: 6 layers, $((6 * BIG_MB)) MiB of incompressible data"
+
+# berthd
+mkdir -p "$W/berth"
+printf 'root = "%s/root"\nstate = "%s/state"\n' "$W/berth" "$W/berth" > "$W/berth/config.toml"
+"$BIN/berthd" --config "$W/berth/config.toml" >"$W/berth/log" 2>&1 & BPID=$!; PIDS+=($BPID)
+B=("$BIN/berth" --address "unix://$W/berth/state/berth.sock")
+for _ in $(seq 100); do "${B[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
+sleep 1
+berth_idle=$(rss_kb $BPID)
+
+# containerd, on its own root/state/socket
+have_ctr=0
+if command -v containerd >/dev/null && command -v ctr >/dev/null; then
+  mkdir -p "$W/ctrd"
+  cat > "$W/ctrd/config.toml" <<TOML
+version = 2
+root = "$W/ctrd/root"
+state = "$W/ctrd/state"
+disabled_plugins = ["io.containerd.grpc.v1.cri"]
+[grpc]
+  address = "$W/ctrd/sock"
+[ttrpc]
+  address = "$W/ctrd/sock.ttrpc"
+TOML
+  containerd --config "$W/ctrd/config.toml" >"$W/ctrd/log" 2>&1 & CPID=$!; PIDS+=($CPID)
+  C=(ctr -a "$W/ctrd/sock" -n bench)
+  for _ in $(seq 100); do "${C[@]}" version >/dev/null 2>&1 && have_ctr=1 && break; sleep 0.1; done
+  sleep 1
+  ctr_idle=$(rss_kb $CPID)
+fi
+
+echo
+echo "== pull + unpack of the big image from a local registry"
+t0=$(now); "${B[@]}" pull -q "$REG/big:latest" >/dev/null || echo "berth pull failed" >&2; t1=$(now)
+berth_pull=$(python3 -c "print('%.2f' % (($t1-$t0)/1e9))")
+echo "berth pull:      ${berth_pull} s"
+if [ $have_ctr = 1 ]; then
+  t0=$(now); "${C[@]}" images pull --plain-http "$REG/big:latest" >/dev/null || echo "ctr pull failed" >&2; t1=$(now)
+  ctr_pull=$(python3 -c "print('%.2f' % (($t1-$t0)/1e9))")
+  echo "ctr pull:        ${ctr_pull} s   (berth/ctr = $(ratio "$berth_pull" "$ctr_pull"))"
+fi
+
+echo
+echo "== run --rm IMAGE true, median of $RUNS"
+"${B[@]}" pull -q "$REG/busybox:latest" >/dev/null
+"${B[@]}" run --rm "$REG/busybox:latest" true
+for _ in $(seq "$RUNS"); do t0=$(now); "${B[@]}" run --rm "$REG/busybox:latest" true; t1=$(now); echo $(((t1-t0)/1000)); done > "$W/berth.runs"
+berth_run=$(awk '{print $1/1e6}' "$W/berth.runs" | median)
+echo "berth run --rm:  ${berth_run} s"
+if [ $have_ctr = 1 ]; then
+  "${C[@]}" images pull --plain-http "$REG/busybox:latest" >/dev/null
+  for i in $(seq "$RUNS"); do t0=$(now); "${C[@]}" run --rm "$REG/busybox:latest" "b$i" true; t1=$(now); echo $(((t1-t0)/1000)); done > "$W/ctr.runs"
+  ctr_run=$(awk '{print $1/1e6}' "$W/ctr.runs" | median)
+  echo "ctr run --rm:    ${ctr_run} s   (berth/ctr = $(ratio "$berth_run" "$ctr_run"))"
+fi
+
+echo
+echo "== memory"
+"${B[@]}" run -d "$REG/busybox:latest" sleep 60 >/dev/null
+sleep 0.5
+shim_pid=$(cat "$W"/berth/state/tasks/default/*/shim.pid 2>/dev/null | head -1)
+echo "berthd idle RSS: $((berth_idle / 1024)) MB (after start, nothing running)"
+echo "berthd RSS now:  $(( $(rss_kb $BPID) / 1024 )) MB (after the benchmark)"
+[ -n "$shim_pid" ] && echo "berth-shim RSS:  $(rss_kb "$shim_pid") kB (one container running)"
+[ $have_ctr = 1 ] && echo "containerd idle RSS: $((ctr_idle / 1024)) MB"

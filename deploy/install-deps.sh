@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what berth needs to build, run and test on Debian 12, as root. Idempotent: packages
+# already present are not fetched again.
+set -euo pipefail
+pkgs=(
+  protobuf-compiler pkg-config libssl-dev gcc        # build: protoc for the API, openssl for registry TLS
+  busybox-static umoci skopeo docker-registry        # test images and a real registry
+  util-linux curl iptables python3                   # acceptance walkthrough (script), probes
+  containerd runc hyperfine                          # benchmark peers
+)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing: ${missing[*]}" >&2
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+command -v cargo >/dev/null || { echo "cargo is missing: install Rust (rustup) first" >&2; exit 1; }

@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Runs every test of berth, as root on Debian 12:
+#   formatting and clippy, unit and integration tests (release build: the integration tests
+#   start real berthd instances, a real docker-registry and real containers), then the
+#   acceptance walkthrough sections of the resolved issues when ../shared is beside the repo.
+set -euo pipefail
+repo=$(cd "$(dirname "$0")/.." && pwd)
+cd "$repo"
+deploy/install-deps.sh
+target=${CARGO_TARGET_DIR:-$repo/target}
+export CARGO_TARGET_DIR=$target
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --quiet -- -D warnings
+echo "== cargo build --release"
+cargo build --release --bins --quiet
+echo "== cargo test --release"
+set +e
+cargo test --release --workspace --no-fail-fast 2>&1 | tee "$target/test.log" | grep -Ev '^(test .* \.\.\. ok|running 0 tests)$'
+status=${PIPESTATUS[0]}
+set -e
+if [ "$status" -ne 0 ]; then
+  echo "unit/integration tests failed (cargo test exited $status)" >&2
+  exit 1
+fi
+
+walk=$repo/../shared/acceptance/seed-walkthrough.sh
+sections=$(grep -v '^#' "$repo/.ci/walkthrough-sections" 2>/dev/null | xargs || true)
+if [ -f "$walk" ] && [ -n "$sections" ]; then
+  echo "== acceptance walkthrough: $sections"
+  BERTH_BIN=$target/release REPO=$repo bash "$walk" $sections
+fi
