@@ -1,0 +1,198 @@
+//! `container.log` in Docker's json-file format, with size-based rotation, and RFC 3339 time.
+
+use serde::Serialize;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Formats a time as RFC 3339 with nanoseconds in UTC: `2024-05-06T07:08:09.123456789Z`.
+pub fn rfc3339_nanos(t: SystemTime) -> String {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs() as i64;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    let (y, m, day) = civil_from_days(days);
+    format!(
+        "{y:04}-{m:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
+        rem / 3600,
+        (rem / 60) % 60,
+        rem % 60,
+        d.subsec_nanos()
+    )
+}
+
+/// The current time as [`rfc3339_nanos`].
+pub fn now_rfc3339() -> String {
+    rfc3339_nanos(SystemTime::now())
+}
+
+// Howard Hinnant's days → civil date algorithm.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (if m <= 2 { y + 1 } else { y }, m, d)
+}
+
+#[derive(Serialize)]
+struct Entry<'a> {
+    log: &'a str,
+    stream: &'a str,
+    time: &'a str,
+}
+
+/// Longest partial line kept before it is written out without a newline (as Docker does).
+const MAX_PARTIAL: usize = 16 * 1024;
+
+/// Writes container output as json-file lines, rotating at `max_size` bytes.
+#[derive(Debug)]
+pub struct LogWriter {
+    path: PathBuf,
+    file: Option<File>,
+    size: u64,
+    max_size: Option<u64>,
+    partial: [Vec<u8>; 2],
+}
+
+impl LogWriter {
+    /// Opens (appends to) `path`.
+    pub fn open(path: &Path, max_size: Option<u64>) -> io::Result<Self> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", path.display())))?;
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        Ok(LogWriter {
+            path: path.to_path_buf(),
+            file: Some(file),
+            size,
+            max_size: max_size.filter(|m| *m > 0),
+            partial: [Vec::new(), Vec::new()],
+        })
+    }
+
+    /// Records output bytes of `stream` (`"stdout"` or `"stderr"`); complete lines are written.
+    pub fn write(&mut self, stream: &str, data: &[u8]) {
+        let idx = usize::from(stream == "stderr");
+        let mut buf = std::mem::take(&mut self.partial[idx]);
+        buf.extend_from_slice(data);
+        let mut start = 0;
+        while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
+            let end = start + pos + 1;
+            self.emit(stream, &buf[start..end]);
+            start = end;
+        }
+        let mut rest = buf.split_off(start);
+        while rest.len() >= MAX_PARTIAL {
+            let tail = rest.split_off(MAX_PARTIAL);
+            self.emit(stream, &rest);
+            rest = tail;
+        }
+        self.partial[idx] = rest;
+    }
+
+    /// Writes out what is left of unfinished lines (at EOF of the streams).
+    pub fn flush_partial(&mut self) {
+        for (idx, stream) in ["stdout", "stderr"].iter().enumerate() {
+            let rest = std::mem::take(&mut self.partial[idx]);
+            if !rest.is_empty() {
+                self.emit(stream, &rest);
+            }
+        }
+    }
+
+    fn emit(&mut self, stream: &str, line: &[u8]) {
+        let text = String::from_utf8_lossy(line);
+        let time = now_rfc3339();
+        let Ok(mut json) = serde_json::to_vec(&Entry {
+            log: &text,
+            stream,
+            time: &time,
+        }) else {
+            return;
+        };
+        json.push(b'\n');
+        if let Some(max) = self.max_size {
+            if self.size > 0 && self.size + json.len() as u64 > max {
+                self.rotate();
+            }
+        }
+        if let Some(f) = self.file.as_mut() {
+            match f.write_all(&json) {
+                Ok(()) => self.size += json.len() as u64,
+                Err(e) => crate::log(&format!("write {}: {e}", self.path.display())),
+            }
+        }
+    }
+
+    fn rotate(&mut self) {
+        let mut old = self.path.as_os_str().to_owned();
+        old.push(".1");
+        self.file = None;
+        if let Err(e) = std::fs::rename(&self.path, &old) {
+            crate::log(&format!("rotate {}: {e}", self.path.display()));
+        }
+        match OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+        {
+            Ok(f) => {
+                self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
+                self.file = Some(f);
+            }
+            Err(e) => crate::log(&format!("reopen {}: {e}", self.path.display())),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn time_format() {
+        assert_eq!(rfc3339_nanos(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+        let t = UNIX_EPOCH + Duration::new(1_709_251_199, 5); // 2024-02-29T23:59:59
+        assert_eq!(rfc3339_nanos(t), "2024-02-29T23:59:59.000000005Z");
+        let t = UNIX_EPOCH + Duration::new(951_782_400, 0); // 2000-02-29
+        assert_eq!(rfc3339_nanos(t), "2000-02-29T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn lines_and_rotation() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("container.log");
+        let mut w = LogWriter::open(&p, Some(300)).unwrap();
+        w.write("stdout", b"hel");
+        w.write("stdout", b"lo\nwor");
+        w.write("stderr", b"oops\n");
+        let content = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<serde_json::Value> = content
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len(), 2);
+        assert_eq!(lines[0]["log"], "hello\n");
+        assert_eq!(lines[0]["stream"], "stdout");
+        assert_eq!(lines[1]["log"], "oops\n");
+        assert_eq!(lines[1]["stream"], "stderr");
+        w.flush_partial();
+        let content = std::fs::read_to_string(&p).unwrap();
+        assert!(content.contains("\"log\":\"wor\""));
+        for _ in 0..5 {
+            w.write("stdout", b"0123456789012345678901234567890123456789\n");
+        }
+        assert!(d.path().join("container.log.1").exists());
+        assert!(std::fs::metadata(&p).unwrap().len() <= 300);
+    }
+}

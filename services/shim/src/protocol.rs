@@ -1,0 +1,517 @@
+//! The wire protocol of `shim.sock` (see `docs/shim.md`).
+//!
+//! Plain data + serde + blocking helpers over `std::io`. An async client (the runtime service)
+//! can use the types and [`encode_frame`] / [`decode_frame_header`] with its own IO.
+//!
+//! A connection carries one request line ([`Request::to_line`]) and one response line
+//! ([`Response::to_line`]). After a successful `attach` the connection carries frames:
+//! `[kind: u8][len: u32 big-endian][payload]`.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use std::io::{self, BufRead, Read, Write};
+
+/// client → shim: stdin bytes.
+pub const FRAME_STDIN: u8 = 0;
+/// shim → client: stdout bytes (with a pty, all output).
+pub const FRAME_STDOUT: u8 = 1;
+/// shim → client: stderr bytes.
+pub const FRAME_STDERR: u8 = 2;
+/// shim → client: the exit status as JSON ([`ExitStatus`]); the last frame of a connection.
+pub const FRAME_EXIT: u8 = 3;
+/// client → shim: close the container's stdin (empty payload).
+pub const FRAME_CLOSE_STDIN: u8 = 4;
+/// client → shim: resize the terminal (payload: width u32 BE, height u32 BE).
+pub const FRAME_RESIZE: u8 = 5;
+
+/// Largest frame payload accepted by [`read_frame`] (16 MiB).
+pub const MAX_FRAME_LEN: u32 = 16 << 20;
+
+/// How a process ended, as written to `exit.json` and sent in answers and exit frames.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExitStatus {
+    /// The exit code; `128 + signal` when the process was killed by a signal (as Docker does).
+    pub exit_code: i32,
+    /// The signal that killed the process, if any.
+    pub signal: Option<i32>,
+    /// When the process ended, RFC 3339 with nanoseconds, UTC.
+    pub exited_at: String,
+    /// Whether the kernel OOM killer killed a process of the container's cgroup.
+    pub oom_killed: bool,
+}
+
+impl ExitStatus {
+    /// Builds an exit status from a normal exit code.
+    pub fn exited(code: i32, exited_at: String) -> Self {
+        ExitStatus {
+            exit_code: code,
+            signal: None,
+            exited_at,
+            oom_killed: false,
+        }
+    }
+
+    /// Builds an exit status for a death by `signal`: exit code `128 + signal`.
+    pub fn signaled(signal: i32, exited_at: String) -> Self {
+        ExitStatus {
+            exit_code: 128 + signal,
+            signal: Some(signal),
+            exited_at,
+            oom_killed: false,
+        }
+    }
+
+    /// Maps a raw `wait(2)` status word. Returns `None` for stopped/continued states.
+    pub fn from_wait_status(raw: i32, exited_at: String) -> Option<Self> {
+        if libc::WIFEXITED(raw) {
+            Some(Self::exited(libc::WEXITSTATUS(raw), exited_at))
+        } else if libc::WIFSIGNALED(raw) {
+            Some(Self::signaled(libc::WTERMSIG(raw), exited_at))
+        } else {
+            None
+        }
+    }
+}
+
+/// The state of the container's init process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Created, waiting for `start` before `execve`.
+    Created,
+    /// Running the container's program.
+    Running,
+    /// Exited; `exit` holds the status.
+    Stopped,
+}
+
+/// One request, sent as a JSON line: `{"op":"…",…}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "lowercase")]
+pub enum Request {
+    /// `{"op":"state"}`
+    State,
+    /// `{"op":"start"}`
+    Start,
+    /// `{"op":"kill","signal":N,"all":false}`
+    Kill {
+        /// Signal number.
+        signal: i32,
+        /// Signal every process in the container's cgroup, not only init.
+        #[serde(default)]
+        all: bool,
+    },
+    /// `{"op":"wait"}`: blocks until init exited.
+    Wait,
+    /// `{"op":"resize","width":W,"height":H}`
+    Resize {
+        /// Columns.
+        width: u32,
+        /// Rows.
+        height: u32,
+    },
+    /// `{"op":"delete"}`: removes the cgroup and ends the shim.
+    Delete,
+    /// `{"op":"attach","stdin":bool}`: the connection switches to frames after the answer.
+    Attach {
+        /// Whether the client sends stdin frames.
+        #[serde(default)]
+        stdin: bool,
+    },
+}
+
+impl Request {
+    /// The request as one JSON line (with the trailing `\n`).
+    pub fn to_line(&self) -> String {
+        to_line(self)
+    }
+
+    /// Parses a request line (trailing whitespace allowed).
+    pub fn from_line(line: &str) -> io::Result<Self> {
+        serde_json::from_str(line.trim_end()).map_err(|e| {
+            io::Error::new(io::ErrorKind::InvalidData, format!("bad shim request: {e}"))
+        })
+    }
+}
+
+/// One answer, a JSON line: `{"ok":true,…}` or `{"ok":false,"error":"…","code":N}`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Response {
+    /// Whether the request succeeded.
+    pub ok: bool,
+    /// `state`: the init's status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<Status>,
+    /// `state`, `start`: host pid of the container's init.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    /// `state`, `wait`, `delete`: the exit status. `None` = field absent,
+    /// `Some(None)` = `"exit":null` (state of a process that has not exited).
+    /// Use [`Response::exit_status`] to read it.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "deserialize_some"
+    )]
+    pub exit: Option<Option<ExitStatus>>,
+    /// Failure: a message for a person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Failure: exit code hint (126, 127; 125 when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<i32>,
+}
+
+fn deserialize_some<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    T::deserialize(d).map(Some)
+}
+
+impl Response {
+    /// `{"ok":true}`
+    pub fn ok() -> Self {
+        Response {
+            ok: true,
+            ..Default::default()
+        }
+    }
+
+    /// `{"ok":false,"error":message,"code":code}`
+    pub fn error(message: impl Into<String>, code: Option<i32>) -> Self {
+        Response {
+            ok: false,
+            error: Some(message.into()),
+            code,
+            ..Default::default()
+        }
+    }
+
+    /// The exit status carried by the answer, if any.
+    pub fn exit_status(&self) -> Option<&ExitStatus> {
+        self.exit.as_ref().and_then(|e| e.as_ref())
+    }
+
+    /// The exit code hint of a failed answer: `code`, or 125 when absent.
+    pub fn error_code(&self) -> i32 {
+        self.code.unwrap_or(125)
+    }
+
+    /// The answer as one JSON line (with the trailing `\n`).
+    pub fn to_line(&self) -> String {
+        to_line(self)
+    }
+
+    /// Parses an answer line.
+    pub fn from_line(line: &str) -> io::Result<Self> {
+        serde_json::from_str(line.trim_end()).map_err(|e| {
+            io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("bad shim response: {e}"),
+            )
+        })
+    }
+}
+
+fn to_line<T: Serialize>(v: &T) -> String {
+    // Serializing these plain structs cannot fail (string keys, no maps with non-string keys).
+    let mut s = serde_json::to_string(v).unwrap_or_else(|_| "{}".to_string());
+    s.push('\n');
+    s
+}
+
+/// Reads one `\n`-terminated line; `Ok(None)` on EOF before any byte.
+pub fn read_line<R: BufRead>(r: &mut R) -> io::Result<Option<String>> {
+    let mut line = String::new();
+    // Bound the line length so a broken peer cannot make us allocate without end.
+    let n = r.by_ref().take(1 << 20).read_line(&mut line)?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if !line.ends_with('\n') && n as u64 >= (1 << 20) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "request line too long",
+        ));
+    }
+    Ok(Some(line))
+}
+
+/// One frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Frame {
+    /// One of the `FRAME_*` constants.
+    pub kind: u8,
+    /// The payload.
+    pub payload: Vec<u8>,
+}
+
+/// Encodes a frame into a new buffer: header + payload.
+pub fn encode_frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+    let mut buf = Vec::with_capacity(5 + payload.len());
+    buf.push(kind);
+    buf.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    buf.extend_from_slice(payload);
+    buf
+}
+
+/// Decodes a 5-byte frame header into `(kind, payload length)`.
+pub fn decode_frame_header(header: [u8; 5]) -> (u8, u32) {
+    (
+        header[0],
+        u32::from_be_bytes([header[1], header[2], header[3], header[4]]),
+    )
+}
+
+/// Writes one frame (a single `write_all` of header + payload).
+pub fn write_frame<W: Write>(w: &mut W, kind: u8, payload: &[u8]) -> io::Result<()> {
+    w.write_all(&encode_frame(kind, payload))
+}
+
+/// Reads one frame; `Ok(None)` on a clean EOF at a frame boundary.
+pub fn read_frame<R: Read>(r: &mut R) -> io::Result<Option<Frame>> {
+    let mut header = [0u8; 5];
+    let mut got = 0;
+    while got < header.len() {
+        match r.read(&mut header[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    "connection closed inside a frame header",
+                ))
+            }
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let (kind, len) = decode_frame_header(header);
+    if len > MAX_FRAME_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("frame of {len} bytes exceeds the limit of {MAX_FRAME_LEN}"),
+        ));
+    }
+    let mut payload = vec![0u8; len as usize];
+    r.read_exact(&mut payload)?;
+    Ok(Some(Frame { kind, payload }))
+}
+
+/// Payload of a [`FRAME_RESIZE`] frame.
+pub fn resize_payload(width: u32, height: u32) -> [u8; 8] {
+    let mut p = [0u8; 8];
+    p[..4].copy_from_slice(&width.to_be_bytes());
+    p[4..].copy_from_slice(&height.to_be_bytes());
+    p
+}
+
+/// Parses a [`FRAME_RESIZE`] payload into `(width, height)`.
+pub fn parse_resize_payload(payload: &[u8]) -> Option<(u32, u32)> {
+    if payload.len() != 8 {
+        return None;
+    }
+    let w = u32::from_be_bytes([payload[0], payload[1], payload[2], payload[3]]);
+    let h = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+    Some((w, h))
+}
+
+/// Blocking convenience client: connects to `socket`, sends `req`, reads the answer.
+/// For `attach`, use [`attach`] instead (the connection stays open).
+pub fn call(socket: &std::path::Path, req: &Request) -> io::Result<Response> {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| io::Error::new(e.kind(), format!("connect {}: {e}", socket.display())))?;
+    stream.write_all(req.to_line().as_bytes())?;
+    let mut reader = io::BufReader::new(stream);
+    match read_line(&mut reader)? {
+        Some(line) => Response::from_line(&line),
+        None => Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "shim closed the connection without an answer",
+        )),
+    }
+}
+
+/// Blocking convenience client for `attach`: returns the connected stream, positioned at the
+/// first frame, after a successful answer.
+pub fn attach(socket: &std::path::Path, stdin: bool) -> io::Result<std::os::unix::net::UnixStream> {
+    let mut stream = std::os::unix::net::UnixStream::connect(socket)
+        .map_err(|e| io::Error::new(e.kind(), format!("connect {}: {e}", socket.display())))?;
+    stream.write_all(Request::Attach { stdin }.to_line().as_bytes())?;
+    // Read the answer byte by byte so no frame bytes are buffered away.
+    let mut line = Vec::new();
+    let mut b = [0u8; 1];
+    loop {
+        let n = stream.read(&mut b)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "shim closed the connection without an answer",
+            ));
+        }
+        if b[0] == b'\n' {
+            break;
+        }
+        line.push(b[0]);
+        if line.len() > 1 << 16 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "answer too long",
+            ));
+        }
+    }
+    let resp = Response::from_line(&String::from_utf8_lossy(&line))?;
+    if !resp.ok {
+        return Err(io::Error::other(
+            resp.error.unwrap_or_else(|| "attach refused".into()),
+        ));
+    }
+    Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_round_trip() {
+        let reqs = [
+            Request::State,
+            Request::Start,
+            Request::Kill {
+                signal: 9,
+                all: true,
+            },
+            Request::Wait,
+            Request::Resize {
+                width: 80,
+                height: 24,
+            },
+            Request::Delete,
+            Request::Attach { stdin: true },
+        ];
+        for r in reqs {
+            let line = r.to_line();
+            assert!(line.ends_with('\n'));
+            assert_eq!(Request::from_line(&line).unwrap(), r);
+        }
+    }
+
+    #[test]
+    fn request_wire_format() {
+        assert_eq!(Request::State.to_line(), "{\"op\":\"state\"}\n");
+        assert_eq!(
+            Request::from_line(r#"{"op":"kill","signal":15}"#).unwrap(),
+            Request::Kill {
+                signal: 15,
+                all: false
+            }
+        );
+        assert_eq!(
+            Request::from_line(r#"{"op":"attach"}"#).unwrap(),
+            Request::Attach { stdin: false }
+        );
+        assert!(Request::from_line(r#"{"op":"bogus"}"#).is_err());
+    }
+
+    #[test]
+    fn response_exit_null_vs_absent() {
+        let mut r = Response::ok();
+        r.status = Some(Status::Running);
+        r.pid = Some(42);
+        r.exit = Some(None);
+        let line = r.to_line();
+        assert_eq!(
+            line,
+            "{\"ok\":true,\"status\":\"running\",\"pid\":42,\"exit\":null}\n"
+        );
+        let back = Response::from_line(&line).unwrap();
+        assert_eq!(back, r);
+        assert_eq!(back.exit_status(), None);
+
+        let start = Response::from_line(r#"{"ok":true,"pid":7}"#).unwrap();
+        assert_eq!(start.exit, None);
+        assert_eq!(start.pid, Some(7));
+
+        let mut w = Response::ok();
+        w.exit = Some(Some(ExitStatus::signaled(
+            9,
+            "2024-01-01T00:00:00.000000000Z".into(),
+        )));
+        let back = Response::from_line(&w.to_line()).unwrap();
+        assert_eq!(back.exit_status().unwrap().exit_code, 137);
+        assert_eq!(back.exit_status().unwrap().signal, Some(9));
+    }
+
+    #[test]
+    fn response_error() {
+        let e = Response::error("exec: \"x\": executable file not found in $PATH", Some(127));
+        let line = e.to_line();
+        let back = Response::from_line(&line).unwrap();
+        assert!(!back.ok);
+        assert_eq!(back.error_code(), 127);
+        assert_eq!(Response::error("x", None).error_code(), 125);
+    }
+
+    #[test]
+    fn exit_status_json() {
+        let s = ExitStatus::exited(7, "2024-05-06T07:08:09.123456789Z".into());
+        let j = serde_json::to_string(&s).unwrap();
+        assert_eq!(
+            j,
+            r#"{"exit_code":7,"signal":null,"exited_at":"2024-05-06T07:08:09.123456789Z","oom_killed":false}"#
+        );
+        let back: ExitStatus = serde_json::from_str(&j).unwrap();
+        assert_eq!(back, s);
+    }
+
+    #[test]
+    fn exit_status_mapping() {
+        // exit(7): status word 7 << 8
+        let s = ExitStatus::from_wait_status(7 << 8, String::new()).unwrap();
+        assert_eq!((s.exit_code, s.signal), (7, None));
+        // killed by SIGKILL: status word 9
+        let s = ExitStatus::from_wait_status(9, String::new()).unwrap();
+        assert_eq!((s.exit_code, s.signal), (137, Some(9)));
+        // SIGSEGV with core dump: 11 | 0x80
+        let s = ExitStatus::from_wait_status(11 | 0x80, String::new()).unwrap();
+        assert_eq!((s.exit_code, s.signal), (139, Some(11)));
+        // stopped: 0x7f | (SIGSTOP << 8)
+        assert!(ExitStatus::from_wait_status(0x7f | (19 << 8), String::new()).is_none());
+    }
+
+    #[test]
+    fn frame_round_trip() {
+        let mut buf = Vec::new();
+        write_frame(&mut buf, FRAME_STDOUT, b"hello\n").unwrap();
+        write_frame(&mut buf, FRAME_CLOSE_STDIN, b"").unwrap();
+        write_frame(&mut buf, FRAME_RESIZE, &resize_payload(120, 40)).unwrap();
+        assert_eq!(&buf[..5], &[1, 0, 0, 0, 6]);
+        let mut r = &buf[..];
+        let f = read_frame(&mut r).unwrap().unwrap();
+        assert_eq!(
+            (f.kind, f.payload.as_slice()),
+            (FRAME_STDOUT, &b"hello\n"[..])
+        );
+        let f = read_frame(&mut r).unwrap().unwrap();
+        assert_eq!((f.kind, f.payload.len()), (FRAME_CLOSE_STDIN, 0));
+        let f = read_frame(&mut r).unwrap().unwrap();
+        assert_eq!(parse_resize_payload(&f.payload), Some((120, 40)));
+        assert!(read_frame(&mut r).unwrap().is_none());
+    }
+
+    #[test]
+    fn frame_errors() {
+        let mut r = &[1u8, 0, 0][..];
+        assert!(read_frame(&mut r).is_err());
+        let mut r = &[1u8, 0xff, 0xff, 0xff, 0xff][..];
+        assert_eq!(
+            read_frame(&mut r).unwrap_err().kind(),
+            io::ErrorKind::InvalidData
+        );
+        let mut r = &[1u8, 0, 0, 0, 4, b'a'][..];
+        assert!(read_frame(&mut r).is_err());
+        assert_eq!(parse_resize_payload(&[0; 3]), None);
+    }
+}

@@ -1,0 +1,862 @@
+//! The shim daemon: daemonize, create the container, serve `shim.sock`, relay stdio, reap.
+//!
+//! Threads (all started after the container's init was cloned): the accept loop (main
+//! thread), one reaper, one relay per output stream, one per connection.
+
+use crate::bundle::{Bundle, RootfsMount, ANNOTATION_LOG_MAX_SIZE, ANNOTATION_STDIN};
+use crate::cgroup::{self, ContainerCgroup};
+use crate::container::{self, InitConfig, InitStdio, Namespaces};
+use crate::error::{Context, Error, Result};
+use crate::logfile::{now_rfc3339, LogWriter};
+use crate::protocol::{
+    self, ExitStatus, Request, Response, Status, FRAME_CLOSE_STDIN, FRAME_EXIT, FRAME_RESIZE,
+    FRAME_STDERR, FRAME_STDIN, FRAME_STDOUT,
+};
+use nix::sys::socket::{send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
+use oci_spec::runtime::Spec;
+use std::fs::File;
+use std::io::{BufReader, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Duration;
+
+/// Command line of `berth-shim`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Options {
+    /// Container id.
+    pub id: String,
+    /// berth namespace.
+    pub namespace: String,
+    /// Bundle folder.
+    pub bundle: PathBuf,
+}
+
+impl Options {
+    /// Parses `--id ID --namespace NS --bundle DIR` (also `--flag=value`).
+    pub fn parse<I: IntoIterator<Item = String>>(args: I) -> std::result::Result<Self, String> {
+        let mut id = None;
+        let mut namespace = None;
+        let mut bundle = None;
+        let mut it = args.into_iter();
+        while let Some(a) = it.next() {
+            let (flag, inline) = match a.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+                _ => (a.clone(), None),
+            };
+            let slot = match flag.as_str() {
+                "--id" => &mut id,
+                "--namespace" | "-n" => &mut namespace,
+                "--bundle" => &mut bundle,
+                "--help" | "-h" => return Err(usage()),
+                other => return Err(format!("unknown argument {other:?}\n{}", usage())),
+            };
+            let v = match inline {
+                Some(v) => v,
+                None => it
+                    .next()
+                    .ok_or_else(|| format!("{flag} needs a value\n{}", usage()))?,
+            };
+            *slot = Some(v);
+        }
+        Ok(Options {
+            id: id.ok_or_else(|| format!("--id is required\n{}", usage()))?,
+            namespace: namespace.unwrap_or_else(|| "default".into()),
+            bundle: PathBuf::from(
+                bundle.ok_or_else(|| format!("--bundle is required\n{}", usage()))?,
+            ),
+        })
+    }
+}
+
+fn usage() -> String {
+    "usage: berth-shim --id ID --namespace NS --bundle DIR".into()
+}
+
+/// Runs the shim: returns the exit code of the starting process (the daemon lives on).
+pub fn run(opts: Options) -> i32 {
+    let bundle = match Bundle::new(&opts.bundle) {
+        Ok(b) => b,
+        Err(e) => return fail_early(&e),
+    };
+    let spec = match bundle.load_spec() {
+        Ok(s) => s,
+        Err(e) => return fail_early(&e),
+    };
+    let mounts = match bundle.load_rootfs_mounts() {
+        Ok(m) => m,
+        Err(e) => return fail_early(&e),
+    };
+
+    let (verdict_r, verdict_w) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => return fail_early(&Error::io("pipe", e.into())),
+    };
+    // SAFETY: the process is single-threaded here (nothing has spawned a thread yet), so the
+    // child may run arbitrary code after fork.
+    match unsafe { nix::unistd::fork() } {
+        Err(e) => fail_early(&Error::io("fork", e.into())),
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {
+            drop(verdict_w);
+            let mut buf = Vec::new();
+            let _ = File::from(verdict_r).read_to_end(&mut buf);
+            parse_verdict(&buf)
+        }
+        Ok(nix::unistd::ForkResult::Child) => {
+            drop(verdict_r);
+            daemon(opts, bundle, spec, mounts, File::from(verdict_w))
+        }
+    }
+}
+
+fn fail_early(e: &Error) -> i32 {
+    eprintln!("berth-shim: {e}");
+    e.exit_code()
+}
+
+/// Verdict on the startup pipe: `"<code> <message>"`; code 0 = created.
+fn parse_verdict(buf: &[u8]) -> i32 {
+    let s = String::from_utf8_lossy(buf);
+    let Some((code, msg)) = s
+        .split_once(' ')
+        .or(if s.is_empty() { None } else { Some((&*s, "")) })
+    else {
+        eprintln!("berth-shim: the shim daemon exited during startup (see shim.log)");
+        return 1;
+    };
+    let code: i32 = code.trim().parse().unwrap_or(1);
+    if code != 0 {
+        eprintln!("{}", msg.trim_end());
+    }
+    code
+}
+
+fn daemon(
+    opts: Options,
+    bundle: Bundle,
+    spec: Spec,
+    mounts: Vec<RootfsMount>,
+    mut verdict: File,
+) -> ! {
+    let _ = nix::unistd::setsid();
+    // SAFETY: prctl with integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+        // One malloc arena: the threads here are light and RSS matters more than contention.
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+    // Do not keep the caller's working folder (maybe a mount point) busy.
+    let _ = nix::unistd::chdir("/");
+    if let Err(e) = redirect_stdio(&bundle) {
+        let _ = write!(verdict, "1 {e}");
+        std::process::exit(1);
+    }
+    crate::log(&format!(
+        "berth-shim {} starting for {}/{} in {}",
+        env!("CARGO_PKG_VERSION"),
+        opts.namespace,
+        opts.id,
+        bundle.dir().display()
+    ));
+    match create(&opts, bundle, spec, mounts) {
+        Ok((shared, listener)) => {
+            let _ = write!(verdict, "0 ");
+            drop(verdict);
+            serve(shared, listener)
+        }
+        Err(e) => {
+            crate::log(&format!("create failed: {e}"));
+            let _ = write!(verdict, "{} {e}", e.exit_code());
+            std::process::exit(1)
+        }
+    }
+}
+
+fn redirect_stdio(bundle: &Bundle) -> Result<()> {
+    let path = bundle.shim_log_path();
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .ctx(|| format!("open {}", path.display()))?;
+    let null = container::dev_null()?;
+    // SAFETY: dup2 of open descriptors onto this process's standard descriptors.
+    unsafe {
+        libc::dup2(null.as_raw_fd(), 0);
+        libc::dup2(log.as_raw_fd(), 1);
+        libc::dup2(log.as_raw_fd(), 2);
+    }
+    Ok(())
+}
+
+/// State shared by the shim's threads.
+struct Shared {
+    bundle: Bundle,
+    init_pid: i32,
+    pidfd: Option<OwnedFd>,
+    cgroup: ContainerCgroup,
+    oom_base: u64,
+    pty: Option<File>,
+    state: Mutex<State>,
+    state_cv: Condvar,
+    sync: Mutex<Option<OwnedFd>>,
+    stdin: Mutex<Option<File>>,
+    clients: Mutex<Clients>,
+    log: Mutex<LogWriter>,
+    streams_open: Mutex<usize>,
+    streams_cv: Condvar,
+    next_client: AtomicU64,
+}
+
+struct State {
+    status: Status,
+    exit: Option<ExitStatus>,
+}
+
+struct Clients {
+    list: Vec<(u64, UnixStream)>,
+    finished: Option<ExitStatus>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking thread must not take the whole shim down with it.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn pipe() -> Result<(OwnedFd, OwnedFd)> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe".into())
+}
+
+fn create(
+    opts: &Options,
+    bundle: Bundle,
+    spec: Spec,
+    mounts: Vec<RootfsMount>,
+) -> Result<(Arc<Shared>, UnixListener)> {
+    let annotations = spec.annotations().clone().unwrap_or_default();
+    let linux = spec.linux().as_ref();
+    let cg_path = linux
+        .and_then(|l| l.cgroups_path().clone())
+        .unwrap_or_else(|| PathBuf::from(format!("/berth/{}/{}", opts.namespace, opts.id)));
+    let rel = cgroup::relative_path(&cg_path)?;
+    let namespaces = Namespaces::from_spec(&spec)?;
+    let terminal = spec
+        .process()
+        .as_ref()
+        .and_then(|p| p.terminal())
+        .unwrap_or(false);
+    let want_stdin = annotations
+        .get(ANNOTATION_STDIN)
+        .map(|v| v == "true")
+        .unwrap_or(false);
+    let log_max = annotations
+        .get(ANNOTATION_LOG_MAX_SIZE)
+        .and_then(|v| v.trim().parse::<u64>().ok());
+    let rootfs = bundle.rootfs_dir(&spec);
+    if !rootfs.is_dir() {
+        return Err(Error::Invalid(format!(
+            "rootfs {} is not a folder",
+            rootfs.display()
+        )));
+    }
+    let log =
+        LogWriter::open(&bundle.log_path(), log_max).map_err(|e| Error::io("container log", e))?;
+
+    // stdio: init ends + shim ends
+    let mut shim_stdin: Option<File> = None;
+    let mut shim_out: Vec<(File, u8)> = Vec::new();
+    let stdio = if terminal {
+        InitStdio::Terminal
+    } else {
+        let stdin = if want_stdin {
+            let (r, w) = pipe()?;
+            shim_stdin = Some(File::from(w));
+            r
+        } else {
+            container::dev_null()?
+        };
+        let (out_r, out_w) = pipe()?;
+        let (err_r, err_w) = pipe()?;
+        shim_out.push((File::from(out_r), FRAME_STDOUT));
+        shim_out.push((File::from(err_r), FRAME_STDERR));
+        InitStdio::Pipes {
+            stdin,
+            stdout: out_w,
+            stderr: err_w,
+        }
+    };
+    let (shim_sync, init_sync) = socketpair(
+        AddressFamily::Unix,
+        SockType::SeqPacket,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .ctx(|| "socketpair".into())?;
+
+    let cg = ContainerCgroup::create(&rel, linux.and_then(|l| l.resources().as_ref()))?;
+    let oom_base = cg.oom_kill_count();
+    let v2 = cg.is_v2();
+    let fail = |cg: &ContainerCgroup, e: Error| -> Error {
+        let _ = cg.remove();
+        e
+    };
+    if let Some(fd) = &namespaces.join_pid {
+        // Joining affects the children of this process only: the init.
+        if let Err(e) = nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWPID) {
+            return Err(fail(&cg, Error::io("setns pid namespace", e.into())));
+        }
+    }
+    let cfg = InitConfig {
+        spec: &spec,
+        rootfs,
+        rootfs_mounts: &mounts,
+        cgroup_rel: rel.clone(),
+        cgroup_v2: v2,
+        v1_hierarchies: if v2 {
+            Vec::new()
+        } else {
+            cgroup::v1_hierarchies()
+        },
+        namespaces: &namespaces,
+        stdio: &stdio,
+        sync: init_sync.as_raw_fd(),
+    };
+    // The shim is still single-threaded here.
+    let pid = match container::spawn_init(&cfg) {
+        Ok(p) => p,
+        Err(e) => return Err(fail(&cg, e)),
+    };
+    drop(cfg);
+    drop(init_sync);
+    drop(stdio);
+    let init_pid = pid.as_raw();
+    let abort = |cg: &ContainerCgroup, e: Error| -> Error {
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = nix::sys::wait::waitpid(pid, None);
+        let _ = cg.remove();
+        e
+    };
+    if let Err(e) = cg.add_process(init_pid) {
+        return Err(abort(&cg, e));
+    }
+    if let Err(e) = send(
+        shim_sync.as_raw_fd(),
+        &[container::msg::CGROUP_DONE],
+        MsgFlags::empty(),
+    ) {
+        return Err(abort(&cg, Error::io("signal the container init", e.into())));
+    }
+
+    // Wait for the init's verdict (and the pty master).
+    let mut pty: Option<File> = None;
+    loop {
+        let mut buf = [0u8; 4096];
+        let (n, fd) = match container::recv_with_fd(shim_sync.as_raw_fd(), &mut buf) {
+            Ok(v) => v,
+            Err(e) => return Err(abort(&cg, e)),
+        };
+        if n == 0 {
+            let status = nix::sys::wait::waitpid(pid, None);
+            let _ = cg.remove();
+            return Err(Error::Invalid(format!(
+                "container init exited during setup ({status:?}); see shim.log"
+            )));
+        }
+        match buf[0] {
+            container::msg::PTY => pty = fd.map(File::from),
+            container::msg::READY => break,
+            container::msg::ERROR => {
+                let e = container::decode_error(&buf[..n]);
+                let _ = nix::sys::wait::waitpid(pid, None);
+                let _ = cg.remove();
+                return Err(e);
+            }
+            other => {
+                return Err(abort(
+                    &cg,
+                    Error::Invalid(format!("unexpected message {other} from init")),
+                ))
+            }
+        }
+    }
+    if terminal && pty.is_none() {
+        return Err(abort(
+            &cg,
+            Error::Invalid("the container init sent no pty".into()),
+        ));
+    }
+    if let (Some(p), Some(size)) = (&pty, spec.process().as_ref().and_then(|p| p.console_size())) {
+        set_winsize(p, size.width() as u32, size.height() as u32);
+    }
+
+    // SAFETY: pidfd_open with a pid of our own unreaped child and no flags.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, init_pid, 0) };
+    let pidfd = if pidfd >= 0 {
+        // SAFETY: the syscall returned a new descriptor that nothing else owns.
+        Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd as i32) })
+    } else {
+        None
+    };
+
+    let wr = |path: PathBuf, v: String| -> Result<()> {
+        crate::bundle::write_atomic(&path, v.as_bytes())
+    };
+    if let Err(e) = wr(bundle.shim_pid_path(), std::process::id().to_string())
+        .and_then(|_| wr(bundle.init_pid_path(), init_pid.to_string()))
+    {
+        return Err(abort(&cg, e));
+    }
+    let sock = bundle.socket_path();
+    let _ = std::fs::remove_file(&sock);
+    let listener = match UnixListener::bind(&sock) {
+        Ok(l) => l,
+        Err(e) => {
+            return Err(abort(
+                &cg,
+                Error::io(format!("listen on {}", sock.display()), e),
+            ))
+        }
+    };
+    let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
+
+    let stdin = match (&pty, shim_stdin) {
+        (Some(p), _) => p.try_clone().ok(),
+        (None, s) => s,
+    };
+    let outputs: Vec<(File, u8)> = match &pty {
+        Some(p) => match p.try_clone() {
+            Ok(f) => vec![(f, FRAME_STDOUT)],
+            Err(e) => return Err(abort(&cg, Error::io("dup pty master", e))),
+        },
+        None => shim_out,
+    };
+    let shared = Arc::new(Shared {
+        bundle,
+        init_pid,
+        pidfd,
+        cgroup: cg,
+        oom_base,
+        pty,
+        state: Mutex::new(State {
+            status: Status::Created,
+            exit: None,
+        }),
+        state_cv: Condvar::new(),
+        sync: Mutex::new(Some(shim_sync)),
+        stdin: Mutex::new(stdin),
+        clients: Mutex::new(Clients {
+            list: Vec::new(),
+            finished: None,
+        }),
+        log: Mutex::new(log),
+        streams_open: Mutex::new(outputs.len()),
+        streams_cv: Condvar::new(),
+        next_client: AtomicU64::new(1),
+    });
+
+    // Threads from here on.
+    for (file, kind) in outputs {
+        let s = shared.clone();
+        spawn("relay", 64 * 1024, move || relay(s, file, kind));
+    }
+    let s = shared.clone();
+    spawn("reaper", 64 * 1024, move || reaper(s));
+    crate::log(&format!(
+        "container created: init pid {init_pid}, cgroup /{rel}"
+    ));
+    Ok((shared, listener))
+}
+
+fn spawn<F: FnOnce() + Send + 'static>(name: &str, stack: usize, f: F) {
+    if let Err(e) = std::thread::Builder::new()
+        .name(name.into())
+        .stack_size(stack)
+        .spawn(f)
+    {
+        crate::log(&format!("spawn {name} thread: {e}"));
+    }
+}
+
+fn set_winsize(pty: &File, width: u32, height: u32) {
+    let ws = libc::winsize {
+        ws_row: height.min(u16::MAX as u32) as u16,
+        ws_col: width.min(u16::MAX as u32) as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a winsize struct that lives for the duration of the call.
+    let r = unsafe { libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+    if r != 0 {
+        crate::log(&format!("resize pty: {}", std::io::Error::last_os_error()));
+    }
+}
+
+/// Copies one output stream to container.log and the attached clients until EOF.
+fn relay(s: Arc<Shared>, mut file: File, kind: u8) {
+    let name = if kind == FRAME_STDERR {
+        "stderr"
+    } else {
+        "stdout"
+    };
+    let mut buf = vec![0u8; 32 * 1024];
+    loop {
+        let n = match file.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            // EIO on a pty master: every slave is closed.
+            Err(_) => break,
+        };
+        lock(&s.log).write(name, &buf[..n]);
+        broadcast(&s, kind, &buf[..n]);
+    }
+    let mut open = lock(&s.streams_open);
+    *open = open.saturating_sub(1);
+    s.streams_cv.notify_all();
+}
+
+fn broadcast(s: &Shared, kind: u8, data: &[u8]) {
+    let frame = protocol::encode_frame(kind, data);
+    let mut clients = lock(&s.clients);
+    clients
+        .list
+        .retain_mut(|(_, c)| c.write_all(&frame).is_ok());
+}
+
+/// Reaps every child (the shim is a subreaper) and records the init's exit.
+fn reaper(s: Arc<Shared>) {
+    loop {
+        let mut status: libc::c_int = 0;
+        // SAFETY: waitpid with a valid pointer to a local status word.
+        let r = unsafe { libc::waitpid(-1, &mut status, 0) };
+        if r < 0 {
+            let err = std::io::Error::last_os_error();
+            if err.raw_os_error() == Some(libc::EINTR) {
+                continue;
+            }
+            // ECHILD: nothing to reap right now; orphans may still be reparented to us.
+            std::thread::sleep(Duration::from_millis(500));
+            continue;
+        }
+        if r == s.init_pid {
+            if let Some(exit) = ExitStatus::from_wait_status(status, now_rfc3339()) {
+                init_exited(&s, exit);
+            }
+        }
+    }
+}
+
+fn init_exited(s: &Shared, mut exit: ExitStatus) {
+    // All output first: the pipes/pty reach EOF once every process of the container is gone.
+    {
+        let open = lock(&s.streams_open);
+        let _ = s
+            .streams_cv
+            .wait_timeout_while(open, Duration::from_secs(5), |n| *n > 0);
+    }
+    lock(&s.log).flush_partial();
+    exit.oom_killed = s.cgroup.oom_kill_count() > s.oom_base;
+    if let Err(e) = s.bundle.write_exit(&exit) {
+        crate::log(&format!("write exit.json: {e}"));
+    }
+    crate::log(&format!(
+        "init exited: code {} signal {:?} oom {}",
+        exit.exit_code, exit.signal, exit.oom_killed
+    ));
+    {
+        let mut st = lock(&s.state);
+        st.status = Status::Stopped;
+        st.exit = Some(exit.clone());
+        s.state_cv.notify_all();
+    }
+    let payload = serde_json::to_vec(&exit).unwrap_or_default();
+    let frame = protocol::encode_frame(FRAME_EXIT, &payload);
+    let mut clients = lock(&s.clients);
+    clients.finished = Some(exit);
+    for (_, c) in clients.list.drain(..) {
+        let mut c = c;
+        let _ = c.write_all(&frame);
+        let _ = c.shutdown(std::net::Shutdown::Both);
+    }
+}
+
+fn serve(shared: Arc<Shared>, listener: UnixListener) -> ! {
+    for conn in listener.incoming() {
+        match conn {
+            Ok(stream) => {
+                let s = shared.clone();
+                spawn("conn", 256 * 1024, move || handle_conn(s, stream));
+            }
+            Err(e) => {
+                crate::log(&format!("accept: {e}"));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    std::process::exit(0)
+}
+
+fn handle_conn(s: Arc<Shared>, stream: UnixStream) {
+    let Ok(read_half) = stream.try_clone() else {
+        return;
+    };
+    let mut reader = BufReader::new(read_half);
+    let mut out = stream;
+    let line = match protocol::read_line(&mut reader) {
+        Ok(Some(l)) => l,
+        _ => return,
+    };
+    let req = match Request::from_line(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = out.write_all(Response::error(e.to_string(), None).to_line().as_bytes());
+            return;
+        }
+    };
+    let resp = match req {
+        Request::State => op_state(&s),
+        Request::Start => op_start(&s),
+        Request::Kill { signal, all } => op_kill(&s, signal, all),
+        Request::Wait => op_wait(&s),
+        Request::Resize { width, height } => {
+            if let Some(p) = &s.pty {
+                set_winsize(p, width, height);
+            }
+            Response::ok()
+        }
+        Request::Delete => return op_delete(&s, out),
+        Request::Attach { stdin } => return op_attach(&s, out, reader, stdin),
+    };
+    let _ = out.write_all(resp.to_line().as_bytes());
+}
+
+fn op_state(s: &Shared) -> Response {
+    let st = lock(&s.state);
+    let mut r = Response::ok();
+    r.status = Some(st.status);
+    r.pid = Some(s.init_pid);
+    r.exit = Some(st.exit.clone());
+    r
+}
+
+fn op_start(s: &Shared) -> Response {
+    let mut st = lock(&s.state);
+    if st.status != Status::Created {
+        return Response::error(
+            format!("cannot start a container in state {:?}", st.status).to_lowercase(),
+            None,
+        );
+    }
+    let Some(sync) = lock(&s.sync).take() else {
+        return Response::error("container was already started", None);
+    };
+    if let Err(e) = send(
+        sync.as_raw_fd(),
+        &[container::msg::START],
+        MsgFlags::empty(),
+    ) {
+        return Response::error(format!("start: signal the container init: {e}"), None);
+    }
+    let mut buf = [0u8; 4096];
+    match nix::sys::socket::recv(sync.as_raw_fd(), &mut buf, MsgFlags::empty()) {
+        Ok(0) => {
+            st.status = Status::Running;
+            let mut r = Response::ok();
+            r.pid = Some(s.init_pid);
+            r
+        }
+        Ok(n) if buf[0] == container::msg::ERROR => {
+            let e = container::decode_error(&buf[..n]);
+            Response::error(
+                e.to_string(),
+                Some(e.exit_code()).filter(|c| *c == 126 || *c == 127),
+            )
+        }
+        Ok(_) => Response::error("start: unexpected answer from the container init", None),
+        Err(e) => Response::error(format!("start: {e}"), None),
+    }
+}
+
+fn op_kill(s: &Shared, signal: i32, all: bool) -> Response {
+    let sig = match nix::sys::signal::Signal::try_from(signal) {
+        Ok(sig) => sig,
+        Err(_) => return Response::error(format!("invalid signal {signal}"), None),
+    };
+    if all {
+        return match s.cgroup.signal_all(sig) {
+            Ok(()) => Response::ok(),
+            Err(e) => Response::error(e.to_string(), None),
+        };
+    }
+    let st = lock(&s.state);
+    if st.status == Status::Stopped {
+        return Response::error("container init has already exited", None);
+    }
+    // Holding the state lock: the reaper cannot publish the exit while we signal, and the
+    // pidfd makes the signal safe against pid reuse anyway.
+    let r = match &s.pidfd {
+        Some(fd) => {
+            // SAFETY: pidfd_send_signal with an owned pidfd, a valid signal and no siginfo.
+            let r = unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    fd.as_raw_fd(),
+                    signal,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                )
+            };
+            if r == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        }
+        None => {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.init_pid), sig).map_err(Into::into)
+        }
+    };
+    drop(st);
+    match r {
+        Ok(()) => Response::ok(),
+        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Response::ok(),
+        Err(e) => Response::error(format!("kill {}: {e}", s.init_pid), None),
+    }
+}
+
+fn wait_exit(s: &Shared) -> ExitStatus {
+    let mut st = lock(&s.state);
+    loop {
+        if let Some(e) = &st.exit {
+            return e.clone();
+        }
+        st = s.state_cv.wait(st).unwrap_or_else(|p| p.into_inner());
+    }
+}
+
+fn op_wait(s: &Shared) -> Response {
+    let exit = wait_exit(s);
+    let mut r = Response::ok();
+    r.exit = Some(Some(exit));
+    r
+}
+
+fn op_delete(s: &Shared, mut out: UnixStream) {
+    let status = lock(&s.state).status;
+    match status {
+        Status::Running => {
+            let _ = out.write_all(
+                Response::error("cannot delete a running container: kill it first", None)
+                    .to_line()
+                    .as_bytes(),
+            );
+            return;
+        }
+        Status::Created => {
+            // Never started: the init waits for start; end it.
+            if let Some(sync) = lock(&s.sync).take() {
+                drop(sync);
+            }
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(s.init_pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        Status::Stopped => {}
+    }
+    let exit = wait_exit(s);
+    if let Err(e) = s.cgroup.remove() {
+        let _ = out.write_all(Response::error(e.to_string(), None).to_line().as_bytes());
+        return;
+    }
+    let _ = std::fs::remove_file(s.bundle.socket_path());
+    crate::log("deleted; exiting");
+    let mut r = Response::ok();
+    r.exit = Some(Some(exit));
+    let _ = out.write_all(r.to_line().as_bytes());
+    let _ = out.flush();
+    let _ = out.shutdown(std::net::Shutdown::Write);
+    std::process::exit(0)
+}
+
+fn op_attach(s: &Shared, mut out: UnixStream, mut reader: BufReader<UnixStream>, stdin: bool) {
+    if out.write_all(Response::ok().to_line().as_bytes()).is_err() {
+        return;
+    }
+    let Ok(writer) = out.try_clone() else {
+        return;
+    };
+    let _ = writer.set_write_timeout(Some(Duration::from_secs(30)));
+    let id = s.next_client.fetch_add(1, Ordering::Relaxed);
+    {
+        let mut clients = lock(&s.clients);
+        if let Some(exit) = &clients.finished {
+            let payload = serde_json::to_vec(exit).unwrap_or_default();
+            let _ = protocol::write_frame(&mut out, FRAME_EXIT, &payload);
+            let _ = out.shutdown(std::net::Shutdown::Both);
+            return;
+        }
+        clients.list.push((id, writer));
+    }
+    while let Ok(Some(frame)) = protocol::read_frame(&mut reader) {
+        match frame.kind {
+            FRAME_STDIN if stdin => {
+                let mut guard = lock(&s.stdin);
+                if let Some(f) = guard.as_mut() {
+                    if f.write_all(&frame.payload).is_err() {
+                        // The container closed its stdin.
+                        *guard = None;
+                    }
+                }
+            }
+            FRAME_CLOSE_STDIN if stdin && s.pty.is_none() => {
+                lock(&s.stdin).take();
+            }
+            FRAME_RESIZE => {
+                if let (Some(p), Some((w, h))) =
+                    (&s.pty, protocol::parse_resize_payload(&frame.payload))
+                {
+                    set_winsize(p, w, h);
+                }
+            }
+            _ => {}
+        }
+    }
+    lock(&s.clients).list.retain(|(cid, _)| *cid != id);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn options_parse() {
+        let o = Options::parse(
+            ["--id", "abc", "--namespace", "ns1", "--bundle", "/b"]
+                .iter()
+                .map(|s| s.to_string()),
+        )
+        .unwrap();
+        assert_eq!(o.id, "abc");
+        assert_eq!(o.namespace, "ns1");
+        assert_eq!(o.bundle, PathBuf::from("/b"));
+        let o = Options::parse(["--id=x", "--bundle=/y"].iter().map(|s| s.to_string())).unwrap();
+        assert_eq!((o.id.as_str(), o.namespace.as_str()), ("x", "default"));
+        assert!(Options::parse(["--id", "x"].iter().map(|s| s.to_string())).is_err());
+        assert!(Options::parse(["--bogus"].iter().map(|s| s.to_string())).is_err());
+    }
+
+    #[test]
+    fn verdicts() {
+        assert_eq!(parse_verdict(b"0 "), 0);
+        assert_eq!(
+            parse_verdict(b"127 exec: \"x\": executable file not found in $PATH"),
+            127
+        );
+        assert_eq!(parse_verdict(b""), 1);
+        assert_eq!(parse_verdict(b"1 boom"), 1);
+    }
+}
