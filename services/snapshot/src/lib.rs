@@ -1,1 +1,88 @@
-//! placeholder
+//! berth-snapshot: layered filesystems for containers, and unpacking image layers into them.
+//!
+//! `berthd` adds the service to its router with [`serve`]:
+//!
+//! ```no_run
+//! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+//! let root = std::path::Path::new("/var/lib/berth/snapshot"); // the service's own folder
+//! let snapshots = berth_snapshot::serve(root, "overlayfs")?;
+//! tonic::transport::Server::builder()
+//!     .add_service(snapshots)
+//!     .serve("127.0.0.1:7000".parse()?)
+//!     .await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Core types
+//!
+//! - [`Snapshots`] is the domain: prepare / view / mounts / commit / remove / stat / list /
+//!   usage, and [`Snapshots::apply`] to unpack a layer and commit it under its chain id. It is
+//!   usable in-process; every method blocks.
+//! - [`SnapshotsService`] is the thin tonic shell over it (`berth.snapshots.v1.Snapshots`).
+//! - Two snapshotters lay snapshots out under the root: [`overlay`] (`overlayfs`, the default:
+//!   one folder per layer, stacked by an overlay mount) and [`native`] (full copies, bind
+//!   mounted; used where overlay does not work). Each snapshot is `<root>/<snapshotter>/snapshots/<id>`.
+//! - [`metadata::Metadata`] holds the records (sled, `<root>/metadata.db`) per snapshotter,
+//!   namespace and key, with parent/child integrity and crash recovery.
+//! - [`apply`] unpacks a tar stream (gzip, zstd or plain) into a snapshot folder safely and
+//!   verifies its diff_id.
+//! - [`mount::mount_all`] mounts what Prepare/View/Mounts return.
+//!
+//! # Mounts returned
+//!
+//! In `mount(8)` terms ([`berth_api::types::v1::Mount`]: `type`, `source`, `options`,
+//! `target` left empty for the caller):
+//! - an active snapshot on layers: `overlay` / `overlay` with
+//!   `[index=off,] workdir=<dir>/work, upperdir=<dir>/fs, lowerdir=<p1>/fs:<p2>/fs…`
+//!   (nearest parent first, absolute paths);
+//! - an active snapshot without parent, and every native active snapshot: `bind` of its `fs`,
+//!   `rw, rbind`;
+//! - a view: `bind`, `ro, rbind` of the layer for one layer; `overlay` with `ro, lowerdir=…`
+//!   for several. A read-only bind needs a bind then a read-only remount (as `mount(8)` does).
+//!
+//! See [`overlay`] for the mount-data size limit and the layer counts supported.
+//!
+//! # Crash safety
+//!
+//! Every record change is one sled transaction, flushed. A snapshot's folder is created
+//! before its record and deleted after it; [`Snapshots::open`] deletes folders that have no
+//! record and drops records whose folder vanished. `kill -9` at any point leaves a consistent
+//! state.
+
+pub mod apply;
+pub mod error;
+pub mod metadata;
+pub mod mount;
+pub mod native;
+pub mod overlay;
+pub mod service;
+pub mod snapshots;
+
+pub use error::Error;
+pub use metadata::Kind;
+pub use service::SnapshotsService;
+pub use snapshots::{Applied, Info, Layer, Snapshots, Usage};
+
+use berth_api::snapshots::v1::snapshots_server::SnapshotsServer;
+use std::path::Path;
+use std::sync::Arc;
+
+/// Layers arrive in Apply messages; allow chunks up to this size.
+const MAX_MESSAGE: usize = 16 << 20;
+
+/// Opens the snapshot root `root` (the service's own folder, e.g. `/var/lib/berth/snapshot`)
+/// and returns the gRPC service for it. `default_snapshotter` is `overlayfs` (the default,
+/// falling back to `native` when overlay does not work on `root`'s filesystem) or `native`.
+/// This blocks while it opens the database and recovers from an earlier crash.
+pub fn serve(
+    root: &Path,
+    default_snapshotter: &str,
+) -> Result<SnapshotsServer<SnapshotsService>, Error> {
+    let snapshots = Arc::new(Snapshots::open(root, default_snapshotter)?);
+    Ok(service(snapshots))
+}
+
+/// The gRPC service over an already opened [`Snapshots`] (to share it in-process).
+pub fn service(snapshots: Arc<Snapshots>) -> SnapshotsServer<SnapshotsService> {
+    SnapshotsServer::new(SnapshotsService::new(snapshots)).max_decoding_message_size(MAX_MESSAGE)
+}

@@ -1,0 +1,315 @@
+//! The gRPC shell over [`Snapshots`]: `berth.snapshots.v1.Snapshots`. Each RPC reads the
+//! namespace from metadata, runs the domain call on a blocking thread, and maps errors to
+//! status codes ([`Error::code`]).
+//!
+//! `Apply` is client-streaming: a header, then the layer's bytes as stored. The bytes are
+//! handed to the blocking unpacker through a bounded channel as they arrive (so a large layer
+//! is never held in memory). A name that is already committed is answered at once with
+//! `existed = true` and the data is not read. `ApplyResponse.size` is the disk use of the
+//! committed snapshot's own folder, as `Usage` reports it.
+
+use crate::error::Error;
+use crate::metadata::Kind;
+use crate::snapshots::{Info, Layer, Snapshots};
+use berth_api::prost_types::Timestamp;
+use berth_api::snapshots::v1 as pb;
+use berth_api::snapshots::v1::apply_request::Item;
+use berth_api::snapshots::v1::snapshots_server::Snapshots as SnapshotsApi;
+use berth_core::digest::Algorithm;
+use berth_core::grpc::namespace;
+use berth_core::Digest;
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, Read};
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+use tokio::sync::mpsc;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The tonic service; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct SnapshotsService {
+    snapshots: Arc<Snapshots>,
+}
+
+impl SnapshotsService {
+    pub fn new(snapshots: Arc<Snapshots>) -> SnapshotsService {
+        SnapshotsService { snapshots }
+    }
+
+    /// Runs a blocking domain call on the blocking pool.
+    async fn run<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Snapshots) -> Result<T, Error> + Send + 'static,
+    ) -> Result<T, Status> {
+        let snapshots = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || f(&snapshots))
+            .await
+            .map_err(|e| Status::internal(format!("snapshot task failed: {e}")))?
+            .map_err(Status::from)
+    }
+}
+
+fn labels(map: HashMap<String, String>) -> BTreeMap<String, String> {
+    map.into_iter().collect()
+}
+
+fn optional(s: String) -> Option<String> {
+    (!s.is_empty()).then_some(s)
+}
+
+fn timestamp(t: SystemTime) -> Timestamp {
+    let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    Timestamp {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn kind(k: Kind) -> pb::Kind {
+    match k {
+        Kind::View => pb::Kind::View,
+        Kind::Active => pb::Kind::Active,
+        Kind::Committed => pb::Kind::Committed,
+    }
+}
+
+fn info(i: Info) -> pb::SnapshotInfo {
+    pb::SnapshotInfo {
+        name: i.name,
+        parent: i.parent.unwrap_or_default(),
+        kind: kind(i.kind) as i32,
+        labels: i.labels.into_iter().collect(),
+        created_at: Some(timestamp(i.created)),
+        updated_at: Some(timestamp(i.updated)),
+    }
+}
+
+/// Reads the layer bytes the async side forwards.
+struct ChannelReader {
+    rx: mpsc::Receiver<io::Result<Vec<u8>>>,
+    chunk: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.chunk.len() {
+            match self.rx.blocking_recv() {
+                None => return Ok(0),
+                Some(Ok(chunk)) => {
+                    self.chunk = chunk;
+                    self.pos = 0;
+                }
+                Some(Err(e)) => return Err(e),
+            }
+        }
+        let n = buf.len().min(self.chunk.len() - self.pos);
+        buf[..n].copy_from_slice(&self.chunk[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+#[tonic::async_trait]
+impl SnapshotsApi for SnapshotsService {
+    async fn prepare(
+        &self,
+        request: Request<pb::PrepareSnapshotRequest>,
+    ) -> Result<Response<pb::MountsResponse>, Status> {
+        let ns = namespace(&request)?;
+        let r = request.into_inner();
+        let mounts = self
+            .run(move |s| {
+                s.prepare(
+                    &r.snapshotter,
+                    &ns,
+                    &r.key,
+                    optional(r.parent).as_deref(),
+                    labels(r.labels),
+                )
+            })
+            .await?;
+        Ok(Response::new(pb::MountsResponse { mounts }))
+    }
+
+    async fn view(
+        &self,
+        request: Request<pb::PrepareSnapshotRequest>,
+    ) -> Result<Response<pb::MountsResponse>, Status> {
+        let ns = namespace(&request)?;
+        let r = request.into_inner();
+        let mounts = self
+            .run(move |s| {
+                s.view(
+                    &r.snapshotter,
+                    &ns,
+                    &r.key,
+                    optional(r.parent).as_deref(),
+                    labels(r.labels),
+                )
+            })
+            .await?;
+        Ok(Response::new(pb::MountsResponse { mounts }))
+    }
+
+    async fn mounts(
+        &self,
+        request: Request<pb::SnapshotKey>,
+    ) -> Result<Response<pb::MountsResponse>, Status> {
+        let ns = namespace(&request)?;
+        let r = request.into_inner();
+        let mounts = self
+            .run(move |s| s.mounts(&r.snapshotter, &ns, &r.key))
+            .await?;
+        Ok(Response::new(pb::MountsResponse { mounts }))
+    }
+
+    async fn commit(
+        &self,
+        request: Request<pb::CommitSnapshotRequest>,
+    ) -> Result<Response<pb::CommitSnapshotResponse>, Status> {
+        let ns = namespace(&request)?;
+        let r = request.into_inner();
+        self.run(move |s| s.commit(&r.snapshotter, &ns, &r.name, &r.key, labels(r.labels)))
+            .await?;
+        Ok(Response::new(pb::CommitSnapshotResponse {}))
+    }
+
+    async fn remove(
+        &self,
+        request: Request<pb::SnapshotKey>,
+    ) -> Result<Response<pb::RemoveSnapshotResponse>, Status> {
+        let ns = namespace(&request)?;
+        let r = request.into_inner();
+        self.run(move |s| s.remove(&r.snapshotter, &ns, &r.key))
+            .await?;
+        Ok(Response::new(pb::RemoveSnapshotResponse {}))
+    }
+
+    async fn stat(
+        &self,
+        request: Request<pb::SnapshotKey>,
+    ) -> Result<Response<pb::StatSnapshotResponse>, Status> {
+        let ns = namespace(&request)?;
+        let r = request.into_inner();
+        let i = self
+            .run(move |s| s.stat(&r.snapshotter, &ns, &r.key))
+            .await?;
+        Ok(Response::new(pb::StatSnapshotResponse {
+            info: Some(info(i)),
+        }))
+    }
+
+    async fn list(
+        &self,
+        request: Request<pb::ListSnapshotsRequest>,
+    ) -> Result<Response<pb::ListSnapshotsResponse>, Status> {
+        let ns = namespace(&request)?;
+        let r = request.into_inner();
+        let all = self.run(move |s| s.list(&r.snapshotter, &ns)).await?;
+        Ok(Response::new(pb::ListSnapshotsResponse {
+            info: all.into_iter().map(info).collect(),
+        }))
+    }
+
+    async fn usage(
+        &self,
+        request: Request<pb::SnapshotKey>,
+    ) -> Result<Response<pb::UsageResponse>, Status> {
+        let ns = namespace(&request)?;
+        let r = request.into_inner();
+        let u = self
+            .run(move |s| s.usage(&r.snapshotter, &ns, &r.key))
+            .await?;
+        Ok(Response::new(pb::UsageResponse {
+            size: u.size,
+            inodes: u.inodes,
+        }))
+    }
+
+    async fn apply(
+        &self,
+        request: Request<Streaming<pb::ApplyRequest>>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let ns = namespace(&request)?;
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(pb::ApplyRequest {
+                item: Some(Item::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first Apply message must be the header (snapshotter, name, parent, media_type, diff_id)",
+                ))
+            }
+        };
+        let diff_id: Digest = header
+            .diff_id
+            .parse()
+            .map_err(|e| Status::invalid_argument(format!("diff_id: {e}")))?;
+        if diff_id.algorithm() != Algorithm::Sha256 {
+            return Err(Status::invalid_argument(format!(
+                "diff_id {diff_id} is not sha256; layers are verified with sha256 only"
+            )));
+        }
+        let layer = Layer {
+            name: header.name,
+            parent: optional(header.parent),
+            media_type: header.media_type,
+            diff_id,
+            labels: labels(header.labels),
+        };
+        let sn = header.snapshotter;
+
+        // Already there: answer now and leave the data unread.
+        let (sn2, ns2, name) = (sn.clone(), ns.clone(), layer.name.clone());
+        if let Some(size) = self.run(move |s| s.committed(&sn2, &ns2, &name)).await? {
+            return Ok(Response::new(pb::ApplyResponse {
+                existed: true,
+                size,
+            }));
+        }
+
+        let (tx, rx) = mpsc::channel::<io::Result<Vec<u8>>>(16);
+        let reader = ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+        };
+        let snapshots = self.snapshots.clone();
+        let work = tokio::task::spawn_blocking(move || snapshots.apply(&sn, &ns, &layer, reader));
+        loop {
+            let item = match stream.message().await {
+                Ok(Some(pb::ApplyRequest {
+                    item: Some(Item::Data(d)),
+                })) => Ok(d),
+                Ok(Some(pb::ApplyRequest {
+                    item: Some(Item::Header(_)),
+                })) => Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "a second Apply header arrived in the middle of the data",
+                )),
+                Ok(Some(pb::ApplyRequest { item: None })) => continue,
+                Ok(None) => break,
+                Err(status) => Err(io::Error::other(format!(
+                    "the client's stream broke off: {}",
+                    status.message()
+                ))),
+            };
+            let stop = item.is_err();
+            // A closed channel means the unpacker is done (or failed); its result tells.
+            if tx.send(item).await.is_err() || stop {
+                break;
+            }
+        }
+        drop(tx);
+        let applied = work
+            .await
+            .map_err(|e| Status::internal(format!("apply task failed: {e}")))?
+            .map_err(Status::from)?;
+        Ok(Response::new(pb::ApplyResponse {
+            existed: applied.existed,
+            size: applied.size,
+        }))
+    }
+}

@@ -1,0 +1,257 @@
+//! The in-process [`Snapshots`] domain: restarts after a crash, and long layer chains.
+
+use berth_core::digest::chain_id;
+use berth_core::Digest;
+use berth_snapshot::{Kind, Layer, Snapshots};
+use std::collections::BTreeMap;
+use std::path::Path;
+
+fn tar_with(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_mode(0o644);
+    h.set_size(data.len() as u64);
+    b.append_data(&mut h, name, data).unwrap();
+    b.into_inner().unwrap()
+}
+
+fn apply(
+    s: &Snapshots,
+    sn: &str,
+    tar: &[u8],
+    parent: Option<&Digest>,
+    diff_ids: &mut Vec<Digest>,
+) -> Digest {
+    let diff_id = Digest::sha256_of(tar);
+    diff_ids.push(diff_id.clone());
+    let name = chain_id(diff_ids.iter()).unwrap();
+    let layer = Layer {
+        name: name.to_string(),
+        parent: parent.map(|p| p.to_string()),
+        media_type: String::new(),
+        diff_id,
+        labels: BTreeMap::new(),
+    };
+    let applied = s.apply(sn, "default", &layer, tar).unwrap();
+    assert!(!applied.existed);
+    name
+}
+
+#[test]
+fn a_restart_cleans_up_half_done_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshot");
+    {
+        let s = Snapshots::open(&root, "native").unwrap();
+        s.prepare("native", "default", "kept", None, BTreeMap::new())
+            .unwrap();
+        s.prepare("native", "default", "lost", None, BTreeMap::new())
+            .unwrap();
+    }
+    let snaps = root.join("native/snapshots");
+    let mut ids: Vec<u64> = std::fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+        .collect();
+    ids.sort();
+    // As if killed between making a folder and recording it, and a folder lost by hand.
+    std::fs::create_dir_all(snaps.join("424242/fs/usr")).unwrap();
+    std::fs::remove_dir_all(snaps.join(ids[1].to_string())).unwrap();
+
+    let s = Snapshots::open(&root, "native").unwrap();
+    let names: Vec<String> = s
+        .list("native", "default")
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["kept"]);
+    assert!(!snaps.join("424242").exists());
+    assert_eq!(std::fs::read_dir(&snaps).unwrap().count(), 1);
+    // New ids never reuse old ones.
+    s.prepare("native", "default", "next", None, BTreeMap::new())
+        .unwrap();
+    let newest = std::fs::read_dir(&snaps)
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_str()
+                .unwrap()
+                .parse::<u64>()
+                .unwrap()
+        })
+        .max()
+        .unwrap();
+    assert!(newest > ids[1], "{newest} reuses an old id");
+}
+
+#[test]
+fn a_restart_removes_interrupted_extractions() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshot");
+    {
+        let s = Snapshots::open(&root, "native").unwrap();
+        let mut labels = BTreeMap::new();
+        labels.insert(
+            berth_snapshot::snapshots::EXTRACTING_LABEL.to_string(),
+            "sha256:x".to_string(),
+        );
+        s.prepare("native", "team", "extract-1234-sha256:x", None, labels)
+            .unwrap();
+        s.prepare("native", "team", "container-rw", None, BTreeMap::new())
+            .unwrap();
+    }
+    let s = Snapshots::open(&root, "native").unwrap();
+    let names: Vec<String> = s
+        .list("native", "team")
+        .unwrap()
+        .into_iter()
+        .map(|i| i.name)
+        .collect();
+    assert_eq!(names, ["container-rw"]);
+    assert_eq!(
+        std::fs::read_dir(root.join("native/snapshots"))
+            .unwrap()
+            .count(),
+        1
+    );
+}
+
+#[test]
+fn long_chains_mount_with_relative_paths() {
+    // A long root makes absolute lowerdir options exceed a page with few layers.
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("r".repeat(200)).join("snapshot");
+    let s = Snapshots::open(&root, "overlayfs").unwrap();
+    if s.default_snapshotter() != "overlayfs" {
+        eprintln!("overlayfs does not work on this host; skipping");
+        return;
+    }
+    let mut diff_ids = Vec::new();
+    let mut parent: Option<Digest> = None;
+    for i in 0..20 {
+        let tar = tar_with(&format!("f{i}"), format!("{i}").as_bytes());
+        parent = Some(apply(&s, "", &tar, parent.as_ref(), &mut diff_ids));
+    }
+    let top = parent.unwrap().to_string();
+    let mounts = s
+        .prepare("", "default", "rw", Some(&top), BTreeMap::new())
+        .unwrap();
+    let data: usize = mounts[0].options.iter().map(|o| o.len() + 1).sum();
+    assert!(
+        data > 4096,
+        "the test needs options longer than a page ({data})"
+    );
+
+    let at = dir.path().join("m");
+    std::fs::create_dir(&at).unwrap();
+    berth_snapshot::mount::mount_all(&mounts, &at).unwrap();
+    let seen: Vec<bool> = (0..20)
+        .map(|i| at.join(format!("f{i}")).is_file())
+        .collect();
+    std::fs::write(at.join("top"), b"x").unwrap();
+    berth_snapshot::mount::unmount(&at).unwrap();
+    assert!(seen.iter().all(|&b| b), "{seen:?}");
+
+    // A view of several layers is a read-only overlay.
+    let view = s
+        .view("", "default", "v", Some(&top), BTreeMap::new())
+        .unwrap();
+    assert_eq!(view[0].r#type, "overlay");
+    assert!(view[0].options.iter().any(|o| o == "ro"));
+    berth_snapshot::mount::mount_all(&view, &at).unwrap();
+    let f0 = at.join("f0").is_file();
+    let write = std::fs::write(at.join("x"), b"x");
+    berth_snapshot::mount::unmount(&at).unwrap();
+    assert!(f0 && write.is_err());
+    assert_eq!(s.stat("", "default", "v").unwrap().kind, Kind::View);
+}
+
+#[test]
+fn an_unknown_default_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = Snapshots::open(Path::new(&dir.path().join("s")), "zfs").unwrap_err();
+    assert!(e.to_string().contains("zfs"), "{e}");
+}
+
+const CRASH_ROOT: &str = "BERTH_SNAPSHOT_CRASH_ROOT";
+
+/// The workload `kill_9_leaves_a_consistent_state` kills; does nothing when run on its own.
+#[test]
+fn crash_child() {
+    let Ok(root) = std::env::var(CRASH_ROOT) else {
+        return;
+    };
+    let s = Snapshots::open(Path::new(&root), "").unwrap();
+    let pid = std::process::id();
+    for i in 0.. {
+        let mut diff_ids = Vec::new();
+        let tar = tar_with(&format!("f{pid}-{i}"), &vec![7u8; 64 * 1024]);
+        let base = apply(&s, "", &tar, None, &mut diff_ids);
+        let tar = tar_with(&format!("g{pid}-{i}"), b"g");
+        let top = apply(&s, "", &tar, Some(&base), &mut diff_ids).to_string();
+        let rw = format!("rw-{pid}-{i}");
+        s.prepare("", "default", &rw, Some(&top), BTreeMap::new())
+            .unwrap();
+        s.commit("", "default", &format!("c-{pid}-{i}"), &rw, BTreeMap::new())
+            .unwrap();
+        if i % 2 == 0 {
+            for k in [format!("c-{pid}-{i}"), top, base.to_string()] {
+                s.remove("", "default", &k).unwrap();
+            }
+        }
+    }
+}
+
+#[test]
+fn kill_9_leaves_a_consistent_state() {
+    use berth_snapshot::metadata::Metadata;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshot");
+    for round in 0..4u64 {
+        let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "crash_child", "--test-threads=1"])
+            .env(CRASH_ROOT, &root)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(400 + 150 * round));
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+
+        // Opening recovers; then every record has its folder, every folder its record, and
+        // every child count is right.
+        let sn = Snapshots::open(&root, "").unwrap().default_snapshotter();
+        let md = Metadata::open(&root.join("metadata.db")).unwrap();
+        let all = md.all(sn).unwrap();
+        assert!(!all.is_empty() || round == 0, "the workload made progress");
+        let snaps = root.join(sn).join("snapshots");
+        let mut folders: Vec<u64> = std::fs::read_dir(&snaps)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_str().unwrap().parse().unwrap())
+            .collect();
+        folders.sort();
+        let mut ids: Vec<u64> = all.iter().map(|(_, _, r)| r.id).collect();
+        ids.sort();
+        assert_eq!(folders, ids, "round {round}");
+        for (ns, key, r) in &all {
+            let children = all
+                .iter()
+                .filter(|(n, _, c)| n == ns && c.parent.as_deref() == Some(key.as_str()))
+                .count() as u64;
+            assert_eq!(r.children, children, "{key}");
+            if let Some(p) = &r.parent {
+                assert!(
+                    all.iter().any(|(n, k, _)| n == ns && k == p),
+                    "parent {p} of {key}"
+                );
+            }
+            assert!(
+                !key.starts_with("extract-"),
+                "interrupted extraction {key} left"
+            );
+        }
+    }
+}
