@@ -1,0 +1,376 @@
+//! The Containers service: creating, finding and deleting container records.
+
+use crate::error::{Error, Result};
+use crate::spec::{self, ImageConfig};
+use crate::Runtime;
+use berth_api::containers::v1::containers_server::Containers;
+use berth_api::containers::v1::{
+    Container, ContainerConfig, CreateContainerRequest, CreateContainerResponse,
+    DeleteContainerRequest, DeleteContainerResponse, GetContainerRequest, GetContainerResponse,
+    ListContainersRequest, ListContainersResponse,
+};
+use berth_api::images::v1::{InspectImageRequest, InspectImageResponse};
+use berth_api::snapshots::v1::{PrepareSnapshotRequest, SnapshotKey};
+use berth_core::grpc::{namespace, request};
+use berth_core::Reference;
+use std::sync::Arc;
+use tonic::{Code, Request, Response, Status};
+
+/// Checks a container name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, as Docker allows.
+pub fn validate_name(name: &str) -> Result<()> {
+    let b = name.as_bytes();
+    let ok = !b.is_empty()
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidName(name.to_string()))
+    }
+}
+
+/// A new container id: 64 hex digits from the kernel's random source. Like Docker, never one
+/// whose short form is all digits (it would read as a number).
+pub fn new_id() -> Result<String> {
+    loop {
+        let mut bytes = [0u8; 32];
+        getrandom::fill(&mut bytes).map_err(|e| {
+            Error::io(
+                "cannot read random bytes",
+                "getrandom",
+                std::io::Error::other(e),
+            )
+        })?;
+        let id = hex::encode(bytes);
+        if !id[..12].bytes().all(|b| b.is_ascii_digit()) {
+            return Ok(id);
+        }
+    }
+}
+
+const ADJECTIVES: [&str; 24] = [
+    "admiring", "bold", "brave", "clever", "eager", "elegant", "focused", "gentle", "happy",
+    "jolly", "keen", "kind", "loving", "modest", "nice", "peaceful", "quirky", "relaxed", "serene",
+    "sharp", "stoic", "tender", "vibrant", "zealous",
+];
+const SURNAMES: [&str; 24] = [
+    "babbage", "bohr", "curie", "darwin", "dijkstra", "einstein", "euler", "faraday", "gauss",
+    "hopper", "hypatia", "kepler", "knuth", "lovelace", "mccarthy", "newton", "noether", "pascal",
+    "ritchie", "shannon", "thompson", "torvalds", "turing", "wozniak",
+];
+
+/// A Docker-style random name (`focused_turing`) not yet used in the namespace.
+fn random_name(store: &crate::metadata::Store, namespace: &str) -> Result<String> {
+    let mut bytes = [0u8; 4];
+    for attempt in 0..20 {
+        getrandom::fill(&mut bytes).map_err(|e| {
+            Error::io(
+                "cannot read random bytes",
+                "getrandom",
+                std::io::Error::other(e),
+            )
+        })?;
+        let mut name = format!(
+            "{}_{}",
+            ADJECTIVES[bytes[0] as usize % ADJECTIVES.len()],
+            SURNAMES[bytes[1] as usize % SURNAMES.len()]
+        );
+        if attempt > 0 {
+            name.push_str(&(u16::from_be_bytes([bytes[2], bytes[3]]) % 100).to_string());
+        }
+        if store.name_owner(namespace, &name)?.is_none() {
+            return Ok(name);
+        }
+    }
+    // 20 misses in a row means a crowded namespace: fall back to something unique.
+    Ok(format!("berth_{}", &new_id()?[..12]))
+}
+
+/// The image reference as stored: normalized when it is a reference, as given when it names
+/// the image by id.
+fn normalized_image(given: &str, inspect: &InspectImageResponse) -> String {
+    let id = inspect
+        .summary
+        .as_ref()
+        .map(|s| s.id.as_str())
+        .unwrap_or_default();
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    let given_hex = given.strip_prefix("sha256:").unwrap_or(given);
+    if !given_hex.is_empty() && hex.starts_with(given_hex) {
+        return given.to_string();
+    }
+    Reference::parse(given)
+        .map(|r| r.to_string())
+        .unwrap_or_else(|_| given.to_string())
+}
+
+impl Runtime {
+    /// Creates a container: image → spec → writable snapshot → record.
+    pub async fn create_container(
+        &self,
+        ns: &str,
+        name: &str,
+        config: ContainerConfig,
+    ) -> Result<Container> {
+        let name = name.strip_prefix('/').unwrap_or(name);
+        if !name.is_empty() {
+            validate_name(name)?;
+            // Checked again in the transaction that stores the record; this early check only
+            // spares the image and snapshot work.
+            if let Some(id) = self.store.name_owner(ns, name)? {
+                return Err(Error::NameInUse {
+                    name: name.to_string(),
+                    id,
+                });
+            }
+        }
+        if config.image.is_empty() {
+            return Err(Error::InvalidArgument(
+                "no image given: name the image to create the container from".into(),
+            ));
+        }
+
+        let inspect = self
+            .images
+            .clone()
+            .inspect(request(
+                ns,
+                InspectImageRequest {
+                    name: config.image.clone(),
+                },
+            ))
+            .await
+            .map_err(|s| match s.code() {
+                Code::NotFound => Error::NoSuchImage(config.image.clone()),
+                _ => Error::service("images", s),
+            })?
+            .into_inner();
+        let image = ImageConfig::from_json(&config.image, &inspect.config)?;
+
+        let id = new_id()?;
+        let name = if name.is_empty() {
+            random_name(&self.store, ns)?
+        } else {
+            name.to_string()
+        };
+        // The spec first: a bad request must not leave a snapshot behind.
+        let spec = spec::build(&id, ns, &config, &image, &self.spec_options)?;
+        let spec_json = serde_json::to_vec(&spec).map_err(|e| Error::Spec(e.to_string()))?;
+
+        if inspect.chain_id.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "image {} has no unpacked rootfs; pull it again to unpack it",
+                config.image
+            )));
+        }
+        let snapshotter = if config.snapshotter.is_empty() {
+            inspect.snapshotter.clone()
+        } else {
+            config.snapshotter.clone()
+        };
+        self.snapshots
+            .clone()
+            .prepare(request(
+                ns,
+                PrepareSnapshotRequest {
+                    snapshotter: snapshotter.clone(),
+                    key: id.clone(),
+                    parent: inspect.chain_id.clone(),
+                    labels: Default::default(),
+                },
+            ))
+            .await
+            .map_err(|s| Error::service("snapshots", s))?;
+
+        let mut labels: std::collections::HashMap<String, String> =
+            spec::image_labels(&image).into_iter().collect();
+        labels.extend(config.labels.clone());
+        let container = Container {
+            id: id.clone(),
+            name,
+            image: normalized_image(&config.image, &inspect),
+            image_id: inspect
+                .summary
+                .as_ref()
+                .map(|s| s.id.clone())
+                .unwrap_or_default(),
+            config: Some(config),
+            spec: spec_json,
+            snapshotter: snapshotter.clone(),
+            snapshot_key: id.clone(),
+            created_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+            labels,
+        };
+        if let Err(e) = self.store.create(ns, &container) {
+            // Lost a race for the name (or the disk failed): give the snapshot back.
+            if let Err(re) = self.remove_snapshot(ns, &snapshotter, &id).await {
+                tracing::warn!(container = %id, error = %re, "cannot remove the snapshot of a container that was not stored");
+            }
+            return Err(e);
+        }
+        tracing::info!(container = %container.id, name = %container.name, image = %container.image, "container created");
+        Ok(container)
+    }
+
+    async fn remove_snapshot(&self, ns: &str, snapshotter: &str, key: &str) -> Result<()> {
+        match self
+            .snapshots
+            .clone()
+            .remove(request(
+                ns,
+                SnapshotKey {
+                    snapshotter: snapshotter.to_string(),
+                    key: key.to_string(),
+                },
+            ))
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(s) if s.code() == Code::NotFound => Ok(()),
+            Err(s) => Err(Error::service("snapshots", s)),
+        }
+    }
+
+    /// Deletes a container that has no running task: its stopped task, its snapshot, its
+    /// record.
+    pub async fn delete_container(&self, ns: &str, reference: &str) -> Result<()> {
+        let container = self.store.resolve(ns, reference)?;
+        let id = container.id.as_str();
+        if let Some(task) = self.task_state(ns, id).await? {
+            if task.status == crate::shim::Status::Running {
+                return Err(Error::FailedPrecondition(format!(
+                    "You cannot remove a running container {id}. Stop the container before \
+                     attempting removal or force remove"
+                )));
+            }
+            self.delete_task_of(ns, id, &task).await?;
+        }
+        self.remove_snapshot(ns, &container.snapshotter, &container.snapshot_key)
+            .await?;
+        self.store.delete(ns, id)?;
+        tracing::info!(container = %id, "container deleted");
+        Ok(())
+    }
+}
+
+/// The Containers gRPC service.
+#[derive(Debug, Clone)]
+pub struct ContainersService {
+    runtime: Arc<Runtime>,
+}
+
+impl ContainersService {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        ContainersService { runtime }
+    }
+}
+
+#[tonic::async_trait]
+impl Containers for ContainersService {
+    async fn create(
+        &self,
+        req: Request<CreateContainerRequest>,
+    ) -> Result<Response<CreateContainerResponse>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        let config = req
+            .config
+            .ok_or_else(|| Status::invalid_argument("no container config given"))?;
+        let container = self
+            .runtime
+            .create_container(&ns, &req.name, config)
+            .await?;
+        Ok(Response::new(CreateContainerResponse {
+            container: Some(container),
+        }))
+    }
+
+    async fn get(
+        &self,
+        req: Request<GetContainerRequest>,
+    ) -> Result<Response<GetContainerResponse>, Status> {
+        let ns = namespace(&req)?;
+        let container = self.runtime.store.resolve(&ns, &req.get_ref().id)?;
+        Ok(Response::new(GetContainerResponse {
+            container: Some(container),
+        }))
+    }
+
+    async fn list(
+        &self,
+        req: Request<ListContainersRequest>,
+    ) -> Result<Response<ListContainersResponse>, Status> {
+        let ns = namespace(&req)?;
+        let containers = self.runtime.store.list(&ns)?;
+        Ok(Response::new(ListContainersResponse { containers }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<DeleteContainerRequest>,
+    ) -> Result<Response<DeleteContainerResponse>, Status> {
+        let ns = namespace(&req)?;
+        self.runtime
+            .delete_container(&ns, &req.get_ref().id)
+            .await?;
+        Ok(Response::new(DeleteContainerResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names() {
+        for ok in ["web", "a", "my_app.v2-1", "0abc"] {
+            validate_name(ok).unwrap();
+        }
+        for bad in ["", "_x", "-x", ".x", "a b", "a/b", "ü"] {
+            let e = validate_name(bad).unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{bad}");
+        }
+        assert_eq!(
+            validate_name("a b").unwrap_err().to_string(),
+            "Invalid container name (a b), only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed"
+        );
+    }
+
+    #[test]
+    fn ids() {
+        let a = new_id().unwrap();
+        let b = new_id().unwrap();
+        assert_eq!(a.len(), 64);
+        assert!(a
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()));
+        assert_ne!(a, b);
+    }
+
+    #[test]
+    fn generated_names_are_free() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::metadata::Store::open(dir.path()).unwrap();
+        let n = random_name(&store, "default").unwrap();
+        validate_name(&n).unwrap();
+        assert!(n.contains('_'));
+    }
+
+    #[test]
+    fn image_names_are_normalized() {
+        let inspect = InspectImageResponse {
+            summary: Some(berth_api::images::v1::ImageSummary {
+                id: "sha256:abcdef0123".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            normalized_image("busybox", &inspect),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(normalized_image("abcdef", &inspect), "abcdef");
+        assert_eq!(normalized_image("sha256:abcdef", &inspect), "sha256:abcdef");
+    }
+}

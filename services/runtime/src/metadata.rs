@@ -1,0 +1,322 @@
+//! The container records: the one module that touches the runtime's sled database
+//! (`<root>/metadata.db`).
+//!
+//! Two trees, both keyed `<namespace>/<…>` (a namespace never contains `/`):
+//! - `containers`: `<ns>/<id>` → the [`Container`] message, protobuf-encoded;
+//! - `names`: `<ns>/<name>` → the id that holds the name.
+//!
+//! Both change together in one transaction, so a name is never held by two containers and never
+//! points at a container that is gone, even after a crash.
+
+use crate::error::{Error, Result};
+use berth_api::containers::v1::Container;
+use prost::Message;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+use sled::Transactional;
+use std::path::{Path, PathBuf};
+
+/// The runtime's container records.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: sled::Db,
+    containers: sled::Tree,
+    names: sled::Tree,
+    path: PathBuf,
+}
+
+/// Why a create transaction gave up.
+enum Abort {
+    NameInUse(String),
+    IdInUse,
+}
+
+fn key(namespace: &str, rest: &str) -> Vec<u8> {
+    format!("{namespace}/{rest}").into_bytes()
+}
+
+impl Store {
+    /// Opens (or creates) `<root>/metadata.db`.
+    pub fn open(root: &Path) -> Result<Store> {
+        std::fs::create_dir_all(root).map_err(|e| Error::io("cannot create folder", root, e))?;
+        let path = root.join("metadata.db");
+        let db = sled::Config::new()
+            .path(&path)
+            .open()
+            .map_err(|source| Error::Database {
+                path: path.clone(),
+                source,
+            })?;
+        let store_err = |source| Error::Database {
+            path: path.clone(),
+            source,
+        };
+        let containers = db.open_tree("containers").map_err(store_err)?;
+        let names = db.open_tree("names").map_err(store_err)?;
+        Ok(Store {
+            db,
+            containers,
+            names,
+            path,
+        })
+    }
+
+    fn db_err(&self, source: sled::Error) -> Error {
+        Error::Database {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Container> {
+        Container::decode(bytes).map_err(|e| Error::Corrupt {
+            key: String::from_utf8_lossy(key).into_owned(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// Stores a new container. Fails with [`Error::NameInUse`] when its name is taken in the
+    /// namespace; the check and the write are one transaction.
+    pub fn create(&self, namespace: &str, container: &Container) -> Result<()> {
+        let id_key = key(namespace, &container.id);
+        let name_key = key(namespace, &container.name);
+        let value = container.encode_to_vec();
+        let result = (&self.containers, &self.names).transaction(|(containers, names)| {
+            if let Some(owner) = names.get(&name_key)? {
+                let owner = String::from_utf8_lossy(&owner).into_owned();
+                return Err(ConflictableTransactionError::Abort(Abort::NameInUse(owner)));
+            }
+            if containers.get(&id_key)?.is_some() {
+                return Err(ConflictableTransactionError::Abort(Abort::IdInUse));
+            }
+            containers.insert(id_key.as_slice(), value.as_slice())?;
+            names.insert(name_key.as_slice(), container.id.as_bytes())?;
+            Ok(())
+        });
+        match result {
+            Ok(()) => {}
+            Err(TransactionError::Abort(Abort::NameInUse(id))) => {
+                return Err(Error::NameInUse {
+                    name: container.name.clone(),
+                    id,
+                })
+            }
+            Err(TransactionError::Abort(Abort::IdInUse)) => {
+                return Err(Error::FailedPrecondition(format!(
+                    "a container with id {} already exists",
+                    container.id
+                )))
+            }
+            Err(TransactionError::Storage(e)) => return Err(self.db_err(e)),
+        }
+        self.db.flush().map_err(|e| self.db_err(e))?;
+        Ok(())
+    }
+
+    /// The container with exactly this id.
+    pub fn get(&self, namespace: &str, id: &str) -> Result<Option<Container>> {
+        let k = key(namespace, id);
+        match self.containers.get(&k).map_err(|e| self.db_err(e))? {
+            Some(v) => Ok(Some(self.decode(&k, &v)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// The id that holds `name`, if any.
+    pub fn name_owner(&self, namespace: &str, name: &str) -> Result<Option<String>> {
+        let name = name.strip_prefix('/').unwrap_or(name);
+        Ok(self
+            .names
+            .get(key(namespace, name))
+            .map_err(|e| self.db_err(e))?
+            .map(|v| String::from_utf8_lossy(&v).into_owned()))
+    }
+
+    /// Finds a container the way Docker does: a full id, then a name (with or without the
+    /// leading `/`), then a unique id prefix.
+    pub fn resolve(&self, namespace: &str, reference: &str) -> Result<Container> {
+        if reference.is_empty() {
+            return Err(Error::InvalidArgument(
+                "no container given: name a container by id, id prefix or name".into(),
+            ));
+        }
+        if let Some(c) = self.get(namespace, reference)? {
+            return Ok(c);
+        }
+        if let Some(id) = self.name_owner(namespace, reference)? {
+            if let Some(c) = self.get(namespace, &id)? {
+                return Ok(c);
+            }
+        }
+        let is_hex = reference.bytes().all(|b| b.is_ascii_hexdigit());
+        if is_hex {
+            let mut matches = self.containers.scan_prefix(key(namespace, reference));
+            if let Some(first) = matches.next() {
+                let (k, v) = first.map_err(|e| self.db_err(e))?;
+                let others = matches.count();
+                if others > 0 {
+                    return Err(Error::AmbiguousPrefix {
+                        prefix: reference.to_string(),
+                        count: others + 1,
+                    });
+                }
+                return self.decode(&k, &v);
+            }
+        }
+        Err(Error::NoSuchContainer(reference.to_string()))
+    }
+
+    /// Every container of a namespace, oldest first.
+    pub fn list(&self, namespace: &str) -> Result<Vec<Container>> {
+        let mut out = Vec::new();
+        for item in self.containers.scan_prefix(key(namespace, "")) {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            out.push(self.decode(&k, &v)?);
+        }
+        out.sort_by_key(|c| {
+            c.created_at
+                .as_ref()
+                .map(|t| (t.seconds, t.nanos))
+                .unwrap_or_default()
+        });
+        Ok(out)
+    }
+
+    /// Removes a container and frees its name. `false` when there was no such container.
+    pub fn delete(&self, namespace: &str, id: &str) -> Result<bool> {
+        let id_key = key(namespace, id);
+        let result = (&self.containers, &self.names).transaction(|(containers, names)| {
+            let Some(old) = containers.remove(id_key.as_slice())? else {
+                return Ok(false);
+            };
+            if let Ok(c) = Container::decode(old.as_ref()) {
+                let name_key = key(namespace, &c.name);
+                // Free the name only if it is still ours.
+                if names.get(&name_key)?.as_deref() == Some(id.as_bytes()) {
+                    names.remove(name_key)?;
+                }
+            }
+            Ok::<_, ConflictableTransactionError<()>>(true)
+        });
+        let removed = match result {
+            Ok(r) => r,
+            Err(TransactionError::Storage(e)) => return Err(self.db_err(e)),
+            Err(TransactionError::Abort(())) => false,
+        };
+        self.db.flush().map_err(|e| self.db_err(e))?;
+        Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(id: &str, name: &str, secs: i64) -> Container {
+        Container {
+            id: id.to_string(),
+            name: name.to_string(),
+            image: "docker.io/library/busybox:latest".into(),
+            created_at: Some(prost_types::Timestamp {
+                seconds: secs,
+                nanos: 0,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_are_unique_per_namespace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .create("default", &container("aaa1", "web", 1))
+            .unwrap();
+        let err = store
+            .create("default", &container("bbb2", "web", 2))
+            .unwrap_err();
+        match &err {
+            Error::NameInUse { name, id } => {
+                assert_eq!((name.as_str(), id.as_str()), ("web", "aaa1"));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(err
+            .to_string()
+            .contains("is already in use by container \"aaa1\""));
+        // The losing container left nothing behind.
+        assert!(store.get("default", "bbb2").unwrap().is_none());
+        // Another namespace has its own names.
+        store.create("other", &container("bbb2", "web", 2)).unwrap();
+        assert_eq!(store.list("default").unwrap().len(), 1);
+        assert_eq!(store.list("other").unwrap().len(), 1);
+
+        // Deleting frees the name.
+        assert!(store.delete("default", "aaa1").unwrap());
+        assert!(!store.delete("default", "aaa1").unwrap());
+        assert_eq!(store.name_owner("default", "web").unwrap(), None);
+        store
+            .create("default", &container("ccc3", "web", 3))
+            .unwrap();
+        assert_eq!(
+            store.name_owner("default", "/web").unwrap().as_deref(),
+            Some("ccc3")
+        );
+    }
+
+    #[test]
+    fn lookup_by_id_prefix_and_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .create("default", &container("abc123", "first", 2))
+            .unwrap();
+        store
+            .create("default", &container("abd456", "second", 1))
+            .unwrap();
+        store
+            .create("default", &container("ff0000", "abc", 3))
+            .unwrap();
+
+        assert_eq!(store.resolve("default", "abc123").unwrap().name, "first");
+        assert_eq!(store.resolve("default", "abd").unwrap().name, "second");
+        assert_eq!(store.resolve("default", "second").unwrap().id, "abd456");
+        assert_eq!(store.resolve("default", "/second").unwrap().id, "abd456");
+        // A name beats an id prefix, as in Docker.
+        assert_eq!(store.resolve("default", "abc").unwrap().id, "ff0000");
+
+        match store.resolve("default", "ab").unwrap_err() {
+            Error::AmbiguousPrefix { prefix, count } => {
+                assert_eq!((prefix.as_str(), count), ("ab", 2));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let err = store.resolve("default", "0123").unwrap_err();
+        assert_eq!(err.to_string(), "No such container: 0123");
+        assert!(matches!(
+            store.resolve("other", "abc123"),
+            Err(Error::NoSuchContainer(_))
+        ));
+
+        let ids: Vec<_> = store
+            .list("default")
+            .unwrap()
+            .into_iter()
+            .map(|c| c.id)
+            .collect();
+        assert_eq!(ids, ["abd456", "abc123", "ff0000"]);
+    }
+
+    #[test]
+    fn records_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = Store::open(dir.path()).unwrap();
+            let mut c = container("abc", "keep", 1);
+            c.spec = br#"{"ociVersion":"1.1.0"}"#.to_vec();
+            store.create("default", &c).unwrap();
+        }
+        let store = Store::open(dir.path()).unwrap();
+        let c = store.resolve("default", "keep").unwrap();
+        assert_eq!(c.spec, br#"{"ociVersion":"1.1.0"}"#.to_vec());
+    }
+}

@@ -1,0 +1,437 @@
+//! The runtime's side of the shim contract (`docs/shim.md`): starting `berth-shim`, and an
+//! async client for its socket.
+//!
+//! Each request is one unix connection: a JSON line out, a JSON line back. `attach` keeps its
+//! connection and switches to frames `[kind u8][len u32 BE][payload]`.
+//!
+//! The wire types and frame encoding are `berth_shim::protocol`, shared with the shim; this
+//! module adds the async side (tokio sockets, timeouts, a shim that is gone).
+
+use crate::error::{Error, Result};
+pub use berth_shim::protocol::{
+    decode_frame_header, encode_frame, resize_payload, ExitStatus, Frame, Request, Response,
+    Status, FRAME_CLOSE_STDIN, FRAME_EXIT, FRAME_RESIZE, FRAME_STDERR, FRAME_STDIN, FRAME_STDOUT,
+    MAX_FRAME_LEN,
+};
+use std::io;
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::unix::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::UnixStream;
+
+/// How long a shim may take to answer anything but `wait`.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a shim may take to create its container.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The answer's pid as the API carries it (0 when absent).
+pub fn pid_of(answer: &Response) -> u32 {
+    answer.pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0)
+}
+
+/// Reads one frame; `None` on a clean end of the connection between frames.
+pub async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> io::Result<Option<Frame>> {
+    let mut header = [0u8; 5];
+    let mut got = 0;
+    while got < header.len() {
+        let n = r.read(&mut header[got..]).await?;
+        if n == 0 {
+            if got == 0 {
+                return Ok(None);
+            }
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "the shim closed the connection inside a frame",
+            ));
+        }
+        got += n;
+    }
+    let (kind, len) = decode_frame_header(header);
+    if len > MAX_FRAME_LEN {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the shim sent a frame of {len} bytes, more than the limit of {MAX_FRAME_LEN}"),
+        ));
+    }
+    let mut payload = vec![0u8; len as usize];
+    r.read_exact(&mut payload).await?;
+    Ok(Some(Frame { kind, payload }))
+}
+
+/// An attach connection, positioned at the first frame.
+#[derive(Debug)]
+pub struct Attached {
+    /// Output and exit frames come from here.
+    pub output: BufReader<OwnedReadHalf>,
+    /// Stdin, close and resize frames go here.
+    pub input: OwnedWriteHalf,
+}
+
+/// The socket of one container's shim.
+#[derive(Debug, Clone)]
+pub struct Shim {
+    id: String,
+    socket: PathBuf,
+}
+
+/// Whether a connect error means that no shim listens there any more.
+fn is_gone(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+    )
+}
+
+impl Shim {
+    pub fn new(id: &str, socket: PathBuf) -> Shim {
+        Shim {
+            id: id.to_string(),
+            socket,
+        }
+    }
+
+    fn io_err(&self, source: io::Error) -> Error {
+        Error::ShimIo {
+            id: self.id.clone(),
+            source,
+        }
+    }
+
+    /// Connects; `None` when no shim listens (it exited or never started).
+    async fn connect(&self) -> Result<Option<UnixStream>> {
+        match connect_path(&self.socket).await {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if is_gone(&e) => Ok(None),
+            Err(e) => Err(self.io_err(e)),
+        }
+    }
+
+    /// Sends one request and reads its answer. `None` when the shim is gone, also when it
+    /// closes the connection without an answer (it exited while we waited).
+    pub async fn call(&self, request: &Request) -> Result<Option<Response>> {
+        let exchange = async {
+            let Some(mut stream) = self.connect().await? else {
+                return Ok(None);
+            };
+            let (read, mut write) = stream.split();
+            write
+                .write_all(&line(request))
+                .await
+                .map_err(|e| self.io_err(e))?;
+            let mut reader = BufReader::new(read);
+            read_answer(&mut reader).await.map_err(|e| self.io_err(e))
+        };
+        if matches!(request, Request::Wait) {
+            exchange.await
+        } else {
+            match tokio::time::timeout(ANSWER_TIMEOUT, exchange).await {
+                Ok(r) => r,
+                Err(_) => Err(self.io_err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {}s", ANSWER_TIMEOUT.as_secs()),
+                ))),
+            }
+        }
+    }
+
+    /// Like [`Shim::call`], but a refusal (`ok:false`) becomes an error with the shim's exit
+    /// code hint.
+    pub async fn call_ok(&self, request: &Request) -> Result<Option<Response>> {
+        match self.call(request).await? {
+            Some(r) if !r.ok => Err(Error::Shim {
+                message: r
+                    .error
+                    .clone()
+                    .unwrap_or_else(|| "the shim refused the request".to_string()),
+                exit_code: r.code.unwrap_or(125),
+            }),
+            other => Ok(other),
+        }
+    }
+
+    /// Attaches to the container's stdio. `None` when the shim is gone.
+    pub async fn attach(&self, stdin: bool) -> Result<Option<Attached>> {
+        let Some(stream) = self.connect().await? else {
+            return Ok(None);
+        };
+        let (read, mut input) = stream.into_split();
+        input
+            .write_all(&line(&Request::Attach { stdin }))
+            .await
+            .map_err(|e| self.io_err(e))?;
+        let mut output = BufReader::new(read);
+        let answer = tokio::time::timeout(ANSWER_TIMEOUT, read_answer(&mut output))
+            .await
+            .map_err(|_| {
+                self.io_err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "no answer to attach",
+                ))
+            })?
+            .map_err(|e| self.io_err(e))?;
+        match answer {
+            None => Ok(None),
+            Some(r) if !r.ok => Err(Error::Shim {
+                message: r.error.unwrap_or_else(|| "attach refused".to_string()),
+                exit_code: r.code.unwrap_or(125),
+            }),
+            Some(_) => Ok(Some(Attached { output, input })),
+        }
+    }
+}
+
+/// Connects to a unix socket, also when its path is longer than `sun_path` holds (a long
+/// state folder or namespace): then through `/proc/self/fd/<dir>/<name>`.
+async fn connect_path(path: &Path) -> io::Result<UnixStream> {
+    // sun_path is 108 bytes, including the terminating NUL.
+    const SUN_PATH_MAX: usize = 107;
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return UnixStream::connect(path).await;
+    };
+    if path.as_os_str().len() <= SUN_PATH_MAX {
+        return UnixStream::connect(path).await;
+    }
+    let dir = std::fs::File::open(dir)?;
+    let short = Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+    // `dir` stays open until the connect is done.
+    let stream = UnixStream::connect(&short).await;
+    drop(dir);
+    stream
+}
+
+fn line(request: &Request) -> Vec<u8> {
+    request.to_line().into_bytes()
+}
+
+/// Reads one answer line; `None` when the connection ends first. The reader keeps any bytes
+/// after the line (the first frames of an attach).
+async fn read_answer<R: AsyncRead + Unpin>(r: &mut BufReader<R>) -> io::Result<Option<Response>> {
+    let mut buf = Vec::new();
+    let n = (&mut *r).take(1 << 20).read_until(b'\n', &mut buf).await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    if buf.last() != Some(&b'\n') {
+        // Closed mid-line: the shim died while answering.
+        return Ok(None);
+    }
+    serde_json::from_slice(&buf).map(Some).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("the shim answered something unreadable: {e}"),
+        )
+    })
+}
+
+/// The shim binary: the configured one, else `berth-shim` next to the running program, else
+/// `berth-shim` from `$PATH`.
+pub fn binary(configured: Option<&Path>) -> PathBuf {
+    if let Some(p) = configured {
+        return p.to_path_buf();
+    }
+    if let Some(beside) = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("berth-shim")))
+        .filter(|p| p.is_file())
+    {
+        return beside;
+    }
+    PathBuf::from("berth-shim")
+}
+
+/// Starts `berth-shim --id ID --namespace NS --bundle DIR` and waits for its verdict: it
+/// exits 0 once the container is created and its socket listens. On failure, the shim's last
+/// stderr line becomes the error, with its exit code (127 not found, 126 cannot execute).
+pub async fn spawn(binary: &Path, id: &str, namespace: &str, bundle: &Path) -> Result<()> {
+    let mut child = tokio::process::Command::new(binary)
+        .arg("--id")
+        .arg(id)
+        .arg("--namespace")
+        .arg(namespace)
+        .arg("--bundle")
+        .arg(bundle)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| Error::Shim {
+            message: format!(
+                "cannot run the shim {}: {e}; install berth-shim beside berthd, or set \
+                 runtime.shim in the config",
+                binary.display()
+            ),
+            exit_code: 125,
+        })?;
+    let mut stderr = child.stderr.take();
+    let status = match tokio::time::timeout(START_TIMEOUT, child.wait()).await {
+        Ok(status) => status.map_err(|e| Error::io("cannot wait for the shim", binary, e))?,
+        Err(_) => {
+            let _ = child.start_kill();
+            return Err(Error::Shim {
+                message: format!(
+                    "the shim did not create container {id} within {}s; see {}",
+                    START_TIMEOUT.as_secs(),
+                    bundle.join("shim.log").display()
+                ),
+                exit_code: 125,
+            });
+        }
+    };
+    if status.success() {
+        return Ok(());
+    }
+    // The daemonized shim has pointed its stdio elsewhere, so the pipe ends when the parent
+    // exits; the bound only guards against a shim that forgot to.
+    let mut text = Vec::new();
+    if let Some(stderr) = stderr.as_mut() {
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            stderr.take(64 << 10).read_to_end(&mut text),
+        )
+        .await;
+    }
+    let text = String::from_utf8_lossy(&text);
+    let last_line = text.lines().rev().map(str::trim).find(|l| !l.is_empty());
+    let message = match (last_line, status.code()) {
+        (Some(l), _) => l.to_string(),
+        (None, Some(code)) => format!("the shim of container {id} failed with exit code {code}"),
+        (None, None) => format!("the shim of container {id} was killed ({status})"),
+    };
+    let exit_code = status
+        .code()
+        .filter(|c| *c == 126 || *c == 127)
+        .unwrap_or(125);
+    Err(Error::Shim { message, exit_code })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_lines_follow_the_contract() {
+        let text = |r: &Request| String::from_utf8(line(r)).unwrap();
+        assert_eq!(text(&Request::State), "{\"op\":\"state\"}\n");
+        assert_eq!(
+            text(&Request::Kill {
+                signal: 9,
+                all: false
+            }),
+            "{\"op\":\"kill\",\"signal\":9,\"all\":false}\n"
+        );
+        assert_eq!(
+            text(&Request::Resize {
+                width: 80,
+                height: 24
+            }),
+            "{\"op\":\"resize\",\"width\":80,\"height\":24}\n"
+        );
+        assert_eq!(
+            text(&Request::Attach { stdin: true }),
+            "{\"op\":\"attach\",\"stdin\":true}\n"
+        );
+    }
+
+    #[test]
+    fn answers_parse() {
+        let r: Response =
+            serde_json::from_str(r#"{"ok":true,"status":"running","pid":42,"exit":null}"#).unwrap();
+        assert_eq!(
+            (r.status, pid_of(&r), r.exit.clone()),
+            (Some(Status::Running), 42, Some(None))
+        );
+        let r: Response = serde_json::from_str(
+            r#"{"ok":true,"exit":{"exit_code":137,"signal":9,"exited_at":"2024-01-01T00:00:00.000000001Z","oom_killed":false}}"#,
+        )
+        .unwrap();
+        assert_eq!(r.exit_status().unwrap().exit_code, 137);
+        let r: Response =
+            serde_json::from_str(r#"{"ok":false,"error":"not found","code":127}"#).unwrap();
+        assert_eq!((r.ok, r.code), (false, Some(127)));
+    }
+
+    #[tokio::test]
+    async fn frames_round_trip() {
+        let mut buf = encode_frame(FRAME_STDOUT, b"hello\n");
+        buf.extend(encode_frame(FRAME_RESIZE, &resize_payload(120, 40)));
+        buf.extend(encode_frame(FRAME_CLOSE_STDIN, b""));
+        assert_eq!(&buf[..5], &[1, 0, 0, 0, 6]);
+        let mut r = &buf[..];
+        let f = read_frame(&mut r).await.unwrap().unwrap();
+        assert_eq!(
+            (f.kind, f.payload.as_slice()),
+            (FRAME_STDOUT, &b"hello\n"[..])
+        );
+        let f = read_frame(&mut r).await.unwrap().unwrap();
+        assert_eq!(f.payload, [0, 0, 0, 120, 0, 0, 0, 40]);
+        let f = read_frame(&mut r).await.unwrap().unwrap();
+        assert_eq!((f.kind, f.payload.len()), (FRAME_CLOSE_STDIN, 0));
+        assert!(read_frame(&mut r).await.unwrap().is_none());
+        let mut short = &[1u8, 0, 0][..];
+        assert!(read_frame(&mut short).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn a_missing_socket_is_a_gone_shim() {
+        let dir = tempfile::tempdir().unwrap();
+        let shim = Shim::new("x", dir.path().join("shim.sock"));
+        assert!(shim.call(&Request::State).await.unwrap().is_none());
+        assert!(shim.attach(false).await.unwrap().is_none());
+    }
+
+    #[tokio::test]
+    async fn long_socket_paths_connect() {
+        let dir = tempfile::tempdir().unwrap();
+        let deep = dir.path().join("d".repeat(60)).join("e".repeat(60));
+        std::fs::create_dir_all(&deep).unwrap();
+        let socket = deep.join("shim.sock");
+        assert!(socket.as_os_str().len() > 108);
+        // Bind the way a shim can: through the same short path.
+        let d = std::fs::File::open(&deep).unwrap();
+        let short = format!("/proc/self/fd/{}/shim.sock", d.as_raw_fd());
+        let listener = tokio::net::UnixListener::bind(&short).unwrap();
+        let server = tokio::spawn(async move {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 15];
+            s.read_exact(&mut buf).await.unwrap();
+            assert_eq!(buf, b"{\"op\":\"state\"}\n");
+            s.write_all(b"{\"ok\":true,\"status\":\"created\",\"pid\":9,\"exit\":null}\n")
+                .await
+                .unwrap();
+        });
+        let shim = Shim::new("x", socket);
+        let answer = shim.call(&Request::State).await.unwrap().unwrap();
+        assert_eq!((answer.status, pid_of(&answer)), (Some(Status::Created), 9));
+        server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_failing_shim_reports_its_stderr_line_and_code() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("fake-shim");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\necho 'some noise' >&2\necho 'exec: \"nope\": executable file not found in $PATH' >&2\nexit 127\n",
+        )
+        .unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+        match spawn(&fake, "id", "default", dir.path()).await.unwrap_err() {
+            Error::Shim { message, exit_code } => {
+                assert_eq!(exit_code, 127);
+                assert_eq!(
+                    message,
+                    "exec: \"nope\": executable file not found in $PATH"
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        let missing = spawn(&dir.path().join("nope"), "id", "default", dir.path())
+            .await
+            .unwrap_err();
+        assert!(missing.to_string().contains("cannot run the shim"));
+    }
+}

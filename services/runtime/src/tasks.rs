@@ -1,0 +1,651 @@
+//! The Tasks service: a container's running side, one `berth-shim` each.
+//!
+//! The runtime keeps no task state in memory: the bundle folder says whether a task exists,
+//! its shim says how it is, and when the shim is gone `exit.json` says how it ended (exit code
+//! 255 when even that is missing). A task is therefore never reported running after its shim
+//! died, and a berthd that restarts finds every task again.
+
+use crate::bundle::{self, Bundle, RootfsMount};
+use crate::error::{Error, Result};
+use crate::shim::{self, ExitStatus, Request as ShimRequest, Shim, Status as ShimStatus};
+use crate::Runtime;
+use berth_api::containers::v1::Container;
+use berth_api::snapshots::v1::SnapshotKey;
+use berth_api::tasks::v1 as api;
+use berth_api::tasks::v1::tasks_server::Tasks;
+use berth_core::grpc::{namespace, request};
+use futures::Stream;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::io::AsyncWriteExt;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The exit code of a task whose shim vanished without recording one.
+const UNKNOWN_EXIT_CODE: i32 = 255;
+/// The signal `kill` sends when none is given.
+const DEFAULT_SIGNAL: i32 = libc::SIGTERM;
+
+/// What the runtime knows of one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TaskState {
+    pub status: ShimStatus,
+    /// Host pid of the container's init; 0 when unknown.
+    pub pid: u32,
+    /// Set once the init process has exited.
+    pub exit: Option<ExitStatus>,
+    /// Whether the shim answered (a stopped task may still have its shim).
+    pub shim_alive: bool,
+}
+
+fn unknown_exit() -> ExitStatus {
+    ExitStatus {
+        exit_code: UNKNOWN_EXIT_CODE,
+        signal: None,
+        exited_at: String::new(),
+        oom_killed: false,
+    }
+}
+
+/// The exit status as the API carries it.
+pub fn exit_to_api(exit: &ExitStatus) -> api::ExitStatus {
+    let exited_at = chrono::DateTime::parse_from_rfc3339(&exit.exited_at)
+        .ok()
+        .map(|t| prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        });
+    api::ExitStatus {
+        exit_code: exit.exit_code,
+        exited_at,
+        oom_killed: exit.oom_killed,
+    }
+}
+
+fn task_to_api(id: &str, state: &TaskState) -> api::Task {
+    let status = match state.status {
+        ShimStatus::Created => api::Status::Created,
+        ShimStatus::Running => api::Status::Running,
+        ShimStatus::Stopped => api::Status::Stopped,
+    };
+    api::Task {
+        container_id: id.to_string(),
+        pid: state.pid,
+        status: status as i32,
+        exit: state.exit.as_ref().map(exit_to_api),
+    }
+}
+
+fn not_running(id: &str) -> Error {
+    Error::FailedPrecondition(format!("Container {id} is not running"))
+}
+
+impl Runtime {
+    fn bundle(&self, ns: &str, id: &str) -> Bundle {
+        Bundle::new(&self.state, ns, id)
+    }
+
+    fn shim(&self, ns: &str, id: &str) -> Shim {
+        Shim::new(id, self.bundle(ns, id).socket())
+    }
+
+    /// The id of the task a request names: a container by id, prefix or name; or the full id of
+    /// a task whose container record is already gone.
+    fn task_id(&self, ns: &str, reference: &str) -> Result<String> {
+        match self.store.resolve(ns, reference) {
+            Ok(c) => Ok(c.id),
+            Err(Error::NoSuchContainer(r))
+                if r.len() == 64
+                    && r.bytes().all(|b| b.is_ascii_hexdigit())
+                    && self.bundle(ns, &r).exists() =>
+            {
+                Ok(r)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// A task whose shim is gone: stopped, with the exit status the shim left behind.
+    fn stopped_without_shim(&self, bundle: &Bundle) -> Result<TaskState> {
+        Ok(TaskState {
+            status: ShimStatus::Stopped,
+            pid: bundle.init_pid().unwrap_or(0),
+            exit: Some(bundle.exit_status()?.unwrap_or_else(unknown_exit)),
+            shim_alive: false,
+        })
+    }
+
+    /// The state of the task of container `id`; `None` when it has no task.
+    pub async fn task_state(&self, ns: &str, id: &str) -> Result<Option<TaskState>> {
+        let bundle = self.bundle(ns, id);
+        if !bundle.exists() {
+            return Ok(None);
+        }
+        let answer = match self.shim(ns, id).call_ok(&ShimRequest::State).await? {
+            Some(a) => a,
+            None => return self.stopped_without_shim(&bundle).map(Some),
+        };
+        let status = answer.status.unwrap_or(ShimStatus::Running);
+        let mut exit = answer.exit_status().cloned();
+        if status == ShimStatus::Stopped && exit.is_none() {
+            exit = Some(bundle.exit_status()?.unwrap_or_else(unknown_exit));
+        }
+        Ok(Some(TaskState {
+            status,
+            pid: shim::pid_of(&answer).max(bundle.init_pid().unwrap_or(0)),
+            exit,
+            shim_alive: true,
+        }))
+    }
+
+    /// Creates the task of a container: its bundle from the stored spec and the snapshot's
+    /// mounts, then its shim. The process is created but waits for `start`. Returns its pid.
+    pub async fn create_task(&self, ns: &str, reference: &str) -> Result<u32> {
+        let container = self.store.resolve(ns, reference)?;
+        let mounts = self
+            .snapshots
+            .clone()
+            .mounts(request(
+                ns,
+                SnapshotKey {
+                    snapshotter: container.snapshotter.clone(),
+                    key: container.snapshot_key.clone(),
+                },
+            ))
+            .await
+            .map_err(|s| Error::service("snapshots", s))?
+            .into_inner()
+            .mounts;
+        if mounts.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "the snapshot {} of container {} has no mounts",
+                container.snapshot_key, container.id
+            )));
+        }
+        let mounts = mounts
+            .into_iter()
+            .map(bundle::rootfs_mount)
+            .collect::<Vec<_>>();
+        self.create_task_with_mounts(ns, &container, &mounts).await
+    }
+
+    /// [`Runtime::create_task`] with the rootfs mounts already known.
+    pub async fn create_task_with_mounts(
+        &self,
+        ns: &str,
+        container: &Container,
+        mounts: &[RootfsMount],
+    ) -> Result<u32> {
+        let id = container.id.as_str();
+        if let Some(state) = self.task_state(ns, id).await? {
+            if state.status != ShimStatus::Stopped {
+                return Err(Error::TaskExists(id.to_string()));
+            }
+            // A stopped task is only a record of how it ended: make room for the new one.
+            self.delete_task_of(ns, id, &state).await?;
+        }
+        let bundle = self.bundle(ns, id);
+        match bundle.write(&container.spec, mounts) {
+            Ok(()) => {}
+            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(Error::TaskExists(id.to_string()))
+            }
+            Err(e) => {
+                let _ = remove_bundle(bundle).await;
+                return Err(e);
+            }
+        }
+        if let Err(e) = shim::spawn(&self.shim_binary, id, ns, bundle.dir()).await {
+            if let Err(re) = remove_bundle(bundle).await {
+                tracing::warn!(container = %id, error = %re, "cannot remove the bundle of a shim that failed");
+            }
+            return Err(e);
+        }
+        let pid = match bundle.init_pid() {
+            Some(pid) => pid,
+            None => self.task_state(ns, id).await?.map(|s| s.pid).unwrap_or(0),
+        };
+        tracing::info!(container = %id, pid, "task created");
+        Ok(pid)
+    }
+
+    /// Lets the created process `execve`. Returns its pid.
+    pub async fn start_task(&self, ns: &str, reference: &str) -> Result<u32> {
+        let id = self.task_id(ns, reference)?;
+        if !self.bundle(ns, &id).exists() {
+            return Err(Error::NoTask(id));
+        }
+        match self.shim(ns, &id).call_ok(&ShimRequest::Start).await? {
+            Some(answer) => Ok(shim::pid_of(&answer)),
+            None => Err(Error::FailedPrecondition(format!(
+                "container {id} has exited; create its task again to start it"
+            ))),
+        }
+    }
+
+    /// Sends `signal` (SIGTERM when 0) to the init process, or to every process of the
+    /// container with `all`.
+    pub async fn kill_task(&self, ns: &str, reference: &str, signal: u32, all: bool) -> Result<()> {
+        let id = self.task_id(ns, reference)?;
+        if !self.bundle(ns, &id).exists() {
+            return Err(not_running(&id));
+        }
+        let signal = if signal == 0 {
+            DEFAULT_SIGNAL
+        } else {
+            i32::try_from(signal)
+                .ok()
+                .filter(|s| *s < 65)
+                .ok_or_else(|| Error::InvalidArgument(format!("invalid signal {signal}")))?
+        };
+        match self
+            .shim(ns, &id)
+            .call_ok(&ShimRequest::Kill { signal, all })
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(not_running(&id)),
+        }
+    }
+
+    /// Blocks until the init process has exited.
+    pub async fn wait_task(&self, ns: &str, reference: &str) -> Result<ExitStatus> {
+        let id = self.task_id(ns, reference)?;
+        let bundle = self.bundle(ns, &id);
+        if !bundle.exists() {
+            return Err(Error::NoTask(id));
+        }
+        let answer = self.shim(ns, &id).call_ok(&ShimRequest::Wait).await?;
+        if let Some(exit) = answer.as_ref().and_then(|a| a.exit_status()) {
+            return Ok(exit.clone());
+        }
+        Ok(bundle.exit_status()?.unwrap_or_else(unknown_exit))
+    }
+
+    /// Resizes the container's terminal.
+    pub async fn resize_task(
+        &self,
+        ns: &str,
+        reference: &str,
+        width: u32,
+        height: u32,
+    ) -> Result<()> {
+        let id = self.task_id(ns, reference)?;
+        if !self.bundle(ns, &id).exists() {
+            return Err(not_running(&id));
+        }
+        match self
+            .shim(ns, &id)
+            .call_ok(&ShimRequest::Resize { width, height })
+            .await?
+        {
+            Some(_) => Ok(()),
+            None => Err(not_running(&id)),
+        }
+    }
+
+    /// Deletes a task that is not running: the shim removes the cgroup and exits, the runtime
+    /// removes the bundle. Returns how the task ended.
+    pub async fn delete_task(&self, ns: &str, reference: &str) -> Result<ExitStatus> {
+        let id = self.task_id(ns, reference)?;
+        let state = self
+            .task_state(ns, &id)
+            .await?
+            .ok_or_else(|| Error::NoTask(id.clone()))?;
+        self.delete_task_of(ns, &id, &state).await
+    }
+
+    pub(crate) async fn delete_task_of(
+        &self,
+        ns: &str,
+        id: &str,
+        state: &TaskState,
+    ) -> Result<ExitStatus> {
+        let bundle = self.bundle(ns, id);
+        let mut exit = state.exit.clone();
+        if state.shim_alive {
+            let shim = self.shim(ns, id);
+            match state.status {
+                ShimStatus::Running => {
+                    return Err(Error::FailedPrecondition(format!(
+                        "the task of container {id} is running: stop or kill it before deleting it"
+                    )))
+                }
+                ShimStatus::Created => {
+                    // Never started: end the waiting process first.
+                    shim.call_ok(&ShimRequest::Kill {
+                        signal: libc::SIGKILL,
+                        all: true,
+                    })
+                    .await?;
+                    let waited = tokio::time::timeout(
+                        Duration::from_secs(10),
+                        shim.call(&ShimRequest::Wait),
+                    )
+                    .await;
+                    if let Ok(Ok(Some(answer))) = waited {
+                        exit = answer.exit_status().cloned().or(exit);
+                    }
+                }
+                ShimStatus::Stopped => {}
+            }
+            let shim_pid = bundle.shim_pid();
+            if let Some(answer) = shim.call_ok(&ShimRequest::Delete).await? {
+                exit = answer.exit_status().cloned().or(exit);
+            }
+            if let Some(pid) = shim_pid {
+                wait_for_exit(pid).await;
+            }
+        }
+        let exit = match exit {
+            Some(e) => e,
+            None => bundle.exit_status()?.unwrap_or_else(unknown_exit),
+        };
+        remove_bundle(bundle).await?;
+        tracing::info!(container = %id, exit_code = exit.exit_code, "task deleted");
+        Ok(exit)
+    }
+
+    /// Every task of a namespace.
+    pub async fn list_tasks(&self, ns: &str) -> Result<Vec<(String, TaskState)>> {
+        let mut out = Vec::new();
+        for id in bundle::list(&self.state, ns)? {
+            if let Some(state) = self.task_state(ns, &id).await? {
+                out.push((id, state));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Removes a bundle folder off the async threads (it may retry while a shim exits).
+async fn remove_bundle(bundle: Bundle) -> Result<()> {
+    let dir = bundle.dir().to_path_buf();
+    tokio::task::spawn_blocking(move || bundle.remove())
+        .await
+        .map_err(|e| Error::io("cannot remove bundle", dir, std::io::Error::other(e)))?
+}
+
+/// Waits (briefly) until process `pid` is gone, so its files can be removed after it.
+async fn wait_for_exit(pid: i32) {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    for _ in 0..40 {
+        if nix::sys::signal::kill(pid, None).is_err() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Aborts the stdin relay when the output stream ends or its client goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Relays the client's attach messages to the shim as frames until the client is done.
+async fn relay_input(
+    mut client: Streaming<api::AttachRequest>,
+    mut shim: tokio::net::unix::OwnedWriteHalf,
+    stdin: bool,
+) {
+    use api::attach_request::Item;
+    loop {
+        let frame = match client.message().await {
+            Ok(Some(msg)) => match msg.item {
+                Some(Item::Stdin(data)) if !data.is_empty() => {
+                    shim::encode_frame(shim::FRAME_STDIN, &data)
+                }
+                Some(Item::CloseStdin(true)) => shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[]),
+                Some(Item::Resize(r)) => {
+                    shim::encode_frame(shim::FRAME_RESIZE, &shim::resize_payload(r.width, r.height))
+                }
+                _ => continue,
+            },
+            // The client closed its side: with stdin attached, that is the end of stdin.
+            Ok(None) => {
+                if stdin {
+                    let _ = shim
+                        .write_all(&shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[]))
+                        .await;
+                }
+                return;
+            }
+            Err(_) => return,
+        };
+        if shim.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+type AttachStream = Pin<Box<dyn Stream<Item = Result<api::AttachResponse, Status>> + Send>>;
+
+/// The Tasks gRPC service.
+#[derive(Debug, Clone)]
+pub struct TasksService {
+    runtime: Arc<Runtime>,
+}
+
+impl TasksService {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        TasksService { runtime }
+    }
+
+    async fn attach_stream(
+        &self,
+        ns: String,
+        mut client: Streaming<api::AttachRequest>,
+    ) -> Result<AttachStream, Status> {
+        use api::attach_response::Item as Out;
+        let first = client.message().await?.ok_or_else(|| {
+            Status::invalid_argument("attach: the first message must name the container")
+        })?;
+        let Some(api::attach_request::Item::Start(start)) = first.item else {
+            return Err(Status::invalid_argument(
+                "attach: the first message must be `start` with the container id",
+            ));
+        };
+        let rt = &self.runtime;
+        let id = rt.task_id(&ns, &start.container_id)?;
+        let bundle = rt.bundle(&ns, &id);
+        if !bundle.exists() {
+            return Err(Error::NoTask(id).into());
+        }
+        let Some(attached) = rt.shim(&ns, &id).attach(start.stdin).await? else {
+            return Err(Error::FailedPrecondition(
+                "You cannot attach to a stopped container, start it first".to_string(),
+            )
+            .into());
+        };
+        let shim::Attached { mut output, input } = attached;
+        let relay = AbortOnDrop(tokio::spawn(relay_input(client, input, start.stdin)));
+        let stream = async_stream::try_stream! {
+            let _relay = relay;
+            loop {
+                let frame = shim::read_frame(&mut output).await.map_err(|e| {
+                    Status::unavailable(format!("attach to container {id}: the shim connection broke: {e}"))
+                })?;
+                let Some(frame) = frame else {
+                    // The shim ended without an exit frame: it died. Report what it left.
+                    let exit = bundle.exit_status().ok().flatten().unwrap_or_else(unknown_exit);
+                    yield api::AttachResponse { item: Some(Out::Exit(exit_to_api(&exit))) };
+                    break;
+                };
+                match frame.kind {
+                    shim::FRAME_STDOUT => yield api::AttachResponse { item: Some(Out::Stdout(frame.payload)) },
+                    shim::FRAME_STDERR => yield api::AttachResponse { item: Some(Out::Stderr(frame.payload)) },
+                    shim::FRAME_EXIT => {
+                        let exit: ExitStatus = serde_json::from_slice(&frame.payload).map_err(|e| {
+                            Status::internal(format!("attach to container {id}: the shim sent an unreadable exit status: {e}"))
+                        })?;
+                        yield api::AttachResponse { item: Some(Out::Exit(exit_to_api(&exit))) };
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        };
+        Ok(Box::pin(stream))
+    }
+}
+
+#[tonic::async_trait]
+impl Tasks for TasksService {
+    async fn create(
+        &self,
+        req: Request<api::CreateTaskRequest>,
+    ) -> Result<Response<api::CreateTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let pid = self
+            .runtime
+            .create_task(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::CreateTaskResponse { pid }))
+    }
+
+    async fn start(
+        &self,
+        req: Request<api::StartTaskRequest>,
+    ) -> Result<Response<api::StartTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let pid = self
+            .runtime
+            .start_task(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::StartTaskResponse { pid }))
+    }
+
+    type AttachStream = AttachStream;
+
+    async fn attach(
+        &self,
+        req: Request<Streaming<api::AttachRequest>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let ns = namespace(&req)?;
+        let stream = self.attach_stream(ns, req.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn wait(
+        &self,
+        req: Request<api::WaitTaskRequest>,
+    ) -> Result<Response<api::WaitTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let exit = self
+            .runtime
+            .wait_task(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::WaitTaskResponse {
+            exit: Some(exit_to_api(&exit)),
+        }))
+    }
+
+    async fn kill(
+        &self,
+        req: Request<api::KillTaskRequest>,
+    ) -> Result<Response<api::KillTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.get_ref();
+        self.runtime
+            .kill_task(&ns, &r.container_id, r.signal, r.all)
+            .await?;
+        Ok(Response::new(api::KillTaskResponse {}))
+    }
+
+    async fn resize(
+        &self,
+        req: Request<api::ResizeRequest>,
+    ) -> Result<Response<api::ResizeResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.get_ref();
+        self.runtime
+            .resize_task(&ns, &r.container_id, r.width, r.height)
+            .await?;
+        Ok(Response::new(api::ResizeResponse {}))
+    }
+
+    async fn get(
+        &self,
+        req: Request<api::GetTaskRequest>,
+    ) -> Result<Response<api::GetTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let id = self.runtime.task_id(&ns, &req.get_ref().container_id)?;
+        let state = self
+            .runtime
+            .task_state(&ns, &id)
+            .await?
+            .ok_or_else(|| Error::NoTask(id.clone()))?;
+        Ok(Response::new(api::GetTaskResponse {
+            task: Some(task_to_api(&id, &state)),
+        }))
+    }
+
+    async fn list(
+        &self,
+        req: Request<api::ListTasksRequest>,
+    ) -> Result<Response<api::ListTasksResponse>, Status> {
+        let ns = namespace(&req)?;
+        let tasks = self
+            .runtime
+            .list_tasks(&ns)
+            .await?
+            .iter()
+            .map(|(id, state)| task_to_api(id, state))
+            .collect();
+        Ok(Response::new(api::ListTasksResponse { tasks }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<api::DeleteTaskRequest>,
+    ) -> Result<Response<api::DeleteTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let exit = self
+            .runtime
+            .delete_task(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::DeleteTaskResponse {
+            exit: Some(exit_to_api(&exit)),
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_converts() {
+        let e = ExitStatus {
+            exit_code: 137,
+            signal: Some(9),
+            exited_at: "2024-05-06T07:08:09.123456789Z".into(),
+            oom_killed: true,
+        };
+        let a = exit_to_api(&e);
+        assert_eq!((a.exit_code, a.oom_killed), (137, true));
+        let t = a.exited_at.unwrap();
+        assert_eq!(t.nanos, 123_456_789);
+        assert_eq!(t.seconds, 1_714_979_289);
+        assert!(exit_to_api(&unknown_exit()).exited_at.is_none());
+    }
+
+    #[test]
+    fn tasks_convert() {
+        let t = task_to_api(
+            "abc",
+            &TaskState {
+                status: ShimStatus::Stopped,
+                pid: 7,
+                exit: Some(unknown_exit()),
+                shim_alive: false,
+            },
+        );
+        assert_eq!(t.status, api::Status::Stopped as i32);
+        assert_eq!(t.exit.unwrap().exit_code, 255);
+    }
+}
