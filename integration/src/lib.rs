@@ -31,10 +31,13 @@ pub fn have(cmd: &str) -> bool {
 
 /// Starts processes from one thread that never ends, so PDEATHSIG fires only when the test
 /// process itself goes away.
-fn spawner() -> &'static Mutex<mpsc::Sender<(Command, mpsc::Sender<std::io::Result<Child>>)>> {
-    static S: OnceLock<Mutex<mpsc::Sender<(Command, mpsc::Sender<std::io::Result<Child>>)>>> = OnceLock::new();
+/// A command to start and where to send the child (or the error).
+type SpawnJob = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+fn spawner() -> &'static Mutex<mpsc::Sender<SpawnJob>> {
+    static S: OnceLock<Mutex<mpsc::Sender<SpawnJob>>> = OnceLock::new();
     S.get_or_init(|| {
-        let (tx, rx) = mpsc::channel::<(Command, mpsc::Sender<std::io::Result<Child>>)>();
+        let (tx, rx) = mpsc::channel::<SpawnJob>();
         std::thread::spawn(move || {
             for (mut cmd, reply) in rx {
                 // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
@@ -185,10 +188,16 @@ pub struct Berthd {
     pub sock: PathBuf,
     child: Option<Child>,
     config: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl Berthd {
     pub fn start(extra_config: &str) -> Berthd {
+        Berthd::start_with_env(extra_config, &[])
+    }
+
+    /// Like [`Berthd::start`], with extra environment variables for berthd (e.g. `BERTH_LOG`).
+    pub fn start_with_env(extra_config: &str, env: &[(&str, &str)]) -> Berthd {
         let dir = TempDir::new("berth-it");
         let config = dir.path().join("config.toml");
         std::fs::write(
@@ -200,7 +209,8 @@ impl Berthd {
         )
         .unwrap();
         let sock = dir.path().join("state/berth.sock");
-        let mut d = Berthd { dir, sock, child: None, config };
+        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut d = Berthd { dir, sock, child: None, config, env };
         d.restart();
         d
     }
@@ -215,6 +225,7 @@ impl Berthd {
     /// Starts berthd (again) on the same root and state.
     pub fn restart(&mut self) {
         let mut cmd = Command::new(bin_dir().join("berthd"));
+        cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.arg("--config").arg(&self.config).stdout(Stdio::null()).stderr(
             std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("berthd.log")).unwrap(),
         );
@@ -230,6 +241,30 @@ impl Berthd {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+
+    /// Stops berthd gracefully with SIGTERM, as systemd would, and waits up to `timeout` for
+    /// it to exit (then kills it). Returns the exit status of a graceful stop, or None when it
+    /// had to be killed or was not running.
+    pub fn stop(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let mut c = self.child.take()?;
+        // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
+        unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if let Ok(Some(st)) = c.try_wait() {
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        None
+    }
+
+    /// What berthd wrote to stderr so far (for failure messages).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()
     }
 
     pub fn cmd(&self) -> Command {

@@ -59,7 +59,9 @@ fn pull_list_and_inspect() {
     let i = &js[0];
     assert_eq!(i["Config"]["Cmd"], serde_json::json!(["/bin/sh"]));
     assert!(i["Id"].as_str().unwrap().starts_with("sha256:"));
-    assert_eq!(i["RepoTags"], serde_json::json!([r]));
+    // both tags name the same image, so both are its RepoTags, as Docker shows them
+    let tags = i["RepoTags"].as_array().unwrap();
+    assert!(tags.contains(&serde_json::json!(r)) && tags.contains(&serde_json::json!(e.img)), "{tags:?}");
     assert!(i["RepoDigests"][0].as_str().unwrap().contains("@sha256:"));
     assert_eq!(i["RootFS"]["Layers"].as_array().unwrap().len(), 1);
     // both names share one image id, and the layer was unpacked once
@@ -107,8 +109,9 @@ fn containers_are_isolated() {
     assert_eq!(run_out(e, &["--hostname", "myhost", &e.img, "hostname"]).1, "myhost\n");
     let probe = format!("test -e {} && echo leaked || echo isolated", e.d.dir.path().display());
     assert_eq!(run_out(e, &[&e.img, "sh", "-c", &probe]).1, "isolated\n");
-    let n: usize = run_out(e, &[&e.img, "sh", "-c", "ps -o pid | tail -n +2 | wc -l"]).1.trim().parse().unwrap();
-    assert!(n <= 3, "{n} processes visible");
+    // only sh (pid 1) and ps itself: ps writes to a file so no pipeline races with it
+    let ps = run_out(e, &[&e.img, "sh", "-c", "ps -o pid,comm > /tmp/ps; cat /tmp/ps"]).1;
+    assert_eq!(ps.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>(), ["1 sh", "2 ps"], "{ps}");
     assert_eq!(run_out(e, &[&e.img, "sh", "-c", "ls /sys/class/net"]).1, "lo\n");
     // the default capability set has no CAP_SYS_ADMIN: mounting fails
     assert_ne!(run_out(e, &[&e.img, "mount", "-t", "tmpfs", "x", "/mnt"]).0, 0);
@@ -181,7 +184,7 @@ fn a_terminal_with_dash_t() {
 
 #[test]
 fn a_blob_with_the_wrong_digest_is_refused() {
-    let e = env_or_skip!();
+    let _e = env_or_skip!();
     let reg = Registry::start().unwrap();
     reg.push_busybox("corrupt:1");
     let r = format!("{}/corrupt:1", reg.addr);
@@ -199,7 +202,6 @@ fn a_blob_with_the_wrong_digest_is_refused() {
     let hex = layer.trim_start_matches("sha256:");
     assert!(!d.root().join("image/content/blobs/sha256").join(hex).exists(), "a corrupt blob became visible");
     assert!(!d.ok(&["images"]).contains("corrupt"));
-    drop(e);
 }
 
 #[test]

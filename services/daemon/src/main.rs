@@ -117,11 +117,10 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
         let (containers, tasks) = berth_runtime::serve(
             &config.root.join("runtime"),
             &config.state,
-            &config.runtime,
+            config.runtime.clone(),
             chan(&config.services.image)?,
             chan(&config.services.snapshot)?,
         )
-        .await
         .context("runtime service")?;
         router = router.add_service(containers).add_service(tasks);
     }

@@ -19,7 +19,7 @@ use std::io::{BufReader, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
@@ -411,7 +411,7 @@ fn create(
     }
     let sock = bundle.socket_path();
     let _ = std::fs::remove_file(&sock);
-    let listener = match UnixListener::bind(&sock) {
+    let listener = match bind_long(&sock) {
         Ok(l) => l,
         Err(e) => {
             return Err(abort(
@@ -858,5 +858,19 @@ mod tests {
         );
         assert_eq!(parse_verdict(b""), 1);
         assert_eq!(parse_verdict(b"1 boom"), 1);
+    }
+}
+
+/// Binds a unix socket, also when its path is longer than `sun_path` holds (a long state
+/// folder or namespace): through `/proc/self/fd/<dir>/<name>`, as the runtime connects.
+fn bind_long(path: &Path) -> std::io::Result<UnixListener> {
+    const SUN_PATH_MAX: usize = 107;
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if path.as_os_str().len() > SUN_PATH_MAX => {
+            let dir = File::open(dir)?;
+            let short = Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+            UnixListener::bind(short)
+        }
+        _ => UnixListener::bind(path),
     }
 }

@@ -168,6 +168,11 @@ pub fn resolve(
             out.additional_gids.push(*g);
         }
     }
+    // As Docker does, a process with no supplementary group keeps its primary one
+    // (`id` shows `groups=<gid>`).
+    if out.additional_gids.is_empty() {
+        out.additional_gids.push(out.gid);
+    }
     if out.home.is_empty() {
         out.home = "/".into();
     }
@@ -210,7 +215,7 @@ mod tests {
     fn name_and_group() {
         let r = resolve(0, 0, &[], Some("nobody:staff"), Some(PASSWD), Some(GROUP)).unwrap();
         assert_eq!((r.uid, r.gid), (65534, 50));
-        assert!(r.additional_gids.is_empty());
+        assert_eq!(r.additional_gids, vec![50]);
         let r = resolve(0, 0, &[7], Some("1000:wheel"), Some(PASSWD), Some(GROUP)).unwrap();
         assert_eq!((r.uid, r.gid, r.additional_gids), (1000, 10, vec![7]));
         let r = resolve(0, 0, &[], Some("app:99"), Some(PASSWD), Some(GROUP)).unwrap();

@@ -1,0 +1,160 @@
+#!/usr/bin/env python3
+"""A plain Python gRPC client of berthd, driven by integration/tests/grpc_clients.rs.
+
+It uses only what any Python user has: grpcio, the standard health and reflection packages,
+and stubs generated from berth's proto/ with grpc_tools.protoc. It does not judge: it writes
+what it saw as one JSON object on stdout, and the Rust test asserts on that.
+
+    berth_client.py --address unix:///path/berth.sock --proto-dir proto --out-dir DIR
+"""
+
+import argparse
+import glob
+import importlib
+import json
+import os
+import sys
+
+import grpc
+from google.protobuf import descriptor_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
+
+TIMEOUT = 20
+
+
+def code_name(err):
+    """The gRPC status code of an error, as a name like NOT_FOUND."""
+    return err.code().name if isinstance(err, grpc.RpcError) else type(err).__name__
+
+
+def health(channel):
+    stub = health_pb2_grpc.HealthStub(channel)
+    out = {}
+    for service in ["", "berth.image", "no.such.service"]:
+        try:
+            r = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=TIMEOUT)
+            out[service] = health_pb2.HealthCheckResponse.ServingStatus.Name(r.status)
+        except grpc.RpcError as e:
+            out[service] = "error:" + code_name(e)
+    return out
+
+
+def reflect(channel, service_name):
+    """Server reflection through `service_name` (grpc.reflection.v1 or v1alpha: the messages
+    are the same on the wire): the services listed, and the methods of Images from the file
+    descriptor that defines it."""
+    call = channel.stream_stream(
+        "/%s/ServerReflectionInfo" % service_name,
+        request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+        response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+    )
+    reqs = [
+        reflection_pb2.ServerReflectionRequest(list_services=""),
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="berth.images.v1.Images"),
+    ]
+    try:
+        resps = list(call(iter(reqs), timeout=TIMEOUT))
+    except grpc.RpcError as e:
+        return {"error": code_name(e)}
+    out = {"services": [], "images_methods": []}
+    for r in resps:
+        if r.HasField("list_services_response"):
+            out["services"] = sorted(s.name for s in r.list_services_response.service)
+        elif r.HasField("file_descriptor_response"):
+            for raw in r.file_descriptor_response.file_descriptor_proto:
+                fd = descriptor_pb2.FileDescriptorProto.FromString(raw)
+                for svc in fd.service:
+                    if fd.package + "." + svc.name == "berth.images.v1.Images":
+                        out["images_methods"] = sorted(m.name for m in svc.method)
+        elif r.HasField("error_response"):
+            out.setdefault("errors", []).append(r.error_response.error_message)
+    return out
+
+
+def probe_version(address, options, version_pb2, version_grpc):
+    """One Version call on a fresh channel: "OK", or the error code and details."""
+    with grpc.insecure_channel(address, options=options) as channel:
+        try:
+            version_grpc.VersionStub(channel).Version(version_pb2.VersionRequest(), timeout=TIMEOUT)
+            return "OK"
+        except grpc.RpcError as e:
+            return "%s: %s" % (code_name(e), e.details())
+
+
+def generate_stubs(proto_dir, out_dir):
+    """Python modules for every .proto of berth, with grpc_tools.protoc."""
+    from grpc_tools import protoc
+    import grpc_tools
+
+    well_known = os.path.join(os.path.dirname(grpc_tools.__file__), "_proto")
+    files = sorted(
+        os.path.relpath(p, proto_dir) for p in glob.glob(os.path.join(proto_dir, "berth/**/*.proto"), recursive=True)
+    )
+    if not files:
+        raise SystemExit("no .proto files under %s" % proto_dir)
+    os.makedirs(out_dir, exist_ok=True)
+    rc = protoc.main(
+        ["grpc_tools.protoc", "-I" + proto_dir, "-I" + well_known, "--python_out=" + out_dir, "--grpc_python_out=" + out_dir]
+        + files
+    )
+    if rc != 0:
+        raise SystemExit("grpc_tools.protoc failed with %d on %s" % (rc, files))
+    sys.path.insert(0, out_dir)
+    return files
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--address", required=True, help="unix:///path/to/berth.sock")
+    ap.add_argument("--proto-dir", required=True)
+    ap.add_argument("--out-dir", required=True, help="where the generated stubs go")
+    ap.add_argument("--ns", action="append", default=[], help="also list the images of this namespace")
+    args = ap.parse_args()
+
+    report = {"grpcio": grpc.__version__}
+    report["protos"] = generate_stubs(args.proto_dir, args.out_dir)
+    version_pb2 = importlib.import_module("berth.version.v1.version_pb2")
+    version_grpc = importlib.import_module("berth.version.v1.version_pb2_grpc")
+    images_pb2 = importlib.import_module("berth.images.v1.images_pb2")
+    images_grpc = importlib.import_module("berth.images.v1.images_pb2_grpc")
+
+    # A stock channel to a unix: target sends the socket path, percent-encoded, as :authority
+    # (grpc-core since 1.57, grpc/grpc#38142); the h2 crate under tonic refuses that authority
+    # and resets the stream with PROTOCOL_ERROR (hyperium/h2#487). Record what it gets, then
+    # talk with the documented client-side setting, grpc.default_authority.
+    report["stock_unix_channel"] = probe_version(args.address, [], version_pb2, version_grpc)
+    options = [("grpc.default_authority", "localhost")]
+    with grpc.insecure_channel(args.address, options=options) as channel:
+        grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
+        report["health"] = health(channel)
+        report["reflection_v1"] = reflect(channel, "grpc.reflection.v1.ServerReflection")
+        report["reflection_v1alpha"] = reflect(channel, "grpc.reflection.v1alpha.ServerReflection")
+
+        v = version_grpc.VersionStub(channel).Version(version_pb2.VersionRequest(), timeout=TIMEOUT)
+        report["version"] = {"version": v.version, "services": list(v.services), "os": v.os, "arch": v.arch}
+
+        images = images_grpc.ImagesStub(channel)
+        lists = {}
+        asks = [("(no metadata)", None)] + [(ns, [("berth-namespace", ns)]) for ns in args.ns]
+        asks.append(("(invalid)", [("berth-namespace", "Not/A/Namespace")]))
+        for label, metadata in asks:
+            try:
+                r = images.List(images_pb2.ListImagesRequest(), metadata=metadata, timeout=TIMEOUT)
+                lists[label] = {"names": [i.image.name for i in r.images], "ids": [i.id for i in r.images]}
+            except grpc.RpcError as e:
+                lists[label] = {"error": code_name(e), "details": e.details()}
+        report["list"] = lists
+
+        try:
+            images.Get(images_pb2.GetImageRequest(name="no-such-image:1"), timeout=TIMEOUT)
+            report["get_missing"] = "OK"
+        except grpc.RpcError as e:
+            report["get_missing"] = code_name(e)
+
+    json.dump(report, sys.stdout)
+    sys.stdout.write("\n")
+
+
+if __name__ == "__main__":
+    main()
