@@ -34,7 +34,10 @@ impl fmt::Display for Error {
             Error::Local(m) => f.write_str(m),
             Error::Status(s) if s.code() == Code::Unavailable => {
                 let detail = s.message();
-                write!(f, "cannot connect to berthd ({detail}); is it running? (see --address)")
+                write!(
+                    f,
+                    "cannot connect to berthd ({detail}); is it running? (see --address)"
+                )
             }
             Error::Status(s) => write!(f, "Error response from daemon: {}", s.message()),
         }
@@ -44,7 +47,9 @@ impl fmt::Display for Error {
 impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
-            Error::Status(s) => berth_core::grpc::exit_code_of(s).map(|c| c as u8).unwrap_or(125),
+            Error::Status(s) => berth_core::grpc::exit_code_of(s)
+                .map(|c| c as u8)
+                .unwrap_or(125),
             Error::Local(_) => 125,
         }
     }
@@ -61,7 +66,8 @@ pub struct Context {
 
 impl Context {
     pub fn new(address: &str, namespace: &str) -> Result<Context, Error> {
-        berth_core::grpc::validate_namespace(namespace).map_err(|s| Error::Local(s.message().to_string()))?;
+        berth_core::grpc::validate_namespace(namespace)
+            .map_err(|s| Error::Local(s.message().to_string()))?;
         let channel = berth_core::grpc::channel(address).map_err(Error::Local)?;
         Ok(Context {
             channel,

@@ -75,7 +75,10 @@ mod tests {
 
     #[test]
     fn tables_align() {
-        let t = table(&[vec!["A".into(), "BB".into()], vec!["CCC".into(), "D".into()]]);
+        let t = table(&[
+            vec!["A".into(), "BB".into()],
+            vec!["CCC".into(), "D".into()],
+        ]);
         assert_eq!(t, "A     BB\nCCC   D\n");
     }
 }

@@ -112,8 +112,10 @@ impl ProgressView {
                 let bar = bars.entry(p.id.clone()).or_insert_with(|| {
                     let b = multi.add(ProgressBar::new(p.total.max(0) as u64));
                     b.set_style(
-                        ProgressStyle::with_template("{prefix}: {msg:20} {wide_bar} {bytes}/{total_bytes}")
-                            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                        ProgressStyle::with_template(
+                            "{prefix}: {msg:20} {wide_bar} {bytes}/{total_bytes}",
+                        )
+                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
                     );
                     b.set_prefix(p.id.clone());
                     b
@@ -146,7 +148,10 @@ impl ProgressView {
     }
 }
 
-async fn follow(mut stream: tonic::Streaming<api::PullResponse>, quiet: bool) -> Result<Vec<api::Image>, Error> {
+async fn follow(
+    mut stream: tonic::Streaming<api::PullResponse>,
+    quiet: bool,
+) -> Result<Vec<api::Image>, Error> {
     let mut view = ProgressView::new(quiet);
     let mut images = Vec::new();
     let r = loop {
@@ -165,7 +170,12 @@ async fn follow(mut stream: tonic::Streaming<api::PullResponse>, quiet: bool) ->
 }
 
 /// Pulls a reference; shared by `pull` and `run` of an image that is not here.
-pub async fn pull_image(ctx: &Context, reference: &str, quiet: bool, platform: Option<&str>) -> Result<api::Image, Error> {
+pub async fn pull_image(
+    ctx: &Context,
+    reference: &str,
+    quiet: bool,
+    platform: Option<&str>,
+) -> Result<api::Image, Error> {
     let platform = match platform {
         None => None,
         Some(p) => {
@@ -206,7 +216,11 @@ pub async fn pull(ctx: &Context, a: PullArgs) -> Result<(), Error> {
 }
 
 pub async fn ls(ctx: &Context, a: LsArgs) -> Result<(), Error> {
-    let list = ctx.images().list(ctx.req(api::ListImagesRequest { filters: vec![] })).await?.into_inner();
+    let list = ctx
+        .images()
+        .list(ctx.req(api::ListImagesRequest { filters: vec![] }))
+        .await?
+        .into_inner();
     let id_of = |s: &api::ImageSummary| {
         let hex = s.id.trim_start_matches("sha256:").to_string();
         if a.no_trunc {
@@ -225,14 +239,27 @@ pub async fn ls(ctx: &Context, a: LsArgs) -> Result<(), Error> {
         }
         return Ok(());
     }
-    let mut rows = vec![vec!["REPOSITORY".to_string(), "TAG".into(), "IMAGE ID".into(), "CREATED".into(), "SIZE".into()]];
+    let mut rows = vec![vec![
+        "REPOSITORY".to_string(),
+        "TAG".into(),
+        "IMAGE ID".into(),
+        "CREATED".into(),
+        "SIZE".into(),
+    ]];
     for s in &list.images {
         let name = s.image.as_ref().map(|i| i.name.clone()).unwrap_or_default();
         let (repo, tag) = match berth_core::Reference::parse(&name) {
-            Ok(r) => (r.familiar_repository(), r.tag().unwrap_or("<none>").to_string()),
+            Ok(r) => (
+                r.familiar_repository(),
+                r.tag().unwrap_or("<none>").to_string(),
+            ),
             Err(_) => (name.clone(), "<none>".to_string()),
         };
-        let created = s.created.as_ref().map(|t| format::ago(t.seconds)).unwrap_or_else(|| "N/A".into());
+        let created = s
+            .created
+            .as_ref()
+            .map(|t| format::ago(t.seconds))
+            .unwrap_or_else(|| "N/A".into());
         rows.push(vec![repo, tag, id_of(s), created, format::size(s.size)]);
     }
     print!("{}", format::table(&rows));
@@ -241,10 +268,17 @@ pub async fn ls(ctx: &Context, a: LsArgs) -> Result<(), Error> {
 
 /// The Docker-shaped JSON of `image inspect`.
 pub fn inspect_json(r: &api::InspectImageResponse) -> serde_json::Value {
-    let config: serde_json::Value = serde_json::from_slice(&r.config).unwrap_or(serde_json::Value::Null);
+    let config: serde_json::Value =
+        serde_json::from_slice(&r.config).unwrap_or(serde_json::Value::Null);
     let summary = r.summary.clone().unwrap_or_default();
     let get = |k: &str| config.get(k).cloned().unwrap_or(serde_json::Value::Null);
-    let str_of = |k: &str| config.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+    let str_of = |k: &str| {
+        config
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
     let mut cfg = get("config");
     if cfg.is_null() {
         cfg = serde_json::json!({});
@@ -296,7 +330,11 @@ pub async fn inspect(ctx: &Context, names: &[String]) -> Result<(), Error> {
     let mut out = Vec::new();
     let mut err = None;
     for n in names {
-        match ctx.images().inspect(ctx.req(api::InspectImageRequest { name: n.clone() })).await {
+        match ctx
+            .images()
+            .inspect(ctx.req(api::InspectImageRequest { name: n.clone() }))
+            .await
+        {
             Ok(r) => out.push(inspect_json(r.get_ref())),
             Err(e) => err = Some(Error::from(e)),
         }
@@ -305,7 +343,11 @@ pub async fn inspect(ctx: &Context, names: &[String]) -> Result<(), Error> {
     err.map_or(Ok(()), Err)
 }
 
-pub async fn import(ctx: &Context, file: &std::path::Path, name: Option<&str>) -> Result<(), Error> {
+pub async fn import(
+    ctx: &Context,
+    file: &std::path::Path,
+    name: Option<&str>,
+) -> Result<(), Error> {
     let f = tokio::fs::File::open(file)
         .await
         .map_err(|e| Error::Local(format!("cannot open {}: {e}", file.display())))?;
@@ -324,7 +366,12 @@ pub async fn import(ctx: &Context, file: &std::path::Path, name: Option<&str>) -
             Ok(0) | Err(_) => None,
             Ok(n) => {
                 buf.truncate(n);
-                Some((api::ImportRequest { item: Some(api::import_request::Item::Data(buf)) }, Some(f)))
+                Some((
+                    api::ImportRequest {
+                        item: Some(api::import_request::Item::Data(buf)),
+                    },
+                    Some(f),
+                ))
             }
         }
     });
@@ -339,7 +386,11 @@ pub async fn import(ctx: &Context, file: &std::path::Path, name: Option<&str>) -
 pub async fn rm(ctx: &Context, a: RmArgs) -> Result<(), Error> {
     let mut err = None;
     for n in &a.images {
-        match ctx.images().delete(ctx.req(api::DeleteImageRequest { name: n.clone() })).await {
+        match ctx
+            .images()
+            .delete(ctx.req(api::DeleteImageRequest { name: n.clone() }))
+            .await
+        {
             Ok(_) => println!("Untagged: {n}"),
             Err(e) => {
                 let e = Error::from(e);

@@ -10,13 +10,29 @@ mod images;
 mod run;
 
 #[derive(Debug, Parser)]
-#[command(name = "berth", version, about = "berth: a container engine", disable_help_subcommand = true)]
+#[command(
+    name = "berth",
+    version,
+    about = "berth: a container engine",
+    disable_help_subcommand = true
+)]
 pub struct Cli {
     /// berthd's address: unix:///path or tcp://host:port
-    #[arg(long, global = true, env = "BERTH_ADDRESS", default_value = "unix:///run/berth/berth.sock")]
+    #[arg(
+        long,
+        global = true,
+        env = "BERTH_ADDRESS",
+        default_value = "unix:///run/berth/berth.sock"
+    )]
     address: String,
     /// Namespace to work in
-    #[arg(short = 'n', long, global = true, env = "BERTH_NAMESPACE", default_value = "default")]
+    #[arg(
+        short = 'n',
+        long,
+        global = true,
+        env = "BERTH_NAMESPACE",
+        default_value = "default"
+    )]
     namespace: String,
     /// Client config file (reserved)
     #[arg(long, global = true)]
@@ -42,12 +58,15 @@ enum Command {
     #[command(subcommand)]
     Image(images::ImageCommand),
     /// Run a command in a new container
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("berth: cannot start: {e}");
@@ -71,7 +90,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Images(a) => images::ls(&ctx, a).await,
         Command::Rmi(a) => images::rm(&ctx, a).await,
         Command::Image(c) => images::image(&ctx, c).await,
-        Command::Run(a) => return run::run(&ctx, a).await,
+        Command::Run(a) => return run::run(&ctx, *a).await,
     };
     match r {
         Ok(()) => 0,
@@ -86,8 +105,17 @@ pub fn fail(e: client::Error) -> u8 {
 }
 
 async fn version(ctx: &client::Context) -> Result<(), client::Error> {
-    println!("Client:\n Version:\t{}\n OS/Arch:\t{}/{}", env!("CARGO_PKG_VERSION"), std::env::consts::OS, std::env::consts::ARCH);
-    let v = ctx.version().version(ctx.req(berth_api::version::v1::VersionRequest {})).await?.into_inner();
+    println!(
+        "Client:\n Version:\t{}\n OS/Arch:\t{}/{}",
+        env!("CARGO_PKG_VERSION"),
+        std::env::consts::OS,
+        std::env::consts::ARCH
+    );
+    let v = ctx
+        .version()
+        .version(ctx.req(berth_api::version::v1::VersionRequest {}))
+        .await?
+        .into_inner();
     println!(
         "\nServer:\n Version:\t{}\n Services:\t{}\n OS/Arch:\t{}/{}\n Kernel:\t{}",
         v.version,

@@ -66,7 +66,10 @@ pub struct RunArgs {
 /// Docker's RAMInBytes: a number with an optional b/k/m/g/t suffix, binary units.
 pub fn parse_memory(s: &str) -> Result<i64, String> {
     let t = s.trim().to_ascii_lowercase();
-    let t = t.strip_suffix('b').filter(|x| !x.is_empty() && x.ends_with(['k', 'm', 'g', 't'])).unwrap_or(&t);
+    let t = t
+        .strip_suffix('b')
+        .filter(|x| !x.is_empty() && x.ends_with(['k', 'm', 'g', 't']))
+        .unwrap_or(&t);
     let (num, mult) = match t.chars().last() {
         Some('k') => (&t[..t.len() - 1], 1i64 << 10),
         Some('m') => (&t[..t.len() - 1], 1 << 20),
@@ -75,7 +78,9 @@ pub fn parse_memory(s: &str) -> Result<i64, String> {
         Some('b') => (&t[..t.len() - 1], 1),
         _ => (t, 1),
     };
-    let v: f64 = num.parse().map_err(|_| format!("invalid size {s:?}: use a number with an optional unit b, k, m or g"))?;
+    let v: f64 = num.parse().map_err(|_| {
+        format!("invalid size {s:?}: use a number with an optional unit b, k, m or g")
+    })?;
     if v < 0.0 {
         return Err(format!("invalid size {s:?}: it is negative"));
     }
@@ -95,7 +100,9 @@ impl RunArgs {
             None => 0,
         };
         let nano_cpus = match self.cpus {
-            Some(c) if c < 0.0 => return Err(Error::Local("invalid --cpus: it must be positive".into())),
+            Some(c) if c < 0.0 => {
+                return Err(Error::Local("invalid --cpus: it must be positive".into()))
+            }
             Some(c) => (c * 1e9) as i64,
             None => 0,
         };
@@ -113,7 +120,12 @@ impl RunArgs {
         Ok(capi::ContainerConfig {
             image: self.image.clone(),
             cmd: self.command.clone(),
-            entrypoint: self.entrypoint.iter().filter(|e| !e.is_empty()).cloned().collect(),
+            entrypoint: self
+                .entrypoint
+                .iter()
+                .filter(|e| !e.is_empty())
+                .cloned()
+                .collect(),
             entrypoint_set: self.entrypoint.is_some(),
             env,
             working_dir: self.workdir.clone().unwrap_or_default(),
@@ -134,7 +146,11 @@ impl RunArgs {
 }
 
 /// Creates the container, pulling its image first when it is not here.
-pub async fn create(ctx: &Context, name: Option<&str>, config: capi::ContainerConfig) -> Result<capi::Container, Error> {
+pub async fn create(
+    ctx: &Context,
+    name: Option<&str>,
+    config: capi::ContainerConfig,
+) -> Result<capi::Container, Error> {
     let req = capi::CreateContainerRequest {
         name: name.unwrap_or_default().to_string(),
         config: Some(config.clone()),
@@ -177,7 +193,11 @@ impl RawTerminal {
 impl Drop for RawTerminal {
     fn drop(&mut self) {
         if let Some(t) = &self.0 {
-            let _ = nix::sys::termios::tcsetattr(std::io::stdin(), nix::sys::termios::SetArg::TCSANOW, t);
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
         }
     }
 }
@@ -191,7 +211,12 @@ fn terminal_size() -> Option<(u32, u32)> {
 }
 
 /// Attaches to a created task, starts it, relays stdio and returns the exit code.
-pub async fn attach_and_start(ctx: &Context, id: &str, stdin: bool, tty: bool) -> Result<i32, Error> {
+pub async fn attach_and_start(
+    ctx: &Context,
+    id: &str,
+    stdin: bool,
+    tty: bool,
+) -> Result<i32, Error> {
     let (tx, rx) = mpsc::channel::<tapi::AttachRequest>(32);
     tx.send(tapi::AttachRequest {
         item: Some(tapi::attach_request::Item::Start(tapi::AttachStart {
@@ -222,13 +247,25 @@ pub async fn attach_and_start(ctx: &Context, id: &str, stdin: bool, tty: bool) -
         }
         let (tx2, id2) = (tx.clone(), id.to_string());
         tokio::spawn(async move {
-            let Ok(mut winch) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change()) else {
+            let Ok(mut winch) =
+                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+            else {
                 return;
             };
             while winch.recv().await.is_some() {
                 if let Some((w, h)) = terminal_size() {
-                    let r = tapi::ResizeRequest { container_id: id2.clone(), width: w, height: h };
-                    if tx2.send(tapi::AttachRequest { item: Some(tapi::attach_request::Item::Resize(r)) }).await.is_err() {
+                    let r = tapi::ResizeRequest {
+                        container_id: id2.clone(),
+                        width: w,
+                        height: h,
+                    };
+                    if tx2
+                        .send(tapi::AttachRequest {
+                            item: Some(tapi::attach_request::Item::Resize(r)),
+                        })
+                        .await
+                        .is_err()
+                    {
                         break;
                     }
                 }
@@ -244,18 +281,26 @@ pub async fn attach_and_start(ctx: &Context, id: &str, stdin: bool, tty: bool) -
                 match input.read(&mut buf) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => {
-                        let m = tapi::AttachRequest { item: Some(tapi::attach_request::Item::Stdin(buf[..n].to_vec())) };
+                        let m = tapi::AttachRequest {
+                            item: Some(tapi::attach_request::Item::Stdin(buf[..n].to_vec())),
+                        };
                         if tx.blocking_send(m).is_err() {
                             return;
                         }
                     }
                 }
             }
-            let _ = tx.blocking_send(tapi::AttachRequest { item: Some(tapi::attach_request::Item::CloseStdin(true)) });
+            let _ = tx.blocking_send(tapi::AttachRequest {
+                item: Some(tapi::attach_request::Item::CloseStdin(true)),
+            });
         });
     }
 
-    ctx.tasks().start(ctx.req(tapi::StartTaskRequest { container_id: id.to_string() })).await?;
+    ctx.tasks()
+        .start(ctx.req(tapi::StartTaskRequest {
+            container_id: id.to_string(),
+        }))
+        .await?;
 
     let mut stdout = std::io::stdout();
     let mut stderr = std::io::stderr();
@@ -275,7 +320,13 @@ pub async fn attach_and_start(ctx: &Context, id: &str, stdin: bool, tty: bool) -
     }
     drop(tx);
     // The stream ended without an exit message: ask for the status.
-    let w = ctx.tasks().wait(ctx.req(tapi::WaitTaskRequest { container_id: id.to_string() })).await?.into_inner();
+    let w = ctx
+        .tasks()
+        .wait(ctx.req(tapi::WaitTaskRequest {
+            container_id: id.to_string(),
+        }))
+        .await?
+        .into_inner();
     Ok(w.exit.map(|e| e.exit_code).unwrap_or(125))
 }
 
@@ -290,17 +341,37 @@ pub async fn run(ctx: &Context, a: RunArgs) -> u8 {
     };
     let id = container.id.clone();
     let cleanup = |ctx: Context, id: String| async move {
-        let _ = ctx.tasks().delete(ctx.req(tapi::DeleteTaskRequest { container_id: id.clone() })).await;
-        let _ = ctx.containers().delete(ctx.req(capi::DeleteContainerRequest { id })).await;
+        let _ = ctx
+            .tasks()
+            .delete(ctx.req(tapi::DeleteTaskRequest {
+                container_id: id.clone(),
+            }))
+            .await;
+        let _ = ctx
+            .containers()
+            .delete(ctx.req(capi::DeleteContainerRequest { id }))
+            .await;
     };
-    if let Err(e) = ctx.tasks().create(ctx.req(tapi::CreateTaskRequest { container_id: id.clone() })).await {
+    if let Err(e) = ctx
+        .tasks()
+        .create(ctx.req(tapi::CreateTaskRequest {
+            container_id: id.clone(),
+        }))
+        .await
+    {
         if a.rm {
             cleanup(ctx.clone(), id).await;
         }
         return crate::fail(e.into());
     }
     if a.detach {
-        if let Err(e) = ctx.tasks().start(ctx.req(tapi::StartTaskRequest { container_id: id.clone() })).await {
+        if let Err(e) = ctx
+            .tasks()
+            .start(ctx.req(tapi::StartTaskRequest {
+                container_id: id.clone(),
+            }))
+            .await
+        {
             return crate::fail(e.into());
         }
         println!("{id}");
@@ -310,7 +381,10 @@ pub async fn run(ctx: &Context, a: RunArgs) -> u8 {
     if a.rm {
         cleanup(ctx.clone(), id).await;
     } else {
-        let _ = ctx.tasks().delete(ctx.req(tapi::DeleteTaskRequest { container_id: id })).await;
+        let _ = ctx
+            .tasks()
+            .delete(ctx.req(tapi::DeleteTaskRequest { container_id: id }))
+            .await;
     }
     match r {
         Ok(code) => (code & 0xff) as u8,

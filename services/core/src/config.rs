@@ -139,7 +139,9 @@ impl Config {
                 path,
                 source: Box::new(e),
             }),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(Config::default()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => {
+                Ok(Config::default())
+            }
             Err(source) => Err(ConfigError::Read { path, source }),
         }
     }
@@ -173,7 +175,10 @@ pub fn is_loopback_host(host: &str) -> bool {
     } else {
         host.rsplit_once(':').map(|(h, _)| h).unwrap_or(host)
     };
-    h == "localhost" || h.parse::<IpAddr>().map(|ip| ip.is_loopback()).unwrap_or(false)
+    h == "localhost"
+        || h.parse::<IpAddr>()
+            .map(|ip| ip.is_loopback())
+            .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -199,7 +204,10 @@ otlp_endpoint = "http://127.0.0.1:4317"
         assert!(c.registry("reg.example:5000").insecure);
         assert_eq!(c.registry("reg.example:5000").mirrors, vec!["http://m:1"]);
         assert!(!c.registry("docker.io").insecure);
-        assert_eq!(c.telemetry.otlp_endpoint.as_deref(), Some("http://127.0.0.1:4317"));
+        assert_eq!(
+            c.telemetry.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4317")
+        );
     }
 
     #[test]

@@ -57,12 +57,20 @@ impl FromStr for Digest {
         let (algorithm, len) = match alg {
             "sha256" => (Algorithm::Sha256, 64),
             "sha512" => (Algorithm::Sha512, 128),
-            a if !a.is_empty() && a.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b)) => {
+            a if !a.is_empty()
+                && a.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b"+._-".contains(&b)
+                }) =>
+            {
                 return Err(DigestError::Unsupported(a.to_string()))
             }
             _ => return Err(DigestError::Invalid(s.to_string())),
         };
-        if hex.len() != len || !hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+        if hex.len() != len
+            || !hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        {
             return Err(DigestError::Invalid(s.to_string()));
         }
         Ok(Digest {
@@ -174,13 +182,20 @@ mod tests {
     #[test]
     fn rejects_bad_digests() {
         assert!("sha256:abc".parse::<Digest>().is_err());
-        assert!("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
-            .parse::<Digest>()
-            .is_err());
-        assert!("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
-            .parse::<Digest>()
-            .is_err());
-        assert!(matches!("md5:abcd".parse::<Digest>(), Err(DigestError::Unsupported(_))));
+        assert!(
+            "sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855"
+                .parse::<Digest>()
+                .is_err()
+        );
+        assert!(
+            "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+                .parse::<Digest>()
+                .is_err()
+        );
+        assert!(matches!(
+            "md5:abcd".parse::<Digest>(),
+            Err(DigestError::Unsupported(_))
+        ));
         assert!("sha256:../../etc/passwd".parse::<Digest>().is_err());
     }
 

@@ -21,7 +21,8 @@ pub fn validate_namespace(ns: &str) -> Result<(), Status> {
         && b.len() <= 76
         && b[0].is_ascii_alphanumeric()
         && b[b.len() - 1].is_ascii_alphanumeric()
-        && b.iter().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c));
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || b"._-".contains(c));
     if ok {
         Ok(())
     } else {
@@ -58,7 +59,9 @@ pub fn request<T>(namespace: &str, message: T) -> Request<T> {
 /// Writes the current span's context as `traceparent` into metadata.
 pub fn inject_trace_context(md: &mut MetadataMap) {
     let cx = tracing::Span::current().context();
-    opentelemetry::global::get_text_map_propagator(|p| p.inject_context(&cx, &mut MetadataInjector(md)));
+    opentelemetry::global::get_text_map_propagator(|p| {
+        p.inject_context(&cx, &mut MetadataInjector(md))
+    });
 }
 
 /// A span for one incoming RPC, child of the caller's trace when `traceparent` came along.
@@ -66,7 +69,9 @@ pub fn inject_trace_context(md: &mut MetadataMap) {
 pub fn server_span(req: &http::Request<()>) -> tracing::Span {
     let path = req.uri().path();
     let span = tracing::info_span!("rpc", rpc.method = %path, otel.kind = "server");
-    let parent = opentelemetry::global::get_text_map_propagator(|p| p.extract(&HeaderExtractor(req.headers())));
+    let parent = opentelemetry::global::get_text_map_propagator(|p| {
+        p.extract(&HeaderExtractor(req.headers()))
+    });
     let _ = span.set_parent(parent);
     span
 }
@@ -109,7 +114,10 @@ impl Address {
             Ok(Address::Unix(p.into()))
         } else if s.starts_with('/') {
             Ok(Address::Unix(s.into()))
-        } else if let Some(h) = s.strip_prefix("tcp://").or_else(|| s.strip_prefix("http://")) {
+        } else if let Some(h) = s
+            .strip_prefix("tcp://")
+            .or_else(|| s.strip_prefix("http://"))
+        {
             Ok(Address::Tcp(h.to_string()))
         } else {
             Err(format!(
@@ -128,20 +136,27 @@ pub fn channel(address: &str) -> Result<Channel, String> {
             .connect_timeout(Duration::from_secs(5))
             .connect_lazy()),
         Address::Unix(path) => {
-            let ep = Endpoint::from_static("http://berth.local").connect_timeout(Duration::from_secs(5));
-            Ok(ep.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                let path = path.clone();
-                async move {
-                    let s = tokio::net::UnixStream::connect(&path).await?;
-                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                }
-            })))
+            let ep =
+                Endpoint::from_static("http://berth.local").connect_timeout(Duration::from_secs(5));
+            Ok(
+                ep.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                    let path = path.clone();
+                    async move {
+                        let s = tokio::net::UnixStream::connect(&path).await?;
+                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                    }
+                })),
+            )
         }
     }
 }
 
 /// An error status that carries the exit code a CLI should end with.
-pub fn status_with_exit_code(code: tonic::Code, message: impl Into<String>, exit_code: i32) -> Status {
+pub fn status_with_exit_code(
+    code: tonic::Code,
+    message: impl Into<String>,
+    exit_code: i32,
+) -> Status {
     let mut md = MetadataMap::new();
     if let Ok(v) = MetadataValue::try_from(exit_code.to_string()) {
         md.insert(EXIT_CODE_KEY, v);
@@ -176,8 +191,14 @@ mod tests {
 
     #[test]
     fn addresses() {
-        assert_eq!(Address::parse("unix:///run/b.sock"), Ok(Address::Unix("/run/b.sock".into())));
-        assert_eq!(Address::parse("tcp://127.0.0.1:1"), Ok(Address::Tcp("127.0.0.1:1".into())));
+        assert_eq!(
+            Address::parse("unix:///run/b.sock"),
+            Ok(Address::Unix("/run/b.sock".into()))
+        );
+        assert_eq!(
+            Address::parse("tcp://127.0.0.1:1"),
+            Ok(Address::Tcp("127.0.0.1:1".into()))
+        );
         assert!(Address::parse("ftp://x").is_err());
     }
 

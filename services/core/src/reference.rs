@@ -172,7 +172,10 @@ impl fmt::Debug for Reference {
 fn split_domain(name: &str) -> (String, String) {
     let (domain, path) = match name.split_once('/') {
         Some((first, rest))
-            if first.contains('.') || first.contains(':') || first == "localhost" || first.bytes().any(|b| b.is_ascii_uppercase()) =>
+            if first.contains('.')
+                || first.contains(':')
+                || first == "localhost"
+                || first.bytes().any(|b| b.is_ascii_uppercase()) =>
         {
             (first.to_string(), rest.to_string())
         }
@@ -260,7 +263,8 @@ fn valid_tag(t: &str) -> bool {
     !b.is_empty()
         && b.len() <= 128
         && (b[0].is_ascii_alphanumeric() || b[0] == b'_')
-        && b.iter().all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
+        && b.iter()
+            .all(|&c| c.is_ascii_alphanumeric() || c == b'_' || c == b'.' || c == b'-')
 }
 
 #[cfg(test)]
@@ -275,14 +279,26 @@ mod tests {
     fn normalizes_like_docker() {
         assert_eq!(norm("busybox"), "docker.io/library/busybox:latest");
         assert_eq!(norm("user/app:1.0"), "docker.io/user/app:1.0");
-        assert_eq!(norm("index.docker.io/busybox"), "docker.io/library/busybox:latest");
-        assert_eq!(norm("127.0.0.1:5000/ubuntu:14.04"), "127.0.0.1:5000/ubuntu:14.04");
+        assert_eq!(
+            norm("index.docker.io/busybox"),
+            "docker.io/library/busybox:latest"
+        );
+        assert_eq!(
+            norm("127.0.0.1:5000/ubuntu:14.04"),
+            "127.0.0.1:5000/ubuntu:14.04"
+        );
         assert_eq!(norm("localhost/app"), "localhost/app:latest");
         assert_eq!(norm("quay.io/a/b/c:v"), "quay.io/a/b/c:v");
         assert_eq!(norm("[::1]:5000/app"), "[::1]:5000/app:latest");
         let d = "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855";
-        assert_eq!(norm(&format!("busybox@{d}")), format!("docker.io/library/busybox@{d}"));
-        assert_eq!(norm(&format!("busybox:1@{d}")), format!("docker.io/library/busybox:1@{d}"));
+        assert_eq!(
+            norm(&format!("busybox@{d}")),
+            format!("docker.io/library/busybox@{d}")
+        );
+        assert_eq!(
+            norm(&format!("busybox:1@{d}")),
+            format!("docker.io/library/busybox:1@{d}")
+        );
     }
 
     #[test]
@@ -327,7 +343,14 @@ mod tests {
 
     #[test]
     fn accepts_separators() {
-        for ok in ["a_b", "a__b", "a.b", "a---b", "a/b.c_d-e", "registry.example.com:443/team/app:v1.2_3-rc"] {
+        for ok in [
+            "a_b",
+            "a__b",
+            "a.b",
+            "a---b",
+            "a/b.c_d-e",
+            "registry.example.com:443/team/app:v1.2_3-rc",
+        ] {
             assert!(Reference::parse(ok).is_ok(), "{ok:?} should be accepted");
         }
     }

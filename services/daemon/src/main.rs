@@ -17,7 +17,11 @@ mod version;
 const ALL_SERVICES: &[&str] = &["image", "snapshot", "runtime", "registry"];
 
 #[derive(Debug, Parser)]
-#[command(name = "berthd", version, about = "berth daemon: hosts the image, snapshot, runtime and registry services")]
+#[command(
+    name = "berthd",
+    version,
+    about = "berth daemon: hosts the image, snapshot, runtime and registry services"
+)]
 struct Args {
     /// Config file (TOML)
     #[arg(long, default_value = berth_core::config::DEFAULT_CONFIG)]
@@ -59,7 +63,10 @@ fn main() -> Result<()> {
     };
     for s in &services {
         if !ALL_SERVICES.contains(&s.as_str()) {
-            bail!("unknown service {s:?}: choose from {}", ALL_SERVICES.join(", "));
+            bail!(
+                "unknown service {s:?}: choose from {}",
+                ALL_SERVICES.join(", ")
+            );
         }
     }
     // Two worker threads are plenty for a daemon that mostly waits; it keeps the RSS small.
@@ -72,8 +79,9 @@ fn main() -> Result<()> {
 }
 
 async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
-    let _telemetry = berth_core::telemetry::init("berthd", config.telemetry.otlp_endpoint.as_deref(), debug)
-        .map_err(anyhow::Error::msg)?;
+    let _telemetry =
+        berth_core::telemetry::init("berthd", config.telemetry.otlp_endpoint.as_deref(), debug)
+            .map_err(anyhow::Error::msg)?;
     for d in [&config.root, &config.state] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
@@ -96,11 +104,13 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
         .add_service(version::serve(services.clone()));
 
     if hosts("registry") {
-        router = router.add_service(berth_registry_proxy::serve(&config).context("registry service")?);
+        router =
+            router.add_service(berth_registry_proxy::serve(&config).context("registry service")?);
     }
     if hosts("snapshot") {
         router = router.add_service(
-            berth_snapshot::serve(&config.root.join("snapshot"), &config.snapshotter).context("snapshot service")?,
+            berth_snapshot::serve(&config.root.join("snapshot"), &config.snapshotter)
+                .context("snapshot service")?,
         );
     }
     if hosts("image") {
@@ -153,21 +163,31 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
             match std::fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(e).with_context(|| format!("cannot remove the stale socket {}", path.display())),
+                Err(e) => {
+                    return Err(e).with_context(|| {
+                        format!("cannot remove the stale socket {}", path.display())
+                    })
+                }
             }
             // Root only: the socket is created with mode 0600.
             let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
             let listener = tokio::net::UnixListener::bind(&path);
             nix::sys::stat::umask(old);
-            let listener = listener.with_context(|| format!("cannot listen on {}", path.display()))?;
+            let listener =
+                listener.with_context(|| format!("cannot listen on {}", path.display()))?;
             info!(address = %own, services = %services.join(","), "berthd ready");
             router
-                .serve_with_incoming_shutdown(tokio_stream::wrappers::UnixListenerStream::new(listener), wait)
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(listener),
+                    wait,
+                )
                 .await?;
             let _ = std::fs::remove_file(&path);
         }
         Address::Tcp(h) => {
-            let sa: std::net::SocketAddr = h.parse().with_context(|| format!("invalid listen address {h}"))?;
+            let sa: std::net::SocketAddr = h
+                .parse()
+                .with_context(|| format!("invalid listen address {h}"))?;
             info!(address = %own, services = %services.join(","), "berthd ready");
             router.serve_with_shutdown(sa, wait).await?;
         }

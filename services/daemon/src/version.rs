@@ -17,7 +17,10 @@ pub fn serve(services: Vec<String>) -> VersionServer<VersionService> {
 
 #[tonic::async_trait]
 impl Version for VersionService {
-    async fn version(&self, _req: Request<VersionRequest>) -> Result<Response<VersionResponse>, Status> {
+    async fn version(
+        &self,
+        _req: Request<VersionRequest>,
+    ) -> Result<Response<VersionResponse>, Status> {
         let kernel = nix::sys::utsname::uname()
             .map(|u| u.release().to_string_lossy().into_owned())
             .unwrap_or_default();

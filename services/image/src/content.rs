@@ -95,7 +95,11 @@ impl ContentStore {
         let mut out = Vec::new();
         for e in std::fs::read_dir(&dir).map_err(io_err(&dir))? {
             let e = e.map_err(io_err(&dir))?;
-            if let Some(d) = e.file_name().to_str().and_then(|h| Digest::from_sha256_hex(h).ok()) {
+            if let Some(d) = e
+                .file_name()
+                .to_str()
+                .and_then(|h| Digest::from_sha256_hex(h).ok())
+            {
                 if let Ok(i) = self.info(&d) {
                     out.push(i);
                 }
@@ -160,7 +164,12 @@ impl ContentStore {
     }
 
     /// Writes a small blob in one go.
-    pub async fn write_all(&self, what: &str, data: &[u8], expected: Option<Digest>) -> Result<Digest, ContentError> {
+    pub async fn write_all(
+        &self,
+        what: &str,
+        data: &[u8],
+        expected: Option<Digest>,
+    ) -> Result<Digest, ContentError> {
         let d = expected.clone().unwrap_or_else(|| Digest::sha256_of(data));
         if self.contains(&d) {
             return Ok(d);
@@ -233,7 +242,9 @@ impl Writer {
         f.sync_all().await.map_err(io_err(&self.tmp))?;
         drop(f);
         let dest = self.store.path(&actual);
-        tokio::fs::rename(&self.tmp, &dest).await.map_err(io_err(&dest))?;
+        tokio::fs::rename(&self.tmp, &dest)
+            .await
+            .map_err(io_err(&dest))?;
         self.committed = true;
         if let Some(dir) = dest.parent() {
             if let Ok(d) = std::fs::File::open(dir) {
@@ -261,21 +272,40 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = ContentStore::open(dir.path()).unwrap();
         let good = Digest::sha256_of(b"hello");
-        let d = store.write_all("greeting", b"hello", Some(good.clone())).await.unwrap();
+        let d = store
+            .write_all("greeting", b"hello", Some(good.clone()))
+            .await
+            .unwrap();
         assert_eq!(d, good);
         assert_eq!(store.read_small(&d, 100).unwrap(), b"hello");
 
         let wrong = Digest::sha256_of(b"other");
-        let err = store.write_all("bad", b"hello!", Some(wrong.clone())).await.unwrap_err();
+        let err = store
+            .write_all("bad", b"hello!", Some(wrong.clone()))
+            .await
+            .unwrap_err();
         assert!(matches!(err, ContentError::DigestMismatch { .. }), "{err}");
         assert!(!store.contains(&wrong));
-        assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .count(),
+            0
+        );
 
         let mut w = store.writer("lying size", None, Some(3)).await.unwrap();
         assert!(w.write(b"toolong").await.is_err());
         drop(w);
-        assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
-        assert!(matches!(store.read_small(&d, 2), Err(ContentError::TooLarge { .. })));
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert!(matches!(
+            store.read_small(&d, 2),
+            Err(ContentError::TooLarge { .. })
+        ));
     }
 
     #[tokio::test]
@@ -285,8 +315,18 @@ mod tests {
         let mut w = store.writer("half", None, None).await.unwrap();
         w.write(b"half a blob").await.unwrap();
         std::mem::forget(w); // as if the daemon died mid-write
-        assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 1);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .count(),
+            1
+        );
         ContentStore::open(dir.path()).unwrap();
-        assert_eq!(std::fs::read_dir(dir.path().join("ingest")).unwrap().count(), 0);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("ingest"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 }

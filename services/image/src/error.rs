@@ -39,14 +39,20 @@ impl From<ImageError> for Status {
             }
             ImageError::NotFound(_) => Status::not_found(msg),
             ImageError::Content(ContentError::NotFound(_)) => Status::not_found(msg),
-            ImageError::Content(ContentError::DigestMismatch { .. } | ContentError::SizeMismatch { .. }) => {
-                Status::data_loss(msg)
-            }
+            ImageError::Content(
+                ContentError::DigestMismatch { .. } | ContentError::SizeMismatch { .. },
+            ) => Status::data_loss(msg),
             ImageError::Content(ContentError::TooLarge { .. }) => Status::failed_precondition(msg),
-            ImageError::Content(ContentError::Io { .. }) | ImageError::Metadata(_) => Status::internal(msg),
+            ImageError::Content(ContentError::Io { .. }) | ImageError::Metadata(_) => {
+                Status::internal(msg)
+            }
             ImageError::Manifest(_) => Status::failed_precondition(msg),
             ImageError::Remote(s) => Status::new(
-                if s.code() == Code::Unknown { Code::Internal } else { s.code() },
+                if s.code() == Code::Unknown {
+                    Code::Internal
+                } else {
+                    s.code()
+                },
                 s.message().to_string(),
             ),
         }

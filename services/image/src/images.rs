@@ -98,7 +98,13 @@ impl ImageStore {
     }
 
     /// Fetches a manifest, index or config (at most 4 MiB) into the store unless present.
-    async fn fetch_small(&self, ns: &str, reference: &Reference, desc: &Descriptor, manifest: bool) -> Result<Vec<u8>, ImageError> {
+    async fn fetch_small(
+        &self,
+        ns: &str,
+        reference: &Reference,
+        desc: &Descriptor,
+        manifest: bool,
+    ) -> Result<Vec<u8>, ImageError> {
         let what = if manifest { "manifest" } else { "config" };
         let what = format!("{what} {} of {}", desc.digest, reference.repository());
         let digest = desc.digest(&what)?;
@@ -116,11 +122,14 @@ impl ImageStore {
         let mut stream = self
             .registry
             .clone()
-            .fetch(request(ns, FetchRequest {
-                reference: reference.to_string(),
-                descriptor: Some(to_api_desc(desc)),
-                manifest,
-            }))
+            .fetch(request(
+                ns,
+                FetchRequest {
+                    reference: reference.to_string(),
+                    descriptor: Some(to_api_desc(desc)),
+                    manifest,
+                },
+            ))
             .await?
             .into_inner();
         let mut buf = Vec::new();
@@ -135,14 +144,27 @@ impl ImageStore {
                 .into());
             }
         }
-        let expected_size = if desc.size > 0 { Some(desc.size as u64) } else { None };
-        let mut w = self.content.writer(what, Some(digest), expected_size).await?;
+        let expected_size = if desc.size > 0 {
+            Some(desc.size as u64)
+        } else {
+            None
+        };
+        let mut w = self
+            .content
+            .writer(what, Some(digest), expected_size)
+            .await?;
         w.write(&buf).await?;
         w.commit().await?;
         Ok(buf)
     }
 
-    async fn fetch_blob(&self, ns: &str, reference: &Reference, desc: &Descriptor, tx: &ProgressTx) -> Result<(), ImageError> {
+    async fn fetch_blob(
+        &self,
+        ns: &str,
+        reference: &Reference,
+        desc: &Descriptor,
+        tx: &ProgressTx,
+    ) -> Result<(), ImageError> {
         let what = format!("layer {} of {}", desc.digest, reference.repository());
         let digest = desc.digest(&what)?;
         let id = digest.short().to_string();
@@ -153,14 +175,20 @@ impl ImageStore {
         let mut stream = self
             .registry
             .clone()
-            .fetch(request(ns, FetchRequest {
-                reference: reference.to_string(),
-                descriptor: Some(to_api_desc(desc)),
-                manifest: false,
-            }))
+            .fetch(request(
+                ns,
+                FetchRequest {
+                    reference: reference.to_string(),
+                    descriptor: Some(to_api_desc(desc)),
+                    manifest: false,
+                },
+            ))
             .await?
             .into_inner();
-        let mut w = self.content.writer(what, Some(digest), Some(desc.size as u64)).await?;
+        let mut w = self
+            .content
+            .writer(what, Some(digest), Some(desc.size as u64))
+            .await?;
         let mut last = 0u64;
         progress(tx, &id, "downloading", 0, desc.size).await;
         while let Some(chunk) = stream.try_next().await? {
@@ -177,15 +205,23 @@ impl ImageStore {
     }
 
     /// Pulls `reference` and (optionally) unpacks it; returns the stored record.
-    pub async fn pull(&self, ns: &str, req: api::PullRequest, tx: &ProgressTx) -> Result<ImageRecord, ImageError> {
+    pub async fn pull(
+        &self,
+        ns: &str,
+        req: api::PullRequest,
+        tx: &ProgressTx,
+    ) -> Result<ImageRecord, ImageError> {
         let reference = Reference::parse(&req.reference)?;
         progress(tx, &reference.familiar(), "resolving", 0, 0).await;
         let resolved = self
             .registry
             .clone()
-            .resolve(request(ns, ResolveRequest {
-                reference: reference.to_string(),
-            }))
+            .resolve(request(
+                ns,
+                ResolveRequest {
+                    reference: reference.to_string(),
+                },
+            ))
             .await?
             .into_inner();
         let top = from_api_desc(resolved.descriptor.ok_or_else(|| {
@@ -193,8 +229,16 @@ impl ImageStore {
         })?);
         let platform = req.platform.unwrap_or_default();
         let (os, arch) = (
-            if platform.os.is_empty() { "linux".to_string() } else { platform.os },
-            if platform.architecture.is_empty() { host_arch().to_string() } else { platform.architecture },
+            if platform.os.is_empty() {
+                "linux".to_string()
+            } else {
+                platform.os
+            },
+            if platform.architecture.is_empty() {
+                host_arch().to_string()
+            } else {
+                platform.architecture
+            },
         );
         let top_bytes = self.fetch_small(ns, &reference, &top, true).await?;
         let manifest_desc = if media::is_index(&top.media_type) {
@@ -206,11 +250,18 @@ impl ImageStore {
         } else {
             top.clone()
         };
-        let mbytes = self.content.read_small(&manifest_desc.digest(&reference.to_string())?, media::MAX_MANIFEST_SIZE)?;
+        let mbytes = self.content.read_small(
+            &manifest_desc.digest(&reference.to_string())?,
+            media::MAX_MANIFEST_SIZE,
+        )?;
         let what = format!("manifest {} of {reference}", manifest_desc.digest);
         let m = manifest::parse_manifest(&what, &manifest_desc.media_type, &mbytes)?;
         let config = self.fetch_small(ns, &reference, &m.config, false).await?;
-        let (cfg, diff_ids) = manifest::parse_config(&format!("config {} of {reference}", m.config.digest), &config, m.layers.len())?;
+        let (cfg, diff_ids) = manifest::parse_config(
+            &format!("config {} of {reference}", m.config.digest),
+            &config,
+            m.layers.len(),
+        )?;
 
         // Layers download in parallel, at most four at a time.
         let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
@@ -219,7 +270,13 @@ impl ImageStore {
             .iter()
             .map(|l| {
                 let limit = limit.clone();
-                let (store, ns, reference, l, tx) = (self.clone(), ns.to_string(), reference.clone(), l.clone(), tx.clone());
+                let (store, ns, reference, l, tx) = (
+                    self.clone(),
+                    ns.to_string(),
+                    reference.clone(),
+                    l.clone(),
+                    tx.clone(),
+                );
                 tokio::spawn(async move {
                     let _permit = limit.acquire_owned().await;
                     store.fetch_blob(&ns, &reference, &l, &tx).await
@@ -227,13 +284,17 @@ impl ImageStore {
             })
             .collect();
         for f in fetches {
-            f.await.map_err(|e| ImageError::InvalidArgument(format!("download task failed: {e}")))??;
+            f.await
+                .map_err(|e| ImageError::InvalidArgument(format!("download task failed: {e}")))??;
         }
 
         let mut labels = BTreeMap::new();
         labels.insert(LABEL_ID.to_string(), m.config.digest.clone());
         labels.insert(LABEL_MANIFEST.to_string(), manifest_desc.digest.clone());
-        labels.insert(LABEL_CREATED.to_string(), cfg.created.clone().unwrap_or_default());
+        labels.insert(
+            LABEL_CREATED.to_string(),
+            cfg.created.clone().unwrap_or_default(),
+        );
         let layer_total: i64 = m.layers.iter().map(|l| l.size).sum();
         labels.insert(LABEL_SIZE.to_string(), layer_total.to_string());
         if req.unpack {
@@ -242,13 +303,25 @@ impl ImageStore {
             labels.insert(LABEL_SIZE.to_string(), size.to_string());
             labels.insert(LABEL_SNAPSHOTTER.to_string(), sn);
         }
-        let rec = self.store_name(ns, &reference.to_string(), &top, labels).await?;
+        let rec = self
+            .store_name(ns, &reference.to_string(), &top, labels)
+            .await?;
         progress(tx, &reference.familiar(), "done", 0, 0).await;
         Ok(rec)
     }
 
-    pub(crate) async fn store_name(&self, ns: &str, name: &str, target: &Descriptor, labels: BTreeMap<String, String>) -> Result<ImageRecord, ImageError> {
-        let created = self.db.get(ns, name)?.map(|r| r.created).unwrap_or_else(now);
+    pub(crate) async fn store_name(
+        &self,
+        ns: &str,
+        name: &str,
+        target: &Descriptor,
+        labels: BTreeMap<String, String>,
+    ) -> Result<ImageRecord, ImageError> {
+        let created = self
+            .db
+            .get(ns, name)?
+            .map(|r| r.created)
+            .unwrap_or_else(now);
         let rec = ImageRecord {
             name: name.to_string(),
             target: DescriptorRecord {
@@ -266,20 +339,32 @@ impl ImageStore {
 
     /// Applies each layer onto the one below it, once per chain: layers shared between images
     /// are unpacked once. Returns the unpacked size.
-    pub async fn unpack(&self, ns: &str, snapshotter: &str, m: &Manifest, diff_ids: &[Digest], tx: &ProgressTx) -> Result<i64, ImageError> {
+    pub async fn unpack(
+        &self,
+        ns: &str,
+        snapshotter: &str,
+        m: &Manifest,
+        diff_ids: &[Digest],
+        tx: &ProgressTx,
+    ) -> Result<i64, ImageError> {
         let mut parent = String::new();
         let mut total = 0i64;
         for (i, layer) in m.layers.iter().enumerate() {
-            let chain = chain_id(&diff_ids[..=i]).expect("at least one layer").to_string();
+            let chain = chain_id(&diff_ids[..=i])
+                .expect("at least one layer")
+                .to_string();
             let digest = layer.digest("layer")?;
             let id = digest.short().to_string();
             let stat = self
                 .snapshots
                 .clone()
-                .stat(request(ns, SnapshotKey {
-                    snapshotter: snapshotter.to_string(),
-                    key: chain.clone(),
-                }))
+                .stat(request(
+                    ns,
+                    SnapshotKey {
+                        snapshotter: snapshotter.to_string(),
+                        key: chain.clone(),
+                    },
+                ))
                 .await;
             if stat.is_err() {
                 progress(tx, &id, "extracting", 0, layer.size).await;
@@ -294,7 +379,12 @@ impl ImageStore {
                         labels: Default::default(),
                     })),
                 };
-                let file = tokio::fs::File::open(&path).await.map_err(|source| crate::content::ContentError::Io { path: path.clone(), source })?;
+                let file = tokio::fs::File::open(&path).await.map_err(|source| {
+                    crate::content::ContentError::Io {
+                        path: path.clone(),
+                        source,
+                    }
+                })?;
                 let data = futures::stream::unfold(Some(file), |f| async move {
                     let mut f = f?;
                     let mut buf = vec![0u8; 256 << 10];
@@ -302,21 +392,34 @@ impl ImageStore {
                         Ok(0) | Err(_) => None,
                         Ok(n) => {
                             buf.truncate(n);
-                            Some((ApplyRequest { item: Some(apply_request::Item::Data(buf)) }, Some(f)))
+                            Some((
+                                ApplyRequest {
+                                    item: Some(apply_request::Item::Data(buf)),
+                                },
+                                Some(f),
+                            ))
                         }
                     }
                 });
                 let stream = futures::stream::once(async { header }).chain(data);
-                let resp = self.snapshots.clone().apply(request(ns, stream)).await?.into_inner();
+                let resp = self
+                    .snapshots
+                    .clone()
+                    .apply(request(ns, stream))
+                    .await?
+                    .into_inner();
                 total += resp.size;
                 progress(tx, &id, "extracted", layer.size, layer.size).await;
             } else if let Ok(u) = self
                 .snapshots
                 .clone()
-                .usage(request(ns, SnapshotKey {
-                    snapshotter: snapshotter.to_string(),
-                    key: chain.clone(),
-                }))
+                .usage(request(
+                    ns,
+                    SnapshotKey {
+                        snapshotter: snapshotter.to_string(),
+                        key: chain.clone(),
+                    },
+                ))
                 .await
             {
                 total += u.into_inner().size;
@@ -339,7 +442,11 @@ impl ImageStore {
                 .db
                 .list(ns)?
                 .into_iter()
-                .filter(|r| r.labels.get(LABEL_ID).is_some_and(|id| id.trim_start_matches("sha256:").starts_with(hex)))
+                .filter(|r| {
+                    r.labels
+                        .get(LABEL_ID)
+                        .is_some_and(|id| id.trim_start_matches("sha256:").starts_with(hex))
+                })
                 .collect();
             hits.sort_by(|a, b| a.name.cmp(&b.name));
             if let Some(first) = hits.first() {
@@ -358,14 +465,22 @@ impl ImageStore {
             .unwrap_or_else(|| rec.target.digest.clone())
             .parse()
             .map_err(|e| ImageError::InvalidArgument(format!("{what}: {e}")))?;
-        let mbytes = self.content.read_small(&manifest_digest, media::MAX_MANIFEST_SIZE)?;
+        let mbytes = self
+            .content
+            .read_small(&manifest_digest, media::MAX_MANIFEST_SIZE)?;
         let m = manifest::parse_manifest(&what, "", &mbytes)?;
         let config_digest = m.config.digest(&what)?;
-        let config = self.content.read_small(&config_digest, media::MAX_MANIFEST_SIZE)?;
-        let (cfg, diff_ids) = manifest::parse_config(&format!("config of {}", rec.name), &config, m.layers.len())?;
+        let config = self
+            .content
+            .read_small(&config_digest, media::MAX_MANIFEST_SIZE)?;
+        let (cfg, diff_ids) =
+            manifest::parse_config(&format!("config of {}", rec.name), &config, m.layers.len())?;
         Ok(Resolved {
             manifest_desc: Descriptor {
-                media_type: m.media_type.clone().unwrap_or_else(|| media::OCI_MANIFEST.to_string()),
+                media_type: m
+                    .media_type
+                    .clone()
+                    .unwrap_or_else(|| media::OCI_MANIFEST.to_string()),
                 digest: manifest_digest.to_string(),
                 size: mbytes.len() as i64,
                 platform: None,
@@ -392,7 +507,11 @@ impl ImageStore {
         api::ImageSummary {
             image: Some(to_api_image(rec)),
             id: rec.labels.get(LABEL_ID).cloned().unwrap_or_default(),
-            size: rec.labels.get(LABEL_SIZE).and_then(|s| s.parse().ok()).unwrap_or(0),
+            size: rec
+                .labels
+                .get(LABEL_SIZE)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
             created,
         }
     }
@@ -429,8 +548,14 @@ impl ImageStore {
             manifest: Some(to_api_desc(&r.manifest_desc)),
             layers: r.manifest.layers.iter().map(to_api_desc).collect(),
             diff_ids: r.diff_ids.iter().map(|d| d.to_string()).collect(),
-            chain_id: chain_id(&r.diff_ids).map(|d| d.to_string()).unwrap_or_default(),
-            snapshotter: rec.labels.get(LABEL_SNAPSHOTTER).cloned().unwrap_or_else(|| self.default_snapshotter.clone()),
+            chain_id: chain_id(&r.diff_ids)
+                .map(|d| d.to_string())
+                .unwrap_or_default(),
+            snapshotter: rec
+                .labels
+                .get(LABEL_SNAPSHOTTER)
+                .cloned()
+                .unwrap_or_else(|| self.default_snapshotter.clone()),
         })
     }
 
@@ -456,7 +581,12 @@ pub fn to_api_desc(d: &Descriptor) -> types::Descriptor {
         media_type: d.media_type.clone(),
         digest: d.digest.clone(),
         size: d.size,
-        annotations: d.annotations.clone().unwrap_or_default().into_iter().collect(),
+        annotations: d
+            .annotations
+            .clone()
+            .unwrap_or_default()
+            .into_iter()
+            .collect(),
     }
 }
 
@@ -466,7 +596,11 @@ pub fn from_api_desc(d: types::Descriptor) -> Descriptor {
         digest: d.digest,
         size: d.size,
         platform: None,
-        annotations: if d.annotations.is_empty() { None } else { Some(d.annotations.into_iter().collect()) },
+        annotations: if d.annotations.is_empty() {
+            None
+        } else {
+            Some(d.annotations.into_iter().collect())
+        },
     }
 }
 

@@ -4,7 +4,10 @@
 //! it, and every blob is verified by digest as it goes into the content store.
 
 use crate::error::ImageError;
-use crate::images::{progress, ImageStore, ProgressTx, LABEL_CREATED, LABEL_ID, LABEL_MANIFEST, LABEL_SIZE, LABEL_SNAPSHOTTER};
+use crate::images::{
+    progress, ImageStore, ProgressTx, LABEL_CREATED, LABEL_ID, LABEL_MANIFEST, LABEL_SIZE,
+    LABEL_SNAPSHOTTER,
+};
 use crate::manifest::{self, Descriptor};
 use crate::metadata::ImageRecord;
 use berth_core::{media, Digest, Reference};
@@ -39,8 +42,16 @@ fn inside(root: &Path, rel: &str) -> Result<PathBuf, ImageError> {
 }
 
 impl ImageStore {
-    /// Imports the archive at `path` (already on disk in the service's temp folder).
-    pub async fn import(&self, ns: &str, archive: &Path, name: &str, unpack: bool, snapshotter: &str, tx: &ProgressTx) -> Result<Vec<ImageRecord>, ImageError> {
+    /// Imports the archive at `path` (already on disk in the service's temp folder);
+    /// `unpack` names the snapshotter to unpack into (`""` for the default), None to skip.
+    pub async fn import(
+        &self,
+        ns: &str,
+        archive: &Path,
+        name: &str,
+        unpack: Option<&str>,
+        tx: &ProgressTx,
+    ) -> Result<Vec<ImageRecord>, ImageError> {
         let dir = tempfile::Builder::new()
             .prefix("import-")
             .tempdir_in(archive.parent().unwrap_or(Path::new("/tmp")))
@@ -71,7 +82,10 @@ impl ImageStore {
                 if !entry.unpack_in(&dest).map_err(archive_err)? {
                     return Err(archive_err(format!(
                         "entry {:?} escapes the archive",
-                        entry.path().map(|p| p.display().to_string()).unwrap_or_default()
+                        entry
+                            .path()
+                            .map(|p| p.display().to_string())
+                            .unwrap_or_default()
                     )));
                 }
             }
@@ -82,15 +96,21 @@ impl ImageStore {
 
         let root = dir.path();
         if root.join("index.json").exists() {
-            self.import_oci(ns, root, name, unpack, snapshotter, tx).await
+            self.import_oci(ns, root, name, unpack, tx).await
         } else if root.join("manifest.json").exists() {
-            self.import_docker(ns, root, name, unpack, snapshotter, tx).await
+            self.import_docker(ns, root, name, unpack, tx).await
         } else {
             Err(archive_err("it is neither an OCI image layout (no index.json) nor a `docker save` archive (no manifest.json)"))
         }
     }
 
-    async fn copy_blob(&self, root: &Path, rel: &str, expected: Option<Digest>, what: &str) -> Result<(Digest, i64), ImageError> {
+    async fn copy_blob(
+        &self,
+        root: &Path,
+        rel: &str,
+        expected: Option<Digest>,
+        what: &str,
+    ) -> Result<(Digest, i64), ImageError> {
         let path = inside(root, rel)?;
         let size = std::fs::metadata(&path).map_err(archive_err)?.len();
         if let Some(d) = &expected {
@@ -112,19 +132,41 @@ impl ImageStore {
         Ok((w.commit().await?, size as i64))
     }
 
-    async fn finish_image(&self, ns: &str, names: &[String], top: &Descriptor, manifest_digest: &Digest, unpack: bool, snapshotter: &str, tx: &ProgressTx) -> Result<Vec<ImageRecord>, ImageError> {
-        let mbytes = self.content.read_small(manifest_digest, media::MAX_MANIFEST_SIZE)?;
+    async fn finish_image(
+        &self,
+        ns: &str,
+        names: &[String],
+        top: &Descriptor,
+        manifest_digest: &Digest,
+        unpack: Option<&str>,
+        tx: &ProgressTx,
+    ) -> Result<Vec<ImageRecord>, ImageError> {
+        let mbytes = self
+            .content
+            .read_small(manifest_digest, media::MAX_MANIFEST_SIZE)?;
         let what = format!("manifest {manifest_digest}");
         let m = manifest::parse_manifest(&what, "", &mbytes)?;
-        let config = self.content.read_small(&m.config.digest(&what)?, media::MAX_MANIFEST_SIZE)?;
+        let config = self
+            .content
+            .read_small(&m.config.digest(&what)?, media::MAX_MANIFEST_SIZE)?;
         let (cfg, diff_ids) = manifest::parse_config("config", &config, m.layers.len())?;
         let mut labels = BTreeMap::new();
         labels.insert(LABEL_ID.to_string(), m.config.digest.clone());
         labels.insert(LABEL_MANIFEST.to_string(), manifest_digest.to_string());
-        labels.insert(LABEL_CREATED.to_string(), cfg.created.clone().unwrap_or_default());
-        labels.insert(LABEL_SIZE.to_string(), m.layers.iter().map(|l| l.size).sum::<i64>().to_string());
-        if unpack {
-            let sn = if snapshotter.is_empty() { self.default_snapshotter_name() } else { snapshotter.to_string() };
+        labels.insert(
+            LABEL_CREATED.to_string(),
+            cfg.created.clone().unwrap_or_default(),
+        );
+        labels.insert(
+            LABEL_SIZE.to_string(),
+            m.layers.iter().map(|l| l.size).sum::<i64>().to_string(),
+        );
+        if let Some(snapshotter) = unpack {
+            let sn = if snapshotter.is_empty() {
+                self.default_snapshotter_name()
+            } else {
+                snapshotter.to_string()
+            };
             let size = self.unpack(ns, &sn, &m, &diff_ids, tx).await?;
             labels.insert(LABEL_SIZE.to_string(), size.to_string());
             labels.insert(LABEL_SNAPSHOTTER.to_string(), sn);
@@ -132,12 +174,28 @@ impl ImageStore {
         let mut out = Vec::new();
         for n in names {
             out.push(self.store_name(ns, n, top, labels.clone()).await?);
-            progress(tx, &Reference::parse(n).map(|r| r.familiar()).unwrap_or_else(|_| n.clone()), "imported", 0, 0).await;
+            progress(
+                tx,
+                &Reference::parse(n)
+                    .map(|r| r.familiar())
+                    .unwrap_or_else(|_| n.clone()),
+                "imported",
+                0,
+                0,
+            )
+            .await;
         }
         Ok(out)
     }
 
-    async fn import_oci(&self, ns: &str, root: &Path, name: &str, unpack: bool, snapshotter: &str, tx: &ProgressTx) -> Result<Vec<ImageRecord>, ImageError> {
+    async fn import_oci(
+        &self,
+        ns: &str,
+        root: &Path,
+        name: &str,
+        unpack: Option<&str>,
+        tx: &ProgressTx,
+    ) -> Result<Vec<ImageRecord>, ImageError> {
         let index_bytes = std::fs::read(inside(root, "index.json")?).map_err(archive_err)?;
         let index = manifest::parse_index("index.json of the archive", &index_bytes)?;
         let mut out = Vec::new();
@@ -163,14 +221,25 @@ impl ImageStore {
             let top_digest = d.digest("index.json")?;
             self.copy_oci_tree(root, d).await?;
             let manifest_desc = if media::is_index(&d.media_type) {
-                let b = self.content.read_small(&top_digest, media::MAX_MANIFEST_SIZE)?;
+                let b = self
+                    .content
+                    .read_small(&top_digest, media::MAX_MANIFEST_SIZE)?;
                 let idx = manifest::parse_index("nested index", &b)?;
-                manifest::select_platform("nested index", &idx, "linux", crate::images::host_arch())?.clone()
+                manifest::select_platform(
+                    "nested index",
+                    &idx,
+                    "linux",
+                    crate::images::host_arch(),
+                )?
+                .clone()
             } else {
                 d.clone()
             };
             let md = manifest_desc.digest("manifest")?;
-            out.extend(self.finish_image(ns, &[reference.to_string()], d, &md, unpack, snapshotter, tx).await?);
+            out.extend(
+                self.finish_image(ns, &[reference.to_string()], d, &md, unpack, tx)
+                    .await?,
+            );
         }
         if out.is_empty() {
             return Err(archive_err("its index.json lists no image"));
@@ -184,12 +253,24 @@ impl ImageStore {
         while let Some(d) = todo.pop() {
             let digest = d.digest("archive")?;
             let rel = format!("blobs/sha256/{}", digest.hex());
-            let (stored, _) = self.copy_blob(root, &rel, Some(digest.clone()), &format!("blob {digest} of the archive")).await?;
+            let (stored, _) = self
+                .copy_blob(
+                    root,
+                    &rel,
+                    Some(digest.clone()),
+                    &format!("blob {digest} of the archive"),
+                )
+                .await?;
             if media::is_index(&d.media_type) {
                 let b = self.content.read_small(&stored, media::MAX_MANIFEST_SIZE)?;
                 let idx = manifest::parse_index("archive index", &b)?;
                 // Only the platform we run is needed; others may be absent from the archive.
-                if let Ok(m) = manifest::select_platform("archive index", &idx, "linux", crate::images::host_arch()) {
+                if let Ok(m) = manifest::select_platform(
+                    "archive index",
+                    &idx,
+                    "linux",
+                    crate::images::host_arch(),
+                ) {
                     todo.push(m.clone());
                 }
             } else if media::is_manifest(&d.media_type) || d.media_type.is_empty() {
@@ -202,12 +283,22 @@ impl ImageStore {
         Ok(())
     }
 
-    async fn import_docker(&self, ns: &str, root: &Path, name: &str, unpack: bool, snapshotter: &str, tx: &ProgressTx) -> Result<Vec<ImageRecord>, ImageError> {
+    async fn import_docker(
+        &self,
+        ns: &str,
+        root: &Path,
+        name: &str,
+        unpack: Option<&str>,
+        tx: &ProgressTx,
+    ) -> Result<Vec<ImageRecord>, ImageError> {
         let mf = std::fs::read(inside(root, "manifest.json")?).map_err(archive_err)?;
-        let entries: Vec<DockerSaveEntry> = serde_json::from_slice(&mf).map_err(|e| archive_err(format!("manifest.json: {e}")))?;
+        let entries: Vec<DockerSaveEntry> =
+            serde_json::from_slice(&mf).map_err(|e| archive_err(format!("manifest.json: {e}")))?;
         let mut out = Vec::new();
         for e in entries {
-            let (config_digest, config_size) = self.copy_blob(root, &e.config, None, "image config of the archive").await?;
+            let (config_digest, config_size) = self
+                .copy_blob(root, &e.config, None, "image config of the archive")
+                .await?;
             let mut layers = Vec::new();
             for l in &e.layers {
                 let id = format!("layer {l}");
@@ -216,7 +307,9 @@ impl ImageStore {
                 let head = {
                     use std::io::Read;
                     let mut h = [0u8; 4];
-                    let n = std::fs::File::open(self.content.path(&d)).and_then(|mut f| f.read(&mut h)).unwrap_or(0);
+                    let n = std::fs::File::open(self.content.path(&d))
+                        .and_then(|mut f| f.read(&mut h))
+                        .unwrap_or(0);
                     media::Compression::sniff(&h[..n])
                 };
                 let media_type = match head {
@@ -246,7 +339,10 @@ impl ImageStore {
                 annotations: None,
             };
             let mbytes = serde_json::to_vec(&m).map_err(archive_err)?;
-            let md = self.content.write_all("generated manifest", &mbytes, None).await?;
+            let md = self
+                .content
+                .write_all("generated manifest", &mbytes, None)
+                .await?;
             let top = Descriptor {
                 media_type: media::OCI_MANIFEST.to_string(),
                 digest: md.to_string(),
@@ -259,10 +355,14 @@ impl ImageStore {
                 names.push(Reference::parse(&t)?.to_string());
             }
             if names.is_empty() {
-                let n = if name.is_empty() { format!("import:{}", config_digest.short()) } else { name.to_string() };
+                let n = if name.is_empty() {
+                    format!("import:{}", config_digest.short())
+                } else {
+                    name.to_string()
+                };
                 names.push(Reference::parse(&n)?.to_string());
             }
-            out.extend(self.finish_image(ns, &names, &top, &md, unpack, snapshotter, tx).await?);
+            out.extend(self.finish_image(ns, &names, &top, &md, unpack, tx).await?);
         }
         if out.is_empty() {
             return Err(archive_err("its manifest.json lists no image"));

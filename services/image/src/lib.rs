@@ -38,7 +38,13 @@ pub fn serve(
     registry: Channel,
     snapshots: Channel,
     default_snapshotter: &str,
-) -> Result<(ImagesServer<service::ImagesService>, ContentServer<service::ContentService>), ImageError> {
+) -> Result<
+    (
+        ImagesServer<service::ImagesService>,
+        ContentServer<service::ContentService>,
+    ),
+    ImageError,
+> {
     let content = content::ContentStore::open(&root.join("content"))?;
     let db = metadata::ImageDb::open(&root.join("metadata.db"))?;
     let store = ImageStore::new(

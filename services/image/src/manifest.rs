@@ -111,13 +111,20 @@ impl Descriptor {
 
 fn check_descriptor(what: &str, d: &Descriptor) -> Result<Digest, ManifestError> {
     if d.size < 0 {
-        return Err(invalid(what, format!("descriptor {} has a negative size", d.digest)));
+        return Err(invalid(
+            what,
+            format!("descriptor {} has a negative size", d.digest),
+        ));
     }
     d.digest(what)
 }
 
 /// Parses a manifest and checks that it is one berth can pull and run.
-pub fn parse_manifest(what: &str, media_type: &str, bytes: &[u8]) -> Result<Manifest, ManifestError> {
+pub fn parse_manifest(
+    what: &str,
+    media_type: &str,
+    bytes: &[u8],
+) -> Result<Manifest, ManifestError> {
     let m: Manifest = serde_json::from_slice(bytes).map_err(|e| malformed(what, e))?;
     if m.schema_version != 2 {
         return Err(ManifestError::SchemaVersion {
@@ -133,12 +140,21 @@ pub fn parse_manifest(what: &str, media_type: &str, bytes: &[u8]) -> Result<Mani
             });
         }
         if !media_type.is_empty() && media::is_manifest(media_type) && mt != media_type {
-            return Err(invalid(what, format!("declares media type {mt} but was served as {media_type}")));
+            return Err(invalid(
+                what,
+                format!("declares media type {mt} but was served as {media_type}"),
+            ));
         }
     }
     check_descriptor(what, &m.config)?;
     if m.config.size as u64 > media::MAX_MANIFEST_SIZE {
-        return Err(invalid(what, format!("its config is {} bytes, more than the 4 MiB limit", m.config.size)));
+        return Err(invalid(
+            what,
+            format!(
+                "its config is {} bytes, more than the 4 MiB limit",
+                m.config.size
+            ),
+        ));
     }
     for l in &m.layers {
         check_descriptor(what, l)?;
@@ -167,7 +183,12 @@ pub fn parse_index(what: &str, bytes: &[u8]) -> Result<Index, ManifestError> {
 }
 
 /// Picks the manifest for `os/arch` from an index (amd64 also takes no variant or v1..v3).
-pub fn select_platform<'a>(what: &str, index: &'a Index, os: &str, arch: &str) -> Result<&'a Descriptor, ManifestError> {
+pub fn select_platform<'a>(
+    what: &str,
+    index: &'a Index,
+    os: &str,
+    arch: &str,
+) -> Result<&'a Descriptor, ManifestError> {
     index
         .manifests
         .iter()
@@ -183,29 +204,47 @@ pub fn select_platform<'a>(what: &str, index: &'a Index, os: &str, arch: &str) -
             available: index
                 .manifests
                 .iter()
-                .filter_map(|d| d.platform.as_ref().map(|p| format!("{}/{}", p.os, p.architecture)))
+                .filter_map(|d| {
+                    d.platform
+                        .as_ref()
+                        .map(|p| format!("{}/{}", p.os, p.architecture))
+                })
                 .collect::<Vec<_>>()
                 .join(", "),
         })
 }
 
 /// Parses an image config and checks its layers list against the manifest's.
-pub fn parse_config(what: &str, bytes: &[u8], layers: usize) -> Result<(ImageConfig, Vec<Digest>), ManifestError> {
+pub fn parse_config(
+    what: &str,
+    bytes: &[u8],
+    layers: usize,
+) -> Result<(ImageConfig, Vec<Digest>), ManifestError> {
     let c: ImageConfig = serde_json::from_slice(bytes).map_err(|e| malformed(what, e))?;
     if !c.rootfs.kind.is_empty() && c.rootfs.kind != "layers" {
-        return Err(invalid(what, format!("rootfs type {:?} is not \"layers\"", c.rootfs.kind)));
+        return Err(invalid(
+            what,
+            format!("rootfs type {:?} is not \"layers\"", c.rootfs.kind),
+        ));
     }
     if c.rootfs.diff_ids.len() != layers {
         return Err(invalid(
             what,
-            format!("it lists {} diff_ids for {} layers", c.rootfs.diff_ids.len(), layers),
+            format!(
+                "it lists {} diff_ids for {} layers",
+                c.rootfs.diff_ids.len(),
+                layers
+            ),
         ));
     }
     let diff_ids = c
         .rootfs
         .diff_ids
         .iter()
-        .map(|d| d.parse::<Digest>().map_err(|e| invalid(what, format!("diff_id {d:?}: {e}"))))
+        .map(|d| {
+            d.parse::<Digest>()
+                .map_err(|e| invalid(what, format!("diff_id {d:?}: {e}")))
+        })
         .collect::<Result<Vec<_>, _>>()?;
     Ok((c, diff_ids))
 }
@@ -226,7 +265,12 @@ mod tests {
 
     #[test]
     fn accepts_oci_and_docker_manifests() {
-        let m = parse_manifest("m", media::OCI_MANIFEST, manifest(media::OCI_LAYER_GZIP).as_bytes()).unwrap();
+        let m = parse_manifest(
+            "m",
+            media::OCI_MANIFEST,
+            manifest(media::OCI_LAYER_GZIP).as_bytes(),
+        )
+        .unwrap();
         assert_eq!(m.layers.len(), 1);
         parse_manifest("m", "", manifest(media::OCI_LAYER_ZSTD).as_bytes()).unwrap();
         parse_manifest("m", "", manifest(media::OCI_LAYER).as_bytes()).unwrap();
@@ -234,7 +278,10 @@ mod tests {
 
     #[test]
     fn refuses_hostile_manifests() {
-        assert!(matches!(parse_manifest("m", "", b"not json"), Err(ManifestError::Malformed { .. })));
+        assert!(matches!(
+            parse_manifest("m", "", b"not json"),
+            Err(ManifestError::Malformed { .. })
+        ));
         assert!(matches!(
             parse_manifest("m", "", manifest("text/html").as_bytes()),
             Err(ManifestError::MediaType { .. })
@@ -242,8 +289,16 @@ mod tests {
         let bad_digest = manifest(media::OCI_LAYER).replace(&D[10..], "zz");
         assert!(parse_manifest("m", "", bad_digest.as_bytes()).is_err());
         let v1 = manifest(media::OCI_LAYER).replace("\"schemaVersion\":2", "\"schemaVersion\":1");
-        assert!(matches!(parse_manifest("m", "", v1.as_bytes()), Err(ManifestError::SchemaVersion { .. })));
-        assert!(parse_manifest("m", media::DOCKER_MANIFEST, manifest(media::OCI_LAYER).as_bytes()).is_err());
+        assert!(matches!(
+            parse_manifest("m", "", v1.as_bytes()),
+            Err(ManifestError::SchemaVersion { .. })
+        ));
+        assert!(parse_manifest(
+            "m",
+            media::DOCKER_MANIFEST,
+            manifest(media::OCI_LAYER).as_bytes()
+        )
+        .is_err());
         let neg = manifest(media::OCI_LAYER).replace("\"size\":5", "\"size\":-5");
         assert!(parse_manifest("m", "", neg.as_bytes()).is_err());
     }
@@ -264,7 +319,9 @@ mod tests {
 
     #[test]
     fn config_must_match_layers() {
-        let c = format!(r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{D}"]}}}}"#);
+        let c = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{D}"]}}}}"#
+        );
         assert_eq!(parse_config("c", c.as_bytes(), 1).unwrap().1.len(), 1);
         assert!(parse_config("c", c.as_bytes(), 2).is_err());
         assert!(parse_config("c", b"[]", 0).is_err());

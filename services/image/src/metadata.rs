@@ -45,7 +45,11 @@ fn key(ns: &str, name: &str) -> Vec<u8> {
 
 impl ImageDb {
     pub fn open(path: &Path) -> Result<ImageDb, MetadataError> {
-        let db = sled::Config::new().path(path).mode(sled::Mode::LowSpace).cache_capacity(4 << 20).open()?;
+        let db = sled::Config::new()
+            .path(path)
+            .mode(sled::Mode::LowSpace)
+            .cache_capacity(4 << 20)
+            .open()?;
         let images = db.open_tree("images")?;
         Ok(ImageDb { images, db })
     }
@@ -76,7 +80,10 @@ impl ImageDb {
         let mut out = Vec::new();
         for kv in self.images.scan_prefix(format!("{ns}/").as_bytes()) {
             let (_, v) = kv?;
-            out.push(serde_json::from_slice(&v).map_err(|e| MetadataError(format!("corrupt record: {e}")))?);
+            out.push(
+                serde_json::from_slice(&v)
+                    .map_err(|e| MetadataError(format!("corrupt record: {e}")))?,
+            );
         }
         Ok(out)
     }

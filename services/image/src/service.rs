@@ -26,18 +26,27 @@ pub struct ImagesService {
 }
 
 fn parse_digest(s: &str) -> Result<Digest, Status> {
-    s.parse().map_err(|e: berth_core::digest::DigestError| Status::invalid_argument(e.to_string()))
+    s.parse()
+        .map_err(|e: berth_core::digest::DigestError| Status::invalid_argument(e.to_string()))
 }
 
 #[tonic::async_trait]
 impl api::images_server::Images for ImagesService {
-    async fn get(&self, req: Request<api::GetImageRequest>) -> Result<Response<api::GetImageResponse>, Status> {
+    async fn get(
+        &self,
+        req: Request<api::GetImageRequest>,
+    ) -> Result<Response<api::GetImageResponse>, Status> {
         let ns = namespace(&req)?;
         let rec = self.store.find(&ns, &req.get_ref().name)?;
-        Ok(Response::new(api::GetImageResponse { image: Some(to_api_image(&rec)) }))
+        Ok(Response::new(api::GetImageResponse {
+            image: Some(to_api_image(&rec)),
+        }))
     }
 
-    async fn list(&self, req: Request<api::ListImagesRequest>) -> Result<Response<api::ListImagesResponse>, Status> {
+    async fn list(
+        &self,
+        req: Request<api::ListImagesRequest>,
+    ) -> Result<Response<api::ListImagesResponse>, Status> {
         let ns = namespace(&req)?;
         let mut recs = self.store.db.list(&ns).map_err(ImageError::from)?;
         recs.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
@@ -45,21 +54,30 @@ impl api::images_server::Images for ImagesService {
         Ok(Response::new(api::ListImagesResponse { images }))
     }
 
-    async fn delete(&self, req: Request<api::DeleteImageRequest>) -> Result<Response<api::DeleteImageResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<api::DeleteImageRequest>,
+    ) -> Result<Response<api::DeleteImageResponse>, Status> {
         let ns = namespace(&req)?;
         self.store.delete(&ns, &req.get_ref().name).await?;
         info!(namespace = %ns, image = %req.get_ref().name, "image deleted");
         Ok(Response::new(api::DeleteImageResponse {}))
     }
 
-    async fn inspect(&self, req: Request<api::InspectImageRequest>) -> Result<Response<api::InspectImageResponse>, Status> {
+    async fn inspect(
+        &self,
+        req: Request<api::InspectImageRequest>,
+    ) -> Result<Response<api::InspectImageResponse>, Status> {
         let ns = namespace(&req)?;
         Ok(Response::new(self.store.inspect(&ns, &req.get_ref().name)?))
     }
 
     type PullStream = BoxStream<api::PullResponse>;
 
-    async fn pull(&self, req: Request<api::PullRequest>) -> Result<Response<Self::PullStream>, Status> {
+    async fn pull(
+        &self,
+        req: Request<api::PullRequest>,
+    ) -> Result<Response<Self::PullStream>, Status> {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         // Refuse a malformed reference before the stream starts.
@@ -74,7 +92,9 @@ impl api::images_server::Images for ImagesService {
                     Ok(rec) => {
                         info!(namespace = %ns, image = %rec.name, "pulled");
                         let _ = tx
-                            .send(Ok(api::PullResponse { item: Some(api::pull_response::Item::Image(to_api_image(&rec))) }))
+                            .send(Ok(api::PullResponse {
+                                item: Some(api::pull_response::Item::Image(to_api_image(&rec))),
+                            }))
                             .await;
                     }
                     Err(e) => {
@@ -90,40 +110,69 @@ impl api::images_server::Images for ImagesService {
 
     type ImportStream = BoxStream<api::PullResponse>;
 
-    async fn import(&self, req: Request<Streaming<api::ImportRequest>>) -> Result<Response<Self::ImportStream>, Status> {
+    async fn import(
+        &self,
+        req: Request<Streaming<api::ImportRequest>>,
+    ) -> Result<Response<Self::ImportStream>, Status> {
         let ns = namespace(&req)?;
         let mut input = req.into_inner();
         let header = match input.next().await {
-            Some(Ok(api::ImportRequest { item: Some(api::import_request::Item::Header(h)) })) => h,
+            Some(Ok(api::ImportRequest {
+                item: Some(api::import_request::Item::Header(h)),
+            })) => h,
             Some(Err(e)) => return Err(e),
-            _ => return Err(Status::invalid_argument("an import starts with a header message")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an import starts with a header message",
+                ))
+            }
         };
         if !header.name.is_empty() {
             berth_core::Reference::parse(&header.name).map_err(ImageError::from)?;
         }
-        tokio::fs::create_dir_all(&self.tmp).await.map_err(|e| Status::internal(format!("{}: {e}", self.tmp.display())))?;
+        tokio::fs::create_dir_all(&self.tmp)
+            .await
+            .map_err(|e| Status::internal(format!("{}: {e}", self.tmp.display())))?;
         let file = tempfile::Builder::new()
             .prefix("archive-")
             .tempfile_in(&self.tmp)
             .map_err(|e| Status::internal(format!("{}: {e}", self.tmp.display())))?;
         {
-            let mut f = tokio::fs::File::from_std(file.reopen().map_err(|e| Status::internal(e.to_string()))?);
+            let mut f = tokio::fs::File::from_std(
+                file.reopen().map_err(|e| Status::internal(e.to_string()))?,
+            );
             while let Some(msg) = input.next().await {
                 if let Some(api::import_request::Item::Data(d)) = msg?.item {
-                    tokio::io::AsyncWriteExt::write_all(&mut f, &d).await.map_err(|e| Status::internal(e.to_string()))?;
+                    tokio::io::AsyncWriteExt::write_all(&mut f, &d)
+                        .await
+                        .map_err(|e| Status::internal(e.to_string()))?;
                 }
             }
-            tokio::io::AsyncWriteExt::flush(&mut f).await.map_err(|e| Status::internal(e.to_string()))?;
+            tokio::io::AsyncWriteExt::flush(&mut f)
+                .await
+                .map_err(|e| Status::internal(e.to_string()))?;
         }
         let (tx, rx) = mpsc::channel(64);
         let store = self.store.clone();
         tokio::spawn(async move {
-            let r = store.import(&ns, file.path(), &header.name, header.unpack, &header.snapshotter, &tx).await;
+            let r = store
+                .import(
+                    &ns,
+                    file.path(),
+                    &header.name,
+                    header.unpack.then_some(header.snapshotter.as_str()),
+                    &tx,
+                )
+                .await;
             drop(file);
             match r {
                 Ok(recs) => {
                     for rec in recs {
-                        let _ = tx.send(Ok(api::PullResponse { item: Some(api::pull_response::Item::Image(to_api_image(&rec))) })).await;
+                        let _ = tx
+                            .send(Ok(api::PullResponse {
+                                item: Some(api::pull_response::Item::Image(to_api_image(&rec))),
+                            }))
+                            .await;
                     }
                 }
                 Err(e) => {
@@ -145,27 +194,48 @@ fn blob_info(i: crate::content::BlobInfo) -> capi::BlobInfo {
     capi::BlobInfo {
         digest: i.digest.to_string(),
         size: i.size as i64,
-        created_at: Some(prost_types::Timestamp { seconds: t.timestamp(), nanos: t.timestamp_subsec_nanos() as i32 }),
+        created_at: Some(prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        }),
         labels: Default::default(),
     }
 }
 
 #[tonic::async_trait]
 impl capi::content_server::Content for ContentService {
-    async fn info(&self, req: Request<capi::InfoRequest>) -> Result<Response<capi::InfoResponse>, Status> {
+    async fn info(
+        &self,
+        req: Request<capi::InfoRequest>,
+    ) -> Result<Response<capi::InfoResponse>, Status> {
         let d = parse_digest(&req.get_ref().digest)?;
         let i = self.store.content.info(&d).map_err(ImageError::from)?;
-        Ok(Response::new(capi::InfoResponse { info: Some(blob_info(i)) }))
+        Ok(Response::new(capi::InfoResponse {
+            info: Some(blob_info(i)),
+        }))
     }
 
-    async fn list(&self, _req: Request<capi::ListContentRequest>) -> Result<Response<capi::ListContentResponse>, Status> {
-        let blobs = self.store.content.list().map_err(ImageError::from)?.into_iter().map(blob_info).collect();
+    async fn list(
+        &self,
+        _req: Request<capi::ListContentRequest>,
+    ) -> Result<Response<capi::ListContentResponse>, Status> {
+        let blobs = self
+            .store
+            .content
+            .list()
+            .map_err(ImageError::from)?
+            .into_iter()
+            .map(blob_info)
+            .collect();
         Ok(Response::new(capi::ListContentResponse { blobs }))
     }
 
     type ReadStream = BoxStream<capi::ReadContentResponse>;
 
-    async fn read(&self, req: Request<capi::ReadContentRequest>) -> Result<Response<Self::ReadStream>, Status> {
+    async fn read(
+        &self,
+        req: Request<capi::ReadContentRequest>,
+    ) -> Result<Response<Self::ReadStream>, Status> {
         let r = req.into_inner();
         let d = parse_digest(&r.digest)?;
         let path = self.store.content.path(&d);
@@ -173,7 +243,9 @@ impl capi::content_server::Content for ContentService {
             .await
             .map_err(|_| Status::from(ImageError::from(ContentError::NotFound(d.clone()))))?;
         let offset = r.offset.max(0) as u64;
-        f.seek(std::io::SeekFrom::Start(offset)).await.map_err(|e| Status::internal(e.to_string()))?;
+        f.seek(std::io::SeekFrom::Start(offset))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))?;
         let limit = if r.size > 0 { r.size as u64 } else { u64::MAX };
         let s = async_stream::try_stream! {
             let mut pos = offset;
@@ -191,21 +263,48 @@ impl capi::content_server::Content for ContentService {
         Ok(Response::new(Box::pin(s)))
     }
 
-    async fn write(&self, req: Request<Streaming<capi::WriteContentRequest>>) -> Result<Response<capi::WriteContentResponse>, Status> {
+    async fn write(
+        &self,
+        req: Request<Streaming<capi::WriteContentRequest>>,
+    ) -> Result<Response<capi::WriteContentResponse>, Status> {
         let mut input = req.into_inner();
         let header = match input.next().await {
-            Some(Ok(capi::WriteContentRequest { item: Some(capi::write_content_request::Item::Header(h)) })) => h,
+            Some(Ok(capi::WriteContentRequest {
+                item: Some(capi::write_content_request::Item::Header(h)),
+            })) => h,
             Some(Err(e)) => return Err(e),
-            _ => return Err(Status::invalid_argument("a write starts with a header message")),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "a write starts with a header message",
+                ))
+            }
         };
-        let expected = if header.expected_digest.is_empty() { None } else { Some(parse_digest(&header.expected_digest)?) };
+        let expected = if header.expected_digest.is_empty() {
+            None
+        } else {
+            Some(parse_digest(&header.expected_digest)?)
+        };
         if let Some(d) = &expected {
             if self.store.content.contains(d) {
-                return Ok(Response::new(capi::WriteContentResponse { digest: d.to_string(), size: self.store.content.info(d).map(|i| i.size as i64).unwrap_or(0), existed: true }));
+                return Ok(Response::new(capi::WriteContentResponse {
+                    digest: d.to_string(),
+                    size: self
+                        .store
+                        .content
+                        .info(d)
+                        .map(|i| i.size as i64)
+                        .unwrap_or(0),
+                    existed: true,
+                }));
             }
         }
         let size = (header.expected_size > 0).then_some(header.expected_size as u64);
-        let mut w = self.store.content.writer("written blob", expected, size).await.map_err(ImageError::from)?;
+        let mut w = self
+            .store
+            .content
+            .writer("written blob", expected, size)
+            .await
+            .map_err(ImageError::from)?;
         while let Some(msg) = input.next().await {
             if let Some(capi::write_content_request::Item::Data(d)) = msg?.item {
                 w.write(&d).await.map_err(ImageError::from)?;
@@ -213,10 +312,17 @@ impl capi::content_server::Content for ContentService {
         }
         let n = w.written();
         let d = w.commit().await.map_err(ImageError::from)?;
-        Ok(Response::new(capi::WriteContentResponse { digest: d.to_string(), size: n as i64, existed: false }))
+        Ok(Response::new(capi::WriteContentResponse {
+            digest: d.to_string(),
+            size: n as i64,
+            existed: false,
+        }))
     }
 
-    async fn delete(&self, req: Request<capi::DeleteContentRequest>) -> Result<Response<capi::DeleteContentResponse>, Status> {
+    async fn delete(
+        &self,
+        req: Request<capi::DeleteContentRequest>,
+    ) -> Result<Response<capi::DeleteContentResponse>, Status> {
         let d = parse_digest(&req.get_ref().digest)?;
         self.store.content.delete(&d).map_err(ImageError::from)?;
         Ok(Response::new(capi::DeleteContentResponse {}))

@@ -828,6 +828,20 @@ fn op_attach(s: &Shared, mut out: UnixStream, mut reader: BufReader<UnixStream>,
     lock(&s.clients).list.retain(|(cid, _)| *cid != id);
 }
 
+/// Binds a unix socket, also when its path is longer than `sun_path` holds (a long state
+/// folder or namespace): through `/proc/self/fd/<dir>/<name>`, as the runtime connects.
+fn bind_long(path: &Path) -> std::io::Result<UnixListener> {
+    const SUN_PATH_MAX: usize = 107;
+    match (path.parent(), path.file_name()) {
+        (Some(dir), Some(name)) if path.as_os_str().len() > SUN_PATH_MAX => {
+            let dir = File::open(dir)?;
+            let short = Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
+            UnixListener::bind(short)
+        }
+        _ => UnixListener::bind(path),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -858,19 +872,5 @@ mod tests {
         );
         assert_eq!(parse_verdict(b""), 1);
         assert_eq!(parse_verdict(b"1 boom"), 1);
-    }
-}
-
-/// Binds a unix socket, also when its path is longer than `sun_path` holds (a long state
-/// folder or namespace): through `/proc/self/fd/<dir>/<name>`, as the runtime connects.
-fn bind_long(path: &Path) -> std::io::Result<UnixListener> {
-    const SUN_PATH_MAX: usize = 107;
-    match (path.parent(), path.file_name()) {
-        (Some(dir), Some(name)) if path.as_os_str().len() > SUN_PATH_MAX => {
-            let dir = File::open(dir)?;
-            let short = Path::new(&format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
-            UnixListener::bind(short)
-        }
-        _ => UnixListener::bind(path),
     }
 }
