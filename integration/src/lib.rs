@@ -18,15 +18,27 @@ pub fn bin_dir() -> PathBuf {
         return PathBuf::from(d);
     }
     let exe = std::env::current_exe().expect("current exe");
-    exe.parent().and_then(|d| d.parent()).expect("target dir").to_path_buf()
+    exe.parent()
+        .and_then(|d| d.parent())
+        .expect("target dir")
+        .to_path_buf()
 }
 
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 pub fn have(cmd: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {cmd}")).stdout(Stdio::null()).status().is_ok_and(|s| s.success())
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {cmd}"))
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Starts processes from one thread that never ends, so PDEATHSIG fires only when the test
@@ -56,20 +68,30 @@ fn spawner() -> &'static Mutex<mpsc::Sender<SpawnJob>> {
 
 pub fn spawn_tied(cmd: Command) -> std::io::Result<Child> {
     let (tx, rx) = mpsc::channel();
-    spawner().lock().unwrap().send((cmd, tx)).expect("spawner thread");
+    spawner()
+        .lock()
+        .unwrap()
+        .send((cmd, tx))
+        .expect("spawner thread");
     rx.recv().expect("spawner reply")
 }
 
 fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < timeout, "{what} did not happen within {timeout:?}");
+        assert!(
+            start.elapsed() < timeout,
+            "{what} did not happen within {timeout:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
 
 fn http_ok(addr: &str, path: &str) -> bool {
-    Command::new("curl").args(["-fs", "-o", "/dev/null", &format!("http://{addr}{path}")]).status().is_ok_and(|s| s.success())
+    Command::new("curl")
+        .args(["-fs", "-o", "/dev/null", &format!("http://{addr}{path}")])
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// A temporary folder removed on drop (after unmounting anything left under it).
@@ -79,7 +101,9 @@ pub struct TempDir(pub PathBuf);
 impl TempDir {
     pub fn new(prefix: &str) -> TempDir {
         let mut rnd = [0u8; 6];
-        std::fs::File::open("/dev/urandom").and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd)).unwrap();
+        std::fs::File::open("/dev/urandom")
+            .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut rnd))
+            .unwrap();
         let hex: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
         let p = std::env::temp_dir().join(format!("{prefix}-{hex}"));
         std::fs::create_dir_all(&p).unwrap();
@@ -134,9 +158,14 @@ impl Registry {
         )
         .unwrap();
         let mut cmd = Command::new("docker-registry");
-        cmd.arg("serve").arg(&cfg).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.arg("serve")
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let child = spawn_tied(cmd).expect("start docker-registry");
-        wait_until("the registry answering", Duration::from_secs(10), || http_ok(&addr, "/v2/"));
+        wait_until("the registry answering", Duration::from_secs(10), || {
+            http_ok(&addr, "/v2/")
+        });
         Some(Registry { addr, dir, child })
     }
 
@@ -155,7 +184,10 @@ impl Registry {
     /// The folder where the registry keeps a blob.
     pub fn blob_data(&self, digest: &str) -> PathBuf {
         let hex = digest.trim_start_matches("sha256:");
-        self.dir.path().join(format!("data/docker/registry/v2/blobs/sha256/{}/{hex}/data", &hex[..2]))
+        self.dir.path().join(format!(
+            "data/docker/registry/v2/blobs/sha256/{}/{hex}/data",
+            &hex[..2]
+        ))
     }
 }
 
@@ -166,15 +198,31 @@ impl Drop for Registry {
     }
 }
 
+fn busybox_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("berth-it-image-{}", std::process::id()))
+}
+
+extern "C" fn remove_busybox_dir() {
+    let _ = std::fs::remove_dir_all(busybox_dir());
+}
+
 /// A busybox OCI archive made once per test binary with deploy/make-busybox-image.sh.
 pub fn busybox_archive() -> PathBuf {
     static A: OnceLock<PathBuf> = OnceLock::new();
     A.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("berth-it-image-{}", std::process::id()));
+        let dir = busybox_dir();
         std::fs::create_dir_all(&dir).unwrap();
+        // Statics are never dropped: remove the folder when the test binary exits.
+        // SAFETY: registers a plain extern "C" function without arguments.
+        unsafe { libc::atexit(remove_busybox_dir) };
         let out = dir.join("busybox.tar");
         let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/make-busybox-image.sh");
-        let st = Command::new("bash").arg(script).arg(&out).arg("busybox:latest").status().expect("make image");
+        let st = Command::new("bash")
+            .arg(script)
+            .arg(&out)
+            .arg("busybox:latest")
+            .status()
+            .expect("make image");
         assert!(st.success(), "making the busybox image failed");
         out
     })
@@ -209,8 +257,17 @@ impl Berthd {
         )
         .unwrap();
         let sock = dir.path().join("state/berth.sock");
-        let env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
-        let mut d = Berthd { dir, sock, child: None, config, env };
+        let env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut d = Berthd {
+            dir,
+            sock,
+            child: None,
+            config,
+            env,
+        };
         d.restart();
         d
     }
@@ -226,13 +283,22 @@ impl Berthd {
     pub fn restart(&mut self) {
         let mut cmd = Command::new(bin_dir().join("berthd"));
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
-        cmd.arg("--config").arg(&self.config).stdout(Stdio::null()).stderr(
-            std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("berthd.log")).unwrap(),
-        );
+        cmd.arg("--config")
+            .arg(&self.config)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("berthd.log"))
+                    .unwrap(),
+            );
         self.child = Some(spawn_tied(cmd).expect("start berthd"));
         let sock = self.sock.clone();
         let me = &*self;
-        wait_until("berthd answering", Duration::from_secs(20), || sock.exists() && me.berth(&["version"]).status.success());
+        wait_until("berthd answering", Duration::from_secs(20), || {
+            sock.exists() && me.berth(&["version"]).status.success()
+        });
     }
 
     /// Kills berthd with SIGKILL, as a crash would.
@@ -269,36 +335,59 @@ impl Berthd {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin_dir().join("berth"));
-        c.arg("--address").arg(format!("unix://{}", self.sock.display()));
+        c.arg("--address")
+            .arg(format!("unix://{}", self.sock.display()));
         c
     }
 
     pub fn berth(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).stdin(Stdio::null()).output().expect("run berth")
+        self.cmd()
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run berth")
     }
 
     /// Runs berth and returns stdout, asserting success.
     pub fn ok(&self, args: &[&str]) -> String {
         let o = self.berth(args);
-        assert!(o.status.success(), "berth {args:?} failed ({}): {}{}", o.status, String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "berth {args:?} failed ({}): {}{}",
+            o.status,
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     /// Runs berth expecting failure; returns (exit code, stderr).
     pub fn fails(&self, args: &[&str]) -> (i32, String) {
         let o = self.berth(args);
-        assert!(!o.status.success(), "berth {args:?} should have failed: {}", String::from_utf8_lossy(&o.stdout));
-        (o.status.code().unwrap_or(-1), String::from_utf8_lossy(&o.stderr).into_owned())
+        assert!(
+            !o.status.success(),
+            "berth {args:?} should have failed: {}",
+            String::from_utf8_lossy(&o.stdout)
+        );
+        (
+            o.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&o.stderr).into_owned(),
+        )
     }
 
     /// Kills the shims and containers this instance started.
     fn kill_shims(&self) {
         let tasks = self.state().join("tasks");
-        let Ok(nss) = std::fs::read_dir(&tasks) else { return };
+        let Ok(nss) = std::fs::read_dir(&tasks) else {
+            return;
+        };
         for ns in nss.flatten() {
             for t in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
                 for f in ["init.pid", "shim.pid"] {
-                    if let Some(pid) = std::fs::read_to_string(t.path().join(f)).ok().and_then(|s| s.trim().parse::<i32>().ok()) {
+                    if let Some(pid) = std::fs::read_to_string(t.path().join(f))
+                        .ok()
+                        .and_then(|s| s.trim().parse::<i32>().ok())
+                    {
                         // SAFETY: kill(2) with a pid read from our own state folder.
                         unsafe { libc::kill(pid, libc::SIGKILL) };
                     }

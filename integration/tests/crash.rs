@@ -9,8 +9,15 @@ use std::time::Duration;
 mod sha2_free {
     /// sha256 of a file with the system's sha256sum, so the check is independent of berth.
     pub fn sha256_file(p: &std::path::Path) -> String {
-        let o = std::process::Command::new("sha256sum").arg(p).output().expect("sha256sum");
-        String::from_utf8_lossy(&o.stdout).split_whitespace().next().unwrap_or("").to_string()
+        let o = std::process::Command::new("sha256sum")
+            .arg(p)
+            .output()
+            .expect("sha256sum");
+        String::from_utf8_lossy(&o.stdout)
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .to_string()
     }
 }
 
@@ -28,10 +35,14 @@ fn kill_9_during_a_burst_of_writes() {
         let mut kids = Vec::new();
         for i in 0..6 {
             let mut c = d.cmd();
-            c.args(["pull", "-q", &format!("{}/burst{i}:latest", reg.addr)]).stdout(Stdio::null()).stderr(Stdio::null());
+            c.args(["pull", "-q", &format!("{}/burst{i}:latest", reg.addr)])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
             kids.push(c.spawn().unwrap());
             let mut c = d.cmd();
-            c.args(["run", "--rm", &first, "true"]).stdout(Stdio::null()).stderr(Stdio::null());
+            c.args(["run", "--rm", &first, "true"])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
             kids.push(c.spawn().unwrap());
         }
         std::thread::sleep(Duration::from_millis(150 + 100 * round));
@@ -47,10 +58,18 @@ fn kill_9_during_a_burst_of_writes() {
         let blobs = d.root().join("image/content/blobs/sha256");
         for b in std::fs::read_dir(&blobs).unwrap().flatten() {
             let name = b.file_name().to_string_lossy().into_owned();
-            assert_eq!(sha256_file(&b.path()), name, "blob {name} is not whole after kill -9");
+            assert_eq!(
+                sha256_file(&b.path()),
+                name,
+                "blob {name} is not whole after kill -9"
+            );
         }
         let ingest = d.root().join("image/content/ingest");
-        assert_eq!(std::fs::read_dir(&ingest).map(|r| r.count()).unwrap_or(0), 0, "half-written blobs remain");
+        assert_eq!(
+            std::fs::read_dir(&ingest).map(|r| r.count()).unwrap_or(0),
+            0,
+            "half-written blobs remain"
+        );
     }
     // after the dust settles, every tag pulls and runs
     for i in 0..6 {

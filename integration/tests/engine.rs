@@ -52,20 +52,32 @@ fn pull_list_and_inspect() {
     e.d.ok(&["pull", &r]);
     let ls = e.d.ok(&["image", "ls"]);
     assert!(ls.lines().next().unwrap().starts_with("REPOSITORY"), "{ls}");
-    assert!(ls.lines().any(|l| l.contains("ubuntu") && l.contains("14.04")), "{ls}");
+    assert!(
+        ls.lines()
+            .any(|l| l.contains("ubuntu") && l.contains("14.04")),
+        "{ls}"
+    );
     let ids = e.d.ok(&["images", "-q"]);
-    assert!(ids.lines().all(|l| l.len() == 12 && l.bytes().all(|b| b.is_ascii_hexdigit())), "{ids}");
+    assert!(
+        ids.lines()
+            .all(|l| l.len() == 12 && l.bytes().all(|b| b.is_ascii_hexdigit())),
+        "{ids}"
+    );
     let js: serde_json::Value = serde_json::from_str(&e.d.ok(&["image", "inspect", &r])).unwrap();
     let i = &js[0];
     assert_eq!(i["Config"]["Cmd"], serde_json::json!(["/bin/sh"]));
     assert!(i["Id"].as_str().unwrap().starts_with("sha256:"));
     // both tags name the same image, so both are its RepoTags, as Docker shows them
     let tags = i["RepoTags"].as_array().unwrap();
-    assert!(tags.contains(&serde_json::json!(r)) && tags.contains(&serde_json::json!(e.img)), "{tags:?}");
+    assert!(
+        tags.contains(&serde_json::json!(r)) && tags.contains(&serde_json::json!(e.img)),
+        "{tags:?}"
+    );
     assert!(i["RepoDigests"][0].as_str().unwrap().contains("@sha256:"));
     assert_eq!(i["RootFS"]["Layers"].as_array().unwrap().len(), 1);
     // both names share one image id, and the layer was unpacked once
-    let id2: serde_json::Value = serde_json::from_str(&e.d.ok(&["image", "inspect", &e.img])).unwrap();
+    let id2: serde_json::Value =
+        serde_json::from_str(&e.d.ok(&["image", "inspect", &e.img])).unwrap();
     assert_eq!(id2[0]["Id"], i["Id"]);
 }
 
@@ -75,19 +87,26 @@ fn bad_references_and_missing_images_are_clear_errors() {
     let (code, err) = e.d.fails(&["pull", "UPPER/Case::bad"]);
     assert_eq!(code, 125);
     assert!(err.contains("invalid reference format"), "{err}");
-    let (_, err) = e.d.fails(&["pull", &format!("{}/nothing-here:1", e.reg.addr)]);
+    let (_, err) =
+        e.d.fails(&["pull", &format!("{}/nothing-here:1", e.reg.addr)]);
     assert!(err.contains("not found"), "{err}");
     let (_, err) = e.d.fails(&["image", "inspect", "no-such-image"]);
     assert!(err.contains("No such image"), "{err}");
     let port = berth_integration::free_port();
     let (_, err) = e.d.fails(&["pull", &format!("127.0.0.1:{port}/x:1")]);
-    assert!(err.to_lowercase().contains("127.0.0.1") && err.contains("reach"), "{err}");
+    assert!(
+        err.to_lowercase().contains("127.0.0.1") && err.contains("reach"),
+        "{err}"
+    );
 }
 
 #[test]
 fn run_relays_output_and_exit_codes() {
     let e = env_or_skip!();
-    assert_eq!(run_out(e, &[&e.img, "echo", "hello-berth"]).1, "hello-berth\n");
+    assert_eq!(
+        run_out(e, &[&e.img, "echo", "hello-berth"]).1,
+        "hello-berth\n"
+    );
     assert_eq!(run_out(e, &[&e.img, "sh", "-c", "exit 7"]).0, 7);
     let (code, _, err) = run_out(e, &[&e.img, "/no/such/binary"]);
     assert_eq!(code, 127, "{err}");
@@ -106,19 +125,57 @@ fn run_relays_output_and_exit_codes() {
 fn containers_are_isolated() {
     let e = env_or_skip!();
     assert_eq!(run_out(e, &[&e.img, "sh", "-c", "echo $$"]).1, "1\n");
-    assert_eq!(run_out(e, &["--hostname", "myhost", &e.img, "hostname"]).1, "myhost\n");
-    let probe = format!("test -e {} && echo leaked || echo isolated", e.d.dir.path().display());
+    assert_eq!(
+        run_out(e, &["--hostname", "myhost", &e.img, "hostname"]).1,
+        "myhost\n"
+    );
+    let probe = format!(
+        "test -e {} && echo leaked || echo isolated",
+        e.d.dir.path().display()
+    );
     assert_eq!(run_out(e, &[&e.img, "sh", "-c", &probe]).1, "isolated\n");
     // only sh (pid 1) and ps itself: ps writes to a file so no pipeline races with it
-    let ps = run_out(e, &[&e.img, "sh", "-c", "ps -o pid,comm > /tmp/ps; cat /tmp/ps"]).1;
-    assert_eq!(ps.lines().skip(1).map(|l| l.split_whitespace().collect::<Vec<_>>().join(" ")).collect::<Vec<_>>(), ["1 sh", "2 ps"], "{ps}");
-    assert_eq!(run_out(e, &[&e.img, "sh", "-c", "ls /sys/class/net"]).1, "lo\n");
+    let ps = run_out(
+        e,
+        &[&e.img, "sh", "-c", "ps -o pid,comm > /tmp/ps; cat /tmp/ps"],
+    )
+    .1;
+    assert_eq!(
+        ps.lines()
+            .skip(1)
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect::<Vec<_>>(),
+        ["1 sh", "2 ps"],
+        "{ps}"
+    );
+    assert_eq!(
+        run_out(e, &[&e.img, "sh", "-c", "ls /sys/class/net"]).1,
+        "lo\n"
+    );
     // the default capability set has no CAP_SYS_ADMIN: mounting fails
-    assert_ne!(run_out(e, &[&e.img, "mount", "-t", "tmpfs", "x", "/mnt"]).0, 0);
+    assert_ne!(
+        run_out(e, &[&e.img, "mount", "-t", "tmpfs", "x", "/mnt"]).0,
+        0
+    );
     // /proc/kcore is masked, /proc/sys is read-only
-    assert_ne!(run_out(e, &[&e.img, "sh", "-c", "echo 1 > /proc/sys/kernel/domainname"]).0, 0);
+    assert_ne!(
+        run_out(
+            e,
+            &[&e.img, "sh", "-c", "echo 1 > /proc/sys/kernel/domainname"]
+        )
+        .0,
+        0
+    );
     // a device node made inside cannot open the host's disk
-    let (code, _, _) = run_out(e, &[&e.img, "sh", "-c", "mknod /tmp/sda b 8 0 && head -c1 /tmp/sda"]);
+    let (code, _, _) = run_out(
+        e,
+        &[
+            &e.img,
+            "sh",
+            "-c",
+            "mknod /tmp/sda b 8 0 && head -c1 /tmp/sda",
+        ],
+    );
     assert_ne!(code, 0);
     let status = run_out(e, &[&e.img, "grep", "NoNewPrivs", "/proc/self/status"]).1;
     assert!(status.contains('1'), "{status}");
@@ -127,14 +184,31 @@ fn containers_are_isolated() {
 #[test]
 fn env_workdir_user_and_stdin() {
     let e = env_or_skip!();
-    assert_eq!(run_out(e, &["-e", "V=42", &e.img, "sh", "-c", "echo v=$V"]).1, "v=42\n");
+    assert_eq!(
+        run_out(e, &["-e", "V=42", &e.img, "sh", "-c", "echo v=$V"]).1,
+        "v=42\n"
+    );
     assert_eq!(run_out(e, &["-w", "/tmp", &e.img, "pwd"]).1, "/tmp\n");
-    assert_eq!(run_out(e, &["-w", "/new/dir", &e.img, "pwd"]).1, "/new/dir\n");
-    assert_eq!(run_out(e, &["--user", "nobody", &e.img, "id", "-u"]).1, "65534\n");
-    assert_eq!(run_out(e, &["--user", "1234:5678", &e.img, "id"]).1.trim(), "uid=1234 gid=5678 groups=5678");
-    assert_eq!(run_out(e, &["--entrypoint", "echo", &e.img, "a", "b"]).1, "a b\n");
+    assert_eq!(
+        run_out(e, &["-w", "/new/dir", &e.img, "pwd"]).1,
+        "/new/dir\n"
+    );
+    assert_eq!(
+        run_out(e, &["--user", "nobody", &e.img, "id", "-u"]).1,
+        "65534\n"
+    );
+    assert_eq!(
+        run_out(e, &["--user", "1234:5678", &e.img, "id"]).1.trim(),
+        "uid=1234 gid=5678 groups=5678"
+    );
+    assert_eq!(
+        run_out(e, &["--entrypoint", "echo", &e.img, "a", "b"]).1,
+        "a b\n"
+    );
     let mut c = e.d.cmd();
-    c.args(["run", "--rm", "-i", &e.img, "cat"]).stdin(Stdio::piped()).stdout(Stdio::piped());
+    c.args(["run", "--rm", "-i", &e.img, "cat"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
     let mut child = c.spawn().unwrap();
     use std::io::Write;
     child.stdin.take().unwrap().write_all(b"piped\n").unwrap();
@@ -142,7 +216,19 @@ fn env_workdir_user_and_stdin() {
     assert_eq!(String::from_utf8_lossy(&o.stdout), "piped\n");
     // writes stay in the container's own layer
     e.d.ok(&["run", "--rm", &e.img, "touch", "/scratch"]);
-    assert_eq!(run_out(e, &[&e.img, "sh", "-c", "test -e /scratch && echo dirty || echo clean"]).1, "clean\n");
+    assert_eq!(
+        run_out(
+            e,
+            &[
+                &e.img,
+                "sh",
+                "-c",
+                "test -e /scratch && echo dirty || echo clean"
+            ]
+        )
+        .1,
+        "clean\n"
+    );
 }
 
 #[test]
@@ -150,12 +236,47 @@ fn cgroup_limits_hold() {
     let e = env_or_skip!();
     let mem = run_out(e, &["--memory", "32m", &e.img, "sh", "-c", "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"]).1;
     assert_eq!(mem.trim(), "33554432");
-    let (code, _, _) = run_out(e, &["--memory", "32m", &e.img, "sh", "-c", "dd if=/dev/zero bs=1M count=200 | cat >/dev/shm/x; tail /dev/zero"]);
+    let (code, _, _) = run_out(
+        e,
+        &[
+            "--memory",
+            "32m",
+            &e.img,
+            "sh",
+            "-c",
+            "dd if=/dev/zero bs=1M count=200 | cat >/dev/shm/x; tail /dev/zero",
+        ],
+    );
     assert_eq!(code, 137);
-    let pids = run_out(e, &["--pids-limit", "8", &e.img, "sh", "-c", "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max"]).1;
+    let pids = run_out(
+        e,
+        &[
+            "--pids-limit",
+            "8",
+            &e.img,
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/pids.max 2>/dev/null || cat /sys/fs/cgroup/pids/pids.max",
+        ],
+    )
+    .1;
     assert_eq!(pids.trim(), "8");
-    let cpu = run_out(e, &["--cpus", "0.5", &e.img, "sh", "-c", "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us"]).1;
-    assert!(cpu.trim() == "50000" || cpu.starts_with("50000 100000"), "{cpu}");
+    let cpu = run_out(
+        e,
+        &[
+            "--cpus",
+            "0.5",
+            &e.img,
+            "sh",
+            "-c",
+            "cat /sys/fs/cgroup/cpu.max 2>/dev/null || cat /sys/fs/cgroup/cpu/cpu.cfs_quota_us",
+        ],
+    )
+    .1;
+    assert!(
+        cpu.trim() == "50000" || cpu.starts_with("50000 100000"),
+        "{cpu}"
+    );
 }
 
 #[test]
@@ -172,10 +293,17 @@ fn a_terminal_with_dash_t() {
         e.img
     );
     let mut c = Command::new("timeout");
-    c.args(["30", "script", "-qec", &cmd, "/dev/null"]).stdin(Stdio::piped()).stdout(Stdio::piped());
+    c.args(["30", "script", "-qec", &cmd, "/dev/null"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped());
     let mut child = c.spawn().unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(b"echo inside-$((1+1)); tty; exit\n").unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"echo inside-$((1+1)); tty; exit\n")
+        .unwrap();
     let o = child.wait_with_output().unwrap();
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("inside-2"), "{out}");
@@ -189,7 +317,15 @@ fn a_blob_with_the_wrong_digest_is_refused() {
     reg.push_busybox("corrupt:1");
     let r = format!("{}/corrupt:1", reg.addr);
     // find the layer through the registry's API and swap its bytes on disk
-    let out = Command::new("skopeo").args(["inspect", "--raw", "--tls-verify=false", &format!("docker://{r}")]).output().unwrap();
+    let out = Command::new("skopeo")
+        .args([
+            "inspect",
+            "--raw",
+            "--tls-verify=false",
+            &format!("docker://{r}"),
+        ])
+        .output()
+        .unwrap();
     let m: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let layer = m["layers"][0]["digest"].as_str().unwrap().to_string();
     let data = reg.blob_data(&layer);
@@ -200,7 +336,13 @@ fn a_blob_with_the_wrong_digest_is_refused() {
     assert_eq!(code, 125);
     assert!(err.contains("digest"), "{err}");
     let hex = layer.trim_start_matches("sha256:");
-    assert!(!d.root().join("image/content/blobs/sha256").join(hex).exists(), "a corrupt blob became visible");
+    assert!(
+        !d.root()
+            .join("image/content/blobs/sha256")
+            .join(hex)
+            .exists(),
+        "a corrupt blob became visible"
+    );
     assert!(!d.ok(&["images"]).contains("corrupt"));
 }
 
@@ -211,5 +353,8 @@ fn import_an_oci_archive_and_run_it() {
     let archive = berth_integration::busybox_archive();
     let out = d.ok(&["image", "import", archive.to_str().unwrap()]);
     assert!(out.contains("busybox:latest"), "{out}");
-    assert_eq!(d.ok(&["run", "--rm", "busybox", "echo", "imported"]), "imported\n");
+    assert_eq!(
+        d.ok(&["run", "--rm", "busybox", "echo", "imported"]),
+        "imported\n"
+    );
 }

@@ -13,12 +13,22 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const PACKAGES: &[&str] = &["grpcio", "grpcio-tools", "grpcio-health-checking", "grpcio-reflection"];
+const PACKAGES: &[&str] = &[
+    "grpcio",
+    "grpcio-tools",
+    "grpcio-health-checking",
+    "grpcio-reflection",
+];
 const IMPORTS: &str = "import grpc, grpc_tools.protoc, grpc_health.v1.health_pb2, grpc_reflection.v1alpha.reflection_pb2";
 
 /// Runs `cmd` with a time limit; None when it could not start or took too long (then killed).
 fn run_for(mut cmd: Command, limit: Duration) -> Option<Output> {
-    let mut child = cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().ok()?;
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .ok()?;
     // Drain the pipes on threads so a chatty child cannot block on a full pipe.
     let mut out = child.stdout.take()?;
     let mut err = child.stderr.take()?;
@@ -44,7 +54,11 @@ fn run_for(mut cmd: Command, limit: Duration) -> Option<Output> {
             }
         }
     };
-    Some(Output { status, stdout: t_out.join().unwrap_or_default(), stderr: t_err.join().unwrap_or_default() })
+    Some(Output {
+        status,
+        stdout: t_out.join().unwrap_or_default(),
+        stderr: t_err.join().unwrap_or_default(),
+    })
 }
 
 fn tail(b: &[u8]) -> String {
@@ -56,7 +70,9 @@ fn tail(b: &[u8]) -> String {
 /// A Python with grpcio, grpcio-tools, grpcio-health-checking and grpcio-reflection, or the
 /// reason there is none.
 fn python_with_grpc() -> Result<PathBuf, String> {
-    let venv = std::env::var_os("BERTH_PYENV").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/cache/berth-ci/pyenv"));
+    let venv = std::env::var_os("BERTH_PYENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/berth-ci/pyenv"));
     let python = venv.join("bin/python");
     let usable = |py: &Path| {
         let mut c = Command::new(py);
@@ -70,9 +86,11 @@ fn python_with_grpc() -> Result<PathBuf, String> {
         return Err("python3 is not installed".into());
     }
     let parent = venv.parent().ok_or("BERTH_PYENV has no parent folder")?;
-    std::fs::create_dir_all(parent).map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
+    std::fs::create_dir_all(parent)
+        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
     // One installer at a time, should several test binaries get here together.
-    let lock = File::create(parent.join(".pyenv.lock")).map_err(|e| format!("cannot lock {}: {e}", parent.display()))?;
+    let lock = File::create(parent.join(".pyenv.lock"))
+        .map_err(|e| format!("cannot lock {}: {e}", parent.display()))?;
     // SAFETY: flock(2) on a descriptor we own; released when `lock` is closed.
     unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
     if usable(&python) {
@@ -82,31 +100,51 @@ fn python_with_grpc() -> Result<PathBuf, String> {
     c.args(["-m", "venv", "--clear"]).arg(&venv);
     match run_for(c, Duration::from_secs(120)) {
         Some(o) if o.status.success() => {}
-        Some(o) => return Err(format!("python3 -m venv failed (apt-get install python3-venv?): {}", tail(&o.stderr))),
+        Some(o) => {
+            return Err(format!(
+                "python3 -m venv failed (apt-get install python3-venv?): {}",
+                tail(&o.stderr)
+            ))
+        }
         None => return Err("python3 -m venv did not finish".into()),
     }
     let mut c = Command::new(&python);
-    c.args(["-m", "pip", "install", "-q", "--disable-pip-version-check"]).args(PACKAGES);
+    c.args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
+        .args(PACKAGES);
     match run_for(c, Duration::from_secs(600)) {
         Some(o) if o.status.success() => {}
         Some(o) => {
             let _ = std::fs::remove_dir_all(&venv);
-            return Err(format!("pip cannot install {}: {}", PACKAGES.join(" "), tail(&o.stderr)));
+            return Err(format!(
+                "pip cannot install {}: {}",
+                PACKAGES.join(" "),
+                tail(&o.stderr)
+            ));
         }
         None => {
             let _ = std::fs::remove_dir_all(&venv);
-            return Err(format!("pip install {} did not finish in 10 minutes", PACKAGES.join(" ")));
+            return Err(format!(
+                "pip install {} did not finish in 10 minutes",
+                PACKAGES.join(" ")
+            ));
         }
     }
     if usable(&python) {
         Ok(python)
     } else {
-        Err(format!("{} cannot import the gRPC packages after pip install", python.display()))
+        Err(format!(
+            "{} cannot import the gRPC packages after pip install",
+            python.display()
+        ))
     }
 }
 
 fn strs(v: &Value) -> Vec<String> {
-    v.as_array().into_iter().flatten().filter_map(|s| s.as_str().map(str::to_string)).collect()
+    v.as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|s| s.as_str().map(str::to_string))
+        .collect()
 }
 
 #[test]
@@ -139,7 +177,8 @@ fn python_grpc_client_health_reflection_version_and_namespaces() {
         .arg(stubs.path())
         .args(["--ns", "default", "--ns", "other", "--ns", "third"])
         .env("PYTHONDONTWRITEBYTECODE", "1");
-    let o = run_for(c, Duration::from_secs(120)).expect("the Python client did not finish within 2 minutes");
+    let o = run_for(c, Duration::from_secs(120))
+        .expect("the Python client did not finish within 2 minutes");
     assert!(
         o.status.success(),
         "the Python client failed ({}):\n{}\nberthd's log:\n{}",
@@ -147,8 +186,12 @@ fn python_grpc_client_health_reflection_version_and_namespaces() {
         String::from_utf8_lossy(&o.stderr),
         d.log()
     );
-    let r: Value = serde_json::from_slice(&o.stdout)
-        .unwrap_or_else(|e| panic!("the Python client's output is not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)));
+    let r: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the Python client's output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    });
     let all = serde_json::to_string_pretty(&r).unwrap();
 
     // A stock grpcio channel to `unix:PATH` sends the percent-encoded path as :authority, which
@@ -179,16 +222,25 @@ fn python_grpc_client_health_reflection_version_and_namespaces() {
         "berth.registry.v1.Registry",
         "grpc.health.v1.Health",
     ] {
-        assert!(services.contains(&s.to_string()), "reflection does not list {s}: {all}");
+        assert!(
+            services.contains(&s.to_string()),
+            "reflection does not list {s}: {all}"
+        );
     }
     let methods = strs(&r["reflection_v1"]["images_methods"]);
     for m in ["Get", "List", "Inspect", "Pull", "Delete", "Import"] {
-        assert!(methods.contains(&m.to_string()), "reflection's descriptor of Images lacks {m}: {all}");
+        assert!(
+            methods.contains(&m.to_string()),
+            "reflection's descriptor of Images lacks {m}: {all}"
+        );
     }
     if r["reflection_v1alpha"].get("error").is_some() {
         // Python's grpc_reflection client (ProtoReflectionDescriptorDatabase) and older tools
         // speak only v1alpha; berthd serves v1 alone for now.
-        eprintln!("NOTE: berthd does not serve grpc.reflection.v1alpha: {}", r["reflection_v1alpha"]);
+        eprintln!(
+            "NOTE: berthd does not serve grpc.reflection.v1alpha: {}",
+            r["reflection_v1alpha"]
+        );
     }
 
     // Version, through stubs generated from proto/.
@@ -196,20 +248,48 @@ fn python_grpc_client_health_reflection_version_and_namespaces() {
     assert_eq!(r["version"]["os"], "linux", "{all}");
     let hosted = strs(&r["version"]["services"]);
     for s in ["image", "snapshot", "runtime", "registry"] {
-        assert!(hosted.contains(&s.to_string()), "Version does not list the {s} service: {all}");
+        assert!(
+            hosted.contains(&s.to_string()),
+            "Version does not list the {s} service: {all}"
+        );
     }
 
     // Images.List: no metadata means `default`, where the CLI pulled the image.
     let list = &r["list"];
     let names = strs(&list["(no metadata)"]["names"]);
-    assert_eq!(names, vec![img.clone()], "a call without berth-namespace should see what the CLI pulled into default: {all}");
+    assert_eq!(
+        names,
+        vec![img.clone()],
+        "a call without berth-namespace should see what the CLI pulled into default: {all}"
+    );
     let ids = strs(&list["(no metadata)"]["ids"]);
-    assert_eq!(ids, vec![cli_id.trim().to_string()], "the image id seen from Python differs from `berth images -q --no-trunc`: {all}");
-    assert_eq!(list["(no metadata)"], list["default"], "no metadata and `default` differ: {all}");
-    assert!(list["other"].get("error").is_none(), "listing namespace other failed: {all}");
-    assert_eq!(strs(&list["other"]["names"]), Vec::<String>::new(), "namespace other should be empty: {all}");
-    assert_eq!(strs(&list["third"]["names"]), vec![img.clone()], "namespace third should hold the image: {all}");
-    assert_eq!(list["(invalid)"]["error"], "INVALID_ARGUMENT", "a malformed namespace must be refused: {all}");
+    assert_eq!(
+        ids,
+        vec![cli_id.trim().to_string()],
+        "the image id seen from Python differs from `berth images -q --no-trunc`: {all}"
+    );
+    assert_eq!(
+        list["(no metadata)"], list["default"],
+        "no metadata and `default` differ: {all}"
+    );
+    assert!(
+        list["other"].get("error").is_none(),
+        "listing namespace other failed: {all}"
+    );
+    assert_eq!(
+        strs(&list["other"]["names"]),
+        Vec::<String>::new(),
+        "namespace other should be empty: {all}"
+    );
+    assert_eq!(
+        strs(&list["third"]["names"]),
+        vec![img.clone()],
+        "namespace third should hold the image: {all}"
+    );
+    assert_eq!(
+        list["(invalid)"]["error"], "INVALID_ARGUMENT",
+        "a malformed namespace must be refused: {all}"
+    );
 
     // Errors map to proper codes for other languages too.
     assert_eq!(r["get_missing"], "NOT_FOUND", "{all}");

@@ -68,7 +68,12 @@ pub fn inject_trace_context(md: &mut MetadataMap) {
 /// Used as the server's `trace_fn`.
 pub fn server_span(req: &http::Request<()>) -> tracing::Span {
     let path = req.uri().path();
-    let span = tracing::info_span!("rpc", rpc.method = %path, otel.kind = "server");
+    let span = tracing::info_span!(
+        "rpc",
+        otel.name = %path.trim_start_matches('/'),
+        rpc.method = %path,
+        otel.kind = "server"
+    );
     let parent = opentelemetry::global::get_text_map_propagator(|p| {
         p.extract(&HeaderExtractor(req.headers()))
     });

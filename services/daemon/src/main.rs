@@ -91,16 +91,24 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
     let hosts = |s: &str| services.iter().any(|x| x == s);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(berth_api::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    // Reflection v1, and v1alpha for the many tools that still speak only that.
+    let reflection_builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(berth_api::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection = reflection_builder()
         .build_v1()
+        .context("server reflection")?;
+    let reflection_alpha = reflection_builder()
+        .build_v1alpha()
         .context("server reflection")?;
 
     let mut router = Server::builder()
         .trace_fn(server_span)
         .add_service(health)
         .add_service(reflection)
+        .add_service(reflection_alpha)
         .add_service(version::serve(services.clone()));
 
     if hosts("registry") {

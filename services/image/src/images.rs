@@ -277,10 +277,10 @@ impl ImageStore {
                     l.clone(),
                     tx.clone(),
                 );
-                tokio::spawn(async move {
+                tokio::spawn(tracing::Instrument::in_current_span(async move {
                     let _permit = limit.acquire_owned().await;
                     store.fetch_blob(&ns, &reference, &l, &tx).await
-                })
+                }))
             })
             .collect();
         for f in fetches {

@@ -154,7 +154,7 @@ impl api::images_server::Images for ImagesService {
         }
         let (tx, rx) = mpsc::channel(64);
         let store = self.store.clone();
-        tokio::spawn(async move {
+        tokio::spawn(tracing::Instrument::in_current_span(async move {
             let r = store
                 .import(
                     &ns,
@@ -179,7 +179,7 @@ impl api::images_server::Images for ImagesService {
                     let _ = tx.send(Err(e.into())).await;
                 }
             }
-        });
+        }));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 }
