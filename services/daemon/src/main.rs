@@ -132,6 +132,15 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
         router = router.add_service(images).add_service(content);
     }
     if hosts("runtime") {
+        // Shims detach from berthd; as a subreaper it adopts them and reaps them when they
+        // end, instead of leaving zombies to an init that may not reap.
+        // SAFETY: prctl with integer arguments only.
+        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+            tracing::warn!(
+                "cannot become a child subreaper: {}",
+                std::io::Error::last_os_error()
+            );
+        }
         let (containers, tasks) = berth_runtime::serve(
             &config.root.join("runtime"),
             &config.state,

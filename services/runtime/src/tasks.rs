@@ -123,7 +123,13 @@ impl Runtime {
         }
         let answer = match self.shim(ns, id).call_ok(&ShimRequest::State).await? {
             Some(a) => a,
-            None => return self.stopped_without_shim(&bundle).map(Some),
+            None => {
+                // A shim that died is reaped here, so no zombie is left behind.
+                if let Some(pid) = bundle.shim_pid() {
+                    shim_gone(nix::unistd::Pid::from_raw(pid));
+                }
+                return self.stopped_without_shim(&bundle).map(Some);
+            }
         };
         let status = answer.status.unwrap_or(ShimStatus::Running);
         let mut exit = answer.exit_status().cloned();
@@ -369,11 +375,29 @@ async fn remove_bundle(bundle: Bundle) -> Result<()> {
 /// Waits (briefly) until process `pid` is gone, so its files can be removed after it.
 async fn wait_for_exit(pid: i32) {
     let pid = nix::unistd::Pid::from_raw(pid);
-    for _ in 0..40 {
-        if nix::sys::signal::kill(pid, None).is_err() {
+    for _ in 0..400 {
+        if shim_gone(pid) {
             return;
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Whether a shim process has ended. berthd is a child subreaper, so a shim it started is
+/// its child and is reaped here; a shim from before a restart of berthd belongs to another
+/// parent, and counts as gone once it is a zombie.
+fn shim_gone(pid: nix::unistd::Pid) -> bool {
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+    match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+        Ok(WaitStatus::StillAlive) => false,
+        Ok(_) => true,
+        Err(_) => match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+            Err(_) => true,
+            // The state follows the command name in parentheses.
+            Ok(stat) => stat
+                .rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
+        },
     }
 }
 
