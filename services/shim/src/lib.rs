@@ -9,6 +9,7 @@ pub mod container;
 pub mod error;
 pub mod logfile;
 pub mod lookup;
+pub mod memory;
 pub mod mounts;
 pub mod protocol;
 pub mod shim;

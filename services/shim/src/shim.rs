@@ -165,6 +165,7 @@ fn daemon(
         Ok((shared, listener)) => {
             let _ = write!(verdict, "0 ");
             drop(verdict);
+            crate::memory::release_setup_pages();
             serve(shared, listener)
         }
         Err(e) => {
@@ -588,7 +589,11 @@ fn serve(shared: Arc<Shared>, listener: UnixListener) -> ! {
         match conn {
             Ok(stream) => {
                 let s = shared.clone();
-                spawn("conn", 256 * 1024, move || handle_conn(s, stream));
+                spawn("conn", 256 * 1024, move || {
+                    handle_conn(s, stream);
+                    // Requests fault code back in (64 KiB at a time); give it back.
+                    crate::memory::release_setup_pages();
+                });
             }
             Err(e) => {
                 crate::log(&format!("accept: {e}"));
