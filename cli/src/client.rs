@@ -39,6 +39,14 @@ impl fmt::Display for Error {
                     "cannot connect to berthd ({detail}); is it running? (see --address)"
                 )
             }
+            Error::Status(s) if s.code() == Code::Unimplemented => write!(
+                f,
+                "the daemon at this address does not host this service (Unimplemented): \
+                 see `berthd --service` and the [services] addresses of its config"
+            ),
+            Error::Status(s) if s.message().is_empty() => {
+                write!(f, "Error response from daemon: {}", s.code())
+            }
             Error::Status(s) => write!(f, "Error response from daemon: {}", s.message()),
         }
     }

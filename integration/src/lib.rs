@@ -237,6 +237,7 @@ pub struct Berthd {
     child: Option<Child>,
     config: PathBuf,
     env: Vec<(String, String)>,
+    args: Vec<String>,
 }
 
 impl Berthd {
@@ -246,6 +247,12 @@ impl Berthd {
 
     /// Like [`Berthd::start`], with extra environment variables for berthd (e.g. `BERTH_LOG`).
     pub fn start_with_env(extra_config: &str, env: &[(&str, &str)]) -> Berthd {
+        Berthd::start_with(extra_config, env, &[])
+    }
+
+    /// Like [`Berthd::start`], with environment variables and command-line arguments
+    /// (e.g. `--service image,runtime`) for berthd.
+    pub fn start_with(extra_config: &str, env: &[(&str, &str)], args: &[&str]) -> Berthd {
         let dir = TempDir::new("berth-it");
         let config = dir.path().join("config.toml");
         std::fs::write(
@@ -267,6 +274,7 @@ impl Berthd {
             child: None,
             config,
             env,
+            args: args.iter().map(|a| a.to_string()).collect(),
         };
         d.restart();
         d
@@ -285,6 +293,7 @@ impl Berthd {
         cmd.envs(self.env.iter().map(|(k, v)| (k, v)));
         cmd.arg("--config")
             .arg(&self.config)
+            .args(&self.args)
             .stdout(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new()
