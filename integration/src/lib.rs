@@ -401,7 +401,33 @@ impl Berthd {
                         unsafe { libc::kill(pid, libc::SIGKILL) };
                     }
                 }
+                // The shims were killed before they could remove their cgroups.
+                let cg = format!(
+                    "berth/{}-{}",
+                    ns.file_name().to_string_lossy(),
+                    t.file_name().to_string_lossy()
+                );
+                remove_cgroups(&cg);
             }
+        }
+    }
+}
+
+/// Removes a cgroup (relative to each hierarchy) on v1 and v2, once its processes are gone.
+fn remove_cgroups(rel: &str) {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir("/sys/fs/cgroup")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|h| h.path().join(rel))
+        .collect();
+    dirs.push(Path::new("/sys/fs/cgroup").join(rel));
+    for d in dirs.into_iter().filter(|d| d.is_dir()) {
+        for _ in 0..50 {
+            if std::fs::remove_dir(&d).is_ok() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
         }
     }
 }
