@@ -1,17 +1,27 @@
 //! Output the way Docker prints it: sizes, ages, ids.
 
-/// Docker's HumanSize: decimal units, at most 4 significant digits ("4.26MB", "125MB").
+/// Docker's HumanSize: decimal units, three significant digits ("4.26MB", "125MB", "2MB").
 pub fn size(bytes: i64) -> String {
     let units = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = bytes.max(0) as f64;
     let mut i = 0;
-    while v >= 1000.0 && i < units.len() - 1 {
+    while v >= 999.5 && i < units.len() - 1 {
         v /= 1000.0;
         i += 1;
     }
-    let s = format!("{v:.4}");
-    let s = if s.len() > 5 { &s[..5] } else { &s[..] };
-    let s = s.trim_end_matches('0').trim_end_matches('.');
+    let decimals = if v >= 99.95 {
+        0
+    } else if v >= 9.995 {
+        1
+    } else {
+        2
+    };
+    let s = format!("{v:.decimals$}");
+    let s = if s.contains('.') {
+        s.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &s
+    };
     format!("{s}{}", units[i])
 }
 
@@ -70,7 +80,10 @@ mod tests {
         assert_eq!(size(999), "999B");
         assert_eq!(size(4_260_000), "4.26MB");
         assert_eq!(size(125_000_000), "125MB");
-        assert_eq!(size(1_234_567), "1.234MB");
+        assert_eq!(size(1_234_567), "1.23MB");
+        assert_eq!(size(2_000_000), "2MB");
+        assert_eq!(size(2_011_000), "2.01MB");
+        assert_eq!(size(999_999), "1MB");
     }
 
     #[test]

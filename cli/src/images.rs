@@ -122,6 +122,12 @@ impl ProgressView {
                 });
                 if p.total > 0 {
                     bar.set_length(p.total as u64);
+                } else {
+                    // Nothing to count (resolving a name): a status line, not a bar.
+                    bar.set_style(
+                        ProgressStyle::with_template("{prefix}: {msg}")
+                            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+                    );
                 }
                 bar.set_position(p.current.max(0) as u64);
                 bar.set_message(label.to_string());
