@@ -1,8 +1,16 @@
 //! The container's cgroup: creation with the spec's resources (cgroups-rs `fs`), membership,
 //! OOM detection, killing and removal. Works on cgroup v1 (including hybrid hosts where
 //! every controller has its own mount, e.g. separate `cpu` and `cpuacct`) and on pure v2.
+//!
+//! Device rules: on v1 through the `devices` controller; on v2 as an eBPF program attached to
+//! the container's cgroup ([`crate::devices_bpf`]). On a hybrid host (v1 controllers plus a
+//! cgroup2 mount such as `/sys/fs/cgroup/unified`) the kernel consults both the v1 devices
+//! cgroup and the programs of the process's cgroup2 cgroup, so the container also gets a
+//! cgroup at the same path in the cgroup2 hierarchy with the program attached: the same rules
+//! enforced twice, and enforced at all where the v1 devices controller is not mounted.
 
-use crate::error::{Error, Result};
+use crate::devices_bpf::{self, DevType, DevicePolicy};
+use crate::error::{Context, Error, Result};
 use cgroups_rs::fs::cpu::CpuController;
 use cgroups_rs::fs::cpuset::CpuSetController;
 use cgroups_rs::fs::devices::{DevicePermissions, DeviceType, DevicesController};
@@ -11,7 +19,7 @@ use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{Cgroup, Controller, MaxValue};
 use cgroups_rs::CgroupPid;
-use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceType, LinuxResources};
+use oci_spec::runtime::LinuxResources;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -32,6 +40,36 @@ pub struct V1Hierarchy {
 /// Whether the host runs the pure cgroup v2 layout (cgroup2 on `/sys/fs/cgroup`).
 pub fn is_v2() -> bool {
     hierarchies::is_cgroup2_unified_mode()
+}
+
+/// Where the cgroup2 hierarchy is mounted: [`V2_ROOT`] on a pure v2 host, usually
+/// `/sys/fs/cgroup/unified` on a hybrid one; `None` when it is not mounted.
+pub fn cgroup2_mount() -> Option<PathBuf> {
+    if is_v2() {
+        return Some(PathBuf::from(V2_ROOT));
+    }
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    parse_cgroup2_mount(&info)
+}
+
+/// The first cgroup2 mount of the hierarchy's root, else the first cgroup2 mount.
+fn parse_cgroup2_mount(mountinfo: &str) -> Option<PathBuf> {
+    let mut first = None;
+    for line in mountinfo.lines() {
+        let Some((pre, post)) = line.split_once(" - ") else {
+            continue;
+        };
+        let pre: Vec<&str> = pre.split(' ').collect();
+        if pre.len() < 5 || post.split(' ').next() != Some("cgroup2") {
+            continue;
+        }
+        let point = PathBuf::from(unescape_mountinfo(pre[4]));
+        if pre[3] == "/" {
+            return Some(point);
+        }
+        first.get_or_insert(point);
+    }
+    first
 }
 
 /// The cgroup v1 hierarchies of this host, from `/proc/self/mountinfo`.
@@ -133,6 +171,20 @@ pub struct ContainerCgroup {
     cg: Cgroup,
     rel: String,
     v2: bool,
+    /// Hybrid hosts: the container's cgroup in the cgroup2 hierarchy, holding the device
+    /// program.
+    unified: Option<Unified>,
+    /// The cgroup2 directory where the device program was attached.
+    program_dir: Option<PathBuf>,
+}
+
+#[derive(Debug)]
+struct Unified {
+    /// `<cgroup2 mount>/<rel>`
+    dir: PathBuf,
+    /// Whether the program there is the only enforcement of the device rules (no v1 devices
+    /// controller), so that failing to place the init there must fail the create.
+    required: bool,
 }
 
 fn cg_err(path: &str, what: &str, e: impl std::fmt::Display) -> Error {
@@ -149,10 +201,12 @@ impl ContainerCgroup {
         let hier = hierarchies::auto();
         let v2 = hier.v2();
         let cg = Cgroup::new(hier, rel).map_err(|e| cg_err(rel, "create", e))?;
-        let this = ContainerCgroup {
+        let mut this = ContainerCgroup {
             cg,
             rel: rel.to_string(),
             v2,
+            unified: None,
+            program_dir: None,
         };
         if let Some(res) = resources {
             if let Err(e) = this.apply(res) {
@@ -167,10 +221,23 @@ impl ContainerCgroup {
     pub fn load(rel: &str) -> Self {
         let hier = hierarchies::auto();
         let v2 = hier.v2();
+        let unified = if v2 {
+            None
+        } else {
+            cgroup2_mount()
+                .map(|m| m.join(rel))
+                .filter(|d| d.is_dir())
+                .map(|dir| Unified {
+                    dir,
+                    required: false,
+                })
+        };
         ContainerCgroup {
             cg: Cgroup::load(hier, rel),
             rel: rel.to_string(),
             v2,
+            program_dir: unified.as_ref().map(|u| u.dir.clone()),
+            unified,
         }
     }
 
@@ -184,12 +251,19 @@ impl ContainerCgroup {
         self.v2
     }
 
+    /// Where the container's device program is attached: its v2 cgroup, or on a hybrid host
+    /// its cgroup in the cgroup2 hierarchy; `None` when there is no program (no device rules,
+    /// or on v1 rules left to the devices controller alone).
+    pub fn device_program_dir(&self) -> Option<&Path> {
+        self.program_dir.as_deref()
+    }
+
     /// Whether the cgroup exists (in at least one hierarchy).
     pub fn exists(&self) -> bool {
         self.cg.exists()
     }
 
-    fn apply(&self, res: &LinuxResources) -> Result<()> {
+    fn apply(&mut self, res: &LinuxResources) -> Result<()> {
         let rel = self.rel.as_str();
         if let Some(mem) = res.memory() {
             let mc: Option<&MemController> = self.cg.controller_of();
@@ -289,33 +363,111 @@ impl ContainerCgroup {
                 .map_err(|e| cg_err(rel, &format!("set pids.max {}", pids.limit()), e))?;
         }
         if let Some(devices) = res.devices() {
+            // Deny all, then each rule, folded as the v1 controller folds them.
+            let policy = DevicePolicy::from_oci(devices).map_err(|e| cg_err(rel, "devices", e))?;
             if self.v2 {
-                // The v2 device controller is an eBPF program; not implemented.
-                if !devices.is_empty() {
-                    crate::log(&format!(
-                        "cgroup /{rel}: device rules are not enforced on cgroup v2"
-                    ));
-                }
+                let dir = Path::new(V2_ROOT).join(rel);
+                devices_bpf::apply(&dir, &policy).map_err(|e| cg_err(rel, "devices", e))?;
+                self.program_dir = Some(dir);
             } else {
                 let dc: Option<&DevicesController> = self.cg.controller_of();
-                if let Some(dc) = dc {
-                    apply_device_rules(dc, devices).map_err(|e| cg_err(rel, "devices", e))?;
-                }
+                let v1_enforced = match dc {
+                    Some(dc) => {
+                        apply_device_policy_v1(dc, &policy)
+                            .map_err(|e| cg_err(rel, "devices", e))?;
+                        true
+                    }
+                    None => false,
+                };
+                self.unified = self.hybrid_device_program(&policy, v1_enforced)?;
+                self.program_dir = self.unified.as_ref().map(|u| u.dir.clone());
             }
         }
         Ok(())
     }
 
-    /// Moves process `pid` (all its threads) into the cgroup.
+    /// Hybrid host: creates the container's cgroup in the cgroup2 hierarchy and attaches the
+    /// device program there (the init joins it in [`ContainerCgroup::add_process`]). Failures
+    /// are fatal only when the v1 devices controller does not enforce the rules already.
+    fn hybrid_device_program(
+        &self,
+        policy: &DevicePolicy,
+        v1_enforced: bool,
+    ) -> Result<Option<Unified>> {
+        let rel = self.rel.as_str();
+        if policy.is_allow_all() {
+            return Ok(None);
+        }
+        let Some(mount) = cgroup2_mount() else {
+            if !v1_enforced {
+                crate::log(&format!(
+                    "cgroup /{rel}: device rules are not enforced: no devices controller and no \
+                     cgroup2 mount"
+                ));
+            }
+            return Ok(None);
+        };
+        let dir = mount.join(rel);
+        let created = !dir.exists();
+        let res = std::fs::create_dir_all(&dir)
+            .ctx(|| format!("create {}", dir.display()))
+            .and_then(|()| devices_bpf::apply(&dir, policy));
+        match res {
+            Ok(()) => Ok(Some(Unified {
+                dir,
+                required: !v1_enforced,
+            })),
+            Err(e) => {
+                if created {
+                    let _ = std::fs::remove_dir(&dir);
+                }
+                if v1_enforced {
+                    crate::log(&format!(
+                        "cgroup /{rel}: no device program in the cgroup2 hierarchy (the v1 \
+                         devices controller enforces the rules): {e}"
+                    ));
+                    Ok(None)
+                } else {
+                    Err(cg_err(rel, "devices", e))
+                }
+            }
+        }
+    }
+
+    /// Moves process `pid` (all its threads) into the cgroup (on a hybrid host with a device
+    /// program, also into the container's cgroup2 cgroup).
     pub fn add_process(&self, pid: i32) -> Result<()> {
         self.cg
             .add_task_by_tgid(CgroupPid::from(pid as u64))
-            .map_err(|e| cg_err(&self.rel, &format!("add process {pid}"), e))
+            .map_err(|e| cg_err(&self.rel, &format!("add process {pid}"), e))?;
+        if let Some(u) = &self.unified {
+            let procs = u.dir.join("cgroup.procs");
+            if let Err(e) = std::fs::write(&procs, pid.to_string()) {
+                let what = format!("add process {pid} to {}", procs.display());
+                if u.required {
+                    return Err(cg_err(&self.rel, &what, e));
+                }
+                crate::log(&format!(
+                    "cgroup /{}: {what}: {e} (the v1 devices controller enforces the rules)",
+                    self.rel
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Host pids of every process in the cgroup.
     pub fn procs(&self) -> Vec<i32> {
-        self.cg.procs().into_iter().map(|p| p.pid as i32).collect()
+        let mut pids: Vec<i32> = self.cg.procs().into_iter().map(|p| p.pid as i32).collect();
+        if let Some(u) = &self.unified {
+            let listed = std::fs::read_to_string(u.dir.join("cgroup.procs")).unwrap_or_default();
+            for pid in listed.lines().filter_map(|l| l.trim().parse::<i32>().ok()) {
+                if !pids.contains(&pid) {
+                    pids.push(pid);
+                }
+            }
+        }
+        pids
     }
 
     /// Sends `signal` to every process in the cgroup.
@@ -353,8 +505,30 @@ impl ContainerCgroup {
             let _ = self.signal_all(nix::sys::signal::Signal::SIGKILL);
             std::thread::sleep(Duration::from_millis(20));
         }
-        self.cg.delete().map_err(|e| cg_err(&self.rel, "remove", e))
+        self.cg
+            .delete()
+            .map_err(|e| cg_err(&self.rel, "remove", e))?;
+        if let Some(u) = &self.unified {
+            remove_dir_when_empty(&u.dir)
+                .map_err(|e| cg_err(&self.rel, &format!("remove {}", u.dir.display()), e))?;
+        }
+        Ok(())
     }
+}
+
+/// rmdir of a cgroup2 cgroup, waiting up to 2 s for its last processes to be gone (EBUSY).
+fn remove_dir_when_empty(dir: &Path) -> std::io::Result<()> {
+    let mut last = None;
+    for _ in 0..100 {
+        match std::fs::remove_dir(dir) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => last = Some(e),
+            Err(e) => return Err(e),
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other("busy")))
 }
 
 /// cgroup v1 `cpu.shares` → v2 `cpu.weight` (the conversion runc and crun use).
@@ -375,31 +549,31 @@ fn parse_oom_kill(s: &str) -> u64 {
         .unwrap_or(0)
 }
 
-fn apply_device_rules(
+/// Writes `policy` to the v1 devices controller: the default (`a *:* rwm`, which also drops
+/// every exception), then each exception. The kernel ends in the state the policy describes,
+/// the same one the v2 program enforces.
+fn apply_device_policy_v1(
     dc: &DevicesController,
-    rules: &[LinuxDeviceCgroup],
+    policy: &DevicePolicy,
 ) -> std::result::Result<(), cgroups_rs::fs::error::Error> {
-    // Deny everything, then apply the spec's rules in order.
-    dc.deny_device(DeviceType::All, -1, -1, &DevicePermissions::all())?;
-    for r in rules {
-        let typ = match r.typ().unwrap_or(LinuxDeviceType::A) {
-            LinuxDeviceType::A => DeviceType::All,
-            LinuxDeviceType::B => DeviceType::Block,
-            LinuxDeviceType::C | LinuxDeviceType::U => DeviceType::Char,
-            LinuxDeviceType::P => continue, // FIFOs are not subject to the device cgroup
+    let all = DevicePermissions::all();
+    if policy.default_allow() {
+        dc.allow_device(DeviceType::All, -1, -1, &all)?;
+    } else {
+        dc.deny_device(DeviceType::All, -1, -1, &all)?;
+    }
+    for (m, access) in policy.exceptions() {
+        let typ = match m.typ {
+            DevType::Block => DeviceType::Block,
+            DevType::Char => DeviceType::Char,
         };
-        let access = r.access().as_deref().unwrap_or("rwm");
-        let perms = if access.is_empty() {
-            DevicePermissions::all()
-        } else {
-            DevicePermissions::from_str(access)?
-        };
-        let major = r.major().unwrap_or(-1);
-        let minor = r.minor().unwrap_or(-1);
-        if r.allow() {
-            dc.allow_device(typ, major, minor, &perms)?;
-        } else {
+        let perms = DevicePermissions::from_str(&access.to_string())?;
+        let major = m.major.map_or(-1, i64::from);
+        let minor = m.minor.map_or(-1, i64::from);
+        if policy.default_allow() {
             dc.deny_device(typ, major, minor, &perms)?;
+        } else {
+            dc.allow_device(typ, major, minor, &perms)?;
         }
     }
     Ok(())
@@ -460,5 +634,22 @@ mod tests {
         );
         assert_eq!(h[0].mount_point, PathBuf::from("/sys/fs/cgroup/cpu"));
         assert_eq!(unescape_mountinfo("/a\\040b"), "/a b");
+        assert_eq!(
+            parse_cgroup2_mount(info),
+            Some(PathBuf::from("/sys/fs/cgroup/unified"))
+        );
+        // A bind of a sub-cgroup does not win over a mount of the root.
+        let info = "\
+50 31 0:38 /x /mnt/sub rw - cgroup2 cgroup2 rw
+41 31 0:38 / /sys/fs/cgroup rw,nosuid - cgroup2 cgroup2 rw,nsdelegate
+";
+        assert_eq!(
+            parse_cgroup2_mount(info),
+            Some(PathBuf::from("/sys/fs/cgroup"))
+        );
+        assert_eq!(
+            parse_cgroup2_mount("35 31 0:32 / /sys/fs/cgroup/memory rw - cgroup cgroup rw,memory"),
+            None
+        );
     }
 }

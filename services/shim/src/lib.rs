@@ -6,6 +6,7 @@
 pub mod bundle;
 pub mod cgroup;
 pub mod container;
+pub mod devices_bpf;
 pub mod error;
 pub mod logfile;
 pub mod lookup;

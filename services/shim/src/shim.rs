@@ -465,8 +465,12 @@ fn create(
     }
     let s = shared.clone();
     spawn("reaper", 64 * 1024, move || reaper(s));
+    let devices = match shared.cgroup.device_program_dir() {
+        Some(dir) => format!(", device program in {}", dir.display()),
+        None => String::new(),
+    };
     crate::log(&format!(
-        "container created: init pid {init_pid}, cgroup /{rel}"
+        "container created: init pid {init_pid}, cgroup /{rel}{devices}"
     ));
     Ok((shared, listener))
 }

@@ -24,7 +24,7 @@ const PIDS_LIMIT: i64 = 64;
 const BUSYBOX: &str = "/usr/bin/busybox";
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "hostname", "ps", "tty", "id", "sleep", "ls", "true", "false", "env",
-    "grep", "head", "pwd", "tr", "tail", "stty", "wc",
+    "grep", "head", "pwd", "tr", "tail", "stty", "wc", "mknod",
 ];
 
 fn can_run() -> bool {
@@ -970,4 +970,102 @@ fn overlay_rootfs_stays_in_the_container() {
     assert!(tmp.join("upper/root/new-file").exists());
     assert!(!tmp.join("image/root/new-file").exists());
     b.delete();
+}
+
+/// A block device of the host (major, minor), preferring a real disk to loop and ram devices.
+fn host_block_device() -> (u32, u32) {
+    let mut found: Vec<(bool, u32, u32)> = std::fs::read_dir("/sys/dev/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let (ma, mi) = name.split_once(':')?;
+            Some((ma.parse::<u32>().ok()?, mi.parse::<u32>().ok()?))
+        })
+        .map(|(ma, mi)| (ma == 7 || ma == 1, ma, mi))
+        .collect();
+    found.sort();
+    found.first().map_or((8, 0), |(_, ma, mi)| (*ma, *mi))
+}
+
+/// A character device outside Docker's allowlist that root can open without any capability
+/// (unlike /dev/kmsg or /dev/mem, which the container's capabilities refuse anyway): the
+/// host's loop-control or fuse device, else 10:237.
+fn host_unlisted_char_device() -> (u32, u32) {
+    use std::os::unix::fs::MetadataExt;
+    ["/dev/loop-control", "/dev/fuse"]
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| (libc::major(m.rdev()), libc::minor(m.rdev())))
+        .next()
+        .unwrap_or((10, 237))
+}
+
+#[test]
+fn device_rules_hold_through_the_cgroup2_program() {
+    if !can_run() {
+        return;
+    }
+    let Some(cgroup2) = berth_shim::cgroup::cgroup2_mount() else {
+        eprintln!("skipping: no cgroup2 mount, so no device program");
+        return;
+    };
+    let (major, minor) = host_block_device();
+    let (cmajor, cminor) = host_unlisted_char_device();
+    println!("block device {major}:{minor}, character device {cmajor}:{cminor}");
+    // `(: < node)` only opens the node, read-only.
+    let script = format!(
+        "echo hi > /dev/null && echo null-ok; \
+         head -c 1 /dev/zero | wc -c; \
+         mknod /dev/tnull c 1 3 && echo hi > /dev/tnull && echo tnull-ok; \
+         mknod /dev/tblk b {major} {minor} && echo mknod-blk-ok; \
+         (: < /dev/tblk) || echo blk-denied; \
+         mknod /dev/tchr c {cmajor} {cminor} && echo mknod-chr-ok; \
+         (: < /dev/tchr) || echo chr-denied"
+    );
+    let b = bundle(&["sh", "-c", &script], Opts::default());
+    b.create_ok();
+    let rel = b.cgroup.trim_start_matches('/');
+    let dir = cgroup2.join(rel);
+    // The init waits for start: its cgroup2 cgroup holds it and berth's program.
+    let progs = berth_shim::devices_bpf::attached_programs(&dir)
+        .unwrap_or_else(|e| panic!("programs of {}: {e}", dir.display()));
+    assert!(
+        progs
+            .iter()
+            .any(|p| p.name == berth_shim::devices_bpf::PROG_NAME),
+        "{progs:?}"
+    );
+    let init_pid = b.call(Request::State).pid.unwrap();
+    let procs = std::fs::read_to_string(dir.join("cgroup.procs")).unwrap();
+    assert!(
+        procs.lines().any(|l| l == init_pid.to_string()),
+        "init {init_pid} not in {}: {procs:?}",
+        dir.display()
+    );
+    // Hybrid host: lift the v1 devices rules, so that what holds below holds through the
+    // cgroup2 program alone.
+    let v1 = Path::new("/sys/fs/cgroup/devices").join(rel);
+    if v1.join("devices.allow").exists() {
+        std::fs::write(v1.join("devices.allow"), "a").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(v1.join("devices.list")).unwrap(),
+            "a *:* rwm\n"
+        );
+        println!("v1 devices rules of {} lifted", v1.display());
+    }
+    let (out, err, exit) = b.run();
+    assert_eq!(exit.exit_code, 0, "out: {out} err: {err}");
+    assert_eq!(
+        out, "null-ok\n1\ntnull-ok\nmknod-blk-ok\nblk-denied\nmknod-chr-ok\nchr-denied\n",
+        "stderr: {err}"
+    );
+    assert_eq!(
+        err.matches("Operation not permitted").count(),
+        2,
+        "stderr: {err}"
+    );
+    b.delete();
+    assert!(!dir.exists(), "{} still exists", dir.display());
 }
