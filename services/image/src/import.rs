@@ -1,7 +1,8 @@
 //! `image import`: an OCI image layout archive (`skopeo copy … oci-archive:`, `berth image
 //! export`) or a `docker save` archive. The archive is unpacked into a private temporary folder
-//! (tar's own path checks keep entries inside it), every file read from it must stay inside
-//! it, and every blob is verified by digest as it goes into the content store.
+//! (an entry with an absolute or `..` path is refused; tar's own checks keep links inside it),
+//! every file read from it must stay inside it, and every blob is verified by digest as it goes
+//! into the content store.
 
 use crate::error::ImageError;
 use crate::images::{
@@ -26,6 +27,21 @@ struct DockerSaveEntry {
 
 fn archive_err(e: impl std::fmt::Display) -> ImageError {
     ImageError::Archive(format!("cannot import the archive: {e}"))
+}
+
+/// A tar error on `entry` with its causes: tar says what failed (`failed to unpack …`) and
+/// only its causes say why (`trying to unpack outside of destination path`).
+fn tar_err(entry: &Path, e: std::io::Error) -> ImageError {
+    let mut msg = format!("entry {:?}: {e}", entry.display().to_string());
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let s = c.to_string();
+        if !msg.contains(&s) {
+            msg = format!("{msg}: {s}");
+        }
+        cause = c.source();
+    }
+    archive_err(msg)
 }
 
 /// A path inside the unpacked archive; symlinks that lead out of it are refused.
@@ -79,13 +95,23 @@ impl ImageStore {
                 if !(t.is_file() || t.is_dir() || t.is_symlink() || t.is_hard_link()) {
                     continue;
                 }
-                if !entry.unpack_in(&dest).map_err(archive_err)? {
+                // tar would quietly make an absolute name relative and skip a `..` one: an
+                // archive made by `docker save` or an OCI tool has neither, so refuse it.
+                let path = entry.path().map_err(archive_err)?.into_owned();
+                if path.has_root() {
+                    return Err(archive_err(format!(
+                        "entry {:?} has an absolute path",
+                        path.display().to_string()
+                    )));
+                }
+                if path
+                    .components()
+                    .any(|c| c == std::path::Component::ParentDir)
+                    || !entry.unpack_in(&dest).map_err(|e| tar_err(&path, e))?
+                {
                     return Err(archive_err(format!(
                         "entry {:?} escapes the archive",
-                        entry
-                            .path()
-                            .map(|p| p.display().to_string())
-                            .unwrap_or_default()
+                        path.display().to_string()
                     )));
                 }
             }

@@ -205,9 +205,10 @@ pub fn select_platform<'a>(
                 .manifests
                 .iter()
                 .filter_map(|d| {
-                    d.platform
-                        .as_ref()
-                        .map(|p| format!("{}/{}", p.os, p.architecture))
+                    d.platform.as_ref().map(|p| match &p.variant {
+                        Some(v) if !v.is_empty() => format!("{}/{}/{v}", p.os, p.architecture),
+                        _ => format!("{}/{}", p.os, p.architecture),
+                    })
                 })
                 .collect::<Vec<_>>()
                 .join(", "),
@@ -308,13 +309,18 @@ mod tests {
         let idx = format!(
             r#"{{"schemaVersion":2,"manifests":[
             {{"mediaType":"{m}","digest":"{D}","size":1,"platform":{{"os":"linux","architecture":"arm64"}}}},
-            {{"mediaType":"{m}","digest":"{D}","size":2,"platform":{{"os":"linux","architecture":"amd64"}}}}]}}"#,
+            {{"mediaType":"{m}","digest":"{D}","size":2,"platform":{{"os":"linux","architecture":"amd64"}}}},
+            {{"mediaType":"{m}","digest":"{D}","size":3,"platform":{{"os":"linux","architecture":"arm","variant":"v7"}}}}]}}"#,
             m = media::OCI_MANIFEST
         );
         let i = parse_index("i", idx.as_bytes()).unwrap();
         assert_eq!(select_platform("i", &i, "linux", "amd64").unwrap().size, 2);
         let e = select_platform("i", &i, "linux", "s390x").unwrap_err();
-        assert!(e.to_string().contains("linux/arm64, linux/amd64"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("linux/arm64, linux/amd64, linux/arm/v7"),
+            "{e}"
+        );
     }
 
     #[test]
