@@ -234,10 +234,13 @@ impl ImageStore {
             } else {
                 platform.os
             },
-            if platform.architecture.is_empty() {
-                host_arch().to_string()
-            } else {
-                platform.architecture
+            match (
+                platform.architecture.is_empty(),
+                platform.variant.is_empty(),
+            ) {
+                (true, _) => host_arch().to_string(),
+                (false, true) => platform.architecture,
+                (false, false) => format!("{}/{}", platform.architecture, platform.variant),
             },
         );
         let top_bytes = self.fetch_small(ns, &reference, &top, true).await?;

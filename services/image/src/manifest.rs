@@ -189,14 +189,21 @@ pub fn select_platform<'a>(
     os: &str,
     arch: &str,
 ) -> Result<&'a Descriptor, ManifestError> {
+    // `arch` may carry a variant, as in `arm/v7`; without one any variant matches.
+    let (architecture, variant) = match arch.split_once('/') {
+        Some((a, v)) => (a, Some(v)),
+        None => (arch, None),
+    };
     index
         .manifests
         .iter()
         .find(|d| {
             media::is_manifest(&d.media_type)
-                && d.platform
-                    .as_ref()
-                    .is_some_and(|p| p.os == os && p.architecture == arch)
+                && d.platform.as_ref().is_some_and(|p| {
+                    p.os == os
+                        && p.architecture == architecture
+                        && variant.is_none_or(|v| p.variant.as_deref() == Some(v))
+                })
         })
         .ok_or_else(|| ManifestError::NoPlatform {
             what: what.into(),
@@ -315,6 +322,8 @@ mod tests {
         );
         let i = parse_index("i", idx.as_bytes()).unwrap();
         assert_eq!(select_platform("i", &i, "linux", "amd64").unwrap().size, 2);
+        assert_eq!(select_platform("i", &i, "linux", "arm64").unwrap().size, 1);
+        assert!(select_platform("i", &i, "linux", "arm64/v8").is_err());
         let e = select_platform("i", &i, "linux", "s390x").unwrap_err();
         assert!(
             e.to_string()
