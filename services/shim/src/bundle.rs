@@ -13,6 +13,10 @@ pub const ANNOTATION_STDIN: &str = "io.berth.stdin";
 pub const ANNOTATION_USER: &str = "io.berth.user";
 /// Annotation: bytes after which `container.log` rotates to `container.log.1`.
 pub const ANNOTATION_LOG_MAX_SIZE: &str = "io.berth.log-max-size";
+/// Annotation: absolute path of the json-file log, used instead of `<bundle>/container.log`
+/// (appended to, parent folders created), so that it outlives the bundle and covers every
+/// run of the container.
+pub const ANNOTATION_LOG_PATH: &str = "io.berth.log-path";
 
 /// One entry of `rootfs.json`: a mount that makes (part of) the rootfs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -78,6 +82,22 @@ impl Bundle {
     /// `container.log`
     pub fn log_path(&self) -> PathBuf {
         self.dir.join("container.log")
+    }
+    /// Where the container's json-file log goes: the `io.berth.log-path` annotation when
+    /// present (it must be absolute), else [`Bundle::log_path`].
+    pub fn container_log_path(&self, spec: &Spec) -> Result<PathBuf> {
+        let annotated = spec
+            .annotations()
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_LOG_PATH))
+            .filter(|p| !p.is_empty());
+        match annotated {
+            None => Ok(self.log_path()),
+            Some(p) if Path::new(p).is_absolute() => Ok(PathBuf::from(p)),
+            Some(p) => Err(Error::Invalid(format!(
+                "annotation {ANNOTATION_LOG_PATH} {p:?} is not an absolute path"
+            ))),
+        }
     }
     /// `shim.log`
     pub fn shim_log_path(&self) -> PathBuf {

@@ -217,7 +217,7 @@ fn thread_count() -> Option<usize> {
         .and_then(|v| v.trim().parse().ok())
 }
 
-fn report_error(sync: RawFd, err: &Error) {
+pub(crate) fn report_error(sync: RawFd, err: &Error) {
     let mut buf = vec![msg::ERROR];
     buf.extend_from_slice(&err.exit_code().to_be_bytes());
     let mut m = err.to_string();
@@ -243,7 +243,7 @@ pub fn decode_error(buf: &[u8]) -> Error {
     }
 }
 
-fn sys<T>(r: nix::Result<T>, what: impl FnOnce() -> String) -> Result<T> {
+pub(crate) fn sys<T>(r: nix::Result<T>, what: impl FnOnce() -> String) -> Result<T> {
     r.ctx(what)
 }
 
@@ -257,7 +257,7 @@ fn init_main(cfg: &InitConfig<'_>) -> Error {
 
 enum Never {}
 
-fn close_other_fds(keep: &[RawFd]) {
+pub(crate) fn close_other_fds(keep: &[RawFd]) {
     let Ok(rd) = std::fs::read_dir("/proc/self/fd") else {
         return;
     };
@@ -311,19 +311,7 @@ fn init_setup(cfg: &InitConfig<'_>) -> Result<Never> {
         })?;
     }
 
-    // Signals: Rust ignores SIGPIPE; an ignored disposition survives execve.
-    // SAFETY: resetting dispositions to default in this single-threaded child.
-    unsafe {
-        let _ = nix::sys::signal::signal(
-            nix::sys::signal::Signal::SIGPIPE,
-            nix::sys::signal::SigHandler::SigDfl,
-        );
-    }
-    let _ = nix::sys::signal::sigprocmask(
-        nix::sys::signal::SigmaskHow::SIG_SETMASK,
-        Some(&nix::sys::signal::SigSet::empty()),
-        None,
-    );
+    reset_signals();
 
     prepare_rootfs(cfg)?;
     pivot_root(&cfg.rootfs)?;
@@ -372,28 +360,13 @@ fn init_setup(cfg: &InitConfig<'_>) -> Result<Never> {
         .ok_or_else(|| Error::Invalid("no process".into()))?;
 
     // Identity (reads /etc/passwd and /etc/group of the container).
-    let spec_user = spec
-        .annotations()
-        .as_ref()
-        .and_then(|a| a.get(ANNOTATION_USER))
-        .map(String::as_str);
-    let passwd = std::fs::read_to_string("/etc/passwd").ok();
-    let group = std::fs::read_to_string("/etc/group").ok();
     let user = process.user();
-    let ident = crate::user::resolve(
-        user.uid(),
-        user.gid(),
-        user.additional_gids().as_deref().unwrap_or(&[]),
-        spec_user,
-        passwd.as_deref(),
-        group.as_deref(),
-    )
-    .map_err(Error::Invalid)?;
+    let ident = resolve_identity(spec, None)?;
 
     // Terminal: made inside the container so `tty` shows /dev/pts/N of its own devpts.
     // The standard descriptors are switched last, so diagnostics until then go to shim.log.
     let slave = match cfg.stdio {
-        InitStdio::Terminal => Some(setup_terminal(cfg.sync, ident.uid, ident.gid)?),
+        InitStdio::Terminal => Some(setup_terminal(cfg.sync, ident.uid, ident.gid, true)?),
         InitStdio::Pipes { .. } => None,
     };
 
@@ -417,16 +390,7 @@ fn init_setup(cfg: &InitConfig<'_>) -> Result<Never> {
         )?;
     }
 
-    // rlimits: never raise a hard limit (no CAP_SYS_RESOURCE needed).
-    for rl in process.rlimits().as_deref().unwrap_or(&[]) {
-        set_rlimit(rl.typ(), rl.soft(), rl.hard())?;
-    }
-    if let Some(adj) = process.oom_score_adj() {
-        if let Err(e) = std::fs::write("/proc/self/oom_score_adj", adj.to_string()) {
-            // Lowering it needs CAP_SYS_RESOURCE; keep going like runc with a warning.
-            crate::log(&format!("oom_score_adj {adj} not set: {e}"));
-        }
-    }
+    apply_limits(process)?;
 
     // Working folder, created as root before the identity changes.
     let cwd = process.cwd();
@@ -462,16 +426,7 @@ fn init_setup(cfg: &InitConfig<'_>) -> Result<Never> {
     let path_env = lookup::path_from_env(&env).map(str::to_string);
     let exe = lookup::find_executable(&arg0, path_env.as_deref())?;
 
-    if process.no_new_privileges() == Some(true) {
-        // SAFETY: prctl with integer arguments only.
-        let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
-        if r != 0 {
-            return Err(Error::io(
-                "set no_new_privs",
-                std::io::Error::last_os_error(),
-            ));
-        }
-    }
+    set_no_new_privs(process)?;
 
     let c_exe = CString::new(exe.as_os_str().as_bytes())
         .map_err(|_| Error::Invalid("executable path contains NUL".into()))?;
@@ -513,7 +468,88 @@ fn init_setup(cfg: &InitConfig<'_>) -> Result<Never> {
     })
 }
 
-fn to_cstrings(v: &[String]) -> Result<Vec<CString>> {
+/// Signals: Rust ignores SIGPIPE and an ignored disposition survives execve; the mask too.
+pub(crate) fn reset_signals() {
+    // SAFETY: resetting a disposition to default in a single-threaded child.
+    unsafe {
+        let _ = nix::sys::signal::signal(
+            nix::sys::signal::Signal::SIGPIPE,
+            nix::sys::signal::SigHandler::SigDfl,
+        );
+    }
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+}
+
+/// The identity of a process of the container, resolved against the `/etc/passwd` and
+/// `/etc/group` of the current root (the container's): `user` given (an exec's `--user`)
+/// is resolved from scratch (uid/gid 0 as the base, as Docker does); otherwise
+/// `process.user` with the `io.berth.user` annotation, as for the init.
+pub(crate) fn resolve_identity(
+    spec: &Spec,
+    user: Option<&str>,
+) -> Result<crate::user::ResolvedUser> {
+    let passwd = std::fs::read_to_string("/etc/passwd").ok();
+    let group = std::fs::read_to_string("/etc/group").ok();
+    let r = match user {
+        Some(u) => crate::user::resolve(0, 0, &[], Some(u), passwd.as_deref(), group.as_deref()),
+        None => {
+            let spec_user = spec
+                .annotations()
+                .as_ref()
+                .and_then(|a| a.get(ANNOTATION_USER))
+                .map(String::as_str);
+            let pu = spec
+                .process()
+                .as_ref()
+                .ok_or_else(|| Error::Invalid("no process".into()))?
+                .user();
+            crate::user::resolve(
+                pu.uid(),
+                pu.gid(),
+                pu.additional_gids().as_deref().unwrap_or(&[]),
+                spec_user,
+                passwd.as_deref(),
+                group.as_deref(),
+            )
+        }
+    };
+    r.map_err(Error::Invalid)
+}
+
+/// rlimits (never raising a hard limit: no CAP_SYS_RESOURCE needed) and oom_score_adj.
+pub(crate) fn apply_limits(process: &oci_spec::runtime::Process) -> Result<()> {
+    for rl in process.rlimits().as_deref().unwrap_or(&[]) {
+        set_rlimit(rl.typ(), rl.soft(), rl.hard())?;
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        if let Err(e) = std::fs::write("/proc/self/oom_score_adj", adj.to_string()) {
+            // Lowering it needs CAP_SYS_RESOURCE; keep going like runc with a warning.
+            crate::log(&format!("oom_score_adj {adj} not set: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// `process.noNewPrivileges`.
+pub(crate) fn set_no_new_privs(process: &oci_spec::runtime::Process) -> Result<()> {
+    if process.no_new_privileges() == Some(true) {
+        // SAFETY: prctl with integer arguments only.
+        let r = unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) };
+        if r != 0 {
+            return Err(Error::io(
+                "set no_new_privs",
+                std::io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn to_cstrings(v: &[String]) -> Result<Vec<CString>> {
     v.iter()
         .map(|s| {
             CString::new(s.as_bytes()).map_err(|_| Error::Invalid(format!("{s:?} contains NUL")))
@@ -898,7 +934,10 @@ fn readonly_path(p: &Path) -> Result<()> {
     )
 }
 
-fn setup_terminal(sync: RawFd, uid: u32, gid: u32) -> Result<OwnedFd> {
+/// Opens a pty in the current root's `/dev/ptmx` (the container's devpts), sends the master to
+/// the shim (`P` + SCM_RIGHTS) and returns the slave; with `console`, `/dev/console` is bound
+/// to it (the init only).
+pub(crate) fn setup_terminal(sync: RawFd, uid: u32, gid: u32, console: bool) -> Result<OwnedFd> {
     use nix::fcntl::OFlag;
     let master = sys(
         nix::pty::posix_openpt(OFlag::O_RDWR | OFlag::O_NOCTTY | OFlag::O_CLOEXEC),
@@ -917,17 +956,19 @@ fn setup_terminal(sync: RawFd, uid: u32, gid: u32) -> Result<OwnedFd> {
     )?;
     let _ = nix::unistd::fchown(&slave, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
     // /dev/console → the pty, as runc does.
-    let console = Path::new("/dev/console");
-    if std::fs::symlink_metadata(console).is_err() {
-        let _ = std::fs::File::create(console);
+    if console {
+        let console = Path::new("/dev/console");
+        if std::fs::symlink_metadata(console).is_err() {
+            let _ = std::fs::File::create(console);
+        }
+        let _ = nix::mount::mount(
+            Some(Path::new(&name)),
+            console,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        );
     }
-    let _ = nix::mount::mount(
-        Some(Path::new(&name)),
-        console,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    );
 
     let fds = [master.as_raw_fd()];
     let cmsg = [nix::sys::socket::ControlMessage::ScmRights(&fds)];
@@ -947,7 +988,7 @@ fn setup_terminal(sync: RawFd, uid: u32, gid: u32) -> Result<OwnedFd> {
 }
 
 /// Points fds 0/1/2 at the pty slave (new session, controlling terminal) or the pipes.
-fn attach_stdio(stdio: &InitStdio, slave: Option<OwnedFd>) -> Result<()> {
+pub(crate) fn attach_stdio(stdio: &InitStdio, slave: Option<OwnedFd>) -> Result<()> {
     let _ = nix::unistd::setsid();
     let fds: [RawFd; 3] = match (stdio, &slave) {
         (_, Some(slave)) => {
@@ -1042,7 +1083,7 @@ fn caps_err(what: &str, e: caps::errors::CapsError) -> Error {
 }
 
 /// groups, gid, uid, then the five capability sets.
-fn apply_identity_and_caps(
+pub(crate) fn apply_identity_and_caps(
     process: &oci_spec::runtime::Process,
     ident: &crate::user::ResolvedUser,
 ) -> Result<()> {

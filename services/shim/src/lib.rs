@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod container;
 pub mod devices_bpf;
 pub mod error;
+pub mod exec;
 pub mod logfile;
 pub mod lookup;
 pub mod memory;

@@ -62,8 +62,13 @@ pub struct LogWriter {
 }
 
 impl LogWriter {
-    /// Opens (appends to) `path`.
+    /// Opens (appends to) `path`, creating its parent folders.
     pub fn open(path: &Path, max_size: Option<u64>) -> io::Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                io::Error::new(e.kind(), format!("create {}: {e}", parent.display()))
+            })?;
+        }
         let file = OpenOptions::new()
             .create(true)
             .append(true)

@@ -117,6 +117,33 @@ pub enum Request {
         #[serde(default)]
         stdin: bool,
     },
+    /// `{"op":"exec","args":[…],"env":["K=V"],"cwd":"/x","user":"name|uid[:gid]",
+    /// "terminal":bool,"stdin":bool,"detach":bool}`: runs another process in the running
+    /// container. Answers `{"ok":true,"pid":N}` once it runs; then (unless `detach`) the
+    /// connection switches to the same frames as `attach`, the exit frame carrying the
+    /// exec'd process's status.
+    Exec {
+        /// The command line; `args[0]` is looked up in `PATH` of the resulting env.
+        args: Vec<String>,
+        /// `KEY=VALUE` entries that override (or add to) the container's `process.env`.
+        #[serde(default)]
+        env: Vec<String>,
+        /// Working folder; empty = the container's `process.cwd`.
+        #[serde(default)]
+        cwd: String,
+        /// `name`, `uid`, `name:group`, `uid:gid`, …; empty = the container's process user.
+        #[serde(default)]
+        user: String,
+        /// Run on a new pty made inside the container (output comes as stdout frames).
+        #[serde(default)]
+        terminal: bool,
+        /// Whether the client sends stdin frames (otherwise stdin is `/dev/null`).
+        #[serde(default)]
+        stdin: bool,
+        /// Answer once the pid is known and close; output is discarded, no frames.
+        #[serde(default)]
+        detach: bool,
+    },
 }
 
 impl Request {
@@ -336,9 +363,25 @@ pub fn call(socket: &std::path::Path, req: &Request) -> io::Result<Response> {
 /// Blocking convenience client for `attach`: returns the connected stream, positioned at the
 /// first frame, after a successful answer.
 pub fn attach(socket: &std::path::Path, stdin: bool) -> io::Result<std::os::unix::net::UnixStream> {
+    let (resp, stream) = call_keep(socket, &Request::Attach { stdin })?;
+    if !resp.ok {
+        return Err(io::Error::other(
+            resp.error.unwrap_or_else(|| "attach refused".into()),
+        ));
+    }
+    Ok(stream)
+}
+
+/// Blocking convenience client for `exec` (or any request whose connection goes on after the
+/// answer): returns the answer and the connected stream, positioned at the first frame.
+/// A refused exec is an `Ok` with `resp.ok == false` (see `resp.code`).
+pub fn call_keep(
+    socket: &std::path::Path,
+    req: &Request,
+) -> io::Result<(Response, std::os::unix::net::UnixStream)> {
     let mut stream = std::os::unix::net::UnixStream::connect(socket)
         .map_err(|e| io::Error::new(e.kind(), format!("connect {}: {e}", socket.display())))?;
-    stream.write_all(Request::Attach { stdin }.to_line().as_bytes())?;
+    stream.write_all(req.to_line().as_bytes())?;
     // Read the answer byte by byte so no frame bytes are buffered away.
     let mut line = Vec::new();
     let mut b = [0u8; 1];
@@ -362,12 +405,7 @@ pub fn attach(socket: &std::path::Path, stdin: bool) -> io::Result<std::os::unix
         }
     }
     let resp = Response::from_line(&String::from_utf8_lossy(&line))?;
-    if !resp.ok {
-        return Err(io::Error::other(
-            resp.error.unwrap_or_else(|| "attach refused".into()),
-        ));
-    }
-    Ok(stream)
+    Ok((resp, stream))
 }
 
 #[cfg(test)]
@@ -390,6 +428,15 @@ mod tests {
             },
             Request::Delete,
             Request::Attach { stdin: true },
+            Request::Exec {
+                args: vec!["sh".into(), "-c".into(), "id".into()],
+                env: vec!["A=1".into()],
+                cwd: "/tmp".into(),
+                user: "app:staff".into(),
+                terminal: true,
+                stdin: true,
+                detach: false,
+            },
         ];
         for r in reqs {
             let line = r.to_line();
@@ -413,6 +460,18 @@ mod tests {
             Request::Attach { stdin: false }
         );
         assert!(Request::from_line(r#"{"op":"bogus"}"#).is_err());
+        assert_eq!(
+            Request::from_line(r#"{"op":"exec","args":["ps"]}"#).unwrap(),
+            Request::Exec {
+                args: vec!["ps".into()],
+                env: vec![],
+                cwd: String::new(),
+                user: String::new(),
+                terminal: false,
+                stdin: false,
+                detach: false,
+            }
+        );
     }
 
     #[test]

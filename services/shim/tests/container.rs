@@ -49,6 +49,7 @@ struct Opts {
     cwd: Option<&'static str>,
     join: Vec<(LinuxNamespaceType, PathBuf)>,
     overlay: bool,
+    annotations: Vec<(&'static str, String)>,
 }
 
 struct TestBundle {
@@ -265,6 +266,9 @@ fn build_spec(args: &[&str], id: &str, cgroup: &str, o: &Opts) -> Spec {
         annotations.insert("io.berth.user".to_string(), u.to_string());
     }
     annotations.insert("io.berth.log-max-size".to_string(), "1048576".to_string());
+    for (k, v) in &o.annotations {
+        annotations.insert(k.to_string(), v.clone());
+    }
     SpecBuilder::default()
         .version("1.0.2")
         .root(
@@ -447,12 +451,39 @@ impl TestBundle {
         exit
     }
 
+    /// Sends an exec request: the answer and the connection (at the first frame).
+    fn exec(&self, req: Request) -> (Response, UnixStream) {
+        let (r, s) = protocol::call_keep(&self.sock(), &req).expect("exec call");
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        (r, s)
+    }
+
+    /// exec `args` (pipes, no stdin) and collect its output and exit status.
+    fn exec_collect(&self, args: &[&str]) -> (String, String, ExitStatus) {
+        let (r, conn) = self.exec(exec_req(args));
+        assert!(r.ok, "exec {args:?}: {r:?}");
+        assert!(r.pid.unwrap_or(0) > 0, "{r:?}");
+        collect(conn)
+    }
+
     /// start, collect all output until the exit frame.
     fn run(&self) -> (String, String, ExitStatus) {
         let conn = self.attach(false);
         let r = self.call(Request::Start);
         assert!(r.ok, "start: {r:?}");
         collect(conn)
+    }
+}
+
+fn exec_req(args: &[&str]) -> Request {
+    Request::Exec {
+        args: args.iter().map(|s| s.to_string()).collect(),
+        env: Vec::new(),
+        cwd: String::new(),
+        user: String::new(),
+        terminal: false,
+        stdin: false,
+        detach: false,
     }
 }
 
@@ -1068,4 +1099,296 @@ fn device_rules_hold_through_the_cgroup2_program() {
     );
     b.delete();
     assert!(!dir.exists(), "{} still exists", dir.display());
+}
+
+#[test]
+fn exec_joins_the_running_container() {
+    if !can_run() {
+        return;
+    }
+    let b = bundle(&["sleep", "1000"], Opts::default());
+    b.create_ok();
+    // not started yet: refused
+    let (r, _) = b.exec(exec_req(&["true"]));
+    assert!(!r.ok && r.code.is_none(), "{r:?}");
+    let init_conn = b.attach(false);
+    assert!(b.call(Request::Start).ok);
+
+    let (out, err, exit) = b.exec_collect(&["echo", "inside"]);
+    assert_eq!(
+        (out.as_str(), err.as_str(), exit.exit_code),
+        ("inside\n", "", 0)
+    );
+    let (_, _, exit) = b.exec_collect(&["sh", "-c", "exit 3"]);
+    assert_eq!((exit.exit_code, exit.signal), (3, None));
+    let (out, err, _) = b.exec_collect(&["sh", "-c", "echo out; echo err >&2"]);
+    assert_eq!((out.as_str(), err.as_str()), ("out\n", "err\n"));
+
+    // the container's pid namespace (init is pid 1), hostname, mounts
+    let (out, _, exit) = b.exec_collect(&["ps", "-o", "pid,args"]);
+    assert_eq!(exit.exit_code, 0);
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("1 ") && l.contains("sleep 1000")),
+        "{out}"
+    );
+    let (out, _, _) = b.exec_collect(&["hostname"]);
+    assert_eq!(out, format!("host-{}\n", b.id));
+    let (out, _, _) = b.exec_collect(&[
+        "sh",
+        "-c",
+        "echo $$; ls /bin/busybox; cat /proc/1/cmdline | tr '\\0' ' '",
+    ]);
+    let lines: Vec<&str> = out.lines().collect();
+    assert!(lines[0].parse::<i32>().unwrap() > 1, "{out}");
+    assert_eq!(lines[1], "/bin/busybox");
+    assert_eq!(lines[2].trim_end(), "sleep 1000");
+
+    // the container's process: caps, no_new_privs, env, HOME, cwd
+    let (out, _, _) = b.exec_collect(&[
+        "sh",
+        "-c",
+        "grep -E '^(CapEff|NoNewPrivs)' /proc/self/status; echo $HOME; pwd; echo $PATH",
+    ]);
+    assert!(out.contains("CapEff:\t00000000a80425fb"), "{out}");
+    assert!(out.contains("NoNewPrivs:\t1"), "{out}");
+    assert!(out.contains("\n/root\n/\n/usr/local/sbin:"), "{out}");
+
+    // request env/cwd/user
+    let (r, conn) = b.exec(Request::Exec {
+        args: [
+            "sh",
+            "-c",
+            "echo $FOO $TERM; pwd; id -u; id -g; id -G; echo $HOME",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect(),
+        env: vec!["FOO=bar".into(), "TERM=dumb".into()],
+        cwd: "/tmp".into(),
+        user: "app".into(),
+        terminal: false,
+        stdin: false,
+        detach: false,
+    });
+    assert!(r.ok, "{r:?}");
+    let (out, _, exit) = collect(conn);
+    assert_eq!(exit.exit_code, 0);
+    assert_eq!(out, "bar dumb\n/tmp\n1000\n1000\n1000 50\n/home/app\n");
+    let mut req = exec_req(&["id"]);
+    if let Request::Exec { user, .. } = &mut req {
+        *user = "ghost".into();
+    }
+    let (r, _) = b.exec(req);
+    assert!(!r.ok, "{r:?}");
+    assert!(r
+        .error
+        .as_deref()
+        .unwrap_or("")
+        .contains("unable to find user ghost"));
+
+    // the container's cgroup: on the host the process is listed in it
+    let (out, _, _) = b.exec_collect(&["sh", "-c", "cat /proc/self/cgroup"]);
+    assert!(
+        out.lines().all(|l| l.ends_with(":/")),
+        "cgroup namespace root: {out}"
+    );
+    let mut req = exec_req(&["sleep", "5"]);
+    if let Request::Exec { detach, .. } = &mut req {
+        *detach = true;
+    }
+    let (r, _) = b.exec(req);
+    assert!(r.ok, "{r:?}");
+    let pid = r.pid.unwrap();
+    let procs = std::fs::read_to_string(b.cgroup_dir().join("cgroup.procs")).unwrap();
+    assert!(
+        procs.lines().any(|l| l.trim() == pid.to_string()),
+        "{pid} not in {procs}"
+    );
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    assert!(
+        status.contains(&format!("PPid:\t{}\n", b.shim_pid())),
+        "the exec'd process is not a child of the shim: {status}"
+    );
+    let _ = nix_kill(pid);
+
+    // stdin
+    let mut req = exec_req(&["cat"]);
+    if let Request::Exec { stdin, .. } = &mut req {
+        *stdin = true;
+    }
+    let (r, mut conn) = b.exec(req);
+    assert!(r.ok, "{r:?}");
+    protocol::write_frame(&mut conn, FRAME_STDIN, b"piped\n").unwrap();
+    protocol::write_frame(&mut conn, FRAME_CLOSE_STDIN, b"").unwrap();
+    let (out, _, exit) = collect(conn);
+    assert_eq!((out.as_str(), exit.exit_code), ("piped\n", 0));
+
+    // missing binary, not executable, bad cwd
+    let (r, _) = b.exec(exec_req(&["nosuchcmd", "x"]));
+    assert!(!r.ok);
+    assert_eq!(r.code, Some(127), "{r:?}");
+    assert_eq!(
+        r.error.as_deref(),
+        Some("exec: \"nosuchcmd\": executable file not found in $PATH")
+    );
+    let (r, _) = b.exec(exec_req(&["/no/such"]));
+    assert_eq!(r.code, Some(127), "{r:?}");
+    let (r, _) = b.exec(exec_req(&["/etc/passwd"]));
+    assert_eq!(r.code, Some(126), "{r:?}");
+    assert_eq!(
+        r.error.as_deref(),
+        Some("exec: \"/etc/passwd\": permission denied")
+    );
+    let (r, _) = b.exec(exec_req(&["notaprogram"]));
+    assert_eq!(r.code, Some(126), "{r:?}");
+
+    // terminal: a pty of the container's devpts, resizable
+    let (r, mut conn) = b.exec(Request::Exec {
+        args: ["sh", "-c", "sleep 0.3; tty; stty size; echo $TERM"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        env: Vec::new(),
+        cwd: String::new(),
+        user: String::new(),
+        terminal: true,
+        stdin: true,
+        detach: false,
+    });
+    assert!(r.ok, "{r:?}");
+    protocol::write_frame(
+        &mut conn,
+        protocol::FRAME_RESIZE,
+        &protocol::resize_payload(120, 40),
+    )
+    .unwrap();
+    let (out, _, exit) = collect(conn);
+    assert_eq!(exit.exit_code, 0, "{out:?}");
+    let first = out.lines().next().unwrap_or("");
+    assert!(first.starts_with("/dev/pts/"), "{out:?}");
+    assert!(out.contains("40 120"), "window size not applied: {out:?}");
+    assert!(out.contains("xterm"), "{out:?}");
+
+    // execs never touch the init's state
+    assert_eq!(b.call(Request::State).status, Some(Status::Running));
+    assert!(
+        b.call(Request::Kill {
+            signal: 9,
+            all: false
+        })
+        .ok
+    );
+    let (_, _, exit) = collect(init_conn);
+    assert_eq!(exit.exit_code, 137);
+    let (r, _) = b.exec(exec_req(&["echo", "late"]));
+    assert!(!r.ok);
+    assert_eq!(r.code, None);
+    assert_eq!(
+        r.error.as_deref(),
+        Some(format!("container {} is not running", b.id).as_str())
+    );
+    assert_eq!(b.delete().exit_code, 137);
+}
+
+#[test]
+fn exec_output_waits_for_a_long_exec_and_init_exit_kills_it() {
+    if !can_run() {
+        return;
+    }
+    let b = bundle(&["sh", "-c", "sleep 1; exit 4"], Opts::default());
+    b.create_ok();
+    let init_conn = b.attach(false);
+    assert!(b.call(Request::Start).ok);
+    let (r, conn) = b.exec(exec_req(&["sh", "-c", "echo started; sleep 100"]));
+    assert!(r.ok, "{r:?}");
+    // the init exits 4 after 1 s; the pid namespace dies with it, and the exec with SIGKILL
+    let (_, _, exit) = collect(init_conn);
+    assert_eq!(exit.exit_code, 4);
+    let (out, _, exit) = collect(conn);
+    assert_eq!(out, "started\n");
+    assert_eq!((exit.exit_code, exit.signal), (137, Some(9)));
+    assert_eq!(b.delete().exit_code, 4);
+}
+
+fn nix_kill(pid: i32) -> i32 {
+    // SAFETY: kill with a pid and a signal number.
+    unsafe { libc::kill(pid, libc::SIGKILL) }
+}
+
+#[test]
+fn log_path_annotation_outlives_the_bundle_and_appends() {
+    if !can_run() {
+        return;
+    }
+    let logs = tempfile::tempdir().unwrap();
+    let path = logs.path().join("containers/c1/json.log");
+    let opts = |word: &'static str| -> (TestBundle, &'static str) {
+        (
+            bundle(
+                &["echo", word],
+                Opts {
+                    annotations: vec![("io.berth.log-path", path.display().to_string())],
+                    ..Default::default()
+                },
+            ),
+            word,
+        )
+    };
+    for (b, word) in [opts("first"), opts("second")] {
+        b.create_ok();
+        let (out, _, exit) = b.run();
+        assert_eq!(
+            (out.as_str(), exit.exit_code),
+            (format!("{word}\n").as_str(), 0)
+        );
+        assert!(!b.dir.join("container.log").exists());
+        b.delete();
+    }
+    let log = std::fs::read_to_string(&path).unwrap();
+    let words: Vec<String> = log
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["log"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(words, vec!["first\n", "second\n"]);
+
+    // a relative path is refused
+    let b = bundle(
+        &["true"],
+        Opts {
+            annotations: vec![("io.berth.log-path", "rel/x.log".into())],
+            ..Default::default()
+        },
+    );
+    let (code, err) = b.create();
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("io.berth.log-path"), "{err}");
+
+    // rotation at io.berth.log-max-size renames to .1 next to the log
+    let path = logs.path().join("rot/r.log");
+    let b = bundle(
+        &[
+            "sh",
+            "-c",
+            "i=0; while [ $i -lt 40 ]; do echo line-$i-xxxxxxxxxxxxxxxxxxxx; i=$((i+1)); done",
+        ],
+        Opts {
+            annotations: vec![
+                ("io.berth.log-path", path.display().to_string()),
+                ("io.berth.log-max-size", "1000".into()),
+            ],
+            ..Default::default()
+        },
+    );
+    b.create_ok();
+    let (_, _, exit) = b.run();
+    assert_eq!(exit.exit_code, 0);
+    assert!(logs.path().join("rot/r.log.1").exists());
+    assert!(std::fs::metadata(&path).unwrap().len() <= 1000);
+    b.delete();
 }
