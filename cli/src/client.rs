@@ -1,9 +1,11 @@
 //! The connection to berthd and the errors every command shares.
 
 use berth_api::containers::v1::containers_client::ContainersClient;
+use berth_api::events::v1::events_client::EventsClient;
 use berth_api::images::v1::images_client::ImagesClient;
 use berth_api::tasks::v1::tasks_client::TasksClient;
 use berth_api::version::v1::version_client::VersionClient;
+use berth_api::volumes::v1::volumes_client::VolumesClient;
 use std::fmt;
 use tonic::transport::Channel;
 use tonic::{Code, Status};
@@ -95,6 +97,12 @@ impl Context {
     }
     pub fn tasks(&self) -> TasksClient<Channel> {
         TasksClient::new(self.channel.clone()).max_decoding_message_size(64 << 20)
+    }
+    pub fn events(&self) -> EventsClient<Channel> {
+        EventsClient::new(self.channel.clone())
+    }
+    pub fn volumes(&self) -> VolumesClient<Channel> {
+        VolumesClient::new(self.channel.clone())
     }
     pub fn version(&self) -> VersionClient<Channel> {
         VersionClient::new(self.channel.clone())

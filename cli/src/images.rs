@@ -49,6 +49,9 @@ pub enum ImageCommand {
     Pull(PullArgs),
     /// Show an image's details as JSON
     Inspect {
+        /// Format the output with a Go template, e.g. '{{json .RootFS.Layers}}'
+        #[arg(short, long)]
+        format: Option<String>,
         #[arg(required = true)]
         images: Vec<String>,
     },
@@ -69,7 +72,8 @@ pub async fn image(ctx: &Context, c: ImageCommand) -> Result<(), Error> {
     match c {
         ImageCommand::Ls(a) => ls(ctx, a).await,
         ImageCommand::Pull(a) => pull(ctx, a).await,
-        ImageCommand::Inspect { images } => inspect(ctx, &images).await,
+        // With a template, main sends it to containers::inspect (which handles both).
+        ImageCommand::Inspect { images, .. } => inspect(ctx, &images).await,
         ImageCommand::Import { file, name } => import(ctx, &file, name.as_deref()).await,
         ImageCommand::Rm(a) => rm(ctx, a).await,
     }

@@ -5,9 +5,12 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod client;
+mod containers;
 mod format;
 mod images;
 mod run;
+mod stdio;
+mod template;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -59,6 +62,36 @@ enum Command {
     Image(images::ImageCommand),
     /// Run a command in a new container
     Run(Box<run::RunArgs>),
+    /// Create a container without starting it
+    Create(Box<run::RunArgs>),
+    /// Start stopped containers
+    Start(containers::StartArgs),
+    /// Stop running containers
+    Stop(containers::StopArgs),
+    /// Restart containers
+    Restart(containers::StopArgs),
+    /// Send a signal to containers
+    Kill(containers::KillArgs),
+    /// Wait for containers to exit and print their exit codes
+    Wait(containers::NamesArgs),
+    /// Remove containers
+    Rm(containers::RmArgs),
+    /// List containers
+    Ps(containers::PsArgs),
+    /// Show a container's logs
+    Logs(containers::LogsArgs),
+    /// Run a command in a running container
+    Exec(containers::ExecArgs),
+    /// Show containers' or images' details as JSON
+    Inspect(containers::InspectArgs),
+    /// Stream container and image events
+    Events(containers::EventsArgs),
+    /// Manage containers
+    #[command(subcommand)]
+    Container(containers::ContainerCommand),
+    /// Manage volumes
+    #[command(subcommand)]
+    Volume(containers::VolumeCommand),
 }
 
 fn main() -> ExitCode {
@@ -89,8 +122,33 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Pull(a) => images::pull(&ctx, a).await,
         Command::Images(a) => images::ls(&ctx, a).await,
         Command::Rmi(a) => images::rm(&ctx, a).await,
+        Command::Image(images::ImageCommand::Inspect {
+            format: Some(format),
+            images,
+        }) => {
+            let a = containers::InspectArgs {
+                format: Some(format),
+                kind: Some("image".into()),
+                names: images,
+            };
+            return containers::inspect(&ctx, a).await;
+        }
         Command::Image(c) => images::image(&ctx, c).await,
         Command::Run(a) => return run::run(&ctx, *a).await,
+        Command::Create(a) => containers::create(&ctx, &a).await,
+        Command::Start(a) => return containers::start(&ctx, a).await,
+        Command::Stop(a) => return containers::stop(&ctx, a).await,
+        Command::Restart(a) => return containers::restart(&ctx, a).await,
+        Command::Kill(a) => return containers::kill(&ctx, a).await,
+        Command::Wait(a) => return containers::wait(&ctx, a).await,
+        Command::Rm(a) => return containers::rm(&ctx, a).await,
+        Command::Ps(a) => containers::ps(&ctx, a).await,
+        Command::Logs(a) => containers::logs(&ctx, a).await,
+        Command::Exec(a) => return containers::exec(&ctx, a).await,
+        Command::Inspect(a) => return containers::inspect(&ctx, a).await,
+        Command::Events(a) => containers::events(&ctx, a).await,
+        Command::Container(c) => return containers::container(&ctx, c).await,
+        Command::Volume(c) => return containers::volume(&ctx, c).await,
     };
     match r {
         Ok(()) => 0,
@@ -125,4 +183,13 @@ async fn version(ctx: &client::Context) -> Result<(), client::Error> {
         v.kernel
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_cli_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
 }

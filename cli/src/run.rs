@@ -2,10 +2,11 @@
 //! its exit code.
 
 use crate::client::{Context, Error};
+use crate::stdio::{relay_resizes, relay_stdin, write_stderr, write_stdout, RawTerminal};
 use berth_api::containers::v1 as capi;
 use berth_api::tasks::v1 as tapi;
 use clap::Args;
-use std::io::{IsTerminal, Read, Write};
+use std::io::IsTerminal;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
@@ -56,6 +57,18 @@ pub struct RunArgs {
     /// Mount the rootfs read-only
     #[arg(long)]
     pub read_only: bool,
+    /// Restart policy: no, always, on-failure[:max-retries], unless-stopped
+    #[arg(long)]
+    pub restart: Option<String>,
+    /// Bind mount or volume: SRC:DST[:ro|rw] (SRC absolute = host path, else a volume name)
+    #[arg(short = 'v', long = "volume")]
+    pub volume: Vec<String>,
+    /// Signal to stop the container (default the image's, else SIGTERM)
+    #[arg(long)]
+    pub stop_signal: Option<String>,
+    /// Seconds to wait before killing the container on stop
+    #[arg(long)]
+    pub stop_timeout: Option<i32>,
     /// The image to run
     pub image: String,
     /// The command and its arguments
@@ -87,8 +100,131 @@ pub fn parse_memory(s: &str) -> Result<i64, String> {
     Ok((v * mult as f64) as i64)
 }
 
+/// Docker's restart policies: `no`, `always`, `unless-stopped`, `on-failure[:N]`.
+pub fn parse_restart(s: &str) -> Result<capi::RestartPolicy, String> {
+    let (name, count) = match s.split_once(':') {
+        Some((n, c)) => (n, Some(c)),
+        None => (s, None),
+    };
+    let name = match name {
+        "" | "no" => "no",
+        "always" | "unless-stopped" | "on-failure" => name,
+        _ => {
+            return Err(format!(
+                "invalid restart policy {s:?}: use no, always, on-failure[:max-retries] or unless-stopped"
+            ))
+        }
+    };
+    let maximum_retry_count = match count {
+        None => 0,
+        Some(_) if name != "on-failure" => {
+            return Err(format!(
+                "invalid restart policy {s:?}: maximum retry count can only be used with on-failure"
+            ))
+        }
+        Some(c) => c.parse::<i32>().ok().filter(|n| *n >= 0).ok_or_else(|| {
+            format!("invalid restart policy {s:?}: maximum retry count must be a number >= 0")
+        })?,
+    };
+    Ok(capi::RestartPolicy {
+        name: name.to_string(),
+        maximum_retry_count,
+    })
+}
+
+/// Checks `-v SRC:DST[:ro|rw]` (or a lone `DST`, an anonymous volume) and gives it back.
+pub fn parse_bind(s: &str) -> Result<String, String> {
+    let bad = |why: &str| format!("invalid volume specification: '{s}': {why}");
+    let parts: Vec<&str> = s.split(':').collect();
+    let (src, dst, mode) = match parts.as_slice() {
+        [dst] => ("", *dst, ""),
+        [src, dst] => (*src, *dst, ""),
+        [src, dst, mode] => (*src, *dst, *mode),
+        _ => return Err(bad("use SRC:DST[:ro|rw]")),
+    };
+    if parts.len() > 1 && src.is_empty() {
+        return Err(bad("the source is empty"));
+    }
+    if !dst.starts_with('/') {
+        return Err(bad("the destination must be an absolute path"));
+    }
+    if dst == "/" {
+        return Err(bad("the destination cannot be /"));
+    }
+    for m in mode.split(',').filter(|m| !m.is_empty()) {
+        if !matches!(m, "ro" | "rw" | "z" | "Z" | "nocopy") {
+            return Err(bad(&format!("unknown mode {m:?} (use ro or rw)")));
+        }
+    }
+    if !src.is_empty() && !src.starts_with('/') {
+        let ok = src
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+            && src
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "_.-".contains(c));
+        if !ok {
+            return Err(bad(
+                "a volume name is [a-zA-Z0-9][a-zA-Z0-9_.-]; a host path must be absolute",
+            ));
+        }
+    }
+    Ok(s.to_string())
+}
+
+/// A signal by name (`KILL`, `SIGTERM`, `sigint`) or number (`9`); gives its number.
+pub fn parse_signal(s: &str) -> Result<i32, String> {
+    let t = s.trim();
+    if let Ok(n) = t.parse::<i32>() {
+        return if (1..=64).contains(&n) {
+            Ok(n)
+        } else {
+            Err(format!("invalid signal: {s}"))
+        };
+    }
+    let up = t.to_ascii_uppercase();
+    let name = if up.starts_with("SIG") {
+        up
+    } else {
+        format!("SIG{up}")
+    };
+    if let Some(rt) = name.strip_prefix("SIGRTMIN") {
+        let base = libc::SIGRTMIN();
+        let off = if rt.is_empty() {
+            Some(0)
+        } else {
+            rt.strip_prefix('+').and_then(|n| n.parse::<i32>().ok())
+        };
+        if let Some(o) = off.filter(|o| base + o <= libc::SIGRTMAX()) {
+            return Ok(base + o);
+        }
+    }
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .map_err(|_| format!("invalid signal: {s}"))
+}
+
 impl RunArgs {
     pub fn config(&self) -> Result<capi::ContainerConfig, Error> {
+        let restart_policy = match &self.restart {
+            Some(r) => Some(parse_restart(r).map_err(Error::Local)?),
+            None => None,
+        };
+        if self.rm && restart_policy.as_ref().is_some_and(|p| p.name != "no") {
+            return Err(Error::Local(
+                "Conflicting options: --restart and --rm".into(),
+            ));
+        }
+        let binds = self
+            .volume
+            .iter()
+            .map(|v| parse_bind(v))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::Local)?;
+        if let Some(s) = &self.stop_signal {
+            parse_signal(s).map_err(Error::Local)?;
+        }
         let memory = match &self.memory {
             Some(m) => {
                 let v = parse_memory(m).map_err(Error::Local)?;
@@ -141,6 +277,10 @@ impl RunArgs {
             auto_remove: self.rm,
             read_only: self.read_only,
             snapshotter: String::new(),
+            restart_policy,
+            binds,
+            stop_signal: self.stop_signal.clone().unwrap_or_default(),
+            stop_timeout: self.stop_timeout.unwrap_or(0),
         })
     }
 }
@@ -171,45 +311,6 @@ pub async fn create(
         .ok_or_else(|| Error::Local("berthd created no container".into()))
 }
 
-/// Puts the terminal in raw mode while it lives.
-struct RawTerminal(Option<nix::sys::termios::Termios>);
-
-impl RawTerminal {
-    fn enable() -> RawTerminal {
-        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
-        let stdin = std::io::stdin();
-        match tcgetattr(&stdin) {
-            Ok(saved) => {
-                let mut raw = saved.clone();
-                cfmakeraw(&mut raw);
-                let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
-                RawTerminal(Some(saved))
-            }
-            Err(_) => RawTerminal(None),
-        }
-    }
-}
-
-impl Drop for RawTerminal {
-    fn drop(&mut self) {
-        if let Some(t) = &self.0 {
-            let _ = nix::sys::termios::tcsetattr(
-                std::io::stdin(),
-                nix::sys::termios::SetArg::TCSANOW,
-                t,
-            );
-        }
-    }
-}
-
-fn terminal_size() -> Option<(u32, u32)> {
-    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
-    // SAFETY: TIOCGWINSZ writes a winsize into the struct we own; fd 1 or 0 is ours to query.
-    let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0
-        || unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0;
-    (ok && ws.ws_col > 0).then_some((ws.ws_col as u32, ws.ws_row as u32))
-}
-
 /// Attaches to a created task, starts it, relays stdio and returns the exit code.
 pub async fn attach_and_start(
     ctx: &Context,
@@ -234,66 +335,21 @@ pub async fn attach_and_start(
 
     let _raw = (tty && std::io::stdin().is_terminal()).then(RawTerminal::enable);
     if tty {
-        if let Some((w, h)) = terminal_size() {
-            let _ = tx
-                .send(tapi::AttachRequest {
-                    item: Some(tapi::attach_request::Item::Resize(tapi::ResizeRequest {
-                        container_id: id.to_string(),
-                        width: w,
-                        height: h,
-                    })),
-                })
-                .await;
-        }
-        let (tx2, id2) = (tx.clone(), id.to_string());
-        tokio::spawn(async move {
-            let Ok(mut winch) =
-                tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
-            else {
-                return;
-            };
-            while winch.recv().await.is_some() {
-                if let Some((w, h)) = terminal_size() {
-                    let r = tapi::ResizeRequest {
-                        container_id: id2.clone(),
-                        width: w,
-                        height: h,
-                    };
-                    if tx2
-                        .send(tapi::AttachRequest {
-                            item: Some(tapi::attach_request::Item::Resize(r)),
-                        })
-                        .await
-                        .is_err()
-                    {
-                        break;
-                    }
-                }
-            }
-        });
+        relay_resizes(&tx, id, |r| tapi::AttachRequest {
+            item: Some(tapi::attach_request::Item::Resize(r)),
+        })
+        .await;
     }
     if stdin {
-        let tx = tx.clone();
-        std::thread::spawn(move || {
-            let mut input = std::io::stdin().lock();
-            let mut buf = vec![0u8; 32 << 10];
-            loop {
-                match input.read(&mut buf) {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let m = tapi::AttachRequest {
-                            item: Some(tapi::attach_request::Item::Stdin(buf[..n].to_vec())),
-                        };
-                        if tx.blocking_send(m).is_err() {
-                            return;
-                        }
-                    }
-                }
-            }
-            let _ = tx.blocking_send(tapi::AttachRequest {
+        relay_stdin(
+            tx.clone(),
+            |b| tapi::AttachRequest {
+                item: Some(tapi::attach_request::Item::Stdin(b)),
+            },
+            || tapi::AttachRequest {
                 item: Some(tapi::attach_request::Item::CloseStdin(true)),
-            });
-        });
+            },
+        );
     }
 
     ctx.tasks()
@@ -302,18 +358,10 @@ pub async fn attach_and_start(
         }))
         .await?;
 
-    let mut stdout = std::io::stdout();
-    let mut stderr = std::io::stderr();
     while let Some(msg) = output.next().await {
         match msg?.item {
-            Some(tapi::attach_response::Item::Stdout(b)) => {
-                stdout.write_all(&b)?;
-                stdout.flush()?;
-            }
-            Some(tapi::attach_response::Item::Stderr(b)) => {
-                stderr.write_all(&b)?;
-                stderr.flush()?;
-            }
+            Some(tapi::attach_response::Item::Stdout(b)) => write_stdout(&b)?,
+            Some(tapi::attach_response::Item::Stderr(b)) => write_stderr(&b)?,
             Some(tapi::attach_response::Item::Exit(e)) => return Ok(e.exit_code),
             None => {}
         }
@@ -349,7 +397,11 @@ pub async fn run(ctx: &Context, a: RunArgs) -> u8 {
             .await;
         let _ = ctx
             .containers()
-            .delete(ctx.req(capi::DeleteContainerRequest { id }))
+            .delete(ctx.req(capi::DeleteContainerRequest {
+                id,
+                force: false,
+                remove_volumes: false,
+            }))
             .await;
     };
     if let Err(e) = ctx
@@ -406,5 +458,48 @@ mod tests {
         assert_eq!(parse_memory("512k"), Ok(512 << 10));
         assert!(parse_memory("lots").is_err());
         assert!(parse_memory("-1m").is_err());
+    }
+
+    #[test]
+    fn restart_policies() {
+        let p = |s: &str| parse_restart(s).map(|p| (p.name, p.maximum_retry_count));
+        assert_eq!(p("no"), Ok(("no".into(), 0)));
+        assert_eq!(p("always"), Ok(("always".into(), 0)));
+        assert_eq!(p("unless-stopped"), Ok(("unless-stopped".into(), 0)));
+        assert_eq!(p("on-failure"), Ok(("on-failure".into(), 0)));
+        assert_eq!(p("on-failure:5"), Ok(("on-failure".into(), 5)));
+        assert!(p("on-failure:x").is_err());
+        assert!(p("on-failure:-1").is_err());
+        assert!(p("always:3").is_err());
+        assert!(p("sometimes")
+            .unwrap_err()
+            .contains("invalid restart policy"));
+    }
+
+    #[test]
+    fn signals() {
+        assert_eq!(parse_signal("KILL"), Ok(9));
+        assert_eq!(parse_signal("SIGKILL"), Ok(9));
+        assert_eq!(parse_signal("sigterm"), Ok(15));
+        assert_eq!(parse_signal("hup"), Ok(1));
+        assert_eq!(parse_signal("9"), Ok(9));
+        assert_eq!(parse_signal("USR1"), Ok(libc::SIGUSR1));
+        assert_eq!(parse_signal("RTMIN+1"), Ok(libc::SIGRTMIN() + 1));
+        assert!(parse_signal("0").is_err());
+        assert!(parse_signal("99").is_err());
+        assert!(parse_signal("NOPE").is_err());
+    }
+
+    #[test]
+    fn binds() {
+        assert!(parse_bind("/host:/data").is_ok());
+        assert!(parse_bind("/host:/data:ro").is_ok());
+        assert!(parse_bind("myvol:/data:rw").is_ok());
+        assert!(parse_bind("/data").is_ok());
+        assert!(parse_bind("rel/path:/data").is_err());
+        assert!(parse_bind("/host:data").is_err());
+        assert!(parse_bind("/host:/data:rx").is_err());
+        assert!(parse_bind("a:b:c:d").is_err());
+        assert!(parse_bind(":/data").is_err());
     }
 }

@@ -11,6 +11,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "berth/tasks/v1/tasks.proto",
         "berth/version/v1/version.proto",
         "berth/registry/v1/registry.proto",
+        "berth/events/v1/events.proto",
+        "berth/volumes/v1/volumes.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| proto_root.join(f)).collect();
     for p in &paths {

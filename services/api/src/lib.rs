@@ -47,4 +47,15 @@ pub mod registry {
     }
 }
 
+pub mod events {
+    pub mod v1 {
+        tonic::include_proto!("berth.events.v1");
+    }
+}
+pub mod volumes {
+    pub mod v1 {
+        tonic::include_proto!("berth.volumes.v1");
+    }
+}
+
 pub use prost_types;

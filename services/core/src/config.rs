@@ -71,6 +71,7 @@ pub struct ServiceAddresses {
     pub snapshot: Option<String>,
     pub runtime: Option<String>,
     pub registry: Option<String>,
+    pub events: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

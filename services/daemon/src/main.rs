@@ -14,7 +14,7 @@ use tracing::info;
 
 mod version;
 
-const ALL_SERVICES: &[&str] = &["image", "snapshot", "runtime", "registry"];
+const ALL_SERVICES: &[&str] = &["image", "snapshot", "runtime", "registry", "events"];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,7 +35,7 @@ struct Args {
     /// Where to listen: unix:///path or tcp://127.0.0.1:PORT (default unix://<state>/berth.sock)
     #[arg(long)]
     address: Option<String>,
-    /// Services to host, comma-separated: image,snapshot,runtime,registry (default: all)
+    /// Services to host, comma-separated: image,snapshot,runtime,registry,events (default: all)
     #[arg(long, value_delimiter = ',')]
     service: Vec<String>,
     /// Debug logging
@@ -111,6 +111,9 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
         .add_service(reflection_alpha)
         .add_service(version::serve(services.clone()));
 
+    if hosts("events") {
+        router = router.add_service(berth_events::serve());
+    }
     if hosts("registry") {
         router =
             router.add_service(berth_registry_proxy::serve(&config).context("registry service")?);
@@ -141,15 +144,19 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
                 std::io::Error::last_os_error()
             );
         }
-        let (containers, tasks) = berth_runtime::serve(
+        let runtime = berth_runtime::serve_all(
             &config.root.join("runtime"),
             &config.state,
             config.runtime.clone(),
             chan(&config.services.image)?,
             chan(&config.services.snapshot)?,
+            Some(chan(&config.services.events)?),
         )
         .context("runtime service")?;
-        router = router.add_service(containers).add_service(tasks);
+        router = router
+            .add_service(runtime.containers)
+            .add_service(runtime.tasks)
+            .add_service(runtime.volumes);
     }
     for s in &services {
         health_reporter

@@ -1,13 +1,15 @@
 //! The Containers service: creating, finding and deleting container records.
 
 use crate::error::{Error, Result};
+use crate::lifecycle::{state_of, Policy, STATUS_CREATED, STATUS_DEAD, STATUS_EXITED};
+use crate::shim::{Request as ShimRequest, Status as ShimStatus};
 use crate::spec::{self, ImageConfig};
 use crate::Runtime;
 use berth_api::containers::v1::containers_server::Containers;
 use berth_api::containers::v1::{
-    Container, ContainerConfig, CreateContainerRequest, CreateContainerResponse,
+    Container, ContainerConfig, ContainerState, CreateContainerRequest, CreateContainerResponse,
     DeleteContainerRequest, DeleteContainerResponse, GetContainerRequest, GetContainerResponse,
-    ListContainersRequest, ListContainersResponse,
+    ListContainersRequest, ListContainersResponse, PruneContainersRequest, PruneContainersResponse,
 };
 use berth_api::images::v1::{InspectImageRequest, InspectImageResponse};
 use berth_api::snapshots::v1::{PrepareSnapshotRequest, SnapshotKey};
@@ -130,6 +132,16 @@ impl Runtime {
                 "no image given: name the image to create the container from".into(),
             ));
         }
+        Policy::validate(config.restart_policy.as_ref())?;
+        if config.auto_remove && !matches!(Policy::of(config.restart_policy.as_ref()), Policy::No) {
+            return Err(Error::InvalidArgument(
+                "conflicting options: cannot specify both --restart and --rm".into(),
+            ));
+        }
+        if !config.stop_signal.is_empty() {
+            crate::lifecycle::parse_signal(&config.stop_signal)?;
+        }
+        let binds = crate::volumes::parse_binds(&config.binds)?;
 
         let inspect = self
             .images
@@ -155,7 +167,14 @@ impl Runtime {
             name.to_string()
         };
         // The spec first: a bad request must not leave a snapshot behind.
-        let spec = spec::build(&id, ns, &config, &image, &self.spec_options)?;
+        let mut spec = spec::build(&id, ns, &config, &image, &self.spec_options)?;
+        let image_volumes: Vec<String> = image
+            .volumes
+            .as_ref()
+            .map(|v| v.keys().cloned().collect())
+            .unwrap_or_default();
+        let mounts = self.container_mounts(ns, &binds, &image_volumes)?;
+        crate::volumes::add_to_spec(&mut spec, &mounts)?;
         let spec_json = serde_json::to_vec(&spec).map_err(|e| Error::Spec(e.to_string()))?;
 
         if inspect.chain_id.is_empty() {
@@ -169,7 +188,18 @@ impl Runtime {
         } else {
             config.snapshotter.clone()
         };
-        self.snapshots
+        let drop_new_volumes = |mounts: &[berth_api::containers::v1::MountPoint]| {
+            self.remove_anonymous_volumes(
+                ns,
+                &Container {
+                    id: id.clone(),
+                    mounts: mounts.to_vec(),
+                    ..Default::default()
+                },
+            )
+        };
+        let prepared = match self
+            .snapshots
             .clone()
             .prepare(request(
                 ns,
@@ -181,7 +211,33 @@ impl Runtime {
                 },
             ))
             .await
-            .map_err(|s| Error::service("snapshots", s))?;
+        {
+            Ok(r) => r.into_inner(),
+            Err(s) => {
+                drop_new_volumes(&mounts);
+                return Err(Error::service("snapshots", s));
+            }
+        };
+        // A new (empty) volume starts with what the image has at its path.
+        let rootfs: Vec<_> = prepared
+            .mounts
+            .into_iter()
+            .map(crate::bundle::rootfs_mount)
+            .collect();
+        for m in mounts.iter().filter(|m| m.r#type == "volume") {
+            let (layers, dst, target) = (
+                crate::volumes::layer_dirs(&rootfs),
+                m.destination.clone(),
+                std::path::PathBuf::from(&m.source),
+            );
+            let copied = tokio::task::spawn_blocking(move || {
+                crate::volumes::copy_up_if_empty(&layers, &dst, &target)
+            })
+            .await;
+            if let Ok(Err(e)) = copied {
+                tracing::warn!(container = %id, volume = %m.name, error = %e, "cannot fill the new volume with the image's content");
+            }
+        }
 
         let mut labels: std::collections::HashMap<String, String> =
             spec::image_labels(&image).into_iter().collect();
@@ -201,15 +257,23 @@ impl Runtime {
             snapshot_key: id.clone(),
             created_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
             labels,
+            state: Some(ContainerState {
+                status: STATUS_CREATED.to_string(),
+                ..Default::default()
+            }),
+            mounts,
+            log_path: self.log_path(ns, &id).display().to_string(),
         };
         if let Err(e) = self.store.create(ns, &container) {
             // Lost a race for the name (or the disk failed): give the snapshot back.
+            drop_new_volumes(&container.mounts);
             if let Err(re) = self.remove_snapshot(ns, &snapshotter, &id).await {
                 tracing::warn!(container = %id, error = %re, "cannot remove the snapshot of a container that was not stored");
             }
             return Err(e);
         }
         tracing::info!(container = %container.id, name = %container.name, image = %container.image, "container created");
+        self.publish_container(ns, &container.id, "create", &[]);
         Ok(container)
     }
 
@@ -232,25 +296,112 @@ impl Runtime {
         }
     }
 
-    /// Deletes a container that has no running task: its stopped task, its snapshot, its
-    /// record.
-    pub async fn delete_container(&self, ns: &str, reference: &str) -> Result<()> {
+    /// Deletes a container: its stopped task, its snapshot, its log, its record (and its
+    /// anonymous volumes with `remove_volumes`). A running container is refused, unless
+    /// `force`, which kills it first.
+    pub async fn delete_container(
+        &self,
+        ns: &str,
+        reference: &str,
+        force: bool,
+        remove_volumes: bool,
+    ) -> Result<()> {
         let container = self.store.resolve(ns, reference)?;
+        let id = container.id.clone();
+        let _guard = self.lock(ns, &id).await;
+        if let Some(task) = self.task_state(ns, &id).await? {
+            if task.status == ShimStatus::Running {
+                if !force {
+                    return Err(Error::FailedPrecondition(format!(
+                        "You cannot remove a running container {id}. Stop the container before \
+                         attempting removal or force remove"
+                    )));
+                }
+                let shim = self.shim(ns, &id);
+                shim.call_ok(&ShimRequest::Kill {
+                    signal: libc::SIGKILL,
+                    all: true,
+                })
+                .await?;
+                self.publish_container(ns, &id, "kill", &[("signal", "9".to_string())]);
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(30),
+                    shim.call(&ShimRequest::Wait),
+                )
+                .await;
+            }
+        }
+        self.delete_container_locked(ns, &container, remove_volumes)
+            .await?;
+        drop(_guard);
+        self.forget_lock(ns, &id);
+        self.forget_mounts(ns, &id);
+        Ok(())
+    }
+
+    /// Deletes a container whose lock is held and whose task is not running.
+    pub(crate) async fn delete_container_locked(
+        &self,
+        ns: &str,
+        container: &Container,
+        remove_volumes: bool,
+    ) -> Result<()> {
         let id = container.id.as_str();
         if let Some(task) = self.task_state(ns, id).await? {
-            if task.status == crate::shim::Status::Running {
-                return Err(Error::FailedPrecondition(format!(
-                    "You cannot remove a running container {id}. Stop the container before \
-                     attempting removal or force remove"
-                )));
-            }
             self.delete_task_of(ns, id, &task).await?;
         }
         self.remove_snapshot(ns, &container.snapshotter, &container.snapshot_key)
             .await?;
         self.store.delete(ns, id)?;
+        let dir = self.container_dir(ns, id);
+        if let Err(e) = std::fs::remove_dir_all(&dir) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(container = %id, error = %e, "cannot remove the container's folder");
+            }
+        }
+        if remove_volumes {
+            self.remove_anonymous_volumes(ns, container);
+        }
         tracing::info!(container = %id, "container deleted");
+        self.publish(
+            ns,
+            "container",
+            "destroy",
+            id,
+            [
+                ("name".to_string(), container.name.clone()),
+                ("image".to_string(), container.image.clone()),
+            ]
+            .into(),
+        );
         Ok(())
+    }
+
+    /// Deletes every container that is not running (created, exited, dead). Returns their
+    /// ids.
+    pub async fn prune_containers(&self, ns: &str) -> Result<Vec<String>> {
+        let mut deleted = Vec::new();
+        for c in self.store.list(ns)? {
+            let st = state_of(&c);
+            if ![STATUS_CREATED, STATUS_EXITED, STATUS_DEAD].contains(&st.status.as_str()) {
+                continue;
+            }
+            match self.delete_container(ns, &c.id, false, false).await {
+                Ok(()) => deleted.push(c.id),
+                Err(e) => tracing::info!(container = %c.id, error = %e, "prune: container kept"),
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// A container as Get and List show it: its state (`created` for an old record) and log
+    /// path filled in.
+    pub(crate) fn presented(&self, ns: &str, mut c: Container) -> Container {
+        c.state = Some(state_of(&c));
+        if c.log_path.is_empty() {
+            c.log_path = self.log_path(ns, &c.id).display().to_string();
+        }
+        c
     }
 }
 
@@ -293,7 +444,7 @@ impl Containers for ContainersService {
         let ns = namespace(&req)?;
         let container = self.runtime.store.resolve(&ns, &req.get_ref().id)?;
         Ok(Response::new(GetContainerResponse {
-            container: Some(container),
+            container: Some(self.runtime.presented(&ns, container)),
         }))
     }
 
@@ -302,7 +453,13 @@ impl Containers for ContainersService {
         req: Request<ListContainersRequest>,
     ) -> Result<Response<ListContainersResponse>, Status> {
         let ns = namespace(&req)?;
-        let containers = self.runtime.store.list(&ns)?;
+        let containers = self
+            .runtime
+            .store
+            .list(&ns)?
+            .into_iter()
+            .map(|c| self.runtime.presented(&ns, c))
+            .collect();
         Ok(Response::new(ListContainersResponse { containers }))
     }
 
@@ -311,10 +468,20 @@ impl Containers for ContainersService {
         req: Request<DeleteContainerRequest>,
     ) -> Result<Response<DeleteContainerResponse>, Status> {
         let ns = namespace(&req)?;
+        let r = req.get_ref();
         self.runtime
-            .delete_container(&ns, &req.get_ref().id)
+            .delete_container(&ns, &r.id, r.force, r.remove_volumes)
             .await?;
         Ok(Response::new(DeleteContainerResponse {}))
+    }
+
+    async fn prune(
+        &self,
+        req: Request<PruneContainersRequest>,
+    ) -> Result<Response<PruneContainersResponse>, Status> {
+        let ns = namespace(&req)?;
+        let deleted = self.runtime.prune_containers(&ns).await?;
+        Ok(Response::new(PruneContainersResponse { deleted }))
     }
 }
 

@@ -39,6 +39,10 @@ pub enum Error {
     #[error("{0}")]
     FailedPrecondition(String),
 
+    /// Something else that does not exist (a volume, …); the message says what.
+    #[error("{0}")]
+    NotFound(String),
+
     #[error("container {0} has no task: create or start it first")]
     NoTask(String),
 
@@ -117,7 +121,10 @@ impl Error {
     /// The gRPC code that says what kind of failure this is.
     pub fn code(&self) -> Code {
         match self {
-            Error::NoSuchContainer(_) | Error::NoSuchImage(_) | Error::NoTask(_) => Code::NotFound,
+            Error::NoSuchContainer(_)
+            | Error::NoSuchImage(_)
+            | Error::NoTask(_)
+            | Error::NotFound(_) => Code::NotFound,
             Error::AmbiguousPrefix { .. }
             | Error::InvalidName(_)
             | Error::NoCommand

@@ -12,6 +12,17 @@
 //!   one request on the shim's socket ([`shim::Shim`]). Nothing about a task is kept in memory:
 //!   after a restart the bundle folders are the truth, and a task whose shim is gone reads as
 //!   stopped with the exit status the shim left in `exit.json`.
+//! - **Lifecycle** ([`lifecycle`]): each container's state (status, exit code, pid, times,
+//!   OOM, restart count, stopped by the user) lives in its record and is kept current by a
+//!   monitor per running task, which waits on the shim, records the exit, publishes `die`/`oom`,
+//!   deletes the task and applies the restart policy (Docker's back-off) or `auto_remove`.
+//!   [`Runtime::recover`] finds everything again when berthd starts.
+//! - **Logs** ([`logs`]): `<root>/containers/<ns>/<id>/container.log`, written by the shim of
+//!   every run (annotation `io.berth.log-path`), read back by `Tasks.Logs`.
+//! - **Volumes** ([`volumes`], [`VolumesService`]): `<root>/volumes/<ns>/<name>/_data`, bind
+//!   mounts and named/anonymous volumes in the spec.
+//! - **Events** ([`events`]): published to the Events service when a channel is given
+//!   ([`serve_all`]); a failed publish is only logged.
 //!
 //! The shim contract (bundle files, socket protocol, frames) is `docs/shim.md`.
 //!
@@ -39,34 +50,62 @@
 pub mod bundle;
 pub mod containers;
 pub mod error;
+pub mod events;
+pub mod lifecycle;
+pub mod logs;
 pub mod metadata;
 pub mod shim;
 pub mod spec;
 pub mod tasks;
+pub mod volumes;
 
 pub use containers::ContainersService;
 pub use error::Error;
 pub use tasks::TasksService;
+pub use volumes::VolumesService;
 
 use berth_api::containers::v1::containers_server::ContainersServer;
+use berth_api::events::v1::events_client::EventsClient;
 use berth_api::images::v1::images_client::ImagesClient;
 use berth_api::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_api::tasks::v1::tasks_server::TasksServer;
+use berth_api::volumes::v1::volumes_server::VolumesServer;
 use berth_core::config::RuntimeConfig;
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use tonic::transport::Channel;
 
 /// The state both services share: the container records, the state folder with the bundles,
 /// and the clients of the services the runtime depends on.
 #[derive(Debug)]
 pub struct Runtime {
+    /// This runtime itself, for the monitor tasks it spawns.
+    me: Weak<Runtime>,
     store: metadata::Store,
+    /// The runtime's persistent folder: `metadata.db`, `containers/` (logs), `volumes/`.
+    root: PathBuf,
     state: PathBuf,
     shim_binary: PathBuf,
     spec_options: spec::Options,
     images: ImagesClient<Channel>,
     snapshots: SnapshotsClient<Channel>,
+    events: Option<EventsClient<Channel>>,
+    /// The queue that publishes events one after another, in order (started on first use).
+    event_queue:
+        std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<berth_api::events::v1::Envelope>>,
+    /// One lock per container (`<ns>/<id>`): creating, starting, deleting its task and
+    /// recording its exits never interleave.
+    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// `<ns>/<id>` → when a user last sent it a signal with `kill` (an exit soon after counts
+    /// as stopped by the user).
+    user_kills: std::sync::Mutex<HashMap<String, std::time::Instant>>,
+    /// `<ns>/<id>` → the rootfs mounts of the container's last task, for a start while the
+    /// snapshot service cannot be reached (berthd starting up).
+    last_mounts: std::sync::Mutex<HashMap<String, Vec<bundle::RootfsMount>>>,
+    /// `<ns>/<id>` of containers a client attached to during their current run: their
+    /// client (a foreground `run --rm`) removes them, not `auto_remove`.
+    attached_runs: std::sync::Mutex<std::collections::HashSet<String>>,
 }
 
 impl Runtime {
@@ -79,15 +118,42 @@ impl Runtime {
         images: Channel,
         snapshots: Channel,
     ) -> Result<Arc<Runtime>, Error> {
+        Runtime::open_with_events(root, state, config, images, snapshots, None)
+    }
+
+    /// [`Runtime::open`] with a channel to the Events service, where the runtime publishes
+    /// container events (`create`, `start`, `die`, `oom`, `kill`, `stop`, `destroy`, …). A
+    /// publish that fails is logged, never fatal.
+    pub fn open_with_events(
+        root: &Path,
+        state: &Path,
+        config: RuntimeConfig,
+        images: Channel,
+        snapshots: Channel,
+        events: Option<Channel>,
+    ) -> Result<Arc<Runtime>, Error> {
         let store = metadata::Store::open(root)?;
-        Ok(Arc::new(Runtime {
+        Ok(Arc::new_cyclic(|me| Runtime {
+            me: me.clone(),
             store,
+            root: root.to_path_buf(),
             state: state.to_path_buf(),
             shim_binary: shim::binary(config.shim.as_deref()),
             spec_options: spec::Options::from_host(config.log_max_size),
             images: ImagesClient::new(images),
             snapshots: SnapshotsClient::new(snapshots),
+            events: events.map(EventsClient::new),
+            event_queue: std::sync::OnceLock::new(),
+            locks: Default::default(),
+            user_kills: Default::default(),
+            last_mounts: Default::default(),
+            attached_runs: Default::default(),
         }))
+    }
+
+    /// The runtime's persistent folder.
+    pub fn root(&self) -> &Path {
+        &self.root
     }
 
     /// The container records.
@@ -112,9 +178,53 @@ impl Runtime {
             TasksServer::new(TasksService::new(self.clone())),
         )
     }
+
+    /// The Volumes service over this runtime.
+    pub fn volumes_service(self: &Arc<Self>) -> VolumesServer<VolumesService> {
+        VolumesServer::new(VolumesService::new(self.clone()))
+    }
 }
 
-/// The Containers and Tasks services, ready for `tonic::transport::Server::add_service`.
+/// Everything [`serve_all`] returns, ready for `tonic::transport::Server::add_service`.
+#[derive(Debug)]
+pub struct Services {
+    pub containers: ContainersServer<ContainersService>,
+    pub tasks: TasksServer<TasksService>,
+    pub volumes: VolumesServer<VolumesService>,
+    /// The runtime behind them.
+    pub runtime: Arc<Runtime>,
+}
+
+/// The Containers, Tasks and Volumes services, with container events published to `events`
+/// (a channel to the Events service; `None` publishes nothing).
+///
+/// Called inside a tokio runtime, it also starts the recovery of what ran before berthd
+/// started ([`Runtime::recover`]): monitors for live shims, exits recorded for dead ones,
+/// `always`/`unless-stopped` containers started again.
+pub fn serve_all(
+    root: &Path,
+    state: &Path,
+    config: RuntimeConfig,
+    images: Channel,
+    snapshots: Channel,
+    events: Option<Channel>,
+) -> Result<Services, Error> {
+    let runtime = Runtime::open_with_events(root, state, config, images, snapshots, events)?;
+    if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        let rt = runtime.clone();
+        handle.spawn(async move { rt.recover().await });
+    }
+    let (containers, tasks) = runtime.services();
+    Ok(Services {
+        containers,
+        tasks,
+        volumes: runtime.volumes_service(),
+        runtime,
+    })
+}
+
+/// The Containers and Tasks services, ready for `tonic::transport::Server::add_service`
+/// (without Volumes and events: see [`serve_all`]).
 ///
 /// `root` is the runtime's own persistent folder (it holds `metadata.db`), `state` the
 /// volatile state folder (bundles under `state/tasks`); `images` and `snapshots` are channels
@@ -132,5 +242,6 @@ pub fn serve(
     ),
     Error,
 > {
-    Ok(Runtime::open(root, state, config, images, snapshots)?.services())
+    let s = serve_all(root, state, config, images, snapshots, None)?;
+    Ok((s.containers, s.tasks))
 }

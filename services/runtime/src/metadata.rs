@@ -5,11 +5,14 @@
 //! - `containers`: `<ns>/<id>` → the [`Container`] message, protobuf-encoded;
 //! - `names`: `<ns>/<name>` → the id that holds the name.
 //!
-//! Both change together in one transaction, so a name is never held by two containers and never
-//! points at a container that is gone, even after a crash.
+//! - `volumes`: `<ns>/<name>` → the [`Volume`] message, protobuf-encoded.
+//!
+//! `containers` and `names` change together in one transaction, so a name is never held by two
+//! containers and never points at a container that is gone, even after a crash.
 
 use crate::error::{Error, Result};
 use berth_api::containers::v1::Container;
+use berth_api::volumes::v1::Volume;
 use prost::Message;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
@@ -21,6 +24,7 @@ pub struct Store {
     db: sled::Db,
     containers: sled::Tree,
     names: sled::Tree,
+    volumes: sled::Tree,
     path: PathBuf,
 }
 
@@ -52,10 +56,12 @@ impl Store {
         };
         let containers = db.open_tree("containers").map_err(store_err)?;
         let names = db.open_tree("names").map_err(store_err)?;
+        let volumes = db.open_tree("volumes").map_err(store_err)?;
         Ok(Store {
             db,
             containers,
             names,
+            volumes,
             path,
         })
     }
@@ -181,6 +187,102 @@ impl Store {
         Ok(out)
     }
 
+    /// Changes a stored container in place, atomically (compare-and-swap, retried on a
+    /// concurrent change). Returns the new record; `None` when there is no such container.
+    pub fn update(
+        &self,
+        namespace: &str,
+        id: &str,
+        mut change: impl FnMut(&mut Container),
+    ) -> Result<Option<Container>> {
+        let k = key(namespace, id);
+        loop {
+            let Some(old) = self.containers.get(&k).map_err(|e| self.db_err(e))? else {
+                return Ok(None);
+            };
+            let mut c = self.decode(&k, &old)?;
+            change(&mut c);
+            let new = c.encode_to_vec();
+            match self
+                .containers
+                .compare_and_swap(&k, Some(old), Some(new))
+                .map_err(|e| self.db_err(e))?
+            {
+                Ok(()) => {
+                    self.db.flush().map_err(|e| self.db_err(e))?;
+                    return Ok(Some(c));
+                }
+                Err(_) => continue,
+            }
+        }
+    }
+
+    /// Every namespace that holds a container.
+    pub fn namespaces(&self) -> Result<Vec<String>> {
+        let mut out: Vec<String> = Vec::new();
+        for item in self.containers.iter().keys() {
+            let k = item.map_err(|e| self.db_err(e))?;
+            let k = String::from_utf8_lossy(&k);
+            if let Some((ns, _)) = k.split_once('/') {
+                if out.last().map(String::as_str) != Some(ns) {
+                    out.push(ns.to_string());
+                }
+            }
+        }
+        out.dedup();
+        Ok(out)
+    }
+
+    /// Stores a volume; `false` (and nothing written) when the name is taken.
+    pub fn create_volume(&self, namespace: &str, volume: &Volume) -> Result<bool> {
+        let k = key(namespace, &volume.name);
+        let done = self
+            .volumes
+            .compare_and_swap(&k, None as Option<&[u8]>, Some(volume.encode_to_vec()))
+            .map_err(|e| self.db_err(e))?
+            .is_ok();
+        self.db.flush().map_err(|e| self.db_err(e))?;
+        Ok(done)
+    }
+
+    /// The volume with this name.
+    pub fn get_volume(&self, namespace: &str, name: &str) -> Result<Option<Volume>> {
+        let k = key(namespace, name);
+        match self.volumes.get(&k).map_err(|e| self.db_err(e))? {
+            Some(v) => Volume::decode(v.as_ref())
+                .map(Some)
+                .map_err(|e| Error::Corrupt {
+                    key: String::from_utf8_lossy(&k).into_owned(),
+                    reason: e.to_string(),
+                }),
+            None => Ok(None),
+        }
+    }
+
+    /// Every volume of a namespace, by name.
+    pub fn list_volumes(&self, namespace: &str) -> Result<Vec<Volume>> {
+        let mut out = Vec::new();
+        for item in self.volumes.scan_prefix(key(namespace, "")) {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            out.push(Volume::decode(v.as_ref()).map_err(|e| Error::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Removes a volume record; `false` when there was none.
+    pub fn delete_volume(&self, namespace: &str, name: &str) -> Result<bool> {
+        let removed = self
+            .volumes
+            .remove(key(namespace, name))
+            .map_err(|e| self.db_err(e))?
+            .is_some();
+        self.db.flush().map_err(|e| self.db_err(e))?;
+        Ok(removed)
+    }
+
     /// Removes a container and frees its name. `false` when there was no such container.
     pub fn delete(&self, namespace: &str, id: &str) -> Result<bool> {
         let id_key = key(namespace, id);
@@ -304,6 +406,35 @@ mod tests {
             .map(|c| c.id)
             .collect();
         assert_eq!(ids, ["abd456", "abc123", "ff0000"]);
+    }
+
+    #[test]
+    fn updates_and_namespaces() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store.create("b", &container("abc", "x", 1)).unwrap();
+        store.create("a", &container("def", "y", 1)).unwrap();
+        store.create("a", &container("fed", "z", 1)).unwrap();
+        assert_eq!(store.namespaces().unwrap(), ["a", "b"]);
+        let c = store
+            .update("b", "abc", |c| c.log_path = "/l".into())
+            .unwrap()
+            .unwrap();
+        assert_eq!(c.log_path, "/l");
+        assert_eq!(store.get("b", "abc").unwrap().unwrap().log_path, "/l");
+        assert!(store.update("b", "nope", |_| {}).unwrap().is_none());
+
+        let v = Volume {
+            name: "data".into(),
+            ..Default::default()
+        };
+        assert!(store.create_volume("a", &v).unwrap());
+        assert!(!store.create_volume("a", &v).unwrap());
+        assert_eq!(store.list_volumes("a").unwrap().len(), 1);
+        assert!(store.list_volumes("b").unwrap().is_empty());
+        assert!(store.get_volume("a", "data").unwrap().is_some());
+        assert!(store.delete_volume("a", "data").unwrap());
+        assert!(!store.delete_volume("a", "data").unwrap());
     }
 
     #[test]

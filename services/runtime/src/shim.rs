@@ -112,17 +112,30 @@ impl Shim {
     /// Sends one request and reads its answer. `None` when the shim is gone, also when it
     /// closes the connection without an answer (it exited while we waited).
     pub async fn call(&self, request: &Request) -> Result<Option<Response>> {
+        // A shim that exits while a request is in flight resets the connection: that is a
+        // gone shim too.
+        let gone_midway = |e: &io::Error| {
+            matches!(
+                e.kind(),
+                io::ErrorKind::ConnectionReset | io::ErrorKind::BrokenPipe
+            )
+        };
         let exchange = async {
             let Some(mut stream) = self.connect().await? else {
                 return Ok(None);
             };
             let (read, mut write) = stream.split();
-            write
-                .write_all(&line(request))
-                .await
-                .map_err(|e| self.io_err(e))?;
+            match write.write_all(&line(request)).await {
+                Ok(()) => {}
+                Err(e) if gone_midway(&e) => return Ok(None),
+                Err(e) => return Err(self.io_err(e)),
+            }
             let mut reader = BufReader::new(read);
-            read_answer(&mut reader).await.map_err(|e| self.io_err(e))
+            match read_answer(&mut reader).await {
+                Ok(answer) => Ok(answer),
+                Err(e) if gone_midway(&e) => Ok(None),
+                Err(e) => Err(self.io_err(e)),
+            }
         };
         if matches!(request, Request::Wait) {
             exchange.await
@@ -154,12 +167,22 @@ impl Shim {
 
     /// Attaches to the container's stdio. `None` when the shim is gone.
     pub async fn attach(&self, stdin: bool) -> Result<Option<Attached>> {
+        Ok(self
+            .open(&Request::Attach { stdin })
+            .await?
+            .map(|(_, attached)| attached))
+    }
+
+    /// Sends a request whose connection goes on with frames (`attach`, `exec`): the answer
+    /// and the connection. `None` when the shim is gone; a refusal is an error with the
+    /// shim's exit code hint.
+    pub async fn open(&self, request: &Request) -> Result<Option<(Response, Attached)>> {
         let Some(stream) = self.connect().await? else {
             return Ok(None);
         };
         let (read, mut input) = stream.into_split();
         input
-            .write_all(&line(&Request::Attach { stdin }))
+            .write_all(&line(request))
             .await
             .map_err(|e| self.io_err(e))?;
         let mut output = BufReader::new(read);
@@ -168,17 +191,19 @@ impl Shim {
             .map_err(|_| {
                 self.io_err(io::Error::new(
                     io::ErrorKind::TimedOut,
-                    "no answer to attach",
+                    "no answer from the shim",
                 ))
             })?
             .map_err(|e| self.io_err(e))?;
         match answer {
             None => Ok(None),
             Some(r) if !r.ok => Err(Error::Shim {
-                message: r.error.unwrap_or_else(|| "attach refused".to_string()),
+                message: r
+                    .error
+                    .unwrap_or_else(|| "the shim refused the request".to_string()),
                 exit_code: r.code.unwrap_or(125),
             }),
-            Some(_) => Ok(Some(Attached { output, input })),
+            Some(r) => Ok(Some((r, Attached { output, input }))),
         }
     }
 }

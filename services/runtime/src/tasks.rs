@@ -22,7 +22,7 @@ use tokio::io::AsyncWriteExt;
 use tonic::{Request, Response, Status, Streaming};
 
 /// The exit code of a task whose shim vanished without recording one.
-const UNKNOWN_EXIT_CODE: i32 = 255;
+pub(crate) const UNKNOWN_EXIT_CODE: i32 = 255;
 /// The signal `kill` sends when none is given.
 const DEFAULT_SIGNAL: i32 = libc::SIGTERM;
 
@@ -38,7 +38,7 @@ pub struct TaskState {
     pub shim_alive: bool,
 }
 
-fn unknown_exit() -> ExitStatus {
+pub(crate) fn unknown_exit() -> ExitStatus {
     ExitStatus {
         exit_code: UNKNOWN_EXIT_CODE,
         signal: None,
@@ -81,17 +81,17 @@ fn not_running(id: &str) -> Error {
 }
 
 impl Runtime {
-    fn bundle(&self, ns: &str, id: &str) -> Bundle {
+    pub(crate) fn bundle(&self, ns: &str, id: &str) -> Bundle {
         Bundle::new(&self.state, ns, id)
     }
 
-    fn shim(&self, ns: &str, id: &str) -> Shim {
+    pub(crate) fn shim(&self, ns: &str, id: &str) -> Shim {
         Shim::new(id, self.bundle(ns, id).socket())
     }
 
     /// The id of the task a request names: a container by id, prefix or name; or the full id of
     /// a task whose container record is already gone.
-    fn task_id(&self, ns: &str, reference: &str) -> Result<String> {
+    pub(crate) fn task_id(&self, ns: &str, reference: &str) -> Result<String> {
         match self.store.resolve(ns, reference) {
             Ok(c) => Ok(c.id),
             Err(Error::NoSuchContainer(r))
@@ -113,6 +113,17 @@ impl Runtime {
             exit: Some(bundle.exit_status()?.unwrap_or_else(unknown_exit)),
             shim_alive: false,
         })
+    }
+
+    /// How a task ended when its bundle cannot say (any more): `exit.json`, else the exit the
+    /// container's state records, else unknown (255).
+    pub(crate) fn fallback_exit(&self, ns: &str, id: &str) -> ExitStatus {
+        self.bundle(ns, id)
+            .exit_status()
+            .ok()
+            .flatten()
+            .or_else(|| self.recorded_exit(ns, id))
+            .unwrap_or_else(unknown_exit)
     }
 
     /// The state of the task of container `id`; `None` when it has no task.
@@ -148,6 +159,27 @@ impl Runtime {
     /// mounts, then its shim. The process is created but waits for `start`. Returns its pid.
     pub async fn create_task(&self, ns: &str, reference: &str) -> Result<u32> {
         let container = self.store.resolve(ns, reference)?;
+        let _guard = self.lock(ns, &container.id).await;
+        self.create_task_locked(ns, &container, None).await
+    }
+
+    fn remember_mounts(&self, ns: &str, id: &str, mounts: Vec<RootfsMount>) {
+        let mut m = self.last_mounts.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(format!("{ns}/{id}"), mounts);
+    }
+
+    fn remembered_mounts(&self, ns: &str, id: &str) -> Option<Vec<RootfsMount>> {
+        let m = self.last_mounts.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&format!("{ns}/{id}")).cloned()
+    }
+
+    pub(crate) fn forget_mounts(&self, ns: &str, id: &str) {
+        let mut m = self.last_mounts.lock().unwrap_or_else(|e| e.into_inner());
+        m.remove(&format!("{ns}/{id}"));
+    }
+
+    /// The rootfs mounts of a container's snapshot.
+    async fn snapshot_mounts(&self, ns: &str, container: &Container) -> Result<Vec<RootfsMount>> {
         let mounts = self
             .snapshots
             .clone()
@@ -168,11 +200,7 @@ impl Runtime {
                 container.snapshot_key, container.id
             )));
         }
-        let mounts = mounts
-            .into_iter()
-            .map(bundle::rootfs_mount)
-            .collect::<Vec<_>>();
-        self.create_task_with_mounts(ns, &container, &mounts).await
+        Ok(mounts.into_iter().map(bundle::rootfs_mount).collect())
     }
 
     /// [`Runtime::create_task`] with the rootfs mounts already known.
@@ -182,7 +210,34 @@ impl Runtime {
         container: &Container,
         mounts: &[RootfsMount],
     ) -> Result<u32> {
+        let _guard = self.lock(ns, &container.id).await;
+        self.create_task_locked(ns, container, Some(mounts)).await
+    }
+
+    /// Creates the task of a container whose lock is held; `mounts` or, when `None`, the
+    /// snapshot's mounts make its rootfs.
+    pub(crate) async fn create_task_locked(
+        &self,
+        ns: &str,
+        container: &Container,
+        mounts: Option<&[RootfsMount]>,
+    ) -> Result<u32> {
         let id = container.id.as_str();
+        let fetched;
+        let mounts = match mounts {
+            Some(m) => m,
+            None => {
+                fetched = match self.snapshot_mounts(ns, container).await {
+                    Ok(m) => m,
+                    Err(e) if e.code() == tonic::Code::Unavailable => {
+                        // The snapshot service is not up (yet): the last task's rootfs.
+                        self.remembered_mounts(ns, id).ok_or(e)?
+                    }
+                    Err(e) => return Err(e),
+                };
+                &fetched
+            }
+        };
         if let Some(state) = self.task_state(ns, id).await? {
             if state.status != ShimStatus::Stopped {
                 return Err(Error::TaskExists(id.to_string()));
@@ -191,7 +246,8 @@ impl Runtime {
             self.delete_task_of(ns, id, &state).await?;
         }
         let bundle = self.bundle(ns, id);
-        match bundle.write(&container.spec, mounts) {
+        let spec = self.task_spec(ns, container)?;
+        match bundle.write(&spec, mounts) {
             Ok(()) => {}
             Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
                 return Err(Error::TaskExists(id.to_string()))
@@ -215,27 +271,20 @@ impl Runtime {
         Ok(pid)
     }
 
-    /// Lets the created process `execve`. Returns its pid.
+    /// Lets the created process `execve` (or starts an exited container again); see
+    /// [`Runtime::start_container`]. Returns its pid.
     pub async fn start_task(&self, ns: &str, reference: &str) -> Result<u32> {
-        let id = self.task_id(ns, reference)?;
-        if !self.bundle(ns, &id).exists() {
-            return Err(Error::NoTask(id));
-        }
-        match self.shim(ns, &id).call_ok(&ShimRequest::Start).await? {
-            Some(answer) => Ok(shim::pid_of(&answer)),
-            None => Err(Error::FailedPrecondition(format!(
-                "container {id} has exited; create its task again to start it"
-            ))),
-        }
+        self.start_container(ns, reference).await
     }
 
     /// Sends `signal` (SIGTERM when 0) to the init process, or to every process of the
     /// container with `all`.
     pub async fn kill_task(&self, ns: &str, reference: &str, signal: u32, all: bool) -> Result<()> {
         let id = self.task_id(ns, reference)?;
-        if !self.bundle(ns, &id).exists() {
-            return Err(not_running(&id));
-        }
+        let pid = match self.task_state(ns, &id).await? {
+            Some(t) if t.status != ShimStatus::Stopped => t.pid,
+            _ => return Err(not_running(&id)),
+        };
         let signal = if signal == 0 {
             DEFAULT_SIGNAL
         } else {
@@ -247,10 +296,23 @@ impl Runtime {
         match self
             .shim(ns, &id)
             .call_ok(&ShimRequest::Kill { signal, all })
-            .await?
+            .await
         {
-            Some(_) => Ok(()),
-            None => Err(not_running(&id)),
+            Ok(Some(_)) => {
+                self.note_user_kill(ns, &id);
+                self.publish_container(ns, &id, "kill", &[("signal", signal.to_string())]);
+                // As Docker's kill does for SIGKILL: return once the container is stopped.
+                if signal == libc::SIGKILL {
+                    self.await_recorded_exit(ns, &id, pid).await?;
+                }
+                Ok(())
+            }
+            Ok(None) => Err(not_running(&id)),
+            // The init exited between the state and the signal.
+            Err(Error::Shim { .. }) if matches!(self.task_state(ns, &id).await, Ok(Some(t)) if t.status == ShimStatus::Stopped) => {
+                Err(not_running(&id))
+            }
+            Err(e) => Err(e),
         }
     }
 
@@ -259,13 +321,14 @@ impl Runtime {
         let id = self.task_id(ns, reference)?;
         let bundle = self.bundle(ns, &id);
         if !bundle.exists() {
-            return Err(Error::NoTask(id));
+            // Its monitor recorded the exit and deleted the task.
+            return self.recorded_exit(ns, &id).ok_or(Error::NoTask(id));
         }
         let answer = self.shim(ns, &id).call_ok(&ShimRequest::Wait).await?;
         if let Some(exit) = answer.as_ref().and_then(|a| a.exit_status()) {
             return Ok(exit.clone());
         }
-        Ok(bundle.exit_status()?.unwrap_or_else(unknown_exit))
+        Ok(self.fallback_exit(ns, &id))
     }
 
     /// Resizes the container's terminal.
@@ -294,10 +357,11 @@ impl Runtime {
     /// removes the bundle. Returns how the task ended.
     pub async fn delete_task(&self, ns: &str, reference: &str) -> Result<ExitStatus> {
         let id = self.task_id(ns, reference)?;
-        let state = self
-            .task_state(ns, &id)
-            .await?
-            .ok_or_else(|| Error::NoTask(id.clone()))?;
+        let _guard = self.lock(ns, &id).await;
+        let Some(state) = self.task_state(ns, &id).await? else {
+            // The monitor already recorded the exit and deleted the task.
+            return self.recorded_exit(ns, &id).ok_or(Error::NoTask(id));
+        };
         self.delete_task_of(ns, &id, &state).await
     }
 
@@ -308,6 +372,12 @@ impl Runtime {
         state: &TaskState,
     ) -> Result<ExitStatus> {
         let bundle = self.bundle(ns, id);
+        if let Some(mounts) = std::fs::read(bundle.dir().join("rootfs.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Vec<RootfsMount>>(&b).ok())
+        {
+            self.remember_mounts(ns, id, mounts);
+        }
         let mut exit = state.exit.clone();
         if state.shim_alive {
             let shim = self.shim(ns, id);
@@ -345,7 +415,7 @@ impl Runtime {
         }
         let exit = match exit {
             Some(e) => e,
-            None => bundle.exit_status()?.unwrap_or_else(unknown_exit),
+            None => self.fallback_exit(ns, id),
         };
         remove_bundle(bundle).await?;
         tracing::info!(container = %id, exit_code = exit.exit_code, "task deleted");
@@ -386,7 +456,7 @@ async fn wait_for_exit(pid: i32) {
 /// Whether a shim process has ended. berthd is a child subreaper, so a shim it started is
 /// its child and is reaped here; a shim from before a restart of berthd belongs to another
 /// parent, and counts as gone once it is a zombie.
-fn shim_gone(pid: nix::unistd::Pid) -> bool {
+pub(crate) fn shim_gone(pid: nix::unistd::Pid) -> bool {
     use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
     match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
         Ok(WaitStatus::StillAlive) => false,
@@ -399,6 +469,11 @@ fn shim_gone(pid: nix::unistd::Pid) -> bool {
                 .is_some_and(|(_, rest)| rest.trim_start().starts_with(['Z', 'X'])),
         },
     }
+}
+
+/// Reaps a shim process that ended (no zombie is left); see [`shim_gone`].
+pub(crate) fn reap(pid: i32) {
+    shim_gone(nix::unistd::Pid::from_raw(pid));
 }
 
 /// Aborts the stdin relay when the output stream ends or its client goes away.
@@ -447,6 +522,42 @@ async fn relay_input(
 }
 
 type AttachStream = Pin<Box<dyn Stream<Item = Result<api::AttachResponse, Status>> + Send>>;
+type ExecStream = Pin<Box<dyn Stream<Item = Result<api::ExecResponse, Status>> + Send>>;
+
+/// Relays the client's exec messages to the shim as frames until the client is done.
+async fn relay_exec_input(
+    mut client: Streaming<api::ExecRequest>,
+    mut shim: tokio::net::unix::OwnedWriteHalf,
+    stdin: bool,
+) {
+    use api::exec_request::Item;
+    loop {
+        let frame = match client.message().await {
+            Ok(Some(msg)) => match msg.item {
+                Some(Item::Stdin(data)) if !data.is_empty() => {
+                    shim::encode_frame(shim::FRAME_STDIN, &data)
+                }
+                Some(Item::CloseStdin(true)) => shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[]),
+                Some(Item::Resize(r)) => {
+                    shim::encode_frame(shim::FRAME_RESIZE, &shim::resize_payload(r.width, r.height))
+                }
+                _ => continue,
+            },
+            Ok(None) => {
+                if stdin {
+                    let _ = shim
+                        .write_all(&shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[]))
+                        .await;
+                }
+                return;
+            }
+            Err(_) => return,
+        };
+        if shim.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+}
 
 /// The Tasks gRPC service.
 #[derive(Debug, Clone)]
@@ -485,8 +596,10 @@ impl TasksService {
             )
             .into());
         };
+        rt.note_attach(&ns, &id);
         let shim::Attached { mut output, input } = attached;
         let relay = AbortOnDrop(tokio::spawn(relay_input(client, input, start.stdin)));
+        let runtime = self.runtime.clone();
         let stream = async_stream::try_stream! {
             let _relay = relay;
             loop {
@@ -494,8 +607,14 @@ impl TasksService {
                     Status::unavailable(format!("attach to container {id}: the shim connection broke: {e}"))
                 })?;
                 let Some(frame) = frame else {
-                    // The shim ended without an exit frame: it died. Report what it left.
-                    let exit = bundle.exit_status().ok().flatten().unwrap_or_else(unknown_exit);
+                    // The shim ended without an exit frame: it died, or the task was deleted.
+                    // Report what it left.
+                    let exit = bundle
+                        .exit_status()
+                        .ok()
+                        .flatten()
+                        .or_else(|| runtime.recorded_exit(&ns, &id))
+                        .unwrap_or_else(unknown_exit);
                     yield api::AttachResponse { item: Some(Out::Exit(exit_to_api(&exit))) };
                     break;
                 };
@@ -510,6 +629,110 @@ impl TasksService {
                         break;
                     }
                     _ => {}
+                }
+            }
+        };
+        Ok(Box::pin(stream))
+    }
+}
+
+impl TasksService {
+    async fn exec_stream(
+        &self,
+        ns: String,
+        mut client: Streaming<api::ExecRequest>,
+    ) -> Result<ExecStream, Status> {
+        use api::exec_response::Item as Out;
+        let first = client.message().await?.ok_or_else(|| {
+            Status::invalid_argument("exec: the first message must name the container")
+        })?;
+        let Some(api::exec_request::Item::Start(start)) = first.item else {
+            return Err(Status::invalid_argument(
+                "exec: the first message must be `start` with the container and command",
+            ));
+        };
+        if start.args.is_empty() {
+            return Err(Error::InvalidArgument("exec: no command given".into()).into());
+        }
+        let rt = &self.runtime;
+        let id = rt.task_id(&ns, &start.container_id)?;
+        match rt.task_state(&ns, &id).await? {
+            Some(t) if t.status == ShimStatus::Running => {}
+            _ => return Err(not_running(&id).into()),
+        }
+        let request = ShimRequest::Exec {
+            args: start.args.clone(),
+            env: start.env.clone(),
+            cwd: start.working_dir.clone(),
+            user: start.user.clone(),
+            terminal: start.tty,
+            stdin: start.stdin,
+            detach: start.detach,
+        };
+        let opened = match rt.shim(&ns, &id).open(&request).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return Err(not_running(&id).into()),
+            Err(Error::Shim { message, exit_code }) if exit_code != 126 && exit_code != 127 => {
+                // A refusal without 126/127: the container stopped meanwhile, or the shim
+                // cannot exec (an older shim that has no `exec` op).
+                return match rt.task_state(&ns, &id).await? {
+                    Some(t) if t.status == ShimStatus::Running => Err(Status::new(
+                        tonic::Code::Internal,
+                        format!("exec in container {id}: {message}"),
+                    )),
+                    _ => Err(not_running(&id).into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (answer, attached) = opened;
+        let pid = shim::pid_of(&answer);
+        rt.publish_container(
+            &ns,
+            &id,
+            "exec_start",
+            &[
+                ("execID", pid.to_string()),
+                ("command", start.args.join(" ")),
+            ],
+        );
+        let detach = start.detach;
+        let shim::Attached { mut output, input } = attached;
+        let relay = if detach {
+            None
+        } else {
+            Some(AbortOnDrop(tokio::spawn(relay_exec_input(
+                client,
+                input,
+                start.stdin,
+            ))))
+        };
+        let stream = async_stream::try_stream! {
+            let _relay = relay;
+            yield api::ExecResponse { item: Some(Out::Pid(pid)) };
+            if !detach {
+                loop {
+                    let frame = shim::read_frame(&mut output).await.map_err(|e| {
+                        Status::unavailable(format!("exec in container {id}: the shim connection broke: {e}"))
+                    })?;
+                    let Some(frame) = frame else {
+                        Err(Status::unavailable(format!(
+                            "exec in container {id}: the shim ended the connection without an exit status"
+                        )))?;
+                        break;
+                    };
+                    match frame.kind {
+                        shim::FRAME_STDOUT => yield api::ExecResponse { item: Some(Out::Stdout(frame.payload)) },
+                        shim::FRAME_STDERR => yield api::ExecResponse { item: Some(Out::Stderr(frame.payload)) },
+                        shim::FRAME_EXIT => {
+                            let exit: ExitStatus = serde_json::from_slice(&frame.payload).map_err(|e| {
+                                Status::internal(format!("exec in container {id}: the shim sent an unreadable exit status: {e}"))
+                            })?;
+                            yield api::ExecResponse { item: Some(Out::Exit(exit_to_api(&exit))) };
+                            break;
+                        }
+                        _ => {}
+                    }
                 }
             }
         };
@@ -598,11 +821,20 @@ impl Tasks for TasksService {
     ) -> Result<Response<api::GetTaskResponse>, Status> {
         let ns = namespace(&req)?;
         let id = self.runtime.task_id(&ns, &req.get_ref().container_id)?;
-        let state = self
-            .runtime
-            .task_state(&ns, &id)
-            .await?
-            .ok_or_else(|| Error::NoTask(id.clone()))?;
+        let state = match self.runtime.task_state(&ns, &id).await? {
+            Some(state) => state,
+            // The monitor deleted the task after its exit: it reads as stopped until the
+            // container starts again.
+            None => match self.runtime.recorded_exit(&ns, &id) {
+                Some(exit) => TaskState {
+                    status: ShimStatus::Stopped,
+                    pid: 0,
+                    exit: Some(exit),
+                    shim_alive: false,
+                },
+                None => return Err(Error::NoTask(id).into()),
+            },
+        };
         Ok(Response::new(api::GetTaskResponse {
             task: Some(task_to_api(&id, &state)),
         }))
@@ -635,6 +867,52 @@ impl Tasks for TasksService {
         Ok(Response::new(api::DeleteTaskResponse {
             exit: Some(exit_to_api(&exit)),
         }))
+    }
+
+    async fn stop(
+        &self,
+        req: Request<api::StopTaskRequest>,
+    ) -> Result<Response<api::StopTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.get_ref();
+        let timeout = (r.has_timeout || r.timeout != 0).then_some(r.timeout);
+        let exit = self
+            .runtime
+            .stop_container(&ns, &r.container_id, timeout)
+            .await?;
+        Ok(Response::new(api::StopTaskResponse {
+            exit: Some(exit_to_api(&exit)),
+        }))
+    }
+
+    type ExecStream = ExecStream;
+
+    async fn exec(
+        &self,
+        req: Request<Streaming<api::ExecRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let ns = namespace(&req)?;
+        let stream = self.exec_stream(ns, req.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
+    type LogsStream = Pin<Box<dyn Stream<Item = Result<api::LogEntry, Status>> + Send>>;
+
+    async fn logs(
+        &self,
+        req: Request<api::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let container = self.runtime.store.resolve(&ns, &r.container_id)?;
+        // `--tail N`; a negative N means all, as Docker's "all".
+        let tail = if (r.has_tail || r.tail > 0) && r.tail >= 0 {
+            Some(usize::try_from(r.tail).unwrap_or(usize::MAX))
+        } else {
+            None
+        };
+        let stream = crate::logs::stream(self.runtime.clone(), ns, container.id, r.follow, tail);
+        Ok(Response::new(Box::pin(stream)))
     }
 }
 

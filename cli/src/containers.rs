@@ -1,0 +1,1255 @@
+//! Container verbs: create, start, stop, restart, kill, wait, rm, ps, logs, exec, inspect,
+//! prune, plus `events` and `volume`. A container is named by full id, unique id prefix or
+//! name: the runtime resolves the string as given.
+
+use crate::client::{Context, Error};
+use crate::format;
+use crate::run::{parse_signal, RunArgs};
+use crate::stdio::{relay_resizes, relay_stdin, write_stderr, write_stdout, RawTerminal};
+use crate::template::Format;
+use berth_api::containers::v1 as capi;
+use berth_api::events::v1 as eapi;
+use berth_api::tasks::v1 as tapi;
+use berth_api::volumes::v1 as vapi;
+use clap::{Args, Subcommand};
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+#[derive(Debug, Args)]
+pub struct StartArgs {
+    /// Attach stdout/stderr and return the container's exit code
+    #[arg(short, long)]
+    pub attach: bool,
+    /// Attach stdin
+    #[arg(short, long)]
+    pub interactive: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StopArgs {
+    /// Seconds to wait before killing the container
+    #[arg(
+        short = 't',
+        long = "time",
+        alias = "timeout",
+        allow_negative_numbers = true
+    )]
+    pub time: Option<i32>,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct KillArgs {
+    /// Signal to send (name like KILL or SIGTERM, or number)
+    #[arg(short, long, default_value = "KILL")]
+    pub signal: String,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct NamesArgs {
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RmArgs {
+    /// Kill a running container first
+    #[arg(short, long)]
+    pub force: bool,
+    /// Remove the anonymous volumes of the container too
+    #[arg(short, long)]
+    pub volumes: bool,
+    #[arg(required = true)]
+    pub containers: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PsArgs {
+    /// Show all containers (default shows running ones)
+    #[arg(short, long)]
+    pub all: bool,
+    /// Only show ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Filter: status=…, name=…, ancestor=…, id=…, label=…
+    #[arg(short, long = "filter")]
+    pub filter: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct LogsArgs {
+    /// Follow the output until the container exits
+    #[arg(short, long)]
+    pub follow: bool,
+    /// Lines to show from the end ("all" for every line); -n is the namespace here
+    #[arg(long)]
+    pub tail: Option<String>,
+    /// Show timestamps
+    #[arg(short, long)]
+    pub timestamps: bool,
+    pub container: String,
+}
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Run in the background
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Environment variables (K=V)
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long = "workdir")]
+    pub workdir: Option<String>,
+    /// User (name|uid[:group|gid])
+    #[arg(short, long)]
+    pub user: Option<String>,
+    pub container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// Format the output with a Go template
+    #[arg(short, long)]
+    pub format: Option<String>,
+    /// Only look for this kind of object: container or image
+    #[arg(long = "type")]
+    pub kind: Option<String>,
+    #[arg(required = true)]
+    pub names: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Do not ask for confirmation
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct EventsArgs {
+    /// Filter: type=…, event=…, container=…, image=…
+    #[arg(short, long = "filter")]
+    pub filter: Vec<String>,
+    /// Events of every namespace
+    #[arg(long)]
+    pub all_namespaces: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ContainerCommand {
+    /// List containers
+    #[command(alias = "list", alias = "ps")]
+    Ls(PsArgs),
+    /// Create and run a container
+    Run(Box<RunArgs>),
+    /// Create a container
+    Create(Box<RunArgs>),
+    /// Start stopped containers
+    Start(StartArgs),
+    /// Stop running containers
+    Stop(StopArgs),
+    /// Restart containers
+    Restart(StopArgs),
+    /// Send a signal to containers
+    Kill(KillArgs),
+    /// Wait for containers to exit and print their exit codes
+    Wait(NamesArgs),
+    /// Remove containers
+    #[command(alias = "remove")]
+    Rm(RmArgs),
+    /// Remove every stopped container
+    Prune(PruneArgs),
+    /// Show containers' details as JSON
+    Inspect(InspectArgs),
+    /// Show a container's logs
+    Logs(LogsArgs),
+    /// Run a command in a running container
+    Exec(ExecArgs),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum VolumeCommand {
+    /// Create a volume
+    Create {
+        name: Option<String>,
+        /// Labels (K=V)
+        #[arg(short, long = "label")]
+        label: Vec<String>,
+    },
+    /// List volumes
+    #[command(alias = "list")]
+    Ls {
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Remove volumes
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Show volumes' details as JSON
+    Inspect {
+        #[arg(short, long)]
+        format: Option<String>,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+/// Runs a container subcommand; gives the exit code.
+pub async fn container(ctx: &Context, c: ContainerCommand) -> u8 {
+    match c {
+        ContainerCommand::Ls(a) => done(ps(ctx, a).await),
+        ContainerCommand::Run(a) => crate::run::run(ctx, *a).await,
+        ContainerCommand::Create(a) => done(create(ctx, &a).await),
+        ContainerCommand::Start(a) => start(ctx, a).await,
+        ContainerCommand::Stop(a) => stop(ctx, a).await,
+        ContainerCommand::Restart(a) => restart(ctx, a).await,
+        ContainerCommand::Kill(a) => kill(ctx, a).await,
+        ContainerCommand::Wait(a) => wait(ctx, a).await,
+        ContainerCommand::Rm(a) => rm(ctx, a).await,
+        ContainerCommand::Prune(a) => done(prune(ctx, a).await),
+        ContainerCommand::Inspect(mut a) => {
+            a.kind = Some("container".into());
+            inspect(ctx, a).await
+        }
+        ContainerCommand::Logs(a) => done(logs(ctx, a).await),
+        ContainerCommand::Exec(a) => exec(ctx, a).await,
+    }
+}
+
+pub fn done(r: Result<(), Error>) -> u8 {
+    match r {
+        Ok(()) => 0,
+        Err(e) => crate::fail(e),
+    }
+}
+
+/// Runs `f` for every name, printing errors as they come; the exit code of the last error.
+async fn each<F, Fut>(names: &[String], mut f: F) -> u8
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<(), Error>>,
+{
+    let mut code = 0;
+    for n in names {
+        if let Err(e) = f(n.clone()).await {
+            code = crate::fail(e);
+        }
+    }
+    code
+}
+
+async fn get(ctx: &Context, name: &str) -> Result<capi::Container, Error> {
+    ctx.containers()
+        .get(ctx.req(capi::GetContainerRequest {
+            id: name.to_string(),
+        }))
+        .await?
+        .into_inner()
+        .container
+        .ok_or_else(|| Error::Local(format!("No such container: {name}")))
+}
+
+pub async fn create(ctx: &Context, a: &RunArgs) -> Result<(), Error> {
+    let config = a.config()?;
+    let c = crate::run::create(ctx, a.name.as_deref(), config).await?;
+    println!("{}", c.id);
+    Ok(())
+}
+
+/// Creates the task of a stopped (or never started) container; one that exists is kept.
+async fn ensure_task(ctx: &Context, id: &str) -> Result<(), Error> {
+    match ctx
+        .tasks()
+        .create(ctx.req(tapi::CreateTaskRequest {
+            container_id: id.to_string(),
+        }))
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(s) if s.code() == tonic::Code::AlreadyExists => Ok(()),
+        Err(s) => Err(s.into()),
+    }
+}
+
+async fn start_one(ctx: &Context, name: &str) -> Result<(), Error> {
+    let c = get(ctx, name).await?;
+    if c.state.as_ref().is_some_and(|s| s.status == "running") {
+        return Ok(());
+    }
+    ensure_task(ctx, &c.id).await?;
+    ctx.tasks()
+        .start(ctx.req(tapi::StartTaskRequest {
+            container_id: c.id.clone(),
+        }))
+        .await?;
+    Ok(())
+}
+
+pub async fn start(ctx: &Context, a: StartArgs) -> u8 {
+    if a.attach || a.interactive {
+        if a.containers.len() > 1 {
+            return crate::fail(Error::Local(
+                "you cannot start and attach multiple containers at once".into(),
+            ));
+        }
+        let name = &a.containers[0];
+        let r = async {
+            let c = get(ctx, name).await?;
+            if c.state.as_ref().is_some_and(|s| s.status == "running") {
+                return Err(Error::Local(format!(
+                    "container {name} is already running; use `berth logs -f` or `berth exec`"
+                )));
+            }
+            ensure_task(ctx, &c.id).await?;
+            let tty = c.config.as_ref().is_some_and(|c| c.tty);
+            crate::run::attach_and_start(ctx, &c.id, a.interactive, tty).await
+        }
+        .await;
+        return match r {
+            Ok(code) => (code & 0xff) as u8,
+            Err(e) => crate::fail(e),
+        };
+    }
+    each(&a.containers, |n| async move {
+        start_one(ctx, &n).await?;
+        println!("{n}");
+        Ok(())
+    })
+    .await
+}
+
+async fn stop_one(ctx: &Context, name: &str, time: Option<i32>) -> Result<(), Error> {
+    ctx.tasks()
+        .stop(ctx.req(tapi::StopTaskRequest {
+            container_id: name.to_string(),
+            timeout: time.unwrap_or(0),
+            has_timeout: time.is_some(),
+        }))
+        .await?;
+    Ok(())
+}
+
+pub async fn stop(ctx: &Context, a: StopArgs) -> u8 {
+    each(&a.containers, |n| async move {
+        stop_one(ctx, &n, a.time).await?;
+        println!("{n}");
+        Ok(())
+    })
+    .await
+}
+
+pub async fn restart(ctx: &Context, a: StopArgs) -> u8 {
+    each(&a.containers, |n| async move {
+        let c = get(ctx, &n).await?;
+        if c.state
+            .as_ref()
+            .is_some_and(|s| s.status == "running" || s.status == "restarting")
+        {
+            stop_one(ctx, &c.id, a.time).await?;
+        }
+        start_one(ctx, &c.id).await?;
+        println!("{n}");
+        Ok(())
+    })
+    .await
+}
+
+pub async fn kill(ctx: &Context, a: KillArgs) -> u8 {
+    let signal = match parse_signal(&a.signal) {
+        Ok(s) => s as u32,
+        Err(e) => return crate::fail(Error::Local(e)),
+    };
+    each(&a.containers, |n| async move {
+        ctx.tasks()
+            .kill(ctx.req(tapi::KillTaskRequest {
+                container_id: n.clone(),
+                signal,
+                all: false,
+            }))
+            .await?;
+        println!("{n}");
+        Ok(())
+    })
+    .await
+}
+
+pub async fn wait(ctx: &Context, a: NamesArgs) -> u8 {
+    each(&a.containers, |n| async move {
+        let w = ctx
+            .tasks()
+            .wait(ctx.req(tapi::WaitTaskRequest { container_id: n }))
+            .await?
+            .into_inner();
+        println!("{}", w.exit.map(|e| e.exit_code).unwrap_or(0));
+        Ok(())
+    })
+    .await
+}
+
+pub async fn rm(ctx: &Context, a: RmArgs) -> u8 {
+    each(&a.containers, |n| async move {
+        ctx.containers()
+            .delete(ctx.req(capi::DeleteContainerRequest {
+                id: n.clone(),
+                force: a.force,
+                remove_volumes: a.volumes,
+            }))
+            .await?;
+        println!("{n}");
+        Ok(())
+    })
+    .await
+}
+
+pub async fn prune(ctx: &Context, a: PruneArgs) -> Result<(), Error> {
+    if !a.force {
+        eprint!("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
+        let mut line = String::new();
+        let _ = std::io::stdin().read_line(&mut line);
+        if !matches!(line.trim(), "y" | "Y" | "yes") {
+            return Ok(());
+        }
+    }
+    let r = ctx
+        .containers()
+        .prune(ctx.req(capi::PruneContainersRequest {}))
+        .await?
+        .into_inner();
+    if !r.deleted.is_empty() {
+        println!("Deleted Containers:");
+        for id in &r.deleted {
+            println!("{id}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: 0B");
+    Ok(())
+}
+
+// ---- ps ----------------------------------------------------------------------------------
+
+/// `ps` filters: the same key ORs, different keys AND, as Docker's.
+#[derive(Debug, Default, PartialEq)]
+pub struct PsFilters(BTreeMap<String, Vec<String>>);
+
+const STATUSES: &[&str] = &[
+    "created",
+    "restarting",
+    "running",
+    "removing",
+    "paused",
+    "exited",
+    "dead",
+];
+
+impl PsFilters {
+    pub fn parse(filters: &[String]) -> Result<PsFilters, String> {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for f in filters {
+            let Some((k, v)) = f.split_once('=') else {
+                return Err(format!("bad format of filter (expected name=value): {f}"));
+            };
+            match k {
+                "status" if !STATUSES.contains(&v) => {
+                    return Err(format!(
+                        "invalid filter 'status={v}' (use one of {})",
+                        STATUSES.join(", ")
+                    ))
+                }
+                "status" | "name" | "ancestor" | "id" | "label" | "exited" => {}
+                _ => return Err(format!("invalid filter '{k}'")),
+            }
+            m.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        Ok(PsFilters(m))
+    }
+
+    /// Whether a status filter is given (Docker then lists stopped containers too).
+    pub fn has_status(&self) -> bool {
+        self.0.contains_key("status") || self.0.contains_key("exited")
+    }
+
+    pub fn matches(&self, c: &capi::Container) -> bool {
+        let st = c.state.clone().unwrap_or_default();
+        let status = if st.status.is_empty() {
+            "created"
+        } else {
+            st.status.as_str()
+        };
+        self.0.iter().all(|(k, vs)| {
+            vs.iter().any(|v| match k.as_str() {
+                "status" => status == v,
+                "exited" => status == "exited" && v.parse::<i32>() == Ok(st.exit_code),
+                "name" => c
+                    .name
+                    .trim_start_matches('/')
+                    .contains(v.trim_start_matches('/')),
+                "id" => c.id.starts_with(v.as_str()),
+                "ancestor" => ancestor_matches(c, v),
+                "label" => match v.split_once('=') {
+                    Some((k, v)) => c.labels.get(k).is_some_and(|x| x == v),
+                    None => c.labels.contains_key(v.as_str()),
+                },
+                _ => false,
+            })
+        })
+    }
+}
+
+fn ancestor_matches(c: &capi::Container, want: &str) -> bool {
+    let id = c.image_id.trim_start_matches("sha256:");
+    let w = want.trim_start_matches("sha256:");
+    if !w.is_empty()
+        && w.len() >= 4
+        && id.starts_with(w)
+        && w.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        return true;
+    }
+    let given = c.config.as_ref().map(|c| c.image.as_str()).unwrap_or("");
+    for have in [c.image.as_str(), given] {
+        if have.is_empty() {
+            continue;
+        }
+        if have == want {
+            return true;
+        }
+        let (Ok(h), Ok(w)) = (
+            berth_core::Reference::parse(have),
+            berth_core::Reference::parse_name_only(want),
+        ) else {
+            continue;
+        };
+        let same = if w.tag().is_none() && w.digest().is_none() {
+            h.repository() == w.repository()
+        } else {
+            h.to_string() == w.to_string()
+        };
+        if same {
+            return true;
+        }
+    }
+    false
+}
+
+/// The command a container runs: the spec's process args, else entrypoint + cmd.
+fn command_of(c: &capi::Container) -> Vec<String> {
+    let spec: serde_json::Value = serde_json::from_slice(&c.spec).unwrap_or_default();
+    if let Some(a) = spec.pointer("/process/args").and_then(|a| a.as_array()) {
+        return a
+            .iter()
+            .filter_map(|s| s.as_str().map(String::from))
+            .collect();
+    }
+    let cfg = c.config.clone().unwrap_or_default();
+    cfg.entrypoint.into_iter().chain(cfg.cmd).collect()
+}
+
+fn image_shown(c: &capi::Container) -> String {
+    match c.config.as_ref().map(|c| c.image.as_str()) {
+        Some(i) if !i.is_empty() => i.to_string(),
+        _ => berth_core::Reference::parse(&c.image)
+            .map(|r| r.familiar())
+            .unwrap_or_else(|_| c.image.clone()),
+    }
+}
+
+fn secs(t: Option<&berth_api::prost_types::Timestamp>) -> i64 {
+    t.map(|t| t.seconds).unwrap_or(0)
+}
+
+pub async fn ps(ctx: &Context, a: PsArgs) -> Result<(), Error> {
+    let filters = PsFilters::parse(&a.filter).map_err(Error::Local)?;
+    let mut list = ctx
+        .containers()
+        .list(ctx.req(capi::ListContainersRequest {}))
+        .await?
+        .into_inner()
+        .containers;
+    let all = a.all || filters.has_status();
+    list.retain(|c| {
+        let status = c.state.as_ref().map(|s| s.status.as_str()).unwrap_or("");
+        (all || matches!(status, "running" | "restarting" | "paused")) && filters.matches(c)
+    });
+    list.sort_by_key(|c| std::cmp::Reverse(secs(c.created_at.as_ref())));
+    let short = |id: &str| {
+        if a.no_trunc {
+            id.to_string()
+        } else {
+            id.chars().take(12).collect()
+        }
+    };
+    if a.quiet {
+        for c in &list {
+            println!("{}", short(&c.id));
+        }
+        return Ok(());
+    }
+    let now = chrono::Utc::now().timestamp();
+    let mut rows = vec![[
+        "CONTAINER ID",
+        "IMAGE",
+        "COMMAND",
+        "CREATED",
+        "STATUS",
+        "PORTS",
+        "NAMES",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for c in &list {
+        let st = c.state.clone().unwrap_or_default();
+        rows.push(vec![
+            short(&c.id),
+            image_shown(c),
+            format::command(&command_of(c), !a.no_trunc),
+            format::ago(secs(c.created_at.as_ref())),
+            format::status_text(
+                &st.status,
+                st.exit_code,
+                secs(st.started_at.as_ref()),
+                secs(st.finished_at.as_ref()),
+                now,
+            ),
+            String::new(),
+            c.name.trim_start_matches('/').to_string(),
+        ]);
+    }
+    print!("{}", format::table(&rows));
+    Ok(())
+}
+
+// ---- logs --------------------------------------------------------------------------------
+
+pub async fn logs(ctx: &Context, a: LogsArgs) -> Result<(), Error> {
+    let (tail, has_tail) = match a.tail.as_deref() {
+        None | Some("all") => (0, false),
+        Some(n) => match n.parse::<i64>() {
+            Ok(n) if n < 0 => (0, false),
+            Ok(n) => (n, true),
+            Err(_) => {
+                return Err(Error::Local(format!(
+                    "invalid --tail {n:?}: use a number or all"
+                )))
+            }
+        },
+    };
+    let mut s = ctx
+        .tasks()
+        .logs(ctx.req(tapi::LogsRequest {
+            container_id: a.container.clone(),
+            follow: a.follow,
+            tail,
+            has_tail,
+        }))
+        .await?
+        .into_inner();
+    while let Some(e) = s.next().await {
+        let e = e?;
+        let data = if a.timestamps {
+            let mut d = format::rfc3339_nano_fixed(e.time.as_ref()).into_bytes();
+            d.push(b' ');
+            d.extend_from_slice(&e.data);
+            d
+        } else {
+            e.data
+        };
+        if e.stream == "stderr" {
+            write_stderr(&data)?;
+        } else {
+            write_stdout(&data)?;
+        }
+    }
+    Ok(())
+}
+
+// ---- exec --------------------------------------------------------------------------------
+
+pub async fn exec(ctx: &Context, a: ExecArgs) -> u8 {
+    match exec_inner(ctx, a).await {
+        Ok(code) => (code & 0xff) as u8,
+        Err(e) => crate::fail(e),
+    }
+}
+
+async fn exec_inner(ctx: &Context, a: ExecArgs) -> Result<i32, Error> {
+    let env = a
+        .env
+        .iter()
+        .filter_map(|e| {
+            if e.contains('=') {
+                Some(e.clone())
+            } else {
+                std::env::var(e).ok().map(|v| format!("{e}={v}"))
+            }
+        })
+        .collect();
+    let stdin = a.interactive && !a.detach;
+    let tty = a.tty && !a.detach;
+    let (tx, rx) = mpsc::channel::<tapi::ExecRequest>(32);
+    tx.send(tapi::ExecRequest {
+        item: Some(tapi::exec_request::Item::Start(tapi::ExecStart {
+            container_id: a.container.clone(),
+            args: a.command.clone(),
+            env,
+            working_dir: a.workdir.clone().unwrap_or_default(),
+            user: a.user.clone().unwrap_or_default(),
+            tty: a.tty,
+            stdin,
+            detach: a.detach,
+        })),
+    })
+    .await
+    .map_err(|_| Error::Local("exec stream closed".into()))?;
+    let mut output = ctx
+        .tasks()
+        .exec(ctx.req(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .await?
+        .into_inner();
+    if a.detach {
+        // The process runs once its pid comes back (or the stream ends without error).
+        while let Some(m) = output.next().await {
+            if let Some(tapi::exec_response::Item::Pid(_)) = m?.item {
+                break;
+            }
+        }
+        return Ok(0);
+    }
+    let _raw = (tty && std::io::stdin().is_terminal()).then(RawTerminal::enable);
+    if tty {
+        relay_resizes(&tx, &a.container, |r| tapi::ExecRequest {
+            item: Some(tapi::exec_request::Item::Resize(r)),
+        })
+        .await;
+    }
+    if stdin {
+        relay_stdin(
+            tx.clone(),
+            |b| tapi::ExecRequest {
+                item: Some(tapi::exec_request::Item::Stdin(b)),
+            },
+            || tapi::ExecRequest {
+                item: Some(tapi::exec_request::Item::CloseStdin(true)),
+            },
+        );
+    }
+    while let Some(m) = output.next().await {
+        match m?.item {
+            Some(tapi::exec_response::Item::Stdout(b)) => write_stdout(&b)?,
+            Some(tapi::exec_response::Item::Stderr(b)) => write_stderr(&b)?,
+            Some(tapi::exec_response::Item::Exit(e)) => return Ok(e.exit_code),
+            Some(tapi::exec_response::Item::Pid(_)) | None => {}
+        }
+    }
+    drop(tx);
+    Err(Error::Local(
+        "the exec stream ended without an exit status".into(),
+    ))
+}
+
+// ---- inspect -----------------------------------------------------------------------------
+
+/// The Docker-shaped JSON of a container; `image` is the image's config (for its defaults).
+pub fn container_json(c: &capi::Container, image: Option<&serde_json::Value>) -> serde_json::Value {
+    use serde_json::{json, Value};
+    let cfg = c.config.clone().unwrap_or_default();
+    let st = c.state.clone().unwrap_or_default();
+    let spec: Value = serde_json::from_slice(&c.spec).unwrap_or_default();
+    let args = command_of(c);
+    let img_cfg = image
+        .and_then(|i| i.get("config"))
+        .cloned()
+        .unwrap_or_default();
+    let img = |k: &str| img_cfg.get(k).cloned().unwrap_or(Value::Null);
+    let list = |v: &[String]| {
+        if v.is_empty() {
+            Value::Null
+        } else {
+            json!(v)
+        }
+    };
+    let cmd = if cfg.cmd.is_empty() {
+        img("Cmd")
+    } else {
+        json!(cfg.cmd)
+    };
+    let entrypoint = if cfg.entrypoint_set {
+        list(&cfg.entrypoint)
+    } else {
+        img("Entrypoint")
+    };
+    let env = spec
+        .pointer("/process/env")
+        .cloned()
+        .unwrap_or_else(|| list(&cfg.env));
+    let hostname = spec
+        .get("hostname")
+        .and_then(|h| h.as_str())
+        .map(String::from)
+        .unwrap_or_else(|| cfg.hostname.clone());
+    let working_dir = spec
+        .pointer("/process/cwd")
+        .and_then(|h| h.as_str())
+        .map(String::from)
+        .unwrap_or_else(|| cfg.working_dir.clone());
+    let stop_signal = if cfg.stop_signal.is_empty() {
+        img("StopSignal")
+    } else {
+        json!(cfg.stop_signal)
+    };
+    let restart = cfg.restart_policy.clone().unwrap_or_default();
+    let status = if st.status.is_empty() {
+        "created".to_string()
+    } else {
+        st.status.clone()
+    };
+    let mut labels: BTreeMap<String, String> = c.labels.clone().into_iter().collect();
+    labels.extend(cfg.labels.clone());
+    let network_mode = if cfg.network_mode.is_empty() {
+        "bridge".to_string()
+    } else {
+        cfg.network_mode.clone()
+    };
+    json!({
+        "Id": c.id,
+        "Created": format::rfc3339(c.created_at.as_ref()),
+        "Path": args.first().cloned().unwrap_or_default(),
+        "Args": args.iter().skip(1).collect::<Vec<_>>(),
+        "State": {
+            "Status": status,
+            "Running": status == "running" || status == "restarting",
+            "Paused": status == "paused",
+            "Restarting": status == "restarting",
+            "OOMKilled": st.oom_killed,
+            "Dead": status == "dead",
+            "Pid": st.pid,
+            "ExitCode": st.exit_code,
+            "Error": st.error,
+            "StartedAt": format::rfc3339(st.started_at.as_ref()),
+            "FinishedAt": format::rfc3339(st.finished_at.as_ref()),
+        },
+        "Image": c.image_id,
+        "LogPath": c.log_path,
+        "Name": format!("/{}", c.name.trim_start_matches('/')),
+        "RestartCount": st.restart_count,
+        "Driver": c.snapshotter,
+        "HostConfig": {
+            "Binds": list(&cfg.binds),
+            "NetworkMode": network_mode,
+            "RestartPolicy": {
+                "Name": if restart.name.is_empty() { "no".to_string() } else { restart.name.clone() },
+                "MaximumRetryCount": restart.maximum_retry_count,
+            },
+            "AutoRemove": cfg.auto_remove,
+            "ReadonlyRootfs": cfg.read_only,
+            "Memory": cfg.memory,
+            "NanoCpus": cfg.nano_cpus,
+            "PidsLimit": if cfg.pids_limit > 0 { json!(cfg.pids_limit) } else { Value::Null },
+        },
+        "Mounts": c.mounts.iter().map(|m| json!({
+            "Type": m.r#type,
+            "Name": m.name,
+            "Source": m.source,
+            "Destination": m.destination,
+            "RW": m.rw,
+        })).collect::<Vec<_>>(),
+        "Config": {
+            "Hostname": hostname,
+            "User": if cfg.user.is_empty() { img("User") } else { json!(cfg.user) },
+            "Tty": cfg.tty,
+            "OpenStdin": cfg.open_stdin,
+            "Env": env,
+            "Cmd": cmd,
+            "Image": image_shown(c),
+            "WorkingDir": working_dir,
+            "Entrypoint": entrypoint,
+            "Labels": labels,
+            "StopSignal": stop_signal,
+            "StopTimeout": if cfg.stop_timeout > 0 { json!(cfg.stop_timeout) } else { Value::Null },
+        },
+        "NetworkSettings": {
+            "Networks": {},
+        },
+    })
+}
+
+async fn image_config(ctx: &Context, name: &str) -> Option<serde_json::Value> {
+    let r = ctx
+        .images()
+        .inspect(ctx.req(berth_api::images::v1::InspectImageRequest {
+            name: name.to_string(),
+        }))
+        .await
+        .ok()?;
+    serde_json::from_slice(&r.get_ref().config).ok()
+}
+
+/// One object by name: a container first, then an image (as Docker looks them up).
+async fn inspect_one(
+    ctx: &Context,
+    name: &str,
+    kind: Option<&str>,
+) -> Result<serde_json::Value, Error> {
+    if kind != Some("image") {
+        match get(ctx, name).await {
+            Ok(c) => {
+                let image = if c.image_id.is_empty() {
+                    image_config(ctx, &c.image).await
+                } else {
+                    match image_config(ctx, &c.image_id).await {
+                        Some(i) => Some(i),
+                        None => image_config(ctx, &c.image).await,
+                    }
+                };
+                return Ok(container_json(&c, image.as_ref()));
+            }
+            Err(e) if e.is_not_found() => {
+                if kind == Some("container") {
+                    return Err(e);
+                }
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match ctx
+        .images()
+        .inspect(ctx.req(berth_api::images::v1::InspectImageRequest {
+            name: name.to_string(),
+        }))
+        .await
+    {
+        Ok(r) => Ok(crate::images::inspect_json(r.get_ref())),
+        Err(s) if s.code() == tonic::Code::NotFound && kind.is_none() => {
+            Err(Error::Local(format!("Error: No such object: {name}")))
+        }
+        Err(s) => Err(s.into()),
+    }
+}
+
+/// Prints objects as a JSON array, or each through a template; the exit code.
+pub fn print_objects(
+    objects: Vec<serde_json::Value>,
+    format: Option<&str>,
+    errors: Vec<Error>,
+) -> u8 {
+    let mut code = 0;
+    match format {
+        Some(f) => match Format::parse(f) {
+            Ok(t) => {
+                for o in &objects {
+                    match t.render(o) {
+                        Ok(s) => println!("{s}"),
+                        Err(e) => code = crate::fail(Error::Local(e)),
+                    }
+                }
+            }
+            Err(e) => return crate::fail(Error::Local(e)),
+        },
+        None => println!(
+            "{}",
+            serde_json::to_string_pretty(&objects).unwrap_or_default()
+        ),
+    }
+    for e in errors {
+        code = crate::fail(e);
+    }
+    code
+}
+
+pub async fn inspect(ctx: &Context, a: InspectArgs) -> u8 {
+    let kind = a.kind.as_deref();
+    if let Some(k) = kind {
+        if k != "container" && k != "image" {
+            return crate::fail(Error::Local(format!(
+                "\"{k}\" is not a valid value for --type (use container or image)"
+            )));
+        }
+    }
+    if let Some(f) = &a.format {
+        if let Err(e) = Format::parse(f) {
+            return crate::fail(Error::Local(e));
+        }
+    }
+    let (mut objects, mut errors) = (Vec::new(), Vec::new());
+    for n in &a.names {
+        match inspect_one(ctx, n, kind).await {
+            Ok(o) => objects.push(o),
+            Err(e) => errors.push(e),
+        }
+    }
+    print_objects(objects, a.format.as_deref(), errors)
+}
+
+// ---- events ------------------------------------------------------------------------------
+
+/// One line of `berth events`, as Docker prints it.
+pub fn event_line(e: &eapi::Envelope) -> String {
+    let attrs: BTreeMap<_, _> = e.attributes.iter().collect();
+    let attrs = attrs
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut line = format!(
+        "{} {} {} {}",
+        format::rfc3339_nano_fixed(e.timestamp.as_ref()),
+        e.r#type,
+        e.action,
+        e.id
+    );
+    if !attrs.is_empty() {
+        line.push_str(&format!(" ({attrs})"));
+    }
+    line
+}
+
+pub async fn events(ctx: &Context, a: EventsArgs) -> Result<(), Error> {
+    loop {
+        let mut s = ctx
+            .events()
+            .subscribe(ctx.req(eapi::SubscribeRequest {
+                filters: a.filter.clone(),
+                all_namespaces: a.all_namespaces,
+            }))
+            .await?
+            .into_inner();
+        loop {
+            match s.next().await {
+                Some(Ok(e)) => write_stdout(format!("{}\n", event_line(&e)).as_bytes())?,
+                Some(Err(st)) if st.code() == tonic::Code::ResourceExhausted => {
+                    eprintln!("berth: warning: {}; subscribing again", st.message());
+                    break;
+                }
+                Some(Err(st)) => return Err(st.into()),
+                None => return Ok(()),
+            }
+        }
+    }
+}
+
+// ---- volumes -----------------------------------------------------------------------------
+
+fn volume_json(v: &vapi::Volume) -> serde_json::Value {
+    serde_json::json!({
+        "CreatedAt": format::rfc3339(v.created_at.as_ref()),
+        "Driver": if v.driver.is_empty() { "local" } else { v.driver.as_str() },
+        "Labels": v.labels.iter().collect::<BTreeMap<_, _>>(),
+        "Mountpoint": v.mountpoint,
+        "Name": v.name,
+        "Options": serde_json::Value::Null,
+        "Scope": "local",
+    })
+}
+
+pub async fn volume(ctx: &Context, c: VolumeCommand) -> u8 {
+    match c {
+        VolumeCommand::Create { name, label } => done(
+            async {
+                let labels = label
+                    .iter()
+                    .map(|l| match l.split_once('=') {
+                        Some((k, v)) => (k.to_string(), v.to_string()),
+                        None => (l.clone(), String::new()),
+                    })
+                    .collect();
+                let v = ctx
+                    .volumes()
+                    .create(ctx.req(vapi::CreateVolumeRequest {
+                        name: name.unwrap_or_default(),
+                        labels,
+                    }))
+                    .await?
+                    .into_inner();
+                println!("{}", v.name);
+                Ok(())
+            }
+            .await,
+        ),
+        VolumeCommand::Ls { quiet } => done(
+            async {
+                let mut vs = ctx
+                    .volumes()
+                    .list(ctx.req(vapi::ListVolumesRequest {}))
+                    .await?
+                    .into_inner()
+                    .volumes;
+                vs.sort_by(|a, b| a.name.cmp(&b.name));
+                if quiet {
+                    for v in &vs {
+                        println!("{}", v.name);
+                    }
+                    return Ok(());
+                }
+                let mut rows = vec![vec!["DRIVER".to_string(), "VOLUME NAME".to_string()]];
+                for v in &vs {
+                    let d = if v.driver.is_empty() {
+                        "local"
+                    } else {
+                        &v.driver
+                    };
+                    rows.push(vec![d.to_string(), v.name.clone()]);
+                }
+                print!("{}", format::table(&rows));
+                Ok(())
+            }
+            .await,
+        ),
+        VolumeCommand::Rm { force, names } => {
+            each(&names, |n| async move {
+                ctx.volumes()
+                    .remove(ctx.req(vapi::RemoveVolumeRequest {
+                        name: n.clone(),
+                        force,
+                    }))
+                    .await?;
+                println!("{n}");
+                Ok(())
+            })
+            .await
+        }
+        VolumeCommand::Inspect { format, names } => {
+            let (mut objects, mut errors) = (Vec::new(), Vec::new());
+            for n in &names {
+                match ctx
+                    .volumes()
+                    .get(ctx.req(vapi::GetVolumeRequest { name: n.clone() }))
+                    .await
+                {
+                    Ok(v) => objects.push(volume_json(v.get_ref())),
+                    Err(e) => errors.push(e.into()),
+                }
+            }
+            print_objects(objects, format.as_deref(), errors)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(name: &str, status: &str, image: &str) -> capi::Container {
+        capi::Container {
+            id: format!("{:0<64}", name.len()),
+            name: name.into(),
+            image: berth_core::Reference::parse(image).unwrap().to_string(),
+            image_id: "sha256:abcdef0123".into(),
+            config: Some(capi::ContainerConfig {
+                image: image.into(),
+                ..Default::default()
+            }),
+            state: Some(capi::ContainerState {
+                status: status.into(),
+                exit_code: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn f(s: &[&str]) -> PsFilters {
+        PsFilters::parse(&s.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn ps_filters_parse() {
+        assert!(PsFilters::parse(&["status=bogus".into()]).is_err());
+        assert!(PsFilters::parse(&["colour=red".into()]).is_err());
+        assert!(PsFilters::parse(&["nonsense".into()]).is_err());
+        assert!(f(&["status=exited"]).has_status());
+        assert!(!f(&["name=x"]).has_status());
+    }
+
+    #[test]
+    fn ps_filters_match_like_docker() {
+        let web = container("web", "running", "busybox");
+        let db = container("db", "exited", "127.0.0.1:5000/busybox:1.0");
+        assert!(f(&["status=running"]).matches(&web));
+        assert!(!f(&["status=running"]).matches(&db));
+        // The same key ORs.
+        let either = f(&["status=running", "status=exited"]);
+        assert!(either.matches(&web) && either.matches(&db));
+        // Different keys AND.
+        assert!(!f(&["status=running", "name=db"]).matches(&web));
+        assert!(f(&["status=exited", "name=db"]).matches(&db));
+        assert!(f(&["name=we"]).matches(&web));
+        assert!(f(&["ancestor=busybox"]).matches(&web));
+        assert!(f(&["ancestor=busybox:latest"]).matches(&web));
+        assert!(!f(&["ancestor=busybox"]).matches(&db));
+        assert!(f(&["ancestor=127.0.0.1:5000/busybox"]).matches(&db));
+        assert!(f(&["ancestor=abcdef"]).matches(&db));
+        assert!(f(&["exited=3"]).matches(&db));
+        assert!(!f(&["exited=0"]).matches(&db));
+    }
+
+    #[test]
+    fn inspect_is_docker_shaped() {
+        let mut c = container("web", "running", "busybox");
+        c.spec = br#"{"hostname":"abc","process":{"args":["sh","-c","echo hi"],"env":["A=1"],"cwd":"/"}}"#.to_vec();
+        c.config.as_mut().unwrap().restart_policy = Some(capi::RestartPolicy {
+            name: "on-failure".into(),
+            maximum_retry_count: 3,
+        });
+        let image = serde_json::json!({"config": {"Cmd": ["sh"], "StopSignal": "SIGQUIT"}});
+        let j = container_json(&c, Some(&image));
+        assert_eq!(j["Name"], "/web");
+        assert_eq!(j["Path"], "sh");
+        assert_eq!(j["Args"], serde_json::json!(["-c", "echo hi"]));
+        assert_eq!(j["State"]["Status"], "running");
+        assert_eq!(j["State"]["Running"], true);
+        assert_eq!(j["State"]["StartedAt"], "0001-01-01T00:00:00Z");
+        assert_eq!(j["HostConfig"]["RestartPolicy"]["Name"], "on-failure");
+        assert_eq!(j["HostConfig"]["RestartPolicy"]["MaximumRetryCount"], 3);
+        assert_eq!(j["Config"]["Cmd"], serde_json::json!(["sh"]));
+        assert_eq!(j["Config"]["StopSignal"], "SIGQUIT");
+        assert_eq!(j["Config"]["Hostname"], "abc");
+        let t = Format::parse("{{.State.Status}} {{json .Config.Env}}").unwrap();
+        assert_eq!(t.render(&j).unwrap(), r#"running ["A=1"]"#);
+    }
+
+    #[test]
+    fn event_lines_like_docker() {
+        let e = eapi::Envelope {
+            timestamp: Some(berth_api::prost_types::Timestamp {
+                seconds: 1_700_000_000,
+                nanos: 0,
+            }),
+            namespace: "default".into(),
+            r#type: "container".into(),
+            action: "die".into(),
+            id: "abc".into(),
+            attributes: [("name", "web"), ("exitCode", "0"), ("image", "busybox")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        assert_eq!(
+            event_line(&e),
+            "2023-11-14T22:13:20.000000000Z container die abc (exitCode=0, image=busybox, name=web)"
+        );
+    }
+}

@@ -1,0 +1,115 @@
+//! The terminal side of attach and exec: raw mode, window size, and relaying stdin and
+//! resizes into a request stream. `run`, `start -a` and `exec` share it.
+
+use berth_api::tasks::v1 as tapi;
+use std::io::{Read, Write};
+use tokio::sync::mpsc;
+
+/// Puts the terminal in raw mode while it lives.
+#[derive(Debug)]
+pub struct RawTerminal(Option<nix::sys::termios::Termios>);
+
+impl RawTerminal {
+    pub fn enable() -> RawTerminal {
+        use nix::sys::termios::{cfmakeraw, tcgetattr, tcsetattr, SetArg};
+        let stdin = std::io::stdin();
+        match tcgetattr(&stdin) {
+            Ok(saved) => {
+                let mut raw = saved.clone();
+                cfmakeraw(&mut raw);
+                let _ = tcsetattr(&stdin, SetArg::TCSANOW, &raw);
+                RawTerminal(Some(saved))
+            }
+            Err(_) => RawTerminal(None),
+        }
+    }
+}
+
+impl Drop for RawTerminal {
+    fn drop(&mut self) {
+        if let Some(t) = &self.0 {
+            let _ = nix::sys::termios::tcsetattr(
+                std::io::stdin(),
+                nix::sys::termios::SetArg::TCSANOW,
+                t,
+            );
+        }
+    }
+}
+
+/// The size of our terminal (columns, rows), if stdout or stdin is one.
+pub fn terminal_size() -> Option<(u32, u32)> {
+    let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
+    // SAFETY: TIOCGWINSZ writes a winsize into the struct we own; fd 1 or 0 is ours to query.
+    let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0
+        || unsafe { libc::ioctl(0, libc::TIOCGWINSZ, &mut ws) } == 0;
+    (ok && ws.ws_col > 0).then_some((ws.ws_col as u32, ws.ws_row as u32))
+}
+
+/// Sends the terminal's size now, then again on every SIGWINCH until the stream closes.
+pub async fn relay_resizes<M: Send + 'static>(
+    tx: &mpsc::Sender<M>,
+    id: &str,
+    wrap: fn(tapi::ResizeRequest) -> M,
+) {
+    let resize = |id: &str| {
+        terminal_size().map(|(w, h)| tapi::ResizeRequest {
+            container_id: id.to_string(),
+            width: w,
+            height: h,
+        })
+    };
+    if let Some(r) = resize(id) {
+        let _ = tx.send(wrap(r)).await;
+    }
+    let (tx, id) = (tx.clone(), id.to_string());
+    tokio::spawn(async move {
+        let Ok(mut winch) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::window_change())
+        else {
+            return;
+        };
+        while winch.recv().await.is_some() {
+            if let Some(r) = resize(&id) {
+                if tx.send(wrap(r)).await.is_err() {
+                    break;
+                }
+            }
+        }
+    });
+}
+
+/// Reads our stdin in a thread (it blocks) and sends it on, then `close()` at its end.
+pub fn relay_stdin<M: Send + 'static>(
+    tx: mpsc::Sender<M>,
+    data: fn(Vec<u8>) -> M,
+    close: fn() -> M,
+) {
+    std::thread::spawn(move || {
+        let mut input = std::io::stdin().lock();
+        let mut buf = vec![0u8; 32 << 10];
+        loop {
+            match input.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if tx.blocking_send(data(buf[..n].to_vec())).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+        let _ = tx.blocking_send(close());
+    });
+}
+
+pub fn write_stdout(b: &[u8]) -> std::io::Result<()> {
+    let mut o = std::io::stdout().lock();
+    o.write_all(b)?;
+    o.flush()
+}
+
+pub fn write_stderr(b: &[u8]) -> std::io::Result<()> {
+    let mut o = std::io::stderr().lock();
+    o.write_all(b)?;
+    o.flush()
+}

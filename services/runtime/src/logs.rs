@@ -1,0 +1,247 @@
+//! Container logs: one json-file log per container, `<root>/containers/<ns>/<id>/container.log`
+//! (rotated by the shim to `container.log.1`), written by every run of the container and kept
+//! until the container is removed. `Tasks.Logs` reads it back.
+
+use crate::error::{Error, Result};
+use crate::lifecycle::{state_of, STATUS_RESTARTING, STATUS_RUNNING};
+use crate::Runtime;
+use berth_api::containers::v1::Container;
+use berth_api::tasks::v1::LogEntry;
+use std::io::{Read, Seek, SeekFrom};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// Annotation: where the shim writes the container's log.
+pub const ANNOTATION_LOG_PATH: &str = "io.berth.log-path";
+
+/// How often `follow` looks for new lines.
+const POLL: Duration = Duration::from_millis(100);
+
+impl Runtime {
+    /// The folder of a container's own files (its log).
+    pub fn container_dir(&self, ns: &str, id: &str) -> PathBuf {
+        self.root.join("containers").join(ns).join(id)
+    }
+
+    /// The container's log file.
+    pub fn log_path(&self, ns: &str, id: &str) -> PathBuf {
+        self.container_dir(ns, id).join("container.log")
+    }
+
+    /// The stored spec with what a task of it needs at run time: the log path and size.
+    pub(crate) fn task_spec(&self, ns: &str, container: &Container) -> Result<Vec<u8>> {
+        let mut spec: serde_json::Value = serde_json::from_slice(&container.spec)
+            .map_err(|e| Error::Spec(format!("stored spec of {}: {e}", container.id)))?;
+        let dir = self.container_dir(ns, &container.id);
+        std::fs::create_dir_all(&dir).map_err(|e| Error::io("cannot create folder", &dir, e))?;
+        let Some(obj) = spec.as_object_mut() else {
+            return Err(Error::Spec(format!(
+                "stored spec of {} is not an object",
+                container.id
+            )));
+        };
+        let annotations = obj
+            .entry("annotations")
+            .or_insert_with(|| serde_json::json!({}));
+        if let Some(a) = annotations.as_object_mut() {
+            a.insert(
+                ANNOTATION_LOG_PATH.to_string(),
+                self.log_path(ns, &container.id)
+                    .display()
+                    .to_string()
+                    .into(),
+            );
+            a.insert(
+                crate::spec::ANNOTATION_LOG_MAX_SIZE.to_string(),
+                self.spec_options.log_max_size.to_string().into(),
+            );
+        }
+        serde_json::to_vec(&spec).map_err(|e| Error::Spec(e.to_string()))
+    }
+
+    /// Whether a container may still write to its log.
+    fn may_log(&self, ns: &str, id: &str) -> bool {
+        match self.store.get(ns, id) {
+            Ok(Some(c)) => {
+                let st = state_of(&c);
+                st.status == STATUS_RUNNING || st.status == STATUS_RESTARTING
+            }
+            _ => false,
+        }
+    }
+}
+
+/// One line of a json-file log.
+#[derive(serde::Deserialize)]
+struct Line {
+    log: String,
+    #[serde(default)]
+    stream: String,
+    #[serde(default)]
+    time: String,
+}
+
+/// Parses one json-file line; `None` for a line that is not one.
+pub fn parse_line(line: &[u8]) -> Option<LogEntry> {
+    let l: Line = serde_json::from_slice(line).ok()?;
+    let time = chrono::DateTime::parse_from_rfc3339(&l.time)
+        .ok()
+        .map(|t| prost_types::Timestamp {
+            seconds: t.timestamp(),
+            nanos: t.timestamp_subsec_nanos() as i32,
+        });
+    Some(LogEntry {
+        stream: if l.stream.is_empty() {
+            "stdout".into()
+        } else {
+            l.stream
+        },
+        time,
+        data: l.log.into_bytes(),
+    })
+}
+
+/// Every complete line of the rotated file and then the current one; the position reached in
+/// the current file (its inode and offset).
+pub fn read_all(path: &Path) -> (Vec<Vec<u8>>, Option<(u64, u64)>) {
+    let mut lines = Vec::new();
+    let mut rotated = path.as_os_str().to_owned();
+    rotated.push(".1");
+    if let Ok(data) = std::fs::read(PathBuf::from(rotated)) {
+        split_lines(&data, &mut lines);
+    }
+    let mut position = None;
+    if let Ok(mut f) = std::fs::File::open(path) {
+        let mut data = Vec::new();
+        if f.read_to_end(&mut data).is_ok() {
+            let used = split_lines(&data, &mut lines);
+            let ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
+            position = Some((ino, used as u64));
+        }
+    }
+    (lines, position)
+}
+
+/// Appends the complete lines of `data`; returns how many bytes they used.
+fn split_lines(data: &[u8], out: &mut Vec<Vec<u8>>) -> usize {
+    let mut used = 0;
+    while let Some(n) = data[used..].iter().position(|b| *b == b'\n') {
+        let line = &data[used..used + n];
+        if !line.is_empty() {
+            out.push(line.to_vec());
+        }
+        used += n + 1;
+    }
+    used
+}
+
+/// New complete lines since `position` (inode, offset); a rotation starts the new file over.
+fn read_more(path: &Path, position: &mut Option<(u64, u64)>) -> Vec<Vec<u8>> {
+    let mut lines = Vec::new();
+    let Ok(mut f) = std::fs::File::open(path) else {
+        return lines;
+    };
+    let Ok(meta) = f.metadata() else { return lines };
+    let (ino, mut offset) = position.unwrap_or((meta.ino(), 0));
+    if ino != meta.ino() || meta.len() < offset {
+        offset = 0;
+    }
+    if f.seek(SeekFrom::Start(offset)).is_err() {
+        return lines;
+    }
+    let mut data = Vec::new();
+    if f.read_to_end(&mut data).is_ok() {
+        let used = split_lines(&data, &mut lines);
+        *position = Some((meta.ino(), offset + used as u64));
+    }
+    lines
+}
+
+/// The stream of `Tasks.Logs`.
+pub(crate) fn stream(
+    runtime: std::sync::Arc<Runtime>,
+    ns: String,
+    id: String,
+    follow: bool,
+    tail: Option<usize>,
+) -> impl futures::Stream<Item = std::result::Result<LogEntry, tonic::Status>> + Send {
+    let path = runtime.log_path(&ns, &id);
+    async_stream::try_stream! {
+        let p = path.clone();
+        let (lines, mut position) = tokio::task::spawn_blocking(move || read_all(&p))
+            .await
+            .map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let skip = tail.map(|n| lines.len().saturating_sub(n)).unwrap_or(0);
+        for line in lines.into_iter().skip(skip) {
+            if let Some(entry) = parse_line(&line) {
+                yield entry;
+            }
+        }
+        if follow {
+            loop {
+                // Read the state first: lines written before the exit are read after it.
+                let running = runtime.may_log(&ns, &id);
+                let more = read_more(&path, &mut position);
+                let got = !more.is_empty();
+                for line in more {
+                    if let Some(entry) = parse_line(&line) {
+                        yield entry;
+                    }
+                }
+                if !running && !got {
+                    break;
+                }
+                if !got {
+                    tokio::time::sleep(POLL).await;
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_parse_and_rotated_files_come_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("container.log");
+        std::fs::write(
+            dir.path().join("container.log.1"),
+            "{\"log\":\"one\\n\",\"stream\":\"stdout\",\"time\":\"2024-01-01T00:00:00.5Z\"}\n",
+        )
+        .unwrap();
+        std::fs::write(
+            &log,
+            "{\"log\":\"two\\n\",\"stream\":\"stderr\",\"time\":\"2024-01-01T00:00:01Z\"}\nnot json\n{\"log\":\"part",
+        )
+        .unwrap();
+        let (lines, mut pos) = read_all(&log);
+        let entries: Vec<_> = lines.iter().filter_map(|l| parse_line(l)).collect();
+        assert_eq!(entries.len(), 2);
+        assert_eq!(entries[0].data, b"one\n");
+        assert_eq!(entries[0].stream, "stdout");
+        assert_eq!(entries[0].time.unwrap().nanos, 500_000_000);
+        assert_eq!(entries[1].stream, "stderr");
+        // The partial line is read once it is complete.
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(b"\\n\",\"stream\":\"stdout\",\"time\":\"2024-01-01T00:00:02Z\"}\n")
+            .unwrap();
+        let more = read_more(&log, &mut pos);
+        assert_eq!(more.len(), 1);
+        assert_eq!(parse_line(&more[0]).unwrap().data, b"part\n");
+        assert!(read_more(&log, &mut pos).is_empty());
+        // A rotation starts over in the new file.
+        std::fs::rename(&log, dir.path().join("container.log.1")).unwrap();
+        std::fs::write(
+            &log,
+            "{\"log\":\"three\\n\",\"stream\":\"stdout\",\"time\":\"2024-01-01T00:00:03Z\"}\n",
+        )
+        .unwrap();
+        let more = read_more(&log, &mut pos);
+        assert_eq!(parse_line(&more[0]).unwrap().data, b"three\n");
+    }
+}

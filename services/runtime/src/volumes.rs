@@ -1,0 +1,699 @@
+//! Volumes: folders under `<root>/volumes/<ns>/<name>/_data` that outlive containers, and the
+//! container's `-v SRC:DST[:ro|rw]` binds.
+//!
+//! A bind whose source is absolute is a bind mount of that host path (which must exist);
+//! otherwise the source names a volume, created on first use. Every `VOLUME` of the image not
+//! covered by a bind gets an anonymous volume (a 64-hex name). All of them reach the shim as
+//! `rbind` mounts in the spec and show in `Container.mounts`.
+//!
+//! A volume that is empty when a container is created with it is filled with what the image
+//! has at its destination (Docker's copy-up), read from the snapshot's layer folders: bottom
+//! layer first, overlay whiteouts and opaque folders honoured, never following a symlink out of
+//! a layer.
+
+use crate::error::{Error, Result};
+use crate::Runtime;
+use berth_api::containers::v1::{Container, MountPoint};
+use berth_api::volumes::v1::volumes_server::Volumes;
+use berth_api::volumes::v1::{
+    CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, ListVolumesResponse,
+    RemoveVolumeRequest, RemoveVolumeResponse, Volume,
+};
+use berth_core::grpc::namespace;
+use oci_spec::runtime::{MountBuilder, Spec};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// One `-v` entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Bind {
+    /// A host path (absolute), a volume name, or empty for an anonymous volume.
+    pub source: String,
+    pub destination: String,
+    pub rw: bool,
+}
+
+impl Bind {
+    pub fn is_host_path(&self) -> bool {
+        self.source.starts_with('/')
+    }
+}
+
+/// Checks a volume name: `[a-zA-Z0-9][a-zA-Z0-9_.-]+`, as Docker allows.
+pub fn validate_volume_name(name: &str) -> Result<()> {
+    let b = name.as_bytes();
+    let ok = b.len() >= 2
+        && b[0].is_ascii_alphanumeric()
+        && b.iter()
+            .all(|c| c.is_ascii_alphanumeric() || b"_.-".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::InvalidArgument(format!(
+            "\"{name}\" includes invalid characters for a local volume name, only \
+             \"[a-zA-Z0-9][a-zA-Z0-9_.-]\" are allowed. If you intended to pass a host \
+             directory, use absolute path"
+        )))
+    }
+}
+
+/// Parses `SRC:DST[:ro|rw]` (or `DST` alone: an anonymous volume).
+pub fn parse_bind(spec: &str) -> Result<Bind> {
+    let bad = |why: &str| {
+        Error::InvalidArgument(format!("invalid volume specification: '{spec}': {why}"))
+    };
+    let parts: Vec<&str> = spec.split(':').collect();
+    let (source, destination, mode) = match parts.as_slice() {
+        [dst] => ("", *dst, None),
+        [src, dst] => (*src, *dst, None),
+        [src, dst, mode] => (*src, *dst, Some(*mode)),
+        _ => return Err(bad("expected SRC:DST[:ro|rw]")),
+    };
+    if !destination.starts_with('/') {
+        return Err(bad("the destination must be an absolute path"));
+    }
+    if destination == "/" {
+        return Err(bad("the destination cannot be /"));
+    }
+    let rw = match mode {
+        None | Some("rw") | Some("") => true,
+        Some("ro") => false,
+        Some(m) => return Err(bad(&format!("invalid mode: {m}"))),
+    };
+    if !source.is_empty() && !source.starts_with('/') {
+        validate_volume_name(source)?;
+    }
+    Ok(Bind {
+        source: source.to_string(),
+        destination: clean(destination),
+        rw,
+    })
+}
+
+/// Parses every `-v` entry; two on the same destination are refused.
+pub fn parse_binds(binds: &[String]) -> Result<Vec<Bind>> {
+    let mut out: Vec<Bind> = Vec::new();
+    for b in binds {
+        let bind = parse_bind(b)?;
+        if out.iter().any(|o| o.destination == bind.destination) {
+            return Err(Error::InvalidArgument(format!(
+                "Duplicate mount point: {}",
+                bind.destination
+            )));
+        }
+        out.push(bind);
+    }
+    Ok(out)
+}
+
+/// A path without trailing or doubled slashes.
+fn clean(p: &str) -> String {
+    let parts: Vec<&str> = p
+        .split('/')
+        .filter(|s| !s.is_empty() && *s != ".")
+        .collect();
+    format!("/{}", parts.join("/"))
+}
+
+/// Adds the container's mounts to its spec, as `rbind` mounts (read-only when asked).
+pub fn add_to_spec(spec: &mut Spec, mounts: &[MountPoint]) -> Result<()> {
+    let mut all = spec.mounts().clone().unwrap_or_default();
+    for m in mounts {
+        // A mount on the same destination as a default one replaces it.
+        all.retain(|x| x.destination() != Path::new(&m.destination));
+        let options = vec![
+            "rbind".to_string(),
+            "rprivate".to_string(),
+            if m.rw { "rw" } else { "ro" }.to_string(),
+        ];
+        all.push(
+            MountBuilder::default()
+                .destination(&m.destination)
+                .typ("bind")
+                .source(&m.source)
+                .options(options)
+                .build()
+                .map_err(|e| Error::Spec(e.to_string()))?,
+        );
+    }
+    spec.set_mounts(Some(all));
+    Ok(())
+}
+
+/// The folders that make a rootfs, bottom layer first: an overlay's lower folders (listed top
+/// first in `lowerdir`) then its upper folder; a bind mount's source.
+pub fn layer_dirs(mounts: &[crate::bundle::RootfsMount]) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for m in mounts {
+        if m.typ == "overlay" {
+            let mut upper = None;
+            for o in &m.options {
+                if let Some(l) = o.strip_prefix("lowerdir=") {
+                    out.extend(l.split(':').rev().map(PathBuf::from));
+                } else if let Some(u) = o.strip_prefix("upperdir=") {
+                    upper = Some(PathBuf::from(u));
+                }
+            }
+            out.extend(upper);
+        } else if m.typ == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind") {
+            out.push(PathBuf::from(&m.source));
+        }
+    }
+    out
+}
+
+fn is_whiteout(m: &std::fs::Metadata) -> bool {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    m.file_type().is_char_device() && m.rdev() == 0
+}
+
+fn is_opaque(path: &Path) -> bool {
+    use std::os::unix::ffi::OsStrExt;
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
+        return false;
+    };
+    let mut buf = [0u8; 4];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let n = unsafe {
+        libc::lgetxattr(
+            c.as_ptr(),
+            c"trusted.overlay.opaque".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    n == 1 && buf[0] == b'y'
+}
+
+fn clear_dir(dir: &Path) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if std::fs::symlink_metadata(&p)?.is_dir() {
+            std::fs::remove_dir_all(&p)?;
+        } else {
+            std::fs::remove_file(&p)?;
+        }
+    }
+    Ok(())
+}
+
+fn remove_any(p: &Path) -> std::io::Result<()> {
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
+        Ok(_) => std::fs::remove_file(p),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Copies one layer's folder onto `dst`, applying its whiteouts and opaque folders.
+fn merge_dir(src: &Path, dst: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    for entry in std::fs::read_dir(src)? {
+        let entry = entry?;
+        let (s, d) = (entry.path(), dst.join(entry.file_name()));
+        let m = std::fs::symlink_metadata(&s)?;
+        let ft = m.file_type();
+        if is_whiteout(&m) {
+            remove_any(&d)?;
+        } else if ft.is_dir() {
+            if !std::fs::symlink_metadata(&d).is_ok_and(|x| x.is_dir()) {
+                remove_any(&d)?;
+                std::fs::create_dir(&d)?;
+            } else if is_opaque(&s) {
+                clear_dir(&d)?;
+            }
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+            let _ = std::os::unix::fs::lchown(&d, Some(m.uid()), Some(m.gid()));
+            merge_dir(&s, &d)?;
+        } else if ft.is_file() {
+            remove_any(&d)?;
+            std::fs::copy(&s, &d)?;
+            let _ = std::os::unix::fs::lchown(&d, Some(m.uid()), Some(m.gid()));
+            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+        } else if ft.is_symlink() {
+            remove_any(&d)?;
+            std::os::unix::fs::symlink(std::fs::read_link(&s)?, &d)?;
+            let _ = std::os::unix::fs::lchown(&d, Some(m.uid()), Some(m.gid()));
+        }
+        // Device nodes, fifos and sockets are not copied.
+    }
+    Ok(())
+}
+
+/// Fills `target` (a new volume's folder) with the content of the rootfs at `destination`,
+/// layer by layer, when `target` is empty. A path that crosses a symlink in a layer is not
+/// followed (nothing is copied from that layer).
+pub fn copy_up_if_empty(
+    layers: &[PathBuf],
+    destination: &str,
+    target: &Path,
+) -> std::io::Result<()> {
+    if std::fs::read_dir(target)?.next().is_some() {
+        return Ok(());
+    }
+    let rel = Path::new(destination.trim_start_matches('/'));
+    let mut copied_mode = None;
+    for layer in layers {
+        let mut p = layer.clone();
+        let mut present = true;
+        for comp in rel.components() {
+            p.push(comp);
+            match std::fs::symlink_metadata(&p) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) if is_whiteout(&m) => {
+                    // Deleted in this layer.
+                    clear_dir(target)?;
+                    present = false;
+                    break;
+                }
+                Ok(_) => {
+                    // A file or symlink here: the folder does not exist in this layer's view.
+                    clear_dir(target)?;
+                    present = false;
+                    break;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    present = false;
+                    break;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if !present {
+            continue;
+        }
+        if is_opaque(&p) {
+            clear_dir(target)?;
+        }
+        merge_dir(&p, target)?;
+        copied_mode = std::fs::metadata(&p).ok();
+    }
+    if let Some(m) = copied_mode {
+        use std::os::unix::fs::{MetadataExt, PermissionsExt};
+        std::fs::set_permissions(target, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
+        let _ = std::os::unix::fs::lchown(target, Some(m.uid()), Some(m.gid()));
+    }
+    Ok(())
+}
+
+impl Runtime {
+    /// `<root>/volumes/<ns>/<name>`.
+    fn volume_dir(&self, ns: &str, name: &str) -> PathBuf {
+        self.root.join("volumes").join(ns).join(name)
+    }
+
+    /// Creates a volume (its folder, then its record). An existing one is returned as it is.
+    pub fn create_volume(
+        &self,
+        ns: &str,
+        name: &str,
+        labels: HashMap<String, String>,
+        anonymous: bool,
+    ) -> Result<Volume> {
+        validate_volume_name(name)?;
+        if let Some(v) = self.store.get_volume(ns, name)? {
+            return Ok(v);
+        }
+        let data = self.volume_dir(ns, name).join("_data");
+        std::fs::create_dir_all(&data).map_err(|e| Error::io("cannot create volume", &data, e))?;
+        let volume = Volume {
+            name: name.to_string(),
+            driver: "local".into(),
+            mountpoint: data.display().to_string(),
+            created_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+            labels,
+            anonymous,
+        };
+        if !self.store.create_volume(ns, &volume)? {
+            // Created meanwhile by another request: that one stands.
+            if let Some(v) = self.store.get_volume(ns, name)? {
+                return Ok(v);
+            }
+        }
+        tracing::info!(volume = %name, "volume created");
+        self.publish(
+            ns,
+            "volume",
+            "create",
+            name,
+            [("driver".to_string(), "local".to_string())].into(),
+        );
+        Ok(volume)
+    }
+
+    /// The mounts of a new container: its binds (creating named volumes on first use), then an
+    /// anonymous volume for each of the image's volumes that no bind covers.
+    pub fn container_mounts(
+        &self,
+        ns: &str,
+        binds: &[Bind],
+        image_volumes: &[String],
+    ) -> Result<Vec<MountPoint>> {
+        let mut out = Vec::new();
+        for b in binds {
+            if b.is_host_path() {
+                if !Path::new(&b.source).exists() {
+                    return Err(Error::InvalidArgument(format!(
+                        "invalid mount config for type \"bind\": bind source path does not \
+                         exist: {}",
+                        b.source
+                    )));
+                }
+                out.push(MountPoint {
+                    r#type: "bind".into(),
+                    name: String::new(),
+                    source: b.source.clone(),
+                    destination: b.destination.clone(),
+                    rw: b.rw,
+                });
+                continue;
+            }
+            let (name, anonymous) = if b.source.is_empty() {
+                (crate::containers::new_id()?, true)
+            } else {
+                (b.source.clone(), false)
+            };
+            let v = self.create_volume(ns, &name, HashMap::new(), anonymous)?;
+            out.push(MountPoint {
+                r#type: "volume".into(),
+                name: v.name,
+                source: v.mountpoint,
+                destination: b.destination.clone(),
+                rw: b.rw,
+            });
+        }
+        for dst in image_volumes {
+            let dst = clean(dst);
+            if out.iter().any(|m: &MountPoint| m.destination == dst) {
+                continue;
+            }
+            let v = self.create_volume(ns, &crate::containers::new_id()?, HashMap::new(), true)?;
+            out.push(MountPoint {
+                r#type: "volume".into(),
+                name: v.name,
+                source: v.mountpoint,
+                destination: dst,
+                rw: true,
+            });
+        }
+        Ok(out)
+    }
+
+    /// The containers that use volume `name`.
+    fn volume_users(&self, ns: &str, name: &str) -> Result<Vec<String>> {
+        Ok(self
+            .store
+            .list(ns)?
+            .into_iter()
+            .filter(|c| {
+                c.mounts
+                    .iter()
+                    .any(|m| m.r#type == "volume" && m.name == name)
+            })
+            .map(|c| c.id)
+            .collect())
+    }
+
+    /// Removes a volume; refused while a container uses it, unless `force`.
+    pub fn remove_volume(&self, ns: &str, name: &str, force: bool) -> Result<()> {
+        if self.store.get_volume(ns, name)?.is_none() {
+            return Err(Error::NotFound(format!("get {name}: no such volume")));
+        }
+        let users = self.volume_users(ns, name)?;
+        if !users.is_empty() && !force {
+            return Err(Error::FailedPrecondition(format!(
+                "remove {name}: volume is in use - [{}]",
+                users.join(", ")
+            )));
+        }
+        let dir = self.volume_dir(ns, name);
+        match std::fs::remove_dir_all(&dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(Error::io("cannot remove volume", dir, e)),
+        }
+        self.store.delete_volume(ns, name)?;
+        tracing::info!(volume = %name, "volume removed");
+        self.publish(ns, "volume", "destroy", name, HashMap::new());
+        Ok(())
+    }
+
+    /// Removes the anonymous volumes of a container that is being deleted (those no other
+    /// container uses).
+    pub(crate) fn remove_anonymous_volumes(&self, ns: &str, container: &Container) {
+        for m in container.mounts.iter().filter(|m| m.r#type == "volume") {
+            let anonymous =
+                matches!(self.store.get_volume(ns, &m.name), Ok(Some(v)) if v.anonymous);
+            if !anonymous {
+                continue;
+            }
+            let users = self.volume_users(ns, &m.name).unwrap_or_default();
+            if users.iter().any(|u| *u != container.id) {
+                continue;
+            }
+            if let Err(e) = self.remove_volume(ns, &m.name, true) {
+                tracing::warn!(volume = %m.name, error = %e, "cannot remove anonymous volume");
+            }
+        }
+    }
+}
+
+/// The Volumes gRPC service.
+#[derive(Debug, Clone)]
+pub struct VolumesService {
+    runtime: Arc<Runtime>,
+}
+
+impl VolumesService {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        VolumesService { runtime }
+    }
+}
+
+#[tonic::async_trait]
+impl Volumes for VolumesService {
+    async fn create(&self, req: Request<CreateVolumeRequest>) -> Result<Response<Volume>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        let name = if req.name.is_empty() {
+            crate::containers::new_id()?
+        } else {
+            req.name
+        };
+        Ok(Response::new(
+            self.runtime.create_volume(&ns, &name, req.labels, false)?,
+        ))
+    }
+
+    async fn get(&self, req: Request<GetVolumeRequest>) -> Result<Response<Volume>, Status> {
+        let ns = namespace(&req)?;
+        let name = &req.get_ref().name;
+        let v = self
+            .runtime
+            .store
+            .get_volume(&ns, name)?
+            .ok_or_else(|| Error::NotFound(format!("get {name}: no such volume")))?;
+        Ok(Response::new(v))
+    }
+
+    async fn list(
+        &self,
+        req: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        let ns = namespace(&req)?;
+        Ok(Response::new(ListVolumesResponse {
+            volumes: self.runtime.store.list_volumes(&ns)?,
+        }))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<RemoveVolumeRequest>,
+    ) -> Result<Response<RemoveVolumeResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.get_ref();
+        self.runtime.remove_volume(&ns, &r.name, r.force)?;
+        Ok(Response::new(RemoveVolumeResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_parse() {
+        assert_eq!(
+            parse_bind("/host/dir:/data:ro").unwrap(),
+            Bind {
+                source: "/host/dir".into(),
+                destination: "/data".into(),
+                rw: false
+            }
+        );
+        let b = parse_bind("myvol:/var/lib/x/").unwrap();
+        assert_eq!(
+            (b.source.as_str(), b.destination.as_str(), b.rw),
+            ("myvol", "/var/lib/x", true)
+        );
+        assert!(!b.is_host_path());
+        assert_eq!(parse_bind("/data").unwrap().source, "");
+        for bad in ["a:b", "vol:/x:rx", "-bad:/x", "v:/", "a:b:c:d", "x:/y"] {
+            let e = parse_bind(bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
+        }
+        assert!(parse_binds(&["a1:/x".into(), "b1:/x/".into()]).is_err());
+    }
+
+    #[test]
+    fn spec_gets_rbind_mounts() {
+        let mut spec = Spec::default();
+        add_to_spec(
+            &mut spec,
+            &[MountPoint {
+                r#type: "volume".into(),
+                name: "v".into(),
+                source: "/var/lib/berth/runtime/volumes/default/v/_data".into(),
+                destination: "/data".into(),
+                rw: false,
+            }],
+        )
+        .unwrap();
+        let m = spec.mounts().as_ref().unwrap();
+        let last = m.last().unwrap();
+        assert_eq!(last.destination(), Path::new("/data"));
+        assert_eq!(
+            last.options().as_ref().unwrap(),
+            &vec!["rbind".to_string(), "rprivate".into(), "ro".into()]
+        );
+    }
+
+    #[test]
+    fn copy_up_merges_layers() {
+        let dir = tempfile::tempdir().unwrap();
+        let (l1, l2, up) = (
+            dir.path().join("l1"),
+            dir.path().join("l2"),
+            dir.path().join("up"),
+        );
+        std::fs::create_dir_all(l1.join("data/sub")).unwrap();
+        std::fs::write(l1.join("data/a"), "a1").unwrap();
+        std::fs::write(l1.join("data/gone"), "x").unwrap();
+        std::fs::write(l1.join("data/sub/s"), "s").unwrap();
+        std::fs::create_dir_all(l2.join("data")).unwrap();
+        std::fs::write(l2.join("data/a"), "a2").unwrap();
+        std::os::unix::fs::symlink("a", l2.join("data/link")).unwrap();
+        // A whiteout (char 0/0) deletes `gone` in the upper layer.
+        nix::sys::stat::mknod(
+            &l2.join("data/gone"),
+            nix::sys::stat::SFlag::S_IFCHR,
+            nix::sys::stat::Mode::from_bits_truncate(0o000),
+            0,
+        )
+        .ok();
+        std::fs::create_dir_all(&up).unwrap();
+        let mounts = vec![crate::bundle::RootfsMount {
+            typ: "overlay".into(),
+            source: "overlay".into(),
+            options: vec![
+                format!("lowerdir={}:{}", l2.display(), l1.display()),
+                format!("upperdir={}", up.display()),
+            ],
+        }];
+        let layers = layer_dirs(&mounts);
+        assert_eq!(layers, [l1.clone(), l2.clone(), up.clone()]);
+        let target = dir.path().join("vol");
+        std::fs::create_dir(&target).unwrap();
+        copy_up_if_empty(&layers, "/data", &target).unwrap();
+        assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "a2");
+        assert_eq!(std::fs::read_to_string(target.join("sub/s")).unwrap(), "s");
+        assert_eq!(
+            std::fs::read_link(target.join("link")).unwrap(),
+            Path::new("a")
+        );
+        if std::fs::symlink_metadata(l2.join("data/gone")).is_ok() {
+            assert!(!target.join("gone").exists());
+        }
+        // A volume that has content keeps it.
+        std::fs::write(target.join("a"), "mine").unwrap();
+        copy_up_if_empty(&layers, "/data", &target).unwrap();
+        assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "mine");
+        // A path the image does not have leaves it empty.
+        let empty = dir.path().join("empty");
+        std::fs::create_dir(&empty).unwrap();
+        copy_up_if_empty(&layers, "/nothing/here", &empty).unwrap();
+        assert!(std::fs::read_dir(&empty).unwrap().next().is_none());
+    }
+
+    #[tokio::test]
+    async fn volumes_are_created_used_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ch = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let rt = Runtime::open(
+            dir.path(),
+            &dir.path().join("state"),
+            Default::default(),
+            ch.clone(),
+            ch,
+        )
+        .unwrap();
+        let binds = parse_binds(&["data:/data".into(), "/tmp:/host:ro".into()]).unwrap();
+        let mounts = rt
+            .container_mounts("default", &binds, &["/data".into(), "/cache".into()])
+            .unwrap();
+        assert_eq!(mounts.len(), 3);
+        assert_eq!(
+            (mounts[0].r#type.as_str(), mounts[0].name.as_str()),
+            ("volume", "data")
+        );
+        assert!(Path::new(&mounts[0].source).is_dir());
+        assert!(mounts[0].source.ends_with("volumes/default/data/_data"));
+        assert_eq!((mounts[1].r#type.as_str(), mounts[1].rw), ("bind", false));
+        assert_eq!(mounts[2].destination, "/cache");
+        assert_eq!(mounts[2].name.len(), 64);
+        let anon = rt
+            .store()
+            .get_volume("default", &mounts[2].name)
+            .unwrap()
+            .unwrap();
+        assert!(anon.anonymous);
+
+        let missing = parse_binds(&["/no/such/dir:/x".into()]).unwrap();
+        assert_eq!(
+            rt.container_mounts("default", &missing, &[])
+                .unwrap_err()
+                .code(),
+            tonic::Code::InvalidArgument
+        );
+
+        let c = Container {
+            id: "c1".into(),
+            name: "c1".into(),
+            mounts: mounts.clone(),
+            ..Default::default()
+        };
+        rt.store().create("default", &c).unwrap();
+        let e = rt.remove_volume("default", "data", false).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert!(e.to_string().contains("volume is in use"));
+        rt.remove_anonymous_volumes("default", &c);
+        assert!(rt
+            .store()
+            .get_volume("default", &mounts[2].name)
+            .unwrap()
+            .is_none());
+        assert!(rt.store().get_volume("default", "data").unwrap().is_some());
+        rt.store().delete("default", "c1").unwrap();
+        rt.remove_volume("default", "data", false).unwrap();
+        assert!(!Path::new(&mounts[0].source).exists());
+        assert_eq!(
+            rt.remove_volume("default", "data", false)
+                .unwrap_err()
+                .code(),
+            tonic::Code::NotFound
+        );
+    }
+}
