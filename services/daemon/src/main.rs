@@ -129,6 +129,7 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
             &config.root.join("image"),
             chan(&config.services.registry)?,
             chan(&config.services.snapshot)?,
+            Some(chan(&config.services.events)?),
             &config.snapshotter,
         )
         .context("image service")?;

@@ -10,10 +10,16 @@
 //! [`DEFAULT_CAPACITY`] events behind gets a `ResourceExhausted` error that says how many
 //! events it missed, and should subscribe again.
 //!
+//! Other services publish through a [`Publisher`] (an ordered, never-blocking queue to the
+//! Events service at a channel).
+//!
 //! ```no_run
 //! let events = berth_events::serve();
 //! # let _ = events;
 //! ```
+
+mod publisher;
+pub use publisher::Publisher;
 
 use berth_api::events::v1 as api;
 use berth_api::events::v1::events_server::{Events, EventsServer};

@@ -36,6 +36,7 @@ pub struct ImageStore {
     registry: RegistryClient<Channel>,
     snapshots: SnapshotsClient<Channel>,
     default_snapshotter: String,
+    events: std::sync::Arc<berth_events::Publisher>,
 }
 
 pub(crate) async fn progress(tx: &ProgressTx, id: &str, action: &str, current: i64, total: i64) {
@@ -75,6 +76,7 @@ impl ImageStore {
         registry: RegistryClient<Channel>,
         snapshots: SnapshotsClient<Channel>,
         default_snapshotter: String,
+        events: berth_events::Publisher,
     ) -> ImageStore {
         ImageStore {
             content,
@@ -82,7 +84,17 @@ impl ImageStore {
             registry,
             snapshots,
             default_snapshotter,
+            events: std::sync::Arc::new(events),
         }
+    }
+
+    /// Publishes an image event (`pull`, `import`, `delete`) about `name`.
+    pub(crate) fn publish(&self, ns: &str, action: &str, name: &str) {
+        let shown = Reference::parse(name)
+            .map(|r| r.familiar())
+            .unwrap_or_else(|_| name.to_string());
+        let attributes = [("name".to_string(), shown.clone())].into_iter().collect();
+        self.events.publish(ns, "image", action, &shown, attributes);
     }
 
     pub(crate) fn default_snapshotter_name(&self) -> String {
@@ -309,6 +321,7 @@ impl ImageStore {
         let rec = self
             .store_name(ns, &reference.to_string(), &top, labels)
             .await?;
+        self.publish(ns, "pull", &rec.name);
         progress(tx, &reference.familiar(), "done", 0, 0).await;
         Ok(rec)
     }
@@ -566,6 +579,7 @@ impl ImageStore {
     pub async fn delete(&self, ns: &str, name: &str) -> Result<(), ImageError> {
         let rec = self.find(ns, name)?;
         self.db.delete(ns, &rec.name).await?;
+        self.publish(ns, "delete", &rec.name);
         Ok(())
     }
 }

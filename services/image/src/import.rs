@@ -200,6 +200,7 @@ impl ImageStore {
         let mut out = Vec::new();
         for n in names {
             out.push(self.store_name(ns, n, top, labels.clone()).await?);
+            self.publish(ns, "import", n);
             progress(
                 tx,
                 &Reference::parse(n)

@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! # async fn f(registry: tonic::transport::Channel, snapshots: tonic::transport::Channel) {
-//! let (images, content) = berth_image::serve(std::path::Path::new("/var/lib/berth/image"), registry, snapshots, "overlayfs").unwrap();
+//! let (images, content) = berth_image::serve(std::path::Path::new("/var/lib/berth/image"), registry, snapshots, None, "overlayfs").unwrap();
 //! # }
 //! ```
 
@@ -32,11 +32,13 @@ use std::path::Path;
 use tonic::transport::Channel;
 
 /// Opens the store under `root` (the image service's own folder) and builds the Images and
-/// Content services. `registry` and `snapshots` reach the services it works through.
+/// Content services. `registry` and `snapshots` reach the services it works through;
+/// `events`, when given, the Events service its image events go to.
 pub fn serve(
     root: &Path,
     registry: Channel,
     snapshots: Channel,
+    events: Option<Channel>,
     default_snapshotter: &str,
 ) -> Result<
     (
@@ -53,6 +55,7 @@ pub fn serve(
         RegistryClient::new(registry).max_decoding_message_size(64 << 20),
         SnapshotsClient::new(snapshots),
         default_snapshotter.to_string(),
+        berth_events::Publisher::new(events),
     );
     let images = service::ImagesService {
         store: store.clone(),

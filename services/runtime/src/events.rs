@@ -1,10 +1,7 @@
-//! Publishing container and volume events to the Events service. A publish never blocks the
-//! caller and never fails it: events go through one queue, published in order by one task,
-//! and a failure is only logged.
+//! Publishing container and volume events to the Events service, through
+//! [`berth_events::Publisher`] (ordered, never blocking, failures only logged).
 
 use crate::Runtime;
-use berth_api::events::v1::{Envelope, PublishRequest};
-use berth_core::grpc::request;
 use std::collections::HashMap;
 
 impl Runtime {
@@ -17,43 +14,13 @@ impl Runtime {
         id: &str,
         attributes: HashMap<String, String>,
     ) {
-        let Some(client) = self.events.clone() else {
-            return;
-        };
-        let event = Envelope {
-            timestamp: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
-            namespace: ns.to_string(),
-            r#type: typ.to_string(),
-            action: action.to_string(),
-            id: id.to_string(),
-            attributes,
-        };
-        let queue = self.event_queue.get_or_init(|| {
-            let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Envelope>();
-            if let Ok(handle) = tokio::runtime::Handle::try_current() {
-                handle.spawn(async move {
-                    while let Some(event) = rx.recv().await {
-                        let (ns, action, id) =
-                            (event.namespace.clone(), event.action.clone(), event.id.clone());
-                        if let Err(e) = client
-                            .clone()
-                            .publish(request(&ns, PublishRequest { event: Some(event) }))
-                            .await
-                        {
-                            tracing::warn!(%action, %id, error = %e.message(), "cannot publish event");
-                        }
-                    }
-                });
-            }
-            tx
-        });
-        let _ = queue.send(event);
+        self.events.publish(ns, typ, action, id, attributes);
     }
 
     /// Publishes a container event with the container's name and image as attributes (when
     /// the record still exists) plus `extra`.
     pub fn publish_container(&self, ns: &str, id: &str, action: &str, extra: &[(&str, String)]) {
-        if self.events.is_none() {
+        if !self.events.enabled() {
             return;
         }
         let mut attributes = HashMap::new();

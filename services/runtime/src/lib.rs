@@ -65,7 +65,6 @@ pub use tasks::TasksService;
 pub use volumes::VolumesService;
 
 use berth_api::containers::v1::containers_server::ContainersServer;
-use berth_api::events::v1::events_client::EventsClient;
 use berth_api::images::v1::images_client::ImagesClient;
 use berth_api::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_api::tasks::v1::tasks_server::TasksServer;
@@ -90,10 +89,7 @@ pub struct Runtime {
     spec_options: spec::Options,
     images: ImagesClient<Channel>,
     snapshots: SnapshotsClient<Channel>,
-    events: Option<EventsClient<Channel>>,
-    /// The queue that publishes events one after another, in order (started on first use).
-    event_queue:
-        std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<berth_api::events::v1::Envelope>>,
+    events: berth_events::Publisher,
     /// One lock per container (`<ns>/<id>`): creating, starting, deleting its task and
     /// recording its exits never interleave.
     locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
@@ -142,8 +138,7 @@ impl Runtime {
             spec_options: spec::Options::from_host(config.log_max_size),
             images: ImagesClient::new(images),
             snapshots: SnapshotsClient::new(snapshots),
-            events: events.map(EventsClient::new),
-            event_queue: std::sync::OnceLock::new(),
+            events: berth_events::Publisher::new(events),
             locks: Default::default(),
             user_kills: Default::default(),
             last_mounts: Default::default(),

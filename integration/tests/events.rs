@@ -1,0 +1,76 @@
+//! `berth events` streams what happens to images and containers, as Docker's does.
+
+use berth_integration::{Berthd, Registry};
+use std::io::{BufRead, BufReader};
+use std::process::Stdio;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+#[test]
+fn events_stream_image_and_container_lifecycles() {
+    let Some(reg) = Registry::start() else { return };
+    reg.push_busybox("busybox:latest");
+    let d = Berthd::start("");
+    let img = format!("{}/busybox:latest", reg.addr);
+    let mut sub = d.cmd();
+    sub.arg("events")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    let mut child = sub.spawn().unwrap();
+    let out = child.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    // the subscription is live once an event published after it arrives
+    let mut lines = Vec::new();
+    let start = Instant::now();
+    while !lines.iter().any(|l: &String| l.contains("image pull")) {
+        assert!(
+            start.elapsed() < Duration::from_secs(20),
+            "no pull event: {lines:?}"
+        );
+        d.ok(&["pull", "-q", &img]);
+        while let Ok(l) = rx.recv_timeout(Duration::from_millis(300)) {
+            lines.push(l);
+        }
+    }
+    let code = d
+        .berth(&["run", "--rm", "--name", "evt", &img, "sh", "-c", "exit 3"])
+        .status
+        .code();
+    assert_eq!(code, Some(3));
+    let want = [
+        "container create",
+        "container start",
+        "container die",
+        "container destroy",
+    ];
+    let start = Instant::now();
+    while !want.iter().all(|w| lines.iter().any(|l| l.contains(w))) {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "missing events: {lines:?}"
+        );
+        if let Ok(l) = rx.recv_timeout(Duration::from_millis(200)) {
+            lines.push(l);
+        }
+    }
+    let die = lines.iter().find(|l| l.contains("container die")).unwrap();
+    assert!(
+        die.contains("exitCode=3") && die.contains("name=evt"),
+        "{die}"
+    );
+    let pos = |w: &str| lines.iter().position(|l| l.contains(w)).unwrap();
+    assert!(
+        pos("container create") < pos("container start")
+            && pos("container start") < pos("container die")
+    );
+    assert!(pos("container die") < pos("container destroy"), "{lines:?}");
+    let _ = child.kill();
+    let _ = child.wait();
+}
