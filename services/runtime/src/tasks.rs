@@ -15,6 +15,7 @@ use berth_api::tasks::v1 as api;
 use berth_api::tasks::v1::tasks_server::Tasks;
 use berth_core::grpc::{namespace, request};
 use futures::Stream;
+use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -412,6 +413,9 @@ impl Runtime {
             if let Some(pid) = shim_pid {
                 wait_for_exit(pid).await;
             }
+        } else {
+            // A shim that died could not remove the container's cgroup: do it in its place.
+            remove_cgroup_of(ns, id, &bundle).await;
         }
         let exit = match exit {
             Some(e) => e,
@@ -432,6 +436,33 @@ impl Runtime {
         }
         Ok(out)
     }
+}
+
+/// Removes the cgroup of a task whose shim is gone (killing whatever is left in it), as the
+/// shim does on Delete. The path is the spec's `linux.cgroupsPath`, with the shim's default.
+async fn remove_cgroup_of(ns: &str, id: &str, bundle: &Bundle) {
+    let path = std::fs::read(bundle.dir().join("config.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from(format!("/berth/{ns}/{id}")));
+    let rel = match berth_shim::cgroup::relative_path(&path) {
+        Ok(rel) => rel,
+        Err(e) => {
+            tracing::warn!(container = %id, error = %e, "cannot remove the cgroup of a dead shim");
+            return;
+        }
+    };
+    let id = id.to_string();
+    let _ = tokio::task::spawn_blocking(move || {
+        let cg = berth_shim::cgroup::ContainerCgroup::load(&rel);
+        if cg.exists() {
+            if let Err(e) = cg.remove() {
+                tracing::warn!(container = %id, error = %e, "cannot remove the cgroup of a dead shim");
+            }
+        }
+    })
+    .await;
 }
 
 /// Removes a bundle folder off the async threads (it may retry while a shim exits).
