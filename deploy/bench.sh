@@ -97,11 +97,35 @@ if [ $have_ctr = 1 ]; then
 fi
 
 echo
+echo "== 20 detached containers started one after another (sleep 120)"
+t0=$(now); for i in $(seq 20); do "${B[@]}" run -d --name "d$i" "$REG/busybox:latest" sleep 120 >/dev/null; done; t1=$(now)
+berth_20=$(python3 -c "print('%.2f' % (($t1-$t0)/1e9))")
+echo "berth run -d x20: ${berth_20} s"
+sleep 1
+berth_rss20=$(rss_kb $BPID)
+shim_total=0; shim_n=0
+for f in "$W"/berth/state/tasks/default/*/shim.pid; do p=$(cat "$f"); r=$(rss_kb "$p"); [ -n "$r" ] && shim_total=$((shim_total + r)) && shim_n=$((shim_n + 1)); done
+if [ $have_ctr = 1 ]; then
+  t0=$(now); for i in $(seq 20); do "${C[@]}" run -d "$REG/busybox:latest" "d$i" sleep 120 >/dev/null; done; t1=$(now)
+  ctr_20=$(python3 -c "print('%.2f' % (($t1-$t0)/1e9))")
+  echo "ctr run -d x20:   ${ctr_20} s   (berth/ctr = $(ratio "$berth_20" "$ctr_20"))"
+  sleep 1
+  ctr_rss20=$(rss_kb $CPID)
+  cshim_total=0; cshim_n=0
+  for p in $(pgrep -f "containerd-shim.*-namespace bench"); do r=$(rss_kb "$p"); [ -n "$r" ] && cshim_total=$((cshim_total + r)) && cshim_n=$((cshim_n + 1)); done
+fi
+
+echo
 echo "== memory"
-"${B[@]}" run -d "$REG/busybox:latest" sleep 60 >/dev/null
-sleep 0.5
-shim_pid=$(cat "$W"/berth/state/tasks/default/*/shim.pid 2>/dev/null | head -1)
-echo "berthd idle RSS: $((berth_idle / 1024)) MB (after start, nothing running)"
-echo "berthd RSS now:  $(( $(rss_kb $BPID) / 1024 )) MB (after the benchmark)"
-[ -n "$shim_pid" ] && echo "berth-shim RSS:  $(rss_kb "$shim_pid") kB (one container running)"
-[ $have_ctr = 1 ] && echo "containerd idle RSS: $((ctr_idle / 1024)) MB"
+echo "berthd idle RSS:        $((berth_idle / 1024)) MB (after start, nothing running)"
+echo "berthd RSS, 20 running: $((berth_rss20 / 1024)) MB"
+[ "$shim_n" -gt 0 ] && echo "berth-shim RSS:         $((shim_total / shim_n)) kB on average over $shim_n shims"
+if [ $have_ctr = 1 ]; then
+  echo "containerd idle RSS:        $((ctr_idle / 1024)) MB"
+  echo "containerd RSS, 20 running: $((ctr_rss20 / 1024)) MB"
+  [ "$cshim_n" -gt 0 ] && echo "containerd-shim RSS:        $((cshim_total / cshim_n)) kB on average over $cshim_n shims"
+  for i in $(seq 20); do "${C[@]}" tasks kill -s KILL "d$i" >/dev/null 2>&1; done
+  sleep 1
+  for i in $(seq 20); do "${C[@]}" tasks rm "d$i" >/dev/null 2>&1; "${C[@]}" containers rm "d$i" >/dev/null 2>&1; done
+fi
+"${B[@]}" rm -f $(for i in $(seq 20); do echo "d$i"; done) >/dev/null 2>&1
