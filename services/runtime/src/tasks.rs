@@ -107,11 +107,12 @@ impl Runtime {
     }
 
     /// A task whose shim is gone: stopped, with the exit status the shim left behind.
-    fn stopped_without_shim(&self, bundle: &Bundle) -> Result<TaskState> {
+    fn stopped_without_shim(&self, ns: &str, id: &str, bundle: &Bundle) -> Result<TaskState> {
+        // The monitor may be removing the bundle right now: the recorded exit then tells.
         Ok(TaskState {
             status: ShimStatus::Stopped,
             pid: bundle.init_pid().unwrap_or(0),
-            exit: Some(bundle.exit_status()?.unwrap_or_else(unknown_exit)),
+            exit: Some(self.fallback_exit(ns, id)),
             shim_alive: false,
         })
     }
@@ -140,7 +141,7 @@ impl Runtime {
                 if let Some(pid) = bundle.shim_pid() {
                     shim_gone(nix::unistd::Pid::from_raw(pid));
                 }
-                return self.stopped_without_shim(&bundle).map(Some);
+                return self.stopped_without_shim(ns, id, &bundle).map(Some);
             }
         };
         let status = answer.status.unwrap_or(ShimStatus::Running);
@@ -516,24 +517,19 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Relays the client's attach messages to the shim as frames until the client is done.
-async fn relay_input(
-    mut client: Streaming<api::AttachRequest>,
+/// Relays a client's attach or exec messages to the shim as frames (`frame_of` turns one
+/// message into its frame, if any) until the client is done.
+async fn relay_frames<M>(
+    mut client: Streaming<M>,
     mut shim: tokio::net::unix::OwnedWriteHalf,
     stdin: bool,
+    frame_of: impl Fn(M) -> Option<Vec<u8>>,
 ) {
-    use api::attach_request::Item;
     loop {
         let frame = match client.message().await {
-            Ok(Some(msg)) => match msg.item {
-                Some(Item::Stdin(data)) if !data.is_empty() => {
-                    shim::encode_frame(shim::FRAME_STDIN, &data)
-                }
-                Some(Item::CloseStdin(true)) => shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[]),
-                Some(Item::Resize(r)) => {
-                    shim::encode_frame(shim::FRAME_RESIZE, &shim::resize_payload(r.width, r.height))
-                }
-                _ => continue,
+            Ok(Some(msg)) => match frame_of(msg) {
+                Some(f) => f,
+                None => continue,
             },
             // The client closed its side: with stdin attached, that is the end of stdin.
             Ok(None) => {
@@ -552,42 +548,52 @@ async fn relay_input(
     }
 }
 
+/// The shim frame of client input: stdin bytes, the end of stdin, or a terminal size.
+fn input_frame(stdin: Option<Vec<u8>>, close: bool, resize: Option<(u32, u32)>) -> Option<Vec<u8>> {
+    match (stdin, close, resize) {
+        (Some(data), _, _) if !data.is_empty() => {
+            Some(shim::encode_frame(shim::FRAME_STDIN, &data))
+        }
+        (_, true, _) => Some(shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[])),
+        (_, _, Some((w, h))) => Some(shim::encode_frame(
+            shim::FRAME_RESIZE,
+            &shim::resize_payload(w, h),
+        )),
+        _ => None,
+    }
+}
+
+async fn relay_input(
+    client: Streaming<api::AttachRequest>,
+    shim: tokio::net::unix::OwnedWriteHalf,
+    stdin: bool,
+) {
+    use api::attach_request::Item;
+    relay_frames(client, shim, stdin, |m| match m.item {
+        Some(Item::Stdin(d)) => input_frame(Some(d), false, None),
+        Some(Item::CloseStdin(c)) => input_frame(None, c, None),
+        Some(Item::Resize(r)) => input_frame(None, false, Some((r.width, r.height))),
+        _ => None,
+    })
+    .await
+}
+
 type AttachStream = Pin<Box<dyn Stream<Item = Result<api::AttachResponse, Status>> + Send>>;
 type ExecStream = Pin<Box<dyn Stream<Item = Result<api::ExecResponse, Status>> + Send>>;
 
-/// Relays the client's exec messages to the shim as frames until the client is done.
 async fn relay_exec_input(
-    mut client: Streaming<api::ExecRequest>,
-    mut shim: tokio::net::unix::OwnedWriteHalf,
+    client: Streaming<api::ExecRequest>,
+    shim: tokio::net::unix::OwnedWriteHalf,
     stdin: bool,
 ) {
     use api::exec_request::Item;
-    loop {
-        let frame = match client.message().await {
-            Ok(Some(msg)) => match msg.item {
-                Some(Item::Stdin(data)) if !data.is_empty() => {
-                    shim::encode_frame(shim::FRAME_STDIN, &data)
-                }
-                Some(Item::CloseStdin(true)) => shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[]),
-                Some(Item::Resize(r)) => {
-                    shim::encode_frame(shim::FRAME_RESIZE, &shim::resize_payload(r.width, r.height))
-                }
-                _ => continue,
-            },
-            Ok(None) => {
-                if stdin {
-                    let _ = shim
-                        .write_all(&shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[]))
-                        .await;
-                }
-                return;
-            }
-            Err(_) => return,
-        };
-        if shim.write_all(&frame).await.is_err() {
-            return;
-        }
-    }
+    relay_frames(client, shim, stdin, |m| match m.item {
+        Some(Item::Stdin(d)) => input_frame(Some(d), false, None),
+        Some(Item::CloseStdin(c)) => input_frame(None, c, None),
+        Some(Item::Resize(r)) => input_frame(None, false, Some((r.width, r.height))),
+        _ => None,
+    })
+    .await
 }
 
 /// The Tasks gRPC service.
