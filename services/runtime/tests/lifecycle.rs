@@ -4,6 +4,7 @@
 //! Each test says why it skips when the machine cannot run containers (not root, no busybox,
 //! no shim binary) or when the shim lacks a newer op (`exec`).
 
+mod common;
 use berth_api::containers::v1::containers_client::ContainersClient;
 use berth_api::containers::v1::{
     Container, ContainerConfig, ContainerState, DeleteContainerRequest, GetContainerRequest,
@@ -19,6 +20,7 @@ use berth_core::grpc::{channel, exit_code_of, request};
 use berth_runtime::bundle::{Bundle, RootfsMount};
 use berth_runtime::spec::{self, ImageConfig};
 use berth_runtime::Runtime;
+use common::shim_binary;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,32 +28,6 @@ use tonic::transport::Channel;
 use tonic::Code;
 
 const NS: &str = "default";
-
-fn shim_binary() -> Result<PathBuf, String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("not root: containers need namespaces and cgroups".into());
-    }
-    if !Path::new("/bin/busybox").is_file() {
-        return Err("no /bin/busybox for the test rootfs (Debian package busybox-static)".into());
-    }
-    let path = match std::env::var_os("BERTH_SHIM") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::current_exe()
-            .unwrap()
-            .parent()
-            .and_then(Path::parent)
-            .unwrap()
-            .join("berth-shim"),
-    };
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "no shim at {} (run `cargo build -p berth-shim`, or set BERTH_SHIM)",
-            path.display()
-        ))
-    }
-}
 
 macro_rules! shim_or_skip {
     ($name:literal) => {

@@ -6,6 +6,7 @@
 //! run a real `berth-shim` (`$BERTH_SHIM`, or `target/debug/berth-shim`) on a busybox rootfs
 //! when the machine has both and we are root; otherwise they say why they skip.
 
+mod common;
 use berth_api::containers::v1::containers_client::ContainersClient;
 use berth_api::containers::v1::{
     Container, ContainerConfig, CreateContainerRequest, DeleteContainerRequest,
@@ -21,6 +22,7 @@ use berth_core::grpc::{channel, exit_code_of, request};
 use berth_runtime::bundle::{Bundle, RootfsMount};
 use berth_runtime::spec::{self, ImageConfig};
 use berth_runtime::Runtime;
+use common::shim_binary;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tonic::transport::Channel;
@@ -462,33 +464,6 @@ async fn a_task_whose_shim_is_gone_reads_as_stopped() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-}
-
-/// The shim to test against, or why there is none.
-fn shim_binary() -> Result<PathBuf, String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("not root: containers need namespaces and cgroups".into());
-    }
-    if !Path::new("/bin/busybox").is_file() {
-        return Err("no /bin/busybox for the test rootfs (Debian package busybox-static)".into());
-    }
-    let path = match std::env::var_os("BERTH_SHIM") {
-        Some(p) => PathBuf::from(p),
-        None => std::env::current_exe()
-            .unwrap()
-            .parent()
-            .and_then(Path::parent)
-            .unwrap()
-            .join("berth-shim"),
-    };
-    if path.is_file() {
-        Ok(path)
-    } else {
-        Err(format!(
-            "no shim at {} (run `cargo build -p berth-shim`, or set BERTH_SHIM)",
-            path.display()
-        ))
-    }
 }
 
 /// A rootfs folder with busybox as `sh`, bind-mounted the way the copy snapshotter does it.
