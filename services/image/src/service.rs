@@ -32,6 +32,59 @@ fn parse_digest(s: &str) -> Result<Digest, Status> {
 
 #[tonic::async_trait]
 impl api::images_server::Images for ImagesService {
+    async fn tag(
+        &self,
+        _req: Request<api::TagImageRequest>,
+    ) -> Result<Response<api::TagImageResponse>, Status> {
+        Err(Status::unimplemented("Tag: not yet"))
+    }
+
+    async fn history(
+        &self,
+        _req: Request<api::HistoryRequest>,
+    ) -> Result<Response<api::HistoryResponse>, Status> {
+        Err(Status::unimplemented("History: not yet"))
+    }
+
+    type PushStream = BoxStream<api::PushResponse>;
+
+    async fn push(
+        &self,
+        _req: Request<api::PushRequest>,
+    ) -> Result<Response<Self::PushStream>, Status> {
+        Err(Status::unimplemented("Push: not yet"))
+    }
+
+    async fn commit(
+        &self,
+        _req: Request<api::CommitRequest>,
+    ) -> Result<Response<api::CommitResponse>, Status> {
+        Err(Status::unimplemented("Commit: not yet"))
+    }
+
+    type ExportStream = BoxStream<api::ExportResponse>;
+
+    async fn export(
+        &self,
+        _req: Request<api::ExportRequest>,
+    ) -> Result<Response<Self::ExportStream>, Status> {
+        Err(Status::unimplemented("Export: not yet"))
+    }
+
+    async fn prune(
+        &self,
+        _req: Request<api::PruneImagesRequest>,
+    ) -> Result<Response<api::PruneImagesResponse>, Status> {
+        Err(Status::unimplemented("Prune: not yet"))
+    }
+
+    async fn garbage_collect(
+        &self,
+        _req: Request<api::GarbageCollectRequest>,
+    ) -> Result<Response<api::GarbageCollectResponse>, Status> {
+        Err(Status::unimplemented("GarbageCollect: not yet"))
+    }
+
     async fn get(
         &self,
         req: Request<api::GetImageRequest>,
@@ -61,7 +114,7 @@ impl api::images_server::Images for ImagesService {
         let ns = namespace(&req)?;
         self.store.delete(&ns, &req.get_ref().name).await?;
         info!(namespace = %ns, image = %req.get_ref().name, "image deleted");
-        Ok(Response::new(api::DeleteImageResponse {}))
+        Ok(Response::new(api::DeleteImageResponse::default()))
     }
 
     async fn inspect(

@@ -219,6 +219,41 @@ impl Registry for RegistryService {
         tokio::spawn(pump(fetched, tx).instrument(span));
         Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
+
+    async fn check_blob(
+        &self,
+        _request: Request<berth_api::registry::v1::CheckBlobRequest>,
+    ) -> Result<Response<berth_api::registry::v1::CheckBlobResponse>, Status> {
+        Err(Status::unimplemented("CheckBlob: not yet"))
+    }
+
+    async fn push_blob(
+        &self,
+        _request: Request<tonic::Streaming<berth_api::registry::v1::PushBlobRequest>>,
+    ) -> Result<Response<berth_api::registry::v1::PushBlobResponse>, Status> {
+        Err(Status::unimplemented("PushBlob: not yet"))
+    }
+
+    async fn push_manifest(
+        &self,
+        _request: Request<berth_api::registry::v1::PushManifestRequest>,
+    ) -> Result<Response<berth_api::registry::v1::PushManifestResponse>, Status> {
+        Err(Status::unimplemented("PushManifest: not yet"))
+    }
+
+    async fn login(
+        &self,
+        _request: Request<berth_api::registry::v1::LoginRequest>,
+    ) -> Result<Response<berth_api::registry::v1::LoginResponse>, Status> {
+        Err(Status::unimplemented("Login: not yet"))
+    }
+
+    async fn logout(
+        &self,
+        _request: Request<berth_api::registry::v1::LogoutRequest>,
+    ) -> Result<Response<berth_api::registry::v1::LogoutResponse>, Status> {
+        Err(Status::unimplemented("Logout: not yet"))
+    }
 }
 
 /// Moves verified chunks to the gRPC stream; the first message carries the total.

@@ -267,6 +267,7 @@ impl SnapshotsApi for SnapshotsService {
             return Ok(Response::new(pb::ApplyResponse {
                 existed: true,
                 size,
+                ..Default::default()
             }));
         }
 
@@ -310,6 +311,17 @@ impl SnapshotsApi for SnapshotsService {
         Ok(Response::new(pb::ApplyResponse {
             existed: applied.existed,
             size: applied.size,
+            ..Default::default()
         }))
+    }
+
+    type DiffStream =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<pb::DiffResponse, Status>> + Send>>;
+
+    async fn diff(
+        &self,
+        _request: Request<pb::DiffRequest>,
+    ) -> Result<Response<Self::DiffStream>, Status> {
+        Err(Status::unimplemented("Diff: not yet"))
     }
 }
