@@ -398,7 +398,10 @@ pub async fn rm(ctx: &Context, a: RmArgs) -> Result<(), Error> {
     for n in &a.images {
         match ctx
             .images()
-            .delete(ctx.req(api::DeleteImageRequest { name: n.clone(), force: false }))
+            .delete(ctx.req(api::DeleteImageRequest {
+                name: n.clone(),
+                force: false,
+            }))
             .await
         {
             Ok(_) => println!("Untagged: {n}"),

@@ -209,9 +209,17 @@ mod fakes {
         ) -> Result<Response<snap::ApplyResponse>, Status> {
             no()
         }
+        type DiffStream = Sub<snap::DiffResponse>;
+        async fn diff(
+            &self,
+            _: Request<snap::DiffRequest>,
+        ) -> Result<Response<Self::DiffStream>, Status> {
+            no()
+        }
     }
 
-    type Sub = std::pin::Pin<Box<dyn futures::Stream<Item = Result<Envelope, Status>> + Send>>;
+    type Sub<T = Envelope> =
+        std::pin::Pin<Box<dyn futures::Stream<Item = Result<T, Status>> + Send>>;
 
     #[tonic::async_trait]
     impl Events for Fakes {
