@@ -104,6 +104,9 @@ impl Context {
     pub fn volumes(&self) -> VolumesClient<Channel> {
         VolumesClient::new(self.channel.clone())
     }
+    pub fn registry(&self) -> berth_api::registry::v1::registry_client::RegistryClient<Channel> {
+        berth_api::registry::v1::registry_client::RegistryClient::new(self.channel.clone())
+    }
     pub fn version(&self) -> VersionClient<Channel> {
         VersionClient::new(self.channel.clone())
     }

@@ -262,7 +262,7 @@ where
     code
 }
 
-async fn get(ctx: &Context, name: &str) -> Result<capi::Container, Error> {
+pub(crate) async fn get(ctx: &Context, name: &str) -> Result<capi::Container, Error> {
     ctx.containers()
         .get(ctx.req(capi::GetContainerRequest {
             id: name.to_string(),

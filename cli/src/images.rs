@@ -1,4 +1,4 @@
-//! Image commands: pull, ls, inspect, import, rm.
+//! Image commands: pull, ls, inspect, import, rm, tag, history, prune.
 
 use crate::client::{Context, Error};
 use crate::format;
@@ -35,7 +35,39 @@ pub struct LsArgs {
 pub struct RmArgs {
     #[arg(required = true)]
     pub images: Vec<String>,
-    /// Remove even when in use (reserved; names are removed either way)
+    /// Remove an image used by a stopped container, or an id with several names
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct TagArgs {
+    /// The image: a name or an id
+    pub source: String,
+    /// The new name
+    pub target: String,
+}
+
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    pub image: String,
+    /// Only show image ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Don't truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Print sizes and dates in a machine-readable form
+    #[arg(short = 'H', long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub human: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    /// Remove all images no container uses, not only dangling ones
+    #[arg(short, long)]
+    pub all: bool,
+    /// Do not prompt for confirmation (berth never prompts)
     #[arg(short, long)]
     pub force: bool,
 }
@@ -64,8 +96,16 @@ pub enum ImageCommand {
         name: Option<String>,
     },
     /// Remove images
-    #[command(alias = "remove")]
+    #[command(alias = "remove", alias = "rmi")]
     Rm(RmArgs),
+    /// Give an image another name
+    Tag(TagArgs),
+    /// Show the history of an image
+    History(HistoryArgs),
+    /// Remove unused images
+    Prune(PruneArgs),
+    /// Push an image to a registry
+    Push(crate::push::PushArgs),
 }
 
 pub async fn image(ctx: &Context, c: ImageCommand) -> Result<(), Error> {
@@ -76,18 +116,22 @@ pub async fn image(ctx: &Context, c: ImageCommand) -> Result<(), Error> {
         ImageCommand::Inspect { images, .. } => inspect(ctx, &images).await,
         ImageCommand::Import { file, name } => import(ctx, &file, name.as_deref()).await,
         ImageCommand::Rm(a) => rm(ctx, a).await,
+        ImageCommand::Tag(a) => tag(ctx, a).await,
+        ImageCommand::History(a) => history(ctx, a).await,
+        ImageCommand::Prune(a) => prune(ctx, a).await,
+        ImageCommand::Push(a) => crate::push::push(ctx, a).await,
     }
 }
 
 /// Renders pull/import progress: bars on a terminal, one line per change otherwise.
-struct ProgressView {
+pub(crate) struct ProgressView {
     bars: Option<(MultiProgress, HashMap<String, ProgressBar>)>,
     last: HashMap<String, String>,
     quiet: bool,
 }
 
 impl ProgressView {
-    fn new(quiet: bool) -> ProgressView {
+    pub(crate) fn new(quiet: bool) -> ProgressView {
         let tty = !quiet && std::io::stderr().is_terminal();
         ProgressView {
             bars: tty.then(|| (MultiProgress::new(), HashMap::new())),
@@ -96,7 +140,7 @@ impl ProgressView {
         }
     }
 
-    fn update(&mut self, p: &berth_api::types::v1::Progress) {
+    pub(crate) fn update(&mut self, p: &berth_api::types::v1::Progress) {
         if self.quiet {
             return;
         }
@@ -109,6 +153,12 @@ impl ProgressView {
             "extracting" => "Extracting",
             "extracted" => "Pull complete",
             "done" => "Done",
+            "preparing" => "Preparing",
+            "waiting" => "Waiting",
+            "pushing" => "Pushing",
+            "pushed" => "Pushed",
+            "mounted" => "Mounted from",
+            "layer-exists" => "Layer already exists",
             other => other,
         };
         match &mut self.bars {
@@ -135,7 +185,10 @@ impl ProgressView {
                 }
                 bar.set_position(p.current.max(0) as u64);
                 bar.set_message(label.to_string());
-                if matches!(p.action.as_str(), "extracted" | "exists" | "done") {
+                if matches!(
+                    p.action.as_str(),
+                    "extracted" | "exists" | "done" | "pushed" | "mounted" | "layer-exists"
+                ) {
                     bar.finish();
                 }
             }
@@ -148,7 +201,7 @@ impl ProgressView {
         }
     }
 
-    fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         if let Some((multi, bars)) = self.bars.take() {
             for b in bars.values() {
                 b.finish();
@@ -263,7 +316,7 @@ pub async fn ls(ctx: &Context, a: LsArgs) -> Result<(), Error> {
                 r.familiar_repository(),
                 r.tag().unwrap_or("<none>").to_string(),
             ),
-            Err(_) => (name.clone(), "<none>".to_string()),
+            Err(_) => ("<none>".to_string(), "<none>".to_string()),
         };
         let created = s
             .created
@@ -400,11 +453,19 @@ pub async fn rm(ctx: &Context, a: RmArgs) -> Result<(), Error> {
             .images()
             .delete(ctx.req(api::DeleteImageRequest {
                 name: n.clone(),
-                force: false,
+                force: a.force,
             }))
             .await
         {
-            Ok(_) => println!("Untagged: {n}"),
+            Ok(r) => {
+                let r = r.into_inner();
+                for u in &r.untagged {
+                    println!("Untagged: {u}");
+                }
+                for d in &r.deleted {
+                    println!("Deleted: {d}");
+                }
+            }
             Err(e) => {
                 let e = Error::from(e);
                 eprintln!("berth: {e}");
@@ -413,4 +474,100 @@ pub async fn rm(ctx: &Context, a: RmArgs) -> Result<(), Error> {
         }
     }
     err.map_or(Ok(()), Err)
+}
+
+pub async fn tag(ctx: &Context, a: TagArgs) -> Result<(), Error> {
+    ctx.images()
+        .tag(ctx.req(api::TagImageRequest {
+            source: a.source,
+            target: a.target,
+        }))
+        .await?;
+    Ok(())
+}
+
+pub async fn history(ctx: &Context, a: HistoryArgs) -> Result<(), Error> {
+    let entries = ctx
+        .images()
+        .history(ctx.req(api::HistoryRequest {
+            name: a.image.clone(),
+        }))
+        .await?
+        .into_inner()
+        .entries;
+    let id = |e: &api::HistoryEntry| {
+        if e.id.starts_with("sha256:") && !a.no_trunc {
+            e.id.trim_start_matches("sha256:")
+                .chars()
+                .take(12)
+                .collect()
+        } else {
+            e.id.clone()
+        }
+    };
+    if a.quiet {
+        for e in &entries {
+            println!("{}", id(e));
+        }
+        return Ok(());
+    }
+    let mut rows = vec![vec![
+        "IMAGE".to_string(),
+        "CREATED".into(),
+        "CREATED BY".into(),
+        "SIZE".into(),
+        "COMMENT".into(),
+    ]];
+    for e in &entries {
+        let created = match (&e.created, a.human) {
+            (Some(t), true) => format::ago(t.seconds),
+            (Some(t), false) => chrono::DateTime::from_timestamp(t.seconds, t.nanos as u32)
+                .map(|d| d.to_rfc3339())
+                .unwrap_or_default(),
+            (None, _) => "N/A".into(),
+        };
+        let created_by = if a.no_trunc {
+            e.created_by.clone()
+        } else {
+            truncate(&e.created_by.replace('\t', " "), 45)
+        };
+        let size = if a.human {
+            format::size(e.size)
+        } else {
+            e.size.to_string()
+        };
+        rows.push(vec![id(e), created, created_by, size, e.comment.clone()]);
+    }
+    print!("{}", format::table(&rows));
+    Ok(())
+}
+
+/// Docker's truncation: at most `n` characters, the last one an ellipsis.
+fn truncate(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        return s.to_string();
+    }
+    let mut t: String = s.chars().take(n - 1).collect();
+    t.push('…');
+    t
+}
+
+pub async fn prune(ctx: &Context, a: PruneArgs) -> Result<(), Error> {
+    let r = ctx
+        .images()
+        .prune(ctx.req(api::PruneImagesRequest { all: a.all }))
+        .await?
+        .into_inner();
+    if !r.untagged.is_empty() || !r.deleted.is_empty() {
+        println!("Deleted Images:");
+        for u in &r.untagged {
+            println!("untagged: {u}");
+        }
+        for d in &r.deleted {
+            println!("deleted: {d}");
+        }
+        println!();
+    }
+    println!("Total reclaimed space: {}", format::size(r.space_reclaimed));
+    Ok(())
 }

@@ -5,9 +5,11 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod client;
+mod commit;
 mod containers;
 mod format;
 mod images;
+mod push;
 mod run;
 mod stdio;
 mod template;
@@ -60,6 +62,18 @@ enum Command {
     /// Manage images
     #[command(subcommand)]
     Image(images::ImageCommand),
+    /// Give an image another name
+    Tag(images::TagArgs),
+    /// Show the history of an image
+    History(images::HistoryArgs),
+    /// Push an image to a registry
+    Push(push::PushArgs),
+    /// Create a new image from a container's changes
+    Commit(commit::CommitArgs),
+    /// Log in to a registry
+    Login(push::LoginArgs),
+    /// Log out from a registry
+    Logout(push::LogoutArgs),
     /// Run a command in a new container
     Run(Box<run::RunArgs>),
     /// Create a container without starting it
@@ -134,6 +148,12 @@ async fn dispatch(cli: Cli) -> u8 {
             return containers::inspect(&ctx, a).await;
         }
         Command::Image(c) => images::image(&ctx, c).await,
+        Command::Tag(a) => images::tag(&ctx, a).await,
+        Command::History(a) => images::history(&ctx, a).await,
+        Command::Push(a) => push::push(&ctx, a).await,
+        Command::Commit(a) => commit::commit(&ctx, a).await,
+        Command::Login(a) => push::login(&ctx, a).await,
+        Command::Logout(a) => push::logout(&ctx, a).await,
         Command::Run(a) => return run::run(&ctx, *a).await,
         Command::Create(a) => containers::create(&ctx, &a).await,
         Command::Start(a) => return containers::start(&ctx, a).await,

@@ -130,6 +130,7 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
             chan(&config.services.registry)?,
             chan(&config.services.snapshot)?,
             Some(chan(&config.services.events)?),
+            Some(chan(&config.services.runtime)?),
             &config.snapshotter,
         )
         .context("image service")?;

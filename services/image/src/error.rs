@@ -22,6 +22,9 @@ pub enum ImageError {
     InvalidArgument(String),
     #[error("{0}")]
     Archive(String),
+    /// The request conflicts with the state: an image in use, several names for an id.
+    #[error("{0}")]
+    Conflict(String),
 }
 
 impl From<Status> for ImageError {
@@ -38,6 +41,7 @@ impl From<ImageError> for Status {
                 Status::invalid_argument(msg)
             }
             ImageError::NotFound(_) => Status::not_found(msg),
+            ImageError::Conflict(_) => Status::failed_precondition(msg),
             ImageError::Content(ContentError::NotFound(_)) => Status::not_found(msg),
             ImageError::Content(
                 ContentError::DigestMismatch { .. } | ContentError::SizeMismatch { .. },

@@ -5,6 +5,7 @@ use crate::content::ContentStore;
 use crate::error::ImageError;
 use crate::manifest::{self, Descriptor, Manifest};
 use crate::metadata::{DescriptorRecord, ImageDb, ImageRecord};
+use berth_api::containers::v1::containers_client::ContainersClient;
 use berth_api::images::v1 as api;
 use berth_api::registry::v1::{registry_client::RegistryClient, FetchRequest, ResolveRequest};
 use berth_api::snapshots::v1::{
@@ -33,10 +34,12 @@ pub type ProgressTx = mpsc::Sender<Result<api::PullResponse, tonic::Status>>;
 pub struct ImageStore {
     pub content: ContentStore,
     pub db: ImageDb,
-    registry: RegistryClient<Channel>,
-    snapshots: SnapshotsClient<Channel>,
+    pub(crate) registry: RegistryClient<Channel>,
+    pub(crate) snapshots: SnapshotsClient<Channel>,
+    pub(crate) containers: Option<ContainersClient<Channel>>,
     default_snapshotter: String,
     events: std::sync::Arc<berth_events::Publisher>,
+    pub(crate) leases: crate::gc::Leases,
 }
 
 pub(crate) async fn progress(tx: &ProgressTx, id: &str, action: &str, current: i64, total: i64) {
@@ -83,9 +86,17 @@ impl ImageStore {
             db,
             registry,
             snapshots,
+            containers: None,
             default_snapshotter,
             events: std::sync::Arc::new(events),
+            leases: Default::default(),
         }
+    }
+
+    /// Asks the runtime service at `channel` which containers use an image before deleting it.
+    pub fn with_runtime(mut self, channel: Channel) -> ImageStore {
+        self.containers = Some(ContainersClient::new(channel));
+        self
     }
 
     /// Publishes an image event (`pull`, `import`, `delete`) about `name`.
@@ -224,6 +235,7 @@ impl ImageStore {
         tx: &ProgressTx,
     ) -> Result<ImageRecord, ImageError> {
         let reference = Reference::parse(&req.reference)?;
+        let lease = self.leases.acquire();
         progress(tx, &reference.familiar(), "resolving", 0, 0).await;
         let resolved = self
             .registry
@@ -239,6 +251,9 @@ impl ImageStore {
         let top = from_api_desc(resolved.descriptor.ok_or_else(|| {
             ImageError::InvalidArgument(format!("the registry resolved {reference} to nothing"))
         })?);
+        if let Ok(d) = top.digest.parse() {
+            lease.blob(&d);
+        }
         let platform = req.platform.unwrap_or_default();
         let (os, arch) = (
             if platform.os.is_empty() {
@@ -271,12 +286,25 @@ impl ImageStore {
         )?;
         let what = format!("manifest {} of {reference}", manifest_desc.digest);
         let m = manifest::parse_manifest(&what, &manifest_desc.media_type, &mbytes)?;
+        for d in std::iter::once(&manifest_desc)
+            .chain(std::iter::once(&m.config))
+            .chain(&m.layers)
+        {
+            if let Ok(d) = d.digest.parse() {
+                lease.blob(&d);
+            }
+        }
         let config = self.fetch_small(ns, &reference, &m.config, false).await?;
         let (cfg, diff_ids) = manifest::parse_config(
             &format!("config {} of {reference}", m.config.digest),
             &config,
             m.layers.len(),
         )?;
+        for i in 0..diff_ids.len() {
+            if let Some(c) = chain_id(&diff_ids[..=i]) {
+                lease.snapshot(&c.to_string());
+            }
+        }
 
         // Layers download in parallel, at most four at a time.
         let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
@@ -349,7 +377,7 @@ impl ImageStore {
             created,
             updated: now(),
         };
-        self.db.put(ns, &rec).await?;
+        self.put_name(ns, &rec).await?;
         Ok(rec)
     }
 
@@ -573,14 +601,6 @@ impl ImageStore {
                 .cloned()
                 .unwrap_or_else(|| self.default_snapshotter.clone()),
         })
-    }
-
-    /// Removes a name. Blobs stay until garbage collection.
-    pub async fn delete(&self, ns: &str, name: &str) -> Result<(), ImageError> {
-        let rec = self.find(ns, name)?;
-        self.db.delete(ns, &rec.name).await?;
-        self.publish(ns, "delete", &rec.name);
-        Ok(())
     }
 }
 

@@ -9,16 +9,22 @@
 //!
 //! ```no_run
 //! # async fn f(registry: tonic::transport::Channel, snapshots: tonic::transport::Channel) {
-//! let (images, content) = berth_image::serve(std::path::Path::new("/var/lib/berth/image"), registry, snapshots, None, "overlayfs").unwrap();
+//! let (images, content) = berth_image::serve(std::path::Path::new("/var/lib/berth/image"), registry, snapshots, None, None, "overlayfs").unwrap();
 //! # }
 //! ```
 
+pub mod changes;
+pub mod commit;
 pub mod content;
 pub mod error;
+pub mod export;
+pub mod gc;
 pub mod images;
 pub mod import;
+pub mod manage;
 pub mod manifest;
 pub mod metadata;
+pub mod push;
 pub mod service;
 
 pub use error::ImageError;
@@ -33,12 +39,14 @@ use tonic::transport::Channel;
 
 /// Opens the store under `root` (the image service's own folder) and builds the Images and
 /// Content services. `registry` and `snapshots` reach the services it works through;
-/// `events`, when given, the Events service its image events go to.
+/// `events`, when given, the Events service its image events go to; `runtime`, when given,
+/// the runtime service it asks which containers use an image before deleting it.
 pub fn serve(
     root: &Path,
     registry: Channel,
     snapshots: Channel,
     events: Option<Channel>,
+    runtime: Option<Channel>,
     default_snapshotter: &str,
 ) -> Result<
     (
@@ -57,6 +65,10 @@ pub fn serve(
         default_snapshotter.to_string(),
         berth_events::Publisher::new(events),
     );
+    let store = match runtime {
+        Some(channel) => store.with_runtime(channel),
+        None => store,
+    };
     let images = service::ImagesService {
         store: store.clone(),
         tmp: root.join("tmp"),

@@ -76,6 +76,21 @@ impl ImageDb {
         Ok(had)
     }
 
+    /// Every record of every namespace, as `(namespace, record)`; blobs are shared by all
+    /// namespaces, so garbage collection looks at all of them.
+    pub fn list_all(&self) -> Result<Vec<(String, ImageRecord)>, MetadataError> {
+        let mut out = Vec::new();
+        for kv in self.images.iter() {
+            let (k, v) = kv?;
+            let k = String::from_utf8_lossy(&k);
+            let ns = k.split_once('/').map(|(ns, _)| ns).unwrap_or_default();
+            let rec = serde_json::from_slice(&v)
+                .map_err(|e| MetadataError(format!("corrupt record {k}: {e}")))?;
+            out.push((ns.to_string(), rec));
+        }
+        Ok(out)
+    }
+
     pub fn list(&self, ns: &str) -> Result<Vec<ImageRecord>, MetadataError> {
         let mut out = Vec::new();
         for kv in self.images.scan_prefix(format!("{ns}/").as_bytes()) {

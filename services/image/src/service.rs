@@ -34,57 +34,111 @@ fn parse_digest(s: &str) -> Result<Digest, Status> {
 impl api::images_server::Images for ImagesService {
     async fn tag(
         &self,
-        _req: Request<api::TagImageRequest>,
+        req: Request<api::TagImageRequest>,
     ) -> Result<Response<api::TagImageResponse>, Status> {
-        Err(Status::unimplemented("Tag: not yet"))
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let rec = self.store.tag(&ns, &r.source, &r.target).await?;
+        info!(namespace = %ns, source = %r.source, target = %rec.name, "tagged");
+        Ok(Response::new(api::TagImageResponse {
+            image: Some(to_api_image(&rec)),
+        }))
     }
 
     async fn history(
         &self,
-        _req: Request<api::HistoryRequest>,
+        req: Request<api::HistoryRequest>,
     ) -> Result<Response<api::HistoryResponse>, Status> {
-        Err(Status::unimplemented("History: not yet"))
+        let ns = namespace(&req)?;
+        let entries = self.store.history(&ns, &req.get_ref().name).await?;
+        Ok(Response::new(api::HistoryResponse { entries }))
     }
 
     type PushStream = BoxStream<api::PushResponse>;
 
     async fn push(
         &self,
-        _req: Request<api::PushRequest>,
+        req: Request<api::PushRequest>,
     ) -> Result<Response<Self::PushStream>, Status> {
-        Err(Status::unimplemented("Push: not yet"))
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        berth_core::Reference::parse(&req.reference).map_err(ImageError::from)?;
+        let (tx, rx) = mpsc::channel(64);
+        let store = self.store.clone();
+        let span = tracing::Span::current();
+        tokio::spawn(tracing::Instrument::instrument(
+            async move {
+                let reference = req.reference.clone();
+                match store.push(&ns, req, &tx).await {
+                    Ok(d) => {
+                        info!(namespace = %ns, image = %reference, digest = %d.digest, "pushed");
+                        let _ = tx
+                            .send(Ok(api::PushResponse {
+                                item: Some(api::push_response::Item::Pushed(d)),
+                            }))
+                            .await;
+                    }
+                    Err(e) => {
+                        warn!(namespace = %ns, image = %reference, error = %e, "push failed");
+                        let _ = tx.send(Err(e.into())).await;
+                    }
+                }
+            },
+            span,
+        ));
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
     }
 
     async fn commit(
         &self,
-        _req: Request<api::CommitRequest>,
+        req: Request<api::CommitRequest>,
     ) -> Result<Response<api::CommitResponse>, Status> {
-        Err(Status::unimplemented("Commit: not yet"))
+        let ns = namespace(&req)?;
+        let (rec, id) = self.store.commit(&ns, req.into_inner()).await?;
+        info!(namespace = %ns, image = %rec.name, id = %id, "committed");
+        Ok(Response::new(api::CommitResponse {
+            image: Some(to_api_image(&rec)),
+            id: id.to_string(),
+        }))
     }
 
     type ExportStream = BoxStream<api::ExportResponse>;
 
     async fn export(
         &self,
-        _req: Request<api::ExportRequest>,
+        req: Request<api::ExportRequest>,
     ) -> Result<Response<Self::ExportStream>, Status> {
-        Err(Status::unimplemented("Export: not yet"))
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        let format = crate::export::Format::parse(&req.format)?;
+        // Every name is resolved (NotFound) before the stream starts.
+        let archive = self.store.export_archive(&ns, &req.names, format)?;
+        info!(namespace = %ns, images = ?req.names, ?format, "exporting");
+        Ok(Response::new(Box::pin(archive.stream())))
     }
 
     async fn prune(
         &self,
-        _req: Request<api::PruneImagesRequest>,
+        req: Request<api::PruneImagesRequest>,
     ) -> Result<Response<api::PruneImagesResponse>, Status> {
-        Err(Status::unimplemented("Prune: not yet"))
+        let ns = namespace(&req)?;
+        let out = self.store.prune(&ns, req.get_ref().all).await?;
+        info!(namespace = %ns, deleted = out.deleted.len(), bytes = out.space_reclaimed, "images pruned");
+        Ok(Response::new(out))
     }
 
     async fn garbage_collect(
         &self,
-        _req: Request<api::GarbageCollectRequest>,
+        req: Request<api::GarbageCollectRequest>,
     ) -> Result<Response<api::GarbageCollectResponse>, Status> {
-        Err(Status::unimplemented("GarbageCollect: not yet"))
+        let ns = namespace(&req)?;
+        let c = self.store.collect_garbage(&ns).await?;
+        Ok(Response::new(api::GarbageCollectResponse {
+            blobs: c.blobs,
+            snapshots: c.snapshots,
+            bytes: c.bytes,
+        }))
     }
-
     async fn get(
         &self,
         req: Request<api::GetImageRequest>,
@@ -112,9 +166,18 @@ impl api::images_server::Images for ImagesService {
         req: Request<api::DeleteImageRequest>,
     ) -> Result<Response<api::DeleteImageResponse>, Status> {
         let ns = namespace(&req)?;
-        self.store.delete(&ns, &req.get_ref().name).await?;
-        info!(namespace = %ns, image = %req.get_ref().name, "image deleted");
-        Ok(Response::new(api::DeleteImageResponse::default()))
+        let r = req.into_inner();
+        let (untagged, deleted) = self.store.remove(&ns, &r.name, r.force).await?;
+        info!(namespace = %ns, image = %r.name, ?untagged, ?deleted, "image removed");
+        if !deleted.is_empty() {
+            if let Err(e) = self.store.collect_garbage(&ns).await {
+                warn!(namespace = %ns, error = %e, "garbage collection after an image delete failed");
+            }
+        }
+        Ok(Response::new(api::DeleteImageResponse {
+            untagged,
+            deleted,
+        }))
     }
 
     async fn inspect(
