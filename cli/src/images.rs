@@ -106,6 +106,8 @@ pub enum ImageCommand {
     Prune(PruneArgs),
     /// Push an image to a registry
     Push(crate::push::PushArgs),
+    #[command(flatten)]
+    Archive(crate::archive::ImageArchiveCommand),
 }
 
 pub async fn image(ctx: &Context, c: ImageCommand) -> Result<(), Error> {
@@ -120,6 +122,7 @@ pub async fn image(ctx: &Context, c: ImageCommand) -> Result<(), Error> {
         ImageCommand::History(a) => history(ctx, a).await,
         ImageCommand::Prune(a) => prune(ctx, a).await,
         ImageCommand::Push(a) => crate::push::push(ctx, a).await,
+        ImageCommand::Archive(c) => crate::archive::image(ctx, c).await,
     }
 }
 
@@ -211,7 +214,7 @@ impl ProgressView {
     }
 }
 
-async fn follow(
+pub(crate) async fn follow(
     mut stream: tonic::Streaming<api::PullResponse>,
     quiet: bool,
 ) -> Result<Vec<api::Image>, Error> {
@@ -414,33 +417,7 @@ pub async fn import(
     let f = tokio::fs::File::open(file)
         .await
         .map_err(|e| Error::Local(format!("cannot open {}: {e}", file.display())))?;
-    let header = api::ImportRequest {
-        item: Some(api::import_request::Item::Header(api::ImportHeader {
-            name: name.unwrap_or_default().to_string(),
-            unpack: true,
-            snapshotter: String::new(),
-        })),
-    };
-    let data = futures::stream::unfold(Some(f), |f| async move {
-        use tokio::io::AsyncReadExt;
-        let mut f = f?;
-        let mut buf = vec![0u8; 1 << 20];
-        match f.read(&mut buf).await {
-            Ok(0) | Err(_) => None,
-            Ok(n) => {
-                buf.truncate(n);
-                Some((
-                    api::ImportRequest {
-                        item: Some(api::import_request::Item::Data(buf)),
-                    },
-                    Some(f),
-                ))
-            }
-        }
-    });
-    let stream = futures::StreamExt::chain(futures::stream::once(async { header }), data);
-    let resp = ctx.images().import(ctx.req(stream)).await?.into_inner();
-    for i in follow(resp, false).await? {
+    for i in crate::archive::import_from(ctx, f, name.unwrap_or_default(), false).await? {
         println!("{}", i.name);
     }
     Ok(())

@@ -4,6 +4,7 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+mod archive;
 mod client;
 mod commit;
 mod containers;
@@ -74,6 +75,10 @@ enum Command {
     Login(push::LoginArgs),
     /// Log out from a registry
     Logout(push::LogoutArgs),
+    /// Save images to a tar archive (docker save's format), to standard output by default
+    Save(archive::SaveArgs),
+    /// Load images from a tar archive (docker save's or an OCI layout), from standard input by default
+    Load(archive::LoadArgs),
     /// Run a command in a new container
     Run(Box<run::RunArgs>),
     /// Create a container without starting it
@@ -154,6 +159,8 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Commit(a) => commit::commit(&ctx, a).await,
         Command::Login(a) => push::login(&ctx, a).await,
         Command::Logout(a) => push::logout(&ctx, a).await,
+        Command::Save(a) => archive::save(&ctx, a).await,
+        Command::Load(a) => archive::load(&ctx, a).await,
         Command::Run(a) => return run::run(&ctx, *a).await,
         Command::Create(a) => containers::create(&ctx, &a).await,
         Command::Start(a) => return containers::start(&ctx, a).await,
