@@ -15,6 +15,10 @@
 //! [services]                        # where each service is reached; default: berthd's own socket
 //! image = "unix:///run/berth/berth.sock"
 //! snapshot = "tcp://10.0.0.2:7000"
+//!
+//! [registry_proxy]                  # the distribution API over HTTP; off without `listen`
+//! listen = "127.0.0.1:5000"
+//! htpasswd = "/etc/berth/registry.htpasswd"   # bcrypt entries; Basic auth on every request
 //! ```
 
 use serde::Deserialize;
@@ -46,6 +50,8 @@ pub struct Config {
     pub services: ServiceAddresses,
     #[serde(default)]
     pub runtime: RuntimeConfig,
+    #[serde(default)]
+    pub registry_proxy: RegistryProxyConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -61,6 +67,20 @@ pub struct RegistryConfig {
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
+}
+
+/// The registry-proxy serving its own store as a registry over HTTP (the distribution API),
+/// and as a pull-through mirror for clients that send `?ns=REGISTRY`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryProxyConfig {
+    /// `HOST:PORT` to listen on, e.g. `127.0.0.1:5000`; nothing is served when absent.
+    pub listen: Option<String>,
+    /// An htpasswd file of bcrypt entries (`user:$2y$…`, as `htpasswd -B` writes them). When
+    /// set, every request needs HTTP Basic credentials that match an entry.
+    pub htpasswd: Option<PathBuf>,
+    /// The realm of the `WWW-Authenticate: Basic` challenge; default `berth`.
+    pub realm: Option<String>,
 }
 
 /// Addresses of the services for the clients inside berthd (`unix://PATH` or `tcp://HOST:PORT`).
@@ -209,6 +229,18 @@ otlp_endpoint = "http://127.0.0.1:4317"
             c.telemetry.otlp_endpoint.as_deref(),
             Some("http://127.0.0.1:4317")
         );
+        assert!(c.registry_proxy.listen.is_none(), "off unless asked for");
+    }
+
+    #[test]
+    fn registry_proxy_section() {
+        let c = Config::parse(
+            "[registry_proxy]\nlisten = \"127.0.0.1:5000\"\nhtpasswd = \"/etc/h\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.registry_proxy.listen.as_deref(), Some("127.0.0.1:5000"));
+        assert_eq!(c.registry_proxy.htpasswd, Some(PathBuf::from("/etc/h")));
+        assert!(Config::parse("[registry_proxy]\nlistn = \"x\"\n").is_err());
     }
 
     #[test]

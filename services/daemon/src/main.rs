@@ -115,8 +115,10 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
         router = router.add_service(berth_events::serve());
     }
     if hosts("registry") {
-        router =
-            router.add_service(berth_registry_proxy::serve(&config).context("registry service")?);
+        router = router.add_service(
+            berth_registry_proxy::serve(&config, &config.root.join("registry-proxy"))
+                .context("registry service")?,
+        );
     }
     if hosts("snapshot") {
         router = router.add_service(

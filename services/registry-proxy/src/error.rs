@@ -112,6 +112,9 @@ pub enum Error {
 
     #[error("cannot set up the HTTP client: {0}")]
     HttpClient(String),
+
+    #[error("the registry-proxy's own store failed: {0}")]
+    Store(String),
 }
 
 impl Error {
@@ -134,7 +137,7 @@ impl Error {
             | Error::Unexpected { .. }
             | Error::InvalidResponse { .. }
             | Error::InvalidMirror { .. } => Code::FailedPrecondition,
-            Error::HttpClient(_) => Code::Internal,
+            Error::HttpClient(_) | Error::Store(_) => Code::Internal,
         }
     }
 

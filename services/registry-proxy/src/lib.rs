@@ -14,13 +14,20 @@
 //! - [`verify`]: checks content against its digest and size while it streams.
 //! - [`service::RegistryService`]: one client per host, and the gRPC shell; errors become
 //!   status codes a caller can act on ([`error::Error::code`]).
+//! - [`cache::Cache`]: the pull-through cache. Manifests and blobs fetched by digest are kept
+//!   in a [`blobs::BlobStore`] (`<root>/blobs/sha256/<hex>`, written to `ingest/`, fsynced,
+//!   verified, renamed) and served from it next time; concurrent fetches of one digest share
+//!   one download, each caller reading the bytes as they land.
+//! - [`server`]: the distribution API over HTTP (`[registry_proxy] listen`): a private
+//!   registry on the same store, with tags and repositories in [`metadata::Metadata`] (sled),
+//!   optional Basic auth, and mirror mode (`?ns=REGISTRY`) through the cache.
 //!
 //! berthd adds the service to its router:
 //!
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let config = berth_core::config::Config::load(None)?;
-//! let registry = berth_registry_proxy::serve(&config)?;
+//! let registry = berth_registry_proxy::serve(&config, &config.root.join("registry-proxy"))?;
 //! tonic::transport::Server::builder()
 //!     .add_service(registry)
 //!     .serve("127.0.0.1:7000".parse()?)
@@ -30,9 +37,13 @@
 //! ```
 
 pub mod auth;
+pub mod blobs;
+pub mod cache;
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod metadata;
+pub mod server;
 pub mod service;
 pub mod verify;
 
@@ -42,17 +53,56 @@ pub use credentials::{Credential, CredentialStore, DockerConfig};
 pub use error::Error;
 pub use service::RegistryService;
 
+use std::path::Path;
 use std::sync::Arc;
 
 /// The Registry gRPC service under berthd's config, with credentials from Docker's
-/// `config.json` (`$DOCKER_CONFIG`, else `~/.docker`).
+/// `config.json` (`$DOCKER_CONFIG`, else `~/.docker`) and the pull-through cache in `root`
+/// (berthd passes `<root>/registry-proxy`). When the config has `[registry_proxy] listen`,
+/// the distribution API is served there too (see [`server`]); call this inside a tokio
+/// runtime.
 pub fn serve(
     config: &berth_core::config::Config,
+    root: &Path,
 ) -> Result<RegistryServer<RegistryService>, Error> {
-    serve_with(config, Arc::new(DockerConfig::from_env()))
+    serve_cached(config, root, Arc::new(DockerConfig::from_env()))
 }
 
-/// The Registry gRPC service with credentials from `credentials`.
+/// [`serve`] with credentials from `credentials`.
+pub fn serve_cached(
+    config: &berth_core::config::Config,
+    root: &Path,
+    credentials: Arc<dyn CredentialStore>,
+) -> Result<RegistryServer<RegistryService>, Error> {
+    let store_error = |what: &str, e: &dyn std::fmt::Display| {
+        Error::Store(format!("cannot open {what} under {}: {e}", root.display()))
+    };
+    let blobs =
+        Arc::new(blobs::BlobStore::open(root).map_err(|e| store_error("the blob store", &e))?);
+    let metadata = metadata::Metadata::open(&root.join("metadata"))
+        .map_err(|e| store_error("the metadata database", &e))?;
+    let cache = Arc::new(cache::Cache::new(blobs.clone(), metadata.clone()));
+    let service = Arc::new(RegistryService::new(config, credentials)?.with_cache(cache));
+    let settings = &config.registry_proxy;
+    if let Some(listen) = &settings.listen {
+        let htpasswd = match &settings.htpasswd {
+            Some(path) => Some(server::basic_auth::Htpasswd::load(path).map_err(Error::Store)?),
+            None => None,
+        };
+        let registry = server::Registry::new(
+            blobs,
+            metadata,
+            service.clone(),
+            htpasswd,
+            settings.realm.clone(),
+        );
+        server::spawn(listen, Arc::new(registry))?;
+    }
+    Ok(RegistryServer::from_arc(service))
+}
+
+/// The Registry gRPC service with credentials from `credentials`, without a cache or an HTTP
+/// server: every fetch goes upstream.
 pub fn serve_with(
     config: &berth_core::config::Config,
     credentials: Arc<dyn CredentialStore>,

@@ -1,6 +1,7 @@
 //! The `berth.registry.v1.Registry` gRPC service: a thin shell over [`RegistryService`]'s
 //! `resolve` and `fetch`, which in-process callers can use directly.
 
+use crate::cache::{Cache, Want};
 use crate::client::{Descriptor, HttpClients, Kind, RegistryClient};
 use crate::credentials::CredentialStore;
 use crate::error::Error;
@@ -31,6 +32,8 @@ pub struct RegistryService {
     http: HttpClients,
     credentials: Arc<dyn CredentialStore>,
     clients: Mutex<HashMap<String, Arc<RegistryClient>>>,
+    /// The pull-through cache, when the service has a store.
+    cache: Option<Arc<Cache>>,
 }
 
 impl std::fmt::Debug for RegistryService {
@@ -70,7 +73,20 @@ impl RegistryService {
             http: HttpClients::new()?,
             credentials,
             clients: Mutex::new(HashMap::new()),
+            cache: None,
         })
+    }
+
+    /// The service with a pull-through cache: fetches by digest are served from it when they
+    /// can be and stored in it when they come from upstream, and tags resolved upstream are
+    /// remembered for when upstream cannot be reached.
+    pub fn with_cache(mut self, cache: Arc<Cache>) -> RegistryService {
+        self.cache = Some(cache);
+        self
+    }
+
+    pub fn cache(&self) -> Option<&Arc<Cache>> {
+        self.cache.as_ref()
     }
 
     /// The client for a registry host, made on first use.
@@ -90,10 +106,38 @@ impl RegistryService {
     }
 
     /// A reference (as a person writes it) to its normalized form and manifest descriptor.
+    ///
+    /// With a cache, a digest whose manifest is cached is answered without asking upstream,
+    /// and a tag is asked upstream; when upstream cannot answer (unreachable, failing, rate
+    /// limiting) the digest the tag last resolved to is used, if that manifest is cached.
     pub async fn resolve(&self, reference: &str) -> Result<(Reference, Descriptor), Error> {
         let reference = Reference::parse(reference)?;
-        let descriptor = self.client(reference.domain())?.resolve(&reference).await?;
-        Ok((reference, descriptor))
+        let Some(cache) = &self.cache else {
+            let descriptor = self.client(reference.domain())?.resolve(&reference).await?;
+            return Ok((reference, descriptor));
+        };
+        if let Some(d) = reference.digest().and_then(|d| cache.manifest(d)) {
+            return Ok((reference, d));
+        }
+        match self.client(reference.domain())?.resolve(&reference).await {
+            Ok(descriptor) => {
+                cache.remember(&reference, &descriptor);
+                Ok((reference, descriptor))
+            }
+            Err(e) if upstream_unavailable(&e) => match cache.remembered(&reference) {
+                Some(descriptor) => {
+                    tracing::warn!(
+                        %reference,
+                        digest = %descriptor.digest,
+                        error = %e,
+                        "upstream cannot resolve the tag; using the digest it last resolved to"
+                    );
+                    Ok((reference, descriptor))
+                }
+                None => Err(e),
+            },
+            Err(e) => Err(e),
+        }
     }
 
     /// Streams the manifest or blob `descriptor` names from `repository`, verified as it
@@ -123,6 +167,18 @@ impl RegistryService {
             }
         }
         let media_type = Some(descriptor.media_type.as_str()).filter(|t| !t.is_empty());
+        if let Some(cache) = &self.cache {
+            let want = Want {
+                digest: digest.clone(),
+                size,
+                limit: manifest.then_some(MAX_MANIFEST_SIZE),
+                subject: format!("{kind} {digest}"),
+                media_type: media_type.filter(|_| manifest).map(str::to_string),
+            };
+            let client = self.client(repository.domain())?;
+            let open = || client.fetch(&repository, kind, &digest, media_type);
+            return cache.fetch(&want, open).await;
+        }
         let content = self
             .client(repository.domain())?
             .fetch(&repository, kind, &digest, media_type)
@@ -139,6 +195,17 @@ impl RegistryService {
             stream: verified(content.stream, expected).boxed(),
         })
     }
+}
+
+/// Failures that say nothing about the content, only that upstream cannot answer now.
+fn upstream_unavailable(e: &Error) -> bool {
+    matches!(
+        e,
+        Error::Unreachable { .. }
+            | Error::Server { .. }
+            | Error::Interrupted { .. }
+            | Error::TooManyRequests { .. }
+    )
 }
 
 fn to_proto(d: &Descriptor) -> types::Descriptor {

@@ -1,0 +1,130 @@
+//! Mirror mode, containerd's convention: a client configured with
+//! `mirrors = ["http://PROXY"]` for registry `R` asks `PROXY/v2/<repo>/manifests/<ref>?ns=R`
+//! and `…/blobs/<digest>?ns=R`. These are answered from the pull-through cache, and on a miss
+//! fetched from `R` through the proxy's own [`RegistryService`](crate::RegistryService) (with
+//! `R`'s credentials, TLS and insecure settings from berthd's config), verified while they
+//! stream to the client, and kept.
+//!
+//! A tag is resolved upstream each time (a tag moves); when upstream cannot be reached, the
+//! digest it last resolved to is served (see [`RegistryService::resolve`]). Digests are
+//! answered from the cache without asking upstream.
+//!
+//! [`RegistryService::resolve`]: crate::RegistryService::resolve
+
+use super::blobs::{parse_digest, serve_file};
+use super::errors::{ApiError, ApiResult};
+use super::manifests::manifest_response;
+use super::{respond, Registry};
+use axum::body::Body;
+use axum::response::Response;
+use berth_api::types::v1 as types;
+use berth_core::media::MAX_MANIFEST_SIZE;
+use futures::StreamExt;
+use http::{HeaderMap, StatusCode};
+
+/// The upstream repository `ns/name`, checked as a reference.
+fn upstream(ns: &str, name: &str) -> ApiResult<String> {
+    let repository = format!("{ns}/{name}");
+    berth_core::Reference::parse_name_only(&repository).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "NAME_INVALID",
+            format!("?ns={ns}: {e}"),
+        )
+    })?;
+    Ok(repository)
+}
+
+pub(super) async fn manifest(
+    registry: &Registry,
+    ns: &str,
+    name: &str,
+    reference: &str,
+    head: bool,
+) -> ApiResult<Response> {
+    let repository = upstream(ns, name)?;
+    let full = if reference.contains(':') {
+        parse_digest(reference)?;
+        format!("{repository}@{reference}")
+    } else {
+        format!("{repository}:{reference}")
+    };
+    let (_, descriptor) = registry.service.resolve(&full).await?;
+    if head {
+        return Ok(manifest_response(
+            &descriptor.media_type,
+            &descriptor.digest,
+            descriptor.size,
+            None,
+        ));
+    }
+    let proto = types::Descriptor {
+        media_type: descriptor.media_type.clone(),
+        digest: descriptor.digest.to_string(),
+        size: i64::try_from(descriptor.size).unwrap_or(0),
+        annotations: Default::default(),
+    };
+    let fetched = registry.service.fetch(&repository, &proto, true).await?;
+    let mut body = Vec::new();
+    let mut stream = fetched.stream;
+    while let Some(chunk) = stream.next().await {
+        body.extend_from_slice(&chunk?);
+        if body.len() as u64 > MAX_MANIFEST_SIZE {
+            return Err(ApiError::new(
+                StatusCode::BAD_GATEWAY,
+                "MANIFEST_INVALID",
+                "the upstream manifest is larger than 4 MiB",
+            ));
+        }
+    }
+    tracing::debug!(%full, digest = %descriptor.digest, "mirrored manifest");
+    Ok(manifest_response(
+        &descriptor.media_type,
+        &descriptor.digest,
+        body.len() as u64,
+        Some(body),
+    ))
+}
+
+pub(super) async fn blob(
+    registry: &Registry,
+    ns: &str,
+    name: &str,
+    digest: &str,
+    head: bool,
+    headers: &HeaderMap,
+) -> ApiResult<Response> {
+    let digest = parse_digest(digest)?;
+    if registry.blobs.contains(&digest) {
+        return serve_file(&registry.blobs.path(&digest), &digest, head, headers).await;
+    }
+    let repository = upstream(ns, name)?;
+    let proto = types::Descriptor {
+        digest: digest.to_string(),
+        ..Default::default()
+    };
+    // A miss streams the whole blob (a Range is not honoured until it is cached); a HEAD
+    // starts the download too, which goes on into the cache after the answer.
+    let fetched = registry
+        .service
+        .fetch(&repository, &proto, false)
+        .await
+        .map_err(|e| match e {
+            crate::Error::NotFound { .. } => ApiError::blob_unknown(&digest.to_string()),
+            e => e.into(),
+        })?;
+    let mut h = vec![
+        ("content-type", "application/octet-stream".to_string()),
+        ("docker-content-digest", digest.to_string()),
+    ];
+    if let Some(total) = fetched.total {
+        h.push(("content-length", total.to_string()));
+    }
+    let body = if head {
+        Body::empty()
+    } else {
+        Body::from_stream(fetched.stream)
+    };
+    tracing::debug!(%repository, %digest, "mirroring blob");
+    Ok(respond(StatusCode::OK, &h, body))
+}
