@@ -21,6 +21,7 @@ use reqwest::header::{
     HeaderMap, ACCEPT, AUTHORIZATION, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE,
 };
 use reqwest::{Method, Response, StatusCode, Url};
+use std::collections::HashMap;
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,28 +37,45 @@ const USER_AGENT: &str = concat!("berth/", env!("CARGO_PKG_VERSION"));
 const MAX_ERROR_BODY: usize = 16 << 10;
 
 /// The HTTP clients every registry shares: one that verifies TLS and one for insecure
-/// registries that does not. Connections are pooled per client.
+/// registries that does not, each also without a read timeout for requests that carry a
+/// blob's bytes. Connections are pooled per client.
 #[derive(Debug, Clone)]
 pub struct HttpClients {
     verified: reqwest::Client,
     unverified: reqwest::Client,
+    verified_upload: reqwest::Client,
+    unverified_upload: reqwest::Client,
 }
 
 impl HttpClients {
     pub fn new() -> Result<HttpClients, Error> {
-        let build = |verify: bool| {
-            reqwest::Client::builder()
+        // reqwest's read timeout runs from the start of a request to its answer, which for an
+        // upload includes sending the body: uploads watch their own progress instead
+        // (`crate::push`).
+        let build = |verify: bool, read_timeout: bool| {
+            let mut b = reqwest::Client::builder()
                 .user_agent(USER_AGENT)
                 .connect_timeout(CONNECT_TIMEOUT)
-                .read_timeout(READ_IDLE_TIMEOUT)
-                .tls_danger_accept_invalid_certs(!verify)
-                .build()
-                .map_err(|e| Error::HttpClient(e.to_string()))
+                .tls_danger_accept_invalid_certs(!verify);
+            if read_timeout {
+                b = b.read_timeout(READ_IDLE_TIMEOUT);
+            }
+            b.build().map_err(|e| Error::HttpClient(e.to_string()))
         };
         Ok(HttpClients {
-            verified: build(true)?,
-            unverified: build(false)?,
+            verified: build(true, true)?,
+            unverified: build(false, true)?,
+            verified_upload: build(true, false)?,
+            unverified_upload: build(false, false)?,
         })
+    }
+
+    fn pick(&self, verify: bool) -> (reqwest::Client, reqwest::Client) {
+        if verify {
+            (self.verified.clone(), self.verified_upload.clone())
+        } else {
+            (self.unverified.clone(), self.unverified_upload.clone())
+        }
     }
 }
 
@@ -115,31 +133,88 @@ impl fmt::Debug for Content {
 /// One place to send a registry's requests to: a mirror, or the registry itself over one
 /// scheme.
 #[derive(Debug, Clone)]
-struct Endpoint {
+pub(crate) struct Endpoint {
     /// `scheme://host[:port][/prefix]`, no trailing slash.
-    base: Url,
+    pub(crate) base: Url,
     http: reqwest::Client,
+    /// The same, without a read timeout: for requests that carry a blob.
+    pub(crate) upload: reqwest::Client,
     /// The registry a mirror stands in for: sent as `?ns=`.
     mirror_of: Option<String>,
     /// For messages: `127.0.0.1:5000`, `registry-1.docker.io`, `m:5001 (mirror of docker.io)`.
-    name: String,
+    pub(crate) name: String,
     /// Whose credentials to send, and what `berth login` needs: `docker.io`, `m:5001`.
-    login_host: String,
+    pub(crate) login_host: String,
 }
 
 impl Endpoint {
-    fn url(&self, repository: &str, kind: Kind, reference: &str) -> Url {
+    pub(crate) fn url(&self, repository: &str, kind: Kind, reference: &str) -> Url {
+        self.api_url(&format!("{repository}/{}/{reference}", kind.segment()))
+    }
+
+    /// `BASE/v2/<rest>` (`rest` may be empty: the API root), with `?ns=` for a mirror.
+    pub(crate) fn api_url(&self, rest: &str) -> Url {
         let mut url = self.base.clone();
         let prefix = url.path().trim_end_matches('/').to_string();
-        url.set_path(&format!(
-            "{prefix}/v2/{repository}/{}/{reference}",
-            kind.segment()
-        ));
+        url.set_path(&format!("{prefix}/v2/{rest}"));
         url.set_query(None);
         if let Some(ns) = &self.mirror_of {
             url.query_pairs_mut().append_pair("ns", ns);
         }
         url
+    }
+
+    /// Whether `url` is on this endpoint's scheme, host and port: only there do our
+    /// credentials go (an upload `Location` may point elsewhere).
+    pub(crate) fn same_origin(&self, url: &Url) -> bool {
+        self.base.origin() == url.origin()
+    }
+}
+
+/// One request of the distribution API, as data, so that it can go out again after a 401.
+#[derive(Debug, Clone)]
+pub(crate) struct Call {
+    pub method: Method,
+    pub url: Url,
+    pub accept: Option<String>,
+    pub content_type: Option<String>,
+    /// A whole body (a manifest); empty bodies still send `Content-Length: 0`.
+    pub body: Option<Bytes>,
+}
+
+impl Call {
+    pub fn new(method: Method, url: Url) -> Call {
+        Call {
+            method,
+            url,
+            accept: None,
+            content_type: None,
+            body: None,
+        }
+    }
+
+    /// The request on `client`, with `authorization` when given.
+    pub fn builder(
+        &self,
+        client: &reqwest::Client,
+        authorization: Option<&str>,
+    ) -> reqwest::RequestBuilder {
+        let mut rb = client.request(self.method.clone(), self.url.clone());
+        if let Some(a) = &self.accept {
+            rb = rb.header(ACCEPT, a);
+        }
+        if let Some(t) = &self.content_type {
+            rb = rb.header(CONTENT_TYPE, t);
+        }
+        if let Some(a) = authorization {
+            rb = rb.header(AUTHORIZATION, a);
+        }
+        if let Some(b) = &self.body {
+            rb = rb.header(CONTENT_LENGTH, b.len()).body(b.clone());
+        } else if matches!(self.method, Method::PUT | Method::POST | Method::PATCH) {
+            rb = rb.header(CONTENT_LENGTH, 0);
+        }
+        rb
     }
 }
 
@@ -155,6 +230,11 @@ fn authority(url: &Url) -> String {
 /// The repository scope a pull asks tokens for.
 fn pull_scope(repository: &str) -> String {
     format!("repository:{repository}:pull")
+}
+
+/// The repository scope a push asks tokens for (a push reads too: HEAD, mounts).
+pub(crate) fn push_scope(repository: &str) -> String {
+    format!("repository:{repository}:pull,push")
 }
 
 /// Where the registry of a reference's domain answers: Docker Hub's API is not on docker.io.
@@ -173,8 +253,11 @@ pub struct RegistryClient {
     /// Which upstream endpoint answered last (HTTPS or HTTP for an insecure registry), so
     /// later requests start there.
     preferred: Mutex<usize>,
-    credentials: Arc<dyn CredentialStore>,
+    pub(crate) credentials: Arc<dyn CredentialStore>,
     auth: AuthCache,
+    /// The last challenge each endpoint sent, so that a request whose body cannot be sent
+    /// twice (an upload) goes out authorized the first time.
+    challenges: Mutex<HashMap<String, Vec<Challenge>>>,
 }
 
 impl fmt::Debug for RegistryClient {
@@ -216,13 +299,11 @@ impl RegistryClient {
             let base = Url::parse(&format!("{scheme}://{api}")).map_err(|e| {
                 Error::InvalidRequest(format!("registry host {host:?} is not a valid host: {e}"))
             })?;
+            let (http, upload) = http.pick(verify);
             Ok(Endpoint {
                 base,
-                http: if verify {
-                    http.verified.clone()
-                } else {
-                    http.unverified.clone()
-                },
+                http,
+                upload,
                 mirror_of: None,
                 name: api.to_string(),
                 login_host: host.to_string(),
@@ -249,12 +330,22 @@ impl RegistryClient {
             preferred: Mutex::new(0),
             credentials,
             auth: AuthCache::default(),
+            challenges: Mutex::new(HashMap::new()),
         })
     }
 
     /// The registry host this client serves.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Whether this client sends the credentials of `login_host` anywhere (its registry or
+    /// one of its mirrors), so a login there must drop its tokens.
+    pub fn answers_to(&self, login_host: &str) -> bool {
+        self.upstream
+            .iter()
+            .chain(&self.mirrors)
+            .any(|e| e.login_host == login_host)
     }
 
     /// The descriptor of the manifest or index a reference names. For a digest reference the
@@ -306,7 +397,32 @@ impl RegistryClient {
         F: Fn(Endpoint) -> Fut,
         Fut: std::future::Future<Output = Result<T, Error>>,
     {
-        let order = self.endpoints();
+        self.across(self.endpoints(), op).await
+    }
+
+    /// Runs `op` against the registry itself, never a mirror: for pushes and logins.
+    pub(crate) async fn across_upstream<T, F, Fut>(&self, op: F) -> Result<T, Error>
+    where
+        F: Fn(Endpoint) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let order = self
+            .endpoints()
+            .into_iter()
+            .filter(|(index, _)| index.is_some())
+            .collect();
+        self.across(order, op).await
+    }
+
+    async fn across<T, F, Fut>(
+        &self,
+        order: Vec<(Option<usize>, &Endpoint)>,
+        op: F,
+    ) -> Result<T, Error>
+    where
+        F: Fn(Endpoint) -> Fut,
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
         let upstream_count = self.upstream.len();
         let mut upstream_tried = 0;
         let mut last = None;
@@ -471,21 +587,35 @@ impl RegistryClient {
         accept: Option<&str>,
         scope: &str,
     ) -> Result<(Response, bool), Error> {
+        let mut call = Call::new(method, url.clone());
+        call.accept = accept.map(str::to_string);
+        self.send_call(ep, &call, scope).await
+    }
+
+    /// [`send`](Self::send) for any [`Call`]. Our `Authorization` goes only to the
+    /// endpoint's own origin.
+    pub(crate) async fn send_call(
+        &self,
+        ep: &Endpoint,
+        call: &Call,
+        scope: &str,
+    ) -> Result<(Response, bool), Error> {
+        if !ep.same_origin(&call.url) {
+            return Ok((request(ep, call, None).await?, false));
+        }
         let cached = self.auth.get(ep.base.as_str(), scope);
-        let resp = request(ep, method.clone(), url, accept, cached.as_deref()).await?;
+        let resp = request(ep, call, cached.as_deref()).await?;
         if resp.status() != StatusCode::UNAUTHORIZED {
             return Ok((resp, cached.is_some()));
         }
         if cached.is_some() {
             self.auth.forget(ep.base.as_str(), scope);
         }
-        let challenges: Vec<Challenge> = resp
-            .headers()
-            .get_all(WWW_AUTHENTICATE)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(parse_challenges)
-            .collect();
+        let challenges = challenges_of(&resp);
+        self.challenges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(ep.base.to_string(), challenges.clone());
         let credential = self.credentials.get(&ep.login_host);
         tracing::debug!(
             endpoint = %ep.base,
@@ -499,7 +629,7 @@ impl RegistryClient {
             return Ok((resp, false));
         };
         let with_credentials = credential.is_some();
-        let retry = request(ep, method, url, accept, Some(&authorization)).await?;
+        let retry = request(ep, call, Some(&authorization)).await?;
         if !matches!(
             retry.status(),
             StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN
@@ -509,6 +639,47 @@ impl RegistryClient {
         }
         Ok((retry, with_credentials))
     }
+
+    /// The `Authorization` for a request that cannot be repeated after a 401: the cached
+    /// one, else the answer to the endpoint's last challenge (a fresh token when the cached
+    /// one expired). Also whether credentials are behind it.
+    pub(crate) async fn authorization(
+        &self,
+        ep: &Endpoint,
+        scope: &str,
+    ) -> Result<(Option<String>, bool), Error> {
+        let credential = self.credentials.get(&ep.login_host);
+        if let Some(cached) = self.auth.get(ep.base.as_str(), scope) {
+            return Ok((Some(cached), credential.is_some()));
+        }
+        let challenges = self
+            .challenges
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(ep.base.as_str())
+            .cloned();
+        let Some(challenges) = challenges else {
+            return Ok((None, false));
+        };
+        match authorize(ep, &challenges, scope, credential.as_ref()).await? {
+            Some((value, lifetime)) => {
+                self.auth
+                    .put(ep.base.as_str(), scope, value.clone(), lifetime);
+                Ok((Some(value), credential.is_some()))
+            }
+            None => Ok((None, false)),
+        }
+    }
+}
+
+/// The challenges of a 401 answer's `WWW-Authenticate` headers.
+pub(crate) fn challenges_of(resp: &Response) -> Vec<Challenge> {
+    resp.headers()
+        .get_all(WWW_AUTHENTICATE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(parse_challenges)
+        .collect()
 }
 
 fn mirror_endpoint(
@@ -539,12 +710,10 @@ fn mirror_endpoint(
     base.set_query(None);
     let mirror_host = authority(&base);
     let verify = !(base.scheme() == "https" && config.registry(&mirror_host).insecure);
+    let (http, upload) = http.pick(verify);
     Ok(Endpoint {
-        http: if verify {
-            http.verified.clone()
-        } else {
-            http.unverified.clone()
-        },
+        http,
+        upload,
         mirror_of: Some(host.to_string()),
         name: format!("{mirror_host} (mirror of {host})"),
         login_host: mirror_host,
@@ -552,31 +721,31 @@ fn mirror_endpoint(
     })
 }
 
-async fn request(
+pub(crate) async fn request(
     ep: &Endpoint,
-    method: Method,
-    url: &Url,
-    accept: Option<&str>,
+    call: &Call,
     authorization: Option<&str>,
 ) -> Result<Response, Error> {
-    let mut rb = ep.http.request(method.clone(), url.clone());
-    if let Some(a) = accept {
-        rb = rb.header(ACCEPT, a);
-    }
-    if let Some(a) = authorization {
-        rb = rb.header(AUTHORIZATION, a);
-    }
-    let resp = rb.send().await.map_err(|e| Error::Unreachable {
-        host: ep.name.clone(),
-        reason: describe_transport(&e, &ep.login_host, CONNECT_TIMEOUT.as_secs()),
-    })?;
-    tracing::debug!(%method, %url, status = resp.status().as_u16(), "registry request");
+    let resp = call
+        .builder(&ep.http, authorization)
+        .send()
+        .await
+        .map_err(|e| unreachable(ep, &e))?;
+    tracing::debug!(method = %call.method, url = %call.url, status = resp.status().as_u16(), "registry request");
     Ok(resp)
+}
+
+/// A request that got no answer.
+pub(crate) fn unreachable(ep: &Endpoint, e: &reqwest::Error) -> Error {
+    Error::Unreachable {
+        host: ep.name.clone(),
+        reason: describe_transport(e, &ep.login_host, CONNECT_TIMEOUT.as_secs()),
+    }
 }
 
 /// The `Authorization` value that answers a challenge, and how long it may be reused; `None`
 /// when nothing we have answers it (no credentials for Basic, an unknown scheme).
-async fn authorize(
+pub(crate) async fn authorize(
     ep: &Endpoint,
     challenges: &[Challenge],
     scope: &str,
@@ -595,7 +764,7 @@ async fn authorize(
     Ok(None)
 }
 
-fn basic(c: &Credential) -> String {
+pub(crate) fn basic(c: &Credential) -> String {
     let raw = format!("{}:{}", c.username, c.password);
     format!(
         "Basic {}",
@@ -605,7 +774,7 @@ fn basic(c: &Credential) -> String {
 
 /// Asks a Bearer challenge's realm for a token (Docker's token spec), with Basic
 /// credentials when there are some and anonymously otherwise.
-async fn fetch_token(
+pub(crate) async fn fetch_token(
     ep: &Endpoint,
     challenge: &Challenge,
     scope: &str,
@@ -633,7 +802,12 @@ async fn fetch_token(
         name: authority(&url),
         ..ep.clone()
     };
-    let resp = request(&token_ep, Method::GET, &url, None, authorization.as_deref()).await?;
+    let resp = request(
+        &token_ep,
+        &Call::new(Method::GET, url.clone()),
+        authorization.as_deref(),
+    )
+    .await?;
     let status = resp.status();
     if matches!(status, StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN) {
         let detail = error_detail(resp).await;
@@ -668,7 +842,7 @@ async fn fetch_token(
 }
 
 /// Turns an HTTP failure into an [`Error`] that says what to do.
-async fn check_status(
+pub(crate) async fn check_status(
     resp: Response,
     ep: &Endpoint,
     subject: &str,
@@ -720,7 +894,7 @@ async fn check_status(
 
 /// `: <message>` from a registry's error body (`{"errors":[{"code","message"}]}`), or its
 /// first line of text; empty when there is nothing useful.
-async fn error_detail(resp: Response) -> String {
+pub(crate) async fn error_detail(resp: Response) -> String {
     let mut body = Vec::new();
     let mut stream = resp.bytes_stream();
     while let Some(Ok(chunk)) = stream.next().await {
@@ -770,7 +944,11 @@ fn detail_of_body(body: &[u8]) -> String {
 }
 
 /// Reads a whole (small) body: a manifest or a token, refusing more than the manifest limit.
-async fn read_limited(resp: Response, subject: &str, ep: &Endpoint) -> Result<Vec<u8>, Error> {
+pub(crate) async fn read_limited(
+    resp: Response,
+    subject: &str,
+    ep: &Endpoint,
+) -> Result<Vec<u8>, Error> {
     if let Some(n) = content_length(resp.headers()).filter(|n| *n > MAX_MANIFEST_SIZE) {
         return Err(Error::ManifestTooLarge {
             subject: subject.to_string(),
@@ -796,7 +974,7 @@ async fn read_limited(resp: Response, subject: &str, ep: &Endpoint) -> Result<Ve
     Ok(body)
 }
 
-fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }
 

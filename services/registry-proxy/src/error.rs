@@ -115,6 +115,34 @@ pub enum Error {
 
     #[error("the registry-proxy's own store failed: {0}")]
     Store(String),
+
+    #[error("{subject}: registry {host} does not let {who} push there; check the repository name, and log in as an account that may push to it with `berth login {host}`{detail}")]
+    PushDenied {
+        subject: String,
+        host: String,
+        /// `anonymous users`, or `the account stored for it`.
+        who: &'static str,
+        detail: String,
+    },
+
+    #[error("{subject}: refused, the bytes sent are not what its descriptor says ({reason}); the upload was cancelled and nothing was stored")]
+    PushMismatch { subject: String, reason: String },
+
+    #[error("{subject}: the bytes to push stopped coming ({reason}); the upload was cancelled")]
+    SourceFailed { subject: String, reason: String },
+
+    #[error("{subject}: registry {host} stopped taking the upload ({reason}); try again")]
+    UploadStalled {
+        subject: String,
+        host: String,
+        reason: String,
+    },
+
+    #[error("login to {host} failed: wrong user name or password{detail}")]
+    LoginFailed { host: String, detail: String },
+
+    #[error(transparent)]
+    Credentials(#[from] crate::credentials::StoreError),
 }
 
 impl Error {
@@ -138,6 +166,12 @@ impl Error {
             | Error::InvalidResponse { .. }
             | Error::InvalidMirror { .. } => Code::FailedPrecondition,
             Error::HttpClient(_) | Error::Store(_) => Code::Internal,
+            Error::PushDenied { .. } => Code::PermissionDenied,
+            Error::PushMismatch { .. } => Code::InvalidArgument,
+            Error::SourceFailed { .. } => Code::Aborted,
+            Error::UploadStalled { .. } => Code::Unavailable,
+            Error::LoginFailed { .. } => Code::Unauthenticated,
+            Error::Credentials(_) => Code::FailedPrecondition,
         }
     }
 

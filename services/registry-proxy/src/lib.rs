@@ -9,8 +9,18 @@
 //!   [`fetch`](client::RegistryClient::fetch) a manifest or blob as a stream. It tries the
 //!   host's mirrors first, then the registry (plain HTTP or unverified HTTPS for insecure
 //!   registries), and answers `401` challenges with Bearer tokens or Basic credentials.
-//! - [`credentials::CredentialStore`]: where credentials come from; today
-//!   [`credentials::DockerConfig`], Docker's `config.json`.
+//! - [`push`]: the push side of the same client, always against the registry itself:
+//!   [`check_blob`](client::RegistryClient::check_blob) (HEAD, then cross-repository mounts),
+//!   [`push_blob`](client::RegistryClient::push_blob) (one PUT, or PATCH chunks then PUT;
+//!   the bytes stream through and are verified on the way, and a blob that does not match
+//!   its descriptor is never completed) and
+//!   [`push_manifest`](client::RegistryClient::push_manifest).
+//! - [`login`]: which registry a `berth login` name means, and
+//!   [`check_login`](client::RegistryClient::check_login): `GET /v2/` answering its Basic or
+//!   Bearer challenge with the credentials.
+//! - [`credentials::CredentialStore`]: where credentials come from and where a login keeps
+//!   them; today [`credentials::DockerConfig`], Docker's `config.json` (written atomically,
+//!   mode 0600, other keys kept).
 //! - [`verify`]: checks content against its digest and size while it streams.
 //! - [`service::RegistryService`]: one client per host, and the gRPC shell; errors become
 //!   status codes a caller can act on ([`error::Error::code`]).
@@ -42,7 +52,9 @@ pub mod cache;
 pub mod client;
 pub mod credentials;
 pub mod error;
+pub mod login;
 pub mod metadata;
+pub mod push;
 pub mod server;
 pub mod service;
 pub mod verify;

@@ -3,9 +3,13 @@
 
 use crate::cache::{Cache, Want};
 use crate::client::{Descriptor, HttpClients, Kind, RegistryClient};
-use crate::credentials::CredentialStore;
+use crate::credentials::{Credential, CredentialStore};
 use crate::error::Error;
+use crate::login::{login_host, LoginCheck};
+use crate::push::{BlobPresence, Pushed, DEFAULT_CHUNK_SIZE};
 use crate::verify::{verified, Expected};
+use berth_api::registry::v1 as rpc;
+use berth_api::registry::v1::push_blob_request::Item as PushItem;
 use berth_api::registry::v1::registry_server::Registry;
 use berth_api::registry::v1::{FetchRequest, FetchResponse, ResolveRequest, ResolveResponse};
 use berth_api::types::v1 as types;
@@ -289,38 +293,304 @@ impl Registry for RegistryService {
 
     async fn check_blob(
         &self,
-        _request: Request<berth_api::registry::v1::CheckBlobRequest>,
-    ) -> Result<Response<berth_api::registry::v1::CheckBlobResponse>, Status> {
-        Err(Status::unimplemented("CheckBlob: not yet"))
+        request: Request<rpc::CheckBlobRequest>,
+    ) -> Result<Response<rpc::CheckBlobResponse>, Status> {
+        let namespace = berth_core::grpc::namespace(&request)?;
+        let rpc::CheckBlobRequest {
+            reference,
+            descriptor,
+            mount_from,
+        } = request.into_inner();
+        let descriptor = descriptor.unwrap_or_default();
+        let span = tracing::info_span!(
+            "registry.check_blob",
+            %namespace,
+            %reference,
+            digest = %descriptor.digest
+        );
+        async {
+            let presence = RegistryService::check_blob(self, &reference, &descriptor, &mount_from)
+                .await
+                .map_err(fail)?;
+            tracing::debug!(?presence, "checked");
+            Ok(Response::new(match presence {
+                BlobPresence::Exists => rpc::CheckBlobResponse {
+                    exists: true,
+                    mounted_from: String::new(),
+                },
+                BlobPresence::Mounted(from) => rpc::CheckBlobResponse {
+                    exists: false,
+                    mounted_from: from,
+                },
+                BlobPresence::Missing => rpc::CheckBlobResponse::default(),
+            }))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn push_blob(
         &self,
-        _request: Request<tonic::Streaming<berth_api::registry::v1::PushBlobRequest>>,
-    ) -> Result<Response<berth_api::registry::v1::PushBlobResponse>, Status> {
-        Err(Status::unimplemented("PushBlob: not yet"))
+        request: Request<tonic::Streaming<rpc::PushBlobRequest>>,
+    ) -> Result<Response<rpc::PushBlobResponse>, Status> {
+        let namespace = berth_core::grpc::namespace(&request)?;
+        let mut stream = request.into_inner();
+        let header = match stream.message().await? {
+            Some(rpc::PushBlobRequest {
+                item: Some(PushItem::Header(h)),
+            }) => h,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "PushBlob: the first message must be the header (repository and descriptor), then the bytes",
+                ))
+            }
+        };
+        let descriptor = header.descriptor.unwrap_or_default();
+        let span = tracing::info_span!(
+            "registry.push_blob",
+            %namespace,
+            reference = %header.reference,
+            digest = %descriptor.digest,
+            size = descriptor.size
+        );
+        let subject = format!("blob {}", descriptor.digest);
+        let data = stream.map(move |message| match message {
+            Ok(rpc::PushBlobRequest {
+                item: Some(PushItem::Data(d)),
+            }) => Ok(Bytes::from(d)),
+            Ok(rpc::PushBlobRequest { item: None }) => Ok(Bytes::new()),
+            Ok(rpc::PushBlobRequest {
+                item: Some(PushItem::Header(_)),
+            }) => Err(Error::InvalidRequest(
+                "PushBlob: a second header; send one header, then the bytes".into(),
+            )),
+            Err(status) => Err(Error::SourceFailed {
+                subject: subject.clone(),
+                reason: status.message().to_string(),
+            }),
+        });
+        async {
+            let pushed = RegistryService::push_blob(
+                self,
+                &header.reference,
+                &descriptor,
+                header.chunk_size,
+                data,
+            )
+            .await
+            .map_err(fail)?;
+            tracing::info!(size = pushed.size, chunks = pushed.chunks, "pushed");
+            Ok(Response::new(rpc::PushBlobResponse {
+                size: i64::try_from(pushed.size).unwrap_or(i64::MAX),
+                chunks: i32::try_from(pushed.chunks).unwrap_or(i32::MAX),
+            }))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn push_manifest(
         &self,
-        _request: Request<berth_api::registry::v1::PushManifestRequest>,
-    ) -> Result<Response<berth_api::registry::v1::PushManifestResponse>, Status> {
-        Err(Status::unimplemented("PushManifest: not yet"))
+        request: Request<rpc::PushManifestRequest>,
+    ) -> Result<Response<rpc::PushManifestResponse>, Status> {
+        let namespace = berth_core::grpc::namespace(&request)?;
+        let rpc::PushManifestRequest {
+            reference,
+            media_type,
+            manifest,
+        } = request.into_inner();
+        let span =
+            tracing::info_span!("registry.push_manifest", %namespace, %reference, %media_type);
+        async {
+            let digest =
+                RegistryService::push_manifest(self, &reference, &media_type, manifest.into())
+                    .await
+                    .map_err(fail)?;
+            tracing::info!(%digest, "pushed");
+            Ok(Response::new(rpc::PushManifestResponse {
+                digest: digest.to_string(),
+            }))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn login(
         &self,
-        _request: Request<berth_api::registry::v1::LoginRequest>,
-    ) -> Result<Response<berth_api::registry::v1::LoginResponse>, Status> {
-        Err(Status::unimplemented("Login: not yet"))
+        request: Request<rpc::LoginRequest>,
+    ) -> Result<Response<rpc::LoginResponse>, Status> {
+        let namespace = berth_core::grpc::namespace(&request)?;
+        let rpc::LoginRequest {
+            registry,
+            username,
+            password,
+        } = request.into_inner();
+        let span = tracing::info_span!("registry.login", %namespace, %registry, %username);
+        async {
+            let message = RegistryService::login(self, &registry, &username, &password)
+                .await
+                .map_err(fail)?;
+            tracing::info!("logged in");
+            Ok(Response::new(rpc::LoginResponse { message }))
+        }
+        .instrument(span)
+        .await
     }
 
     async fn logout(
         &self,
-        _request: Request<berth_api::registry::v1::LogoutRequest>,
-    ) -> Result<Response<berth_api::registry::v1::LogoutResponse>, Status> {
-        Err(Status::unimplemented("Logout: not yet"))
+        request: Request<rpc::LogoutRequest>,
+    ) -> Result<Response<rpc::LogoutResponse>, Status> {
+        let namespace = berth_core::grpc::namespace(&request)?;
+        let registry = request.into_inner().registry;
+        let span = tracing::info_span!("registry.logout", %namespace, %registry);
+        span.in_scope(|| {
+            let removed = RegistryService::logout(self, &registry).map_err(fail)?;
+            tracing::info!(removed, "logged out");
+            Ok(Response::new(rpc::LogoutResponse { removed }))
+        })
     }
+}
+
+/// The push side and logins, for in-process callers as for the RPCs.
+impl RegistryService {
+    /// Whether `repository` holds the blob `descriptor` names, else whether one of
+    /// `mount_from` (full repository names) lent it by a cross-repository mount.
+    pub async fn check_blob(
+        &self,
+        repository: &str,
+        descriptor: &types::Descriptor,
+        mount_from: &[String],
+    ) -> Result<BlobPresence, Error> {
+        let repository = Reference::parse_name_only(repository)?;
+        let digest = digest_of(descriptor)?;
+        let from = mount_from
+            .iter()
+            .map(|m| Reference::parse_name_only(m))
+            .collect::<Result<Vec<_>, _>>()?;
+        self.client(repository.domain())?
+            .check_blob(&repository, &digest, &from)
+            .await
+    }
+
+    /// Uploads the blob `descriptor` names from `data`, in chunks of `chunk_size` bytes
+    /// when it is larger (0: [`DEFAULT_CHUNK_SIZE`]).
+    pub async fn push_blob<S>(
+        &self,
+        repository: &str,
+        descriptor: &types::Descriptor,
+        chunk_size: i64,
+        data: S,
+    ) -> Result<Pushed, Error>
+    where
+        S: Stream<Item = Result<Bytes, Error>> + Send + Unpin,
+    {
+        let repository = Reference::parse_name_only(repository)?;
+        let digest = digest_of(descriptor)?;
+        let size = u64::try_from(descriptor.size).map_err(|_| {
+            Error::InvalidRequest(format!(
+                "the descriptor of {digest} has a negative size ({})",
+                descriptor.size
+            ))
+        })?;
+        let chunk_size = match u64::try_from(chunk_size) {
+            Ok(0) => DEFAULT_CHUNK_SIZE,
+            Ok(n) => n,
+            Err(_) => {
+                return Err(Error::InvalidRequest(format!(
+                    "chunk size {chunk_size} is negative; 0 means the default"
+                )))
+            }
+        };
+        self.client(repository.domain())?
+            .push_blob(&repository, &digest, size, chunk_size, data)
+            .await
+    }
+
+    /// Puts a manifest under `reference`'s tag, else under its digest; returns the digest.
+    pub async fn push_manifest(
+        &self,
+        reference: &str,
+        media_type: &str,
+        manifest: Bytes,
+    ) -> Result<Digest, Error> {
+        // No default tag: a repository alone pushes by digest.
+        let reference = Reference::parse_name_only(reference)?;
+        if media_type.is_empty() {
+            return Err(Error::InvalidRequest(
+                "the manifest to push has no media type".into(),
+            ));
+        }
+        self.client(reference.domain())?
+            .push_manifest(&reference, media_type, manifest)
+            .await
+    }
+
+    /// Checks the credentials against `registry` and, when they work, stores them and drops
+    /// the tokens obtained without them. Returns what to tell the user.
+    pub async fn login(
+        &self,
+        registry: &str,
+        username: &str,
+        password: &str,
+    ) -> Result<String, Error> {
+        let host = login_host(registry)?;
+        if username.is_empty() || password.is_empty() {
+            return Err(Error::InvalidRequest(
+                "a login needs a user name and a password".into(),
+            ));
+        }
+        if username.contains(':') {
+            return Err(Error::InvalidRequest(
+                "a user name cannot contain ':'".into(),
+            ));
+        }
+        let credential = Credential {
+            username: username.to_string(),
+            password: password.to_string(),
+        };
+        // A client of its own: the check must not use or leave cached tokens.
+        let client =
+            RegistryClient::new(&host, &self.config, &self.http, self.credentials.clone())?;
+        let check = client.check_login(&credential).await?;
+        self.credentials.store(&host, &credential)?;
+        self.forget_tokens(&host);
+        let mut message = match check {
+            LoginCheck::Accepted => format!("Login to {host} succeeded"),
+            LoginCheck::NotAsked => {
+                format!("{host} asks for no credentials, so they were saved without being checked")
+            }
+        };
+        if let Some(location) = self.credentials.location() {
+            message.push_str(&format!(
+                "; the credentials are stored unencrypted in {location}"
+            ));
+        }
+        Ok(message)
+    }
+
+    /// Forgets the credentials of `registry`; `false` when there were none.
+    pub fn logout(&self, registry: &str) -> Result<bool, Error> {
+        let host = login_host(registry)?;
+        let removed = self.credentials.erase(&host)?;
+        self.forget_tokens(&host);
+        Ok(removed)
+    }
+
+    /// Drops the clients (and so the tokens) that send `login_host`'s credentials.
+    fn forget_tokens(&self, login_host: &str) {
+        self.clients
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|_, c| !c.answers_to(login_host));
+    }
+}
+
+fn digest_of(descriptor: &types::Descriptor) -> Result<Digest, Error> {
+    if descriptor.digest.is_empty() {
+        return Err(Error::InvalidRequest("the descriptor has no digest".into()));
+    }
+    Ok(descriptor.digest.parse()?)
 }
 
 /// Moves verified chunks to the gRPC stream; the first message carries the total.
