@@ -1,0 +1,485 @@
+//! The registry-proxy as a registry of its own, as a pull-through cache and as a mirror, with
+//! the real clients: skopeo, curl, `berth pull` and `berth run` (and docker, when there).
+//!
+//! Each test starts berthd with `[registry_proxy] listen` on a free loopback port; upstream,
+//! where there is one, is Debian's docker-registry.
+
+use berth_integration::{busybox_archive, free_port, have, Berthd, Registry, TempDir};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// berthd serving the distribution API; returns it and `127.0.0.1:PORT`.
+fn proxy(extra: &str) -> (Berthd, String) {
+    let addr = format!("127.0.0.1:{}", free_port());
+    let d = Berthd::start(&format!("[registry_proxy]\nlisten = \"{addr}\"\n{extra}"));
+    (d, addr)
+}
+
+fn skopeo(args: &[&str]) -> Output {
+    Command::new("skopeo")
+        .args(args)
+        .stdin(Stdio::null())
+        .output()
+        .expect("run skopeo")
+}
+
+fn skopeo_ok(args: &[&str]) -> String {
+    let o = skopeo(args);
+    assert!(
+        o.status.success(),
+        "skopeo {args:?} failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// skopeo pushes the test busybox archive to `docker://DEST`.
+fn push(dest: &str, creds: Option<&str>) -> Output {
+    let src = format!("oci-archive:{}", busybox_archive().display());
+    let dest = format!("docker://{dest}");
+    let mut args = vec!["copy", "-q", "--dest-tls-verify=false"];
+    if let Some(c) = creds {
+        args.extend(["--dest-creds", c]);
+    }
+    args.extend([src.as_str(), dest.as_str()]);
+    skopeo(&args)
+}
+
+/// An HTTP answer: status, headers (lowercased names) and body.
+struct Http {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl Http {
+    fn header(&self, name: &str) -> Option<String> {
+        self.headers.lines().find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.trim()
+                .eq_ignore_ascii_case(name)
+                .then(|| v.trim().to_string())
+        })
+    }
+}
+
+/// curl with `args`, answering status, headers and body.
+fn curl(args: &[&str]) -> Http {
+    let dir = TempDir::new("berth-it-curl");
+    let headers = dir.path().join("headers");
+    let body = dir.path().join("body");
+    let o = Command::new("curl")
+        .args(["-s", "-o"])
+        .arg(&body)
+        .arg("-D")
+        .arg(&headers)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .output()
+        .expect("run curl");
+    Http {
+        status: String::from_utf8_lossy(&o.stdout)
+            .trim()
+            .parse()
+            .unwrap_or(0),
+        headers: std::fs::read_to_string(&headers).unwrap_or_default(),
+        body: std::fs::read_to_string(&body).unwrap_or_default(),
+    }
+}
+
+fn tools(list: &[&str]) -> bool {
+    for t in list {
+        if !have(t) {
+            eprintln!("SKIP: {t} is not installed");
+            return false;
+        }
+    }
+    true
+}
+
+fn blob_files(d: &Berthd) -> usize {
+    std::fs::read_dir(d.root().join("registry-proxy/blobs/sha256"))
+        .map(|r| r.count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn skopeo_pushes_in_berth_pulls_and_runs() {
+    if !tools(&["skopeo", "curl", "umoci"]) {
+        return;
+    }
+    let (d, addr) = proxy("");
+    let v2 = curl(&[&format!("http://{addr}/v2/")]);
+    assert_eq!(v2.status, 200);
+    assert_eq!(
+        v2.header("docker-distribution-api-version").as_deref(),
+        Some("registry/2.0")
+    );
+
+    let o = push(&format!("{addr}/team/tools/busybox:1.0"), None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = push(&format!("{addr}/team/tools/busybox:latest"), None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    // What skopeo reads back is what it pushed, byte for byte (the same manifest digest).
+    let source = skopeo_ok(&[
+        "inspect",
+        "--format",
+        "{{.Digest}}",
+        &format!("oci-archive:{}", busybox_archive().display()),
+    ]);
+    let image = format!("docker://{addr}/team/tools/busybox:1.0");
+    let pushed = skopeo_ok(&[
+        "inspect",
+        "--tls-verify=false",
+        "--format",
+        "{{.Digest}}",
+        &image,
+    ]);
+    assert_eq!(pushed.trim(), source.trim());
+    let tags = skopeo_ok(&[
+        "list-tags",
+        "--tls-verify=false",
+        &format!("docker://{addr}/team/tools/busybox"),
+    ]);
+    let tags: serde_json::Value = serde_json::from_str(&tags).unwrap();
+    assert_eq!(tags["Tags"], serde_json::json!(["1.0", "latest"]));
+    let out = TempDir::new("berth-it-copy-out");
+    skopeo_ok(&[
+        "copy",
+        "-q",
+        "--src-tls-verify=false",
+        &image,
+        &format!("oci:{}:copy", out.path().display()),
+    ]);
+    let copied = skopeo_ok(&[
+        "inspect",
+        "--format",
+        "{{.Digest}}",
+        &format!("oci:{}:copy", out.path().display()),
+    ]);
+    assert_eq!(copied.trim(), source.trim());
+
+    let catalog = curl(&[&format!("http://{addr}/v2/_catalog")]);
+    assert_eq!(catalog.body, r#"{"repositories":["team/tools/busybox"]}"#);
+    let list = curl(&[&format!(
+        "http://{addr}/v2/team/tools/busybox/tags/list?n=1"
+    )]);
+    assert!(list.body.contains(r#""tags":["1.0"]"#), "{}", list.body);
+    assert!(list.header("link").unwrap_or_default().contains("last=1.0"));
+
+    // berth pulls from the registry its own berthd serves, and runs it.
+    let reference = format!("{addr}/team/tools/busybox:1.0");
+    d.ok(&["pull", "-q", &reference]);
+    assert_eq!(
+        d.ok(&["run", "--rm", &reference, "echo", "from the proxy"]),
+        "from the proxy\n"
+    );
+
+    // Deleting the manifest by digest removes both tags.
+    let deleted = curl(&[
+        "-X",
+        "DELETE",
+        &format!(
+            "http://{addr}/v2/team/tools/busybox/manifests/{}",
+            source.trim()
+        ),
+    ]);
+    assert_eq!(deleted.status, 202, "{}", deleted.body);
+    let gone = skopeo(&["inspect", "--tls-verify=false", &image]);
+    assert!(!gone.status.success(), "the manifest is deleted");
+    let list = curl(&[&format!("http://{addr}/v2/team/tools/busybox/tags/list")]);
+    assert!(list.body.contains(r#""tags":[]"#), "{}", list.body);
+    let missing = curl(&[&format!(
+        "http://{addr}/v2/team/tools/busybox/manifests/1.0"
+    )]);
+    assert_eq!(missing.status, 404);
+    assert!(
+        missing.body.contains("MANIFEST_UNKNOWN"),
+        "{}",
+        missing.body
+    );
+}
+
+#[test]
+fn a_push_with_the_wrong_digest_is_refused() {
+    if !tools(&["curl"]) {
+        return;
+    }
+    let (d, addr) = proxy("");
+    let claimed = "sha256:2cf24dba5fb0a30e26e83b2ac5b9e29e1b161e5c1fa7425e73043362938b9824"; // "hello"
+    let r = curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        "not hello",
+        &format!("http://{addr}/v2/r/blobs/uploads/?digest={claimed}"),
+    ]);
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("DIGEST_INVALID"), "{}", r.body);
+    // A chunked upload closed with the wrong digest too.
+    let start = curl(&["-X", "POST", &format!("http://{addr}/v2/r/blobs/uploads/")]);
+    assert_eq!(start.status, 202);
+    let location = start.header("location").unwrap();
+    let patch = curl(&[
+        "-X",
+        "PATCH",
+        "--data-binary",
+        "not hello",
+        "-H",
+        "Content-Range: 0-8",
+        &format!("http://{addr}{location}"),
+    ]);
+    assert_eq!(patch.status, 202);
+    assert_eq!(patch.header("range").as_deref(), Some("0-8"));
+    let put = curl(&[
+        "-X",
+        "PUT",
+        &format!("http://{addr}{location}?digest={claimed}"),
+    ]);
+    assert_eq!(put.status, 400);
+    assert!(put.body.contains("DIGEST_INVALID"), "{}", put.body);
+    let head = curl(&["-I", &format!("http://{addr}/v2/r/blobs/{claimed}")]);
+    assert_eq!(head.status, 404);
+    assert_eq!(blob_files(&d), 0, "nothing was stored");
+    // The right bytes under the same digest are taken.
+    let ok = curl(&[
+        "-X",
+        "POST",
+        "--data-binary",
+        "hello",
+        &format!("http://{addr}/v2/r/blobs/uploads/?digest={claimed}"),
+    ]);
+    assert_eq!(ok.status, 201, "{}", ok.body);
+    let head = curl(&["-I", &format!("http://{addr}/v2/r/blobs/{claimed}")]);
+    assert_eq!(head.status, 200);
+    assert_eq!(head.header("content-length").as_deref(), Some("5"));
+    let range = curl(&[
+        "-H",
+        "Range: bytes=1-3",
+        &format!("http://{addr}/v2/r/blobs/{claimed}"),
+    ]);
+    assert_eq!((range.status, range.body.as_str()), (206, "ell"));
+}
+
+#[test]
+fn basic_auth_when_an_htpasswd_is_configured() {
+    if !tools(&["skopeo", "curl", "umoci"]) {
+        return;
+    }
+    let secrets = TempDir::new("berth-it-htpasswd");
+    let htpasswd = secrets.path().join("htpasswd");
+    let hash = bcrypt::hash("s3cret", 5).unwrap();
+    std::fs::write(&htpasswd, format!("# test users\nci:{hash}\n")).unwrap();
+    let (_d, addr) = proxy(&format!("htpasswd = \"{}\"\n", htpasswd.display()));
+
+    let anon = curl(&[&format!("http://{addr}/v2/")]);
+    assert_eq!(anon.status, 401);
+    assert_eq!(
+        anon.header("www-authenticate").as_deref(),
+        Some("Basic realm=\"berth\"")
+    );
+    assert!(anon.body.contains("UNAUTHORIZED"), "{}", anon.body);
+    let wrong = curl(&["-u", "ci:wrong", &format!("http://{addr}/v2/")]);
+    assert_eq!(wrong.status, 401);
+    assert_eq!(
+        curl(&["-u", "ci:s3cret", &format!("http://{addr}/v2/")]).status,
+        200
+    );
+
+    let dest = format!("{addr}/private/busybox:1");
+    let o = push(&dest, None);
+    assert!(!o.status.success(), "a push without credentials is refused");
+    let o = push(&dest, Some("ci:wrong"));
+    assert!(
+        !o.status.success(),
+        "a push with a wrong password is refused"
+    );
+    let o = push(&dest, Some("ci:s3cret"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let image = format!("docker://{dest}");
+    assert!(!skopeo(&["inspect", "--tls-verify=false", &image])
+        .status
+        .success());
+    skopeo_ok(&[
+        "inspect",
+        "--tls-verify=false",
+        "--creds",
+        "ci:s3cret",
+        &image,
+    ]);
+
+    // berthd's registry service answers the Basic challenge with the stored credentials.
+    let config_dir = TempDir::new("berth-it-docker-config");
+    let auth = base64_encode(b"ci:s3cret");
+    std::fs::write(
+        config_dir.path().join("config.json"),
+        format!(r#"{{"auths":{{"{addr}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
+    let anonymous = Berthd::start("");
+    let (_, err) = anonymous.fails(&["pull", "-q", &dest]);
+    assert!(err.contains("log in"), "{err}");
+    let with_login = Berthd::start_with_env(
+        "",
+        &[("DOCKER_CONFIG", config_dir.path().to_str().unwrap())],
+    );
+    with_login.ok(&["pull", "-q", &dest]);
+    assert_eq!(with_login.ok(&["run", "--rm", &dest, "echo", "ok"]), "ok\n");
+}
+
+fn base64_encode(data: &[u8]) -> String {
+    const T: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for c in data.chunks(3) {
+        let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= c.len() {
+                out.push(T[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn pulls_through_the_cache_while_upstream_is_down() {
+    let Some(reg) = Registry::start() else { return };
+    reg.push_busybox("cached/busybox:1");
+    let image = format!("{}/cached/busybox:1", reg.addr);
+
+    // A's registry service pulls from upstream and keeps what it fetched.
+    let a = Berthd::start("");
+    let started = Instant::now();
+    a.ok(&["pull", "-q", &image]);
+    let cold = started.elapsed();
+    let cached = blob_files(&a);
+    assert!(
+        cached >= 3,
+        "manifest, config and layer are cached: {cached}"
+    );
+    let head = curl(&[
+        "-I",
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!("http://{}/v2/cached/busybox/manifests/1", reg.addr),
+    ]);
+    let digest = head.header("docker-content-digest").unwrap_or_default();
+
+    // Upstream goes away; B (own root, no registry service of its own) pulls through A.
+    drop(reg);
+    let a_sock = format!("unix://{}", a.sock.display());
+    let b = Berthd::start_with(
+        &format!("[services]\nregistry = \"{a_sock}\"\n"),
+        &[],
+        &["--service", "image,snapshot,runtime,events"],
+    );
+    let started = Instant::now();
+    b.ok(&["pull", "-q", &image]);
+    let warm = started.elapsed();
+    assert_eq!(
+        b.ok(&["run", "--rm", &image, "echo", "served from the cache"]),
+        "served from the cache\n"
+    );
+    eprintln!(
+        "pull of busybox: {cold:?} from upstream into A's cache, {warm:?} from A's cache with upstream down"
+    );
+    assert_eq!(blob_files(&a), cached, "nothing new was fetched");
+    assert!(
+        a.log().contains("last resolved to"),
+        "the tag came from the remembered digest"
+    );
+    // By digest too.
+    assert!(digest.starts_with("sha256:"), "{}", head.headers);
+    {
+        let pinned = format!("{}@{digest}", image.trim_end_matches(":1"));
+        let c = Berthd::start_with(
+            &format!("[services]\nregistry = \"{a_sock}\"\n"),
+            &[],
+            &["--service", "image,snapshot,runtime,events"],
+        );
+        c.ok(&["pull", "-q", &pinned]);
+    }
+    // A tag never resolved while upstream was up cannot be answered.
+    let other = image.replace(":1", ":2");
+    let (_, err) = b.fails(&["pull", "-q", &other]);
+    assert!(
+        err.contains("cannot reach") || err.contains("connection refused"),
+        "{err}"
+    );
+}
+
+#[test]
+fn serves_as_a_mirror_with_ns() {
+    if !tools(&["curl"]) {
+        return;
+    }
+    let Some(reg) = Registry::start() else { return };
+    reg.push_busybox("mirrored/busybox:1");
+    let (p, mirror) = proxy("");
+    let mirror_config = format!(
+        "[registries.\"{}\"]\nmirrors = [\"http://{mirror}\"]\n",
+        reg.addr
+    );
+    let image = format!("{}/mirrored/busybox:1", reg.addr);
+
+    // The convention itself, by hand.
+    let direct = curl(&[
+        "-H",
+        "Accept: application/vnd.oci.image.manifest.v1+json",
+        &format!(
+            "http://{mirror}/v2/mirrored/busybox/manifests/1?ns={}",
+            reg.addr
+        ),
+    ]);
+    assert_eq!(direct.status, 200, "{}", direct.body);
+    assert!(direct.header("docker-content-digest").is_some());
+
+    // A client with the mirror configured pulls through it: the blobs land in P's cache.
+    let c = Berthd::start(&mirror_config);
+    c.ok(&["pull", "-q", &image]);
+    assert!(blob_files(&p) >= 3, "the mirror cached what it served");
+    assert!(!c.log().contains("mirror failed"), "{}", c.log());
+
+    // Upstream down: a new client still pulls, from the mirror alone, and runs it.
+    drop(reg);
+    let d = Berthd::start(&mirror_config);
+    d.ok(&["pull", "-q", &image]);
+    assert_eq!(
+        d.ok(&["run", "--rm", &image, "echo", "mirrored"]),
+        "mirrored\n"
+    );
+    // The mirror's own registry does not list what it only caches.
+    let catalog = curl(&[&format!("http://{mirror}/v2/_catalog")]);
+    assert_eq!(catalog.body, r#"{"repositories":[]}"#);
+}
+
+#[test]
+fn a_mirror_that_is_down_falls_back_to_upstream() {
+    let Some(reg) = Registry::start() else { return };
+    reg.push_busybox("fallback/busybox:1");
+    let dead = format!("127.0.0.1:{}", free_port());
+    let c = Berthd::start(&format!(
+        "[registries.\"{}\"]\nmirrors = [\"http://{dead}\"]\n",
+        reg.addr
+    ));
+    let image = format!("{}/fallback/busybox:1", reg.addr);
+    let started = Instant::now();
+    c.ok(&["pull", "-q", &image]);
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "a refused connection falls back at once"
+    );
+    assert_eq!(
+        c.ok(&["run", "--rm", &image, "echo", "fallback"]),
+        "fallback\n"
+    );
+    assert!(
+        c.log().contains("mirror failed"),
+        "the mirror was tried first: {}",
+        c.log()
+    );
+}
