@@ -314,7 +314,13 @@ pub async fn ls(ctx: &Context, a: LsArgs) -> Result<(), Error> {
     ]];
     for s in &list.images {
         let name = s.image.as_ref().map(|i| i.name.clone()).unwrap_or_default();
-        let (repo, tag) = match berth_core::Reference::parse(&name) {
+        let parsed = if name.starts_with("sha256:") {
+            // A dangling image: its record is named by its id.
+            Err(())
+        } else {
+            berth_core::Reference::parse(&name).map_err(|_| ())
+        };
+        let (repo, tag) = match parsed {
             Ok(r) => (
                 r.familiar_repository(),
                 r.tag().unwrap_or("<none>").to_string(),

@@ -16,7 +16,7 @@ use berth_core::digest::chain_id;
 use berth_core::grpc::request;
 use berth_core::{media, Digest, Reference};
 use futures::{StreamExt, TryStreamExt};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
@@ -40,6 +40,29 @@ pub struct ImageStore {
     default_snapshotter: String,
     events: std::sync::Arc<berth_events::Publisher>,
     pub(crate) leases: crate::gc::Leases,
+    downloads: Downloads,
+}
+
+/// Blobs being downloaded, so that concurrent pulls fetch each blob once.
+#[derive(Debug, Clone, Default)]
+struct Downloads(
+    std::sync::Arc<
+        std::sync::Mutex<HashMap<Digest, std::sync::Weak<tokio::sync::Mutex<()>>>>,
+    >,
+);
+
+impl Downloads {
+    /// The lock of one blob's download, shared by everyone fetching it right now.
+    fn gate(&self, d: &Digest) -> std::sync::Arc<tokio::sync::Mutex<()>> {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        if let Some(g) = map.get(d).and_then(|w| w.upgrade()) {
+            return g;
+        }
+        let g = std::sync::Arc::new(tokio::sync::Mutex::new(()));
+        map.insert(d.clone(), std::sync::Arc::downgrade(&g));
+        g
+    }
 }
 
 pub(crate) async fn progress(tx: &ProgressTx, id: &str, action: &str, current: i64, total: i64) {
@@ -90,6 +113,7 @@ impl ImageStore {
             default_snapshotter,
             events: std::sync::Arc::new(events),
             leases: Default::default(),
+            downloads: Default::default(),
         }
     }
 
@@ -191,6 +215,19 @@ impl ImageStore {
         let what = format!("layer {} of {}", desc.digest, reference.repository());
         let digest = desc.digest(&what)?;
         let id = digest.short().to_string();
+        if self.content.contains(&digest) {
+            progress(tx, &id, "exists", desc.size, desc.size).await;
+            return Ok(());
+        }
+        // One download per blob: a concurrent pull of the same blob waits for this one.
+        let gate = self.downloads.gate(&digest);
+        let _downloading = match gate.try_lock() {
+            Ok(g) => g,
+            Err(_) => {
+                progress(tx, &id, "waiting", 0, desc.size).await;
+                gate.lock().await
+            }
+        };
         if self.content.contains(&digest) {
             progress(tx, &id, "exists", desc.size, desc.size).await;
             return Ok(());
@@ -567,7 +604,7 @@ impl ImageStore {
         let mut repo_tags = Vec::new();
         let mut repo_digests = Vec::new();
         for other in self.db.list(ns)? {
-            if other.labels.get(LABEL_ID) != Some(&id) {
+            if other.labels.get(LABEL_ID) != Some(&id) || crate::manage::is_dangling(&other) {
                 continue;
             }
             if let Ok(reference) = Reference::parse(&other.name) {
