@@ -23,6 +23,7 @@
 
 use crate::content::ContentStore;
 use crate::error::ImageError;
+use crate::gc::Lease;
 use crate::images::ImageStore;
 use crate::manifest::{Descriptor, Index, ManifestError};
 use crate::metadata::ImageRecord;
@@ -83,11 +84,13 @@ enum Entry {
     },
 }
 
-/// An export planned from the store: every name resolved, every blob known to be present.
+/// An export planned from the store: every name resolved, every blob known to be present
+/// and held from garbage collection until the archive is dropped.
 #[derive(Debug)]
 pub struct Archive {
     entries: Vec<Entry>,
     content: ContentStore,
+    _lease: Lease,
 }
 
 /// One line of `docker save`'s `manifest.json`.
@@ -100,8 +103,9 @@ struct DockerSaveEntry {
 }
 
 /// What the archive holds so far.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Plan {
+    lease: Lease,
     entries: Vec<Entry>,
     seen: HashSet<Digest>,
     index: Vec<Descriptor>,
@@ -206,6 +210,8 @@ impl Plan {
         let mut layers = Vec::new();
         for l in &r.manifest.layers {
             let d = l.digest(&shown)?;
+            // Held before it is checked, so garbage collection cannot take it from under us.
+            self.lease.blob(&d);
             let info = store.content.info(&d).map_err(|_| {
                 incomplete(
                     &shown,
@@ -314,7 +320,11 @@ impl Plan {
                 data: json("repositories", &self.repositories)?,
             });
         }
-        Ok(Archive { entries, content })
+        Ok(Archive {
+            entries,
+            content,
+            _lease: self.lease,
+        })
     }
 }
 
@@ -369,7 +379,14 @@ impl ImageStore {
                 "name at least one image to export".into(),
             ));
         }
-        let mut plan = Plan::default();
+        let mut plan = Plan {
+            lease: self.leases.acquire(),
+            entries: Vec::new(),
+            seen: HashSet::new(),
+            index: Vec::new(),
+            docker: Vec::new(),
+            repositories: BTreeMap::new(),
+        };
         for n in names {
             for (name, rec) in self.export_selection(ns, n, format)? {
                 plan.add(self, name.as_deref(), rec)?;
@@ -787,6 +804,42 @@ mod tests {
             "{err}"
         );
         assert_eq!(Status::from(err).code(), tonic::Code::FailedPrecondition);
+    }
+
+    #[tokio::test]
+    async fn blobs_being_exported_outlive_their_image() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        let layer = gzip_layer("f", b"f");
+        let layer_digest = Digest::sha256_of(&layer.0);
+        add_image(
+            &s,
+            &["a:1"],
+            std::slice::from_ref(&layer),
+            media::OCI_MANIFEST,
+            "2024-01-01T00:00:00Z",
+        )
+        .await;
+        let a = s
+            .export_archive("default", &["a:1".into()], Format::Oci)
+            .unwrap();
+        s.db.delete("default", "docker.io/library/a:1")
+            .await
+            .unwrap();
+        // Blobs are collected before snapshots, which fail here (no snapshot service).
+        let _ = s.collect_garbage("default").await;
+        assert!(
+            s.content.contains(&layer_digest),
+            "the export holds its layer"
+        );
+        let files = unpack(&a);
+        assert_eq!(files[&blob_path(&layer_digest)], layer.0);
+        drop(a);
+        let _ = s.collect_garbage("default").await;
+        assert!(
+            !s.content.contains(&layer_digest),
+            "released with the archive"
+        );
     }
 
     #[tokio::test]
