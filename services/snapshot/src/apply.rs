@@ -43,7 +43,7 @@ use nix::sys::stat::{
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
-use std::collections::HashSet;
+use std::collections::{BTreeSet, HashSet};
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -68,8 +68,29 @@ pub struct Target<'a> {
     pub root: &'a Path,
     /// Folders of the layers below, nearest first (overlay only): consulted for the metadata of
     /// parent folders the layer does not list, for symlinked parents, and for hard-link targets.
-    pub lowers: &'a [PathBuf],
+    pub lowers: Lowers<'a>,
     pub whiteouts: Whiteouts,
+}
+
+/// The layers below the one being unpacked (overlay only).
+#[derive(Clone, Copy)]
+pub enum Lowers<'a> {
+    /// Their folders, nearest first.
+    Ready(&'a [PathBuf]),
+    /// They are still being applied. The layer is unpacked without them: parent folders it
+    /// does not list are made `0755 root` and listed in [`Applied::pending`] for [`settle`].
+    /// An entry that cannot do without them (a hard link to a file below) calls this, which
+    /// waits for them and returns their folders.
+    Later(&'a dyn Fn() -> Result<Vec<PathBuf>>),
+}
+
+impl std::fmt::Debug for Lowers<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Lowers::Ready(l) => f.debug_tuple("Ready").field(l).finish(),
+            Lowers::Later(_) => f.write_str("Later"),
+        }
+    }
 }
 
 /// What [`apply`] unpacked.
@@ -79,19 +100,22 @@ pub struct Applied {
     pub diff_id: Digest,
     /// Bytes of the uncompressed tar stream.
     pub size: u64,
+    /// Parent folders the layer does not list, made while the layers below were unknown
+    /// ([`Lowers::Later`]); [`settle`] gives them the owner and mode of the same folder below.
+    pub pending: Vec<Vec<OsString>>,
 }
 
-const WHITEOUT_PREFIX: &str = ".wh.";
-const OPAQUE: &str = ".wh..wh..opq";
-const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
+pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
+pub(crate) const OPAQUE: &str = ".wh..wh..opq";
+pub(crate) const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
-/// Unpacks the layer read from `layer` into `target` and checks that the uncompressed stream
-/// has the digest `expected`. `media_type` may be empty or unknown: then the compression is
-/// detected from the first bytes.
+/// Unpacks the layer read from `layer` into `target` and, when `expected` is given, checks
+/// that the uncompressed stream has that digest. `media_type` may be empty or unknown: then
+/// the compression is detected from the first bytes.
 pub fn apply(
     layer: impl Read,
     media_type: &str,
-    expected: &Digest,
+    expected: Option<&Digest>,
     target: &Target<'_>,
 ) -> Result<Applied> {
     let (head, rest) = peek(layer, 4).map_err(Error::CorruptLayer)?;
@@ -109,21 +133,106 @@ pub fn apply(
         inner: decompressed,
         hasher: Hasher::new(),
     };
-    unpack(&mut hashing, target)?;
+    let pending = unpack(&mut hashing, target)?;
     // The digest covers the whole stream, including the padding after the end-of-archive mark.
     io::copy(&mut hashing, &mut io::sink()).map_err(Error::CorruptLayer)?;
     let size = hashing.hasher.len();
     let actual = hashing.hasher.finish();
-    if &actual != expected {
-        return Err(Error::DigestMismatch {
-            expected: expected.to_string(),
-            actual: actual.to_string(),
-        });
+    if let Some(expected) = expected {
+        if &actual != expected {
+            return Err(Error::DigestMismatch {
+                expected: expected.to_string(),
+                actual: actual.to_string(),
+            });
+        }
     }
     Ok(Applied {
         diff_id: actual,
         size,
+        pending,
     })
+}
+
+/// Gives the folders [`apply`] made while the layers below were unknown (`pending`) the
+/// owner and mode of the same folder in `lowers`, as an unpack with the layers at hand would
+/// have; like that unpack, refuses a layer whose parent folder is a symlink or a file below.
+pub fn settle(root: &Path, lowers: &[PathBuf], pending: &[Vec<OsString>]) -> Result<()> {
+    let root_fd = open_path(root)?;
+    for comps in pending {
+        let entry = display(comps);
+        let Some((last, parent)) = comps.split_last() else {
+            continue;
+        };
+        // Only what is still the folder this layer made; a later entry may have replaced it.
+        let Some(dir) = walk_dirs(&root_fd, parent) else {
+            continue;
+        };
+        match stat_child(&dir, last) {
+            Ok(Some(st)) if is(&st, SFlag::S_IFDIR) => {}
+            _ => continue,
+        }
+        let Some(st) = lower_parent(lowers, comps, &entry)? else {
+            continue;
+        };
+        adopt(&dir, last, &st)
+            .map_err(|e| Error::io(format!("setting owner and mode of {entry:?}"), e.into()))?;
+    }
+    Ok(())
+}
+
+/// Opens the folders `comps` under `root`, never following a symlink; `None` if one is not
+/// a folder (or missing).
+fn walk_dirs(root: &OwnedFd, comps: &[OsString]) -> Option<OwnedFd> {
+    let mut dir = root.try_clone().ok()?;
+    for c in comps {
+        match open_child(&dir, c) {
+            Ok((fd, st)) if is(&st, SFlag::S_IFDIR) => dir = fd,
+            _ => return None,
+        }
+    }
+    Some(dir)
+}
+
+/// The stat of the folder `comps` in the layers below, for a parent folder the layer does
+/// not list; an error when it is a symlink or not a folder there (writing through those is
+/// refused); `None` when no layer below has it.
+fn lower_parent(lowers: &[PathBuf], comps: &[OsString], entry: &str) -> Result<Option<FileStat>> {
+    match lower_lookup(lowers, comps) {
+        Some((_, st)) if is(&st, SFlag::S_IFLNK) => Err(Error::invalid_layer(
+            entry,
+            format!(
+                "its parent {:?} is a symbolic link in a layer below; refusing to write through it",
+                display(comps)
+            ),
+        )),
+        Some((_, st)) if !is(&st, SFlag::S_IFDIR) => Err(Error::invalid_layer(
+            entry,
+            format!(
+                "its parent {:?} is not a folder in a layer below",
+                display(comps)
+            ),
+        )),
+        Some((_, st)) => Ok(Some(st)),
+        None => Ok(None),
+    }
+}
+
+/// Owner and mode of `name` in `dir` from `st` (a folder below).
+fn adopt(dir: &OwnedFd, name: &OsStr, st: &FileStat) -> nix::Result<()> {
+    fchownat(
+        dir,
+        name,
+        Some(Uid::from_raw(st.st_uid)),
+        Some(Gid::from_raw(st.st_gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )?;
+    // A folder this unpack made, never a symlink.
+    fchmodat(
+        dir,
+        name,
+        Mode::from_bits_truncate(st.st_mode & 0o7777),
+        FchmodatFlags::FollowSymlink,
+    )
 }
 
 /// Reads up to `n` bytes without losing them: returns them and the reader for the rest.
@@ -155,11 +264,18 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-fn unpack(stream: &mut impl Read, target: &Target<'_>) -> Result<()> {
+fn unpack(stream: &mut impl Read, target: &Target<'_>) -> Result<Vec<Vec<OsString>>> {
     let root = open_path(target.root)?;
+    let lowers = match (target.whiteouts, target.lowers) {
+        (Whiteouts::Delete, _) => Some(Vec::new()),
+        (Whiteouts::Overlay, Lowers::Ready(l)) => Some(l.to_vec()),
+        (Whiteouts::Overlay, Lowers::Later(_)) => None,
+    };
     let mut unpacker = Unpacker {
         root,
         target,
+        lowers,
+        implicit: BTreeSet::new(),
         dir_times: Vec::new(),
         written: HashSet::new(),
     };
@@ -194,7 +310,7 @@ fn display(comps: &[OsString]) -> String {
     v.join("/")
 }
 
-fn open_path(path: &Path) -> Result<OwnedFd> {
+pub(crate) fn open_path(path: &Path) -> Result<OwnedFd> {
     nix::fcntl::open(
         path,
         OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
@@ -203,16 +319,16 @@ fn open_path(path: &Path) -> Result<OwnedFd> {
     .map_err(|e| Error::io(format!("opening {}", path.display()), e.into()))
 }
 
-fn is(st: &FileStat, kind: SFlag) -> bool {
+pub(crate) fn is(st: &FileStat, kind: SFlag) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == kind
 }
 
-fn is_whiteout_device(st: &FileStat) -> bool {
+pub(crate) fn is_whiteout_device(st: &FileStat) -> bool {
     is(st, SFlag::S_IFCHR) && st.st_rdev == 0
 }
 
 /// Opens the child `name` of `dir` without following it.
-fn open_child(dir: &OwnedFd, name: &OsStr) -> nix::Result<(OwnedFd, FileStat)> {
+pub(crate) fn open_child(dir: &OwnedFd, name: &OsStr) -> nix::Result<(OwnedFd, FileStat)> {
     let fd = openat(
         dir,
         name,
@@ -223,7 +339,7 @@ fn open_child(dir: &OwnedFd, name: &OsStr) -> nix::Result<(OwnedFd, FileStat)> {
     Ok((fd, st))
 }
 
-fn stat_child(dir: &OwnedFd, name: &OsStr) -> nix::Result<Option<FileStat>> {
+pub(crate) fn stat_child(dir: &OwnedFd, name: &OsStr) -> nix::Result<Option<FileStat>> {
     match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(st)),
         Err(Errno::ENOENT) => Ok(None),
@@ -233,7 +349,7 @@ fn stat_child(dir: &OwnedFd, name: &OsStr) -> nix::Result<Option<FileStat>> {
 
 /// `/proc/self/fd/<dir>/<name>`: a path for the xattr calls, which have no `*at` form. The
 /// directory is pinned by its descriptor; `name` is one component, never followed (lsetxattr).
-fn proc_path(dir: &OwnedFd, name: &OsStr) -> PathBuf {
+pub(crate) fn proc_path(dir: &OwnedFd, name: &OsStr) -> PathBuf {
     let mut p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd()));
     if !name.is_empty() {
         p.push(name);
@@ -265,7 +381,7 @@ pub(crate) fn remove_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
 }
 
 /// The names in a directory opened for reading.
-fn children(fd: OwnedFd) -> io::Result<Vec<OsString>> {
+pub(crate) fn children(fd: OwnedFd) -> io::Result<Vec<OsString>> {
     let mut dir = nix::dir::Dir::from_fd(fd)?;
     let mut out = Vec::new();
     for e in dir.iter() {
@@ -313,6 +429,11 @@ fn pax_time(v: &[u8]) -> Option<TimeSpec> {
 struct Unpacker<'a> {
     root: OwnedFd,
     target: &'a Target<'a>,
+    /// The layers below, once known (at the start unless they come [`Lowers::Later`]).
+    lowers: Option<Vec<PathBuf>>,
+    /// Parent folders made while the layers below were unknown; they take the owner and mode
+    /// of the folder below once it is known, unless an entry of the layer set them.
+    implicit: BTreeSet<Vec<OsString>>,
     /// Folders whose times are set at the end, after their contents stopped changing them.
     dir_times: Vec<(Vec<OsString>, TimeSpec, TimeSpec)>,
     /// Paths this layer wrote, so an opaque marker keeps them (native).
@@ -418,6 +539,7 @@ impl Unpacker<'_> {
                 self.hard_link(&link, &dir, last, &name)?;
                 // A hard link shares its target's inode, whose metadata is already set.
                 self.mark_written(&comps);
+                self.implicit.remove(&comps);
                 return Ok(());
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
@@ -457,6 +579,7 @@ impl Unpacker<'_> {
             self.set_times(&dir, last, &meta, &name)?;
         }
         self.mark_written(&comps);
+        self.implicit.remove(&comps);
         Ok(())
     }
 
@@ -627,7 +750,7 @@ impl Unpacker<'_> {
 
     /// Opens the folder `comps` (relative to the root), creating missing folders; refuses
     /// symlinks and non-folders on the way.
-    fn parent_dir(&self, comps: &[OsString], entry: &str) -> Result<OwnedFd> {
+    fn parent_dir(&mut self, comps: &[OsString], entry: &str) -> Result<OwnedFd> {
         let mut dir = self
             .root
             .try_clone()
@@ -658,48 +781,48 @@ impl Unpacker<'_> {
                 Err(e) => return Err(self.err(entry, "opening the parent of", e)),
             }
             // Missing here. In an overlay upper dir the folder may come from a lower layer: copy
-            // its metadata, as overlay's own copy-up would, so the merged folder keeps it.
-            let lower = self.lower_lookup(so_far);
-            let mode = match &lower {
-                Some((_, st)) if is(st, SFlag::S_IFLNK) => {
-                    return Err(Error::invalid_layer(
-                        entry,
-                        format!("its parent {:?} is a symbolic link in a layer below; refusing to write through it", display(so_far)),
-                    ))
-                }
-                Some((_, st)) if !is(st, SFlag::S_IFDIR) => {
-                    return Err(Error::invalid_layer(
-                        entry,
-                        format!("its parent {:?} is not a folder in a layer below", display(so_far)),
-                    ))
-                }
-                Some((_, st)) => st.st_mode & 0o7777,
-                None => 0o755,
+            // its owner and mode, as overlay's own copy-up would, so the merged folder keeps
+            // them; when the layers below are not known yet, that happens in `settle`.
+            let lower = match &self.lowers {
+                Some(lowers) => lower_parent(lowers, so_far, entry)?,
+                None => None,
             };
             mkdirat(&dir, c.as_os_str(), Mode::from_bits_truncate(0o700))
                 .map_err(|e| self.err(entry, "creating the parent of", e))?;
-            if let Some((_, st)) = &lower {
-                fchownat(
+            let made = match &lower {
+                Some(st) => adopt(&dir, c, st),
+                None => fchmodat(
                     &dir,
                     c.as_os_str(),
-                    Some(Uid::from_raw(st.st_uid)),
-                    Some(Gid::from_raw(st.st_gid)),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .map_err(|e| self.err(entry, "chown of the parent of", e))?;
+                    Mode::from_bits_truncate(0o755),
+                    FchmodatFlags::FollowSymlink,
+                ),
+            };
+            made.map_err(|e| self.err(entry, "setting owner and mode of the parent of", e))?;
+            if self.lowers.is_none() {
+                self.implicit.insert(so_far.to_vec());
             }
-            fchmodat(
-                &dir,
-                c.as_os_str(),
-                Mode::from_bits_truncate(mode),
-                FchmodatFlags::FollowSymlink,
-            )
-            .map_err(|e| self.err(entry, "chmod of the parent of", e))?;
             let (fd, _) =
                 open_child(&dir, c).map_err(|e| self.err(entry, "opening the parent of", e))?;
             dir = fd;
         }
         Ok(dir)
+    }
+
+    /// The layers below; waits for them when they come [`Lowers::Later`], and then settles the
+    /// folders made without them so far.
+    fn lowers(&mut self) -> Result<Vec<PathBuf>> {
+        if let Some(l) = &self.lowers {
+            return Ok(l.clone());
+        }
+        let Lowers::Later(wait) = self.target.lowers else {
+            unreachable!("lowers are only unknown when they come later");
+        };
+        let lowers = wait()?;
+        let pending: Vec<_> = std::mem::take(&mut self.implicit).into_iter().collect();
+        settle(self.target.root, &lowers, &pending)?;
+        self.lowers = Some(lowers.clone());
+        Ok(lowers)
     }
 
     /// Like [`parent_dir`](Self::parent_dir) but creates nothing: `None` when a component is
@@ -728,43 +851,6 @@ impl Unpacker<'_> {
         Ok(Some(dir))
     }
 
-    /// Finds `comps` in the layers below, as overlay would show it: the nearest layer that has
-    /// it wins, a whiteout or an opaque folder on the way hides the layers under it. Returns the
-    /// folder holding the entry, and the entry's stat. Never follows symlinks.
-    fn lower_lookup(&self, comps: &[OsString]) -> Option<(OwnedFd, FileStat)> {
-        let (last, parents) = comps.split_last()?;
-        'layers: for lower in self.target.lowers {
-            let Ok(mut dir) = open_path(lower) else {
-                continue;
-            };
-            let mut opaque = false;
-            for c in parents {
-                match open_child(&dir, c) {
-                    Ok((fd, st)) if is(&st, SFlag::S_IFDIR) => {
-                        opaque |= is_opaque(&fd);
-                        dir = fd;
-                    }
-                    Ok((_, st)) if is_whiteout_device(&st) => return None,
-                    // A symlink or file in a parent position hides the rest of the path below.
-                    Ok(_) => return None,
-                    Err(_) => {
-                        if opaque {
-                            return None;
-                        }
-                        continue 'layers;
-                    }
-                }
-            }
-            match stat_child(&dir, last) {
-                Ok(Some(st)) if is_whiteout_device(&st) => return None,
-                Ok(Some(st)) => return Some((dir, st)),
-                _ if opaque => return None,
-                _ => {}
-            }
-        }
-        None
-    }
-
     fn hard_link(&mut self, link: &[u8], dir: &OwnedFd, last: &OsStr, entry: &str) -> Result<()> {
         let target = components(link, entry)?;
         let Some((tlast, tparent)) = target.split_last() else {
@@ -789,7 +875,8 @@ impl Unpacker<'_> {
             }
             _ => {
                 // Overlay: the target lives in a lower layer; copy it up, then link to the copy.
-                let Some((ldir, st)) = self.lower_lookup(&target) else {
+                let lowers = self.lowers()?;
+                let Some((ldir, st)) = lower_lookup(&lowers, &target) else {
                     return Err(missing());
                 };
                 if !is(&st, SFlag::S_IFREG) {
@@ -885,7 +972,8 @@ impl Unpacker<'_> {
         Ok(())
     }
 
-    fn finish(self) -> Result<()> {
+    /// Sets folder times, and returns the folders still waiting for [`settle`].
+    fn finish(self) -> Result<Vec<Vec<OsString>>> {
         // Deepest last in the list means contents came after; set in reverse order.
         for (comps, atime, mtime) in self.dir_times.iter().rev() {
             let entry = display(comps);
@@ -909,8 +997,45 @@ impl Unpacker<'_> {
                 Err(e) => return Err(self.err(&entry, "setting times of", e)),
             }
         }
-        Ok(())
+        Ok(self.implicit.into_iter().collect())
     }
+}
+
+/// Finds `comps` in the layers below, as overlay would show it: the nearest layer that has
+/// it wins, a whiteout or an opaque folder on the way hides the layers under it. Returns the
+/// folder holding the entry, and the entry's stat. Never follows symlinks.
+fn lower_lookup(lowers: &[PathBuf], comps: &[OsString]) -> Option<(OwnedFd, FileStat)> {
+    let (last, parents) = comps.split_last()?;
+    'layers: for lower in lowers {
+        let Ok(mut dir) = open_path(lower) else {
+            continue;
+        };
+        let mut opaque = false;
+        for c in parents {
+            match open_child(&dir, c) {
+                Ok((fd, st)) if is(&st, SFlag::S_IFDIR) => {
+                    opaque |= is_opaque(&fd);
+                    dir = fd;
+                }
+                Ok((_, st)) if is_whiteout_device(&st) => return None,
+                // A symlink or file in a parent position hides the rest of the path below.
+                Ok(_) => return None,
+                Err(_) => {
+                    if opaque {
+                        return None;
+                    }
+                    continue 'layers;
+                }
+            }
+        }
+        match stat_child(&dir, last) {
+            Ok(Some(st)) if is_whiteout_device(&st) => return None,
+            Ok(Some(st)) => return Some((dir, st)),
+            _ if opaque => return None,
+            _ => {}
+        }
+    }
+    None
 }
 
 fn is_opaque(dir: &OwnedFd) -> bool {
@@ -1120,10 +1245,10 @@ mod tests {
             let snap = self.snap();
             let target = Target {
                 root: &snap,
-                lowers,
+                lowers: Lowers::Ready(lowers),
                 whiteouts,
             };
-            apply(tar, "", &Digest::sha256_of(tar), &target)
+            apply(tar, "", Some(&Digest::sha256_of(tar)), &target)
         }
         fn outside_untouched(&self) {
             let names: Vec<_> = std::fs::read_dir(self.outside())
@@ -1450,11 +1575,11 @@ mod tests {
         let snap = s.snap();
         let target = Target {
             root: &snap,
-            lowers: &[],
+            lowers: Lowers::Ready(&[]),
             whiteouts: Whiteouts::Delete,
         };
         let wrong = Digest::sha256_of(b"something else");
-        let e = apply(&tar[..], "", &wrong, &target).unwrap_err();
+        let e = apply(&tar[..], "", Some(&wrong), &target).unwrap_err();
         assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
         assert_eq!(e.code(), tonic::Code::DataLoss);
     }
@@ -1477,10 +1602,10 @@ mod tests {
             let snap = s.snap();
             let target = Target {
                 root: &snap,
-                lowers: &[],
+                lowers: Lowers::Ready(&[]),
                 whiteouts: Whiteouts::Overlay,
             };
-            let applied = apply(&bytes[..], media_type, &diff_id, &target).unwrap();
+            let applied = apply(&bytes[..], media_type, Some(&diff_id), &target).unwrap();
             assert_eq!(applied.size, tar.len() as u64);
             assert_eq!(std::fs::read(snap.join("a")).unwrap(), b"a");
         }
@@ -1494,10 +1619,16 @@ mod tests {
         let snap = s.snap();
         let target = Target {
             root: &snap,
-            lowers: &[],
+            lowers: Lowers::Ready(&[]),
             whiteouts: Whiteouts::Overlay,
         };
-        let e = apply(&gz[..gz.len() / 2], "", &Digest::sha256_of(&tar), &target).unwrap_err();
+        let e = apply(
+            &gz[..gz.len() / 2],
+            "",
+            Some(&Digest::sha256_of(&tar)),
+            &target,
+        )
+        .unwrap_err();
         assert_eq!(e.code(), tonic::Code::DataLoss, "{e}");
     }
 

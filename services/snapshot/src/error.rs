@@ -25,6 +25,14 @@ pub enum Error {
         parent: String,
         kind: &'static str,
     },
+    #[error("parent {parent:?} of layer {name} is neither committed nor being applied; apply the layers below first (or leave the parent empty for a first layer)")]
+    ParentMissing { name: String, parent: String },
+    #[error("parent {parent:?} was being applied when this layer arrived, but that Apply failed ({reason}); nothing was committed: apply the parent again, then this layer")]
+    ParentFailed { parent: String, reason: String },
+    #[error("snapshot {key:?} was removed or committed while its diff was being written; the diff is incomplete and was cut off: diff it again under its current key")]
+    ChangedDuringDiff { key: String },
+    #[error("cannot diff {path:?}: {reason}")]
+    Undiffable { path: String, reason: String },
     #[error("cannot remove snapshot {key:?}: {count} snapshot(s) are built on it (e.g. {example:?}); remove those first")]
     HasChildren {
         key: String,
@@ -97,7 +105,11 @@ impl Error {
             | Error::Committed { .. }
             | Error::NameTaken { .. }
             | Error::OverlayUnavailable { .. }
-            | Error::TooManyLayers { .. } => Code::FailedPrecondition,
+            | Error::TooManyLayers { .. }
+            | Error::ParentMissing { .. }
+            | Error::ParentFailed { .. }
+            | Error::Undiffable { .. } => Code::FailedPrecondition,
+            Error::ChangedDuringDiff { .. } => Code::Aborted,
             Error::InvalidArgument(_)
             | Error::UnknownSnapshotter(_)
             | Error::InvalidLayer { .. } => Code::InvalidArgument,

@@ -33,7 +33,8 @@
 //! In `mount(8)` terms ([`berth_api::types::v1::Mount`]: `type`, `source`, `options`,
 //! `target` left empty for the caller):
 //! - an active snapshot on layers: `overlay` / `overlay` with
-//!   `[index=off,] workdir=<dir>/work, upperdir=<dir>/fs, lowerdir=<p1>/fs:<p2>/fs…`
+//!   `[index=off, redirect_dir=off, metacopy=off,] workdir=<dir>/work, upperdir=<dir>/fs,
+//!   lowerdir=<p1>/fs:<p2>/fs…`
 //!   (nearest parent first, absolute paths);
 //! - an active snapshot without parent, and every native active snapshot: `bind` of its `fs`,
 //!   `rw, rbind`;
@@ -50,7 +51,9 @@
 //! state.
 
 pub mod apply;
+pub mod diff;
 pub mod error;
+mod inflight;
 pub mod metadata;
 pub mod mount;
 pub mod native;
@@ -61,7 +64,7 @@ pub mod snapshots;
 pub use error::Error;
 pub use metadata::Kind;
 pub use service::SnapshotsService;
-pub use snapshots::{Applied, Info, Layer, Snapshots, Usage};
+pub use snapshots::{chain_name, Applied, Diffed, Info, Layer, Snapshots, Usage};
 
 use berth_api::snapshots::v1::snapshots_server::SnapshotsServer;
 use std::path::Path;

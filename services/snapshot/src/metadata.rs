@@ -270,6 +270,22 @@ impl Metadata {
         name: &str,
         labels: BTreeMap<String, String>,
     ) -> Result<Record> {
+        self.commit_onto(snapshotter, namespace, key, name, None, labels)
+    }
+
+    /// Like [`commit`](Self::commit), and when `parent` is given, also puts the snapshot on
+    /// it in the same step: for a layer unpacked while its parent was still being applied
+    /// (overlayfs layers do not need their parent's content). `key` must have no parent yet,
+    /// and `parent` must be committed by now; it gains a child.
+    pub fn commit_onto(
+        &self,
+        snapshotter: &str,
+        namespace: &str,
+        key: &str,
+        name: &str,
+        parent: Option<&str>,
+        labels: BTreeMap<String, String>,
+    ) -> Result<Record> {
         let k = record_key(snapshotter, namespace, key);
         let n = record_key(snapshotter, namespace, name);
         let committed = tx_result(self.snapshots.transaction(|tx| {
@@ -293,6 +309,31 @@ impl Metadata {
                     namespace: namespace.into(),
                     key: name.into(),
                 }));
+            }
+            if let Some(parent) = parent {
+                if r.parent.is_some() {
+                    return Err(Abort::Abort(Error::InvalidArgument(format!(
+                        "snapshot {key:?} already has a parent"
+                    ))));
+                }
+                let pk = record_key(snapshotter, namespace, parent);
+                let Some(mut p) = tx_get(tx, &pk)? else {
+                    return Err(Abort::Abort(Error::NotFound {
+                        snapshotter: snapshotter.into(),
+                        namespace: namespace.into(),
+                        key: parent.into(),
+                    }));
+                };
+                if p.kind != Kind::Committed {
+                    return Err(Abort::Abort(Error::ParentNotCommitted {
+                        key: name.into(),
+                        parent: parent.into(),
+                        kind: p.kind.as_str(),
+                    }));
+                }
+                p.children += 1;
+                tx.insert(pk, encode(&p))?;
+                r.parent = Some(parent.to_string());
             }
             r.kind = Kind::Committed;
             r.labels = labels.clone();

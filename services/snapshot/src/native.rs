@@ -81,6 +81,10 @@ impl Storage for Native {
     fn lowers(&self, _parents: &[u64]) -> Vec<PathBuf> {
         Vec::new()
     }
+
+    fn holds_changes_only(&self) -> bool {
+        false
+    }
 }
 
 /// Copies the tree `src` to the new folder `dst` with all metadata. Never follows symlinks;

@@ -8,7 +8,7 @@
 //! | snapshot | mount |
 //! |---|---|
 //! | active, no parent | `bind` of its `fs`, options `rw, rbind` |
-//! | active on parents | `overlay`, options `[index=off,] workdir=…/work, upperdir=…/fs, lowerdir=P1/fs:P2/fs…` |
+//! | active on parents | `overlay`, options `[index=off, redirect_dir=off, metacopy=off,] workdir=…/work, upperdir=…/fs, lowerdir=P1/fs:P2/fs…` |
 //! | view, no parent | `bind` of its (empty) `fs`, `ro, rbind` |
 //! | view of one layer | `bind` of the parent's `fs`, `ro, rbind` |
 //! | view of layers | `overlay`, options `ro, lowerdir=…` (no upper: overlay is then read-only) |
@@ -52,6 +52,10 @@ pub struct Overlay {
     /// Whether the kernel knows overlay's `index` feature; it is turned off so an upper dir can
     /// be mounted again on the same lowers after a copy (as containerd does).
     index_off: bool,
+    /// Overlay features that would leave an upper dir that is not a plain list of changes
+    /// (renamed folders pointing into the layers below, files whose data stays below), which
+    /// Diff could not turn into a layer; turned off where the kernel knows them.
+    features_off: Vec<&'static str>,
     /// Why overlay mounts do not work here, if they do not.
     unsupported: Option<String>,
 }
@@ -67,11 +71,21 @@ impl Overlay {
         if let Some(reason) = &unsupported {
             tracing::warn!(root = %base.display(), reason, "overlayfs does not work here");
         }
-        let index_off = Path::new("/sys/module/overlay/parameters/index").exists();
+        let param = |p: &str| Path::new("/sys/module/overlay/parameters").join(p).exists();
+        let index_off = param("index");
+        let features_off = [
+            ("redirect_dir", "redirect_dir=off"),
+            ("metacopy", "metacopy=off"),
+        ]
+        .into_iter()
+        .filter(|(p, _)| param(p))
+        .map(|(_, o)| o)
+        .collect();
         Ok(Overlay {
             root: base,
             snapshots,
             index_off,
+            features_off,
             unsupported,
         })
     }
@@ -107,6 +121,7 @@ impl Overlay {
             if self.index_off {
                 options.push("index=off".to_string());
             }
+            options.extend(self.features_off.iter().map(|o| o.to_string()));
             let (work, upper) = if relative {
                 (format!("{id}/work"), format!("{id}/fs"))
             } else {
@@ -204,6 +219,10 @@ impl Storage for Overlay {
 
     fn lowers(&self, parents: &[u64]) -> Vec<PathBuf> {
         parents.iter().map(|&p| self.fs(p)).collect()
+    }
+
+    fn holds_changes_only(&self) -> bool {
+        true
     }
 }
 

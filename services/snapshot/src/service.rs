@@ -5,8 +5,15 @@
 //! `Apply` is client-streaming: a header, then the layer's bytes as stored. The bytes are
 //! handed to the blocking unpacker through a bounded channel as they arrive (so a large layer
 //! is never held in memory). A name that is already committed is answered at once with
-//! `existed = true` and the data is not read. `ApplyResponse.size` is the disk use of the
-//! committed snapshot's own folder, as `Usage` reports it.
+//! `existed = true` and the data is not read. A header with neither name nor diff_id has the
+//! layer committed under the chain id of what arrives. `ApplyResponse.size` is the disk use of
+//! the committed snapshot's own folder, as `Usage` reports it; `name` and `diff_id` are always
+//! filled. See [`Snapshots::apply`] for parents still being applied.
+//!
+//! `Diff` is server-streaming: the blocking writer ([`Snapshots::diff`]) fills chunks of
+//! [`DIFF_CHUNK`] bytes into a bounded channel the response stream drains, so the tar is never
+//! held whole and a slow client slows the walk. An error before the first byte is the RPC's
+//! status; one later ends the stream with that status (the tar is then cut short).
 
 use crate::error::Error;
 use crate::metadata::Kind;
@@ -19,7 +26,7 @@ use berth_core::digest::Algorithm;
 use berth_core::grpc::namespace;
 use berth_core::Digest;
 use std::collections::{BTreeMap, HashMap};
-use std::io::{self, Read};
+use std::io::{self, Read, Write};
 use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::mpsc;
@@ -81,6 +88,45 @@ fn info(i: Info) -> pb::SnapshotInfo {
         labels: i.labels.into_iter().collect(),
         created_at: Some(timestamp(i.created)),
         updated_at: Some(timestamp(i.updated)),
+    }
+}
+
+/// Bytes per Diff message: well under gRPC's usual 4 MiB message limit.
+pub const DIFF_CHUNK: usize = 256 * 1024;
+
+/// Diff chunks waiting for the client, at most.
+const DIFF_QUEUE: usize = 4;
+
+/// Collects the Diff tar into chunks and hands them to the response stream.
+struct ChannelWriter {
+    tx: mpsc::Sender<Result<pb::DiffResponse, Status>>,
+    chunk: Vec<u8>,
+}
+
+impl ChannelWriter {
+    fn send(&mut self) -> io::Result<()> {
+        if self.chunk.is_empty() {
+            return Ok(());
+        }
+        let data = std::mem::replace(&mut self.chunk, Vec::with_capacity(DIFF_CHUNK));
+        self.tx
+            .blocking_send(Ok(pb::DiffResponse { data }))
+            .map_err(|_| io::Error::new(io::ErrorKind::BrokenPipe, "the Diff client went away"))
+    }
+}
+
+impl Write for ChannelWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = buf.len().min(DIFF_CHUNK - self.chunk.len());
+        self.chunk.extend_from_slice(&buf[..n]);
+        if self.chunk.len() == DIFF_CHUNK {
+            self.send()?;
+        }
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.send()
     }
 }
 
@@ -243,17 +289,27 @@ impl SnapshotsApi for SnapshotsService {
                 ))
             }
         };
-        let diff_id: Digest = header
-            .diff_id
-            .parse()
-            .map_err(|e| Status::invalid_argument(format!("diff_id: {e}")))?;
-        if diff_id.algorithm() != Algorithm::Sha256 {
-            return Err(Status::invalid_argument(format!(
-                "diff_id {diff_id} is not sha256; layers are verified with sha256 only"
-            )));
+        if header.name.is_empty() != header.diff_id.is_empty() {
+            return Err(Status::invalid_argument(
+                "Apply: name and diff_id go together: give both, or leave both empty to have the layer committed under the chain id of what arrives",
+            ));
         }
+        let diff_id = match optional(header.diff_id) {
+            None => None,
+            Some(d) => {
+                let d: Digest = d
+                    .parse()
+                    .map_err(|e| Status::invalid_argument(format!("diff_id: {e}")))?;
+                if d.algorithm() != Algorithm::Sha256 {
+                    return Err(Status::invalid_argument(format!(
+                        "diff_id {d} is not sha256; layers are verified with sha256 only"
+                    )));
+                }
+                Some(d)
+            }
+        };
         let layer = Layer {
-            name: header.name,
+            name: optional(header.name),
             parent: optional(header.parent),
             media_type: header.media_type,
             diff_id,
@@ -262,13 +318,16 @@ impl SnapshotsApi for SnapshotsService {
         let sn = header.snapshotter;
 
         // Already there: answer now and leave the data unread.
-        let (sn2, ns2, name) = (sn.clone(), ns.clone(), layer.name.clone());
-        if let Some(size) = self.run(move |s| s.committed(&sn2, &ns2, &name)).await? {
-            return Ok(Response::new(pb::ApplyResponse {
-                existed: true,
-                size,
-                ..Default::default()
-            }));
+        if let (Some(name), Some(diff_id)) = (layer.name.clone(), layer.diff_id.clone()) {
+            let (sn2, ns2, name2) = (sn.clone(), ns.clone(), name.clone());
+            if let Some(size) = self.run(move |s| s.committed(&sn2, &ns2, &name2)).await? {
+                return Ok(Response::new(pb::ApplyResponse {
+                    existed: true,
+                    size,
+                    name,
+                    diff_id: diff_id.to_string(),
+                }));
+            }
         }
 
         let (tx, rx) = mpsc::channel::<io::Result<Vec<u8>>>(16);
@@ -311,7 +370,8 @@ impl SnapshotsApi for SnapshotsService {
         Ok(Response::new(pb::ApplyResponse {
             existed: applied.existed,
             size: applied.size,
-            ..Default::default()
+            name: applied.name,
+            diff_id: applied.diff_id.to_string(),
         }))
     }
 
@@ -320,8 +380,32 @@ impl SnapshotsApi for SnapshotsService {
 
     async fn diff(
         &self,
-        _request: Request<pb::DiffRequest>,
+        request: Request<pb::DiffRequest>,
     ) -> Result<Response<Self::DiffStream>, Status> {
-        Err(Status::unimplemented("Diff: not yet"))
+        let ns = namespace(&request)?;
+        let r = request.into_inner();
+        let (tx, mut rx) = mpsc::channel(DIFF_QUEUE);
+        let snapshots = self.snapshots.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut out = ChannelWriter {
+                tx: tx.clone(),
+                chunk: Vec::with_capacity(DIFF_CHUNK),
+            };
+            if let Err(e) = snapshots.diff(&r.snapshotter, &ns, &r.key, &mut out) {
+                tracing::warn!(key = r.key, error = %e, "diff failed");
+                // Whatever was collected is dropped: the tar is incomplete either way.
+                let _ = tx.blocking_send(Err(Status::from(e)));
+            }
+        });
+        // An error before any data is the call's own status.
+        let first = match rx.recv().await {
+            Some(Err(status)) => return Err(status),
+            first => first,
+        };
+        let rest = tokio_stream::wrappers::ReceiverStream::new(rx);
+        Ok(Response::new(Box::pin(tokio_stream::StreamExt::chain(
+            tokio_stream::iter(first),
+            rest,
+        ))))
     }
 }

@@ -7,16 +7,20 @@
 //! folder is made before its record and removed after it, and [`Snapshots::open`] deletes
 //! folders without a record.
 
-use crate::apply::{self, Target, Whiteouts};
+use crate::apply::{self, Lowers, Target, Whiteouts};
+use crate::diff::{self, Changes};
 use crate::error::{Error, Result};
+use crate::inflight::{Flight, InFlight, LayerKey};
 use crate::metadata::{Kind, Metadata, NewSnapshot, Record, Recovery};
 use crate::native::{self, Native};
 use crate::overlay::{self, Overlay};
 use berth_api::types::v1::Mount;
+use berth_core::digest::chain_id;
 use berth_core::Digest;
+use std::cell::OnceCell;
 use std::collections::{BTreeMap, HashSet};
 use std::fmt;
-use std::io::Read;
+use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -42,6 +46,9 @@ pub(crate) trait Storage: Send + Sync + fmt::Debug {
     fn whiteouts(&self) -> Whiteouts;
     /// The layers below a new layer, as [`apply`] consults them.
     fn lowers(&self, parents: &[u64]) -> Vec<PathBuf>;
+    /// Whether a snapshot's folder holds only its own changes (overlayfs: a layer can be
+    /// unpacked before its parent is), rather than a full copy of its parent (native).
+    fn holds_changes_only(&self) -> bool;
 }
 
 /// A bind mount of `source`.
@@ -89,24 +96,54 @@ pub struct Usage {
 /// A layer to apply: the header of an Apply call.
 #[derive(Debug, Clone)]
 pub struct Layer {
-    /// The chain id to commit the result as.
-    pub name: String,
-    /// The chain id below, if any.
+    /// The chain id to commit the result as; `None` (with `diff_id` `None` too): the chain id
+    /// of what arrives on `parent`, see [`chain_name`].
+    pub name: Option<String>,
+    /// The chain id below, if any. It may still be being applied by another Apply.
     pub parent: Option<String>,
     /// The blob's media type; empty or unknown means "detect the compression".
     pub media_type: String,
-    /// sha256 of the uncompressed tar.
-    pub diff_id: Digest,
+    /// sha256 of the uncompressed tar; `None` (with `name` `None` too): not checked.
+    pub diff_id: Option<Digest>,
     pub labels: BTreeMap<String, String>,
 }
 
 /// What an Apply did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
-    /// The layer was already committed; nothing was unpacked.
+    /// The layer was already committed (or became so by another Apply meanwhile); this one
+    /// committed nothing.
     pub existed: bool,
     /// Bytes on disk of the committed snapshot's own folder.
     pub size: i64,
+    /// The committed chain id.
+    pub name: String,
+    /// sha256 of the uncompressed tar as received (the header's when nothing was read).
+    pub diff_id: Digest,
+}
+
+/// What a Diff wrote.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Diffed {
+    /// Tar entries, whiteouts included.
+    pub entries: u64,
+    /// Bytes of the tar.
+    pub size: u64,
+}
+
+/// The chain id of a layer with `diff_id` on `parent` (OCI: `sha256(parent + " " +
+/// diff_id)`, or `diff_id` itself for a first layer). A parent that is not a digest (a
+/// commit's own name) is used by its name in the same formula.
+pub fn chain_name(parent: Option<&str>, diff_id: &Digest) -> String {
+    match parent {
+        None => diff_id.to_string(),
+        Some(p) => match p.parse::<Digest>() {
+            Ok(p) => chain_id([&p, diff_id])
+                .map(|c| c.to_string())
+                .unwrap_or_default(),
+            Err(_) => Digest::sha256_of(format!("{p} {diff_id}").as_bytes()).to_string(),
+        },
+    }
 }
 
 /// The snapshots of every snapshotter and namespace under one root.
@@ -117,6 +154,7 @@ pub struct Snapshots {
     overlay: Arc<Overlay>,
     native: Arc<Native>,
     default: &'static str,
+    in_flight: InFlight,
 }
 
 /// Marks the temporary snapshot an Apply unpacks into; its value is the layer's name.
@@ -189,6 +227,7 @@ impl Snapshots {
             overlay,
             native,
             default,
+            in_flight: InFlight::default(),
         };
         for storage in [
             snapshots.overlay.clone() as Arc<dyn Storage>,
@@ -433,9 +472,19 @@ impl Snapshots {
         }
     }
 
-    /// Unpacks `layer` read from `data` on top of its parent and commits it as `layer.name`.
-    /// When the name is already committed nothing is read. On any failure — a hostile entry,
-    /// a truncated stream, a wrong diff_id — the half-made snapshot is removed.
+    /// Unpacks `layer` read from `data` on top of its parent and commits it, as `layer.name`
+    /// or, when that is `None`, under the chain id of what arrived. On any failure — a
+    /// hostile entry, a truncated stream, a wrong diff_id — the half-made snapshot is removed
+    /// and nothing is committed.
+    ///
+    /// - A named layer that is committed already is answered at once, `data` unread; one
+    ///   another Apply is unpacking right now is waited for and then answered the same way
+    ///   (if that Apply fails, this one unpacks it).
+    /// - A parent that another Apply is unpacking right now is waited for by the native
+    ///   snapshotter (it copies the parent); overlayfs unpacks beside it at once and commits
+    ///   once the parent is committed. A parent that is neither committed nor being applied
+    ///   is refused ([`Error::ParentMissing`]), and so is this layer when its parent's Apply
+    ///   fails ([`Error::ParentFailed`]).
     pub fn apply(
         &self,
         snapshotter: &str,
@@ -443,67 +492,360 @@ impl Snapshots {
         layer: &Layer,
         data: impl Read,
     ) -> Result<Applied> {
-        check_key("name", &layer.name)?;
-        let (sn, storage) = self.storage(snapshotter)?;
-        if let Some(size) = self.committed(sn, ns, &layer.name)? {
-            return Ok(Applied {
-                existed: true,
-                size,
-            });
-        }
-        let key = format!("extract-{}-{}", random_hex(), layer.name);
-        let mut labels = BTreeMap::new();
-        labels.insert(EXTRACTING_LABEL.to_string(), layer.name.clone());
-        self.prepare(sn, ns, &key, layer.parent.as_deref(), labels)?;
-        let result = self.unpack_and_commit(sn, ns, storage, &key, layer, data);
-        if result.is_err() || matches!(result, Ok(Applied { existed: true, .. })) {
-            if let Err(e) = self.remove(sn, ns, &key) {
-                tracing::warn!(key, error = %e, "could not remove a temporary extraction snapshot");
+        match (&layer.name, &layer.diff_id) {
+            (Some(name), Some(_)) => check_key("name", name)?,
+            (None, None) => {}
+            _ => {
+                return Err(Error::InvalidArgument(
+                    "name and diff_id go together: give both, or leave both empty to commit the layer under the chain id of what arrives".into(),
+                ))
             }
+        }
+        if let Some(p) = &layer.parent {
+            check_key("parent", p)?;
+        }
+        check_labels(&layer.labels)?;
+        let (sn, storage) = self.storage(snapshotter)?;
+        let claim = match (&layer.name, &layer.diff_id) {
+            (Some(name), Some(diff_id)) => match self.claim(sn, ns, name)? {
+                Ok(claim) => Some(claim),
+                Err(size) => {
+                    return Ok(Applied {
+                        existed: true,
+                        size,
+                        name: name.clone(),
+                        diff_id: diff_id.clone(),
+                    })
+                }
+            },
+            _ => None,
+        };
+        let me = claim.as_ref().map(|c| c.key().clone());
+        let result = self.apply_claimed(sn, ns, storage, layer, data, me.as_ref());
+        if let Some(claim) = claim {
+            claim.finish(result.as_ref().map(|_| ()).map_err(|e| e.to_string()));
         }
         result
     }
 
-    fn unpack_and_commit(
+    /// Claims the name `name` for this Apply: `Ok(Ok(claim))`, or `Ok(Err(size))` when it is
+    /// committed — at once, or after waiting for the Apply that held it.
+    fn claim(
+        &self,
+        sn: &str,
+        ns: &str,
+        name: &str,
+    ) -> Result<std::result::Result<crate::inflight::Claim<'_>, i64>> {
+        let key = LayerKey::new(sn, ns, name);
+        loop {
+            if let Some(size) = self.committed(sn, ns, name)? {
+                return Ok(Err(size));
+            }
+            match self.in_flight.claim(key.clone()) {
+                Ok(claim) => {
+                    // The Apply that held it may have committed just before letting go.
+                    if let Some(size) = self.committed(sn, ns, name)? {
+                        claim.finish(Ok(()));
+                        return Ok(Err(size));
+                    }
+                    return Ok(Ok(claim));
+                }
+                // Then it is committed, or that Apply failed and this one tries.
+                Err(theirs) => {
+                    let _ = theirs.wait();
+                }
+            }
+        }
+    }
+
+    fn apply_claimed(
         &self,
         sn: &str,
         ns: &str,
         storage: &dyn Storage,
-        key: &str,
+        layer: &Layer,
+        data: impl Read,
+        me: Option<&LayerKey>,
+    ) -> Result<Applied> {
+        let Some(parent) = layer.parent.as_deref() else {
+            return self.unpack_on_parent(sn, ns, storage, layer, data);
+        };
+        match self.parent_flight(sn, ns, parent, layer)? {
+            None => self.unpack_on_parent(sn, ns, storage, layer, data),
+            Some(flight) if storage.holds_changes_only() => {
+                self.unpack_beside_parent(sn, ns, storage, layer, data, me, &flight)
+            }
+            Some(flight) => {
+                self.wait_for_parent(sn, ns, parent, me, &flight)?;
+                self.unpack_on_parent(sn, ns, storage, layer, data)
+            }
+        }
+    }
+
+    /// `None` when `parent` is committed, its flight when another Apply is making it, an
+    /// error otherwise.
+    fn parent_flight(
+        &self,
+        sn: &str,
+        ns: &str,
+        parent: &str,
+        layer: &Layer,
+    ) -> Result<Option<Arc<Flight>>> {
+        if self.parent_committed(sn, ns, parent, layer)? {
+            return Ok(None);
+        }
+        if let Some(flight) = self.in_flight.get(&LayerKey::new(sn, ns, parent)) {
+            return Ok(Some(flight));
+        }
+        // A flight ends after its commit: it may have ended between the two looks.
+        if self.parent_committed(sn, ns, parent, layer)? {
+            return Ok(None);
+        }
+        Err(Error::ParentMissing {
+            name: layer_display(layer),
+            parent: parent.into(),
+        })
+    }
+
+    /// Whether `parent` is committed; an error when it exists in another kind.
+    fn parent_committed(&self, sn: &str, ns: &str, parent: &str, layer: &Layer) -> Result<bool> {
+        match self.metadata.get(sn, ns, parent) {
+            Ok(r) if r.kind == Kind::Committed => Ok(true),
+            Ok(r) => Err(Error::ParentNotCommitted {
+                key: layer_display(layer),
+                parent: parent.into(),
+                kind: r.kind.as_str(),
+            }),
+            Err(Error::NotFound { .. }) => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Waits for the Apply of `parent` to end; `Ok` when it committed.
+    fn wait_for_parent(
+        &self,
+        sn: &str,
+        ns: &str,
+        parent: &str,
+        me: Option<&LayerKey>,
+        flight: &Flight,
+    ) -> Result<()> {
+        let pk = LayerKey::new(sn, ns, parent);
+        let outcome = self.in_flight.wait_for_parent(me, &pk, flight)?;
+        match self.metadata.get(sn, ns, parent) {
+            Ok(r) if r.kind == Kind::Committed => Ok(()),
+            _ => Err(Error::ParentFailed {
+                parent: parent.into(),
+                reason: outcome
+                    .err()
+                    .unwrap_or_else(|| "it was removed right after".into()),
+            }),
+        }
+    }
+
+    /// A temporary active snapshot to unpack into, on `parent`.
+    fn staging(
+        &self,
+        sn: &str,
+        ns: &str,
+        layer: &Layer,
+        parent: Option<&str>,
+    ) -> Result<(String, Record)> {
+        let name = layer.name.as_deref().unwrap_or("");
+        let key = format!("extract-{}-{name}", random_hex());
+        let mut labels = BTreeMap::new();
+        labels.insert(EXTRACTING_LABEL.to_string(), name.to_string());
+        match self.prepare(sn, ns, &key, parent, labels) {
+            Ok(_) => {}
+            // Removed since it was looked at.
+            Err(Error::NotFound { key: missing, .. }) if Some(missing.as_str()) == parent => {
+                return Err(Error::ParentMissing {
+                    name: layer_display(layer),
+                    parent: missing,
+                })
+            }
+            Err(e) => return Err(e),
+        }
+        let r = self.metadata.get(sn, ns, &key)?;
+        Ok((key, r))
+    }
+
+    /// Removes a staging snapshot after a failure, or when another Apply won.
+    fn discard(&self, sn: &str, ns: &str, key: &str, result: &Result<Applied>) {
+        if result.is_err() || matches!(result, Ok(Applied { existed: true, .. })) {
+            if let Err(e) = self.remove(sn, ns, key) {
+                tracing::warn!(key, error = %e, "could not remove a temporary extraction snapshot");
+            }
+        }
+    }
+
+    /// Unpacks onto the committed parent (or none): the parent's layers are at hand.
+    fn unpack_on_parent(
+        &self,
+        sn: &str,
+        ns: &str,
+        storage: &dyn Storage,
         layer: &Layer,
         data: impl Read,
     ) -> Result<Applied> {
-        let r = self.metadata.get(sn, ns, key)?;
-        let parents = self.parent_ids(sn, ns, r.parent.as_deref())?;
-        let fs = storage.fs(r.id);
-        let lowers = storage.lowers(&parents);
-        let target = Target {
-            root: &fs,
-            lowers: &lowers,
-            whiteouts: storage.whiteouts(),
+        let (key, r) = self.staging(sn, ns, layer, layer.parent.as_deref())?;
+        let result = (|| {
+            let parents = self.parent_ids(sn, ns, r.parent.as_deref())?;
+            let fs = storage.fs(r.id);
+            let lowers = storage.lowers(&parents);
+            let target = Target {
+                root: &fs,
+                lowers: Lowers::Ready(&lowers),
+                whiteouts: storage.whiteouts(),
+            };
+            let unpacked = apply::apply(data, &layer.media_type, layer.diff_id.as_ref(), &target)?;
+            tracing::debug!(bytes = unpacked.size, diff_id = %unpacked.diff_id, "layer unpacked");
+            self.commit_layer(sn, ns, &key, layer, unpacked.diff_id, None)
+        })();
+        self.discard(sn, ns, &key, &result);
+        result
+    }
+
+    /// Unpacks while another Apply still makes the parent (overlayfs: a layer's folder does
+    /// not depend on the content below), then waits for the parent and commits on it.
+    #[allow(clippy::too_many_arguments)]
+    fn unpack_beside_parent(
+        &self,
+        sn: &str,
+        ns: &str,
+        storage: &dyn Storage,
+        layer: &Layer,
+        data: impl Read,
+        me: Option<&LayerKey>,
+        flight: &Flight,
+    ) -> Result<Applied> {
+        let parent = layer.parent.as_deref().unwrap_or_default();
+        let (key, r) = self.staging(sn, ns, layer, None)?;
+        let result = (|| {
+            let fs = storage.fs(r.id);
+            let known: OnceCell<Vec<PathBuf>> = OnceCell::new();
+            let lowers = || -> Result<Vec<PathBuf>> {
+                if let Some(l) = known.get() {
+                    return Ok(l.clone());
+                }
+                self.wait_for_parent(sn, ns, parent, me, flight)?;
+                let parents = self.parent_ids(sn, ns, Some(parent))?;
+                storage.check(Kind::Active, &parents)?;
+                Ok(known.get_or_init(|| storage.lowers(&parents)).clone())
+            };
+            let target = Target {
+                root: &fs,
+                lowers: Lowers::Later(&lowers),
+                whiteouts: storage.whiteouts(),
+            };
+            let unpacked = apply::apply(data, &layer.media_type, layer.diff_id.as_ref(), &target)?;
+            tracing::debug!(bytes = unpacked.size, diff_id = %unpacked.diff_id, parent, "layer unpacked before its parent was committed");
+            let below = lowers()?;
+            apply::settle(&fs, &below, &unpacked.pending)?;
+            self.commit_layer(sn, ns, &key, layer, unpacked.diff_id, Some(parent))
+        })();
+        self.discard(sn, ns, &key, &result);
+        result
+    }
+
+    /// Commits the unpacked staging snapshot `key` as the layer's name (given or computed),
+    /// putting it on `onto` if it was unpacked without its parent. If that name is committed
+    /// already, the answer is `existed` and the caller discards `key`.
+    fn commit_layer(
+        &self,
+        sn: &str,
+        ns: &str,
+        key: &str,
+        layer: &Layer,
+        diff_id: Digest,
+        onto: Option<&str>,
+    ) -> Result<Applied> {
+        let name = match &layer.name {
+            Some(n) => n.clone(),
+            None => chain_name(layer.parent.as_deref(), &diff_id),
         };
-        let unpacked = apply::apply(data, &layer.media_type, &layer.diff_id, &target)?;
-        tracing::debug!(name = %layer.name, bytes = unpacked.size, "layer unpacked");
-        match self.commit(sn, ns, &layer.name, key, layer.labels.clone()) {
-            Ok(()) => Ok(Applied {
-                existed: false,
-                size: self.usage(sn, ns, &layer.name)?.size,
-            }),
+        match self
+            .metadata
+            .commit_onto(sn, ns, key, &name, onto, layer.labels.clone())
+        {
+            Ok(_) => {
+                tracing::debug!(snapshotter = sn, namespace = ns, name, "layer committed");
+                Ok(Applied {
+                    existed: false,
+                    size: self.usage(sn, ns, &name)?.size,
+                    name,
+                    diff_id,
+                })
+            }
             // Someone else committed the same layer meanwhile: theirs stays, ours goes.
-            Err(Error::AlreadyExists { .. }) => match self.committed(sn, ns, &layer.name)? {
+            Err(Error::AlreadyExists { .. }) => match self.committed(sn, ns, &name)? {
                 Some(size) => Ok(Applied {
                     existed: true,
                     size,
+                    name,
+                    diff_id,
                 }),
                 None => Err(Error::AlreadyExists {
                     snapshotter: sn.into(),
                     namespace: ns.into(),
-                    key: layer.name.clone(),
+                    key: name,
                 }),
             },
+            // The parent went between its commit and ours.
+            Err(Error::NotFound { key: missing, .. }) if Some(missing.as_str()) == onto => {
+                Err(Error::ParentMissing {
+                    name,
+                    parent: missing,
+                })
+            }
             Err(e) => Err(e),
         }
     }
+
+    /// Writes the changes of snapshot `key` over its parent to `out` as an uncompressed OCI
+    /// layer tar (see [`crate::diff`]). Works on active snapshots — also while a container
+    /// runs on them — and committed ones; a view has no changes (an empty tar). Nothing is
+    /// mounted. If the snapshot is removed or committed while this runs, the tar is cut off
+    /// before its end marker and [`Error::ChangedDuringDiff`] returned.
+    pub fn diff(&self, snapshotter: &str, ns: &str, key: &str, out: impl Write) -> Result<Diffed> {
+        check_key("key", key)?;
+        let (sn, storage) = self.storage(snapshotter)?;
+        let r = self.metadata.get(sn, ns, key)?;
+        let parents = self.parent_ids(sn, ns, r.parent.as_deref())?;
+        let fs = storage.fs(r.id);
+        let parent_fs = parents.first().map(|&p| storage.fs(p));
+        let changes = match r.kind {
+            Kind::View => Changes::Nothing,
+            _ if storage.holds_changes_only() => Changes::Upper(&fs),
+            _ => Changes::Copy {
+                dir: &fs,
+                parent: parent_fs.as_deref(),
+            },
+        };
+        // A folder being removed reads as emptied: only a record still there vouches for it.
+        let unchanged = || match self.metadata.get(sn, ns, key) {
+            Ok(now) if now.id == r.id => Ok(()),
+            _ => Err(Error::ChangedDuringDiff { key: key.into() }),
+        };
+        let diffed = diff::write(changes, out, unchanged)?;
+        tracing::debug!(
+            snapshotter = sn,
+            namespace = ns,
+            key,
+            entries = diffed.entries,
+            bytes = diffed.size,
+            "diff written"
+        );
+        Ok(diffed)
+    }
+}
+
+/// How a layer is named in errors: its name, or what its name will be.
+fn layer_display(layer: &Layer) -> String {
+    layer
+        .name
+        .clone()
+        .unwrap_or_else(|| "(chain id computed from its content)".into())
 }
 
 /// Bytes allocated (st_blocks) and inodes under `path`, each inode once; no symlink followed.

@@ -27,10 +27,10 @@ fn apply(
     diff_ids.push(diff_id.clone());
     let name = chain_id(diff_ids.iter()).unwrap();
     let layer = Layer {
-        name: name.to_string(),
+        name: Some(name.to_string()),
         parent: parent.map(|p| p.to_string()),
         media_type: String::new(),
-        diff_id,
+        diff_id: Some(diff_id),
         labels: BTreeMap::new(),
     };
     let applied = s.apply(sn, "default", &layer, tar).unwrap();
