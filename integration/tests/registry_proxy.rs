@@ -483,3 +483,142 @@ fn a_mirror_that_is_down_falls_back_to_upstream() {
         c.log()
     );
 }
+
+/// A dockerd of its own (data, exec root and socket in a temporary folder), stopped with
+/// SIGTERM so it takes its containerd down with it.
+struct Dockerd {
+    dir: TempDir,
+    child: std::process::Child,
+}
+
+impl Dockerd {
+    fn start() -> Dockerd {
+        let dir = TempDir::new("berth-it-dockerd");
+        let p = dir.path().display().to_string();
+        let mut cmd = Command::new("dockerd");
+        cmd.args([
+            "--data-root",
+            &format!("{p}/root"),
+            "--exec-root",
+            &format!("{p}/exec"),
+            "-H",
+            &format!("unix://{p}/docker.sock"),
+            "-p",
+            &format!("{p}/docker.pid"),
+            "--insecure-registry",
+            "127.0.0.0/8",
+            "--iptables=false",
+            "--bridge=none",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("dockerd.log")).unwrap());
+        let child = berth_integration::spawn_tied(cmd).expect("start dockerd");
+        let d = Dockerd { dir, child };
+        let started = Instant::now();
+        while !d.docker(&["version"]).status.success() {
+            assert!(
+                started.elapsed() < Duration::from_secs(60),
+                "dockerd did not start: {}",
+                std::fs::read_to_string(d.dir.path().join("dockerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        d
+    }
+
+    fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}/docker.sock", self.dir.path().display()),
+            )
+            .env("DOCKER_CONFIG", self.dir.path().join("client"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker")
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(
+            o.status.success(),
+            "docker {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on our own child, not yet reaped.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_docker_cli_pushes_to_and_pulls_from_it() {
+    if !tools(&["docker", "dockerd", "containerd", "skopeo", "umoci", "tar"]) {
+        return;
+    }
+    let (d, addr) = proxy("");
+    let o = push(&format!("{addr}/dk/busybox:1"), None);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let docker = Dockerd::start();
+
+    // docker pulls what skopeo pushed, then pushes it under another name: the layer is
+    // mounted across repositories, the config and manifest uploaded.
+    docker.ok(&["pull", "-q", &format!("{addr}/dk/busybox:1")]);
+    docker.ok(&[
+        "tag",
+        &format!("{addr}/dk/busybox:1"),
+        &format!("{addr}/dk/again:2"),
+    ]);
+    let pushed = docker.ok(&["push", &format!("{addr}/dk/again:2")]);
+    assert!(pushed.contains("Mounted from dk/busybox"), "{pushed}");
+
+    // A new image's layer goes up in docker's chunked upload.
+    let content = TempDir::new("berth-it-docker-import");
+    std::fs::write(content.path().join("data"), vec![42u8; 3 << 20]).unwrap();
+    let fresh = format!("{addr}/dk/fresh:1");
+    let tarball = content.path().join("layer.tar");
+    let st = Command::new("tar")
+        .arg("-cf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(content.path())
+        .arg("data")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    docker.ok(&["import", tarball.to_str().unwrap(), &fresh]);
+    let pushed = docker.ok(&["push", &fresh]);
+    assert!(pushed.contains("Pushed"), "{pushed}");
+    docker.ok(&["rmi", &fresh]);
+    docker.ok(&["pull", "-q", &fresh]);
+
+    // berth reads what docker pushed (Docker schema 2), and runs it.
+    let again = format!("{addr}/dk/again:2");
+    d.ok(&["pull", "-q", &again]);
+    assert_eq!(
+        d.ok(&["run", "--rm", &again, "echo", "pushed by docker"]),
+        "pushed by docker\n"
+    );
+    d.ok(&["pull", "-q", &fresh]);
+    let catalog = curl(&[&format!("http://{addr}/v2/_catalog")]);
+    assert_eq!(
+        catalog.body,
+        r#"{"repositories":["dk/again","dk/busybox","dk/fresh"]}"#
+    );
+}
