@@ -38,14 +38,20 @@ fn snapshots(d: &Berthd) -> Vec<String> {
 
 #[test]
 fn tag_untag_and_delete_follow_docker() {
-    let Some((_reg, d, img)) = setup() else { return };
-    let id = d.ok(&["image", "inspect", "-f", "{{.Id}}", &img]).trim().to_string();
+    let Some((_reg, d, img)) = setup() else {
+        return;
+    };
+    let id = d
+        .ok(&["image", "inspect", "-f", "{{.Id}}", &img])
+        .trim()
+        .to_string();
     d.ok(&["tag", &img, "mine:1"]);
     d.ok(&["image", "tag", "mine:1", "other/name:2"]);
     let ls = d.ok(&["images"]);
     assert!(ls.contains("mine") && ls.contains("other/name"), "{ls}");
     assert_eq!(
-        d.ok(&["image", "inspect", "-f", "{{.Id}}", "mine:1"]).trim(),
+        d.ok(&["image", "inspect", "-f", "{{.Id}}", "mine:1"])
+            .trim(),
         id
     );
 
@@ -65,7 +71,10 @@ fn tag_untag_and_delete_follow_docker() {
     d.ok(&["image", "rm", "other/name:2"]);
     d.ok(&["create", "--name", "user", &img, "true"]);
     let (_, err) = d.fails(&["rmi", &img]);
-    assert!(err.contains("container") && err.contains("is using"), "{err}");
+    assert!(
+        err.contains("container") && err.contains("is using"),
+        "{err}"
+    );
     // ...and its id, unless forced.
     let (_, err) = d.fails(&["rmi", &id]);
     assert!(err.contains("stopped container"), "{err}");
@@ -73,9 +82,16 @@ fn tag_untag_and_delete_follow_docker() {
 
     // The last name: untagged and deleted, blobs and snapshots collected.
     let out = d.ok(&["rmi", &img]);
-    assert!(out.contains("Untagged:") && out.contains(&format!("Deleted: {id}")), "{out}");
+    assert!(
+        out.contains("Untagged:") && out.contains(&format!("Deleted: {id}")),
+        "{out}"
+    );
     assert_eq!(blobs(&d), 0, "blobs left after the last image went");
-    assert!(snapshots(&d).is_empty(), "snapshots left: {:?}", snapshots(&d));
+    assert!(
+        snapshots(&d).is_empty(),
+        "snapshots left: {:?}",
+        snapshots(&d)
+    );
     let (code, err) = d.fails(&["rmi", &img]);
     assert_eq!(code, 125);
     assert!(err.contains("No such image"), "{err}");
@@ -87,7 +103,9 @@ fn tag_untag_and_delete_follow_docker() {
 
 #[test]
 fn history_and_commit() {
-    let Some((_reg, d, img)) = setup() else { return };
+    let Some((_reg, d, img)) = setup() else {
+        return;
+    };
     let base_layers = d
         .ok(&["image", "inspect", "-f", "{{json .RootFS.Layers}}", &img])
         .trim()
@@ -97,33 +115,78 @@ fn history_and_commit() {
     assert!(hist.starts_with("IMAGE"), "{hist}");
 
     d.ok(&[
-        "run", "--name", "changer", &img, "sh", "-c",
+        "run",
+        "--name",
+        "changer",
+        &img,
+        "sh",
+        "-c",
         "echo vim > /usr-vim-installed && mkdir -p /a/b && echo x > /a/b/c && rm /bin/ls",
     ]);
-    let o = d.berth(&["commit", "-m", "add vim", "-c", "ENV EDITOR=vim", "changer", "joker/ubuntu:vim"]);
+    let o = d.berth(&[
+        "commit",
+        "-m",
+        "add vim",
+        "-c",
+        "ENV EDITOR=vim",
+        "changer",
+        "joker/ubuntu:vim",
+    ]);
     if String::from_utf8_lossy(&o.stderr).contains("not yet") {
         eprintln!("SKIP history_and_commit: snapshot Diff has not landed");
         return;
     }
-    assert!(o.status.success(), "commit: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "commit: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let id = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert!(id.starts_with("sha256:"), "{id}");
 
     assert_eq!(
-        d.ok(&["run", "--rm", "joker/ubuntu:vim", "cat", "/usr-vim-installed"]).trim(),
+        d.ok(&[
+            "run",
+            "--rm",
+            "joker/ubuntu:vim",
+            "cat",
+            "/usr-vim-installed"
+        ])
+        .trim(),
         "vim"
     );
-    assert_eq!(d.ok(&["run", "--rm", "joker/ubuntu:vim", "cat", "/a/b/c"]).trim(), "x");
+    assert_eq!(
+        d.ok(&["run", "--rm", "joker/ubuntu:vim", "cat", "/a/b/c"])
+            .trim(),
+        "x"
+    );
     // A deletion is a whiteout in the new layer.
     let o = d.berth(&["run", "--rm", "joker/ubuntu:vim", "test", "-e", "/bin/ls"]);
     assert_eq!(o.status.code(), Some(1), "the deleted file came back");
     assert_eq!(
-        d.ok(&["run", "--rm", "joker/ubuntu:vim", "sh", "-c", "echo $EDITOR"]).trim(),
+        d.ok(&[
+            "run",
+            "--rm",
+            "joker/ubuntu:vim",
+            "sh",
+            "-c",
+            "echo $EDITOR"
+        ])
+        .trim(),
         "vim"
     );
-    let layers = d.ok(&["image", "inspect", "-f", "{{json .RootFS.Layers}}", "joker/ubuntu:vim"]);
+    let layers = d.ok(&[
+        "image",
+        "inspect",
+        "-f",
+        "{{json .RootFS.Layers}}",
+        "joker/ubuntu:vim",
+    ]);
     assert!(
-        layers.trim().trim_matches(|c| c == '[' || c == ']').starts_with(&format!("{base_layers},")),
+        layers
+            .trim()
+            .trim_matches(|c| c == '[' || c == ']')
+            .starts_with(&format!("{base_layers},")),
         "base {base_layers} new {layers}"
     );
     let hist = d.ok(&["history", "--no-trunc", "joker/ubuntu:vim"]);
@@ -154,7 +217,11 @@ fn push_round_trip() {
         eprintln!("SKIP push_round_trip: the registry service cannot push yet");
         return;
     }
-    assert!(o.status.success(), "push: {}", String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "push: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
     let out = String::from_utf8_lossy(&o.stdout).to_string();
     let digest = d
         .ok(&["image", "inspect", "-f", "{{index .RepoDigests 0}}", &img])
@@ -171,7 +238,11 @@ fn push_round_trip() {
             .arg(format!("docker://{target}"))
             .output()
             .unwrap();
-        assert!(o.status.success(), "skopeo: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "skopeo: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         assert!(String::from_utf8_lossy(&o.stdout).contains(&digest));
     }
     // Pushing again sends nothing: every blob exists.
@@ -181,21 +252,38 @@ fn push_round_trip() {
     // Pull it back after removing the local name, and run it.
     d.ok(&["image", "rm", &target]);
     d.ok(&["image", "pull", "-q", &target]);
-    assert_eq!(d.ok(&["run", "--rm", &target, "echo", "back"]).trim(), "back");
+    assert_eq!(
+        d.ok(&["run", "--rm", &target, "echo", "back"]).trim(),
+        "back"
+    );
 
     // Another berthd pulls what was pushed.
     let d2 = Berthd::start("");
     d2.ok(&["pull", "-q", &target]);
-    assert_eq!(d2.ok(&["run", "--rm", &target, "echo", "there"]).trim(), "there");
+    assert_eq!(
+        d2.ok(&["run", "--rm", &target, "echo", "there"]).trim(),
+        "there"
+    );
 
     // A commit pushes too, its base layers mounted or already there.
-    d.ok(&["run", "--name", "c1", &target, "sh", "-c", "echo new > /new"]);
+    d.ok(&[
+        "run",
+        "--name",
+        "c1",
+        &target,
+        "sh",
+        "-c",
+        "echo new > /new",
+    ]);
     let o = d.berth(&["commit", "c1", &format!("{}/jokerl/committed:1", reg.addr)]);
     if o.status.success() {
         let committed = format!("{}/jokerl/committed:1", reg.addr);
         d.ok(&["push", &committed]);
         d2.ok(&["pull", "-q", &committed]);
-        assert_eq!(d2.ok(&["run", "--rm", &committed, "cat", "/new"]).trim(), "new");
+        assert_eq!(
+            d2.ok(&["run", "--rm", &committed, "cat", "/new"]).trim(),
+            "new"
+        );
     }
     d.ok(&["rm", "c1"]);
 

@@ -46,9 +46,7 @@ pub struct ImageStore {
 /// Blobs being downloaded, so that concurrent pulls fetch each blob once.
 #[derive(Debug, Clone, Default)]
 struct Downloads(
-    std::sync::Arc<
-        std::sync::Mutex<HashMap<Digest, std::sync::Weak<tokio::sync::Mutex<()>>>>,
-    >,
+    std::sync::Arc<std::sync::Mutex<HashMap<Digest, std::sync::Weak<tokio::sync::Mutex<()>>>>>,
 );
 
 impl Downloads {
@@ -343,30 +341,19 @@ impl ImageStore {
             }
         }
 
-        // Layers download in parallel, at most four at a time.
-        let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
-        let fetches: Vec<_> = m
-            .layers
-            .iter()
-            .map(|l| {
-                let limit = limit.clone();
-                let (store, ns, reference, l, tx) = (
-                    self.clone(),
-                    ns.to_string(),
-                    reference.clone(),
-                    l.clone(),
-                    tx.clone(),
-                );
-                tokio::spawn(tracing::Instrument::in_current_span(async move {
-                    let _permit = limit.acquire_owned().await;
-                    store.fetch_blob(&ns, &reference, &l, &tx).await
-                }))
-            })
-            .collect();
-        for f in fetches {
-            f.await
-                .map_err(|e| ImageError::InvalidArgument(format!("download task failed: {e}")))??;
-        }
+        // Layers download in parallel (at most four at a time) and each is unpacked as soon
+        // as it is here: extraction overlaps the downloads of the layers above it.
+        let sn = self.snapshotter(&req.snapshotter);
+        let unpacked = self
+            .fetch_and_unpack(
+                ns,
+                &reference,
+                &m,
+                &diff_ids,
+                req.unpack.then_some(sn.as_str()),
+                tx,
+            )
+            .await?;
 
         let mut labels = BTreeMap::new();
         labels.insert(LABEL_ID.to_string(), m.config.digest.clone());
@@ -378,9 +365,7 @@ impl ImageStore {
         let layer_total: i64 = m.layers.iter().map(|l| l.size).sum();
         labels.insert(LABEL_SIZE.to_string(), layer_total.to_string());
         if req.unpack {
-            let sn = self.snapshotter(&req.snapshotter);
-            let size = self.unpack(ns, &sn, &m, &diff_ids, tx).await?;
-            labels.insert(LABEL_SIZE.to_string(), size.to_string());
+            labels.insert(LABEL_SIZE.to_string(), unpacked.to_string());
             labels.insert(LABEL_SNAPSHOTTER.to_string(), sn);
         }
         let rec = self
@@ -418,6 +403,202 @@ impl ImageStore {
         Ok(rec)
     }
 
+    /// Downloads the layers of `m` (four at a time) and, with a snapshotter, unpacks each as
+    /// soon as it is downloaded and the Apply of the layer below has started: the snapshot
+    /// service extracts layers in parallel and commits them in order. Returns the unpacked
+    /// size.
+    async fn fetch_and_unpack(
+        &self,
+        ns: &str,
+        reference: &Reference,
+        m: &Manifest,
+        diff_ids: &[Digest],
+        snapshotter: Option<&str>,
+        tx: &ProgressTx,
+    ) -> Result<i64, ImageError> {
+        use tokio::sync::watch;
+        // Per layer: 0 waiting, 1 its Apply started (or it was there), 2 committed, 3 failed.
+        let states: Vec<(watch::Sender<u8>, watch::Receiver<u8>)> =
+            (0..m.layers.len()).map(|_| watch::channel(0u8)).collect();
+        let downloads = std::sync::Arc::new(tokio::sync::Semaphore::new(4));
+        let extractions = std::sync::Arc::new(tokio::sync::Semaphore::new(3));
+        let tasks: Vec<_> = m
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| {
+                let (store, ns, reference, l, tx) = (
+                    self.clone(),
+                    ns.to_string(),
+                    reference.clone(),
+                    l.clone(),
+                    tx.clone(),
+                );
+                let (downloads, extractions) = (downloads.clone(), extractions.clone());
+                let mine = states[i].0.clone();
+                let below = (i > 0).then(|| states[i - 1].1.clone());
+                let chain = chain_id(&diff_ids[..=i]).map(|c| c.to_string());
+                let parent = (i > 0)
+                    .then(|| chain_id(&diff_ids[..i]).map(|c| c.to_string()))
+                    .flatten()
+                    .unwrap_or_default();
+                let diff_id = diff_ids[i].clone();
+                let sn = snapshotter.map(str::to_string);
+                tokio::spawn(tracing::Instrument::in_current_span(async move {
+                    let r = async {
+                        {
+                            let _permit = downloads.acquire_owned().await;
+                            store.fetch_blob(&ns, &reference, &l, &tx).await?;
+                        }
+                        let (Some(sn), Some(chain)) = (sn, chain) else {
+                            return Ok(0);
+                        };
+                        let wait_below = |want: u8| {
+                            let below = below.clone();
+                            async move {
+                                let Some(mut below) = below else {
+                                    return Ok(());
+                                };
+                                let state =
+                                    *below.wait_for(|s| *s >= want).await.map_err(|_| {
+                                        ImageError::InvalidArgument(
+                                            "the layer below was abandoned".into(),
+                                        )
+                                    })?;
+                                if state == 3 {
+                                    return Err(ImageError::InvalidArgument(
+                                        "the layer below failed to unpack".into(),
+                                    ));
+                                }
+                                Ok(())
+                            }
+                        };
+                        wait_below(1).await?;
+                        let _permit = extractions.acquire_owned().await;
+                        let _ = mine.send(1);
+                        let mut first = true;
+                        loop {
+                            match store
+                                .apply_layer(&ns, &sn, &chain, &parent, &l, &diff_id, &tx)
+                                .await
+                            {
+                                Ok(size) => return Ok(size),
+                                // The Apply below had not reached the snapshot service yet:
+                                // wait until it is committed and try once more.
+                                Err(ImageError::Remote(s))
+                                    if first
+                                        && s.code() == tonic::Code::FailedPrecondition
+                                        && !parent.is_empty() =>
+                                {
+                                    first = false;
+                                    wait_below(2).await?;
+                                }
+                                Err(e) => return Err(e),
+                            }
+                        }
+                    }
+                    .await;
+                    let _ = mine.send(if r.is_ok() { 2 } else { 3 });
+                    r
+                }))
+            })
+            .collect();
+        let mut total = 0;
+        let mut failed = None;
+        for t in tasks {
+            match t.await {
+                Ok(Ok(size)) => total += size,
+                Ok(Err(e)) => {
+                    // The first real error, not a "below failed" that follows from it.
+                    failed.get_or_insert(e);
+                }
+                Err(e) => {
+                    failed.get_or_insert(ImageError::InvalidArgument(format!(
+                        "download task failed: {e}"
+                    )));
+                }
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(total),
+        }
+    }
+
+    /// Unpacks one stored layer as snapshot `chain` over `parent` unless it is there; returns
+    /// its unpacked size.
+    #[allow(clippy::too_many_arguments)]
+    async fn apply_layer(
+        &self,
+        ns: &str,
+        snapshotter: &str,
+        chain: &str,
+        parent: &str,
+        layer: &Descriptor,
+        diff_id: &Digest,
+        tx: &ProgressTx,
+    ) -> Result<i64, ImageError> {
+        let key = SnapshotKey {
+            snapshotter: snapshotter.to_string(),
+            key: chain.to_string(),
+        };
+        let digest = layer.digest("layer")?;
+        let id = digest.short().to_string();
+        if self
+            .snapshots
+            .clone()
+            .stat(request(ns, key.clone()))
+            .await
+            .is_ok()
+        {
+            let u = self.snapshots.clone().usage(request(ns, key)).await?;
+            return Ok(u.into_inner().size);
+        }
+        progress(tx, &id, "extracting", 0, layer.size).await;
+        let path = self.content.path(&digest);
+        let header = ApplyRequest {
+            item: Some(apply_request::Item::Header(ApplyHeader {
+                snapshotter: snapshotter.to_string(),
+                name: chain.to_string(),
+                parent: parent.to_string(),
+                media_type: layer.media_type.clone(),
+                diff_id: diff_id.to_string(),
+                labels: Default::default(),
+            })),
+        };
+        let file = tokio::fs::File::open(&path).await.map_err(|source| {
+            crate::content::ContentError::Io {
+                path: path.clone(),
+                source,
+            }
+        })?;
+        let data = futures::stream::unfold(Some(file), |f| async move {
+            let mut f = f?;
+            let mut buf = vec![0u8; 256 << 10];
+            match f.read(&mut buf).await {
+                Ok(0) | Err(_) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some((
+                        ApplyRequest {
+                            item: Some(apply_request::Item::Data(buf)),
+                        },
+                        Some(f),
+                    ))
+                }
+            }
+        });
+        let stream = futures::stream::once(async { header }).chain(data);
+        let resp = self
+            .snapshots
+            .clone()
+            .apply(request(ns, stream))
+            .await?
+            .into_inner();
+        progress(tx, &id, "extracted", layer.size, layer.size).await;
+        Ok(resp.size)
+    }
+
     /// Applies each layer onto the one below it, once per chain: layers shared between images
     /// are unpacked once. Returns the unpacked size.
     pub async fn unpack(
@@ -434,77 +615,9 @@ impl ImageStore {
             let chain = chain_id(&diff_ids[..=i])
                 .expect("at least one layer")
                 .to_string();
-            let digest = layer.digest("layer")?;
-            let id = digest.short().to_string();
-            let stat = self
-                .snapshots
-                .clone()
-                .stat(request(
-                    ns,
-                    SnapshotKey {
-                        snapshotter: snapshotter.to_string(),
-                        key: chain.clone(),
-                    },
-                ))
-                .await;
-            if stat.is_err() {
-                progress(tx, &id, "extracting", 0, layer.size).await;
-                let path = self.content.path(&digest);
-                let header = ApplyRequest {
-                    item: Some(apply_request::Item::Header(ApplyHeader {
-                        snapshotter: snapshotter.to_string(),
-                        name: chain.clone(),
-                        parent: parent.clone(),
-                        media_type: layer.media_type.clone(),
-                        diff_id: diff_ids[i].to_string(),
-                        labels: Default::default(),
-                    })),
-                };
-                let file = tokio::fs::File::open(&path).await.map_err(|source| {
-                    crate::content::ContentError::Io {
-                        path: path.clone(),
-                        source,
-                    }
-                })?;
-                let data = futures::stream::unfold(Some(file), |f| async move {
-                    let mut f = f?;
-                    let mut buf = vec![0u8; 256 << 10];
-                    match f.read(&mut buf).await {
-                        Ok(0) | Err(_) => None,
-                        Ok(n) => {
-                            buf.truncate(n);
-                            Some((
-                                ApplyRequest {
-                                    item: Some(apply_request::Item::Data(buf)),
-                                },
-                                Some(f),
-                            ))
-                        }
-                    }
-                });
-                let stream = futures::stream::once(async { header }).chain(data);
-                let resp = self
-                    .snapshots
-                    .clone()
-                    .apply(request(ns, stream))
-                    .await?
-                    .into_inner();
-                total += resp.size;
-                progress(tx, &id, "extracted", layer.size, layer.size).await;
-            } else if let Ok(u) = self
-                .snapshots
-                .clone()
-                .usage(request(
-                    ns,
-                    SnapshotKey {
-                        snapshotter: snapshotter.to_string(),
-                        key: chain.clone(),
-                    },
-                ))
-                .await
-            {
-                total += u.into_inner().size;
-            }
+            total += self
+                .apply_layer(ns, snapshotter, &chain, &parent, layer, &diff_ids[i], tx)
+                .await?;
             parent = chain;
         }
         Ok(total)
