@@ -129,3 +129,55 @@ if [ $have_ctr = 1 ]; then
   for i in $(seq 20); do "${C[@]}" tasks rm "d$i" >/dev/null 2>&1; "${C[@]}" containers rm "d$i" >/dev/null 2>&1; done
 fi
 "${B[@]}" rm -f $(for i in $(seq 20); do echo "d$i"; done) >/dev/null 2>&1
+
+# A second, empty registry to push to.
+port2=$(free_port); REG2=127.0.0.1:$port2
+mkdir -p "$W/reg2"
+printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' "$W/reg2/data" "$REG2" > "$W/reg2/config.yml"
+docker-registry serve "$W/reg2/config.yml" >/dev/null 2>&1 & PIDS+=($!)
+for _ in $(seq 50); do curl -fs "http://$REG2/v2/" >/dev/null && break; sleep 0.1; done
+
+# Docker (Debian's docker.io), when it starts here: its own root, no bridge, no iptables.
+have_docker=0
+if [ "${BENCH_DOCKER:-1}" = 1 ] && command -v dockerd >/dev/null && command -v docker >/dev/null; then
+  mkdir -p "$W/dk"
+  dockerd --data-root "$W/dk/root" --exec-root "$W/dk/exec" -H "unix://$W/dk/docker.sock" -p "$W/dk/pid" \
+    --insecure-registry 127.0.0.0/8 --iptables=false --bridge=none >"$W/dk/log" 2>&1 & PIDS+=($!)
+  D=(docker -H "unix://$W/dk/docker.sock")
+  for _ in $(seq 100); do "${D[@]}" version >/dev/null 2>&1 && have_docker=1 && break; sleep 0.2; done
+fi
+
+echo
+echo "== push of the big image to an empty registry"
+"${B[@]}" tag "$REG/big:latest" "$REG2/berth/big:1"
+t0=$(now); "${B[@]}" push -q "$REG2/berth/big:1" >/dev/null || echo "berth push failed" >&2; t1=$(now)
+berth_push=$(python3 -c "print('%.2f' % (($t1-$t0)/1e9))")
+echo "berth push:      ${berth_push} s"
+if [ $have_ctr = 1 ]; then
+  "${C[@]}" images tag "$REG/big:latest" "$REG2/ctr/big:1" >/dev/null
+  t0=$(now); "${C[@]}" images push --plain-http "$REG2/ctr/big:1" >/dev/null 2>&1 || echo "ctr push failed" >&2; t1=$(now)
+  ctr_push=$(python3 -c "print('%.2f' % (($t1-$t0)/1e9))")
+  echo "ctr push:        ${ctr_push} s   (berth/ctr = $(ratio "$berth_push" "$ctr_push"))"
+fi
+if [ $have_docker = 1 ]; then
+  "${D[@]}" pull -q "$REG/big:latest" >/dev/null && "${D[@]}" tag "$REG/big:latest" "$REG2/docker/big:1"
+  t0=$(now); "${D[@]}" push "$REG2/docker/big:1" >/dev/null 2>&1 || echo "docker push failed" >&2; t1=$(now)
+  docker_push=$(python3 -c "print('%.2f' % (($t1-$t0)/1e9))")
+  echo "docker push:     ${docker_push} s   (berth/docker = $(ratio "$berth_push" "$docker_push"))"
+fi
+
+echo
+echo "== commit of a container with an 8 MiB change, median of 5"
+"${B[@]}" run --name cm "$REG/busybox:latest" sh -c 'head -c 8388608 /dev/urandom > /blob' >/dev/null
+for i in 1 2 3 4 5; do t0=$(now); "${B[@]}" commit cm "bench/commit:$i" >/dev/null; t1=$(now); echo $(((t1-t0)/1000)); done > "$W/berth.commits"
+berth_commit=$(awk '{print $1/1e6}' "$W/berth.commits" | median)
+echo "berth commit:    ${berth_commit} s"
+if [ $have_docker = 1 ]; then
+  "${D[@]}" pull -q "$REG/busybox:latest" >/dev/null
+  "${D[@]}" run --network none --name cm "$REG/busybox:latest" sh -c 'head -c 8388608 /dev/urandom > /blob' >/dev/null
+  for i in 1 2 3 4 5; do t0=$(now); "${D[@]}" commit cm "bench/commit:$i" >/dev/null; t1=$(now); echo $(((t1-t0)/1000)); done > "$W/docker.commits"
+  docker_commit=$(awk '{print $1/1e6}' "$W/docker.commits" | median)
+  echo "docker commit:   ${docker_commit} s   (berth/docker = $(ratio "$berth_commit" "$docker_commit"))"
+  "${D[@]}" rm -f cm >/dev/null 2>&1
+fi
+"${B[@]}" rm -f cm >/dev/null 2>&1
