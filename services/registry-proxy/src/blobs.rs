@@ -13,6 +13,9 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 
+/// Upload sessions untouched this long are dropped when the store opens.
+const STALE_UPLOAD: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
+
 /// Blobs by digest under one folder.
 #[derive(Debug)]
 pub struct BlobStore {
@@ -29,13 +32,24 @@ pub enum CommitError {
 }
 
 impl BlobStore {
-    /// Opens (creating) the store under `root`, and removes unfinished downloads.
+    /// Opens (creating) the store under `root`, and removes unfinished downloads and upload
+    /// sessions abandoned for a week.
     pub fn open(root: &Path) -> io::Result<BlobStore> {
         for d in ["blobs/sha256", "blobs/sha512", "ingest", "uploads"] {
             std::fs::create_dir_all(root.join(d))?;
         }
         for entry in std::fs::read_dir(root.join("ingest"))?.flatten() {
             let _ = std::fs::remove_file(entry.path());
+        }
+        for entry in std::fs::read_dir(root.join("uploads"))?.flatten() {
+            let idle = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok());
+            if idle.is_some_and(|i| i > STALE_UPLOAD) {
+                let _ = std::fs::remove_file(entry.path());
+            }
         }
         Ok(BlobStore {
             root: root.to_path_buf(),

@@ -232,6 +232,7 @@ impl Cache {
             tmp,
             file,
             media_type: want.media_type.clone(),
+            manifest: want.limit.is_some(),
             progress: progress_tx,
         };
         tokio::spawn(job.run(content, expected));
@@ -327,6 +328,8 @@ struct Job {
     tmp: PathBuf,
     file: Arc<File>,
     media_type: Option<String>,
+    /// Manifests get their media type recorded, from the body when the caller did not say.
+    manifest: bool,
     progress: watch::Sender<Progress>,
 }
 
@@ -395,8 +398,20 @@ impl Job {
             .await
             .map_err(|e| Error::Store(e.to_string()))?
             .map_err(|e| store_error(subject, e))?;
-        if let Some(t) = self.media_type.as_deref().filter(|t| !t.is_empty()) {
-            if let Err(e) = self.metadata.set_media_type(digest, t) {
+        if !self.manifest {
+            return Ok(());
+        }
+        let media_type = match self.media_type.clone().filter(|t| !t.is_empty()) {
+            Some(t) => Some(t),
+            None => self
+                .blobs
+                .read_small(digest, berth_core::media::MAX_MANIFEST_SIZE)
+                .await
+                .ok()
+                .and_then(|body| crate::client::media_type_of_body(&body)),
+        };
+        if let Some(t) = media_type {
+            if let Err(e) = self.metadata.set_media_type(digest, &t) {
                 tracing::warn!(%digest, error = %e, "cannot record the manifest's media type");
             }
         }
@@ -685,6 +700,31 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(collect(ok).await.unwrap(), b"x");
+    }
+
+    #[tokio::test]
+    async fn manifests_keep_their_media_type() {
+        let (_dir, cache) = cache();
+        let body = br#"{"schemaVersion":2,"config":{},"layers":[]}"#;
+        let mut w = want(body);
+        w.limit = Some(berth_core::media::MAX_MANIFEST_SIZE);
+        let f = cache
+            .fetch(&w, || async {
+                Ok(content(
+                    futures::stream::iter([Ok(Bytes::from_static(body))]).boxed(),
+                ))
+            })
+            .await
+            .unwrap();
+        collect(f).await.unwrap();
+        for _ in 0..100 {
+            if cache.manifest(&w.digest).is_some() {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        let d = cache.manifest(&w.digest).expect("cached with a media type");
+        assert_eq!(d.media_type, berth_core::media::OCI_MANIFEST);
     }
 
     #[tokio::test]

@@ -1016,7 +1016,7 @@ fn descriptor_from_headers(
 
 /// The media type a manifest declares in its body; for an OCI manifest without
 /// `mediaType`, what its shape says.
-fn media_type_of_body(body: &[u8]) -> Option<String> {
+pub(crate) fn media_type_of_body(body: &[u8]) -> Option<String> {
     let v: serde_json::Value = serde_json::from_slice(body).ok()?;
     if let Some(t) = v.get("mediaType").and_then(|t| t.as_str()) {
         return Some(t.to_string());
