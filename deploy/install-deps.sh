@@ -7,6 +7,7 @@ pkgs=(
   busybox-static umoci skopeo docker-registry        # test images and a real registry
   util-linux curl iptables python3 python3-venv                   # acceptance walkthrough (script), probes
   containerd runc hyperfine                          # benchmark peers
+  docker.io                                          # the docker CLI against berth's registry
 )
 missing=()
 for p in "${pkgs[@]}"; do
