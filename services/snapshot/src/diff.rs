@@ -836,6 +836,47 @@ mod tests {
     }
 
     #[test]
+    fn big_sizes_and_ids_get_pax_records_and_base_256_fields() {
+        let t = tempfile::tempdir().unwrap();
+        let (fd, st) = open_root(t.path()).unwrap();
+        drop(fd);
+        let mut st = st;
+        st.st_mode = libc::S_IFREG | 0o644;
+        st.st_uid = 5_000_000;
+        let meta = Meta {
+            st,
+            xattrs: vec![(b"user.k".to_vec(), b"v".to_vec())],
+            target: None,
+            marks: Marks::default(),
+        };
+        let mut w = TarWriter {
+            out: Vec::new(),
+            size: 0,
+            entries: 0,
+        };
+        let size = 9 << 30;
+        w.append(b"huge", &meta, tar::EntryType::Regular, size, None, None)
+            .unwrap();
+        // A PAX header, its records, then the entry's header.
+        let out = w.out;
+        let x = tar::Header::from_byte_slice(&out[..BLOCK]);
+        assert_eq!(x.entry_type(), tar::EntryType::XHeader);
+        let len = x.size().unwrap() as usize;
+        let records = String::from_utf8_lossy(&out[BLOCK..BLOCK + len]).into_owned();
+        assert!(records.contains(" size=9663676416\n"), "{records}");
+        assert!(records.contains(" uid=5000000\n"), "{records}");
+        assert!(records.contains(" SCHILY.xattr.user.k=v\n"), "{records}");
+        let h = tar::Header::from_byte_slice(&out[out.len() - BLOCK..]);
+        assert_eq!(
+            h.size().unwrap(),
+            size,
+            "base-256 size for readers without PAX"
+        );
+        assert_eq!(h.uid().unwrap(), 5_000_000);
+        assert_eq!(h.path_bytes().as_ref(), b"huge");
+    }
+
+    #[test]
     fn octal_limits() {
         assert_eq!(octal_max(7), 0o7777777);
         assert_eq!(octal_max(11), 0o77777777777);

@@ -10,6 +10,7 @@
 use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::Instant;
 
 /// Names a layer being applied.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -33,10 +34,14 @@ impl LayerKey {
 #[derive(Debug, Default)]
 pub(crate) struct InFlight {
     registry: Mutex<Registry>,
+    /// Signalled whenever a flight starts or ends.
+    changed: Condvar,
 }
 
 #[derive(Debug, Default)]
 struct Registry {
+    /// Counts starts and ends of flights, so a waiter misses none.
+    generation: u64,
     flights: HashMap<LayerKey, Arc<Flight>>,
     /// Which flight waits for which parent, to refuse a loop of parents (only a client that
     /// names layers wrongly can make one) instead of waiting forever.
@@ -87,6 +92,8 @@ impl InFlight {
         }
         let flight = Arc::new(Flight::default());
         r.flights.insert(key.clone(), flight.clone());
+        r.generation += 1;
+        self.changed.notify_all();
         Ok(Claim {
             in_flight: self,
             key,
@@ -95,9 +102,28 @@ impl InFlight {
         })
     }
 
-    /// The flight of `key`, if it is being applied.
-    pub fn get(&self, key: &LayerKey) -> Option<Arc<Flight>> {
-        lock(&self.registry).flights.get(key).cloned()
+    /// The flight of `key`, if it is being applied, and the generation seen, for
+    /// [`wait_for_change`](Self::wait_for_change).
+    pub fn get(&self, key: &LayerKey) -> (Option<Arc<Flight>>, u64) {
+        let r = lock(&self.registry);
+        (r.flights.get(key).cloned(), r.generation)
+    }
+
+    /// Waits until a flight starts or ends after generation `seen`; `false` when `deadline`
+    /// passed first.
+    pub fn wait_for_change(&self, seen: u64, deadline: Instant) -> bool {
+        let mut r = lock(&self.registry);
+        while r.generation == seen {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return false;
+            };
+            r = self
+                .changed
+                .wait_timeout(r, left)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+        true
     }
 
     /// Waits for the flight `parent` (got from [`get`](Self::get)) to end, on behalf of the
@@ -158,6 +184,8 @@ impl Drop for Claim<'_> {
         let mut r = lock(&self.in_flight.registry);
         r.flights.remove(&self.key);
         r.waits.remove(&self.key);
+        r.generation += 1;
+        self.in_flight.changed.notify_all();
     }
 }
 
@@ -182,10 +210,17 @@ mod tests {
             claim.finish(Err("boom".into()));
             assert_eq!(waiter.join().unwrap(), Err("boom".to_string()));
         });
-        assert!(f.get(&key("a")).is_none());
+        assert!(f.get(&key("a")).0.is_none());
         // A dropped claim ends its flight with an error.
+        let (_, seen) = f.get(&key("a"));
         let claim = f.claim(key("a")).unwrap();
-        let theirs = f.get(&key("a")).unwrap();
+        assert!(
+            f.wait_for_change(seen, Instant::now()),
+            "a start is a change"
+        );
+        let (theirs, seen) = f.get(&key("a"));
+        let theirs = theirs.unwrap();
+        assert!(!f.wait_for_change(seen, Instant::now() + Duration::from_millis(10)));
         drop(claim);
         assert!(theirs.wait().is_err());
     }
@@ -197,14 +232,14 @@ mod tests {
         let b = f.claim(key("b")).unwrap();
         std::thread::scope(|s| {
             // a waits for b …
-            let fb = f.get(&key("b")).unwrap();
+            let fb = f.get(&key("b")).0.unwrap();
             let f = &f;
             let waiting = s.spawn(move || f.wait_for_parent(Some(&key("a")), &key("b"), &fb));
             while lock(&f.registry).waits.is_empty() {
                 std::thread::sleep(Duration::from_millis(1));
             }
             // … so b cannot wait for a.
-            let fa = f.get(&key("a")).unwrap();
+            let fa = f.get(&key("a")).0.unwrap();
             let e = f
                 .wait_for_parent(Some(&key("b")), &key("a"), &fa)
                 .unwrap_err();

@@ -16,8 +16,10 @@
 //! # Core types
 //!
 //! - [`Snapshots`] is the domain: prepare / view / mounts / commit / remove / stat / list /
-//!   usage, and [`Snapshots::apply`] to unpack a layer and commit it under its chain id. It is
-//!   usable in-process; every method blocks.
+//!   usage, [`Snapshots::apply`] to unpack a layer and commit it under its chain id (given, or
+//!   computed from what arrives; layers of one image may be applied in parallel), and
+//!   [`Snapshots::diff`] to write a snapshot's changes as a layer tar. It is usable
+//!   in-process; every method blocks.
 //! - [`SnapshotsService`] is the thin tonic shell over it (`berth.snapshots.v1.Snapshots`).
 //! - Two snapshotters lay snapshots out under the root: [`overlay`] (`overlayfs`, the default:
 //!   one folder per layer, stacked by an overlay mount) and [`native`] (full copies, bind
@@ -25,7 +27,8 @@
 //! - [`metadata::Metadata`] holds the records (sled, `<root>/metadata.db`) per snapshotter,
 //!   namespace and key, with parent/child integrity and crash recovery.
 //! - [`apply`] unpacks a tar stream (gzip, zstd or plain) into a snapshot folder safely and
-//!   verifies its diff_id.
+//!   verifies its diff_id; [`diff`] is its reverse: the changes of a snapshot over its parent
+//!   (overlay's upper dir, or a native copy compared with its parent's) as an OCI layer tar.
 //! - [`mount::mount_all`] mounts what Prepare/View/Mounts return.
 //!
 //! # Mounts returned
@@ -48,7 +51,10 @@
 //! Every record change is one sled transaction, flushed. A snapshot's folder is created
 //! before its record and deleted after it; [`Snapshots::open`] deletes folders that have no
 //! record and drops records whose folder vanished. `kill -9` at any point leaves a consistent
-//! state.
+//! state. An Apply unpacks into a temporary active snapshot (labelled
+//! [`snapshots::EXTRACTING_LABEL`]) and commits it in one transaction once it is whole (and,
+//! for a layer unpacked beside its parent, once the parent is committed); [`Snapshots::open`]
+//! removes the temporary snapshots a crash left.
 
 pub mod apply;
 pub mod diff;

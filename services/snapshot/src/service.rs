@@ -392,6 +392,10 @@ impl SnapshotsApi for SnapshotsService {
                 chunk: Vec::with_capacity(DIFF_CHUNK),
             };
             if let Err(e) = snapshots.diff(&r.snapshotter, &ns, &r.key, &mut out) {
+                if tx.is_closed() {
+                    tracing::debug!(key = r.key, "the Diff client went away");
+                    return;
+                }
                 tracing::warn!(key = r.key, error = %e, "diff failed");
                 // Whatever was collected is dropped: the tar is incomplete either way.
                 let _ = tx.blocking_send(Err(Status::from(e)));

@@ -24,7 +24,7 @@ use std::io::{Read, Write};
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// How one snapshotter lays snapshots out on disk: `<snapshots_dir>/<id>/fs` plus whatever
 /// else it needs, and which mounts make a snapshot.
@@ -156,6 +156,10 @@ pub struct Snapshots {
     default: &'static str,
     in_flight: InFlight,
 }
+
+/// How long an Apply whose parent is neither committed nor being applied waits for an Apply
+/// of it to start: Applies started together reach the service in any order.
+pub const PARENT_GRACE: Duration = Duration::from_secs(5);
 
 /// Marks the temporary snapshot an Apply unpacks into; its value is the layer's name.
 pub const EXTRACTING_LABEL: &str = "berth.snapshot/extracting";
@@ -583,7 +587,7 @@ impl Snapshots {
     }
 
     /// `None` when `parent` is committed, its flight when another Apply is making it, an
-    /// error otherwise.
+    /// error when neither is so within [`PARENT_GRACE`].
     fn parent_flight(
         &self,
         sn: &str,
@@ -591,20 +595,24 @@ impl Snapshots {
         parent: &str,
         layer: &Layer,
     ) -> Result<Option<Arc<Flight>>> {
-        if self.parent_committed(sn, ns, parent, layer)? {
-            return Ok(None);
+        let key = LayerKey::new(sn, ns, parent);
+        let deadline = Instant::now() + PARENT_GRACE;
+        loop {
+            let (flight, seen) = self.in_flight.get(&key);
+            // After the look at the flights: a flight ends only after its commit.
+            if self.parent_committed(sn, ns, parent, layer)? {
+                return Ok(None);
+            }
+            if let Some(flight) = flight {
+                return Ok(Some(flight));
+            }
+            if !self.in_flight.wait_for_change(seen, deadline) {
+                return Err(Error::ParentMissing {
+                    name: layer_display(layer),
+                    parent: parent.into(),
+                });
+            }
         }
-        if let Some(flight) = self.in_flight.get(&LayerKey::new(sn, ns, parent)) {
-            return Ok(Some(flight));
-        }
-        // A flight ends after its commit: it may have ended between the two looks.
-        if self.parent_committed(sn, ns, parent, layer)? {
-            return Ok(None);
-        }
-        Err(Error::ParentMissing {
-            name: layer_display(layer),
-            parent: parent.into(),
-        })
     }
 
     /// Whether `parent` is committed; an error when it exists in another kind.

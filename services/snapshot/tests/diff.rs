@@ -562,3 +562,60 @@ fn big_files_and_non_utf8_names_survive() {
     f.read_to_end(&mut back).unwrap();
     assert!(back == data);
 }
+
+#[test]
+fn a_snapshot_changing_under_the_diff_gives_well_formed_tars_and_never_the_host() {
+    let outside = tempfile::tempdir().unwrap();
+    fs::write(outside.path().join("secret"), b"host secret").unwrap();
+    for sn in ["native", "overlayfs"] {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Snapshots::open(&dir.path().join("snapshot"), sn).unwrap();
+        if s.default_snapshotter() != sn {
+            continue;
+        }
+        let mounts = s.prepare(sn, NS, "rw", None, BTreeMap::new()).unwrap();
+        let rw = PathBuf::from(&mounts[0].source);
+        fs::create_dir(rw.join("d")).unwrap();
+        for i in 0..50 {
+            fs::write(rw.join("d").join(format!("f{i}")), vec![b'a'; 1000 + i]).unwrap();
+        }
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let (mut ok, mut failed) = (0, 0);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                let mut n = 0usize;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // A folder swapped for a link to the host, and back; a file that changes size.
+                    fs::rename(rw.join("d"), rw.join("saved")).unwrap();
+                    std::os::unix::fs::symlink(outside.path(), rw.join("d")).unwrap();
+                    fs::write(rw.join("grows"), vec![b'g'; n % 200_000]).unwrap();
+                    fs::remove_file(rw.join("d")).unwrap();
+                    fs::rename(rw.join("saved"), rw.join("d")).unwrap();
+                    n += 7919;
+                }
+            });
+            for _ in 0..40 {
+                let mut tar = Vec::new();
+                match s.diff(sn, NS, "rw", &mut tar) {
+                    Ok(_) => {
+                        ok += 1;
+                        let mut a = tar::Archive::new(&tar[..]);
+                        for e in a.entries().unwrap() {
+                            let mut e = e.unwrap();
+                            let mut data = Vec::new();
+                            e.read_to_end(&mut data).unwrap();
+                            assert_eq!(data.len() as u64, e.header().size().unwrap());
+                            assert!(!data.windows(11).any(|w| w == b"host secret"));
+                        }
+                    }
+                    Err(e) => {
+                        failed += 1;
+                        eprintln!("{sn}: {e}");
+                    }
+                }
+            }
+            stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        });
+        assert!(ok > failed, "{sn}: {ok} diffs, {failed} failed");
+    }
+}

@@ -197,11 +197,48 @@ fn crash_child() {
             .unwrap();
         s.commit("", "default", &format!("c-{pid}-{i}"), &rw, BTreeMap::new())
             .unwrap();
+        // A parent and its child at once: the child waits for (native) or unpacks beside
+        // (overlayfs) the parent, whose data trickles in.
+        let ptar = tar_with(&format!("p{pid}-{i}"), &vec![7u8; 64 * 1024]);
+        let ctar = tar_with(&format!("c{pid}-{i}"), &vec![7u8; 64 * 1024]);
+        let (pd, cd) = (Digest::sha256_of(&ptar), Digest::sha256_of(&ctar));
+        let pname = chain_id([&pd]).unwrap().to_string();
+        let cname = chain_id([&pd, &cd]).unwrap().to_string();
+        let layer = |name: &str, parent: Option<&str>, diff_id: &Digest| Layer {
+            name: Some(name.to_string()),
+            parent: parent.map(str::to_string),
+            media_type: String::new(),
+            diff_id: Some(diff_id.clone()),
+            labels: BTreeMap::new(),
+        };
+        std::thread::scope(|scope| {
+            let p =
+                scope.spawn(|| s.apply("", "default", &layer(&pname, None, &pd), Trickle(&ptar)));
+            let c = scope.spawn(|| {
+                std::thread::sleep(std::time::Duration::from_millis(2));
+                s.apply("", "default", &layer(&cname, Some(&pname), &cd), &ctar[..])
+            });
+            p.join().unwrap().unwrap();
+            c.join().unwrap().unwrap();
+        });
         if i % 2 == 0 {
-            for k in [format!("c-{pid}-{i}"), top, base.to_string()] {
+            for k in [format!("c-{pid}-{i}"), top, base.to_string(), cname, pname] {
                 s.remove("", "default", &k).unwrap();
             }
         }
+    }
+}
+
+/// Layer data that arrives a little at a time, so a kill lands in the middle of it.
+struct Trickle<'a>(&'a [u8]);
+
+impl std::io::Read for Trickle<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        std::thread::sleep(std::time::Duration::from_millis(1));
+        let n = buf.len().min(self.0.len()).min(4096);
+        buf[..n].copy_from_slice(&self.0[..n]);
+        self.0 = &self.0[n..];
+        Ok(n)
     }
 }
 
@@ -252,6 +289,23 @@ fn kill_9_leaves_a_consistent_state() {
                 !key.starts_with("extract-"),
                 "interrupted extraction {key} left"
             );
+            // A committed layer is whole: every file the workload writes is 1 or 64 KiB of
+            // one byte.
+            if r.kind == Kind::Committed && key.starts_with("sha256:") {
+                let fs = snaps.join(r.id.to_string()).join("fs");
+                for e in std::fs::read_dir(&fs).unwrap() {
+                    let e = e.unwrap();
+                    if e.file_type().unwrap().is_file() {
+                        let data = std::fs::read(e.path()).unwrap();
+                        assert!(
+                            data == b"g" || data == vec![7u8; 64 * 1024],
+                            "{key}: {:?} has {} bytes",
+                            e.file_name(),
+                            data.len()
+                        );
+                    }
+                }
+            }
         }
     }
 }

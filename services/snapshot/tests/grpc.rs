@@ -4,8 +4,8 @@
 use berth_api::snapshots::v1::apply_request::Item;
 use berth_api::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_api::snapshots::v1::{
-    ApplyHeader, ApplyRequest, CommitSnapshotRequest, Kind, ListSnapshotsRequest,
-    PrepareSnapshotRequest, SnapshotKey,
+    ApplyHeader, ApplyRequest, ApplyResponse, CommitSnapshotRequest, DiffRequest, Kind,
+    ListSnapshotsRequest, PrepareSnapshotRequest, SnapshotKey,
 };
 use berth_api::types::v1::Mount;
 use berth_core::digest::chain_id;
@@ -95,6 +95,39 @@ impl Harness {
             .await?
             .into_inner();
         Ok((r.existed, r.size))
+    }
+
+    /// Streams `messages` (a header, then data) as one Apply.
+    async fn apply_stream(
+        &self,
+        ns: &str,
+        messages: impl tokio_stream::Stream<Item = ApplyRequest> + Send + 'static,
+    ) -> Result<ApplyResponse, tonic::Status> {
+        Ok(self
+            .client
+            .clone()
+            .apply(request(ns, messages))
+            .await?
+            .into_inner())
+    }
+
+    /// The Diff of `key`, as the chunks it arrived in.
+    async fn diff(&self, ns: &str, key: &str) -> Result<Vec<Vec<u8>>, tonic::Status> {
+        let req = DiffRequest {
+            snapshotter: String::new(),
+            key: key.into(),
+        };
+        let mut stream = self
+            .client
+            .clone()
+            .diff(request(ns, req))
+            .await?
+            .into_inner();
+        let mut chunks = Vec::new();
+        while let Some(m) = stream.message().await? {
+            chunks.push(m.data);
+        }
+        Ok(chunks)
     }
 
     async fn prepare(
@@ -639,5 +672,306 @@ async fn native_snapshots_copy_and_delete_whiteouts() {
     for k in ["rw", &c2, &c1] {
         h.remove("default", "native", k).await.unwrap();
     }
+    assert_eq!(h.folders("native"), 0);
+}
+
+/// A header and the bytes of an uncompressed tar, in chunks.
+fn plain_apply(tar: &[u8], name: &str, diff_id: &str, parent: &str) -> Vec<ApplyRequest> {
+    let mut messages = vec![ApplyRequest {
+        item: Some(Item::Header(ApplyHeader {
+            name: name.into(),
+            parent: parent.into(),
+            diff_id: diff_id.into(),
+            ..Default::default()
+        })),
+    }];
+    for chunk in tar.chunks(64 * 1024) {
+        messages.push(ApplyRequest {
+            item: Some(Item::Data(chunk.to_vec())),
+        });
+    }
+    messages
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commit_flow_diff_streams_into_an_apply_with_a_computed_name() {
+    let h = Harness::start("native").await;
+    let l1 = base_layer();
+    let c1 = chain_id([&l1.diff_id]).unwrap().to_string();
+    h.apply("default", "", &l1, "", &c1).await.unwrap();
+    let mounts = h.prepare("default", "", "container", &c1).await.unwrap();
+    let rw = PathBuf::from(&mounts[0].source);
+    let big: Vec<u8> = (0..3_000_000u32).map(|i| (i % 253) as u8).collect();
+    std::fs::write(rw.join("big.bin"), &big).unwrap();
+    std::fs::remove_file(rw.join("gone.txt")).unwrap();
+
+    let chunks = h.diff("default", "container").await.unwrap();
+    assert!(
+        chunks.len() > 1,
+        "a 3 MB change streams in several messages"
+    );
+    assert!(chunks
+        .iter()
+        .all(|c| c.len() <= berth_snapshot::service::DIFF_CHUNK));
+    let tar: Vec<u8> = chunks.concat();
+    let names: Vec<String> = tar::Archive::new(&tar[..])
+        .entries()
+        .unwrap()
+        .map(|e| String::from_utf8_lossy(&e.unwrap().path_bytes()).into_owned())
+        .collect();
+    assert_eq!(names, ["big.bin", ".wh.gone.txt"]);
+
+    // The image service's commit: the same bytes into Apply, with neither name nor diff_id.
+    let r = h
+        .apply_stream(
+            "default",
+            tokio_stream::iter(plain_apply(&tar, "", "", &c1)),
+        )
+        .await
+        .unwrap();
+    let diff_id = Digest::sha256_of(&tar);
+    assert_eq!(r.diff_id, diff_id.to_string());
+    let c1d: Digest = c1.parse().unwrap();
+    assert_eq!(r.name, chain_id([&c1d, &diff_id]).unwrap().to_string());
+    assert!(!r.existed && r.size > 0);
+    let stat = h
+        .client
+        .clone()
+        .stat(request(
+            "default",
+            SnapshotKey {
+                snapshotter: String::new(),
+                key: r.name.clone(),
+            },
+        ))
+        .await
+        .unwrap()
+        .into_inner()
+        .info
+        .unwrap();
+    assert_eq!(
+        (stat.kind, stat.parent.as_str()),
+        (Kind::Committed as i32, c1.as_str())
+    );
+    // Again: the same name, existed.
+    let again = h
+        .apply_stream(
+            "default",
+            tokio_stream::iter(plain_apply(&tar, "", "", &c1)),
+        )
+        .await
+        .unwrap();
+    assert!(again.existed);
+    assert_eq!(again.name, r.name);
+
+    // A named Apply reports its name and diff_id too, also when answered from what is there.
+    let named = h
+        .apply_stream(
+            "default",
+            tokio_stream::iter(plain_apply(&tar, &r.name, &r.diff_id, &c1)),
+        )
+        .await
+        .unwrap();
+    assert!(named.existed);
+    assert_eq!((named.name, named.diff_id), (r.name.clone(), r.diff_id));
+
+    // Errors: an unknown key before any data; name without diff_id and the reverse.
+    let e = h.diff("default", "nope").await.unwrap_err();
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    for (name, diff_id) in [
+        (r.name.as_str(), ""),
+        ("", diff_id.to_string().leak() as &str),
+    ] {
+        let e = h
+            .apply_stream(
+                "default",
+                tokio_stream::iter(plain_apply(&tar, name, diff_id, &c1)),
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    }
+    // A parent nobody has or applies.
+    let e = h
+        .apply_stream(
+            "default",
+            tokio_stream::iter(plain_apply(&tar, "", "", "sha256:nothing-here")),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    assert!(
+        e.message().contains("sha256:nothing-here"),
+        "{}",
+        e.message()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pull_applies_layers_in_parallel() {
+    for sn in ["overlayfs", "native"] {
+        let h = Harness::start(sn).await;
+        if sn == "overlayfs" && !overlay_works(&h) {
+            continue;
+        }
+        let (l1, l2) = (base_layer(), top_layer());
+        let c1 = chain_id([&l1.diff_id]).unwrap().to_string();
+        let c2 = chain_id([&l1.diff_id, &l2.diff_id]).unwrap().to_string();
+        // The parent's data is held back until the child's Apply is under way.
+        let (release, held) = tokio::sync::oneshot::channel::<()>();
+        let mut first = vec![ApplyRequest {
+            item: Some(Item::Header(ApplyHeader {
+                snapshotter: sn.into(),
+                name: c1.clone(),
+                media_type: OCI_LAYER_GZIP.into(),
+                diff_id: l1.diff_id.to_string(),
+                ..Default::default()
+            })),
+        }];
+        let data = ApplyRequest {
+            item: Some(Item::Data(l1.gzip.clone())),
+        };
+        let parent_stream = async_stream(first.remove(0), held, data);
+        let parent = {
+            let client = h.client.clone();
+            tokio::spawn(async move {
+                client
+                    .clone()
+                    .apply(request("default", parent_stream))
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        let child = {
+            let client = h.client.clone();
+            let messages = vec![
+                ApplyRequest {
+                    item: Some(Item::Header(ApplyHeader {
+                        snapshotter: sn.into(),
+                        name: c2.clone(),
+                        parent: c1.clone(),
+                        media_type: OCI_LAYER_GZIP.into(),
+                        diff_id: l2.diff_id.to_string(),
+                        ..Default::default()
+                    })),
+                },
+                ApplyRequest {
+                    item: Some(Item::Data(l2.gzip.clone())),
+                },
+            ];
+            tokio::spawn(async move {
+                client
+                    .clone()
+                    .apply(request("default", tokio_stream::iter(messages)))
+                    .await
+            })
+        };
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        assert!(
+            !child.is_finished(),
+            "{sn}: the child commits after its parent"
+        );
+        release.send(()).unwrap();
+        let p = parent.await.unwrap().unwrap().into_inner();
+        let c = child.await.unwrap().unwrap().into_inner();
+        assert_eq!(
+            (p.name.as_str(), c.name.as_str()),
+            (c1.as_str(), c2.as_str())
+        );
+        let mut want = vec![(c1.clone(), Kind::Committed), (c2.clone(), Kind::Committed)];
+        want.sort();
+        assert_eq!(h.list("default", sn).await, want);
+        let mounts = h.prepare("default", sn, "rw", &c2).await.unwrap();
+        with_mounted(&mounts, &h.dir.path().join("m"), |at| {
+            assert!(at.join("etc/hello").exists() && at.join("etc/new").exists());
+            assert!(!at.join("gone.txt").exists());
+        });
+    }
+}
+
+/// A stream of `first`, then — once `held` fires — `rest`.
+fn async_stream(
+    first: ApplyRequest,
+    held: tokio::sync::oneshot::Receiver<()>,
+    rest: ApplyRequest,
+) -> impl tokio_stream::Stream<Item = ApplyRequest> + Send + 'static {
+    use futures::StreamExt;
+    let later = futures::stream::once(async move {
+        let _ = held.await;
+        rest
+    });
+    futures::stream::iter([first]).chain(later)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_collector_sees_parents_and_cannot_remove_a_parent() {
+    let h = Harness::start("native").await;
+    let (l1, l2) = (base_layer(), top_layer());
+    let c1 = chain_id([&l1.diff_id]).unwrap().to_string();
+    let c2 = chain_id([&l1.diff_id, &l2.diff_id]).unwrap().to_string();
+    h.apply("default", "", &l1, "", &c1).await.unwrap();
+    h.apply("default", "", &l2, &c1, &c2).await.unwrap();
+    // An unrelated layer nothing refers to.
+    let lone = layer(|b| file(b, "lone", b"x"));
+    let c3 = chain_id([&lone.diff_id]).unwrap().to_string();
+    h.apply("default", "", &lone, "", &c3).await.unwrap();
+    // A committed container layer on c2, and a running container on that.
+    h.prepare("default", "", "rw", &c2).await.unwrap();
+    let commit = CommitSnapshotRequest {
+        snapshotter: String::new(),
+        name: "committed".into(),
+        key: "rw".into(),
+        labels: Default::default(),
+    };
+    h.client
+        .clone()
+        .commit(request("default", commit))
+        .await
+        .unwrap();
+    h.prepare("default", "", "container", "committed")
+        .await
+        .unwrap();
+
+    // Reachability from List alone, as the image service's GC computes it.
+    let infos = h
+        .client
+        .clone()
+        .list(request("default", ListSnapshotsRequest::default()))
+        .await
+        .unwrap()
+        .into_inner()
+        .info;
+    let parent: std::collections::HashMap<String, String> = infos
+        .iter()
+        .map(|i| (i.name.clone(), i.parent.clone()))
+        .collect();
+    let mut live = std::collections::BTreeSet::new();
+    for i in infos.iter().filter(|i| i.kind == Kind::Active as i32) {
+        let mut k = i.name.clone();
+        while !k.is_empty() && live.insert(k.clone()) {
+            k = parent[&k].clone();
+        }
+    }
+    let want: std::collections::BTreeSet<String> =
+        ["container", "committed", c2.as_str(), c1.as_str()]
+            .into_iter()
+            .map(String::from)
+            .collect();
+    assert_eq!(live, want);
+
+    // A committed snapshot with children refuses to go, whatever kind the children are.
+    for (key, child) in [(&c1, &c2), (&c2, &"committed".to_string())] {
+        let e = h.remove("default", "", key).await.unwrap_err();
+        assert_eq!(e.code(), Code::FailedPrecondition, "{key}");
+        assert!(e.message().contains(child.as_str()), "{}", e.message());
+    }
+    let e = h.remove("default", "", "committed").await.unwrap_err();
+    assert_eq!(e.code(), Code::FailedPrecondition);
+    // What is not reachable goes; the rest goes top down.
+    h.remove("default", "", &c3).await.unwrap();
+    for k in ["container", "committed", c2.as_str(), c1.as_str()] {
+        h.remove("default", "", k).await.unwrap();
+    }
+    assert!(h.list("default", "").await.is_empty());
     assert_eq!(h.folders("native"), 0);
 }

@@ -441,3 +441,29 @@ fn computed_names_are_chain_ids() {
     assert_eq!(named.name.as_deref(), Some(c.name.as_str()));
     assert!(s.apply("", NS, &named, io::empty()).unwrap().existed);
 }
+
+#[test]
+fn a_child_that_arrives_before_its_parent_waits_for_it_to_start() {
+    for sn in ["overlayfs", "native"] {
+        let Some((_d, s)) = open(sn) else {
+            continue;
+        };
+        let s = Arc::new(s);
+        let (ptar, ctar) = (parent_tar(), child_tar());
+        let parent = named(&ptar, None);
+        let pname = parent.name.clone().unwrap();
+        let child = named(&ctar, Some(&pname));
+        let c = {
+            let s = s.clone();
+            std::thread::spawn(move || s.apply(sn, NS, &child, &ctar[..]))
+        };
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(!c.is_finished(), "{sn}: within the grace period");
+        s.apply(sn, NS, &parent, &ptar[..]).unwrap();
+        let ca = c.join().unwrap().unwrap();
+        assert_eq!(
+            s.stat(sn, NS, &ca.name).unwrap().parent.as_deref(),
+            Some(pname.as_str())
+        );
+    }
+}
