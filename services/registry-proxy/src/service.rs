@@ -555,18 +555,19 @@ impl RegistryService {
         let check = client.check_login(&credential).await?;
         self.credentials.store(&host, &credential)?;
         self.forget_tokens(&host);
-        let mut message = match check {
-            LoginCheck::Accepted => format!("Login to {host} succeeded"),
-            LoginCheck::NotAsked => {
-                format!("{host} asks for no credentials, so they were saved without being checked")
-            }
-        };
-        if let Some(location) = self.credentials.location() {
-            message.push_str(&format!(
-                "; the credentials are stored unencrypted in {location}"
+        // The CLI says "Login Succeeded" itself; this is what it should add.
+        let mut notes = Vec::new();
+        if check == LoginCheck::NotAsked {
+            notes.push(format!(
+                "{host} does not ask for credentials, so they could not be checked."
             ));
         }
-        Ok(message)
+        if let Some(location) = self.credentials.location() {
+            notes.push(format!(
+                "WARNING! Your password is stored unencrypted in {location}."
+            ));
+        }
+        Ok(notes.join("\n"))
     }
 
     /// Forgets the credentials of `registry`; `false` when there were none.
