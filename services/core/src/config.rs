@@ -234,10 +234,9 @@ otlp_endpoint = "http://127.0.0.1:4317"
 
     #[test]
     fn registry_proxy_section() {
-        let c = Config::parse(
-            "[registry_proxy]\nlisten = \"127.0.0.1:5000\"\nhtpasswd = \"/etc/h\"\n",
-        )
-        .unwrap();
+        let c =
+            Config::parse("[registry_proxy]\nlisten = \"127.0.0.1:5000\"\nhtpasswd = \"/etc/h\"\n")
+                .unwrap();
         assert_eq!(c.registry_proxy.listen.as_deref(), Some("127.0.0.1:5000"));
         assert_eq!(c.registry_proxy.htpasswd, Some(PathBuf::from("/etc/h")));
         assert!(Config::parse("[registry_proxy]\nlistn = \"x\"\n").is_err());
