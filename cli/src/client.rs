@@ -34,7 +34,7 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Error::Local(m) => f.write_str(m),
-            Error::Status(s) if s.code() == Code::Unavailable => {
+            Error::Status(s) if s.code() == Code::Unavailable && unreachable(s) => {
                 let detail = s.message();
                 write!(
                     f,
@@ -52,6 +52,14 @@ impl fmt::Display for Error {
             Error::Status(s) => write!(f, "Error response from daemon: {}", s.message()),
         }
     }
+}
+
+/// Whether a status says berthd itself could not be reached, rather than berthd answering
+/// that something behind it (a registry, another service) is unavailable.
+fn unreachable(s: &Status) -> bool {
+    std::error::Error::source(s).is_some()
+        || s.message().contains("transport error")
+        || s.message().contains("error trying to connect")
 }
 
 impl Error {
