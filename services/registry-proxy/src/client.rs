@@ -334,6 +334,11 @@ impl RegistryClient {
         })
     }
 
+    #[cfg(test)]
+    pub(crate) fn endpoint_for_tests(&self) -> Endpoint {
+        self.upstream[0].clone()
+    }
+
     /// The registry host this client serves.
     pub fn host(&self) -> &str {
         &self.host
@@ -1111,6 +1116,34 @@ mod tests {
         *c.preferred.lock().unwrap() = 1;
         assert!(urls(&c)[0].starts_with("http://"));
         assert_eq!(urls(&c).len(), 2);
+    }
+
+    #[tokio::test]
+    async fn pushes_and_logins_never_go_to_mirrors() {
+        let c = client(
+            "reg.example:5000",
+            "[registries.\"reg.example:5000\"]\ninsecure = true\nmirrors = [\"http://127.0.0.1:5001\"]\n",
+        );
+        let tried = Mutex::new(Vec::new());
+        let r: Result<(), Error> = c
+            .across_upstream(|ep| {
+                tried.lock().unwrap().push(ep.base.to_string());
+                async {
+                    Err(Error::Unreachable {
+                        host: "reg.example:5000".into(),
+                        reason: "test".into(),
+                    })
+                }
+            })
+            .await;
+        assert!(matches!(r, Err(Error::Unreachable { .. })));
+        // The registry itself, over HTTPS then plain HTTP as it is insecure: no mirror.
+        assert_eq!(
+            *tried.lock().unwrap(),
+            ["https://reg.example:5000/", "http://reg.example:5000/"]
+        );
+        assert!(c.answers_to("127.0.0.1:5001") && c.answers_to("reg.example:5000"));
+        assert!(!c.answers_to("other.example"));
     }
 
     #[test]

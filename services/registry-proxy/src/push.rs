@@ -663,6 +663,7 @@ fn range_end(range: &str) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
 
     fn digest_of(data: &[u8]) -> Digest {
         Digest::sha256_of(data)
@@ -811,6 +812,47 @@ mod tests {
             "http://127.0.0.1:5000/v2/app/blobs/uploads/u3"
         );
         assert!(resolve_location(&req, "ftp://x/y").is_err());
+    }
+
+    #[tokio::test]
+    async fn refusals_say_who_may_not_push_and_how_to_log_in() {
+        let config = berth_core::config::Config::parse("").unwrap();
+        let c = RegistryClient::new(
+            "127.0.0.1:5000",
+            &config,
+            &crate::client::HttpClients::new().unwrap(),
+            Arc::new(crate::credentials::Anonymous),
+        )
+        .unwrap();
+        let ep = c.endpoint_for_tests();
+        let answer = |status: u16, challenge: Option<&str>| {
+            let mut b = http::Response::builder().status(status);
+            if let Some(ch) = challenge {
+                b = b.header("www-authenticate", ch);
+            }
+            Response::from(b.body("").unwrap())
+        };
+        let e = push_status(answer(403, None), &ep, "blob x", false).await;
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.to_string().contains("anonymous users"), "{e}");
+        assert!(
+            e.to_string().contains("`berth login 127.0.0.1:5000`"),
+            "{e}"
+        );
+        let scope = r#"Bearer realm="http://t/token",error="insufficient_scope""#;
+        let e = push_status(answer(401, Some(scope)), &ep, "blob x", true).await;
+        assert_eq!(e.code(), tonic::Code::PermissionDenied);
+        assert!(e.to_string().contains("the account stored for it"), "{e}");
+        let e = push_status(answer(401, Some("Basic realm=x")), &ep, "blob x", false).await;
+        assert_eq!(e.code(), tonic::Code::Unauthenticated);
+        assert!(
+            e.to_string().contains("`berth login 127.0.0.1:5000`"),
+            "{e}"
+        );
+        let e = push_status(answer(401, Some("Basic realm=x")), &ep, "blob x", true).await;
+        assert!(matches!(e, Error::BadCredentials { .. }), "{e}");
+        let e = push_status(answer(503, None), &ep, "blob x", true).await;
+        assert_eq!(e.code(), tonic::Code::Unavailable);
     }
 
     #[test]
