@@ -110,8 +110,9 @@ pub(crate) const OPAQUE: &str = ".wh..wh..opq";
 pub(crate) const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
 /// Unpacks the layer read from `layer` into `target` and, when `expected` is given, checks
-/// that the uncompressed stream has that digest. `media_type` may be empty or unknown: then
-/// the compression is detected from the first bytes.
+/// that the uncompressed stream has that digest; when it is not, the tar must reach its
+/// end-of-archive marker. `media_type` may be empty or unknown: then the compression is
+/// detected from the first bytes.
 pub fn apply(
     layer: impl Read,
     media_type: &str,
@@ -132,8 +133,18 @@ pub fn apply(
     let mut hashing = HashingReader {
         inner: decompressed,
         hasher: Hasher::new(),
+        eof: false,
     };
     let pending = unpack(&mut hashing, target)?;
+    // Without a diff_id to check, a stream cut at an entry boundary would look like a whole
+    // layer: only a tar that reached its end-of-archive marker (zero blocks, which stop the
+    // reader before the stream ends) is taken.
+    if expected.is_none() && hashing.eof {
+        return Err(Error::CorruptLayer(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            "the tar ends without its end-of-archive marker, so it may have been cut short",
+        )));
+    }
     // The digest covers the whole stream, including the padding after the end-of-archive mark.
     io::copy(&mut hashing, &mut io::sink()).map_err(Error::CorruptLayer)?;
     let size = hashing.hasher.len();
@@ -254,12 +265,15 @@ fn peek<R: Read>(mut r: R, n: usize) -> io::Result<(Vec<u8>, R)> {
 struct HashingReader<R> {
     inner: R,
     hasher: Hasher,
+    /// Whether the stream has ended.
+    eof: bool,
 }
 
 impl<R: Read> Read for HashingReader<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
         self.hasher.update(&buf[..n]);
+        self.eof |= n == 0 && !buf.is_empty();
         Ok(n)
     }
 }
@@ -1609,6 +1623,31 @@ mod tests {
             assert_eq!(applied.size, tar.len() as u64);
             assert_eq!(std::fs::read(snap.join("a")).unwrap(), b"a");
         }
+    }
+
+    #[test]
+    fn without_a_diff_id_a_tar_cut_at_an_entry_boundary_is_refused() {
+        let tar = Layer::new().file("a", b"a").file("b", b"b").tar();
+        // Header and one data block of the first entry: a clean cut before the second.
+        let cut = &tar[..1024];
+        let s = Sandbox::new();
+        let snap = s.snap();
+        let target = Target {
+            root: &snap,
+            lowers: Lowers::Ready(&[]),
+            whiteouts: Whiteouts::Overlay,
+        };
+        let e = apply(cut, "", None, &target).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::DataLoss, "{e}");
+        let s = Sandbox::new();
+        let snap = s.snap();
+        let target = Target {
+            root: &snap,
+            lowers: Lowers::Ready(&[]),
+            whiteouts: Whiteouts::Overlay,
+        };
+        let applied = apply(&tar[..], "", None, &target).unwrap();
+        assert_eq!(applied.diff_id, Digest::sha256_of(&tar));
     }
 
     #[test]

@@ -130,18 +130,41 @@ impl Write for ChannelWriter {
     }
 }
 
-/// Reads the layer bytes the async side forwards.
+/// Reads the layer bytes the async side forwards. An empty chunk marks the client's clean
+/// end of the stream; a channel closed without it (the call was cancelled and its handler
+/// dropped) is an error, never a short layer.
 struct ChannelReader {
     rx: mpsc::Receiver<io::Result<Vec<u8>>>,
     chunk: Vec<u8>,
     pos: usize,
+    ended: bool,
+}
+
+impl ChannelReader {
+    fn new(rx: mpsc::Receiver<io::Result<Vec<u8>>>) -> ChannelReader {
+        ChannelReader {
+            rx,
+            chunk: Vec::new(),
+            pos: 0,
+            ended: false,
+        }
+    }
 }
 
 impl Read for ChannelReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         while self.pos == self.chunk.len() {
+            if self.ended {
+                return Ok(0);
+            }
             match self.rx.blocking_recv() {
-                None => return Ok(0),
+                None => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the Apply call was cancelled before its data ended",
+                    ))
+                }
+                Some(Ok(chunk)) if chunk.is_empty() => self.ended = true,
                 Some(Ok(chunk)) => {
                     self.chunk = chunk;
                     self.pos = 0;
@@ -331,15 +354,14 @@ impl SnapshotsApi for SnapshotsService {
         }
 
         let (tx, rx) = mpsc::channel::<io::Result<Vec<u8>>>(16);
-        let reader = ChannelReader {
-            rx,
-            chunk: Vec::new(),
-            pos: 0,
-        };
+        let reader = ChannelReader::new(rx);
         let snapshots = self.snapshots.clone();
         let work = tokio::task::spawn_blocking(move || snapshots.apply(&sn, &ns, &layer, reader));
         loop {
             let item = match stream.message().await {
+                Ok(Some(pb::ApplyRequest {
+                    item: Some(Item::Data(d)),
+                })) if d.is_empty() => continue,
                 Ok(Some(pb::ApplyRequest {
                     item: Some(Item::Data(d)),
                 })) => Ok(d),
@@ -350,7 +372,11 @@ impl SnapshotsApi for SnapshotsService {
                     "a second Apply header arrived in the middle of the data",
                 )),
                 Ok(Some(pb::ApplyRequest { item: None })) => continue,
-                Ok(None) => break,
+                Ok(None) => {
+                    // The end marker; the unpacker may be gone already.
+                    let _ = tx.send(Ok(Vec::new())).await;
+                    break;
+                }
                 Err(status) => Err(io::Error::other(format!(
                     "the client's stream broke off: {}",
                     status.message()
@@ -411,5 +437,32 @@ impl SnapshotsApi for SnapshotsService {
             tokio_stream::iter(first),
             rest,
         ))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read_all(mut r: ChannelReader) -> io::Result<Vec<u8>> {
+        let mut out = Vec::new();
+        r.read_to_end(&mut out)?;
+        Ok(out)
+    }
+
+    #[test]
+    fn a_layer_stream_ends_only_at_its_end_marker() {
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Ok(b"ab".to_vec())).unwrap();
+        tx.try_send(Ok(Vec::new())).unwrap();
+        drop(tx);
+        assert_eq!(read_all(ChannelReader::new(rx)).unwrap(), b"ab");
+
+        // Dropped without the marker: a cancelled call, not a short layer.
+        let (tx, rx) = mpsc::channel(4);
+        tx.try_send(Ok(b"ab".to_vec())).unwrap();
+        drop(tx);
+        let e = read_all(ChannelReader::new(rx)).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::UnexpectedEof);
     }
 }

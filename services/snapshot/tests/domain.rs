@@ -16,6 +16,22 @@ fn tar_with(name: &str, data: &[u8]) -> Vec<u8> {
     b.into_inner().unwrap()
 }
 
+/// Opens a root that was open a moment ago in this process. sled's background threads may
+/// hold the database lock briefly after the database is dropped (a new berthd process never
+/// meets this), so a busy lock is retried for a while.
+fn reopen(root: &Path, snapshotter: &str) -> Snapshots {
+    let start = std::time::Instant::now();
+    loop {
+        match Snapshots::open(root, snapshotter) {
+            Ok(s) => return s,
+            Err(e) if e.to_string().contains("lock") && start.elapsed().as_secs() < 5 => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+}
+
 fn apply(
     s: &Snapshots,
     sn: &str,
@@ -59,7 +75,7 @@ fn a_restart_cleans_up_half_done_work() {
     std::fs::create_dir_all(snaps.join("424242/fs/usr")).unwrap();
     std::fs::remove_dir_all(snaps.join(ids[1].to_string())).unwrap();
 
-    let s = Snapshots::open(&root, "native").unwrap();
+    let s = reopen(&root, "native");
     let names: Vec<String> = s
         .list("native", "default")
         .unwrap()
@@ -103,7 +119,7 @@ fn a_restart_removes_interrupted_extractions() {
         s.prepare("native", "team", "container-rw", None, BTreeMap::new())
             .unwrap();
     }
-    let s = Snapshots::open(&root, "native").unwrap();
+    let s = reopen(&root, "native");
     let names: Vec<String> = s
         .list("native", "team")
         .unwrap()
@@ -260,7 +276,7 @@ fn kill_9_leaves_a_consistent_state() {
 
         // Opening recovers; then every record has its folder, every folder its record, and
         // every child count is right.
-        let sn = Snapshots::open(&root, "").unwrap().default_snapshotter();
+        let sn = reopen(&root, "").default_snapshotter();
         let md = Metadata::open(&root.join("metadata.db")).unwrap();
         let all = md.all(sn).unwrap();
         assert!(!all.is_empty() || round == 0, "the workload made progress");
