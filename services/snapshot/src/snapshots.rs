@@ -607,6 +607,10 @@ impl Snapshots {
                 return Ok(Some(flight));
             }
             if !self.in_flight.wait_for_change(seen, deadline) {
+                // A last look: an Apply without a name (not a flight) may have committed it.
+                if self.parent_committed(sn, ns, parent, layer)? {
+                    return Ok(None);
+                }
                 return Err(Error::ParentMissing {
                     name: layer_display(layer),
                     parent: parent.into(),
