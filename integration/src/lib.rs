@@ -438,3 +438,99 @@ impl Drop for Berthd {
         self.kill_shims();
     }
 }
+
+/// A dockerd of its own (data, exec root and socket in a temporary folder, trusting
+/// registries on 127.0.0.0/8 over plain HTTP, no bridge, no iptables), stopped with SIGTERM
+/// so that it takes its containerd down with it. Tests compare berth with the real docker
+/// CLI through it.
+#[derive(Debug)]
+pub struct Dockerd {
+    pub dir: TempDir,
+    child: Child,
+}
+
+impl Dockerd {
+    /// Starts one, or prints SKIP and gives None when docker is not installed or does not
+    /// start on this machine.
+    pub fn start() -> Option<Dockerd> {
+        if !have("dockerd") || !have("docker") {
+            eprintln!("SKIP: dockerd or docker is not installed");
+            return None;
+        }
+        let dir = TempDir::new("berth-it-dockerd");
+        let p = dir.path().display().to_string();
+        let mut cmd = Command::new("dockerd");
+        cmd.args([
+            "--data-root",
+            &format!("{p}/root"),
+            "--exec-root",
+            &format!("{p}/exec"),
+            "-H",
+            &format!("unix://{p}/docker.sock"),
+            "-p",
+            &format!("{p}/docker.pid"),
+            "--insecure-registry",
+            "127.0.0.0/8",
+            "--iptables=false",
+            "--ip6tables=false",
+            "--bridge=none",
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("dockerd.log")).ok()?);
+        let child = spawn_tied(cmd).ok()?;
+        let d = Dockerd { dir, child };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(60) {
+            if d.docker(&["version"]).status.success() {
+                return Some(d);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        eprintln!(
+            "SKIP: dockerd did not start: {}",
+            std::fs::read_to_string(d.dir.path().join("dockerd.log")).unwrap_or_default()
+        );
+        None
+    }
+
+    pub fn docker(&self, args: &[&str]) -> Output {
+        Command::new("docker")
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}/docker.sock", self.dir.path().display()),
+            )
+            .env("DOCKER_CONFIG", self.dir.path().join("client"))
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run docker")
+    }
+
+    /// Runs docker and returns stdout, asserting success.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.docker(args);
+        assert!(
+            o.status.success(),
+            "docker {args:?} failed: {}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+}
+
+impl Drop for Dockerd {
+    fn drop(&mut self) {
+        // SAFETY: kill(2) on the pid of our own child, not reaped yet.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_secs(20) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

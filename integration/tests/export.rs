@@ -2,14 +2,13 @@
 //! (`docker save`'s format) loaded by `berth load` into another berthd and by the real docker,
 //! each blob once however many names share it, and an unknown name failing without a file.
 
-use berth_integration::{busybox_archive, have, spawn_tied, Berthd, TempDir};
+use berth_integration::{busybox_archive, have, Berthd, Dockerd, TempDir};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
 
 const BUSYBOX: &str = "docker.io/library/busybox:latest";
 const TWO: &str = "docker.io/library/two:layers";
@@ -374,89 +373,6 @@ fn an_unknown_name_fails_and_leaves_no_file() {
     // Loading something that is no archive is refused.
     let (code, err) = e.d.fails(&["load", "-i", o]);
     assert_eq!(code, 125, "{err}");
-}
-
-/// A dockerd of its own in a temporary folder, stopped on drop.
-struct Dockerd {
-    dir: TempDir,
-    child: std::process::Child,
-}
-
-impl Dockerd {
-    fn start() -> Option<Dockerd> {
-        if !have("dockerd") || !have("docker") {
-            eprintln!("SKIP: dockerd or docker is not installed");
-            return None;
-        }
-        let dir = TempDir::new("berth-it-dockerd");
-        let p = |s: &str| dir.path().join(s);
-        let mut cmd = Command::new("dockerd");
-        cmd.arg("--data-root")
-            .arg(p("root"))
-            .arg("--exec-root")
-            .arg(p("exec"))
-            .arg("-H")
-            .arg(format!("unix://{}", p("docker.sock").display()))
-            .args(["--iptables=false", "--ip6tables=false", "--bridge=none"])
-            .arg("-p")
-            .arg(p("docker.pid"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(p("dockerd.log")).unwrap());
-        let child = spawn_tied(cmd).ok()?;
-        let d = Dockerd { dir, child };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(30) {
-            if d.docker(&["version"]).status.success() {
-                return Some(d);
-            }
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        eprintln!(
-            "SKIP: dockerd did not start: {}",
-            std::fs::read_to_string(d.dir.path().join("dockerd.log")).unwrap_or_default()
-        );
-        None
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .env(
-                "DOCKER_HOST",
-                format!("unix://{}", self.dir.path().join("docker.sock").display()),
-            )
-            .env("DOCKER_CONFIG", self.dir.path().join("client"))
-            .args(args)
-            .output()
-            .expect("docker")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.docker(args);
-        assert!(
-            o.status.success(),
-            "docker {args:?} failed: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        // SIGTERM, so dockerd stops the containerd it started.
-        // SAFETY: kill(2) on the pid of our own child, not reaped yet.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let start = Instant::now();
-        while start.elapsed() < Duration::from_secs(20) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 #[test]

@@ -2,7 +2,7 @@
 //! images, history, prune and garbage collection, commit, and push round trips through a real
 //! registry (read back by skopeo and by a second berthd).
 
-use berth_integration::{have, Berthd, Registry};
+use berth_integration::{have, Berthd, Dockerd, Registry};
 use std::path::Path;
 use std::process::Command;
 
@@ -245,6 +245,27 @@ fn push_round_trip() {
         );
         assert!(String::from_utf8_lossy(&o.stdout).contains(&digest));
     }
+    // The real docker CLI pulls what berth pushed and runs it.
+    if let Some(docker) = Dockerd::start() {
+        docker.ok(&["pull", &target]);
+        let id = docker.ok(&["image", "inspect", "-f", "{{.Id}}", &target]);
+        assert_eq!(
+            id.trim(),
+            d.ok(&["image", "inspect", "-f", "{{.Id}}", &target]).trim(),
+            "docker sees another image id"
+        );
+        let out = docker.ok(&[
+            "run",
+            "--rm",
+            "--network",
+            "none",
+            &target,
+            "echo",
+            "in-docker",
+        ]);
+        assert_eq!(out.trim(), "in-docker");
+    }
+
     // Pushing again sends nothing: every blob exists.
     let again = d.ok(&["push", &target]);
     assert!(again.contains(&digest), "{again}");

@@ -4,7 +4,7 @@
 //! Each test starts berthd with `[registry_proxy] listen` on a free loopback port; upstream,
 //! where there is one, is Debian's docker-registry.
 
-use berth_integration::{busybox_archive, free_port, have, Berthd, Registry, TempDir};
+use berth_integration::{busybox_archive, free_port, have, Berthd, Dockerd, Registry, TempDir};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -484,89 +484,6 @@ fn a_mirror_that_is_down_falls_back_to_upstream() {
     );
 }
 
-/// A dockerd of its own (data, exec root and socket in a temporary folder), stopped with
-/// SIGTERM so it takes its containerd down with it.
-struct Dockerd {
-    dir: TempDir,
-    child: std::process::Child,
-}
-
-impl Dockerd {
-    fn start() -> Dockerd {
-        let dir = TempDir::new("berth-it-dockerd");
-        let p = dir.path().display().to_string();
-        let mut cmd = Command::new("dockerd");
-        cmd.args([
-            "--data-root",
-            &format!("{p}/root"),
-            "--exec-root",
-            &format!("{p}/exec"),
-            "-H",
-            &format!("unix://{p}/docker.sock"),
-            "-p",
-            &format!("{p}/docker.pid"),
-            "--insecure-registry",
-            "127.0.0.0/8",
-            "--iptables=false",
-            "--bridge=none",
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("dockerd.log")).unwrap());
-        let child = berth_integration::spawn_tied(cmd).expect("start dockerd");
-        let d = Dockerd { dir, child };
-        let started = Instant::now();
-        while !d.docker(&["version"]).status.success() {
-            assert!(
-                started.elapsed() < Duration::from_secs(60),
-                "dockerd did not start: {}",
-                std::fs::read_to_string(d.dir.path().join("dockerd.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        d
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new("docker")
-            .env(
-                "DOCKER_HOST",
-                format!("unix://{}/docker.sock", self.dir.path().display()),
-            )
-            .env("DOCKER_CONFIG", self.dir.path().join("client"))
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run docker")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.docker(args);
-        assert!(
-            o.status.success(),
-            "docker {args:?} failed: {}{}",
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-}
-
-impl Drop for Dockerd {
-    fn drop(&mut self) {
-        // SAFETY: kill(2) on our own child, not yet reaped.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        let started = Instant::now();
-        while started.elapsed() < Duration::from_secs(20) {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn the_docker_cli_pushes_to_and_pulls_from_it() {
     if !tools(&["docker", "dockerd", "containerd", "skopeo", "umoci", "tar"]) {
@@ -575,7 +492,9 @@ fn the_docker_cli_pushes_to_and_pulls_from_it() {
     let (d, addr) = proxy("");
     let o = push(&format!("{addr}/dk/busybox:1"), None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let docker = Dockerd::start();
+    let Some(docker) = Dockerd::start() else {
+        return;
+    };
 
     // docker pulls what skopeo pushed, then pushes it under another name: the layer is
     // mounted across repositories, the config and manifest uploaded.
