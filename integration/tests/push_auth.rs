@@ -1054,3 +1054,73 @@ async fn bearer_token_login_push_and_logout() {
     assert_eq!(e.code(), Code::PermissionDenied, "{e:?}");
     assert!(e.message().contains("anonymous users"), "{}", e.message());
 }
+
+/// `berth login`/`logout`/`pull`/`push` from the CLI against an htpasswd registry.
+#[test]
+fn the_cli_logs_in_pulls_pushes_and_logs_out() {
+    if !tools(&["docker-registry", "skopeo", "curl"]) {
+        return;
+    }
+    let reg = TestRegistry::with_htpasswd("bob", "pa ss");
+    let st = Command::new("skopeo")
+        .args([
+            "copy",
+            "-q",
+            "--dest-tls-verify=false",
+            "--dest-creds",
+            "bob:pa ss",
+        ])
+        .arg(format!(
+            "oci-archive:{}",
+            berth_integration::busybox_archive().display()
+        ))
+        .arg(format!("docker://{}/team/busybox:1", reg.addr))
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let docker = TempDir::new("berth-it-cli-login");
+    let d = Berthd::start_with_env("", &[("DOCKER_CONFIG", docker.path().to_str().unwrap())]);
+    let img = format!("{}/team/busybox:1", reg.addr);
+    let login = |password: &str| {
+        let mut child = d
+            .cmd()
+            .args(["login", "-u", "bob", "--password-stdin", &reg.addr])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write as _;
+        writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+        child.wait_with_output().unwrap()
+    };
+
+    let (code, err) = d.fails(&["pull", &img]);
+    assert_eq!(code, 125);
+    assert!(err.contains(&format!("berth login {}", reg.addr)), "{err}");
+
+    let o = login("wrong");
+    assert_eq!(o.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("wrong user name or password"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    assert!(!docker.path().join("config.json").exists());
+
+    let o = login("pa ss");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Login Succeeded"));
+    d.ok(&["pull", "-q", &img]);
+    let pushed = format!("{}/team/copy:2", reg.addr);
+    d.ok(&["tag", &img, &pushed]);
+    d.ok(&["push", &pushed]);
+    skopeo_inspect(&pushed, Some("bob:pa ss"), true).expect("skopeo reads what berth pushed");
+
+    let out = d.ok(&["logout", &reg.addr]);
+    assert!(out.contains("Removing login credentials"), "{out}");
+    d.ok(&["rmi", &pushed, &img]);
+    let (code, _) = d.fails(&["pull", &pushed]);
+    assert_eq!(code, 125);
+    assert!(d.ok(&["logout", &reg.addr]).contains("Not logged in"));
+}
