@@ -30,6 +30,22 @@ fn parse_digest(s: &str) -> Result<Digest, Status> {
         .map_err(|e: berth_core::digest::DigestError| Status::invalid_argument(e.to_string()))
 }
 
+/// Runs `work` in a task of its own, in the caller's span: the progress it sends and then its
+/// result (or error) stream back to the client, who may go away without stopping it.
+fn streamed<T, Fut>(work: impl FnOnce(mpsc::Sender<Result<T, Status>>) -> Fut) -> BoxStream<T>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = Result<T, ImageError>> + Send + 'static,
+{
+    let (tx, rx) = mpsc::channel(64);
+    let work = work(tx.clone());
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
+        let last = work.await.map_err(Status::from);
+        let _ = tx.send(last).await;
+    }));
+    Box::pin(ReceiverStream::new(rx))
+}
+
 #[tonic::async_trait]
 impl api::images_server::Images for ImagesService {
     async fn tag(
@@ -63,30 +79,22 @@ impl api::images_server::Images for ImagesService {
         let ns = namespace(&req)?;
         let req = req.into_inner();
         berth_core::Reference::parse(&req.reference).map_err(ImageError::from)?;
-        let (tx, rx) = mpsc::channel(64);
         let store = self.store.clone();
-        let span = tracing::Span::current();
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                let reference = req.reference.clone();
-                match store.push(&ns, req, &tx).await {
-                    Ok(d) => {
-                        info!(namespace = %ns, image = %reference, digest = %d.digest, "pushed");
-                        let _ = tx
-                            .send(Ok(api::PushResponse {
-                                item: Some(api::push_response::Item::Pushed(d)),
-                            }))
-                            .await;
-                    }
-                    Err(e) => {
-                        warn!(namespace = %ns, image = %reference, error = %e, "push failed");
-                        let _ = tx.send(Err(e.into())).await;
-                    }
+        Ok(Response::new(streamed(move |tx| async move {
+            let reference = req.reference.clone();
+            match store.push(&ns, req, &tx).await {
+                Ok(d) => {
+                    info!(namespace = %ns, image = %reference, digest = %d.digest, "pushed");
+                    Ok(api::PushResponse {
+                        item: Some(api::push_response::Item::Pushed(d)),
+                    })
                 }
-            },
-            span,
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+                Err(e) => {
+                    warn!(namespace = %ns, image = %reference, error = %e, "push failed");
+                    Err(e)
+                }
+            }
+        })))
     }
 
     async fn commit(
@@ -198,30 +206,22 @@ impl api::images_server::Images for ImagesService {
         let req = req.into_inner();
         // Refuse a malformed reference before the stream starts.
         berth_core::Reference::parse(&req.reference).map_err(ImageError::from)?;
-        let (tx, rx) = mpsc::channel(64);
         let store = self.store.clone();
-        let span = tracing::Span::current();
-        tokio::spawn(tracing::Instrument::instrument(
-            async move {
-                let reference = req.reference.clone();
-                match store.pull(&ns, req, &tx).await {
-                    Ok(rec) => {
-                        info!(namespace = %ns, image = %rec.name, "pulled");
-                        let _ = tx
-                            .send(Ok(api::PullResponse {
-                                item: Some(api::pull_response::Item::Image(to_api_image(&rec))),
-                            }))
-                            .await;
-                    }
-                    Err(e) => {
-                        warn!(namespace = %ns, image = %reference, error = %e, "pull failed");
-                        let _ = tx.send(Err(e.into())).await;
-                    }
+        Ok(Response::new(streamed(move |tx| async move {
+            let reference = req.reference.clone();
+            match store.pull(&ns, req, &tx).await {
+                Ok(rec) => {
+                    info!(namespace = %ns, image = %rec.name, "pulled");
+                    Ok(api::PullResponse {
+                        item: Some(api::pull_response::Item::Image(to_api_image(&rec))),
+                    })
                 }
-            },
-            span,
-        ));
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+                Err(e) => {
+                    warn!(namespace = %ns, image = %reference, error = %e, "pull failed");
+                    Err(e)
+                }
+            }
+        })))
     }
 
     type ImportStream = BoxStream<api::PullResponse>;
