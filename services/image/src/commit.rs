@@ -164,10 +164,10 @@ impl ImageStore {
         let (gz_tx, mut gz_rx) = mpsc::channel::<Vec<u8>>(8);
         let compress = tokio::task::spawn_blocking(move || -> std::io::Result<Digest> {
             let mut hasher = Hasher::new();
-            let mut gz = flate2::write::GzEncoder::new(
-                std::io::BufWriter::with_capacity(256 << 10, ChannelWriter(gz_tx)),
-                flate2::Compression::fast(),
-            );
+            let mut gz = crate::gzip::AdaptiveGzip::new(std::io::BufWriter::with_capacity(
+                256 << 10,
+                ChannelWriter(gz_tx),
+            ));
             while let Some(chunk) = raw_rx.blocking_recv() {
                 hasher.update(&chunk);
                 gz.write_all(&chunk)?;

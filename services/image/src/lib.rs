@@ -19,6 +19,7 @@ pub mod content;
 pub mod error;
 pub mod export;
 pub mod gc;
+pub mod gzip;
 pub mod images;
 pub mod import;
 pub mod manage;
