@@ -352,7 +352,7 @@ fn pulls_through_the_cache_while_upstream_is_down() {
     let image = format!("{}/cached/busybox:1", reg.addr);
 
     // A's registry service pulls from upstream and keeps what it fetched.
-    let a = Berthd::start("");
+    let a = Berthd::start("[registry_proxy]\ncache = true\n");
     let started = Instant::now();
     a.ok(&["pull", "-q", &image]);
     let cold = started.elapsed();

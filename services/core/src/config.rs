@@ -81,6 +81,18 @@ pub struct RegistryProxyConfig {
     pub htpasswd: Option<PathBuf>,
     /// The realm of the `WWW-Authenticate: Basic` challenge; default `berth`.
     pub realm: Option<String>,
+    /// Keep what the registry service fetches in its pull-through cache, so that other
+    /// berthds using this one's registry service (`[services] registry`) are served from it.
+    /// Always on with `listen` (the HTTP registry and mirror mode serve from the cache); off
+    /// by default without it, since this berthd's own image store already keeps every blob.
+    pub cache: Option<bool>,
+}
+
+impl RegistryProxyConfig {
+    /// Whether the registry service keeps a pull-through cache.
+    pub fn caches(&self) -> bool {
+        self.listen.is_some() || self.cache.unwrap_or(false)
+    }
 }
 
 /// Addresses of the services for the clients inside berthd (`unix://PATH` or `tcp://HOST:PORT`).

@@ -69,10 +69,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 /// The Registry gRPC service under berthd's config, with credentials from Docker's
-/// `config.json` (`$DOCKER_CONFIG`, else `~/.docker`) and the pull-through cache in `root`
-/// (berthd passes `<root>/registry-proxy`). When the config has `[registry_proxy] listen`,
-/// the distribution API is served there too (see [`server`]); call this inside a tokio
-/// runtime.
+/// `config.json` (`$DOCKER_CONFIG`, else `~/.docker`) and, when the config asks for it
+/// (`[registry_proxy] listen` or `cache = true`), the pull-through cache in `root` (berthd
+/// passes `<root>/registry-proxy`). With `listen` the distribution API is served there too
+/// (see [`server`]); call this inside a tokio runtime.
 pub fn serve(
     config: &berth_core::config::Config,
     root: &Path,
@@ -86,6 +86,9 @@ pub fn serve_cached(
     root: &Path,
     credentials: Arc<dyn CredentialStore>,
 ) -> Result<RegistryServer<RegistryService>, Error> {
+    if !config.registry_proxy.caches() {
+        return serve_with(config, credentials);
+    }
     let store_error = |what: &str, e: &dyn std::fmt::Display| {
         Error::Store(format!("cannot open {what} under {}: {e}", root.display()))
     };
