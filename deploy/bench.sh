@@ -183,21 +183,28 @@ fi
 "${B[@]}" rm -f cm >/dev/null 2>&1
 
 echo
+LINK_MBPS=${LINK_MBPS:-100}
 echo "== pull + unpack of the big image through a registry-proxy mirror (another berthd), cold then warm"
+echo "   (upstream behind deploy/slowlink.py at $LINK_MBPS MB/s, standing for a registry across a network)"
+lport=$(free_port); LINK=127.0.0.1:$lport
+python3 "$repo/deploy/slowlink.py" "$lport" "$REG" "$LINK_MBPS" & PIDS+=($!)
 pport=$(free_port)
-mkdir -p "$W/proxy" "$W/q1" "$W/q2"
+mkdir -p "$W/proxy" "$W/q0" "$W/q1" "$W/q2"
 printf 'root = "%s/root"\nstate = "%s/state"\n[registry_proxy]\nlisten = "127.0.0.1:%s"\n' "$W/proxy" "$W/proxy" "$pport" > "$W/proxy/config.toml"
 "$BIN/berthd" --config "$W/proxy/config.toml" >"$W/proxy/log" 2>&1 & PIDS+=($!)
+printf 'root = "%s/root"\nstate = "%s/state"\n' "$W/q0" "$W/q0" > "$W/q0/config.toml"
 for q in q1 q2; do
-  printf 'root = "%s/root"\nstate = "%s/state"\n[registries."%s"]\nmirrors = ["http://127.0.0.1:%s"]\n' "$W/$q" "$W/$q" "$REG" "$pport" > "$W/$q/config.toml"
-  "$BIN/berthd" --config "$W/$q/config.toml" >"$W/$q/log" 2>&1 & PIDS+=($!)
+  printf 'root = "%s/root"\nstate = "%s/state"\n[registries."%s"]\nmirrors = ["http://127.0.0.1:%s"]\n' "$W/$q" "$W/$q" "$LINK" "$pport" > "$W/$q/config.toml"
 done
+for q in q0 q1 q2; do "$BIN/berthd" --config "$W/$q/config.toml" >"$W/$q/log" 2>&1 & PIDS+=($!); done
 for _ in $(seq 100); do curl -fs "http://127.0.0.1:$pport/v2/" >/dev/null && break; sleep 0.1; done
+Q0=("$BIN/berth" --address "unix://$W/q0/state/berth.sock")
 Q1=("$BIN/berth" --address "unix://$W/q1/state/berth.sock"); Q2=("$BIN/berth" --address "unix://$W/q2/state/berth.sock")
-for _ in $(seq 100); do "${Q1[@]}" version >/dev/null 2>&1 && "${Q2[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
-t0=$(now); "${Q1[@]}" pull -q "$REG/big:latest" >/dev/null || echo "cold pull through the proxy failed" >&2; t1=$(now)
-cold=$(python3 -c "print('%.2f' % (($t1-$t0)/1e9))")
-t0=$(now); "${Q2[@]}" pull -q "$REG/big:latest" >/dev/null || echo "warm pull through the proxy failed" >&2; t1=$(now)
-warm=$(python3 -c "print('%.2f' % (($t1-$t0)/1e9))")
+for _ in $(seq 100); do "${Q0[@]}" version >/dev/null 2>&1 && "${Q1[@]}" version >/dev/null 2>&1 && "${Q2[@]}" version >/dev/null 2>&1 && break; sleep 0.1; done
+timed() { local t0 t1; t0=$(now); "$@" >/dev/null || echo "failed: $*" >&2; t1=$(now); python3 -c "print('%.2f' % (($t1-$t0)/1e9))"; }
+direct=$(timed "${Q0[@]}" pull -q "$LINK/big:latest")
+cold=$(timed "${Q1[@]}" pull -q "$LINK/big:latest")
+warm=$(timed "${Q2[@]}" pull -q "$LINK/big:latest")
+echo "over the link, no proxy: ${direct} s"
 echo "through the proxy, cold: ${cold} s   warm: ${warm} s   (warm/cold = $(ratio "$warm" "$cold"))"
 echo "blobs in the proxy's cache: $(ls "$W/proxy/root/registry-proxy/blobs/sha256" 2>/dev/null | wc -l) (the big image has 8: 6 layers, config, manifest)"
