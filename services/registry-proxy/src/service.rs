@@ -596,18 +596,37 @@ fn digest_of(descriptor: &types::Descriptor) -> Result<Digest, Error> {
 
 /// Moves verified chunks to the gRPC stream; the first message carries the total.
 async fn pump(fetched: Fetched, tx: tokio::sync::mpsc::Sender<Result<FetchResponse, Status>>) {
+    use futures::FutureExt as _;
     let mut total = fetched.total.map(|t| i64::try_from(t).unwrap_or(i64::MAX));
     let mut stream = fetched.stream;
     let mut sent: u64 = 0;
-    while let Some(item) = stream.next().await {
-        let chunk = match item {
-            Ok(chunk) => chunk,
-            Err(e) => {
-                let _ = tx.send(Err(fail(e))).await;
-                return;
+    let mut pending: Vec<u8> = Vec::with_capacity(MAX_CHUNK);
+    let mut ended = false;
+    while !ended {
+        // Wait for bytes, then take whatever else is ready at once (up to a message's worth):
+        // small reads from the network become fewer, larger messages, without delaying any.
+        let mut item = stream.next().await;
+        loop {
+            match item {
+                None => {
+                    ended = true;
+                    break;
+                }
+                Some(Err(e)) => {
+                    let _ = tx.send(Err(fail(e))).await;
+                    return;
+                }
+                Some(Ok(chunk)) => pending.extend_from_slice(&chunk),
             }
-        };
-        for piece in chunk.chunks(MAX_CHUNK) {
+            if pending.len() >= MAX_CHUNK {
+                break;
+            }
+            match stream.next().now_or_never() {
+                Some(next) => item = next,
+                None => break,
+            }
+        }
+        for piece in pending.chunks(MAX_CHUNK) {
             let message = FetchResponse {
                 data: piece.to_vec(),
                 total: total.take().unwrap_or(0),
@@ -618,6 +637,7 @@ async fn pump(fetched: Fetched, tx: tokio::sync::mpsc::Sender<Result<FetchRespon
             }
             sent += piece.len() as u64;
         }
+        pending.clear();
     }
     if sent == 0 {
         // Empty content: one message still says so.
