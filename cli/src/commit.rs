@@ -117,6 +117,7 @@ pub async fn commit(ctx: &Context, a: CommitArgs) -> Result<(), Error> {
             comment: a.message.clone().unwrap_or_default(),
             author: a.author.clone().unwrap_or_default(),
             empty_layer: false,
+            intermediate: false,
         }))
         .await?
         .into_inner();

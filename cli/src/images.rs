@@ -23,6 +23,9 @@ pub struct PullArgs {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
+    /// Also show intermediate build images
+    #[arg(short, long)]
+    pub all: bool,
     /// Only show image ids
     #[arg(short, long)]
     pub quiet: bool,
@@ -284,7 +287,10 @@ pub async fn pull(ctx: &Context, a: PullArgs) -> Result<(), Error> {
 pub async fn ls(ctx: &Context, a: LsArgs) -> Result<(), Error> {
     let list = ctx
         .images()
-        .list(ctx.req(api::ListImagesRequest { filters: vec![] }))
+        .list(ctx.req(api::ListImagesRequest {
+            filters: vec![],
+            all: a.all,
+        }))
         .await?
         .into_inner();
     let id_of = |s: &api::ImageSummary| {

@@ -23,6 +23,13 @@ use std::io::Write;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
+/// An uncompressed layer tar as it arrives.
+pub type TarStream =
+    std::pin::Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, ImageError>> + Send>>;
+
+/// Build steps' images carry this label; `image ls` shows them only with `-a`.
+pub const LABEL_INTERMEDIATE: &str = "berth.image.intermediate";
+
 /// What a commit starts from.
 struct Base {
     config: serde_json::Map<String, Value>,
@@ -110,17 +117,14 @@ impl ImageStore {
         })
     }
 
-    /// Streams the diff of `key` into a gzip blob and a committed snapshot over `parent`.
-    async fn commit_layer(
+    /// The changes of the active snapshot `key`, as an uncompressed layer tar.
+    async fn diff_stream(
         &self,
         ns: &str,
         snapshotter: &str,
         key: &str,
-        parent: &str,
-        media_type: &str,
-        lease: &crate::gc::Lease,
-    ) -> Result<Layer, ImageError> {
-        let mut diff = self
+    ) -> Result<TarStream, ImageError> {
+        let diff = self
             .snapshots
             .clone()
             .diff(request(
@@ -132,7 +136,22 @@ impl ImageStore {
             ))
             .await?
             .into_inner();
+        Ok(Box::pin(
+            diff.map(|m| m.map(|m| m.data).map_err(ImageError::from)),
+        ))
+    }
 
+    /// Streams an uncompressed layer tar into a gzip blob and a committed snapshot over
+    /// `parent` (a chain id, empty for the first layer).
+    async fn commit_layer(
+        &self,
+        ns: &str,
+        snapshotter: &str,
+        mut diff: TarStream,
+        parent: &str,
+        media_type: &str,
+        lease: &crate::gc::Lease,
+    ) -> Result<Layer, ImageError> {
         // The snapshot service unpacks the same bytes as the new committed snapshot.
         let (apply_tx, apply_rx) = mpsc::channel::<ApplyRequest>(8);
         apply_tx
@@ -189,11 +208,11 @@ impl ImageStore {
         let mut failed: Option<ImageError> = None;
         while let Some(item) = diff.next().await {
             match item {
-                Ok(m) => {
-                    let sent_raw = raw_tx.send(m.data.clone()).await.is_ok();
+                Ok(data) => {
+                    let sent_raw = raw_tx.send(data.clone()).await.is_ok();
                     let sent_apply = apply_tx
                         .send(ApplyRequest {
-                            item: Some(apply_request::Item::Data(m.data)),
+                            item: Some(apply_request::Item::Data(data)),
                         })
                         .await
                         .is_ok();
@@ -201,8 +220,8 @@ impl ImageStore {
                         break;
                     }
                 }
-                Err(s) => {
-                    failed = Some(s.into());
+                Err(e) => {
+                    failed = Some(e);
                     break;
                 }
             }
@@ -256,9 +275,10 @@ impl ImageStore {
         &self,
         ns: &str,
         req: api::CommitRequest,
+        tar: Option<TarStream>,
     ) -> Result<(crate::metadata::ImageRecord, Digest), ImageError> {
         let lease = self.leases.acquire();
-        let reference = if req.reference.is_empty() {
+        let reference = if req.reference.is_empty() || req.intermediate {
             None
         } else {
             let r = Reference::parse(&req.reference)?;
@@ -296,9 +316,15 @@ impl ImageStore {
                 .map_err(|e| ImageError::InvalidArgument(format!("--change {change:?}: {e}")))?;
         }
 
-        let layer = if req.empty_layer || req.snapshot_key.is_empty() {
-            None
-        } else {
+        let source = match tar {
+            Some(t) => Some(t),
+            None if req.empty_layer || req.snapshot_key.is_empty() => None,
+            None => Some(
+                self.diff_stream(ns, &base.snapshotter, &req.snapshot_key)
+                    .await?,
+            ),
+        };
+        let layer = if let Some(source) = source {
             let parent_chain = chain_id(&base.diff_ids)
                 .map(|c| c.to_string())
                 .unwrap_or_default();
@@ -311,13 +337,15 @@ impl ImageStore {
                 self.commit_layer(
                     ns,
                     &base.snapshotter,
-                    &req.snapshot_key,
+                    source,
                     &parent_chain,
                     media_type,
                     &lease,
                 )
                 .await?,
             )
+        } else {
+            None
         };
 
         let created = now_rfc3339();
@@ -404,6 +432,9 @@ impl ImageStore {
         labels.insert(LABEL_CREATED.to_string(), created);
         labels.insert(LABEL_SIZE.to_string(), size.to_string());
         labels.insert(LABEL_SNAPSHOTTER.to_string(), base.snapshotter.clone());
+        if req.intermediate {
+            labels.insert(LABEL_INTERMEDIATE.to_string(), "true".to_string());
+        }
         let name = match &reference {
             Some(r) => r.to_string(),
             None => dangling_name(&config_digest.to_string()),

@@ -102,8 +102,42 @@ impl api::images_server::Images for ImagesService {
         req: Request<api::CommitRequest>,
     ) -> Result<Response<api::CommitResponse>, Status> {
         let ns = namespace(&req)?;
-        let (rec, id) = self.store.commit(&ns, req.into_inner()).await?;
+        let (rec, id) = self.store.commit(&ns, req.into_inner(), None).await?;
         info!(namespace = %ns, image = %rec.name, id = %id, "committed");
+        Ok(Response::new(api::CommitResponse {
+            image: Some(to_api_image(&rec)),
+            id: id.to_string(),
+        }))
+    }
+
+    async fn commit_layer(
+        &self,
+        req: Request<Streaming<api::CommitLayerRequest>>,
+    ) -> Result<Response<api::CommitResponse>, Status> {
+        let ns = namespace(&req)?;
+        let mut input = req.into_inner();
+        let header = match input.next().await {
+            Some(Ok(api::CommitLayerRequest {
+                item: Some(api::commit_layer_request::Item::Header(h)),
+            })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "CommitLayer starts with a header message (a CommitRequest)",
+                ))
+            }
+        };
+        let tar = input.filter_map(|m| match m {
+            Ok(api::CommitLayerRequest {
+                item: Some(api::commit_layer_request::Item::Data(d)),
+            }) => Some(Ok(d)),
+            Ok(_) => Some(Err(ImageError::InvalidArgument(
+                "a second header arrived in the middle of the layer".into(),
+            ))),
+            Err(s) => Some(Err(ImageError::from(s))),
+        });
+        let (rec, id) = self.store.commit(&ns, header, Some(Box::pin(tar))).await?;
+        info!(namespace = %ns, image = %rec.name, id = %id, "committed a layer");
         Ok(Response::new(api::CommitResponse {
             image: Some(to_api_image(&rec)),
             id: id.to_string(),
@@ -163,7 +197,9 @@ impl api::images_server::Images for ImagesService {
         req: Request<api::ListImagesRequest>,
     ) -> Result<Response<api::ListImagesResponse>, Status> {
         let ns = namespace(&req)?;
+        let all = req.get_ref().all;
         let mut recs = self.store.db.list(&ns).map_err(ImageError::from)?;
+        recs.retain(|r| all || !r.labels.contains_key(crate::commit::LABEL_INTERMEDIATE));
         recs.sort_by(|a, b| b.created.cmp(&a.created).then(a.name.cmp(&b.name)));
         let images = recs.iter().map(|r| self.store.summary(r)).collect();
         Ok(Response::new(api::ListImagesResponse { images }))
