@@ -1,24 +1,50 @@
 //! The Dockerfile front end: parser, variable substitution and history text. Pure code, no I/O.
 //!
-//! - [`parse`] turns Dockerfile text into a [`Dockerfile`]: parser directives, the global
+//! - [`parse`] turns Dockerfile text into a [`Dockerfile`]: its parser directives, the global
 //!   `ARG`s before the first `FROM`, and one [`Stage`] per `FROM`, each a list of
 //!   [`Instruction`]s whose [`Args`] are typed but **unexpanded**: words keep the quotes and
-//!   escapes Docker's parser leaves in them.
+//!   escapes Docker's parser leaves in them (`ENV A="x y"` keeps the value `"x y"`).
 //! - [`expand`] / [`expand_words`] do Docker's variable substitution (`$VAR`, `${VAR:-x}`, quotes,
 //!   escapes). The executor calls them at execution time, with the stage's env and build args,
 //!   for the instructions Docker substitutes in: ADD COPY ENV EXPOSE FROM LABEL STOPSIGNAL USER
-//!   VOLUME WORKDIR ARG (not RUN CMD ENTRYPOINT SHELL HEALTHCHECK ONBUILD). [`expand`] also
-//!   removes quotes and escapes, so ENV/LABEL/ARG values must go through it even when they hold
-//!   no variable.
-//! - [`history_text`] / [`history_text_with_args`] give the `created_by` text of Docker's
-//!   classic builder.
+//!   VOLUME WORKDIR ARG (not RUN CMD ENTRYPOINT SHELL HEALTHCHECK ONBUILD MAINTAINER).
+//!   [`expand`] also removes quotes and escapes, so ENV/LABEL/ARG keys and values must go
+//!   through it even when they hold no variable.
+//! - [`history_text`] / [`history_text_with_args`] give the `created_by` text Docker's classic
+//!   builder records (`/bin/sh -c #(nop)  CMD ["sh"]`, `|1 V=2 /bin/sh -c make`, …).
+//!
+//! What the parser does, following Docker's reference:
+//! - parser directives (`# syntax=…`, `# escape=\` or `` # escape=` ``, `# check=…`) only at
+//!   the very top; the first comment, blank line or instruction ends them;
+//! - comments (`#` first on a line) and blank lines are skipped, also inside a continuation;
+//!   a line ending with the escape character continues on the next line (the escape character
+//!   and the line break are removed, nothing is inserted);
+//! - keywords are case-insensitive; flags (`--name=value`) are read before the arguments of
+//!   every instruction and an unknown flag is an error, as in Docker;
+//! - exec form is a valid JSON array of strings, anything else is shell form;
+//! - heredocs (`RUN <<EOF`) are refused with an error.
+//!
+//! ```
+//! use berth_build::dockerfile::{self, Args, Command};
+//!
+//! let df = dockerfile::parse("FROM scratch\nADD hello /\nCMD [\"./hello\"]\n").unwrap();
+//! assert_eq!(df.stages.len(), 1);
+//! assert_eq!(df.stages[0].base, "scratch");
+//! let cmd = &df.stages[0].instructions[1];
+//! assert_eq!(cmd.args, Args::Cmd(Command::Exec(vec!["./hello".into()])));
+//! let shell = ["/bin/sh".to_string(), "-c".to_string()];
+//! assert_eq!(dockerfile::history_text(cmd, &shell), r#"/bin/sh -c #(nop)  CMD ["./hello"]"#);
+//!
+//! let env = |name: &str| (name == "V").then(|| "1.2".to_string());
+//! assert_eq!(dockerfile::expand("/opt/app-${V:-dev}", &env, '\\').unwrap(), "/opt/app-1.2");
+//! ```
 
 use std::fmt;
 use std::time::Duration;
 
-/// A parse error, naming the 1-based line of the instruction's first line.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Dockerfile:{line}: {message}")]
+/// A parse error, naming the 1-based line of the instruction's first line (0 when the error
+/// is about the whole file, e.g. an empty one).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ParseError {
     pub line: usize,
     pub message: String,
@@ -33,6 +59,18 @@ impl ParseError {
     }
 }
 
+impl fmt::Display for ParseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.line == 0 {
+            write!(f, "Dockerfile: {}", self.message)
+        } else {
+            write!(f, "Dockerfile:{}: {}", self.line, self.message)
+        }
+    }
+}
+
+impl std::error::Error for ParseError {}
+
 /// A parsed Dockerfile.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Dockerfile {
@@ -42,7 +80,7 @@ pub struct Dockerfile {
     pub syntax: Option<String>,
     /// The `ARG` instructions before the first `FROM` (each with [`Args::Arg`]).
     pub global_args: Vec<Instruction>,
-    /// One stage per `FROM`, in order.
+    /// One stage per `FROM`, in order; never empty.
     pub stages: Vec<Stage>,
 }
 
@@ -59,7 +97,7 @@ pub struct Stage {
     pub platform: Option<String>,
     /// Line of the `FROM`.
     pub line: usize,
-    /// The `FROM` instruction itself (with [`Args::From`]), for messages and history.
+    /// The `FROM` instruction itself (with [`Args::From`]), for messages.
     pub from: Instruction,
     /// Instructions after the `FROM`.
     pub instructions: Vec<Instruction>,
@@ -72,7 +110,8 @@ pub struct Instruction {
     pub line: usize,
     /// Upper-case keyword (`RUN`, `COPY`, …).
     pub keyword: String,
-    /// The instruction as written, continuation lines joined (escape char and newline removed).
+    /// The instruction as written, continuation lines joined (escape char and line break
+    /// removed), surrounding whitespace trimmed.
     pub original: String,
     pub args: Args,
 }
@@ -84,6 +123,26 @@ pub enum Command {
     Shell(String),
     /// Exec form: a JSON array of strings.
     Exec(Vec<String>),
+}
+
+impl Command {
+    /// The argv Docker stores in the config (CMD, ENTRYPOINT) or runs (RUN): exec form as is,
+    /// shell form appended to `shell`.
+    pub fn argv(&self, shell: &[String]) -> Vec<String> {
+        match self {
+            Command::Exec(v) => v.clone(),
+            Command::Shell(s) => shell.iter().cloned().chain([s.clone()]).collect(),
+        }
+    }
+}
+
+impl fmt::Display for Command {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Command::Shell(s) => f.write_str(s),
+            Command::Exec(v) => f.write_str(&serde_json::to_string(v).unwrap_or_default()),
+        }
+    }
 }
 
 /// `HEALTHCHECK` options and command. Durations are zero and retries 0 when not given, as in
@@ -102,7 +161,12 @@ impl Healthcheck {
     /// The `Test` field of the image config: `["CMD", args…]` for exec form,
     /// `["CMD-SHELL", command]` for shell form.
     pub fn test(&self) -> Vec<String> {
-        todo!()
+        match &self.command {
+            Command::Exec(v) => std::iter::once("CMD".to_string())
+                .chain(v.iter().cloned())
+                .collect(),
+            Command::Shell(s) => vec!["CMD-SHELL".to_string(), s.clone()],
+        }
     }
 }
 
@@ -126,15 +190,16 @@ pub enum Args {
     },
     Cmd(Command),
     Entrypoint(Command),
-    /// Exec form only.
+    /// Exec form only, at least one element.
     Shell(Vec<String>),
-    /// `(key, value)`; both raw (quotes/escapes kept) — run them through [`expand`].
+    /// `(key, value)`, both raw (quotes/escapes kept): run them through [`expand`].
     Env(Vec<(String, String)>),
-    /// `(key, value)`; both raw (quotes/escapes kept) — run them through [`expand`].
+    /// `(key, value)`, both raw (quotes/escapes kept): run them through [`expand`].
     Label(Vec<(String, String)>),
-    /// `(name, default)`; both raw.
+    /// `(name, default)`, both raw.
     Arg(Vec<(String, Option<String>)>),
     Copy {
+        /// At least one.
         sources: Vec<String>,
         dest: String,
         /// `--from=stage|index|image`.
@@ -144,6 +209,7 @@ pub enum Args {
         link: bool,
     },
     Add {
+        /// At least one.
         sources: Vec<String>,
         dest: String,
         chown: Option<String>,
@@ -158,56 +224,1006 @@ pub enum Args {
     StopSignal(String),
     /// `None` for `HEALTHCHECK NONE`.
     Healthcheck(Option<Healthcheck>),
-    /// The trigger as written (e.g. `RUN make`); [`parse_instruction`] parses it.
+    /// The trigger as written (e.g. `RUN make`), already checked by [`parse_instruction`],
+    /// which the executor uses again when the image serves as a base.
     Onbuild(String),
     Maintainer(String),
 }
 
 impl Dockerfile {
-    /// The index of the stage named `name_or_index` (case-insensitive AS name, or a number
-    /// below the number of stages).
+    /// The index of the stage named `name_or_index`: an `AS` name (case-insensitive) or a
+    /// number below the number of stages.
     pub fn stage_index(&self, name_or_index: &str) -> Option<usize> {
-        let _ = name_or_index;
-        todo!()
+        let wanted = name_or_index.to_ascii_lowercase();
+        if let Some(stage) = self
+            .stages
+            .iter()
+            .find(|s| s.name.as_deref() == Some(wanted.as_str()))
+        {
+            return Some(stage.index);
+        }
+        match name_or_index.parse::<usize>() {
+            Ok(i) if i < self.stages.len() => Some(i),
+            _ => None,
+        }
     }
 }
 
+// ---------------------------------------------------------------------------------------------
+// Parser
+// ---------------------------------------------------------------------------------------------
+
+const KEYWORDS: &[&str] = &[
+    "ADD",
+    "ARG",
+    "CMD",
+    "COPY",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "FROM",
+    "HEALTHCHECK",
+    "LABEL",
+    "MAINTAINER",
+    "ONBUILD",
+    "RUN",
+    "SHELL",
+    "STOPSIGNAL",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+];
+
 /// Parses a whole Dockerfile.
 pub fn parse(text: &str) -> Result<Dockerfile, ParseError> {
-    let _ = text;
-    todo!()
+    let text = text.strip_prefix('\u{feff}').unwrap_or(text);
+    let lines: Vec<&str> = text
+        .split('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .collect();
+
+    let mut escape = '\\';
+    let mut syntax = None;
+    let mut seen: Vec<String> = Vec::new();
+    let mut first = 0;
+    while let Some((key, value)) = lines.get(first).and_then(|l| directive(l)) {
+        if !matches!(key.as_str(), "syntax" | "escape" | "check") {
+            break; // an unknown directive is a comment, and ends the directives
+        }
+        if seen.contains(&key) {
+            return Err(ParseError::new(
+                first + 1,
+                format!("only one {key} parser directive can be used"),
+            ));
+        }
+        match key.as_str() {
+            "escape" => {
+                escape = match value.as_str() {
+                    "\\" => '\\',
+                    "`" => '`',
+                    _ => {
+                        return Err(ParseError::new(
+                            first + 1,
+                            format!("invalid escape token '{value}' does not match ` or \\"),
+                        ))
+                    }
+                }
+            }
+            "syntax" => syntax = Some(value),
+            _ => {}
+        }
+        seen.push(key);
+        first += 1;
+    }
+
+    let mut global_args = Vec::new();
+    let mut stages: Vec<Stage> = Vec::new();
+    let mut any = false;
+    for (line, text) in logical_lines(&lines, first, escape) {
+        any = true;
+        let inst = parse_instruction(&text, line, escape)?;
+        match &inst.args {
+            Args::From {
+                image,
+                name,
+                platform,
+            } => {
+                if let Some(n) = name {
+                    if stages.iter().any(|s| s.name.as_ref() == Some(n)) {
+                        return Err(ParseError::new(line, format!("duplicate stage name {n:?}")));
+                    }
+                }
+                stages.push(Stage {
+                    index: stages.len(),
+                    name: name.clone(),
+                    base: image.clone(),
+                    platform: platform.clone(),
+                    line,
+                    from: inst.clone(),
+                    instructions: Vec::new(),
+                });
+            }
+            Args::Arg(_) if stages.is_empty() => global_args.push(inst),
+            _ => match stages.last_mut() {
+                Some(stage) => stage.instructions.push(inst),
+                None => {
+                    return Err(ParseError::new(
+                        line,
+                        format!(
+                            "{} before the first FROM: no build stage in current context \
+                             (only ARG may come before FROM)",
+                            inst.keyword
+                        ),
+                    ))
+                }
+            },
+        }
+    }
+    if !any {
+        return Err(ParseError::new(0, "file with no instructions"));
+    }
+    if stages.is_empty() {
+        return Err(ParseError::new(
+            0,
+            "no FROM instruction: the Dockerfile contains no stages to build",
+        ));
+    }
+    Ok(Dockerfile {
+        escape,
+        syntax,
+        global_args,
+        stages,
+    })
+}
+
+/// `# key=value` at the top of the file: the key lowercased, the value trimmed.
+fn directive(line: &str) -> Option<(String, String)> {
+    let body = line.strip_prefix('#')?;
+    let (key, value) = body.split_once('=')?;
+    let key = key.trim_matches([' ', '\t']);
+    let value = value.trim_matches([' ', '\t']);
+    let mut chars = key.chars();
+    let valid_key = chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric());
+    (valid_key && !value.is_empty()).then(|| (key.to_ascii_lowercase(), value.to_string()))
+}
+
+fn is_comment(line: &str) -> bool {
+    line.trim_start().starts_with('#')
+}
+
+/// Removes a trailing escape character (plus trailing blanks after it); `true` when the line
+/// ends the instruction.
+fn trim_continuation(line: &str, escape: char) -> (&str, bool) {
+    let trimmed = line.trim_end_matches([' ', '\t']);
+    match trimmed.strip_suffix(escape) {
+        Some(rest) => (rest, false),
+        None => (line, true),
+    }
+}
+
+/// Joins continuation lines: `(line of the first line, text)` per instruction.
+fn logical_lines(lines: &[&str], first: usize, escape: char) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut i = first;
+    while i < lines.len() {
+        let start = i + 1;
+        let raw = lines[i].trim_start();
+        i += 1;
+        if raw.is_empty() || is_comment(raw) {
+            continue;
+        }
+        let (head, mut ended) = trim_continuation(raw, escape);
+        let mut text = head.to_string();
+        while !ended && i < lines.len() {
+            let raw = lines[i];
+            i += 1;
+            // Docker skips comment lines and empty lines inside a continuation.
+            if is_comment(raw) || raw.trim().is_empty() {
+                continue;
+            }
+            let (part, end) = trim_continuation(raw, escape);
+            text.push_str(part);
+            ended = end;
+        }
+        if !text.trim().is_empty() {
+            out.push((start, text));
+        }
+    }
+    out
 }
 
 /// Parses one instruction's text (continuations already joined), e.g. an ONBUILD trigger
 /// taken from a base image's config. `line` is used for errors.
 pub fn parse_instruction(text: &str, line: usize, escape: char) -> Result<Instruction, ParseError> {
-    let _ = (text, line, escape);
-    todo!()
+    let original = text.trim().to_string();
+    let err = |message: String| ParseError::new(line, message);
+    let (word, rest) = split_first_word(&original);
+    let keyword = word.to_ascii_uppercase();
+    if !KEYWORDS.contains(&keyword.as_str()) {
+        let hint = KEYWORDS
+            .iter()
+            .find(|k| edit_distance(k, &keyword) <= 2 && keyword.len() > 2)
+            .map(|k| format!(" (did you mean {k}?)"))
+            .unwrap_or_default();
+        return Err(err(format!("unknown instruction: {keyword}{hint}")));
+    }
+    let (mut flags, rest) = Flags::extract(rest).map_err(&err)?;
+    let args = instruction_args(&keyword, &mut flags, rest, escape).map_err(&err)?;
+    if let Some(name) = flags.unused() {
+        return Err(err(format!("unknown flag: {name}")));
+    }
+    Ok(Instruction {
+        line,
+        keyword,
+        original,
+        args,
+    })
 }
 
+fn instruction_args(
+    keyword: &str,
+    flags: &mut Flags,
+    rest: &str,
+    escape: char,
+) -> Result<Args, String> {
+    let rest = rest.trim();
+    let one_arg = |rest: &str| -> Result<String, String> {
+        if rest.is_empty() {
+            Err(format!("{keyword} requires exactly one argument"))
+        } else {
+            Ok(rest.to_string())
+        }
+    };
+    let args = match keyword {
+        "FROM" => {
+            let platform = flags.string("platform")?;
+            let words: Vec<&str> = rest.split_whitespace().collect();
+            let name = match words.as_slice() {
+                [_] => None,
+                [_, as_, name] if as_.eq_ignore_ascii_case("as") => {
+                    let lower = name.to_ascii_lowercase();
+                    if !valid_stage_name(&lower) {
+                        return Err(format!(
+                            "invalid name for build stage: {name:?}, name can't start with a \
+                             number or contain symbols"
+                        ));
+                    }
+                    Some(lower)
+                }
+                _ => return Err("FROM requires either one or three arguments".into()),
+            };
+            Args::From {
+                image: words[0].to_string(),
+                name,
+                platform,
+            }
+        }
+        "RUN" => {
+            let mounts = flags.strings("mount");
+            let network = flags.string("network")?;
+            let security = flags.string("security")?;
+            refuse_heredoc(keyword, rest)?;
+            Args::Run {
+                command: required_command(keyword, rest)?,
+                mounts,
+                network,
+                security,
+            }
+        }
+        "CMD" => Args::Cmd(required_command(keyword, rest)?),
+        "ENTRYPOINT" => Args::Entrypoint(required_command(keyword, rest)?),
+        "SHELL" => match parse_command(rest) {
+            Command::Exec(v) if v.is_empty() => {
+                return Err("SHELL requires at least one argument".into())
+            }
+            Command::Exec(v) => Args::Shell(v),
+            Command::Shell(_) => {
+                return Err("SHELL requires the arguments to be in JSON form".into())
+            }
+        },
+        "ENV" => Args::Env(parse_name_values(keyword, rest, escape)?),
+        "LABEL" => Args::Label(parse_name_values(keyword, rest, escape)?),
+        "ARG" => {
+            let words = split_words(rest, escape);
+            if words.is_empty() {
+                return Err("ARG requires at least one argument".into());
+            }
+            let mut out = Vec::new();
+            for w in words {
+                let (name, value) = match w.split_once('=') {
+                    Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                    None => (w, None),
+                };
+                if name.is_empty() {
+                    return Err("ARG names can not be blank".into());
+                }
+                out.push((name, value));
+            }
+            Args::Arg(out)
+        }
+        "COPY" => {
+            let from = flags.string("from")?;
+            let chown = flags.string("chown")?;
+            let chmod = flags.string("chmod")?;
+            let link = flags.bool("link")?;
+            refuse_heredoc(keyword, rest)?;
+            let (sources, dest) = sources_and_dest(keyword, rest)?;
+            Args::Copy {
+                sources,
+                dest,
+                from,
+                chown,
+                chmod,
+                link,
+            }
+        }
+        "ADD" => {
+            let chown = flags.string("chown")?;
+            let chmod = flags.string("chmod")?;
+            let checksum = flags.string("checksum")?;
+            let link = flags.bool("link")?;
+            refuse_heredoc(keyword, rest)?;
+            let (sources, dest) = sources_and_dest(keyword, rest)?;
+            Args::Add {
+                sources,
+                dest,
+                chown,
+                chmod,
+                checksum,
+                link,
+            }
+        }
+        "WORKDIR" => Args::Workdir(one_arg(rest)?),
+        "USER" => Args::User(one_arg(rest)?),
+        "STOPSIGNAL" => Args::StopSignal(one_arg(rest)?),
+        "MAINTAINER" => Args::Maintainer(one_arg(rest)?),
+        "VOLUME" => {
+            let volumes = json_or_words(rest);
+            if volumes.is_empty() {
+                return Err("VOLUME requires at least one argument".into());
+            }
+            if volumes.iter().any(|v| v.trim().is_empty()) {
+                return Err("VOLUME specified can not be an empty string".into());
+            }
+            Args::Volume(volumes)
+        }
+        "EXPOSE" => {
+            let ports: Vec<String> = rest.split_whitespace().map(str::to_string).collect();
+            if ports.is_empty() {
+                return Err("EXPOSE requires at least one argument".into());
+            }
+            Args::Expose(ports)
+        }
+        "HEALTHCHECK" => Args::Healthcheck(parse_healthcheck(flags, rest)?),
+        "ONBUILD" => {
+            if rest.is_empty() {
+                return Err("ONBUILD requires at least one argument".into());
+            }
+            let (trigger, _) = split_first_word(rest);
+            match trigger.to_ascii_uppercase().as_str() {
+                "ONBUILD" => {
+                    return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into())
+                }
+                t @ ("FROM" | "MAINTAINER") => {
+                    return Err(format!("{t} isn't allowed as an ONBUILD trigger"))
+                }
+                _ => {}
+            }
+            parse_instruction(rest, 0, escape).map_err(|e| format!("ONBUILD: {}", e.message))?;
+            Args::Onbuild(rest.to_string())
+        }
+        _ => unreachable!("keyword checked against KEYWORDS"),
+    };
+    Ok(args)
+}
+
+fn valid_stage_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars.next().is_some_and(|c| c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c))
+}
+
+fn split_first_word(s: &str) -> (&str, &str) {
+    let s = s.trim_start();
+    match s.find(char::is_whitespace) {
+        Some(i) => (&s[..i], s[i..].trim_start()),
+        None => (s, ""),
+    }
+}
+
+/// Docker's rule: a valid JSON array of strings is exec form, anything else shell form.
+fn parse_command(rest: &str) -> Command {
+    let rest = rest.trim();
+    if rest.starts_with('[') {
+        if let Ok(v) = serde_json::from_str::<Vec<String>>(rest) {
+            return Command::Exec(v);
+        }
+    }
+    Command::Shell(rest.to_string())
+}
+
+fn required_command(keyword: &str, rest: &str) -> Result<Command, String> {
+    match parse_command(rest) {
+        Command::Shell(s) if s.is_empty() => {
+            Err(format!("{keyword} requires at least one argument"))
+        }
+        Command::Exec(v) if v.is_empty() && keyword == "RUN" => {
+            Err(format!("{keyword} requires at least one argument"))
+        }
+        c => Ok(c),
+    }
+}
+
+/// A JSON array of strings, or whitespace-separated words.
+fn json_or_words(rest: &str) -> Vec<String> {
+    match parse_command(rest) {
+        Command::Exec(v) => v,
+        Command::Shell(s) => s.split_whitespace().map(str::to_string).collect(),
+    }
+}
+
+fn sources_and_dest(keyword: &str, rest: &str) -> Result<(Vec<String>, String), String> {
+    let mut words = json_or_words(rest);
+    match words.len() {
+        0 => Err(format!("{keyword} requires at least two arguments")),
+        1 => Err(format!(
+            "{keyword} requires at least two arguments, but only one was provided. Destination \
+             could not be determined."
+        )),
+        _ => {
+            let dest = words.pop().unwrap_or_default();
+            Ok((words, dest))
+        }
+    }
+}
+
+fn refuse_heredoc(keyword: &str, rest: &str) -> Result<(), String> {
+    let mut search = rest;
+    while let Some(i) = search.find("<<") {
+        let after = &search[i + 2..];
+        let candidate = after
+            .strip_prefix('-')
+            .unwrap_or(after)
+            .trim_start_matches(['"', '\'']);
+        if !after.starts_with('<')
+            && candidate
+                .chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        {
+            let word: String = candidate
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            return Err(format!(
+                "heredocs are not supported ({keyword} <<{word}): put the content in a file of \
+                 the build context and COPY it"
+            ));
+        }
+        search = after.trim_start_matches('<');
+    }
+    Ok(())
+}
+
+/// ENV and LABEL: `K=V K2="v 2"` or the legacy `K value words`.
+fn parse_name_values(
+    keyword: &str,
+    rest: &str,
+    escape: char,
+) -> Result<Vec<(String, String)>, String> {
+    let words = split_words(rest, escape);
+    let Some(first) = words.first() else {
+        return Err(format!("{keyword} requires at least one argument"));
+    };
+    if !first.contains('=') {
+        let (name, value) = split_first_word(rest);
+        if value.is_empty() {
+            return Err(format!("{keyword} must have two arguments"));
+        }
+        return Ok(vec![(name.to_string(), value.to_string())]);
+    }
+    let mut out = Vec::new();
+    for w in &words {
+        let Some((name, value)) = w.split_once('=') else {
+            return Err(format!(
+                "Syntax error - can't find = in {}. Must be of the form: name=value",
+                go_quote(w)
+            ));
+        };
+        if name.is_empty() {
+            return Err(format!("{keyword} names can not be blank"));
+        }
+        out.push((name.to_string(), value.to_string()));
+    }
+    Ok(out)
+}
+
+/// Splits at unquoted whitespace as Docker's parser does for ENV/LABEL/ARG: quotes and escapes
+/// stay in the words (substitution removes them later); `""` is a word.
+fn split_words(rest: &str, escape: char) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut word = String::new();
+    let mut in_word = false;
+    let mut quote: Option<char> = None;
+    let mut chars = rest.chars().peekable();
+    while let Some(c) = chars.next() {
+        match quote {
+            None if c.is_whitespace() => {
+                if in_word {
+                    words.push(std::mem::take(&mut word));
+                    in_word = false;
+                }
+                continue;
+            }
+            None => {
+                in_word = true;
+                if c == '\'' || c == '"' {
+                    quote = Some(c);
+                } else if c == escape {
+                    match chars.next() {
+                        Some(n) => {
+                            word.push(c);
+                            word.push(n);
+                        }
+                        None => {} // an escape at the very end is dropped
+                    }
+                    continue;
+                }
+            }
+            Some(q) => {
+                if c == q {
+                    quote = None;
+                } else if c == escape && q != '\'' {
+                    if let Some(n) = chars.next() {
+                        word.push(c);
+                        word.push(n);
+                    }
+                    continue;
+                }
+            }
+        }
+        word.push(c);
+    }
+    if in_word {
+        words.push(word);
+    }
+    words
+}
+
+fn parse_healthcheck(flags: &mut Flags, rest: &str) -> Result<Option<Healthcheck>, String> {
+    if rest.is_empty() {
+        return Err("HEALTHCHECK requires at least one argument".into());
+    }
+    let (kind, command) = split_first_word(rest);
+    match kind.to_ascii_uppercase().as_str() {
+        "NONE" => {
+            if !command.is_empty() || !flags.items.is_empty() {
+                return Err("HEALTHCHECK NONE takes no arguments".into());
+            }
+            Ok(None)
+        }
+        "CMD" => {
+            let interval = flags.duration("interval")?;
+            let timeout = flags.duration("timeout")?;
+            let start_period = flags.duration("start-period")?;
+            let start_interval = flags.duration("start-interval")?;
+            let retries = match flags.string("retries")? {
+                None => 0,
+                Some(v) => match v.parse::<i64>() {
+                    Ok(n) if n < 0 => return Err(format!("--retries cannot be negative ({n})")),
+                    Ok(n) => u32::try_from(n).map_err(|_| format!("--retries too large ({n})"))?,
+                    Err(_) => return Err(format!("invalid value for --retries: {v:?}")),
+                },
+            };
+            let command = match parse_command(command) {
+                Command::Shell(s) if s.is_empty() => None,
+                Command::Exec(v) if v.is_empty() => None,
+                c => Some(c),
+            }
+            .ok_or("Missing command after HEALTHCHECK CMD")?;
+            Ok(Some(Healthcheck {
+                command,
+                interval,
+                timeout,
+                start_period,
+                start_interval,
+                retries,
+            }))
+        }
+        _ => Err(format!(
+            "Unknown type {} in HEALTHCHECK (try CMD)",
+            go_quote(kind)
+        )),
+    }
+}
+
+/// The `--name[=value]` flags before an instruction's arguments.
+#[derive(Debug, Default)]
+struct Flags {
+    /// `(name, value, used)`.
+    items: Vec<(String, Option<String>, bool)>,
+}
+
+impl Flags {
+    /// Reads leading `--flag[=value]` words (quotes in them removed); `--` ends the flags.
+    fn extract(mut rest: &str) -> Result<(Flags, &str), String> {
+        let mut flags = Flags::default();
+        loop {
+            rest = rest.trim_start();
+            if !rest.starts_with("--") {
+                break;
+            }
+            let mut word = String::new();
+            let mut quote: Option<char> = None;
+            let mut end = rest.len();
+            for (i, c) in rest.char_indices() {
+                match quote {
+                    Some(q) if c == q => quote = None,
+                    Some(_) => word.push(c),
+                    None if c == '"' || c == '\'' => quote = Some(c),
+                    None if c.is_whitespace() => {
+                        end = i;
+                        break;
+                    }
+                    None => word.push(c),
+                }
+            }
+            if let Some(q) = quote {
+                return Err(format!("unterminated {q} quote in flag {word}"));
+            }
+            rest = &rest[end..];
+            if word == "--" {
+                break;
+            }
+            let body = &word[2..];
+            let (name, value) = match body.split_once('=') {
+                Some((n, v)) => (n.to_string(), Some(v.to_string())),
+                None => (body.to_string(), None),
+            };
+            flags.items.push((name, value, false));
+        }
+        Ok((flags, rest))
+    }
+
+    fn take(&mut self, name: &str) -> Vec<Option<String>> {
+        self.items
+            .iter_mut()
+            .filter(|(n, _, _)| n == name)
+            .map(|(_, v, used)| {
+                *used = true;
+                v.clone()
+            })
+            .collect()
+    }
+
+    fn string(&mut self, name: &str) -> Result<Option<String>, String> {
+        let values = self.take(name);
+        match values.as_slice() {
+            [] => Ok(None),
+            [Some(v)] => Ok(Some(v.clone())),
+            [None] => Err(format!("missing a value on flag: {name}")),
+            _ => Err(format!("duplicate flag specified: {name}")),
+        }
+    }
+
+    fn strings(&mut self, name: &str) -> Vec<String> {
+        self.take(name).into_iter().flatten().collect()
+    }
+
+    fn bool(&mut self, name: &str) -> Result<bool, String> {
+        let values = self.take(name);
+        match values.as_slice() {
+            [] => Ok(false),
+            [None] => Ok(true),
+            [Some(v)] => match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "t" => Ok(true),
+                "false" | "0" | "f" => Ok(false),
+                _ => Err(format!("expecting boolean value for flag {name}, not: {v}")),
+            },
+            _ => Err(format!("duplicate flag specified: {name}")),
+        }
+    }
+
+    fn duration(&mut self, name: &str) -> Result<Duration, String> {
+        let Some(v) = self.string(name)? else {
+            return Ok(Duration::ZERO);
+        };
+        let negative = v.starts_with('-');
+        let d = parse_go_duration(v.trim_start_matches(['-', '+']))
+            .ok_or_else(|| format!("time: invalid duration {}", go_quote(&v)))?;
+        if negative && !d.is_zero() {
+            return Err(format!("Interval {} cannot be negative", go_quote(name)));
+        }
+        if !d.is_zero() && d < Duration::from_millis(1) {
+            return Err(format!(
+                "Interval {} cannot be less than 1ms",
+                go_quote(name)
+            ));
+        }
+        Ok(d)
+    }
+
+    fn unused(&self) -> Option<&str> {
+        self.items
+            .iter()
+            .find(|(_, _, used)| !used)
+            .map(|(n, _, _)| n.as_str())
+    }
+}
+
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1];
+        for (j, cb) in b.iter().enumerate() {
+            let cost = usize::from(ca != *cb);
+            cur.push((prev[j] + cost).min(prev[j + 1] + 1).min(cur[j] + 1));
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+// ---------------------------------------------------------------------------------------------
+// Variable substitution
+// ---------------------------------------------------------------------------------------------
+
 /// Expands one word as Docker's shell-word lexer does: `$VAR`, `${VAR}`, `${VAR:-default}`,
-/// `${VAR:+alt}`, `${VAR-default}`, `${VAR+alt}`; `escape` followed by a character keeps the
-/// character literally; single quotes suppress expansion, double quotes allow it; quotes are
-/// removed. Unset variables expand to the empty string.
+/// `${VAR-default}`, `${VAR:+alt}`, `${VAR+alt}`, `${VAR:?message}`, `${VAR?message}`;
+/// the escape character keeps the next character literally (inside double quotes only before
+/// `"`, `$` and itself); single quotes suppress expansion, double quotes allow it; quotes are
+/// removed. Unset variables expand to the empty string; `$` not followed by a name stays `$`.
 pub fn expand(
     word: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     escape: char,
 ) -> Result<String, String> {
-    let _ = (word, lookup, escape);
-    todo!()
+    Ok(Lexer::new(word, lookup, escape).run(None)?.text)
 }
 
-/// Like [`expand`], then splits the result into words at unquoted whitespace (whitespace that
-/// comes from a variable's value also splits, as in Docker).
+/// Like [`expand`], then split into words at unquoted whitespace, including whitespace that
+/// comes from a variable's value; quoted text never splits, and `""` gives an empty word.
 pub fn expand_words(
     word: &str,
     lookup: &dyn Fn(&str) -> Option<String>,
     escape: char,
 ) -> Result<Vec<String>, String> {
-    let _ = (word, lookup, escape);
-    todo!()
+    Ok(Lexer::new(word, lookup, escape).run(None)?.finish())
 }
+
+/// The expanded text and, alongside, the words it splits into.
+#[derive(Debug, Default)]
+struct Words {
+    text: String,
+    words: Vec<String>,
+    current: String,
+    in_word: bool,
+}
+
+impl Words {
+    /// A character that splits words when it is whitespace.
+    fn add(&mut self, c: char) {
+        self.text.push(c);
+        if c.is_whitespace() {
+            if self.in_word {
+                self.words.push(std::mem::take(&mut self.current));
+                self.in_word = false;
+            }
+        } else {
+            self.current.push(c);
+            self.in_word = true;
+        }
+    }
+
+    /// Quoted or escaped text: never splits, and makes a word even when empty.
+    fn add_raw(&mut self, s: &str) {
+        self.text.push_str(s);
+        self.current.push_str(s);
+        self.in_word = true;
+    }
+
+    fn finish(mut self) -> Vec<String> {
+        if self.in_word {
+            self.words.push(self.current);
+        }
+        self.words
+    }
+}
+
+struct Lexer<'a> {
+    chars: Vec<char>,
+    pos: usize,
+    escape: char,
+    lookup: &'a dyn Fn(&str) -> Option<String>,
+}
+
+impl<'a> Lexer<'a> {
+    fn new(word: &str, lookup: &'a dyn Fn(&str) -> Option<String>, escape: char) -> Self {
+        Lexer {
+            chars: word.chars().collect(),
+            pos: 0,
+            escape,
+            lookup,
+        }
+    }
+
+    fn peek(&self) -> Option<char> {
+        self.chars.get(self.pos).copied()
+    }
+
+    fn next(&mut self) -> Option<char> {
+        let c = self.peek();
+        self.pos += usize::from(c.is_some());
+        c
+    }
+
+    /// Processes up to `stop` (consumed) or the end of the word.
+    fn run(&mut self, stop: Option<char>) -> Result<Words, String> {
+        let mut out = Words::default();
+        loop {
+            let Some(c) = self.peek() else {
+                return match stop {
+                    Some(s) => Err(format!("syntax error: missing '{s}' in {}", self.source())),
+                    None => Ok(out),
+                };
+            };
+            if Some(c) == stop {
+                self.pos += 1;
+                return Ok(out);
+            }
+            match c {
+                '\'' => {
+                    let s = self.single_quoted()?;
+                    out.add_raw(&s);
+                }
+                '"' => {
+                    let s = self.double_quoted()?;
+                    out.add_raw(&s);
+                }
+                '$' => {
+                    for ch in self.dollar()?.chars() {
+                        out.add(ch);
+                    }
+                }
+                c if c == self.escape => {
+                    self.pos += 1;
+                    if let Some(n) = self.next() {
+                        out.add_raw(n.encode_utf8(&mut [0; 4]));
+                    }
+                }
+                c => {
+                    self.pos += 1;
+                    out.add(c);
+                }
+            }
+        }
+    }
+
+    fn source(&self) -> String {
+        self.chars.iter().collect()
+    }
+
+    fn single_quoted(&mut self) -> Result<String, String> {
+        self.pos += 1;
+        let mut s = String::new();
+        loop {
+            match self.next() {
+                None => {
+                    return Err(
+                        "unexpected end of statement while looking for matching single-quote"
+                            .into(),
+                    )
+                }
+                Some('\'') => return Ok(s),
+                Some(c) => s.push(c),
+            }
+        }
+    }
+
+    fn double_quoted(&mut self) -> Result<String, String> {
+        self.pos += 1;
+        let mut s = String::new();
+        loop {
+            match self.peek() {
+                None => {
+                    return Err(
+                        "unexpected end of statement while looking for matching double-quote"
+                            .into(),
+                    )
+                }
+                Some('"') => {
+                    self.pos += 1;
+                    return Ok(s);
+                }
+                Some('$') => s.push_str(&self.dollar()?),
+                Some(c) => {
+                    self.pos += 1;
+                    if c == self.escape {
+                        match self.peek() {
+                            None => continue,
+                            Some(n) if n == '"' || n == '$' || n == self.escape => {
+                                self.pos += 1;
+                                s.push(n);
+                                continue;
+                            }
+                            Some(_) => {}
+                        }
+                    }
+                    s.push(c);
+                }
+            }
+        }
+    }
+
+    /// A name after `$`: letters, digits and `_`, or only digits when it starts with one.
+    fn name(&mut self) -> String {
+        let mut name = String::new();
+        if self.peek().is_some_and(|c| c.is_ascii_digit()) {
+            while let Some(c) = self.peek().filter(char::is_ascii_digit) {
+                name.push(c);
+                self.pos += 1;
+            }
+            return name;
+        }
+        while let Some(c) = self.peek().filter(|c| c.is_alphanumeric() || *c == '_') {
+            name.push(c);
+            self.pos += 1;
+        }
+        name
+    }
+
+    /// At a `$`: the substituted value.
+    fn dollar(&mut self) -> Result<String, String> {
+        self.pos += 1;
+        if self.peek() != Some('{') {
+            let name = self.name();
+            if name.is_empty() {
+                return Ok("$".into());
+            }
+            return Ok((self.lookup)(&name).unwrap_or_default());
+        }
+        self.pos += 1;
+        let name = self.name();
+        let value = (self.lookup)(&name);
+        let (colon, modifier) = match self.next() {
+            Some('}') => return Ok(value.unwrap_or_default()),
+            Some(':') => (true, self.next()),
+            Some(c @ ('-' | '+' | '?')) => (false, Some(c)),
+            Some(c) => return Err(format!("unsupported modifier ({c}) in substitution")),
+            None => return Err(format!("syntax error: missing '}}' in {}", self.source())),
+        };
+        let modifier = match modifier {
+            Some(m @ ('-' | '+' | '?')) => m,
+            Some(m) => return Err(format!("unsupported modifier (:{m}) in substitution")),
+            None => return Err(format!("syntax error: missing '}}' in {}", self.source())),
+        };
+        let word = self.run(Some('}'))?.text;
+        // With a colon, an empty value counts as unset.
+        let set = match &value {
+            Some(v) => !(colon && v.is_empty()),
+            None => false,
+        };
+        match modifier {
+            '-' => Ok(if set { value.unwrap_or_default() } else { word }),
+            '+' => Ok(if set { word } else { String::new() }),
+            _ => {
+                if set {
+                    Ok(value.unwrap_or_default())
+                } else if word.is_empty() {
+                    Err(format!("{name}: is not allowed to be unset"))
+                } else {
+                    Err(format!("{name}: {word}"))
+                }
+            }
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// History
+// ---------------------------------------------------------------------------------------------
 
 /// Docker classic builder's `created_by` for `inst`, run with the stage's `shell`
 /// (`["/bin/sh", "-c"]` by default). See [`history_text_with_args`].
@@ -215,24 +1231,221 @@ pub fn history_text(inst: &Instruction, shell: &[String]) -> String {
     history_text_with_args(inst, shell, &[])
 }
 
-/// Docker classic builder's `created_by`, with the build args in effect for RUN
-/// (`|N K=V … ` prefix). The executor passes an instruction whose args it has already expanded
-/// where Docker records expanded values (ENV, LABEL, WORKDIR as resolved, …); for COPY/ADD it
-/// replaces `sources` with Docker's description (`file:<hash>`, `dir:<hash>`, `multi:<hash>`).
+/// Docker classic builder's `created_by` text.
+///
+/// - RUN: the command it ran (`/bin/sh -c make`, or an exec form's argv joined by spaces),
+///   prefixed by `|N K=V …` (sorted) when `build_args` is not empty: pass the build args in
+///   effect for the step, as Docker does.
+/// - Every other instruction: `SHELL #(nop) ` and a description. Most use Docker's commit
+///   message, hence two spaces after `#(nop)`: `CMD ["a" "b"]` and `ENTRYPOINT […]` (Go's `%q`
+///   of the argv, shell form already wrapped in `shell`), `ENV K=V …`, `LABEL K=V …`,
+///   `ARG K[=V] …`, `EXPOSE 80 …`, `USER u`, `VOLUME [/a /b]`, `SHELL [/bin/bash -c]`,
+///   `STOPSIGNAL SIGTERM`, `MAINTAINER x`, `ONBUILD trigger`,
+///   `HEALTHCHECK &{["CMD-SHELL" "…"] "30s" "0s" "0s" "0s" '\x03'}` (Go's `%q` of the config).
+///   WORKDIR, COPY and ADD have one space: `WORKDIR /abs`, `COPY SOURCES in DEST ` (trailing
+///   space kept).
+///
+/// Values are printed as found in `inst`: the executor passes an instruction whose args it has
+/// expanded where Docker records expanded values (ENV, LABEL, ARG, EXPOSE, USER, VOLUME,
+/// STOPSIGNAL), with WORKDIR's resolved absolute path, and for COPY/ADD with `sources`
+/// replaced by Docker's description (`file:<hex>`, `dir:<hex>`, `multi:<hex>`, or the URL).
+/// FROM records no history of its own; it gets `#(nop)  FROM image` here for completeness.
 pub fn history_text_with_args(
     inst: &Instruction,
     shell: &[String],
     build_args: &[(String, String)],
 ) -> String {
-    let _ = (inst, shell, build_args);
-    todo!()
+    let nop = |comment: String| format!("{} #(nop)  {comment}", shell.join(" "));
+    let nop1 = |comment: String| format!("{} #(nop) {comment}", shell.join(" "));
+    let pairs = |kv: &[(String, String)]| {
+        kv.iter()
+            .map(|(k, v)| format!(" {k}={v}"))
+            .collect::<String>()
+    };
+    match &inst.args {
+        Args::Run { command, .. } => {
+            let mut parts = Vec::new();
+            if !build_args.is_empty() {
+                let mut env: Vec<String> =
+                    build_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                env.sort();
+                parts.push(format!("|{}", env.len()));
+                parts.extend(env);
+            }
+            parts.extend(command.argv(shell));
+            parts.join(" ")
+        }
+        Args::Cmd(c) => nop(format!("CMD {}", go_quote_list(&c.argv(shell)))),
+        Args::Entrypoint(c) => nop(format!("ENTRYPOINT {}", go_quote_list(&c.argv(shell)))),
+        Args::Env(kv) => nop(format!("ENV{}", pairs(kv))),
+        Args::Label(kv) => nop(format!("LABEL{}", pairs(kv))),
+        Args::Arg(args) => {
+            let list: Vec<String> = args
+                .iter()
+                .map(|(k, v)| match v {
+                    Some(v) => format!("{k}={v}"),
+                    None => k.clone(),
+                })
+                .collect();
+            nop(format!("ARG {}", list.join(" ")))
+        }
+        Args::Expose(ports) => nop(format!("EXPOSE {}", ports.join(" "))),
+        Args::User(u) => nop(format!("USER {u}")),
+        Args::Volume(v) => nop(format!("VOLUME [{}]", v.join(" "))),
+        Args::Shell(v) => nop(format!("SHELL [{}]", v.join(" "))),
+        Args::StopSignal(s) => nop(format!("STOPSIGNAL {s}")),
+        Args::Maintainer(m) => nop(format!("MAINTAINER {m}")),
+        Args::Onbuild(t) => nop(format!("ONBUILD {t}")),
+        Args::Healthcheck(h) => nop(format!("HEALTHCHECK {}", go_quote_healthcheck(h.as_ref()))),
+        Args::Workdir(w) => nop1(format!("WORKDIR {w}")),
+        Args::Copy { sources, dest, .. } => nop1(format!("COPY {} in {dest} ", sources.join(" "))),
+        Args::Add { sources, dest, .. } => nop1(format!("ADD {} in {dest} ", sources.join(" "))),
+        Args::From { image, .. } => nop(format!("FROM {image}")),
+    }
 }
 
-impl fmt::Display for Command {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Command::Shell(s) => f.write_str(s),
-            Command::Exec(v) => f.write_str(&serde_json::to_string(v).unwrap_or_default()),
-        }
+/// Go's `%q` of a `*container.HealthConfig`: `&{Test Interval Timeout StartPeriod
+/// StartInterval Retries}`.
+fn go_quote_healthcheck(h: Option<&Healthcheck>) -> String {
+    let (test, durations, retries) = match h {
+        Some(h) => (
+            h.test(),
+            [h.interval, h.timeout, h.start_period, h.start_interval],
+            h.retries,
+        ),
+        None => (vec!["NONE".to_string()], [Duration::ZERO; 4], 0),
+    };
+    let durations: Vec<String> = durations
+        .iter()
+        .map(|d| go_quote(&go_duration(*d)))
+        .collect();
+    format!(
+        "&{{{} {} {}}}",
+        go_quote_list(&test),
+        durations.join(" "),
+        go_quote_rune(retries)
+    )
+}
+
+/// Go's `%q` of a `[]string`: `["a" "b"]`.
+fn go_quote_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|s| go_quote(s)).collect();
+    format!("[{}]", quoted.join(" "))
+}
+
+/// Go's `strconv.Quote`.
+fn go_quote(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        push_go_escaped(&mut out, c, '"');
     }
+    out.push('"');
+    out
+}
+
+/// Go's `%q` of an integer: a quoted character literal (`'\x00'`, `'\x03'`).
+fn go_quote_rune(n: u32) -> String {
+    let mut out = String::from("'");
+    match char::from_u32(n) {
+        Some(c) => push_go_escaped(&mut out, c, '\''),
+        None => out.push('\u{fffd}'),
+    }
+    out.push('\'');
+    out
+}
+
+fn push_go_escaped(out: &mut String, c: char, quote: char) {
+    match c {
+        '\x07' => out.push_str("\\a"),
+        '\x08' => out.push_str("\\b"),
+        '\x0c' => out.push_str("\\f"),
+        '\n' => out.push_str("\\n"),
+        '\r' => out.push_str("\\r"),
+        '\t' => out.push_str("\\t"),
+        '\x0b' => out.push_str("\\v"),
+        '\\' => out.push_str("\\\\"),
+        c if c == quote => {
+            out.push('\\');
+            out.push(c);
+        }
+        c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
+        c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
+        c => out.push(c),
+    }
+}
+
+/// Go's `time.Duration.String()`: `0s`, `500ms`, `1.5s`, `5m0s`, `1h0m0s`.
+fn go_duration(d: Duration) -> String {
+    let ns = d.as_nanos();
+    if ns == 0 {
+        return "0s".into();
+    }
+    let frac = |value: u128, unit: u128| -> String {
+        let whole = value / unit;
+        let rest = value % unit;
+        if rest == 0 {
+            return whole.to_string();
+        }
+        let width = unit.to_string().len() - 1;
+        let digits = format!("{rest:0width$}");
+        format!("{whole}.{}", digits.trim_end_matches('0'))
+    };
+    if ns < 1_000 {
+        return format!("{ns}ns");
+    }
+    if ns < 1_000_000 {
+        return format!("{}µs", frac(ns, 1_000));
+    }
+    if ns < 1_000_000_000 {
+        return format!("{}ms", frac(ns, 1_000_000));
+    }
+    let hours = ns / 3_600_000_000_000;
+    let minutes = ns / 60_000_000_000 % 60;
+    let seconds = frac(ns % 60_000_000_000, 1_000_000_000);
+    if hours > 0 {
+        format!("{hours}h{minutes}m{seconds}s")
+    } else if minutes > 0 {
+        format!("{minutes}m{seconds}s")
+    } else {
+        format!("{seconds}s")
+    }
+}
+
+/// Go's `time.ParseDuration` without a sign: `1h30m`, `1.5s`, `300ms`, `0`.
+fn parse_go_duration(s: &str) -> Option<Duration> {
+    if s == "0" {
+        return Some(Duration::ZERO);
+    }
+    if s.is_empty() {
+        return None;
+    }
+    let mut total = 0f64;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let num_len = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        let number = &rest[..num_len];
+        if number.is_empty() || number == "." {
+            return None;
+        }
+        let value: f64 = number.parse().ok()?;
+        rest = &rest[num_len..];
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ns" => 1e-9,
+            "us" | "µs" | "μs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return None,
+        };
+        rest = &rest[unit_len..];
+        total += value * unit;
+    }
+    Some(Duration::from_nanos((total * 1e9).round() as u64))
 }
