@@ -115,6 +115,10 @@ impl Context {
     pub fn registry(&self) -> berth_api::registry::v1::registry_client::RegistryClient<Channel> {
         berth_api::registry::v1::registry_client::RegistryClient::new(self.channel.clone())
     }
+    pub fn build(&self) -> berth_api::build::v1::build_client::BuildClient<Channel> {
+        berth_api::build::v1::build_client::BuildClient::new(self.channel.clone())
+            .max_decoding_message_size(64 << 20)
+    }
     pub fn version(&self) -> VersionClient<Channel> {
         VersionClient::new(self.channel.clone())
     }

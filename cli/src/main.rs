@@ -5,6 +5,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 mod archive;
+mod build;
 mod client;
 mod commit;
 mod containers;
@@ -69,6 +70,8 @@ enum Command {
     History(images::HistoryArgs),
     /// Push an image to a registry
     Push(push::PushArgs),
+    /// Build an image from a Dockerfile
+    Build(build::BuildArgs),
     /// Create a new image from a container's changes
     Commit(commit::CommitArgs),
     /// Log in to a registry
@@ -156,6 +159,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Tag(a) => images::tag(&ctx, a).await,
         Command::History(a) => images::history(&ctx, a).await,
         Command::Push(a) => push::push(&ctx, a).await,
+        Command::Build(a) => return build::build(&ctx, a).await,
         Command::Commit(a) => commit::commit(&ctx, a).await,
         Command::Login(a) => push::login(&ctx, a).await,
         Command::Logout(a) => push::logout(&ctx, a).await,

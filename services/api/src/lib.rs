@@ -57,5 +57,10 @@ pub mod volumes {
         tonic::include_proto!("berth.volumes.v1");
     }
 }
+pub mod build {
+    pub mod v1 {
+        tonic::include_proto!("berth.build.v1");
+    }
+}
 
 pub use prost_types;

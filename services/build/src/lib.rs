@@ -2,6 +2,63 @@
 //!
 //! - [`dockerfile`]: the Dockerfile front end (parser, variable substitution, history text).
 //! - [`dockerignore`]: `.dockerignore` rules for filtering the build context.
+//! - [`context`]: the context tar the client streams, unpacked safely into a private folder.
+//! - [`copy`]: COPY/ADD path rules, and the layer tar (plus a content digest) they make.
+//! - [`cache`]: the build cache (parent image + instruction + content → image id), in sled.
+//! - [`rootfs`]: read-only views of an image's rootfs (`COPY --from`, `--chown` by name).
+//! - [`executor`]: runs a Dockerfile step by step through the image, snapshot and runtime
+//!   services; [`service`] is the `berth.build.v1.Build` gRPC service over it; [`serve`]
+//!   builds it.
 
+pub mod cache;
+pub mod context;
+pub mod copy;
 pub mod dockerfile;
 pub mod dockerignore;
+pub mod executor;
+pub mod rootfs;
+pub mod service;
+
+use berth_api::build::v1::build_server::BuildServer;
+use std::path::Path;
+use tonic::transport::Channel;
+
+/// Opens the build service's folder `root` (its cache database, temporary contexts, mount
+/// points) and builds the Build gRPC service; the channels reach the image, snapshot and
+/// runtime services it drives.
+pub fn serve(
+    root: &Path,
+    images: Channel,
+    snapshots: Channel,
+    runtime: Channel,
+) -> Result<BuildServer<service::BuildService>, std::io::Error> {
+    std::fs::create_dir_all(root)?;
+    let mnt = root.join("mnt");
+    rootfs::clean_stale(&mnt);
+    // Contexts of builds a previous berthd did not finish.
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for e in rd.flatten() {
+            if e.file_name().to_string_lossy().starts_with("ctx-") {
+                let _ = std::fs::remove_dir_all(e.path());
+            }
+        }
+    }
+    std::fs::create_dir_all(&mnt)?;
+    let cache = cache::BuildCache::open(&root.join("cache.db")).map_err(std::io::Error::other)?;
+    let clients = executor::Clients {
+        images: berth_api::images::v1::images_client::ImagesClient::new(images)
+            .max_decoding_message_size(64 << 20),
+        snapshots: berth_api::snapshots::v1::snapshots_client::SnapshotsClient::new(snapshots),
+        containers: berth_api::containers::v1::containers_client::ContainersClient::new(
+            runtime.clone(),
+        ),
+        tasks: berth_api::tasks::v1::tasks_client::TasksClient::new(runtime)
+            .max_decoding_message_size(64 << 20),
+    };
+    Ok(BuildServer::new(service::BuildService {
+        root: root.to_path_buf(),
+        cache,
+        clients,
+    })
+    .max_decoding_message_size(64 << 20))
+}

@@ -104,6 +104,9 @@ pub struct ServiceAddresses {
     pub runtime: Option<String>,
     pub registry: Option<String>,
     pub events: Option<String>,
+    /// The build service (no service calls it; accepted so that one config can describe
+    /// where every service of a split deployment runs).
+    pub build: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

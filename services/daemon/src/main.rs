@@ -14,13 +14,15 @@ use tracing::info;
 
 mod version;
 
-const ALL_SERVICES: &[&str] = &["image", "snapshot", "runtime", "registry", "events"];
+const ALL_SERVICES: &[&str] = &[
+    "image", "snapshot", "runtime", "registry", "events", "build",
+];
 
 #[derive(Debug, Parser)]
 #[command(
     name = "berthd",
     version,
-    about = "berth daemon: hosts the image, snapshot, runtime and registry services"
+    about = "berth daemon: hosts the image, snapshot, runtime, registry, events and build services"
 )]
 struct Args {
     /// Config file (TOML)
@@ -35,7 +37,7 @@ struct Args {
     /// Where to listen: unix:///path or tcp://127.0.0.1:PORT (default unix://<state>/berth.sock)
     #[arg(long)]
     address: Option<String>,
-    /// Services to host, comma-separated: image,snapshot,runtime,registry,events (default: all)
+    /// Services to host, comma-separated: image,snapshot,runtime,registry,events,build (default: all)
     #[arg(long, value_delimiter = ',')]
     service: Vec<String>,
     /// Debug logging
@@ -161,6 +163,17 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
             .add_service(runtime.containers)
             .add_service(runtime.tasks)
             .add_service(runtime.volumes);
+    }
+    if hosts("build") {
+        router = router.add_service(
+            berth_build::serve(
+                &config.root.join("build"),
+                chan(&config.services.image)?,
+                chan(&config.services.snapshot)?,
+                chan(&config.services.runtime)?,
+            )
+            .context("build service")?,
+        );
     }
     for s in &services {
         health_reporter

@@ -1,0 +1,237 @@
+//! The build context: the tar the client streams, unpacked into a private folder.
+//!
+//! The client is not trusted: an entry whose name is absolute or has a `..` component is
+//! refused, a parent that is a symlink is never written through (an entry below it is
+//! refused), devices and fifos are skipped, and the context is capped in size and entries.
+//! Symlinks themselves are kept as they are: COPY resolves them inside the context.
+
+use std::fs;
+use std::io::{self, Read};
+use std::os::unix::fs::{symlink, PermissionsExt};
+use std::path::{Component, Path, PathBuf};
+
+/// The largest context accepted (unpacked bytes of regular files).
+pub const MAX_CONTEXT_BYTES: u64 = 16 << 30;
+/// The most entries a context may have.
+pub const MAX_CONTEXT_ENTRIES: usize = 1_000_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ContextError {
+    #[error("build context: entry {0:?} is outside the context (absolute or with '..')")]
+    Outside(String),
+    #[error("build context: entry {0:?} lies below a symbolic link")]
+    BelowSymlink(String),
+    #[error("build context: {0}")]
+    TooBig(String),
+    #[error("build context: {0}")]
+    Io(#[from] io::Error),
+}
+
+/// The relative, `.`-free components of a tar entry name, or None when it escapes.
+pub fn safe_components(name: &str) -> Option<Vec<String>> {
+    let mut out = Vec::new();
+    for c in Path::new(name).components() {
+        match c {
+            Component::Normal(s) => out.push(s.to_string_lossy().into_owned()),
+            Component::CurDir => {}
+            Component::RootDir | Component::Prefix(_) | Component::ParentDir => return None,
+        }
+    }
+    Some(out)
+}
+
+/// Makes sure every parent of `comps` under `root` is a real folder (created 0755 when
+/// missing), never a symlink, and gives the parent's path.
+fn parent_dir(root: &Path, comps: &[String], name: &str) -> Result<PathBuf, ContextError> {
+    let mut p = root.to_path_buf();
+    for c in &comps[..comps.len() - 1] {
+        p.push(c);
+        match fs::symlink_metadata(&p) {
+            Ok(m) if m.file_type().is_symlink() => {
+                return Err(ContextError::BelowSymlink(name.to_string()))
+            }
+            Ok(m) if m.is_dir() => {}
+            Ok(_) => {
+                fs::remove_file(&p)?;
+                fs::create_dir(&p)?;
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                fs::create_dir(&p)?;
+                fs::set_permissions(&p, fs::Permissions::from_mode(0o755))?;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(p)
+}
+
+/// Removes what is at `p` (not following a symlink), unless it is a folder and `keep_dir`.
+fn clear(p: &Path, keep_dir: bool) -> io::Result<()> {
+    match fs::symlink_metadata(p) {
+        Ok(m) if m.is_dir() && keep_dir => Ok(()),
+        Ok(m) if m.is_dir() => fs::remove_dir_all(p),
+        Ok(_) => fs::remove_file(p),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Unpacks the context tar from `reader` into `dest` (an empty folder).
+pub fn unpack(reader: impl Read, dest: &Path) -> Result<(), ContextError> {
+    let mut archive = tar::Archive::new(reader);
+    let mut total: u64 = 0;
+    let mut dirs: Vec<(PathBuf, u32, filetime::FileTime)> = Vec::new();
+    for (count, entry) in archive.entries()?.enumerate() {
+        if count >= MAX_CONTEXT_ENTRIES {
+            return Err(ContextError::TooBig(format!(
+                "more than {MAX_CONTEXT_ENTRIES} entries"
+            )));
+        }
+        let mut entry = entry?;
+        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+        let comps = safe_components(&name).ok_or_else(|| ContextError::Outside(name.clone()))?;
+        if comps.is_empty() {
+            continue;
+        }
+        let parent = parent_dir(dest, &comps, &name)?;
+        let path = parent.join(&comps[comps.len() - 1]);
+        let header = entry.header();
+        let mode = header.mode().unwrap_or(0o644) & 0o7777;
+        let mtime = filetime::FileTime::from_unix_time(header.mtime().unwrap_or(0) as i64, 0);
+        let kind = header.entry_type();
+        match kind {
+            tar::EntryType::Directory => {
+                clear(&path, true)?;
+                if !path.exists() {
+                    fs::create_dir(&path)?;
+                }
+                dirs.push((path, mode, mtime));
+            }
+            tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
+                total += entry.size();
+                if total > MAX_CONTEXT_BYTES {
+                    return Err(ContextError::TooBig(format!(
+                        "larger than {} GiB",
+                        MAX_CONTEXT_BYTES >> 30
+                    )));
+                }
+                clear(&path, false)?;
+                let mut f = fs::OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .open(&path)?;
+                io::copy(&mut entry, &mut f)?;
+                drop(f);
+                fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
+                filetime::set_file_mtime(&path, mtime)?;
+            }
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name()?
+                    .ok_or_else(|| ContextError::Outside(name.clone()))?;
+                clear(&path, false)?;
+                symlink(target, &path)?;
+                filetime::set_symlink_file_times(&path, mtime, mtime)?;
+            }
+            tar::EntryType::Link => {
+                let target = entry
+                    .link_name()?
+                    .ok_or_else(|| ContextError::Outside(name.clone()))?;
+                let tcomps = safe_components(&target.to_string_lossy())
+                    .filter(|c| !c.is_empty())
+                    .ok_or_else(|| ContextError::Outside(name.clone()))?;
+                let tparent = parent_dir(dest, &tcomps, &name)?;
+                let tpath = tparent.join(&tcomps[tcomps.len() - 1]);
+                let meta = fs::symlink_metadata(&tpath)?;
+                if !meta.is_file() {
+                    return Err(ContextError::Outside(name));
+                }
+                clear(&path, false)?;
+                fs::hard_link(&tpath, &path)?;
+            }
+            // Devices, fifos and the like have no place in a build context.
+            _ => {}
+        }
+    }
+    // Folder times last: writing into a folder changes its mtime.
+    for (p, mode, mtime) in dirs.into_iter().rev() {
+        fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
+        filetime::set_file_mtime(&p, mtime)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tar_with(entries: &[(&str, tar::EntryType, &[u8], Option<&str>)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, kind, data, link) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(*kind);
+            h.set_mode(0o644);
+            h.set_size(data.len() as u64);
+            {
+                // Write the name raw so that hostile names survive the builder's checks.
+                let gnu = h.as_gnu_mut().unwrap();
+                gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+            }
+            if let Some(l) = link {
+                h.set_link_name(l).unwrap();
+            }
+            h.set_cksum();
+            b.append(&h, *data).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    #[test]
+    fn unpacks_files_dirs_and_links() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tar_with(&[
+            ("a/", tar::EntryType::Directory, b"", None),
+            ("a/f", tar::EntryType::Regular, b"hi", None),
+            ("l", tar::EntryType::Symlink, b"", Some("/etc/passwd")),
+            ("h", tar::EntryType::Link, b"", Some("a/f")),
+        ]);
+        unpack(&t[..], dir.path()).unwrap();
+        assert_eq!(fs::read(dir.path().join("a/f")).unwrap(), b"hi");
+        assert_eq!(fs::read(dir.path().join("h")).unwrap(), b"hi");
+        assert!(fs::symlink_metadata(dir.path().join("l"))
+            .unwrap()
+            .file_type()
+            .is_symlink());
+    }
+
+    #[test]
+    fn refuses_dotdot_and_absolute() {
+        for bad in ["../x", "a/../../x", "/etc/x"] {
+            let dir = tempfile::tempdir().unwrap();
+            let t = tar_with(&[(bad, tar::EntryType::Regular, b"x", None)]);
+            let e = unpack(&t[..], dir.path()).unwrap_err();
+            assert!(matches!(e, ContextError::Outside(_)), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn never_writes_through_a_symlink() {
+        let outside = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let target = outside.path().to_str().unwrap().to_string();
+        let t = tar_with(&[
+            ("evil", tar::EntryType::Symlink, b"", Some(&target)),
+            ("evil/pwned", tar::EntryType::Regular, b"x", None),
+        ]);
+        let e = unpack(&t[..], dir.path()).unwrap_err();
+        assert!(matches!(e, ContextError::BelowSymlink(_)), "{e}");
+        assert!(!outside.path().join("pwned").exists());
+    }
+
+    #[test]
+    fn a_hard_link_cannot_point_outside() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = tar_with(&[("h", tar::EntryType::Link, b"", Some("../../etc/passwd"))]);
+        assert!(unpack(&t[..], dir.path()).is_err());
+    }
+}

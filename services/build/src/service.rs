@@ -1,0 +1,124 @@
+//! The Build gRPC service: reads the header and the context tar, then runs the
+//! [`executor`](crate::executor) and streams what it reports.
+
+use crate::cache::BuildCache;
+use crate::executor::{Build, Clients, Report};
+use berth_api::build::v1::{
+    build_request, build_server::Build as BuildRpc, BuildHeader, BuildRequest, BuildResponse,
+};
+use std::io::Write;
+use std::path::PathBuf;
+use std::pin::Pin;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+#[derive(Debug, Clone)]
+pub struct BuildService {
+    pub(crate) root: PathBuf,
+    pub(crate) cache: BuildCache,
+    pub(crate) clients: Clients,
+}
+
+type Out = Pin<Box<dyn futures::Stream<Item = Result<BuildResponse, Status>> + Send>>;
+
+/// Removes a build's folder when the build ends, however it ends.
+struct WorkDir(PathBuf);
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn random_hex() -> String {
+    let mut b = [0u8; 8];
+    let _ = getrandom::fill(&mut b);
+    hex::encode(b)
+}
+
+impl BuildService {
+    /// Receives the context tar into `dir/context`.
+    async fn receive_context(
+        &self,
+        mut input: Streaming<BuildRequest>,
+        dir: PathBuf,
+    ) -> Result<PathBuf, Status> {
+        let tar_path = dir.join("context.tar");
+        let mut file = std::fs::File::create(&tar_path)
+            .map_err(|e| Status::internal(format!("build context: {e}")))?;
+        let mut total: u64 = 0;
+        while let Some(m) = input.next().await {
+            if let Some(build_request::Item::Context(data)) = m?.item {
+                total += data.len() as u64;
+                if total > crate::context::MAX_CONTEXT_BYTES {
+                    return Err(Status::invalid_argument("the build context is too large"));
+                }
+                file.write_all(&data)
+                    .map_err(|e| Status::internal(format!("build context: {e}")))?;
+            }
+        }
+        drop(file);
+        let ctx = dir.join("context");
+        let ctx2 = ctx.clone();
+        tokio::task::spawn_blocking(move || {
+            std::fs::create_dir_all(&ctx2)?;
+            let f = std::fs::File::open(&tar_path)?;
+            crate::context::unpack(std::io::BufReader::new(f), &ctx2)
+                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
+            std::fs::remove_file(&tar_path)
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))?
+        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        Ok(ctx)
+    }
+}
+
+#[tonic::async_trait]
+impl BuildRpc for BuildService {
+    type BuildStream = Out;
+
+    async fn build(&self, req: Request<Streaming<BuildRequest>>) -> Result<Response<Out>, Status> {
+        let ns = berth_core::grpc::namespace(&req)?;
+        let mut input = req.into_inner();
+        let header: BuildHeader = match input.next().await {
+            Some(m) => match m?.item {
+                Some(build_request::Item::Header(h)) => h,
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "the first message of a build must be its header",
+                    ))
+                }
+            },
+            None => return Err(Status::invalid_argument("empty build request")),
+        };
+        let dir = self.root.join(format!("ctx-{}", random_hex()));
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| Status::internal(format!("{}: {e}", dir.display())))?;
+        let work = WorkDir(dir.clone());
+        let context = self.receive_context(input, dir.clone()).await?;
+
+        let (tx, rx) = mpsc::channel::<Result<BuildResponse, Status>>(64);
+        let build = Build {
+            ns,
+            header,
+            context,
+            work_dir: dir,
+            mnt_dir: self.root.join("mnt"),
+            cache: self.cache.clone(),
+            clients: self.clients.clone(),
+            report: Report::new(tx.clone()),
+        };
+        tokio::spawn(async move {
+            let _work = work;
+            let r = build.run().await;
+            if let Err(s) = r {
+                let _ = tx.send(Err(s)).await;
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(rx),
+        )))
+    }
+}
