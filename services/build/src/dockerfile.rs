@@ -761,12 +761,10 @@ fn split_words(rest: &str, escape: char) -> Vec<String> {
                 if c == '\'' || c == '"' {
                     quote = Some(c);
                 } else if c == escape {
-                    match chars.next() {
-                        Some(n) => {
-                            word.push(c);
-                            word.push(n);
-                        }
-                        None => {} // an escape at the very end is dropped
+                    // An escape at the very end is dropped.
+                    if let Some(n) = chars.next() {
+                        word.push(c);
+                        word.push(n);
                     }
                     continue;
                 }
@@ -1448,4 +1446,952 @@ fn parse_go_duration(s: &str) -> Option<Duration> {
         total += value * unit;
     }
     Some(Duration::from_nanos((total * 1e9).round() as u64))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sh() -> Vec<String> {
+        vec!["/bin/sh".into(), "-c".into()]
+    }
+
+    fn one(text: &str) -> Instruction {
+        let df = parse(&format!("FROM scratch\n{text}\n")).unwrap();
+        assert_eq!(df.stages[0].instructions.len(), 1, "{text}");
+        df.stages[0].instructions[0].clone()
+    }
+
+    fn args(text: &str) -> Args {
+        one(text).args
+    }
+
+    fn err(text: &str) -> ParseError {
+        parse(text).unwrap_err()
+    }
+
+    fn strs(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+        move |name| {
+            vars.iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| v.to_string())
+        }
+    }
+
+    fn x(word: &str, vars: &[(&str, &str)]) -> String {
+        expand(word, &env(vars), '\\').unwrap()
+    }
+
+    // ---- whole files ---------------------------------------------------------------------
+
+    #[test]
+    fn seed_dockerfile() {
+        let df = parse("FROM scratch\nADD hello /\nCMD [\"./hello\"]\n").unwrap();
+        assert_eq!(df.escape, '\\');
+        assert!(df.global_args.is_empty());
+        let stage = &df.stages[0];
+        assert_eq!(
+            (stage.index, stage.line, stage.base.as_str()),
+            (0, 1, "scratch")
+        );
+        assert_eq!(stage.name, None);
+        assert_eq!(stage.instructions[0].line, 2);
+        assert_eq!(
+            stage.instructions[0].args,
+            Args::Add {
+                sources: strs(&["hello"]),
+                dest: "/".into(),
+                chown: None,
+                chmod: None,
+                checksum: None,
+                link: false
+            }
+        );
+        assert_eq!(stage.instructions[1].keyword, "CMD");
+        assert_eq!(stage.instructions[1].original, "CMD [\"./hello\"]");
+        assert_eq!(
+            stage.instructions[1].args,
+            Args::Cmd(Command::Exec(strs(&["./hello"])))
+        );
+    }
+
+    #[test]
+    fn multi_stage_with_names_platform_and_global_args() {
+        let df = parse(
+            "ARG VERSION=1.0 OTHER\n\
+             FROM --platform=$BUILDPLATFORM golang:${VERSION} AS Builder\n\
+             RUN go build\n\
+             from alpine as runtime\n\
+             COPY --from=builder /out /app\n\
+             FROM scratch\n\
+             COPY --from=1 /app /app\n",
+        )
+        .unwrap();
+        assert_eq!(df.global_args.len(), 1);
+        assert_eq!(
+            df.global_args[0].args,
+            Args::Arg(vec![
+                ("VERSION".into(), Some("1.0".into())),
+                ("OTHER".into(), None)
+            ])
+        );
+        assert_eq!(df.stages.len(), 3);
+        let b = &df.stages[0];
+        assert_eq!(b.name.as_deref(), Some("builder"));
+        assert_eq!(b.base, "golang:${VERSION}");
+        assert_eq!(b.platform.as_deref(), Some("$BUILDPLATFORM"));
+        assert_eq!(b.line, 2);
+        assert_eq!(df.stages[1].name.as_deref(), Some("runtime"));
+        assert_eq!(df.stages[1].line, 4);
+        assert_eq!(df.stages[2].name, None);
+        assert_eq!(df.stage_index("builder"), Some(0));
+        assert_eq!(df.stage_index("BUILDER"), Some(0));
+        assert_eq!(df.stage_index("runtime"), Some(1));
+        assert_eq!(df.stage_index("2"), Some(2));
+        assert_eq!(df.stage_index("3"), None);
+        assert_eq!(df.stage_index("nope"), None);
+        match &df.stages[1].instructions[0].args {
+            Args::Copy { from, .. } => assert_eq!(from.as_deref(), Some("builder")),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn stage_name_errors() {
+        assert_eq!(
+            err("FROM a AS 1x\n").message,
+            "invalid name for build stage: \"1x\", name can't start with a number or contain \
+             symbols"
+        );
+        let e = err("FROM a AS x\nFROM b AS X\n");
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (2, "duplicate stage name \"x\"")
+        );
+        assert_eq!(
+            err("FROM a b\n").message,
+            "FROM requires either one or three arguments"
+        );
+        assert_eq!(
+            err("FROM a FOR b\n").message,
+            "FROM requires either one or three arguments"
+        );
+        assert_eq!(
+            err("FROM\n").message,
+            "FROM requires either one or three arguments"
+        );
+    }
+
+    #[test]
+    fn empty_and_fromless_files_are_errors() {
+        assert_eq!(err("").message, "file with no instructions");
+        assert_eq!(
+            err("\n# only a comment\n\n").message,
+            "file with no instructions"
+        );
+        assert!(err("ARG A=1\n").message.contains("no stages"));
+        let e = err("# hi\n\nRUN echo\nFROM scratch\n");
+        assert_eq!(e.line, 3);
+        assert!(e.message.starts_with("RUN before the first FROM"), "{e}");
+        assert_eq!(e.to_string(), format!("Dockerfile:3: {}", e.message));
+        assert_eq!(err("").to_string(), "Dockerfile: file with no instructions");
+    }
+
+    #[test]
+    fn unknown_instruction_names_its_line() {
+        let e = err("FROM scratch\n\n# c\nFROBNICATE all the things\n");
+        assert_eq!(e.line, 4);
+        assert_eq!(e.message, "unknown instruction: FROBNICATE");
+        assert_eq!(
+            e.to_string(),
+            "Dockerfile:4: unknown instruction: FROBNICATE"
+        );
+        assert_eq!(
+            err("FROM scratch\nRUNN echo\n").message,
+            "unknown instruction: RUNN (did you mean RUN?)"
+        );
+    }
+
+    #[test]
+    fn keywords_are_case_insensitive() {
+        let df = parse("from scratch\nRuN echo hi\ncmd [\"x\"]\n").unwrap();
+        let i = &df.stages[0].instructions;
+        assert_eq!(i[0].keyword, "RUN");
+        assert_eq!(i[0].original, "RuN echo hi");
+        assert_eq!(i[1].keyword, "CMD");
+    }
+
+    // ---- lines, comments, directives ------------------------------------------------------
+
+    #[test]
+    fn continuations_join_and_skip_comments_and_empty_lines() {
+        let text = "FROM scratch\n\
+                    RUN apt-get update \\\n\
+                    # a comment inside\n\
+                    \n\
+                    \x20   && apt-get install -y curl \\  \n\
+                    \x20     # indented comment\n\
+                    \x20   && echo done\n\
+                    CMD x\n";
+        let df = parse(text).unwrap();
+        let run = &df.stages[0].instructions[0];
+        assert_eq!(run.line, 2);
+        assert_eq!(
+            run.args,
+            Args::Run {
+                command: Command::Shell(
+                    "apt-get update     && apt-get install -y curl     && echo done".into()
+                ),
+                mounts: vec![],
+                network: None,
+                security: None
+            }
+        );
+        assert_eq!(df.stages[0].instructions[1].line, 8);
+    }
+
+    #[test]
+    fn crlf_bom_and_trailing_continuation_at_eof() {
+        let df = parse("\u{feff}FROM scratch\r\nRUN a \\\r\n  b\r\nCMD c \\").unwrap();
+        let i = &df.stages[0].instructions;
+        assert_eq!(args_command(&i[0]), Command::Shell("a   b".into()));
+        assert_eq!(i[1].args, Args::Cmd(Command::Shell("c".into())));
+    }
+
+    fn args_command(inst: &Instruction) -> Command {
+        match &inst.args {
+            Args::Run { command, .. } => command.clone(),
+            Args::Cmd(c) | Args::Entrypoint(c) => c.clone(),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn directives_at_the_top() {
+        let df = parse("# syntax=docker/dockerfile:1\n#ESCAPE = `\nFROM scratch\n").unwrap();
+        assert_eq!(df.syntax.as_deref(), Some("docker/dockerfile:1"));
+        assert_eq!(df.escape, '`');
+        let df = parse("# escape=\\\nFROM scratch\n").unwrap();
+        assert_eq!(df.escape, '\\');
+        // After a comment, a blank line or an unknown directive: only a comment.
+        for text in [
+            "# hello\n# escape=`\nFROM scratch\n",
+            "\n# escape=`\nFROM scratch\n",
+            "# unknowndirective=value\n# escape=`\nFROM scratch\n",
+            "FROM scratch\n# escape=`\n",
+        ] {
+            assert_eq!(parse(text).unwrap().escape, '\\', "{text}");
+        }
+        let e = err("# escape=`\n# escape=\\\nFROM scratch\n");
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (2, "only one escape parser directive can be used")
+        );
+        let e = err("# escape=x\nFROM scratch\n");
+        assert_eq!(e.message, "invalid escape token 'x' does not match ` or \\");
+    }
+
+    #[test]
+    fn backtick_escape_windows_style() {
+        let text =
+            "# escape=`\n\nFROM microsoft/nanoserver\nCOPY testfile.txt c:\\\nRUN dir c:\\\n\
+                    RUN powershell -Command `\n    Write-Host hi\n";
+        let df = parse(text).unwrap();
+        assert_eq!(df.escape, '`');
+        let i = &df.stages[0].instructions;
+        assert_eq!(i.len(), 3);
+        match &i[0].args {
+            Args::Copy { sources, dest, .. } => {
+                assert_eq!(sources, &strs(&["testfile.txt"]));
+                assert_eq!(dest, "c:\\");
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(args_command(&i[1]), Command::Shell("dir c:\\".into()));
+        assert_eq!(
+            args_command(&i[2]),
+            Command::Shell("powershell -Command     Write-Host hi".into())
+        );
+        assert_eq!(i[2].line, 6);
+        // Without the directive, the trailing backslash continues the line.
+        let df = parse("FROM x\nRUN dir c:\\\nRUN next\n").unwrap();
+        assert_eq!(df.stages[0].instructions.len(), 1);
+        assert_eq!(
+            args_command(&df.stages[0].instructions[0]),
+            Command::Shell("dir c:RUN next".into())
+        );
+        // Substitution follows the escape character too.
+        let lookup = env(&[("A", "1")]);
+        assert_eq!(expand("`$A\\$A", &lookup, '`').unwrap(), "$A\\1");
+    }
+
+    // ---- instructions ---------------------------------------------------------------------
+
+    #[test]
+    fn run_forms_and_flags() {
+        assert_eq!(
+            args("RUN [\"echo\", \"a b\"]"),
+            Args::Run {
+                command: Command::Exec(strs(&["echo", "a b"])),
+                mounts: vec![],
+                network: None,
+                security: None
+            }
+        );
+        assert_eq!(
+            args(
+                "RUN --mount=type=cache,target=/root/.cache --mount=type=bind,source=\"a b\" \
+                 --network=none --security=insecure make all"
+            ),
+            Args::Run {
+                command: Command::Shell("make all".into()),
+                mounts: strs(&["type=cache,target=/root/.cache", "type=bind,source=a b"]),
+                network: Some("none".into()),
+                security: Some("insecure".into())
+            }
+        );
+        // Not a valid JSON array of strings: shell form.
+        for text in ["[\"a\", 1]", "[\"a\",]", "[a]", "[\"a\"] b"] {
+            assert_eq!(
+                args_command(&one(&format!("RUN {text}"))),
+                Command::Shell(text.into())
+            );
+        }
+        let e = err("FROM x\nRUN --frobnicate echo\n");
+        assert_eq!(
+            (e.line, e.message.as_str()),
+            (2, "unknown flag: frobnicate")
+        );
+        assert_eq!(
+            err("FROM x\nRUN --network echo\n").message,
+            "missing a value on flag: network"
+        );
+        assert_eq!(
+            err("FROM x\nRUN --network=a --network=b echo\n").message,
+            "duplicate flag specified: network"
+        );
+        assert_eq!(
+            err("FROM x\nRUN\n").message,
+            "RUN requires at least one argument"
+        );
+        assert_eq!(
+            err("FROM x\nRUN []\n").message,
+            "RUN requires at least one argument"
+        );
+        assert_eq!(
+            args_command(&one("RUN -- --weird")),
+            Command::Shell("--weird".into())
+        );
+    }
+
+    #[test]
+    fn cmd_entrypoint_shell() {
+        assert_eq!(
+            args("CMD echo $HOME"),
+            Args::Cmd(Command::Shell("echo $HOME".into()))
+        );
+        assert_eq!(args("CMD []"), Args::Cmd(Command::Exec(vec![])));
+        assert_eq!(
+            args("ENTRYPOINT [\"/bin/app\", \"--flag\"]"),
+            Args::Entrypoint(Command::Exec(strs(&["/bin/app", "--flag"])))
+        );
+        assert_eq!(
+            args("ENTRYPOINT exec app"),
+            Args::Entrypoint(Command::Shell("exec app".into()))
+        );
+        assert_eq!(
+            args("SHELL [\"/bin/bash\", \"-o\", \"pipefail\", \"-c\"]"),
+            Args::Shell(strs(&["/bin/bash", "-o", "pipefail", "-c"]))
+        );
+        assert_eq!(
+            err("FROM x\nSHELL /bin/bash -c\n").message,
+            "SHELL requires the arguments to be in JSON form"
+        );
+        assert_eq!(
+            err("FROM x\nSHELL []\n").message,
+            "SHELL requires at least one argument"
+        );
+        assert_eq!(
+            err("FROM x\nCMD\n").message,
+            "CMD requires at least one argument"
+        );
+        assert_eq!(
+            Command::Shell("x".into()).argv(&sh()),
+            strs(&["/bin/sh", "-c", "x"])
+        );
+        assert_eq!(Command::Exec(strs(&["a"])).to_string(), "[\"a\"]");
+    }
+
+    #[test]
+    fn env_and_label_both_syntaxes() {
+        assert_eq!(
+            args("ENV MY_NAME=\"John Doe\" MY_DOG=Rex\\ The\\ Dog MY_CAT=fluffy"),
+            Args::Env(vec![
+                ("MY_NAME".into(), "\"John Doe\"".into()),
+                ("MY_DOG".into(), "Rex\\ The\\ Dog".into()),
+                ("MY_CAT".into(), "fluffy".into()),
+            ])
+        );
+        assert_eq!(
+            args("ENV MY_VAR my-value with  spaces"),
+            Args::Env(vec![("MY_VAR".into(), "my-value with  spaces".into())])
+        );
+        assert_eq!(
+            args("ENV EMPTY= B=''"),
+            Args::Env(vec![("EMPTY".into(), "".into()), ("B".into(), "''".into())])
+        );
+        assert_eq!(
+            args("LABEL \"com.example.vendor\"=\"ACME Incorporated\" version=1.0"),
+            Args::Label(vec![
+                (
+                    "\"com.example.vendor\"".into(),
+                    "\"ACME Incorporated\"".into()
+                ),
+                ("version".into(), "1.0".into()),
+            ])
+        );
+        assert_eq!(
+            args("LABEL description=\"This text illustrates \\\n that label-values can span multiple lines.\""),
+            Args::Label(vec![(
+                "description".into(),
+                "\"This text illustrates  that label-values can span multiple lines.\"".into()
+            )])
+        );
+        // Values come out of expand() as Docker stores them.
+        let lookup = env(&[]);
+        assert_eq!(expand("\"John Doe\"", &lookup, '\\').unwrap(), "John Doe");
+        assert_eq!(
+            expand("Rex\\ The\\ Dog", &lookup, '\\').unwrap(),
+            "Rex The Dog"
+        );
+        assert_eq!(expand("''", &lookup, '\\').unwrap(), "");
+
+        assert_eq!(
+            err("FROM x\nENV\n").message,
+            "ENV requires at least one argument"
+        );
+        assert_eq!(
+            err("FROM x\nENV A\n").message,
+            "ENV must have two arguments"
+        );
+        assert_eq!(
+            err("FROM x\nENV A=1 B\n").message,
+            "Syntax error - can't find = in \"B\". Must be of the form: name=value"
+        );
+        assert_eq!(
+            err("FROM x\nLABEL =x\n").message,
+            "LABEL names can not be blank"
+        );
+    }
+
+    #[test]
+    fn arg_forms() {
+        assert_eq!(args("ARG user1"), Args::Arg(vec![("user1".into(), None)]));
+        assert_eq!(
+            args("ARG buildno=1 \"q=a b\" empty="),
+            Args::Arg(vec![
+                ("buildno".into(), Some("1".into())),
+                ("\"q".into(), Some("a b\"".into())),
+                ("empty".into(), Some("".into())),
+            ])
+        );
+        assert_eq!(
+            err("FROM x\nARG\n").message,
+            "ARG requires at least one argument"
+        );
+        assert_eq!(
+            err("FROM x\nARG =1\n").message,
+            "ARG names can not be blank"
+        );
+    }
+
+    #[test]
+    fn copy_and_add() {
+        assert_eq!(
+            args("COPY --from=build --chown=55:mygroup --chmod=644 --link a b* /dest/"),
+            Args::Copy {
+                sources: strs(&["a", "b*"]),
+                dest: "/dest/".into(),
+                from: Some("build".into()),
+                chown: Some("55:mygroup".into()),
+                chmod: Some("644".into()),
+                link: true
+            }
+        );
+        assert_eq!(
+            args("COPY [\"file with space\", \"/dest dir/\"]"),
+            Args::Copy {
+                sources: strs(&["file with space"]),
+                dest: "/dest dir/".into(),
+                from: None,
+                chown: None,
+                chmod: None,
+                link: false
+            }
+        );
+        assert_eq!(
+            args("ADD --checksum=sha256:abc --link=false https://example.com/x.tar.gz /x"),
+            Args::Add {
+                sources: strs(&["https://example.com/x.tar.gz"]),
+                dest: "/x".into(),
+                chown: None,
+                chmod: None,
+                checksum: Some("sha256:abc".into()),
+                link: false
+            }
+        );
+        assert_eq!(
+            err("FROM x\nCOPY onlyone\n").message,
+            "COPY requires at least two arguments, but only one was provided. Destination could \
+             not be determined."
+        );
+        assert_eq!(
+            err("FROM x\nADD\n").message,
+            "ADD requires at least two arguments"
+        );
+        assert_eq!(
+            err("FROM x\nADD --from=a b c\n").message,
+            "unknown flag: from"
+        );
+        assert_eq!(
+            err("FROM x\nCOPY --link=maybe a b\n").message,
+            "expecting boolean value for flag link, not: maybe"
+        );
+    }
+
+    #[test]
+    fn heredocs_are_refused() {
+        let e = err("FROM x\nRUN <<EOF\necho hi\nEOF\n");
+        assert_eq!(e.line, 2);
+        assert!(
+            e.message
+                .starts_with("heredocs are not supported (RUN <<EOF)"),
+            "{e}"
+        );
+        assert!(err("FROM x\nCOPY <<-\"END\" /x\n")
+            .message
+            .contains("<<END"));
+        // Here-strings and shifts are not heredocs.
+        one("RUN cat <<< hi");
+        one("RUN echo $((1 << 2))");
+    }
+
+    #[test]
+    fn simple_string_instructions() {
+        assert_eq!(
+            args("WORKDIR /path/to/$DIRNAME"),
+            Args::Workdir("/path/to/$DIRNAME".into())
+        );
+        assert_eq!(args("WORKDIR /a b"), Args::Workdir("/a b".into()));
+        assert_eq!(args("USER patrick:1000"), Args::User("patrick:1000".into()));
+        assert_eq!(
+            args("STOPSIGNAL SIGKILL"),
+            Args::StopSignal("SIGKILL".into())
+        );
+        assert_eq!(
+            args("MAINTAINER Jane <j@example.com>"),
+            Args::Maintainer("Jane <j@example.com>".into())
+        );
+        for kw in ["WORKDIR", "USER", "STOPSIGNAL", "MAINTAINER"] {
+            assert_eq!(
+                err(&format!("FROM x\n{kw}\n")).message,
+                format!("{kw} requires exactly one argument")
+            );
+        }
+        assert_eq!(
+            args("EXPOSE 80/tcp 80/udp  8080"),
+            Args::Expose(strs(&["80/tcp", "80/udp", "8080"]))
+        );
+        assert_eq!(
+            err("FROM x\nEXPOSE\n").message,
+            "EXPOSE requires at least one argument"
+        );
+        assert_eq!(args("VOLUME [\"/data\"]"), Args::Volume(strs(&["/data"])));
+        assert_eq!(
+            args("VOLUME /var/log /var/db"),
+            Args::Volume(strs(&["/var/log", "/var/db"]))
+        );
+        assert_eq!(
+            err("FROM x\nVOLUME\n").message,
+            "VOLUME requires at least one argument"
+        );
+        assert_eq!(
+            err("FROM x\nVOLUME [\"\"]\n").message,
+            "VOLUME specified can not be an empty string"
+        );
+        assert_eq!(err("FROM x\nUSER --x=1 me\n").message, "unknown flag: x");
+    }
+
+    #[test]
+    fn healthcheck() {
+        assert_eq!(args("HEALTHCHECK NONE"), Args::Healthcheck(None));
+        assert_eq!(args("healthcheck none"), Args::Healthcheck(None));
+        let Args::Healthcheck(Some(h)) = args(
+            "HEALTHCHECK --interval=5m --timeout=3s --start-period=1m30s --start-interval=500ms \
+             --retries=3 CMD curl -f http://localhost/ || exit 1",
+        ) else {
+            panic!()
+        };
+        assert_eq!(h.interval, Duration::from_secs(300));
+        assert_eq!(h.timeout, Duration::from_secs(3));
+        assert_eq!(h.start_period, Duration::from_secs(90));
+        assert_eq!(h.start_interval, Duration::from_millis(500));
+        assert_eq!(h.retries, 3);
+        assert_eq!(
+            h.test(),
+            strs(&["CMD-SHELL", "curl -f http://localhost/ || exit 1"])
+        );
+        let Args::Healthcheck(Some(h)) = args("HEALTHCHECK CMD [\"/bin/check\", \"-q\"]") else {
+            panic!()
+        };
+        assert_eq!(h.test(), strs(&["CMD", "/bin/check", "-q"]));
+        assert_eq!((h.interval, h.retries), (Duration::ZERO, 0));
+
+        for (text, message) in [
+            ("HEALTHCHECK", "HEALTHCHECK requires at least one argument"),
+            ("HEALTHCHECK NONE x", "HEALTHCHECK NONE takes no arguments"),
+            (
+                "HEALTHCHECK --retries=1 NONE",
+                "HEALTHCHECK NONE takes no arguments",
+            ),
+            ("HEALTHCHECK CMD", "Missing command after HEALTHCHECK CMD"),
+            (
+                "HEALTHCHECK RUN x",
+                "Unknown type \"RUN\" in HEALTHCHECK (try CMD)",
+            ),
+            (
+                "HEALTHCHECK --retries=-1 CMD x",
+                "--retries cannot be negative (-1)",
+            ),
+            (
+                "HEALTHCHECK --interval=-1s CMD x",
+                "Interval \"interval\" cannot be negative",
+            ),
+            (
+                "HEALTHCHECK --timeout=10us CMD x",
+                "Interval \"timeout\" cannot be less than 1ms",
+            ),
+            (
+                "HEALTHCHECK --interval=5 CMD x",
+                "time: invalid duration \"5\"",
+            ),
+            ("HEALTHCHECK --bogus=1 CMD x", "unknown flag: bogus"),
+        ] {
+            assert_eq!(err(&format!("FROM x\n{text}\n")).message, message, "{text}");
+        }
+    }
+
+    #[test]
+    fn onbuild() {
+        assert_eq!(
+            args("ONBUILD ADD . /app/src"),
+            Args::Onbuild("ADD . /app/src".into())
+        );
+        assert_eq!(
+            args("ONBUILD run --mount=type=cache,target=/c make"),
+            Args::Onbuild("run --mount=type=cache,target=/c make".into())
+        );
+        for (text, message) in [
+            ("ONBUILD ONBUILD RUN x", "Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed"),
+            ("ONBUILD FROM x", "FROM isn't allowed as an ONBUILD trigger"),
+            ("ONBUILD maintainer x", "MAINTAINER isn't allowed as an ONBUILD trigger"),
+            ("ONBUILD", "ONBUILD requires at least one argument"),
+            ("ONBUILD FROBNICATE", "ONBUILD: unknown instruction: FROBNICATE"),
+            ("ONBUILD COPY a", "ONBUILD: COPY requires at least two arguments, but only one was provided. Destination could not be determined."),
+        ] {
+            assert_eq!(err(&format!("FROM x\n{text}\n")).message, message, "{text}");
+        }
+        let trigger = parse_instruction("RUN make", 7, '\\').unwrap();
+        assert_eq!((trigger.line, trigger.keyword.as_str()), (7, "RUN"));
+    }
+
+    #[test]
+    fn every_instruction_in_one_file() {
+        let text = r#"# syntax=docker/dockerfile:1
+ARG BASE=alpine
+FROM $BASE AS base
+LABEL a=b
+MAINTAINER me
+RUN echo hi
+CMD ["sh"]
+ENTRYPOINT ["/init"]
+SHELL ["/bin/sh", "-c"]
+ENV A=1
+ARG B
+COPY a /a
+ADD b /b
+WORKDIR /w
+USER u
+VOLUME /v
+EXPOSE 80
+STOPSIGNAL SIGTERM
+HEALTHCHECK NONE
+ONBUILD RUN x
+"#;
+        let df = parse(text).unwrap();
+        let keywords: Vec<&str> = df.stages[0]
+            .instructions
+            .iter()
+            .map(|i| i.keyword.as_str())
+            .collect();
+        assert_eq!(
+            keywords,
+            [
+                "LABEL",
+                "MAINTAINER",
+                "RUN",
+                "CMD",
+                "ENTRYPOINT",
+                "SHELL",
+                "ENV",
+                "ARG",
+                "COPY",
+                "ADD",
+                "WORKDIR",
+                "USER",
+                "VOLUME",
+                "EXPOSE",
+                "STOPSIGNAL",
+                "HEALTHCHECK",
+                "ONBUILD"
+            ]
+        );
+        let lines: Vec<usize> = df.stages[0].instructions.iter().map(|i| i.line).collect();
+        assert_eq!(lines, (4..=20).collect::<Vec<_>>());
+    }
+
+    // ---- substitution ---------------------------------------------------------------------
+
+    #[test]
+    fn substitution_docs_examples() {
+        let vars = [("foo", "/bar")];
+        assert_eq!(x("${foo}", &vars), "/bar");
+        assert_eq!(x("$foo", &vars), "/bar");
+        assert_eq!(x("\\$foo", &vars), "$foo");
+        assert_eq!(x("\\${foo}", &vars), "${foo}");
+        assert_eq!(x("${foo}_bar", &vars), "/bar_bar");
+        assert_eq!(x("$foo_bar", &vars), "");
+        assert_eq!(x("${variable:-word}", &[]), "word");
+        assert_eq!(x("${variable:-word}", &[("variable", "v")]), "v");
+        assert_eq!(x("${variable:+word}", &[("variable", "v")]), "word");
+        assert_eq!(x("${variable:+word}", &[]), "");
+        assert_eq!(x("${variable:-$foo/x}", &vars), "/bar/x");
+    }
+
+    #[test]
+    fn substitution_set_but_empty() {
+        let vars = [("E", "")];
+        assert_eq!(x("${E:-d}", &vars), "d");
+        assert_eq!(x("${E-d}", &vars), "");
+        assert_eq!(x("${U-d}", &vars), "d");
+        assert_eq!(x("${E:+a}", &vars), "");
+        assert_eq!(x("${E+a}", &vars), "a");
+        assert_eq!(x("${U+a}", &vars), "");
+        assert_eq!(x("${E?}", &vars), "");
+        let lookup = env(&vars);
+        assert_eq!(
+            expand("${E:?must be set}", &lookup, '\\').unwrap_err(),
+            "E: must be set"
+        );
+        assert_eq!(
+            expand("${U?}", &lookup, '\\').unwrap_err(),
+            "U: is not allowed to be unset"
+        );
+    }
+
+    #[test]
+    fn substitution_quotes_and_escapes() {
+        let vars = [("A", "x y"), ("B", "b")];
+        assert_eq!(x("'$A'", &vars), "$A");
+        assert_eq!(x("\"$A\"", &vars), "x y");
+        assert_eq!(x("\"\\$A\"", &vars), "$A");
+        assert_eq!(x("\"a\\\"b\"", &vars), "a\"b");
+        assert_eq!(x("\"a\\nb\"", &vars), "a\\nb");
+        assert_eq!(x("'a\\b'", &vars), "a\\b");
+        assert_eq!(x("a\\ b", &vars), "a b");
+        assert_eq!(x("\\\\$B", &vars), "\\b");
+        assert_eq!(x("$", &vars), "$");
+        assert_eq!(x("a$/b", &vars), "a$/b");
+        assert_eq!(x("100$", &vars), "100$");
+        assert_eq!(x("$1x", &vars), "x");
+        assert_eq!(x("end\\", &vars), "end");
+        assert_eq!(x("${A}${B}", &vars), "x yb");
+        assert_eq!(x("${B:-'q q'}", &[]), "q q");
+        let lookup = env(&vars);
+        assert!(expand("'open", &lookup, '\\')
+            .unwrap_err()
+            .contains("single-quote"));
+        assert!(expand("\"open", &lookup, '\\')
+            .unwrap_err()
+            .contains("double-quote"));
+        assert!(expand("${A", &lookup, '\\')
+            .unwrap_err()
+            .contains("missing '}'"));
+        assert!(expand("${A:-x", &lookup, '\\')
+            .unwrap_err()
+            .contains("missing '}'"));
+        assert_eq!(
+            expand("${A#x}", &lookup, '\\').unwrap_err(),
+            "unsupported modifier (#) in substitution"
+        );
+    }
+
+    #[test]
+    fn env_chain_as_in_docs() {
+        // ENV abc=hello / ENV abc=bye def=$abc / ENV ghi=$abc: each instruction sees the env
+        // from before it, so def=hello and ghi=bye.
+        let mut state: Vec<(String, String)> = Vec::new();
+        for line in ["ENV abc=hello", "ENV abc=bye def=$abc", "ENV ghi=$abc"] {
+            let Args::Env(kv) = args(line) else { panic!() };
+            let before = state.clone();
+            let lookup = move |n: &str| {
+                before
+                    .iter()
+                    .rev()
+                    .find(|(k, _)| k == n)
+                    .map(|(_, v)| v.clone())
+            };
+            for (k, v) in kv {
+                let v = expand(&v, &lookup, '\\').unwrap();
+                state.push((k, v));
+            }
+        }
+        let get = |n: &str| state.iter().rev().find(|(k, _)| k == n).unwrap().1.clone();
+        assert_eq!(
+            (get("abc"), get("def"), get("ghi")),
+            ("bye".into(), "hello".into(), "bye".into())
+        );
+    }
+
+    #[test]
+    fn expand_words_splits_like_docker() {
+        let lookup = env(&[("P", "80 443"), ("E", "")]);
+        let w = |s: &str| expand_words(s, &lookup, '\\').unwrap();
+        assert_eq!(w("$P 8080"), strs(&["80", "443", "8080"]));
+        assert_eq!(w("\"$P\" x"), strs(&["80 443", "x"]));
+        assert_eq!(w("a\\ b  c"), strs(&["a b", "c"]));
+        assert_eq!(w("\"\" x"), strs(&["", "x"]));
+        assert_eq!(w("$E x"), strs(&["x"]));
+        assert_eq!(w("  "), Vec::<String>::new());
+    }
+
+    // ---- history --------------------------------------------------------------------------
+
+    #[test]
+    fn history_text_matches_classic_builder() {
+        let h = |text: &str| history_text(&one(text), &sh());
+        assert_eq!(h("RUN apt-get update"), "/bin/sh -c apt-get update");
+        assert_eq!(h("RUN [\"echo\", \"hi\"]"), "echo hi");
+        assert_eq!(h("CMD [\"sh\"]"), "/bin/sh -c #(nop)  CMD [\"sh\"]");
+        assert_eq!(
+            h("CMD echo \"hi\""),
+            r#"/bin/sh -c #(nop)  CMD ["/bin/sh" "-c" "echo \"hi\""]"#
+        );
+        assert_eq!(
+            h("ENTRYPOINT [\"docker-entrypoint.sh\"]"),
+            "/bin/sh -c #(nop)  ENTRYPOINT [\"docker-entrypoint.sh\"]"
+        );
+        assert_eq!(h("ENV A=b C=d"), "/bin/sh -c #(nop)  ENV A=b C=d");
+        assert_eq!(h("LABEL a=b"), "/bin/sh -c #(nop)  LABEL a=b");
+        assert_eq!(h("ARG V=1 W"), "/bin/sh -c #(nop)  ARG V=1 W");
+        assert_eq!(
+            h("EXPOSE 80 443/udp"),
+            "/bin/sh -c #(nop)  EXPOSE 80 443/udp"
+        );
+        assert_eq!(h("USER nobody"), "/bin/sh -c #(nop)  USER nobody");
+        assert_eq!(h("VOLUME /a /b"), "/bin/sh -c #(nop)  VOLUME [/a /b]");
+        assert_eq!(
+            h("SHELL [\"/bin/bash\", \"-c\"]"),
+            "/bin/sh -c #(nop)  SHELL [/bin/bash -c]"
+        );
+        assert_eq!(
+            h("STOPSIGNAL SIGQUIT"),
+            "/bin/sh -c #(nop)  STOPSIGNAL SIGQUIT"
+        );
+        assert_eq!(
+            h("MAINTAINER Tianon"),
+            "/bin/sh -c #(nop)  MAINTAINER Tianon"
+        );
+        assert_eq!(h("ONBUILD RUN make"), "/bin/sh -c #(nop)  ONBUILD RUN make");
+        assert_eq!(h("WORKDIR /app"), "/bin/sh -c #(nop) WORKDIR /app");
+        assert_eq!(
+            h("COPY file:cc64 /usr/local/bin/"),
+            "/bin/sh -c #(nop) COPY file:cc64 in /usr/local/bin/ "
+        );
+        assert_eq!(h("ADD hello /"), "/bin/sh -c #(nop) ADD hello in / ");
+        assert_eq!(
+            h("HEALTHCHECK --interval=5m --timeout=3s CMD curl -f http://localhost/ || exit 1"),
+            r#"/bin/sh -c #(nop)  HEALTHCHECK &{["CMD-SHELL" "curl -f http://localhost/ || exit 1"] "5m0s" "3s" "0s" "0s" '\x00'}"#
+        );
+        assert_eq!(
+            h("HEALTHCHECK --retries=3 CMD [\"/ok\"]"),
+            r#"/bin/sh -c #(nop)  HEALTHCHECK &{["CMD" "/ok"] "0s" "0s" "0s" "0s" '\x03'}"#
+        );
+        assert_eq!(
+            h("HEALTHCHECK NONE"),
+            r#"/bin/sh -c #(nop)  HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" '\x00'}"#
+        );
+    }
+
+    #[test]
+    fn history_with_build_args_and_custom_shell() {
+        let args = vec![
+            ("B".to_string(), "2".to_string()),
+            ("A".to_string(), "1".to_string()),
+        ];
+        assert_eq!(
+            history_text_with_args(&one("RUN make"), &sh(), &args),
+            "|2 A=1 B=2 /bin/sh -c make"
+        );
+        assert_eq!(
+            history_text_with_args(&one("RUN [\"make\", \"all\"]"), &sh(), &args),
+            "|2 A=1 B=2 make all"
+        );
+        // Build args only prefix RUN.
+        assert_eq!(
+            history_text_with_args(&one("ENV X=1"), &sh(), &args),
+            "/bin/sh -c #(nop)  ENV X=1"
+        );
+        let bash = strs(&["/bin/bash", "-o", "pipefail", "-c"]);
+        assert_eq!(
+            history_text(&one("RUN a | b"), &bash),
+            "/bin/bash -o pipefail -c a | b"
+        );
+        assert_eq!(
+            history_text(&one("CMD [\"x\"]"), &bash),
+            "/bin/bash -o pipefail -c #(nop)  CMD [\"x\"]"
+        );
+    }
+
+    #[test]
+    fn go_formatting_helpers() {
+        for (d, s) in [
+            (Duration::ZERO, "0s"),
+            (Duration::from_nanos(150), "150ns"),
+            (Duration::from_micros(2), "2µs"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_micros(1500), "1.5ms"),
+            (Duration::from_secs(3), "3s"),
+            (Duration::from_millis(1500), "1.5s"),
+            (Duration::from_secs(300), "5m0s"),
+            (Duration::from_secs(3600), "1h0m0s"),
+            (Duration::from_secs(3723), "1h2m3s"),
+        ] {
+            assert_eq!(go_duration(d), s);
+            assert_eq!(parse_go_duration(s), Some(d), "{s}");
+        }
+        assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
+        assert_eq!(parse_go_duration(".5s"), Some(Duration::from_millis(500)));
+        for bad in ["", "5", "1x", "s", "."] {
+            assert_eq!(parse_go_duration(bad), None, "{bad}");
+        }
+        assert_eq!(go_quote("a\"b\\c\nd\u{1}é"), "\"a\\\"b\\\\c\\nd\\x01é\"");
+        assert_eq!(go_quote_rune(0), "'\\x00'");
+        assert_eq!(go_quote_rune(10), "'\\n'");
+        assert_eq!(go_quote_rune(65), "'A'");
+    }
 }
