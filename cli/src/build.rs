@@ -254,14 +254,14 @@ fn short(id: &str) -> String {
     id.trim_start_matches("sha256:").chars().take(12).collect()
 }
 
-/// A build the daemon refused or that failed: exit 1 as Docker does, 125 when berthd itself
-/// could not do the work.
+/// A build that failed: exit 1 as Docker does; 125 when berthd could not be reached or
+/// could not do the work itself.
 fn build_failed(s: tonic::Status) -> u8 {
     use tonic::Code;
+    let transport = std::error::Error::source(&s).is_some();
     match s.code() {
-        Code::Unavailable | Code::Unimplemented | Code::Internal | Code::Unknown => {
-            crate::fail(Error::Status(s))
-        }
+        Code::Unimplemented | Code::Internal => crate::fail(Error::Status(s)),
+        Code::Unavailable | Code::Unknown if transport => crate::fail(Error::Status(s)),
         _ => {
             eprintln!("{}", s.message());
             1

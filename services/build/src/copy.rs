@@ -315,6 +315,7 @@ impl<W: Write> LayerTar<W> {
         }
     }
 
+    #[allow(clippy::too_many_arguments)] // the fields of one tar header
     fn header(
         &mut self,
         name: &str,
