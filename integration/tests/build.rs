@@ -56,6 +56,7 @@ RUN pwd > /pwd.txt
 COPY file ./
 COPY dir/*.txt /texts/
 COPY --chown=7:8 file /owned
+COPY file /tmp
 USER nobody
 VOLUME ["/data"]
 EXPOSE 80 53/udp
@@ -76,7 +77,7 @@ CMD ["hello"]
         "it/all:v2",
         c.to_str().unwrap(),
     ]);
-    assert!(out.contains("Step 1/21 : FROM"), "{out}");
+    assert!(out.contains("Step 1/22 : FROM"), "{out}");
     assert!(out.contains("Successfully built "), "{out}");
     assert!(out.contains("Successfully tagged it/all:latest"), "{out}");
     assert!(out.contains("Successfully tagged it/all:v2"), "{out}");
@@ -88,6 +89,8 @@ CMD ["hello"]
     assert_eq!(cat("/pwd.txt"), "/root/demo\n");
     assert_eq!(cat("/root/demo/file"), "one\n");
     assert_eq!(cat("/texts/a.txt"), "a\n");
+    // /tmp is a folder in the image: the file goes into it.
+    assert_eq!(cat("/tmp/file"), "one\n");
     assert_eq!(
         d.ok(&["run", "--rm", "--entrypoint", "ls", "it/all", "/texts"]),
         "a.txt\nb.txt\n"

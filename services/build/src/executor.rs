@@ -983,7 +983,25 @@ impl Build {
             .and_then(|v| v.as_str())
             .unwrap_or("")
             .to_string();
-        let dest_abs = copy::destination(&dest_raw, &workdir);
+        let mut dest_abs = copy::destination(&dest_raw, &workdir);
+        // A destination that is a folder in the image takes the files in, as in Docker.
+        if !dest_abs.ends_with('/') && !st.image.is_empty() {
+            let v = crate::rootfs::View::open(
+                &self.clients.snapshots,
+                &self.clients.images,
+                &self.ns,
+                &st.image,
+                &self.mnt_dir,
+            )
+            .await?;
+            let is_dir = copy::resolve_in_root(v.path(), &dest_abs, true)
+                .map(|p| p.is_dir())
+                .unwrap_or(false);
+            v.close().await;
+            if is_dir {
+                dest_abs.push('/');
+            }
+        }
         let owner = match chown.map(|c| self.expand(df, st, c, line)).transpose()? {
             None => None,
             Some(c) => match Owner::numeric(&c) {
