@@ -6,7 +6,7 @@
 //! Docker's rules: a folder copies its contents; the destination is a folder when it ends in
 //! `/` or there are several sources; a relative destination is relative to WORKDIR; files keep
 //! their mode and mtime and belong to 0:0 unless `--chown`. ADD also unpacks local archives
-//! (tar, gzip, zstd; detected by content).
+//! (plain tar, gzip, bzip2, xz, zstd; detected by content, as Docker does).
 //!
 //! The digest covers names, types, modes, ownership, link targets and contents, not mtimes,
 //! so touching a file does not invalidate the cache but changing it does.
@@ -454,7 +454,7 @@ impl<W: Write> LayerTar<W> {
         Ok(())
     }
 
-    /// Unpacks the archive `src` (tar, gzip, zstd) into `dest`, keeping its owners.
+    /// Unpacks the archive `src` (tar, gzip, bzip2, xz, zstd) into `dest`, keeping its owners.
     pub fn extract_archive(&mut self, src: &Path, dest: &str) -> io::Result<()> {
         let r = open_archive(src)?.ok_or_else(|| io::Error::other("not an archive"))?;
         let mut a = tar::Archive::new(r);
@@ -539,6 +539,12 @@ pub fn open_archive(path: &Path) -> io::Result<Option<Box<dyn Read>>> {
     let f = fs::File::open(path)?;
     let reader: Box<dyn Read> = if head[..n].starts_with(&[0x1f, 0x8b]) {
         Box::new(flate2::read::MultiGzDecoder::new(io::BufReader::new(f)))
+    } else if head[..n].starts_with(b"BZh") {
+        Box::new(bzip2::read::MultiBzDecoder::new(io::BufReader::new(f)))
+    } else if head[..n].starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        Box::new(liblzma::read::XzDecoder::new_multi_decoder(
+            io::BufReader::new(f),
+        ))
     } else if head[..n].starts_with(&[0x28, 0xb5, 0x2f, 0xfd]) {
         Box::new(zstd::stream::read::Decoder::new(f)?)
     } else if n >= 262 && &head[257..262] == b"ustar" {
@@ -684,18 +690,46 @@ mod tests {
         let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
         gz.write_all(&tar_bytes).unwrap();
         fs::write(d.path().join("x.tgz"), gz.finish().unwrap()).unwrap();
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(&tar_bytes).unwrap();
+        fs::write(d.path().join("x.tar.bz2"), bz.finish().unwrap()).unwrap();
+        let mut xz = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        xz.write_all(&tar_bytes).unwrap();
+        fs::write(d.path().join("x.tar.xz"), xz.finish().unwrap()).unwrap();
+        fs::write(
+            d.path().join("x.tar.zst"),
+            zstd::encode_all(&tar_bytes[..], 1).unwrap(),
+        )
+        .unwrap();
+        fs::write(d.path().join("x.tar"), &tar_bytes).unwrap();
+        // Compressed text is not an archive.
+        let mut bz = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        bz.write_all(b"just text").unwrap();
+        fs::write(d.path().join("text.bz2"), bz.finish().unwrap()).unwrap();
+        assert!(open_archive(&d.path().join("text.bz2")).unwrap().is_none());
         fs::write(d.path().join("plain"), "not an archive").unwrap();
         assert!(open_archive(&d.path().join("plain")).unwrap().is_none());
-        let mut t = LayerTar::new(Vec::new(), None);
-        t.extract_archive(&d.path().join("x.tgz"), "unpacked")
-            .unwrap();
-        let (out, _) = t.finish().unwrap();
-        let mut a = tar::Archive::new(&out[..]);
-        let names: Vec<String> = a
-            .entries()
-            .unwrap()
-            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
-            .collect();
-        assert_eq!(names, vec!["unpacked/inner"]);
+        for f in ["x.tgz", "x.tar.bz2", "x.tar.xz", "x.tar.zst", "x.tar"] {
+            let mut t = LayerTar::new(Vec::new(), None);
+            t.extract_archive(&d.path().join(f), "unpacked").unwrap();
+            let (out, _) = t.finish().unwrap();
+            let mut a = tar::Archive::new(&out[..]);
+            let entries: Vec<(String, Vec<u8>)> = a
+                .entries()
+                .unwrap()
+                .map(|e| {
+                    let mut e = e.unwrap();
+                    let name = e.path().unwrap().to_string_lossy().into_owned();
+                    let mut data = Vec::new();
+                    e.read_to_end(&mut data).unwrap();
+                    (name, data)
+                })
+                .collect();
+            assert_eq!(
+                entries,
+                vec![("unpacked/inner".to_string(), b"packed".to_vec())],
+                "{f}"
+            );
+        }
     }
 }
