@@ -1,6 +1,8 @@
 //! A read-only view of an image's rootfs, for `COPY --from` and `--chown` by name: a
 //! `Snapshots.View` over the image's chain id, mounted under `<root>/build/mnt/<key>` and
-//! taken down again (unmount, remove the folder and the view) in every case.
+//! taken down again (unmount, remove the folder and the view) in every case. Views a crash
+//! left behind are removed when the snapshot service opens (by their key prefix,
+//! [`berth_snapshot::snapshots::BUILD_VIEW_PREFIX`]), their mount points by [`clean_stale`].
 
 use berth_api::images::v1 as iapi;
 use berth_api::images::v1::images_client::ImagesClient;
@@ -42,7 +44,11 @@ impl View {
             .into_inner();
         let mut b = [0u8; 8];
         let _ = getrandom::fill(&mut b);
-        let key = format!("build-view-{}", hex::encode(b));
+        let key = format!(
+            "{}{}",
+            berth_snapshot::snapshots::BUILD_VIEW_PREFIX,
+            hex::encode(b)
+        );
         let path = mnt_dir.join(&key);
         std::fs::create_dir_all(&path)
             .map_err(|e| Status::internal(format!("{}: {e}", path.display())))?;

@@ -164,6 +164,11 @@ pub const PARENT_GRACE: Duration = Duration::from_secs(5);
 /// Marks the temporary snapshot an Apply unpacks into; its value is the layer's name.
 pub const EXTRACTING_LABEL: &str = "berth.snapshot/extracting";
 
+/// Keys of the read-only views the build service takes for the length of one step (`COPY
+/// --from`, `--chown` by name, a destination's type). A view of that name that is still
+/// there when the service opens was left by a crash, and is removed.
+pub const BUILD_VIEW_PREFIX: &str = "build-view-";
+
 /// Longest key, parent or label accepted (as containerd).
 const MAX_KEY: usize = 4096;
 
@@ -244,6 +249,9 @@ impl Snapshots {
             for (ns, key, record) in snapshots.metadata.all(storage.name())? {
                 if record.kind == Kind::Active && record.labels.contains_key(EXTRACTING_LABEL) {
                     tracing::warn!(namespace = %ns, key, "removing an interrupted layer extraction");
+                    snapshots.remove(storage.name(), &ns, &key)?;
+                } else if record.kind == Kind::View && key.starts_with(BUILD_VIEW_PREFIX) {
+                    tracing::warn!(namespace = %ns, key, "removing a view an interrupted build left");
                     snapshots.remove(storage.name(), &ns, &key)?;
                 }
             }

@@ -136,6 +136,53 @@ fn a_restart_removes_interrupted_extractions() {
 }
 
 #[test]
+fn a_restart_removes_views_an_interrupted_build_left() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("snapshot");
+    let view = format!(
+        "{}0011223344556677",
+        berth_snapshot::snapshots::BUILD_VIEW_PREFIX
+    );
+    {
+        let s = Snapshots::open(&root, "native").unwrap();
+        let mut ids = Vec::new();
+        let base = apply(&s, "native", &tar_with("f", b"x"), None, &mut ids).to_string();
+        s.view("native", "default", &view, Some(&base), BTreeMap::new())
+            .unwrap();
+        s.view("native", "team", &view, None, BTreeMap::new())
+            .unwrap();
+        s.view(
+            "native",
+            "default",
+            "inspect-view",
+            Some(&base),
+            BTreeMap::new(),
+        )
+        .unwrap();
+        s.prepare(
+            "native",
+            "default",
+            "build-view-rw",
+            Some(&base),
+            BTreeMap::new(),
+        )
+        .unwrap();
+    }
+    let s = reopen(&root, "native");
+    let mut names: Vec<String> = s
+        .list("native", "default")
+        .unwrap()
+        .into_iter()
+        .filter(|i| i.kind != Kind::Committed)
+        .map(|i| i.name)
+        .collect();
+    names.sort();
+    // Only views are the build's: an active snapshot of that name is somebody else's.
+    assert_eq!(names, ["build-view-rw", "inspect-view"]);
+    assert!(s.stat("native", "team", &view).is_err());
+}
+
+#[test]
 fn long_chains_mount_with_relative_paths() {
     // A long root makes absolute lowerdir options exceed a page with few layers.
     let dir = tempfile::tempdir().unwrap();
