@@ -1239,7 +1239,7 @@ pub fn history_text(inst: &Instruction, shell: &[String]) -> String {
 ///   of the argv, shell form already wrapped in `shell`), `ENV K=V …`, `LABEL K=V …`,
 ///   `ARG K[=V] …`, `EXPOSE 80 …`, `USER u`, `VOLUME [/a /b]`, `SHELL [/bin/bash -c]`,
 ///   `STOPSIGNAL SIGTERM`, `MAINTAINER x`, `ONBUILD trigger`,
-///   `HEALTHCHECK &{["CMD-SHELL" "…"] "30s" "0s" "0s" "0s" '\x03'}` (Go's `%q` of the config).
+///   `HEALTHCHECK &{["CMD-SHELL" "…"] "30s" "0s" "0s" '\x03'}` (Go's `%q` of the config).
 ///   WORKDIR, COPY and ADD have one space: `WORKDIR /abs`, `COPY SOURCES in DEST ` (trailing
 ///   space kept).
 ///
@@ -1302,17 +1302,21 @@ pub fn history_text_with_args(
     }
 }
 
-/// Go's `%q` of a `*container.HealthConfig`: `&{Test Interval Timeout StartPeriod
-/// StartInterval Retries}`.
+/// Go's `%q` of a `*container.HealthConfig`: `&{Test Interval Timeout StartPeriod Retries}`
+/// as Debian's docker.io (20.10) writes it. Docker 25 added StartInterval to the struct; it
+/// shows here only when `--start-interval` is given, which 20.10 does not accept.
 fn go_quote_healthcheck(h: Option<&Healthcheck>) -> String {
-    let (test, durations, retries) = match h {
+    let (test, mut durations, retries) = match h {
         Some(h) => (
             h.test(),
-            [h.interval, h.timeout, h.start_period, h.start_interval],
+            vec![h.interval, h.timeout, h.start_period, h.start_interval],
             h.retries,
         ),
-        None => (vec!["NONE".to_string()], [Duration::ZERO; 4], 0),
+        None => (vec!["NONE".to_string()], vec![Duration::ZERO; 4], 0),
     };
+    if durations[3].is_zero() {
+        durations.pop();
+    }
     let durations: Vec<String> = durations
         .iter()
         .map(|d| go_quote(&go_duration(*d)))
@@ -2325,15 +2329,15 @@ ONBUILD RUN x
         assert_eq!(h("ADD hello /"), "/bin/sh -c #(nop) ADD hello in / ");
         assert_eq!(
             h("HEALTHCHECK --interval=5m --timeout=3s CMD curl -f http://localhost/ || exit 1"),
-            r#"/bin/sh -c #(nop)  HEALTHCHECK &{["CMD-SHELL" "curl -f http://localhost/ || exit 1"] "5m0s" "3s" "0s" "0s" '\x00'}"#
+            r#"/bin/sh -c #(nop)  HEALTHCHECK &{["CMD-SHELL" "curl -f http://localhost/ || exit 1"] "5m0s" "3s" "0s" '\x00'}"#
         );
         assert_eq!(
             h("HEALTHCHECK --retries=3 CMD [\"/ok\"]"),
-            r#"/bin/sh -c #(nop)  HEALTHCHECK &{["CMD" "/ok"] "0s" "0s" "0s" "0s" '\x03'}"#
+            r#"/bin/sh -c #(nop)  HEALTHCHECK &{["CMD" "/ok"] "0s" "0s" "0s" '\x03'}"#
         );
         assert_eq!(
             h("HEALTHCHECK NONE"),
-            r#"/bin/sh -c #(nop)  HEALTHCHECK &{["NONE"] "0s" "0s" "0s" "0s" '\x00'}"#
+            r#"/bin/sh -c #(nop)  HEALTHCHECK &{["NONE"] "0s" "0s" "0s" '\x00'}"#
         );
     }
 

@@ -683,7 +683,14 @@ impl Build {
                 for p in &out {
                     m[p] = json!({});
                 }
-                recorded.args = Args::Expose(out);
+                // Docker's parser sorts the words as written; history shows them expanded.
+                let mut words = ports.clone();
+                words.sort();
+                let mut shown = Vec::new();
+                for w in &words {
+                    shown.push(self.expand(df, st, w, line)?);
+                }
+                recorded.args = Args::Expose(shown);
             }
             Args::StopSignal(s) => {
                 let s = self.expand(df, st, s, line)?;
@@ -716,6 +723,25 @@ impl Build {
                         Value::Object(m)
                     }
                 };
+                // Docker merges the step's config with its parent's when it commits: fields
+                // left unset (zero) keep the previous HEALTHCHECK's, even under NONE.
+                let mut v = v;
+                if let (Some(prev), Some(m)) = (
+                    st.config.get("Healthcheck").and_then(|p| p.as_object()),
+                    v.as_object_mut(),
+                ) {
+                    for k in [
+                        "Interval",
+                        "Timeout",
+                        "StartPeriod",
+                        "StartInterval",
+                        "Retries",
+                    ] {
+                        if let (false, Some(p)) = (m.contains_key(k), prev.get(k)) {
+                            m.insert(k.into(), p.clone());
+                        }
+                    }
+                }
                 st.config.insert("Healthcheck".into(), v);
             }
             Args::Onbuild(t) => {
@@ -1096,7 +1122,9 @@ impl Build {
         match &mut recorded.args {
             Args::Copy { sources, dest, .. } | Args::Add { sources, dest, .. } => {
                 *sources = vec![described];
-                *dest = dest_abs.clone();
+                // Docker records the destination as written (expanded), not resolved against
+                // WORKDIR; the parent image in the cache key covers the resolution.
+                *dest = dest_raw.clone();
             }
             _ => {}
         }

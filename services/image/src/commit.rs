@@ -18,6 +18,10 @@ use berth_core::digest::{chain_id, Hasher};
 use berth_core::grpc::request;
 use berth_core::{media, Digest, Reference};
 use serde_json::{json, Value};
+
+/// The diff id of a tar with no entries (two zero blocks), Docker's `DigestSHA256EmptyTar`.
+const EMPTY_TAR_DIFF_ID: &str =
+    "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef";
 use std::collections::BTreeMap;
 use std::io::Write;
 use tokio::sync::mpsc;
@@ -347,6 +351,9 @@ impl ImageStore {
         } else {
             None
         };
+        // As Docker does, a diff that holds nothing (a RUN that changed no file, a commit of
+        // an untouched container) adds no layer: the step is recorded as `empty_layer`.
+        let layer = layer.filter(|l| l.diff_id.to_string() != EMPTY_TAR_DIFF_ID);
 
         let created = now_rfc3339();
         let cfg = &mut base.config;
