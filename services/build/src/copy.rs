@@ -127,6 +127,43 @@ pub fn resolve_in_root(root: &Path, path: &str, follow_last: bool) -> io::Result
     Ok(root.join(done.iter().collect::<PathBuf>()))
 }
 
+/// The folders (relative to `root`, parents first) WORKDIR must create for the absolute
+/// `dir` to exist: none when it is there. Existing parts are followed through symlinks
+/// inside `root`, so a new folder goes where the link leads, never over the link; a part
+/// that is not a folder is an error, as `mkdir -p` gives.
+pub fn missing_dirs(root: &Path, dir: &str) -> Result<Vec<String>, String> {
+    let mut base = String::new();
+    let mut comps = components(dir).into_iter();
+    for c in comps.by_ref() {
+        let candidate = join_rel(&base, &c);
+        let p = resolve_in_root(root, &candidate, true).map_err(|e| e.to_string())?;
+        match fs::metadata(&p) {
+            Ok(m) if m.is_dir() => {
+                base = p
+                    .strip_prefix(root)
+                    .map(|r| r.to_string_lossy().into_owned())
+                    .unwrap_or(candidate);
+            }
+            Ok(_) => return Err(format!("mkdir {dir}: not a directory")),
+            Err(_) => {
+                // Resolved but absent: a dangling link makes its target's folder.
+                let rel = p
+                    .strip_prefix(root)
+                    .map(|r| r.to_string_lossy().into_owned())
+                    .unwrap_or(candidate);
+                let mut out = vec![rel.clone()];
+                let mut cur = rel;
+                for c in comps.by_ref() {
+                    cur = join_rel(&cur, &c);
+                    out.push(cur.clone());
+                }
+                return Ok(out);
+            }
+        }
+    }
+    Ok(Vec::new())
+}
+
 /// The components of a path, keeping `..`, dropping `.` and the root.
 fn components(path: &str) -> Vec<String> {
     Path::new(path)
@@ -657,6 +694,28 @@ mod tests {
         let mut t = LayerTar::new(Vec::new(), Some(Owner { uid: 1, gid: 1 }));
         t.copy_path(&f, "app/f").unwrap();
         assert_ne!(digest(), t.finish().unwrap().1);
+    }
+
+    #[test]
+    fn workdir_folders_to_create() {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("usr/src")).unwrap();
+        fs::write(d.path().join("file"), "x").unwrap();
+        std::os::unix::fs::symlink("/usr/src", d.path().join("link")).unwrap();
+        assert!(missing_dirs(d.path(), "/usr/src").unwrap().is_empty());
+        assert!(missing_dirs(d.path(), "/").unwrap().is_empty());
+        assert_eq!(
+            missing_dirs(d.path(), "/usr/src/app/lib").unwrap(),
+            vec!["usr/src/app", "usr/src/app/lib"]
+        );
+        assert_eq!(missing_dirs(d.path(), "/new").unwrap(), vec!["new"]);
+        // Through a symlink: made where it leads, not over the link.
+        assert_eq!(
+            missing_dirs(d.path(), "/link/app").unwrap(),
+            vec!["usr/src/app"]
+        );
+        assert!(missing_dirs(d.path(), "/link").unwrap().is_empty());
+        assert!(missing_dirs(d.path(), "/file/app").is_err());
     }
 
     #[test]

@@ -517,6 +517,8 @@ impl Build {
     ) -> Result<(), Status> {
         let line = inst.line;
         let mut author = String::new();
+        // WORKDIR's folder, made as a layer when the image lacks it.
+        let mut workdir = None;
         // The instruction as history records it, with the args expanded where Docker does.
         let mut recorded = inst.clone();
         match &inst.args {
@@ -639,6 +641,7 @@ impl Build {
                     dir
                 };
                 st.config.insert("WorkingDir".into(), json!(dir));
+                workdir = Some(dir.clone());
                 recorded.args = Args::Workdir(dir);
             }
             Args::User(u) => {
@@ -754,18 +757,32 @@ impl Build {
             Args::Maintainer(m) => author = m.clone(),
         }
         let created_by = dockerfile::history_text(&recorded, &st.shell);
+        // Whether WORKDIR makes a folder depends on the parent alone, which the key holds;
+        // the marker keeps apart entries from before WORKDIR made folders.
+        let content = if workdir.is_some() { "mkdir" } else { &author };
         let key = StepKey {
             parent: &st.image,
             instruction: &created_by,
             namespace: &self.ns,
-            content: &author,
+            content,
             ..Default::default()
         };
         if let Some(id) = self.cached(&key).await {
             self.report.message(" ---> Using cache").await;
             st.image = id;
         } else {
-            let id = self.commit_config(st, &created_by, &author).await?;
+            let layer = match &workdir {
+                Some(dir) => self.workdir_layer(st, dir, line).await?,
+                None => None,
+            };
+            let id = match layer {
+                Some(tar) => {
+                    let r = self.commit_tar(st, &tar, &created_by).await;
+                    let _ = std::fs::remove_file(&tar);
+                    r?
+                }
+                None => self.commit_config(st, &created_by, &author).await?,
+            };
             self.cache.put(&key, &id);
             st.image = id;
         }
@@ -1151,6 +1168,60 @@ impl Build {
         st.image = id.clone();
         self.report.done(&id, false, "").await;
         Ok(())
+    }
+
+    /// The layer tar WORKDIR commits when `dir` is missing in the stage's image: the missing
+    /// folders, 0755 and owned by root whatever USER says, as Docker's classic builder makes
+    /// them. `None` when the folder is there (the step then records no layer).
+    async fn workdir_layer(
+        &self,
+        st: &Stage,
+        dir: &str,
+        line: usize,
+    ) -> Result<Option<PathBuf>, Status> {
+        let missing = if st.image.is_empty() {
+            // Scratch: an empty root lacks every part.
+            let empty = self.work_dir.join("scratch-root");
+            std::fs::create_dir_all(&empty).map_err(io_status)?;
+            copy::missing_dirs(&empty, dir)
+        } else {
+            let v = crate::rootfs::View::open(
+                &self.clients.snapshots,
+                &self.clients.images,
+                &self.ns,
+                &st.image,
+                &self.mnt_dir,
+            )
+            .await?;
+            let root = v.path().to_path_buf();
+            let d = dir.to_string();
+            let r = tokio::task::spawn_blocking(move || copy::missing_dirs(&root, &d)).await;
+            v.close().await;
+            r.map_err(io_status)?
+        };
+        let missing = missing.map_err(|e| self.at(line, Code::InvalidArgument, e))?;
+        if missing.is_empty() {
+            return Ok(None);
+        }
+        let tar = self.work_dir.join(format!("layer-{line}.tar"));
+        let t2 = tar.clone();
+        tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            let f = std::io::BufWriter::new(std::fs::File::create(&t2)?);
+            let mut t = LayerTar::new(f, None);
+            for m in &missing {
+                t.dir(m, 0o755, now, 0, 0)?;
+            }
+            let (mut w, _) = t.finish()?;
+            std::io::Write::flush(&mut w)
+        })
+        .await
+        .map_err(io_status)?
+        .map_err(io_status)?;
+        Ok(Some(tar))
     }
 
     /// `--chown` by name: looked up in the image's /etc/passwd and /etc/group.
