@@ -303,3 +303,277 @@ fn errors_name_the_line() {
     let mnt = d.root().join("build/mnt");
     assert_eq!(std::fs::read_dir(&mnt).map(|r| r.count()).unwrap_or(0), 0);
 }
+
+/// A tar holding `inner/hello` with `text`.
+fn tar_of(text: &str) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(tar::EntryType::Directory);
+    h.set_mode(0o755);
+    h.set_size(0);
+    b.append_data(&mut h, "inner/", std::io::empty()).unwrap();
+    let mut h = tar::Header::new_gnu();
+    h.set_mode(0o644);
+    h.set_size(text.len() as u64);
+    b.append_data(&mut h, "inner/hello", text.as_bytes())
+        .unwrap();
+    b.into_inner().unwrap()
+}
+
+fn bzip2_of(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+/// Serves `body` to every GET on a loopback port, as a tiny HTTP/1.0 server; gives the port.
+fn serve_once_more(body: Vec<u8>) -> u16 {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for s in l.incoming() {
+            let Ok(mut s) = s else { continue };
+            let mut req = Vec::new();
+            let mut buf = [0u8; 1024];
+            while !req.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => req.extend_from_slice(&buf[..n]),
+                }
+            }
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = s.write_all(head.as_bytes());
+            let _ = s.write_all(&body);
+        }
+    });
+    port
+}
+
+#[test]
+fn add_unpacks_bzip2_and_xz_downloads_urls_and_chown_takes_names() {
+    let Some((_reg, d, img)) = setup() else {
+        return;
+    };
+    let ctx = TempDir::new("berth-it-build");
+    let c = ctx.path();
+    std::fs::write(c.join("a.tar.bz2"), bzip2_of(&tar_of("from bzip2\n"))).unwrap();
+    {
+        use std::io::Write;
+        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        e.write_all(&tar_of("from xz\n")).unwrap();
+        std::fs::write(c.join("a.tar.xz"), e.finish().unwrap()).unwrap();
+    }
+    write(c, "file", "owned\n");
+    let remote = bzip2_of(&tar_of("remote\n"));
+    let port = serve_once_more(remote.clone());
+    write(
+        c,
+        "Dockerfile",
+        &format!(
+            r#"FROM {img}
+RUN echo 'app:x:1234:2345::/home/app:/bin/sh' >> /etc/passwd && echo 'appgrp:x:2345:' >> /etc/group && echo 'other:x:3456:' >> /etc/group
+ADD a.tar.bz2 /bz/
+ADD a.tar.xz /xz/
+ADD http://127.0.0.1:{port}/files/remote.tar.bz2?v=1 /dl/
+COPY --chown=app file /owned-user
+ADD --chown=app:other file /owned-both
+COPY --chown=nobody:nogroup file /owned-nobody
+"#
+        ),
+    );
+    d.ok(&["build", "-t", "it/add", c.to_str().unwrap()]);
+    let sh = |cmd: &str| d.ok(&["run", "--rm", "it/add", "sh", "-c", cmd]);
+    assert_eq!(sh("cat /bz/inner/hello"), "from bzip2\n");
+    assert_eq!(sh("cat /xz/inner/hello"), "from xz\n");
+    // A URL is downloaded as it is, named after the path, mode 0600; never unpacked.
+    assert_eq!(sh("ls /dl"), "remote.tar.bz2\n");
+    assert_eq!(
+        sh("stat -c '%a %u:%g %s' /dl/remote.tar.bz2"),
+        format!("600 0:0 {}\n", remote.len())
+    );
+    assert_eq!(
+        sh("stat -c %u:%g /owned-user /owned-both /owned-nobody"),
+        "1234:2345\n1234:3456\n65534:65534\n"
+    );
+    // A name the image does not know fails the build at its line.
+    write(
+        c,
+        "Dockerfile.bad",
+        &format!("FROM {img}\nCOPY --chown=nosuchuser file /x\n"),
+    );
+    let f = c.join("Dockerfile.bad");
+    let (code, err) = d.fails(&["build", "-f", f.to_str().unwrap(), c.to_str().unwrap()]);
+    assert_eq!(code, 1, "{err}");
+    assert!(
+        err.contains("Dockerfile.bad:2:") && err.contains("nosuchuser"),
+        "{err}"
+    );
+}
+
+#[test]
+fn onbuild_labels_and_workdir_folders() {
+    let Some((_reg, d, img)) = setup() else {
+        return;
+    };
+    let base_layers = inspect(&d, &img)["RootFS"]["Layers"]
+        .as_array()
+        .unwrap()
+        .len();
+    let ctx = TempDir::new("berth-it-build");
+    let c = ctx.path();
+    let path = c.to_str().unwrap();
+    write(
+        c,
+        "Dockerfile.parent",
+        &format!("FROM {img}\nONBUILD RUN echo triggered > /onbuild.txt\n"),
+    );
+    let f = c.join("Dockerfile.parent");
+    d.ok(&["build", "-f", f.to_str().unwrap(), "-t", "it/parent", path]);
+    // The triggers run in the child build, and are not inherited by its image.
+    write(
+        c,
+        "Dockerfile.child",
+        "FROM it/parent\nRUN cat /onbuild.txt\n",
+    );
+    let f = c.join("Dockerfile.child");
+    d.ok(&[
+        "build",
+        "-f",
+        f.to_str().unwrap(),
+        "--label",
+        "team=blue",
+        "--label",
+        "stage=child",
+        "-t",
+        "it/child",
+        path,
+    ]);
+    assert_eq!(
+        d.ok(&["run", "--rm", "it/child", "cat", "/onbuild.txt"]),
+        "triggered\n"
+    );
+    let v = inspect(&d, "it/child");
+    assert_eq!(v["Config"]["Labels"]["team"], "blue", "{v}");
+    assert_eq!(v["Config"]["Labels"]["stage"], "child", "{v}");
+    assert!(
+        v["Config"]["OnBuild"].is_null()
+            || v["Config"]["OnBuild"]
+                .as_array()
+                .is_some_and(|a| a.is_empty()),
+        "{v}"
+    );
+    // The parent had no --label.
+    assert!(inspect(&d, "it/parent")["Config"]["Labels"]["team"].is_null());
+
+    // WORKDIR makes a missing folder (root's, even after USER, as Docker's classic builder),
+    // as a layer a later stage can copy from; an existing one adds no layer.
+    write(
+        c,
+        "Dockerfile.workdir",
+        &format!(
+            "FROM {img} AS base\nUSER nobody\nWORKDIR /srv/app/data\nWORKDIR /tmp\nFROM {img}\nCOPY --from=base /srv/app /copied\n"
+        ),
+    );
+    let f = c.join("Dockerfile.workdir");
+    let f = f.to_str().unwrap();
+    d.ok(&[
+        "build",
+        "-f",
+        f,
+        "--target",
+        "base",
+        "-t",
+        "it/wd-base",
+        path,
+    ]);
+    let v = inspect(&d, "it/wd-base");
+    assert_eq!(
+        v["RootFS"]["Layers"].as_array().unwrap().len(),
+        base_layers + 1,
+        "{v}"
+    );
+    assert_eq!(
+        d.ok(&[
+            "run",
+            "--rm",
+            "--user",
+            "0",
+            "it/wd-base",
+            "stat",
+            "-c",
+            "%F %u:%g %a",
+            "/srv/app/data"
+        ]),
+        "directory 0:0 755\n"
+    );
+    d.ok(&["build", "-f", f, "-t", "it/wd", path]);
+    assert_eq!(
+        d.ok(&["run", "--rm", "it/wd", "stat", "-c", "%F", "/copied/data"]),
+        "directory\n"
+    );
+    // Cached the second time, and the same image.
+    let again = d.ok(&[
+        "build",
+        "-f",
+        f,
+        "--target",
+        "base",
+        "-t",
+        "it/wd-base",
+        path,
+    ]);
+    assert_eq!(again.matches("Using cache").count(), 3, "{again}");
+}
+
+#[test]
+fn a_restart_removes_build_views_a_crash_left() {
+    use berth_api::snapshots::v1 as sapi;
+    let Some((_reg, mut d, _img)) = setup() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let connect = |d: &Berthd| {
+        let ch = berth_core::grpc::channel(&format!("unix://{}", d.sock.display())).unwrap();
+        sapi::snapshots_client::SnapshotsClient::new(ch)
+    };
+    let list = |d: &Berthd| -> Vec<String> {
+        rt.block_on(async {
+            connect(d)
+                .list(sapi::ListSnapshotsRequest::default())
+                .await
+                .unwrap()
+                .into_inner()
+                .info
+                .into_iter()
+                .map(|i| i.name)
+                .collect()
+        })
+    };
+    // As a build that was killed while it read another stage: its view is still recorded.
+    rt.block_on(async {
+        let mut c = connect(&d);
+        for key in ["build-view-0123456789abcdef", "someone-elses-view"] {
+            c.view(sapi::PrepareSnapshotRequest {
+                key: key.into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+    });
+    let before = list(&d);
+    assert!(before.iter().any(|n| n == "build-view-0123456789abcdef"));
+    d.kill9();
+    d.restart();
+    let after = list(&d);
+    assert!(
+        !after.iter().any(|n| n.starts_with("build-view-")),
+        "{after:?}"
+    );
+    assert!(after.iter().any(|n| n == "someone-elses-view"), "{after:?}");
+}
