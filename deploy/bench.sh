@@ -208,3 +208,61 @@ warm=$(timed "${Q2[@]}" pull -q "$LINK/big:latest")
 echo "over the link, no proxy: ${direct} s"
 echo "through the proxy, cold: ${cold} s   warm: ${warm} s   (warm/cold = $(ratio "$warm" "$cold"))"
 echo "blobs in the proxy's cache: $(ls "$W/proxy/root/registry-proxy/blobs/sha256" 2>/dev/null | wc -l) (the big image has 8: 6 layers, config, manifest)"
+
+echo
+echo "== build of a seed-like Dockerfile, cold and cached, median of ${BUILD_RUNS:-5}"
+# The walkthrough's shape: a base from the registry, config steps, one RUN, WORKDIR, ADD of a
+# file (1 MiB standing for a static binary) and of a tar.gz that is unpacked.
+BRUNS=${BUILD_RUNS:-5}
+mkdir -p "$W/bctx/arch/etc"
+head -c 1048576 /dev/urandom > "$W/bctx/app"
+echo "bench" > "$W/bctx/arch/etc/motd"
+tar -czf "$W/bctx/data.tar.gz" -C "$W/bctx/arch" etc && rm -rf "$W/bctx/arch"
+cat > "$W/bctx/Dockerfile" <<DOCKERFILE
+FROM $REG/busybox:latest
+LABEL org.example.bench=yes
+ENV GREETING=hello
+RUN echo built > /built.txt
+WORKDIR /app
+ADD app /app/
+ADD data.tar.gz /app/data/
+VOLUME /data
+EXPOSE 8080
+ENTRYPOINT ["/bin/sh", "-c"]
+CMD ["cat /built.txt"]
+DOCKERFILE
+# Median seconds of BRUNS runs of a command; nothing (and the error) when it fails.
+tmed() {
+  local i t0 t1; : > "$W/tmed"
+  for i in $(seq "$BRUNS"); do
+    t0=$(now); "$@" >/dev/null 2>"$W/tmed.err" || { echo "failed: $*: $(tail -n 3 "$W/tmed.err")" >&2; return 1; }; t1=$(now)
+    echo $(((t1-t0)/1000)) >> "$W/tmed"
+  done
+  awk '{print $1/1e6}' "$W/tmed" | median
+}
+# Each builder has the base image before it is timed: the figures are about building.
+"${B[@]}" build -q -t bench/build "$W/bctx" >/dev/null || echo "berth build failed" >&2
+berth_bcold=$(tmed "${B[@]}" build -q --no-cache -t bench/build "$W/bctx")
+berth_bwarm=$(tmed "${B[@]}" build -q -t bench/build "$W/bctx")
+echo "berth build:           cold ${berth_bcold} s   cached ${berth_bwarm} s"
+if [ $have_docker = 1 ]; then
+  "${D[@]}" pull -q "$REG/busybox:latest" >/dev/null
+  # No bridge here: RUN steps use the host network.
+  dk=(env DOCKER_BUILDKIT=0 "${D[@]}" build -q --network host -t bench/build "$W/bctx")
+  if "${dk[@]}" >/dev/null 2>"$W/dk.err"; then
+    dk_bcold=$(tmed "${dk[@]:0:$((${#dk[@]} - 1))}" --no-cache "$W/bctx")
+    dk_bwarm=$(tmed "${dk[@]}")
+    echo "docker build (classic): cold ${dk_bcold} s   cached ${dk_bwarm} s   (berth/docker = $(ratio "$berth_bcold" "$dk_bcold") cold, $(ratio "$berth_bwarm" "$dk_bwarm") cached)"
+  else
+    echo "docker build (classic) failed: $(tail -n 3 "$W/dk.err")"
+  fi
+  bk=(env DOCKER_BUILDKIT=1 "${D[@]}" build -q --network host -t bench/buildkit "$W/bctx")
+  if "${bk[@]}" >/dev/null 2>"$W/bk.err"; then
+    bk_bcold=$(tmed "${bk[@]:0:$((${#bk[@]} - 1))}" --no-cache "$W/bctx")
+    bk_bwarm=$(tmed "${bk[@]}")
+    echo "docker build (BuildKit): cold ${bk_bcold} s   cached ${bk_bwarm} s   (berth/BuildKit = $(ratio "$berth_bcold" "$bk_bcold") cold, $(ratio "$berth_bwarm" "$bk_bwarm") cached)"
+  else
+    echo "docker build (BuildKit) does not work with this dockerd: $(tail -n 3 "$W/bk.err")"
+  fi
+fi
+echo "targets (issue #5): berth cold <= BuildKit cold; berth cached <= docker's cached"

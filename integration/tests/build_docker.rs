@@ -106,8 +106,16 @@ fn without_hashes(text: &str) -> String {
     out
 }
 
-/// What both builders must agree on: the config fields, the history and the layer count.
-fn recorded(config: &Value) -> (Vec<(String, Value)>, Vec<(String, bool)>, usize) {
+/// What both builders must agree on.
+struct Recorded {
+    /// The config fields a Dockerfile sets, by name.
+    fields: Vec<(String, Value)>,
+    /// created_by (hashes masked) and empty_layer of each history entry, in order.
+    history: Vec<(String, bool)>,
+    layers: usize,
+}
+
+fn recorded(config: &Value) -> Recorded {
     let c = &config["config"];
     let fields = [
         "Cmd",
@@ -150,7 +158,11 @@ fn recorded(config: &Value) -> (Vec<(String, Value)>, Vec<(String, bool)>, usize
     let layers = config["rootfs"]["diff_ids"]
         .as_array()
         .map_or(0, |l| l.len());
-    (fields, history, layers)
+    Recorded {
+        fields,
+        history,
+        layers,
+    }
 }
 
 struct Both {
@@ -187,10 +199,11 @@ impl Both {
         self.docker
             .ok(&["save", "-o", d_tar.to_str().unwrap(), tag]);
         self.berth.ok(&["save", "-o", b_tar.to_str().unwrap(), tag]);
-        let (d_fields, d_hist, d_layers) = recorded(&saved_config(&d_tar));
-        let (b_fields, b_hist, b_layers) = recorded(&saved_config(&b_tar));
+        let d = recorded(&saved_config(&d_tar));
+        let b = recorded(&saved_config(&b_tar));
+        let (d_hist, b_hist, d_layers, b_layers) = (&d.history, &b.history, d.layers, b.layers);
         let mut diffs = Vec::new();
-        for ((k, dv), (_, bv)) in d_fields.iter().zip(&b_fields) {
+        for ((k, dv), (_, bv)) in d.fields.iter().zip(&b.fields) {
             if dv != bv {
                 diffs.push(format!("config {k}: docker {dv} / berth {bv}"));
             }
