@@ -155,8 +155,13 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<(), ContextError> {
     }
     // Folder times last: writing into a folder changes its mtime.
     for (p, mode, mtime) in dirs.into_iter().rev() {
+        // A later entry may have replaced the folder (with a symlink to anywhere): only a
+        // folder that is still a real folder gets its mode and time, never a link's target.
+        if !fs::symlink_metadata(&p).is_ok_and(|m| m.is_dir()) {
+            continue;
+        }
         fs::set_permissions(&p, fs::Permissions::from_mode(mode))?;
-        filetime::set_file_mtime(&p, mtime)?;
+        filetime::set_symlink_file_times(&p, mtime, mtime)?;
     }
     Ok(())
 }
@@ -212,6 +217,32 @@ mod tests {
             let e = unpack(&t[..], dir.path()).unwrap_err();
             assert!(matches!(e, ContextError::Outside(_)), "{bad}: {e}");
         }
+    }
+
+    #[test]
+    fn a_folder_replaced_by_a_link_does_not_pass_its_mode_to_the_target() {
+        use std::os::unix::fs::MetadataExt;
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim");
+        fs::write(&victim, b"secret").unwrap();
+        fs::set_permissions(&victim, fs::Permissions::from_mode(0o600)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let target = victim.to_str().unwrap().to_string();
+        let mut t = tar_with(&[("x/", tar::EntryType::Directory, b"", None)]);
+        // The folder entry asks for 0644, then the same name comes back as a link.
+        t.truncate(t.len() - 1024);
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::Symlink);
+        h.set_path("x").unwrap();
+        h.set_link_name(&target).unwrap();
+        h.set_size(0);
+        h.set_cksum();
+        let mut b = tar::Builder::new(t);
+        b.append(&h, &b""[..]).unwrap();
+        let t = b.into_inner().unwrap();
+        let _ = unpack(&t[..], dir.path());
+        let mode = fs::metadata(&victim).unwrap().mode() & 0o7777;
+        assert_eq!(mode, 0o600, "the link's target was chmodded");
     }
 
     #[test]

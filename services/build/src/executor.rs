@@ -1052,6 +1052,17 @@ impl Build {
                 None => Some(self.owner_by_name(st, &c, line).await?),
             },
         };
+        // URLs (ADD only) are downloaded into the work folder first, before any view is
+        // opened, so that a failed download leaves nothing mounted.
+        let mut downloads = Vec::new();
+        for s in &srcs {
+            if add && (s.starts_with("http://") || s.starts_with("https://")) {
+                let p = self.download(s, line).await?;
+                downloads.push((s.clone(), Some(p)));
+            } else {
+                downloads.push((s.clone(), None));
+            }
+        }
         // Where the sources are read from: the context, or another stage's or image's rootfs.
         let mut view = None;
         let root = match from {
@@ -1089,16 +1100,6 @@ impl Build {
                 p
             }
         };
-        // URLs (ADD only) are downloaded into the work folder first.
-        let mut downloads = Vec::new();
-        for s in &srcs {
-            if add && (s.starts_with("http://") || s.starts_with("https://")) {
-                let p = self.download(s, line).await?;
-                downloads.push((s.clone(), Some(p)));
-            } else {
-                downloads.push((s.clone(), None));
-            }
-        }
         let tar_path = self.work_dir.join(format!("layer-{line}.tar"));
         let tp = tar_path.clone();
         let in_context = from.is_none();
@@ -1114,11 +1115,11 @@ impl Build {
                 &tp,
             )
         })
-        .await
-        .map_err(io_status)?;
+        .await;
         if let Some(v) = view {
             v.close().await;
         }
+        let built = built.map_err(io_status)?;
         let (kind, digest) = built.map_err(|e| match e {
             CopyError::Io(e) => self.at(line, Code::Internal, format!("{keyword} failed: {e}")),
             e => self.at(
