@@ -309,6 +309,20 @@ fn push_round_trip() {
     .unwrap();
     let built = format!("{}/jokerl/built:1", reg.addr);
     d.ok(&["build", "-q", "-t", &built, ctx.path().to_str().unwrap()]);
+    let ls = d.ok(&["images"]);
+    assert!(ls.contains("jokerl/built"), "a built image is listed: {ls}");
+    assert!(
+        !ls.contains("<none>"),
+        "build steps stay out of image ls: {ls}"
+    );
+    assert!(
+        d.ok(&["images", "-a"]).contains("<none>"),
+        "image ls -a shows build steps"
+    );
+    // A plain prune keeps the build cache; a rebuild still hits it.
+    d.ok(&["image", "prune", "-f"]);
+    let again = d.ok(&["build", "-t", &built, ctx.path().to_str().unwrap()]);
+    assert!(again.contains("Using cache"), "{again}");
     d.ok(&["push", &built]);
     d2.ok(&["pull", "-q", &built]);
     assert_eq!(d2.ok(&["run", "--rm", &built]).trim(), "built");

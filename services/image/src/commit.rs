@@ -231,24 +231,29 @@ impl ImageStore {
             }
         }
         drop(raw_tx);
-        if failed.is_some() {
-            // An incomplete tar must not be committed: cancel the apply call.
-            apply.abort();
-        }
-        drop(apply_tx);
+        // The apply stream ends cleanly only when the whole tar arrived and its blob is stored;
+        // otherwise the apply call is cancelled, so that no snapshot is committed for a layer
+        // that has no blob or is incomplete.
         let diff_id = compress
             .await
-            .map_err(|e| ImageError::InvalidArgument(format!("compression task: {e}")))?
-            .map_err(|e| ImageError::InvalidArgument(format!("compressing the layer: {e}")));
+            .map_err(|e| ImageError::InvalidArgument(format!("compression task: {e}")))
+            .and_then(|r| {
+                r.map_err(|e| ImageError::InvalidArgument(format!("compressing the layer: {e}")))
+            });
         let stored = store
             .await
-            .map_err(|e| ImageError::InvalidArgument(format!("content task: {e}")))?;
-        if let Some(e) = failed {
-            return Err(e);
-        }
-        // The gzip side failing (the content store) must not leave a snapshot without a blob.
-        let diff_id = diff_id?;
-        let (digest, size) = stored?;
+            .map_err(|e| ImageError::InvalidArgument(format!("content task: {e}")))
+            .and_then(|r| r.map_err(ImageError::from));
+        let (diff_id, (digest, size)) = match (failed, diff_id, stored) {
+            (None, Ok(d), Ok(s)) => {
+                drop(apply_tx);
+                (d, s)
+            }
+            (Some(e), _, _) | (None, Err(e), _) | (None, Ok(_), Err(e)) => {
+                apply.abort();
+                return Err(e);
+            }
+        };
         lease.blob(&digest);
         let applied = apply
             .await
@@ -294,6 +299,17 @@ impl ImageStore {
             Some(r)
         };
         let mut base = self.commit_base(ns, &req.parent, &req.snapshotter)?;
+        // The parent's layers end up in the new manifest: hold them until it is recorded.
+        for l in &base.layers {
+            if let Ok(d) = l.digest.parse() {
+                lease.blob(&d);
+            }
+        }
+        for i in 0..base.diff_ids.len() {
+            if let Some(c) = chain_id(&base.diff_ids[..=i]) {
+                lease.snapshot(&c.to_string());
+            }
+        }
         let mut section = if req.config.is_empty() {
             base.config
                 .get("config")

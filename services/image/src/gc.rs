@@ -58,22 +58,39 @@ impl Leases {
             leases: self.clone(),
         }
     }
+}
 
-    /// The start of the oldest lease, and everything leases hold by name.
-    fn held(&self) -> (Option<SystemTime>, HashSet<Digest>, HashSet<String>) {
+/// Whether the leases in `held` protect an object: held by name, or made after a lease began
+/// (less a second, for the coarse clock file times come from).
+fn protects(
+    held: &HashMap<u64, Held>,
+    digest: Option<&Digest>,
+    snapshot: Option<&str>,
+    created: Option<SystemTime>,
+) -> bool {
+    held.values().any(|h| {
+        digest.is_some_and(|d| h.blobs.contains(d))
+            || snapshot.is_some_and(|n| h.snapshots.contains(n))
+            || matches!((h.since, created),
+                (Some(since), Some(c)) if c + std::time::Duration::from_secs(1) >= since)
+    })
+}
+
+impl Leases {
+    /// Runs `f` unless the current leases protect the object, with the leases locked so that
+    /// no lease can take the object while `f` removes it.
+    fn unless_protected<T>(
+        &self,
+        digest: Option<&Digest>,
+        snapshot: Option<&str>,
+        created: Option<SystemTime>,
+        f: impl FnOnce() -> T,
+    ) -> Option<T> {
         let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut since: Option<SystemTime> = None;
-        let mut blobs = HashSet::new();
-        let mut snapshots = HashSet::new();
-        for h in g.1.values() {
-            since = match (since, h.since) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            blobs.extend(h.blobs.iter().cloned());
-            snapshots.extend(h.snapshots.iter().cloned());
+        if protects(&g.1, digest, snapshot, created) {
+            return None;
         }
-        (since, blobs, snapshots)
+        Some(f())
     }
 }
 
@@ -112,6 +129,45 @@ pub struct Collected {
 static GC: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 impl ImageStore {
+    /// Removes the blobs no record of any namespace holds and no lease protects; returns how
+    /// many and their bytes.
+    fn sweep_blobs(&self) -> Result<(i32, i64), ImageError> {
+        let mut marked: HashSet<Digest> = HashSet::new();
+        for (_, rec) in self.db.list_all()? {
+            for d in [Some(&rec.target.digest), rec.labels.get(LABEL_MANIFEST)]
+                .into_iter()
+                .flatten()
+            {
+                if let Ok(d) = d.parse::<Digest>() {
+                    self.mark(&d, &mut marked);
+                }
+            }
+        }
+        let (mut blobs, mut bytes) = (0, 0);
+        for blob in self.content.list()? {
+            if marked.contains(&blob.digest) {
+                continue;
+            }
+            let removed =
+                self.leases
+                    .unless_protected(Some(&blob.digest), None, Some(blob.created), || {
+                        self.content.delete(&blob.digest)
+                    });
+            match removed {
+                None => {}
+                Some(Ok(())) => {
+                    blobs += 1;
+                    bytes += blob.size as i64;
+                    tracing::debug!(digest = %blob.digest, size = blob.size, "blob collected");
+                }
+                Some(Err(e)) => {
+                    tracing::warn!(digest = %blob.digest, error = %e, "cannot remove blob")
+                }
+            }
+        }
+        Ok((blobs, bytes))
+    }
+
     /// Marks what `digest` holds: itself, and when it is a stored manifest or index, what it
     /// names.
     fn mark(&self, digest: &Digest, marked: &mut HashSet<Digest>) {
@@ -145,34 +201,15 @@ impl ImageStore {
     /// Removes blobs no image holds, and in namespace `ns` committed snapshots no image holds.
     pub async fn collect_garbage(&self, ns: &str) -> Result<Collected, ImageError> {
         let _one = GC.lock().await;
-        let (since, held_blobs, held_snapshots) = self.leases.held();
         let mut out = Collected::default();
 
-        // Blobs.
-        let mut marked: HashSet<Digest> = held_blobs;
-        for (_, rec) in self.db.list_all()? {
-            for d in [Some(&rec.target.digest), rec.labels.get(LABEL_MANIFEST)]
-                .into_iter()
-                .flatten()
-            {
-                if let Ok(d) = d.parse::<Digest>() {
-                    self.mark(&d, &mut marked);
-                }
-            }
-        }
-        for blob in self.content.list()? {
-            if marked.contains(&blob.digest) || since.is_some_and(|s| blob.created >= s) {
-                continue;
-            }
-            match self.content.delete(&blob.digest) {
-                Ok(()) => {
-                    out.blobs += 1;
-                    out.bytes += blob.size as i64;
-                    tracing::debug!(digest = %blob.digest, size = blob.size, "blob collected");
-                }
-                Err(e) => tracing::warn!(digest = %blob.digest, error = %e, "cannot remove blob"),
-            }
-        }
+        // Blobs: file-system work, on a blocking thread.
+        let store = self.clone();
+        let (blobs, bytes) = tokio::task::spawn_blocking(move || store.sweep_blobs())
+            .await
+            .map_err(|e| ImageError::InvalidArgument(format!("garbage collection task: {e}")))??;
+        out.blobs = blobs;
+        out.bytes = bytes;
 
         // Snapshots of this namespace.
         let mut keep: HashSet<(String, String)> = HashSet::new();
@@ -219,8 +256,7 @@ impl ImageStore {
                     .filter(|i| i.kind == Kind::Committed as i32)
                     .filter(|i| !parents.contains(i.name.as_str()))
                     .filter(|i| !keep.contains(&(sn.clone(), i.name.clone())))
-                    .filter(|i| !held_snapshots.contains(&i.name))
-                    .filter(|i| {
+                    .map(|i| {
                         let created = i.created_at.as_ref().map(|t| {
                             SystemTime::UNIX_EPOCH
                                 + std::time::Duration::new(
@@ -228,15 +264,22 @@ impl ImageStore {
                                     t.nanos.max(0) as u32,
                                 )
                         });
-                        !matches!((since, created), (Some(s), Some(c)) if c >= s)
+                        (i.name.clone(), created)
                     })
-                    .map(|i| i.name.clone())
                     .collect();
                 if doomed.is_empty() {
                     break;
                 }
                 let mut removed_any = false;
-                for name in doomed {
+                for (name, created) in doomed {
+                    // Leases taken since the listing count too.
+                    if self
+                        .leases
+                        .unless_protected(None, Some(&name), created, || ())
+                        .is_none()
+                    {
+                        continue;
+                    }
                     let size = self
                         .snapshots
                         .clone()

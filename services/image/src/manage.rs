@@ -138,6 +138,8 @@ impl ImageStore {
         }
         let mut rec = src.clone();
         rec.name = target.to_string();
+        // A build's last step is an intermediate image until it gets a name.
+        rec.labels.remove(crate::commit::LABEL_INTERMEDIATE);
         let now = chrono::Utc::now().timestamp_nanos_opt().unwrap_or(0);
         rec.created = self
             .db
@@ -278,6 +280,14 @@ impl ImageStore {
             }
             let dangling = recs.iter().all(is_dangling);
             if !dangling && !all {
+                continue;
+            }
+            // Build steps are the build cache (and a build under way stands on them): only
+            // `prune -a` takes them.
+            let intermediate = recs
+                .iter()
+                .all(|r| r.labels.contains_key(crate::commit::LABEL_INTERMEDIATE));
+            if intermediate && !all {
                 continue;
             }
             for r in &recs {
