@@ -1273,17 +1273,27 @@ impl Build {
             .find(|s| !s.is_empty())
             .unwrap_or("download")
             .to_string();
-        let bytes = resp.bytes().await.map_err(|e| {
-            self.at(
-                line,
-                Code::InvalidArgument,
-                format!("ADD failed: cannot download {url}: {e}"),
-            )
-        })?;
         let mut buf = [0u8; 8];
         let _ = getrandom::fill(&mut buf);
         let path = self.work_dir.join(format!("download-{}", hex::encode(buf)));
-        std::fs::write(&path, &bytes).map_err(io_status)?;
+        // Streamed to the work folder: a big download never sits in memory.
+        let mut file = tokio::fs::File::create(&path).await.map_err(io_status)?;
+        let mut body = resp.bytes_stream();
+        while let Some(chunk) = futures::StreamExt::next(&mut body).await {
+            let chunk = chunk.map_err(|e| {
+                self.at(
+                    line,
+                    Code::InvalidArgument,
+                    format!("ADD failed: cannot download {url}: {e}"),
+                )
+            })?;
+            tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
+                .await
+                .map_err(io_status)?;
+        }
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(io_status)?;
         Ok((path, name))
     }
 }

@@ -86,6 +86,11 @@ pub struct RegistryProxyConfig {
     /// Always on with `listen` (the HTTP registry and mirror mode serve from the cache); off
     /// by default without it, since this berthd's own image store already keeps every blob.
     pub cache: Option<bool>,
+    /// The registries this proxy mirrors for clients that send `?ns=REGISTRY` (e.g.
+    /// `["docker.io", "registry.example.com:5000"]`). Absent: any registry when `listen` is a
+    /// loopback address, none beyond loopback (an open mirror would fetch from anywhere the
+    /// proxy can reach, with the credentials berthd holds).
+    pub mirror_of: Option<Vec<String>>,
 }
 
 impl RegistryProxyConfig {

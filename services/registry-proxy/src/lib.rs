@@ -104,13 +104,30 @@ pub fn serve_cached(
             Some(path) => Some(server::basic_auth::Htpasswd::load(path).map_err(Error::Store)?),
             None => None,
         };
+        use std::net::ToSocketAddrs as _;
+        let loopback = listen
+            .to_socket_addrs()
+            .map(|mut a| a.all(|a| a.ip().is_loopback()))
+            .unwrap_or(false);
+        let mirror_of = match (&settings.mirror_of, loopback) {
+            (Some(list), _) => Some(list.clone()),
+            (None, true) => None,
+            (None, false) => {
+                tracing::warn!(
+                    %listen,
+                    "mirror mode (?ns=) is off beyond loopback until [registry_proxy] mirror_of names the registries to mirror"
+                );
+                Some(Vec::new())
+            }
+        };
         let registry = server::Registry::new(
             blobs,
             metadata,
             service.clone(),
             htpasswd,
             settings.realm.clone(),
-        );
+        )
+        .with_mirror_of(mirror_of);
         server::spawn(listen, Arc::new(registry))?;
     }
     Ok(RegistryServer::from_arc(service))

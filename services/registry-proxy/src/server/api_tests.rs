@@ -614,3 +614,30 @@ async fn mirror_fetches_upstream_once_then_serves_from_its_cache() {
         "an unknown tag needs upstream"
     );
 }
+
+#[tokio::test]
+async fn mirror_mode_names_only_the_registries_it_mirrors() {
+    let dir = tempfile::tempdir().unwrap();
+    let blobs = Arc::new(BlobStore::open(dir.path()).unwrap());
+    let metadata = Metadata::open(&dir.path().join("metadata")).unwrap();
+    let service = Arc::new(RegistryService::new(&Config::default(), Arc::new(Anonymous)).unwrap());
+    let registry = Registry::new(blobs, metadata, service, None, None)
+        .with_mirror_of(Some(vec!["127.0.0.1:1".to_string()]));
+    let f = Fixture {
+        dir,
+        router: router(Arc::new(registry)),
+    };
+    let a = f
+        .call("GET", "/v2/lib/x/manifests/1?ns=169.254.169.254", &[], b"")
+        .await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (StatusCode::FORBIDDEN, "DENIED")
+    );
+    // A registry it mirrors is asked (here: nothing listens there, so not DENIED but a failure
+    // to reach it).
+    let a = f
+        .call("GET", "/v2/lib/x/manifests/1?ns=127.0.0.1:1", &[], b"")
+        .await;
+    assert_ne!(a.code(), "DENIED");
+}

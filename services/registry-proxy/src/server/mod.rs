@@ -50,6 +50,8 @@ pub struct Registry {
     pub realm: String,
     /// One lock per upload session, so two PATCHes of one session never interleave.
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The registries `?ns=` may name; None: any.
+    mirror_of: Option<Vec<String>>,
 }
 
 impl Registry {
@@ -67,7 +69,14 @@ impl Registry {
             htpasswd: htpasswd.map(Arc::new),
             realm: realm.unwrap_or_else(|| "berth".to_string()),
             uploads: Mutex::new(HashMap::new()),
+            mirror_of: None,
         }
+    }
+
+    /// Limits mirror mode (`?ns=`) to these registries (None: any).
+    pub fn with_mirror_of(mut self, registries: Option<Vec<String>>) -> Registry {
+        self.mirror_of = registries;
+        self
     }
 
     fn upload_lock(&self, id: &str) -> Arc<tokio::sync::Mutex<()>> {
@@ -285,6 +294,15 @@ async fn handle(
     let ns = params.get("ns").filter(|ns| !ns.is_empty()).cloned();
     let read = matches!(*method, Method::GET | Method::HEAD);
     let head = *method == Method::HEAD;
+    if let (Some(ns), Some(allowed)) = (&ns, &registry.mirror_of) {
+        if !allowed.iter().any(|r| r == ns) {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "DENIED",
+                format!("this registry does not mirror {ns} ([registry_proxy] mirror_of)"),
+            ));
+        }
+    }
     if ns.is_some() && !matches!(route, Route::Manifest { .. } | Route::Blob { .. }) {
         return Err(ApiError::unsupported(
             "a mirror (?ns=) serves manifests and blobs only, read-only",
