@@ -368,6 +368,9 @@ pub(super) async fn patch_upload(
     id: &str,
     req: Request,
 ) -> ApiResult<Response> {
+    // An unknown session is refused before it gets a lock (a lock per made-up id would pile
+    // up); the session is read again under the lock.
+    session(registry, name, id)?;
     let lock = registry.upload_lock(id);
     let _held = lock.lock().await;
     let (path, size) = session(registry, name, id)?;
@@ -388,6 +391,9 @@ pub(super) async fn finish_upload(
     params: &Params,
     req: Request,
 ) -> ApiResult<Response> {
+    // An unknown session is refused before it gets a lock (a lock per made-up id would pile
+    // up); the session is read again under the lock.
+    session(registry, name, id)?;
     let lock = registry.upload_lock(id);
     let _held = lock.lock().await;
     let (path, size) = session(registry, name, id)?;
