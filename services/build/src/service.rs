@@ -6,7 +6,6 @@ use crate::executor::{Build, Clients, Report};
 use berth_api::build::v1::{
     build_request, build_server::Build as BuildRpc, BuildHeader, BuildRequest, BuildResponse,
 };
-use std::io::Write;
 use std::path::PathBuf;
 use std::pin::Pin;
 use tokio::sync::mpsc;
@@ -27,7 +26,16 @@ struct WorkDir(PathBuf);
 
 impl Drop for WorkDir {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        // A context can be large: remove it off the async threads when there is a runtime.
+        let dir = std::mem::take(&mut self.0);
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) => {
+                h.spawn_blocking(move || std::fs::remove_dir_all(&dir));
+            }
+            Err(_) => {
+                let _ = std::fs::remove_dir_all(&dir);
+            }
+        }
     }
 }
 
@@ -45,7 +53,8 @@ impl BuildService {
         dir: PathBuf,
     ) -> Result<PathBuf, Status> {
         let tar_path = dir.join("context.tar");
-        let mut file = std::fs::File::create(&tar_path)
+        let mut file = tokio::fs::File::create(&tar_path)
+            .await
             .map_err(|e| Status::internal(format!("build context: {e}")))?;
         let mut total: u64 = 0;
         while let Some(m) = input.next().await {
@@ -54,10 +63,14 @@ impl BuildService {
                 if total > crate::context::MAX_CONTEXT_BYTES {
                     return Err(Status::invalid_argument("the build context is too large"));
                 }
-                file.write_all(&data)
+                tokio::io::AsyncWriteExt::write_all(&mut file, &data)
+                    .await
                     .map_err(|e| Status::internal(format!("build context: {e}")))?;
             }
         }
+        tokio::io::AsyncWriteExt::flush(&mut file)
+            .await
+            .map_err(|e| Status::internal(format!("build context: {e}")))?;
         drop(file);
         let ctx = dir.join("context");
         let ctx2 = ctx.clone();
