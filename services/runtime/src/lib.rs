@@ -23,6 +23,8 @@
 //!   mounts and named/anonymous volumes in the spec.
 //! - **Events** ([`events`]): published to the Events service when a channel is given
 //!   ([`serve_all`]); a failed publish is only logged.
+//! - **Network** ([`network`]): a CNI driver for a bridge network (loopback, bridge with
+//!   host-local, portmap) over the standard plugins; a library only, not yet used by `run`.
 //!
 //! The shim contract (bundle files, socket protocol, frames) is `docs/shim.md`.
 //!
@@ -54,6 +56,7 @@ pub mod events;
 pub mod lifecycle;
 pub mod logs;
 pub mod metadata;
+pub mod network;
 pub mod shim;
 pub mod spec;
 pub mod tasks;
