@@ -1029,18 +1029,12 @@ impl Build {
         let mut dest_abs = copy::destination(&dest_raw, &workdir);
         // A destination that is a folder in the image takes the files in, as in Docker.
         if !dest_abs.ends_with('/') && !st.image.is_empty() {
-            let v = crate::rootfs::View::open(
-                &self.clients.snapshots,
-                &self.clients.images,
-                &self.ns,
-                &st.image,
-                &self.mnt_dir,
-            )
-            .await?;
-            let is_dir = copy::resolve_in_root(v.path(), &dest_abs, true)
-                .map(|p| p.is_dir())
-                .unwrap_or(false);
-            v.close().await;
+            let dest = dest_abs.clone();
+            let is_dir = self
+                .in_rootfs(&st.image, move |root| {
+                    copy::resolve_in_root(root, &dest, true).is_ok_and(|p| p.is_dir())
+                })
+                .await?;
             if is_dir {
                 dest_abs.push('/');
             }
@@ -1087,14 +1081,7 @@ impl Build {
                         .map(|s| s.id)
                         .unwrap_or(f.clone()),
                 };
-                let v = crate::rootfs::View::open(
-                    &self.clients.snapshots,
-                    &self.clients.images,
-                    &self.ns,
-                    &image,
-                    &self.mnt_dir,
-                )
-                .await?;
+                let v = self.view(&image).await?;
                 let p = v.path().to_path_buf();
                 view = Some(v);
                 p
@@ -1186,19 +1173,9 @@ impl Build {
             std::fs::create_dir_all(&empty).map_err(io_status)?;
             copy::missing_dirs(&empty, dir)
         } else {
-            let v = crate::rootfs::View::open(
-                &self.clients.snapshots,
-                &self.clients.images,
-                &self.ns,
-                &st.image,
-                &self.mnt_dir,
-            )
-            .await?;
-            let root = v.path().to_path_buf();
             let d = dir.to_string();
-            let r = tokio::task::spawn_blocking(move || copy::missing_dirs(&root, &d)).await;
-            v.close().await;
-            r.map_err(io_status)?
+            self.in_rootfs(&st.image, move |root| copy::missing_dirs(root, &d))
+                .await?
         };
         let missing = missing.map_err(|e| self.at(line, Code::InvalidArgument, e))?;
         if missing.is_empty() {
@@ -1236,22 +1213,43 @@ impl Build {
                 ),
             ));
         }
-        let v = crate::rootfs::View::open(
+        let (passwd, group) = self
+            .in_rootfs(&st.image, |root| {
+                let read = |p: &str| {
+                    copy::resolve_in_root(root, p, true)
+                        .and_then(std::fs::read_to_string)
+                        .unwrap_or_default()
+                };
+                (read("/etc/passwd"), read("/etc/group"))
+            })
+            .await?;
+        Owner::resolve(spec, &passwd, &group).map_err(|e| self.at(line, Code::InvalidArgument, e))
+    }
+
+    /// A read-only view of `image`'s rootfs; [`View::close`](crate::rootfs::View::close)
+    /// takes it down.
+    async fn view(&self, image: &str) -> Result<crate::rootfs::View, Status> {
+        crate::rootfs::View::open(
             &self.clients.snapshots,
             &self.clients.images,
             &self.ns,
-            &st.image,
+            image,
             &self.mnt_dir,
         )
-        .await?;
-        let read = |p: &str| {
-            copy::resolve_in_root(v.path(), p, true)
-                .and_then(std::fs::read_to_string)
-                .unwrap_or_default()
-        };
-        let (passwd, group) = (read("/etc/passwd"), read("/etc/group"));
+        .await
+    }
+
+    /// Runs `f` over `image`'s rootfs on a blocking thread, then takes the view down.
+    async fn in_rootfs<T: Send + 'static>(
+        &self,
+        image: &str,
+        f: impl FnOnce(&Path) -> T + Send + 'static,
+    ) -> Result<T, Status> {
+        let v = self.view(image).await?;
+        let root = v.path().to_path_buf();
+        let r = tokio::task::spawn_blocking(move || f(&root)).await;
         v.close().await;
-        Owner::resolve(spec, &passwd, &group).map_err(|e| self.at(line, Code::InvalidArgument, e))
+        r.map_err(io_status)
     }
 
     async fn download(&self, url: &str, line: usize) -> Result<(PathBuf, String), Status> {
