@@ -693,11 +693,7 @@ impl ImageStore {
         let created = rec
             .labels
             .get(LABEL_CREATED)
-            .and_then(|c| chrono::DateTime::parse_from_rfc3339(c).ok())
-            .map(|t| prost_types::Timestamp {
-                seconds: t.timestamp(),
-                nanos: t.timestamp_subsec_nanos() as i32,
-            });
+            .and_then(|c| crate::manage::parse_time(c));
         api::ImageSummary {
             image: Some(to_api_image(rec)),
             id: rec.labels.get(LABEL_ID).cloned().unwrap_or_default(),

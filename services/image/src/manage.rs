@@ -13,7 +13,7 @@ use berth_api::containers::v1::ListContainersRequest;
 use berth_api::images::v1 as api;
 use berth_core::digest::chain_id;
 use berth_core::grpc::request;
-use berth_core::{Digest, Reference};
+use berth_core::Reference;
 use tonic::Code;
 
 /// The record name of an image no reference names.
@@ -55,18 +55,9 @@ impl ImageStore {
     /// Containers using the image `id`. Without a runtime service (an image service hosted
     /// alone) no container can use it.
     pub async fn users(&self, ns: &str, id: &str) -> Result<Vec<User>, ImageError> {
-        let Some(mut containers) = self.containers.clone() else {
-            return Ok(Vec::new());
-        };
-        let listed = match containers.list(request(ns, ListContainersRequest {})).await {
-            Ok(r) => r.into_inner().containers,
-            Err(s) if s.code() == Code::Unavailable || s.code() == Code::Unimplemented => {
-                tracing::warn!(error = %s.message(), "no runtime service to ask which containers use an image");
-                return Ok(Vec::new());
-            }
-            Err(s) => return Err(s.into()),
-        };
-        Ok(listed
+        Ok(self
+            .containers(ns)
+            .await?
             .into_iter()
             .filter(|c| c.image_id == id)
             .map(|c| User {
@@ -76,6 +67,25 @@ impl ImageStore {
                 id: c.id,
             })
             .collect())
+    }
+
+    /// The containers of namespace `ns`, as the runtime service lists them; none without a
+    /// runtime service (an image service hosted alone, or one not reachable).
+    async fn containers(
+        &self,
+        ns: &str,
+    ) -> Result<Vec<berth_api::containers::v1::Container>, ImageError> {
+        let Some(mut containers) = self.containers.clone() else {
+            return Ok(Vec::new());
+        };
+        match containers.list(request(ns, ListContainersRequest {})).await {
+            Ok(r) => Ok(r.into_inner().containers),
+            Err(s) if s.code() == Code::Unavailable || s.code() == Code::Unimplemented => {
+                tracing::warn!(error = %s.message(), "no runtime service to ask which containers use an image");
+                Ok(Vec::new())
+            }
+            Err(s) => Err(s.into()),
+        }
     }
 
     /// Other records (names and dangling) holding image `id`.
@@ -255,21 +265,12 @@ impl ImageStore {
     pub async fn prune(&self, ns: &str, all: bool) -> Result<api::PruneImagesResponse, ImageError> {
         let mut untagged = Vec::new();
         let mut deleted = Vec::new();
-        let used: std::collections::HashSet<String> = match self.containers.clone() {
-            None => Default::default(),
-            Some(mut c) => match c.list(request(ns, ListContainersRequest {})).await {
-                Ok(r) => r
-                    .into_inner()
-                    .containers
-                    .into_iter()
-                    .map(|c| c.image_id)
-                    .collect(),
-                Err(s) if s.code() == Code::Unavailable || s.code() == Code::Unimplemented => {
-                    Default::default()
-                }
-                Err(s) => return Err(s.into()),
-            },
-        };
+        let used: std::collections::HashSet<String> = self
+            .containers(ns)
+            .await?
+            .into_iter()
+            .map(|c| c.image_id)
+            .collect();
         let mut by_id: std::collections::BTreeMap<String, Vec<ImageRecord>> = Default::default();
         for r in self.db.list(ns)? {
             by_id.entry(image_id(&r)).or_default().push(r);
@@ -415,15 +416,11 @@ fn conflict(msg: String) -> ImageError {
     ImageError::Conflict(msg)
 }
 
-fn parse_time(s: &str) -> Option<prost_types::Timestamp> {
+/// An RFC 3339 time (as image configs write them) as a protobuf timestamp.
+pub(crate) fn parse_time(s: &str) -> Option<prost_types::Timestamp> {
     let t = chrono::DateTime::parse_from_rfc3339(s).ok()?;
     Some(prost_types::Timestamp {
         seconds: t.timestamp(),
         nanos: t.timestamp_subsec_nanos() as i32,
     })
-}
-
-/// The image id (config digest) of a record.
-pub fn id_of(rec: &ImageRecord) -> Option<Digest> {
-    image_id(rec).parse().ok()
 }
