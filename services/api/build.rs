@@ -13,6 +13,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "berth/registry/v1/registry.proto",
         "berth/events/v1/events.proto",
         "berth/volumes/v1/volumes.proto",
+        "berth/networks/v1/networks.proto",
         "berth/build/v1/build.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| proto_root.join(f)).collect();

@@ -57,6 +57,11 @@ pub mod volumes {
         tonic::include_proto!("berth.volumes.v1");
     }
 }
+pub mod networks {
+    pub mod v1 {
+        tonic::include_proto!("berth.networks.v1");
+    }
+}
 pub mod build {
     pub mod v1 {
         tonic::include_proto!("berth.build.v1");

@@ -263,6 +263,8 @@ impl Runtime {
             }),
             mounts,
             log_path: self.log_path(ns, &id).display().to_string(),
+            networks: Vec::new(),
+            network_settings: None,
         };
         if let Err(e) = self.store.create(ns, &container) {
             // Lost a race for the name (or the disk failed): give the snapshot back.
