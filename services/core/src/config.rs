@@ -123,6 +123,16 @@ pub struct RuntimeConfig {
     /// container.log rotates at this size.
     #[serde(default = "default_log_max")]
     pub log_max_size: u64,
+    /// The Linux bridge of the default network; `berth0` for the default root, a name
+    /// derived from the root otherwise (so two instances never share one).
+    #[serde(default)]
+    pub bridge: Option<String>,
+    /// The default network's subnet (`a.b.c.d/n`); a free /24 of 10.77.0.0/16 otherwise.
+    #[serde(default)]
+    pub bridge_subnet: Option<String>,
+    /// Where the CNI plugins are; default `/usr/lib/cni`, then `/opt/cni/bin`.
+    #[serde(default)]
+    pub cni_plugin_dir: Option<PathBuf>,
 }
 
 impl Default for RuntimeConfig {
@@ -130,6 +140,9 @@ impl Default for RuntimeConfig {
         RuntimeConfig {
             shim: None,
             log_max_size: default_log_max(),
+            bridge: None,
+            bridge_subnet: None,
+            cni_plugin_dir: None,
         }
     }
 }

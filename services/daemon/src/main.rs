@@ -162,7 +162,8 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
         router = router
             .add_service(runtime.containers)
             .add_service(runtime.tasks)
-            .add_service(runtime.volumes);
+            .add_service(runtime.volumes)
+            .add_service(runtime.networks);
     }
     if hosts("build") {
         router = router.add_service(

@@ -168,6 +168,14 @@ impl Runtime {
         };
         // The spec first: a bad request must not leave a snapshot behind.
         let mut spec = spec::build(&id, ns, &config, &image, &self.spec_options)?;
+        let networks = self
+            .networks
+            .check_config(&config.network_mode, &config.port_bindings)?;
+        if let crate::network::Mode::Container(other) =
+            crate::network::Mode::of(&config.network_mode)
+        {
+            self.store.resolve(ns, &other)?;
+        }
         let image_volumes: Vec<String> = image
             .volumes
             .as_ref()
@@ -263,7 +271,7 @@ impl Runtime {
             }),
             mounts,
             log_path: self.log_path(ns, &id).display().to_string(),
-            networks: Vec::new(),
+            networks,
             network_settings: None,
         };
         if let Err(e) = self.store.create(ns, &container) {

@@ -86,6 +86,14 @@ pub enum Error {
 
     #[error("cannot build the OCI runtime spec: {0}")]
     Spec(String),
+
+    /// Attaching a container to a network failed in a CNI plugin.
+    #[error("{0}")]
+    Cni(#[from] crate::network::CniError),
+
+    /// Setting up a bridge, its rules or a network namespace failed.
+    #[error("{0}")]
+    Network(String),
 }
 
 impl Error {
@@ -141,7 +149,9 @@ impl Error {
             | Error::Corrupt { .. }
             | Error::Io { .. }
             | Error::Shim { .. }
-            | Error::Spec(_) => Code::Internal,
+            | Error::Spec(_)
+            | Error::Cni(_)
+            | Error::Network(_) => Code::Internal,
         }
     }
 }

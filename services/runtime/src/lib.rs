@@ -57,6 +57,7 @@ pub mod lifecycle;
 pub mod logs;
 pub mod metadata;
 pub mod network;
+pub mod networks;
 pub mod shim;
 pub mod spec;
 pub mod tasks;
@@ -105,6 +106,8 @@ pub struct Runtime {
     /// `<ns>/<id>` of containers a client attached to during their current run: their
     /// client (a foreground `run --rm`) removes them, not `auto_remove`.
     attached_runs: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The networks and the containers' attachments to them.
+    networks: Arc<network::Manager>,
 }
 
 impl Runtime {
@@ -132,6 +135,19 @@ impl Runtime {
         events: Option<Channel>,
     ) -> Result<Arc<Runtime>, Error> {
         let store = metadata::Store::open(root)?;
+        let networks = Arc::new(network::Manager::new(
+            store.clone(),
+            root,
+            state,
+            network::Options {
+                bridge: config.bridge.clone(),
+                subnet: config.bridge_subnet.clone(),
+                plugin_dir: config.cni_plugin_dir.clone(),
+            },
+        ));
+        if let Err(e) = networks.init() {
+            tracing::warn!(error = %e, "cannot set up the networks; containers on them will not start");
+        }
         Ok(Arc::new_cyclic(|me| Runtime {
             me: me.clone(),
             store,
@@ -146,6 +162,7 @@ impl Runtime {
             user_kills: Default::default(),
             last_mounts: Default::default(),
             attached_runs: Default::default(),
+            networks,
         }))
     }
 
@@ -177,6 +194,15 @@ impl Runtime {
         )
     }
 
+    /// The Networks service over this runtime.
+    pub fn networks_service(
+        self: &Arc<Self>,
+    ) -> berth_api::networks::v1::networks_server::NetworksServer<networks::NetworksService> {
+        berth_api::networks::v1::networks_server::NetworksServer::new(
+            networks::NetworksService::new(self.clone()),
+        )
+    }
+
     /// The Volumes service over this runtime.
     pub fn volumes_service(self: &Arc<Self>) -> VolumesServer<VolumesService> {
         VolumesServer::new(VolumesService::new(self.clone()))
@@ -189,6 +215,8 @@ pub struct Services {
     pub containers: ContainersServer<ContainersService>,
     pub tasks: TasksServer<TasksService>,
     pub volumes: VolumesServer<VolumesService>,
+    pub networks:
+        berth_api::networks::v1::networks_server::NetworksServer<networks::NetworksService>,
     /// The runtime behind them.
     pub runtime: Arc<Runtime>,
 }
@@ -208,6 +236,10 @@ pub fn serve_all(
     events: Option<Channel>,
 ) -> Result<Services, Error> {
     let runtime = Runtime::open_with_events(root, state, config, images, snapshots, events)?;
+    // Before anything can start a task: the network of tasks that are gone is released.
+    runtime
+        .networks
+        .sweep(|ns, id| runtime.bundle(ns, id).exists());
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         let rt = runtime.clone();
         handle.spawn(async move { rt.recover().await });
@@ -217,6 +249,7 @@ pub fn serve_all(
         containers,
         tasks,
         volumes: runtime.volumes_service(),
+        networks: runtime.networks_service(),
         runtime,
     })
 }

@@ -671,6 +671,7 @@ impl Runtime {
                         s.pid = t.pid;
                     })?;
                 }
+                self.networks.restore(ns, c);
                 self.spawn_monitor(ns, id, t.pid);
             }
             Some(t) if t.shim_alive && t.status == ShimStatus::Created => {}
@@ -687,6 +688,10 @@ impl Runtime {
                     .await?;
             }
             None => {
+                if c.network_settings.is_some() {
+                    self.detach_network(ns, id, c.network_settings.clone())
+                        .await;
+                }
                 if st.status == STATUS_RUNNING || st.status == STATUS_RESTARTING {
                     self.update_state(ns, id, |s| {
                         s.status = STATUS_EXITED.to_string();

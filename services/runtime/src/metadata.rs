@@ -6,12 +6,15 @@
 //! - `names`: `<ns>/<name>` → the id that holds the name.
 //!
 //! - `volumes`: `<ns>/<name>` → the [`Volume`] message, protobuf-encoded.
+//! - `networks`: `<name>` → the [`Network`] message, protobuf-encoded (networks belong to the
+//!   instance, not to a namespace).
 //!
 //! `containers` and `names` change together in one transaction, so a name is never held by two
 //! containers and never points at a container that is gone, even after a crash.
 
 use crate::error::{Error, Result};
 use berth_api::containers::v1::Container;
+use berth_api::networks::v1::Network;
 use berth_api::volumes::v1::Volume;
 use prost::Message;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
@@ -25,6 +28,7 @@ pub struct Store {
     containers: sled::Tree,
     names: sled::Tree,
     volumes: sled::Tree,
+    networks: sled::Tree,
     path: PathBuf,
 }
 
@@ -57,11 +61,13 @@ impl Store {
         let containers = db.open_tree("containers").map_err(store_err)?;
         let names = db.open_tree("names").map_err(store_err)?;
         let volumes = db.open_tree("volumes").map_err(store_err)?;
+        let networks = db.open_tree("networks").map_err(store_err)?;
         Ok(Store {
             db,
             containers,
             names,
             volumes,
+            networks,
             path,
         })
     }
@@ -277,6 +283,45 @@ impl Store {
         let removed = self
             .volumes
             .remove(key(namespace, name))
+            .map_err(|e| self.db_err(e))?
+            .is_some();
+        self.db.flush().map_err(|e| self.db_err(e))?;
+        Ok(removed)
+    }
+
+    /// Stores a network; `false` (and nothing written) when the name is taken.
+    pub fn create_network(&self, network: &Network) -> Result<bool> {
+        let done = self
+            .networks
+            .compare_and_swap(
+                network.name.as_bytes(),
+                None as Option<&[u8]>,
+                Some(network.encode_to_vec()),
+            )
+            .map_err(|e| self.db_err(e))?
+            .is_ok();
+        self.db.flush().map_err(|e| self.db_err(e))?;
+        Ok(done)
+    }
+
+    /// Every network, by name.
+    pub fn list_networks(&self) -> Result<Vec<Network>> {
+        let mut out = Vec::new();
+        for item in self.networks.iter() {
+            let (k, v) = item.map_err(|e| self.db_err(e))?;
+            out.push(Network::decode(v.as_ref()).map_err(|e| Error::Corrupt {
+                key: String::from_utf8_lossy(&k).into_owned(),
+                reason: e.to_string(),
+            })?);
+        }
+        Ok(out)
+    }
+
+    /// Removes a network record; `false` when there was none.
+    pub fn delete_network(&self, name: &str) -> Result<bool> {
+        let removed = self
+            .networks
+            .remove(name.as_bytes())
             .map_err(|e| self.db_err(e))?
             .is_some();
         self.db.flush().map_err(|e| self.db_err(e))?;

@@ -148,22 +148,23 @@ impl Options {
     }
 }
 
-/// How the container is networked.
+/// How the container is networked, as far as the stored spec is concerned.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Network {
-    /// Its own network namespace with only `lo`.
-    None,
+    /// A network namespace: a new one with only `lo` (`none`), or — its path filled in when
+    /// the task is created — the one set up for its networks or another container's.
+    Own,
     /// The host's network namespace.
     Host,
 }
 
 fn network(mode: &str) -> Result<Network> {
-    match mode {
-        "" | "none" => Ok(Network::None),
-        "host" => Ok(Network::Host),
-        other => Err(Error::InvalidArgument(format!(
-            "network mode {other} is not supported yet: use none or host"
-        ))),
+    match crate::network::Mode::of(mode) {
+        crate::network::Mode::Host => Ok(Network::Host),
+        crate::network::Mode::Container(c) if c.is_empty() => Err(Error::InvalidArgument(
+            "--network container: needs a container name or id".into(),
+        )),
+        _ => Ok(Network::Own),
     }
 }
 
@@ -471,7 +472,7 @@ pub fn build(
                 .map_err(spec_err)?,
         );
     }
-    if net == Network::None {
+    if net == Network::Own {
         namespaces.push(
             LinuxNamespaceBuilder::default()
                 .typ(LinuxNamespaceType::Network)
@@ -933,11 +934,12 @@ mod tests {
         assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
 
         c.network_mode = "bridge".into();
+        let s = build(ID, "default", &c, &i, &opts()).unwrap();
+        let ns = s.linux().as_ref().unwrap().namespaces().as_ref().unwrap();
+        assert!(ns.iter().any(|n| n.typ() == LinuxNamespaceType::Network));
+
+        c.network_mode = "container:".into();
         let err = build(ID, "default", &c, &i, &opts()).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "network mode bridge is not supported yet: use none or host"
-        );
         assert_eq!(err.code(), tonic::Code::InvalidArgument);
     }
 

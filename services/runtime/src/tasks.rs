@@ -249,22 +249,43 @@ impl Runtime {
         }
         let bundle = self.bundle(ns, id);
         let spec = self.task_spec(ns, container)?;
+        let attached = self.attach_network(ns, container, &spec).await?;
+        let spec = match crate::network::apply_to_spec(&spec, &attached) {
+            Ok(s) => s,
+            Err(e) => {
+                self.detach_network(ns, id, Some(attached.settings)).await;
+                return Err(e);
+            }
+        };
         match bundle.write(&spec, mounts) {
             Ok(()) => {}
-            Err(Error::Io { source, .. }) if source.kind() == std::io::ErrorKind::AlreadyExists => {
-                return Err(Error::TaskExists(id.to_string()))
-            }
             Err(e) => {
-                let _ = remove_bundle(bundle).await;
-                return Err(e);
+                if !matches!(&e, Error::Io { source, .. } if source.kind() == std::io::ErrorKind::AlreadyExists)
+                {
+                    let _ = remove_bundle(bundle).await;
+                }
+                self.detach_network(ns, id, Some(attached.settings)).await;
+                return match e {
+                    Error::Io { source, .. }
+                        if source.kind() == std::io::ErrorKind::AlreadyExists =>
+                    {
+                        Err(Error::TaskExists(id.to_string()))
+                    }
+                    e => Err(e),
+                };
             }
         }
         if let Err(e) = shim::spawn(&self.shim_binary, id, ns, bundle.dir()).await {
             if let Err(re) = remove_bundle(bundle).await {
                 tracing::warn!(container = %id, error = %re, "cannot remove the bundle of a shim that failed");
             }
+            self.detach_network(ns, id, Some(attached.settings)).await;
             return Err(e);
         }
+        let settings = attached.settings;
+        self.store.update(ns, id, |c| {
+            c.network_settings = Some(settings.clone());
+        })?;
         let pid = match bundle.init_pid() {
             Some(pid) => pid,
             None => self.task_state(ns, id).await?.map(|s| s.pid).unwrap_or(0),
@@ -422,9 +443,79 @@ impl Runtime {
             Some(e) => e,
             None => self.fallback_exit(ns, id),
         };
+        let settings = self
+            .store
+            .get(ns, id)
+            .ok()
+            .flatten()
+            .and_then(|c| c.network_settings);
+        self.detach_network(ns, id, settings).await;
         remove_bundle(bundle).await?;
         tracing::info!(container = %id, exit_code = exit.exit_code, "task deleted");
         Ok(exit)
+    }
+
+    /// Sets up the network of a task about to be created (blocking work: plugins, sockets).
+    async fn attach_network(
+        &self,
+        ns: &str,
+        container: &Container,
+        spec: &[u8],
+    ) -> Result<crate::network::Attached> {
+        let hostname = serde_json::from_slice::<serde_json::Value>(spec)
+            .ok()
+            .and_then(|v| {
+                v.get("hostname")
+                    .and_then(|h| h.as_str())
+                    .map(str::to_string)
+            })
+            .unwrap_or_default();
+        let mode = container
+            .config
+            .as_ref()
+            .map(|c| c.network_mode.clone())
+            .unwrap_or_default();
+        let joined = match crate::network::Mode::of(&mode) {
+            crate::network::Mode::Container(other) => {
+                let o = self.store.resolve(ns, &other)?;
+                let pid = crate::lifecycle::state_of(&o).pid;
+                let running = self
+                    .task_state(ns, &o.id)
+                    .await?
+                    .is_some_and(|t| t.status == ShimStatus::Running);
+                if !running || pid == 0 {
+                    return Err(Error::FailedPrecondition(format!(
+                        "cannot join the network of a non running container: {other}"
+                    )));
+                }
+                Some((pid, self.container_dir(ns, &o.id)))
+            }
+            _ => None,
+        };
+        let manager = self.networks.clone();
+        let (ns2, c, dir) = (
+            ns.to_string(),
+            container.clone(),
+            self.container_dir(ns, &container.id),
+        );
+        tokio::task::spawn_blocking(move || manager.attach(&ns2, &c, &dir, &hostname, joined))
+            .await
+            .map_err(|e| Error::Network(format!("network setup failed: {e}")))?
+    }
+
+    /// Releases the network of a task (never fails: what cannot be released is logged) and
+    /// clears the container's network settings.
+    pub(crate) async fn detach_network(
+        &self,
+        ns: &str,
+        id: &str,
+        settings: Option<berth_api::containers::v1::NetworkSettings>,
+    ) {
+        let manager = self.networks.clone();
+        let (ns2, id2) = (ns.to_string(), id.to_string());
+        let _ = tokio::task::spawn_blocking(move || manager.detach(&ns2, &id2, settings.as_ref()))
+            .await;
+        let _ = self.store.update(ns, id, |c| c.network_settings = None);
     }
 
     /// Every task of a namespace.

@@ -113,6 +113,7 @@ fn open_runtime(dir: &Path, shim: &Path) -> Arc<Runtime> {
         RuntimeConfig {
             shim: Some(shim.to_path_buf()),
             log_max_size: 1 << 20,
+            ..Default::default()
         },
         channel(&nobody).unwrap(),
         channel(&nobody).unwrap(),
@@ -273,6 +274,7 @@ impl Harness {
             RuntimeConfig {
                 shim: Some(shim.to_path_buf()),
                 log_max_size: 1 << 20,
+                ..Default::default()
             },
             fake_channel.clone(),
             fake_channel.clone(),

@@ -83,6 +83,7 @@ impl Harness {
             RuntimeConfig {
                 shim,
                 log_max_size: 1 << 20,
+                ..Default::default()
             },
             channel(&nobody).unwrap(),
             channel(&nobody).unwrap(),

@@ -192,8 +192,10 @@ pub struct NetworkConfig {
     /// The bridge's address and the containers' default route; the subnet's first host if
     /// `None`.
     pub gateway: Option<Ipv4Addr>,
-    /// Masquerade traffic leaving the subnet.
+    /// Masquerade traffic leaving the subnet (the bridge plugin's per-container rules).
     pub ip_masq: bool,
+    /// Bring up `lo` with the `loopback` plugin (off when the caller does it itself).
+    pub loopback: bool,
     /// Where the plugin binaries are.
     pub plugin_dir: PathBuf,
     /// `host-local`'s folder of leased addresses.
@@ -250,7 +252,10 @@ pub struct Network {
     config: NetworkConfig,
     gateway: Ipv4Addr,
     loopback: ConfList,
+    /// `bridge` alone, for containers without published ports (one plugin less to run).
     bridge: ConfList,
+    /// `bridge` then `portmap`.
+    bridge_ports: ConfList,
 }
 
 /// Which CNI operation is run.
@@ -319,7 +324,7 @@ impl Network {
             name: format!("{}-loopback", config.name),
             plugins: vec![plugin("loopback", json!({}))],
         };
-        let bridge = ConfList {
+        let bridge_ports = ConfList {
             cni_version: CNI_VERSION.into(),
             name: config.name.clone(),
             plugins: vec![
@@ -344,11 +349,16 @@ impl Network {
                 ),
             ],
         };
+        let bridge = ConfList {
+            plugins: bridge_ports.plugins[..1].to_vec(),
+            ..bridge_ports.clone()
+        };
         Ok(Network {
             config,
             gateway,
             loopback,
             bridge,
+            bridge_ports,
         })
     }
 
@@ -360,9 +370,19 @@ impl Network {
         self.gateway
     }
 
-    /// The network configuration list of the bridge network, as given to the plugins.
+    /// The network configuration list of the bridge network with published ports, as given
+    /// to the plugins.
     pub fn conflist(&self) -> Value {
-        serde_json::to_value(&self.bridge).expect("a ConfList serializes")
+        serde_json::to_value(&self.bridge_ports).expect("a ConfList serializes")
+    }
+
+    /// The list that attaches a container with these published ports.
+    fn list_for(&self, port_mappings: &[PortMapping]) -> &ConfList {
+        if port_mappings.is_empty() {
+            &self.bridge
+        } else {
+            &self.bridge_ports
+        }
     }
 
     /// Attaches the container in `netns` to the network: `lo` up, `ifname` with an address,
@@ -383,19 +403,22 @@ impl Network {
             ifname: "lo",
             ..inv
         };
-        self.run_list(&self.loopback, Op::Add, lo, None, &[])?;
-        let result = match self.run_list(&self.bridge, Op::Add, inv, None, port_mappings) {
+        if self.config.loopback {
+            self.run_list(&self.loopback, Op::Add, lo, None, &[])?;
+        }
+        let list = self.list_for(port_mappings);
+        let result = match self.run_list(list, Op::Add, inv, None, port_mappings) {
             Ok(r) => r,
             Err(e) => {
                 // The spec asks for a DEL after a failed ADD so partial state is released.
-                let _ = self.run_list(&self.bridge, Op::Del, inv, None, port_mappings);
+                let _ = self.run_list(list, Op::Del, inv, None, port_mappings);
                 return Err(e);
             }
         };
         let attachment = match attachment_of(&result, ifname, port_mappings) {
             Some(a) => a,
             None => {
-                let _ = self.run_list(&self.bridge, Op::Del, inv, Some(&result), port_mappings);
+                let _ = self.run_list(list, Op::Del, inv, Some(&result), port_mappings);
                 return Err(CniError::NoAddress {
                     network: self.config.name.clone(),
                     container_id: container_id.into(),
@@ -430,9 +453,11 @@ impl Network {
             ifname: "lo",
             ..inv
         };
-        self.run_list(&self.loopback, Op::Check, lo, None, &[])?;
+        if self.config.loopback {
+            self.run_list(&self.loopback, Op::Check, lo, None, &[])?;
+        }
         self.run_list(
-            &self.bridge,
+            self.list_for(&cached.port_mappings),
             Op::Check,
             inv,
             Some(&cached.result),
@@ -454,12 +479,21 @@ impl Network {
             Some(c) => (Some(&c.result), c.port_mappings.as_slice()),
             None => (None, &[][..]),
         };
-        self.run_list(&self.bridge, Op::Del, inv, prev, ports)?;
-        let lo = Invocation {
-            ifname: "lo",
-            ..inv
+        // Without a cached result the ports are unknown: portmap's DEL then finds its rules by
+        // container id.
+        let list = if cached.is_none() {
+            &self.bridge_ports
+        } else {
+            self.list_for(ports)
         };
-        self.run_list(&self.loopback, Op::Del, lo, None, &[])?;
+        self.run_list(list, Op::Del, inv, prev, ports)?;
+        if self.config.loopback {
+            let lo = Invocation {
+                ifname: "lo",
+                ..inv
+            };
+            self.run_list(&self.loopback, Op::Del, lo, None, &[])?;
+        }
         let path = self.cache_path(inv);
         match std::fs::remove_file(&path) {
             Ok(()) => Ok(()),
@@ -710,6 +744,7 @@ mod tests {
             subnet: subnet.parse().unwrap(),
             gateway: None,
             ip_masq: true,
+            loopback: true,
             plugin_dir: DEFAULT_PLUGIN_DIR.into(),
             ipam_dir: "/tmp/ipam".into(),
             cache_dir: "/tmp/cache".into(),
