@@ -13,6 +13,9 @@ cleanup() {
   sleep 0.5
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
   pkill -9 -f "berth-shim --id .* --bundle $W" 2>/dev/null
+  # the networked dockerd's bridge, and the FORWARD policy it may have changed
+  ip link del bnchdk0 2>/dev/null
+  [ -n "${FWD_POLICY:-}" ] && iptables -P FORWARD "$FWD_POLICY" 2>/dev/null
   grep " $W" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
   rm -rf "$W"
 }
@@ -231,15 +234,17 @@ EXPOSE 8080
 ENTRYPOINT ["/bin/sh", "-c"]
 CMD ["cat /built.txt"]
 DOCKERFILE
-# Median seconds of BRUNS runs of a command; nothing (and the error) when it fails.
-tmed() {
-  local i t0 t1; : > "$W/tmed"
-  for i in $(seq "$BRUNS"); do
+# Median seconds of N runs of a command; nothing (and the error) when it fails.
+tmedn() {
+  local n=$1 i t0 t1; shift; : > "$W/tmed"
+  for i in $(seq "$n"); do
     t0=$(now); "$@" >/dev/null 2>"$W/tmed.err" || { echo "failed: $*: $(tail -n 3 "$W/tmed.err")" >&2; return 1; }; t1=$(now)
     echo $(((t1-t0)/1000)) >> "$W/tmed"
   done
   awk '{print $1/1e6}' "$W/tmed" | median
 }
+# Median seconds of BRUNS runs of a command; nothing (and the error) when it fails.
+tmed() { tmedn "$BRUNS" "$@"; }
 # Each builder has the base image before it is timed: the figures are about building.
 "${B[@]}" build -q -t bench/build "$W/bctx" >/dev/null || echo "berth build failed" >&2
 berth_bcold=$(tmed "${B[@]}" build -q --no-cache -t bench/build "$W/bctx")
@@ -266,3 +271,38 @@ if [ $have_docker = 1 ]; then
   fi
 fi
 echo "targets (issue #5): berth cold <= BuildKit cold; berth cached <= docker's cached"
+
+echo
+echo "== run --rm IMAGE true with a network, median of $RUNS (each engine on its default bridge, then --network none)"
+"${B[@]}" run --rm "$REG/busybox:latest" true
+berth_bridge=$(tmedn "$RUNS" "${B[@]}" run --rm "$REG/busybox:latest" true)
+berth_none=$(tmedn "$RUNS" "${B[@]}" run --rm --network none "$REG/busybox:latest" true)
+echo "berth run --rm:                  ${berth_bridge} s   --network none: ${berth_none} s"
+# A dockerd with its bridge and iptables on, on a bridge of its own (removed at the end).
+if [ "${BENCH_DOCKER:-1}" = 1 ] && command -v dockerd >/dev/null; then
+  FWD_POLICY=$(iptables -S FORWARD 2>/dev/null | awk '/^-P FORWARD/{print $3}')
+  ip link add bnchdk0 type bridge && ip addr add 10.78.255.1/24 dev bnchdk0 && ip link set bnchdk0 up
+  mkdir -p "$W/dkn"
+  dockerd --data-root "$W/dkn/root" --exec-root "$W/dkn/exec" -H "unix://$W/dkn/docker.sock" -p "$W/dkn/pid" \
+    --insecure-registry 127.0.0.0/8 --bridge bnchdk0 >"$W/dkn/log" 2>&1 & PIDS+=($!)
+  DN=(docker -H "unix://$W/dkn/docker.sock")
+  for _ in $(seq 100); do "${DN[@]}" version >/dev/null 2>&1 && break; sleep 0.2; done
+  if "${DN[@]}" pull -q "$REG/busybox:latest" >/dev/null 2>&1 && "${DN[@]}" run --rm "$REG/busybox:latest" true; then
+    dk_bridge=$(tmedn "$RUNS" "${DN[@]}" run --rm "$REG/busybox:latest" true)
+    dk_none=$(tmedn "$RUNS" "${DN[@]}" run --rm --network none "$REG/busybox:latest" true)
+    echo "docker run --rm:                 ${dk_bridge} s   --network none: ${dk_none} s   (berth/docker = $(ratio "$berth_bridge" "$dk_bridge") bridge, $(ratio "$berth_none" "$dk_none") none)"
+  else
+    echo "docker with a bridge does not work here: $(tail -n 3 "$W/dkn/log")"
+  fi
+fi
+if command -v podman >/dev/null; then
+  PM=(podman --root "$W/pm/root" --runroot "$W/pm/run")
+  if "${PM[@]}" pull -q --tls-verify=false "$REG/busybox:latest" >/dev/null 2>&1 && "${PM[@]}" run --rm "$REG/busybox:latest" true >/dev/null 2>&1; then
+    pm_bridge=$(tmedn "$RUNS" "${PM[@]}" run --rm "$REG/busybox:latest" true)
+    pm_none=$(tmedn "$RUNS" "${PM[@]}" run --rm --network none "$REG/busybox:latest" true)
+    echo "podman run --rm:                 ${pm_bridge} s   --network none: ${pm_none} s   (berth/podman = $(ratio "$berth_bridge" "$pm_bridge") bridge)"
+  else
+    echo "podman does not run here"
+  fi
+fi
+echo "target (issue #6): berth run --rm on its bridge <= half of docker's"
