@@ -3,6 +3,7 @@
 use berth_api::containers::v1::containers_client::ContainersClient;
 use berth_api::events::v1::events_client::EventsClient;
 use berth_api::images::v1::images_client::ImagesClient;
+use berth_api::networks::v1::networks_client::NetworksClient;
 use berth_api::tasks::v1::tasks_client::TasksClient;
 use berth_api::version::v1::version_client::VersionClient;
 use berth_api::volumes::v1::volumes_client::VolumesClient;
@@ -111,6 +112,9 @@ impl Context {
     }
     pub fn volumes(&self) -> VolumesClient<Channel> {
         VolumesClient::new(self.channel.clone())
+    }
+    pub fn networks(&self) -> NetworksClient<Channel> {
+        NetworksClient::new(self.channel.clone())
     }
     pub fn registry(&self) -> berth_api::registry::v1::registry_client::RegistryClient<Channel> {
         berth_api::registry::v1::registry_client::RegistryClient::new(self.channel.clone())

@@ -3,10 +3,11 @@
 //! name: the runtime resolves the string as given.
 
 use crate::client::{Context, Error};
+use crate::filters::{label_matches, Filters};
 use crate::format;
 use crate::run::{parse_signal, RunArgs};
 use crate::stdio::{relay_resizes, relay_stdin, write_stderr, write_stdout, RawTerminal};
-use crate::template::Format;
+use crate::template::{Format, ListFormat};
 use berth_api::containers::v1 as capi;
 use berth_api::events::v1 as eapi;
 use berth_api::tasks::v1 as tapi;
@@ -75,15 +76,11 @@ pub struct PsArgs {
     /// Show all containers (default shows running ones)
     #[arg(short, long)]
     pub all: bool,
-    /// Only show ids
-    #[arg(short, long)]
-    pub quiet: bool,
-    /// Do not truncate output
-    #[arg(long)]
-    pub no_trunc: bool,
-    /// Filter: status=…, name=…, ancestor=…, id=…, label=…
+    /// Filter: status=…, name=…, ancestor=…, id=…, label=…, network=…, publish=…, expose=…
     #[arg(short, long = "filter")]
     pub filter: Vec<String>,
+    #[command(flatten)]
+    pub output: crate::template::ListFormat,
 }
 
 #[derive(Debug, Args)]
@@ -184,6 +181,8 @@ pub enum ContainerCommand {
     Logs(LogsArgs),
     /// Run a command in a running container
     Exec(ExecArgs),
+    /// List a container's published ports, or the host side of one of them
+    Port(crate::ports::PortArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -237,7 +236,19 @@ pub async fn container(ctx: &Context, c: ContainerCommand) -> u8 {
         }
         ContainerCommand::Logs(a) => done(logs(ctx, a).await),
         ContainerCommand::Exec(a) => exec(ctx, a).await,
+        ContainerCommand::Port(a) => crate::ports::port(ctx, a).await,
     }
+}
+
+/// `--label K=V` values (a lone `K` is an empty label), later ones winning.
+pub fn parse_labels(labels: &[String]) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|l| match l.split_once('=') {
+            Some((k, v)) => (k.to_string(), v.to_string()),
+            None => (l.clone(), String::new()),
+        })
+        .collect()
 }
 
 pub fn done(r: Result<(), Error>) -> u8 {
@@ -426,35 +437,36 @@ pub async fn rm(ctx: &Context, a: RmArgs) -> u8 {
 }
 
 pub async fn prune(ctx: &Context, a: PruneArgs) -> Result<(), Error> {
-    if !a.force {
-        eprint!("WARNING! This will remove all stopped containers.\nAre you sure you want to continue? [y/N] ");
-        let mut line = String::new();
-        let _ = std::io::stdin().read_line(&mut line);
-        if !matches!(line.trim(), "y" | "Y" | "yes") {
-            return Ok(());
-        }
+    if !a.force && !crate::stdio::confirm("This will remove all stopped containers.") {
+        return Ok(());
     }
     let r = ctx
         .containers()
         .prune(ctx.req(capi::PruneContainersRequest {}))
         .await?
         .into_inner();
-    if !r.deleted.is_empty() {
-        println!("Deleted Containers:");
-        for id in &r.deleted {
-            println!("{id}");
-        }
-        println!();
-    }
+    print_deleted("Containers", &r.deleted);
     println!("Total reclaimed space: 0B");
     Ok(())
 }
 
+/// Prints what a prune removed as Docker does: `Deleted KIND:`, one line each, a blank line;
+/// nothing when it removed nothing.
+pub fn print_deleted(kind: &str, deleted: &[String]) {
+    if !deleted.is_empty() {
+        println!("Deleted {kind}:");
+        for d in deleted {
+            println!("{d}");
+        }
+        println!();
+    }
+}
+
 // ---- ps ----------------------------------------------------------------------------------
 
-/// `ps` filters: the same key ORs, different keys AND, as Docker's.
+/// `ps` filters.
 #[derive(Debug, Default, PartialEq)]
-pub struct PsFilters(BTreeMap<String, Vec<String>>);
+pub struct PsFilters(Filters);
 
 const STATUSES: &[&str] = &[
     "created",
@@ -468,29 +480,21 @@ const STATUSES: &[&str] = &[
 
 impl PsFilters {
     pub fn parse(filters: &[String]) -> Result<PsFilters, String> {
-        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for f in filters {
-            let Some((k, v)) = f.split_once('=') else {
-                return Err(format!("bad format of filter (expected name=value): {f}"));
-            };
-            match k {
-                "status" if !STATUSES.contains(&v) => {
-                    return Err(format!(
-                        "invalid filter 'status={v}' (use one of {})",
-                        STATUSES.join(", ")
-                    ))
-                }
-                "status" | "name" | "ancestor" | "id" | "label" | "exited" => {}
-                _ => return Err(format!("invalid filter '{k}'")),
-            }
-            m.entry(k.to_string()).or_default().push(v.to_string());
-        }
-        Ok(PsFilters(m))
+        Filters::parse(filters, |k, v| match k {
+            "status" if !STATUSES.contains(&v) => Err(format!(
+                "invalid filter 'status={v}' (use one of {})",
+                STATUSES.join(", ")
+            )),
+            "publish" | "expose" => crate::ports::parse_port_filter(v).map(|_| ()),
+            "status" | "name" | "ancestor" | "id" | "label" | "exited" | "network" => Ok(()),
+            _ => Err(format!("invalid filter '{k}'")),
+        })
+        .map(PsFilters)
     }
 
     /// Whether a status filter is given (Docker then lists stopped containers too).
     pub fn has_status(&self) -> bool {
-        self.0.contains_key("status") || self.0.contains_key("exited")
+        self.0.has("status") || self.0.has("exited")
     }
 
     pub fn matches(&self, c: &capi::Container) -> bool {
@@ -500,22 +504,25 @@ impl PsFilters {
         } else {
             st.status.as_str()
         };
-        self.0.iter().all(|(k, vs)| {
-            vs.iter().any(|v| match k.as_str() {
-                "status" => status == v,
-                "exited" => status == "exited" && v.parse::<i32>() == Ok(st.exit_code),
-                "name" => c
-                    .name
-                    .trim_start_matches('/')
-                    .contains(v.trim_start_matches('/')),
-                "id" => c.id.starts_with(v.as_str()),
-                "ancestor" => ancestor_matches(c, v),
-                "label" => match v.split_once('=') {
-                    Some((k, v)) => c.labels.get(k).is_some_and(|x| x == v),
-                    None => c.labels.contains_key(v.as_str()),
-                },
-                _ => false,
-            })
+        self.0.matches(|k, v| match k {
+            "status" => status == v,
+            "exited" => status == "exited" && v.parse::<i32>() == Ok(st.exit_code),
+            "name" => c
+                .name
+                .trim_start_matches('/')
+                .contains(v.trim_start_matches('/')),
+            "id" => c.id.starts_with(v),
+            "ancestor" => ancestor_matches(c, v),
+            "network" => network_names(c).iter().any(|n| n == v),
+            "publish" => live_ports(c).iter().any(|p| {
+                p.host_port != 0 && crate::ports::port_filter_matches(v, p.host_port, &p.protocol)
+            }),
+            "expose" => live_ports(c)
+                .iter()
+                .chain(c.config.iter().flat_map(|c| c.port_bindings.iter()))
+                .any(|p| crate::ports::port_filter_matches(v, p.container_port, &p.protocol)),
+            "label" => label_matches(&c.labels, v),
+            _ => false,
         })
     }
 }
@@ -582,6 +589,79 @@ fn secs(t: Option<&berth_api::prost_types::Timestamp>) -> i64 {
     t.map(|t| t.seconds).unwrap_or(0)
 }
 
+/// The networks a container is on, by name: those it joins, or the mode of a host or none
+/// container (Docker lists those as networks too).
+fn network_names(c: &capi::Container) -> Vec<String> {
+    if !c.networks.is_empty() {
+        return c.networks.clone();
+    }
+    match c.config.as_ref().map(|c| c.network_mode.as_str()) {
+        Some(m @ ("host" | "none")) => vec![m.to_string()],
+        _ => Vec::new(),
+    }
+}
+
+/// The ports a running container has (none when it does not run).
+fn live_ports(c: &capi::Container) -> &[capi::PortBinding] {
+    c.network_settings
+        .as_ref()
+        .map(|n| n.ports.as_slice())
+        .unwrap_or_default()
+}
+
+/// One container as `ps --format` sees it (Docker's field names).
+fn ps_json(c: &capi::Container, output: &ListFormat, now: i64) -> serde_json::Value {
+    let st = c.state.clone().unwrap_or_default();
+    let labels: BTreeMap<_, _> = c.labels.iter().collect();
+    let mounts: Vec<&str> = c
+        .mounts
+        .iter()
+        .map(|m| {
+            if m.name.is_empty() {
+                &m.source
+            } else {
+                &m.name
+            }
+        })
+        .map(String::as_str)
+        .collect();
+    serde_json::json!({
+        "ID": output.id(&c.id),
+        "Image": image_shown(c),
+        "Command": format::command(&command_of(c), !output.no_trunc),
+        "CreatedAt": format::created_at(c.created_at.as_ref()),
+        "RunningFor": format::ago(secs(c.created_at.as_ref())),
+        "Ports": crate::ports::ps_column(live_ports(c)),
+        "State": if st.status.is_empty() { "created" } else { st.status.as_str() },
+        "Status": format::status_text(
+            &st.status,
+            st.exit_code,
+            secs(st.started_at.as_ref()),
+            secs(st.finished_at.as_ref()),
+            now,
+        ),
+        "Names": c.name.trim_start_matches('/'),
+        "Labels": labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        "Mounts": mounts.join(","),
+        "Networks": network_names(c).join(","),
+    })
+}
+
+const PS_COLUMNS: &[(&str, &str)] = &[
+    ("ID", "CONTAINER ID"),
+    ("Image", "IMAGE"),
+    ("Command", "COMMAND"),
+    ("CreatedAt", "CREATED AT"),
+    ("RunningFor", "CREATED"),
+    ("Ports", "PORTS"),
+    ("State", "STATE"),
+    ("Status", "STATUS"),
+    ("Names", "NAMES"),
+    ("Labels", "LABELS"),
+    ("Mounts", "MOUNTS"),
+    ("Networks", "NETWORKS"),
+];
+
 pub async fn ps(ctx: &Context, a: PsArgs) -> Result<(), Error> {
     let filters = PsFilters::parse(&a.filter).map_err(Error::Local)?;
     let mut list = ctx
@@ -596,51 +676,10 @@ pub async fn ps(ctx: &Context, a: PsArgs) -> Result<(), Error> {
         (all || matches!(status, "running" | "restarting" | "paused")) && filters.matches(c)
     });
     list.sort_by_key(|c| std::cmp::Reverse(secs(c.created_at.as_ref())));
-    let short = |id: &str| {
-        if a.no_trunc {
-            id.to_string()
-        } else {
-            id.chars().take(12).collect()
-        }
-    };
-    if a.quiet {
-        for c in &list {
-            println!("{}", short(&c.id));
-        }
-        return Ok(());
-    }
     let now = chrono::Utc::now().timestamp();
-    let mut rows = vec![[
-        "CONTAINER ID",
-        "IMAGE",
-        "COMMAND",
-        "CREATED",
-        "STATUS",
-        "PORTS",
-        "NAMES",
-    ]
-    .map(String::from)
-    .to_vec()];
-    for c in &list {
-        let st = c.state.clone().unwrap_or_default();
-        rows.push(vec![
-            short(&c.id),
-            image_shown(c),
-            format::command(&command_of(c), !a.no_trunc),
-            format::ago(secs(c.created_at.as_ref())),
-            format::status_text(
-                &st.status,
-                st.exit_code,
-                secs(st.started_at.as_ref()),
-                secs(st.finished_at.as_ref()),
-                now,
-            ),
-            String::new(),
-            c.name.trim_start_matches('/').to_string(),
-        ]);
-    }
-    print!("{}", format::table(&rows));
-    Ok(())
+    let objects: Vec<_> = list.iter().map(|c| ps_json(c, &a.output, now)).collect();
+    let table = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
+    a.output.print(table, PS_COLUMNS, &objects)
 }
 
 // ---- logs --------------------------------------------------------------------------------
@@ -774,7 +813,12 @@ async fn exec_inner(ctx: &Context, a: ExecArgs) -> Result<i32, Error> {
 // ---- inspect -----------------------------------------------------------------------------
 
 /// The Docker-shaped JSON of a container; `image` is the image's config (for its defaults).
-pub fn container_json(c: &capi::Container, image: Option<&serde_json::Value>) -> serde_json::Value {
+/// `network_ids` maps network names to ids, for the networks of a container that does not run.
+pub fn container_json(
+    c: &capi::Container,
+    image: Option<&serde_json::Value>,
+    network_ids: &BTreeMap<String, String>,
+) -> serde_json::Value {
     use serde_json::{json, Value};
     let cfg = c.config.clone().unwrap_or_default();
     let st = c.state.clone().unwrap_or_default();
@@ -830,11 +874,19 @@ pub fn container_json(c: &capi::Container, image: Option<&serde_json::Value>) ->
     let mut labels: BTreeMap<String, String> = c.labels.clone().into_iter().collect();
     labels.extend(cfg.labels.clone());
     let network_mode = if cfg.network_mode.is_empty() {
-        "bridge".to_string()
+        "default".to_string()
     } else {
         cfg.network_mode.clone()
     };
-    json!({
+    let mut exposed: BTreeMap<String, Value> = img_cfg
+        .get("ExposedPorts")
+        .and_then(|e| e.as_object())
+        .map(|e| e.keys().map(|k| (k.clone(), json!({}))).collect())
+        .unwrap_or_default();
+    for p in &cfg.port_bindings {
+        exposed.insert(crate::ports::key(p), json!({}));
+    }
+    let mut j = json!({
         "Id": c.id,
         "Created": format::rfc3339(c.created_at.as_ref()),
         "Path": args.first().cloned().unwrap_or_default(),
@@ -869,6 +921,12 @@ pub fn container_json(c: &capi::Container, image: Option<&serde_json::Value>) ->
             "Memory": cfg.memory,
             "NanoCpus": cfg.nano_cpus,
             "PidsLimit": if cfg.pids_limit > 0 { json!(cfg.pids_limit) } else { Value::Null },
+            "PortBindings": crate::ports::bindings_json(&cfg.port_bindings, true),
+            "PublishAllPorts": cfg.publish_all,
+            "Dns": cfg.dns,
+            "DnsOptions": cfg.dns_options,
+            "DnsSearch": cfg.dns_search,
+            "ExtraHosts": list(&cfg.extra_hosts),
         },
         "Mounts": c.mounts.iter().map(|m| json!({
             "Type": m.r#type,
@@ -891,10 +949,92 @@ pub fn container_json(c: &capi::Container, image: Option<&serde_json::Value>) ->
             "StopSignal": stop_signal,
             "StopTimeout": if cfg.stop_timeout > 0 { json!(cfg.stop_timeout) } else { Value::Null },
         },
-        "NetworkSettings": {
-            "Networks": {},
-        },
+        "NetworkSettings": network_settings_json(c, network_ids),
+    });
+    if !exposed.is_empty() {
+        j["Config"]["ExposedPorts"] = json!(exposed);
+    }
+    j
+}
+
+/// Docker's NetworkSettings of a container: its endpoints while it runs (the top-level
+/// addresses from the one on the network named bridge, as Docker fills them), and the
+/// networks it joins with empty addresses when it does not run.
+fn network_settings_json(
+    c: &capi::Container,
+    network_ids: &BTreeMap<String, String>,
+) -> serde_json::Value {
+    use serde_json::json;
+    let ns = c.network_settings.clone().unwrap_or_default();
+    let endpoint = |network_id: &str, e: &capi::Endpoint| {
+        json!({
+            "IPAMConfig": null,
+            "Links": null,
+            "Aliases": null,
+            "NetworkID": network_id,
+            "EndpointID": "",
+            "Gateway": e.gateway,
+            "IPAddress": e.ip_address,
+            "IPPrefixLen": e.ip_prefix_len,
+            "IPv6Gateway": "",
+            "GlobalIPv6Address": "",
+            "GlobalIPv6PrefixLen": 0,
+            "MacAddress": e.mac_address,
+            "DriverOpts": null,
+        })
+    };
+    let mut networks = serde_json::Map::new();
+    for e in &ns.endpoints {
+        networks.insert(e.network.clone(), endpoint(&e.network_id, e));
+    }
+    for n in network_names(c) {
+        if !networks.contains_key(&n) {
+            let id = network_ids.get(&n).map(String::as_str).unwrap_or_default();
+            networks.insert(n, endpoint(id, &capi::Endpoint::default()));
+        }
+    }
+    let bridge = ns
+        .endpoints
+        .iter()
+        .find(|e| e.network == "bridge")
+        .cloned()
+        .unwrap_or_default();
+    json!({
+        "Bridge": "",
+        "SandboxID": "",
+        "HairpinMode": false,
+        "LinkLocalIPv6Address": "",
+        "LinkLocalIPv6PrefixLen": 0,
+        "Ports": crate::ports::bindings_json(&ns.ports, false),
+        "SandboxKey": ns.sandbox_key,
+        "SecondaryIPAddresses": null,
+        "SecondaryIPv6Addresses": null,
+        "EndpointID": "",
+        "Gateway": bridge.gateway,
+        "GlobalIPv6Address": "",
+        "GlobalIPv6PrefixLen": 0,
+        "IPAddress": bridge.ip_address,
+        "IPPrefixLen": bridge.ip_prefix_len,
+        "IPv6Gateway": "",
+        "MacAddress": bridge.mac_address,
+        "Networks": networks,
     })
+}
+
+/// Every network's id by name; none when the daemon has no network service.
+async fn network_ids(ctx: &Context) -> BTreeMap<String, String> {
+    let list = ctx
+        .networks()
+        .list(ctx.req(berth_api::networks::v1::ListNetworksRequest {}))
+        .await;
+    list.map(|r| {
+        r.into_inner()
+            .networks
+            .into_iter()
+            .map(|n| (n.name, n.id))
+            .collect()
+    })
+    .unwrap_or_default()
 }
 
 async fn image_config(ctx: &Context, name: &str) -> Option<serde_json::Value> {
@@ -925,7 +1065,16 @@ async fn inspect_one(
                         None => image_config(ctx, &c.image).await,
                     }
                 };
-                return Ok(container_json(&c, image.as_ref()));
+                let live = c.network_settings.as_ref().map(|n| &n.endpoints);
+                let ids = if network_names(&c)
+                    .iter()
+                    .all(|n| live.is_some_and(|l| l.iter().any(|e| e.network == *n)))
+                {
+                    BTreeMap::new()
+                } else {
+                    network_ids(ctx).await
+                };
+                return Ok(container_json(&c, image.as_ref(), &ids));
             }
             Err(e) if e.is_not_found() => {
                 if kind == Some("container") {
@@ -948,6 +1097,25 @@ async fn inspect_one(
         }
         Err(s) => Err(s.into()),
     }
+}
+
+/// Looks every name up with `get`: the objects found and the errors, each in order.
+pub async fn lookup_all<F, Fut>(
+    names: &[String],
+    mut get: F,
+) -> (Vec<serde_json::Value>, Vec<Error>)
+where
+    F: FnMut(String) -> Fut,
+    Fut: std::future::Future<Output = Result<serde_json::Value, Error>>,
+{
+    let (mut objects, mut errors) = (Vec::new(), Vec::new());
+    for n in names {
+        match get(n.clone()).await {
+            Ok(o) => objects.push(o),
+            Err(e) => errors.push(e),
+        }
+    }
+    (objects, errors)
 }
 
 /// Prints objects as a JSON array, or each through a template; the exit code.
@@ -994,13 +1162,11 @@ pub async fn inspect(ctx: &Context, a: InspectArgs) -> u8 {
             return crate::fail(Error::Local(e));
         }
     }
-    let (mut objects, mut errors) = (Vec::new(), Vec::new());
-    for n in &a.names {
-        match inspect_one(ctx, n, kind).await {
-            Ok(o) => objects.push(o),
-            Err(e) => errors.push(e),
-        }
-    }
+    let (objects, errors) = lookup_all(
+        &a.names,
+        |n| async move { inspect_one(ctx, &n, kind).await },
+    )
+    .await;
     print_objects(objects, a.format.as_deref(), errors)
 }
 
@@ -1069,13 +1235,7 @@ pub async fn volume(ctx: &Context, c: VolumeCommand) -> u8 {
     match c {
         VolumeCommand::Create { name, label } => done(
             async {
-                let labels = label
-                    .iter()
-                    .map(|l| match l.split_once('=') {
-                        Some((k, v)) => (k.to_string(), v.to_string()),
-                        None => (l.clone(), String::new()),
-                    })
-                    .collect();
+                let labels = parse_labels(&label).into_iter().collect();
                 let v = ctx
                     .volumes()
                     .create(ctx.req(vapi::CreateVolumeRequest {
@@ -1132,17 +1292,14 @@ pub async fn volume(ctx: &Context, c: VolumeCommand) -> u8 {
             .await
         }
         VolumeCommand::Inspect { format, names } => {
-            let (mut objects, mut errors) = (Vec::new(), Vec::new());
-            for n in &names {
-                match ctx
+            let (objects, errors) = lookup_all(&names, |name| async move {
+                let v = ctx
                     .volumes()
-                    .get(ctx.req(vapi::GetVolumeRequest { name: n.clone() }))
-                    .await
-                {
-                    Ok(v) => objects.push(volume_json(v.get_ref())),
-                    Err(e) => errors.push(e.into()),
-                }
-            }
+                    .get(ctx.req(vapi::GetVolumeRequest { name }))
+                    .await?;
+                Ok(volume_json(v.get_ref()))
+            })
+            .await;
             print_objects(objects, format.as_deref(), errors)
         }
     }
@@ -1215,7 +1372,7 @@ mod tests {
             maximum_retry_count: 3,
         });
         let image = serde_json::json!({"config": {"Cmd": ["sh"], "StopSignal": "SIGQUIT"}});
-        let j = container_json(&c, Some(&image));
+        let j = container_json(&c, Some(&image), &BTreeMap::new());
         assert_eq!(j["Name"], "/web");
         assert_eq!(j["Path"], "sh");
         assert_eq!(j["Args"], serde_json::json!(["-c", "echo hi"]));
@@ -1229,6 +1386,150 @@ mod tests {
         assert_eq!(j["Config"]["Hostname"], "abc");
         let t = Format::parse("{{.State.Status}} {{json .Config.Env}}").unwrap();
         assert_eq!(t.render(&j).unwrap(), r#"running ["A=1"]"#);
+    }
+
+    fn binding(ip: &str, host: u32, container: u32) -> capi::PortBinding {
+        crate::ports::tests::b(ip, host, container, "tcp")
+    }
+
+    /// A running container on the bridge and a user network, 80 published on 8080 and 5000
+    /// exposed by its image.
+    fn networked() -> capi::Container {
+        let mut c = container("web", "running", "busybox");
+        let cfg = c.config.as_mut().unwrap();
+        cfg.port_bindings = vec![binding("", 8080, 80), binding("127.0.0.1", 0, 81)];
+        cfg.dns = vec!["1.1.1.1".into()];
+        cfg.extra_hosts = vec!["db:10.0.0.5".into()];
+        c.networks = vec!["bridge".into(), "front".into()];
+        let endpoint = |network: &str, ip: &str, gateway: &str| capi::Endpoint {
+            network: network.into(),
+            network_id: format!("{network}-id"),
+            ip_address: ip.into(),
+            ip_prefix_len: 16,
+            gateway: gateway.into(),
+            mac_address: "02:42:0a:58:00:02".into(),
+            interface: "eth0".into(),
+        };
+        c.network_settings = Some(capi::NetworkSettings {
+            endpoints: vec![
+                endpoint("front", "10.77.0.2", "10.77.0.1"),
+                endpoint("bridge", "10.88.0.2", "10.88.0.1"),
+            ],
+            ports: vec![
+                binding("", 8080, 80),
+                binding("127.0.0.1", 32768, 81),
+                binding("", 0, 5000),
+            ],
+            sandbox_key: "/run/berth/netns/abc".into(),
+        });
+        c
+    }
+
+    #[test]
+    fn inspect_network_settings_like_docker() {
+        use serde_json::json;
+        let image = json!({"config": {"ExposedPorts": {"5000/tcp": {}}}});
+        let j = container_json(&networked(), Some(&image), &BTreeMap::new());
+        let ns = &j["NetworkSettings"];
+        assert_eq!(ns["IPAddress"], "10.88.0.2");
+        assert_eq!(ns["Gateway"], "10.88.0.1");
+        assert_eq!(ns["IPPrefixLen"], 16);
+        assert_eq!(ns["SandboxKey"], "/run/berth/netns/abc");
+        assert_eq!(ns["SecondaryIPAddresses"], json!(null));
+        assert_eq!(
+            ns["Ports"],
+            json!({
+                "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}],
+                "81/tcp": [{"HostIp": "127.0.0.1", "HostPort": "32768"}],
+                "5000/tcp": null,
+            })
+        );
+        assert_eq!(ns["Networks"]["front"]["IPAddress"], "10.77.0.2");
+        assert_eq!(ns["Networks"]["front"]["NetworkID"], "front-id");
+        assert_eq!(ns["Networks"]["bridge"]["DriverOpts"], json!(null));
+        let hc = &j["HostConfig"];
+        assert_eq!(hc["NetworkMode"], "default");
+        assert_eq!(
+            hc["PortBindings"],
+            json!({"80/tcp": [{"HostIp": "", "HostPort": "8080"}],
+                   "81/tcp": [{"HostIp": "127.0.0.1", "HostPort": ""}]})
+        );
+        assert_eq!(hc["PublishAllPorts"], false);
+        assert_eq!(hc["Dns"], json!(["1.1.1.1"]));
+        assert_eq!(hc["DnsSearch"], json!([]));
+        assert_eq!(hc["ExtraHosts"], json!(["db:10.0.0.5"]));
+        assert_eq!(
+            j["Config"]["ExposedPorts"],
+            json!({"5000/tcp": {}, "80/tcp": {}, "81/tcp": {}})
+        );
+        let render = |t: &str| Format::parse(t).unwrap().render(&j).unwrap();
+        assert_eq!(
+            render("{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}"),
+            "10.88.0.2 10.77.0.2 "
+        );
+        assert_eq!(render("{{.NetworkSettings.IPAddress}}"), "10.88.0.2");
+        assert_eq!(
+            render("{{(index (index .NetworkSettings.Ports \"80/tcp\") 0).HostPort}}"),
+            "8080"
+        );
+    }
+
+    #[test]
+    fn inspect_of_a_stopped_container_lists_its_networks() {
+        use serde_json::json;
+        let mut c = networked();
+        c.state.as_mut().unwrap().status = "exited".into();
+        c.network_settings = None;
+        c.networks = vec!["front".into()];
+        c.config.as_mut().unwrap().network_mode = "front".into();
+        let ids = [("front".to_string(), "f1".to_string())].into();
+        let j = container_json(&c, None, &ids);
+        let ns = &j["NetworkSettings"];
+        assert_eq!(ns["Ports"], json!({}));
+        assert_eq!(ns["IPAddress"], "");
+        assert_eq!(ns["Networks"]["front"]["NetworkID"], "f1");
+        assert_eq!(ns["Networks"]["front"]["IPAddress"], "");
+        assert_eq!(ns["Networks"].as_object().unwrap().len(), 1);
+        assert_eq!(j["HostConfig"]["NetworkMode"], "front");
+        assert_eq!(
+            j["Config"].get("ExposedPorts"),
+            Some(&json!({"80/tcp": {}, "81/tcp": {}}))
+        );
+        // host and none show as networks too; a container: one has none.
+        c.networks.clear();
+        c.config.as_mut().unwrap().network_mode = "host".into();
+        let j = container_json(&c, None, &BTreeMap::new());
+        assert!(j["NetworkSettings"]["Networks"].get("host").is_some());
+        c.config.as_mut().unwrap().network_mode = "container:db".into();
+        let j = container_json(&c, None, &BTreeMap::new());
+        assert_eq!(j["NetworkSettings"]["Networks"], json!({}));
+    }
+
+    #[test]
+    fn ps_shows_ports_and_networks() {
+        let c = networked();
+        let j = ps_json(&c, &ListFormat::default(), 0);
+        assert_eq!(
+            j["Ports"],
+            "5000/tcp, 0.0.0.0:8080->80/tcp, 127.0.0.1:32768->81/tcp"
+        );
+        assert_eq!(j["Networks"], "bridge,front");
+        let out = crate::template::list("{{.Names}}: {{.Ports}}", PS_COLUMNS, &[j]).unwrap();
+        assert_eq!(
+            out,
+            "web: 5000/tcp, 0.0.0.0:8080->80/tcp, 127.0.0.1:32768->81/tcp\n"
+        );
+        assert!(f(&["network=front"]).matches(&c));
+        assert!(!f(&["network=back"]).matches(&c));
+        assert!(f(&["publish=8080"]).matches(&c));
+        assert!(f(&["publish=8000-8100/tcp"]).matches(&c));
+        assert!(!f(&["publish=80"]).matches(&c));
+        assert!(!f(&["publish=8080/udp"]).matches(&c));
+        assert!(f(&["expose=5000"]).matches(&c));
+        assert!(f(&["expose=80"]).matches(&c));
+        assert!(PsFilters::parse(&["publish=x".into()]).is_err());
+        let stopped = container("db", "exited", "busybox");
+        assert_eq!(ps_json(&stopped, &ListFormat::default(), 0)["Ports"], "");
     }
 
     #[test]

@@ -108,6 +108,15 @@ pub fn rfc3339(t: Option<&berth_api::prost_types::Timestamp>) -> String {
     }
 }
 
+/// Go's time.String() of a timestamp in UTC, as `ps` and `network ls` show CreatedAt
+/// (`2023-11-14 22:13:20 +0000 UTC`).
+pub fn created_at(t: Option<&berth_api::prost_types::Timestamp>) -> String {
+    let t = t.cloned().unwrap_or_default();
+    chrono::DateTime::from_timestamp(t.seconds, 0)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string())
+        .unwrap_or_default()
+}
+
 /// RFC 3339 with exactly nine digits of fraction, as `docker logs -t` and `events` print.
 pub fn rfc3339_nano_fixed(t: Option<&berth_api::prost_types::Timestamp>) -> String {
     let t = t.cloned().unwrap_or_default();

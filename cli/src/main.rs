@@ -9,8 +9,11 @@ mod build;
 mod client;
 mod commit;
 mod containers;
+mod filters;
 mod format;
 mod images;
+mod networks;
+mod ports;
 mod push;
 mod run;
 mod stdio;
@@ -102,6 +105,8 @@ enum Command {
     Ps(containers::PsArgs),
     /// Show a container's logs
     Logs(containers::LogsArgs),
+    /// List a container's published ports, or the host side of one of them
+    Port(ports::PortArgs),
     /// Run a command in a running container
     Exec(containers::ExecArgs),
     /// Show containers' or images' details as JSON
@@ -114,6 +119,9 @@ enum Command {
     /// Manage volumes
     #[command(subcommand)]
     Volume(containers::VolumeCommand),
+    /// Manage networks
+    #[command(subcommand)]
+    Network(networks::NetworkCommand),
 }
 
 fn main() -> ExitCode {
@@ -175,11 +183,13 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Rm(a) => return containers::rm(&ctx, a).await,
         Command::Ps(a) => containers::ps(&ctx, a).await,
         Command::Logs(a) => containers::logs(&ctx, a).await,
+        Command::Port(a) => return ports::port(&ctx, a).await,
         Command::Exec(a) => return containers::exec(&ctx, a).await,
         Command::Inspect(a) => return containers::inspect(&ctx, a).await,
         Command::Events(a) => containers::events(&ctx, a).await,
         Command::Container(c) => return containers::container(&ctx, c).await,
         Command::Volume(c) => return containers::volume(&ctx, c).await,
+        Command::Network(c) => return networks::network(&ctx, c).await,
     };
     match r {
         Ok(()) => 0,

@@ -51,9 +51,29 @@ pub struct RunArgs {
     /// Maximum number of processes
     #[arg(long)]
     pub pids_limit: Option<i64>,
-    /// Network: none or host
-    #[arg(long = "network", alias = "net")]
+    /// Connect to a network: bridge (the default), host, none, container:NAME|ID, or a
+    /// network's name or id (see `berth network ls`)
+    #[arg(long = "network", alias = "net", value_name = "NETWORK")]
     pub network: Option<String>,
+    /// Publish a container's port(s) to the host: [IP:][HOST:]CONTAINER[/tcp|/udp], ports or
+    /// ranges (8000-8001:80-81); no HOST = a free port
+    #[arg(short = 'p', long = "publish", value_name = "SPEC")]
+    pub publish: Vec<String>,
+    /// Publish every port the image exposes on free host ports
+    #[arg(short = 'P', long = "publish-all")]
+    pub publish_all: bool,
+    /// Set a custom DNS server (instead of the host's)
+    #[arg(long = "dns", value_name = "IP")]
+    pub dns: Vec<String>,
+    /// Set a custom DNS search domain
+    #[arg(long = "dns-search", value_name = "DOMAIN")]
+    pub dns_search: Vec<String>,
+    /// Set a DNS option (resolv.conf's options, e.g. ndots:2)
+    #[arg(long = "dns-option", alias = "dns-opt", value_name = "OPTION")]
+    pub dns_option: Vec<String>,
+    /// Add a line to /etc/hosts: NAME:IP
+    #[arg(long = "add-host", value_name = "NAME:IP")]
+    pub add_host: Vec<String>,
     /// Mount the rootfs read-only
     #[arg(long)]
     pub read_only: bool,
@@ -205,8 +225,103 @@ pub fn parse_signal(s: &str) -> Result<i32, String> {
         .map_err(|_| format!("invalid signal: {s}"))
 }
 
+/// Checks `--add-host NAME:IP` (the address may be IPv6: the name ends at the first colon).
+pub fn parse_add_host(s: &str) -> Result<String, String> {
+    let bad = |why: String| format!("invalid argument {s:?} for \"--add-host\" flag: {why}");
+    let Some((name, ip)) = s.split_once(':') else {
+        return Err(bad("use NAME:IP".into()));
+    };
+    if name.is_empty() || name.chars().any(|c| c.is_whitespace()) {
+        return Err(bad(format!("invalid host name {name:?}")));
+    }
+    let ip = ip.trim_start_matches('[').trim_end_matches(']');
+    if ip.parse::<std::net::IpAddr>().is_err() {
+        return Err(bad(format!("invalid IP address in add-host: {ip:?}")));
+    }
+    Ok(format!("{name}:{ip}"))
+}
+
+/// Checks `--dns IP`.
+pub fn parse_dns(s: &str) -> Result<String, String> {
+    s.trim()
+        .parse::<std::net::IpAddr>()
+        .map(|ip| ip.to_string())
+        .map_err(|_| format!("invalid argument {s:?} for \"--dns\" flag: {s} is not an ip address"))
+}
+
+/// Checks `--dns-search DOMAIN` as Docker does (`.` alone means none).
+pub fn parse_dns_search(s: &str) -> Result<String, String> {
+    let d = s.strip_suffix('.').filter(|d| !d.is_empty()).unwrap_or(s);
+    let ok = d == "."
+        || (!d.is_empty()
+            && d.len() <= 255
+            && !d.starts_with(['.', '-'])
+            && d.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-._".contains(c)));
+    if ok {
+        Ok(d.to_string())
+    } else {
+        Err(format!(
+            "invalid argument {s:?} for \"--dns-search\" flag: {s} is not a valid domain"
+        ))
+    }
+}
+
+/// Parses every value of a repeated flag with `f`.
+fn all<T>(values: &[String], f: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, Error> {
+    values
+        .iter()
+        .map(|v| f(v))
+        .collect::<Result<_, _>>()
+        .map_err(Error::Local)
+}
+
 impl RunArgs {
+    /// The network flags, with Docker's conflicts between them checked.
+    fn network_config(&self) -> Result<NetworkConfig, Error> {
+        let port_bindings = crate::ports::parse_publishes(&self.publish).map_err(Error::Local)?;
+        let network_mode = self.network.clone().unwrap_or_default();
+        if network_mode.starts_with("container:") {
+            let conflict = |what: &str| {
+                Err(Error::Local(format!(
+                    "Conflicting options: {what} and the network mode"
+                )))
+            };
+            if network_mode == "container:" {
+                return Err(Error::Local(
+                    "invalid --network container: name the container (container:NAME|ID)".into(),
+                ));
+            }
+            if !port_bindings.is_empty() || self.publish_all {
+                return Err(Error::Local(
+                    "Conflicting options: port publishing and the container type network mode"
+                        .into(),
+                ));
+            }
+            if !self.dns.is_empty() || !self.dns_search.is_empty() || !self.dns_option.is_empty() {
+                return conflict("dns");
+            }
+            if !self.add_host.is_empty() {
+                return conflict("custom host-to-IP mapping");
+            }
+            if self.hostname.is_some() {
+                return conflict("hostname");
+            }
+        }
+        if network_mode == "host" && (!port_bindings.is_empty() || self.publish_all) {
+            eprintln!("WARNING: Published ports are discarded when using host network mode");
+        }
+        Ok(NetworkConfig {
+            network_mode,
+            port_bindings,
+            dns: all(&self.dns, parse_dns)?,
+            dns_search: all(&self.dns_search, parse_dns_search)?,
+            extra_hosts: all(&self.add_host, parse_add_host)?,
+        })
+    }
+
     pub fn config(&self) -> Result<capi::ContainerConfig, Error> {
+        let net = self.network_config()?;
         let restart_policy = match &self.restart {
             Some(r) => Some(parse_restart(r).map_err(Error::Local)?),
             None => None,
@@ -272,7 +387,7 @@ impl RunArgs {
             memory,
             nano_cpus,
             pids_limit: self.pids_limit.unwrap_or(0),
-            network_mode: self.network.clone().unwrap_or_default(),
+            network_mode: net.network_mode,
             labels: Default::default(),
             auto_remove: self.rm,
             read_only: self.read_only,
@@ -281,8 +396,23 @@ impl RunArgs {
             binds,
             stop_signal: self.stop_signal.clone().unwrap_or_default(),
             stop_timeout: self.stop_timeout.unwrap_or(0),
+            port_bindings: net.port_bindings,
+            publish_all: self.publish_all,
+            dns: net.dns,
+            dns_search: net.dns_search,
+            dns_options: self.dns_option.clone(),
+            extra_hosts: net.extra_hosts,
         })
     }
+}
+
+/// The network part of a container's config, checked.
+struct NetworkConfig {
+    network_mode: String,
+    port_bindings: Vec<capi::PortBinding>,
+    dns: Vec<String>,
+    dns_search: Vec<String>,
+    extra_hosts: Vec<String>,
 }
 
 /// Creates the container, pulling its image first when it is not here.
@@ -488,6 +618,110 @@ mod tests {
         assert!(parse_signal("0").is_err());
         assert!(parse_signal("99").is_err());
         assert!(parse_signal("NOPE").is_err());
+    }
+
+    fn args(flags: &[&str]) -> Result<capi::ContainerConfig, Error> {
+        use clap::Parser;
+        #[derive(Debug, Parser)]
+        struct Cli {
+            #[command(flatten)]
+            run: RunArgs,
+        }
+        let argv = ["run"].iter().chain(flags).chain(&["busybox"]);
+        Cli::try_parse_from(argv).unwrap().run.config()
+    }
+
+    #[test]
+    fn network_flags() {
+        let c = args(&[
+            "-p",
+            "8080:80",
+            "--publish=127.0.0.1::53/udp",
+            "-p",
+            "9000-9001:90-91",
+            "-P",
+            "--dns",
+            "1.1.1.1",
+            "--dns-search",
+            "example.com",
+            "--dns-option",
+            "ndots:2",
+            "--add-host",
+            "db:10.0.0.5",
+            "--add-host=v6:::1",
+            "--net",
+            "front",
+        ])
+        .unwrap();
+        let ports: Vec<_> = c
+            .port_bindings
+            .iter()
+            .map(|p| {
+                (
+                    p.host_ip.as_str(),
+                    p.host_port,
+                    p.container_port,
+                    p.protocol.as_str(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            ports,
+            [
+                ("", 8080, 80, "tcp"),
+                ("127.0.0.1", 0, 53, "udp"),
+                ("", 9000, 90, "tcp"),
+                ("", 9001, 91, "tcp")
+            ]
+        );
+        assert!(c.publish_all);
+        assert_eq!(c.dns, ["1.1.1.1"]);
+        assert_eq!(c.dns_search, ["example.com"]);
+        assert_eq!(c.dns_options, ["ndots:2"]);
+        assert_eq!(c.extra_hosts, ["db:10.0.0.5", "v6:::1"]);
+        assert_eq!(c.network_mode, "front");
+        assert_eq!(args(&[]).unwrap().network_mode, "");
+        assert_eq!(
+            args(&["--network", "bridge"]).unwrap().network_mode,
+            "bridge"
+        );
+    }
+
+    #[test]
+    fn bad_network_flags_are_local_errors() {
+        let err = |flags: &[&str]| match args(flags) {
+            Err(Error::Local(m)) => m,
+            other => panic!("{flags:?}: {other:?}"),
+        };
+        assert_eq!(
+            err(&["-p", "abc"]),
+            "invalid port specification: \"abc\": container port \"abc\" is not a number"
+        );
+        assert!(err(&["-p", "[::1]:80:80"]).contains("IPv6 host addresses are not supported"));
+        assert!(err(&["--add-host", "db:nope"]).contains("invalid IP address"));
+        assert!(err(&["--add-host", "db"]).contains("NAME:IP"));
+        assert!(err(&["--dns", "one.one"]).contains("not an ip address"));
+        assert!(err(&["--dns-search=-bad"]).contains("not a valid domain"));
+        assert!(err(&["--network", "container:db", "-p", "80"]).contains("port publishing"));
+        assert!(err(&["--network", "container:db", "--dns", "1.1.1.1"]).contains("dns"));
+        assert!(
+            err(&["--network", "container:db", "--add-host", "a:1.2.3.4"]).contains("host-to-IP")
+        );
+        assert!(args(&["--network", "container:db"]).is_ok());
+        let e = args(&["-p", "abc"]).unwrap_err();
+        assert_eq!(e.exit_code(), 125);
+    }
+
+    #[test]
+    fn add_hosts_and_dns() {
+        assert_eq!(parse_add_host("db:10.0.0.5"), Ok("db:10.0.0.5".into()));
+        assert_eq!(parse_add_host("db:[::1]"), Ok("db:::1".into()));
+        assert!(parse_add_host(":10.0.0.5").is_err());
+        assert!(parse_add_host("db:10.0.0.256").is_err());
+        assert_eq!(parse_dns("8.8.8.8"), Ok("8.8.8.8".into()));
+        assert!(parse_dns("8.8.8").is_err());
+        assert_eq!(parse_dns_search("."), Ok(".".into()));
+        assert_eq!(parse_dns_search("example.com."), Ok("example.com".into()));
     }
 
     #[test]

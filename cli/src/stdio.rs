@@ -5,6 +5,15 @@ use berth_api::tasks::v1 as tapi;
 use std::io::{Read, Write};
 use tokio::sync::mpsc;
 
+/// Asks Docker's `[y/N]` question after `warning` (a prune's); whether the answer is yes.
+pub fn confirm(warning: &str) -> bool {
+    eprint!("WARNING! {warning}\nAre you sure you want to continue? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().read_line(&mut line);
+    matches!(line.trim(), "y" | "Y" | "yes")
+}
+
 /// Puts the terminal in raw mode while it lives.
 #[derive(Debug)]
 pub struct RawTerminal(Option<nix::sys::termios::Termios>);

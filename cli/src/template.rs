@@ -1,5 +1,10 @@
 //! `-f/--format` templates: Go template syntax (gtmpl) over the Docker-shaped JSON of
 //! inspect, with Docker's extra functions (`json`, `join`, `upper`, `lower`, `split`).
+//!
+//! gtmpl ranges over a map in hash order, and fails on nil where Go does nothing; Go ranges
+//! over a map in key order. So every `range` is rewritten before parsing to range over
+//! `__values` of its pipeline (a map's values in key order, an array as it is, nil as empty),
+//! its key variable, if any, taken from `__keys` of the same pipeline.
 
 use gtmpl::{Context, Template};
 use gtmpl_value::{FuncError, Number, Value};
@@ -110,6 +115,218 @@ fn lower(args: &[Value]) -> Result<Value, FuncError> {
     Ok(Value::String(text(one("lower", args)?).to_lowercase()))
 }
 
+/// A map's keys in order.
+fn sorted_keys(m: &HashMap<String, Value>) -> Vec<&String> {
+    let mut keys: Vec<&String> = m.keys().collect();
+    keys.sort();
+    keys
+}
+
+/// The values of a map in key order, an array as it is, nothing for nil: what `range` visits.
+fn values(args: &[Value]) -> Result<Value, FuncError> {
+    match one("__values", args)? {
+        Value::Map(m) | Value::Object(m) => Ok(Value::Array(
+            sorted_keys(m).into_iter().map(|k| m[k].clone()).collect(),
+        )),
+        Value::Array(a) => Ok(Value::Array(a.clone())),
+        Value::Nil | Value::NoValue => Ok(Value::Array(Vec::new())),
+        other => Err(FuncError::Generic(format!(
+            "range can't iterate over {other}"
+        ))),
+    }
+}
+
+/// The keys `range` gives with `$k, $v :=`: a map's keys in order, an array's indexes.
+fn keys(args: &[Value]) -> Result<Value, FuncError> {
+    match one("__keys", args)? {
+        Value::Map(m) | Value::Object(m) => Ok(Value::Array(
+            sorted_keys(m)
+                .into_iter()
+                .map(|k| Value::String(k.clone()))
+                .collect(),
+        )),
+        Value::Array(a) => Ok(Value::Array((0..a.len()).map(Value::from).collect())),
+        _ => Ok(Value::Array(Vec::new())),
+    }
+}
+
+/// Where the action that starts at `from` (just after its `{{`) ends: the index of its `}}`.
+/// Strings, raw strings, characters and comments may hold `}}`.
+fn action_end(t: &str, from: usize) -> Option<usize> {
+    let b = t.as_bytes();
+    let mut i = from;
+    let rest = t[from..].trim_start_matches(['-', ' ']);
+    if rest.starts_with("/*") {
+        let start = t.len() - rest.len();
+        let close = t[start..].find("*/")? + start + 2;
+        return t[close..].find("}}").map(|j| j + close);
+    }
+    while i + 1 < b.len() {
+        match b[i] {
+            b'}' if b[i + 1] == b'}' => return Some(i),
+            q @ (b'"' | b'\'') => {
+                i += 1;
+                while i < b.len() && b[i] != q {
+                    i += if b[i] == b'\\' { 2 } else { 1 };
+                }
+            }
+            b'`' => i += t[i + 1..].find('`')? + 1,
+            _ => {}
+        }
+        i += 1;
+    }
+    None
+}
+
+/// A variable's name at the start of `s` (`$`, `$x`, `$__k1`) and the rest.
+fn variable(s: &str) -> Option<(&str, &str)> {
+    let rest = s.strip_prefix('$')?;
+    let n = rest
+        .find(|c: char| !(c.is_alphanumeric() || c == '_'))
+        .unwrap_or(rest.len());
+    Some((&s[..n + 1], &rest[n..]))
+}
+
+/// The parts of a range action's text after `range`: (key variable, value variable, pipeline).
+fn range_parts(s: &str) -> (Option<&str>, Option<&str>, &str) {
+    let decl = (|| {
+        let (a, rest) = variable(s.trim_start())?;
+        let rest = rest.trim_start();
+        if let Some(rest) = rest.strip_prefix(',') {
+            let (b, rest) = variable(rest.trim_start())?;
+            let pipe = rest.trim_start().strip_prefix(":=")?;
+            return Some((Some(a), Some(b), pipe));
+        }
+        let pipe = rest.strip_prefix(":=")?;
+        Some((None, Some(a), pipe))
+    })();
+    decl.unwrap_or((None, None, s))
+}
+
+/// A piece of a template: text, or an action (`{{…}}`) with its trim markers and its words.
+enum Piece<'a> {
+    Text(&'a str),
+    Action {
+        raw: &'a str,
+        left: &'a str,
+        right: &'a str,
+        text: &'a str,
+    },
+}
+
+impl Piece<'_> {
+    /// The keyword an action starts with (`range`, `end`, …), if any.
+    fn keyword(&self) -> &str {
+        match self {
+            Piece::Action { text, .. } => text.split_whitespace().next().unwrap_or_default(),
+            Piece::Text(_) => "",
+        }
+    }
+}
+
+fn pieces(t: &str) -> Vec<Piece<'_>> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while let Some(open) = t[pos..].find("{{").map(|i| i + pos) {
+        let Some(close) = action_end(t, open + 2) else {
+            break;
+        };
+        let body = &t[open + 2..close];
+        let left = if body.starts_with("- ") { "- " } else { "" };
+        let right = if body.ends_with(" -") { " -" } else { "" };
+        out.push(Piece::Text(&t[pos..open]));
+        out.push(Piece::Action {
+            raw: &t[open..close + 2],
+            left,
+            right,
+            text: body[left.len()..body.len() - right.len()].trim(),
+        });
+        pos = close + 2;
+    }
+    out.push(Piece::Text(&t[pos..]));
+    out
+}
+
+/// Rewrites every `range` of a template to visit maps in key order (see the module's doc).
+/// A range with an `{{else}}` also goes inside an `if` of its values, as gtmpl would run the
+/// else after every range.
+fn ordered_ranges(t: &str) -> String {
+    let pieces = pieces(t);
+    // Which ranges have an else of their own, and which elses are a range's.
+    let mut range_else = vec![false; pieces.len()];
+    let mut else_of_range = vec![false; pieces.len()];
+    let mut open: Vec<(usize, bool)> = Vec::new();
+    for (i, p) in pieces.iter().enumerate() {
+        match p.keyword() {
+            "range" => open.push((i, true)),
+            "if" | "with" | "define" | "block" => open.push((i, false)),
+            "end" => {
+                open.pop();
+            }
+            "else" => {
+                if let Some(&(r, true)) = open.last() {
+                    range_else[r] = true;
+                    else_of_range[i] = true;
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = String::with_capacity(t.len());
+    let mut n = 0;
+    for (i, p) in pieces.iter().enumerate() {
+        let Piece::Action {
+            raw,
+            left,
+            right,
+            text,
+        } = p
+        else {
+            if let Piece::Text(s) = p {
+                out.push_str(s);
+            }
+            continue;
+        };
+        if else_of_range[i] {
+            out.push_str(&format!("{{{{{left}end}}}}{{{{else{right}}}}}"));
+            continue;
+        }
+        let rest = match text.strip_prefix("range") {
+            Some(rest) if rest.starts_with(char::is_whitespace) => rest,
+            _ => {
+                out.push_str(raw);
+                continue;
+            }
+        };
+        n += 1;
+        let (k, v, pipe) = range_parts(rest);
+        let pipe = pipe.trim();
+        let mut left = *left;
+        if k.is_some() {
+            out.push_str(&format!("{{{{{left}$__k{n} := __keys ({pipe})}}}}"));
+            left = "";
+        }
+        if range_else[i] {
+            out.push_str(&format!("{{{{{left}if __values ({pipe})}}}}"));
+            left = "";
+        }
+        match (k, v) {
+            (Some(k), v) => out.push_str(&format!(
+                "{{{{{left}range $__i{n}, {v} := __values ({pipe})}}}}\
+                 {{{{{k} := index $__k{n} $__i{n}{right}}}}}",
+                v = v.unwrap_or("$_"),
+            )),
+            (None, v) => {
+                let decl = v.map(|v| format!("{v} := ")).unwrap_or_default();
+                out.push_str(&format!(
+                    "{{{{{left}range {decl}__values ({pipe}){right}}}}}"
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// A parsed `--format` template.
 pub struct Format(Template);
 
@@ -127,7 +344,9 @@ impl Format {
         t.add_func("split", split);
         t.add_func("upper", upper);
         t.add_func("lower", lower);
-        t.parse(s)
+        t.add_func("__values", values);
+        t.add_func("__keys", keys);
+        t.parse(ordered_ranges(s))
             .map_err(|e| format!("template parsing error: {e}"))?;
         Ok(Format(t))
     }
@@ -138,6 +357,97 @@ impl Format {
             .render(&Context::from(to_value(v)))
             .map_err(|e| format!("template: {e}"))
     }
+}
+
+/// The output flags of a listing (`ps`, `network ls`).
+#[derive(Debug, Default, clap::Args)]
+pub struct ListFormat {
+    /// Only show ids
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// Do not truncate output
+    #[arg(long)]
+    pub no_trunc: bool,
+    /// Format the output with a Go template over Docker's fields (.ID, .Names, …); `table …`
+    /// for columns with a header
+    #[arg(long)]
+    pub format: Option<String>,
+}
+
+impl ListFormat {
+    /// An id as the listing shows it: 12 characters unless --no-trunc.
+    pub fn id(&self, id: &str) -> String {
+        if self.no_trunc {
+            id.to_string()
+        } else {
+            id.chars().take(12).collect()
+        }
+    }
+
+    /// The listing's text: ids alone with -q, else through --format, else `default_table`.
+    pub fn render(
+        &self,
+        default_table: &str,
+        columns: &[(&str, &str)],
+        objects: &[serde_json::Value],
+    ) -> Result<String, String> {
+        let format = match self.format.as_deref() {
+            _ if self.quiet => "{{.ID}}",
+            Some(f) if f.trim() != "table" => f,
+            _ => default_table,
+        };
+        list(format, columns, objects)
+    }
+
+    /// Prints the listing (see render).
+    pub fn print(
+        &self,
+        default_table: &str,
+        columns: &[(&str, &str)],
+        objects: &[serde_json::Value],
+    ) -> Result<(), crate::client::Error> {
+        let out = self
+            .render(default_table, columns, objects)
+            .map_err(crate::client::Error::Local)?;
+        print!("{out}");
+        Ok(())
+    }
+}
+
+/// Renders a listing's `--format` (`ps`, `network ls`) over its objects, one line each.
+/// `table TEMPLATE` starts with a header line (the template over the column names of
+/// `columns`: field, header) and aligns tab-separated cells as Docker's tables; `\t` and `\n`
+/// written in the format stand for a tab and a newline, as Docker reads them.
+pub fn list(
+    format: &str,
+    columns: &[(&str, &str)],
+    objects: &[serde_json::Value],
+) -> Result<String, String> {
+    let format = format.replace("\\t", "\t").replace("\\n", "\n");
+    let (table, body) = match format.strip_prefix("table") {
+        Some(rest) => (true, rest.trim_start_matches(' ')),
+        None => (false, format.as_str()),
+    };
+    let t = Format::parse(body)?;
+    let mut lines = Vec::new();
+    if table {
+        let headers: serde_json::Map<String, serde_json::Value> = columns
+            .iter()
+            .map(|(k, v)| (k.to_string(), serde_json::Value::String(v.to_string())))
+            .collect();
+        lines.push(t.render(&serde_json::Value::Object(headers))?);
+    }
+    for o in objects {
+        lines.push(t.render(o)?);
+    }
+    if !table {
+        return Ok(lines.iter().map(|l| format!("{l}\n")).collect());
+    }
+    let rows: Vec<Vec<String>> = lines
+        .iter()
+        .map(|l| l.split('\t').map(String::from).collect())
+        .collect();
+    Ok(crate::format::table(&rows))
 }
 
 #[cfg(test)]
@@ -186,6 +496,118 @@ mod tests {
             "10.88.0.2"
         );
         assert_eq!(r("{{range .Empty}}x{{end}}", v), "");
+    }
+
+    #[test]
+    fn ranges_over_maps_go_in_key_order() {
+        let v = json!({"NetworkSettings": {
+            "Networks": {
+                "zeta": {"IPAddress": "10.3.0.2"},
+                "alpha": {"IPAddress": "10.1.0.2"},
+                "mid": {"IPAddress": "10.2.0.2"},
+                "bravo": {"IPAddress": "10.4.0.2"},
+                "kilo": {"IPAddress": ""},
+            },
+            "Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}], "5000/tcp": null},
+        }});
+        // Many times over: a hash order would show up.
+        for _ in 0..20 {
+            assert_eq!(
+                r(
+                    "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+                    v.clone()
+                ),
+                "10.1.0.2 10.4.0.2  10.2.0.2 10.3.0.2 "
+            );
+            assert_eq!(
+                r(
+                    "{{range $k, $v := .NetworkSettings.Networks}}{{$k}}={{$v.IPAddress}};{{end}}",
+                    v.clone()
+                ),
+                "alpha=10.1.0.2;bravo=10.4.0.2;kilo=;mid=10.2.0.2;zeta=10.3.0.2;"
+            );
+        }
+        assert_eq!(
+            r(
+                "{{range $n := .NetworkSettings.Networks}}{{$n.IPAddress}},{{end}}",
+                v.clone()
+            ),
+            "10.1.0.2,10.4.0.2,,10.2.0.2,10.3.0.2,"
+        );
+        assert_eq!(
+            r(
+                "{{range $p, $conf := .NetworkSettings.Ports}}{{$p}} -> {{if $conf}}{{(index $conf 0).HostPort}}{{else}}none{{end}}\n{{end}}",
+                v.clone()
+            ),
+            "5000/tcp -> none\n80/tcp -> 8080\n"
+        );
+        // Arrays keep their order and give indexes; nil ranges over nothing.
+        let a =
+            json!({"L": ["b", "a"], "N": null, "Nested": {"y": {"b": 2, "a": 1}, "x": {"c": 3}}});
+        assert_eq!(
+            r("{{range $i, $e := .L}}{{$i}}{{$e}} {{end}}", a.clone()),
+            "0b 1a "
+        );
+        assert_eq!(r("{{range .N}}x{{end}}-", a.clone()), "-");
+        assert_eq!(r("{{range .Missing}}x{{end}}-", a.clone()), "-");
+        assert_eq!(
+            r(
+                "{{range $k, $m := .Nested}}{{$k}}:{{range $j, $n := $m}}{{$j}}{{$n}}{{end}};{{end}}",
+                a.clone()
+            ),
+            "x:c3;y:a1b2;"
+        );
+        // else runs only for an empty range, nested or not.
+        assert_eq!(
+            r(
+                "{{range .L}}a{{else}}b{{end}}|{{range .N}}a{{else}}b{{end}}",
+                a.clone()
+            ),
+            "aa|b"
+        );
+        assert_eq!(
+            r(
+                "{{range $i, $e := .L}}{{if $i}}+{{else}}{{$e}}{{end}}{{range $.N}}x{{else}}-{{end}}{{else}}none{{end}}",
+                a.clone()
+            ),
+            "b-+-"
+        );
+        assert_eq!(
+            r(
+                "{{with .L}}{{range .}}{{.}}{{end}}{{else}}no{{end}}",
+                a.clone()
+            ),
+            "ba"
+        );
+        // Trim markers and strings holding braces survive the rewrite.
+        assert_eq!(
+            r("[ {{- range .L -}} ] {{.}} [ {{- end -}} ]", a.clone()),
+            "[] b [] a []"
+        );
+        assert_eq!(
+            r("{{\"}}{{range\"}}{{/* {{range .L}} */}}{{`}}`}}", a),
+            "}}{{range}}"
+        );
+    }
+
+    #[test]
+    fn index_and_fields_of_ports() {
+        let v = json!({"NetworkSettings": {
+            "IPAddress": "10.88.0.2",
+            "Ports": {"80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"}], "5000/tcp": null},
+        }});
+        assert_eq!(r("{{.NetworkSettings.IPAddress}}", v.clone()), "10.88.0.2");
+        assert_eq!(
+            r(
+                "{{(index (index .NetworkSettings.Ports \"80/tcp\") 0).HostPort}}",
+                v.clone()
+            ),
+            "8080"
+        );
+        assert_eq!(
+            r("{{json .NetworkSettings.Ports}}", v),
+            r#"{"5000/tcp":null,"80/tcp":[{"HostIp":"0.0.0.0","HostPort":"8080"}]}"#
+        );
     }
 
     #[test]

@@ -1,0 +1,73 @@
+//! `-f KEY=VALUE` filters of the listings (`ps`, `network ls`): the same key ORs, different
+//! keys AND, as Docker's.
+
+use std::collections::{BTreeMap, HashMap};
+
+#[derive(Debug, Default, PartialEq)]
+pub struct Filters(BTreeMap<String, Vec<String>>);
+
+impl Filters {
+    /// Parses `KEY=VALUE` filters; `check` refuses keys and values the listing does not know.
+    pub fn parse(
+        filters: &[String],
+        check: impl Fn(&str, &str) -> Result<(), String>,
+    ) -> Result<Filters, String> {
+        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for f in filters {
+            let Some((k, v)) = f.split_once('=') else {
+                return Err(format!("bad format of filter (expected name=value): {f}"));
+            };
+            check(k, v)?;
+            m.entry(k.to_string()).or_default().push(v.to_string());
+        }
+        Ok(Filters(m))
+    }
+
+    /// Whether a filter on `key` is given.
+    pub fn has(&self, key: &str) -> bool {
+        self.0.contains_key(key)
+    }
+
+    /// Whether an object passes: `test(key, value)` says whether it matches one filter.
+    pub fn matches(&self, test: impl Fn(&str, &str) -> bool) -> bool {
+        self.0
+            .iter()
+            .all(|(k, vs)| vs.iter().any(|v| test(k.as_str(), v.as_str())))
+    }
+}
+
+/// A `label=KEY` or `label=KEY=VALUE` filter against an object's labels.
+pub fn label_matches(labels: &HashMap<String, String>, v: &str) -> bool {
+    match v.split_once('=') {
+        Some((k, v)) => labels.get(k).is_some_and(|x| x == v),
+        None => labels.contains_key(v),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn same_keys_or_different_keys_and() {
+        let f = Filters::parse(
+            &["a=1".into(), "a=2".into(), "b=x".into()],
+            |k, _| match k {
+                "a" | "b" => Ok(()),
+                _ => Err(format!("invalid filter '{k}'")),
+            },
+        )
+        .unwrap();
+        assert!(f.has("a") && !f.has("c"));
+        let obj = |a: &str, b: &str| f.matches(|k, v| if k == "a" { v == a } else { v == b });
+        assert!(obj("1", "x") && obj("2", "x"));
+        assert!(!obj("3", "x") && !obj("1", "y"));
+        assert!(Filters::parse(&["c=1".into()], |_, _| Err("no".into())).is_err());
+        assert!(Filters::parse(&["nonsense".into()], |_, _| Ok(())).is_err());
+        let labels = [("tier".to_string(), "web".to_string())].into();
+        assert!(label_matches(&labels, "tier"));
+        assert!(label_matches(&labels, "tier=web"));
+        assert!(!label_matches(&labels, "tier=db"));
+        assert!(!label_matches(&labels, "zone"));
+    }
+}

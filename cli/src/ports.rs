@@ -1,0 +1,533 @@
+//! Published ports: the `-p/--publish` parser of `run`/`create`, the PORTS column of `ps`,
+//! the `Ports` and `PortBindings` maps of `inspect`, and `berth port`.
+
+use crate::client::{Context, Error};
+use berth_api::containers::v1 as capi;
+use clap::Args;
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+#[derive(Debug, Args)]
+pub struct PortArgs {
+    /// The container
+    pub container: String,
+    /// Only this container port: PORT[/tcp|/udp]
+    pub private_port: Option<String>,
+}
+
+/// A port number, or a range `A-B`, of a `-p` spec: (first, last).
+fn port_range(s: &str, what: &str) -> Result<(u16, u16), String> {
+    let num = |p: &str| -> Result<u16, String> {
+        if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!("{what} {p:?} is not a number"));
+        }
+        p.parse::<u16>()
+            .map_err(|_| format!("{what} {p} is out of range (1-65535)"))
+    };
+    let (a, b) = match s.split_once('-') {
+        Some((a, b)) => (num(a)?, num(b)?),
+        None => {
+            let n = num(s)?;
+            (n, n)
+        }
+    };
+    if b < a {
+        return Err(format!("{what} range {s} ends before it starts"));
+    }
+    Ok((a, b))
+}
+
+/// Parses one `-p` spec into its bindings: `[IP:][HOST:]CONTAINER[/PROTO]` with optional port
+/// ranges (`8000-8001:80-81`), as Docker reads it. Errors name the spec.
+pub fn parse_publish(spec: &str) -> Result<Vec<capi::PortBinding>, String> {
+    let bad = |why: String| format!("invalid port specification: {spec:?}: {why}");
+    let parts: Vec<&str> = spec.split(':').collect();
+    let n = parts.len();
+    let (ip, host, container) = match n {
+        1 => (String::new(), "", parts[0]),
+        2 => (String::new(), parts[0], parts[1]),
+        _ => (parts[..n - 2].join(":"), parts[n - 2], parts[n - 1]),
+    };
+    if ip.starts_with('[') || ip.contains(':') {
+        return Err(bad("IPv6 host addresses are not supported".into()));
+    }
+    if !ip.is_empty() && ip.parse::<Ipv4Addr>().is_err() {
+        return Err(bad(format!("{ip:?} is not an IPv4 address")));
+    }
+    let (container, protocol) = match container.split_once('/') {
+        Some((c, "")) => (c, "tcp"),
+        Some((c, p)) => (c, p),
+        None => (container, "tcp"),
+    };
+    let protocol = protocol.to_ascii_lowercase();
+    if protocol != "tcp" && protocol != "udp" {
+        return Err(bad(format!(
+            "unknown protocol {protocol:?} (use tcp or udp)"
+        )));
+    }
+    if container.is_empty() {
+        return Err(bad("no container port".into()));
+    }
+    let (c0, c1) = port_range(container, "container port").map_err(bad)?;
+    if c0 == 0 {
+        return Err(bad("the container port cannot be 0".into()));
+    }
+    let count = u32::from(c1 - c0) + 1;
+    let host_ports: Vec<u32> = if host.is_empty() {
+        vec![0; count as usize]
+    } else {
+        let (h0, h1) = port_range(host, "host port").map_err(bad)?;
+        let host_count = u32::from(h1 - h0) + 1;
+        if count == 1 && host_count > 1 {
+            return Err(bad(format!(
+                "a host port range ({host}) for a single container port is not supported: \
+                 give one host port"
+            )));
+        }
+        if host_count != count {
+            return Err(bad(format!(
+                "the host range {host} and the container range {container} differ in length"
+            )));
+        }
+        if host_count > 1 && h0 == 0 {
+            return Err(bad("a host port range cannot start at 0".into()));
+        }
+        (0..count).map(|i| u32::from(h0) + i).collect()
+    };
+    Ok(host_ports
+        .into_iter()
+        .zip(u32::from(c0)..=u32::from(c1))
+        .map(|(host_port, container_port)| capi::PortBinding {
+            host_ip: ip.clone(),
+            host_port,
+            container_port,
+            protocol: protocol.clone(),
+        })
+        .collect())
+}
+
+/// Every `-p` of a command line, in order.
+pub fn parse_publishes(specs: &[String]) -> Result<Vec<capi::PortBinding>, String> {
+    let mut out = Vec::new();
+    for s in specs {
+        out.extend(parse_publish(s)?);
+    }
+    Ok(out)
+}
+
+/// `80/tcp`: the key of Docker's port maps.
+pub fn key(p: &capi::PortBinding) -> String {
+    let proto = if p.protocol.is_empty() {
+        "tcp"
+    } else {
+        p.protocol.as_str()
+    };
+    format!("{}/{proto}", p.container_port)
+}
+
+/// The host address a published port is shown with ("" is every address: 0.0.0.0).
+pub fn host_ip(p: &capi::PortBinding) -> &str {
+    if p.host_ip.is_empty() {
+        "0.0.0.0"
+    } else {
+        &p.host_ip
+    }
+}
+
+/// The address a running container's port is published on: "" when it is not published.
+fn published_ip(p: &capi::PortBinding) -> &str {
+    if p.host_port == 0 {
+        ""
+    } else {
+        host_ip(p)
+    }
+}
+
+/// A running container's ports sorted as Docker sorts them: by container port, host address,
+/// host port, protocol.
+fn sorted(ports: &[capi::PortBinding]) -> Vec<&capi::PortBinding> {
+    let mut v: Vec<_> = ports.iter().collect();
+    v.sort_by_key(|p| (p.container_port, published_ip(p), p.host_port, key(p)));
+    v
+}
+
+/// The PORTS column of `ps`, as Docker's DisplayablePorts writes it: ports published on the
+/// same number and unpublished ports grouped into consecutive ranges per address and protocol
+/// (`0.0.0.0:80-81->80-81/tcp`, `5000/tcp`), then the ports published on another number
+/// (`0.0.0.0:8080->80/tcp`).
+pub fn ps_column(ports: &[capi::PortBinding]) -> String {
+    // (address, protocol) of a group, in the order groups appear, with its (first, last).
+    let mut groups: Vec<((String, String), (u32, u32))> = Vec::new();
+    let mut result = Vec::new();
+    let mut mappings = Vec::new();
+    let form = |(ip, proto): &(String, String), (first, last): (u32, u32)| {
+        let mut g = first.to_string();
+        if first != last {
+            g = format!("{g}-{last}");
+        }
+        if ip.is_empty() {
+            format!("{g}/{proto}")
+        } else {
+            format!("{ip}:{g}->{g}/{proto}")
+        }
+    };
+    for p in sorted(ports) {
+        let proto = key(p).split_once('/').map(|(_, p)| p.to_string());
+        let proto = proto.unwrap_or_default();
+        let ip = published_ip(p).to_string();
+        if !ip.is_empty() && p.host_port != p.container_port {
+            mappings.push(format!(
+                "{ip}:{}->{}/{proto}",
+                p.host_port, p.container_port
+            ));
+            continue;
+        }
+        let k = (ip, proto);
+        let current = p.container_port;
+        match groups.iter_mut().find(|(gk, _)| *gk == k) {
+            None => groups.push((k, (current, current))),
+            Some((_, g)) if current == g.1 + 1 => g.1 = current,
+            Some((gk, g)) => {
+                result.push(form(gk, *g));
+                *g = (current, current);
+            }
+        }
+    }
+    for (k, g) in &groups {
+        result.push(form(k, *g));
+    }
+    result.extend(mappings);
+    result.join(", ")
+}
+
+/// A JSON map keyed `80/tcp`, each key to `[{HostIp, HostPort}, …]`. `configured` bindings
+/// (HostConfig.PortBindings) show the address and port as given ("" for any); a running
+/// container's ports show 0.0.0.0 for any address, and a port that is exposed but not
+/// published maps to null, as in Docker's NetworkSettings.Ports.
+pub fn bindings_json(ports: &[capi::PortBinding], configured: bool) -> serde_json::Value {
+    let mut m: BTreeMap<String, Vec<serde_json::Value>> = BTreeMap::new();
+    for p in ports {
+        let e = m.entry(key(p)).or_default();
+        if configured || p.host_port != 0 {
+            e.push(serde_json::json!({
+                "HostIp": if configured { p.host_ip.as_str() } else { host_ip(p) },
+                "HostPort": if p.host_port == 0 { String::new() } else { p.host_port.to_string() },
+            }));
+        }
+    }
+    serde_json::Value::Object(
+        m.into_iter()
+            .map(|(k, v)| {
+                let v = if v.is_empty() {
+                    serde_json::Value::Null
+                } else {
+                    serde_json::Value::Array(v)
+                };
+                (k, v)
+            })
+            .collect(),
+    )
+}
+
+/// A `ps` filter's `PORT[/PROTO]` or `FIRST-LAST[/PROTO]` (publish=, expose=).
+pub fn parse_port_filter(v: &str) -> Result<(u16, u16, String), String> {
+    let (ports, proto) = match v.split_once('/') {
+        Some((p, proto)) => (p, proto.to_ascii_lowercase()),
+        None => (v, "tcp".to_string()),
+    };
+    let (a, b) = port_range(ports, "port").map_err(|e| format!("invalid filter {v:?}: {e}"))?;
+    if proto != "tcp" && proto != "udp" {
+        return Err(format!("invalid filter {v:?}: unknown protocol {proto:?}"));
+    }
+    Ok((a, b, proto))
+}
+
+/// Whether a port matches a `ps` filter value (see parse_port_filter).
+pub fn port_filter_matches(v: &str, port: u32, protocol: &str) -> bool {
+    let protocol = if protocol.is_empty() { "tcp" } else { protocol };
+    parse_port_filter(v).is_ok_and(|(a, b, proto)| {
+        proto == protocol && (u32::from(a)..=u32::from(b)).contains(&port)
+    })
+}
+
+/// A `PRIVATE_PORT[/PROTO]` argument of `berth port`, as a map key (`80/tcp`).
+fn private_port_key(s: &str) -> Result<String, String> {
+    let (port, proto) = match s.split_once('/') {
+        Some((p, "")) => (p, "tcp"),
+        Some((p, proto)) => (p, proto),
+        None => (s, "tcp"),
+    };
+    let n = port_range(port, "port")
+        .ok()
+        .filter(|(a, b)| a == b && *a > 0)
+        .map(|(a, _)| a)
+        .ok_or_else(|| format!("Invalid port: {s:?}"))?;
+    let proto = proto.to_ascii_lowercase();
+    if proto != "tcp" && proto != "udp" {
+        return Err(format!("Invalid protocol: {proto:?} (use tcp or udp)"));
+    }
+    Ok(format!("{n}/{proto}"))
+}
+
+/// The lines `berth port` prints for a container's published ports: every mapping
+/// (`80/tcp -> 0.0.0.0:8080`), or only the host side of one container port.
+pub fn port_lines(
+    ports: &[capi::PortBinding],
+    private: Option<&str>,
+) -> Result<Vec<String>, String> {
+    let published = sorted(ports).into_iter().filter(|p| p.host_port != 0);
+    match private {
+        None => Ok(published
+            .map(|p| format!("{} -> {}:{}", key(p), host_ip(p), p.host_port))
+            .collect()),
+        Some(s) => {
+            let want = private_port_key(s)?;
+            Ok(published
+                .filter(|p| key(p) == want)
+                .map(|p| format!("{}:{}", host_ip(p), p.host_port))
+                .collect())
+        }
+    }
+}
+
+/// `berth port CONTAINER [PRIVATE_PORT[/PROTO]]`.
+pub async fn port(ctx: &Context, a: PortArgs) -> u8 {
+    let c = match crate::containers::get(ctx, &a.container).await {
+        Ok(c) => c,
+        Err(e) => return crate::fail(e),
+    };
+    let ports = c.network_settings.map(|n| n.ports).unwrap_or_default();
+    match port_lines(&ports, a.private_port.as_deref()) {
+        Err(e) => crate::fail(Error::Local(e)),
+        Ok(lines) if lines.is_empty() && a.private_port.is_some() => {
+            let want = a.private_port.as_deref().unwrap_or_default();
+            let want = private_port_key(want).unwrap_or_else(|_| want.to_string());
+            eprintln!(
+                "berth: Error: No public port '{want}' published for {}",
+                a.container
+            );
+            1
+        }
+        Ok(lines) => {
+            for l in lines {
+                println!("{l}");
+            }
+            0
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn b(ip: &str, host: u32, container: u32, proto: &str) -> capi::PortBinding {
+        capi::PortBinding {
+            host_ip: ip.into(),
+            host_port: host,
+            container_port: container,
+            protocol: proto.into(),
+        }
+    }
+
+    fn p(s: &str) -> Vec<(String, u32, u32, String)> {
+        parse_publish(s)
+            .unwrap()
+            .into_iter()
+            .map(|b| (b.host_ip, b.host_port, b.container_port, b.protocol))
+            .collect()
+    }
+
+    fn one(ip: &str, host: u32, container: u32, proto: &str) -> Vec<(String, u32, u32, String)> {
+        vec![(ip.into(), host, container, proto.into())]
+    }
+
+    #[test]
+    fn publish_forms() {
+        assert_eq!(p("80"), one("", 0, 80, "tcp"));
+        assert_eq!(p("8080:80"), one("", 8080, 80, "tcp"));
+        assert_eq!(p("127.0.0.1:8080:80"), one("127.0.0.1", 8080, 80, "tcp"));
+        assert_eq!(p("127.0.0.1::80"), one("127.0.0.1", 0, 80, "tcp"));
+        assert_eq!(p("53/udp"), one("", 0, 53, "udp"));
+        assert_eq!(p("5353:53/udp"), one("", 5353, 53, "udp"));
+        assert_eq!(p("8080:80/tcp"), one("", 8080, 80, "tcp"));
+        assert_eq!(p("0.0.0.0:8080:80/udp"), one("0.0.0.0", 8080, 80, "udp"));
+        assert_eq!(p("80/"), one("", 0, 80, "tcp"));
+        assert_eq!(p("80/UDP"), one("", 0, 80, "udp"));
+        assert_eq!(p("0:80"), one("", 0, 80, "tcp"));
+        assert_eq!(p("65535:65535"), one("", 65535, 65535, "tcp"));
+    }
+
+    #[test]
+    fn publish_ranges() {
+        assert_eq!(
+            p("8000-8001:80-81"),
+            vec![
+                ("".into(), 8000, 80, "tcp".into()),
+                ("".into(), 8001, 81, "tcp".into())
+            ]
+        );
+        assert_eq!(
+            p("80-81"),
+            vec![
+                ("".into(), 0, 80, "tcp".into()),
+                ("".into(), 0, 81, "tcp".into())
+            ]
+        );
+        assert_eq!(
+            p("127.0.0.1::80-81/udp"),
+            vec![
+                ("127.0.0.1".into(), 0, 80, "udp".into()),
+                ("127.0.0.1".into(), 0, 81, "udp".into())
+            ]
+        );
+        assert_eq!(p("8080-8080:80"), one("", 8080, 80, "tcp"));
+        let e = parse_publish("8000-8001:80").unwrap_err();
+        assert!(e.contains("not supported"), "{e}");
+        let e = parse_publish("8000-8002:80-81").unwrap_err();
+        assert!(e.contains("differ in length"), "{e}");
+        assert!(parse_publish("8000:80-81").is_err());
+        assert!(parse_publish("81-80").is_err());
+        assert!(parse_publish("80-").is_err());
+    }
+
+    #[test]
+    fn publish_errors_name_the_spec() {
+        for spec in [
+            "abc",
+            "",
+            "0",
+            "65536",
+            "8080:0",
+            "70000:80",
+            "x:80",
+            "8080:",
+            ":80/sctp",
+            "80/sctp",
+            "80/tcp/udp",
+            "1.2.3:80:80",
+            "localhost:80:80",
+            "-1",
+            "+80",
+            "1:2:3:4:5",
+        ] {
+            let e = parse_publish(spec).unwrap_err();
+            assert!(
+                e.starts_with(&format!("invalid port specification: {spec:?}")),
+                "{spec}: {e}"
+            );
+        }
+        assert_eq!(
+            parse_publish("abc").unwrap_err(),
+            "invalid port specification: \"abc\": container port \"abc\" is not a number"
+        );
+        assert!(parse_publish("80/sctp").unwrap_err().contains("sctp"));
+    }
+
+    #[test]
+    fn ipv6_is_refused_clearly() {
+        for spec in [
+            "[::1]:80:80",
+            "[::]::80",
+            "::1:80:80",
+            "[fe80::1]:8080:80/udp",
+        ] {
+            let e = parse_publish(spec).unwrap_err();
+            assert!(
+                e.contains("IPv6 host addresses are not supported"),
+                "{spec}: {e}"
+            );
+        }
+    }
+
+    #[test]
+    fn ps_column_like_docker() {
+        assert_eq!(ps_column(&[]), "");
+        assert_eq!(
+            ps_column(&[b("", 8080, 80, "tcp"), b("", 0, 5000, "tcp")]),
+            "5000/tcp, 0.0.0.0:8080->80/tcp"
+        );
+        assert_eq!(
+            ps_column(&[b("", 0, 5000, "tcp"), b("", 80, 80, "tcp")]),
+            "0.0.0.0:80->80/tcp, 5000/tcp"
+        );
+        assert_eq!(
+            ps_column(&[
+                b("", 8001, 81, "tcp"),
+                b("", 8000, 80, "tcp"),
+                b("127.0.0.1", 5353, 53, "udp")
+            ]),
+            "127.0.0.1:5353->53/udp, 0.0.0.0:8000->80/tcp, 0.0.0.0:8001->81/tcp"
+        );
+        // Same numbers outside and inside group into ranges.
+        assert_eq!(
+            ps_column(&[
+                b("", 81, 81, "tcp"),
+                b("", 80, 80, "tcp"),
+                b("", 0, 90, "tcp"),
+                b("", 0, 91, "tcp"),
+                b("", 0, 93, "tcp"),
+                b("", 0, 53, "udp"),
+            ]),
+            "90-91/tcp, 53/udp, 0.0.0.0:80-81->80-81/tcp, 93/tcp"
+        );
+    }
+
+    #[test]
+    fn port_command_lines() {
+        let ports = [
+            b("", 8080, 80, "tcp"),
+            b("127.0.0.1", 5353, 53, "udp"),
+            b("", 0, 5000, "tcp"),
+        ];
+        assert_eq!(
+            port_lines(&ports, None).unwrap(),
+            vec!["53/udp -> 127.0.0.1:5353", "80/tcp -> 0.0.0.0:8080"]
+        );
+        assert_eq!(
+            port_lines(&ports, Some("80")).unwrap(),
+            vec!["0.0.0.0:8080"]
+        );
+        assert_eq!(
+            port_lines(&ports, Some("80/tcp")).unwrap(),
+            vec!["0.0.0.0:8080"]
+        );
+        assert_eq!(
+            port_lines(&ports, Some("53/udp")).unwrap(),
+            vec!["127.0.0.1:5353"]
+        );
+        assert!(port_lines(&ports, Some("53")).unwrap().is_empty());
+        assert!(port_lines(&ports, Some("5000")).unwrap().is_empty());
+        assert!(port_lines(&ports, Some("81")).unwrap().is_empty());
+        assert!(port_lines(&ports, Some("x")).is_err());
+        assert!(port_lines(&ports, Some("80/sctp")).is_err());
+    }
+
+    #[test]
+    fn port_maps() {
+        let running = bindings_json(
+            &[
+                b("", 8080, 80, "tcp"),
+                b("", 0, 5000, "tcp"),
+                b("127.0.0.1", 8081, 80, "tcp"),
+            ],
+            false,
+        );
+        assert_eq!(
+            running,
+            serde_json::json!({
+                "80/tcp": [{"HostIp": "0.0.0.0", "HostPort": "8080"},
+                           {"HostIp": "127.0.0.1", "HostPort": "8081"}],
+                "5000/tcp": null,
+            })
+        );
+        let config = bindings_json(&[b("", 0, 80, "tcp"), b("", 8080, 81, "udp")], true);
+        assert_eq!(
+            config,
+            serde_json::json!({
+                "80/tcp": [{"HostIp": "", "HostPort": ""}],
+                "81/udp": [{"HostIp": "", "HostPort": "8080"}],
+            })
+        );
+    }
+}
