@@ -1361,8 +1361,7 @@ fn free_subnet(taken: &[Subnet]) -> Option<Subnet> {
     let base = u32::from(POOL.0);
     let count = 1u32 << (POOL_STEP - POOL.1);
     (0..count)
-        .map(|i| Subnet::new(Ipv4Addr::from(base + (i << (32 - POOL_STEP))), POOL_STEP).ok())
-        .flatten()
+        .filter_map(|i| Subnet::new(Ipv4Addr::from(base + (i << (32 - POOL_STEP))), POOL_STEP).ok())
         .find(|s| !taken.iter().any(|t| overlaps(t, s)))
 }
 
