@@ -246,9 +246,10 @@ tmedn() {
 # Median seconds of BRUNS runs of a command; nothing (and the error) when it fails.
 tmed() { tmedn "$BRUNS" "$@"; }
 # Each builder has the base image before it is timed: the figures are about building.
-"${B[@]}" build -q -t bench/build "$W/bctx" >/dev/null || echo "berth build failed" >&2
-berth_bcold=$(tmed "${B[@]}" build -q --no-cache -t bench/build "$W/bctx")
-berth_bwarm=$(tmed "${B[@]}" build -q -t bench/build "$W/bctx")
+# RUN steps on the host network, as docker's below (its dockerd has no bridge).
+"${B[@]}" build -q --network host -t bench/build "$W/bctx" >/dev/null || echo "berth build failed" >&2
+berth_bcold=$(tmed "${B[@]}" build -q --network host --no-cache -t bench/build "$W/bctx")
+berth_bwarm=$(tmed "${B[@]}" build -q --network host -t bench/build "$W/bctx")
 echo "berth build:           cold ${berth_bcold} s   cached ${berth_bwarm} s"
 if [ $have_docker = 1 ]; then
   "${D[@]}" pull -q "$REG/busybox:latest" >/dev/null

@@ -33,6 +33,9 @@ pub struct BuildArgs {
     /// Print only the image id
     #[arg(short, long)]
     pub quiet: bool,
+    /// The network of RUN steps: default (the bridge), host, none, or a network's name
+    #[arg(long, default_value = "default")]
+    pub network: String,
     /// The build context folder
     pub context: PathBuf,
 }
@@ -186,6 +189,7 @@ async fn run(ctx: &Context, a: BuildArgs) -> Result<u8, Error> {
         target: a.target.clone().unwrap_or_default(),
         labels: a.labels.iter().map(|s| key_value(s)).collect(),
         snapshotter: String::new(),
+        network: a.network.clone(),
     };
     let (tx, rx) = mpsc::channel::<BuildRequest>(8);
     tx.send(BuildRequest {

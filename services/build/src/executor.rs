@@ -848,7 +848,11 @@ impl Build {
                 .and_then(|v| v.as_str())
                 .unwrap_or("")
                 .to_string(),
-            network_mode: "host".into(),
+            // Docker's `build --network`: `default` is the default bridge network.
+            network_mode: match self.header.network.as_str() {
+                "default" => String::new(),
+                n => n.to_string(),
+            },
             snapshotter: self.header.snapshotter.clone(),
             labels: [("berth.build".to_string(), "run".to_string())]
                 .into_iter()
