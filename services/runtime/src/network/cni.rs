@@ -785,7 +785,17 @@ mod tests {
             host_ip: None,
         }];
         let prev = json!({"cniVersion": "1.0.0", "ips": []});
-        let conf = net.plugin_config(&net.bridge, &net.bridge.plugins[1], Some(&prev), &ports);
+        assert_eq!(
+            net.bridge.plugins.len(),
+            1,
+            "without ports: the bridge alone"
+        );
+        let conf = net.plugin_config(
+            &net.bridge_ports,
+            &net.bridge_ports.plugins[1],
+            Some(&prev),
+            &ports,
+        );
         assert_eq!(conf["name"], "berth");
         assert_eq!(conf["prevResult"], prev);
         assert_eq!(
