@@ -86,10 +86,10 @@ if [ $have_ctr = 1 ]; then
 fi
 
 echo
-echo "== run --rm IMAGE true, median of $RUNS"
+echo "== run --rm IMAGE true, median of $RUNS (without a network, as ctr runs it: a namespace with only lo)"
 "${B[@]}" pull -q "$REG/busybox:latest" >/dev/null
-"${B[@]}" run --rm "$REG/busybox:latest" true
-for _ in $(seq "$RUNS"); do t0=$(now); "${B[@]}" run --rm "$REG/busybox:latest" true; t1=$(now); echo $(((t1-t0)/1000)); done > "$W/berth.runs"
+"${B[@]}" run --rm --network none "$REG/busybox:latest" true
+for _ in $(seq "$RUNS"); do t0=$(now); "${B[@]}" run --rm --network none "$REG/busybox:latest" true; t1=$(now); echo $(((t1-t0)/1000)); done > "$W/berth.runs"
 berth_run=$(awk '{print $1/1e6}' "$W/berth.runs" | median)
 echo "berth run --rm:  ${berth_run} s"
 if [ $have_ctr = 1 ]; then
@@ -100,8 +100,8 @@ if [ $have_ctr = 1 ]; then
 fi
 
 echo
-echo "== 20 detached containers started one after another (sleep 120)"
-t0=$(now); for i in $(seq 20); do "${B[@]}" run -d --name "d$i" "$REG/busybox:latest" sleep 120 >/dev/null; done; t1=$(now)
+echo "== 20 detached containers started one after another (sleep 120; without a network, as ctr's)"
+t0=$(now); for i in $(seq 20); do "${B[@]}" run -d --network none --name "d$i" "$REG/busybox:latest" sleep 120 >/dev/null; done; t1=$(now)
 berth_20=$(python3 -c "print('%.2f' % (($t1-$t0)/1e9))")
 echo "berth run -d x20: ${berth_20} s"
 sleep 1

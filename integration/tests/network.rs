@@ -970,6 +970,16 @@ fn user_networks_resolve_names() {
         "a default-bridge container cannot resolve web: {}",
         shown(&o)
     );
+    // Nor reach it by address: networks are isolated from each other, as Docker's are.
+    let url = format!("http://{web_ip}/index.html");
+    // (timeout cannot end wget as pid 1 of the container: sh is pid 1.)
+    let wget = format!("timeout 3 wget -qO- {url}; exit $?");
+    let o = run_rm(&e, &[&e.img, "sh", "-c", &wget]);
+    assert!(
+        !o.status.success() && !text(&o.stdout).contains("hello-appnet"),
+        "a default-bridge container cannot reach appnet's {web_ip}: {}",
+        shown(&o)
+    );
 
     // connect: a running default-bridge container gets eth1 on appnet and finds web.
     run_d(d, &["--name", "client", &e.img, "sleep", "300"]);

@@ -113,7 +113,7 @@ impl Runtime {
         &self,
         ns: &str,
         name: &str,
-        config: ContainerConfig,
+        mut config: ContainerConfig,
     ) -> Result<Container> {
         let name = name.strip_prefix('/').unwrap_or(name);
         if !name.is_empty() {
@@ -167,15 +167,16 @@ impl Runtime {
             name.to_string()
         };
         // The spec first: a bad request must not leave a snapshot behind.
-        let mut spec = spec::build(&id, ns, &config, &image, &self.spec_options)?;
-        let networks = self
+        let (networks, mode) = self
             .networks
             .check_config(&config.network_mode, &config.port_bindings)?;
+        config.network_mode = mode;
         if let crate::network::Mode::Container(other) =
             crate::network::Mode::of(&config.network_mode)
         {
             self.store.resolve(ns, &other)?;
         }
+        let mut spec = spec::build(&id, ns, &config, &image, &self.spec_options)?;
         let image_volumes: Vec<String> = image
             .volumes
             .as_ref()

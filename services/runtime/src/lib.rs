@@ -240,6 +240,15 @@ pub fn serve_all(
     runtime
         .networks
         .sweep(|ns, id| runtime.bundle(ns, id).exists());
+    // The published ports and peers of tasks that still run are held again before any
+    // request can ask for them.
+    for ns in runtime.store.namespaces().unwrap_or_default() {
+        for c in runtime.store.list(&ns).unwrap_or_default() {
+            if c.network_settings.is_some() && runtime.bundle(&ns, &c.id).exists() {
+                runtime.networks.restore(&ns, &c);
+            }
+        }
+    }
     if let Ok(handle) = tokio::runtime::Handle::try_current() {
         let rt = runtime.clone();
         handle.spawn(async move { rt.recover().await });

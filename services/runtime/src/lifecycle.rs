@@ -273,6 +273,9 @@ impl Runtime {
                     st.error = message.clone();
                     st.finished_at = Some(now());
                 });
+                // Nothing runs in it: its address, veth and published ports go now, not at
+                // its next start or removal.
+                self.release_network(ns, id).await;
                 Err(e)
             }
         }
@@ -671,7 +674,6 @@ impl Runtime {
                         s.pid = t.pid;
                     })?;
                 }
-                self.networks.restore(ns, c);
                 self.spawn_monitor(ns, id, t.pid);
             }
             Some(t) if t.shim_alive && t.status == ShimStatus::Created => {}

@@ -443,13 +443,7 @@ impl Runtime {
             Some(e) => e,
             None => self.fallback_exit(ns, id),
         };
-        let settings = self
-            .store
-            .get(ns, id)
-            .ok()
-            .flatten()
-            .and_then(|c| c.network_settings);
-        self.detach_network(ns, id, settings).await;
+        self.release_network(ns, id).await;
         remove_bundle(bundle).await?;
         tracing::info!(container = %id, exit_code = exit.exit_code, "task deleted");
         Ok(exit)
@@ -516,6 +510,17 @@ impl Runtime {
         let _ = tokio::task::spawn_blocking(move || manager.detach(&ns2, &id2, settings.as_ref()))
             .await;
         let _ = self.store.update(ns, id, |c| c.network_settings = None);
+    }
+
+    /// [`Runtime::detach_network`] with the settings the container's record holds.
+    pub(crate) async fn release_network(&self, ns: &str, id: &str) {
+        let settings = self
+            .store
+            .get(ns, id)
+            .ok()
+            .flatten()
+            .and_then(|c| c.network_settings);
+        self.detach_network(ns, id, settings).await;
     }
 
     /// Every task of a namespace.

@@ -397,16 +397,27 @@ impl<W: Write> Differ<W> {
     fn added(&mut self, mut path: Vec<u8>, meta: Meta, file: Option<File>) -> Result<()> {
         if is(&meta.st, SFlag::S_IFDIR) {
             path.push(b'/');
-            self.entry(path.clone(), &meta, None)?;
+            // `etc/` may be in the upper only for the engine's mount points: written only
+            // with something else under it.
+            let deferred = path == b"etc/" && !meta.marks.opaque;
+            let depth = self.pending.len();
+            if deferred {
+                self.pending.push((path.clone(), meta.clone()));
+            } else {
+                self.entry(path.clone(), &meta, None)?;
+            }
             if self.upper && meta.marks.opaque {
                 let mut marker = path.clone();
                 marker.extend_from_slice(OPAQUE.as_bytes());
                 self.marker(marker, &meta.st)?;
             }
             let Some(fd) = file else {
+                self.pending.truncate(depth);
                 return Ok(());
             };
-            self.all(&OwnedFd::from(fd), &path, &meta.st)
+            let walked = self.all(&OwnedFd::from(fd), &path, &meta.st);
+            self.pending.truncate(depth);
+            walked
         } else {
             self.entry(path, &meta, file)
         }
@@ -492,7 +503,8 @@ impl<W: Write> Differ<W> {
             let mut dir = path;
             dir.push(b'/');
             let depth = self.pending.len();
-            if same_dir(&now, &was) {
+            // `etc/` changes its time when the engine adds its mount points under it.
+            if same_dir(&now, &was) || dir == b"etc/" {
                 self.pending.push((dir.clone(), now.clone()));
             } else {
                 self.entry(dir.clone(), &now, None)?;
@@ -534,6 +546,14 @@ impl<W: Write> Differ<W> {
     /// Writes one entry (a folder's name ends in `/`); `file` is a regular file's content.
     fn entry(&mut self, name: Vec<u8>, meta: &Meta, file: Option<File>) -> Result<()> {
         let k = kind(&meta.st);
+        if k == SFlag::S_IFREG
+            && meta.st.st_size == 0
+            && ENGINE_MOUNT_POINTS.contains(&name.as_slice())
+        {
+            // The empty file the shim made to bind the container's own over (Docker keeps
+            // these in its init layer): never part of the container's changes.
+            return Ok(());
+        }
         if k == SFlag::S_IFSOCK {
             tracing::debug!(path = %String::from_utf8_lossy(&name), "a socket cannot be in a layer; left out");
             return Ok(());
@@ -614,6 +634,10 @@ impl<W: Write> Differ<W> {
 }
 
 /// Largest value of an octal ustar field of `digits` digits.
+/// Files the runtime bind-mounts into every container, created empty when the image lacks
+/// them.
+const ENGINE_MOUNT_POINTS: [&[u8]; 3] = [b"etc/hosts", b"etc/resolv.conf", b"etc/hostname"];
+
 const fn octal_max(digits: u32) -> u64 {
     (1 << (3 * digits)) - 1
 }
@@ -804,6 +828,50 @@ fn pax_records(records: &[(Vec<u8>, Vec<u8>)]) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The names in a diff of `changes`.
+    fn names(changes: Changes<'_>) -> Vec<String> {
+        let mut out = Vec::new();
+        write(changes, &mut out, || Ok(())).unwrap();
+        let mut a = tar::Archive::new(out.as_slice());
+        a.entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().display().to_string())
+            .collect()
+    }
+
+    #[test]
+    fn the_engines_mount_points_are_not_changes() {
+        let t = tempfile::tempdir().unwrap();
+        let upper = t.path().join("upper");
+        std::fs::create_dir_all(upper.join("etc")).unwrap();
+        for f in ["hosts", "resolv.conf", "hostname"] {
+            std::fs::write(upper.join("etc").join(f), "").unwrap();
+        }
+        assert!(names(Changes::Upper(&upper)).is_empty());
+        // A real change under etc/ brings the folder with it; a hosts file with content
+        // (not a mount point) is a change too.
+        std::fs::write(upper.join("etc/motd"), "hi").unwrap();
+        assert_eq!(names(Changes::Upper(&upper)), ["etc/", "etc/motd"]);
+        std::fs::write(upper.join("etc/hosts"), "1.2.3.4 x\n").unwrap();
+        assert_eq!(
+            names(Changes::Upper(&upper)),
+            ["etc/", "etc/hosts", "etc/motd"]
+        );
+
+        // A full copy beside its parent: the same.
+        let (old, new) = (t.path().join("old"), t.path().join("new"));
+        std::fs::create_dir_all(old.join("etc")).unwrap();
+        std::fs::write(old.join("etc/passwd"), "root").unwrap();
+        std::fs::create_dir_all(new.join("etc")).unwrap();
+        std::fs::write(new.join("etc/passwd"), "root").unwrap();
+        std::fs::write(new.join("etc/resolv.conf"), "").unwrap();
+        let copy = Changes::Copy {
+            dir: &new,
+            parent: Some(&old),
+        };
+        assert!(names(copy).is_empty());
+    }
 
     #[test]
     fn pax_record_lengths_count_themselves() {

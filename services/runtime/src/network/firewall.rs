@@ -5,6 +5,10 @@
 //! carries the comment `berth:<bridge>`, so the rules of a bridge can be found and removed
 //! again, also after a crash, and two instances with different bridges never touch each
 //! other's rules.
+//!
+//! Networks are isolated from each other as Docker's are, in two shared chains that
+//! `FORWARD` jumps to first: `BERTH-ISOLATION-1` sends what leaves a bridge for another
+//! interface to `BERTH-ISOLATION-2`, which drops it if that interface is another berth bridge.
 
 use std::process::Command;
 
@@ -91,13 +95,72 @@ fn iptables(table: &str, op: &str, chain: &str, args: &[String]) -> std::io::Res
     Ok(out.status.success())
 }
 
-/// Adds the rules of a bridge that are missing (the accepts first in `FORWARD`).
+const ISOLATION_1: &str = "BERTH-ISOLATION-1";
+const ISOLATION_2: &str = "BERTH-ISOLATION-2";
+
+/// The isolation rules of a bridge, in the two shared chains.
+fn isolation(bridge: &str) -> Vec<Rule> {
+    let tag = vec![
+        "-m".to_string(),
+        "comment".into(),
+        "--comment".into(),
+        comment(bridge),
+    ];
+    let s = |x: &str| x.to_string();
+    vec![
+        Rule {
+            table: "filter",
+            chain: ISOLATION_1,
+            args: [
+                vec![s("-i"), s(bridge), s("!"), s("-o"), s(bridge)],
+                tag.clone(),
+                vec![s("-j"), s(ISOLATION_2)],
+            ]
+            .concat(),
+        },
+        Rule {
+            table: "filter",
+            chain: ISOLATION_2,
+            args: [vec![s("-o"), s(bridge)], tag, vec![s("-j"), s("DROP")]].concat(),
+        },
+    ]
+}
+
+/// The isolation chains exist and `FORWARD` jumps to them before anything else.
+fn ensure_isolation_chains() -> std::io::Result<()> {
+    for chain in [ISOLATION_1, ISOLATION_2] {
+        // Fails when it exists already, which is what is wanted.
+        let _ = Command::new("iptables")
+            .args(["-w", "5", "-t", "filter", "-N", chain])
+            .output()?;
+    }
+    let jump = vec!["-j".to_string(), ISOLATION_1.to_string()];
+    let out = Command::new("iptables")
+        .args(["-w", "5", "-t", "filter", "-S", "FORWARD"])
+        .output()?;
+    let listing = String::from_utf8_lossy(&out.stdout);
+    let first = listing.lines().find(|l| l.starts_with("-A "));
+    if first != Some(&format!("-A FORWARD -j {ISOLATION_1}")) {
+        while iptables("filter", "-D", "FORWARD", &jump)? {}
+        iptables("filter", "-I", "FORWARD", &jump)?;
+    }
+    Ok(())
+}
+
+/// Adds the rules of a bridge that are missing (the accepts first in `FORWARD`, after the
+/// jump to the isolation chains).
 pub fn ensure(bridge: &str, subnet: &str, internal: bool) -> Result<(), String> {
     let run = || -> std::io::Result<()> {
         for r in rules(bridge, subnet, internal).iter().rev() {
             if !iptables(r.table, "-C", r.chain, &r.args)? {
                 let op = if r.chain == "FORWARD" { "-I" } else { "-A" };
                 iptables(r.table, op, r.chain, &r.args)?;
+            }
+        }
+        ensure_isolation_chains()?;
+        for r in isolation(bridge) {
+            if !iptables(r.table, "-C", r.chain, &r.args)? {
+                iptables(r.table, "-A", r.chain, &r.args)?;
             }
         }
         Ok(())

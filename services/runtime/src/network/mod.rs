@@ -112,6 +112,12 @@ struct Inner {
     ports: HashMap<String, Vec<Held>>,
     /// user network name → `<ns>/<id>` → peer.
     peers: HashMap<String, BTreeMap<String, Peer>>,
+    /// network name → attachments being set up (not yet in any container's settings).
+    attaching: HashMap<String, usize>,
+    /// Networks whose bridge and rules were set up by this process.
+    ready: std::collections::HashSet<String>,
+    /// Why `init` failed, told to whoever needs the default network.
+    init_error: Option<String>,
 }
 
 /// Settings of the networking part of the runtime.
@@ -151,9 +157,12 @@ impl Manager {
                 .find(|d| d.join("bridge").is_file())
                 .unwrap_or_else(|| PathBuf::from(cni::DEFAULT_PLUGIN_DIR))
         });
+        // The mark on this instance's bridges: absolute, as another instance checks whether
+        // it still exists.
+        let owner = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
         Manager {
             store,
-            owner: root.display().to_string(),
+            owner: owner.display().to_string(),
             dir: state.join("net"),
             plugin_dir,
             options,
@@ -188,7 +197,14 @@ impl Manager {
     }
 
     /// At start: the built-in networks exist, every bridge network has its bridge and rules.
+    /// A failure is also kept, to be told when a container needs the default network.
     pub fn init(&self) -> Result<()> {
+        let result = self.init_networks();
+        self.inner().init_error = result.as_ref().err().map(|e| e.to_string());
+        result
+    }
+
+    fn init_networks(&self) -> Result<()> {
         let existing = self.store.list_networks()?;
         let has = |n: &str| existing.iter().any(|r| r.name == n);
         for (name, driver) in [(HOST_NETWORK, "host"), (NONE_NETWORK, "null")] {
@@ -204,30 +220,44 @@ impl Manager {
             }
         }
         let bridge = self.default_bridge_name();
-        let wanted_subnet = self.options.subnet.clone();
+        let wanted = match &self.options.subnet {
+            Some(s) => Some(
+                s.parse::<Subnet>()
+                    .map_err(|e| net_err(format!("[runtime] bridge_subnet in the config: {e}")))?,
+            ),
+            None => None,
+        };
         let current = existing.iter().find(|r| r.name == DEFAULT_NETWORK).cloned();
         let stale = current.as_ref().is_some_and(|r| {
-            r.bridge != bridge || wanted_subnet.as_ref().is_some_and(|s| *s != r.subnet)
+            r.bridge != bridge || wanted.is_some_and(|w| r.subnet.parse::<Subnet>().ok() != Some(w))
         });
         if current.is_none() || stale {
             if let Some(old) = &current {
                 tracing::info!(old = %old.bridge, new = %bridge, "the default bridge network changed in the config");
+                // Its bridge goes (when nothing is plugged in), so its subnet is free again.
+                if bridge_is_empty(&old.bridge) {
+                    remove_bridge(&old.bridge);
+                }
                 self.store.delete_network(DEFAULT_NETWORK)?;
             }
-            let subnet = match &wanted_subnet {
-                Some(s) => Some(s.parse::<Subnet>()?),
-                None => None,
-            };
-            self.create_record(
+            let made = self.create_record(
                 DEFAULT_NETWORK,
                 &bridge,
-                subnet,
+                wanted,
                 None,
                 false,
                 Default::default(),
-                current.map(|c| c.id),
-            )?;
+                current.as_ref().map(|c| c.id.clone()),
+            );
+            if let Err(e) = made {
+                // Keep what worked before.
+                if let Some(old) = &current {
+                    self.store.create_network(old)?;
+                }
+                return Err(e);
+            }
         }
+        let _lock = host_lock()?;
         for r in self.store.list_networks()? {
             if r.driver == "bridge" {
                 if let Err(e) = self.ensure_bridge(&r) {
@@ -334,16 +364,32 @@ impl Manager {
         if sys.exists() {
             let current = std::fs::read_to_string(sys.join("ifalias")).unwrap_or_default();
             let current = current.trim();
-            if let Some(other) = current.strip_prefix(ALIAS_PREFIX) {
-                if other != self.owner && Path::new(other).exists() {
-                    return Err(net_err(format!(
-                        "bridge {} belongs to another berthd (root {other}); give this one its \
-                         own with [runtime] bridge in the config",
-                        r.bridge
-                    )));
-                }
+            let Some(other) = current
+                .strip_prefix(ALIAS_PREFIX)
+                .filter(|_| sys.join("bridge").exists())
+            else {
+                return Err(net_err(format!(
+                    "interface {} exists and is not a bridge of berth's: choose another name with \
+                     [runtime] bridge in the config",
+                    r.bridge
+                )));
+            };
+            if other != self.owner && Path::new(other).exists() {
+                return Err(net_err(format!(
+                    "bridge {} belongs to another berthd (root {other}); give this one its \
+                     own with [runtime] bridge in the config",
+                    r.bridge
+                )));
             }
         } else {
+            // After a reboot another instance may have taken the subnet meanwhile.
+            if let Some(dev) = routed_elsewhere(&subnet, &r.bridge) {
+                return Err(net_err(format!(
+                    "the subnet {subnet} of network {} is in use on this host (on {dev}): remove \
+                     that network, or give this one another subnet",
+                    r.name
+                )));
+            }
             ip(&["link", "add", "name", &r.bridge, "type", "bridge"])?;
         }
         let prefix = subnet.prefix_len();
@@ -358,6 +404,7 @@ impl Manager {
         }
         ip(&["link", "set", "dev", &r.bridge, "alias", &alias, "up"])?;
         firewall::ensure(&r.bridge, &r.subnet, r.internal).map_err(net_err)?;
+        self.inner().ready.insert(r.name.clone());
         Ok(())
     }
 
@@ -393,6 +440,13 @@ impl Manager {
         };
         match matches.as_slice() {
             [one] => Ok((*one).clone()),
+            [] if reference == DEFAULT_NETWORK => Err(net_err(format!(
+                "the default network is not set up: {}",
+                self.inner()
+                    .init_error
+                    .clone()
+                    .unwrap_or_else(|| "see berthd's log".into())
+            ))),
             [] => Err(Error::NotFound(format!("network {reference} not found"))),
             _ => Err(Error::InvalidArgument(format!(
                 "network id prefix {reference} is ambiguous: it matches {} networks",
@@ -479,16 +533,39 @@ impl Manager {
                 active.join(", ")
             )));
         }
+        // A container starting on it right now, or an attachment not yet released.
+        let cached = format!("{}-", r.name);
+        let mut inner = self.inner();
+        let busy = inner.attaching.get(&r.name).copied().unwrap_or(0) > 0
+            || std::fs::read_dir(self.dir.join("cache"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with(&cached));
+        if busy {
+            return Err(Error::FailedPrecondition(format!(
+                "error while removing network: network {} id {} has active endpoints (a container \
+                 is starting or stopping on it; try again)",
+                r.name, r.id
+            )));
+        }
         self.store.delete_network(&r.name)?;
-        self.inner().cni.remove(&r.id);
+        inner.cni.remove(&r.id);
+        inner.ready.remove(&r.name);
+        drop(inner);
         remove_bridge(&r.bridge);
         let _ = std::fs::remove_dir_all(self.dir.join("ipam").join(&r.name));
         Ok(r)
     }
 
     /// Checks a container's network mode and published ports at create; returns the
-    /// networks it joins when it starts.
-    pub fn check_config(&self, network_mode: &str, ports: &[PortBinding]) -> Result<Vec<String>> {
+    /// networks it joins when it starts and the mode to store (a network named by id that
+    /// is `host` or `none` becomes that mode).
+    pub fn check_config(
+        &self,
+        network_mode: &str,
+        ports: &[PortBinding],
+    ) -> Result<(Vec<String>, String)> {
         for p in ports {
             check_binding(p)?;
         }
@@ -501,15 +578,15 @@ impl Manager {
                 };
                 let r = self.find(name)?;
                 match r.driver.as_str() {
-                    "bridge" => Ok(vec![r.name]),
-                    "host" => Ok(Vec::new()),
-                    _ => Ok(Vec::new()),
+                    "bridge" => Ok((vec![r.name], network_mode.to_string())),
+                    "host" => Ok((Vec::new(), HOST_NETWORK.into())),
+                    _ => Ok((Vec::new(), NONE_NETWORK.into())),
                 }
             }
             Mode::Container(c) if c.is_empty() => Err(Error::InvalidArgument(
                 "--network container: needs a container name or id".into(),
             )),
-            _ => Ok(Vec::new()),
+            _ => Ok((Vec::new(), network_mode.to_string())),
         }
     }
 
@@ -593,6 +670,9 @@ impl Manager {
             ))
         })?;
         let mut done: Vec<(Arc<Network>, String)> = Vec::new();
+        let _attaching = Attaching::new(self, &c.networks);
+        let hosts = dir.join("hosts");
+        let mut base = localhost_lines();
         let result = (|| -> Result<()> {
             for (i, name) in c.networks.iter().enumerate() {
                 let r = self.find(name)?;
@@ -600,7 +680,8 @@ impl Manager {
                     continue;
                 }
                 let net = self.cni(&r)?;
-                if !Path::new("/sys/class/net").join(&r.bridge).exists() {
+                if !self.inner().ready.contains(&r.name) {
+                    let _lock = host_lock()?;
                     self.ensure_bridge(&r)?;
                 }
                 let ifname = format!("eth{i}");
@@ -621,7 +702,20 @@ impl Manager {
                     interface: ifname,
                 });
             }
-            Ok(())
+            // /etc/hosts: localhost, itself, --add-host, then (refresh_hosts) its peers on
+            // user networks.
+            if let Some(e) = out.settings.endpoints.first() {
+                let mut names = vec![hostname.to_string()];
+                if c.name != hostname {
+                    names.push(c.name.clone());
+                }
+                base.push_str(&format!("{}\t{}\n", e.ip_address, names.join(" ")));
+            }
+            base.push_str(&extra);
+            write_file(&dir.join("resolv.conf"), &resolv)?;
+            write_file(&dir.join("hostname"), &format!("{hostname}\n"))?;
+            write_file(&hosts, &base)?;
+            write_file(&hosts.with_extension("base"), &base)
         })();
         if let Err(e) = result {
             for (net, ifname) in done.iter().rev() {
@@ -636,20 +730,6 @@ impl Manager {
         }
         out.settings.sandbox_key = netns_path.display().to_string();
         out.netns = Some(netns_path);
-
-        // /etc/hosts: localhost, itself, --add-host, then its peers on user networks.
-        let mut base = localhost_lines();
-        if let Some(e) = out.settings.endpoints.first() {
-            let mut names = vec![hostname.to_string()];
-            if c.name != hostname {
-                names.push(c.name.clone());
-            }
-            base.push_str(&format!("{}\t{}\n", e.ip_address, names.join(" ")));
-        }
-        base.push_str(&extra);
-        let hosts = dir.join("hosts");
-        write_file(&dir.join("resolv.conf"), &resolv)?;
-        write_file(&dir.join("hostname"), &format!("{hostname}\n"))?;
         {
             let mut inner = self.inner();
             inner.ports.insert(key.clone(), held);
@@ -668,9 +748,13 @@ impl Manager {
                 );
             }
         }
-        write_file(&hosts, &base)?;
-        write_file(&hosts.with_extension("base"), &base)?;
-        self.refresh_hosts(&out.settings.endpoints);
+        let networks: Vec<String> = out
+            .settings
+            .endpoints
+            .iter()
+            .map(|e| e.network.clone())
+            .collect();
+        self.refresh_hosts(&networks, None);
         out.files = vec![
             (hosts, "/etc/hosts"),
             (dir.join("resolv.conf"), "/etc/resolv.conf"),
@@ -679,12 +763,17 @@ impl Manager {
         Ok(out)
     }
 
-    /// Rewrites the hosts files of every container on the user networks of `endpoints`.
-    fn refresh_hosts(&self, endpoints: &[Endpoint]) {
+    /// Rewrites the hosts files of every container on the user networks `networks`, and
+    /// `reset` (a container's file and its own lines) when it left them. Under the lock, so
+    /// two rewrites never cross.
+    fn refresh_hosts(&self, networks: &[String], reset: Option<(PathBuf, String)>) {
         let inner = self.inner();
         let mut files: BTreeMap<PathBuf, String> = BTreeMap::new();
-        for e in endpoints {
-            let Some(peers) = inner.peers.get(&e.network) else {
+        if let Some((path, base)) = reset {
+            files.insert(path, base);
+        }
+        for n in networks {
+            let Some(peers) = inner.peers.get(n) else {
                 continue;
             };
             for p in peers.values() {
@@ -707,13 +796,13 @@ impl Manager {
                 }
             }
         }
-        drop(inner);
         for (path, content) in files {
             // In place: the file is bind-mounted into a running container.
             if let Err(e) = write_in_place(&path, &content) {
                 tracing::debug!(file = %path.display(), error = %e, "cannot update a hosts file");
             }
         }
+        drop(inner);
     }
 
     /// Releases what [`attach`](Self::attach) set up: addresses, veths, port rules and
@@ -736,6 +825,11 @@ impl Manager {
                 endpoints.push(cached);
             }
         }
+        // A file that is no longer a namespace (a reboot with a persistent state folder):
+        // the plugins then release addresses and rules without entering it.
+        if netns_path.exists() && !netns::is_netns(&netns_path) {
+            let _ = std::fs::remove_file(&netns_path);
+        }
         for (network, ifname) in endpoints.iter().rev() {
             let net = match self.find(network).and_then(|r| self.cni(&r)) {
                 Ok(n) => n,
@@ -751,21 +845,21 @@ impl Manager {
         if let Err(e) = netns::remove(&netns_path) {
             tracing::warn!(container = %id, error = %e, "cannot remove network namespace");
         }
-        let touched: Vec<Endpoint> = {
+        // Its peers: the networks it was on by the map and by its settings (a container that
+        // ended while berthd was away was never put back in the map).
+        let mut touched: Vec<String> = settings
+            .map(|s| s.endpoints.iter().map(|e| e.network.clone()).collect())
+            .unwrap_or_default();
+        {
             let mut inner = self.inner();
             inner.ports.remove(&key);
-            let mut touched = Vec::new();
             for (network, peers) in inner.peers.iter_mut() {
-                if peers.remove(&key).is_some() {
-                    touched.push(Endpoint {
-                        network: network.clone(),
-                        ..Default::default()
-                    });
+                if peers.remove(&key).is_some() && !touched.contains(network) {
+                    touched.push(network.clone());
                 }
             }
-            touched
-        };
-        self.refresh_hosts(&touched);
+        }
+        self.refresh_hosts(&touched, None);
     }
 
     /// (network, ifname) of the CNI results cached for a container.
@@ -921,7 +1015,7 @@ impl Manager {
                         base,
                     },
                 );
-            self.refresh_hosts(std::slice::from_ref(&e));
+            self.refresh_hosts(std::slice::from_ref(&e.network), None);
         }
         Ok(e)
     }
@@ -946,8 +1040,50 @@ impl Manager {
         if let Some(peers) = self.inner().peers.get_mut(&network.name) {
             peers.remove(&key);
         }
-        self.refresh_hosts(std::slice::from_ref(e));
+        // Its own file starts again from its own lines (the networks it is still on add
+        // their peers back).
+        let hosts = PathBuf::from(&c.log_path).with_file_name("hosts");
+        let base = std::fs::read_to_string(hosts.with_extension("base")).unwrap_or_default();
+        let mut networks: Vec<String> = c
+            .network_settings
+            .iter()
+            .flat_map(|s| s.endpoints.iter().map(|e| e.network.clone()))
+            .collect();
+        networks.retain(|n| *n != network.name);
+        networks.push(network.name.clone());
+        self.refresh_hosts(&networks, Some((hosts, base)));
         Ok(())
+    }
+}
+
+/// Counts a container's networks as being attached to while it lives, so `network rm`
+/// does not take a network away under a container that is starting on it.
+struct Attaching<'a> {
+    manager: &'a Manager,
+    networks: Vec<String>,
+}
+
+impl<'a> Attaching<'a> {
+    fn new(manager: &'a Manager, networks: &[String]) -> Attaching<'a> {
+        let mut inner = manager.inner();
+        for n in networks {
+            *inner.attaching.entry(n.clone()).or_default() += 1;
+        }
+        Attaching {
+            manager,
+            networks: networks.to_vec(),
+        }
+    }
+}
+
+impl Drop for Attaching<'_> {
+    fn drop(&mut self) {
+        let mut inner = self.manager.inner();
+        for n in &self.networks {
+            if let Some(c) = inner.attaching.get_mut(n) {
+                *c = c.saturating_sub(1);
+            }
+        }
     }
 }
 
@@ -1307,6 +1443,21 @@ fn remove_bridge(bridge: &str) {
     firewall::remove(bridge);
 }
 
+/// Whether nothing is plugged into a bridge (or it does not exist).
+fn bridge_is_empty(bridge: &str) -> bool {
+    std::fs::read_dir(Path::new("/sys/class/net").join(bridge).join("brif"))
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
+}
+
+/// The interface (other than `except`) through which the host routes part of `subnet`.
+fn routed_elsewhere(subnet: &Subnet, except: &str) -> Option<String> {
+    routes()
+        .into_iter()
+        .find(|(dev, s)| dev != except && overlaps(s, subnet))
+        .map(|(dev, _)| dev)
+}
+
 /// Bridges marked by an instance whose root is gone, with nothing plugged in: removed.
 fn reclaim_orphan_bridges() {
     for e in std::fs::read_dir("/sys/class/net")
@@ -1322,35 +1473,37 @@ fn reclaim_orphan_bridges() {
         let Some(owner) = alias.trim().strip_prefix(ALIAS_PREFIX) else {
             continue;
         };
-        let empty = std::fs::read_dir(dir.join("brif"))
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
-        if empty && !Path::new(owner).exists() {
-            let name = e.file_name().to_string_lossy().into_owned();
+        let name = e.file_name().to_string_lossy().into_owned();
+        if bridge_is_empty(&name) && !Path::new(owner).exists() {
             tracing::info!(bridge = %name, owner = %owner, "removing the bridge of a berthd whose root is gone");
             remove_bridge(&name);
         }
     }
 }
 
-/// The IPv4 subnets the host routes (`/proc/net/route`), default route excluded.
-fn host_routes() -> Vec<Subnet> {
+/// The IPv4 routes of the host (`/proc/net/route`) as (interface, subnet), default route
+/// excluded.
+fn routes() -> Vec<(String, Subnet)> {
     let text = std::fs::read_to_string("/proc/net/route").unwrap_or_default();
     text.lines()
         .skip(1)
         .filter_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
             let dest = u32::from_str_radix(f.get(1)?, 16).ok()?;
-            let mask = u32::from_str_radix(f.get(7)?, 16).ok()?;
-            let len = mask.count_ones() as u8;
+            let len = u32::from_str_radix(f.get(7)?, 16).ok()?.count_ones() as u8;
             if len == 0 {
                 return None;
             }
             // The file prints the addresses' bytes in host (little-endian) order.
             let addr = Ipv4Addr::from(dest.to_le_bytes());
-            Subnet::new(addr, len.min(30)).ok()
+            Some((f[0].to_string(), Subnet::new(addr, len.min(30)).ok()?))
         })
         .collect()
+}
+
+/// The IPv4 subnets the host routes.
+fn host_routes() -> Vec<Subnet> {
+    routes().into_iter().map(|(_, s)| s).collect()
 }
 
 fn overlaps(a: &Subnet, b: &Subnet) -> bool {
