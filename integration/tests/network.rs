@@ -1305,3 +1305,77 @@ fn two_instances_keep_to_their_own_bridges() {
     a.d.ok(&["rm", "-f", &ida2]);
     b.d.ok(&["rm", "-f", &idb]);
 }
+
+/// An "outside" network: a namespace behind a veth pair on 198.18.N.0/30 (the benchmarking
+/// range), removed on drop.
+struct Outside {
+    ns: String,
+    veth: String,
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "del", &self.veth])
+            .output();
+        let _ = Command::new("ip").args(["netns", "del", &self.ns]).output();
+    }
+}
+
+fn sh_ok(script: &str) {
+    let o = Command::new("sh").args(["-c", script]).output().unwrap();
+    assert!(o.status.success(), "{script}: {}", shown(&o));
+}
+
+/// Outbound traffic leaves with the host's address (masquerading), not the container's.
+#[test]
+fn outbound_traffic_is_masqueraded() {
+    let Some(e) = env() else { return };
+    if !have("python3") {
+        eprintln!("SKIP: python3 is missing");
+        return;
+    }
+    let n = std::process::id() % 200 + 20;
+    let out = Outside {
+        ns: format!("berth-it-out{n}"),
+        veth: format!("bitout{n}"),
+    };
+    let (host_ip, far_ip) = (format!("198.18.{n}.1"), format!("198.18.{n}.2"));
+    sh_ok(&format!(
+        "ip netns add {ns} && ip link add {v} type veth peer name {v}p && \
+         ip link set {v}p netns {ns} && ip addr add {host_ip}/30 dev {v} && ip link set {v} up && \
+         ip -n {ns} addr add {far_ip}/30 dev {v}p && ip -n {ns} link set {v}p up && \
+         ip -n {ns} link set lo up",
+        ns = out.ns,
+        v = out.veth
+    ));
+    // A listener out there that answers with the address it sees.
+    let port = 8000 + n as u16;
+    let server = format!(
+        "import socket\ns=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n\
+         s.bind(('{far_ip}', {port})); s.listen(1); s.settimeout(30)\nc, a = s.accept()\n\
+         c.recv(1024); body = a[0].encode()\n\
+         c.sendall(b'HTTP/1.0 200 OK\\r\\nContent-Length: ' + str(len(body)).encode() + b'\\r\\n\\r\\n' + body)\n\
+         c.close()\n"
+    );
+    let mut listener = Command::new("ip")
+        .args(["netns", "exec", &out.ns, "python3", "-c", &server])
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    let url = format!("http://{far_ip}:{port}/");
+    let wget = format!("timeout 10 wget -qO- {url}; exit $?");
+    let o = run_rm(&e, &[&e.img, "sh", "-c", &wget]);
+    let _ = listener.kill();
+    let _ = listener.wait();
+    assert!(
+        o.status.success(),
+        "a container reaches the outside network: {}",
+        shown(&o)
+    );
+    assert_eq!(
+        text(&o.stdout).trim(),
+        host_ip,
+        "the outside sees the host's address, not the container's"
+    );
+}

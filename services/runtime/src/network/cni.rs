@@ -45,7 +45,7 @@ pub enum CniError {
 
     #[error(
         "CNI plugin {0} not found: install the Debian package containernetworking-plugins, \
-         or set the plugin folder"
+         or name the plugins' folder with [runtime] cni_plugin_dir in berthd's config"
     )]
     PluginNotFound(PathBuf),
 
