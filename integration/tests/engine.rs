@@ -148,8 +148,17 @@ fn containers_are_isolated() {
         ["1 sh", "2 ps"],
         "{ps}"
     );
+    // its own network namespace: on the default bridge lo and eth0, with none only lo
     assert_eq!(
         run_out(e, &[&e.img, "sh", "-c", "ls /sys/class/net"]).1,
+        "eth0\nlo\n"
+    );
+    assert_eq!(
+        run_out(
+            e,
+            &["--network", "none", &e.img, "sh", "-c", "ls /sys/class/net"]
+        )
+        .1,
         "lo\n"
     );
     // the default capability set has no CAP_SYS_ADMIN: mounting fails

@@ -587,7 +587,7 @@ fn default_bridge_and_the_files_a_container_gets() {
     let stable: Vec<String> = link_names(&text(&host.stdout))
         .into_iter()
         .filter(|n| {
-            !["veth", "bth", "br-", "berth", "cni"]
+            !["veth", "bth", "br-", "berth", "cni", "bitout"]
                 .iter()
                 .any(|p| n.starts_with(p))
         })

@@ -407,11 +407,24 @@ impl Network {
             self.run_list(&self.loopback, Op::Add, lo, None, &[])?;
         }
         let list = self.list_for(port_mappings);
+        // Recorded before the plugins run: a berthd killed during ADD leaves a record that
+        // the next start finds and releases (a DEL without a result).
+        self.store_cache(
+            inv,
+            &Cached {
+                result: Value::Null,
+                port_mappings: port_mappings.to_vec(),
+            },
+        )?;
+        let forget = || {
+            let _ = std::fs::remove_file(self.cache_path(inv));
+        };
         let result = match self.run_list(list, Op::Add, inv, None, port_mappings) {
             Ok(r) => r,
             Err(e) => {
                 // The spec asks for a DEL after a failed ADD so partial state is released.
                 let _ = self.run_list(list, Op::Del, inv, None, port_mappings);
+                forget();
                 return Err(e);
             }
         };
@@ -419,6 +432,7 @@ impl Network {
             Some(a) => a,
             None => {
                 let _ = self.run_list(list, Op::Del, inv, Some(&result), port_mappings);
+                forget();
                 return Err(CniError::NoAddress {
                     network: self.config.name.clone(),
                     container_id: container_id.into(),
@@ -476,7 +490,11 @@ impl Network {
         };
         let cached = self.load_cache(inv)?;
         let (prev, ports) = match &cached {
-            Some(c) => (Some(&c.result), c.port_mappings.as_slice()),
+            // A record made before an ADD that never finished has no result.
+            Some(c) => (
+                Some(&c.result).filter(|r| !r.is_null()),
+                c.port_mappings.as_slice(),
+            ),
             None => (None, &[][..]),
         };
         // Without a cached result the ports are unknown: portmap's DEL then finds its rules by
