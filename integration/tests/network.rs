@@ -1379,3 +1379,25 @@ fn outbound_traffic_is_masqueraded() {
         "the outside sees the host's address, not the container's"
     );
 }
+
+/// `-p IP:HOST:CONTAINER` publishes on that address only.
+#[test]
+fn a_port_can_be_published_on_one_address() {
+    let Some(e) = env() else { return };
+    let port = free_port();
+    let spec = format!("127.0.0.1:{port}:80");
+    let id = serve(&e, &["-p", &spec], "hello-loopback");
+    let local = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    wait_for(
+        "the published port on 127.0.0.1",
+        Duration::from_secs(10),
+        || http_get(local, "/index.html").is_ok_and(|b| b.contains("hello-loopback")),
+    );
+    let shown = e.d.ok(&["port", &id]);
+    assert_eq!(shown.trim(), format!("80/tcp -> 127.0.0.1:{port}"));
+    if let Some(h) = host_address() {
+        let r = http_get(SocketAddr::from((h, port)), "/index.html");
+        assert!(r.is_err(), "not published on {h}: {r:?}");
+    }
+    e.d.ok(&["rm", "-f", &id]);
+}
