@@ -334,6 +334,7 @@ impl Runtime {
                     all: true,
                 })
                 .await?;
+                self.thaw_if_paused(ns, &id).await;
                 self.publish_container(ns, &id, "kill", &[("signal", "9".to_string())]);
                 let _ = tokio::time::timeout(
                     std::time::Duration::from_secs(30),

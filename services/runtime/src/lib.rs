@@ -58,6 +58,7 @@ pub mod logs;
 pub mod metadata;
 pub mod network;
 pub mod networks;
+mod pause;
 pub mod shim;
 pub mod spec;
 pub mod tasks;

@@ -221,6 +221,7 @@ impl Runtime {
         self.update_state(ns, id, |st| {
             st.status = STATUS_RUNNING.to_string();
             st.pid = pid;
+            st.paused = false;
             st.started_at = Some(now());
             st.error.clear();
             st.oom_killed = false;
@@ -426,6 +427,7 @@ impl Runtime {
         let finished = exit_to_api(&exit).exited_at.unwrap_or_else(now);
         self.update_state(ns, id, |s| {
             s.status = STATUS_EXITED.to_string();
+            s.paused = false;
             s.exit_code = exit.exit_code;
             s.pid = 0;
             s.finished_at = Some(finished);
@@ -550,6 +552,7 @@ impl Runtime {
         {
             tracing::debug!(container = %id, error = %e, "stop signal refused");
         }
+        self.thaw_if_paused(ns, &id).await;
         let waited = if seconds < 0 {
             Some(shim.call(&ShimRequest::Wait).await)
         } else {

@@ -322,6 +322,7 @@ impl Runtime {
             .await
         {
             Ok(Some(_)) => {
+                self.thaw_if_paused(ns, &id).await;
                 self.note_user_kill(ns, &id);
                 self.publish_container(ns, &id, "kill", &[("signal", signal.to_string())]);
                 // As Docker's kill does for SIGKILL: return once the container is stopped.
@@ -793,6 +794,12 @@ impl TasksService {
             Some(t) if t.status == ShimStatus::Running => {}
             _ => return Err(not_running(&id).into()),
         }
+        if rt.is_paused(&ns, &id) {
+            return Err(Error::FailedPrecondition(format!(
+                "Container {id} is paused, unpause the container before exec"
+            ))
+            .into());
+        }
         let request = ShimRequest::Exec {
             args: start.args.clone(),
             env: start.env.clone(),
@@ -1027,6 +1034,28 @@ impl Tasks for TasksService {
         let ns = namespace(&req)?;
         let stream = self.exec_stream(ns, req.into_inner()).await?;
         Ok(Response::new(stream))
+    }
+
+    async fn pause(
+        &self,
+        req: Request<api::PauseTaskRequest>,
+    ) -> Result<Response<api::PauseTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        self.runtime
+            .pause_container(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::PauseTaskResponse {}))
+    }
+
+    async fn resume(
+        &self,
+        req: Request<api::ResumeTaskRequest>,
+    ) -> Result<Response<api::ResumeTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        self.runtime
+            .resume_container(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::ResumeTaskResponse {}))
     }
 
     type LogsStream = Pin<Box<dyn Stream<Item = Result<api::LogEntry, Status>> + Send>>;

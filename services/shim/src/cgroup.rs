@@ -14,11 +14,13 @@ use crate::error::{Context, Error, Result};
 use cgroups_rs::fs::cpu::CpuController;
 use cgroups_rs::fs::cpuset::CpuSetController;
 use cgroups_rs::fs::devices::{DevicePermissions, DeviceType, DevicesController};
+use cgroups_rs::fs::freezer::FreezerController;
 use cgroups_rs::fs::hierarchies;
 use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{Cgroup, Controller, MaxValue};
 use cgroups_rs::CgroupPid;
+use cgroups_rs::FreezerState;
 use oci_spec::runtime::LinuxResources;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -494,6 +496,62 @@ impl ContainerCgroup {
         std::fs::read_to_string(mc.path().join(file))
             .map(|s| parse_oom_kill(&s))
             .unwrap_or(0)
+    }
+
+    /// Freezes (`true`) or thaws every process of the cgroup, and waits (up to 5 s) until the
+    /// kernel reports it done: v1 `freezer.state`, v2 `cgroup.events`.
+    pub fn set_frozen(&self, frozen: bool) -> Result<()> {
+        let fc: Option<&FreezerController> = self.cg.controller_of();
+        let Some(fc) = fc else {
+            return Err(cg_err(
+                &self.rel,
+                "freeze",
+                "the freezer controller is not available (mount the freezer cgroup hierarchy)",
+            ));
+        };
+        let what = if frozen { "freeze" } else { "thaw" };
+        let set = || if frozen { fc.freeze() } else { fc.thaw() };
+        set().map_err(|e| cg_err(&self.rel, what, e))?;
+        for i in 0..500 {
+            if self.frozen_state(fc) == Some(frozen) {
+                return Ok(());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+            // v1 can stay FREEZING while a task is busy in the kernel: ask again.
+            if i % 10 == 9 {
+                set().map_err(|e| cg_err(&self.rel, what, e))?;
+            }
+        }
+        if frozen {
+            let _ = fc.thaw();
+        }
+        Err(cg_err(
+            &self.rel,
+            what,
+            "the kernel did not finish within 5 s",
+        ))
+    }
+
+    /// Whether every process of the cgroup is frozen.
+    pub fn is_frozen(&self) -> bool {
+        let fc: Option<&FreezerController> = self.cg.controller_of();
+        fc.and_then(|fc| self.frozen_state(fc)).unwrap_or(false)
+    }
+
+    fn frozen_state(&self, fc: &FreezerController) -> Option<bool> {
+        if self.v2 {
+            let events = std::fs::read_to_string(fc.path().join("cgroup.events")).ok()?;
+            events
+                .lines()
+                .find_map(|l| l.strip_prefix("frozen "))
+                .map(|v| v.trim() == "1")
+        } else {
+            match fc.state().ok()? {
+                FreezerState::Frozen => Some(true),
+                FreezerState::Thawed => Some(false),
+                FreezerState::Freezing => None,
+            }
+        }
     }
 
     /// Kills every process left in the cgroup and removes it.
