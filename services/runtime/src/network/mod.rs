@@ -606,7 +606,12 @@ impl Manager {
         let mode = Mode::of(&effective_mode(&config.network_mode, &c.networks));
         std::fs::create_dir_all(dir).map_err(|e| Error::io("cannot create folder", dir, e))?;
         let mut out = Attached::default();
-        let extra = extra_hosts(&config.extra_hosts)?;
+        // `host-gateway` is the default bridge's address on the host, as with Docker.
+        let host_gateway = self
+            .find(DEFAULT_NETWORK)
+            .map(|r| r.gateway)
+            .unwrap_or_default();
+        let extra = extra_hosts(&config.extra_hosts, &host_gateway)?;
         let resolv = resolv_conf(
             &host_resolv_conf(),
             &config.dns,
@@ -1318,13 +1323,18 @@ fn localhost_lines() -> String {
         .to_string()
 }
 
-/// `--add-host NAME:IP` as hosts lines.
-fn extra_hosts(entries: &[String]) -> Result<String> {
+/// `--add-host NAME:IP` as hosts lines; `host-gateway` stands for `gateway`.
+fn extra_hosts(entries: &[String], gateway: &str) -> Result<String> {
     let mut out = String::new();
     for e in entries {
         let (name, ip) = e.split_once(':').ok_or_else(|| {
             Error::InvalidArgument(format!("invalid extra host {e:?}: use NAME:IP"))
         })?;
+        let ip = if ip == "host-gateway" && !gateway.is_empty() {
+            gateway
+        } else {
+            ip
+        };
         if name.is_empty() || ip.parse::<std::net::IpAddr>().is_err() {
             return Err(Error::InvalidArgument(format!(
                 "invalid extra host {e:?}: use NAME:IP with an IP address"
@@ -1605,8 +1615,13 @@ mod tests {
             ..Default::default()
         })
         .is_err());
-        assert!(extra_hosts(&["db:10.0.0.9".into()]).unwrap() == "10.0.0.9\tdb\n");
-        assert!(extra_hosts(&["db".into()]).is_err());
+        assert!(extra_hosts(&["db:10.0.0.9".into()], "").unwrap() == "10.0.0.9\tdb\n");
+        assert!(extra_hosts(&["db".into()], "").is_err());
+        assert_eq!(
+            extra_hosts(&["h:host-gateway".into()], "10.77.0.1").unwrap(),
+            "10.77.0.1\th\n"
+        );
+        assert!(extra_hosts(&["h:host-gateway".into()], "").is_err());
     }
 
     fn given_with_proto(g: &[PortBinding]) -> Vec<PortBinding> {
