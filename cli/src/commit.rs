@@ -21,8 +21,7 @@ pub struct CommitArgs {
     /// LABEL, ONBUILD, USER, VOLUME, WORKDIR, STOPSIGNAL)
     #[arg(short, long)]
     pub change: Vec<String>,
-    /// Pause the container during the commit (accepted for Docker's sake; berth reads the
-    /// container's layer while it runs)
+    /// Pause the running container during the commit (--pause=false to not pause it)
     #[arg(short, long, default_value_t = true, action = clap::ArgAction::Set)]
     pub pause: bool,
 }
@@ -91,8 +90,37 @@ fn words(v: Option<&Value>) -> Vec<String> {
         .unwrap_or_default()
 }
 
+/// Whether `commit` freezes the container around the commit: asked to, and it runs unpaused
+/// (a paused one stays paused; one that does not run has nothing to freeze).
+fn pauses(c: &berth_api::containers::v1::Container, pause: bool) -> bool {
+    pause
+        && c.state
+            .as_ref()
+            .is_some_and(|s| s.status == "running" && !s.paused)
+}
+
 pub async fn commit(ctx: &Context, a: CommitArgs) -> Result<(), Error> {
     let c = crate::containers::get(ctx, &a.container).await?;
+    if !pauses(&c, a.pause) {
+        return commit_container(ctx, &a, &c).await;
+    }
+    crate::containers::set_paused(ctx, &c.id, true).await?;
+    let r = commit_container(ctx, &a, &c).await;
+    let resumed = crate::containers::set_paused(ctx, &c.id, false).await;
+    match (r, resumed) {
+        (Err(e), Err(u)) => {
+            eprintln!("berth: cannot unpause the container: {u}");
+            Err(e)
+        }
+        (r, u) => r.and(u),
+    }
+}
+
+async fn commit_container(
+    ctx: &Context,
+    a: &CommitArgs,
+    c: &berth_api::containers::v1::Container,
+) -> Result<(), Error> {
     let config = c.config.clone().unwrap_or_default();
     let image = ctx
         .images()
@@ -128,6 +156,25 @@ pub async fn commit(ctx: &Context, a: CommitArgs) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_running_unpaused_container_is_paused() {
+        use berth_api::containers::v1::{Container, ContainerState};
+        let with = |status: &str, paused: bool| Container {
+            state: Some(ContainerState {
+                status: status.into(),
+                paused,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert!(pauses(&with("running", false), true));
+        assert!(!pauses(&with("running", false), false));
+        assert!(!pauses(&with("running", true), true));
+        assert!(!pauses(&with("exited", false), true));
+        assert!(!pauses(&with("created", false), true));
+        assert!(!pauses(&Container::default(), true));
+    }
 
     #[test]
     fn run_overrides_reach_the_committed_config() {

@@ -1,5 +1,5 @@
-//! Container verbs: create, start, stop, restart, kill, wait, rm, ps, logs, exec, inspect,
-//! prune, plus `events` and `volume`. A container is named by full id, unique id prefix or
+//! Container verbs: create, start, stop, restart, kill, pause, unpause, wait, rm, ps, logs,
+//! exec, inspect, prune, plus `events` and `volume`. A container is named by full id, unique id prefix or
 //! name: the runtime resolves the string as given.
 
 use crate::client::{Context, Error};
@@ -168,6 +168,10 @@ pub enum ContainerCommand {
     Restart(StopArgs),
     /// Send a signal to containers
     Kill(KillArgs),
+    /// Pause all processes within containers
+    Pause(NamesArgs),
+    /// Unpause all processes within containers
+    Unpause(NamesArgs),
     /// Wait for containers to exit and print their exit codes
     Wait(NamesArgs),
     /// Remove containers
@@ -227,6 +231,8 @@ pub async fn container(ctx: &Context, c: ContainerCommand) -> u8 {
         ContainerCommand::Stop(a) => stop(ctx, a).await,
         ContainerCommand::Restart(a) => restart(ctx, a).await,
         ContainerCommand::Kill(a) => kill(ctx, a).await,
+        ContainerCommand::Pause(a) => pause(ctx, a, true).await,
+        ContainerCommand::Unpause(a) => pause(ctx, a, false).await,
         ContainerCommand::Wait(a) => wait(ctx, a).await,
         ContainerCommand::Rm(a) => rm(ctx, a).await,
         ContainerCommand::Prune(a) => done(prune(ctx, a).await),
@@ -408,6 +414,32 @@ pub async fn kill(ctx: &Context, a: KillArgs) -> u8 {
     .await
 }
 
+/// Freezes a running container's processes (Tasks.Pause), or thaws a paused one's
+/// (Tasks.Resume).
+pub(crate) async fn set_paused(ctx: &Context, name: &str, paused: bool) -> Result<(), Error> {
+    let container_id = name.to_string();
+    if paused {
+        ctx.tasks()
+            .pause(ctx.req(tapi::PauseTaskRequest { container_id }))
+            .await?;
+    } else {
+        ctx.tasks()
+            .resume(ctx.req(tapi::ResumeTaskRequest { container_id }))
+            .await?;
+    }
+    Ok(())
+}
+
+/// `pause` (`paused`) or `unpause` each container, printing its name as given.
+pub async fn pause(ctx: &Context, a: NamesArgs, paused: bool) -> u8 {
+    each(&a.containers, |n| async move {
+        set_paused(ctx, &n, paused).await?;
+        println!("{n}");
+        Ok(())
+    })
+    .await
+}
+
 pub async fn wait(ctx: &Context, a: NamesArgs) -> u8 {
     each(&a.containers, |n| async move {
         let w = ctx
@@ -464,6 +496,16 @@ pub fn print_deleted(kind: &str, deleted: &[String]) {
 
 // ---- ps ----------------------------------------------------------------------------------
 
+/// A container's state as Docker names it: "paused" for a running container that is paused
+/// (berthd keeps it "running" with `paused` set), "created" when it never ran.
+pub fn state_name(st: &capi::ContainerState) -> &str {
+    match st.status.as_str() {
+        "" => "created",
+        "running" if st.paused => "paused",
+        s => s,
+    }
+}
+
 /// `ps` filters.
 #[derive(Debug, Default, PartialEq)]
 pub struct PsFilters(Filters);
@@ -499,11 +541,7 @@ impl PsFilters {
 
     pub fn matches(&self, c: &capi::Container) -> bool {
         let st = c.state.clone().unwrap_or_default();
-        let status = if st.status.is_empty() {
-            "created"
-        } else {
-            st.status.as_str()
-        };
+        let status = state_name(&st);
         self.0.matches(|k, v| match k {
             "status" => status == v,
             "exited" => status == "exited" && v.parse::<i32>() == Ok(st.exit_code),
@@ -632,9 +670,9 @@ fn ps_json(c: &capi::Container, output: &ListFormat, now: i64) -> serde_json::Va
         "CreatedAt": format::created_at(c.created_at.as_ref()),
         "RunningFor": format::ago(secs(c.created_at.as_ref())),
         "Ports": crate::ports::ps_column(live_ports(c)),
-        "State": if st.status.is_empty() { "created" } else { st.status.as_str() },
+        "State": state_name(&st),
         "Status": format::status_text(
-            &st.status,
+            state_name(&st),
             st.exit_code,
             secs(st.started_at.as_ref()),
             secs(st.finished_at.as_ref()),
@@ -866,11 +904,7 @@ pub fn container_json(
         json!(cfg.stop_signal)
     };
     let restart = cfg.restart_policy.clone().unwrap_or_default();
-    let status = if st.status.is_empty() {
-        "created".to_string()
-    } else {
-        st.status.clone()
-    };
+    let status = state_name(&st);
     let mut labels: BTreeMap<String, String> = c.labels.clone().into_iter().collect();
     labels.extend(cfg.labels.clone());
     let network_mode = if cfg.network_mode.is_empty() {
@@ -893,7 +927,7 @@ pub fn container_json(
         "Args": args.iter().skip(1).collect::<Vec<_>>(),
         "State": {
             "Status": status,
-            "Running": status == "running" || status == "restarting",
+            "Running": matches!(status, "running" | "restarting" | "paused"),
             "Paused": status == "paused",
             "Restarting": status == "restarting",
             "OOMKilled": st.oom_killed,
@@ -1386,6 +1420,41 @@ mod tests {
         assert_eq!(j["Config"]["Hostname"], "abc");
         let t = Format::parse("{{.State.Status}} {{json .Config.Env}}").unwrap();
         assert_eq!(t.render(&j).unwrap(), r#"running ["A=1"]"#);
+    }
+
+    #[test]
+    fn a_paused_container_shows_as_docker_does() {
+        let mut c = container("web", "running", "busybox");
+        let st = c.state.as_mut().unwrap();
+        st.paused = true;
+        st.started_at = Some(berth_api::prost_types::Timestamp {
+            seconds: 100,
+            nanos: 0,
+        });
+        let j = ps_json(&c, &ListFormat::default(), 105);
+        assert_eq!(j["State"], "paused");
+        assert_eq!(j["Status"], "Up 5 seconds (Paused)");
+        assert!(f(&["status=paused"]).matches(&c));
+        assert!(!f(&["status=running"]).matches(&c));
+        let i = container_json(&c, None, &BTreeMap::new());
+        assert_eq!(i["State"]["Status"], "paused");
+        assert_eq!(i["State"]["Paused"], true);
+        assert_eq!(i["State"]["Running"], true);
+        // Thawed, it is running again.
+        c.state.as_mut().unwrap().paused = false;
+        let j = ps_json(&c, &ListFormat::default(), 105);
+        assert_eq!(j["State"], "running");
+        assert_eq!(j["Status"], "Up 5 seconds");
+        assert!(f(&["status=running"]).matches(&c) && !f(&["status=paused"]).matches(&c));
+        let i = container_json(&c, None, &BTreeMap::new());
+        assert_eq!(i["State"]["Paused"], false);
+        assert_eq!(i["State"]["Status"], "running");
+        // `paused` means nothing once the container stopped.
+        let st = c.state.as_mut().unwrap();
+        st.status = "exited".into();
+        st.paused = true;
+        assert_eq!(state_name(st), "exited");
+        assert_eq!(state_name(&capi::ContainerState::default()), "created");
     }
 
     fn binding(ip: &str, host: u32, container: u32) -> capi::PortBinding {

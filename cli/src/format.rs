@@ -49,11 +49,13 @@ pub fn duration(d: i64) -> String {
     }
 }
 
-/// The STATUS column of `ps`: "Up 5 seconds", "Exited (0) 3 seconds ago", "Created".
+/// The STATUS column of `ps`: "Up 5 seconds", "Up 5 seconds (Paused)", "Exited (0) 3 seconds
+/// ago", "Created"; `status` is the state as Docker names it (see `containers::state_name`).
 /// Times are unix seconds (0 = unknown).
 pub fn status_text(status: &str, exit_code: i32, started: i64, finished: i64, now: i64) -> String {
     match status {
         "running" => format!("Up {}", duration(now - started)),
+        "paused" => format!("Up {} (Paused)", duration(now - started)),
         "restarting" if finished > 0 => {
             format!("Restarting ({exit_code}) {} ago", duration(now - finished))
         }
@@ -174,6 +176,10 @@ mod tests {
             "Up Less than a second"
         );
         assert_eq!(status_text("running", 0, 100, 0, 101), "Up 1 second");
+        assert_eq!(
+            status_text("paused", 0, 100, 0, 105),
+            "Up 5 seconds (Paused)"
+        );
         assert_eq!(
             status_text("running", 0, 0, 0, 100 + 3 * 3600),
             "Up 3 hours"

@@ -97,6 +97,10 @@ enum Command {
     Restart(containers::StopArgs),
     /// Send a signal to containers
     Kill(containers::KillArgs),
+    /// Pause all processes within containers
+    Pause(containers::NamesArgs),
+    /// Unpause all processes within containers
+    Unpause(containers::NamesArgs),
     /// Wait for containers to exit and print their exit codes
     Wait(containers::NamesArgs),
     /// Remove containers
@@ -179,6 +183,8 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Stop(a) => return containers::stop(&ctx, a).await,
         Command::Restart(a) => return containers::restart(&ctx, a).await,
         Command::Kill(a) => return containers::kill(&ctx, a).await,
+        Command::Pause(a) => return containers::pause(&ctx, a, true).await,
+        Command::Unpause(a) => return containers::pause(&ctx, a, false).await,
         Command::Wait(a) => return containers::wait(&ctx, a).await,
         Command::Rm(a) => return containers::rm(&ctx, a).await,
         Command::Ps(a) => containers::ps(&ctx, a).await,
