@@ -545,10 +545,7 @@ impl PsFilters {
         self.0.matches(|k, v| match k {
             "status" => status == v,
             "exited" => status == "exited" && v.parse::<i32>() == Ok(st.exit_code),
-            "name" => c
-                .name
-                .trim_start_matches('/')
-                .contains(v.trim_start_matches('/')),
+            "name" => crate::filters::name_matches(&c.name, v),
             "id" => c.id.starts_with(v),
             "ancestor" => ancestor_matches(c, v),
             "network" => network_names(c).iter().any(|n| n == v),

@@ -36,6 +36,18 @@ impl Filters {
     }
 }
 
+/// A `name=PATTERN` filter, as Docker's: the pattern is a regular expression searched in
+/// the name (Docker's container names start with `/`, so `^/web$` and `^web$` both work);
+/// an invalid expression matches as plain text.
+pub fn name_matches(name: &str, pattern: &str) -> bool {
+    let bare = name.trim_start_matches('/');
+    let slashed = format!("/{bare}");
+    match regex::Regex::new(pattern) {
+        Ok(re) => re.is_match(bare) || re.is_match(&slashed),
+        Err(_) => bare.contains(pattern.trim_start_matches('/')),
+    }
+}
+
 /// A `label=KEY` or `label=KEY=VALUE` filter against an object's labels.
 pub fn label_matches(labels: &HashMap<String, String>, v: &str) -> bool {
     match v.split_once('=') {
@@ -69,5 +81,12 @@ mod tests {
         assert!(label_matches(&labels, "tier=web"));
         assert!(!label_matches(&labels, "tier=db"));
         assert!(!label_matches(&labels, "zone"));
+        assert!(name_matches("front", "^front$") && name_matches("front", "ron"));
+        assert!(name_matches("web", "^/web$") && name_matches("/web", "^web$"));
+        assert!(!name_matches("front2", "^front$"));
+        assert!(
+            name_matches("a(b", "a(b"),
+            "an invalid pattern matches as text"
+        );
     }
 }

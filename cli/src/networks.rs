@@ -208,7 +208,7 @@ pub fn filter(filters: &[String]) -> Result<impl Fn(&napi::Network) -> bool, Str
         filters.matches(|k, v| match k {
             "driver" => n.driver == v,
             "id" => n.id.starts_with(v),
-            "name" => n.name.contains(v),
+            "name" => crate::filters::name_matches(&n.name, v),
             "scope" => scope(n) == v,
             "type" => builtin(n) == (v == "builtin"),
             "label" => label_matches(&n.labels, v),

@@ -280,7 +280,12 @@ impl RunArgs {
     /// The network flags, with Docker's conflicts between them checked.
     fn network_config(&self) -> Result<NetworkConfig, Error> {
         let port_bindings = crate::ports::parse_publishes(&self.publish).map_err(Error::Local)?;
-        let network_mode = self.network.clone().unwrap_or_default();
+        // `default` (what inspect shows as the mode) is the default bridge network.
+        let network_mode = self
+            .network
+            .clone()
+            .filter(|n| n != "default")
+            .unwrap_or_default();
         if network_mode.starts_with("container:") {
             let conflict = |what: &str| {
                 Err(Error::Local(format!(

@@ -232,14 +232,31 @@ fn pieces(t: &str) -> Vec<Piece<'_>> {
             break;
         };
         let body = &t[open + 2..close];
-        let left = if body.starts_with("- ") { "- " } else { "" };
-        let right = if body.ends_with(" -") { " -" } else { "" };
+        // Trim markers: a dash with any white space on its inner side, as Go's.
+        let b = body.as_bytes();
+        let left = if b.len() >= 2 && b[0] == b'-' && b[1].is_ascii_whitespace() {
+            &body[..2]
+        } else {
+            ""
+        };
+        let n = b.len();
+        let right = if n >= 2 && b[n - 1] == b'-' && b[n - 2].is_ascii_whitespace() {
+            &body[n - 2..]
+        } else {
+            ""
+        };
+        // `{{- -}}` has both markers overlapping: no text (gtmpl reports the error).
+        let text = if left.len() + right.len() <= n {
+            body[left.len()..n - right.len()].trim()
+        } else {
+            ""
+        };
         out.push(Piece::Text(&t[pos..open]));
         out.push(Piece::Action {
             raw: &t[open..close + 2],
             left,
             right,
-            text: body[left.len()..body.len() - right.len()].trim(),
+            text,
         });
         pos = close + 2;
     }
@@ -467,6 +484,15 @@ mod tests {
         assert_eq!(r("{{.State.Pid}}", v.clone()), "42");
         assert_eq!(r("{{.State.Running}}", v.clone()), "true");
         assert_eq!(r("{{.Name}} is {{.State.Status}}", v), "/web is running");
+    }
+
+    #[test]
+    fn trim_markers_never_panic() {
+        let v = json!({"M": {"b": 2, "a": 1}});
+        assert_eq!(r("{{- range .M -}} {{.}} {{- end}}", v), "12");
+        // Both markers overlapping: an error from the template engine, not a panic.
+        let _ = Format::parse("{{- -}}");
+        let _ = Format::parse("{{-\t-}}");
     }
 
     #[test]
