@@ -293,5 +293,29 @@ fn python_grpc_client_health_reflection_version_and_namespaces() {
 
     // Errors map to proper codes for other languages too.
     assert_eq!(r["get_missing"], "NOT_FOUND", "{all}");
+
+    // The Networks service from Python: the built-ins, a network made and removed.
+    let net = &r["networks"];
+    assert!(net.get("error").is_none(), "{all}");
+    let before = strs(&net["before"]);
+    for n in ["bridge", "host", "none"] {
+        assert!(before.contains(&n.to_string()), "{all}");
+    }
+    assert_eq!(net["created"]["name"], "pynet", "{all}");
+    assert_eq!(net["created"]["driver"], "bridge", "{all}");
+    assert!(
+        net["created"]["bridge"]
+            .as_str()
+            .is_some_and(|b| b.starts_with("br-")),
+        "{all}"
+    );
+    assert!(
+        net["created"]["subnet"]
+            .as_str()
+            .is_some_and(|s| s.ends_with("/24")),
+        "{all}"
+    );
+    assert_eq!(net["remove_builtin"], "FAILED_PRECONDITION", "{all}");
+    assert!(!strs(&net["after"]).contains(&"pynet".to_string()), "{all}");
     drop(stubs);
 }

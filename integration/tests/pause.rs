@@ -39,14 +39,22 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// A container appending a line to HOSTDIR/ticks every 0.1 s; its full id.
+/// A container appending a line to HOSTDIR/ticks every 0.1 s; its full id. Removed on drop,
+/// so a failing test leaves no container running (the shared berthd is never dropped).
 struct Ticker {
     id: String,
     dir: TempDir,
+    e: &'static Env,
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        let _ = self.e.d.berth(&["rm", "-f", &self.id]);
+    }
 }
 
 impl Ticker {
-    fn start(e: &Env, name: &str) -> Ticker {
+    fn start(e: &'static Env, name: &str) -> Ticker {
         let dir = TempDir::new("berth-pause");
         let vol = format!("{}:/out", dir.path().display());
         let id =
@@ -65,7 +73,7 @@ impl Ticker {
             .trim()
             .to_string();
         assert_eq!(id.len(), 64, "run -d prints the full id: {id:?}");
-        let t = Ticker { id, dir };
+        let t = Ticker { id, dir, e };
         t.assert_ticking("a new container");
         t
     }

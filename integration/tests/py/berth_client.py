@@ -118,6 +118,8 @@ def main():
     version_grpc = importlib.import_module("berth.version.v1.version_pb2_grpc")
     images_pb2 = importlib.import_module("berth.images.v1.images_pb2")
     images_grpc = importlib.import_module("berth.images.v1.images_pb2_grpc")
+    networks_pb2 = importlib.import_module("berth.networks.v1.networks_pb2")
+    networks_grpc = importlib.import_module("berth.networks.v1.networks_pb2_grpc")
 
     # A stock channel to a unix: target sends the socket path, percent-encoded, as :authority
     # (grpc-core since 1.57, grpc/grpc#38142); the h2 crate under tonic refuses that authority
@@ -151,6 +153,24 @@ def main():
             report["get_missing"] = "OK"
         except grpc.RpcError as e:
             report["get_missing"] = code_name(e)
+
+        # Networks: list, create, inspect and remove one.
+        nets = networks_grpc.NetworksStub(channel)
+        net = {"before": [n.name for n in nets.List(networks_pb2.ListNetworksRequest(), timeout=TIMEOUT).networks]}
+        try:
+            made = nets.Create(networks_pb2.CreateNetworkRequest(name="pynet"), timeout=TIMEOUT)
+            got = nets.Get(networks_pb2.GetNetworkRequest(name=made.id[:12]), timeout=TIMEOUT)
+            net["created"] = {"name": got.name, "driver": got.driver, "subnet": got.subnet, "bridge": got.bridge}
+            nets.Remove(networks_pb2.RemoveNetworkRequest(name="pynet"), timeout=TIMEOUT)
+        except grpc.RpcError as e:
+            net["error"] = "%s: %s" % (code_name(e), e.details())
+        try:
+            nets.Remove(networks_pb2.RemoveNetworkRequest(name="bridge"), timeout=TIMEOUT)
+            net["remove_builtin"] = "OK"
+        except grpc.RpcError as e:
+            net["remove_builtin"] = code_name(e)
+        net["after"] = [n.name for n in nets.List(networks_pb2.ListNetworksRequest(), timeout=TIMEOUT).networks]
+        report["networks"] = net
 
     json.dump(report, sys.stdout)
     sys.stdout.write("\n")
