@@ -287,6 +287,16 @@ impl Berthd {
         self.dir.path().join("state")
     }
 
+    /// The pid of the shim of a task in the default namespace, from berthd's state.
+    pub fn shim_pid(&self, id: &str) -> i32 {
+        let p = self.state().join("tasks/default").join(id).join("shim.pid");
+        std::fs::read_to_string(&p)
+            .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+            .trim()
+            .parse()
+            .unwrap()
+    }
+
     /// Starts berthd (again) on the same root and state.
     pub fn restart(&mut self) {
         let mut cmd = Command::new(bin_dir().join("berthd"));

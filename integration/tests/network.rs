@@ -1158,16 +1158,6 @@ fn rm_releases_the_network() {
     assert!(port_free(port), "host port {port} is free after rm -f");
 }
 
-/// The shim's pid of a task, from berthd's state.
-fn shim_pid(d: &Berthd, id: &str) -> i32 {
-    let p = d.state().join("tasks/default").join(id).join("shim.pid");
-    std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 fn sigkill(pid: i32) {
     assert!(pid > 1);
     // SAFETY: kill(2) on a pid this test read from berth's own state or inspect.
@@ -1195,7 +1185,7 @@ fn a_crash_releases_or_restores_the_network() {
             .trim()
             .parse()
             .unwrap();
-    let shim = shim_pid(&e.d, &id);
+    let shim = e.d.shim_pid(&id);
     e.d.kill9();
     sigkill(init);
     sigkill(shim);

@@ -168,15 +168,6 @@ fn file_size(p: &Path) -> u64 {
     std::fs::metadata(p).map(|m| m.len()).unwrap_or(0)
 }
 
-fn shim_pid(d: &Berthd, id: &str) -> i32 {
-    let p = d.state().join("tasks/default").join(id).join("shim.pid");
-    std::fs::read_to_string(&p)
-        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
-        .trim()
-        .parse()
-        .unwrap()
-}
-
 fn sigkill(pid: i32) {
     assert!(pid > 1);
     // SAFETY: kill(2) on a pid this test read from berth's own state or inspect.
@@ -368,7 +359,7 @@ fn a_dead_shim_means_an_exited_container() {
     let id = run_d(&d, &["--name", "victim", &img, "sleep", "300"]);
     let init: i32 = inspect(&d, "{{.State.Pid}}", "victim").parse().unwrap();
     assert!(alive(init));
-    sigkill(shim_pid(&d, &id));
+    sigkill(d.shim_pid(&id));
     wait_for("victim reported exited", Duration::from_secs(5), || {
         ps_line(&d, "victim").is_some_and(|l| l.contains("Exited"))
     });
@@ -391,7 +382,7 @@ fn a_dead_shim_means_an_exited_container() {
     let id2 = run_d(&d, &["--name", "victim2", &img, "sleep", "300"]);
     let init2: i32 = inspect(&d, "{{.State.Pid}}", "victim2").parse().unwrap();
     d.kill9();
-    sigkill(shim_pid(&d, &id2));
+    sigkill(d.shim_pid(&id2));
     d.restart();
     wait_for("victim2 reported exited", Duration::from_secs(5), || {
         ps_line(&d, "victim2").is_some_and(|l| l.contains("Exited"))
@@ -426,7 +417,7 @@ fn a_dead_shim_means_an_exited_container() {
         !alive(init3)
     });
     let bundle_dir = d.state().join("tasks/default").join(&id3);
-    let shim3 = shim_pid(&d, &id3);
+    let shim3 = d.shim_pid(&id3);
     // Let the shim record the exit before it is killed.
     std::thread::sleep(Duration::from_millis(300));
     if alive(shim3) {

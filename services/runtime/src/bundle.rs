@@ -97,6 +97,13 @@ impl Bundle {
         self.read_pid("init.pid").map(|p| p as u32)
     }
 
+    /// The task's `linux.cgroupsPath`, from its `config.json`.
+    pub fn cgroups_path(&self) -> Option<PathBuf> {
+        let spec = std::fs::read(self.dir().join("config.json")).ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&spec).ok()?;
+        v["linux"]["cgroupsPath"].as_str().map(PathBuf::from)
+    }
+
     /// Pid of the shim process.
     pub fn shim_pid(&self) -> Option<i32> {
         self.read_pid("shim.pid")

@@ -79,8 +79,10 @@ impl Store {
         }
     }
 
-    fn decode(&self, key: &[u8], bytes: &[u8]) -> Result<Container> {
-        Container::decode(bytes).map_err(|e| Error::Corrupt {
+    /// A stored record (container, volume, network); a record that does not decode is
+    /// reported with its key.
+    fn decode<M: Message + Default>(&self, key: &[u8], bytes: &[u8]) -> Result<M> {
+        M::decode(bytes).map_err(|e| Error::Corrupt {
             key: String::from_utf8_lossy(key).into_owned(),
             reason: e.to_string(),
         })
@@ -179,7 +181,7 @@ impl Store {
 
     /// Every container of a namespace, oldest first.
     pub fn list(&self, namespace: &str) -> Result<Vec<Container>> {
-        let mut out = Vec::new();
+        let mut out: Vec<Container> = Vec::new();
         for item in self.containers.scan_prefix(key(namespace, "")) {
             let (k, v) = item.map_err(|e| self.db_err(e))?;
             out.push(self.decode(&k, &v)?);
@@ -255,12 +257,7 @@ impl Store {
     pub fn get_volume(&self, namespace: &str, name: &str) -> Result<Option<Volume>> {
         let k = key(namespace, name);
         match self.volumes.get(&k).map_err(|e| self.db_err(e))? {
-            Some(v) => Volume::decode(v.as_ref())
-                .map(Some)
-                .map_err(|e| Error::Corrupt {
-                    key: String::from_utf8_lossy(&k).into_owned(),
-                    reason: e.to_string(),
-                }),
+            Some(v) => self.decode(&k, &v).map(Some),
             None => Ok(None),
         }
     }
@@ -270,10 +267,7 @@ impl Store {
         let mut out = Vec::new();
         for item in self.volumes.scan_prefix(key(namespace, "")) {
             let (k, v) = item.map_err(|e| self.db_err(e))?;
-            out.push(Volume::decode(v.as_ref()).map_err(|e| Error::Corrupt {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                reason: e.to_string(),
-            })?);
+            out.push(self.decode(&k, &v)?);
         }
         Ok(out)
     }
@@ -309,10 +303,7 @@ impl Store {
         let mut out = Vec::new();
         for item in self.networks.iter() {
             let (k, v) = item.map_err(|e| self.db_err(e))?;
-            out.push(Network::decode(v.as_ref()).map_err(|e| Error::Corrupt {
-                key: String::from_utf8_lossy(&k).into_owned(),
-                reason: e.to_string(),
-            })?);
+            out.push(self.decode(&k, &v)?);
         }
         Ok(out)
     }

@@ -6,15 +6,13 @@ use crate::error::{Error, Result};
 use crate::lifecycle::{state_of, STATUS_RUNNING};
 use crate::Runtime;
 use berth_shim::protocol::Status as ShimStatus;
-use std::path::PathBuf;
 
 impl Runtime {
     /// The cgroup of a container's task, from its bundle's spec.
     fn task_cgroup(&self, ns: &str, id: &str) -> Result<String> {
-        let path = std::fs::read(self.bundle(ns, id).dir().join("config.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-            .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(PathBuf::from))
+        let path = self
+            .bundle(ns, id)
+            .cgroups_path()
             .ok_or_else(|| Error::FailedPrecondition(format!("Container {id} is not running")))?;
         berth_shim::cgroup::relative_path(&path)
             .map_err(|e| Error::FailedPrecondition(format!("container {id}: {e}")))
@@ -54,10 +52,17 @@ impl Runtime {
                 "Container {id} is already paused"
             )));
         }
-        self.set_frozen(ns, &id, true).await?;
-        self.update_state(ns, &id, |s| s.paused = true)?;
-        self.publish_container(ns, &id, "pause", &[]);
-        tracing::info!(container = %id, "container paused");
+        self.record_frozen(ns, &id, true).await
+    }
+
+    /// Freezes or thaws a container's task, records it in its state, and says so
+    /// (`pause`/`unpause` events).
+    async fn record_frozen(&self, ns: &str, id: &str, frozen: bool) -> Result<()> {
+        self.set_frozen(ns, id, frozen).await?;
+        self.update_state(ns, id, |s| s.paused = frozen)?;
+        let what = if frozen { "pause" } else { "unpause" };
+        self.publish_container(ns, id, what, &[]);
+        tracing::info!(container = %id, "container {what}d");
         Ok(())
     }
 
@@ -65,34 +70,21 @@ impl Runtime {
     pub async fn resume_container(&self, ns: &str, reference: &str) -> Result<()> {
         let id = self.task_id(ns, reference)?;
         let _guard = self.lock(ns, &id).await;
-        let paused = self
-            .store
-            .get(ns, &id)?
-            .is_some_and(|c| state_of(&c).paused);
-        if !paused {
+        if !self.is_paused(ns, &id) {
             return Err(Error::FailedPrecondition(format!(
                 "Container {id} is not paused"
             )));
         }
-        self.set_frozen(ns, &id, false).await?;
-        self.update_state(ns, &id, |s| s.paused = false)?;
-        self.publish_container(ns, &id, "unpause", &[]);
-        tracing::info!(container = %id, "container unpaused");
-        Ok(())
+        self.record_frozen(ns, &id, false).await
     }
 
     /// After a signal: a paused container is thawed so that it acts on it.
     pub(crate) async fn thaw_if_paused(&self, ns: &str, id: &str) {
-        let paused = matches!(self.store.get(ns, id), Ok(Some(c)) if state_of(&c).paused);
-        if !paused {
+        if !self.is_paused(ns, id) {
             return;
         }
-        match self.set_frozen(ns, id, false).await {
-            Ok(()) => {
-                let _ = self.update_state(ns, id, |s| s.paused = false);
-                self.publish_container(ns, id, "unpause", &[]);
-            }
-            Err(e) => tracing::warn!(container = %id, error = %e, "cannot thaw a paused container"),
+        if let Err(e) = self.record_frozen(ns, id, false).await {
+            tracing::warn!(container = %id, error = %e, "cannot thaw a paused container");
         }
     }
 

@@ -539,10 +539,8 @@ impl Runtime {
 /// Removes the cgroup of a task whose shim is gone (killing whatever is left in it), as the
 /// shim does on Delete. The path is the spec's `linux.cgroupsPath`, with the shim's default.
 async fn remove_cgroup_of(ns: &str, id: &str, bundle: &Bundle) {
-    let path = std::fs::read(bundle.dir().join("config.json"))
-        .ok()
-        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-        .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(PathBuf::from))
+    let path = bundle
+        .cgroups_path()
         .unwrap_or_else(|| PathBuf::from(format!("/berth/{ns}/{id}")));
     let rel = match berth_shim::cgroup::relative_path(&path) {
         Ok(rel) => rel,

@@ -105,6 +105,26 @@ struct Peer {
     base: String,
 }
 
+impl Peer {
+    /// Container `c` at `ip`, listed by its name and short id, with its hosts file.
+    fn of(c: &Container, ip: &str, hosts: PathBuf, base: String) -> Peer {
+        Peer {
+            ip: ip.to_string(),
+            names: vec![c.name.clone(), c.id[..12.min(c.id.len())].to_string()],
+            hosts,
+            base,
+        }
+    }
+}
+
+/// A running container's hosts file and its own lines (`hosts.base`), as `attach` wrote
+/// them beside its log.
+fn own_hosts(c: &Container) -> (PathBuf, String) {
+    let hosts = PathBuf::from(&c.log_path).with_file_name("hosts");
+    let base = std::fs::read_to_string(hosts.with_extension("base")).unwrap_or_default();
+    (hosts, base)
+}
+
 #[derive(Debug, Default)]
 struct Inner {
     cni: HashMap<String, Arc<Network>>,
@@ -744,12 +764,7 @@ impl Manager {
                 }
                 inner.peers.entry(e.network.clone()).or_default().insert(
                     key.clone(),
-                    Peer {
-                        ip: e.ip_address.clone(),
-                        names: vec![c.name.clone(), c.id[..12].to_string()],
-                        hosts: hosts.clone(),
-                        base: base.clone(),
-                    },
+                    Peer::of(c, &e.ip_address, hosts.clone(), base.clone()),
                 );
             }
         }
@@ -907,8 +922,7 @@ impl Manager {
                 tracing::warn!(container = %c.id, error = %e, "cannot hold the published ports of a running container again")
             }
         }
-        let dir_hosts = PathBuf::from(&c.log_path).with_file_name("hosts");
-        let base = std::fs::read_to_string(dir_hosts.with_extension("base")).unwrap_or_default();
+        let (hosts, base) = own_hosts(c);
         let mut inner = self.inner();
         for e in &s.endpoints {
             if e.network == DEFAULT_NETWORK || e.interface.is_empty() {
@@ -916,12 +930,7 @@ impl Manager {
             }
             inner.peers.entry(e.network.clone()).or_default().insert(
                 key.clone(),
-                Peer {
-                    ip: e.ip_address.clone(),
-                    names: vec![c.name.clone(), c.id[..12.min(c.id.len())].to_string()],
-                    hosts: dir_hosts.clone(),
-                    base: base.clone(),
-                },
+                Peer::of(c, &e.ip_address, hosts.clone(), base.clone()),
             );
         }
     }
@@ -1005,20 +1014,14 @@ impl Manager {
         };
         settings.endpoints.push(e.clone());
         if network.name != DEFAULT_NETWORK {
-            let hosts = PathBuf::from(&c.log_path).with_file_name("hosts");
-            let base = std::fs::read_to_string(hosts.with_extension("base")).unwrap_or_default();
+            let (hosts, base) = own_hosts(c);
             self.inner()
                 .peers
                 .entry(network.name.clone())
                 .or_default()
                 .insert(
                     format!("{ns}/{}", c.id),
-                    Peer {
-                        ip: e.ip_address.clone(),
-                        names: vec![c.name.clone(), c.id[..12].to_string()],
-                        hosts,
-                        base,
-                    },
+                    Peer::of(c, &e.ip_address, hosts, base),
                 );
             self.refresh_hosts(std::slice::from_ref(&e.network), None);
         }
@@ -1047,8 +1050,7 @@ impl Manager {
         }
         // Its own file starts again from its own lines (the networks it is still on add
         // their peers back).
-        let hosts = PathBuf::from(&c.log_path).with_file_name("hosts");
-        let base = std::fs::read_to_string(hosts.with_extension("base")).unwrap_or_default();
+        let (hosts, base) = own_hosts(c);
         let mut networks: Vec<String> = c
             .network_settings
             .iter()
