@@ -5,7 +5,7 @@ set -euo pipefail
 pkgs=(
   protobuf-compiler pkg-config libssl-dev gcc        # build: protoc for the API, openssl for registry TLS
   busybox-static umoci skopeo docker-registry        # test images and a real registry
-  util-linux curl iptables python3 python3-venv                   # acceptance walkthrough (script), probes
+  util-linux curl iptables iproute2 python3 python3-venv          # walkthrough (script), probes; ip and iptables for networks
   containernetworking-plugins                        # networking: bridge, host-local, portmap, loopback (/usr/lib/cni)
   containerd runc hyperfine                          # benchmark peers
   docker.io                                          # the docker CLI against berth's registry
