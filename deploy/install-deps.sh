@@ -3,7 +3,8 @@
 # already present are not fetched again.
 set -euo pipefail
 pkgs=(
-  protobuf-compiler pkg-config libssl-dev gcc        # build: protoc for the API, openssl for registry TLS
+  protobuf-compiler libprotobuf-dev pkg-config libssl-dev gcc  # build: protoc and its well-known types, openssl
+  libseccomp-dev                                     # build: seccomp filters (libseccomp)
   busybox-static umoci skopeo docker-registry        # test images and a real registry
   util-linux curl iptables iproute2 python3 python3-venv          # walkthrough (script), probes; ip and iptables for networks
   containernetworking-plugins                        # networking: bridge, host-local, portmap, loopback (/usr/lib/cni)
