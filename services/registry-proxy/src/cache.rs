@@ -11,15 +11,20 @@
 //! leaves nothing under the digest. A download goes on when its callers go away, since the
 //! bytes are wanted in the cache anyway.
 //!
-//! Content is addressed by digest only: a blob cached for one repository (or registry) serves
-//! any repository that asks for the same digest, as containerd's content store does.
+//! Content is stored by digest, and every download records which upstream repository
+//! (`domain/path`) served it ([`Metadata::link_upstream`]). What a fetch may be answered with
+//! from the store is its [`Reuse`]: berthd's own services (the root-only gRPC API) share
+//! every digest, as containerd's content store does ([`Reuse::Any`]); the HTTP mirror's
+//! clients get cached content only for a repository that served it ([`Reuse::Linked`]), and
+//! otherwise the bytes come from upstream, which decides whether that repository holds them.
+//! So knowing a digest is not enough to read it under another name.
 
 use crate::blobs::BlobStore;
 use crate::client::{Content, Descriptor};
 use crate::error::Error;
 use crate::metadata::{Metadata, Remembered};
 use crate::service::Fetched;
-use crate::verify::{Expected, Verifier};
+use crate::verify::{verified, Expected, Verifier};
 use berth_core::{Digest, Reference};
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
@@ -48,6 +53,41 @@ pub struct Want {
     pub subject: String,
     /// A manifest's media type, recorded beside it so it can be served again without asking.
     pub media_type: Option<String>,
+    /// The upstream repository (`domain/path`) it is fetched from.
+    pub repository: String,
+    pub reuse: Reuse,
+}
+
+impl Want {
+    /// What content from `source` must be.
+    fn expected(&self, source: String) -> Expected {
+        Expected {
+            digest: self.digest.clone(),
+            size: self.size,
+            limit: self.limit,
+            subject: self.subject.clone(),
+            host: source,
+        }
+    }
+
+    /// The link to record once the content proved whole.
+    fn link(&self, metadata: &Metadata) -> Link {
+        Link {
+            metadata: metadata.clone(),
+            repository: self.repository.clone(),
+            digest: self.digest.clone(),
+        }
+    }
+}
+
+/// Which stored content may answer a fetch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reuse {
+    /// Any stored content of the digest: for berthd's own services.
+    Any,
+    /// Only content the same upstream repository served before (or is serving now); else it
+    /// comes from upstream again: for the mirror's clients.
+    Linked,
 }
 
 /// The blob store with its downloads under way.
@@ -63,6 +103,8 @@ pub struct Cache {
 #[derive(Debug)]
 struct Flight {
     id: u64,
+    /// The upstream repository the download is for.
+    repository: String,
     stage: watch::Receiver<Stage>,
 }
 
@@ -112,28 +154,46 @@ impl Cache {
         &self.metadata
     }
 
-    /// `want`, from the store when it is there, else from what `open` answers (the upstream
-    /// registry), cached as it streams. `open` is called at most once per caller, and not
-    /// at all when another caller's download of the same digest is already under way.
+    /// `want`, from the store when it is there (and `want.reuse` allows), else from what
+    /// `open` answers (the upstream registry), cached as it streams. `open` is called at most
+    /// once per caller, and not at all when a download of the same digest that the caller may
+    /// share is already under way.
     pub async fn fetch<F, Fut>(&self, want: &Want, open: F) -> Result<Fetched, Error>
     where
         F: Fn() -> Fut,
         Fut: std::future::Future<Output = Result<Content, Error>>,
     {
+        let shared = self.may_reuse(want)?;
         loop {
-            if let Some(stored) = self.stored(want).await? {
-                return Ok(stored);
+            if shared {
+                if let Some(stored) = self.stored(want).await? {
+                    return Ok(stored);
+                }
             }
             let role = {
                 let mut flights = self.flights.lock().unwrap_or_else(|p| p.into_inner());
                 match flights.get(&want.digest) {
-                    Some(f) => Role::Follow(f.stage.clone()),
+                    Some(f) if shared || f.repository == want.repository => {
+                        Role::Follow(f.stage.clone())
+                    }
+                    Some(_) => Role::Upstream,
                     // It may have landed between the look above and taking the lock.
-                    None if self.blobs.contains(&want.digest) => continue,
+                    None if self.blobs.contains(&want.digest) => match shared {
+                        true => continue,
+                        false => Role::Upstream,
+                    },
                     None => {
                         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
                         let (tx, stage) = watch::channel(Stage::Opening);
-                        flights.insert(want.digest.clone(), Flight { id, stage });
+                        let repository = want.repository.clone();
+                        flights.insert(
+                            want.digest.clone(),
+                            Flight {
+                                id,
+                                repository,
+                                stage,
+                            },
+                        );
                         Role::Lead(Lead {
                             flights: self.flights.clone(),
                             digest: want.digest.clone(),
@@ -163,7 +223,44 @@ impl Cache {
                     lead.started(download.clone());
                     return Ok(tail(download));
                 }
+                Role::Upstream => return Ok(self.relay(want, open().await?)),
             }
+        }
+    }
+
+    /// Whether `want` may be answered with content this repository did not serve.
+    fn may_reuse(&self, want: &Want) -> Result<bool, Error> {
+        match want.reuse {
+            Reuse::Any => Ok(true),
+            Reuse::Linked => self.served(&want.repository, &want.digest),
+        }
+    }
+
+    /// Whether the upstream repository `domain/path` served `digest` before.
+    pub fn served(&self, repository: &str, digest: &Digest) -> Result<bool, Error> {
+        self.metadata
+            .upstream_has(repository, digest)
+            .map_err(|e| Error::Store(format!("the cache's metadata: {e}")))
+    }
+
+    /// Upstream's answer for content that is stored (or being stored) for another repository:
+    /// streamed through verified, not stored again, and linked to `want.repository` once it
+    /// proved whole.
+    fn relay(&self, want: &Want, content: Content) -> Fetched {
+        tracing::debug!(digest = %want.digest, repository = %want.repository, "stored for another repository: relaying upstream's answer");
+        let total = content.total.or(want.size);
+        let link = want.link(&self.metadata);
+        let expected = want.expected(content.source);
+        let mut bytes = Box::pin(verified(content.stream, expected));
+        let stream = async_stream::try_stream! {
+            while let Some(chunk) = bytes.next().await {
+                yield chunk?;
+            }
+            link.record();
+        };
+        Fetched {
+            total,
+            stream: stream.boxed(),
         }
     }
 
@@ -210,13 +307,7 @@ impl Cache {
             .map_err(|e| store_error(&want.subject, e))?;
         let file = Arc::new(file);
         let (progress_tx, progress) = watch::channel(Progress::Written(0));
-        let expected = Expected {
-            digest: want.digest.clone(),
-            size: want.size,
-            limit: want.limit,
-            subject: want.subject.clone(),
-            host: content.source.clone(),
-        };
+        let expected = want.expected(content.source.clone());
         let download = Arc::new(Download {
             file: file.clone(),
             total: content.total.or(want.size),
@@ -226,7 +317,7 @@ impl Cache {
         });
         let job = Job {
             blobs: self.blobs.clone(),
-            metadata: self.metadata.clone(),
+            link: want.link(&self.metadata),
             flights: self.flights.clone(),
             id,
             tmp,
@@ -284,6 +375,24 @@ impl Cache {
 enum Role {
     Lead(Lead),
     Follow(watch::Receiver<Stage>),
+    /// Not to be answered from the store: upstream's answer, relayed.
+    Upstream,
+}
+
+/// That an upstream repository served a digest, to record once its content verified.
+#[derive(Debug)]
+struct Link {
+    metadata: Metadata,
+    repository: String,
+    digest: Digest,
+}
+
+impl Link {
+    fn record(&self) {
+        if let Err(e) = self.metadata.link_upstream(&self.repository, &self.digest) {
+            tracing::warn!(digest = %self.digest, repository = %self.repository, error = %e, "cannot record which repository served the content");
+        }
+    }
 }
 
 /// The first caller's hold on a flight: dropped before the download starts (upstream failed,
@@ -322,7 +431,8 @@ fn remove_flight(flights: &Mutex<HashMap<Digest, Flight>>, digest: &Digest, id: 
 /// One download's task.
 struct Job {
     blobs: Arc<BlobStore>,
-    metadata: Metadata,
+    /// Recorded when the content is in the store.
+    link: Link,
     flights: Arc<Mutex<HashMap<Digest, Flight>>>,
     id: u64,
     tmp: PathBuf,
@@ -398,6 +508,7 @@ impl Job {
             .await
             .map_err(|e| Error::Store(e.to_string()))?
             .map_err(|e| store_error(subject, e))?;
+        self.link.record();
         if !self.manifest {
             return Ok(());
         }
@@ -411,7 +522,7 @@ impl Job {
                 .and_then(|body| crate::client::media_type_of_body(&body)),
         };
         if let Some(t) = media_type {
-            if let Err(e) = self.metadata.set_media_type(digest, &t) {
+            if let Err(e) = self.link.metadata.set_media_type(digest, &t) {
                 tracing::warn!(%digest, error = %e, "cannot record the manifest's media type");
             }
         }
@@ -548,6 +659,8 @@ mod tests {
             limit: None,
             subject: format!("blob {}", Digest::sha256_of(data)),
             media_type: None,
+            repository: "upstream.example/app".into(),
+            reuse: Reuse::Any,
         }
     }
 
@@ -571,6 +684,33 @@ mod tests {
         (tx, s)
     }
 
+    /// An upstream answer fed by hand that may be opened once.
+    struct Once {
+        stream: Mutex<Option<BoxStream<'static, Result<Bytes, Error>>>>,
+        opens: AtomicUsize,
+    }
+
+    impl Once {
+        fn new() -> (mpsc::UnboundedSender<Bytes>, Once) {
+            let (tx, s) = fed();
+            let once = Once {
+                stream: Mutex::new(Some(s)),
+                opens: AtomicUsize::new(0),
+            };
+            (tx, once)
+        }
+
+        fn open(&self) -> impl std::future::Future<Output = Result<Content, Error>> {
+            self.opens.fetch_add(1, Ordering::SeqCst);
+            let s = self.stream.lock().unwrap().take().expect("opened once");
+            async move { Ok(content(s)) }
+        }
+
+        fn opens(&self) -> usize {
+            self.opens.load(Ordering::SeqCst)
+        }
+    }
+
     async fn collect(f: Fetched) -> Result<Vec<u8>, Error> {
         let mut out = Vec::new();
         let mut s = f.stream;
@@ -585,15 +725,8 @@ mod tests {
         let (_dir, cache) = cache();
         let data = b"hello world".to_vec();
         let w = want(&data);
-        let (tx, s) = fed();
-        let upstream = Mutex::new(Some(s));
-        let mut f = cache
-            .fetch(&w, || {
-                let s = upstream.lock().unwrap().take().unwrap();
-                async move { Ok(content(s)) }
-            })
-            .await
-            .unwrap();
+        let (tx, upstream) = Once::new();
+        let mut f = cache.fetch(&w, || upstream.open()).await.unwrap();
         tx.send(Bytes::from_static(b"hello ")).unwrap();
         let first = f.stream.next().await.unwrap().unwrap();
         assert_eq!(&first[..], b"hello ", "bytes come before the download ends");
@@ -620,19 +753,121 @@ mod tests {
         assert_eq!(collect(hit).await.unwrap(), data);
     }
 
+    fn once(data: &'static [u8]) -> BoxStream<'static, Result<Bytes, Error>> {
+        futures::stream::iter([Ok(Bytes::from_static(data))]).boxed()
+    }
+
+    fn not_found() -> Error {
+        Error::NotFound {
+            subject: "blob".into(),
+        }
+    }
+
+    /// Waits (bounded by a count, not a clock) until the download's task has linked it.
+    async fn until_served(cache: &Cache, repository: &str, digest: &Digest) {
+        for _ in 0..1000 {
+            if cache.served(repository, digest).unwrap() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+        panic!("{digest} never linked to {repository}");
+    }
+
+    #[tokio::test]
+    async fn linked_fetches_reuse_only_what_their_repository_served() {
+        let (_dir, cache) = cache();
+        let data: &'static [u8] = b"a private layer";
+        let mut a = want(data);
+        a.repository = "upstream.example/team/private".into();
+        a.reuse = Reuse::Linked;
+        let f = cache.fetch(&a, || async { Ok(content(once(data))) }).await;
+        assert_eq!(collect(f.unwrap()).await.unwrap(), data);
+        until_served(&cache, &a.repository, &a.digest).await;
+        assert!(cache.blobs().contains(&a.digest));
+
+        // The same repository is answered from the store without asking upstream.
+        let hit = cache.fetch(&a, || async { panic!("a hit must not ask upstream") });
+        assert_eq!(collect(hit.await.unwrap()).await.unwrap(), data);
+
+        // Another repository asks upstream, which does not have it there: refused.
+        let mut b = a.clone();
+        b.repository = "upstream.example/someone/else".into();
+        let asked = AtomicUsize::new(0);
+        let e = cache
+            .fetch(&b, || {
+                asked.fetch_add(1, Ordering::SeqCst);
+                async { Err::<Content, _>(not_found()) }
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound);
+        assert_eq!(asked.load(Ordering::SeqCst), 1, "upstream decided");
+        assert!(!cache.served(&b.repository, &b.digest).unwrap());
+
+        // berthd's own services share every digest.
+        let mut any = b.clone();
+        any.reuse = Reuse::Any;
+        let hit = cache.fetch(&any, || async { panic!("a hit must not ask upstream") });
+        assert_eq!(collect(hit.await.unwrap()).await.unwrap(), data);
+
+        // Upstream serving it for that repository too: relayed, verified, then linked.
+        let relayed = cache.fetch(&b, || async { Ok(content(once(data))) }).await;
+        assert_eq!(collect(relayed.unwrap()).await.unwrap(), data);
+        assert!(cache.served(&b.repository, &b.digest).unwrap());
+    }
+
+    #[tokio::test]
+    async fn a_relay_of_forged_bytes_fails_and_links_nothing() {
+        let (_dir, cache) = cache();
+        let data: &'static [u8] = b"the real layer";
+        let mut a = want(data);
+        a.reuse = Reuse::Linked;
+        let f = cache.fetch(&a, || async { Ok(content(once(data))) }).await;
+        collect(f.unwrap()).await.unwrap();
+        until_served(&cache, &a.repository, &a.digest).await;
+        let mut b = a.clone();
+        b.repository = "upstream.example/other".into();
+        let forged = cache.fetch(&b, || async { Ok(content(once(b"a forged layer"))) });
+        let e = collect(forged.await.unwrap()).await.unwrap_err();
+        assert_eq!(e.code(), tonic::Code::DataLoss, "{e}");
+        assert!(!cache.served(&b.repository, &b.digest).unwrap());
+        assert_eq!(cache.blobs().size(&a.digest), Some(data.len() as u64));
+    }
+
+    #[tokio::test]
+    async fn a_download_under_way_is_joined_by_its_own_repository_only() {
+        let (_dir, cache) = cache();
+        let data = vec![9u8; 2 << 20];
+        let mut a = want(&data);
+        a.reuse = Reuse::Linked;
+        let (tx, upstream) = Once::new();
+        let open = || upstream.open();
+        let first = cache.fetch(&a, open).await.unwrap();
+        tx.send(Bytes::copy_from_slice(&data[..1 << 20])).unwrap();
+        let joined = cache.fetch(&a, open).await.unwrap();
+        assert_eq!(upstream.opens(), 1, "the same repository joins");
+        let mut b = a.clone();
+        b.repository = "upstream.example/other".into();
+        let e = cache
+            .fetch(&b, || async { Err::<Content, _>(not_found()) })
+            .await
+            .unwrap_err();
+        assert_eq!(e.code(), tonic::Code::NotFound, "another one asks upstream");
+        let readers = (tokio::spawn(collect(first)), tokio::spawn(collect(joined)));
+        tx.send(Bytes::copy_from_slice(&data[1 << 20..])).unwrap();
+        drop(tx);
+        assert_eq!(readers.0.await.unwrap().unwrap(), data);
+        assert_eq!(readers.1.await.unwrap().unwrap(), data);
+    }
+
     #[tokio::test]
     async fn concurrent_fetches_download_once() {
         let (_dir, cache) = cache();
         let data = vec![7u8; 3 << 20];
         let w = want(&data);
-        let (tx, s) = fed();
-        let upstream = Mutex::new(Some(s));
-        let opens = AtomicUsize::new(0);
-        let open = || {
-            opens.fetch_add(1, Ordering::SeqCst);
-            let s = upstream.lock().unwrap().take().expect("opened once");
-            async move { Ok(content(s)) }
-        };
+        let (tx, upstream) = Once::new();
+        let open = || upstream.open();
         let a = cache.fetch(&w, open).await.unwrap();
         tx.send(Bytes::copy_from_slice(&data[..1 << 20])).unwrap();
         let b = cache.fetch(&w, open).await.unwrap();
@@ -642,19 +877,15 @@ mod tests {
         drop(tx);
         assert_eq!(reader_a.await.unwrap().unwrap(), data);
         assert_eq!(reader_b.await.unwrap().unwrap(), data);
-        assert_eq!(opens.load(Ordering::SeqCst), 1);
+        assert_eq!(upstream.opens(), 1);
     }
 
     #[tokio::test]
     async fn bad_content_fails_every_tail_and_stores_nothing() {
         let (dir, cache) = cache();
         let w = want(b"the real thing");
-        let (tx, s) = fed();
-        let upstream = Mutex::new(Some(s));
-        let open = || {
-            let s = upstream.lock().unwrap().take().unwrap();
-            async move { Ok(content(s)) }
-        };
+        let (tx, upstream) = Once::new();
+        let open = || upstream.open();
         let a = cache.fetch(&w, open).await.unwrap();
         let b = cache.fetch(&w, open).await.unwrap();
         tx.send(Bytes::from_static(b"a forged thing")).unwrap();

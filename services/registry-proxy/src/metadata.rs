@@ -1,7 +1,8 @@
 //! What the proxy knows about its blobs, in one sled database: which repositories of the
 //! served registry hold which blobs and manifests, their tags, the media type of each
-//! manifest, open upload sessions, and the last digest each upstream tag resolved to (so a
-//! pull can go on while the upstream registry is down).
+//! manifest, open upload sessions, which upstream repositories served which digests (so the
+//! mirror hands cached content only to a repository that holds it), and the last digest each
+//! upstream tag resolved to (so a pull can go on while the upstream registry is down).
 //!
 //! Keys under a repository are `repository \0 item`: repository names never hold a NUL, so a
 //! repository's entries are one contiguous range, and repositories sort by name.
@@ -22,6 +23,8 @@ pub struct Metadata {
     media_types: sled::Tree,
     /// upload id → repository.
     uploads: sled::Tree,
+    /// `domain/path\0digest` → (): content an upstream repository served, verified.
+    upstream_links: sled::Tree,
     /// `domain/path:tag` → JSON [`Remembered`]: what an upstream tag last resolved to.
     upstream: sled::Tree,
 }
@@ -68,6 +71,7 @@ impl Metadata {
             tags: db.open_tree("tags")?,
             media_types: db.open_tree("media_types")?,
             uploads: db.open_tree("uploads")?,
+            upstream_links: db.open_tree("upstream_links")?,
             upstream: db.open_tree("upstream")?,
         })
     }
@@ -201,6 +205,31 @@ impl Metadata {
         Ok(())
     }
 
+    /// Every open upload session: id and repository.
+    pub fn uploads(&self) -> Result<Vec<(String, String)>> {
+        self.uploads
+            .iter()
+            .map(|entry| {
+                let (k, v) = entry?;
+                let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+                Ok((text(&k), text(&v)))
+            })
+            .collect()
+    }
+
+    /// Records that the upstream repository `domain/path` served `digest` (and it verified).
+    pub fn link_upstream(&self, repository: &str, digest: &Digest) -> Result<()> {
+        self.upstream_links
+            .insert(key(repository, &digest.to_string()), &[])?;
+        Ok(())
+    }
+
+    /// Whether the upstream repository `domain/path` ever served `digest`.
+    pub fn upstream_has(&self, repository: &str, digest: &Digest) -> Result<bool> {
+        self.upstream_links
+            .contains_key(key(repository, &digest.to_string()))
+    }
+
     pub fn remember_upstream(&self, reference: &str, r: &Remembered) -> Result<()> {
         let v = serde_json::to_vec(r).expect("plain struct serializes");
         self.upstream.insert(reference, v)?;
@@ -221,6 +250,19 @@ mod tests {
 
     fn d(s: &str) -> Digest {
         Digest::sha256_of(s.as_bytes())
+    }
+
+    #[test]
+    fn upstream_links_are_per_repository() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metadata::open(dir.path()).unwrap();
+        m.link_upstream("docker.io/library/a", &d("x")).unwrap();
+        assert!(m.upstream_has("docker.io/library/a", &d("x")).unwrap());
+        assert!(!m.upstream_has("docker.io/library/a", &d("y")).unwrap());
+        assert!(!m.upstream_has("docker.io/library/ab", &d("x")).unwrap());
+        assert!(!m.upstream_has("docker.io/library", &d("x")).unwrap());
+        // The served registry's own repositories are another relation.
+        assert!(!m.has_blob("docker.io/library/a", &d("x")).unwrap());
     }
 
     #[test]
@@ -271,8 +313,17 @@ mod tests {
         assert!(!m.unlink_blob("r", &d("b")).unwrap());
         m.start_upload("u", "r").unwrap();
         assert_eq!(m.upload("u").unwrap().as_deref(), Some("r"));
+        m.start_upload("v", "r/s").unwrap();
+        assert_eq!(
+            m.uploads().unwrap(),
+            [
+                ("u".to_string(), "r".to_string()),
+                ("v".into(), "r/s".into())
+            ]
+        );
         m.end_upload("u").unwrap();
         assert_eq!(m.upload("u").unwrap(), None);
+        assert_eq!(m.uploads().unwrap().len(), 1);
         let r = Remembered {
             media_type: "t".into(),
             digest: d("m").to_string(),

@@ -1,7 +1,7 @@
 //! The `berth.registry.v1.Registry` gRPC service: a thin shell over [`RegistryService`]'s
 //! `resolve` and `fetch`, which in-process callers can use directly.
 
-use crate::cache::{Cache, Want};
+use crate::cache::{Cache, Reuse, Want};
 use crate::client::{Descriptor, HttpClients, Kind, RegistryClient};
 use crate::credentials::{Credential, CredentialStore};
 use crate::error::Error;
@@ -115,12 +115,28 @@ impl RegistryService {
     /// and a tag is asked upstream; when upstream cannot answer (unreachable, failing, rate
     /// limiting) the digest the tag last resolved to is used, if that manifest is cached.
     pub async fn resolve(&self, reference: &str) -> Result<(Reference, Descriptor), Error> {
+        self.resolve_with(reference, Reuse::Any).await
+    }
+
+    /// [`resolve`](Self::resolve), answering a digest from the cache only as `reuse` allows.
+    pub async fn resolve_with(
+        &self,
+        reference: &str,
+        reuse: Reuse,
+    ) -> Result<(Reference, Descriptor), Error> {
         let reference = Reference::parse(reference)?;
         let Some(cache) = &self.cache else {
             let descriptor = self.client(reference.domain())?.resolve(&reference).await?;
             return Ok((reference, descriptor));
         };
-        if let Some(d) = reference.digest().and_then(|d| cache.manifest(d)) {
+        let cached = match (reference.digest(), reuse) {
+            (Some(d), Reuse::Any) => cache.manifest(d),
+            (Some(d), Reuse::Linked) if cache.served(&reference.repository(), d)? => {
+                cache.manifest(d)
+            }
+            _ => None,
+        };
+        if let Some(d) = cached {
             return Ok((reference, d));
         }
         match self.client(reference.domain())?.resolve(&reference).await {
@@ -153,6 +169,18 @@ impl RegistryService {
         descriptor: &types::Descriptor,
         manifest: bool,
     ) -> Result<Fetched, Error> {
+        self.fetch_with(repository, descriptor, manifest, Reuse::Any)
+            .await
+    }
+
+    /// [`fetch`](Self::fetch), answering from the cache only as `reuse` allows.
+    pub async fn fetch_with(
+        &self,
+        repository: &str,
+        descriptor: &types::Descriptor,
+        manifest: bool,
+        reuse: Reuse,
+    ) -> Result<Fetched, Error> {
         let repository = Reference::parse_name_only(repository)?;
         if descriptor.digest.is_empty() {
             return Err(Error::InvalidRequest(
@@ -178,6 +206,8 @@ impl RegistryService {
                 limit: manifest.then_some(MAX_MANIFEST_SIZE),
                 subject: format!("{kind} {digest}"),
                 media_type: media_type.filter(|_| manifest).map(str::to_string),
+                repository: repository.repository(),
+                reuse,
             };
             let client = self.client(repository.domain())?;
             let open = || client.fetch(&repository, kind, &digest, media_type);

@@ -458,41 +458,68 @@ async fn basic_auth_guards_everything() {
     assert_eq!(a.status, StatusCode::OK);
 }
 
-/// Our own server on a loopback port stands in for the upstream registry of a mirror.
-#[tokio::test]
-async fn mirror_fetches_upstream_once_then_serves_from_its_cache() {
-    let upstream = fixture(None);
-    let config = upstream.push_blob("lib/app", b"{}").await;
-    let layer = upstream.push_blob("lib/app", b"hello world").await;
+/// Our own server on a loopback port, standing in for the upstream registry of a mirror.
+struct Upstream {
+    /// Its `host:port`, the mirror's `?ns=`.
+    ns: String,
+    stop: tokio::sync::oneshot::Sender<()>,
+    server: std::thread::JoinHandle<()>,
+}
+
+impl Upstream {
+    fn serve(f: &Fixture) -> Upstream {
+        // On a runtime of its own, so stopping it closes its kept-alive connections too.
+        let (addr_tx, addr_rx) = std::sync::mpsc::channel();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let app = f.router.clone();
+        let server = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+                addr_tx.send(listener.local_addr().unwrap()).unwrap();
+                tokio::select! {
+                    _ = std::future::IntoFuture::into_future(axum::serve(listener, app)) => {}
+                    _ = stopped => {}
+                }
+            });
+        });
+        let ns = addr_rx.recv().unwrap().to_string();
+        Upstream { ns, stop, server }
+    }
+
+    fn stop(self) {
+        self.stop.send(()).unwrap();
+        self.server.join().unwrap();
+    }
+}
+
+/// `config` and `layer` pushed to `name` with a manifest tagged `1.0`; returns the manifest.
+async fn push_image(f: &Fixture, name: &str, config: &[u8], layer: &[u8]) -> Vec<u8> {
+    let config = f.push_blob(name, config).await;
+    let layer = f.push_blob(name, layer).await;
     let body = manifest(&config, &layer);
-    let a = upstream
+    let a = f
         .call(
             "PUT",
-            "/v2/lib/app/manifests/1.0",
+            &format!("/v2/{name}/manifests/1.0"),
             &[("content-type", media::OCI_MANIFEST)],
             &body,
         )
         .await;
     assert_eq!(a.status, StatusCode::CREATED);
-    // On a runtime of its own, so stopping it closes its kept-alive connections too.
-    let (addr_tx, addr_rx) = std::sync::mpsc::channel();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let app = upstream.router.clone();
-    let server = std::thread::spawn(move || {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async move {
-            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-            addr_tx.send(listener.local_addr().unwrap()).unwrap();
-            tokio::select! {
-                _ = std::future::IntoFuture::into_future(axum::serve(listener, app)) => {}
-                _ = stopped => {}
-            }
-        });
-    });
-    let ns = addr_rx.recv().unwrap().to_string();
+    body
+}
+
+#[tokio::test]
+async fn mirror_fetches_upstream_once_then_serves_from_its_cache() {
+    let upstream = fixture(None);
+    let body = push_image(&upstream, "lib/app", b"{}", b"hello world").await;
+    let (config, layer) = (Digest::sha256_of(b"{}"), Digest::sha256_of(b"hello world"));
+    let server = Upstream::serve(&upstream);
+    let ns = server.ns.clone();
 
     let mirror = fixture(None);
     let digest = Digest::sha256_of(&body);
@@ -565,8 +592,7 @@ async fn mirror_fetches_upstream_once_then_serves_from_its_cache() {
     assert_eq!(a.json()["repositories"], serde_json::json!([]));
 
     // Upstream gone: the tag's last digest, the manifest and the blobs come from the cache.
-    stop.send(()).unwrap();
-    server.join().unwrap();
+    server.stop();
     for _ in 0..100 {
         if mirror.stored_blobs() >= 3 {
             break;
@@ -640,4 +666,92 @@ async fn mirror_mode_names_only_the_registries_it_mirrors() {
         .call("GET", "/v2/lib/x/manifests/1?ns=127.0.0.1:1", &[], b"")
         .await;
     assert_ne!(a.code(), "DENIED");
+}
+
+/// Waits (bounded by a count, not a clock) until the mirror stored `n` blobs.
+async fn until_stored(f: &Fixture, n: usize) {
+    for _ in 0..1000 {
+        if f.stored_blobs() >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("the mirror never stored {n} blobs");
+}
+
+#[tokio::test]
+async fn mirror_serves_a_digest_only_to_a_repository_that_holds_it() {
+    let upstream = fixture(None);
+    let body = push_image(&upstream, "lib/app", b"{}", b"hello world").await;
+    let (manifest, layer) = (Digest::sha256_of(&body), Digest::sha256_of(b"hello world"));
+    upstream.push_blob("lib/other", b"something else").await;
+    let server = Upstream::serve(&upstream);
+    let ns = server.ns.clone();
+    let mirror = fixture(None);
+    let get = |method: &'static str, path: String| {
+        let mirror = &mirror;
+        async move { mirror.call(method, &path, &[], b"").await }
+    };
+
+    // What was pushed to the mirror's own registry is not served through ?ns= at all.
+    let secret = mirror.push_blob("private/app", b"a secret layer").await;
+    for name in ["private/app", "lib/app"] {
+        let a = get("GET", format!("/v2/{name}/blobs/{secret}?ns={ns}")).await;
+        let body = String::from_utf8_lossy(&a.body);
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{name}: {body}");
+        assert_eq!(a.code(), "BLOB_UNKNOWN");
+    }
+
+    // lib/app through the mirror: cached for lib/app.
+    let a = get("GET", format!("/v2/lib/app/manifests/1.0?ns={ns}")).await;
+    assert_eq!(a.status, StatusCode::OK);
+    let a = get("GET", format!("/v2/lib/app/blobs/{layer}?ns={ns}")).await;
+    assert_eq!(a.body, b"hello world");
+    until_stored(&mirror, 3).await;
+
+    // Another repository asks for the same digests: upstream says lib/other has none of them.
+    for method in ["GET", "HEAD"] {
+        let a = get(method, format!("/v2/lib/other/blobs/{layer}?ns={ns}")).await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{method} blob");
+        let a = get(
+            method,
+            format!("/v2/lib/other/manifests/{manifest}?ns={ns}"),
+        )
+        .await;
+        assert_eq!(a.status, StatusCode::NOT_FOUND, "{method} manifest");
+    }
+    let a = get("GET", format!("/v2/lib/other/blobs/{layer}?ns={ns}")).await;
+    assert_eq!(a.code(), "BLOB_UNKNOWN");
+
+    // Once upstream holds it in lib/other too, lib/other gets it (upstream's bytes).
+    let a = upstream
+        .call(
+            "POST",
+            &format!("/v2/lib/other/blobs/uploads/?mount={layer}&from=lib/app"),
+            &[],
+            b"",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED);
+    let a = get("GET", format!("/v2/lib/other/blobs/{layer}?ns={ns}")).await;
+    assert_eq!(
+        (a.status, a.body.as_slice()),
+        (StatusCode::OK, &b"hello world"[..])
+    );
+
+    // Upstream gone: what each repository was served stays served; nothing else is.
+    server.stop();
+    let a = get("GET", format!("/v2/lib/app/manifests/{manifest}?ns={ns}")).await;
+    assert_eq!((a.status, a.body), (StatusCode::OK, body));
+    let a = get("GET", format!("/v2/lib/other/blobs/{layer}?ns={ns}")).await;
+    assert_eq!(a.status, StatusCode::OK, "linked when the relay completed");
+    let a = get("GET", format!("/v2/lib/third/blobs/{layer}?ns={ns}")).await;
+    assert_eq!(
+        a.status,
+        StatusCode::BAD_GATEWAY,
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    let a = get("GET", format!("/v2/lib/third/manifests/{manifest}?ns={ns}")).await;
+    assert_eq!(a.status, StatusCode::BAD_GATEWAY);
 }

@@ -6,8 +6,11 @@
 //! stream to the client, and kept.
 //!
 //! A tag is resolved upstream each time (a tag moves); when upstream cannot be reached, the
-//! digest it last resolved to is served (see [`RegistryService::resolve`]). Digests are
-//! answered from the cache without asking upstream.
+//! digest it last resolved to is served (see [`RegistryService::resolve`]). A digest is
+//! answered from the cache without asking upstream only when upstream served it for the
+//! same repository (`R/<repo>`) before ([`Reuse::Linked`]): content cached for another
+//! repository, and what was pushed to the proxy's own registry, is never handed out under
+//! a name that did not hold it. For such a digest upstream is asked, and decides.
 //!
 //! [`RegistryService::resolve`]: crate::RegistryService::resolve
 
@@ -15,6 +18,7 @@ use super::blobs::{parse_digest, serve_file};
 use super::errors::{ApiError, ApiResult};
 use super::manifests::manifest_response;
 use super::{respond, Registry};
+use crate::cache::Reuse;
 use axum::body::Body;
 use axum::response::Response;
 use berth_api::types::v1 as types;
@@ -22,17 +26,18 @@ use berth_core::media::MAX_MANIFEST_SIZE;
 use futures::StreamExt;
 use http::{HeaderMap, StatusCode};
 
-/// The upstream repository `ns/name`, checked as a reference.
+/// The upstream repository `ns/name`, checked as a reference and normalized
+/// (`docker.io/busybox` is `docker.io/library/busybox`).
 fn upstream(ns: &str, name: &str) -> ApiResult<String> {
-    let repository = format!("{ns}/{name}");
-    berth_core::Reference::parse_name_only(&repository).map_err(|e| {
-        ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "NAME_INVALID",
-            format!("?ns={ns}: {e}"),
-        )
-    })?;
-    Ok(repository)
+    let repository =
+        berth_core::Reference::parse_name_only(&format!("{ns}/{name}")).map_err(|e| {
+            ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "NAME_INVALID",
+                format!("?ns={ns}: {e}"),
+            )
+        })?;
+    Ok(repository.repository())
 }
 
 pub(super) async fn manifest(
@@ -49,7 +54,7 @@ pub(super) async fn manifest(
     } else {
         format!("{repository}:{reference}")
     };
-    let (_, descriptor) = registry.service.resolve(&full).await?;
+    let (_, descriptor) = registry.service.resolve_with(&full, Reuse::Linked).await?;
     if head {
         return Ok(manifest_response(
             &descriptor.media_type,
@@ -64,7 +69,10 @@ pub(super) async fn manifest(
         size: i64::try_from(descriptor.size).unwrap_or(0),
         annotations: Default::default(),
     };
-    let fetched = registry.service.fetch(&repository, &proto, true).await?;
+    let fetched = registry
+        .service
+        .fetch_with(&repository, &proto, true, Reuse::Linked)
+        .await?;
     let mut body = Vec::new();
     let mut stream = fetched.stream;
     while let Some(chunk) = stream.next().await {
@@ -95,19 +103,24 @@ pub(super) async fn blob(
     headers: &HeaderMap,
 ) -> ApiResult<Response> {
     let digest = parse_digest(digest)?;
-    if registry.blobs.contains(&digest) {
+    let repository = upstream(ns, name)?;
+    let served = match registry.service.cache() {
+        Some(cache) => cache.served(&repository, &digest)?,
+        None => false,
+    };
+    if served && registry.blobs.contains(&digest) {
         return serve_file(&registry.blobs.path(&digest), &digest, head, headers).await;
     }
-    let repository = upstream(ns, name)?;
     let proto = types::Descriptor {
         digest: digest.to_string(),
         ..Default::default()
     };
-    // A miss streams the whole blob (a Range is not honoured until it is cached); a HEAD
-    // starts the download too, which goes on into the cache after the answer.
+    // A miss streams the whole blob (a Range is not honoured until it is cached for this
+    // repository); a HEAD starts the download too, which goes on into the cache after the
+    // answer, unless the digest is already stored for another repository.
     let fetched = registry
         .service
-        .fetch(&repository, &proto, false)
+        .fetch_with(&repository, &proto, false, Reuse::Linked)
         .await
         .map_err(|e| match e {
             crate::Error::NotFound { .. } => ApiError::blob_unknown(&digest.to_string()),
