@@ -2,18 +2,19 @@
 //!
 //! The client is not trusted: an entry whose name is absolute or has a `..` component is
 //! refused, a parent that is a symlink is never written through (an entry below it is
-//! refused), devices and fifos are skipped, and the context is capped in size and entries.
-//! Symlinks themselves are kept as they are: COPY resolves them inside the context.
+//! refused), devices and fifos are skipped, and the context is read with
+//! [`berth_snapshot::archive::Reader`]: headers and names capped, entries and bytes within
+//! `[limits]`, sparse files written sparse. Symlinks themselves are kept as they are: COPY
+//! resolves them inside the context.
 
+use berth_core::config::Limits;
+use berth_snapshot::archive::{ArchiveError, Reader};
 use std::fs;
 use std::io::{self, Read};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::{Component, Path, PathBuf};
-
-/// The largest context accepted (unpacked bytes of regular files).
-pub const MAX_CONTEXT_BYTES: u64 = 16 << 30;
-/// The most entries a context may have.
-pub const MAX_CONTEXT_ENTRIES: usize = 1_000_000;
+use tonic::{Code, Status};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ContextError {
@@ -22,9 +23,30 @@ pub enum ContextError {
     #[error("build context: entry {0:?} lies below a symbolic link")]
     BelowSymlink(String),
     #[error("build context: {0}")]
-    TooBig(String),
+    Archive(#[from] ArchiveError),
     #[error("build context: {0}")]
     Io(#[from] io::Error),
+}
+
+impl From<ContextError> for Status {
+    fn from(e: ContextError) -> Status {
+        let code = match &e {
+            ContextError::Archive(a) if a.is_limit() => Code::ResourceExhausted,
+            ContextError::Archive(ArchiveError::Write { .. }) | ContextError::Io(_) => {
+                Code::Internal
+            }
+            _ => Code::InvalidArgument,
+        };
+        Status::new(code, e.to_string())
+    }
+}
+
+/// The most bytes of tar the client may send for a context within `limits`: its data, plus
+/// room for the headers and names of every entry.
+pub fn max_stream(limits: &Limits) -> u64 {
+    limits
+        .max_unpacked_size
+        .saturating_add(limits.max_entries.saturating_mul(4096))
 }
 
 /// The relative, `.`-free components of a tar entry name, or None when it escapes.
@@ -76,26 +98,19 @@ fn clear(p: &Path, keep_dir: bool) -> io::Result<()> {
     }
 }
 
-/// Unpacks the context tar from `reader` into `dest` (an empty folder).
-pub fn unpack(reader: impl Read, dest: &Path) -> Result<(), ContextError> {
-    let mut archive = tar::Archive::new(reader);
-    let mut total: u64 = 0;
+/// Unpacks the context tar from `reader` into `dest` (an empty folder), within `limits`.
+pub fn unpack(reader: impl Read, dest: &Path, limits: &Limits) -> Result<(), ContextError> {
+    let mut archive = Reader::new(reader, *limits);
     let mut dirs: Vec<(PathBuf, u32, filetime::FileTime)> = Vec::new();
-    for (count, entry) in archive.entries()?.enumerate() {
-        if count >= MAX_CONTEXT_ENTRIES {
-            return Err(ContextError::TooBig(format!(
-                "more than {MAX_CONTEXT_ENTRIES} entries"
-            )));
-        }
-        let mut entry = entry?;
-        let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
+    while let Some(entry) = archive.next_entry()? {
+        let name = entry.name();
         let comps = safe_components(&name).ok_or_else(|| ContextError::Outside(name.clone()))?;
         if comps.is_empty() {
             continue;
         }
         let parent = parent_dir(dest, &comps, &name)?;
         let path = parent.join(&comps[comps.len() - 1]);
-        let header = entry.header();
+        let header = &entry.header;
         let mode = header.mode().unwrap_or(0o644) & 0o7777;
         let mtime = filetime::FileTime::from_unix_time(header.mtime().unwrap_or(0) as i64, 0);
         let kind = header.entry_type();
@@ -108,36 +123,31 @@ pub fn unpack(reader: impl Read, dest: &Path) -> Result<(), ContextError> {
                 dirs.push((path, mode, mtime));
             }
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
-                total += entry.size();
-                if total > MAX_CONTEXT_BYTES {
-                    return Err(ContextError::TooBig(format!(
-                        "larger than {} GiB",
-                        MAX_CONTEXT_BYTES >> 30
-                    )));
-                }
                 clear(&path, false)?;
                 let mut f = fs::OpenOptions::new()
                     .write(true)
                     .create_new(true)
                     .open(&path)?;
-                io::copy(&mut entry, &mut f)?;
+                archive.write_file(&entry, &mut f)?;
                 drop(f);
                 fs::set_permissions(&path, fs::Permissions::from_mode(mode))?;
                 filetime::set_file_mtime(&path, mtime)?;
             }
             tar::EntryType::Symlink => {
                 let target = entry
-                    .link_name()?
+                    .link
+                    .as_deref()
                     .ok_or_else(|| ContextError::Outside(name.clone()))?;
                 clear(&path, false)?;
-                symlink(target, &path)?;
+                symlink(std::ffi::OsStr::from_bytes(target), &path)?;
                 filetime::set_symlink_file_times(&path, mtime, mtime)?;
             }
             tar::EntryType::Link => {
                 let target = entry
-                    .link_name()?
+                    .link
+                    .as_deref()
                     .ok_or_else(|| ContextError::Outside(name.clone()))?;
-                let tcomps = safe_components(&target.to_string_lossy())
+                let tcomps = safe_components(&String::from_utf8_lossy(target))
                     .filter(|c| !c.is_empty())
                     .ok_or_else(|| ContextError::Outside(name.clone()))?;
                 let tparent = parent_dir(dest, &tcomps, &name)?;
@@ -200,7 +210,7 @@ mod tests {
             ("l", tar::EntryType::Symlink, b"", Some("/etc/passwd")),
             ("h", tar::EntryType::Link, b"", Some("a/f")),
         ]);
-        unpack(&t[..], dir.path()).unwrap();
+        unpack(&t[..], dir.path(), &Limits::default()).unwrap();
         assert_eq!(fs::read(dir.path().join("a/f")).unwrap(), b"hi");
         assert_eq!(fs::read(dir.path().join("h")).unwrap(), b"hi");
         assert!(fs::symlink_metadata(dir.path().join("l"))
@@ -214,7 +224,7 @@ mod tests {
         for bad in ["../x", "a/../../x", "/etc/x"] {
             let dir = tempfile::tempdir().unwrap();
             let t = tar_with(&[(bad, tar::EntryType::Regular, b"x", None)]);
-            let e = unpack(&t[..], dir.path()).unwrap_err();
+            let e = unpack(&t[..], dir.path(), &Limits::default()).unwrap_err();
             assert!(matches!(e, ContextError::Outside(_)), "{bad}: {e}");
         }
     }
@@ -240,7 +250,7 @@ mod tests {
         let mut b = tar::Builder::new(t);
         b.append(&h, &b""[..]).unwrap();
         let t = b.into_inner().unwrap();
-        let _ = unpack(&t[..], dir.path());
+        let _ = unpack(&t[..], dir.path(), &Limits::default());
         let mode = fs::metadata(&victim).unwrap().mode() & 0o7777;
         assert_eq!(mode, 0o600, "the link's target was chmodded");
     }
@@ -254,15 +264,68 @@ mod tests {
             ("evil", tar::EntryType::Symlink, b"", Some(&target)),
             ("evil/pwned", tar::EntryType::Regular, b"x", None),
         ]);
-        let e = unpack(&t[..], dir.path()).unwrap_err();
+        let e = unpack(&t[..], dir.path(), &Limits::default()).unwrap_err();
         assert!(matches!(e, ContextError::BelowSymlink(_)), "{e}");
         assert!(!outside.path().join("pwned").exists());
+    }
+
+    #[test]
+    fn limits_and_hostile_headers_are_refused() {
+        let t = tar_with(&[
+            ("a", tar::EntryType::Regular, b"12", None),
+            ("b", tar::EntryType::Regular, b"34", None),
+        ]);
+        let dir = tempfile::tempdir().unwrap();
+        let few = Limits {
+            max_entries: 1,
+            ..Limits::default()
+        };
+        let e = unpack(&t[..], dir.path(), &few).unwrap_err();
+        assert_eq!(Status::from(e).code(), Code::ResourceExhausted);
+        // A GNU long name that claims 1 GiB: refused from its header.
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_path("././@LongLink").unwrap();
+        h.set_size(1 << 30);
+        h.set_cksum();
+        let e = unpack(&h.as_bytes()[..], dir.path(), &Limits::default()).unwrap_err();
+        let st = Status::from(e);
+        assert_eq!(st.code(), Code::InvalidArgument);
+        assert!(
+            st.message()
+                .contains("GNU long name header of 1073741824 bytes"),
+            "{st:?}"
+        );
+    }
+
+    #[test]
+    fn a_sparse_file_stays_sparse() {
+        use std::os::unix::fs::MetadataExt;
+        let tib = 1u64 << 40;
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNUSparse);
+        h.set_path("big.img").unwrap();
+        h.set_mode(0o644);
+        h.set_size(512);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.set_real_size(tib);
+        gnu.sparse[0].set_offset(tib - 512);
+        gnu.sparse[0].set_length(512);
+        h.set_cksum();
+        let mut t = h.as_bytes().to_vec();
+        t.extend_from_slice(&[b'z'; 512]);
+        t.extend_from_slice(&[0; 1024]);
+        let dir = tempfile::tempdir().unwrap();
+        unpack(&t[..], dir.path(), &Limits::default()).unwrap();
+        let md = fs::metadata(dir.path().join("big.img")).unwrap();
+        assert_eq!(md.len(), tib);
+        assert!(md.blocks() <= 64, "{} blocks", md.blocks());
     }
 
     #[test]
     fn a_hard_link_cannot_point_outside() {
         let dir = tempfile::tempdir().unwrap();
         let t = tar_with(&[("h", tar::EntryType::Link, b"", Some("../../etc/passwd"))]);
-        assert!(unpack(&t[..], dir.path()).is_err());
+        assert!(unpack(&t[..], dir.path(), &Limits::default()).is_err());
     }
 }

@@ -11,6 +11,8 @@
 //! The digest covers names, types, modes, ownership, link targets and contents, not mtimes,
 //! so touching a file does not invalidate the cache but changing it does.
 
+use berth_core::config::Limits;
+use berth_snapshot::archive::{ArchiveError, Entry, Reader};
 use sha2::{Digest as _, Sha256};
 use std::fs;
 use std::io::{self, Read, Write};
@@ -25,6 +27,8 @@ pub enum CopyError {
     Missing(String),
     #[error("{0}")]
     Invalid(String),
+    #[error("{0}")]
+    Archive(#[from] ArchiveError),
     #[error("{0}")]
     Io(#[from] io::Error),
 }
@@ -491,15 +495,20 @@ impl<W: Write> LayerTar<W> {
         Ok(())
     }
 
-    /// Unpacks the archive `src` (tar, gzip, bzip2, xz, zstd) into `dest`, keeping its owners.
-    pub fn extract_archive(&mut self, src: &Path, dest: &str) -> io::Result<()> {
+    /// Unpacks the archive `src` (tar, gzip, bzip2, xz, zstd) into `dest`, keeping its owners,
+    /// within `limits`. A sparse file is refused: the layer would hold it expanded.
+    pub fn extract_archive(
+        &mut self,
+        src: &Path,
+        dest: &str,
+        limits: &Limits,
+    ) -> Result<(), CopyError> {
         let r = open_archive(src)?.ok_or_else(|| io::Error::other("not an archive"))?;
-        let mut a = tar::Archive::new(r);
-        for e in a.entries()? {
-            let mut e = e?;
-            let raw = String::from_utf8_lossy(&e.path_bytes()).into_owned();
+        let mut a = Reader::new(r, *limits);
+        while let Some(e) = a.next_entry()? {
+            let raw = e.name();
             let Some(comps) = crate::context::safe_components(&raw) else {
-                return Err(io::Error::other(format!(
+                return Err(CopyError::Invalid(format!(
                     "archive entry {raw:?} leaves its destination"
                 )));
             };
@@ -507,7 +516,7 @@ impl<W: Write> LayerTar<W> {
                 continue;
             }
             let name = join_rel(dest, &comps.join("/"));
-            let h = e.header().clone();
+            let h = &e.header;
             let mode = h.mode().unwrap_or(0o644);
             let mtime = h.mtime().unwrap_or(0);
             let uid = h.uid().unwrap_or(0);
@@ -515,19 +524,13 @@ impl<W: Write> LayerTar<W> {
             match h.entry_type() {
                 tar::EntryType::Directory => self.dir(&name, mode, mtime, uid, gid)?,
                 tar::EntryType::Symlink => {
-                    let t = e
-                        .link_name()?
-                        .map(|l| l.to_string_lossy().into_owned())
-                        .unwrap_or_default();
+                    let t = link_text(&e);
                     self.symlink(&name, &t, mtime, uid, gid)?
                 }
                 tar::EntryType::Link => {
-                    let t = e
-                        .link_name()?
-                        .map(|l| l.to_string_lossy().into_owned())
-                        .unwrap_or_default();
+                    let t = link_text(&e);
                     let Some(tc) = crate::context::safe_components(&t) else {
-                        return Err(io::Error::other(format!(
+                        return Err(CopyError::Invalid(format!(
                             "archive entry {raw:?} links outside its destination"
                         )));
                     };
@@ -545,8 +548,13 @@ impl<W: Write> LayerTar<W> {
                     self.builder.append_link(&mut hd, &name, &target)?;
                 }
                 tar::EntryType::Regular | tar::EntryType::Continuous => {
-                    let size = e.size();
-                    self.file(&name, mode, mtime, size, uid, gid, &mut e)?
+                    let size = e.size;
+                    self.file(&name, mode, mtime, size, uid, gid, a.data())?
+                }
+                tar::EntryType::GNUSparse => {
+                    return Err(CopyError::Invalid(format!(
+                        "archive entry {raw:?} is a sparse file, which the layer would hold expanded; unpack it in a RUN step instead"
+                    )))
                 }
                 _ => {}
             }
@@ -559,6 +567,10 @@ impl<W: Write> LayerTar<W> {
         let w = self.builder.into_inner()?;
         Ok((w, hex::encode(self.hash.finalize())))
     }
+}
+
+fn link_text(e: &Entry) -> String {
+    String::from_utf8_lossy(e.link.as_deref().unwrap_or_default()).into_owned()
 }
 
 /// An archive ADD unpacks: a reader of its tar, or `None` when `path` is not one.
@@ -770,7 +782,8 @@ mod tests {
         assert!(open_archive(&d.path().join("plain")).unwrap().is_none());
         for f in ["x.tgz", "x.tar.bz2", "x.tar.xz", "x.tar.zst", "x.tar"] {
             let mut t = LayerTar::new(Vec::new(), None);
-            t.extract_archive(&d.path().join(f), "unpacked").unwrap();
+            t.extract_archive(&d.path().join(f), "unpacked", &Limits::default())
+                .unwrap();
             let (out, _) = t.finish().unwrap();
             let mut a = tar::Archive::new(&out[..]);
             let entries: Vec<(String, Vec<u8>)> = a

@@ -22,6 +22,7 @@ use berth_api::images::v1::images_client::ImagesClient;
 use berth_api::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_api::tasks::v1 as tapi;
 use berth_api::tasks::v1::tasks_client::TasksClient;
+use berth_core::config::Limits;
 use berth_core::grpc::request;
 use serde_json::{json, Map, Value};
 use std::io::Read;
@@ -75,6 +76,8 @@ pub struct Build {
     pub cache: BuildCache,
     pub clients: Clients,
     pub report: Report,
+    /// What an ADD may unpack or fetch.
+    pub limits: Limits,
 }
 
 /// Where a stage stands.
@@ -1095,6 +1098,7 @@ impl Build {
         let tp = tar_path.clone();
         let in_context = from.is_none();
         let dest_abs2 = dest_abs.clone();
+        let limits = self.limits;
         let built = tokio::task::spawn_blocking(move || {
             build_copy_tar(
                 &root,
@@ -1104,6 +1108,7 @@ impl Build {
                 add && in_context,
                 in_context,
                 &tp,
+                &limits,
             )
         })
         .await;
@@ -1113,6 +1118,11 @@ impl Build {
         let built = built.map_err(io_status)?;
         let (kind, digest) = built.map_err(|e| match e {
             CopyError::Io(e) => self.at(line, Code::Internal, format!("{keyword} failed: {e}")),
+            CopyError::Archive(e) if e.is_limit() => self.at(
+                line,
+                Code::ResourceExhausted,
+                format!("{keyword} failed: the archive {e}"),
+            ),
             e => self.at(
                 line,
                 Code::InvalidArgument,
@@ -1256,17 +1266,61 @@ impl Build {
         r.map_err(io_status)
     }
 
+    /// Downloads `url` for ADD into the work folder, within `[limits]`: the whole download
+    /// within `download_timeout` (and no 60 s without a byte), at most `max_download_size`
+    /// bytes, at most [`MAX_REDIRECTS`] redirects.
     async fn download(&self, url: &str, line: usize) -> Result<(PathBuf, String), Status> {
-        let resp = reqwest::get(url)
+        let max = self.limits.max_download_size;
+        let failed = |e: reqwest::Error| {
+            let code = if e.is_timeout() {
+                Code::DeadlineExceeded
+            } else {
+                Code::InvalidArgument
+            };
+            let why = if e.is_timeout() {
+                format!(
+                    "it took longer than {} s ([limits] download_timeout), or 60 s passed without data",
+                    self.limits.download_timeout
+                )
+            } else {
+                // reqwest's own message omits the cause (refused, redirect loop…).
+                let mut msg = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    msg = format!("{msg}: {c}");
+                    cause = c.source();
+                }
+                msg
+            };
+            self.at(
+                line,
+                code,
+                format!("ADD failed: cannot download {url}: {why}"),
+            )
+        };
+        let too_big = || {
+            self.at(
+                line,
+                Code::ResourceExhausted,
+                format!("ADD failed: {url} is larger than {max} bytes ([limits] max_download_size in berthd's config)"),
+            )
+        };
+        let client = reqwest::Client::builder()
+            .connect_timeout(std::time::Duration::from_secs(30))
+            .read_timeout(std::time::Duration::from_secs(60))
+            .timeout(std::time::Duration::from_secs(self.limits.download_timeout))
+            .redirect(reqwest::redirect::Policy::limited(MAX_REDIRECTS))
+            .build()
+            .map_err(failed)?;
+        let resp = client
+            .get(url)
+            .send()
             .await
             .and_then(|r| r.error_for_status())
-            .map_err(|e| {
-                self.at(
-                    line,
-                    Code::InvalidArgument,
-                    format!("ADD failed: cannot download {url}: {e}"),
-                )
-            })?;
+            .map_err(failed)?;
+        if resp.content_length().is_some_and(|n| n > max) {
+            return Err(too_big());
+        }
         let name = url
             .split(['?', '#'])
             .next()
@@ -1281,14 +1335,13 @@ impl Build {
         // Streamed to the work folder: a big download never sits in memory.
         let mut file = tokio::fs::File::create(&path).await.map_err(io_status)?;
         let mut body = resp.bytes_stream();
+        let mut got: u64 = 0;
         while let Some(chunk) = futures::StreamExt::next(&mut body).await {
-            let chunk = chunk.map_err(|e| {
-                self.at(
-                    line,
-                    Code::InvalidArgument,
-                    format!("ADD failed: cannot download {url}: {e}"),
-                )
-            })?;
+            let chunk = chunk.map_err(failed)?;
+            got += chunk.len() as u64;
+            if got > max {
+                return Err(too_big());
+            }
             tokio::io::AsyncWriteExt::write_all(&mut file, &chunk)
                 .await
                 .map_err(io_status)?;
@@ -1299,6 +1352,9 @@ impl Build {
         Ok((path, name))
     }
 }
+
+/// Redirects an `ADD https://…` follows (as many as Go's HTTP client, which Docker uses).
+pub const MAX_REDIRECTS: usize = 10;
 
 /// The "config" section of an image config JSON.
 fn config_section(config: &[u8]) -> Map<String, Value> {
@@ -1332,6 +1388,8 @@ fn expose_ports(word: &str) -> Result<Vec<String>, String> {
 }
 
 /// Writes the layer tar of a COPY/ADD to `out`; gives the kind of source and the digest.
+/// An archive ADD unpacks stays within `limits`.
+#[allow(clippy::too_many_arguments)]
 fn build_copy_tar(
     root: &Path,
     sources: &[(String, Option<(PathBuf, String)>)],
@@ -1340,6 +1398,7 @@ fn build_copy_tar(
     extract: bool,
     in_context: bool,
     out: &Path,
+    limits: &Limits,
 ) -> Result<(SourceKind, String), CopyError> {
     let f = std::io::BufWriter::new(std::fs::File::create(out)?);
     let mut t = LayerTar::new(f, owner);
@@ -1410,7 +1469,7 @@ fn build_copy_tar(
             continue;
         }
         if extract && !downloaded && copy::open_archive(p)?.is_some() {
-            t.extract_archive(p, &dest_rel)?;
+            t.extract_archive(p, &dest_rel, limits)?;
             continue;
         }
         let target = if dest_is_dir || dest_rel.is_empty() {
@@ -1470,75 +1529,42 @@ mod tests {
         std::fs::write(ctx.path().join("dir/a"), "a").unwrap();
         let tar = out.path().join("l.tar");
         let src = |s: &str| (s.to_string(), None);
-        // A file to a folder keeps its name; to a path without `/` takes that name.
-        build_copy_tar(
-            ctx.path(),
-            &[src("file")],
-            "/root/",
-            None,
-            false,
-            true,
-            &tar,
-        )
-        .unwrap();
-        assert_eq!(names_in(&tar), vec!["root/file"]);
-        build_copy_tar(
-            ctx.path(),
-            &[src("file")],
-            "/etc/renamed",
-            None,
-            false,
-            true,
-            &tar,
-        )
-        .unwrap();
-        assert_eq!(names_in(&tar), vec!["etc/renamed"]);
-        // A folder copies its contents.
-        let (kind, _) =
-            build_copy_tar(ctx.path(), &[src("dir")], "/app", None, false, true, &tar).unwrap();
-        assert_eq!(kind, SourceKind::Dir);
-        assert_eq!(names_in(&tar), vec!["app/a"]);
-        // Several sources need a folder destination.
-        assert!(build_copy_tar(
-            ctx.path(),
-            &[src("file"), src("dir")],
-            "/x",
-            None,
-            false,
-            true,
-            &tar
-        )
-        .is_err());
-        let (kind, _) = build_copy_tar(
-            ctx.path(),
-            &[src("file"), src("dir")],
-            "/x/",
-            None,
-            false,
-            true,
-            &tar,
-        )
-        .unwrap();
-        assert_eq!(kind, SourceKind::Multi);
-        // Missing and outside sources are errors.
-        assert!(matches!(
-            build_copy_tar(ctx.path(), &[src("nope")], "/", None, false, true, &tar),
-            Err(CopyError::Missing(_))
-        ));
-        assert!(matches!(
+        let copy = |srcs: &[(String, Option<(PathBuf, String)>)], dest: &str| {
             build_copy_tar(
                 ctx.path(),
-                &[src("../etc/passwd")],
-                "/",
+                srcs,
+                dest,
                 None,
                 false,
                 true,
-                &tar
-            ),
+                &tar,
+                &Limits::default(),
+            )
+        };
+        // A file to a folder keeps its name; to a path without `/` takes that name.
+        copy(&[src("file")], "/root/").unwrap();
+        assert_eq!(names_in(&tar), vec!["root/file"]);
+        copy(&[src("file")], "/etc/renamed").unwrap();
+        assert_eq!(names_in(&tar), vec!["etc/renamed"]);
+        // A folder copies its contents.
+        let (kind, _) = copy(&[src("dir")], "/app").unwrap();
+        assert_eq!(kind, SourceKind::Dir);
+        assert_eq!(names_in(&tar), vec!["app/a"]);
+        // Several sources need a folder destination.
+        assert!(copy(&[src("file"), src("dir")], "/x").is_err());
+        let (kind, _) = copy(&[src("file"), src("dir")], "/x/").unwrap();
+        assert_eq!(kind, SourceKind::Multi);
+        // Missing and outside sources are errors.
+        assert!(matches!(
+            copy(&[src("nope")], "/"),
+            Err(CopyError::Missing(_))
+        ));
+        assert!(matches!(
+            copy(&[src("../etc/passwd")], "/"),
             Err(CopyError::Outside(_))
         ));
         assert!(matches!(
-            build_copy_tar(ctx.path(), &[src("*.none")], "/", None, false, true, &tar),
+            copy(&[src("*.none")], "/"),
             Err(CopyError::Missing(_))
         ));
     }

@@ -20,17 +20,19 @@ pub mod rootfs;
 pub mod service;
 
 use berth_api::build::v1::build_server::BuildServer;
+use berth_core::config::Limits;
 use std::path::Path;
 use tonic::transport::Channel;
 
 /// Opens the build service's folder `root` (its cache database, temporary contexts, mount
 /// points) and builds the Build gRPC service; the channels reach the image, snapshot and
-/// runtime services it drives.
+/// runtime services it drives; `limits` bound what a context or an ADD may unpack or fetch.
 pub fn serve(
     root: &Path,
     images: Channel,
     snapshots: Channel,
     runtime: Channel,
+    limits: Limits,
 ) -> Result<BuildServer<service::BuildService>, std::io::Error> {
     std::fs::create_dir_all(root)?;
     let mnt = root.join("mnt");
@@ -59,6 +61,7 @@ pub fn serve(
         root: root.to_path_buf(),
         cache,
         clients,
+        limits,
     })
     .max_decoding_message_size(64 << 20))
 }

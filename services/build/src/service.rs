@@ -2,10 +2,12 @@
 //! [`executor`](crate::executor) and streams what it reports.
 
 use crate::cache::BuildCache;
+use crate::context::ContextError;
 use crate::executor::{Build, Clients, Report};
 use berth_api::build::v1::{
     build_request, build_server::Build as BuildRpc, BuildHeader, BuildRequest, BuildResponse,
 };
+use berth_core::config::Limits;
 use std::path::PathBuf;
 use std::pin::Pin;
 use tokio::sync::mpsc;
@@ -17,6 +19,8 @@ pub struct BuildService {
     pub(crate) root: PathBuf,
     pub(crate) cache: BuildCache,
     pub(crate) clients: Clients,
+    /// What a context or an ADD may unpack or fetch (`[limits]` of the config).
+    pub(crate) limits: Limits,
 }
 
 type Out = Pin<Box<dyn futures::Stream<Item = Result<BuildResponse, Status>> + Send>>;
@@ -57,11 +61,14 @@ impl BuildService {
             .await
             .map_err(|e| Status::internal(format!("build context: {e}")))?;
         let mut total: u64 = 0;
+        let max = crate::context::max_stream(&self.limits);
         while let Some(m) = input.next().await {
             if let Some(build_request::Item::Context(data)) = m?.item {
                 total += data.len() as u64;
-                if total > crate::context::MAX_CONTEXT_BYTES {
-                    return Err(Status::invalid_argument("the build context is too large"));
+                if total > max {
+                    return Err(Status::resource_exhausted(format!(
+                        "the build context's tar is larger than {max} bytes, more than [limits] max_unpacked_size and max_entries in berthd's config allow"
+                    )));
                 }
                 tokio::io::AsyncWriteExt::write_all(&mut file, &data)
                     .await
@@ -74,16 +81,15 @@ impl BuildService {
         drop(file);
         let ctx = dir.join("context");
         let ctx2 = ctx.clone();
-        tokio::task::spawn_blocking(move || {
+        let limits = self.limits;
+        tokio::task::spawn_blocking(move || -> Result<(), ContextError> {
             std::fs::create_dir_all(&ctx2)?;
             let f = std::fs::File::open(&tar_path)?;
-            crate::context::unpack(std::io::BufReader::new(f), &ctx2)
-                .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e.to_string()))?;
-            std::fs::remove_file(&tar_path)
+            crate::context::unpack(std::io::BufReader::new(f), &ctx2, &limits)?;
+            Ok(std::fs::remove_file(&tar_path)?)
         })
         .await
-        .map_err(|e| Status::internal(e.to_string()))?
-        .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        .map_err(|e| Status::internal(e.to_string()))??;
         Ok(ctx)
     }
 }
@@ -121,6 +127,7 @@ impl BuildRpc for BuildService {
             mnt_dir: self.root.join("mnt"),
             cache: self.cache.clone(),
             clients: self.clients.clone(),
+            limits: self.limits,
             report: Report::new(tx.clone()),
         };
         tokio::spawn(async move {

@@ -19,6 +19,12 @@
 //! [registry_proxy]                  # the distribution API over HTTP; off without `listen`
 //! listen = "127.0.0.1:5000"
 //! htpasswd = "/etc/berth/registry.htpasswd"   # bcrypt entries; Basic auth on every request
+//!
+//! [limits]                          # per layer, build context or ADD archive; see [`Limits`]
+//! max_unpacked_size = 274877906944  # bytes of file data (256 GiB)
+//! max_entries = 4000000
+//! max_download_size = 17179869184   # ADD https://… (16 GiB)
+//! download_timeout = 3600           # seconds, per ADD https://…
 //! ```
 
 use serde::Deserialize;
@@ -52,6 +58,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     #[serde(default)]
     pub registry_proxy: RegistryProxyConfig,
+    #[serde(default)]
+    pub limits: Limits,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -143,6 +151,33 @@ impl Default for RuntimeConfig {
             bridge: None,
             bridge_subnet: None,
             cni_plugin_dir: None,
+        }
+    }
+}
+
+/// `[limits]`: how much one archive may make berthd unpack or fetch. An image layer, a build
+/// context and an archive that `ADD` unpacks each stop with an error past these, before they
+/// can fill the disk; the defaults are far above any real image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Bytes of file data one archive may unpack (holes of sparse files not counted).
+    pub max_unpacked_size: u64,
+    /// Entries (files, folders, links…) one archive may hold.
+    pub max_entries: u64,
+    /// Bytes an `ADD https://…` may download.
+    pub max_download_size: u64,
+    /// Seconds an `ADD https://…` download may take in all.
+    pub download_timeout: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_unpacked_size: 256 << 30,
+            max_entries: 4_000_000,
+            max_download_size: 16 << 30,
+            download_timeout: 3600,
         }
     }
 }
@@ -283,6 +318,21 @@ otlp_endpoint = "http://127.0.0.1:4317"
         assert!(c.registry("localhost:5000").insecure);
         assert!(c.registry("[::1]:5000").insecure);
         assert!(!c.registry("10.0.0.1:5000").insecure);
+    }
+
+    #[test]
+    fn limits_have_generous_defaults_and_can_be_set() {
+        let c = Config::default();
+        assert_eq!(c.limits, Limits::default());
+        assert_eq!(c.limits.max_unpacked_size, 256 << 30);
+        let c = Config::parse("[limits]\nmax_entries = 10\n").unwrap();
+        assert_eq!(c.limits.max_entries, 10);
+        assert_eq!(
+            c.limits.max_unpacked_size,
+            256 << 30,
+            "the rest keep their defaults"
+        );
+        assert!(Config::parse("[limits]\nmax_entrys = 10\n").is_err());
     }
 
     #[test]

@@ -124,8 +124,12 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
     }
     if hosts("snapshot") {
         router = router.add_service(
-            berth_snapshot::serve(&config.root.join("snapshot"), &config.snapshotter)
-                .context("snapshot service")?,
+            berth_snapshot::serve(
+                &config.root.join("snapshot"),
+                &config.snapshotter,
+                config.limits,
+            )
+            .context("snapshot service")?,
         );
     }
     if hosts("image") {
@@ -172,6 +176,7 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
                 chan(&config.services.image)?,
                 chan(&config.services.snapshot)?,
                 chan(&config.services.runtime)?,
+                config.limits,
             )
             .context("build service")?,
         );

@@ -23,6 +23,14 @@
 //! - `trusted.overlay.*` xattrs in a layer are dropped: they would let a layer forge overlay's
 //!   own metadata (opaque dirs, redirects).
 //!
+//! # Bounds
+//!
+//! The tar stream is read by [`archive::Reader`], which caps extension headers, names and
+//! sparse maps and applies the [`Limits`] (entries, bytes of data) before anything of an
+//! entry is written; sparse files are written sparse. What the unpack remembers along the
+//! way (folders whose times are set at the end, paths an opaque marker keeps) is capped by
+//! [`MAX_TRACKED`], so no layer makes berthd's memory grow without bound.
+//!
 //! # Whiteouts
 //!
 //! `.wh.NAME` deletes NAME of the layers below and `.wh..wh..opq` makes its folder opaque.
@@ -31,7 +39,9 @@
 //! copy (the native snapshotter): the path is deleted, an opaque folder loses the children
 //! that did not come from this layer. Other `.wh..wh.*` entries (aufs metadata) are skipped.
 
+use crate::archive::{self, Reader};
 use crate::error::{Error, Result};
+use berth_core::config::Limits;
 use berth_core::digest::Hasher;
 use berth_core::media::Compression;
 use berth_core::Digest;
@@ -43,10 +53,10 @@ use nix::sys::stat::{
 };
 use nix::sys::time::TimeSpec;
 use nix::unistd::{fchownat, linkat, symlinkat, unlinkat, Gid, Uid, UnlinkatFlags};
-use std::collections::{BTreeSet, HashSet};
+use std::collections::BTreeSet;
 use std::ffi::{OsStr, OsString};
 use std::fs::File;
-use std::io::{self, Read, Write};
+use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -109,15 +119,21 @@ pub(crate) const WHITEOUT_PREFIX: &str = ".wh.";
 pub(crate) const OPAQUE: &str = ".wh..wh..opq";
 pub(crate) const OVERLAY_OPAQUE_XATTR: &str = "trusted.overlay.opaque";
 
+/// Bytes of paths an unpack may remember (folders made or listed, paths written for an
+/// opaque marker): far more than the folders of any real layer.
+pub const MAX_TRACKED: usize = 256 << 20;
+
 /// Unpacks the layer read from `layer` into `target` and, when `expected` is given, checks
 /// that the uncompressed stream has that digest; when it is not, the tar must reach its
 /// end-of-archive marker. `media_type` may be empty or unknown: then the compression is
-/// detected from the first bytes.
+/// detected from the first bytes. Past `limits` it stops with an error; the caller discards
+/// the folder on any error.
 pub fn apply(
     layer: impl Read,
     media_type: &str,
     expected: Option<&Digest>,
     target: &Target<'_>,
+    limits: &Limits,
 ) -> Result<Applied> {
     let (head, rest) = peek(layer, 4).map_err(Error::CorruptLayer)?;
     let compression =
@@ -135,7 +151,7 @@ pub fn apply(
         hasher: Hasher::new(),
         eof: false,
     };
-    let pending = unpack(&mut hashing, target)?;
+    let pending = unpack(&mut hashing, target, limits)?;
     // Without a diff_id to check, a stream cut at an entry boundary would look like a whole
     // layer: only a tar that reached its end-of-archive marker (zero blocks, which stop the
     // reader before the stream ends) is taken.
@@ -278,7 +294,11 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
-fn unpack(stream: &mut impl Read, target: &Target<'_>) -> Result<Vec<Vec<OsString>>> {
+fn unpack(
+    stream: &mut impl Read,
+    target: &Target<'_>,
+    limits: &Limits,
+) -> Result<Vec<Vec<OsString>>> {
     let root = open_path(target.root)?;
     let lowers = match (target.whiteouts, target.lowers) {
         (Whiteouts::Delete, _) => Some(Vec::new()),
@@ -291,12 +311,12 @@ fn unpack(stream: &mut impl Read, target: &Target<'_>) -> Result<Vec<Vec<OsStrin
         lowers,
         implicit: BTreeSet::new(),
         dir_times: Vec::new(),
-        written: HashSet::new(),
+        written: BTreeSet::new(),
+        tracked: 0,
     };
-    let mut archive = tar::Archive::new(stream);
-    for entry in archive.entries().map_err(Error::CorruptLayer)? {
-        let mut entry = entry.map_err(Error::CorruptLayer)?;
-        unpacker.entry(&mut entry)?;
+    let mut reader = Reader::new(stream, *limits);
+    while let Some(entry) = reader.next_entry()? {
+        unpacker.entry(&entry, &mut reader)?;
     }
     unpacker.finish()
 }
@@ -450,8 +470,10 @@ struct Unpacker<'a> {
     implicit: BTreeSet<Vec<OsString>>,
     /// Folders whose times are set at the end, after their contents stopped changing them.
     dir_times: Vec<(Vec<OsString>, TimeSpec, TimeSpec)>,
-    /// Paths this layer wrote, so an opaque marker keeps them (native).
-    written: HashSet<Vec<OsString>>,
+    /// Paths this layer wrote, joined with `/`, so an opaque marker keeps them (native only).
+    written: BTreeSet<Vec<u8>>,
+    /// Bytes the three above hold, about; at most [`MAX_TRACKED`].
+    tracked: usize,
 }
 
 /// Metadata of an entry, read from its header before its data is consumed.
@@ -465,18 +487,10 @@ struct Meta {
 }
 
 impl Unpacker<'_> {
-    fn entry<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
-        let raw = entry.path_bytes().into_owned();
-        let name = String::from_utf8_lossy(&raw).into_owned();
-        let kind = entry.header().entry_type();
-        if kind.is_pax_global_extensions()
-            || kind.is_pax_local_extensions()
-            || kind.is_gnu_longname()
-            || kind.is_gnu_longlink()
-        {
-            return Ok(());
-        }
-        let comps = components(&raw, &name)?;
+    fn entry<R: Read>(&mut self, entry: &archive::Entry, reader: &mut Reader<R>) -> Result<()> {
+        let name = entry.name();
+        let kind = entry.kind();
+        let comps = components(&entry.path, &name)?;
         let meta = self.meta(entry, &name)?;
 
         let Some((last, parent)) = comps.split_last() else {
@@ -492,6 +506,7 @@ impl Unpacker<'_> {
                 .try_clone()
                 .map_err(|e| Error::io("duplicating a descriptor", e))?;
             self.set_meta(&root, OsStr::new(""), &meta, false, &name)?;
+            self.track(&[])?;
             self.dir_times.push((Vec::new(), meta.atime, meta.mtime));
             return Ok(());
         };
@@ -530,7 +545,7 @@ impl Unpacker<'_> {
                 )
                 .map_err(|e| self.err(&name, "creating", e))?;
                 let mut file = File::from(fd);
-                copy_data(entry, &mut file, &name)?;
+                reader.write_file(entry, &mut file)?;
             }
             tar::EntryType::Directory => {
                 if existing.is_none() || !existing.as_ref().is_some_and(|st| is(st, SFlag::S_IFDIR))
@@ -541,26 +556,28 @@ impl Unpacker<'_> {
             }
             tar::EntryType::Symlink => {
                 let link = entry
-                    .link_name_bytes()
+                    .link
+                    .as_deref()
                     .ok_or_else(|| Error::invalid_layer(&name, "symlink without a target"))?;
-                symlinkat(OsStr::from_bytes(&link), &dir, last.as_os_str())
+                symlinkat(OsStr::from_bytes(link), &dir, last.as_os_str())
                     .map_err(|e| self.err(&name, "creating", e))?;
             }
             tar::EntryType::Link => {
                 let link = entry
-                    .link_name_bytes()
+                    .link
+                    .as_deref()
                     .ok_or_else(|| Error::invalid_layer(&name, "hard link without a target"))?;
-                self.hard_link(&link, &dir, last, &name)?;
+                self.hard_link(link, &dir, last, &name)?;
                 // A hard link shares its target's inode, whose metadata is already set.
-                self.mark_written(&comps);
+                self.mark_written(&comps)?;
                 self.implicit.remove(&comps);
                 return Ok(());
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let (sflag, dev) = match kind {
                     tar::EntryType::Char | tar::EntryType::Block => {
-                        let major = entry.header().device_major().ok().flatten().unwrap_or(0);
-                        let minor = entry.header().device_minor().ok().flatten().unwrap_or(0);
+                        let major = entry.header.device_major().ok().flatten().unwrap_or(0);
+                        let minor = entry.header.device_minor().ok().flatten().unwrap_or(0);
                         let f = if kind == tar::EntryType::Char {
                             SFlag::S_IFCHR
                         } else {
@@ -588,22 +605,45 @@ impl Unpacker<'_> {
         }
         self.set_meta(&dir, last, &meta, kind == tar::EntryType::Symlink, &name)?;
         if kind.is_dir() {
+            self.track(&comps)?;
             self.dir_times.push((comps.clone(), meta.atime, meta.mtime));
         } else {
             self.set_times(&dir, last, &meta, &name)?;
         }
-        self.mark_written(&comps);
+        self.mark_written(&comps)?;
         self.implicit.remove(&comps);
         Ok(())
     }
 
-    /// Records `comps` and its parents as coming from this layer.
-    fn mark_written(&mut self, comps: &[OsString]) {
-        for i in 1..=comps.len() {
-            if !self.written.contains(&comps[..i]) {
-                self.written.insert(comps[..i].to_vec());
-            }
+    /// Records `comps` as coming from this layer (and so its parents, see [`Self::prune`]);
+    /// only an opaque marker of a full copy needs to know.
+    fn mark_written(&mut self, comps: &[OsString]) -> Result<()> {
+        if self.target.whiteouts != Whiteouts::Delete {
+            return Ok(());
         }
+        let joined = joined(comps);
+        if !self.written.contains(&joined) {
+            self.tracked += joined.len() + 48;
+            self.check_tracked(comps)?;
+            self.written.insert(joined);
+        }
+        Ok(())
+    }
+
+    /// Counts a path the unpack keeps until its end against [`MAX_TRACKED`].
+    fn track(&mut self, comps: &[OsString]) -> Result<()> {
+        self.tracked += 48 + comps.iter().map(|c| c.len() + 40).sum::<usize>();
+        self.check_tracked(comps)
+    }
+
+    fn check_tracked(&self, comps: &[OsString]) -> Result<()> {
+        if self.tracked > MAX_TRACKED {
+            return Err(Error::invalid_layer(
+                display(comps),
+                format!("the layer has so many folders with long paths that unpacking it would take more than {} MiB of memory to keep track of them", MAX_TRACKED >> 20),
+            ));
+        }
+        Ok(())
     }
 
     fn err(&self, entry: &str, doing: &str, e: Errno) -> Error {
@@ -616,8 +656,8 @@ impl Unpacker<'_> {
         )
     }
 
-    fn meta<R: Read>(&self, entry: &mut tar::Entry<'_, R>, name: &str) -> Result<Meta> {
-        let h = entry.header();
+    fn meta(&self, entry: &archive::Entry, name: &str) -> Result<Meta> {
+        let h = &entry.header;
         let bad = |what: &str, e: io::Error| {
             Error::invalid_layer(name, format!("unreadable {what}: {e}"))
         };
@@ -642,26 +682,19 @@ impl Unpacker<'_> {
         let mut mtime = timespec(mtime_secs as i64, 0);
         let mut atime = None;
         let mut xattrs = Vec::new();
-        if let Some(exts) = entry.pax_extensions().map_err(Error::CorruptLayer)? {
-            for ext in exts {
-                let ext = ext.map_err(Error::CorruptLayer)?;
-                let key = ext.key_bytes();
-                if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
-                    if x.starts_with(b"trusted.overlay.") {
-                        tracing::warn!(entry = name, xattr = %String::from_utf8_lossy(x), "dropping an overlay xattr from a layer");
-                        continue;
-                    }
-                    xattrs.push((
-                        OsStr::from_bytes(x).to_os_string(),
-                        ext.value_bytes().to_vec(),
-                    ));
-                } else if key == b"mtime" {
-                    if let Some(t) = pax_time(ext.value_bytes()) {
-                        mtime = t;
-                    }
-                } else if key == b"atime" {
-                    atime = pax_time(ext.value_bytes());
+        for (key, value) in &entry.pax {
+            if let Some(x) = key.strip_prefix(b"SCHILY.xattr.") {
+                if x.starts_with(b"trusted.overlay.") {
+                    tracing::warn!(entry = name, xattr = %String::from_utf8_lossy(x), "dropping an overlay xattr from a layer");
+                    continue;
                 }
+                xattrs.push((OsStr::from_bytes(x).to_os_string(), value.clone()));
+            } else if key == b"mtime" {
+                if let Some(t) = pax_time(value) {
+                    mtime = t;
+                }
+            } else if key == b"atime" {
+                atime = pax_time(value);
             }
         }
         let (uid, gid) = match (u32::try_from(uid), u32::try_from(gid)) {
@@ -814,6 +847,7 @@ impl Unpacker<'_> {
             };
             made.map_err(|e| self.err(entry, "setting owner and mode of the parent of", e))?;
             if self.lowers.is_none() {
+                self.track(so_far)?;
                 self.implicit.insert(so_far.to_vec());
             }
             let (fd, _) =
@@ -974,7 +1008,7 @@ impl Unpacker<'_> {
         for child in listed {
             let mut path = comps.to_vec();
             path.push(child.clone());
-            if !self.written.contains(&path) {
+            if !self.wrote(&path) {
                 remove_at(dir, &child)
                     .map_err(|e| Error::io(format!("applying opaque {entry:?}"), e))?;
             } else if let Ok((fd, st)) = open_child(dir, &child) {
@@ -984,6 +1018,19 @@ impl Unpacker<'_> {
             }
         }
         Ok(())
+    }
+
+    /// Whether this layer wrote `comps` or something below it.
+    fn wrote(&self, comps: &[OsString]) -> bool {
+        let mut path = joined(comps);
+        if self.written.contains(&path) {
+            return true;
+        }
+        path.push(b'/');
+        self.written
+            .range(path.clone()..)
+            .next()
+            .is_some_and(|w| w.starts_with(&path))
     }
 
     /// Sets folder times, and returns the folders still waiting for [`settle`].
@@ -1100,20 +1147,15 @@ fn copy_up(src_dir: &OwnedFd, name: &OsStr, st: &FileStat, dst_dir: &OwnedFd) ->
     Ok(())
 }
 
-/// Copies an entry's data: read errors mean a broken stream, write errors a local problem.
-fn copy_data(from: &mut impl Read, to: &mut File, entry: &str) -> Result<()> {
-    let mut buf = vec![0u8; 128 * 1024];
-    loop {
-        let n = match from.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(Error::CorruptLayer(e)),
-        };
-        to.write_all(&buf[..n])
-            .map_err(|e| Error::io(format!("writing layer entry {entry:?}"), e))?;
+fn joined(comps: &[OsString]) -> Vec<u8> {
+    let mut v = Vec::new();
+    for (i, c) in comps.iter().enumerate() {
+        if i > 0 {
+            v.push(b'/');
+        }
+        v.extend_from_slice(c.as_bytes());
     }
-    Ok(())
+    v
 }
 
 /// Device numbers as the tests read them back.
@@ -1128,6 +1170,7 @@ fn dev_of(st: &FileStat) -> (u64, u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::io::Write;
     use std::os::unix::fs::{MetadataExt, PermissionsExt};
 
     /// A tar built by hand, entry by entry, with full control over names.
@@ -1262,7 +1305,13 @@ mod tests {
                 lowers: Lowers::Ready(lowers),
                 whiteouts,
             };
-            apply(tar, "", Some(&Digest::sha256_of(tar)), &target)
+            apply(
+                tar,
+                "",
+                Some(&Digest::sha256_of(tar)),
+                &target,
+                &Limits::default(),
+            )
         }
         fn outside_untouched(&self) {
             let names: Vec<_> = std::fs::read_dir(self.outside())
@@ -1593,7 +1642,7 @@ mod tests {
             whiteouts: Whiteouts::Delete,
         };
         let wrong = Digest::sha256_of(b"something else");
-        let e = apply(&tar[..], "", Some(&wrong), &target).unwrap_err();
+        let e = apply(&tar[..], "", Some(&wrong), &target, &Limits::default()).unwrap_err();
         assert!(matches!(e, Error::DigestMismatch { .. }), "{e}");
         assert_eq!(e.code(), tonic::Code::DataLoss);
     }
@@ -1619,7 +1668,14 @@ mod tests {
                 lowers: Lowers::Ready(&[]),
                 whiteouts: Whiteouts::Overlay,
             };
-            let applied = apply(&bytes[..], media_type, Some(&diff_id), &target).unwrap();
+            let applied = apply(
+                &bytes[..],
+                media_type,
+                Some(&diff_id),
+                &target,
+                &Limits::default(),
+            )
+            .unwrap();
             assert_eq!(applied.size, tar.len() as u64);
             assert_eq!(std::fs::read(snap.join("a")).unwrap(), b"a");
         }
@@ -1637,7 +1693,7 @@ mod tests {
             lowers: Lowers::Ready(&[]),
             whiteouts: Whiteouts::Overlay,
         };
-        let e = apply(cut, "", None, &target).unwrap_err();
+        let e = apply(cut, "", None, &target, &Limits::default()).unwrap_err();
         assert_eq!(e.code(), tonic::Code::DataLoss, "{e}");
         let s = Sandbox::new();
         let snap = s.snap();
@@ -1646,7 +1702,7 @@ mod tests {
             lowers: Lowers::Ready(&[]),
             whiteouts: Whiteouts::Overlay,
         };
-        let applied = apply(&tar[..], "", None, &target).unwrap();
+        let applied = apply(&tar[..], "", None, &target, &Limits::default()).unwrap();
         assert_eq!(applied.diff_id, Digest::sha256_of(&tar));
     }
 
@@ -1666,9 +1722,88 @@ mod tests {
             "",
             Some(&Digest::sha256_of(&tar)),
             &target,
+            &Limits::default(),
         )
         .unwrap_err();
         assert_eq!(e.code(), tonic::Code::DataLoss, "{e}");
+    }
+
+    fn target(snap: &Path) -> Target<'_> {
+        Target {
+            root: snap,
+            lowers: Lowers::Ready(&[]),
+            whiteouts: Whiteouts::Overlay,
+        }
+    }
+
+    #[test]
+    fn a_gzipped_gib_long_name_is_refused_without_reading_it() {
+        let s = Sandbox::new();
+        let snap = s.snap();
+        let gz = flate2::read::GzEncoder::new(
+            archive::hostile::Stream::long_name_gib(),
+            flate2::Compression::best(),
+        );
+        let e = apply(gz, "", None, &target(&snap), &Limits::default()).unwrap_err();
+        assert!(matches!(e, Error::Layer(_)), "{e}");
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
+        let msg = e.to_string();
+        assert!(
+            msg.contains("GNU long name header of 1073741824 bytes")
+                && msg.contains("nothing was committed"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_sparse_tib_is_unpacked_sparse() {
+        let tib = 1u64 << 40;
+        let mut tar =
+            archive::hostile::sparse("disk.img", tib, &[(0, b"head"), (tib - 4, b"tail")]);
+        tar.extend_from_slice(&[0; 1024]);
+        let s = Sandbox::new();
+        let snap = s.snap();
+        apply(&tar[..], "", None, &target(&snap), &Limits::default()).unwrap();
+        let path = snap.join("disk.img");
+        let md = std::fs::metadata(&path).unwrap();
+        assert_eq!(md.len(), tib);
+        // Two 4-byte segments: a few blocks of 512 bytes, never the 2^31 a full file takes.
+        assert!(md.blocks() <= 64, "{} blocks", md.blocks());
+        let mut f = File::open(&path).unwrap();
+        let mut buf = [0u8; 4];
+        f.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"head");
+        std::io::Seek::seek(&mut f, io::SeekFrom::Start(tib - 4)).unwrap();
+        f.read_exact(&mut buf).unwrap();
+        assert_eq!(&buf, b"tail");
+        std::io::Seek::seek(&mut f, io::SeekFrom::Start(1 << 30)).unwrap();
+        f.read_exact(&mut buf).unwrap();
+        assert_eq!(buf, [0; 4], "the hole reads as zeros");
+    }
+
+    #[test]
+    fn limits_stop_a_layer_with_resource_exhausted() {
+        let tar = Layer::new()
+            .dir("d/", 0o755)
+            .file("d/a", b"a")
+            .file("d/b", b"b")
+            .tar();
+        let s = Sandbox::new();
+        let snap = s.snap();
+        let limits = Limits {
+            max_entries: 2,
+            ..Limits::default()
+        };
+        let e = apply(&tar[..], "", None, &target(&snap), &limits).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+        assert!(e.to_string().contains("max_entries"), "{e}");
+        let limits = Limits {
+            max_unpacked_size: 1,
+            ..Limits::default()
+        };
+        let e = apply(&tar[..], "", None, &target(&snap), &limits).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::ResourceExhausted, "{e}");
+        assert!(e.to_string().contains("\"d/b\""), "{e}");
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The one error type of the crate, and how it crosses gRPC.
 
+use crate::archive::ArchiveError;
 use std::io;
 use std::path::PathBuf;
 use tonic::{Code, Status};
@@ -61,6 +62,8 @@ pub enum Error {
     InvalidLayer { entry: String, reason: String },
     #[error("the layer's uncompressed content has digest {actual}, but diff_id {expected} was expected: the blob is corrupt or belongs to another image; nothing was committed")]
     DigestMismatch { expected: String, actual: String },
+    #[error("refusing the layer: {0}; nothing was committed")]
+    Layer(#[source] ArchiveError),
     #[error("the layer stream is truncated or corrupt: {0}; nothing was committed")]
     CorruptLayer(#[source] io::Error),
     #[error("{context}: {source}")]
@@ -113,12 +116,27 @@ impl Error {
             Error::InvalidArgument(_)
             | Error::UnknownSnapshotter(_)
             | Error::InvalidLayer { .. } => Code::InvalidArgument,
+            // A configured limit works as a quota; anything else refused is a malformed layer.
+            Error::Layer(e) if e.is_limit() => Code::ResourceExhausted,
+            Error::Layer(_) => Code::InvalidArgument,
             Error::DigestMismatch { .. } | Error::CorruptLayer(_) => Code::DataLoss,
             Error::Io { source, .. } => match source.raw_os_error() {
                 Some(libc::ENOSPC) | Some(libc::EDQUOT) => Code::ResourceExhausted,
                 _ => Code::Internal,
             },
             Error::Db(_) | Error::Record { .. } => Code::Internal,
+        }
+    }
+}
+
+impl From<ArchiveError> for Error {
+    fn from(e: ArchiveError) -> Error {
+        match e {
+            ArchiveError::Corrupt(e) => Error::CorruptLayer(e),
+            ArchiveError::Write { entry, source } => {
+                Error::io(format!("writing layer entry {entry:?}"), source)
+            }
+            e => Error::Layer(e),
         }
     }
 }

@@ -5,7 +5,8 @@
 //! ```no_run
 //! # async fn run() -> Result<(), Box<dyn std::error::Error>> {
 //! let root = std::path::Path::new("/var/lib/berth/snapshot"); // the service's own folder
-//! let snapshots = berth_snapshot::serve(root, "overlayfs")?;
+//! let limits = berth_core::config::Limits::default(); // `[limits]` of the config
+//! let snapshots = berth_snapshot::serve(root, "overlayfs", limits)?;
 //! tonic::transport::Server::builder()
 //!     .add_service(snapshots)
 //!     .serve("127.0.0.1:7000".parse()?)
@@ -27,7 +28,8 @@
 //! - [`metadata::Metadata`] holds the records (sled, `<root>/metadata.db`) per snapshotter,
 //!   namespace and key, with parent/child integrity and crash recovery.
 //! - [`apply`] unpacks a tar stream (gzip, zstd or plain) into a snapshot folder safely and
-//!   verifies its diff_id; [`diff`] is its reverse: the changes of a snapshot over its parent
+//!   verifies its diff_id, reading it with [`archive::Reader`], which bounds what a hostile
+//!   archive can make berthd hold in memory or write to disk; [`diff`] is its reverse: the changes of a snapshot over its parent
 //!   (overlay's upper dir, or a native copy compared with its parent's) as an OCI layer tar.
 //! - [`mount::mount_all`] mounts what Prepare/View/Mounts return.
 //!
@@ -57,6 +59,7 @@
 //! removes the temporary snapshots a crash left.
 
 pub mod apply;
+pub mod archive;
 pub mod diff;
 pub mod error;
 mod inflight;
@@ -73,6 +76,7 @@ pub use service::SnapshotsService;
 pub use snapshots::{chain_name, Applied, Diffed, Info, Layer, Snapshots, Usage};
 
 use berth_api::snapshots::v1::snapshots_server::SnapshotsServer;
+use berth_core::config::Limits;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -81,13 +85,15 @@ const MAX_MESSAGE: usize = 16 << 20;
 
 /// Opens the snapshot root `root` (the service's own folder, e.g. `/var/lib/berth/snapshot`)
 /// and returns the gRPC service for it. `default_snapshotter` is `overlayfs` (the default,
-/// falling back to `native` when overlay does not work on `root`'s filesystem) or `native`.
-/// This blocks while it opens the database and recovers from an earlier crash.
+/// falling back to `native` when overlay does not work on `root`'s filesystem) or `native`;
+/// `limits` bound what one layer may unpack. This blocks while it opens the database and
+/// recovers from an earlier crash.
 pub fn serve(
     root: &Path,
     default_snapshotter: &str,
+    limits: Limits,
 ) -> Result<SnapshotsServer<SnapshotsService>, Error> {
-    let snapshots = Arc::new(Snapshots::open(root, default_snapshotter)?);
+    let snapshots = Arc::new(Snapshots::open(root, default_snapshotter)?.with_limits(limits));
     Ok(service(snapshots))
 }
 

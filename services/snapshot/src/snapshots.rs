@@ -15,6 +15,7 @@ use crate::metadata::{Kind, Metadata, NewSnapshot, Record, Recovery};
 use crate::native::{self, Native};
 use crate::overlay::{self, Overlay};
 use berth_api::types::v1::Mount;
+use berth_core::config::Limits;
 use berth_core::digest::chain_id;
 use berth_core::Digest;
 use std::cell::OnceCell;
@@ -155,6 +156,8 @@ pub struct Snapshots {
     native: Arc<Native>,
     default: &'static str,
     in_flight: InFlight,
+    /// What one layer may unpack (`[limits]` of the config).
+    limits: Limits,
 }
 
 /// How long an Apply whose parent is neither committed nor being applied waits for an Apply
@@ -210,6 +213,12 @@ fn random_hex() -> String {
 }
 
 impl Snapshots {
+    /// The same snapshots, with layers unpacked within `limits` (default: [`Limits::default`]).
+    pub fn with_limits(mut self, limits: Limits) -> Snapshots {
+        self.limits = limits;
+        self
+    }
+
     /// Opens the snapshot root (`<root>/metadata.db`, `<root>/overlayfs`, `<root>/native`),
     /// probes overlayfs, and cleans up after a crash. `default_snapshotter` is `overlayfs`
     /// (falls back to `native` where overlay does not work) or `native`.
@@ -237,6 +246,7 @@ impl Snapshots {
             native,
             default,
             in_flight: InFlight::default(),
+            limits: Limits::default(),
         };
         for storage in [
             snapshots.overlay.clone() as Arc<dyn Storage>,
@@ -699,6 +709,12 @@ impl Snapshots {
         }
     }
 
+    /// Unpacks `layer`'s `data` into `target` within the configured limits.
+    fn unpack(&self, data: impl Read, layer: &Layer, target: &Target) -> Result<apply::Applied> {
+        let expected = layer.diff_id.as_ref();
+        apply::apply(data, &layer.media_type, expected, target, &self.limits)
+    }
+
     /// Unpacks onto the committed parent (or none): the parent's layers are at hand.
     fn unpack_on_parent(
         &self,
@@ -718,7 +734,7 @@ impl Snapshots {
                 lowers: Lowers::Ready(&lowers),
                 whiteouts: storage.whiteouts(),
             };
-            let unpacked = apply::apply(data, &layer.media_type, layer.diff_id.as_ref(), &target)?;
+            let unpacked = self.unpack(data, layer, &target)?;
             tracing::debug!(bytes = unpacked.size, diff_id = %unpacked.diff_id, "layer unpacked");
             self.commit_layer(sn, ns, &key, layer, unpacked.diff_id, None)
         })();
@@ -758,7 +774,7 @@ impl Snapshots {
                 lowers: Lowers::Later(&lowers),
                 whiteouts: storage.whiteouts(),
             };
-            let unpacked = apply::apply(data, &layer.media_type, layer.diff_id.as_ref(), &target)?;
+            let unpacked = self.unpack(data, layer, &target)?;
             tracing::debug!(bytes = unpacked.size, diff_id = %unpacked.diff_id, parent, "layer unpacked before its parent was committed");
             let below = lowers()?;
             apply::settle(&fs, &below, &unpacked.pending)?;

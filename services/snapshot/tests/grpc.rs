@@ -30,7 +30,8 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path().join("snapshot");
         let sock = dir.path().join("berth.sock");
-        let service = berth_snapshot::serve(&root, default_snapshotter).unwrap();
+        let service =
+            berth_snapshot::serve(&root, default_snapshotter, Default::default()).unwrap();
         let listener = tokio::net::UnixListener::bind(&sock).unwrap();
         let server = tokio::spawn(async move {
             tonic::transport::Server::builder()
