@@ -99,12 +99,36 @@ pub struct RegistryProxyConfig {
     /// loopback address, none beyond loopback (an open mirror would fetch from anywhere the
     /// proxy can reach, with the credentials berthd holds).
     pub mirror_of: Option<Vec<String>>,
+    /// Blob uploads (push sessions) open at once; past it a new one is refused with `429`.
+    /// Default 1000.
+    pub max_uploads: Option<usize>,
+    /// Bytes one blob upload may hold; past it the request is refused with `413`. Default
+    /// 64 GiB.
+    pub max_upload_size: Option<u64>,
+    /// Seconds an upload may sit without a byte arriving before it is removed (checked while
+    /// serving). Default 3600.
+    pub upload_expiry: Option<u64>,
 }
 
 impl RegistryProxyConfig {
     /// Whether the registry service keeps a pull-through cache.
     pub fn caches(&self) -> bool {
         self.listen.is_some() || self.cache.unwrap_or(false)
+    }
+
+    /// `max_uploads`, or its default.
+    pub fn max_uploads(&self) -> usize {
+        self.max_uploads.unwrap_or(1000)
+    }
+
+    /// `max_upload_size`, or its default.
+    pub fn max_upload_size(&self) -> u64 {
+        self.max_upload_size.unwrap_or(64 << 30)
+    }
+
+    /// `upload_expiry`, or its default.
+    pub fn upload_expiry(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.upload_expiry.unwrap_or(3600))
     }
 }
 
@@ -308,6 +332,16 @@ otlp_endpoint = "http://127.0.0.1:4317"
         assert_eq!(c.registry_proxy.listen.as_deref(), Some("127.0.0.1:5000"));
         assert_eq!(c.registry_proxy.htpasswd, Some(PathBuf::from("/etc/h")));
         assert!(Config::parse("[registry_proxy]\nlistn = \"x\"\n").is_err());
+        assert_eq!(c.registry_proxy.max_uploads(), 1000);
+        assert_eq!(c.registry_proxy.max_upload_size(), 64 << 30);
+        assert_eq!(c.registry_proxy.upload_expiry().as_secs(), 3600);
+        let c = Config::parse(
+            "[registry_proxy]\nmax_uploads = 2\nmax_upload_size = 10\nupload_expiry = 60\n",
+        )
+        .unwrap();
+        assert_eq!(c.registry_proxy.max_uploads(), 2);
+        assert_eq!(c.registry_proxy.max_upload_size(), 10);
+        assert_eq!(c.registry_proxy.upload_expiry().as_secs(), 60);
     }
 
     #[test]

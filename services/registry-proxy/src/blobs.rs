@@ -4,7 +4,8 @@
 //! Content is written to a file of its own under `<root>/ingest/` (downloads) or
 //! `<root>/uploads/` (pushes), fsynced, checked against its digest, then renamed into place and
 //! the folder fsynced: a blob under its digest is whole and verified, or absent. Whatever is
-//! left in `ingest/` after a crash is removed when the store opens.
+//! left in `ingest/` after a crash is removed when the store opens; upload sessions are the
+//! HTTP registry's to expire (see `server`).
 
 use berth_core::digest::{Algorithm, Hasher};
 use berth_core::Digest;
@@ -12,9 +13,6 @@ use sha2::Digest as _;
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
-
-/// Upload sessions untouched this long are dropped when the store opens.
-const STALE_UPLOAD: std::time::Duration = std::time::Duration::from_secs(7 * 24 * 3600);
 
 /// Blobs by digest under one folder.
 #[derive(Debug)]
@@ -32,24 +30,13 @@ pub enum CommitError {
 }
 
 impl BlobStore {
-    /// Opens (creating) the store under `root`, and removes unfinished downloads and upload
-    /// sessions abandoned for a week.
+    /// Opens (creating) the store under `root`, and removes unfinished downloads.
     pub fn open(root: &Path) -> io::Result<BlobStore> {
         for d in ["blobs/sha256", "blobs/sha512", "ingest", "uploads"] {
             std::fs::create_dir_all(root.join(d))?;
         }
         for entry in std::fs::read_dir(root.join("ingest"))?.flatten() {
             let _ = std::fs::remove_file(entry.path());
-        }
-        for entry in std::fs::read_dir(root.join("uploads"))?.flatten() {
-            let idle = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok());
-            if idle.is_some_and(|i| i > STALE_UPLOAD) {
-                let _ = std::fs::remove_file(entry.path());
-            }
         }
         Ok(BlobStore {
             root: root.to_path_buf(),
@@ -105,6 +92,15 @@ impl BlobStore {
     /// Where an upload session keeps its bytes.
     pub fn upload_path(&self, id: &str) -> PathBuf {
         self.root.join("uploads").join(id)
+    }
+
+    /// The ids of the files under `uploads/`.
+    pub fn upload_ids(&self) -> io::Result<Vec<String>> {
+        let entries = std::fs::read_dir(self.root.join("uploads"))?;
+        Ok(entries
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .collect())
     }
 
     /// Moves a file whose content was already checked (while it streamed) into place under

@@ -127,7 +127,8 @@ pub fn serve_cached(
             htpasswd,
             settings.realm.clone(),
         )
-        .with_mirror_of(mirror_of);
+        .with_mirror_of(mirror_of)
+        .with_upload_limits(server::UploadLimits::of(settings));
         server::spawn(listen, Arc::new(registry))?;
     }
     Ok(RegistryServer::from_arc(service))

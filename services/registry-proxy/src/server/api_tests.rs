@@ -14,10 +14,15 @@ use tower::ServiceExt as _;
 
 struct Fixture {
     dir: tempfile::TempDir,
+    registry: Arc<Registry>,
     router: Router,
 }
 
 fn fixture(htpasswd: Option<Htpasswd>) -> Fixture {
+    fixture_with(htpasswd, UploadLimits::default())
+}
+
+fn fixture_with(htpasswd: Option<Htpasswd>, limits: UploadLimits) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let blobs = Arc::new(BlobStore::open(dir.path()).unwrap());
     let metadata = Metadata::open(&dir.path().join("metadata")).unwrap();
@@ -27,10 +32,13 @@ fn fixture(htpasswd: Option<Htpasswd>) -> Fixture {
             .unwrap()
             .with_cache(cache),
     );
-    let registry = Registry::new(blobs, metadata, service, htpasswd, None);
+    let registry =
+        Registry::new(blobs, metadata, service, htpasswd, None).with_upload_limits(limits);
+    let registry = Arc::new(registry);
     Fixture {
         dir,
-        router: router(Arc::new(registry)),
+        router: router(registry.clone()),
+        registry,
     }
 }
 
@@ -83,17 +91,17 @@ impl Fixture {
         }
     }
 
-    /// A whole blob in one POST.
+    /// A whole blob in one POST: the answer.
+    async fn post_blob(&self, name: &str, data: &[u8]) -> Answer {
+        let d = Digest::sha256_of(data);
+        let uri = format!("/v2/{name}/blobs/uploads/?digest={d}");
+        self.call("POST", &uri, &[], data).await
+    }
+
+    /// A whole blob in one POST, which must succeed.
     async fn push_blob(&self, name: &str, data: &[u8]) -> Digest {
         let d = Digest::sha256_of(data);
-        let a = self
-            .call(
-                "POST",
-                &format!("/v2/{name}/blobs/uploads/?digest={d}"),
-                &[],
-                data,
-            )
-            .await;
+        let a = self.post_blob(name, data).await;
         assert_eq!(
             a.status,
             StatusCode::CREATED,
@@ -390,6 +398,130 @@ async fn mounts_and_cancels() {
     assert_eq!(a.status, StatusCode::NOT_FOUND);
 }
 
+impl Fixture {
+    /// A new upload session of `name`: its answer.
+    async fn start_upload(&self, name: &str) -> Answer {
+        self.call("POST", &format!("/v2/{name}/blobs/uploads/"), &[], b"")
+            .await
+    }
+
+    fn open_uploads(&self) -> usize {
+        self.registry.metadata.upload_count()
+    }
+}
+
+#[tokio::test]
+async fn uploads_are_bounded_in_number_and_size() {
+    let limits = UploadLimits {
+        open: 2,
+        size: 10,
+        expiry: std::time::Duration::from_secs(3600),
+    };
+    let f = fixture_with(None, limits);
+    let first = f.start_upload("app").await;
+    assert_eq!(first.status, StatusCode::ACCEPTED);
+    let second = f.start_upload("app").await;
+    assert_eq!(second.status, StatusCode::ACCEPTED);
+    let a = f.start_upload("other").await;
+    assert_eq!(
+        (a.status, a.code().as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "TOOMANYREQUESTS")
+    );
+    assert!(a.json()["errors"][0]["message"]
+        .as_str()
+        .unwrap()
+        .contains("max_uploads"));
+    let a = f.post_blob("app", b"tiny").await;
+    assert_eq!(
+        a.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "a whole-blob POST counts too"
+    );
+    assert_eq!(f.open_uploads(), 2);
+    let a = f.call("DELETE", second.header("location"), &[], b"").await;
+    assert_eq!(a.status, StatusCode::NO_CONTENT);
+    let a = f.post_blob("app", b"tiny").await;
+    assert_eq!(a.status, StatusCode::CREATED, "a slot came free");
+    assert_eq!(f.open_uploads(), 1, "the whole-blob POST ended its upload");
+
+    // Bytes: 8 fit, 5 more do not, whether the request says how many or not.
+    let location = first.header("location").to_string();
+    let patch = |range: Option<&'static str>, body: &'static [u8]| {
+        let (f, location) = (&f, location.clone());
+        async move {
+            let headers: Vec<(&str, &str)> =
+                range.map(|r| ("content-range", r)).into_iter().collect();
+            f.call("PATCH", &location, &headers, body).await
+        }
+    };
+    let a = patch(Some("0-7"), b"12345678").await;
+    assert_eq!((a.status, a.header("range")), (StatusCode::ACCEPTED, "0-7"));
+    for range in [Some("8-12"), None] {
+        let a = patch(range, b"9abcd").await;
+        assert_eq!(
+            (a.status, a.code().as_str()),
+            (StatusCode::PAYLOAD_TOO_LARGE, "SIZE_INVALID"),
+            "{range:?}"
+        );
+        let a = f.call("GET", &location, &[], b"").await;
+        assert_eq!(a.header("range"), "0-7", "the refused bytes were dropped");
+    }
+    let a = f
+        .call(
+            "PUT",
+            &format!("{location}?digest={}", Digest::sha256_of(b"12345678ab")),
+            &[],
+            b"ab",
+        )
+        .await;
+    assert_eq!(a.status, StatusCode::CREATED, "up to the limit is fine");
+    let a = f.post_blob("app", b"eleven byte").await;
+    assert_eq!(a.status, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(f.open_uploads(), 0);
+    let uploads = std::fs::read_dir(f.dir.path().join("uploads")).unwrap();
+    assert_eq!(uploads.count(), 0, "nothing is left of the refused uploads");
+}
+
+#[tokio::test]
+async fn stale_uploads_are_swept() {
+    let fresh = fixture(None);
+    let kept = fresh.start_upload("app").await;
+    assert_eq!(blobs::sweep_uploads(&fresh.registry).unwrap(), 0);
+    let a = fresh.call("GET", kept.header("location"), &[], b"").await;
+    assert_eq!(
+        a.status,
+        StatusCode::NO_CONTENT,
+        "an upload within its expiry stays"
+    );
+
+    // With no time to spare every upload is stale, but the one a request is writing to.
+    let limits = UploadLimits {
+        expiry: std::time::Duration::ZERO,
+        ..UploadLimits::default()
+    };
+    let f = fixture_with(None, limits);
+    let (busy, idle) = (f.start_upload("app").await, f.start_upload("app").await);
+    let orphan = f.dir.path().join("uploads/left-by-a-crash");
+    std::fs::write(&orphan, b"x").unwrap();
+    let id = busy.header("docker-upload-uuid").to_string();
+    let lock = f.registry.upload_lock(&id);
+    let writing = lock.lock().await;
+    assert_eq!(blobs::sweep_uploads(&f.registry).unwrap(), 2);
+    assert!(!orphan.exists());
+    let a = f.call("GET", idle.header("location"), &[], b"").await;
+    assert_eq!(a.code(), "BLOB_UPLOAD_UNKNOWN");
+    assert_eq!(f.open_uploads(), 1);
+    drop(writing);
+    let a = f.call("GET", busy.header("location"), &[], b"").await;
+    assert_eq!(
+        a.status,
+        StatusCode::NO_CONTENT,
+        "the busy one is still there"
+    );
+    assert_eq!(blobs::sweep_uploads(&f.registry).unwrap(), 1);
+    assert_eq!(f.open_uploads(), 0);
+}
+
 #[tokio::test]
 async fn catalog_and_tags_paginate() {
     let f = fixture(None);
@@ -649,9 +781,11 @@ async fn mirror_mode_names_only_the_registries_it_mirrors() {
     let service = Arc::new(RegistryService::new(&Config::default(), Arc::new(Anonymous)).unwrap());
     let registry = Registry::new(blobs, metadata, service, None, None)
         .with_mirror_of(Some(vec!["127.0.0.1:1".to_string()]));
+    let registry = Arc::new(registry);
     let f = Fixture {
         dir,
-        router: router(Arc::new(registry)),
+        router: router(registry.clone()),
+        registry,
     };
     let a = f
         .call("GET", "/v2/lib/x/manifests/1?ns=169.254.169.254", &[], b"")

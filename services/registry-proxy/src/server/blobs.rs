@@ -5,6 +5,12 @@
 //! session ends is refused with 416), and the closing PUT hashes the whole file and renames it
 //! into the store only when it is the digest the client named. Sessions live on disk, so they
 //! survive a restart of berthd.
+//!
+//! Uploads are bounded ([`UploadLimits`], from `[registry_proxy]`): so many open at once (a
+//! monolithic POST counts while it runs; past it `429 TOOMANYREQUESTS`), so many bytes each
+//! (past it `413 SIZE_INVALID`, and the request's bytes are dropped), and an upload that no
+//! byte reached for `upload_expiry` is removed by [`sweep_uploads`], which the server runs
+//! while it serves.
 
 use super::errors::{ApiError, ApiResult};
 use super::{respond, Params, Registry};
@@ -17,7 +23,35 @@ use http::{header, HeaderMap, StatusCode};
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncSeekExt, AsyncWriteExt};
+
+/// How many uploads, how large, and for how long.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UploadLimits {
+    /// Uploads open at once.
+    pub open: usize,
+    /// Bytes one upload may hold.
+    pub size: u64,
+    /// An upload no byte reached for this long is removed.
+    pub expiry: Duration,
+}
+
+impl UploadLimits {
+    pub fn of(config: &berth_core::config::RegistryProxyConfig) -> UploadLimits {
+        UploadLimits {
+            open: config.max_uploads(),
+            size: config.max_upload_size(),
+            expiry: config.upload_expiry(),
+        }
+    }
+}
+
+impl Default for UploadLimits {
+    fn default() -> UploadLimits {
+        UploadLimits::of(&Default::default())
+    }
+}
 
 pub(super) fn parse_digest(s: &str) -> ApiResult<Digest> {
     s.parse()
@@ -193,20 +227,26 @@ pub(super) async fn start_upload(
         // Not mountable: the client gets a session and uploads instead.
     } else if let Some(digest) = params.get("digest") {
         let digest = parse_digest(digest)?;
-        let tmp = registry.blobs.upload_path(&crate::blobs::random_id());
-        tokio::fs::File::create(&tmp).await?;
-        if let Err(e) = append(&tmp, req.into_body()).await {
-            let _ = tokio::fs::remove_file(&tmp).await;
-            return Err(broken_body(e));
-        }
-        let size = commit(registry, &tmp, &digest).await?;
+        // An upload of its own while it runs, so that it counts and is swept like one.
+        let id = open_upload(registry, name).await?;
+        let tmp = registry.blobs.upload_path(&id);
+        let lock = registry.upload_lock(&id);
+        let _held = lock.lock().await;
+        let appended = match too_large(registry, 0, declared_length(req.headers())) {
+            Some(e) => Err(e),
+            None => append(registry, &tmp, 0, req.into_body()).await,
+        };
+        let size = match appended {
+            Ok(_) => commit(registry, &tmp, &digest).await,
+            Err(e) => Err(e),
+        };
+        close_upload(registry, &id);
+        let size = size?;
         m.link_blob(name, &digest, size)?;
         tracing::info!(repository = name, %digest, size, "blob pushed");
         return Ok(created(name, &digest));
     }
-    let id = crate::blobs::random_id();
-    tokio::fs::File::create(registry.blobs.upload_path(&id)).await?;
-    m.start_upload(&id, name)?;
+    let id = open_upload(registry, name).await?;
     Ok(respond(
         StatusCode::ACCEPTED,
         &[
@@ -238,8 +278,75 @@ async fn commit(registry: &Registry, tmp: &Path, digest: &Digest) -> ApiResult<u
     }
 }
 
-/// Appends a request body to a file; returns how many bytes it had.
-async fn append(path: &Path, body: Body) -> io::Result<u64> {
+/// A new upload of `name`: its empty file and its row, unless as many uploads as the limits
+/// allow are open already. Returns its id.
+async fn open_upload(registry: &Registry, name: &str) -> ApiResult<String> {
+    let id = crate::blobs::random_id();
+    let path = registry.blobs.upload_path(&id);
+    // The file comes first: a sweep removes a row without a file, never a fresh file.
+    tokio::fs::File::create(&path).await?;
+    let admitted = {
+        let _one_at_a_time = registry.uploads.lock().unwrap_or_else(|p| p.into_inner());
+        let open = registry.metadata.upload_count();
+        if open >= registry.limits.open {
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "TOOMANYREQUESTS",
+                format!(
+                    "{open} uploads are open, as many as this registry takes ([registry_proxy] max_uploads); finish or cancel one, or try again later"
+                ),
+            ))
+        } else {
+            registry
+                .metadata
+                .start_upload(&id, name)
+                .map_err(ApiError::from)
+        }
+    };
+    if let Err(e) = admitted {
+        let _ = std::fs::remove_file(&path);
+        return Err(e);
+    }
+    Ok(id)
+}
+
+/// Ends an upload: its row, its lock and its file (gone already when it was committed).
+fn close_upload(registry: &Registry, id: &str) {
+    if let Err(e) = registry.metadata.end_upload(id) {
+        tracing::warn!(upload = id, error = %e, "cannot remove the upload's record");
+    }
+    registry.forget_upload_lock(id);
+    let _ = std::fs::remove_file(registry.blobs.upload_path(id));
+}
+
+/// How many bytes the request says its body has: its `Content-Length`.
+fn declared_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// `413 SIZE_INVALID` when an upload of `size` bytes would grow past the limit by `more`.
+fn too_large(registry: &Registry, size: u64, more: Option<u64>) -> Option<ApiError> {
+    let max = registry.limits.size;
+    let over = size.saturating_add(more.unwrap_or(0)) > max;
+    over.then(|| {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "SIZE_INVALID",
+            format!(
+                "a blob upload may hold {max} bytes at most ([registry_proxy] max_upload_size)"
+            ),
+        )
+        .detail(serde_json::json!({ "limit": max }))
+    })
+}
+
+/// Appends a request body to an upload's file that holds `size` bytes; returns how many bytes
+/// the body had. A body that breaks off, or would take the upload past its limit, is an
+/// error (the caller cuts the file back).
+async fn append(registry: &Registry, path: &Path, size: u64, body: Body) -> ApiResult<u64> {
     let mut file = tokio::fs::OpenOptions::new()
         .append(true)
         .open(path)
@@ -247,9 +354,12 @@ async fn append(path: &Path, body: Body) -> io::Result<u64> {
     let mut stream = body.into_data_stream();
     let mut n = 0u64;
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(io::Error::other)?;
-        file.write_all(&chunk).await?;
+        let chunk = chunk.map_err(|e| broken_body(io::Error::other(e)))?;
         n += chunk.len() as u64;
+        if let Some(e) = too_large(registry, size, Some(n)) {
+            return Err(e);
+        }
+        file.write_all(&chunk).await?;
     }
     file.flush().await?;
     Ok(n)
@@ -323,8 +433,10 @@ fn content_range(headers: &HeaderMap) -> ApiResult<Option<(u64, u64)>> {
 }
 
 /// Appends a chunk to a session after checking it starts where the session ends; a chunk
-/// that breaks off, or is not as long as its `Content-Range` says, is cut off again.
+/// that breaks off, is not as long as its `Content-Range` says, or takes the upload past its
+/// limit, is cut off again.
 async fn append_chunk(
+    registry: &Registry,
     name: &str,
     id: &str,
     path: &Path,
@@ -332,6 +444,12 @@ async fn append_chunk(
     req: Request,
 ) -> ApiResult<u64> {
     let range = content_range(req.headers())?;
+    let declared = range
+        .map(|(start, end)| end - start + 1)
+        .or_else(|| declared_length(req.headers()));
+    if let Some(e) = too_large(registry, size, declared) {
+        return Err(e);
+    }
     if let Some((start, _)) = range.filter(|(start, _)| *start != size) {
         return Err(ApiError::new(
             StatusCode::RANGE_NOT_SATISFIABLE,
@@ -341,25 +459,25 @@ async fn append_chunk(
         .header(header::RANGE, &received(size))
         .header(header::LOCATION, &upload_location(name, id)));
     }
-    let result = append(path, req.into_body()).await;
-    let fail = match (&result, range) {
-        (Err(e), _) => Some(broken_body(io::Error::new(e.kind(), e.to_string()))),
-        (Ok(n), Some((start, end))) if *n != end - start + 1 => Some(ApiError::new(
-            StatusCode::BAD_REQUEST,
-            "BLOB_UPLOAD_INVALID",
-            format!(
-                "Content-Range {start}-{end} says {} bytes, the body had {n}",
-                end - start + 1
-            ),
-        )),
-        _ => None,
+    let result = match append(registry, path, size, req.into_body()).await {
+        Ok(n) => match range {
+            Some((start, end)) if n != end - start + 1 => Err(ApiError::new(
+                StatusCode::BAD_REQUEST,
+                "BLOB_UPLOAD_INVALID",
+                format!(
+                    "Content-Range {start}-{end} says {} bytes, the body had {n}",
+                    end - start + 1
+                ),
+            )),
+            _ => Ok(size + n),
+        },
+        Err(e) => Err(e),
     };
-    if let Some(e) = fail {
+    if result.is_err() {
         let f = std::fs::OpenOptions::new().write(true).open(path)?;
         f.set_len(size)?;
-        return Err(e);
     }
-    Ok(size + result.unwrap_or(0))
+    result
 }
 
 pub(super) async fn patch_upload(
@@ -374,7 +492,7 @@ pub(super) async fn patch_upload(
     let lock = registry.upload_lock(id);
     let _held = lock.lock().await;
     let (path, size) = session(registry, name, id)?;
-    let size = append_chunk(name, id, &path, size, req).await?;
+    let size = append_chunk(registry, name, id, &path, size, req).await?;
     Ok(respond(
         StatusCode::ACCEPTED,
         &session_headers(name, id, size),
@@ -402,11 +520,10 @@ pub(super) async fn finish_upload(
             .get("digest")
             .ok_or_else(|| ApiError::digest_invalid("the closing PUT needs ?digest="))?,
     )?;
-    append_chunk(name, id, &path, size, req).await?;
+    append_chunk(registry, name, id, &path, size, req).await?;
     let committed = commit(registry, &path, &digest).await;
     if !matches!(&committed, Err(e) if e.status.is_server_error()) {
-        registry.metadata.end_upload(id)?;
-        registry.forget_upload_lock(id);
+        close_upload(registry, id);
     }
     let size = committed?;
     registry.metadata.link_blob(name, &digest, size)?;
@@ -415,15 +532,48 @@ pub(super) async fn finish_upload(
 }
 
 pub(super) fn cancel_upload(registry: &Registry, name: &str, id: &str) -> ApiResult<Response> {
-    let (path, _) = session(registry, name, id)?;
-    std::fs::remove_file(path)?;
-    registry.metadata.end_upload(id)?;
-    registry.forget_upload_lock(id);
+    session(registry, name, id)?;
+    close_upload(registry, id);
     Ok(respond(
         StatusCode::NO_CONTENT,
         &[("content-length", "0".into())],
         Body::empty(),
     ))
+}
+
+/// Removes the uploads no byte reached for `limits.expiry` (their rows and files), rows whose
+/// file is gone, and files no row names that are as old; an upload a request is writing to
+/// is left alone. Returns how many it removed. Blocking.
+pub fn sweep_uploads(registry: &Registry) -> ApiResult<usize> {
+    let expiry = registry.limits.expiry;
+    let idle = |path: &Path| -> Option<Duration> {
+        let modified = std::fs::metadata(path).and_then(|m| m.modified()).ok()?;
+        Some(modified.elapsed().unwrap_or_default())
+    };
+    let mut removed = 0;
+    let rows = registry.metadata.uploads()?;
+    for (id, repository) in &rows {
+        let lock = registry.upload_lock(id);
+        let Ok(_writing_excluded) = lock.try_lock() else {
+            continue;
+        };
+        match idle(&registry.blobs.upload_path(id)) {
+            Some(i) if i < expiry => continue,
+            _ => {}
+        }
+        close_upload(registry, id);
+        tracing::info!(upload = %id, %repository, "stale upload removed");
+        removed += 1;
+    }
+    for id in registry.blobs.upload_ids()? {
+        let path = registry.blobs.upload_path(&id);
+        let known = rows.iter().any(|(r, _)| *r == id) || registry.metadata.upload(&id)?.is_some();
+        if !known && idle(&path).is_some_and(|i| i >= expiry) {
+            let _ = std::fs::remove_file(&path);
+            removed += 1;
+        }
+    }
+    Ok(removed)
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! - [`manifests`]: manifests by tag or digest (GET, HEAD, PUT, DELETE), tag lists and the
 //!   catalog.
 //! - [`blobs`]: blobs (GET with ranges, HEAD, DELETE) and uploads (POST monolithic or
-//!   session, cross-repository mount, PATCH chunks, PUT to close, GET status, DELETE).
+//!   session, cross-repository mount, PATCH chunks, PUT to close, GET status, DELETE),
+//!   bounded in number and size, the stale ones swept while serving ([`UploadLimits`]).
 //! - [`mirror`]: the same manifest and blob reads with `?ns=REGISTRY` (containerd's mirror
 //!   convention) are served from the pull-through cache, fetched from `REGISTRY` through the
 //!   proxy's [`RegistryService`] on a miss.
@@ -31,6 +32,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use axum::Router;
 use basic_auth::Htpasswd;
+pub use blobs::UploadLimits;
 use errors::{ApiError, ApiResult};
 use http::{header, HeaderValue, Method, StatusCode};
 use std::collections::HashMap;
@@ -48,8 +50,10 @@ pub struct Registry {
     pub service: Arc<RegistryService>,
     pub htpasswd: Option<Arc<Htpasswd>>,
     pub realm: String,
-    /// One lock per upload session, so two PATCHes of one session never interleave.
+    /// One lock per upload session, so two PATCHes of one session never interleave (nor a
+    /// PATCH and the sweep). Held, the map also admits one new upload at a time.
     uploads: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    limits: UploadLimits,
     /// The registries `?ns=` may name; None: any.
     mirror_of: Option<Vec<String>>,
 }
@@ -69,8 +73,15 @@ impl Registry {
             htpasswd: htpasswd.map(Arc::new),
             realm: realm.unwrap_or_else(|| "berth".to_string()),
             uploads: Mutex::new(HashMap::new()),
+            limits: UploadLimits::default(),
             mirror_of: None,
         }
+    }
+
+    /// Bounds uploads by `limits` (default: `[registry_proxy]`'s defaults).
+    pub fn with_upload_limits(mut self, limits: UploadLimits) -> Registry {
+        self.limits = limits;
+        self
     }
 
     /// Limits mirror mode (`?ns=`) to these registries (None: any).
@@ -118,15 +129,40 @@ pub fn spawn(listen: &str, registry: Arc<Registry>) -> Result<SocketAddr, crate:
     let addr = listener.local_addr().map_err(|e| fail(e.to_string()))?;
     let listener = tokio::net::TcpListener::from_std(listener).map_err(|e| fail(e.to_string()))?;
     if !addr.ip().is_loopback() && registry.htpasswd.is_none() {
-        tracing::warn!(%addr, "the registry is served beyond loopback without authentication");
+        tracing::warn!(
+            %addr,
+            "the registry is served beyond loopback without authentication: anyone who reaches {addr} can push, delete and read every repository; set [registry_proxy] htpasswd, or listen on 127.0.0.1"
+        );
     }
     tracing::info!(%addr, auth = registry.htpasswd.is_some(), "serving the distribution API");
+    tokio::spawn(sweep_uploads(registry.clone()));
     tokio::spawn(async move {
         if let Err(e) = axum::serve(listener, router(registry)).await {
             tracing::error!(error = %e, "the registry's HTTP server stopped");
         }
     });
     Ok(addr)
+}
+
+/// Sweeps stale uploads now and then, for as long as berthd runs: a quarter of the expiry
+/// apart (at least a second, at most ten minutes), so none outlives it by much.
+async fn sweep_uploads(registry: Arc<Registry>) {
+    let period = (registry.limits.expiry / 4).clamp(
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(600),
+    );
+    let mut ticks = tokio::time::interval(period);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticks.tick().await;
+        let r = registry.clone();
+        match tokio::task::spawn_blocking(move || blobs::sweep_uploads(&r)).await {
+            Ok(Ok(0)) => {}
+            Ok(Ok(n)) => tracing::info!(removed = n, "stale uploads swept"),
+            Ok(Err(e)) => tracing::warn!(error = %e.message, "sweeping stale uploads failed"),
+            Err(e) => tracing::warn!(error = %e, "sweeping stale uploads failed"),
+        }
+    }
 }
 
 async fn api_version(mut r: Response) -> Response {
