@@ -11,9 +11,11 @@ use crate::error::{Error, Result};
 use crate::metadata::Kind;
 use crate::snapshots::{bind_mount, Storage};
 use berth_api::types::v1::Mount;
+use nix::errno::Errno;
+use nix::unistd::{lseek, Whence};
 use std::collections::HashMap;
 use std::fs;
-use std::io;
+use std::io::{self, Read, Seek, SeekFrom};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -171,9 +173,28 @@ fn copy_file(from: &Path, to: &Path) -> io::Result<()> {
         .mode(0o600)
         .custom_flags(libc::O_NOFOLLOW)
         .open(to)?;
-    // std's copy uses copy_file_range, which shares extents where the filesystem can.
-    io::copy(&mut src, &mut dst)?;
-    Ok(())
+    let md = src.metadata()?;
+    if md.blocks() * 512 >= md.len() {
+        // std's copy uses copy_file_range, which shares extents where the filesystem can.
+        io::copy(&mut src, &mut dst)?;
+        return Ok(());
+    }
+    // Holes: copy_file_range would write them out as zeros (a sparse 1 TiB file from a layer
+    // would fill the disk), so copy only the data ranges and keep the holes.
+    let mut pos = 0;
+    loop {
+        let start = match lseek(&src, pos as i64, Whence::SeekData) {
+            Ok(s) => s as u64,
+            Err(Errno::ENXIO) => break,
+            Err(e) => return Err(e.into()),
+        };
+        let end = lseek(&src, start as i64, Whence::SeekHole)? as u64;
+        src.seek(SeekFrom::Start(start))?;
+        dst.seek(SeekFrom::Start(start))?;
+        io::copy(&mut (&mut src).take(end - start), &mut dst)?;
+        pos = end;
+    }
+    dst.set_len(md.len())
 }
 
 /// Owner, then mode (chown clears setuid), then xattrs (chown clears capabilities).
@@ -209,6 +230,27 @@ fn set_times(path: &Path, md: &fs::Metadata) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sparse_file_is_copied_sparse() {
+        let d = tempfile::tempdir().unwrap();
+        let (src, dst) = (d.path().join("src"), d.path().join("dst"));
+        let tib = 1u64 << 40;
+        let f = fs::File::create(&src).unwrap();
+        f.set_len(tib).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"head", 0).unwrap();
+        std::os::unix::fs::FileExt::write_all_at(&f, b"tail", tib - 4).unwrap();
+        copy_file(&src, &dst).unwrap();
+        let md = fs::metadata(&dst).unwrap();
+        assert_eq!(md.len(), tib);
+        assert!(md.blocks() <= 64, "{} blocks", md.blocks());
+        let mut buf = [0u8; 4];
+        let out = fs::File::open(&dst).unwrap();
+        std::os::unix::fs::FileExt::read_exact_at(&out, &mut buf, tib - 4).unwrap();
+        assert_eq!(&buf, b"tail");
+        std::os::unix::fs::FileExt::read_exact_at(&out, &mut buf, 0).unwrap();
+        assert_eq!(&buf, b"head");
+    }
 
     #[test]
     fn copies_every_kind_of_entry_with_metadata() {
