@@ -40,6 +40,10 @@ struct Args {
     /// Services to host, comma-separated: image,snapshot,runtime,registry,events,build (default: all)
     #[arg(long, value_delimiter = ',')]
     service: Vec<String>,
+    /// Serve on a tcp:// address beyond loopback even without TLS: whoever reaches it
+    /// controls this host as root, so only on a network where every host is trusted
+    #[arg(long)]
+    insecure_tcp: bool,
     /// Debug logging
     #[arg(long)]
     debug: bool,
@@ -77,17 +81,51 @@ fn main() -> Result<()> {
         .max_blocking_threads(16)
         .enable_all()
         .build()?;
-    rt.block_on(run(config, services, args.debug))
+    rt.block_on(run(config, services, args.debug, args.insecure_tcp))
 }
 
-async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
+/// Where berthd listens, refused when it is a TCP address beyond loopback and the user did
+/// not pass `--insecure-tcp`: the API runs containers as root and berthd serves it without
+/// TLS, so anyone who can reach such an address would own the host.
+fn listener(address: &str, insecure_tcp: bool) -> Result<Listener> {
+    match Address::parse(address).map_err(anyhow::Error::msg)? {
+        Address::Unix(path) => Ok(Listener::Unix(path)),
+        Address::Tcp(h) => {
+            let sa: std::net::SocketAddr = h.parse().with_context(|| {
+                format!("invalid listen address {h}: use an IP address and a port")
+            })?;
+            if !sa.ip().is_loopback() {
+                if !insecure_tcp {
+                    bail!(
+                        "refusing to serve berthd's API on {address} without TLS: whoever reaches it can run containers as root on this host. \
+                         Listen on a unix socket or a loopback address (tcp://127.0.0.1:PORT) and reach it through an SSH tunnel, \
+                         or pass --insecure-tcp if every host that can reach {sa} is trusted"
+                    );
+                }
+                tracing::warn!(%address, "serving the API beyond loopback without TLS (--insecure-tcp): anyone who reaches it controls this host");
+            }
+            Ok(Listener::Tcp(sa))
+        }
+    }
+}
+
+/// A checked listen address.
+#[derive(Debug, PartialEq, Eq)]
+enum Listener {
+    Unix(PathBuf),
+    Tcp(std::net::SocketAddr),
+}
+
+async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: bool) -> Result<()> {
     let _telemetry =
         berth_core::telemetry::init("berthd", config.telemetry.otlp_endpoint.as_deref(), debug)
             .map_err(anyhow::Error::msg)?;
+    // Checked before any service starts, so a refused address leaves nothing behind.
+    let own = config.address();
+    let listen = listener(&own, insecure_tcp)?;
     for d in [&config.root, &config.state] {
         std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
     }
-    let own = config.address();
     let addr_of = |a: &Option<String>| a.clone().unwrap_or_else(|| own.clone());
     let chan = |a: &Option<String>| channel(&addr_of(a)).map_err(anyhow::Error::msg);
     let hosts = |s: &str| services.iter().any(|x| x == s);
@@ -202,8 +240,8 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
         let s = shutdown.clone();
         async move { s.notified().await }
     };
-    match Address::parse(&own).map_err(anyhow::Error::msg)? {
-        Address::Unix(path) => {
+    match listen {
+        Listener::Unix(path) => {
             if let Some(dir) = path.parent() {
                 std::fs::create_dir_all(dir)?;
             }
@@ -231,14 +269,43 @@ async fn run(config: Config, services: Vec<String>, debug: bool) -> Result<()> {
                 .await?;
             let _ = std::fs::remove_file(&path);
         }
-        Address::Tcp(h) => {
-            let sa: std::net::SocketAddr = h
-                .parse()
-                .with_context(|| format!("invalid listen address {h}"))?;
+        Listener::Tcp(sa) => {
             info!(address = %own, services = %services.join(","), "berthd ready");
             router.serve_with_shutdown(sa, wait).await?;
         }
     }
     info!("berthd stopped");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_beyond_loopback_needs_insecure_tcp() {
+        for address in [
+            "tcp://0.0.0.0:7000",
+            "tcp://10.1.2.3:7000",
+            "tcp://[::]:7000",
+        ] {
+            let e = listener(address, false).unwrap_err().to_string();
+            assert!(e.contains("--insecure-tcp") && e.contains(address), "{e}");
+            assert!(listener(address, true).is_ok(), "{address}");
+        }
+        let local = |a: &str| listener(a, false).unwrap();
+        assert_eq!(
+            local("tcp://127.0.0.1:7000"),
+            Listener::Tcp("127.0.0.1:7000".parse().unwrap())
+        );
+        assert!(matches!(local("tcp://[::1]:7000"), Listener::Tcp(_)));
+        assert_eq!(
+            local("unix:///run/b.sock"),
+            Listener::Unix("/run/b.sock".into())
+        );
+        assert!(
+            listener("tcp://localhost:7000", true).is_err(),
+            "an IP address"
+        );
+    }
 }
