@@ -235,12 +235,12 @@ impl Runtime {
             .collect();
         for m in mounts.iter().filter(|m| m.r#type == "volume") {
             let (layers, dst, target) = (
-                crate::volumes::layer_dirs(&rootfs),
+                crate::copyup::layer_dirs(&rootfs),
                 m.destination.clone(),
                 std::path::PathBuf::from(&m.source),
             );
             let copied = tokio::task::spawn_blocking(move || {
-                crate::volumes::copy_up_if_empty(&layers, &dst, &target)
+                crate::copyup::copy_up_if_empty(&layers, &dst, &target)
             })
             .await;
             if let Ok(Err(e)) = copied {

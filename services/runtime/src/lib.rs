@@ -51,6 +51,7 @@
 
 pub mod bundle;
 pub mod containers;
+pub mod copyup;
 pub mod error;
 pub mod events;
 pub mod lifecycle;

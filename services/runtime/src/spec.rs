@@ -421,6 +421,8 @@ pub fn build(
             "the working directory {cwd:?} is invalid: it needs to be an absolute path"
         )));
     }
+    // Cleaned from the container's `/` (`/../../x` is `/x`), as Docker does.
+    let cwd = crate::volumes::clean(&cwd);
 
     let user_string = if config.user.is_empty() {
         image.user.clone().unwrap_or_default()
@@ -964,6 +966,9 @@ mod tests {
             build(ID, "default", &c, &i, &opts()).unwrap_err().code(),
             tonic::Code::InvalidArgument
         );
+        c.working_dir = "/../../../srv/./x/..".into();
+        let s = build(ID, "default", &c, &i, &opts()).unwrap();
+        assert_eq!(s.process().as_ref().unwrap().cwd().to_str(), Some("/srv"));
     }
 
     #[test]

@@ -74,7 +74,7 @@ pub fn parse_bind(spec: &str) -> Result<Bind> {
     if !destination.starts_with('/') {
         return Err(bad("the destination must be an absolute path"));
     }
-    if destination == "/" {
+    if clean(destination) == "/" {
         return Err(bad("the destination cannot be /"));
     }
     let rw = match mode {
@@ -108,12 +108,21 @@ pub fn parse_binds(binds: &[String]) -> Result<Vec<Bind>> {
     Ok(out)
 }
 
-/// A path without trailing or doubled slashes.
-fn clean(p: &str) -> String {
-    let parts: Vec<&str> = p
-        .split('/')
-        .filter(|s| !s.is_empty() && *s != ".")
-        .collect();
+/// An absolute path inside the container, cleaned lexically from the container's `/` as
+/// Docker does (Go's `filepath.Clean`): no `.`, no doubled or trailing slashes, and `..` never
+/// climbs above `/` (`/../../etc` is `/etc`). Every destination from a flag, an API client or
+/// an image config goes through here, so none can name a place outside the container's root.
+pub fn clean(p: &str) -> String {
+    let mut parts: Vec<&str> = Vec::new();
+    for s in p.split('/') {
+        match s {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            s => parts.push(s),
+        }
+    }
     format!("/{}", parts.join("/"))
 }
 
@@ -139,163 +148,6 @@ pub fn add_to_spec(spec: &mut Spec, mounts: &[MountPoint]) -> Result<()> {
         );
     }
     spec.set_mounts(Some(all));
-    Ok(())
-}
-
-/// The folders that make a rootfs, bottom layer first: an overlay's lower folders (listed top
-/// first in `lowerdir`) then its upper folder; a bind mount's source.
-pub fn layer_dirs(mounts: &[crate::bundle::RootfsMount]) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    for m in mounts {
-        if m.typ == "overlay" {
-            let mut upper = None;
-            for o in &m.options {
-                if let Some(l) = o.strip_prefix("lowerdir=") {
-                    out.extend(l.split(':').rev().map(PathBuf::from));
-                } else if let Some(u) = o.strip_prefix("upperdir=") {
-                    upper = Some(PathBuf::from(u));
-                }
-            }
-            out.extend(upper);
-        } else if m.typ == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind") {
-            out.push(PathBuf::from(&m.source));
-        }
-    }
-    out
-}
-
-fn is_whiteout(m: &std::fs::Metadata) -> bool {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
-    m.file_type().is_char_device() && m.rdev() == 0
-}
-
-fn is_opaque(path: &Path) -> bool {
-    use std::os::unix::ffi::OsStrExt;
-    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_bytes()) else {
-        return false;
-    };
-    let mut buf = [0u8; 4];
-    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-    let n = unsafe {
-        libc::lgetxattr(
-            c.as_ptr(),
-            c"trusted.overlay.opaque".as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    n == 1 && buf[0] == b'y'
-}
-
-fn clear_dir(dir: &Path) -> std::io::Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if std::fs::symlink_metadata(&p)?.is_dir() {
-            std::fs::remove_dir_all(&p)?;
-        } else {
-            std::fs::remove_file(&p)?;
-        }
-    }
-    Ok(())
-}
-
-fn remove_any(p: &Path) -> std::io::Result<()> {
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => std::fs::remove_dir_all(p),
-        Ok(_) => std::fs::remove_file(p),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(e),
-    }
-}
-
-/// Copies one layer's folder onto `dst`, applying its whiteouts and opaque folders.
-fn merge_dir(src: &Path, dst: &Path) -> std::io::Result<()> {
-    use std::os::unix::fs::{MetadataExt, PermissionsExt};
-    for entry in std::fs::read_dir(src)? {
-        let entry = entry?;
-        let (s, d) = (entry.path(), dst.join(entry.file_name()));
-        let m = std::fs::symlink_metadata(&s)?;
-        let ft = m.file_type();
-        if is_whiteout(&m) {
-            remove_any(&d)?;
-        } else if ft.is_dir() {
-            if !std::fs::symlink_metadata(&d).is_ok_and(|x| x.is_dir()) {
-                remove_any(&d)?;
-                std::fs::create_dir(&d)?;
-            } else if is_opaque(&s) {
-                clear_dir(&d)?;
-            }
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
-            let _ = std::os::unix::fs::lchown(&d, Some(m.uid()), Some(m.gid()));
-            merge_dir(&s, &d)?;
-        } else if ft.is_file() {
-            remove_any(&d)?;
-            std::fs::copy(&s, &d)?;
-            let _ = std::os::unix::fs::lchown(&d, Some(m.uid()), Some(m.gid()));
-            std::fs::set_permissions(&d, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
-        } else if ft.is_symlink() {
-            remove_any(&d)?;
-            std::os::unix::fs::symlink(std::fs::read_link(&s)?, &d)?;
-            let _ = std::os::unix::fs::lchown(&d, Some(m.uid()), Some(m.gid()));
-        }
-        // Device nodes, fifos and sockets are not copied.
-    }
-    Ok(())
-}
-
-/// Fills `target` (a new volume's folder) with the content of the rootfs at `destination`,
-/// layer by layer, when `target` is empty. A path that crosses a symlink in a layer is not
-/// followed (nothing is copied from that layer).
-pub fn copy_up_if_empty(
-    layers: &[PathBuf],
-    destination: &str,
-    target: &Path,
-) -> std::io::Result<()> {
-    if std::fs::read_dir(target)?.next().is_some() {
-        return Ok(());
-    }
-    let rel = Path::new(destination.trim_start_matches('/'));
-    let mut copied_mode = None;
-    for layer in layers {
-        let mut p = layer.clone();
-        let mut present = true;
-        for comp in rel.components() {
-            p.push(comp);
-            match std::fs::symlink_metadata(&p) {
-                Ok(m) if m.is_dir() => {}
-                Ok(m) if is_whiteout(&m) => {
-                    // Deleted in this layer.
-                    clear_dir(target)?;
-                    present = false;
-                    break;
-                }
-                Ok(_) => {
-                    // A file or symlink here: the folder does not exist in this layer's view.
-                    clear_dir(target)?;
-                    present = false;
-                    break;
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                    present = false;
-                    break;
-                }
-                Err(e) => return Err(e),
-            }
-        }
-        if !present {
-            continue;
-        }
-        if is_opaque(&p) {
-            clear_dir(target)?;
-        }
-        merge_dir(&p, target)?;
-        copied_mode = std::fs::metadata(&p).ok();
-    }
-    if let Some(m) = copied_mode {
-        use std::os::unix::fs::{MetadataExt, PermissionsExt};
-        std::fs::set_permissions(target, std::fs::Permissions::from_mode(m.mode() & 0o7777))?;
-        let _ = std::os::unix::fs::lchown(target, Some(m.uid()), Some(m.gid()));
-    }
     Ok(())
 }
 
@@ -387,6 +239,12 @@ impl Runtime {
         }
         for dst in image_volumes {
             let dst = clean(dst);
+            if dst == "/" {
+                return Err(Error::InvalidArgument(format!(
+                    "the image declares VOLUME {dst:?}, which is the container's root: a volume \
+                     cannot be mounted on /"
+                )));
+            }
             if out.iter().any(|m: &MountPoint| m.destination == dst) {
                 continue;
             }
@@ -541,7 +399,18 @@ mod tests {
         );
         assert!(!b.is_host_path());
         assert_eq!(parse_bind("/data").unwrap().source, "");
-        for bad in ["a:b", "vol:/x:rx", "-bad:/x", "v:/", "a:b:c:d", "x:/y"] {
+        assert_eq!(parse_bind("v1:/../../x/./y/..").unwrap().destination, "/x");
+        assert_eq!(clean("/../../../../etc//passwd/"), "/etc/passwd");
+        assert_eq!(clean("relative/../../x"), "/x");
+        for bad in [
+            "a:b",
+            "vol:/x:rx",
+            "-bad:/x",
+            "v:/",
+            "v:/a/../..",
+            "a:b:c:d",
+            "x:/y",
+        ] {
             let e = parse_bind(bad).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
         }
@@ -569,63 +438,6 @@ mod tests {
             last.options().as_ref().unwrap(),
             &vec!["rbind".to_string(), "rprivate".into(), "ro".into()]
         );
-    }
-
-    #[test]
-    fn copy_up_merges_layers() {
-        let dir = tempfile::tempdir().unwrap();
-        let (l1, l2, up) = (
-            dir.path().join("l1"),
-            dir.path().join("l2"),
-            dir.path().join("up"),
-        );
-        std::fs::create_dir_all(l1.join("data/sub")).unwrap();
-        std::fs::write(l1.join("data/a"), "a1").unwrap();
-        std::fs::write(l1.join("data/gone"), "x").unwrap();
-        std::fs::write(l1.join("data/sub/s"), "s").unwrap();
-        std::fs::create_dir_all(l2.join("data")).unwrap();
-        std::fs::write(l2.join("data/a"), "a2").unwrap();
-        std::os::unix::fs::symlink("a", l2.join("data/link")).unwrap();
-        // A whiteout (char 0/0) deletes `gone` in the upper layer.
-        nix::sys::stat::mknod(
-            &l2.join("data/gone"),
-            nix::sys::stat::SFlag::S_IFCHR,
-            nix::sys::stat::Mode::from_bits_truncate(0o000),
-            0,
-        )
-        .ok();
-        std::fs::create_dir_all(&up).unwrap();
-        let mounts = vec![crate::bundle::RootfsMount {
-            typ: "overlay".into(),
-            source: "overlay".into(),
-            options: vec![
-                format!("lowerdir={}:{}", l2.display(), l1.display()),
-                format!("upperdir={}", up.display()),
-            ],
-        }];
-        let layers = layer_dirs(&mounts);
-        assert_eq!(layers, [l1.clone(), l2.clone(), up.clone()]);
-        let target = dir.path().join("vol");
-        std::fs::create_dir(&target).unwrap();
-        copy_up_if_empty(&layers, "/data", &target).unwrap();
-        assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "a2");
-        assert_eq!(std::fs::read_to_string(target.join("sub/s")).unwrap(), "s");
-        assert_eq!(
-            std::fs::read_link(target.join("link")).unwrap(),
-            Path::new("a")
-        );
-        if std::fs::symlink_metadata(l2.join("data/gone")).is_ok() {
-            assert!(!target.join("gone").exists());
-        }
-        // A volume that has content keeps it.
-        std::fs::write(target.join("a"), "mine").unwrap();
-        copy_up_if_empty(&layers, "/data", &target).unwrap();
-        assert_eq!(std::fs::read_to_string(target.join("a")).unwrap(), "mine");
-        // A path the image does not have leaves it empty.
-        let empty = dir.path().join("empty");
-        std::fs::create_dir(&empty).unwrap();
-        copy_up_if_empty(&layers, "/nothing/here", &empty).unwrap();
-        assert!(std::fs::read_dir(&empty).unwrap().next().is_none());
     }
 
     #[tokio::test]

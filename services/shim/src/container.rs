@@ -12,8 +12,9 @@ use crate::cgroup::V1Hierarchy;
 use crate::error::{Context, Error, Result};
 use crate::lookup;
 use crate::mounts::{
-    bind_mount, do_mount, locked_flags, parse_options, parse_propagation, secure_join,
+    bind_mount, do_mount, locked_flags, parse_options, parse_propagation, Kind, Place,
 };
+use nix::fcntl::OFlag;
 use nix::mount::{umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
 use nix::sys::socket::{recv, send, MsgFlags};
@@ -23,7 +24,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Mount, PosixRlimitType, Spec};
 use std::ffi::CString;
 use std::fs::OpenOptions;
 use std::io::IoSlice;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
@@ -583,7 +584,7 @@ fn prepare_rootfs(cfg: &InitConfig<'_>) -> Result<()> {
         if opts.is_bind() || m.typ == "bind" {
             let mut o = opts.clone();
             o.flags |= MsFlags::MS_BIND;
-            bind_mount(Path::new(&m.source), rootfs, &o)?;
+            bind_mount(Path::new(&m.source), &Place::host(rootfs), &o)?;
         } else {
             do_mount(
                 Some(Path::new(&m.source)),
@@ -597,45 +598,51 @@ fn prepare_rootfs(cfg: &InitConfig<'_>) -> Result<()> {
     // pivot_root needs a private (not shared) new root.
     do_mount(None, rootfs, None, MsFlags::MS_PRIVATE, None)?;
 
+    // Every mount point from here on is resolved inside the rootfs by descriptor.
+    let root = nix::fcntl::open(
+        rootfs,
+        OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+    .ctx(|| format!("open {}", rootfs.display()))?;
     let mut dev_is_tmpfs = false;
     for m in spec.mounts().as_deref().unwrap_or(&[]) {
         if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
             dev_is_tmpfs = true;
         }
-        mount_spec_entry(cfg, m)?;
+        mount_spec_entry(cfg, root.as_fd(), m)?;
     }
-    create_devices(cfg, dev_is_tmpfs)?;
+    create_devices(cfg, root.as_fd(), dev_is_tmpfs)?;
     Ok(())
 }
 
-fn mount_spec_entry(cfg: &InitConfig<'_>, m: &Mount) -> Result<()> {
-    let rootfs = &cfg.rootfs;
-    let dest = secure_join(rootfs, m.destination())?;
+fn mount_spec_entry(cfg: &InitConfig<'_>, root: BorrowedFd<'_>, m: &Mount) -> Result<()> {
+    let dest = Place::in_root(root, m.destination());
     let typ = m.typ().as_deref().unwrap_or("");
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
     let source = m.source().clone().unwrap_or_default();
     if typ == "bind" || opts.is_bind() {
         let md =
             std::fs::metadata(&source).ctx(|| format!("bind mount source {}", source.display()))?;
-        if md.is_dir() {
-            std::fs::create_dir_all(&dest).ctx(|| format!("create {}", dest.display()))?;
-        } else {
-            if let Some(parent) = dest.parent() {
-                std::fs::create_dir_all(parent).ctx(|| format!("create {}", parent.display()))?;
-            }
-            if std::fs::symlink_metadata(&dest).is_err() {
-                std::fs::File::create(&dest).ctx(|| format!("create {}", dest.display()))?;
-            }
-        }
+        dest.create(if md.is_dir() { Kind::Dir } else { Kind::File })?;
         let mut o = opts;
         o.flags |= MsFlags::MS_BIND;
         return bind_mount(&source, &dest, &o);
     }
-    std::fs::create_dir_all(&dest).ctx(|| format!("create {}", dest.display()))?;
+    dest.create(Kind::Dir)?;
     match typ {
         "cgroup" | "cgroup2" => mount_cgroup(cfg, &dest, &opts),
         "sysfs" => {
-            match nix::mount::mount(Some("sysfs"), &dest, Some("sysfs"), opts.flags, opts.data()) {
+            let mounted = dest.with(|d| {
+                Ok(nix::mount::mount(
+                    Some("sysfs"),
+                    d,
+                    Some("sysfs"),
+                    opts.flags,
+                    opts.data(),
+                ))
+            })?;
+            match mounted {
                 Ok(()) => Ok(()),
                 // Without an own network namespace, sysfs cannot be mounted: bind the host's.
                 Err(nix::errno::Errno::EPERM) | Err(nix::errno::Errno::EBUSY) => {
@@ -655,9 +662,9 @@ fn mount_spec_entry(cfg: &InitConfig<'_>, m: &Mount) -> Result<()> {
             } else {
                 source.clone()
             };
-            do_mount(Some(&src), &dest, Some(typ), opts.flags, opts.data())?;
+            dest.with(|d| do_mount(Some(&src), d, Some(typ), opts.flags, opts.data()))?;
             for p in &opts.propagation {
-                do_mount(None, &dest, None, *p, None)?;
+                dest.with(|d| do_mount(None, d, None, *p, None))?;
             }
             Ok(())
         }
@@ -667,7 +674,7 @@ fn mount_spec_entry(cfg: &InitConfig<'_>, m: &Mount) -> Result<()> {
 /// /sys/fs/cgroup showing only the container's own cgroups, read-only when asked.
 fn mount_cgroup(
     cfg: &InitConfig<'_>,
-    dest: &Path,
+    dest: &Place<'_>,
     opts: &crate::mounts::MountOptions,
 ) -> Result<()> {
     let base = opts.flags
@@ -680,13 +687,15 @@ fn mount_cgroup(
     };
     if cfg.cgroup_v2 {
         if cfg.namespaces.new_cgroup {
-            return do_mount(
-                Some(Path::new("cgroup2")),
-                dest,
-                Some("cgroup2"),
-                base | ro_flag,
-                None,
-            );
+            return dest.with(|d| {
+                do_mount(
+                    Some(Path::new("cgroup2")),
+                    d,
+                    Some("cgroup2"),
+                    base | ro_flag,
+                    None,
+                )
+            });
         }
         let host = Path::new(crate::cgroup::V2_ROOT).join(&cfg.cgroup_rel);
         let o = crate::mounts::MountOptions {
@@ -697,29 +706,33 @@ fn mount_cgroup(
         return bind_mount(&host, dest, &o);
     }
     // v1: a tmpfs with one mount per hierarchy.
-    do_mount(
-        Some(Path::new("cgroup")),
-        dest,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        Some("mode=755"),
-    )?;
+    dest.with(|d| {
+        do_mount(
+            Some(Path::new("cgroup")),
+            d,
+            Some("tmpfs"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            Some("mode=755"),
+        )
+    })?;
     for h in &cfg.v1_hierarchies {
         let Some(name) = h.mount_point.file_name() else {
             continue;
         };
         let sub = dest.join(name);
-        std::fs::create_dir_all(&sub).ctx(|| format!("create {}", sub.display()))?;
+        sub.create(Kind::Dir)?;
         if cfg.namespaces.new_cgroup {
             // In the cgroup namespace the hierarchy's root is the container's cgroup.
             let data = h.controllers.join(",");
-            do_mount(
-                Some(Path::new("cgroup")),
-                &sub,
-                Some("cgroup"),
-                base | ro_flag,
-                Some(&data),
-            )?;
+            sub.with(|s| {
+                do_mount(
+                    Some(Path::new("cgroup")),
+                    s,
+                    Some("cgroup"),
+                    base | ro_flag,
+                    Some(&data),
+                )
+            })?;
         } else {
             let host = h.mount_point.join(&cfg.cgroup_rel);
             if !host.exists() {
@@ -735,35 +748,41 @@ fn mount_cgroup(
         // cpu,cpuacct → also reachable as cpu and cpuacct
         let name = name.to_string_lossy();
         if name.contains(',') {
-            for c in name.split(',') {
-                let link = dest.join(c);
-                if std::fs::symlink_metadata(&link).is_err() {
-                    std::os::unix::fs::symlink(&*name, &link)
-                        .ctx(|| format!("symlink {}", link.display()))?;
+            dest.with(|d| {
+                for c in name.split(',') {
+                    let link = d.join(c);
+                    if std::fs::symlink_metadata(&link).is_err() {
+                        std::os::unix::fs::symlink(&*name, &link)
+                            .ctx(|| format!("symlink {}", dest.join(c).display()))?;
+                    }
                 }
-            }
+                Ok(())
+            })?;
         }
     }
     if ro {
-        do_mount(
-            None,
-            dest,
-            None,
-            MsFlags::MS_REMOUNT
-                | MsFlags::MS_RDONLY
-                | MsFlags::MS_NOSUID
-                | MsFlags::MS_NODEV
-                | MsFlags::MS_NOEXEC,
-            Some("mode=755"),
-        )?;
+        dest.with(|d| {
+            do_mount(
+                None,
+                d,
+                None,
+                MsFlags::MS_REMOUNT
+                    | MsFlags::MS_RDONLY
+                    | MsFlags::MS_NOSUID
+                    | MsFlags::MS_NODEV
+                    | MsFlags::MS_NOEXEC,
+                Some("mode=755"),
+            )
+        })?;
     }
     Ok(())
 }
 
 /// /dev nodes and symlinks.
-fn create_devices(cfg: &InitConfig<'_>, dev_is_tmpfs: bool) -> Result<()> {
-    let dev = cfg.rootfs.join("dev");
-    if !dev.is_dir() {
+fn create_devices(cfg: &InitConfig<'_>, root: BorrowedFd<'_>, dev_is_tmpfs: bool) -> Result<()> {
+    let dev = Place::in_root(root, Path::new("/dev"));
+    let is_dir = dev.with(|d| Ok(d.is_dir())).unwrap_or(false);
+    if !is_dir {
         return Ok(());
     }
     let old = nix::sys::stat::umask(Mode::empty());
@@ -779,25 +798,26 @@ fn create_devices(cfg: &InitConfig<'_>, dev_is_tmpfs: bool) -> Result<()> {
             ] {
                 make_device(&dev.join(name), SFlag::S_IFCHR, major, minor, 0o666, 0, 0)?;
             }
-            for (link, target) in [
-                ("fd", "/proc/self/fd"),
-                ("stdin", "/proc/self/fd/0"),
-                ("stdout", "/proc/self/fd/1"),
-                ("stderr", "/proc/self/fd/2"),
-                ("ptmx", "pts/ptmx"),
-            ] {
-                let p = dev.join(link);
-                if std::fs::symlink_metadata(&p).is_err() {
-                    std::os::unix::fs::symlink(target, &p)
-                        .ctx(|| format!("symlink {}", p.display()))?;
+            let kcore = Path::new("/proc/kcore").exists();
+            dev.with(|d| {
+                for (link, target) in [
+                    ("fd", "/proc/self/fd"),
+                    ("stdin", "/proc/self/fd/0"),
+                    ("stdout", "/proc/self/fd/1"),
+                    ("stderr", "/proc/self/fd/2"),
+                    ("ptmx", "pts/ptmx"),
+                ] {
+                    let p = d.join(link);
+                    if std::fs::symlink_metadata(&p).is_err() {
+                        std::os::unix::fs::symlink(target, &p)
+                            .ctx(|| format!("symlink /dev/{link}"))?;
+                    }
                 }
-            }
-            if Path::new("/proc/kcore").exists() {
-                let p = dev.join("core");
-                if std::fs::symlink_metadata(&p).is_err() {
-                    let _ = std::os::unix::fs::symlink("/proc/kcore", &p);
+                if kcore && std::fs::symlink_metadata(d.join("core")).is_err() {
+                    let _ = std::os::unix::fs::symlink("/proc/kcore", d.join("core"));
                 }
-            }
+                Ok(())
+            })?;
         }
         for d in cfg
             .spec
@@ -812,9 +832,8 @@ fn create_devices(cfg: &InitConfig<'_>, dev_is_tmpfs: bool) -> Result<()> {
                 oci_spec::runtime::LinuxDeviceType::P => SFlag::S_IFIFO,
                 _ => SFlag::S_IFCHR,
             };
-            let path = secure_join(&cfg.rootfs, d.path())?;
             make_device(
-                &path,
+                &Place::in_root(root, d.path()),
                 kind,
                 d.major() as u64,
                 d.minor() as u64,
@@ -829,8 +848,9 @@ fn create_devices(cfg: &InitConfig<'_>, dev_is_tmpfs: bool) -> Result<()> {
     res
 }
 
+/// Makes a device node, in its folder opened inside the rootfs; never through a symlink.
 fn make_device(
-    path: &Path,
+    place: &Place<'_>,
     kind: SFlag,
     major: u64,
     minor: u64,
@@ -838,29 +858,42 @@ fn make_device(
     uid: u32,
     gid: u32,
 ) -> Result<()> {
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent).ctx(|| format!("create {}", parent.display()))?;
-    }
-    if std::fs::symlink_metadata(path).is_ok() {
+    if place.exists() {
         return Ok(());
     }
-    match mknod(
-        path,
-        kind,
-        Mode::from_bits_truncate(mode as libc::mode_t & 0o7777),
-        makedev(major, minor),
-    ) {
-        Ok(()) => {
-            let _ = nix::unistd::chown(path, Some(Uid::from_raw(uid)), Some(Gid::from_raw(gid)));
-            Ok(())
+    let parent = place.parent();
+    parent.create(Kind::Dir)?;
+    let name = place.file_name();
+    let made = parent.with(|p| {
+        let node = p.join(name);
+        let r = mknod(
+            &node,
+            kind,
+            Mode::from_bits_truncate(mode as libc::mode_t & 0o7777),
+            makedev(major, minor),
+        );
+        if r.is_ok() {
+            let _ = std::os::unix::fs::lchown(&node, Some(uid), Some(gid));
         }
+        Ok(r)
+    })?;
+    match made {
+        Ok(()) => Ok(()),
         Err(nix::errno::Errno::EPERM) => {
             // No mknod here (e.g. restricted by a devices cgroup of the host): bind the host's node.
-            let host = Path::new("/dev").join(path.file_name().unwrap_or_default());
-            std::fs::File::create(path).ctx(|| format!("create {}", path.display()))?;
-            do_mount(Some(&host), path, None, MsFlags::MS_BIND, None)
+            let host = Path::new("/dev").join(name);
+            place.create(Kind::File)?;
+            bind_mount(
+                &host,
+                place,
+                &crate::mounts::MountOptions {
+                    flags: MsFlags::MS_BIND,
+                    propagation: Vec::new(),
+                    data: String::new(),
+                },
+            )
         }
-        Err(e) => Err(Error::io(format!("mknod {}", path.display()), e.into())),
+        Err(e) => Err(Error::io(format!("mknod {}", place.display()), e.into())),
     }
 }
 

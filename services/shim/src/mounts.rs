@@ -1,10 +1,25 @@
 //! Mount option parsing and path resolution inside the rootfs.
+//!
+//! # Mount points by descriptor
+//!
+//! A mount point inside the rootfs is a [`Place`]: the rootfs's descriptor and a path cleaned
+//! of `..`. Every operation on it (creating it, mounting on it, remounting it) resolves the path
+//! again with `openat2(RESOLVE_IN_ROOT)` — symlinks in the image are followed as if the rootfs
+//! were `/`, never out of it — and acts on `/proc/self/fd/N` of the descriptor it got. So an
+//! image or a volume shared with a running container cannot redirect a mount to the host by
+//! swapping a symlink in between the check and the mount (the CVE-2021-30465 class). Folders
+//! that are missing are made one component at a time with `mkdirat` from the descriptor of the
+//! folder above.
 
 use crate::error::{Context, Error, Result};
+use nix::errno::Errno;
+use nix::fcntl::{OFlag, ResolveFlag};
 use nix::mount::{mount, MsFlags};
+use nix::sys::stat::Mode;
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::path::{Component, Path, PathBuf};
 
 /// Mount options split into what `mount(2)` takes.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,6 +176,230 @@ pub fn secure_join(root: &Path, unsafe_path: &Path) -> Result<PathBuf> {
     Ok(root.join(current))
 }
 
+/// A path inside the container's rootfs, cleaned lexically from its `/` (`/../../etc` is
+/// `/etc`); `None` for the root itself.
+pub fn clean_in_root(path: &Path) -> PathBuf {
+    let mut out = PathBuf::new();
+    for c in path.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+/// What to make at a mount point that is missing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Dir,
+    File,
+}
+
+/// A mount point inside the rootfs, resolved by the kernel inside it at each use (see the
+/// module's overview), or a plain path (the rootfs itself, paths after `pivot_root`).
+#[derive(Debug)]
+pub struct Place<'a> {
+    root: Option<BorrowedFd<'a>>,
+    path: PathBuf,
+}
+
+impl<'a> Place<'a> {
+    /// `path` inside the rootfs open as `root`.
+    pub fn in_root(root: BorrowedFd<'a>, path: &Path) -> Place<'a> {
+        Place {
+            root: Some(root),
+            path: clean_in_root(path),
+        }
+    }
+
+    /// A path used as it is.
+    pub fn host(path: &Path) -> Place<'static> {
+        Place {
+            root: None,
+            path: path.to_path_buf(),
+        }
+    }
+
+    /// The child `name` of this place.
+    pub fn join(&self, name: impl AsRef<Path>) -> Place<'a> {
+        Place {
+            root: self.root,
+            path: self.path.join(name),
+        }
+    }
+
+    /// The folder this place is in.
+    pub fn parent(&self) -> Place<'a> {
+        Place {
+            root: self.root,
+            path: self
+                .path
+                .parent()
+                .map(Path::to_path_buf)
+                .unwrap_or_default(),
+        }
+    }
+
+    /// The last component of the path.
+    pub fn file_name(&self) -> &std::ffi::OsStr {
+        self.path.file_name().unwrap_or_default()
+    }
+
+    /// How errors name this place.
+    pub fn display(&self) -> String {
+        match self.root {
+            Some(_) => format!("/{}", self.path.display()),
+            None => self.path.display().to_string(),
+        }
+    }
+
+    /// Runs `f` with a path that names this place now: `/proc/self/fd/N` of a descriptor that
+    /// the kernel resolved inside the root.
+    pub fn with<T>(&self, f: impl FnOnce(&Path) -> Result<T>) -> Result<T> {
+        let Some(root) = self.root else {
+            return f(&self.path);
+        };
+        let fd = open_in_root(root, &self.path, OFlag::empty())
+            .ctx(|| format!("open {} in the rootfs", self.display()))?;
+        f(&proc_fd(&fd))
+    }
+
+    /// Whether something is there (symlinks inside the root followed).
+    pub fn exists(&self) -> bool {
+        match self.root {
+            Some(root) => open_in_root(root, &self.path, OFlag::empty()).is_ok(),
+            None => self.path.exists(),
+        }
+    }
+
+    /// Makes the place (and the folders above it) when missing, as a folder or an empty file.
+    /// Each missing component is made with `mkdirat` from the descriptor of the folder above,
+    /// which the kernel resolved inside the root; a dangling symlink on the way is followed
+    /// inside the root and its target made, as `mkdir -p` does.
+    pub fn create(&self, kind: Kind) -> Result<()> {
+        let Some(root) = self.root else {
+            return create_host(&self.path, kind);
+        };
+        let what = || format!("create {} in the rootfs", self.display());
+        let mut todo: VecDeque<OsString> = self.path.iter().map(OsString::from).collect();
+        let mut cur = PathBuf::new();
+        let mut links = 0;
+        while let Some(name) = todo.pop_front() {
+            if name == ".." {
+                cur.pop();
+                continue;
+            }
+            let candidate = cur.join(&name);
+            match open_in_root(root, &candidate, OFlag::empty()) {
+                Ok(_) => {
+                    cur = candidate;
+                    continue;
+                }
+                Err(Errno::ENOENT) => {}
+                Err(e) => return Err(Error::io(what(), e.into())),
+            }
+            let dir =
+                reopen_dir(&open_in_root(root, &cur, OFlag::O_DIRECTORY).ctx(what)?).ctx(what)?;
+            if let Ok(target) = nix::fcntl::readlinkat(&dir, name.as_os_str()) {
+                links += 1;
+                if links > 40 {
+                    return Err(Error::io(what(), Errno::ELOOP.into()));
+                }
+                let target = PathBuf::from(target);
+                if target.is_absolute() {
+                    cur = PathBuf::new();
+                }
+                for c in target.iter().rev() {
+                    if c != "/" && c != "." {
+                        todo.push_front(c.to_os_string());
+                    }
+                }
+                continue;
+            }
+            let made = if todo.is_empty() && kind == Kind::File {
+                let new = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+                nix::fcntl::openat(
+                    &dir,
+                    name.as_os_str(),
+                    new | OFlag::O_CLOEXEC,
+                    Mode::from_bits_truncate(0o644),
+                )
+                .map(drop)
+            } else {
+                nix::sys::stat::mkdirat(&dir, name.as_os_str(), Mode::from_bits_truncate(0o755))
+            };
+            match made {
+                // Made meanwhile: the next open resolves whatever is there, inside the root.
+                Ok(()) | Err(Errno::EEXIST) => cur = candidate,
+                Err(e) => return Err(Error::io(what(), e.into())),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `/proc/self/fd/N`.
+fn proc_fd(fd: &OwnedFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+/// An `O_PATH` descriptor of a folder, opened for reading (`mkdirat` takes either, `openat`
+/// of a new file needs a real one).
+fn reopen_dir(fd: &OwnedFd) -> nix::Result<OwnedFd> {
+    nix::fcntl::openat(
+        fd,
+        ".",
+        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+        Mode::empty(),
+    )
+}
+
+/// Opens `path` (relative, cleaned) with the root as `/`: symlinks are followed inside it, `..`
+/// stops at it, `/proc` magic links are refused. Kernels before 5.6 lack `openat2`: there the
+/// path is resolved by [`secure_join`] and opened without following its last component.
+pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: OFlag) -> nix::Result<OwnedFd> {
+    let flags = flags | OFlag::O_PATH | OFlag::O_CLOEXEC;
+    let rel = if path.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        path
+    };
+    let how = nix::fcntl::OpenHow::new()
+        .flags(flags)
+        .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    match nix::fcntl::openat2(root, rel, how) {
+        Err(Errno::ENOSYS) => {
+            let base = proc_fd_borrowed(root);
+            let joined = secure_join(&base, rel).map_err(|_| Errno::ELOOP)?;
+            nix::fcntl::open(&joined, flags | OFlag::O_NOFOLLOW, Mode::empty())
+        }
+        other => other,
+    }
+}
+
+fn proc_fd_borrowed(fd: BorrowedFd<'_>) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+fn create_host(path: &Path, kind: Kind) -> Result<()> {
+    match kind {
+        Kind::Dir => std::fs::create_dir_all(path).ctx(|| format!("create {}", path.display())),
+        Kind::File => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).ctx(|| format!("create {}", parent.display()))?;
+            }
+            if std::fs::symlink_metadata(path).is_err() {
+                std::fs::File::create(path).ctx(|| format!("create {}", path.display()))?;
+            }
+            Ok(())
+        }
+    }
+}
+
 /// `mount(2)` with a readable error.
 pub fn do_mount(
     source: Option<&Path>,
@@ -214,31 +453,79 @@ pub fn locked_flags(path: &Path) -> MsFlags {
     out
 }
 
-/// Bind-mounts `source` on `target` and applies the non-bind flags with a remount.
-pub fn bind_mount(source: &Path, target: &Path, opts: &MountOptions) -> Result<()> {
+/// Bind-mounts `source` on `target` and applies the non-bind flags with a remount. A read-only
+/// `rbind` is read-only all the way down: the mounts under it too (`mount_setattr` with
+/// `AT_RECURSIVE`, kernel 5.12; older kernels make only the top one read-only).
+pub fn bind_mount(source: &Path, target: &Place<'_>, opts: &MountOptions) -> Result<()> {
     let bind_flags = opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
-    do_mount(
-        Some(source),
-        target,
-        None,
-        bind_flags | MsFlags::MS_BIND,
-        None,
-    )?;
+    target.with(|t| do_mount(Some(source), t, None, bind_flags | MsFlags::MS_BIND, None))?;
     let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     if !extra.is_empty() {
-        let keep = locked_flags(target) - MsFlags::MS_RDONLY;
-        do_mount(
-            None,
-            target,
-            None,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | keep,
-            None,
-        )?;
+        target.with(|t| {
+            let keep = locked_flags(t) - MsFlags::MS_RDONLY;
+            do_mount(
+                None,
+                t,
+                None,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra | keep,
+                None,
+            )
+        })?;
+        if extra.contains(MsFlags::MS_RDONLY) && bind_flags.contains(MsFlags::MS_REC) {
+            target.with(|t| set_recursive_attr(t, MOUNT_ATTR_RDONLY))?;
+        }
     }
     for p in &opts.propagation {
-        do_mount(None, target, None, *p, None)?;
+        target.with(|t| do_mount(None, t, None, *p, None))?;
     }
     Ok(())
+}
+
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// `struct mount_attr` of `mount_setattr(2)`.
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// Sets `attr` on the mount at `path` and every mount below it. A kernel without
+/// `mount_setattr` (before 5.12) is left as it is.
+fn set_recursive_attr(path: &Path, attr: u64) -> Result<()> {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::Invalid(format!("path {} contains NUL", path.display())))?;
+    let mut a = MountAttr {
+        attr_set: attr,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: 0,
+    };
+    // SAFETY: a NUL-terminated path and a mount_attr of the size passed, both alive for the
+    // call; the kernel only reads them.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            AT_RECURSIVE,
+            &mut a as *mut MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if r == 0 {
+        return Ok(());
+    }
+    match Errno::last() {
+        Errno::ENOSYS => Ok(()),
+        e => Err(Error::io(
+            format!("make the mounts under {} read-only", path.display()),
+            e.into(),
+        )),
+    }
 }
 
 #[cfg(test)]

@@ -50,7 +50,14 @@ struct Opts {
     join: Vec<(LinuxNamespaceType, PathBuf)>,
     overlay: bool,
     annotations: Vec<(&'static str, String)>,
+    /// Mounts after the default ones.
+    mounts: Vec<oci_spec::runtime::Mount>,
+    /// Changes the image's rootfs before the container is made.
+    rootfs: Option<RootfsChange>,
 }
+
+/// A change to the image's rootfs.
+type RootfsChange = Box<dyn Fn(&Path)>;
 
 struct TestBundle {
     _tmp: tempfile::TempDir,
@@ -269,7 +276,7 @@ fn build_spec(args: &[&str], id: &str, cgroup: &str, o: &Opts) -> Spec {
     for (k, v) in &o.annotations {
         annotations.insert(k.to_string(), v.clone());
     }
-    SpecBuilder::default()
+    let mut spec = SpecBuilder::default()
         .version("1.0.2")
         .root(
             RootBuilder::default()
@@ -329,7 +336,11 @@ fn build_spec(args: &[&str], id: &str, cgroup: &str, o: &Opts) -> Spec {
         .linux(linux)
         .annotations(annotations)
         .build()
-        .unwrap()
+        .unwrap();
+    let mut mounts = spec.mounts().clone().unwrap_or_default();
+    mounts.extend(o.mounts.iter().cloned());
+    spec.set_mounts(Some(mounts));
+    spec
 }
 
 fn bundle(args: &[&str], o: Opts) -> TestBundle {
@@ -348,6 +359,9 @@ fn bundle(args: &[&str], o: Opts) -> TestBundle {
     let bad = rootfs_src.join("bin/notaprogram");
     std::fs::write(&bad, b"\x00\x01garbage").unwrap();
     std::fs::set_permissions(&bad, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    if let Some(f) = &o.rootfs {
+        f(&rootfs_src);
+    }
     let spec = build_spec(args, &id, &cgroup, &o);
     spec.save(dir.join("config.json")).unwrap();
     let rootfs_json = if o.overlay {
@@ -1390,5 +1404,116 @@ fn log_path_annotation_outlives_the_bundle_and_appends() {
     assert_eq!(exit.exit_code, 0);
     assert!(logs.path().join("rot/r.log.1").exists());
     assert!(std::fs::metadata(&path).unwrap().len() <= 1000);
+    b.delete();
+}
+
+/// Mount points are resolved inside the rootfs: a symlink in the image that points at a host
+/// path (absolute, or climbing with `..`) and a destination with `..` all land inside the
+/// container, and nothing is made or mounted on the host.
+#[test]
+fn mount_points_never_leave_the_rootfs() {
+    if !can_run() {
+        return;
+    }
+    let outside = tempfile::Builder::new()
+        .prefix("berth-outside")
+        .tempdir()
+        .unwrap();
+    let out = outside.path().to_path_buf();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("f"), "from the volume").unwrap();
+    let abs = out.clone();
+    let o = Opts {
+        rootfs: Some(Box::new(move |root: &Path| {
+            std::os::unix::fs::symlink(&abs, root.join("abs")).unwrap();
+            std::os::unix::fs::symlink("../../../../../../../..", root.join("tmp/up")).unwrap();
+        })),
+        mounts: vec![
+            mount("/abs/tmpfs", "tmpfs", "tmpfs", &["nosuid"]),
+            mount(
+                "/tmp/up/abs/bind",
+                "bind",
+                src.path().to_str().unwrap(),
+                &["rbind", "ro"],
+            ),
+            mount(
+                &format!("/../../..{}/dotdot", out.display()),
+                "tmpfs",
+                "tmpfs",
+                &[],
+            ),
+            mount(
+                "/abs/file",
+                "bind",
+                src.path().join("f").to_str().unwrap(),
+                &["bind"],
+            ),
+        ],
+        ..Opts::default()
+    };
+    let script = format!(
+        "cat {o}/bind/f; echo; cat {o}/file; echo; grep -c ' {o}/' /proc/self/mountinfo; \
+         touch {o}/bind/g 2>/dev/null || echo ro",
+        o = out.display()
+    );
+    let b = bundle(&["sh", "-c", &script], o);
+    b.create_ok();
+    let (stdout, err, exit) = b.run();
+    assert_eq!(exit.exit_code, 0, "out: {stdout} err: {err}");
+    assert_eq!(stdout, "from the volume\nfrom the volume\n4\nro\n", "{err}");
+    b.delete();
+    let left: Vec<_> = std::fs::read_dir(&out).unwrap().collect();
+    assert!(left.is_empty(), "made on the host: {left:?}");
+    let host_mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host_mounts.contains(&out.display().to_string()));
+}
+
+/// A read-only bind is read-only all the way down: a mount under its source is too.
+#[test]
+fn read_only_binds_are_recursive() {
+    if !can_run() {
+        return;
+    }
+    let src = tempfile::tempdir().unwrap();
+    let sub = src.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    // A private mount namespace of our own would not reach the shim: mount on the host, and
+    // take it away whatever happens.
+    struct Unmount(PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    let _guard = Unmount(sub.clone());
+    let o = Opts {
+        mounts: vec![mount(
+            "/data",
+            "bind",
+            src.path().to_str().unwrap(),
+            &["rbind", "ro", "rprivate"],
+        )],
+        ..Opts::default()
+    };
+    let b = bundle(
+        &[
+            "sh",
+            "-c",
+            "touch /data/x 2>/dev/null || echo top-ro; touch /data/sub/x 2>/dev/null || echo sub-ro",
+        ],
+        o,
+    );
+    b.create_ok();
+    let (out, err, exit) = b.run();
+    assert_eq!(exit.exit_code, 0, "{err}");
+    assert_eq!(out, "top-ro\nsub-ro\n", "{err}");
     b.delete();
 }
