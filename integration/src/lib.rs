@@ -347,6 +347,11 @@ impl Berthd {
         None
     }
 
+    /// berthd's process id (while it runs).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("berthd is running").id()
+    }
+
     /// What berthd wrote to stderr so far (for failure messages).
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("berthd.log")).unwrap_or_default()

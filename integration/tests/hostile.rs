@@ -116,3 +116,229 @@ fn layers_cannot_write_outside_the_rootfs() {
         );
     }
 }
+
+/// Writes what it is given to `inner` and hashes it on the way.
+struct Hashing<W> {
+    inner: W,
+    hash: sha2::Sha256,
+    len: u64,
+}
+
+impl<W: std::io::Write> std::io::Write for Hashing<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        sha2::Digest::update(&mut self.hash, &buf[..n]);
+        self.len += n as u64;
+        Ok(n)
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+fn hashing<W>(inner: W) -> Hashing<W> {
+    Hashing {
+        inner,
+        hash: <sha2::Sha256 as sha2::Digest>::new(),
+        len: 0,
+    }
+}
+
+fn digest(hash: sha2::Sha256) -> String {
+    format!("sha256:{:x}", sha2::Digest::finalize(hash))
+}
+
+/// Writes a gzip'd layer to `path` by calling `write` with the tar stream, without holding
+/// it; gives (digest, size) of the blob and the layer's diff_id.
+fn gzip_layer(
+    path: &Path,
+    write: impl FnOnce(&mut dyn std::io::Write) -> std::io::Result<()>,
+) -> (String, u64, String) {
+    use std::io::Write;
+    let blob = hashing(std::io::BufWriter::new(
+        std::fs::File::create(path).unwrap(),
+    ));
+    let mut tar = hashing(flate2::write::GzEncoder::new(
+        blob,
+        flate2::Compression::default(),
+    ));
+    write(&mut tar).unwrap();
+    let Hashing {
+        inner: gz, hash, ..
+    } = tar;
+    let mut blob = gz.finish().unwrap();
+    blob.flush().unwrap();
+    (digest(blob.hash), blob.len, digest(hash))
+}
+
+/// An OCI archive (for `berth load`) of one image `hostile:<tag>` with the one gzip'd layer.
+fn oci_archive(
+    out: &Path,
+    tag: &str,
+    layer: &Path,
+    layer_digest: &str,
+    layer_size: u64,
+    diff_id: &str,
+) {
+    let config = serde_json::json!({
+        "architecture": "amd64", "os": "linux", "config": {"Cmd": ["/bin/sh"]},
+        "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+    })
+    .to_string();
+    let sha = |b: &[u8]| format!("sha256:{:x}", <sha2::Sha256 as sha2::Digest>::digest(b));
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                   "digest": sha(config.as_bytes()), "size": config.len()},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                    "digest": layer_digest, "size": layer_size}],
+    })
+    .to_string();
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                       "digest": sha(manifest.as_bytes()), "size": manifest.len(),
+                       "annotations": {"io.containerd.image.name": format!("hostile:{tag}")}}],
+    })
+    .to_string();
+    let mut b = tar::Builder::new(std::fs::File::create(out).unwrap());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_mode(0o644);
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, name, data).unwrap();
+    };
+    add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
+    add("index.json", index.as_bytes());
+    for doc in [&config, &manifest] {
+        let name = format!("blobs/sha256/{}", &sha(doc.as_bytes())[7..]);
+        add(&name, doc.as_bytes());
+    }
+    b.append_path_with_name(layer, format!("blobs/sha256/{}", &layer_digest[7..]))
+        .unwrap();
+    b.finish().unwrap();
+}
+
+/// The snapshot folders of berthd's snapshotters.
+fn snapshot_dirs(d: &Berthd) -> Vec<std::path::PathBuf> {
+    ["overlayfs", "native"]
+        .iter()
+        .map(|sn| d.root().join("snapshot").join(sn).join("snapshots"))
+        .flat_map(|dir| std::fs::read_dir(dir).into_iter().flatten().flatten())
+        .map(|e| e.path())
+        .collect()
+}
+
+/// berthd's peak resident memory so far, in KiB (VmHWM).
+fn peak_rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmHWM in /proc/PID/status")
+}
+
+/// A header block for `name` of `kind` declaring `size` bytes.
+fn header(kind: tar::EntryType, name: &str, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_path(name).unwrap();
+    h.set_mode(0o644);
+    h.set_size(size);
+    h.set_cksum();
+    h
+}
+
+#[test]
+fn a_gib_long_name_layer_is_refused_in_bounded_memory() {
+    let d = Berthd::start("");
+    let work = TempDir::new("berth-it-longname");
+    let layer = work.path().join("layer.tar.gz");
+    let started = std::time::Instant::now();
+    let (ld, ls, diff_id) = gzip_layer(&layer, |w| {
+        let gib = 1u64 << 30;
+        w.write_all(header(tar::EntryType::GNULongName, "././@LongLink", gib).as_bytes())?;
+        let chunk = vec![b'a'; 1 << 20];
+        for _ in 0..(gib >> 20) {
+            w.write_all(&chunk)?;
+        }
+        w.write_all(header(tar::EntryType::Regular, "after", 0).as_bytes())?;
+        w.write_all(&[0; 1024])
+    });
+    eprintln!("layer: {ls} bytes gzip'd, made in {:?}", started.elapsed());
+    assert!(ls < 16 << 20, "the layer should be a few MB, not {ls}");
+    let archive = work.path().join("image.tar");
+    oci_archive(&archive, "longname", &layer, &ld, ls, &diff_id);
+
+    let (code, err) = d.fails(&["load", "-i", archive.to_str().unwrap()]);
+    let peak = peak_rss_kib(d.pid());
+    eprintln!("exit {code}: {}", err.trim());
+    eprintln!("berthd peak RSS (VmHWM): {} MiB", peak >> 10);
+    assert!(
+        err.contains("GNU long name header of 1073741824 bytes"),
+        "the error should say what was refused: {err}"
+    );
+    assert!(peak < 256 << 10, "berthd's peak RSS was {} MiB", peak >> 10);
+    // Nothing half-applied: no image, and no snapshot left behind.
+    assert!(!d.ok(&["images"]).contains("longname"));
+    let left = snapshot_dirs(&d);
+    assert!(left.is_empty(), "snapshot folders left: {left:?}");
+}
+
+#[test]
+fn a_sparse_tib_entry_does_not_fill_the_disk() {
+    let d = Berthd::start("");
+    let work = TempDir::new("berth-it-sparse");
+    let layer = work.path().join("layer.tar.gz");
+    let tib = 1u64 << 40;
+    let (ld, ls, diff_id) = gzip_layer(&layer, |w| {
+        // An old-GNU sparse entry (what `tar --sparse` writes): two 512-byte data segments,
+        // at the start and at the end of a 1 TiB file.
+        let mut h = header(tar::EntryType::GNUSparse, "disk.img", 1024);
+        let gnu = h.as_gnu_mut().unwrap();
+        gnu.set_real_size(tib);
+        gnu.sparse[0].set_offset(0);
+        gnu.sparse[0].set_length(512);
+        gnu.sparse[1].set_offset(tib - 512);
+        gnu.sparse[1].set_length(512);
+        h.set_cksum();
+        w.write_all(h.as_bytes())?;
+        w.write_all(&[b'h'; 512])?;
+        w.write_all(&[b't'; 512])?;
+        w.write_all(&[0; 1024])
+    });
+    let archive = work.path().join("image.tar");
+    oci_archive(&archive, "sparse", &layer, &ld, ls, &diff_id);
+    d.ok(&["load", "-i", archive.to_str().unwrap()]);
+    assert!(d.ok(&["images"]).contains("sparse"));
+
+    let found: Vec<_> = snapshot_dirs(&d)
+        .into_iter()
+        .map(|p| p.join("fs/disk.img"))
+        .filter(|p| p.exists())
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    use std::os::unix::fs::MetadataExt;
+    let md = std::fs::metadata(&found[0]).unwrap();
+    eprintln!(
+        "disk.img: {} bytes long, {} blocks of 512 bytes on disk",
+        md.len(),
+        md.blocks()
+    );
+    assert_eq!(md.len(), tib);
+    assert!(
+        md.blocks() <= 256,
+        "{} blocks: the holes were written",
+        md.blocks()
+    );
+    let mut f = std::fs::File::open(&found[0]).unwrap();
+    let mut buf = [0u8; 512];
+    use std::io::{Read, Seek};
+    f.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, [b'h'; 512]);
+    f.seek(std::io::SeekFrom::Start(tib - 512)).unwrap();
+    f.read_exact(&mut buf).unwrap();
+    assert_eq!(buf, [b't'; 512]);
+}
