@@ -541,3 +541,124 @@ fn the_docker_cli_pushes_to_and_pulls_from_it() {
         r#"{"repositories":["dk/again","dk/busybox","dk/fresh"]}"#
     );
 }
+
+/// A prerequisite that is missing: under CI (`CI=true`) the test fails, elsewhere it is
+/// skipped with a line saying so.
+fn missing(what: &str) {
+    assert!(
+        std::env::var("CI").as_deref() != Ok("true"),
+        "{what} is missing, and CI must run this test"
+    );
+    eprintln!("SKIP: {what} is missing");
+}
+
+#[test]
+fn a_cross_repository_read_through_the_mirror_is_refused() {
+    if !have("curl") || !have("skopeo") {
+        return missing("curl or skopeo");
+    }
+    let Some(reg) = Registry::start() else {
+        return missing("docker-registry");
+    };
+    reg.push_busybox("team/private:1");
+    let (p, mirror) = proxy("");
+    let ns = reg.addr.clone();
+    let get = |method: &str, path: &str| {
+        let url = format!("http://{mirror}/v2/{path}?ns={ns}");
+        let accept = "Accept: application/vnd.oci.image.manifest.v1+json";
+        // curl -X HEAD would wait for the body a HEAD answer announces.
+        let method = if method == "HEAD" { "-I" } else { "-XGET" };
+        curl(&[method, "-H", accept, &url])
+    };
+
+    // team/private through the mirror: its manifest and layer are cached for team/private.
+    let m = get("GET", "team/private/manifests/1");
+    assert_eq!(m.status, 200, "{}", m.body);
+    let digest = m.header("docker-content-digest").expect("a digest");
+    let manifest: serde_json::Value = serde_json::from_str(&m.body).unwrap();
+    let layer = manifest["layers"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let b = get("GET", &format!("team/private/blobs/{layer}"));
+    assert_eq!(b.status, 200, "{}", b.body);
+    let cached = std::time::Instant::now();
+    while blob_files(&p) < 2 {
+        assert!(cached.elapsed() < Duration::from_secs(60), "nothing cached");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+
+    // The same digests under a name upstream never gave them: refused, HEAD or GET.
+    for method in ["GET", "HEAD"] {
+        let a = get(method, &format!("someone/else/blobs/{layer}"));
+        assert_eq!(a.status, 404, "{method} of a cached layer: {}", a.body);
+        let a = get(method, &format!("someone/else/manifests/{digest}"));
+        assert_eq!(a.status, 404, "{method} of a cached manifest: {}", a.body);
+    }
+    let a = get("GET", &format!("someone/else/blobs/{layer}"));
+    assert!(!a.body.contains("ustar"), "no layer bytes: {}", a.body);
+
+    // Upstream down: team/private still gets what it was served; no other name gets it.
+    drop(reg);
+    let a = get("GET", &format!("team/private/manifests/{digest}"));
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = get("HEAD", &format!("team/private/blobs/{layer}"));
+    assert_eq!(a.status, 200);
+    for name in ["someone/else", "team/private-not"] {
+        let a = get("GET", &format!("{name}/blobs/{layer}"));
+        assert_ne!(a.status, 200, "{name}: {}", a.body);
+        let a = get("GET", &format!("{name}/manifests/{digest}"));
+        assert_ne!(a.status, 200, "{name}: {}", a.body);
+    }
+}
+
+#[test]
+fn uploads_are_limited_and_swept_while_serving() {
+    if !have("curl") {
+        return missing("curl");
+    }
+    let start = |addr: &str| {
+        curl(&[
+            "-X",
+            "POST",
+            &format!("http://{addr}/v2/app/blobs/uploads/"),
+        ])
+    };
+    let (_p, addr) = proxy("max_uploads = 1\nmax_upload_size = 16\n");
+    let first = start(&addr);
+    assert_eq!(first.status, 202, "{}", first.body);
+    let location = first.header("location").expect("a Location");
+    let a = start(&addr);
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert!(a.body.contains("TOOMANYREQUESTS"), "{}", a.body);
+    let a = curl(&[
+        "-X",
+        "PATCH",
+        "--data-binary",
+        "seventeen bytes!!",
+        &format!("http://{addr}{location}"),
+    ]);
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert!(a.body.contains("SIZE_INVALID"), "{}", a.body);
+
+    // An upload nobody writes to is removed while berthd runs, and frees its place.
+    let (_q, addr) = proxy("max_uploads = 1\nupload_expiry = 1\n");
+    let idle = start(&addr);
+    assert_eq!(idle.status, 202, "{}", idle.body);
+    let location = idle.header("location").expect("a Location");
+    let waited = Instant::now();
+    loop {
+        let a = curl(&[&format!("http://{addr}{location}")]);
+        if a.status == 404 {
+            assert!(a.body.contains("BLOB_UPLOAD_UNKNOWN"), "{}", a.body);
+            break;
+        }
+        assert_eq!(a.status, 204, "{}", a.body);
+        assert!(
+            waited.elapsed() < Duration::from_secs(120),
+            "the idle upload was never swept"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(start(&addr).status, 202, "its place is free again");
+}
