@@ -7,8 +7,9 @@
 //!   session, cross-repository mount, PATCH chunks, PUT to close, GET status, DELETE),
 //!   bounded in number and size, the stale ones swept while serving ([`UploadLimits`]).
 //! - [`mirror`]: the same manifest and blob reads with `?ns=REGISTRY` (containerd's mirror
-//!   convention) are served from the pull-through cache, fetched from `REGISTRY` through the
-//!   proxy's [`RegistryService`] on a miss.
+//!   convention) are served from the pull-through cache when `REGISTRY` served that digest
+//!   for that repository before, else fetched from `REGISTRY` through the proxy's
+//!   [`RegistryService`], which decides whether the repository holds it.
 //! - [`basic_auth`]: optional Basic authentication from an htpasswd file.
 //!
 //! Blobs and manifests live in the same [`BlobStore`] as the cache; which repository holds
