@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Installs what berth needs to build, run and test on Debian 12, as root. Idempotent: packages
-# already present are not fetched again.
+# already present are not fetched again. Every tool a test needs is here: under CI (CI=true)
+# a missing one fails its test instead of skipping it (berth_core::testing::skip).
 set -euo pipefail
 pkgs=(
   protobuf-compiler libprotobuf-dev pkg-config libssl-dev gcc  # build: protoc and its well-known types, openssl
+  libc6-dev                                          # tests: a static C program (network.rs's UDP receiver)
   libseccomp-dev                                     # build: seccomp filters (libseccomp)
   busybox-static umoci skopeo docker-registry        # test images and a real registry
-  util-linux curl iptables iproute2 python3 python3-venv          # walkthrough (script), probes; ip and iptables for networks
+  openssl tar                                        # tests: TLS certificates (push_auth.rs), archives
+  util-linux bsdutils curl iptables iproute2 python3 python3-venv  # script(1) (bsdutils on Debian 12), probes; ip and iptables for networks; Python gRPC clients
   containernetworking-plugins                        # networking: bridge, host-local, portmap, loopback (/usr/lib/cni)
   containerd runc hyperfine                          # benchmark peers
   docker.io                                          # the docker CLI against berth's registry

@@ -25,6 +25,19 @@ if [ "$status" -ne 0 ]; then
   echo "unit/integration tests failed (cargo test exited $status)" >&2
   exit 1
 fi
+# A test whose prerequisite is missing prints a SKIP line (berth_core::testing::skip) and
+# passes; under CI it fails instead, and so does any SKIP line left in the log.
+skips=$(grep -E '\bSKIP(PED)?\b' "$target/test.log" || true)
+if [ -n "$skips" ]; then
+  echo "== $(printf '%s\n' "$skips" | wc -l) skipped test(s):"
+  printf '%s\n' "$skips"
+  ci=${CI:-}
+  case "${ci,,}" in
+    ''|0|false) ;;
+    *) echo "tests were skipped under CI (CI=$CI): install what they need (deploy/install-deps.sh)" >&2
+       exit 1 ;;
+  esac
+fi
 
 walk=$repo/../shared/acceptance/seed-walkthrough.sh
 sections=$(grep -v '^#' "$repo/.ci/walkthrough-sections" 2>/dev/null | xargs || true)

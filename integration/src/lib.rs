@@ -2,6 +2,11 @@
 //! busybox image made offline with umoci and pushed with skopeo, and isolated `berthd`
 //! instances (own root and state in temporary folders) driven through the real `berth` CLI.
 //!
+//! A test whose prerequisite is missing (a tool, root, dockerd) calls [`skip`] — `SKIP <test>:
+//! <why>` on a developer's machine, a failure under CI (`CI` set to anything but ``, `0` or
+//! `false`: see [`berth_core::testing`]); `integration/run.sh` fails a CI run whose log holds a
+//! `SKIP` line. [`or_skip!`] does it for a shared setup that gave `None`.
+//!
 //! Processes started here get `PR_SET_PDEATHSIG` from a thread that lives as long as the test
 //! binary, so nothing outlives a test run.
 
@@ -30,6 +35,24 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+pub use berth_core::testing::{missing_tool, skip, under_ci};
+
+/// The value of an `Option` that a test needs, or [`skip`] and `return` from the test when it
+/// is `None` — a shared setup (registry, berthd, tools) that found a prerequisite missing and
+/// said which in its own `SKIP` line (under CI it failed there already).
+#[macro_export]
+macro_rules! or_skip {
+    ($e:expr) => {
+        match $e {
+            Some(v) => v,
+            None => {
+                $crate::skip("a prerequisite is missing (the first SKIP line says which)");
+                return;
+            }
+        }
+    };
 }
 
 pub fn have(cmd: &str) -> bool {
@@ -140,9 +163,10 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// Starts one, or [`skip`]s and gives None when docker-registry is not installed.
     pub fn start() -> Option<Registry> {
         if !have("docker-registry") {
-            eprintln!("SKIP: docker-registry is not installed (apt-get install docker-registry)");
+            skip("docker-registry is not installed (apt-get install docker-registry)");
             return None;
         }
         let dir = TempDir::new("berth-it-registry");
@@ -465,11 +489,11 @@ pub struct Dockerd {
 }
 
 impl Dockerd {
-    /// Starts one, or prints SKIP and gives None when docker is not installed or does not
+    /// Starts one, or [`skip`]s and gives None when docker is not installed or does not
     /// start on this machine.
     pub fn start() -> Option<Dockerd> {
         if !have("dockerd") || !have("docker") {
-            eprintln!("SKIP: dockerd or docker is not installed");
+            skip("dockerd or docker is not installed (apt-get install docker.io)");
             return None;
         }
         let dir = TempDir::new("berth-it-dockerd");
@@ -491,8 +515,8 @@ impl Dockerd {
             "--bridge=none",
         ])
         .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.path().join("dockerd.log")).ok()?);
-        let child = spawn_tied(cmd).ok()?;
+        .stderr(std::fs::File::create(dir.path().join("dockerd.log")).expect("dockerd.log"));
+        let child = spawn_tied(cmd).expect("start dockerd");
         let d = Dockerd { dir, child };
         let started = Instant::now();
         while started.elapsed() < Duration::from_secs(60) {
@@ -501,10 +525,10 @@ impl Dockerd {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
-        eprintln!(
-            "SKIP: dockerd did not start: {}",
+        skip(format!(
+            "dockerd did not start: {}",
             std::fs::read_to_string(d.dir.path().join("dockerd.log")).unwrap_or_default()
-        );
+        ));
         None
     }
 

@@ -1,7 +1,7 @@
 //! `berth build` (issue #5) end to end: real berthd, real containers for RUN, a real registry
 //! for the base image.
 
-use berth_integration::{Berthd, Registry, TempDir};
+use berth_integration::{or_skip, Berthd, Registry, TempDir};
 use std::path::Path;
 
 fn setup() -> Option<(Registry, Berthd, String)> {
@@ -27,9 +27,7 @@ fn inspect(d: &Berthd, image: &str) -> serde_json::Value {
 
 #[test]
 fn every_instruction_lands_in_the_image() {
-    let Some((_reg, d, img)) = setup() else {
-        return;
-    };
+    let (_reg, d, img) = or_skip!(setup());
     let ctx = TempDir::new("berth-it-build");
     let c = ctx.path();
     write(c, "file", "one\n");
@@ -157,9 +155,7 @@ CMD ["hello"]
 
 #[test]
 fn scratch_with_a_static_file() {
-    let Some((_reg, d, img)) = setup() else {
-        return;
-    };
+    let (_reg, d, img) = or_skip!(setup());
     // A stage that makes a file, copied into scratch from it: no shell needed there.
     let ctx = TempDir::new("berth-it-build");
     let c = ctx.path();
@@ -194,9 +190,7 @@ fn scratch_with_a_static_file() {
 
 #[test]
 fn the_cache_follows_content() {
-    let Some((_reg, d, img)) = setup() else {
-        return;
-    };
+    let (_reg, d, img) = or_skip!(setup());
     let ctx = TempDir::new("berth-it-build");
     let c = ctx.path();
     write(c, "a", "a1\n");
@@ -241,9 +235,7 @@ fn the_cache_follows_content() {
 
 #[test]
 fn errors_name_the_line() {
-    let Some((_reg, d, img)) = setup() else {
-        return;
-    };
+    let (_reg, d, img) = or_skip!(setup());
     let ctx = TempDir::new("berth-it-build");
     let c = ctx.path();
     write(c, "present", "x\n");
@@ -356,9 +348,7 @@ fn serve_once_more(body: Vec<u8>) -> u16 {
 
 #[test]
 fn add_unpacks_bzip2_and_xz_downloads_urls_and_chown_takes_names() {
-    let Some((_reg, d, img)) = setup() else {
-        return;
-    };
+    let (_reg, d, img) = or_skip!(setup());
     let ctx = TempDir::new("berth-it-build");
     let c = ctx.path();
     std::fs::write(c.join("a.tar.bz2"), bzip2_of(&tar_of("from bzip2\n"))).unwrap();
@@ -417,9 +407,7 @@ COPY --chown=nobody:nogroup file /owned-nobody
 
 #[test]
 fn onbuild_labels_and_workdir_folders() {
-    let Some((_reg, d, img)) = setup() else {
-        return;
-    };
+    let (_reg, d, img) = or_skip!(setup());
     let base_layers = inspect(&d, &img)["RootFS"]["Layers"]
         .as_array()
         .unwrap()
@@ -533,9 +521,7 @@ fn onbuild_labels_and_workdir_folders() {
 #[test]
 fn a_restart_removes_build_views_a_crash_left() {
     use berth_api::snapshots::v1 as sapi;
-    let Some((_reg, mut d, _img)) = setup() else {
-        return;
-    };
+    let (_reg, mut d, _img) = or_skip!(setup());
     let rt = tokio::runtime::Runtime::new().unwrap();
     let connect = |d: &Berthd| {
         let ch = berth_core::grpc::channel(&format!("unix://{}", d.sock.display())).unwrap();

@@ -7,7 +7,7 @@
 //! COPY/ADD describe their sources as `file:<hash>` of a tar Docker makes with its own
 //! headers, so only the shape (`file:`, `dir:`, `multi:`) is compared.
 
-use berth_integration::{Berthd, Dockerd, Registry, TempDir};
+use berth_integration::{or_skip, Berthd, Dockerd, Registry, TempDir};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -223,9 +223,7 @@ impl Both {
 
 #[test]
 fn every_instruction_is_recorded_as_docker_does() {
-    let Some(both) = Both::start() else {
-        return;
-    };
+    let both = or_skip!(Both::start());
     let ctx = TempDir::new("berth-it-build-docker");
     let c = ctx.path();
     context(c);
@@ -283,9 +281,7 @@ CMD ["hello"]
 
 #[test]
 fn the_walkthrough_dockerfile_is_recorded_as_docker_does() {
-    let Some(both) = Both::start() else {
-        return;
-    };
+    let both = or_skip!(Both::start());
     let ctx = TempDir::new("berth-it-build-docker");
     let c = ctx.path();
     context(c);

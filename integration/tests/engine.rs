@@ -1,6 +1,6 @@
 //! End to end: a real registry, a real berthd, real containers, through the `berth` CLI.
 
-use berth_integration::{Berthd, Registry};
+use berth_integration::{or_skip, Berthd, Registry};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
@@ -25,15 +25,6 @@ fn env() -> Option<&'static Env> {
     .as_ref()
 }
 
-macro_rules! env_or_skip {
-    () => {
-        match env() {
-            Some(e) => e,
-            None => return,
-        }
-    };
-}
-
 fn run_out(e: &Env, args: &[&str]) -> (i32, String, String) {
     let mut a = vec!["run", "--rm"];
     a.extend_from_slice(args);
@@ -47,7 +38,7 @@ fn run_out(e: &Env, args: &[&str]) -> (i32, String, String) {
 
 #[test]
 fn pull_list_and_inspect() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     let r = format!("{}/ubuntu:14.04", e.reg.addr);
     e.d.ok(&["pull", &r]);
     let ls = e.d.ok(&["image", "ls"]);
@@ -83,7 +74,7 @@ fn pull_list_and_inspect() {
 
 #[test]
 fn bad_references_and_missing_images_are_clear_errors() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     let (code, err) = e.d.fails(&["pull", "UPPER/Case::bad"]);
     assert_eq!(code, 125);
     assert!(err.contains("invalid reference format"), "{err}");
@@ -102,7 +93,7 @@ fn bad_references_and_missing_images_are_clear_errors() {
 
 #[test]
 fn run_relays_output_and_exit_codes() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     assert_eq!(
         run_out(e, &[&e.img, "echo", "hello-berth"]).1,
         "hello-berth\n"
@@ -123,7 +114,7 @@ fn run_relays_output_and_exit_codes() {
 
 #[test]
 fn containers_are_isolated() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     assert_eq!(run_out(e, &[&e.img, "sh", "-c", "echo $$"]).1, "1\n");
     assert_eq!(
         run_out(e, &["--hostname", "myhost", &e.img, "hostname"]).1,
@@ -192,7 +183,7 @@ fn containers_are_isolated() {
 
 #[test]
 fn env_workdir_user_and_stdin() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     assert_eq!(
         run_out(e, &["-e", "V=42", &e.img, "sh", "-c", "echo v=$V"]).1,
         "v=42\n"
@@ -242,7 +233,7 @@ fn env_workdir_user_and_stdin() {
 
 #[test]
 fn cgroup_limits_hold() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     let mem = run_out(e, &["--memory", "32m", &e.img, "sh", "-c", "cat /sys/fs/cgroup/memory.max 2>/dev/null || cat /sys/fs/cgroup/memory/memory.limit_in_bytes"]).1;
     assert_eq!(mem.trim(), "33554432");
     let (code, _, _) = run_out(
@@ -290,10 +281,9 @@ fn cgroup_limits_hold() {
 
 #[test]
 fn a_terminal_with_dash_t() {
-    let e = env_or_skip!();
-    if !berth_integration::have("script") {
-        eprintln!("SKIP: script(1) is missing");
-        return;
+    let e = or_skip!(env());
+    if let Some(why) = berth_integration::missing_tool(&["script"]) {
+        return berth_integration::skip(why);
     }
     let cmd = format!(
         "{} --address unix://{} run -it --rm {} sh",
@@ -321,7 +311,7 @@ fn a_terminal_with_dash_t() {
 
 #[test]
 fn a_blob_with_the_wrong_digest_is_refused() {
-    let _e = env_or_skip!();
+    let _e = or_skip!(env());
     let reg = Registry::start().unwrap();
     reg.push_busybox("corrupt:1");
     let r = format!("{}/corrupt:1", reg.addr);
@@ -357,7 +347,7 @@ fn a_blob_with_the_wrong_digest_is_refused() {
 
 #[test]
 fn import_an_oci_archive_and_run_it() {
-    let _e = env_or_skip!();
+    let _e = or_skip!(env());
     let d = Berthd::start("");
     let archive = berth_integration::busybox_archive();
     let out = d.ok(&["image", "import", archive.to_str().unwrap()]);

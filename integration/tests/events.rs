@@ -1,6 +1,6 @@
 //! `berth events` streams what happens to images and containers, as Docker's does.
 
-use berth_integration::{Berthd, Registry};
+use berth_integration::{or_skip, Berthd, Registry};
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::sync::mpsc;
@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 #[test]
 fn events_stream_image_and_container_lifecycles() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = or_skip!(Registry::start());
     reg.push_busybox("busybox:latest");
     let d = Berthd::start("");
     let img = format!("{}/busybox:latest", reg.addr);

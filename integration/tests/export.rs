@@ -2,7 +2,7 @@
 //! (`docker save`'s format) loaded by `berth load` into another berthd and by the real docker,
 //! each blob once however many names share it, and an unknown name failing without a file.
 
-use berth_integration::{busybox_archive, have, Berthd, Dockerd, TempDir};
+use berth_integration::{busybox_archive, missing_tool, or_skip, skip, Berthd, Dockerd, TempDir};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use std::collections::BTreeSet;
@@ -22,11 +22,9 @@ struct Env {
 fn env() -> Option<&'static Env> {
     static E: OnceLock<Option<Env>> = OnceLock::new();
     E.get_or_init(|| {
-        for tool in ["skopeo", "umoci", "tar", "busybox"] {
-            if !have(tool) {
-                eprintln!("SKIP: {tool} is not installed");
-                return None;
-            }
+        if let Some(why) = missing_tool(&["skopeo", "umoci", "tar", "busybox"]) {
+            skip(why);
+            return None;
         }
         let d = Berthd::start("");
         d.ok(&["image", "import", busybox_archive().to_str().unwrap()]);
@@ -37,15 +35,6 @@ fn env() -> Option<&'static Env> {
         Some(Env { d })
     })
     .as_ref()
-}
-
-macro_rules! env_or_skip {
-    () => {
-        match env() {
-            Some(e) => e,
-            None => return,
-        }
-    };
 }
 
 fn sha256(data: &[u8]) -> String {
@@ -164,7 +153,7 @@ fn blobs_of(list: &[String]) -> Vec<&str> {
 
 #[test]
 fn an_oci_export_reads_in_skopeo_and_umoci() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     let tmp = TempDir::new("berth-it-export-oci");
     let archive = tmp.path().join("images.tar");
     let a = archive.to_str().unwrap();
@@ -236,7 +225,7 @@ fn an_oci_export_reads_in_skopeo_and_umoci() {
 
 #[test]
 fn save_then_load_into_another_berthd() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     let tmp = TempDir::new("berth-it-export-save");
     let archive = tmp.path().join("saved.tar");
     let a = archive.to_str().unwrap();
@@ -311,7 +300,7 @@ fn save_then_load_into_another_berthd() {
 
 #[test]
 fn names_sharing_an_image_share_its_blobs() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     let tmp = TempDir::new("berth-it-export-shared");
     let archive = tmp.path().join("shared.tar");
     let a = archive.to_str().unwrap();
@@ -347,7 +336,7 @@ fn names_sharing_an_image_share_its_blobs() {
 
 #[test]
 fn an_unknown_name_fails_and_leaves_no_file() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     let tmp = TempDir::new("berth-it-export-unknown");
     let out = tmp.path().join("out.tar");
     let o = out.to_str().unwrap();
@@ -377,10 +366,8 @@ fn an_unknown_name_fails_and_leaves_no_file() {
 
 #[test]
 fn docker_loads_what_berth_saves() {
-    let e = env_or_skip!();
-    let Some(docker) = Dockerd::start() else {
-        return;
-    };
+    let e = or_skip!(env());
+    let docker = or_skip!(Dockerd::start());
     let tmp = TempDir::new("berth-it-export-docker");
     let archive = tmp.path().join("saved.tar");
     let a = archive.to_str().unwrap();
@@ -417,10 +404,8 @@ fn docker_loads_what_berth_saves() {
 
 #[test]
 fn a_docker_schema_2_image_exports_as_an_oci_manifest() {
-    let _e = env_or_skip!();
-    let Some(reg) = berth_integration::Registry::start() else {
-        return;
-    };
+    let _e = or_skip!(env());
+    let reg = or_skip!(berth_integration::Registry::start());
     let img = format!("{}/v2s2/busybox:1", reg.addr);
     run(Command::new("skopeo")
         .args(["copy", "-q", "--dest-tls-verify=false", "--format", "v2s2"])

@@ -3,7 +3,7 @@
 //! indexes with and without linux/amd64 — plus `docker save` archives (and hostile ones),
 //! manifests that are not JSON or lie about a layer's size, and images in a namespace.
 
-use berth_integration::{busybox_archive, have, Berthd, Registry, TempDir};
+use berth_integration::{busybox_archive, missing_tool, or_skip, skip, Berthd, Registry, TempDir};
 use serde_json::{json, Value};
 use sha2::{Digest as _, Sha256};
 use std::io::{Read, Write};
@@ -31,11 +31,9 @@ struct Env {
 fn env() -> Option<&'static Env> {
     static E: OnceLock<Option<Env>> = OnceLock::new();
     E.get_or_init(|| {
-        for tool in ["skopeo", "umoci", "curl", "busybox"] {
-            if !have(tool) {
-                eprintln!("SKIP: {tool} is not installed");
-                return None;
-            }
+        if let Some(why) = missing_tool(&["skopeo", "umoci", "curl", "busybox"]) {
+            skip(why);
+            return None;
         }
         let reg = Registry::start()?;
         reg.push_busybox("busybox:latest");
@@ -43,15 +41,6 @@ fn env() -> Option<&'static Env> {
         Some(Env { reg, d })
     })
     .as_ref()
-}
-
-macro_rules! env_or_skip {
-    () => {
-        match env() {
-            Some(e) => e,
-            None => return,
-        }
-    };
 }
 
 fn sha256(data: &[u8]) -> String {
@@ -453,7 +442,7 @@ fn answer(mut s: TcpStream, manifest: &[u8], media_type: &str, blobs: &[Vec<u8>]
 // 1. Docker schema 2
 #[test]
 fn docker_schema_2_manifest() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     let img = format!("{}/v2s2/busybox:1", e.reg.addr);
     skopeo(&[
         "copy",
@@ -486,10 +475,10 @@ fn docker_schema_2_manifest() {
 // 2. zstd layers
 #[test]
 fn zstd_compressed_layers() {
-    let _e = env_or_skip!();
+    let _e = or_skip!(env());
     // A registry of its own: skopeo reuses a gzip blob it finds anywhere in the same registry
     // rather than recompress, so the shared one (which has busybox) would get gzip.
-    let Some(reg) = Registry::start() else { return };
+    let reg = or_skip!(Registry::start());
     let img = format!("{}/zstd/busybox:1", reg.addr);
     skopeo(&[
         "copy",
@@ -519,7 +508,7 @@ fn zstd_compressed_layers() {
 // 3. uncompressed layers
 #[test]
 fn uncompressed_layers() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     let bb = busybox();
     let layer = bb.layer_tar();
     assert_eq!(sha256(&layer), bb.diff_id());
@@ -545,7 +534,7 @@ fn uncompressed_layers() {
 // 4. an index with linux/arm64 first and linux/amd64 second
 #[test]
 fn an_index_gives_linux_amd64() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     let bb = busybox();
     let mut l = Layout::new();
     let arm_config = bb.config_for("linux", "arm64", None);
@@ -589,7 +578,7 @@ fn an_index_gives_linux_amd64() {
 // 5. an index without linux/amd64
 #[test]
 fn an_index_without_linux_amd64_names_what_it_has() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     let bb = busybox();
     let mut l = Layout::new();
     let mut entries = Vec::new();
@@ -627,7 +616,7 @@ fn an_index_without_linux_amd64_names_what_it_has() {
 // 6. `docker save` archives
 #[test]
 fn import_a_docker_save_archive_and_run_it() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     let tmp = TempDir::new("berth-it-save");
     let archive = tmp.path().join("x.tar");
     skopeo(&[
@@ -649,7 +638,7 @@ fn import_a_docker_save_archive_and_run_it() {
 
 #[test]
 fn hostile_archives_are_refused() {
-    let _e = env_or_skip!();
+    let _e = or_skip!(env());
     let d = Berthd::start("");
     let tmp = TempDir::new("berth-it-hostile");
     let hex = random_hex();
@@ -776,7 +765,7 @@ fn hostile_archives_are_refused() {
 // 7. manifests that are not JSON, layers whose size is a lie
 #[test]
 fn a_manifest_that_is_not_json_is_refused() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     let bad = b"this is not a manifest {".to_vec();
     // a real registry validates what it stores; if it refuses, a stand-in serves the bytes
     let img = if put_manifest(&e.reg, "notjson/x", "1", OCI_MANIFEST, &bad) / 100 == 2 {
@@ -797,7 +786,7 @@ fn a_manifest_that_is_not_json_is_refused() {
 
 #[test]
 fn a_layer_size_that_lies_is_refused() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     let hex = random_hex();
     let layer = tar(&[file(
         &format!("liar-{hex}.txt"),
@@ -857,7 +846,7 @@ fn a_layer_size_that_lies_is_refused() {
 // 8. namespaces from the CLI
 #[test]
 fn namespaces_from_the_cli() {
-    let e = env_or_skip!();
+    let e = or_skip!(env());
     e.reg.push_busybox("teamonly/busybox:1");
     let img = format!("{}/teamonly/busybox:1", e.reg.addr);
     e.d.ok(&["-n", "team-a", "pull", "-q", &img]);

@@ -4,9 +4,9 @@
 //! without the `berth-namespace` metadata against a real daemon.
 //!
 //! The Python packages go into a virtualenv kept between runs in `/var/cache/berth-ci/pyenv`
-//! (`BERTH_PYENV` to move it); without python3, venv or pip the test prints SKIP.
+//! (`BERTH_PYENV` to move it); without python3, venv or pip the test is skipped (fails under CI).
 
-use berth_integration::{Berthd, Registry, TempDir};
+use berth_integration::{or_skip, Berthd, Registry, TempDir};
 use serde_json::Value;
 use std::fs::File;
 use std::path::{Path, PathBuf};
@@ -151,12 +151,9 @@ fn strs(v: &Value) -> Vec<String> {
 fn python_grpc_client_health_reflection_version_and_namespaces() {
     let python = match python_with_grpc() {
         Ok(p) => p,
-        Err(why) => {
-            eprintln!("SKIP: no Python gRPC client: {why}");
-            return;
-        }
+        Err(why) => return berth_integration::skip(format!("no Python gRPC client: {why}")),
     };
-    let Some(reg) = Registry::start() else { return };
+    let reg = or_skip!(Registry::start());
     reg.push_busybox("busybox:latest");
     let d = Berthd::start("");
     let img = format!("{}/busybox:latest", reg.addr);

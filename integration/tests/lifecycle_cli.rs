@@ -1,9 +1,7 @@
 //! The container lifecycle through the CLI (issue #3): run -d, ps, logs, exec, stop/start,
 //! kill, wait, rm, inspect -f, restart policies, volumes, and the errors of bad input.
-//! Tests that need runtime features not landed yet print SKIP and pass, so this file is green
-//! today and checks everything once the runtime implements them.
 
-use berth_integration::{Berthd, Registry};
+use berth_integration::{or_skip, Berthd, Registry};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
@@ -26,26 +24,6 @@ fn env() -> Option<&'static Env> {
     .as_ref()
 }
 
-/// Whether berthd answers an RPC the CLI needs, or says Unimplemented / not yet supported.
-fn unimplemented(o: &std::process::Output) -> bool {
-    let err = String::from_utf8_lossy(&o.stderr);
-    !o.status.success()
-        && (err.contains("Unimplemented")
-            || err.contains("does not host this service")
-            || err.contains("not implemented"))
-}
-
-/// The env when the runtime runs detached containers (`run -d` and `ps`), else None (SKIP).
-fn lifecycle_env(test: &str) -> Option<&'static Env> {
-    let e = env()?;
-    let o = e.d.berth(&["ps", "-a"]);
-    if unimplemented(&o) {
-        eprintln!("SKIP {test}: the runtime does not list container state yet (ps)");
-        return None;
-    }
-    Some(e)
-}
-
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
@@ -61,15 +39,11 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     panic!("timed out waiting for {what}");
 }
 
-/// Runs `berth run -d …`; None (after a SKIP line) when the runtime cannot yet.
-fn run_d(e: &Env, test: &str, args: &[&str]) -> Option<String> {
+/// Runs `berth run -d …` and gives the container's full id.
+fn run_d(e: &Env, args: &[&str]) -> String {
     let mut a = vec!["run", "-d"];
     a.extend_from_slice(args);
     let o = e.d.berth(&a);
-    if unimplemented(&o) {
-        eprintln!("SKIP {test}: run -d is not implemented by the runtime yet");
-        return None;
-    }
     assert!(
         o.status.success(),
         "run -d failed: {}{}",
@@ -79,12 +53,12 @@ fn run_d(e: &Env, test: &str, args: &[&str]) -> Option<String> {
     let id = stdout(&o).trim().to_string();
     assert_eq!(id.len(), 64, "run -d prints the full id: {id:?}");
     assert!(id.chars().all(|c| c.is_ascii_hexdigit()));
-    Some(id)
+    id
 }
 
 #[test]
 fn bad_flags_fail_before_talking_to_berthd() {
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     for args in [
         vec!["run", "--restart", "sometimes", &e.img],
         vec!["run", "--restart", "always:3", &e.img],
@@ -104,9 +78,7 @@ fn bad_flags_fail_before_talking_to_berthd() {
 
 #[test]
 fn unknown_containers_are_clear_errors() {
-    let Some(e) = lifecycle_env("unknown_containers_are_clear_errors") else {
-        return;
-    };
+    let e = or_skip!(env());
     for verb in [
         vec!["stop", "nosuch"],
         vec!["start", "nosuch"],
@@ -118,10 +90,6 @@ fn unknown_containers_are_clear_errors() {
         vec!["container", "inspect", "nosuch"],
     ] {
         let o = e.d.berth(&verb);
-        if unimplemented(&o) {
-            eprintln!("SKIP {verb:?}: not implemented by the runtime yet");
-            continue;
-        }
         assert!(!o.status.success(), "{verb:?} succeeded");
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(err.contains("No such container: nosuch"), "{verb:?}: {err}");
@@ -133,12 +101,9 @@ fn unknown_containers_are_clear_errors() {
 
 #[test]
 fn detached_lifecycle() {
-    let Some(e) = lifecycle_env("detached_lifecycle") else {
-        return;
-    };
-    let Some(id) = run_d(
+    let e = or_skip!(env());
+    let id = run_d(
         e,
-        "detached_lifecycle",
         &[
             "--name",
             "lc-web",
@@ -147,9 +112,7 @@ fn detached_lifecycle() {
             "-c",
             "echo started; echo oops >&2; while true; do sleep 0.2; done",
         ],
-    ) else {
-        return;
-    };
+    );
     let short = &id[..12];
     let ls = e.d.ok(&["container", "ls"]);
     assert!(ls.starts_with("CONTAINER ID"), "{ls}");
@@ -188,16 +151,14 @@ fn detached_lifecycle() {
         .next()
         .is_some_and(|l| l.len() > 31 && l.as_bytes()[4] == b'-' && l.contains("Z started")));
 
-    let o = e.d.berth(&["exec", "lc-web", "echo", "inside"]);
-    if !unimplemented(&o) {
-        assert_eq!(stdout(&o).trim(), "inside");
-        let o = e.d.berth(&["exec", "lc-web", "sh", "-c", "exit 5"]);
-        assert_eq!(o.status.code(), Some(5));
-        let o = e.d.berth(&["exec", "lc-web", "/no/such/binary"]);
-        assert_eq!(o.status.code(), Some(127));
-    } else {
-        eprintln!("SKIP exec: not implemented by the runtime yet");
-    }
+    assert_eq!(
+        e.d.ok(&["exec", "lc-web", "echo", "inside"]).trim(),
+        "inside"
+    );
+    let o = e.d.berth(&["exec", "lc-web", "sh", "-c", "exit 5"]);
+    assert_eq!(o.status.code(), Some(5));
+    let o = e.d.berth(&["exec", "lc-web", "/no/such/binary"]);
+    assert_eq!(o.status.code(), Some(127));
 
     let (_, err) = e.d.fails(&["rm", "lc-web"]);
     assert!(!err.is_empty());
@@ -229,9 +190,7 @@ fn detached_lifecycle() {
 
 #[test]
 fn create_then_start_attached() {
-    let Some(e) = lifecycle_env("create_then_start_attached") else {
-        return;
-    };
+    let e = or_skip!(env());
     let o = e.d.berth(&[
         "create",
         "--name",
@@ -241,10 +200,6 @@ fn create_then_start_attached() {
         "-c",
         "echo hi; exit 3",
     ]);
-    if unimplemented(&o) {
-        eprintln!("SKIP create_then_start_attached: create is not implemented yet");
-        return;
-    }
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(stdout(&o).trim().len(), 64);
     let ls = e.d.ok(&["ps", "-a", "-f", "status=created"]);
@@ -262,14 +217,11 @@ fn create_then_start_attached() {
 
 #[test]
 fn inspect_shows_docker_fields_and_templates() {
-    let Some(e) = lifecycle_env("inspect_shows_docker_fields_and_templates") else {
-        return;
-    };
+    let e = or_skip!(env());
     let host = berth_integration::TempDir::new("berth-it-bind");
     let bind = format!("{}:/data:ro", host.path().display());
-    let Some(_) = run_d(
+    let _id = run_d(
         e,
-        "inspect_shows_docker_fields_and_templates",
         &[
             "--name",
             "lc-insp",
@@ -283,9 +235,7 @@ fn inspect_shows_docker_fields_and_templates() {
             "sleep",
             "30",
         ],
-    ) else {
-        return;
-    };
+    );
     let j: serde_json::Value = serde_json::from_str(&e.d.ok(&["inspect", "lc-insp"])).unwrap();
     let c = &j[0];
     assert_eq!(c["Name"], "/lc-insp");
@@ -323,12 +273,9 @@ fn inspect_shows_docker_fields_and_templates() {
 
 #[test]
 fn restart_always_brings_it_back() {
-    let Some(e) = lifecycle_env("restart_always_brings_it_back") else {
-        return;
-    };
-    let Some(_) = run_d(
+    let e = or_skip!(env());
+    let _id = run_d(
         e,
-        "restart_always_brings_it_back",
         &[
             "--name",
             "lc-phoenix",
@@ -339,9 +286,7 @@ fn restart_always_brings_it_back() {
             "-c",
             "echo up; sleep 1; exit 3",
         ],
-    ) else {
-        return;
-    };
+    );
     wait_for("a restart", Duration::from_secs(15), || {
         stdout(&e.d.berth(&["logs", "lc-phoenix"]))
             .lines()
@@ -361,32 +306,16 @@ fn restart_always_brings_it_back() {
 
 #[test]
 fn prune_and_volumes() {
-    let Some(e) = lifecycle_env("prune_and_volumes") else {
-        return;
-    };
-    let o = e.d.berth(&["volume", "create", "lc-vol"]);
-    if unimplemented(&o) {
-        eprintln!("SKIP volumes: the Volumes service is not implemented yet");
-    } else {
-        assert_eq!(stdout(&o).trim(), "lc-vol");
-        assert!(e.d.ok(&["volume", "ls"]).contains("lc-vol"));
-        assert!(e
-            .d
-            .ok(&["volume", "inspect", "-f", "{{.Name}}", "lc-vol"])
-            .contains("lc-vol"));
-        assert_eq!(e.d.ok(&["volume", "rm", "lc-vol"]).trim(), "lc-vol");
-    }
-    let o = e.d.berth(&["create", "--name", "lc-prune", &e.img, "true"]);
-    if unimplemented(&o) || !o.status.success() {
-        eprintln!("SKIP prune: create does not work yet");
-        return;
-    }
-    let o = e.d.berth(&["container", "prune", "-f"]);
-    if unimplemented(&o) {
-        eprintln!("SKIP prune: Prune is not implemented yet");
-        return;
-    }
-    let out = stdout(&o);
+    let e = or_skip!(env());
+    assert_eq!(e.d.ok(&["volume", "create", "lc-vol"]).trim(), "lc-vol");
+    assert!(e.d.ok(&["volume", "ls"]).contains("lc-vol"));
+    assert!(e
+        .d
+        .ok(&["volume", "inspect", "-f", "{{.Name}}", "lc-vol"])
+        .contains("lc-vol"));
+    assert_eq!(e.d.ok(&["volume", "rm", "lc-vol"]).trim(), "lc-vol");
+    e.d.ok(&["create", "--name", "lc-prune", &e.img, "true"]);
+    let out = e.d.ok(&["container", "prune", "-f"]);
     assert!(out.ends_with("Total reclaimed space: 0B\n"), "{out}");
     assert!(!e.d.ok(&["ps", "-a"]).contains("lc-prune"));
 }

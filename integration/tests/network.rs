@@ -4,10 +4,10 @@
 //! leases and namespace files) and from inside the containers (busybox's ip, wget, ping).
 //!
 //! Every test has its own berthd (published host ports, crashes and leftover counts need
-//! isolation); the registry and the image are shared. Tests print SKIP and pass when the CNI
-//! plugins, iptables or the registry tools are missing.
+//! isolation); the registry and the image are shared. Tests are skipped (and fail under
+//! CI) when the CNI plugins, iptables or the registry tools are missing.
 
-use berth_integration::{free_port, have, Berthd, Registry, TempDir};
+use berth_integration::{free_port, have, or_skip, Berthd, Registry, TempDir};
 use serde_json::Value;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -45,7 +45,7 @@ fn shared() -> Option<&'static Shared> {
     static S: OnceLock<Option<Shared>> = OnceLock::new();
     S.get_or_init(|| {
         if let Some(why) = missing_tools() {
-            eprintln!("SKIP: {why}");
+            berth_integration::skip(why);
             return None;
         }
         let reg = Registry::start()?;
@@ -430,7 +430,7 @@ fn assert_released(d: &Berthd, id: &str, veths: &[String], chains: &[String], se
 /// Test 1: the default bridge, resolv.conf, hosts, --dns, --add-host, none and host.
 #[test]
 fn default_bridge_and_the_files_a_container_gets() {
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     let d = &e.d;
     let img = e.img.as_str();
 
@@ -608,7 +608,7 @@ fn default_bridge_and_the_files_a_container_gets() {
 /// Test 2: TCP publishing: HOST:CONTAINER, a free host port, -P with an EXPOSEd port.
 #[test]
 fn tcp_ports_are_published() {
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     let d = &e.d;
     let port = free_port();
     let spec = format!("{port}:80");
@@ -729,10 +729,9 @@ int main(int argc, char **argv) {
 #[test]
 fn udp_ports_are_published() {
     if !have("cc") {
-        eprintln!("SKIP udp_ports_are_published: no C compiler for the UDP receiver");
-        return;
+        return berth_integration::skip("no C compiler for the UDP receiver (apt-get install gcc)");
     }
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     let d = &e.d;
     let tools = TempDir::new("berth-it-udp");
     let src = tools.path().join("udprecv.c");
@@ -744,11 +743,10 @@ fn udp_ports_are_published() {
         .output()
         .unwrap();
     if !o.status.success() {
-        eprintln!(
-            "SKIP udp_ports_are_published: cannot link a static binary: {}",
+        return berth_integration::skip(format!(
+            "cannot link a static binary (apt-get install libc6-dev): {}",
             shown(&o)
-        );
-        return;
+        ));
     }
     let port = {
         let s = UdpSocket::bind("0.0.0.0:0").unwrap();
@@ -800,7 +798,7 @@ fn udp_ports_are_published() {
 /// and the port is free again once the first is removed.
 #[test]
 fn a_host_port_is_published_once() {
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     let d = &e.d;
     let port = free_port();
     let spec = format!("{port}:80");
@@ -841,7 +839,7 @@ fn a_host_port_is_published_once() {
 /// Test 5: bad -p specs are refused by the CLI with 125, naming the spec, leaving nothing.
 #[test]
 fn invalid_publish_specs_are_refused() {
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     let d = &e.d;
     for spec in [
         "abc",
@@ -908,7 +906,7 @@ fn wait_wget(e: &Env, flags: &[&str], url: &str, want: &str) {
 /// bridge; connect/disconnect of a running container; rm refused while in use.
 #[test]
 fn user_networks_resolve_names() {
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     let d = &e.d;
     let netid = d.ok(&["network", "create", "appnet"]).trim().to_string();
     let n = net_inspect(d, "appnet");
@@ -1072,7 +1070,7 @@ fn user_networks_resolve_names() {
 /// Test 7: containers on the default bridge reach each other by address.
 #[test]
 fn default_bridge_containers_reach_each_other() {
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     web(&e, &[], "hello-by-address");
     let ip = ip_of(&e.d, "web");
     let url = format!("http://{ip}/index.html");
@@ -1083,7 +1081,7 @@ fn default_bridge_containers_reach_each_other() {
 /// Test 8: --network container:web shares web's namespace (its 127.0.0.1).
 #[test]
 fn a_container_joins_another_ones_network() {
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     web(&e, &[], "hello-shared-ns");
     wait_wget(
         &e,
@@ -1118,7 +1116,7 @@ fn a_container_joins_another_ones_network() {
 /// Test 9: rm -f releases everything a container with a published port had on the host.
 #[test]
 fn rm_releases_the_network() {
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     let d = &e.d;
     let port = free_port();
     let spec = format!("{port}:80");
@@ -1172,7 +1170,7 @@ fn alive(pid: i32) -> bool {
 /// and keeps (and still holds the ports of) the ones that still run.
 #[test]
 fn a_crash_releases_or_restores_the_network() {
-    let Some(mut e) = env() else { return };
+    let mut e = or_skip!(env());
 
     // The container dies with berthd: the next berthd sweeps what it had.
     let port = free_port();
@@ -1243,8 +1241,8 @@ fn a_crash_releases_or_restores_the_network() {
 /// containers are not touched by the other.
 #[test]
 fn two_instances_keep_to_their_own_bridges() {
-    let Some(a) = env() else { return };
-    let Some(b) = env() else { return };
+    let a = or_skip!(env());
+    let b = or_skip!(env());
     let (bridge_a, subnet_a) = bridge_of(&a.d, "bridge");
     let (bridge_b, subnet_b) = bridge_of(&b.d, "bridge");
     assert_ne!(bridge_a, bridge_b, "two instances, two bridges");
@@ -1320,10 +1318,9 @@ fn sh_ok(script: &str) {
 /// Outbound traffic leaves with the host's address (masquerading), not the container's.
 #[test]
 fn outbound_traffic_is_masqueraded() {
-    let Some(e) = env() else { return };
-    if !have("python3") {
-        eprintln!("SKIP: python3 is missing");
-        return;
+    let e = or_skip!(env());
+    if let Some(why) = berth_integration::missing_tool(&["python3"]) {
+        return berth_integration::skip(why);
     }
     let n = std::process::id() % 200 + 20;
     let out = Outside {
@@ -1373,7 +1370,7 @@ fn outbound_traffic_is_masqueraded() {
 /// `-p IP:HOST:CONTAINER` publishes on that address only.
 #[test]
 fn a_port_can_be_published_on_one_address() {
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     let port = free_port();
     let spec = format!("127.0.0.1:{port}:80");
     let id = serve(&e, &["-p", &spec], "hello-loopback");

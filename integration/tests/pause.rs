@@ -3,7 +3,7 @@
 //! exec is refused, stop/kill/rm -f still end it, and `commit` pauses a running container
 //! around the commit unless `--pause=false`.
 
-use berth_integration::{Berthd, Registry, TempDir};
+use berth_integration::{or_skip, Berthd, Registry, TempDir};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Stdio};
 use std::sync::{mpsc, OnceLock};
@@ -117,7 +117,7 @@ fn state(e: &Env, name: &str) -> String {
 
 #[test]
 fn pause_freezes_and_unpause_thaws() {
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     let t = Ticker::start(e, "pz-main");
     assert_eq!(e.d.ok(&["pause", "pz-main"]), "pz-main\n");
     t.assert_frozen("paused");
@@ -182,7 +182,7 @@ fn pause_freezes_and_unpause_thaws() {
 
 #[test]
 fn only_a_running_container_can_be_paused() {
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     e.d.ok(&["create", "--name", "pz-created", &e.img, "true"]);
     let (_, err) = e.d.fails(&["pause", "pz-created"]);
     assert!(err.contains("is not running"), "{err}");
@@ -202,7 +202,7 @@ fn only_a_running_container_can_be_paused() {
 
 #[test]
 fn stop_kill_and_rm_end_a_paused_container() {
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     let stopped = Ticker::start(e, "pz-stop");
     let killed = Ticker::start(e, "pz-kill");
     let removed = Ticker::start(e, "pz-rm");
@@ -306,7 +306,7 @@ fn paused(lines: &[String], id: &str) -> bool {
 
 #[test]
 fn commit_pauses_a_running_container_around_the_commit() {
-    let Some(e) = env() else { return };
+    let e = or_skip!(env());
     let t = Ticker::start(e, "pz-commit");
     let mut ev = Events::subscribe(e, "commit");
     let image = e.d.ok(&["commit", "pz-commit", "pz-committed:1"]);

@@ -2,7 +2,9 @@
 //! others download, whiteouts and opaque directories across layers come out right, and two
 //! concurrent pulls of the same image fetch each blob from the registry once.
 
-use berth_integration::{busybox_archive, free_port, have, spawn_tied, Berthd, TempDir};
+use berth_integration::{
+    busybox_archive, free_port, missing_tool, skip, spawn_tied, Berthd, TempDir,
+};
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -105,9 +107,8 @@ fn push_multi_layer(reg: &LoggingRegistry) {
 
 #[test]
 fn multi_layer_pulls_are_right_and_concurrent_pulls_fetch_once() {
-    if !have("docker-registry") || !have("umoci") || !have("skopeo") {
-        eprintln!("SKIP: needs docker-registry, umoci and skopeo");
-        return;
+    if let Some(why) = missing_tool(&["docker-registry", "umoci", "skopeo"]) {
+        return skip(why);
     }
     let reg = LoggingRegistry::start();
     push_multi_layer(&reg);

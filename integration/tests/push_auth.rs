@@ -31,10 +31,10 @@ fn tools(needed: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    eprintln!(
-        "SKIP: {} not installed (apt-get install docker-registry skopeo openssl curl)",
+    berth_integration::skip(format!(
+        "{} not installed (apt-get install docker-registry skopeo openssl curl)",
         missing.join(", ")
-    );
+    ));
     false
 }
 

@@ -4,7 +4,9 @@
 //! Each test starts berthd with `[registry_proxy] listen` on a free loopback port; upstream,
 //! where there is one, is Debian's docker-registry.
 
-use berth_integration::{busybox_archive, free_port, have, Berthd, Dockerd, Registry, TempDir};
+use berth_integration::{
+    busybox_archive, free_port, have, or_skip, Berthd, Dockerd, Registry, TempDir,
+};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -90,7 +92,7 @@ fn curl(args: &[&str]) -> Http {
 fn tools(list: &[&str]) -> bool {
     for t in list {
         if !have(t) {
-            eprintln!("SKIP: {t} is not installed");
+            berth_integration::skip(format!("{t} is not installed"));
             return false;
         }
     }
@@ -347,7 +349,7 @@ fn base64_encode(data: &[u8]) -> String {
 
 #[test]
 fn pulls_through_the_cache_while_upstream_is_down() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = or_skip!(Registry::start());
     reg.push_busybox("cached/busybox:1");
     let image = format!("{}/cached/busybox:1", reg.addr);
 
@@ -417,7 +419,7 @@ fn serves_as_a_mirror_with_ns() {
     if !tools(&["curl"]) {
         return;
     }
-    let Some(reg) = Registry::start() else { return };
+    let reg = or_skip!(Registry::start());
     reg.push_busybox("mirrored/busybox:1");
     let (p, mirror) = proxy("");
     let mirror_config = format!(
@@ -459,7 +461,7 @@ fn serves_as_a_mirror_with_ns() {
 
 #[test]
 fn a_mirror_that_is_down_falls_back_to_upstream() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = or_skip!(Registry::start());
     reg.push_busybox("fallback/busybox:1");
     let dead = format!("127.0.0.1:{}", free_port());
     let c = Berthd::start(&format!(
@@ -492,9 +494,7 @@ fn the_docker_cli_pushes_to_and_pulls_from_it() {
     let (d, addr) = proxy("");
     let o = push(&format!("{addr}/dk/busybox:1"), None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let Some(docker) = Dockerd::start() else {
-        return;
-    };
+    let docker = or_skip!(Dockerd::start());
 
     // docker pulls what skopeo pushed, then pushes it under another name: the layer is
     // mounted across repositories, the config and manifest uploaded.
@@ -542,24 +542,12 @@ fn the_docker_cli_pushes_to_and_pulls_from_it() {
     );
 }
 
-/// A prerequisite that is missing: under CI (`CI=true`) the test fails, elsewhere it is
-/// skipped with a line saying so.
-fn missing(what: &str) {
-    assert!(
-        std::env::var("CI").as_deref() != Ok("true"),
-        "{what} is missing, and CI must run this test"
-    );
-    eprintln!("SKIP: {what} is missing");
-}
-
 #[test]
 fn a_cross_repository_read_through_the_mirror_is_refused() {
     if !have("curl") || !have("skopeo") {
-        return missing("curl or skopeo");
+        return berth_integration::skip("curl or skopeo is missing");
     }
-    let Some(reg) = Registry::start() else {
-        return missing("docker-registry");
-    };
+    let reg = or_skip!(Registry::start());
     reg.push_busybox("team/private:1");
     let (p, mirror) = proxy("");
     let ns = reg.addr.clone();
@@ -615,7 +603,7 @@ fn a_cross_repository_read_through_the_mirror_is_refused() {
 #[test]
 fn uploads_are_limited_and_swept_while_serving() {
     if !have("curl") {
-        return missing("curl");
+        return berth_integration::skip("curl is missing");
     }
     let start = |addr: &str| {
         curl(&[

@@ -7,7 +7,7 @@
 //! Every test has its own berthd (kill -9 and counting containers need isolation); the
 //! registry and the image are shared.
 
-use berth_integration::{busybox_archive, spawn_tied, Berthd, Registry, TempDir};
+use berth_integration::{busybox_archive, or_skip, spawn_tied, Berthd, Registry, TempDir};
 use std::collections::HashSet;
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
@@ -33,7 +33,7 @@ fn shared() -> Option<&'static Shared> {
     .as_ref()
 }
 
-/// A berthd of its own with the busybox image pulled; None (SKIP) when a tool is missing.
+/// A berthd of its own with the busybox image pulled; None (after a SKIP) when a tool is missing.
 fn daemon() -> Option<(Berthd, String)> {
     let s = shared()?;
     let d = Berthd::start("");
@@ -222,7 +222,7 @@ fn stream_lines(d: &Berthd, args: &[&str]) -> (std::process::Child, mpsc::Receiv
 
 #[test]
 fn kill_9_of_berthd_loses_nothing() {
-    let Some((mut d, img)) = daemon() else { return };
+    let (mut d, img) = or_skip!(daemon());
     let ticker = run_d(&d, &["--name", "ticker", &img, "sh", "-c", TICKER]);
     let sleeper = run_d(
         &d,
@@ -355,7 +355,7 @@ fn kill_9_of_berthd_loses_nothing() {
 
 #[test]
 fn a_dead_shim_means_an_exited_container() {
-    let Some((mut d, img)) = daemon() else { return };
+    let (mut d, img) = or_skip!(daemon());
     let id = run_d(&d, &["--name", "victim", &img, "sleep", "300"]);
     let init: i32 = inspect(&d, "{{.State.Pid}}", "victim").parse().unwrap();
     assert!(alive(init));
@@ -442,7 +442,7 @@ fn a_dead_shim_means_an_exited_container() {
 
 #[test]
 fn restart_policies_through_the_cli_and_a_daemon_restart() {
-    let Some((mut d, img)) = daemon() else { return };
+    let (mut d, img) = or_skip!(daemon());
     let onfail = run_d(
         &d,
         &[
@@ -550,7 +550,7 @@ fn restart_policies_through_the_cli_and_a_daemon_restart() {
 
 #[test]
 fn twenty_concurrent_detached_runs() {
-    let Some((d, img)) = daemon() else { return };
+    let (d, img) = or_skip!(daemon());
     let names: Vec<String> = (1..=20).map(|i| format!("c{i}")).collect();
     let kids: Vec<_> = names
         .iter()
@@ -609,7 +609,7 @@ fn twenty_concurrent_detached_runs() {
 
 #[test]
 fn bad_input_is_a_clear_error() {
-    let Some((d, img)) = daemon() else { return };
+    let (d, img) = or_skip!(daemon());
     for verb in [
         vec!["logs", "nosuch"],
         vec!["exec", "nosuch", "true"],
@@ -698,8 +698,8 @@ fn bad_input_is_a_clear_error() {
 
 /// Pushes busybox with `VOLUME /data` in its config as `<registry>/busyvol:latest`.
 fn push_volume_image(reg: &Registry) -> Option<String> {
-    if !berth_integration::have("umoci") || !berth_integration::have("skopeo") {
-        eprintln!("SKIP image VOLUME: umoci or skopeo is missing");
+    if let Some(why) = berth_integration::missing_tool(&["umoci", "skopeo"]) {
+        berth_integration::skip(format!("the image VOLUME part: {why}"));
         return None;
     }
     let work = TempDir::new("berth-it-volimg");
@@ -725,7 +725,7 @@ fn push_volume_image(reg: &Registry) -> Option<String> {
 
 #[test]
 fn volumes_outlive_containers_and_binds_are_read_only() {
-    let Some((d, img)) = daemon() else { return };
+    let (d, img) = or_skip!(daemon());
     // A named volume, created on first use, kept after its container is removed.
     let o = d.ok(&[
         "run",

@@ -1,11 +1,11 @@
 //! Services reach each other only through gRPC at configured addresses: the same engine
 //! works with its services split across two berthd processes.
 
-use berth_integration::{Berthd, Registry};
+use berth_integration::{or_skip, Berthd, Registry};
 
 #[test]
 fn services_split_across_two_daemons() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = or_skip!(Registry::start());
     reg.push_busybox("busybox:latest");
     // A hosts the snapshot and registry services
     let a = Berthd::start_with("", &[], &["--service", "snapshot,registry"]);
@@ -39,7 +39,7 @@ fn services_split_across_two_daemons() {
 
 #[test]
 fn host_network_and_namespaces_from_the_cli() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = or_skip!(Registry::start());
     reg.push_busybox("busybox:latest");
     let d = Berthd::start("");
     let img = format!("{}/busybox:latest", reg.addr);

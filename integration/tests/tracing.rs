@@ -3,7 +3,7 @@
 //! context crosses the gRPC hops from the image service to the registry and snapshot services
 //! (W3C `traceparent` in metadata), and the spans reach the collector when the daemon stops.
 
-use berth_integration::{Berthd, Registry};
+use berth_integration::{or_skip, Berthd, Registry};
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
     TraceService, TraceServiceServer,
 };
@@ -150,7 +150,7 @@ fn stop_and_collect(d: &mut Berthd, c: &Collector, done: impl Fn(&[Got]) -> bool
 
 #[test]
 fn rpcs_run_in_spans_that_propagate_and_are_exported_over_otlp() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = or_skip!(Registry::start());
     reg.push_busybox("busybox:latest");
 
     let rt = tokio::runtime::Builder::new_multi_thread()

@@ -7,6 +7,7 @@
 //! - [`config::Config`]: `berthd`'s TOML configuration (roots, registries, service addresses).
 //! - [`grpc`]: connecting to a service address, the namespace in metadata, trace propagation.
 //! - [`telemetry`]: tracing subscriber setup with optional OTLP export.
+//! - [`testing`]: skipping a test whose prerequisite is missing, except under CI.
 
 pub mod config;
 pub mod digest;
@@ -14,6 +15,7 @@ pub mod grpc;
 pub mod media;
 pub mod reference;
 pub mod telemetry;
+pub mod testing;
 
 pub use digest::Digest;
 pub use reference::Reference;

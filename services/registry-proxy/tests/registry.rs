@@ -5,7 +5,9 @@ mod common;
 
 use berth_registry_proxy::credentials::Anonymous;
 use berth_registry_proxy::DockerConfig;
-use common::{descriptor, free_port, have_tools, non_loopback_ipv4, sha256, Service, TestRegistry};
+use common::{
+    descriptor, free_port, have_tools, non_loopback_ipv4, sha256, skip, Service, TestRegistry,
+};
 use std::sync::Arc;
 use tonic::Code;
 
@@ -270,8 +272,7 @@ async fn insecure_registries_fall_back_from_https_to_http() {
         return;
     }
     let Some(ip) = non_loopback_ipv4() else {
-        eprintln!("SKIPPED: this host has no non-loopback IPv4 address");
-        return;
+        return skip("this host has no non-loopback IPv4 address");
     };
     let reg = TestRegistry::start_on(ip);
     reg.push_busybox("busybox");

@@ -1,8 +1,8 @@
 //! The CNI driver against the real plugins of Debian's `containernetworking-plugins`.
 //!
-//! Needs root and `/usr/lib/cni/bridge`; prints SKIP and passes without them. Each test makes
-//! its own network namespace (`ip netns add bt<random>`) and bridge (`bt<random>`) and removes
-//! both, and runs CNI DEL for every attachment it made, through guards that also run when the
+//! Needs root and `/usr/lib/cni/bridge`; skipped without them (failing under CI). Each test
+//! makes its own network namespace (`ip netns add bt<random>`) and bridge (`bt<random>`) and
+//! removes both, and runs CNI DEL for every attachment it made, through guards that also run when the
 //! test fails.
 
 use berth_runtime::network::cni::{
@@ -29,8 +29,7 @@ fn skip_reason() -> Option<String> {
 macro_rules! require_plugins {
     () => {
         if let Some(why) = skip_reason() {
-            eprintln!("SKIP: {why}");
-            return;
+            return berth_core::testing::skip(why);
         }
     };
 }

@@ -4,7 +4,8 @@
 //! nobody listens on, so the paths that need them must fail with `Unavailable` and lose
 //! nothing. Container records are put in through the runtime's own store, and the shim tests
 //! run a real `berth-shim` (`$BERTH_SHIM`, or `target/debug/berth-shim`) on a busybox rootfs
-//! when the machine has both and we are root; otherwise they say why they skip.
+//! when the machine has both and we are root; otherwise they say why they skip (and fail under
+//! CI: `common::skip`).
 
 mod common;
 use berth_api::containers::v1::containers_client::ContainersClient;
@@ -22,7 +23,7 @@ use berth_core::grpc::{channel, exit_code_of, request};
 use berth_runtime::bundle::{Bundle, RootfsMount};
 use berth_runtime::spec::{self, ImageConfig};
 use berth_runtime::Runtime;
-use common::shim_binary;
+use common::{shim_binary, skip};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tonic::transport::Channel;
@@ -494,10 +495,7 @@ fn busybox_rootfs(dir: &Path) -> Vec<RootfsMount> {
 async fn a_real_shim_runs_a_container_attached() {
     let shim = match shim_binary() {
         Ok(s) => s,
-        Err(why) => {
-            eprintln!("SKIPPED a_real_shim_runs_a_container_attached: {why}");
-            return;
-        }
+        Err(why) => return skip(why),
     };
     let mut h = Harness::start(Some(shim.clone())).await;
     let mounts = busybox_rootfs(h.dir.path());
@@ -519,15 +517,11 @@ async fn a_real_shim_runs_a_container_attached() {
         .await
         .unwrap();
     let bundle = Bundle::new(&h.state(), "default", &c.id);
-    if !bundle.socket().exists() {
-        eprintln!(
-            "SKIPPED a_real_shim_runs_a_container_attached: {} exited 0 without creating the \
-             container or its socket (is it still a stub?)",
-            shim.display()
-        );
-        let _ = bundle.remove();
-        return;
-    }
+    assert!(
+        bundle.socket().exists(),
+        "{} exited 0 without creating the container or its socket",
+        shim.display()
+    );
     assert!(pid > 0);
     let t = h
         .tasks
@@ -639,10 +633,7 @@ async fn a_real_shim_runs_a_container_attached() {
 async fn a_missing_command_fails_create_with_exit_code_127() {
     let shim = match shim_binary() {
         Ok(s) => s,
-        Err(why) => {
-            eprintln!("SKIPPED a_missing_command_fails_create_with_exit_code_127: {why}");
-            return;
-        }
+        Err(why) => return skip(why),
     };
     let h = Harness::start(Some(shim.clone())).await;
     let mounts = busybox_rootfs(h.dir.path());
@@ -657,14 +648,6 @@ async fn a_missing_command_fails_create_with_exit_code_127() {
         .create_task_with_mounts("default", &c, &mounts)
         .await
     {
-        Ok(_) if !bundle.socket().exists() => {
-            eprintln!(
-                "SKIPPED a_missing_command_fails_create_with_exit_code_127: {} exited 0 without \
-                 creating the container (is it still a stub?)",
-                shim.display()
-            );
-            let _ = bundle.remove();
-        }
         Ok(_) => panic!("a missing command was created"),
         Err(e) => {
             let status: tonic::Status = e.into();
@@ -726,10 +709,7 @@ async fn run_attached(h: &mut Harness, container: &str) -> (String, String, i32)
 async fn the_spec_reaches_the_container() {
     let shim = match shim_binary() {
         Ok(s) => s,
-        Err(why) => {
-            eprintln!("SKIPPED the_spec_reaches_the_container: {why}");
-            return;
-        }
+        Err(why) => return skip(why),
     };
     let mut h = Harness::start(Some(shim)).await;
     let mounts = busybox_rootfs(h.dir.path());
@@ -749,10 +729,7 @@ async fn the_spec_reaches_the_container() {
         .create_task_with_mounts("default", &c, &mounts)
         .await
         .unwrap();
-    if !Bundle::new(&h.state(), "default", &c.id).socket().exists() {
-        eprintln!("SKIPPED the_spec_reaches_the_container: the shim is a stub");
-        return;
-    }
+    assert!(Bundle::new(&h.state(), "default", &c.id).socket().exists());
     let (out, err, code) = run_attached(&mut h, "spec").await;
     assert_eq!(
         (out.as_str(), err.as_str(), code),
@@ -773,10 +750,7 @@ async fn the_spec_reaches_the_container() {
 async fn a_task_is_killed_waited_replaced_and_deleted() {
     let shim = match shim_binary() {
         Ok(s) => s,
-        Err(why) => {
-            eprintln!("SKIPPED a_task_is_killed_waited_replaced_and_deleted: {why}");
-            return;
-        }
+        Err(why) => return skip(why),
     };
     let mut h = Harness::start(Some(shim)).await;
     let mounts = busybox_rootfs(h.dir.path());
@@ -790,10 +764,7 @@ async fn a_task_is_killed_waited_replaced_and_deleted() {
         .create_task_with_mounts("default", &c, &mounts)
         .await
         .unwrap();
-    if !bundle.socket().exists() {
-        eprintln!("SKIPPED a_task_is_killed_waited_replaced_and_deleted: the shim is a stub");
-        return;
-    }
+    assert!(bundle.socket().exists());
     // One task per container.
     let err = h
         .runtime

@@ -1,6 +1,8 @@
 //! End-to-end tests of the real `berth-shim` binary with real containers (needs root and
 //! /usr/bin/busybox from Debian's busybox-static). Tests skip with a message when not root.
 
+mod common;
+
 use berth_shim::protocol::{
     self, ExitStatus, Request, Response, Status, FRAME_CLOSE_STDIN, FRAME_EXIT, FRAME_STDERR,
     FRAME_STDIN, FRAME_STDOUT,
@@ -30,11 +32,13 @@ const APPLETS: &[&str] = &[
 fn can_run() -> bool {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        eprintln!("skipping: needs root");
+        common::skip("needs root");
         return false;
     }
     if !Path::new(BUSYBOX).exists() {
-        eprintln!("skipping: {BUSYBOX} missing (apt-get install busybox-static)");
+        common::skip(format!(
+            "{BUSYBOX} missing (apt-get install busybox-static)"
+        ));
         return false;
     }
     true
@@ -1052,8 +1056,7 @@ fn device_rules_hold_through_the_cgroup2_program() {
     if !can_run() {
         return;
     }
-    let Some(cgroup2) = berth_shim::cgroup::cgroup2_mount() else {
-        eprintln!("skipping: no cgroup2 mount, so no device program");
+    let Some(cgroup2) = common::cgroup2() else {
         return;
     };
     let (major, minor) = host_block_device();

@@ -1,8 +1,8 @@
 //! The cgroup v2 device program against the real kernel (needs root and a cgroup2 mount: on a
-//! hybrid host `/sys/fs/cgroup/unified`, on a pure v2 host `/sys/fs/cgroup`). Tests skip with a
-//! message when they cannot run.
+//! hybrid host `/sys/fs/cgroup/unified`, on a pure v2 host `/sys/fs/cgroup`; on a v1 host the
+//! tests mount one). Without root they are skipped (failing under CI).
 
-use berth_shim::cgroup::cgroup2_mount;
+mod common;
 use berth_shim::devices_bpf::{self, compile, DevicePolicy, Insn, PROG_NAME, R0};
 use oci_spec::runtime::{LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType};
 use std::ffi::CString;
@@ -16,19 +16,13 @@ fn is_root() -> bool {
     unsafe { libc::geteuid() == 0 }
 }
 
-/// The cgroup2 mount, or `None` (with the reason printed) when the test cannot run.
+/// The cgroup2 mount, or `None` (after a SKIP) when the test cannot run.
 fn cgroup2() -> Option<PathBuf> {
     if !is_root() {
-        eprintln!("skipping: needs root");
+        common::skip("needs root");
         return None;
     }
-    match cgroup2_mount() {
-        Some(m) => Some(m),
-        None => {
-            eprintln!("skipping: no cgroup2 mount in /proc/self/mountinfo");
-            None
-        }
-    }
+    common::cgroup2()
 }
 
 /// Docker's default `linux.resources.devices`.

@@ -336,8 +336,7 @@ fn overlay_works(h: &Harness) -> bool {
 async fn overlay_layers_mount_merge_and_protect_parents() {
     let h = Harness::start("overlayfs").await;
     if !overlay_works(&h) {
-        eprintln!("overlayfs does not work on this host; skipping");
-        return;
+        return berth_core::testing::skip("overlayfs does not work on this host");
     }
     let (l1, l2) = (base_layer(), top_layer());
     let c1 = chain_id([&l1.diff_id]).unwrap().to_string();

@@ -154,7 +154,7 @@ fn open(sn: &str) -> Option<(tempfile::TempDir, Snapshots)> {
     let dir = tempfile::tempdir().unwrap();
     let s = Snapshots::open(&dir.path().join("snapshot"), sn).unwrap();
     if s.default_snapshotter() != sn {
-        eprintln!("{sn} does not work here; skipping");
+        berth_core::testing::skip(format!("{sn} does not work here"));
         return None;
     }
     Some((dir, s))

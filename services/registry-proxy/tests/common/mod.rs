@@ -8,6 +8,7 @@ use berth_api::registry::v1::registry_client::RegistryClient as GrpcClient;
 use berth_api::registry::v1::{FetchRequest, ResolveRequest, ResolveResponse};
 use berth_api::types::v1::Descriptor;
 use berth_core::config::Config;
+pub use berth_core::testing::skip;
 use berth_registry_proxy::CredentialStore;
 use std::io::{Read, Write};
 use std::net::{IpAddr, TcpListener, TcpStream, UdpSocket};
@@ -17,26 +18,15 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
 
-/// Whether the tools a test needs are installed; prints why not, so a skip is never silent.
+/// Whether the tools a test needs are installed; [`skip`]s (fails under CI) when not.
 pub fn have_tools(tools: &[&str]) -> bool {
-    let missing: Vec<&str> = tools
-        .iter()
-        .copied()
-        .filter(|t| {
-            !std::env::var_os("PATH")
-                .map(|p| std::env::split_paths(&p).any(|d| d.join(t).is_file()))
-                .unwrap_or(false)
-        })
-        .collect();
-    if missing.is_empty() {
-        true
-    } else {
-        eprintln!(
-            "SKIPPED: {} not installed (apt-get install docker-registry skopeo umoci)",
-            missing.join(", ")
-        );
-        false
-    }
+    let Some(why) = berth_core::testing::missing_tool(tools) else {
+        return true;
+    };
+    skip(format!(
+        "{why} (apt-get install docker-registry skopeo umoci)"
+    ));
+    false
 }
 
 /// A port on 127.0.0.1 that nothing listens on (just now).

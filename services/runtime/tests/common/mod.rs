@@ -1,5 +1,7 @@
 //! What the runtime's integration tests share.
 
+pub use berth_core::testing::skip;
+
 use std::path::{Path, PathBuf};
 
 /// The shim to test against (`$BERTH_SHIM`, or `berth-shim` in the target folder), or why
