@@ -1,7 +1,7 @@
 //! A layer that tries to write outside its rootfs, served by a real registry: the pull fails
 //! with a clear error and nothing outside berth's folders is written.
 
-use berth_integration::{Berthd, Registry, TempDir};
+use berth_integration::{or_skip, Berthd, Registry, TempDir};
 use std::path::Path;
 use std::process::Command;
 
@@ -60,7 +60,7 @@ fn hostile_tar(path: &Path, script: &str) {
 
 #[test]
 fn layers_cannot_write_outside_the_rootfs() {
-    let Some(reg) = Registry::start() else { return };
+    let reg = or_skip!(Registry::start());
     let d = Berthd::start("");
     let work = TempDir::new("berth-it-hostile");
     let victim = work.path().join("victim");
@@ -251,27 +251,20 @@ fn header(kind: tar::EntryType, name: &str, size: u64) -> tar::Header {
     h
 }
 
-#[test]
-fn a_gib_long_name_layer_is_refused_in_bounded_memory() {
-    let d = Berthd::start("");
-    let work = TempDir::new("berth-it-longname");
-    let layer = work.path().join("layer.tar.gz");
-    let started = std::time::Instant::now();
-    let (ld, ls, diff_id) = gzip_layer(&layer, |w| {
-        let gib = 1u64 << 30;
-        w.write_all(header(tar::EntryType::GNULongName, "././@LongLink", gib).as_bytes())?;
-        let chunk = vec![b'a'; 1 << 20];
-        for _ in 0..(gib >> 20) {
-            w.write_all(&chunk)?;
-        }
-        w.write_all(header(tar::EntryType::Regular, "after", 0).as_bytes())?;
-        w.write_all(&[0; 1024])
-    });
-    eprintln!("layer: {ls} bytes gzip'd, made in {:?}", started.elapsed());
-    assert!(ls < 16 << 20, "the layer should be a few MB, not {ls}");
-    let archive = work.path().join("image.tar");
-    oci_archive(&archive, "longname", &layer, &ld, ls, &diff_id);
+/// Writes a GNU long-name header of 1 GiB and its name (streamed).
+fn gib_long_name(w: &mut dyn std::io::Write) -> std::io::Result<()> {
+    let gib = 1u64 << 30;
+    w.write_all(header(tar::EntryType::GNULongName, "././@LongLink", gib).as_bytes())?;
+    let chunk = vec![b'a'; 1 << 20];
+    for _ in 0..(gib >> 20) {
+        w.write_all(&chunk)?;
+    }
+    Ok(())
+}
 
+/// `berth load` of `archive` fails, naming the 1 GiB long name, with berthd's peak RSS
+/// (VmHWM) under 256 MiB.
+fn load_is_refused_in_bounded_memory(d: &Berthd, archive: &Path) {
     let (code, err) = d.fails(&["load", "-i", archive.to_str().unwrap()]);
     let peak = peak_rss_kib(d.pid());
     eprintln!("exit {code}: {}", err.trim());
@@ -281,6 +274,25 @@ fn a_gib_long_name_layer_is_refused_in_bounded_memory() {
         "the error should say what was refused: {err}"
     );
     assert!(peak < 256 << 10, "berthd's peak RSS was {} MiB", peak >> 10);
+}
+
+#[test]
+fn a_gib_long_name_layer_is_refused_in_bounded_memory() {
+    let d = Berthd::start("");
+    let work = TempDir::new("berth-it-longname");
+    let layer = work.path().join("layer.tar.gz");
+    let started = std::time::Instant::now();
+    let (ld, ls, diff_id) = gzip_layer(&layer, |w| {
+        gib_long_name(w)?;
+        w.write_all(header(tar::EntryType::Regular, "after", 0).as_bytes())?;
+        w.write_all(&[0; 1024])
+    });
+    eprintln!("layer: {ls} bytes gzip'd, made in {:?}", started.elapsed());
+    assert!(ls < 16 << 20, "the layer should be a few MB, not {ls}");
+    let archive = work.path().join("image.tar");
+    oci_archive(&archive, "longname", &layer, &ld, ls, &diff_id);
+
+    load_is_refused_in_bounded_memory(&d, &archive);
     // Nothing half-applied: no image, and no snapshot left behind.
     assert!(!d.ok(&["images"]).contains("longname"));
     let left = snapshot_dirs(&d);
@@ -341,4 +353,27 @@ fn a_sparse_tib_entry_does_not_fill_the_disk() {
     f.seek(std::io::SeekFrom::Start(tib - 512)).unwrap();
     f.read_exact(&mut buf).unwrap();
     assert_eq!(buf, [b't'; 512]);
+}
+
+/// `berth load` of an archive (gzip'd, a few MB) whose own first entry has a 1 GiB GNU long
+/// name: berthd refuses it from the header's size field instead of reading the name into
+/// memory.
+#[test]
+fn a_load_archive_with_a_gib_long_name_is_refused_in_bounded_memory() {
+    let d = Berthd::start("");
+    let work = TempDir::new("berth-it-load-longname");
+    let archive = work.path().join("image.tar.gz");
+    let (_, size, _) = gzip_layer(&archive, |w| {
+        w.write_all(header(tar::EntryType::Regular, "oci-layout", 0).as_bytes())?;
+        gib_long_name(w)?;
+        w.write_all(header(tar::EntryType::Regular, "index.json", 0).as_bytes())?;
+        w.write_all(&[0; 1024])
+    });
+    assert!(
+        size < 16 << 20,
+        "the archive should be a few MB, not {size}"
+    );
+
+    load_is_refused_in_bounded_memory(&d, &archive);
+    assert!(d.ok(&["images", "-q"]).trim().is_empty());
 }

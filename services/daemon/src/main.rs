@@ -178,6 +178,7 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
             Some(chan(&config.services.events)?),
             Some(chan(&config.services.runtime)?),
             &config.snapshotter,
+            config.limits,
         )
         .context("image service")?;
         router = router.add_service(images).add_service(content);

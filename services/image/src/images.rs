@@ -41,6 +41,8 @@ pub struct ImageStore {
     events: std::sync::Arc<berth_events::Publisher>,
     pub(crate) leases: crate::gc::Leases,
     downloads: Downloads,
+    /// What one archive given to `image import` may unpack ([limits] of berthd's config).
+    pub(crate) limits: berth_core::config::Limits,
 }
 
 /// Blobs being downloaded, so that concurrent pulls fetch each blob once.
@@ -112,7 +114,14 @@ impl ImageStore {
             events: std::sync::Arc::new(events),
             leases: Default::default(),
             downloads: Default::default(),
+            limits: Default::default(),
         }
+    }
+
+    /// Bounds what an imported archive may unpack (entries, bytes) by `limits`.
+    pub fn with_limits(mut self, limits: berth_core::config::Limits) -> ImageStore {
+        self.limits = limits;
+        self
     }
 
     /// Asks the runtime service at `channel` which containers use an image before deleting it.

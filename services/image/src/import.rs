@@ -1,6 +1,7 @@
 //! `image import`: an OCI image layout archive (`skopeo copy … oci-archive:`, `berth image
 //! export`) or a `docker save` archive. The archive is unpacked into a private temporary folder
-//! (an entry with an absolute or `..` path is refused; tar's own checks keep links inside it),
+//! with bounded memory (an entry with an absolute or `..` path is refused, and so is one that
+//! a symlink would lead out of it),
 //! every file read from it must stay inside it, and every blob is verified by digest as it goes
 //! into the content store.
 
@@ -11,10 +12,13 @@ use crate::images::{
 };
 use crate::manifest::{self, Descriptor};
 use crate::metadata::ImageRecord;
+use berth_core::config::Limits;
 use berth_core::{media, Digest, Reference};
+use berth_snapshot::archive::Reader;
 use serde::Deserialize;
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::{Component, Path, PathBuf};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -29,19 +33,106 @@ fn archive_err(e: impl std::fmt::Display) -> ImageError {
     ImageError::Archive(format!("cannot import the archive: {e}"))
 }
 
-/// A tar error on `entry` with its causes: tar says what failed (`failed to unpack …`) and
-/// only its causes say why (`trying to unpack outside of destination path`).
-fn tar_err(entry: &Path, e: std::io::Error) -> ImageError {
-    let mut msg = format!("entry {:?}: {e}", entry.display().to_string());
-    let mut cause = std::error::Error::source(&e);
-    while let Some(c) = cause {
-        let s = c.to_string();
-        if !msg.contains(&s) {
-            msg = format!("{msg}: {s}");
-        }
-        cause = c.source();
+/// A relative path of the archive as a path under its folder: an absolute name or one with
+/// `..` is refused (tar would quietly make the first relative and skip the second; an archive
+/// made by `docker save` or an OCI tool has neither).
+fn archive_path(name: &[u8], what: &str) -> Result<PathBuf, ImageError> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = Path::new(std::ffi::OsStr::from_bytes(name));
+    let shown = || String::from_utf8_lossy(name).into_owned();
+    if path.has_root() {
+        return Err(archive_err(format!(
+            "{what} {:?} is an absolute path",
+            shown()
+        )));
     }
-    archive_err(msg)
+    if path.components().any(|c| c == Component::ParentDir) {
+        return Err(archive_err(format!(
+            "{what} {:?} escapes the archive",
+            shown()
+        )));
+    }
+    Ok(path.components().collect())
+}
+
+/// Makes the folders of `rel` under `dest` and gives the real path of its parent, which must
+/// be inside `dest` (a symlink unpacked earlier cannot lead a later entry out).
+fn parent_inside(dest: &Path, rel: &Path) -> Result<PathBuf, ImageError> {
+    let parent = dest.join(rel.parent().unwrap_or(Path::new("")));
+    std::fs::create_dir_all(&parent).map_err(|e| archive_err(format!("{}: {e}", rel.display())))?;
+    let real = parent.canonicalize().map_err(archive_err)?;
+    if !real.starts_with(dest) {
+        return Err(archive_err(format!(
+            "entry {:?} escapes the archive through a symlink",
+            rel.display().to_string()
+        )));
+    }
+    Ok(real)
+}
+
+/// Unpacks the files, folders and links of the archive read from `reader` into `dest` (an
+/// empty private folder, already canonical) with [`berth_snapshot::archive::Reader`], which
+/// refuses oversized GNU long-name and PAX headers from their size field and stops at the
+/// `[limits]` of berthd's config — the `tar` crate would read such a header whole into memory.
+/// Other entry kinds (devices, fifos) are skipped.
+fn unpack_archive(reader: impl Read, dest: &Path, limits: Limits) -> Result<(), ImageError> {
+    let mut r = Reader::new(reader, limits);
+    while let Some(entry) = r.next_entry().map_err(archive_err)? {
+        let kind = entry.kind();
+        if !(kind.is_file() || kind.is_dir() || kind.is_symlink() || kind.is_hard_link()) {
+            continue;
+        }
+        let rel = archive_path(&entry.path, "entry")?;
+        if rel.as_os_str().is_empty() {
+            continue;
+        }
+        let target = parent_inside(dest, &rel)?.join(rel.file_name().unwrap_or_default());
+        let io = |e: std::io::Error| archive_err(format!("entry {:?}: {e}", entry.name()));
+        if kind.is_dir() {
+            if !target.is_dir() {
+                std::fs::create_dir(&target).map_err(io)?;
+            }
+            continue;
+        }
+        // A later entry of the same name replaces an earlier one, as with tar.
+        match std::fs::symlink_metadata(&target) {
+            Ok(m) if m.is_dir() => return Err(io(std::io::ErrorKind::AlreadyExists.into())),
+            Ok(_) => std::fs::remove_file(&target).map_err(io)?,
+            Err(_) => {}
+        }
+        let link = || {
+            entry
+                .link
+                .as_deref()
+                .ok_or_else(|| io(std::io::ErrorKind::InvalidData.into()))
+        };
+        if kind.is_symlink() {
+            // Followed only through `inside` and `parent_inside`, which keep reads and writes
+            // in the folder.
+            use std::os::unix::ffi::OsStrExt;
+            std::os::unix::fs::symlink(std::ffi::OsStr::from_bytes(link()?), &target)
+                .map_err(io)?;
+        } else if kind.is_hard_link() {
+            let src = dest.join(archive_path(link()?, "link target")?);
+            let real = src.canonicalize().map_err(io)?;
+            if !real.starts_with(dest) {
+                return Err(archive_err(format!(
+                    "hard link {:?} points outside the archive",
+                    entry.name()
+                )));
+            }
+            std::fs::hard_link(&real, &target).map_err(io)?;
+        } else {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                // O_EXCL: never through a symlink
+                .create_new(true)
+                .open(&target)
+                .map_err(io)?;
+            r.write_file(&entry, &mut f).map_err(archive_err)?;
+        }
+    }
+    Ok(())
 }
 
 /// A path inside the unpacked archive; symlinks that lead out of it are refused.
@@ -72,7 +163,9 @@ impl ImageStore {
             .prefix("import-")
             .tempdir_in(archive.parent().unwrap_or(Path::new("/tmp")))
             .map_err(archive_err)?;
-        let (archive_path, dest) = (archive.to_path_buf(), dir.path().to_path_buf());
+        let dest = dir.path().canonicalize().map_err(archive_err)?;
+        let archive_path = archive.to_path_buf();
+        let limits = self.limits;
         tokio::task::spawn_blocking(move || -> Result<(), ImageError> {
             let f = std::fs::File::open(&archive_path).map_err(archive_err)?;
             let mut head = [0u8; 4];
@@ -84,38 +177,9 @@ impl ImageStore {
             };
             let reader: Box<dyn std::io::Read> = match compression {
                 media::Compression::Gzip => Box::new(flate2::read::GzDecoder::new(f)),
-                _ => Box::new(f),
+                _ => Box::new(std::io::BufReader::with_capacity(256 << 10, f)),
             };
-            let mut a = tar::Archive::new(reader);
-            a.set_preserve_permissions(false);
-            a.set_unpack_xattrs(false);
-            for entry in a.entries().map_err(archive_err)? {
-                let mut entry = entry.map_err(archive_err)?;
-                let t = entry.header().entry_type();
-                if !(t.is_file() || t.is_dir() || t.is_symlink() || t.is_hard_link()) {
-                    continue;
-                }
-                // tar would quietly make an absolute name relative and skip a `..` one: an
-                // archive made by `docker save` or an OCI tool has neither, so refuse it.
-                let path = entry.path().map_err(archive_err)?.into_owned();
-                if path.has_root() {
-                    return Err(archive_err(format!(
-                        "entry {:?} has an absolute path",
-                        path.display().to_string()
-                    )));
-                }
-                if path
-                    .components()
-                    .any(|c| c == std::path::Component::ParentDir)
-                    || !entry.unpack_in(&dest).map_err(|e| tar_err(&path, e))?
-                {
-                    return Err(archive_err(format!(
-                        "entry {:?} escapes the archive",
-                        path.display().to_string()
-                    )));
-                }
-            }
-            Ok(())
+            unpack_archive(reader, &dest, limits)
         })
         .await
         .map_err(archive_err)??;
@@ -395,5 +459,110 @@ impl ImageStore {
             return Err(archive_err("its manifest.json lists no image"));
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A tar of `(kind, name, link target or data)` entries, names written as given (the tar
+    /// crate's builder would refuse `..`).
+    fn archive(entries: &[(tar::EntryType, &str, &str)]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for &(kind, name, arg) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_entry_type(kind);
+            h.set_mode(0o644);
+            let gnu = h.as_gnu_mut().unwrap();
+            gnu.name[..name.len()].copy_from_slice(name.as_bytes());
+            let data = if kind.is_symlink() || kind.is_hard_link() {
+                gnu.linkname[..arg.len()].copy_from_slice(arg.as_bytes());
+                ""
+            } else {
+                arg
+            };
+            h.set_size(data.len() as u64);
+            h.set_cksum();
+            b.append(&h, data.as_bytes()).unwrap();
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn unpack(
+        entries: &[(tar::EntryType, &str, &str)],
+    ) -> (tempfile::TempDir, Result<(), ImageError>) {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().canonicalize().unwrap();
+        let r = unpack_archive(&archive(entries)[..], &dest.join("d"), Limits::default());
+        (dir, r)
+    }
+
+    use tar::EntryType::{Directory, Link, Regular, Symlink};
+
+    #[test]
+    fn files_folders_and_links_are_unpacked() {
+        let dir = tempfile::tempdir().unwrap();
+        let dest = dir.path().canonicalize().unwrap();
+        let tar = archive(&[
+            (Directory, "blobs/sha256", ""),
+            (Regular, "blobs/sha256/ab", "layer"),
+            (Symlink, "x/layer.tar", "../blobs/sha256/ab"),
+            (Link, "copy", "blobs/sha256/ab"),
+            (Regular, "index.json", "{}"),
+        ]);
+        unpack_archive(&tar[..], &dest, Limits::default()).unwrap();
+        let read = |p: &str| std::fs::read_to_string(dest.join(p)).unwrap();
+        assert_eq!(read("x/layer.tar"), "layer");
+        assert_eq!(read("copy"), "layer");
+        assert_eq!(read("index.json"), "{}");
+    }
+
+    #[test]
+    fn nothing_is_written_outside_the_folder() {
+        for (entries, says) in [
+            (vec![(Regular, "../out", "x")], "escapes the archive"),
+            (vec![(Regular, "/abs", "x")], "absolute path"),
+            (
+                vec![(Symlink, "up", ".."), (Regular, "up/out", "x")],
+                "through a symlink",
+            ),
+            (
+                vec![(Symlink, "up", "/etc/hostname"), (Link, "l", "up")],
+                "outside the archive",
+            ),
+        ] {
+            let (dir, r) = unpack(&entries);
+            let err = r.unwrap_err().to_string();
+            assert!(err.contains(says), "{entries:?}: {err}");
+            let outside: Vec<_> = std::fs::read_dir(dir.path())
+                .unwrap()
+                .flatten()
+                .map(|e| e.file_name())
+                .filter(|n| n != "d")
+                .collect();
+            assert!(outside.is_empty(), "{entries:?} wrote {outside:?}");
+        }
+    }
+
+    #[test]
+    fn an_oversized_long_name_is_refused_from_its_header() {
+        let mut h = tar::Header::new_gnu();
+        h.set_entry_type(tar::EntryType::GNULongName);
+        h.set_path("././@LongLink").unwrap();
+        h.set_size(1 << 30);
+        h.set_cksum();
+        // The header alone: the 1 GiB it announces is never read.
+        let err = unpack_archive(
+            &h.as_bytes()[..],
+            Path::new("/nonexistent"),
+            Limits::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("GNU long name header of 1073741824 bytes"),
+            "{err}"
+        );
     }
 }

@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! # async fn f(registry: tonic::transport::Channel, snapshots: tonic::transport::Channel) {
-//! let (images, content) = berth_image::serve(std::path::Path::new("/var/lib/berth/image"), registry, snapshots, None, None, "overlayfs").unwrap();
+//! let (images, content) = berth_image::serve(std::path::Path::new("/var/lib/berth/image"), registry, snapshots, None, None, "overlayfs", Default::default()).unwrap();
 //! # }
 //! ```
 
@@ -49,6 +49,7 @@ pub fn serve(
     events: Option<Channel>,
     runtime: Option<Channel>,
     default_snapshotter: &str,
+    limits: berth_core::config::Limits,
 ) -> Result<
     (
         ImagesServer<service::ImagesService>,
@@ -65,7 +66,8 @@ pub fn serve(
         SnapshotsClient::new(snapshots),
         default_snapshotter.to_string(),
         berth_events::Publisher::new(events),
-    );
+    )
+    .with_limits(limits);
     let store = match runtime {
         Some(channel) => store.with_runtime(channel),
         None => store,
