@@ -958,6 +958,10 @@ pub fn container_json(
             "DnsOptions": cfg.dns_options,
             "DnsSearch": cfg.dns_search,
             "ExtraHosts": list(&cfg.extra_hosts),
+            "CapAdd": list(&cfg.cap_add),
+            "CapDrop": list(&cfg.cap_drop),
+            "Privileged": cfg.privileged,
+            "SecurityOpt": list(&cfg.security_opt),
         },
         "Mounts": c.mounts.iter().map(|m| json!({
             "Type": m.r#type,
@@ -1524,6 +1528,9 @@ mod tests {
         assert_eq!(hc["Dns"], json!(["1.1.1.1"]));
         assert_eq!(hc["DnsSearch"], json!([]));
         assert_eq!(hc["ExtraHosts"], json!(["db:10.0.0.5"]));
+        assert_eq!(hc["CapAdd"], serde_json::Value::Null);
+        assert_eq!(hc["Privileged"], false);
+        assert_eq!(hc["SecurityOpt"], serde_json::Value::Null);
         assert_eq!(
             j["Config"]["ExposedPorts"],
             json!({"5000/tcp": {}, "80/tcp": {}, "81/tcp": {}})

@@ -77,6 +77,19 @@ pub struct RunArgs {
     /// Mount the rootfs read-only
     #[arg(long)]
     pub read_only: bool,
+    /// Add Linux capabilities (NET_ADMIN, CAP_SYS_TIME, ALL)
+    #[arg(long = "cap-add", value_name = "CAP")]
+    pub cap_add: Vec<String>,
+    /// Drop Linux capabilities (MKNOD, ALL)
+    #[arg(long = "cap-drop", value_name = "CAP")]
+    pub cap_drop: Vec<String>,
+    /// Give extended privileges: every capability, no seccomp filter, the host's devices
+    #[arg(long)]
+    pub privileged: bool,
+    /// Security options: seccomp=unconfined, seccomp=PROFILE.json (Docker's format),
+    /// no-new-privileges
+    #[arg(long = "security-opt", value_name = "OPTION")]
+    pub security_opt: Vec<String>,
     /// Restart policy: no, always, on-failure[:max-retries], unless-stopped
     #[arg(long)]
     pub restart: Option<String>,
@@ -362,6 +375,12 @@ impl RunArgs {
             Some(c) => (c * 1e9) as i64,
             None => 0,
         };
+        let security_opt = self
+            .security_opt
+            .iter()
+            .map(|o| read_security_opt(o))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(Error::Local)?;
         let env = self
             .env
             .iter()
@@ -407,8 +426,28 @@ impl RunArgs {
             dns_search: net.dns_search,
             dns_options: self.dns_option.clone(),
             extra_hosts: net.extra_hosts,
+            cap_add: self.cap_add.clone(),
+            cap_drop: self.cap_drop.clone(),
+            privileged: self.privileged,
+            security_opt,
         })
     }
+}
+
+/// A `--security-opt` as berthd takes it: `seccomp=FILE` becomes `seccomp=<the file's JSON>`
+/// (as Docker's CLI sends it), checked to be JSON here so a typo fails before anything is made.
+pub fn read_security_opt(opt: &str) -> Result<String, String> {
+    let Some((key, value)) = opt.split_once(['=', ':']) else {
+        return Ok(opt.to_string());
+    };
+    if key != "seccomp" || matches!(value, "unconfined" | "builtin" | "default") {
+        return Ok(opt.to_string());
+    }
+    let text = std::fs::read_to_string(value)
+        .map_err(|e| format!("opening seccomp profile ({value}) failed: {e}"))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("decoding seccomp profile ({value}) failed: {e}"))?;
+    Ok(format!("seccomp={json}"))
 }
 
 /// The network part of a container's config, checked.

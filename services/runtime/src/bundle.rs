@@ -50,9 +50,23 @@ impl Bundle {
         self.dir.join("shim.sock")
     }
 
-    /// Creates the folder (mode 0700) and writes `config.json`, `rootfs.json` and an empty
-    /// `rootfs/` for the shim to mount on.
+    /// Creates the folder (mode 0700) and writes `config.json`, `rootfs.json`, the compiled
+    /// seccomp filter when the spec has a profile (`seccomp.bpf`, see
+    /// [`berth_shim::seccomp`]) and an empty `rootfs/` for the shim to mount on.
     pub fn write(&self, spec_json: &[u8], mounts: &[RootfsMount]) -> Result<()> {
+        #[derive(serde::Deserialize)]
+        struct Linux {
+            seccomp: Option<oci_spec::runtime::LinuxSeccomp>,
+        }
+        #[derive(serde::Deserialize)]
+        struct SpecSeccomp {
+            linux: Option<Linux>,
+        }
+        let profile = serde_json::from_slice::<SpecSeccomp>(spec_json)
+            .map_err(|e| Error::Spec(format!("config.json: {e}")))?
+            .linux
+            .and_then(|l| l.seccomp);
+        let filter = profile.as_ref().map(crate::seccomp::compile).transpose()?;
         if let Some(parent) = self.dir.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| Error::io("cannot create folder", parent, e))?;
@@ -61,6 +75,9 @@ impl Bundle {
             .mode(0o700)
             .create(&self.dir)
             .map_err(|e| Error::io("cannot create bundle folder", &self.dir, e))?;
+        if let Some(f) = filter {
+            write_atomic(&self.dir.join(berth_shim::seccomp::FILTER_FILE), &f)?;
+        }
         write_atomic(&self.dir.join("config.json"), spec_json)?;
         let rootfs = serde_json::to_vec_pretty(mounts)
             .map_err(|e| Error::io("cannot encode", self.dir.join("rootfs.json"), e.into()))?;

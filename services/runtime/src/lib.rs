@@ -60,6 +60,8 @@ pub mod metadata;
 pub mod network;
 pub mod networks;
 mod pause;
+pub mod seccomp;
+pub mod security;
 pub mod shim;
 pub mod spec;
 pub mod tasks;

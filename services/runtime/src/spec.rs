@@ -14,7 +14,7 @@
 use crate::error::{Error, Result};
 use berth_api::containers::v1::ContainerConfig;
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
+    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
     LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
     LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder,
     ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
@@ -34,24 +34,6 @@ pub const ANNOTATION_STOP_SIGNAL: &str = "io.berth.stop-signal";
 pub const ANNOTATION_VOLUMES: &str = "io.berth.volumes";
 /// Annotation: the image's `ExposedPorts`, comma separated (`80/tcp,53/udp`).
 pub const ANNOTATION_EXPOSED_PORTS: &str = "io.berth.exposed-ports";
-
-/// Docker's default capabilities.
-const DEFAULT_CAPABILITIES: [Capability; 14] = [
-    Capability::Chown,
-    Capability::DacOverride,
-    Capability::Fsetid,
-    Capability::Fowner,
-    Capability::Mknod,
-    Capability::NetRaw,
-    Capability::Setgid,
-    Capability::Setuid,
-    Capability::Setfcap,
-    Capability::Setpcap,
-    Capability::NetBindService,
-    Capability::SysChroot,
-    Capability::Kill,
-    Capability::AuditWrite,
-];
 
 /// Docker's masked paths.
 const MASKED_PATHS: [&str; 12] = [
@@ -130,6 +112,8 @@ pub struct Options {
     pub log_max_size: u64,
     /// CPUs on the host, to validate `--cpus`.
     pub host_cpus: u32,
+    /// The host's architecture, kernel and capabilities, for seccomp and `--cap-add`.
+    pub security: crate::security::HostSecurity,
 }
 
 impl Options {
@@ -144,6 +128,7 @@ impl Options {
             host_cpus: std::thread::available_parallelism()
                 .map(|n| n.get() as u32)
                 .unwrap_or(1),
+            security: crate::security::HostSecurity::current(),
         }
     }
 }
@@ -280,7 +265,9 @@ fn mount(destination: &str, typ: &str, source: &str, options: &[&str]) -> Result
 }
 
 /// Docker's default mounts.
-fn default_mounts() -> Result<Vec<Mount>> {
+/// Docker's mounts; `/sys` and the cgroups read-only unless privileged.
+fn default_mounts(privileged: bool) -> Result<Vec<Mount>> {
+    let ro = if privileged { "rw" } else { "ro" };
     Ok(vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
         mount(
@@ -302,17 +289,12 @@ fn default_mounts() -> Result<Vec<Mount>> {
                 "gid=5",
             ],
         )?,
-        mount(
-            "/sys",
-            "sysfs",
-            "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
-        )?,
+        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", ro])?,
         mount(
             "/sys/fs/cgroup",
             "cgroup",
             "cgroup",
-            &["nosuid", "noexec", "nodev", "relatime", "ro"],
+            &["nosuid", "noexec", "nodev", "relatime", ro],
         )?,
         mount(
             "/dev/mqueue",
@@ -431,7 +413,8 @@ pub fn build(
     };
     let user = parse_user(&user_string)?;
 
-    let caps: oci_spec::runtime::Capabilities = DEFAULT_CAPABILITIES.into_iter().collect();
+    let security = crate::security::Security::of(config, &options.security)?;
+    let caps = security.oci_capabilities()?;
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
@@ -452,7 +435,7 @@ pub fn build(
         .env(env)
         .cwd(cwd)
         .capabilities(capabilities)
-        .no_new_privileges(true)
+        .no_new_privileges(security.no_new_privileges)
         .build()
         .map_err(spec_err)?;
     // The builder starts from oci-spec's defaults, which raise RLIMIT_NOFILE; a root without
@@ -483,7 +466,16 @@ pub fn build(
         );
     }
 
-    let mut resources = LinuxResourcesBuilder::default().devices(default_device_rules()?);
+    let device_rules = if security.privileged {
+        vec![LinuxDeviceCgroupBuilder::default()
+            .allow(true)
+            .access("rwm")
+            .build()
+            .map_err(spec_err)?]
+    } else {
+        default_device_rules()?
+    };
+    let mut resources = LinuxResourcesBuilder::default().devices(device_rules);
     if config.memory < 0 {
         return Err(Error::InvalidArgument(format!(
             "invalid memory limit {}: it cannot be negative",
@@ -529,14 +521,21 @@ pub fn build(
         );
     }
 
-    let linux = LinuxBuilder::default()
+    let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources.build().map_err(spec_err)?)
         .cgroups_path(format!("/berth/{namespace}-{id}"))
-        .masked_paths(MASKED_PATHS.map(String::from).to_vec())
-        .readonly_paths(READONLY_PATHS.map(String::from).to_vec())
         .build()
         .map_err(spec_err)?;
+    if security.privileged {
+        linux.set_devices(Some(crate::security::host_devices()));
+        linux.set_masked_paths(None);
+        linux.set_readonly_paths(None);
+    } else {
+        linux.set_masked_paths(Some(MASKED_PATHS.map(String::from).to_vec()));
+        linux.set_readonly_paths(Some(READONLY_PATHS.map(String::from).to_vec()));
+    }
+    linux.set_seccomp(security.seccomp);
 
     let mut annotations = HashMap::new();
     annotations.insert(
@@ -570,7 +569,7 @@ pub fn build(
                 .build()
                 .map_err(spec_err)?,
         )
-        .mounts(default_mounts()?)
+        .mounts(default_mounts(security.privileged)?)
         .process(process)
         .hostname(hostname)
         .annotations(annotations)
@@ -597,6 +596,7 @@ fn validate_hostname(h: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use oci_spec::runtime::Capability;
 
     const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
@@ -605,6 +605,7 @@ mod tests {
             host_hostname: "thehost".into(),
             log_max_size: 1000,
             host_cpus: 2,
+            security: crate::security::HostSecurity::current(),
         }
     }
 
@@ -763,7 +764,7 @@ mod tests {
         );
         assert_eq!(p.cwd().to_str(), Some("/srv"));
         assert_eq!(p.terminal(), Some(false));
-        assert_eq!(p.no_new_privileges(), Some(true));
+        assert_eq!(p.no_new_privileges(), Some(false));
         assert!(p.rlimits().is_none());
         assert_eq!((p.user().uid(), p.user().gid()), (0, 0));
         let env = p.env().as_ref().unwrap();
@@ -993,9 +994,35 @@ mod tests {
         let s = build(ID, "default", &cfg(), &image(None, Some(&["sh"])), &opts()).unwrap();
         let v: serde_json::Value = serde_json::to_value(&s).unwrap();
         assert_eq!(v["root"]["path"], "rootfs");
-        assert_eq!(v["process"]["noNewPrivileges"], true);
+        assert_eq!(v["process"]["noNewPrivileges"], false);
         assert!(v["process"].get("rlimits").is_none());
         assert_eq!(v["linux"]["cgroupsPath"], format!("/berth/default-{ID}"));
         assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], false);
+        assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
+        assert_eq!(v["linux"]["maskedPaths"][0], "/proc/asound");
+    }
+
+    #[test]
+    fn privileged_containers_are_unconfined() {
+        let mut c = cfg();
+        c.privileged = true;
+        let s = build(ID, "default", &c, &image(None, Some(&["sh"])), &opts()).unwrap();
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert!(v["linux"].get("seccomp").is_none());
+        assert!(v["linux"].get("maskedPaths").is_none());
+        assert!(v["linux"].get("readonlyPaths").is_none());
+        assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], true);
+        assert!(v["linux"]["devices"]
+            .as_array()
+            .is_some_and(|d| !d.is_empty()));
+        let sys = v["mounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["destination"] == "/sys")
+            .unwrap();
+        assert!(sys["options"].as_array().unwrap().contains(&"rw".into()));
+        let caps = &v["process"]["capabilities"]["bounding"];
+        assert!(caps.as_array().unwrap().contains(&"CAP_SYS_ADMIN".into()));
     }
 }

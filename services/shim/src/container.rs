@@ -163,6 +163,8 @@ pub struct InitConfig<'a> {
     pub stdio: &'a InitStdio,
     /// Init's end of the sync socketpair (CLOEXEC).
     pub sync: RawFd,
+    /// The seccomp filter to install, compiled by the runtime.
+    pub seccomp: Option<&'a crate::seccomp::Filter>,
 }
 
 /// Clones the init process. Must be called while the calling process is single-threaded.
@@ -408,6 +410,7 @@ fn init_setup(cfg: &InitConfig<'_>) -> Result<Never> {
     let umask = user.umask().unwrap_or(0o022);
     nix::sys::stat::umask(Mode::from_bits_truncate(umask as libc::mode_t));
 
+    install_seccomp(cfg.seccomp, process, Stage::BeforeCaps)?;
     apply_identity_and_caps(process, &ident)?;
 
     sys(nix::unistd::chdir(cwd), || {
@@ -458,6 +461,7 @@ fn init_setup(cfg: &InitConfig<'_>) -> Result<Never> {
             libc::CLOSE_RANGE_CLOEXEC,
         );
     }
+    install_seccomp(cfg.seccomp, process, Stage::BeforeExec)?;
     let err = match nix::unistd::execve(&c_exe, &c_args, &c_env) {
         Ok(never) => match never {},
         Err(e) => e,
@@ -546,6 +550,32 @@ pub(crate) fn set_no_new_privs(process: &oci_spec::runtime::Process) -> Result<(
                 std::io::Error::last_os_error(),
             ));
         }
+    }
+    Ok(())
+}
+
+/// Where a process's setup stands when it may install its seccomp filter.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Stage {
+    /// Still privileged, about to drop capabilities and change identity.
+    BeforeCaps,
+    /// Everything done; `execve` is next.
+    BeforeExec,
+}
+
+/// Installs the filter at the right stage (see [`crate::seccomp`]): the last step before
+/// `execve` under `no_new_privs`, else while the process still holds `CAP_SYS_ADMIN`.
+pub(crate) fn install_seccomp(
+    filter: Option<&crate::seccomp::Filter>,
+    process: &oci_spec::runtime::Process,
+    stage: Stage,
+) -> Result<()> {
+    let Some(f) = filter else {
+        return Ok(());
+    };
+    let nnp = process.no_new_privileges() == Some(true);
+    if (stage == Stage::BeforeExec) == nnp {
+        f.install()?;
     }
     Ok(())
 }

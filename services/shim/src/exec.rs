@@ -17,8 +17,8 @@
 //! 3. The process waits for `G` (the shim has registered its pid with the reaper), then does
 //!    what the init does (the same functions of [`crate::container`]): user and groups from
 //!    the container's `/etc/passwd` and `/etc/group`, a pty inside the container (`P` +
-//!    master), rlimits, umask, capabilities, cwd, env, `PATH` lookup, no_new_privs, stdio;
-//!    then `execve`. A failure is sent as `E` + code + message; success closes the socket
+//!    master), rlimits, umask, the seccomp filter, capabilities, cwd, env, `PATH` lookup,
+//!    no_new_privs, stdio; then `execve`. A failure is sent as `E` + code + message; success closes the socket
 //!    (CLOEXEC), the shim reads EOF.
 
 use crate::bundle::Bundle;
@@ -145,6 +145,7 @@ fn same_file(a: &Path, b: &Path) -> bool {
 fn helper(bundle: &Path, init_pid: i32) -> Result<()> {
     let exec = read_request()?;
     let spec = Bundle::new(bundle)?.load_spec()?;
+    let seccomp = crate::seccomp::Filter::load(bundle, &spec)?;
 
     // Open every namespace first: after joining the mount namespace /proc is the container's.
     let mut joins: Vec<(CloneFlags, OwnedFd)> = Vec::new();
@@ -194,7 +195,7 @@ fn helper(bundle: &Path, init_pid: i32) -> Result<()> {
     }
     if r == 0 {
         let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            let err = match process_setup(&spec, &exec) {
+            let err = match process_setup(&spec, &exec, seccomp.as_ref()) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
@@ -229,7 +230,11 @@ pub fn merge_env(base: &[String], extra: &[String]) -> Vec<String> {
     out
 }
 
-fn process_setup(spec: &Spec, exec: &ExecProcess) -> Result<Never> {
+fn process_setup(
+    spec: &Spec,
+    exec: &ExecProcess,
+    seccomp: Option<&crate::seccomp::Filter>,
+) -> Result<Never> {
     let mut b = [0u8; 16];
     let n = container::sys(recv(FD_SYNC, &mut b, MsgFlags::empty()), || {
         "wait for the shim".into()
@@ -261,6 +266,7 @@ fn process_setup(spec: &Spec, exec: &ExecProcess) -> Result<Never> {
     container::apply_limits(process)?;
     let umask = process.user().umask().unwrap_or(0o022);
     nix::sys::stat::umask(Mode::from_bits_truncate(umask as libc::mode_t));
+    container::install_seccomp(seccomp, process, container::Stage::BeforeCaps)?;
     container::apply_identity_and_caps(process, &ident)?;
 
     let cwd = if exec.cwd.is_empty() {
@@ -315,6 +321,7 @@ fn process_setup(spec: &Spec, exec: &ExecProcess) -> Result<Never> {
             libc::CLOSE_RANGE_CLOEXEC,
         );
     }
+    container::install_seccomp(seccomp, process, container::Stage::BeforeExec)?;
     let err = match nix::unistd::execve(&c_exe, &c_args, &c_env) {
         Ok(never) => match never {},
         Err(e) => e,

@@ -14,6 +14,7 @@ pub mod lookup;
 pub mod memory;
 pub mod mounts;
 pub mod protocol;
+pub mod seccomp;
 pub mod shim;
 pub mod user;
 

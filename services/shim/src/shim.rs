@@ -333,6 +333,7 @@ fn create(
             rootfs.display()
         )));
     }
+    let seccomp = crate::seccomp::Filter::load(bundle.dir(), &spec)?;
     let log_path = bundle.container_log_path(&spec)?;
     let log = LogWriter::open(&log_path, log_max).map_err(|e| Error::io("container log", e))?;
 
@@ -394,6 +395,7 @@ fn create(
         namespaces: &namespaces,
         stdio: &stdio,
         sync: init_sync.as_raw_fd(),
+        seccomp: seccomp.as_ref(),
     };
     // The shim is still single-threaded here.
     let pid = match container::spawn_init(&cfg) {
