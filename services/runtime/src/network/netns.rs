@@ -91,8 +91,7 @@ mod tests {
     #[test]
     fn create_and_remove() {
         if !nix::unistd::geteuid().is_root() {
-            eprintln!("SKIP: needs root");
-            return;
+            return berth_core::testing::skip("needs root");
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ns/one");
