@@ -371,3 +371,44 @@ fn a_symlink_swapped_into_a_shared_volume_writes_nothing_on_the_host() {
     ]);
     assert_eq!(o, "image\nimage\n");
 }
+
+#[test]
+fn the_hosts_other_users_cannot_reach_berths_folders() {
+    if let Some(why) = missing_tool(&["setpriv"]) {
+        return skip(format!("{why} (apt-get install util-linux)"));
+    }
+    let d = daemon();
+    d.ok(&[
+        "run",
+        "--rm",
+        "-v",
+        "private:/data",
+        "busybox:latest",
+        "sh",
+        "-c",
+        "echo secret > /data/f && chmod 777 /data /data/f",
+    ]);
+    let data = d.root().join("runtime/volumes/default/private/_data/f");
+    assert_eq!(std::fs::read_to_string(&data).unwrap(), "secret\n");
+    // As nobody: the file is world-readable, the folders above it are not.
+    let o = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "cat"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(
+        !o.status.success(),
+        "nobody read a volume: {}",
+        text(&o.stdout)
+    );
+    assert!(
+        text(&o.stderr).contains("Permission denied"),
+        "{}",
+        text(&o.stderr)
+    );
+    use std::os::unix::fs::PermissionsExt;
+    for dir in [d.root(), d.state(), d.root().join("runtime/volumes")] {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}", dir.display());
+    }
+}

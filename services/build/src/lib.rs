@@ -34,7 +34,10 @@ pub fn serve(
     runtime: Channel,
     limits: Limits,
 ) -> Result<BuildServer<service::BuildService>, std::io::Error> {
+    // Contexts and mounted image rootfs: root's alone (0700), as berthd's root is.
+    use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(root)?;
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o700))?;
     let mnt = root.join("mnt");
     rootfs::clean_stale(&mnt);
     // Contexts of builds a previous berthd did not finish.

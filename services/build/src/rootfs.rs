@@ -86,6 +86,15 @@ impl View {
             }
         };
         let p = view.path.clone();
+        // Image content mounted on the host: its set-id programs and device nodes stay inert.
+        let mounts: Vec<_> = mounts
+            .into_iter()
+            .map(|mut m| {
+                m.options
+                    .extend(["nosuid".to_string(), "nodev".to_string()]);
+                m
+            })
+            .collect();
         let r = tokio::task::spawn_blocking(move || berth_snapshot::mount::mount_all(&mounts, &p))
             .await
             .map_err(|e| Status::internal(e.to_string()))

@@ -116,6 +116,16 @@ enum Listener {
     Tcp(std::net::SocketAddr),
 }
 
+/// Creates `dir` (berthd's root or state) readable by root alone, as Docker keeps its data root
+/// since CVE-2021-41091: unpacked images hold set-id programs and volumes hold containers'
+/// data, neither for the host's other users. An existing folder is made so too.
+fn private_dir(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private (mode 0700)", dir.display()))
+}
+
 async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: bool) -> Result<()> {
     let _telemetry =
         berth_core::telemetry::init("berthd", config.telemetry.otlp_endpoint.as_deref(), debug)
@@ -124,7 +134,7 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
     let own = config.address();
     let listen = listener(&own, insecure_tcp)?;
     for d in [&config.root, &config.state] {
-        std::fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+        private_dir(d)?;
     }
     let addr_of = |a: &Option<String>| a.clone().unwrap_or_else(|| own.clone());
     let chan = |a: &Option<String>| channel(&addr_of(a)).map_err(anyhow::Error::msg);

@@ -22,6 +22,7 @@ use berth_api::volumes::v1::{
 use berth_core::grpc::namespace;
 use oci_spec::runtime::{MountBuilder, Spec};
 use std::collections::HashMap;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tonic::{Request, Response, Status};
@@ -170,6 +171,22 @@ impl Runtime {
             return Ok(v);
         }
         let data = self.volume_dir(ns, name).join("_data");
+        // The folders above `_data` are root's alone (0700): the host's other users cannot
+        // reach a volume's files whatever modes the container gives them.
+        let volumes = self.root.join("volumes");
+        for dir in [volumes.clone(), volumes.join(ns), self.volume_dir(ns, name)] {
+            std::fs::DirBuilder::new()
+                .mode(0o700)
+                .create(&dir)
+                .or_else(|e| match e.kind() {
+                    std::io::ErrorKind::AlreadyExists => Ok(()),
+                    _ => Err(e),
+                })
+                .and_then(|()| {
+                    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+                })
+                .map_err(|e| Error::io("cannot create volume", &dir, e))?;
+        }
         std::fs::create_dir_all(&data).map_err(|e| Error::io("cannot create volume", &data, e))?;
         let volume = Volume {
             name: name.to_string(),
