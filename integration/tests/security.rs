@@ -48,6 +48,13 @@ fn seccomp_mode(d: &Berthd, flags: &[&str]) -> String {
 fn seccomp_is_on_by_default_and_set_as_with_docker() {
     let d = daemon();
     assert_eq!(seccomp_mode(&d, &[]), "2");
+    // What a shell does (pipes, subshells, redirections) works under the default filter.
+    let (code, out) = run(
+        &d,
+        &[],
+        "echo a | cat; x=$(echo b); echo $x; (echo c) >/tmp/f; cat /tmp/f",
+    );
+    assert_eq!((code, out.as_str()), (0, "a\nb\nc\n"));
     assert_eq!(
         seccomp_mode(&d, &["--security-opt", "seccomp=unconfined"]),
         "0"

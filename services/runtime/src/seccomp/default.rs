@@ -21,10 +21,12 @@ const ALLOWED: &[&str] = &[
     "readlinkat", "readv", "rename", "renameat", "renameat2", "rmdir", "sendfile", "sendfile64",
     "splice", "stat", "stat64", "statfs", "statfs64", "statx", "symlink", "symlinkat", "sync",
     "sync_file_range", "syncfs", "tee", "truncate", "truncate64", "umask", "unlink", "unlinkat",
-    "utime", "utimensat", "utimensat_time64", "utimes", "vmsplice", "write", "writev",
+    "utime", "utimensat", "utimensat_time64", "utimes", "vmsplice", "write", "writev", "pipe",
+    "pipe2", "name_to_handle_at", "listmount", "statmount",
     // extended attributes
     "fgetxattr", "flistxattr", "fremovexattr", "fsetxattr", "getxattr", "lgetxattr", "listxattr",
-    "llistxattr", "lremovexattr", "lsetxattr", "removexattr", "setxattr",
+    "llistxattr", "lremovexattr", "lsetxattr", "removexattr", "setxattr", "getxattrat",
+    "listxattrat", "removexattrat", "setxattrat",
     // file notifications and event descriptors
     "epoll_create", "epoll_create1", "epoll_ctl", "epoll_ctl_old", "epoll_pwait", "epoll_pwait2",
     "epoll_wait", "epoll_wait_old", "eventfd", "eventfd2", "fanotify_mark", "inotify_add_watch",
@@ -37,7 +39,8 @@ const ALLOWED: &[&str] = &[
     "io_submit", "ioctl", "ioprio_get", "ioprio_set",
     // memory
     "brk", "cachestat", "madvise", "map_shadow_stack", "membarrier", "memfd_create", "memfd_secret",
-    "mincore", "mlock", "mlock2", "mlockall", "mmap", "mmap2", "mprotect", "mremap", "msync",
+    "mincore", "mlock", "mlock2", "mlockall", "mmap", "mmap2", "mprotect", "mremap", "mseal",
+    "msync",
     "munlock", "munlockall", "munmap", "pkey_alloc", "pkey_free", "pkey_mprotect",
     "remap_file_pages",
     // processes, threads and signals
@@ -95,7 +98,6 @@ const BY_CAPABILITY: &[(&str, &[&str])] = &[
             "mount",
             "mount_setattr",
             "move_mount",
-            "name_to_handle_at",
             "open_tree",
             "perf_event_open",
             "quotactl",

@@ -299,6 +299,7 @@ mod tests {
             &vec![Arch::ScmpArchX86_64, Arch::ScmpArchX86, Arch::ScmpArchX32]
         );
         let allowed = names_of(&s);
+        // What a shell, libc and Go's runtime call.
         for n in [
             "read",
             "execve",
@@ -306,6 +307,21 @@ mod tests {
             "arch_prctl",
             "ptrace",
             "socket",
+            "pipe",
+            "pipe2",
+            "wait4",
+            "epoll_pwait",
+            "rt_sigaction",
+            "sched_yield",
+            "getrandom",
+            "dup3",
+            "statx",
+            "prlimit64",
+            "sigaltstack",
+            "madvise",
+            "futex",
+            "openat",
+            "newfstatat",
         ] {
             assert!(allowed.contains(n), "{n} refused by default");
         }
