@@ -186,7 +186,7 @@ pub enum ContainerCommand {
     /// Run a command in a running container
     Exec(ExecArgs),
     /// List a container's published ports, or the host side of one of them
-    Port(crate::ports::PortArgs),
+    Port(crate::port::PortArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,7 +242,7 @@ pub async fn container(ctx: &Context, c: ContainerCommand) -> u8 {
         }
         ContainerCommand::Logs(a) => done(logs(ctx, a).await),
         ContainerCommand::Exec(a) => exec(ctx, a).await,
-        ContainerCommand::Port(a) => crate::ports::port(ctx, a).await,
+        ContainerCommand::Port(a) => crate::port::port(ctx, a).await,
     }
 }
 
@@ -1459,7 +1459,12 @@ mod tests {
     }
 
     fn binding(ip: &str, host: u32, container: u32) -> capi::PortBinding {
-        crate::ports::tests::b(ip, host, container, "tcp")
+        capi::PortBinding {
+            host_ip: ip.into(),
+            host_port: host,
+            container_port: container,
+            protocol: "tcp".into(),
+        }
     }
 
     /// A running container on the bridge and a user network, 80 published on 8080 and 5000

@@ -4,20 +4,19 @@
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
+// The parsers and formatters are the library target (src/lib.rs), shared with fuzz/.
+use berth_cli::{client, filters, format, ports, template};
+
 mod archive;
 mod build;
-mod client;
 mod commit;
 mod containers;
-mod filters;
-mod format;
 mod images;
 mod networks;
-mod ports;
+mod port;
 mod push;
 mod run;
 mod stdio;
-mod template;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -110,7 +109,7 @@ enum Command {
     /// Show a container's logs
     Logs(containers::LogsArgs),
     /// List a container's published ports, or the host side of one of them
-    Port(ports::PortArgs),
+    Port(port::PortArgs),
     /// Run a command in a running container
     Exec(containers::ExecArgs),
     /// Show containers' or images' details as JSON
@@ -204,7 +203,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Rm(a) => return containers::rm(&ctx, a).await,
         Command::Ps(a) => containers::ps(&ctx, a).await,
         Command::Logs(a) => containers::logs(&ctx, a).await,
-        Command::Port(a) => return ports::port(&ctx, a).await,
+        Command::Port(a) => return port::port(&ctx, a).await,
         Command::Exec(a) => return containers::exec(&ctx, a).await,
         Command::Inspect(a) => return containers::inspect(&ctx, a).await,
         Command::Events(a) => containers::events(&ctx, a).await,

@@ -1,19 +1,10 @@
 //! Published ports: the `-p/--publish` parser of `run`/`create`, the PORTS column of `ps`,
-//! the `Ports` and `PortBindings` maps of `inspect`, and `berth port`.
+//! the `Ports` and `PortBindings` maps of `inspect`, and the lines of `berth port` (whose
+//! command is the binary's `port` module).
 
-use crate::client::{Context, Error};
 use berth_api::containers::v1 as capi;
-use clap::Args;
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-
-#[derive(Debug, Args)]
-pub struct PortArgs {
-    /// The container
-    pub container: String,
-    /// Only this container port: PORT[/tcp|/udp]
-    pub private_port: Option<String>,
-}
 
 /// A port number, or a range `A-B`, of a `-p` spec: (first, last).
 fn port_range(s: &str, what: &str) -> Result<(u16, u16), String> {
@@ -251,7 +242,7 @@ pub fn port_filter_matches(v: &str, port: u32, protocol: &str) -> bool {
 }
 
 /// A `PRIVATE_PORT[/PROTO]` argument of `berth port`, as a map key (`80/tcp`).
-fn private_port_key(s: &str) -> Result<String, String> {
+pub fn private_port_key(s: &str) -> Result<String, String> {
     let (port, proto) = match s.split_once('/') {
         Some((p, "")) => (p, "tcp"),
         Some((p, proto)) => (p, proto),
@@ -290,38 +281,11 @@ pub fn port_lines(
     }
 }
 
-/// `berth port CONTAINER [PRIVATE_PORT[/PROTO]]`.
-pub async fn port(ctx: &Context, a: PortArgs) -> u8 {
-    let c = match crate::containers::get(ctx, &a.container).await {
-        Ok(c) => c,
-        Err(e) => return crate::fail(e),
-    };
-    let ports = c.network_settings.map(|n| n.ports).unwrap_or_default();
-    match port_lines(&ports, a.private_port.as_deref()) {
-        Err(e) => crate::fail(Error::Local(e)),
-        Ok(lines) if lines.is_empty() && a.private_port.is_some() => {
-            let want = a.private_port.as_deref().unwrap_or_default();
-            let want = private_port_key(want).unwrap_or_else(|_| want.to_string());
-            eprintln!(
-                "berth: Error: No public port '{want}' published for {}",
-                a.container
-            );
-            1
-        }
-        Ok(lines) => {
-            for l in lines {
-                println!("{l}");
-            }
-            0
-        }
-    }
-}
-
 #[cfg(test)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    pub(crate) fn b(ip: &str, host: u32, container: u32, proto: &str) -> capi::PortBinding {
+    fn b(ip: &str, host: u32, container: u32, proto: &str) -> capi::PortBinding {
         capi::PortBinding {
             host_ip: ip.into(),
             host_port: host,
