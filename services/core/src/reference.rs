@@ -118,15 +118,19 @@ impl Reference {
         }
     }
     /// The repository as Docker shows it: `busybox`, `user/app`, `127.0.0.1:5000/app`.
+    /// A Docker Hub path whose first component reads as a registry (`docker.io/a.io/b`) keeps
+    /// `docker.io/`, so that the familiar form parses back to the same repository.
     pub fn familiar_repository(&self) -> String {
         if self.domain == DEFAULT_DOMAIN {
-            match self.path.strip_prefix("library/") {
+            let short = match self.path.strip_prefix("library/") {
                 Some(p) if !p.contains('/') => p.to_string(),
                 _ => self.path.clone(),
+            };
+            if split_domain(&short).0 == DEFAULT_DOMAIN {
+                return short;
             }
-        } else {
-            self.repository()
         }
+        self.repository()
     }
     /// The reference as Docker shows it, e.g. `busybox:latest`.
     pub fn familiar(&self) -> String {
@@ -269,6 +273,20 @@ fn valid_tag(t: &str) -> bool {
 
 #[cfg(test)]
 mod tests {
+    /// Found by fuzzing (fuzz/ reference): the familiar form read `libra.io` as the registry.
+    #[test]
+    fn familiar_keeps_docker_io_before_a_domain_like_path() {
+        let r = Reference::parse("docker.io/libra.io/library/bu").unwrap();
+        assert_eq!(r.familiar(), "docker.io/libra.io/library/bu:latest");
+        assert_eq!(Reference::parse(&r.familiar()).unwrap(), r);
+        let r = Reference::parse("docker.io/localhost/app").unwrap();
+        assert_eq!(r.familiar_repository(), "docker.io/localhost/app");
+        assert_eq!(
+            Reference::parse("user/app").unwrap().familiar(),
+            "user/app:latest"
+        );
+    }
+
     use super::*;
 
     fn norm(s: &str) -> String {
