@@ -224,12 +224,14 @@ impl Piece<'_> {
     }
 }
 
-fn pieces(t: &str) -> Vec<Piece<'_>> {
+/// The pieces of a template; an action that is never closed is an error (as in Go): gtmpl's
+/// lexer would loop forever on some (`{{ -` at the end), so they never reach it.
+fn pieces(t: &str) -> Result<Vec<Piece<'_>>, String> {
     let mut out = Vec::new();
     let mut pos = 0;
     while let Some(open) = t[pos..].find("{{").map(|i| i + pos) {
         let Some(close) = action_end(t, open + 2) else {
-            break;
+            return Err("unclosed action".into());
         };
         let body = &t[open + 2..close];
         // Trim markers: a dash with any white space on its inner side, as Go's.
@@ -261,14 +263,14 @@ fn pieces(t: &str) -> Vec<Piece<'_>> {
         pos = close + 2;
     }
     out.push(Piece::Text(&t[pos..]));
-    out
+    Ok(out)
 }
 
 /// Rewrites every `range` of a template to visit maps in key order (see the module's doc).
 /// A range with an `{{else}}` also goes inside an `if` of its values, as gtmpl would run the
 /// else after every range.
-fn ordered_ranges(t: &str) -> String {
-    let pieces = pieces(t);
+fn ordered_ranges(t: &str) -> Result<String, String> {
+    let pieces = pieces(t)?;
     // Which ranges have an else of their own, and which elses are a range's.
     let mut range_else = vec![false; pieces.len()];
     let mut else_of_range = vec![false; pieces.len()];
@@ -341,7 +343,7 @@ fn ordered_ranges(t: &str) -> String {
             }
         }
     }
-    out
+    Ok(out)
 }
 
 /// A parsed `--format` template.
@@ -363,7 +365,8 @@ impl Format {
         t.add_func("lower", lower);
         t.add_func("__values", values);
         t.add_func("__keys", keys);
-        t.parse(ordered_ranges(s))
+        let s = ordered_ranges(s).map_err(|e| format!("template parsing error: {e}"))?;
+        t.parse(s)
             .map_err(|e| format!("template parsing error: {e}"))?;
         Ok(Format(t))
     }
@@ -470,6 +473,24 @@ pub fn list(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Found by fuzzing (fuzz/ template): gtmpl's lexer never returned on an unclosed action
+    /// ending in a trim marker.
+    #[test]
+    fn unclosed_action_is_an_error_not_a_hang() {
+        for t in [
+            "{ .DI{{{range $k, $v := .Con,{{end} -",
+            "{{ -",
+            "{{-",
+            "{{ x - ",
+            "{{ \"a}}\" -",
+            "{{.ID}} {{ -",
+        ] {
+            let e = Format::parse(t).unwrap_err();
+            assert!(e.contains("unclosed action"), "{t:?}: {e}");
+        }
+        assert!(Format::parse("{{ .ID -}}").is_ok());
+    }
     use serde_json::json;
 
     fn r(t: &str, v: serde_json::Value) -> String {
