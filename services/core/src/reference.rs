@@ -119,14 +119,14 @@ impl Reference {
     }
     /// The repository as Docker shows it: `busybox`, `user/app`, `127.0.0.1:5000/app`.
     /// A Docker Hub path whose first component reads as a registry (`docker.io/a.io/b`) keeps
-    /// `docker.io/`, so that the familiar form parses back to the same repository.
+    /// `docker.io/`: the familiar form always parses back to the same repository.
     pub fn familiar_repository(&self) -> String {
         if self.domain == DEFAULT_DOMAIN {
             let short = match self.path.strip_prefix("library/") {
                 Some(p) if !p.contains('/') => p.to_string(),
                 _ => self.path.clone(),
             };
-            if split_domain(&short).0 == DEFAULT_DOMAIN {
+            if split_domain(&short) == (self.domain.clone(), self.path.clone()) {
                 return short;
             }
         }
@@ -279,6 +279,8 @@ mod tests {
         let r = Reference::parse("docker.io/libra.io/library/bu").unwrap();
         assert_eq!(r.familiar(), "docker.io/libra.io/library/bu:latest");
         assert_eq!(Reference::parse(&r.familiar()).unwrap(), r);
+        let r = Reference::parse("docker.io/docker.io/a.io/b").unwrap();
+        assert_eq!(r.familiar_repository(), "docker.io/docker.io/a.io/b");
         let r = Reference::parse("docker.io/localhost/app").unwrap();
         assert_eq!(r.familiar_repository(), "docker.io/localhost/app");
         assert_eq!(
