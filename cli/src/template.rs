@@ -151,31 +151,43 @@ fn keys(args: &[Value]) -> Result<Value, FuncError> {
 }
 
 /// Where the action that starts at `from` (just after its `{{`) ends: the index of its `}}`.
-/// Strings, raw strings, characters and comments may hold `}}`.
-fn action_end(t: &str, from: usize) -> Option<usize> {
+/// Strings, raw strings, characters and comments may hold `}}`. An action never closed is an
+/// error (as in Go), and so is a non-ASCII character outside its strings and comments (Go
+/// reads Unicode letters in names; Docker's fields have none): gtmpl's lexer loops forever on
+/// some unclosed actions (`{{ -` at the end) and panics on a non-ASCII letter, so neither may
+/// reach it.
+fn action_end(t: &str, from: usize) -> Result<usize, String> {
+    let unclosed = || "unclosed action".to_string();
     let b = t.as_bytes();
     let mut i = from;
     let rest = t[from..].trim_start_matches(['-', ' ']);
     if rest.starts_with("/*") {
         let start = t.len() - rest.len();
-        let close = t[start..].find("*/")? + start + 2;
-        return t[close..].find("}}").map(|j| j + close);
+        let close = t[start..].find("*/").ok_or_else(unclosed)? + start + 2;
+        return t[close..]
+            .find("}}")
+            .map(|j| j + close)
+            .ok_or_else(unclosed);
     }
     while i + 1 < b.len() {
         match b[i] {
-            b'}' if b[i + 1] == b'}' => return Some(i),
+            b'}' if b[i + 1] == b'}' => return Ok(i),
             q @ (b'"' | b'\'') => {
                 i += 1;
                 while i < b.len() && b[i] != q {
                     i += if b[i] == b'\\' { 2 } else { 1 };
                 }
             }
-            b'`' => i += t[i + 1..].find('`')? + 1,
+            b'`' => i += t[i + 1..].find('`').ok_or_else(unclosed)? + 1,
+            c if !c.is_ascii() => {
+                let c = t[i..].chars().next().unwrap_or_default();
+                return Err(format!("character {c:?} outside a string in an action"));
+            }
             _ => {}
         }
         i += 1;
     }
-    None
+    Err(unclosed())
 }
 
 /// A variable's name at the start of `s` (`$`, `$x`, `$__k1`) and the rest.
@@ -224,15 +236,12 @@ impl Piece<'_> {
     }
 }
 
-/// The pieces of a template; an action that is never closed is an error (as in Go): gtmpl's
-/// lexer would loop forever on some (`{{ -` at the end), so they never reach it.
+/// The pieces of a template; an action that gtmpl cannot read is an error (see action_end).
 fn pieces(t: &str) -> Result<Vec<Piece<'_>>, String> {
     let mut out = Vec::new();
     let mut pos = 0;
     while let Some(open) = t[pos..].find("{{").map(|i| i + pos) {
-        let Some(close) = action_end(t, open + 2) else {
-            return Err("unclosed action".into());
-        };
+        let close = action_end(t, open + 2)?;
         let body = &t[open + 2..close];
         // Trim markers: a dash with any white space on its inner side, as Go's.
         let b = body.as_bytes();
@@ -477,7 +486,7 @@ mod tests {
     /// Found by fuzzing (fuzz/ template): gtmpl's lexer never returned on an unclosed action
     /// ending in a trim marker.
     #[test]
-    fn unclosed_action_is_an_error_not_a_hang() {
+    fn actions_gtmpl_cannot_read_are_errors() {
         for t in [
             "{ .DI{{{range $k, $v := .Con,{{end} -",
             "{{ -",
@@ -490,6 +499,13 @@ mod tests {
             assert!(e.contains("unclosed action"), "{t:?}: {e}");
         }
         assert!(Format::parse("{{ .ID -}}").is_ok());
+        // gtmpl's lexer panicked on a non-ASCII letter in an action; in strings it is fine.
+        for t in ["{{\u{4a9}ize}} {({.Ratio}", "{{ .Ün }}", "{{ x é }}"] {
+            let e = Format::parse(t).unwrap_err();
+            assert!(e.contains("outside a string"), "{t:?}: {e}");
+        }
+        let f = Format::parse("{{ \"é\" }}{{/* ü */}}{{ `ß` }}{{ 'ł' }} ω").unwrap();
+        assert_eq!(f.render(&serde_json::json!({})).unwrap(), "éß322 ω");
     }
     use serde_json::json;
 
