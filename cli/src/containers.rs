@@ -962,6 +962,18 @@ pub fn container_json(
             "CapDrop": list(&cfg.cap_drop),
             "Privileged": cfg.privileged,
             "SecurityOpt": list(&cfg.security_opt),
+            "Tmpfs": if cfg.tmpfs.is_empty() {
+                Value::Null
+            } else {
+                cfg.tmpfs
+                    .iter()
+                    .map(|t| {
+                        let (d, o) = t.split_once(':').unwrap_or((t, ""));
+                        (d.to_string(), json!(o))
+                    })
+                    .collect::<serde_json::Map<_, _>>()
+                    .into()
+            },
         },
         "Mounts": c.mounts.iter().map(|m| json!({
             "Type": m.r#type,

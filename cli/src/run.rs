@@ -96,6 +96,13 @@ pub struct RunArgs {
     /// Bind mount or volume: SRC:DST[:ro|rw] (SRC absolute = host path, else a volume name)
     #[arg(short = 'v', long = "volume")]
     pub volume: Vec<String>,
+    /// Mount a tmpfs: DST[:OPTIONS] (size=64m, mode=1777, exec, …)
+    #[arg(long = "tmpfs", value_name = "DST[:OPTIONS]")]
+    pub tmpfs: Vec<String>,
+    /// Attach a filesystem mount: type=bind|volume|tmpfs,source=SRC,target=DST[,readonly]
+    /// [,tmpfs-size=BYTES][,tmpfs-mode=MODE]
+    #[arg(long = "mount", value_name = "SPEC")]
+    pub mount: Vec<String>,
     /// Signal to stop the container (default the image's, else SIGTERM)
     #[arg(long)]
     pub stop_signal: Option<String>,
@@ -349,12 +356,19 @@ impl RunArgs {
                 "Conflicting options: --restart and --rm".into(),
             ));
         }
-        let binds = self
+        let mut binds = self
             .volume
             .iter()
             .map(|v| parse_bind(v))
             .collect::<Result<Vec<_>, _>>()
             .map_err(Error::Local)?;
+        let mut tmpfs = self.tmpfs.clone();
+        for m in &self.mount {
+            match parse_mount(m).map_err(Error::Local)? {
+                MountSpec::Bind(b) => binds.push(parse_bind(&b).map_err(Error::Local)?),
+                MountSpec::Tmpfs(t) => tmpfs.push(t),
+            }
+        }
         if let Some(s) = &self.stop_signal {
             parse_signal(s).map_err(Error::Local)?;
         }
@@ -430,7 +444,90 @@ impl RunArgs {
             cap_drop: self.cap_drop.clone(),
             privileged: self.privileged,
             security_opt,
+            tmpfs,
         })
+    }
+}
+
+/// What a `--mount` becomes: a `-v` entry or a `--tmpfs` one.
+#[derive(Debug, PartialEq, Eq)]
+pub enum MountSpec {
+    Bind(String),
+    Tmpfs(String),
+}
+
+/// Docker's `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly]` (CSV of key=value;
+/// `src`, `dst`/`destination`, `ro` are accepted too). Options berth does not have are refused,
+/// never ignored.
+pub fn parse_mount(spec: &str) -> Result<MountSpec, String> {
+    let bad = |why: String| format!("invalid argument \"{spec}\" for \"--mount\" flag: {why}");
+    let (mut typ, mut src, mut dst) = ("volume".to_string(), String::new(), String::new());
+    let (mut readonly, mut tmpfs_opts) = (false, Vec::new());
+    for field in spec.split(',').filter(|f| !f.is_empty()) {
+        let (k, v) = match field.split_once('=') {
+            Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
+            None => (field.trim().to_ascii_lowercase(), None),
+        };
+        let flag = |v: Option<&str>| match v {
+            None | Some("1") | Some("true") => Ok(true),
+            Some("0") | Some("false") => Ok(false),
+            Some(o) => Err(bad(format!("invalid value for {k}: {o}"))),
+        };
+        match (k.as_str(), v) {
+            ("type", Some(t)) => typ = t.to_string(),
+            ("source" | "src", Some(s)) => src = s.to_string(),
+            ("target" | "destination" | "dst", Some(d)) => dst = d.to_string(),
+            ("readonly" | "ro", v) => readonly = flag(v)?,
+            ("tmpfs-size", Some(s)) => {
+                tmpfs_opts.push(format!("size={}", parse_memory(s).map_err(bad)?))
+            }
+            ("tmpfs-mode", Some(m)) => {
+                let mode = u32::from_str_radix(m, 8)
+                    .map_err(|_| bad(format!("invalid tmpfs-mode {m:?} (octal)")))?;
+                tmpfs_opts.push(format!("mode={mode:o}"));
+            }
+            _ => return Err(bad(format!("unsupported option {field:?}"))),
+        }
+    }
+    if dst.is_empty() {
+        return Err(bad("target is required".into()));
+    }
+    match typ.as_str() {
+        "bind" | "volume" => {
+            if !tmpfs_opts.is_empty() {
+                return Err(bad(format!("tmpfs options do not apply to type={typ}")));
+            }
+            if typ == "bind" && !src.starts_with('/') {
+                return Err(bad("a bind's source must be an absolute host path".into()));
+            }
+            if typ == "volume" && src.starts_with('/') {
+                return Err(bad("a volume's source is a volume name".into()));
+            }
+            if src.is_empty() {
+                if readonly {
+                    return Err(bad("an anonymous volume cannot be read-only".into()));
+                }
+                return Ok(MountSpec::Bind(dst));
+            }
+            let ro = if readonly { ":ro" } else { "" };
+            Ok(MountSpec::Bind(format!("{src}:{dst}{ro}")))
+        }
+        "tmpfs" => {
+            if !src.is_empty() {
+                return Err(bad("a tmpfs has no source".into()));
+            }
+            if readonly {
+                tmpfs_opts.push("ro".into());
+            }
+            Ok(MountSpec::Tmpfs(if tmpfs_opts.is_empty() {
+                dst
+            } else {
+                format!("{dst}:{}", tmpfs_opts.join(","))
+            }))
+        }
+        t => Err(bad(format!(
+            "unsupported mount type {t:?} (bind, volume or tmpfs)"
+        ))),
     }
 }
 
@@ -621,6 +718,36 @@ pub async fn run(ctx: &Context, a: RunArgs) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn mounts_become_binds_and_tmpfs() {
+        use MountSpec::{Bind, Tmpfs};
+        assert_eq!(
+            parse_mount("type=bind,source=/srv,target=/data,readonly"),
+            Ok(Bind("/srv:/data:ro".into()))
+        );
+        assert_eq!(
+            parse_mount("type=volume,src=v1,dst=/data"),
+            Ok(Bind("v1:/data".into()))
+        );
+        assert_eq!(parse_mount("target=/cache"), Ok(Bind("/cache".into())));
+        assert_eq!(
+            parse_mount("type=tmpfs,destination=/run,tmpfs-size=64m,tmpfs-mode=1770"),
+            Ok(Tmpfs(format!("/run:size={},mode=1770", 64 << 20)))
+        );
+        for bad in [
+            "type=bind,source=rel,target=/x",
+            "type=volume,source=/abs,target=/x",
+            "type=tmpfs,source=x,target=/x",
+            "type=npipe,target=/x",
+            "type=bind,source=/a",
+            "type=bind,source=/a,target=/b,bind-propagation=rshared",
+            "type=volume,target=/x,readonly",
+            "type=bind,source=/a,target=/b,readonly=maybe",
+        ] {
+            assert!(parse_mount(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn memory_sizes() {

@@ -419,3 +419,59 @@ fn the_hosts_other_users_cannot_reach_berths_folders() {
         assert_eq!(mode, 0o700, "{}", dir.display());
     }
 }
+
+#[test]
+fn tmpfs_and_mount_flags_stay_inside() {
+    let d = daemon();
+    let dir = TempDir::new("berth-it-mountflag");
+    std::fs::write(dir.path().join("f"), "host file\n").unwrap();
+    let bind = format!(
+        "type=bind,source={},target=/../../b,readonly",
+        dir.path().display()
+    );
+    let o = d.ok(&[
+        "run",
+        "--rm",
+        "--tmpfs",
+        "/../../scratch:size=1m,mode=1777",
+        "--mount",
+        "type=tmpfs,target=/t,tmpfs-size=2m",
+        "--mount",
+        &bind,
+        "busybox:latest",
+        "sh",
+        "-c",
+        "grep -E ' /(scratch|t|b) ' /proc/self/mountinfo | awk '{print $5, $6}' | sort; \
+         cat /b/f; touch /b/g 2>/dev/null || echo b-ro; stat -c %a /scratch",
+    ]);
+    let lines: Vec<&str> = o.lines().collect();
+    assert_eq!(lines.len(), 6, "{o}");
+    assert!(lines[0].starts_with("/b ro,"), "{o}");
+    assert!(
+        lines[1].starts_with("/scratch rw,nosuid,nodev,noexec"),
+        "{o}"
+    );
+    assert!(lines[2].starts_with("/t rw,nosuid,nodev,noexec"), "{o}");
+    assert_eq!(&lines[3..], ["host file", "b-ro", "1777"], "{o}");
+    assert!(!Path::new("/scratch").exists() && !Path::new("/b").exists());
+    let (code, err) = d.fails(&[
+        "run",
+        "--rm",
+        "--tmpfs",
+        "/x:bogus",
+        "busybox:latest",
+        "true",
+    ]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("bogus"), "{err}");
+    let (code, err) = d.fails(&[
+        "run",
+        "--rm",
+        "--mount",
+        "type=bind,source=/tmp,target=/x,bind-propagation=rshared",
+        "busybox:latest",
+        "true",
+    ]);
+    assert_eq!(code, 125, "{err}");
+    assert!(err.contains("bind-propagation"), "{err}");
+}

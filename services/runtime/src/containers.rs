@@ -142,6 +142,22 @@ impl Runtime {
             crate::lifecycle::parse_signal(&config.stop_signal)?;
         }
         let binds = crate::volumes::parse_binds(&config.binds)?;
+        let tmpfs = config
+            .tmpfs
+            .iter()
+            .map(|t| crate::volumes::parse_tmpfs(t))
+            .collect::<Result<Vec<_>>>()?;
+        for t in &tmpfs {
+            let same = |d: &str| d == t.destination;
+            if binds.iter().any(|b| same(&b.destination))
+                || tmpfs.iter().filter(|o| same(&o.destination)).count() > 1
+            {
+                return Err(Error::InvalidArgument(format!(
+                    "Duplicate mount point: {}",
+                    t.destination
+                )));
+            }
+        }
 
         let inspect = self
             .images
@@ -182,8 +198,17 @@ impl Runtime {
             .as_ref()
             .map(|v| v.keys().cloned().collect())
             .unwrap_or_default();
+        // A tmpfs on an image volume's path takes its place, as with Docker.
+        let image_volumes: Vec<String> = image_volumes
+            .into_iter()
+            .filter(|v| {
+                let v = crate::volumes::clean(v);
+                !tmpfs.iter().any(|t| t.destination == v)
+            })
+            .collect();
         let mounts = self.container_mounts(ns, &binds, &image_volumes)?;
         crate::volumes::add_to_spec(&mut spec, &mounts)?;
+        crate::volumes::add_tmpfs_to_spec(&mut spec, &tmpfs)?;
         let spec_json = serde_json::to_vec(&spec).map_err(|e| Error::Spec(e.to_string()))?;
 
         if inspect.chain_id.is_empty() {

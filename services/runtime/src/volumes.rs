@@ -93,6 +93,85 @@ pub fn parse_bind(spec: &str) -> Result<Bind> {
     })
 }
 
+/// One `--tmpfs DST[:OPTIONS]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Tmpfs {
+    pub destination: String,
+    /// Mount options: Docker's `noexec,nosuid,nodev`, then the given ones (which may undo
+    /// them: `exec`).
+    pub options: Vec<String>,
+}
+
+/// Parses `DST[:OPTIONS]`; the destination is cleaned like a bind's, options are checked
+/// against what a tmpfs takes.
+pub fn parse_tmpfs(spec: &str) -> Result<Tmpfs> {
+    let bad =
+        |why: &str| Error::InvalidArgument(format!("invalid tmpfs specification: '{spec}': {why}"));
+    let (dst, opts) = spec.split_once(':').unwrap_or((spec, ""));
+    if !dst.starts_with('/') {
+        return Err(bad("the destination must be an absolute path"));
+    }
+    let destination = clean(dst);
+    if destination == "/" {
+        return Err(bad("the destination cannot be /"));
+    }
+    let mut options: Vec<String> = ["noexec", "nosuid", "nodev"].map(String::from).to_vec();
+    for o in opts.split(',').filter(|o| !o.is_empty()) {
+        let key = o.split_once('=').map_or(o, |(k, _)| k);
+        let known = matches!(
+            key,
+            "size" | "mode" | "uid" | "gid" | "nr_inodes" | "nr_blocks" | "huge" | "mpol"
+        ) && o.contains('=')
+            || matches!(
+                o,
+                "ro" | "rw"
+                    | "exec"
+                    | "noexec"
+                    | "suid"
+                    | "nosuid"
+                    | "dev"
+                    | "nodev"
+                    | "atime"
+                    | "noatime"
+                    | "diratime"
+                    | "nodiratime"
+                    | "relatime"
+                    | "norelatime"
+                    | "strictatime"
+                    | "sync"
+                    | "async"
+                    | "dirsync"
+            );
+        if !known {
+            return Err(bad(&format!("unknown option {o:?}")));
+        }
+        options.push(o.to_string());
+    }
+    Ok(Tmpfs {
+        destination,
+        options,
+    })
+}
+
+/// Adds the tmpfs mounts to the spec, replacing a default one on the same destination.
+pub fn add_tmpfs_to_spec(spec: &mut Spec, tmpfs: &[Tmpfs]) -> Result<()> {
+    let mut all = spec.mounts().clone().unwrap_or_default();
+    for t in tmpfs {
+        all.retain(|x| x.destination() != Path::new(&t.destination));
+        all.push(
+            MountBuilder::default()
+                .destination(&t.destination)
+                .typ("tmpfs")
+                .source("tmpfs")
+                .options(t.options.clone())
+                .build()
+                .map_err(|e| Error::Spec(e.to_string()))?,
+        );
+    }
+    spec.set_mounts(Some(all));
+    Ok(())
+}
+
 /// Parses every `-v` entry; two on the same destination are refused.
 pub fn parse_binds(binds: &[String]) -> Result<Vec<Bind>> {
     let mut out: Vec<Bind> = Vec::new();
@@ -432,6 +511,21 @@ mod tests {
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
         }
         assert!(parse_binds(&["a1:/x".into(), "b1:/x/".into()]).is_err());
+    }
+
+    #[test]
+    fn tmpfs_specs_parse() {
+        let t = parse_tmpfs("/../run//x/:size=64m,mode=1777,exec").unwrap();
+        assert_eq!(t.destination, "/run/x");
+        assert_eq!(
+            t.options,
+            ["noexec", "nosuid", "nodev", "size=64m", "mode=1777", "exec"]
+        );
+        assert_eq!(parse_tmpfs("/t").unwrap().options.len(), 3);
+        for bad in ["t", "/", "/a/..", "/x:bogus", "/x:size", "/x:mode=1,loop"] {
+            let e = parse_tmpfs(bad).unwrap_err();
+            assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
+        }
     }
 
     #[test]
