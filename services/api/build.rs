@@ -1,7 +1,9 @@
 use std::path::PathBuf;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let proto_root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../proto");
+    // Read when the script runs, not compiled in: a target folder shared by two checkouts (CI
+    // keeps one outside the clone) reuses the compiled script, which must see its own checkout.
+    let proto_root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?).join("../../proto");
     let files = [
         "berth/types/v1/types.proto",
         "berth/content/v1/content.proto",
