@@ -702,7 +702,7 @@ fn hostile_archives_are_refused() {
                 link("lnk", b'2', target_dir.to_str().unwrap()),
                 file("lnk/pwned", b"pwned\n"),
             ],
-            says: "outside",
+            says: "through a symlink",
             target: target_dir.join("pwned"),
         },
     ];
@@ -743,7 +743,10 @@ fn hostile_archives_are_refused() {
         );
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success(), "{name}: the import succeeded");
-        assert!(err.contains("outside"), "{name}: {err}");
+        assert!(
+            err.contains("outside") || err.contains("absolute path"),
+            "{name}: {err}"
+        );
     }
     assert_eq!(std::fs::read("/etc/passwd").unwrap(), passwd);
     assert!(
