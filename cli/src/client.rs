@@ -83,11 +83,37 @@ pub struct Context {
     pub namespace: String,
 }
 
+/// TLS for an `https://` address, with Docker's flag names.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct TlsArgs {
+    /// For an https:// address: the CA certificate (PEM) that signed berthd's
+    #[arg(long, global = true, env = "BERTH_TLS_CACERT", value_name = "FILE")]
+    pub tlscacert: Option<std::path::PathBuf>,
+    /// For an https:// address: this client's certificate (PEM), for a berthd that requires one
+    #[arg(long, global = true, env = "BERTH_TLS_CERT", value_name = "FILE")]
+    pub tlscert: Option<std::path::PathBuf>,
+    /// For an https:// address: the key of --tlscert (PEM)
+    #[arg(long, global = true, env = "BERTH_TLS_KEY", value_name = "FILE")]
+    pub tlskey: Option<std::path::PathBuf>,
+}
+
 impl Context {
-    pub fn new(address: &str, namespace: &str) -> Result<Context, Error> {
+    pub fn new(address: &str, namespace: &str, tls: &TlsArgs) -> Result<Context, Error> {
+        use berth_core::grpc::Address;
         berth_core::grpc::validate_namespace(namespace)
             .map_err(|s| Error::Local(s.message().to_string()))?;
-        let channel = berth_core::grpc::channel(address).map_err(Error::Local)?;
+        let tls = berth_core::config::ClientTls {
+            ca: tls.tlscacert.clone(),
+            cert: tls.tlscert.clone(),
+            key: tls.tlskey.clone(),
+        };
+        if tls != Default::default() && matches!(Address::parse(address), Ok(Address::Tcp(_))) {
+            return Err(Error::Local(format!(
+                "--tlscacert, --tlscert and --tlskey (or BERTH_TLS_*) need an https:// address, \
+                 not {address}: berthd serves TLS at https://HOST:PORT"
+            )));
+        }
+        let channel = berth_core::grpc::tls_channel(address, &tls).map_err(Error::Local)?;
         Ok(Context {
             channel,
             namespace: namespace.to_string(),

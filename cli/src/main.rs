@@ -26,7 +26,7 @@ mod stdio;
     disable_help_subcommand = true
 )]
 pub struct Cli {
-    /// berthd's address: unix:///path or tcp://host:port
+    /// berthd's address: unix:///path, tcp://host:port, or https://host:port (TLS: see --tlscacert)
     #[arg(
         long,
         global = true,
@@ -43,6 +43,8 @@ pub struct Cli {
         default_value = "default"
     )]
     namespace: String,
+    #[command(flatten)]
+    tls: client::TlsArgs,
     /// Client config file (reserved)
     #[arg(long, global = true)]
     config: Option<std::path::PathBuf>,
@@ -161,7 +163,7 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> u8 {
-    let ctx = match client::Context::new(&cli.address, &cli.namespace) {
+    let ctx = match client::Context::new(&cli.address, &cli.namespace, &cli.tls) {
         Ok(c) => c,
         Err(e) => return fail(e),
     };

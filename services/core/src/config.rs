@@ -25,6 +25,12 @@
 //! max_entries = 4000000
 //! max_download_size = 17179869184   # ADD https://… (16 GiB)
 //! download_timeout = 3600           # seconds, per ADD https://…
+//!
+//! [tls]                             # gRPC over TLS; see [`TlsConfig`]
+//! cert = "/etc/berth/tls/server.pem"          # with key: every tcp:// listener serves TLS
+//! key = "/etc/berth/tls/server-key.pem"
+//! client_ca = "/etc/berth/tls/ca.pem"         # clients need a certificate it signed (mutual TLS)
+//! ca = "/etc/berth/tls/ca.pem"                # trusted for the https:// addresses of [services]
 //! ```
 
 use serde::Deserialize;
@@ -60,6 +66,8 @@ pub struct Config {
     pub registry_proxy: RegistryProxyConfig,
     #[serde(default)]
     pub limits: Limits,
+    #[serde(default)]
+    pub tls: TlsConfig,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -202,6 +210,79 @@ impl Default for Limits {
             max_entries: 4_000_000,
             max_download_size: 16 << 30,
             download_timeout: 3600,
+        }
+    }
+}
+
+/// `[tls]`: TLS for berthd's gRPC API and for the services berthd reaches at `https://`
+/// addresses. Paths of PEM files. A unix socket never uses TLS.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// berthd's certificate (chain, leaf first). With `key`, a `tcp://` listener serves TLS
+    /// and nothing else, loopback or not.
+    pub cert: Option<PathBuf>,
+    /// The private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// The CA(s) a client's certificate must chain to: mutual TLS. Without it any client that
+    /// reaches the port is served, so berthd refuses to listen beyond loopback without it
+    /// unless `--insecure-tcp` (TLS alone hides the traffic but lets anyone run containers).
+    pub client_ca: Option<PathBuf>,
+    /// The CA(s) berthd trusts for the services it reaches at `https://` addresses.
+    pub ca: Option<PathBuf>,
+    /// The certificate berthd presents to `https://` services that ask for one; default
+    /// `cert` (which then needs the clientAuth usage, or none).
+    pub client_cert: Option<PathBuf>,
+    /// The key of `client_cert`; default `key`.
+    pub client_key: Option<PathBuf>,
+}
+
+/// A TLS server's files, checked to belong together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Require client certificates signed by this CA.
+    pub client_ca: Option<PathBuf>,
+}
+
+/// A TLS client's files: the CA it verifies the server with, and its own certificate and key
+/// for servers that require one.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClientTls {
+    pub ca: Option<PathBuf>,
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+}
+
+impl TlsConfig {
+    /// What berthd serves TLS with: `None` without `cert` and `key`; an error when only
+    /// one of them, or `client_ca` without them, is set.
+    pub fn server(&self) -> Result<Option<ServerTls>, String> {
+        match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Ok(Some(ServerTls {
+                cert: cert.clone(),
+                key: key.clone(),
+                client_ca: self.client_ca.clone(),
+            })),
+            (None, None) if self.client_ca.is_some() => {
+                Err("[tls] client_ca needs the server's cert and key".into())
+            }
+            (None, None) => Ok(None),
+            _ => Err("[tls] cert and key go together: set both or neither".into()),
+        }
+    }
+
+    /// What berthd's own clients use for `https://` service addresses.
+    pub fn client(&self) -> ClientTls {
+        let (cert, key) = match (&self.client_cert, &self.client_key) {
+            (None, None) => (self.cert.clone(), self.key.clone()),
+            (c, k) => (c.clone(), k.clone()),
+        };
+        ClientTls {
+            ca: self.ca.clone(),
+            cert,
+            key,
         }
     }
 }
@@ -367,6 +448,53 @@ otlp_endpoint = "http://127.0.0.1:4317"
             "the rest keep their defaults"
         );
         assert!(Config::parse("[limits]\nmax_entrys = 10\n").is_err());
+    }
+
+    #[test]
+    fn tls_section() {
+        let c = Config::default();
+        assert_eq!(c.tls, TlsConfig::default());
+        assert_eq!(c.tls.server(), Ok(None), "no TLS unless configured");
+        assert_eq!(c.tls.client(), ClientTls::default());
+
+        let c = Config::parse(
+            "[tls]\ncert = \"/t/s.pem\"\nkey = \"/t/s.key\"\nclient_ca = \"/t/ca.pem\"\nca = \"/t/ca.pem\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.tls.server(),
+            Ok(Some(ServerTls {
+                cert: "/t/s.pem".into(),
+                key: "/t/s.key".into(),
+                client_ca: Some("/t/ca.pem".into()),
+            }))
+        );
+        assert_eq!(
+            c.tls.client(),
+            ClientTls {
+                ca: Some("/t/ca.pem".into()),
+                cert: Some("/t/s.pem".into()),
+                key: Some("/t/s.key".into()),
+            },
+            "berthd's clients present its own certificate by default"
+        );
+        let c = Config::parse(
+            "[tls]\ncert = \"/t/s.pem\"\nkey = \"/t/s.key\"\nclient_cert = \"/t/c.pem\"\nclient_key = \"/t/c.key\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.tls.server().unwrap().unwrap().client_ca, None);
+        assert_eq!(c.tls.client().cert, Some("/t/c.pem".into()));
+        assert_eq!(c.tls.client().key, Some("/t/c.key".into()));
+
+        for half in [
+            "[tls]\ncert = \"/t/s.pem\"\n",
+            "[tls]\nkey = \"/t/s.key\"\n",
+            "[tls]\nclient_ca = \"/t/ca.pem\"\n",
+        ] {
+            let e = Config::parse(half).unwrap().tls.server().unwrap_err();
+            assert!(e.contains("[tls]"), "{half}: {e}");
+        }
+        assert!(Config::parse("[tls]\ncacert = \"/x\"\n").is_err());
     }
 
     #[test]

@@ -1,10 +1,19 @@
-//! Plumbing every gRPC server and client of berth shares: addresses, the namespace carried in
-//! metadata, and W3C trace context propagation.
+//! Plumbing every gRPC server and client of berth shares: addresses, TLS, the namespace
+//! carried in metadata, and W3C trace context propagation.
+//!
+//! TLS is rustls through tonic's `tls-ring` feature. An `https://host:port` address is
+//! reached over TLS, verified with a CA given by the caller ([`ClientTls`]: `[tls] ca` of
+//! the config, the CLI's `--tlscacert`); no system roots are loaded, since a berthd's
+//! certificate comes from a CA its operator runs, not a public one.
 
+use crate::config::{ClientTls, ServerTls};
 use opentelemetry::propagation::{Extractor, Injector};
+use std::path::Path;
 use std::time::Duration;
 use tonic::metadata::{MetadataKey, MetadataMap, MetadataValue};
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::{
+    Certificate, Channel, ClientTlsConfig, Endpoint, Identity, ServerTlsConfig, Uri,
+};
 use tonic::{Request, Status};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -109,11 +118,15 @@ impl Extractor for HeaderExtractor<'_> {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Address {
     Unix(std::path::PathBuf),
+    /// Plain HTTP/2 over TCP: `host:port`.
     Tcp(String),
+    /// HTTP/2 over TLS: `host:port`.
+    Tls(String),
 }
 
 impl Address {
-    /// `unix:///path`, `/path`, `tcp://host:port`, `http://host:port`.
+    /// `unix:///path`, `/path`, `tcp://host:port`, `http://host:port`, `https://host:port`
+    /// (TLS).
     pub fn parse(s: &str) -> Result<Address, String> {
         if let Some(p) = s.strip_prefix("unix://") {
             Ok(Address::Unix(p.into()))
@@ -124,36 +137,112 @@ impl Address {
             .or_else(|| s.strip_prefix("http://"))
         {
             Ok(Address::Tcp(h.to_string()))
+        } else if let Some(h) = s.strip_prefix("https://") {
+            Ok(Address::Tls(h.to_string()))
         } else {
             Err(format!(
-                "invalid address {s:?}: use unix:///path/to/socket or tcp://host:port"
+                "invalid address {s:?}: use unix:///path/to/socket, tcp://host:port or https://host:port (TLS)"
             ))
         }
     }
 }
 
 /// A channel to a service address that connects on first use (and reconnects), so services
-/// that start together need not wait for each other.
+/// that start together need not wait for each other. An `https://` address needs
+/// [`tls_channel`].
 pub fn channel(address: &str) -> Result<Channel, String> {
+    tls_channel(address, &ClientTls::default())
+}
+
+/// [`channel`], with the CA and client certificate that an `https://` address is reached
+/// with (unused for the other kinds). Files are read and checked now, so a bad one is an
+/// error here rather than at the first call.
+pub fn tls_channel(address: &str, tls: &ClientTls) -> Result<Channel, String> {
+    let endpoint = |uri: String| {
+        Endpoint::from_shared(uri)
+            .map_err(|e| format!("invalid address {address:?}: {e}"))
+            .map(|e| e.connect_timeout(Duration::from_secs(5)))
+    };
     match Address::parse(address)? {
-        Address::Tcp(h) => Ok(Endpoint::from_shared(format!("http://{h}"))
-            .map_err(|e| format!("invalid address {address:?}: {e}"))?
-            .connect_timeout(Duration::from_secs(5))
-            .connect_lazy()),
-        Address::Unix(path) => {
-            let ep =
-                Endpoint::from_static("http://berth.local").connect_timeout(Duration::from_secs(5));
-            Ok(
-                ep.connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
-                    let path = path.clone();
-                    async move {
-                        let s = tokio::net::UnixStream::connect(&path).await?;
-                        Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
-                    }
-                })),
-            )
+        Address::Tcp(h) => Ok(endpoint(format!("http://{h}"))?.connect_lazy()),
+        Address::Tls(h) => {
+            let ca = tls.ca.as_deref().ok_or_else(|| {
+                format!(
+                    "{address}: TLS needs the CA that signed the server's certificate \
+                     (berth --tlscacert or BERTH_TLS_CACERT; [tls] ca in berthd's config)"
+                )
+            })?;
+            let identity = match (&tls.cert, &tls.key) {
+                (Some(cert), Some(key)) => Some((cert, key)),
+                (None, None) => None,
+                _ => {
+                    return Err(
+                        "a client certificate and its key go together: give both or neither".into(),
+                    )
+                }
+            };
+            let mut config = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem(ca)?));
+            if let Some((cert, key)) = identity {
+                config = config.identity(Identity::from_pem(pem(cert)?, pem(key)?));
+            }
+            Ok(endpoint(format!("https://{h}"))?
+                .tls_config(config)
+                .map_err(|e| format!("TLS for {address}: {e}"))?
+                .connect_lazy())
         }
+        Address::Unix(path) => Ok(endpoint("http://berth.local".into())?
+            .connect_with_connector_lazy(tower::service_fn(move |_: Uri| {
+                let path = path.clone();
+                async move {
+                    let s = tokio::net::UnixStream::connect(&path).await?;
+                    Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(s))
+                }
+            }))),
     }
+}
+
+/// A channel to services of this same process over in-memory pipes, and the pipes' server
+/// ends for `serve_with_incoming`. berthd's own clients use it for the services it hosts when
+/// its listener serves TLS, which they could verify only with a certificate for every name
+/// berthd can be reached at.
+pub fn in_process() -> (
+    Channel,
+    tokio::sync::mpsc::UnboundedReceiver<tokio::io::DuplexStream>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let channel = Endpoint::from_static("http://berth.local").connect_with_connector_lazy(
+        tower::service_fn(move |_: Uri| {
+            let (client, server) = tokio::io::duplex(64 << 10);
+            let sent = tx.send(server);
+            async move {
+                sent.map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::BrokenPipe, "berthd is stopping")
+                })?;
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(client))
+            }
+        }),
+    );
+    (channel, rx)
+}
+
+/// The TLS of a server: its certificate and key, and the CA client certificates must chain
+/// to when one is set (mutual TLS).
+pub fn server_tls(tls: &ServerTls) -> Result<ServerTlsConfig, String> {
+    let mut config =
+        ServerTlsConfig::new().identity(Identity::from_pem(pem(&tls.cert)?, pem(&tls.key)?));
+    if let Some(ca) = &tls.client_ca {
+        config = config.client_ca_root(Certificate::from_pem(pem(ca)?));
+    }
+    Ok(config.timeout(Duration::from_secs(10)))
+}
+
+/// A PEM file's bytes, refused when it holds no PEM block.
+fn pem(path: &Path) -> Result<Vec<u8>, String> {
+    let b = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    if !b.windows(11).any(|w| w == b"-----BEGIN ") {
+        return Err(format!("{} is not a PEM file", path.display()));
+    }
+    Ok(b)
 }
 
 /// An error status that carries the exit code a CLI should end with.
@@ -204,7 +293,44 @@ mod tests {
             Address::parse("tcp://127.0.0.1:1"),
             Ok(Address::Tcp("127.0.0.1:1".into()))
         );
+        assert_eq!(
+            Address::parse("https://10.0.0.2:7000"),
+            Ok(Address::Tls("10.0.0.2:7000".into()))
+        );
         assert!(Address::parse("ftp://x").is_err());
+    }
+
+    #[test]
+    fn tls_needs_a_ca_and_whole_pairs() {
+        let e = channel("https://10.0.0.2:7000").unwrap_err();
+        assert!(e.contains("--tlscacert") && e.contains("[tls] ca"), "{e}");
+        let dir = std::env::temp_dir().join(format!("berth-grpc-tls-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let not_pem = dir.join("ca.pem");
+        std::fs::write(&not_pem, "hello").unwrap();
+        let tls = ClientTls {
+            ca: Some(not_pem.clone()),
+            ..ClientTls::default()
+        };
+        let e = tls_channel("https://10.0.0.2:7000", &tls).unwrap_err();
+        assert!(e.contains("not a PEM file"), "{e}");
+        let tls = ClientTls {
+            ca: Some(dir.join("missing.pem")),
+            ..ClientTls::default()
+        };
+        let e = tls_channel("https://10.0.0.2:7000", &tls).unwrap_err();
+        assert!(
+            e.contains("cannot read") && e.contains("missing.pem"),
+            "{e}"
+        );
+        let tls = ClientTls {
+            ca: Some(not_pem),
+            cert: Some(dir.join("c.pem")),
+            key: None,
+        };
+        let e = tls_channel("https://10.0.0.2:7000", &tls).unwrap_err();
+        assert!(e.contains("go together"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -4,11 +4,13 @@
 //! config (default: this daemon's own socket), so any of them can run in another process.
 
 use anyhow::{bail, Context, Result};
-use berth_core::config::Config;
-use berth_core::grpc::{channel, server_span, Address};
+use berth_core::config::{Config, ServerTls, TlsConfig};
+use berth_core::grpc::{in_process, server_span, server_tls, tls_channel, Address};
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio_stream::StreamExt;
+use tonic::service::Routes;
 use tonic::transport::Server;
 use tracing::info;
 
@@ -40,8 +42,9 @@ struct Args {
     /// Services to host, comma-separated: image,snapshot,runtime,registry,events,build (default: all)
     #[arg(long, value_delimiter = ',')]
     service: Vec<String>,
-    /// Serve on a tcp:// address beyond loopback even without TLS: whoever reaches it
-    /// controls this host as root, so only on a network where every host is trusted
+    /// Serve on a tcp:// address beyond loopback even without mutual TLS ([tls] cert, key
+    /// and client_ca): whoever reaches it controls this host as root, so only on a network
+    /// where every host is trusted
     #[arg(long)]
     insecure_tcp: bool,
     /// Debug logging
@@ -84,29 +87,48 @@ fn main() -> Result<()> {
     rt.block_on(run(config, services, args.debug, args.insecure_tcp))
 }
 
-/// Where berthd listens, refused when it is a TCP address beyond loopback and the user did
-/// not pass `--insecure-tcp`: the API runs containers as root and berthd serves it without
-/// TLS, so anyone who can reach such an address would own the host.
-fn listener(address: &str, insecure_tcp: bool) -> Result<Listener> {
-    match Address::parse(address).map_err(anyhow::Error::msg)? {
-        Address::Unix(path) => Ok(Listener::Unix(path)),
-        Address::Tcp(h) => {
-            let sa: std::net::SocketAddr = h.parse().with_context(|| {
-                format!("invalid listen address {h}: use an IP address and a port")
-            })?;
-            if !sa.ip().is_loopback() {
-                if !insecure_tcp {
-                    bail!(
-                        "refusing to serve berthd's API on {address} without TLS: whoever reaches it can run containers as root on this host. \
-                         Listen on a unix socket or a loopback address (tcp://127.0.0.1:PORT) and reach it through an SSH tunnel, \
-                         or pass --insecure-tcp if every host that can reach {sa} is trusted"
-                    );
-                }
-                tracing::warn!(%address, "serving the API beyond loopback without TLS (--insecure-tcp): anyone who reaches it controls this host");
+/// Where berthd listens, refused when it is a TCP address beyond loopback that does not
+/// authenticate its clients — no TLS, or TLS without `[tls] client_ca` — and the user did not
+/// pass `--insecure-tcp`: the API runs containers as root, so anyone who could call it would
+/// own the host. A TCP listener serves TLS whenever `[tls]` has a cert and key; `https://`
+/// says that it must.
+fn listener(address: &str, tls: &TlsConfig, insecure_tcp: bool) -> Result<Listener> {
+    let (h, must_tls) = match Address::parse(address).map_err(anyhow::Error::msg)? {
+        Address::Unix(path) => return Ok(Listener::Unix(path)),
+        Address::Tcp(h) => (h, false),
+        Address::Tls(h) => (h, true),
+    };
+    let sa: std::net::SocketAddr = h
+        .parse()
+        .with_context(|| format!("invalid listen address {h}: use an IP address and a port"))?;
+    let server = tls.server().map_err(anyhow::Error::msg)?;
+    if must_tls && server.is_none() {
+        bail!("{address} serves TLS: set cert and key in the [tls] section of the config");
+    }
+    if !sa.ip().is_loopback() {
+        let unauthenticated = match &server {
+            None => "without TLS",
+            Some(s) if s.client_ca.is_none() => {
+                "over TLS without client certificates ([tls] client_ca)"
             }
-            Ok(Listener::Tcp(sa))
+            Some(_) => "",
+        };
+        if !unauthenticated.is_empty() {
+            if !insecure_tcp {
+                bail!(
+                    "refusing to serve berthd's API on {address} {unauthenticated}: whoever reaches it can run containers as root on this host. \
+                     Set [tls] cert, key and client_ca in the config (mutual TLS), \
+                     listen on a unix socket or a loopback address (tcp://127.0.0.1:PORT) and reach it through an SSH tunnel, \
+                     or pass --insecure-tcp if every host that can reach {sa} is trusted"
+                );
+            }
+            tracing::warn!(%address, "serving the API beyond loopback {unauthenticated} (--insecure-tcp): anyone who reaches it controls this host");
         }
     }
+    Ok(match server {
+        Some(tls) => Listener::Tls(sa, tls),
+        None => Listener::Tcp(sa),
+    })
 }
 
 /// A checked listen address.
@@ -114,6 +136,8 @@ fn listener(address: &str, insecure_tcp: bool) -> Result<Listener> {
 enum Listener {
     Unix(PathBuf),
     Tcp(std::net::SocketAddr),
+    /// TCP, serving TLS only.
+    Tls(std::net::SocketAddr, ServerTls),
 }
 
 /// Creates `dir` (berthd's root or state) readable by root alone, as Docker keeps its data root
@@ -132,12 +156,31 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
             .map_err(anyhow::Error::msg)?;
     // Checked before any service starts, so a refused address leaves nothing behind.
     let own = config.address();
-    let listen = listener(&own, insecure_tcp)?;
+    let listen = listener(&own, &config.tls, insecure_tcp)?;
+    // The TLS files are read now too, so that a bad one stops berthd before any service runs.
+    let server = match &listen {
+        Listener::Tls(_, tls) => Server::builder()
+            .tls_config(server_tls(tls).map_err(anyhow::Error::msg)?)
+            .context("[tls] of the config")?,
+        _ => Server::builder(),
+    };
+    let client_tls = config.tls.client();
     for d in [&config.root, &config.state] {
         private_dir(d)?;
     }
-    let addr_of = |a: &Option<String>| a.clone().unwrap_or_else(|| own.clone());
-    let chan = |a: &Option<String>| channel(&addr_of(a)).map_err(anyhow::Error::msg);
+    // A service without an address of its own is reached at this berthd's, or, when that
+    // serves TLS, in process (berthd's certificate need not name the address it listens on).
+    let (own_channel, own_incoming) = match &listen {
+        Listener::Tls(..) => {
+            let (c, incoming) = in_process();
+            (Some(c), Some(incoming))
+        }
+        _ => (None, None),
+    };
+    let chan = |a: &Option<String>| match (a, &own_channel) {
+        (None, Some(c)) => Ok(c.clone()),
+        _ => tls_channel(a.as_ref().unwrap_or(&own), &client_tls).map_err(anyhow::Error::msg),
+    };
     let hosts = |s: &str| services.iter().any(|x| x == s);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -154,24 +197,23 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
         .build_v1alpha()
         .context("server reflection")?;
 
-    let mut router = Server::builder()
-        .trace_fn(server_span)
+    let mut routes = Routes::default()
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha)
         .add_service(version::serve(services.clone()));
 
     if hosts("events") {
-        router = router.add_service(berth_events::serve());
+        routes = routes.add_service(berth_events::serve());
     }
     if hosts("registry") {
-        router = router.add_service(
+        routes = routes.add_service(
             berth_registry_proxy::serve(&config, &config.root.join("registry-proxy"))
                 .context("registry service")?,
         );
     }
     if hosts("snapshot") {
-        router = router.add_service(
+        routes = routes.add_service(
             berth_snapshot::serve(
                 &config.root.join("snapshot"),
                 &config.snapshotter,
@@ -191,7 +233,7 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
             config.limits,
         )
         .context("image service")?;
-        router = router.add_service(images).add_service(content);
+        routes = routes.add_service(images).add_service(content);
     }
     if hosts("runtime") {
         // Shims detach from berthd; as a subreaper it adopts them and reaps them when they
@@ -212,14 +254,14 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
             Some(chan(&config.services.events)?),
         )
         .context("runtime service")?;
-        router = router
+        routes = routes
             .add_service(runtime.containers)
             .add_service(runtime.tasks)
             .add_service(runtime.volumes)
             .add_service(runtime.networks);
     }
     if hosts("build") {
-        router = router.add_service(
+        routes = routes.add_service(
             berth_build::serve(
                 &config.root.join("build"),
                 chan(&config.services.image)?,
@@ -251,6 +293,19 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
         let s = shutdown.clone();
         async move { s.notified().await }
     };
+    if let Some(incoming) = own_incoming {
+        let internal = Server::builder()
+            .trace_fn(server_span)
+            .add_routes(routes.clone());
+        tokio::spawn(
+            internal.serve_with_incoming(
+                tokio_stream::wrappers::UnboundedReceiverStream::new(incoming)
+                    .map(Ok::<_, std::io::Error>),
+            ),
+        );
+    }
+    let mut server = server.trace_fn(server_span);
+    let router = server.add_routes(routes);
     match listen {
         Listener::Unix(path) => {
             if let Some(dir) = path.parent() {
@@ -281,7 +336,16 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
             let _ = std::fs::remove_file(&path);
         }
         Listener::Tcp(sa) => {
-            info!(address = %own, services = %services.join(","), "berthd ready");
+            info!(address = %own, tls = "none", services = %services.join(","), "berthd ready");
+            router.serve_with_shutdown(sa, wait).await?;
+        }
+        Listener::Tls(sa, tls) => {
+            let tls = if tls.client_ca.is_some() {
+                "mutual"
+            } else {
+                "server only"
+            };
+            info!(address = %own, tls, services = %services.join(","), "berthd ready");
             router.serve_with_shutdown(sa, wait).await?;
         }
     }
@@ -295,16 +359,20 @@ mod tests {
 
     #[test]
     fn tcp_beyond_loopback_needs_insecure_tcp() {
+        let plain = TlsConfig::default();
         for address in [
             "tcp://0.0.0.0:7000",
             "tcp://10.1.2.3:7000",
             "tcp://[::]:7000",
         ] {
-            let e = listener(address, false).unwrap_err().to_string();
-            assert!(e.contains("--insecure-tcp") && e.contains(address), "{e}");
-            assert!(listener(address, true).is_ok(), "{address}");
+            let e = listener(address, &plain, false).unwrap_err().to_string();
+            assert!(
+                e.contains("--insecure-tcp") && e.contains(address) && e.contains("client_ca"),
+                "{e}"
+            );
+            assert!(listener(address, &plain, true).is_ok(), "{address}");
         }
-        let local = |a: &str| listener(a, false).unwrap();
+        let local = |a: &str| listener(a, &plain, false).unwrap();
         assert_eq!(
             local("tcp://127.0.0.1:7000"),
             Listener::Tcp("127.0.0.1:7000".parse().unwrap())
@@ -315,8 +383,69 @@ mod tests {
             Listener::Unix("/run/b.sock".into())
         );
         assert!(
-            listener("tcp://localhost:7000", true).is_err(),
+            listener("tcp://localhost:7000", &plain, true).is_err(),
             "an IP address"
         );
+    }
+
+    #[test]
+    fn mutual_tls_serves_beyond_loopback() {
+        let mutual = TlsConfig {
+            cert: Some("/t/s.pem".into()),
+            key: Some("/t/s.key".into()),
+            client_ca: Some("/t/ca.pem".into()),
+            ..TlsConfig::default()
+        };
+        let server = mutual.server().unwrap().unwrap();
+        for address in ["tcp://0.0.0.0:7000", "https://10.1.2.3:7000"] {
+            let sa = address.rsplit('/').next().unwrap().parse().unwrap();
+            assert_eq!(
+                listener(address, &mutual, false).unwrap(),
+                Listener::Tls(sa, server.clone())
+            );
+        }
+        assert!(
+            matches!(
+                listener("tcp://127.0.0.1:7000", &mutual, false).unwrap(),
+                Listener::Tls(..)
+            ),
+            "configured TLS is served on loopback too"
+        );
+        assert_eq!(
+            listener("unix:///run/b.sock", &mutual, false).unwrap(),
+            Listener::Unix("/run/b.sock".into()),
+            "never on a unix socket"
+        );
+
+        // TLS without client certificates lets anyone in: as plain TCP beyond loopback.
+        let server_only = TlsConfig {
+            client_ca: None,
+            ..mutual.clone()
+        };
+        let e = listener("tcp://0.0.0.0:7000", &server_only, false)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("without client certificates") && e.contains("--insecure-tcp"),
+            "{e}"
+        );
+        assert!(matches!(
+            listener("tcp://0.0.0.0:7000", &server_only, true).unwrap(),
+            Listener::Tls(..)
+        ));
+        assert!(matches!(
+            listener("tcp://127.0.0.1:7000", &server_only, false).unwrap(),
+            Listener::Tls(..)
+        ));
+
+        let e = listener("https://127.0.0.1:7000", &TlsConfig::default(), true)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("[tls]"), "{e}");
+        let half = TlsConfig {
+            key: None,
+            ..mutual
+        };
+        assert!(listener("tcp://0.0.0.0:7000", &half, true).is_err());
     }
 }
