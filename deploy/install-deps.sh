@@ -4,7 +4,7 @@
 # a missing one fails its test instead of skipping it (berth_core::testing::skip).
 set -euo pipefail
 pkgs=(
-  protobuf-compiler libprotobuf-dev pkg-config libssl-dev gcc  # build: protoc and its well-known types, openssl
+  pkg-config libssl-dev gcc                          # build: openssl, C parts of -sys crates (protos are compiled by protox)
   libc6-dev                                          # tests: a static C program (network.rs's UDP receiver)
   libseccomp-dev                                     # build: seccomp filters (libseccomp)
   busybox-static umoci skopeo docker-registry        # test images and a real registry

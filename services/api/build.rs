@@ -23,8 +23,15 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("cargo:rerun-if-changed={}", p.display());
     }
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    tonic_prost_build::configure()
-        .file_descriptor_set_path(out.join("berth_descriptor.bin"))
-        .compile_protos(&paths, &[proto_root])?;
+    // protox, a protobuf compiler in Rust with the well-known types built in, so the build
+    // needs no protoc and no include files from the system (Debian splits them into
+    // libprotobuf-dev, which a minimal install leaves out).
+    let fds = protox::compile(&paths, [&proto_root])?;
+    // Served by the reflection service.
+    std::fs::write(
+        out.join("berth_descriptor.bin"),
+        protox::prost::Message::encode_to_vec(&fds),
+    )?;
+    tonic_prost_build::configure().compile_fds(fds)?;
     Ok(())
 }
