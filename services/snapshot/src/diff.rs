@@ -866,11 +866,27 @@ mod tests {
         std::fs::create_dir_all(new.join("etc")).unwrap();
         std::fs::write(new.join("etc/passwd"), "root").unwrap();
         std::fs::write(new.join("etc/resolv.conf"), "").unwrap();
-        let copy = Changes::Copy {
+        // Times set, not left to the clock: a copy keeps its parent's times, and two writes
+        // a clock tick apart (a busy machine) must not read as a change. `etc/` itself is
+        // a second newer, as when the shim makes the mount point in it: not a change.
+        let t0 = filetime::FileTime::from_unix_time(1_700_000_000, 0);
+        let t1 = filetime::FileTime::from_unix_time(1_700_000_001, 0);
+        for (p, t) in [
+            (old.join("etc/passwd"), t0),
+            (new.join("etc/passwd"), t0),
+            (old.join("etc"), t0),
+            (new.join("etc"), t1),
+        ] {
+            filetime::set_file_times(&p, t, t).unwrap();
+        }
+        let copy = || Changes::Copy {
             dir: &new,
             parent: Some(&old),
         };
-        assert!(names(copy).is_empty());
+        assert!(names(copy()).is_empty());
+        // A real change under it still brings etc/ with it.
+        filetime::set_file_times(new.join("etc/passwd"), t1, t1).unwrap();
+        assert_eq!(names(copy()), ["etc/", "etc/passwd"]);
     }
 
     #[test]
