@@ -17,6 +17,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "berth/volumes/v1/volumes.proto",
         "berth/networks/v1/networks.proto",
         "berth/build/v1/build.proto",
+        "berth/namespaces/v1/namespaces.proto",
+        "berth/leases/v1/leases.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| proto_root.join(f)).collect();
     for p in &paths {

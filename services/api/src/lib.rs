@@ -67,5 +67,15 @@ pub mod build {
         tonic::include_proto!("berth.build.v1");
     }
 }
+pub mod namespaces {
+    pub mod v1 {
+        tonic::include_proto!("berth.namespaces.v1");
+    }
+}
+pub mod leases {
+    pub mod v1 {
+        tonic::include_proto!("berth.leases.v1");
+    }
+}
 
 pub use prost_types;

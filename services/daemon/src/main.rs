@@ -223,7 +223,7 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
         );
     }
     if hosts("image") {
-        let (images, content) = berth_image::serve(
+        let image = berth_image::serve(
             &config.root.join("image"),
             chan(&config.services.registry)?,
             chan(&config.services.snapshot)?,
@@ -233,7 +233,11 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
             config.limits,
         )
         .context("image service")?;
-        routes = routes.add_service(images).add_service(content);
+        routes = routes
+            .add_service(image.images)
+            .add_service(image.content)
+            .add_service(image.namespaces)
+            .add_service(image.leases);
     }
     if hosts("runtime") {
         // Shims detach from berthd; as a subreaper it adopts them and reaps them when they

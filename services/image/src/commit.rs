@@ -154,7 +154,7 @@ impl ImageStore {
         mut diff: TarStream,
         parent: &str,
         media_type: &str,
-        lease: &crate::gc::Lease,
+        lease: &crate::lease::Lease,
     ) -> Result<Layer, ImageError> {
         // The snapshot service unpacks the same bytes as the new committed snapshot.
         let (apply_tx, apply_rx) = mpsc::channel::<ApplyRequest>(8);
@@ -286,7 +286,18 @@ impl ImageStore {
         req: api::CommitRequest,
         tar: Option<TarStream>,
     ) -> Result<(crate::metadata::ImageRecord, Digest), ImageError> {
-        let lease = self.leases.acquire();
+        let image = (!req.intermediate).then_some(req.reference.as_str());
+        let lease = self.leases.acquire(ns, "commit", image);
+        lease.guard(self.commit_leased(ns, req, tar, &lease)).await
+    }
+
+    async fn commit_leased(
+        &self,
+        ns: &str,
+        req: api::CommitRequest,
+        tar: Option<TarStream>,
+        lease: &crate::lease::Lease,
+    ) -> Result<(crate::metadata::ImageRecord, Digest), ImageError> {
         let reference = if req.reference.is_empty() || req.intermediate {
             None
         } else {
@@ -360,7 +371,7 @@ impl ImageStore {
                     source,
                     &parent_chain,
                     media_type,
-                    &lease,
+                    lease,
                 )
                 .await?,
             )
@@ -464,7 +475,6 @@ impl ImageStore {
         };
         let rec = self.store_name(ns, &name, &target, labels).await?;
         self.publish(ns, "commit", &rec.name);
-        drop(lease);
         Ok((rec, config_digest))
     }
 }

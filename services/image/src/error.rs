@@ -25,6 +25,9 @@ pub enum ImageError {
     /// The request conflicts with the state: an image in use, several names for an id.
     #[error("{0}")]
     Conflict(String),
+    /// The work was stopped: its lease was removed (`Leases.Delete`).
+    #[error("{0}")]
+    Aborted(String),
 }
 
 impl From<Status> for ImageError {
@@ -42,6 +45,7 @@ impl From<ImageError> for Status {
             }
             ImageError::NotFound(_) => Status::not_found(msg),
             ImageError::Conflict(_) => Status::failed_precondition(msg),
+            ImageError::Aborted(_) => Status::aborted(msg),
             ImageError::Content(ContentError::NotFound(_)) => Status::not_found(msg),
             ImageError::Content(
                 ContentError::DigestMismatch { .. } | ContentError::SizeMismatch { .. },

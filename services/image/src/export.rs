@@ -23,8 +23,8 @@
 
 use crate::content::ContentStore;
 use crate::error::ImageError;
-use crate::gc::Lease;
 use crate::images::ImageStore;
+use crate::lease::Lease;
 use crate::manifest::{Descriptor, Index, ManifestError};
 use crate::metadata::ImageRecord;
 use berth_api::images::v1 as api;
@@ -32,7 +32,8 @@ use berth_core::{media, Digest, Reference};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
 use std::io::{self, Write};
-use tokio::sync::mpsc;
+use std::pin::Pin;
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
@@ -40,6 +41,10 @@ use tonic::Status;
 pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 /// The OCI annotation tools look an image of a layout up by.
 pub const ANNOTATION_REF_NAME: &str = "org.opencontainers.image.ref.name";
+
+/// What [`Archive::stream`] gives: the archive's chunks, then its error if it failed.
+pub type ExportStream =
+    Pin<Box<dyn futures::Stream<Item = Result<api::ExportResponse, Status>> + Send>>;
 
 /// The stream goes out in messages of this size (the last one shorter).
 const CHUNK: usize = 1 << 20;
@@ -90,7 +95,7 @@ enum Entry {
 pub struct Archive {
     entries: Vec<Entry>,
     content: ContentStore,
-    _lease: Lease,
+    lease: Lease,
 }
 
 /// One line of `docker save`'s `manifest.json`.
@@ -323,7 +328,7 @@ impl Plan {
         Ok(Archive {
             entries,
             content,
-            _lease: self.lease,
+            lease: self.lease,
         })
     }
 }
@@ -380,7 +385,7 @@ impl ImageStore {
             ));
         }
         let mut plan = Plan {
-            lease: self.leases.acquire(),
+            lease: self.leases.acquire(ns, "export", Some(&names.join(","))),
             entries: Vec::new(),
             seen: HashSet::new(),
             index: Vec::new(),
@@ -398,12 +403,19 @@ impl ImageStore {
 
 /// A writer that sends what it is given as ExportResponse chunks down a bounded channel,
 /// blocking while the channel is full: the tar stream goes no faster than the client reads.
+/// A removed lease (`berth lease rm`) stops it even then.
 #[derive(Debug)]
 struct Chunks {
     tx: mpsc::Sender<Result<api::ExportResponse, Status>>,
     buf: Vec<u8>,
     /// The client went away: nothing more to send, errors included.
     closed: bool,
+    /// The runtime the blocking writer waits on.
+    runtime: tokio::runtime::Handle,
+    /// Turns `true` when the export's lease is removed; the message says so.
+    stop: (watch::Receiver<bool>, String),
+    /// Set when the lease was removed.
+    stopped: Option<String>,
 }
 
 impl Chunks {
@@ -412,12 +424,29 @@ impl Chunks {
             return Ok(());
         }
         let data = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
-        self.tx
-            .blocking_send(Ok(api::ExportResponse { data }))
-            .map_err(|_| {
+        let tx = &self.tx;
+        let (stop, why) = &mut self.stop;
+        let sent = self.runtime.block_on(async {
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => Err(why.clone()),
+                r = tx.send(Ok(api::ExportResponse { data })) => Ok(r.is_ok()),
+            }
+        });
+        match sent {
+            Ok(true) => Ok(()),
+            Ok(false) => {
                 self.closed = true;
-                io::Error::new(io::ErrorKind::BrokenPipe, "the client stopped reading")
-            })
+                Err(io::Error::new(
+                    io::ErrorKind::BrokenPipe,
+                    "the client stopped reading",
+                ))
+            }
+            Err(why) => {
+                self.stopped = Some(why.clone());
+                Err(io::Error::other(why))
+            }
+        }
     }
 }
 
@@ -492,28 +521,49 @@ impl Archive {
         tar.into_inner()?.flush()
     }
 
-    /// Streams the archive as ExportResponse chunks, written by a blocking task; an error on
-    /// the way ends the stream with that error.
-    pub fn stream(self) -> ReceiverStream<Result<api::ExportResponse, Status>> {
+    /// Streams the archive as ExportResponse chunks, written by a blocking task. An error on
+    /// the way (a removed lease: Aborted) ends the stream after the chunks already queued,
+    /// even when the queue is full; the lease is released before the client hears the end.
+    pub fn stream(self) -> ExportStream {
         let (tx, rx) = mpsc::channel(CHUNKS_IN_FLIGHT);
+        let (end_tx, end_rx) = oneshot::channel::<Result<(), Status>>();
         let span = tracing::Span::current();
+        let runtime = tokio::runtime::Handle::current();
         tokio::task::spawn_blocking(move || {
             let _enter = span.enter();
             let mut out = Chunks {
-                tx: tx.clone(),
+                tx,
                 buf: Vec::with_capacity(CHUNK),
                 closed: false,
+                runtime,
+                stop: self.lease.stop_signal(),
+                stopped: None,
             };
-            if let Err(e) = self.write_to(&mut out) {
-                if out.closed {
+            let end = match self.write_to(&mut out) {
+                Ok(()) => Ok(()),
+                Err(_) if out.closed => {
                     tracing::info!("export stopped: the client went away");
-                } else {
-                    tracing::warn!(error = %e, "export failed");
-                    let _ = tx.blocking_send(Err(Status::internal(format!("export failed: {e}"))));
+                    Ok(())
                 }
-            }
+                Err(e) => {
+                    tracing::warn!(error = %e, "export failed");
+                    Err(match out.stopped.take() {
+                        Some(why) => Status::aborted(why),
+                        None => Status::internal(format!("export failed: {e}")),
+                    })
+                }
+            };
+            drop(out);
+            drop(self);
+            let _ = end_tx.send(end);
         });
-        ReceiverStream::new(rx)
+        let end = futures::stream::once(async move {
+            end_rx
+                .await
+                .unwrap_or_else(|_| Err(Status::internal("the export task ended without a word")))
+        });
+        let end = futures::StreamExt::filter_map(end, |r| async move { r.err().map(Err) });
+        Box::pin(futures::StreamExt::chain(ReceiverStream::new(rx), end))
     }
 }
 
@@ -842,22 +892,28 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn streams_in_chunks_and_stops_when_the_client_goes() {
-        let dir = tempfile::tempdir().unwrap();
-        let s = store(dir.path());
-        // A layer of 3 MiB of noise: several chunks.
-        let mut noise = vec![0u8; 3 << 20];
+    /// Stores `big:1`, one layer of `size` bytes of noise (it does not compress); returns it.
+    async fn noise_image(s: &ImageStore, size: usize) -> (Vec<u8>, Digest) {
+        let mut noise = vec![0u8; size];
         getrandom::fill(&mut noise).unwrap();
         let big = gzip_layer("noise", &noise);
         add_image(
-            &s,
+            s,
             &["big:1"],
             std::slice::from_ref(&big),
             media::OCI_MANIFEST,
             "2024-01-01T00:00:00Z",
         )
         .await;
+        big
+    }
+
+    #[tokio::test]
+    async fn streams_in_chunks_and_stops_when_the_client_goes() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        // A layer of 3 MiB of noise: several chunks.
+        noise_image(&s, 3 << 20).await;
         let a = s
             .export_archive("default", &["big:1".into()], Format::Oci)
             .unwrap();
@@ -887,5 +943,48 @@ mod tests {
             .unwrap()
             .unwrap();
         drop(stream);
+    }
+
+    #[tokio::test]
+    async fn a_removed_lease_stops_an_export_nobody_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = store(dir.path());
+        // More than the chunks the channel holds, so the writer must wait for the reader.
+        let big = noise_image(&s, (CHUNKS_IN_FLIGHT + 4) * CHUNK).await;
+        let mut stream = s
+            .export_archive("default", &["big:1".into()], Format::Oci)
+            .unwrap()
+            .stream();
+        let leases = s.leases.list("default");
+        assert_eq!(leases.len(), 1, "{leases:?}");
+        assert_eq!(
+            leases[0]
+                .labels
+                .get(crate::lease::LABEL_IMAGE)
+                .map(String::as_str),
+            Some("big:1")
+        );
+        s.leases
+            .release("default", &leases[0].id, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        assert!(s.leases.list("default").is_empty());
+        // What was queued still arrives, then the error: never a short archive that looks whole.
+        let mut got = 0;
+        let mut end = None;
+        while let Some(c) = tokio_stream::StreamExt::next(&mut stream).await {
+            match c {
+                Ok(c) => got += c.data.len(),
+                Err(e) => end = Some(e),
+            }
+        }
+        let end = end.expect("the stream ends with an error");
+        assert_eq!(end.code(), tonic::Code::Aborted);
+        assert!(end.message().contains("was removed"), "{}", end.message());
+        assert!(
+            got < big.0.len(),
+            "{got} bytes of a {} byte layer",
+            big.0.len()
+        );
     }
 }

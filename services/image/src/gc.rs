@@ -1,4 +1,4 @@
-//! Garbage collection of blobs and snapshots, and the leases that protect work in flight.
+//! Garbage collection of blobs and snapshots.
 //!
 //! Mark: every image record of every namespace holds its index or manifest, the manifests an
 //! index lists (those stored), and each manifest's config and layers; in the namespace being
@@ -7,9 +7,11 @@
 //! rw snapshot keeps its image's chain), repeated until nothing more goes. Active snapshots
 //! belong to containers and builds and are never collected here.
 //!
-//! A [`Lease`] is taken by every operation that writes or reads content (pull, import,
-//! commit, push): it names what it holds explicitly, and everything created after it began
-//! is kept until it ends, so a blob written a moment before its image record is never lost.
+//! What work in flight holds is kept as long as it runs: see [`crate::lease`].
+//!
+//! The same walk ([`ImageStore::reachable`]) tells which images hold a blob, so that
+//! `Content.Delete` can refuse to remove one ([`ImageStore::delete_blob`]), and what a
+//! manifest or index names, which `Content.List` shows as containerd's gc.ref labels.
 
 use crate::error::ImageError;
 use crate::images::{ImageStore, LABEL_MANIFEST, LABEL_SNAPSHOTTER};
@@ -17,104 +19,59 @@ use berth_api::snapshots::v1::{Kind, ListSnapshotsRequest, SnapshotKey};
 use berth_core::digest::chain_id;
 use berth_core::grpc::request;
 use berth_core::{media, Digest};
-use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::time::SystemTime;
 
+/// What the walk from the image records found.
 #[derive(Debug, Default)]
-struct Held {
-    since: Option<SystemTime>,
-    blobs: HashSet<Digest>,
-    snapshots: HashSet<String>,
+pub(crate) struct Reachable {
+    /// Every blob an image record holds, with the records (namespace, name) holding it.
+    pub holders: HashMap<Digest, Vec<(String, String)>>,
+    /// The manifests and indexes met on the way, with what each names.
+    pub refs: HashMap<Digest, Refs>,
 }
 
-/// The leases of the image service (in memory: a restart ends all work in flight).
-#[derive(Debug, Clone, Default)]
-pub struct Leases {
-    inner: Arc<Mutex<(u64, HashMap<u64, Held>)>>,
+/// What one manifest (config, layers) or index (manifests) names.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub(crate) struct Refs {
+    pub manifests: Vec<Digest>,
+    pub config: Option<Digest>,
+    pub layers: Vec<Digest>,
 }
 
-/// Work in flight; dropping it releases what it holds.
-#[derive(Debug)]
-pub struct Lease {
-    id: u64,
-    leases: Leases,
-}
-
-impl Leases {
-    pub fn acquire(&self) -> Lease {
-        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.0 += 1;
-        let id = g.0;
-        g.1.insert(
-            id,
-            Held {
-                since: Some(SystemTime::now()),
-                ..Default::default()
-            },
-        );
-        Lease {
-            id,
-            leases: self.clone(),
+impl Refs {
+    /// containerd's garbage collection labels of a content blob: `…content.m.<i>` for an
+    /// index's manifests, `…content.config` and `…content.l.<i>` for a manifest's blobs.
+    pub fn labels(&self) -> BTreeMap<String, String> {
+        const PREFIX: &str = "berth.gc.ref.content";
+        let mut out = BTreeMap::new();
+        for (i, m) in self.manifests.iter().enumerate() {
+            out.insert(format!("{PREFIX}.m.{i}"), m.to_string());
         }
-    }
-}
-
-/// Whether the leases in `held` protect an object: held by name, or made after a lease began
-/// (less a second, for the coarse clock file times come from).
-fn protects(
-    held: &HashMap<u64, Held>,
-    digest: Option<&Digest>,
-    snapshot: Option<&str>,
-    created: Option<SystemTime>,
-) -> bool {
-    held.values().any(|h| {
-        digest.is_some_and(|d| h.blobs.contains(d))
-            || snapshot.is_some_and(|n| h.snapshots.contains(n))
-            || matches!((h.since, created),
-                (Some(since), Some(c)) if c + std::time::Duration::from_secs(1) >= since)
-    })
-}
-
-impl Leases {
-    /// Runs `f` unless the current leases protect the object, with the leases locked so that
-    /// no lease can take the object while `f` removes it.
-    fn unless_protected<T>(
-        &self,
-        digest: Option<&Digest>,
-        snapshot: Option<&str>,
-        created: Option<SystemTime>,
-        f: impl FnOnce() -> T,
-    ) -> Option<T> {
-        let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if protects(&g.1, digest, snapshot, created) {
-            return None;
+        if let Some(c) = &self.config {
+            out.insert(format!("{PREFIX}.config"), c.to_string());
         }
-        Some(f())
+        for (i, l) in self.layers.iter().enumerate() {
+            out.insert(format!("{PREFIX}.l.{i}"), l.to_string());
+        }
+        out
     }
 }
 
-impl Lease {
-    pub fn blob(&self, d: &Digest) {
-        let mut g = self.leases.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = g.1.get_mut(&self.id) {
-            h.blobs.insert(d.clone());
-        }
-    }
-
-    pub fn snapshot(&self, name: &str) {
-        let mut g = self.leases.inner.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(h) = g.1.get_mut(&self.id) {
-            h.snapshots.insert(name.to_string());
-        }
-    }
-}
-
-impl Drop for Lease {
-    fn drop(&mut self) {
-        let mut g = self.leases.inner.lock().unwrap_or_else(|p| p.into_inner());
-        g.1.remove(&self.id);
-    }
+/// The refusal of `Content.Delete` for a blob `images` hold.
+fn held_by_images(digest: &Digest, images: &[(String, String)]) -> String {
+    let mut images = images.to_vec();
+    images.sort();
+    let (ns, name) = &images[0];
+    let more = match images.len() - 1 {
+        0 => String::new(),
+        1 => " and 1 more image".to_string(),
+        n => format!(" and {n} more images"),
+    };
+    format!(
+        "content {digest} is part of image {name} (namespace {ns}){more}: remove the image \
+         instead (berth rmi); its blobs go with it once no image holds them"
+    )
 }
 
 /// What a collection removed.
@@ -132,20 +89,10 @@ impl ImageStore {
     /// Removes the blobs no record of any namespace holds and no lease protects; returns how
     /// many and their bytes.
     fn sweep_blobs(&self) -> Result<(i32, i64), ImageError> {
-        let mut marked: HashSet<Digest> = HashSet::new();
-        for (_, rec) in self.db.list_all()? {
-            for d in [Some(&rec.target.digest), rec.labels.get(LABEL_MANIFEST)]
-                .into_iter()
-                .flatten()
-            {
-                if let Ok(d) = d.parse::<Digest>() {
-                    self.mark(&d, &mut marked);
-                }
-            }
-        }
+        let held = self.reachable()?.holders;
         let (mut blobs, mut bytes) = (0, 0);
         for blob in self.content.list()? {
-            if marked.contains(&blob.digest) {
+            if held.contains_key(&blob.digest) {
                 continue;
             }
             let removed =
@@ -154,13 +101,13 @@ impl ImageStore {
                         self.content.delete(&blob.digest)
                     });
             match removed {
-                None => {}
-                Some(Ok(())) => {
+                Err(_) => {}
+                Ok(Ok(())) => {
                     blobs += 1;
                     bytes += blob.size as i64;
                     tracing::debug!(digest = %blob.digest, size = blob.size, "blob collected");
                 }
-                Some(Err(e)) => {
+                Ok(Err(e)) => {
                     tracing::warn!(digest = %blob.digest, error = %e, "cannot remove blob")
                 }
             }
@@ -168,34 +115,92 @@ impl ImageStore {
         Ok((blobs, bytes))
     }
 
-    /// Marks what `digest` holds: itself, and when it is a stored manifest or index, what it
-    /// names.
-    fn mark(&self, digest: &Digest, marked: &mut HashSet<Digest>) {
-        if !marked.insert(digest.clone()) {
-            return;
-        }
+    /// What a stored manifest or index names; nothing for a blob that is neither (or absent).
+    fn refs_of(&self, digest: &Digest) -> Refs {
         let Ok(bytes) = self.content.read_small(digest, media::MAX_MANIFEST_SIZE) else {
-            return;
+            return Refs::default();
         };
         let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            return;
+            return Refs::default();
         };
         let digest_of = |d: &serde_json::Value| {
             d.get("digest")
                 .and_then(|s| s.as_str())
                 .and_then(|s| s.parse::<Digest>().ok())
         };
-        if let Some(list) = v.get("manifests").and_then(|m| m.as_array()) {
-            for d in list.iter().filter_map(digest_of) {
-                self.mark(&d, marked);
+        let list = |key: &str| -> Vec<Digest> {
+            v.get(key)
+                .and_then(|m| m.as_array())
+                .map(|l| l.iter().filter_map(digest_of).collect())
+                .unwrap_or_default()
+        };
+        Refs {
+            manifests: list("manifests"),
+            config: v.get("config").and_then(digest_of),
+            layers: list("layers"),
+        }
+    }
+
+    /// Walks from every image record of every namespace: its index or manifest, the
+    /// manifests an index lists, each manifest's config and layers.
+    pub(crate) fn reachable(&self) -> Result<Reachable, ImageError> {
+        let mut out = Reachable::default();
+        for (ns, rec) in self.db.list_all()? {
+            let mut held: HashSet<Digest> = HashSet::new();
+            let mut todo: Vec<Digest> = [Some(&rec.target.digest), rec.labels.get(LABEL_MANIFEST)]
+                .into_iter()
+                .flatten()
+                .filter_map(|d| d.parse().ok())
+                .collect();
+            while let Some(d) = todo.pop() {
+                if !held.insert(d.clone()) {
+                    continue;
+                }
+                let refs = out
+                    .refs
+                    .entry(d.clone())
+                    .or_insert_with(|| self.refs_of(&d));
+                todo.extend(refs.manifests.iter().cloned());
+                held.extend(refs.config.iter().cloned());
+                held.extend(refs.layers.iter().cloned());
+            }
+            for d in held {
+                out.holders
+                    .entry(d)
+                    .or_default()
+                    .push((ns.clone(), rec.name.clone()));
             }
         }
-        if let Some(c) = v.get("config").and_then(digest_of) {
-            marked.insert(c);
-        }
-        if let Some(layers) = v.get("layers").and_then(|l| l.as_array()) {
-            marked.extend(layers.iter().filter_map(digest_of));
-        }
+        Ok(out)
+    }
+
+    /// `Content.Delete`: removes a blob unless an image holds it (in any namespace: blobs are
+    /// shared) or a lease protects it; both are FailedPrecondition, naming who holds it.
+    pub async fn delete_blob(&self, digest: &Digest) -> Result<(), ImageError> {
+        // No collection meanwhile: they would race for the same files.
+        let _one = GC.lock().await;
+        let store = self.clone();
+        let digest = digest.clone();
+        tokio::task::spawn_blocking(move || {
+            let info = store.content.info(&digest)?;
+            if let Some(images) = store.reachable()?.holders.get(&digest) {
+                return Err(ImageError::Conflict(held_by_images(&digest, images)));
+            }
+            store
+                .leases
+                .unless_protected(Some(&digest), None, Some(info.created), || {
+                    store.content.delete(&digest)
+                })
+                .map_err(|lease| {
+                    ImageError::Conflict(format!(
+                        "content {digest} is in use by work in flight (lease {lease}): wait \
+                         for it to end, or stop it with `berth lease rm {lease}`"
+                    ))
+                })?
+                .map_err(ImageError::from)
+        })
+        .await
+        .map_err(|e| ImageError::InvalidArgument(format!("content delete task: {e}")))?
     }
 
     /// Removes blobs no image holds, and in namespace `ns` committed snapshots no image holds.
@@ -276,7 +281,7 @@ impl ImageStore {
                     if self
                         .leases
                         .unless_protected(None, Some(&name), created, || ())
-                        .is_none()
+                        .is_err()
                     {
                         continue;
                     }
@@ -325,5 +330,55 @@ impl ImageStore {
             tracing::info!(namespace = %ns, blobs = out.blobs, snapshots = out.snapshots, bytes = out.bytes, "garbage collected");
         }
         Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn gc_labels_as_containerd_names_them() {
+        let d = |s: &str| Digest::sha256_of(s.as_bytes());
+        let manifest = Refs {
+            manifests: vec![],
+            config: Some(d("c")),
+            layers: vec![d("l0"), d("l1")],
+        };
+        let labels = manifest.labels();
+        assert_eq!(labels.len(), 3);
+        assert_eq!(labels["berth.gc.ref.content.config"], d("c").to_string());
+        assert_eq!(labels["berth.gc.ref.content.l.1"], d("l1").to_string());
+        let index = Refs {
+            manifests: vec![d("m")],
+            ..Default::default()
+        };
+        assert_eq!(
+            index.labels(),
+            BTreeMap::from([("berth.gc.ref.content.m.0".to_string(), d("m").to_string())])
+        );
+        assert!(Refs::default().labels().is_empty());
+    }
+
+    #[test]
+    fn refusals_name_an_image() {
+        let d = Digest::sha256_of(b"x");
+        let one = held_by_images(&d, &[("default".into(), "docker.io/library/a:1".into())]);
+        assert!(
+            one.contains("is part of image docker.io/library/a:1 (namespace default): remove"),
+            "{one}"
+        );
+        let three = held_by_images(
+            &d,
+            &[
+                ("team".into(), "b".into()),
+                ("default".into(), "c".into()),
+                ("default".into(), "a".into()),
+            ],
+        );
+        assert!(
+            three.contains("image a (namespace default) and 2 more images"),
+            "{three}"
+        );
     }
 }

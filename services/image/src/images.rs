@@ -12,6 +12,7 @@ use berth_api::snapshots::v1::{
     apply_request, snapshots_client::SnapshotsClient, ApplyHeader, ApplyRequest, SnapshotKey,
 };
 use berth_api::types::v1 as types;
+use berth_api::volumes::v1::volumes_client::VolumesClient;
 use berth_core::digest::chain_id;
 use berth_core::grpc::request;
 use berth_core::{media, Digest, Reference};
@@ -37,9 +38,11 @@ pub struct ImageStore {
     pub(crate) registry: RegistryClient<Channel>,
     pub(crate) snapshots: SnapshotsClient<Channel>,
     pub(crate) containers: Option<ContainersClient<Channel>>,
+    /// The runtime's Volumes service, asked what each namespace holds.
+    pub(crate) volumes: Option<VolumesClient<Channel>>,
     default_snapshotter: String,
     events: std::sync::Arc<berth_events::Publisher>,
-    pub(crate) leases: crate::gc::Leases,
+    pub(crate) leases: crate::lease::Leases,
     downloads: Downloads,
     /// What one archive given to `image import` may unpack ([limits] of berthd's config).
     pub(crate) limits: berth_core::config::Limits,
@@ -110,6 +113,7 @@ impl ImageStore {
             registry,
             snapshots,
             containers: None,
+            volumes: None,
             default_snapshotter,
             events: std::sync::Arc::new(events),
             leases: Default::default(),
@@ -124,9 +128,11 @@ impl ImageStore {
         self
     }
 
-    /// Asks the runtime service at `channel` which containers use an image before deleting it.
+    /// Asks the runtime service at `channel` which containers use an image before deleting it,
+    /// and what its containers and volumes hold of a namespace before removing that.
     pub fn with_runtime(mut self, channel: Channel) -> ImageStore {
-        self.containers = Some(ContainersClient::new(channel));
+        self.containers = Some(ContainersClient::new(channel.clone()));
+        self.volumes = Some(VolumesClient::new(channel));
         self
     }
 
@@ -279,7 +285,22 @@ impl ImageStore {
         tx: &ProgressTx,
     ) -> Result<ImageRecord, ImageError> {
         let reference = Reference::parse(&req.reference)?;
-        let lease = self.leases.acquire();
+        let lease = self
+            .leases
+            .acquire(ns, "pull", Some(&reference.to_string()));
+        lease
+            .guard(self.pull_leased(ns, reference, req, tx, &lease))
+            .await
+    }
+
+    async fn pull_leased(
+        &self,
+        ns: &str,
+        reference: Reference,
+        req: api::PullRequest,
+        tx: &ProgressTx,
+        lease: &crate::lease::Lease,
+    ) -> Result<ImageRecord, ImageError> {
         progress(tx, &reference.familiar(), "resolving", 0, 0).await;
         let resolved = self
             .registry

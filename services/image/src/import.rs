@@ -159,6 +159,21 @@ impl ImageStore {
         unpack: Option<&str>,
         tx: &ProgressTx,
     ) -> Result<Vec<ImageRecord>, ImageError> {
+        // Names nothing itself: what it writes is kept because it is newer than the lease.
+        let lease = self.leases.acquire(ns, "import", Some(name));
+        lease
+            .guard(self.import_leased(ns, archive, name, unpack, tx))
+            .await
+    }
+
+    async fn import_leased(
+        &self,
+        ns: &str,
+        archive: &Path,
+        name: &str,
+        unpack: Option<&str>,
+        tx: &ProgressTx,
+    ) -> Result<Vec<ImageRecord>, ImageError> {
         let dir = tempfile::Builder::new()
             .prefix("import-")
             .tempdir_in(archive.parent().unwrap_or(Path::new("/tmp")))

@@ -1,15 +1,24 @@
 //! berth-image: the content store, image names, pull, import.
 //!
 //! - [`content::ContentStore`]: blobs by digest; a blob is whole and verified or absent.
-//! - [`metadata::ImageDb`]: the one module touching this service's sled database.
+//! - [`metadata::ImageDb`]: the one module touching this service's sled database (image
+//!   records and the namespace registry).
 //! - [`manifest`]: parsing and checking manifests, indexes and configs.
 //! - [`images::ImageStore`]: pull (through the registry service), unpack (through the snapshot
 //!   service), import, and what `image ls` / `inspect` show.
-//! - [`service`]: the Images and Content gRPC services over it; [`serve`] builds both.
+//! - [`lease`]: the work in flight and what it keeps from [`gc`], the garbage collection.
+//! - [`namespaces`]: the namespace registry, and what every service holds of each namespace.
+//! - [`service`]: the Images, Content, Namespaces and Leases gRPC services over it; [`serve`]
+//!   builds them.
 //!
 //! ```no_run
 //! # async fn f(registry: tonic::transport::Channel, snapshots: tonic::transport::Channel) {
-//! let (images, content) = berth_image::serve(std::path::Path::new("/var/lib/berth/image"), registry, snapshots, None, None, "overlayfs", Default::default()).unwrap();
+//! let services = berth_image::serve(std::path::Path::new("/var/lib/berth/image"), registry, snapshots, None, None, "overlayfs", Default::default()).unwrap();
+//! tonic::transport::Server::builder()
+//!     .add_service(services.images)
+//!     .add_service(services.content)
+//!     .add_service(services.namespaces)
+//!     .add_service(services.leases);
 //! # }
 //! ```
 
@@ -22,9 +31,11 @@ pub mod gc;
 pub mod gzip;
 pub mod images;
 pub mod import;
+pub mod lease;
 pub mod manage;
 pub mod manifest;
 pub mod metadata;
+pub mod namespaces;
 pub mod push;
 pub mod service;
 
@@ -33,15 +44,27 @@ pub use images::ImageStore;
 
 use berth_api::content::v1::content_server::ContentServer;
 use berth_api::images::v1::images_server::ImagesServer;
+use berth_api::leases::v1::leases_server::LeasesServer;
+use berth_api::namespaces::v1::namespaces_server::NamespacesServer;
 use berth_api::registry::v1::registry_client::RegistryClient;
 use berth_api::snapshots::v1::snapshots_client::SnapshotsClient;
 use std::path::Path;
 use tonic::transport::Channel;
 
-/// Opens the store under `root` (the image service's own folder) and builds the Images and
-/// Content services. `registry` and `snapshots` reach the services it works through;
-/// `events`, when given, the Events service its image events go to; `runtime`, when given,
-/// the runtime service it asks which containers use an image before deleting it.
+/// The gRPC services of the image service, ready for `Server::add_service`.
+#[derive(Debug)]
+pub struct Services {
+    pub images: ImagesServer<service::ImagesService>,
+    pub content: ContentServer<service::ContentService>,
+    pub namespaces: NamespacesServer<service::NamespacesService>,
+    pub leases: LeasesServer<service::LeasesService>,
+}
+
+/// Opens the store under `root` (the image service's own folder) and builds the Images,
+/// Content, Namespaces and Leases services. `registry` and `snapshots` reach the services
+/// it works through; `events`, when given, the Events service its image events go to;
+/// `runtime`, when given, the runtime service it asks which containers use an image before
+/// deleting it, and what containers and volumes a namespace holds before removing it.
 pub fn serve(
     root: &Path,
     registry: Channel,
@@ -50,13 +73,7 @@ pub fn serve(
     runtime: Option<Channel>,
     default_snapshotter: &str,
     limits: berth_core::config::Limits,
-) -> Result<
-    (
-        ImagesServer<service::ImagesService>,
-        ContentServer<service::ContentService>,
-    ),
-    ImageError,
-> {
+) -> Result<Services, ImageError> {
     let content = content::ContentStore::open(&root.join("content"))?;
     let db = metadata::ImageDb::open(&root.join("metadata.db"))?;
     let store = ImageStore::new(
@@ -76,8 +93,14 @@ pub fn serve(
         store: store.clone(),
         tmp: root.join("tmp"),
     };
-    Ok((
-        ImagesServer::new(images).max_decoding_message_size(64 << 20),
-        ContentServer::new(service::ContentService { store }),
-    ))
+    Ok(Services {
+        images: ImagesServer::new(images).max_decoding_message_size(64 << 20),
+        content: ContentServer::new(service::ContentService {
+            store: store.clone(),
+        }),
+        namespaces: NamespacesServer::new(service::NamespacesService {
+            store: store.clone(),
+        }),
+        leases: LeasesServer::new(service::LeasesService { store }),
+    })
 }

@@ -1,5 +1,8 @@
 //! Image records: the one module that touches the image service's database (sled), so the
-//! store can be swapped. Keys are `<namespace>/<name>`; values JSON.
+//! store can be swapped. Two trees, values JSON:
+//! - `images`: `<namespace>/<name>` → [`ImageRecord`];
+//! - `namespaces`: `<namespace>` → [`NamespaceRecord`], the namespaces `namespace create`
+//!   recorded (with their labels); namespaces also exist without a record, by holding objects.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -23,6 +26,15 @@ pub struct ImageRecord {
     pub updated: i64,
 }
 
+/// A namespace `namespace create` recorded.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NamespaceRecord {
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Nanoseconds since the Unix epoch.
+    pub created: i64,
+}
+
 #[derive(Debug, thiserror::Error)]
 #[error("image metadata database: {0}")]
 pub struct MetadataError(String);
@@ -36,6 +48,7 @@ impl From<sled::Error> for MetadataError {
 #[derive(Debug, Clone)]
 pub struct ImageDb {
     images: sled::Tree,
+    namespaces: sled::Tree,
     db: sled::Db,
 }
 
@@ -51,7 +64,12 @@ impl ImageDb {
             .cache_capacity(4 << 20)
             .open()?;
         let images = db.open_tree("images")?;
-        Ok(ImageDb { images, db })
+        let namespaces = db.open_tree("namespaces")?;
+        Ok(ImageDb {
+            images,
+            namespaces,
+            db,
+        })
     }
 
     pub fn get(&self, ns: &str, name: &str) -> Result<Option<ImageRecord>, MetadataError> {
@@ -89,6 +107,54 @@ impl ImageDb {
             out.push((ns.to_string(), rec));
         }
         Ok(out)
+    }
+
+    /// How many image records each namespace holds (namespaces without any are absent).
+    pub fn image_counts(&self) -> Result<BTreeMap<String, i64>, MetadataError> {
+        let mut out = BTreeMap::new();
+        for k in self.images.iter().keys() {
+            let k = k?;
+            let k = String::from_utf8_lossy(&k);
+            if let Some((ns, _)) = k.split_once('/') {
+                *out.entry(ns.to_string()).or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records namespace `name`; `false` (and nothing written) when it was recorded before.
+    pub async fn create_namespace(
+        &self,
+        name: &str,
+        rec: &NamespaceRecord,
+    ) -> Result<bool, MetadataError> {
+        let v = serde_json::to_vec(rec).map_err(|e| MetadataError(e.to_string()))?;
+        let created = self
+            .namespaces
+            .compare_and_swap(name.as_bytes(), None as Option<&[u8]>, Some(v))?
+            .is_ok();
+        self.db.flush_async().await?;
+        Ok(created)
+    }
+
+    /// The recorded namespaces, by name.
+    pub fn namespaces(&self) -> Result<Vec<(String, NamespaceRecord)>, MetadataError> {
+        let mut out = Vec::new();
+        for kv in self.namespaces.iter() {
+            let (k, v) = kv?;
+            let name = String::from_utf8_lossy(&k).into_owned();
+            let rec = serde_json::from_slice(&v)
+                .map_err(|e| MetadataError(format!("corrupt namespace record {name}: {e}")))?;
+            out.push((name, rec));
+        }
+        Ok(out)
+    }
+
+    /// Removes namespace `name`'s record; `false` when there was none.
+    pub async fn delete_namespace(&self, name: &str) -> Result<bool, MetadataError> {
+        let had = self.namespaces.remove(name.as_bytes())?.is_some();
+        self.db.flush_async().await?;
+        Ok(had)
     }
 
     pub fn list(&self, ns: &str) -> Result<Vec<ImageRecord>, MetadataError> {
@@ -131,7 +197,32 @@ mod tests {
         assert_eq!(db.list("default").unwrap(), vec![rec("a")]);
         assert_eq!(db.get("other", "b").unwrap(), Some(rec("b")));
         assert!(db.get("default", "b").unwrap().is_none());
+        assert_eq!(
+            db.image_counts().unwrap(),
+            BTreeMap::from([("default".to_string(), 1), ("other".to_string(), 1)])
+        );
         assert!(db.delete("default", "a").await.unwrap());
         assert!(db.list("default").unwrap().is_empty());
+        assert!(!db.image_counts().unwrap().contains_key("default"));
+    }
+
+    #[tokio::test]
+    async fn namespace_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = ImageDb::open(&dir.path().join("db")).unwrap();
+        let rec = NamespaceRecord {
+            labels: BTreeMap::from([("team".to_string(), "a".to_string())]),
+            created: 5,
+        };
+        assert!(db.create_namespace("team-a", &rec).await.unwrap());
+        let other = NamespaceRecord {
+            labels: BTreeMap::new(),
+            created: 6,
+        };
+        assert!(!db.create_namespace("team-a", &other).await.unwrap());
+        assert_eq!(db.namespaces().unwrap(), vec![("team-a".to_string(), rec)]);
+        assert!(db.delete_namespace("team-a").await.unwrap());
+        assert!(!db.delete_namespace("team-a").await.unwrap());
+        assert!(db.namespaces().unwrap().is_empty());
     }
 }

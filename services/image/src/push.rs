@@ -185,7 +185,17 @@ impl ImageStore {
         req: api::PushRequest,
         tx: &PushTx,
     ) -> Result<types::Descriptor, ImageError> {
-        let lease = self.leases.acquire();
+        let lease = self.leases.acquire(ns, "push", Some(&req.reference));
+        lease.guard(self.push_leased(ns, req, tx, &lease)).await
+    }
+
+    async fn push_leased(
+        &self,
+        ns: &str,
+        req: api::PushRequest,
+        tx: &PushTx,
+        lease: &crate::lease::Lease,
+    ) -> Result<types::Descriptor, ImageError> {
         let target = Reference::parse(&req.reference)?;
         if target.digest().is_some() {
             return Err(ImageError::InvalidArgument(format!(
@@ -269,7 +279,6 @@ impl ImageStore {
             )));
         }
         self.publish(ns, "push", &target.to_string());
-        drop(lease);
         Ok(types::Descriptor {
             media_type: r.manifest_desc.media_type.clone(),
             digest: manifest_digest.to_string(),

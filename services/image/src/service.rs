@@ -1,10 +1,12 @@
-//! The gRPC shells over [`ImageStore`]: the Images and Content services.
+//! The gRPC shells over [`ImageStore`]: the Images, Content, Namespaces and Leases services.
 
 use crate::content::ContentError;
 use crate::error::ImageError;
 use crate::images::{to_api_image, ImageStore};
 use berth_api::content::v1 as capi;
 use berth_api::images::v1 as api;
+use berth_api::leases::v1 as lapi;
+use berth_api::namespaces::v1 as napi;
 use berth_core::grpc::namespace;
 use berth_core::Digest;
 use futures::Stream;
@@ -156,7 +158,7 @@ impl api::images_server::Images for ImagesService {
         // Every name is resolved (NotFound) before the stream starts.
         let archive = self.store.export_archive(&ns, &req.names, format)?;
         info!(namespace = %ns, images = ?req.names, ?format, "exporting");
-        Ok(Response::new(Box::pin(archive.stream())))
+        Ok(Response::new(archive.stream()))
     }
 
     async fn prune(
@@ -341,16 +343,17 @@ pub struct ContentService {
     pub(crate) store: ImageStore,
 }
 
-fn blob_info(i: crate::content::BlobInfo) -> capi::BlobInfo {
-    let t = chrono::DateTime::<chrono::Utc>::from(i.created);
+/// A blob as the Content service shows it; `reachable` gives its labels (what it names).
+fn blob_info(i: crate::content::BlobInfo, reachable: &crate::gc::Reachable) -> capi::BlobInfo {
     capi::BlobInfo {
+        labels: reachable
+            .refs
+            .get(&i.digest)
+            .map(|r| r.labels().into_iter().collect())
+            .unwrap_or_default(),
         digest: i.digest.to_string(),
         size: i.size as i64,
-        created_at: Some(prost_types::Timestamp {
-            seconds: t.timestamp(),
-            nanos: t.timestamp_subsec_nanos() as i32,
-        }),
-        labels: Default::default(),
+        created_at: Some(prost_types::Timestamp::from(i.created)),
     }
 }
 
@@ -362,8 +365,9 @@ impl capi::content_server::Content for ContentService {
     ) -> Result<Response<capi::InfoResponse>, Status> {
         let d = parse_digest(&req.get_ref().digest)?;
         let i = self.store.content.info(&d).map_err(ImageError::from)?;
+        let reachable = self.store.reachable()?;
         Ok(Response::new(capi::InfoResponse {
-            info: Some(blob_info(i)),
+            info: Some(blob_info(i, &reachable)),
         }))
     }
 
@@ -371,13 +375,14 @@ impl capi::content_server::Content for ContentService {
         &self,
         _req: Request<capi::ListContentRequest>,
     ) -> Result<Response<capi::ListContentResponse>, Status> {
+        let reachable = self.store.reachable()?;
         let blobs = self
             .store
             .content
             .list()
             .map_err(ImageError::from)?
             .into_iter()
-            .map(blob_info)
+            .map(|i| blob_info(i, &reachable))
             .collect();
         Ok(Response::new(capi::ListContentResponse { blobs }))
     }
@@ -476,7 +481,97 @@ impl capi::content_server::Content for ContentService {
         req: Request<capi::DeleteContentRequest>,
     ) -> Result<Response<capi::DeleteContentResponse>, Status> {
         let d = parse_digest(&req.get_ref().digest)?;
-        self.store.content.delete(&d).map_err(ImageError::from)?;
+        self.store.delete_blob(&d).await?;
+        info!(digest = %d, "content removed");
         Ok(Response::new(capi::DeleteContentResponse {}))
+    }
+}
+
+/// `berth.namespaces.v1.Namespaces` over the registry in [`crate::namespaces`].
+#[derive(Debug, Clone)]
+pub struct NamespacesService {
+    pub(crate) store: ImageStore,
+}
+
+#[tonic::async_trait]
+impl napi::namespaces_server::Namespaces for NamespacesService {
+    async fn create(
+        &self,
+        req: Request<napi::CreateNamespaceRequest>,
+    ) -> Result<Response<napi::Namespace>, Status> {
+        let r = req.into_inner();
+        let ns = self
+            .store
+            .create_namespace(&r.name, r.labels.into_iter().collect())
+            .await?;
+        Ok(Response::new(ns))
+    }
+
+    async fn list(
+        &self,
+        _req: Request<napi::ListNamespacesRequest>,
+    ) -> Result<Response<napi::ListNamespacesResponse>, Status> {
+        let namespaces = self.store.list_namespaces().await?;
+        Ok(Response::new(napi::ListNamespacesResponse { namespaces }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<napi::DeleteNamespaceRequest>,
+    ) -> Result<Response<napi::DeleteNamespaceResponse>, Status> {
+        self.store.delete_namespace(&req.get_ref().name).await?;
+        Ok(Response::new(napi::DeleteNamespaceResponse {}))
+    }
+}
+
+/// `berth.leases.v1.Leases` over the leases of work in flight ([`crate::lease`]).
+#[derive(Debug, Clone)]
+pub struct LeasesService {
+    pub(crate) store: ImageStore,
+}
+
+/// How long `Leases.Delete` waits for the stopped work to let go of its lease.
+const LEASE_RELEASE_WAIT: std::time::Duration = std::time::Duration::from_secs(30);
+
+#[tonic::async_trait]
+impl lapi::leases_server::Leases for LeasesService {
+    async fn list(
+        &self,
+        req: Request<lapi::ListLeasesRequest>,
+    ) -> Result<Response<lapi::ListLeasesResponse>, Status> {
+        let ns = namespace(&req)?;
+        let leases = self
+            .store
+            .leases
+            .list(&ns)
+            .into_iter()
+            .map(|l| lapi::Lease {
+                id: l.id,
+                created_at: Some(prost_types::Timestamp::from(l.created)),
+                labels: l.labels.into_iter().collect(),
+                blobs: l.blobs,
+                snapshots: l.snapshots,
+            })
+            .collect();
+        Ok(Response::new(lapi::ListLeasesResponse { leases }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<lapi::DeleteLeaseRequest>,
+    ) -> Result<Response<lapi::DeleteLeaseResponse>, Status> {
+        use crate::lease::ReleaseError;
+        let ns = namespace(&req)?;
+        let id = &req.get_ref().id;
+        match self.store.leases.release(&ns, id, LEASE_RELEASE_WAIT).await {
+            Ok(()) => {
+                info!(namespace = %ns, lease = %id, "lease removed: its work was stopped");
+                Ok(Response::new(lapi::DeleteLeaseResponse {}))
+            }
+            Err(e @ ReleaseError::NotFound { .. }) => Err(Status::not_found(e.to_string())),
+            Err(e @ ReleaseError::StillRunning { .. }) => {
+                Err(Status::deadline_exceeded(e.to_string()))
+            }
+        }
     }
 }

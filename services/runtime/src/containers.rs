@@ -13,6 +13,7 @@ use berth_api::containers::v1::{
 };
 use berth_api::images::v1::{InspectImageRequest, InspectImageResponse};
 use berth_api::snapshots::v1::{PrepareSnapshotRequest, SnapshotKey};
+use berth_api::types::v1::{NamespaceUsageRequest, NamespaceUsageResponse};
 use berth_core::grpc::{namespace, request};
 use berth_core::Reference;
 use std::sync::Arc;
@@ -519,6 +520,14 @@ impl Containers for ContainersService {
         let ns = namespace(&req)?;
         let deleted = self.runtime.prune_containers(&ns).await?;
         Ok(Response::new(PruneContainersResponse { deleted }))
+    }
+
+    async fn namespace_usage(
+        &self,
+        _req: Request<NamespaceUsageRequest>,
+    ) -> Result<Response<NamespaceUsageResponse>, Status> {
+        let counts = self.runtime.store.container_counts()?;
+        Ok(Response::new(crate::namespace_usage("containers", counts)))
     }
 }
 

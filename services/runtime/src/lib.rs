@@ -19,6 +19,8 @@
 //!   [`Runtime::recover`] finds everything again when berthd starts.
 //! - **Logs** ([`logs`]): `<root>/containers/<ns>/<id>/container.log`, written by the shim of
 //!   every run (annotation `io.berth.log-path`), read back by `Tasks.Logs`.
+//! - **Usage** (`usage`): a task's processes and cgroup figures (`Tasks.ListPids`,
+//!   `Tasks.Metrics`), read from its cgroup.
 //! - **Volumes** ([`volumes`], [`VolumesService`]): `<root>/volumes/<ns>/<name>/_data`, bind
 //!   mounts and named/anonymous volumes in the spec.
 //! - **Events** ([`events`]): published to the Events service when a channel is given
@@ -65,6 +67,7 @@ pub mod security;
 pub mod shim;
 pub mod spec;
 pub mod tasks;
+mod usage;
 pub mod volumes;
 
 pub use containers::ContainersService;
@@ -210,6 +213,22 @@ impl Runtime {
     /// The Volumes service over this runtime.
     pub fn volumes_service(self: &Arc<Self>) -> VolumesServer<VolumesService> {
         VolumesServer::new(VolumesService::new(self.clone()))
+    }
+}
+
+/// A NamespaceUsage answer: `kind` objects per namespace, from `counts`.
+pub(crate) fn namespace_usage(
+    kind: &str,
+    counts: std::collections::BTreeMap<String, i64>,
+) -> berth_api::types::v1::NamespaceUsageResponse {
+    berth_api::types::v1::NamespaceUsageResponse {
+        namespaces: counts
+            .into_iter()
+            .map(|(namespace, n)| berth_api::types::v1::NamespaceUsage {
+                namespace,
+                objects: [(kind.to_string(), n)].into_iter().collect(),
+            })
+            .collect(),
     }
 }
 

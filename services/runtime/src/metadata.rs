@@ -19,6 +19,7 @@ use berth_api::volumes::v1::Volume;
 use prost::Message;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 use sled::Transactional;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The runtime's container records.
@@ -227,17 +228,29 @@ impl Store {
 
     /// Every namespace that holds a container.
     pub fn namespaces(&self) -> Result<Vec<String>> {
-        let mut out: Vec<String> = Vec::new();
-        for item in self.containers.iter().keys() {
+        Ok(self.container_counts()?.into_keys().collect())
+    }
+
+    /// How many containers each namespace holds (namespaces without any are absent).
+    pub fn container_counts(&self) -> Result<BTreeMap<String, i64>> {
+        self.count_by_namespace(&self.containers)
+    }
+
+    /// How many volumes each namespace holds (namespaces without any are absent).
+    pub fn volume_counts(&self) -> Result<BTreeMap<String, i64>> {
+        self.count_by_namespace(&self.volumes)
+    }
+
+    /// How many records of a `<ns>/<…>`-keyed tree each namespace holds.
+    fn count_by_namespace(&self, tree: &sled::Tree) -> Result<BTreeMap<String, i64>> {
+        let mut out = BTreeMap::new();
+        for item in tree.iter().keys() {
             let k = item.map_err(|e| self.db_err(e))?;
             let k = String::from_utf8_lossy(&k);
             if let Some((ns, _)) = k.split_once('/') {
-                if out.last().map(String::as_str) != Some(ns) {
-                    out.push(ns.to_string());
-                }
+                *out.entry(ns.to_string()).or_default() += 1;
             }
         }
-        out.dedup();
         Ok(out)
     }
 
@@ -452,6 +465,10 @@ mod tests {
         store.create("a", &container("def", "y", 1)).unwrap();
         store.create("a", &container("fed", "z", 1)).unwrap();
         assert_eq!(store.namespaces().unwrap(), ["a", "b"]);
+        assert_eq!(
+            store.container_counts().unwrap(),
+            BTreeMap::from([("a".to_string(), 2), ("b".to_string(), 1)])
+        );
         let c = store
             .update("b", "abc", |c| c.log_path = "/l".into())
             .unwrap()
@@ -467,6 +484,10 @@ mod tests {
         assert!(store.create_volume("a", &v).unwrap());
         assert!(!store.create_volume("a", &v).unwrap());
         assert_eq!(store.list_volumes("a").unwrap().len(), 1);
+        assert_eq!(
+            store.volume_counts().unwrap(),
+            BTreeMap::from([("a".to_string(), 1)])
+        );
         assert!(store.list_volumes("b").unwrap().is_empty());
         assert!(store.get_volume("a", "data").unwrap().is_some());
         assert!(store.delete_volume("a", "data").unwrap());

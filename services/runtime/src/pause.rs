@@ -9,7 +9,7 @@ use berth_shim::protocol::Status as ShimStatus;
 
 impl Runtime {
     /// The cgroup of a container's task, from its bundle's spec.
-    fn task_cgroup(&self, ns: &str, id: &str) -> Result<String> {
+    pub(crate) fn task_cgroup(&self, ns: &str, id: &str) -> Result<String> {
         let path = self
             .bundle(ns, id)
             .cgroups_path()

@@ -77,7 +77,7 @@ fn task_to_api(id: &str, state: &TaskState) -> api::Task {
     }
 }
 
-fn not_running(id: &str) -> Error {
+pub(crate) fn not_running(id: &str) -> Error {
     Error::FailedPrecondition(format!("Container {id} is not running"))
 }
 
@@ -1054,6 +1054,32 @@ impl Tasks for TasksService {
             .resume_container(&ns, &req.get_ref().container_id)
             .await?;
         Ok(Response::new(api::ResumeTaskResponse {}))
+    }
+
+    async fn list_pids(
+        &self,
+        req: Request<api::ListPidsRequest>,
+    ) -> Result<Response<api::ListPidsResponse>, Status> {
+        let ns = namespace(&req)?;
+        let processes = self
+            .runtime
+            .task_processes(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::ListPidsResponse { processes }))
+    }
+
+    async fn metrics(
+        &self,
+        req: Request<api::MetricsRequest>,
+    ) -> Result<Response<api::MetricsResponse>, Status> {
+        let ns = namespace(&req)?;
+        let metrics = self
+            .runtime
+            .task_metrics(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::MetricsResponse {
+            metrics: Some(metrics),
+        }))
     }
 
     type LogsStream = Pin<Box<dyn Stream<Item = Result<api::LogEntry, Status>> + Send>>;

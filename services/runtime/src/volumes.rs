@@ -14,6 +14,7 @@
 use crate::error::{Error, Result};
 use crate::Runtime;
 use berth_api::containers::v1::{Container, MountPoint};
+use berth_api::types::v1::{NamespaceUsageRequest, NamespaceUsageResponse};
 use berth_api::volumes::v1::volumes_server::Volumes;
 use berth_api::volumes::v1::{
     CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, ListVolumesResponse,
@@ -471,6 +472,14 @@ impl Volumes for VolumesService {
         let r = req.get_ref();
         self.runtime.remove_volume(&ns, &r.name, r.force)?;
         Ok(Response::new(RemoveVolumeResponse {}))
+    }
+
+    async fn namespace_usage(
+        &self,
+        _req: Request<NamespaceUsageRequest>,
+    ) -> Result<Response<NamespaceUsageResponse>, Status> {
+        let counts = self.runtime.store.volume_counts()?;
+        Ok(Response::new(crate::namespace_usage("volumes", counts)))
     }
 }
 

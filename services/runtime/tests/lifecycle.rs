@@ -214,6 +214,12 @@ mod fakes {
         ) -> Result<Response<Self::DiffStream>, Status> {
             no()
         }
+        async fn namespace_usage(
+            &self,
+            _: Request<berth_api::types::v1::NamespaceUsageRequest>,
+        ) -> Result<Response<berth_api::types::v1::NamespaceUsageResponse>, Status> {
+            no()
+        }
     }
 
     type Sub<T = Envelope> =

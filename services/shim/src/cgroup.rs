@@ -8,6 +8,10 @@
 //! cgroup and the programs of the process's cgroup2 cgroup, so the container also gets a
 //! cgroup at the same path in the cgroup2 hierarchy with the program attached: the same rules
 //! enforced twice, and enforced at all where the v1 devices controller is not mounted.
+//!
+//! [`stats`] reads what the cgroup uses (memory, cpu, pids) from either version's files.
+
+pub mod stats;
 
 use crate::devices_bpf::{self, DevType, DevicePolicy};
 use crate::error::{Context, Error, Result};

@@ -22,6 +22,7 @@ use berth_api::prost_types::Timestamp;
 use berth_api::snapshots::v1 as pb;
 use berth_api::snapshots::v1::apply_request::Item;
 use berth_api::snapshots::v1::snapshots_server::Snapshots as SnapshotsApi;
+use berth_api::types::v1::{NamespaceUsage, NamespaceUsageRequest, NamespaceUsageResponse};
 use berth_core::digest::Algorithm;
 use berth_core::grpc::namespace;
 use berth_core::Digest;
@@ -398,6 +399,22 @@ impl SnapshotsApi for SnapshotsService {
             size: applied.size,
             name: applied.name,
             diff_id: applied.diff_id.to_string(),
+        }))
+    }
+
+    async fn namespace_usage(
+        &self,
+        _request: Request<NamespaceUsageRequest>,
+    ) -> Result<Response<NamespaceUsageResponse>, Status> {
+        let usage = self.run(|s| s.namespace_usage()).await?;
+        Ok(Response::new(NamespaceUsageResponse {
+            namespaces: usage
+                .into_iter()
+                .map(|(namespace, objects)| NamespaceUsage {
+                    namespace,
+                    objects: objects.into_iter().collect(),
+                })
+                .collect(),
         }))
     }
 

@@ -470,6 +470,21 @@ impl Snapshots {
             .collect())
     }
 
+    /// How many snapshots each namespace holds, per snapshotter (`snapshots/overlayfs`,
+    /// `snapshots/native`); namespaces without any are absent.
+    pub fn namespace_usage(&self) -> Result<BTreeMap<String, BTreeMap<String, i64>>> {
+        let mut out: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+        for sn in [overlay::NAME, native::NAME] {
+            for (ns, _, _) in self.metadata.all(sn)? {
+                *out.entry(ns)
+                    .or_default()
+                    .entry(format!("snapshots/{sn}"))
+                    .or_default() += 1;
+            }
+        }
+        Ok(out)
+    }
+
     /// Disk use of the snapshot's own folder (for native: the full copy).
     pub fn usage(&self, snapshotter: &str, ns: &str, key: &str) -> Result<Usage> {
         check_key("key", key)?;

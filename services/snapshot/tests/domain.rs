@@ -371,3 +371,30 @@ fn kill_9_leaves_a_consistent_state() {
         }
     }
 }
+
+#[test]
+fn namespace_usage_counts_every_namespace_per_snapshotter() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Snapshots::open(&dir.path().join("snapshot"), "native").unwrap();
+    assert!(s.namespace_usage().unwrap().is_empty());
+    let mut diff_ids = Vec::new();
+    let base = apply(&s, "native", &tar_with("a", b"1"), None, &mut diff_ids);
+    s.prepare(
+        "native",
+        "default",
+        "rw",
+        Some(&base.to_string()),
+        BTreeMap::new(),
+    )
+    .unwrap();
+    s.prepare("native", "team", "other", None, BTreeMap::new())
+        .unwrap();
+    let usage = s.namespace_usage().unwrap();
+    let count = |ns: &str, kind: &str| usage.get(ns).and_then(|k| k.get(kind)).copied();
+    assert_eq!(count("default", "snapshots/native"), Some(2));
+    assert_eq!(count("team", "snapshots/native"), Some(1));
+    assert_eq!(count("default", "snapshots/overlayfs"), None);
+    assert_eq!(usage.len(), 2);
+    s.remove("native", "team", "other").unwrap();
+    assert!(!s.namespace_usage().unwrap().contains_key("team"));
+}

@@ -1,0 +1,148 @@
+//! What a container's task uses: its processes (`Tasks.ListPids`, `berth task ps`) and its
+//! cgroup's figures (`Tasks.Metrics`, `berth task metrics`).
+//!
+//! Both read the task's cgroup (the bundle spec's `linux.cgroupsPath`) right here: the
+//! runtime runs on the host of its shims, and the cgroup v1/v2 difference stays in
+//! `berth_shim::cgroup` ([`ContainerCgroup::procs`], [`ContainerCgroup::stats`]). A task that
+//! was created but not started has its init in the cgroup already, so it is listed too.
+
+use crate::error::{Error, Result};
+use crate::shim::Status as ShimStatus;
+use crate::Runtime;
+use berth_api::tasks::v1 as api;
+use berth_shim::cgroup::stats::Stats;
+use berth_shim::cgroup::ContainerCgroup;
+use std::time::SystemTime;
+
+impl Runtime {
+    /// The id and cgroup of a container whose task is created or running.
+    async fn live_cgroup(&self, ns: &str, reference: &str) -> Result<(String, String)> {
+        let id = self.task_id(ns, reference)?;
+        let live = self
+            .task_state(ns, &id)
+            .await?
+            .is_some_and(|t| t.status != ShimStatus::Stopped);
+        if !live {
+            return Err(crate::tasks::not_running(&id));
+        }
+        let rel = self.task_cgroup(ns, &id)?;
+        Ok((id, rel))
+    }
+
+    /// Tasks.ListPids: every process of the container's cgroup, by pid.
+    pub async fn task_processes(&self, ns: &str, reference: &str) -> Result<Vec<api::ProcessInfo>> {
+        let (id, rel) = self.live_cgroup(ns, reference).await?;
+        let mut pids = blocking(&id, move || ContainerCgroup::load(&rel).procs()).await?;
+        pids.sort_unstable();
+        Ok(pids
+            .into_iter()
+            .map(|pid| api::ProcessInfo {
+                pid: pid as u32,
+                command: std::fs::read(format!("/proc/{pid}/cmdline"))
+                    .map(|raw| command_line(&raw))
+                    .unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    /// Tasks.Metrics: what the container's cgroup uses now.
+    pub async fn task_metrics(&self, ns: &str, reference: &str) -> Result<api::Metrics> {
+        let (id, rel) = self.live_cgroup(ns, reference).await?;
+        let load = rel.clone();
+        let stats = blocking(&id, move || ContainerCgroup::load(&load).stats()).await?;
+        Ok(metrics_to_api(&id, &rel, &stats, SystemTime::now()))
+    }
+}
+
+/// Runs cgroup file work off the async threads.
+async fn blocking<T: Send + 'static>(
+    id: &str,
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::FailedPrecondition(format!("container {id}: reading its cgroup: {e}")))
+}
+
+/// `/proc/PID/cmdline` as one line: its arguments joined by spaces.
+fn command_line(raw: &[u8]) -> String {
+    raw.split(|&b| b == 0)
+        .filter(|a| !a.is_empty())
+        .map(String::from_utf8_lossy)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+fn metrics_to_api(id: &str, rel: &str, s: &Stats, now: SystemTime) -> api::Metrics {
+    api::Metrics {
+        container_id: id.to_string(),
+        timestamp: Some(prost_types::Timestamp::from(now)),
+        cgroup_version: if s.v2 { 2 } else { 1 },
+        cgroup: format!("/{rel}"),
+        memory: s.memory.as_ref().map(|m| api::MemoryMetrics {
+            usage: m.usage,
+            limit: m.limit,
+            max_usage: m.max_usage,
+            cache: m.cache,
+            swap_usage: m.swap_usage,
+            swap_limit: m.swap_limit,
+        }),
+        cpu: s.cpu.as_ref().map(|c| api::CpuMetrics {
+            usage_nsec: c.usage,
+            user_nsec: c.user,
+            system_nsec: c.system,
+            per_cpu_nsec: c.per_cpu.clone(),
+            nr_periods: c.nr_periods,
+            nr_throttled: c.nr_throttled,
+            throttled_nsec: c.throttled,
+        }),
+        pids: s.pids.as_ref().map(|p| api::PidsMetrics {
+            current: p.current,
+            limit: p.limit,
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_shim::cgroup::stats::{Cpu, Memory, Pids};
+
+    #[test]
+    fn command_lines() {
+        assert_eq!(command_line(b"sleep\x001000\x00"), "sleep 1000");
+        assert_eq!(command_line(b"sh\x00-c\x00echo hi\x00"), "sh -c echo hi");
+        assert_eq!(command_line(b""), "");
+    }
+
+    #[test]
+    fn metrics_convert() {
+        let s = Stats {
+            v2: false,
+            memory: Some(Memory {
+                usage: 1,
+                limit: 2,
+                ..Default::default()
+            }),
+            cpu: Some(Cpu {
+                usage: 3,
+                per_cpu: vec![1, 2],
+                ..Default::default()
+            }),
+            pids: Some(Pids {
+                current: 4,
+                limit: 0,
+            }),
+        };
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::new(5, 6);
+        let m = metrics_to_api("abc", "berth/default-abc", &s, at);
+        assert_eq!(m.cgroup_version, 1);
+        assert_eq!(m.cgroup, "/berth/default-abc");
+        assert_eq!(m.timestamp.unwrap().seconds, 5);
+        assert_eq!(m.memory.unwrap().limit, 2);
+        assert_eq!(m.cpu.unwrap().per_cpu_nsec, [1, 2]);
+        assert_eq!(m.pids.unwrap().current, 4);
+        let none = metrics_to_api("abc", "x", &Stats::default(), at);
+        assert!(none.memory.is_none() && none.cpu.is_none() && none.pids.is_none());
+    }
+}
