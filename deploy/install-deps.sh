@@ -14,6 +14,11 @@ pkgs=(
   containerd runc hyperfine                          # benchmark peers
   docker.io                                          # the docker CLI against berth's registry
 )
+# tests: the Node gRPC client (grpc_clients.rs). Debian's Node.js and npm only when the machine
+# has none of its own (a Node.js from elsewhere brings its npm, and Debian's npm conflicts with it).
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+  pkgs+=(nodejs npm)
+fi
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

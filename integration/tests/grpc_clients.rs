@@ -1,10 +1,22 @@
-//! berthd speaks plain gRPC to any language: a Python client (grpcio, with stubs generated from
-//! proto/ by grpc_tools.protoc, plus the standard health and reflection packages) checks health,
-//! explores the API through server reflection, and calls Version and Images.List with and
-//! without the `berth-namespace` metadata against a real daemon.
+//! berthd speaks plain gRPC to any language, on its unix socket, to stock clients with no
+//! channel options — as containerd does. Two independent implementations, against real daemons:
+//!
+//! - Python's grpcio (grpc-core), with stubs generated from proto/ by grpc_tools.protoc and
+//!   the standard health and reflection packages: health, server reflection v1 and v1alpha,
+//!   a harmless call of every berth service that reflection lists, Images.List with and without
+//!   the `berth-namespace` metadata, error codes, the Networks service.
+//! - Node's @grpc/grpc-js (gRPC in JavaScript on Node's HTTP/2): health, reflection v1 and
+//!   v1alpha, and a call of every berth service, from descriptors that reflection alone gave.
+//!
+//! grpcio sends the socket's path, percent-encoded, as `:authority` (grpc-core since 1.57,
+//! grpc/grpc#38142); grpc-js sends `localhost`, and once, on purpose, the path as it is (as
+//! grpc-java and Go programs dialling a path do). The h2 crate refused both until berth
+//! patched it (vendor/README.md).
 //!
 //! The Python packages go into a virtualenv kept between runs in `/var/cache/berth-ci/pyenv`
-//! (`BERTH_PYENV` to move it); without python3, venv or pip the test is skipped (fails under CI).
+//! (`BERTH_PYENV` to move it), the Node packages into `/var/cache/berth-ci/nodeenv`
+//! (`BERTH_NODEENV`); without python3 and its venv and pip, or node and npm, the test is
+//! skipped (fails under CI).
 
 use berth_integration::{or_skip, Berthd, Registry, TempDir};
 use serde_json::Value;
@@ -20,6 +32,29 @@ const PACKAGES: &[&str] = &[
     "grpcio-reflection",
 ];
 const IMPORTS: &str = "import grpc, grpc_tools.protoc, grpc_health.v1.health_pb2, grpc_reflection.v1alpha.reflection_pb2";
+
+/// The Node packages of the grpc-js client, pinned.
+const NODE_PACKAGES: &[(&str, &str)] = &[
+    ("@grpc/grpc-js", "1.14.7"),
+    ("@grpc/proto-loader", "0.8.1"),
+    ("@grpc/reflection", "1.0.4"),
+    ("grpc-health-check", "2.1.0"),
+];
+
+/// berth's services, each of which both clients call once (found through reflection).
+const BERTH_SERVICES: &[&str] = &[
+    "berth.build.v1.Build",
+    "berth.containers.v1.Containers",
+    "berth.content.v1.Content",
+    "berth.events.v1.Events",
+    "berth.images.v1.Images",
+    "berth.networks.v1.Networks",
+    "berth.registry.v1.Registry",
+    "berth.snapshots.v1.Snapshots",
+    "berth.tasks.v1.Tasks",
+    "berth.version.v1.Version",
+    "berth.volumes.v1.Volumes",
+];
 
 /// Runs `cmd` with a time limit; None when it could not start or took too long (then killed).
 fn run_for(mut cmd: Command, limit: Duration) -> Option<Output> {
@@ -67,6 +102,29 @@ fn tail(b: &[u8]) -> String {
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
+/// An exclusive lock on `dir/name`, held while the returned file is open: one installer at a
+/// time, should several test binaries get there together.
+fn lock_in(dir: &Path, name: &str) -> Result<File, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let lock =
+        File::create(dir.join(name)).map_err(|e| format!("cannot lock {}: {e}", dir.display()))?;
+    // SAFETY: flock(2) on a descriptor we own; released when `lock` is closed.
+    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    Ok(lock)
+}
+
+/// Runs an installer (`what`: pip or npm and its arguments) for up to 10 minutes; when it
+/// fails, removes what it left in `partial` and says why.
+fn install(c: Command, what: &str, partial: &Path) -> Result<(), String> {
+    let why = match run_for(c, Duration::from_secs(600)) {
+        Some(o) if o.status.success() => return Ok(()),
+        Some(o) => format!("{what} failed: {}", tail(&o.stderr)),
+        None => format!("{what} did not finish in 10 minutes"),
+    };
+    let _ = std::fs::remove_dir_all(partial);
+    Err(why)
+}
+
 /// A Python with grpcio, grpcio-tools, grpcio-health-checking and grpcio-reflection, or the
 /// reason there is none.
 fn python_with_grpc() -> Result<PathBuf, String> {
@@ -86,13 +144,7 @@ fn python_with_grpc() -> Result<PathBuf, String> {
         return Err("python3 is not installed".into());
     }
     let parent = venv.parent().ok_or("BERTH_PYENV has no parent folder")?;
-    std::fs::create_dir_all(parent)
-        .map_err(|e| format!("cannot create {}: {e}", parent.display()))?;
-    // One installer at a time, should several test binaries get here together.
-    let lock = File::create(parent.join(".pyenv.lock"))
-        .map_err(|e| format!("cannot lock {}: {e}", parent.display()))?;
-    // SAFETY: flock(2) on a descriptor we own; released when `lock` is closed.
-    unsafe { libc::flock(std::os::fd::AsRawFd::as_raw_fd(&lock), libc::LOCK_EX) };
+    let _lock = lock_in(parent, ".pyenv.lock")?;
     if usable(&python) {
         return Ok(python);
     }
@@ -111,24 +163,7 @@ fn python_with_grpc() -> Result<PathBuf, String> {
     let mut c = Command::new(&python);
     c.args(["-m", "pip", "install", "-q", "--disable-pip-version-check"])
         .args(PACKAGES);
-    match run_for(c, Duration::from_secs(600)) {
-        Some(o) if o.status.success() => {}
-        Some(o) => {
-            let _ = std::fs::remove_dir_all(&venv);
-            return Err(format!(
-                "pip cannot install {}: {}",
-                PACKAGES.join(" "),
-                tail(&o.stderr)
-            ));
-        }
-        None => {
-            let _ = std::fs::remove_dir_all(&venv);
-            return Err(format!(
-                "pip install {} did not finish in 10 minutes",
-                PACKAGES.join(" ")
-            ));
-        }
-    }
+    install(c, &format!("pip install {}", PACKAGES.join(" ")), &venv)?;
     if usable(&python) {
         Ok(python)
     } else {
@@ -137,6 +172,129 @@ fn python_with_grpc() -> Result<PathBuf, String> {
             python.display()
         ))
     }
+}
+
+/// The `node_modules` folder of the Node packages in [`NODE_PACKAGES`], at their versions, or
+/// the reason there is none.
+fn node_with_grpc() -> Result<PathBuf, String> {
+    let env = std::env::var_os("BERTH_NODEENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/var/cache/berth-ci/nodeenv"));
+    let modules = env.join("node_modules");
+    if !berth_integration::have("node") || !berth_integration::have("npm") {
+        return Err("node or npm is not installed (apt-get install nodejs npm)".into());
+    }
+    let check: String = NODE_PACKAGES
+        .iter()
+        .map(|(p, v)| {
+            format!("if (require('{p}/package.json').version !== '{v}') process.exit(1);")
+        })
+        .collect();
+    let usable = || {
+        let mut c = Command::new("node");
+        c.args(["-e", &check]).env("NODE_PATH", &modules);
+        run_for(c, Duration::from_secs(60)).is_some_and(|o| o.status.success())
+    };
+    if usable() {
+        return Ok(modules);
+    }
+    let _lock = lock_in(&env, ".install.lock")?;
+    if usable() {
+        return Ok(modules);
+    }
+    let wanted: Vec<String> = NODE_PACKAGES
+        .iter()
+        .map(|(p, v)| format!("{p}@{v}"))
+        .collect();
+    let mut c = Command::new("npm");
+    c.args(["install", "--no-audit", "--no-fund", "--prefix"])
+        .arg(&env)
+        .args(&wanted);
+    install(c, &format!("npm install {}", wanted.join(" ")), &modules)?;
+    if usable() {
+        Ok(modules)
+    } else {
+        Err(format!(
+            "{} lacks {} after npm install",
+            modules.display(),
+            wanted.join(" ")
+        ))
+    }
+}
+
+/// Runs a client script with a time limit and reads the JSON object it printed.
+fn report_of(c: Command, client: &str, d: &Berthd) -> Value {
+    let o = run_for(c, Duration::from_secs(120))
+        .unwrap_or_else(|| panic!("the {client} client did not finish within 2 minutes"));
+    assert!(
+        o.status.success(),
+        "the {client} client failed ({}):\n{}\nberthd's log:\n{}",
+        o.status,
+        String::from_utf8_lossy(&o.stderr),
+        d.log()
+    );
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
+        panic!(
+            "the {client} client's output is not JSON ({e}): {}",
+            String::from_utf8_lossy(&o.stdout)
+        )
+    })
+}
+
+/// What both clients check alike: health, the services that reflection v1 and v1alpha list,
+/// and one call of each berth service, all served.
+fn assert_served(r: &Value, client: &str) {
+    let all = serde_json::to_string_pretty(r).unwrap();
+    // grpc.health.v1: the server as a whole and each hosted service serve; others are unknown.
+    assert_eq!(r["health"][""], "SERVING", "{client}: {all}");
+    assert_eq!(r["health"]["berth.image"], "SERVING", "{client}: {all}");
+    assert_eq!(
+        r["health"]["no.such.service"], "error:NOT_FOUND",
+        "{client}: {all}"
+    );
+    // Server reflection, v1 and v1alpha: the same services, each listing itself.
+    let v1 = strs(&r["reflection_v1"]["services"]);
+    let v1alpha = strs(&r["reflection_v1alpha"]["services"]);
+    for s in BERTH_SERVICES.iter().chain(&["grpc.health.v1.Health"]) {
+        assert!(
+            v1.contains(&s.to_string()),
+            "{client}: reflection v1 does not list {s}: {all}"
+        );
+        assert!(
+            v1alpha.contains(&s.to_string()),
+            "{client}: reflection v1alpha does not list {s}: {all}"
+        );
+    }
+    assert!(v1.contains(&"grpc.reflection.v1.ServerReflection".to_string()));
+    assert!(v1alpha.contains(&"grpc.reflection.v1alpha.ServerReflection".to_string()));
+    // One harmless call of every berth service that reflection lists; Build, given an empty
+    // stream, answers as a build service does.
+    for s in v1.iter().filter(|s| s.starts_with("berth.")) {
+        let want = if s == "berth.build.v1.Build" {
+            "INVALID_ARGUMENT: empty build request"
+        } else {
+            "OK"
+        };
+        assert_eq!(
+            r["calls"][s], want,
+            "{client}: the call of {s} (\"no call known\": a new service, give it a harmless \
+             call in read_calls of tests/py/berth_client.py and readCalls of \
+             tests/js/berth_client.js): {all}"
+        );
+    }
+}
+
+/// A registry with busybox, and a berthd that pulled it (as REGISTRY/busybox:latest, the third
+/// value) into `default` and into a namespace `third`, so that namespaces are seen to select,
+/// not to hide.
+fn daemon_with_image() -> Option<(Registry, Berthd, String)> {
+    let reg = Registry::start()?;
+    reg.push_busybox("busybox:latest");
+    let d = Berthd::start("");
+    let img = format!("{}/busybox:latest", reg.addr);
+    d.ok(&["pull", "-q", &img]);
+    d.ok(&["-n", "third", "pull", "-q", &img]);
+    Some((reg, d, img))
 }
 
 fn strs(v: &Value) -> Vec<String> {
@@ -153,13 +311,7 @@ fn python_grpc_client_health_reflection_version_and_namespaces() {
         Ok(p) => p,
         Err(why) => return berth_integration::skip(format!("no Python gRPC client: {why}")),
     };
-    let reg = or_skip!(Registry::start());
-    reg.push_busybox("busybox:latest");
-    let d = Berthd::start("");
-    let img = format!("{}/busybox:latest", reg.addr);
-    d.ok(&["pull", "-q", &img]);
-    // the same image in a third namespace, so that namespaces are seen to select, not to hide
-    d.ok(&["-n", "third", "pull", "-q", &img]);
+    let (_reg, d, img) = or_skip!(daemon_with_image());
     let cli_id = d.ok(&["images", "-q", "--no-trunc"]);
 
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
@@ -173,71 +325,23 @@ fn python_grpc_client_health_reflection_version_and_namespaces() {
         .arg("--out-dir")
         .arg(stubs.path())
         .args(["--ns", "default", "--ns", "other", "--ns", "third"])
+        .arg("--image")
+        .arg(&img)
         .env("PYTHONDONTWRITEBYTECODE", "1");
-    let o = run_for(c, Duration::from_secs(120))
-        .expect("the Python client did not finish within 2 minutes");
-    assert!(
-        o.status.success(),
-        "the Python client failed ({}):\n{}\nberthd's log:\n{}",
-        o.status,
-        String::from_utf8_lossy(&o.stderr),
-        d.log()
-    );
-    let r: Value = serde_json::from_slice(&o.stdout).unwrap_or_else(|e| {
-        panic!(
-            "the Python client's output is not JSON ({e}): {}",
-            String::from_utf8_lossy(&o.stdout)
-        )
-    });
+    let r = report_of(c, "Python", &d);
     let all = serde_json::to_string_pretty(&r).unwrap();
 
-    // A stock grpcio channel to `unix:PATH` sends the percent-encoded path as :authority, which
-    // the h2 crate under tonic refuses (grpc/grpc#38142, hyperium/h2#487); Python clients set
-    // `grpc.default_authority`, as the client above does for everything below.
-    if r["stock_unix_channel"] != "OK" {
-        eprintln!(
-            "NOTE: a stock grpcio channel to unix://{} fails without grpc.default_authority: {}",
-            d.sock.display(),
-            r["stock_unix_channel"]
-        );
-    }
-
-    // grpc.health.v1: the server as a whole and each hosted service serve; others are unknown.
-    assert_eq!(r["health"][""], "SERVING", "{all}");
-    assert_eq!(r["health"]["berth.image"], "SERVING", "{all}");
-    assert_eq!(r["health"]["no.such.service"], "error:NOT_FOUND", "{all}");
-
-    // Server reflection lists the API and describes it well enough to call.
-    let services = strs(&r["reflection_v1"]["services"]);
-    for s in [
-        "berth.images.v1.Images",
-        "berth.tasks.v1.Tasks",
-        "berth.version.v1.Version",
-        "berth.containers.v1.Containers",
-        "berth.content.v1.Content",
-        "berth.snapshots.v1.Snapshots",
-        "berth.registry.v1.Registry",
-        "grpc.health.v1.Health",
-    ] {
-        assert!(
-            services.contains(&s.to_string()),
-            "reflection does not list {s}: {all}"
-        );
-    }
-    let methods = strs(&r["reflection_v1"]["images_methods"]);
-    for m in ["Get", "List", "Inspect", "Pull", "Delete", "Import"] {
-        assert!(
-            methods.contains(&m.to_string()),
-            "reflection's descriptor of Images lacks {m}: {all}"
-        );
-    }
-    if r["reflection_v1alpha"].get("error").is_some() {
-        // Python's grpc_reflection client (ProtoReflectionDescriptorDatabase) and older tools
-        // speak only v1alpha; berthd serves v1 alone for now.
-        eprintln!(
-            "NOTE: berthd does not serve grpc.reflection.v1alpha: {}",
-            r["reflection_v1alpha"]
-        );
+    // Health, reflection v1 and v1alpha, a call of every service, on a stock channel.
+    assert_served(&r, "Python");
+    // Reflection describes the API well enough to call, in both versions.
+    for v in ["reflection_v1", "reflection_v1alpha"] {
+        let methods = strs(&r[v]["images_methods"]);
+        for m in ["Get", "List", "Inspect", "Pull", "Delete", "Import"] {
+            assert!(
+                methods.contains(&m.to_string()),
+                "{v}'s descriptor of Images lacks {m}: {all}"
+            );
+        }
     }
 
     // Version, through stubs generated from proto/.
@@ -315,4 +419,53 @@ fn python_grpc_client_health_reflection_version_and_namespaces() {
     assert_eq!(net["remove_builtin"], "FAILED_PRECONDITION", "{all}");
     assert!(!strs(&net["after"]).contains(&"pynet".to_string()), "{all}");
     drop(stubs);
+}
+
+#[test]
+fn node_grpc_js_client_health_reflection_and_every_service() {
+    let modules = match node_with_grpc() {
+        Ok(m) => m,
+        Err(why) => return berth_integration::skip(format!("no Node gRPC client: {why}")),
+    };
+    let (_reg, d, img) = or_skip!(daemon_with_image());
+
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut c = Command::new("node");
+    c.arg(manifest.join("tests/js/berth_client.js"))
+        .arg("--address")
+        .arg(format!("unix://{}", d.sock.display()))
+        .arg("--image")
+        .arg(&img)
+        .env("NODE_PATH", &modules);
+    let r = report_of(c, "Node", &d);
+    let all = serde_json::to_string_pretty(&r).unwrap();
+
+    assert_served(&r, "Node");
+    // Everything below came from reflection's descriptors: berth's files and what they import.
+    for v in ["reflection_v1", "reflection_v1alpha"] {
+        let files = strs(&r[v]["files"]);
+        for f in [
+            "berth/images/v1/images.proto",
+            "berth/types/v1/types.proto",
+            "google/protobuf/timestamp.proto",
+        ] {
+            assert!(
+                files.contains(&f.to_string()),
+                "{v} did not give {f}: {all}"
+            );
+        }
+        assert_eq!(strs(&r[v]["errors"]), Vec::<String>::new(), "{v}: {all}");
+    }
+    let methods = strs(&r["images"]["methods"]);
+    for m in ["Get", "List", "Inspect", "Pull", "Delete", "Import"] {
+        assert!(
+            methods.contains(&m.to_string()),
+            "reflection's descriptor of Images lacks {m}: {all}"
+        );
+    }
+    // No metadata means `default`; berth-namespace chooses another.
+    assert_eq!(strs(&r["images"]["default"]), vec![img.clone()], "{all}");
+    assert_eq!(strs(&r["images"]["third"]), vec![img.clone()], "{all}");
+    // The socket's path as it is, as :authority (grpc-java, Go programs dialling a path).
+    assert_eq!(r["raw_path_authority"], "OK", "{all}");
 }

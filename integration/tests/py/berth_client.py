@@ -2,10 +2,12 @@
 """A plain Python gRPC client of berthd, driven by integration/tests/grpc_clients.rs.
 
 It uses only what any Python user has: grpcio, the standard health and reflection packages,
-and stubs generated from berth's proto/ with grpc_tools.protoc. It does not judge: it writes
-what it saw as one JSON object on stdout, and the Rust test asserts on that.
+and stubs generated from berth's proto/ with grpc_tools.protoc, on a stock channel
+(`grpc.insecure_channel(address)`, no options: grpcio sends the socket's path as :authority,
+which berthd takes). It does not judge: it writes what it saw as one JSON object on stdout,
+and the Rust test asserts on that.
 
-    berth_client.py --address unix:///path/berth.sock --proto-dir proto --out-dir DIR
+    berth_client.py --address unix:///path/berth.sock --proto-dir proto --out-dir DIR --image REF
 """
 
 import argparse
@@ -72,14 +74,59 @@ def reflect(channel, service_name):
     return out
 
 
-def probe_version(address, options, version_pb2, version_grpc):
-    """One Version call on a fresh channel: "OK", or the error code and details."""
-    with grpc.insecure_channel(address, options=options) as channel:
+def read_calls(image):
+    """A harmless call of each berth service: (module, stub, method, request, how); `how` is
+    "unary", "stream" (a server stream: its headers are awaited, then it is cancelled) or
+    "empty-stream" (a client stream that sends nothing)."""
+    return {
+        "berth.build.v1.Build": ("berth.build.v1.build", "BuildStub", "Build", None, "empty-stream"),
+        "berth.containers.v1.Containers": ("berth.containers.v1.containers", "ContainersStub", "List", "ListContainersRequest", "unary"),
+        "berth.content.v1.Content": ("berth.content.v1.content", "ContentStub", "List", "ListContentRequest", "unary"),
+        "berth.events.v1.Events": ("berth.events.v1.events", "EventsStub", "Subscribe", "SubscribeRequest", "stream"),
+        "berth.images.v1.Images": ("berth.images.v1.images", "ImagesStub", "List", "ListImagesRequest", "unary"),
+        "berth.leases.v1.Leases": ("berth.leases.v1.leases", "LeasesStub", "List", "ListLeasesRequest", "unary"),
+        "berth.namespaces.v1.Namespaces": ("berth.namespaces.v1.namespaces", "NamespacesStub", "List", "ListNamespacesRequest", "unary"),
+        "berth.networks.v1.Networks": ("berth.networks.v1.networks", "NetworksStub", "List", "ListNetworksRequest", "unary"),
+        "berth.registry.v1.Registry": ("berth.registry.v1.registry", "RegistryStub", "Resolve", ("ResolveRequest", {"reference": image}), "unary"),
+        "berth.snapshots.v1.Snapshots": ("berth.snapshots.v1.snapshots", "SnapshotsStub", "List", "ListSnapshotsRequest", "unary"),
+        "berth.tasks.v1.Tasks": ("berth.tasks.v1.tasks", "TasksStub", "List", "ListTasksRequest", "unary"),
+        "berth.version.v1.Version": ("berth.version.v1.version", "VersionStub", "Version", "VersionRequest", "unary"),
+        "berth.volumes.v1.Volumes": ("berth.volumes.v1.volumes", "VolumesStub", "List", "ListVolumesRequest", "unary"),
+    }
+
+
+def call_each(channel, services, image):
+    """One harmless call of each berth service that reflection listed: "OK", or the error code
+    and details; "no call known" for a service this script does not know yet (add one to
+    read_calls, and to readCalls of ../js/berth_client.js)."""
+    known = read_calls(image)
+    out = {}
+    for service in services:
+        if not service.startswith("berth."):
+            continue
+        if service not in known:
+            out[service] = "no call known"
+            continue
+        module, stub_name, method, request, how = known[service]
+        pb2 = importlib.import_module(module + "_pb2")
+        stub = getattr(importlib.import_module(module + "_pb2_grpc"), stub_name)(channel)
+        call = getattr(stub, method)
         try:
-            version_grpc.VersionStub(channel).Version(version_pb2.VersionRequest(), timeout=TIMEOUT)
-            return "OK"
+            if how == "empty-stream":
+                list(call(iter([]), timeout=TIMEOUT))
+            else:
+                name, fields = request if isinstance(request, tuple) else (request, {})
+                req = getattr(pb2, name)(**fields)
+                if how == "stream":
+                    stream = call(req, timeout=TIMEOUT)
+                    stream.initial_metadata()  # the server answered: its stream is open
+                    stream.cancel()
+                else:
+                    call(req, timeout=TIMEOUT)
+            out[service] = "OK"
         except grpc.RpcError as e:
-            return "%s: %s" % (code_name(e), e.details())
+            out[service] = "%s: %s" % (code_name(e), e.details())
+    return out
 
 
 def generate_stubs(proto_dir, out_dir):
@@ -110,6 +157,7 @@ def main():
     ap.add_argument("--proto-dir", required=True)
     ap.add_argument("--out-dir", required=True, help="where the generated stubs go")
     ap.add_argument("--ns", action="append", default=[], help="also list the images of this namespace")
+    ap.add_argument("--image", required=True, help="a reference the registry service resolves")
     args = ap.parse_args()
 
     report = {"grpcio": grpc.__version__}
@@ -121,17 +169,14 @@ def main():
     networks_pb2 = importlib.import_module("berth.networks.v1.networks_pb2")
     networks_grpc = importlib.import_module("berth.networks.v1.networks_pb2_grpc")
 
-    # A stock channel to a unix: target sends the socket path, percent-encoded, as :authority
-    # (grpc-core since 1.57, grpc/grpc#38142); the h2 crate under tonic refuses that authority
-    # and resets the stream with PROTOCOL_ERROR (hyperium/h2#487). Record what it gets, then
-    # talk with the documented client-side setting, grpc.default_authority.
-    report["stock_unix_channel"] = probe_version(args.address, [], version_pb2, version_grpc)
-    options = [("grpc.default_authority", "localhost")]
-    with grpc.insecure_channel(args.address, options=options) as channel:
+    # A stock channel, no options: to a unix: target grpcio (grpc-core since 1.57) sends the
+    # socket's path, percent-encoded, as :authority (grpc/grpc#38142); berthd must take it.
+    with grpc.insecure_channel(args.address) as channel:
         grpc.channel_ready_future(channel).result(timeout=TIMEOUT)
         report["health"] = health(channel)
         report["reflection_v1"] = reflect(channel, "grpc.reflection.v1.ServerReflection")
         report["reflection_v1alpha"] = reflect(channel, "grpc.reflection.v1alpha.ServerReflection")
+        report["calls"] = call_each(channel, report["reflection_v1"].get("services", []), args.image)
 
         v = version_grpc.VersionStub(channel).Version(version_pb2.VersionRequest(), timeout=TIMEOUT)
         report["version"] = {"version": v.version, "services": list(v.services), "os": v.os, "arch": v.arch}
