@@ -13,6 +13,7 @@ pkgs=(
   containernetworking-plugins                        # networking: bridge, host-local, portmap, loopback (/usr/lib/cni)
   containerd runc hyperfine                          # benchmark peers
   docker.io                                          # the docker CLI against berth's registry
+  mmdebstrap git                                     # deploy/fresh-root-check.sh; the walkthrough finds the repo with git
 )
 # tests: the Node gRPC client (grpc_clients.rs). Debian's Node.js and npm only when the machine
 # has none of its own (a Node.js from elsewhere brings its npm, and Debian's npm conflicts with it).
