@@ -152,4 +152,22 @@ impl Context {
     pub fn version(&self) -> VersionClient<Channel> {
         VersionClient::new(self.channel.clone())
     }
+    pub fn namespaces(
+        &self,
+    ) -> berth_api::namespaces::v1::namespaces_client::NamespacesClient<Channel> {
+        berth_api::namespaces::v1::namespaces_client::NamespacesClient::new(self.channel.clone())
+    }
+    pub fn leases(&self) -> berth_api::leases::v1::leases_client::LeasesClient<Channel> {
+        berth_api::leases::v1::leases_client::LeasesClient::new(self.channel.clone())
+    }
+    pub fn snapshots(
+        &self,
+    ) -> berth_api::snapshots::v1::snapshots_client::SnapshotsClient<Channel> {
+        berth_api::snapshots::v1::snapshots_client::SnapshotsClient::new(self.channel.clone())
+            .max_decoding_message_size(64 << 20)
+    }
+    pub fn content(&self) -> berth_api::content::v1::content_client::ContentClient<Channel> {
+        berth_api::content::v1::content_client::ContentClient::new(self.channel.clone())
+            .max_decoding_message_size(64 << 20)
+    }
 }

@@ -265,7 +265,7 @@ pub fn done(r: Result<(), Error>) -> u8 {
 }
 
 /// Runs `f` for every name, printing errors as they come; the exit code of the last error.
-async fn each<F, Fut>(names: &[String], mut f: F) -> u8
+pub(crate) async fn each<F, Fut>(names: &[String], mut f: F) -> u8
 where
     F: FnMut(String) -> Fut,
     Fut: std::future::Future<Output = Result<(), Error>>,

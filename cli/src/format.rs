@@ -127,6 +127,25 @@ pub fn rfc3339_nano_fixed(t: Option<&berth_api::prost_types::Timestamp>) -> Stri
         .unwrap_or_default()
 }
 
+/// Labels as Docker and ctr list them: `k=v` pairs sorted by key, joined by commas.
+pub fn labels<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {
+    let mut pairs: Vec<String> = labels
+        .into_iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    pairs.sort();
+    pairs.join(",")
+}
+
+/// Go's `time.Time.String()` in UTC (`2023-11-14 22:13:20.000000005 +0000 UTC`), as ctr
+/// prints a metric's timestamp.
+pub fn go_time(t: Option<&berth_api::prost_types::Timestamp>) -> String {
+    let t = t.cloned().unwrap_or_default();
+    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
+        .map(|d| d.format("%Y-%m-%d %H:%M:%S%.9f +0000 UTC").to_string())
+        .unwrap_or_default()
+}
+
 /// Prints rows as left-aligned columns separated by three spaces, like Docker's tables.
 pub fn table(rows: &[Vec<String>]) -> String {
     let cols = rows.iter().map(|r| r.len()).max().unwrap_or(0);
@@ -228,6 +247,19 @@ mod tests {
         );
         assert_eq!(rfc3339(None), "0001-01-01T00:00:00Z");
         assert_eq!(rfc3339(Some(&t)), "2023-11-14T22:13:20.000000005Z");
+    }
+
+    #[test]
+    fn labels_and_go_times() {
+        let l: std::collections::HashMap<String, String> =
+            [("b".into(), "2".into()), ("a".into(), "1".into())].into();
+        assert_eq!(labels(&l), "a=1,b=2");
+        assert_eq!(labels(&std::collections::HashMap::new()), "");
+        let t = berth_api::prost_types::Timestamp {
+            seconds: 1_700_000_000,
+            nanos: 5,
+        };
+        assert_eq!(go_time(Some(&t)), "2023-11-14 22:13:20.000000005 +0000 UTC");
     }
 
     #[test]

@@ -11,12 +11,17 @@ mod archive;
 mod build;
 mod commit;
 mod containers;
+mod content;
 mod images;
+mod leases;
+mod namespaces;
 mod networks;
 mod port;
 mod push;
 mod run;
+mod snapshots;
 mod stdio;
+mod tasks;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -127,6 +132,21 @@ enum Command {
     /// Manage networks
     #[command(subcommand)]
     Network(networks::NetworkCommand),
+    /// Manage namespaces (ctr-style)
+    #[command(subcommand, visible_alias = "ns", alias = "namespaces")]
+    Namespace(namespaces::NamespaceCommand),
+    /// Inspect and remove snapshots (ctr-style)
+    #[command(alias = "snapshots")]
+    Snapshot(snapshots::SnapshotArgs),
+    /// Inspect and remove blobs of the content store (ctr-style)
+    #[command(subcommand)]
+    Content(content::ContentCommand),
+    /// Inspect tasks: processes and cgroup metrics (ctr-style)
+    #[command(subcommand, alias = "tasks")]
+    Task(tasks::TaskCommand),
+    /// List work in flight, stop it (ctr-style)
+    #[command(subcommand, alias = "leases")]
+    Lease(leases::LeaseCommand),
 }
 
 fn main() -> ExitCode {
@@ -212,6 +232,11 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Container(c) => return containers::container(&ctx, c).await,
         Command::Volume(c) => return containers::volume(&ctx, c).await,
         Command::Network(c) => return networks::network(&ctx, c).await,
+        Command::Namespace(c) => return namespaces::namespace(&ctx, c).await,
+        Command::Snapshot(a) => return snapshots::snapshot(&ctx, a).await,
+        Command::Content(c) => return content::content(&ctx, c).await,
+        Command::Task(c) => return tasks::task(&ctx, c).await,
+        Command::Lease(c) => return leases::lease(&ctx, c).await,
     };
     match r {
         Ok(()) => 0,

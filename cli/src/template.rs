@@ -398,7 +398,7 @@ pub struct ListFormat {
     #[arg(long)]
     pub no_trunc: bool,
     /// Format the output with a Go template over Docker's fields (.ID, .Names, …); `table …`
-    /// for columns with a header
+    /// for columns with a header; `json` for one JSON object a line
     #[arg(long)]
     pub format: Option<String>,
 }
@@ -413,15 +413,30 @@ impl ListFormat {
         }
     }
 
-    /// The listing's text: ids alone with -q, else through --format, else `default_table`.
+    /// The listing's text: ids alone with -q, else through --format (`json`: each object as
+    /// JSON, as Docker's `--format json`), else `default_table`.
     pub fn render(
         &self,
         default_table: &str,
         columns: &[(&str, &str)],
         objects: &[serde_json::Value],
     ) -> Result<String, String> {
+        self.render_keyed("ID", default_table, columns, objects)
+    }
+
+    /// [`ListFormat::render`] of objects whose key, what -q prints, is the field `key`
+    /// (`Name`, `Digest`, …) rather than `ID`.
+    pub fn render_keyed(
+        &self,
+        key: &str,
+        default_table: &str,
+        columns: &[(&str, &str)],
+        objects: &[serde_json::Value],
+    ) -> Result<String, String> {
+        let quiet = format!("{{{{.{key}}}}}");
         let format = match self.format.as_deref() {
-            _ if self.quiet => "{{.ID}}",
+            _ if self.quiet => quiet.as_str(),
+            Some(f) if f.trim() == "json" => "{{json .}}",
             Some(f) if f.trim() != "table" => f,
             _ => default_table,
         };
@@ -435,8 +450,19 @@ impl ListFormat {
         columns: &[(&str, &str)],
         objects: &[serde_json::Value],
     ) -> Result<(), crate::client::Error> {
+        self.print_keyed("ID", default_table, columns, objects)
+    }
+
+    /// Prints the listing (see render_keyed).
+    pub fn print_keyed(
+        &self,
+        key: &str,
+        default_table: &str,
+        columns: &[(&str, &str)],
+        objects: &[serde_json::Value],
+    ) -> Result<(), crate::client::Error> {
         let out = self
-            .render(default_table, columns, objects)
+            .render_keyed(key, default_table, columns, objects)
             .map_err(crate::client::Error::Local)?;
         print!("{out}");
         Ok(())
@@ -684,5 +710,30 @@ mod tests {
     fn bad_templates_are_refused() {
         assert!(Format::parse("{{.State.Status").is_err());
         assert!(Format::parse("{{nosuchfunc .X}}").is_err());
+    }
+
+    #[test]
+    fn listings_give_json_and_quiet_keys() {
+        let objects = [
+            json!({"Name": "a", "Labels": "x=1"}),
+            json!({"Name": "b", "Labels": ""}),
+        ];
+        let columns = [("Name", "NAME"), ("Labels", "LABELS")];
+        let table = "table {{.Name}}\t{{.Labels}}";
+        let out = |f: ListFormat| f.render_keyed("Name", table, &columns, &objects).unwrap();
+        assert_eq!(out(ListFormat::default()), "NAME   LABELS\na      x=1\nb\n");
+        let quiet = ListFormat {
+            quiet: true,
+            ..Default::default()
+        };
+        assert_eq!(out(quiet), "a\nb\n");
+        let json = ListFormat {
+            format: Some(" json ".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            out(json),
+            "{\"Labels\":\"x=1\",\"Name\":\"a\"}\n{\"Labels\":\"\",\"Name\":\"b\"}\n"
+        );
     }
 }
