@@ -15,8 +15,8 @@ use std::collections::BTreeMap;
 #[derive(Debug, Args)]
 pub struct SnapshotArgs {
     /// The snapshotter: overlayfs or native (default: berthd's, overlayfs unless it fell back)
-    #[arg(long, global = true, default_value = "")]
-    pub snapshotter: String,
+    #[arg(long, global = true)]
+    pub snapshotter: Option<String>,
     #[command(subcommand)]
     pub command: SnapshotCommand,
 }
@@ -64,7 +64,7 @@ pub enum SnapshotCommand {
 
 /// Runs a snapshot subcommand; gives the exit code.
 pub async fn snapshot(ctx: &Context, a: SnapshotArgs) -> u8 {
-    let sn = a.snapshotter;
+    let sn = a.snapshotter.unwrap_or_default();
     match a.command {
         SnapshotCommand::Ls { output } => done(ls(ctx, &sn, &output).await),
         SnapshotCommand::Info { key } => done(info(ctx, &sn, key).await),
