@@ -22,6 +22,7 @@ mod run;
 mod snapshots;
 mod stdio;
 mod tasks;
+mod trace;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -56,6 +57,10 @@ pub struct Cli {
     /// Debug output
     #[arg(long, global = true)]
     debug: bool,
+    /// Send a trace of this command (its calls, the services' work and the shims') over
+    /// OTLP/gRPC to this collector, e.g. http://127.0.0.1:4317
+    #[arg(long, global = true, env = "BERTH_OTLP_ENDPOINT", value_name = "URL")]
+    otlp_endpoint: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -176,7 +181,20 @@ fn main() -> ExitCode {
             return ExitCode::from(125);
         }
     };
+    // One trace per command, only when asked for: nothing is set up otherwise.
+    let traced = match cli.otlp_endpoint.as_deref() {
+        Some(endpoint) => match trace::start(endpoint, &cli.namespace) {
+            Ok(attached) => Some(attached),
+            Err(e) => {
+                eprintln!("berth: {e}");
+                return ExitCode::from(125);
+            }
+        },
+        None => None,
+    };
     let code = rt.block_on(dispatch(cli));
+    drop(traced);
+    trace::finish(Some(code));
     // Stdin readers may still block in a thread; exit without waiting for them.
     rt.shutdown_background();
     ExitCode::from(code)

@@ -65,9 +65,10 @@ pub fn request<T>(namespace: &str, message: T) -> Request<T> {
     req
 }
 
-/// Writes the current span's context as `traceparent` into metadata.
+/// Writes the current span's context as `traceparent` into metadata: the current `tracing`
+/// span's, or OpenTelemetry's current context (the CLI's command span).
 pub fn inject_trace_context(md: &mut MetadataMap) {
-    let cx = tracing::Span::current().context();
+    let cx = crate::telemetry::current_context();
     opentelemetry::global::get_text_map_propagator(|p| {
         p.inject_context(&cx, &mut MetadataInjector(md))
     });

@@ -255,7 +255,11 @@ impl Runtime {
                 self.create_task_locked(ns, container, mounts).await?;
             }
         }
-        match self.shim(ns, id).call_ok(&ShimRequest::Start).await {
+        match self
+            .shim(ns, id)
+            .call_ok(&crate::shim::start_request())
+            .await
+        {
             Ok(Some(answer)) => Ok((crate::shim::pid_of(&answer), true)),
             Ok(None) => Err(Error::FailedPrecondition(format!(
                 "the shim of container {id} went away before it started"
@@ -292,7 +296,7 @@ impl Runtime {
             // A task whose container record is gone: only its created process can start.
             let answer = self
                 .shim(ns, &id)
-                .call_ok(&ShimRequest::Start)
+                .call_ok(&crate::shim::start_request())
                 .await?
                 .ok_or_else(|| Error::NoTask(id.clone()))?;
             return Ok(crate::shim::pid_of(&answer));

@@ -27,6 +27,49 @@ const ANSWER_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a shim may take to create its container.
 const START_TIMEOUT: Duration = Duration::from_secs(120);
 
+/// The `start` request, with the current trace context when there is one: the shim then
+/// records its start and the container's exit under it.
+pub fn start_request() -> Request {
+    Request::Start {
+        traceparent: berth_core::telemetry::current_traceparent(),
+    }
+}
+
+/// Exports the spans a shim handed back in an answer (its work for a traced request: `create`,
+/// `start`, `exit`) under the service name `berth-shim`, as children of the contexts it was
+/// given. This is how the shim takes part in traces without an exporter of its own.
+fn export_spans(id: &str, answer: &mut Response) {
+    use berth_core::telemetry::{export_recorded, Recorded, SHIM_SERVICE};
+    use opentelemetry::{KeyValue, Value};
+    let at = |ns: u64| std::time::UNIX_EPOCH + Duration::from_nanos(ns);
+    for span in std::mem::take(&mut answer.spans) {
+        let mut attributes = vec![KeyValue::new("container.id", id.to_string())];
+        for (k, v) in span.attributes {
+            let v = match v {
+                serde_json::Value::Bool(b) => Value::Bool(b),
+                serde_json::Value::Number(n) => match n.as_i64() {
+                    Some(i) => Value::I64(i),
+                    None => Value::F64(n.as_f64().unwrap_or_default()),
+                },
+                serde_json::Value::String(s) => Value::from(s),
+                other => Value::from(other.to_string()),
+            };
+            attributes.push(KeyValue::new(k, v));
+        }
+        export_recorded(
+            SHIM_SERVICE,
+            Recorded {
+                name: &format!("shim {}", span.name),
+                parent: &span.parent,
+                start: at(span.start_ns),
+                end: at(span.end_ns.max(span.start_ns)),
+                error: span.error.as_deref(),
+                attributes,
+            },
+        );
+    }
+}
+
 /// The answer's pid as the API carries it (0 when absent).
 pub fn pid_of(answer: &Response) -> u32 {
     answer.pid.and_then(|p| u32::try_from(p).ok()).unwrap_or(0)
@@ -132,7 +175,12 @@ impl Shim {
             }
             let mut reader = BufReader::new(read);
             match read_answer(&mut reader).await {
-                Ok(answer) => Ok(answer),
+                Ok(mut answer) => {
+                    if let Some(a) = answer.as_mut() {
+                        export_spans(&self.id, a);
+                    }
+                    Ok(answer)
+                }
                 Err(e) if gone_midway(&e) => Ok(None),
                 Err(e) => Err(self.io_err(e)),
             }
@@ -270,14 +318,20 @@ pub fn binary(configured: Option<&Path>) -> PathBuf {
 /// Starts `berth-shim --id ID --namespace NS --bundle DIR` and waits for its verdict: it
 /// exits 0 once the container is created and its socket listens. On failure, the shim's last
 /// stderr line becomes the error, with its exit code (127 not found, 126 cannot execute).
+/// Within a trace, `--traceparent` passes it on: the shim times its create under it.
 pub async fn spawn(binary: &Path, id: &str, namespace: &str, bundle: &Path) -> Result<()> {
-    let mut child = tokio::process::Command::new(binary)
+    let mut command = tokio::process::Command::new(binary);
+    command
         .arg("--id")
         .arg(id)
         .arg("--namespace")
         .arg(namespace)
         .arg("--bundle")
-        .arg(bundle)
+        .arg(bundle);
+    if let Some(tp) = berth_core::telemetry::current_traceparent() {
+        command.arg("--traceparent").arg(tp);
+    }
+    let mut child = command
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

@@ -16,6 +16,7 @@ pub mod mounts;
 pub mod protocol;
 pub mod seccomp;
 pub mod shim;
+pub mod trace;
 pub mod user;
 
 pub use error::{Error, Result};

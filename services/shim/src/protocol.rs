@@ -90,8 +90,13 @@ pub enum Status {
 pub enum Request {
     /// `{"op":"state"}`
     State,
-    /// `{"op":"start"}`
-    Start,
+    /// `{"op":"start"}`, with `"traceparent"` when the caller traces the start (the shim then
+    /// times its `start` and `exit` work under it: [`SpanRecord`]).
+    Start {
+        /// W3C `traceparent` of the caller's span.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
+    },
     /// `{"op":"kill","signal":N,"all":false}`
     Kill {
         /// Signal number.
@@ -186,6 +191,40 @@ pub struct Response {
     /// Failure: exit code hint (126, 127; 125 when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub code: Option<i32>,
+    /// `state`, `start`, `delete`: the shim's traced work finished since the last such answer
+    /// (each handed over once).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub spans: Vec<SpanRecord>,
+}
+
+/// A piece of the shim's work for a traced request (`create`, `start`, `exit`), timed by the
+/// shim and handed back in an answer; the runtime exports it as a child of `parent`. The shim
+/// links no exporter: this is all it knows about tracing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpanRecord {
+    /// What the work was: `create`, `start` or `exit`.
+    pub name: String,
+    /// The W3C `traceparent` of the span it belongs under.
+    pub parent: String,
+    /// When it began and ended, in nanoseconds since the Unix epoch.
+    pub start_ns: u64,
+    pub end_ns: u64,
+    /// Set when the work failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// Facts about it: numbers, booleans or strings (`exit_code`, `init.pid`, …).
+    #[serde(default, skip_serializing_if = "serde_json::Map::is_empty")]
+    pub attributes: serde_json::Map<String, serde_json::Value>,
+}
+
+impl SpanRecord {
+    /// The time now, as [`SpanRecord::start_ns`] and [`SpanRecord::end_ns`] count it.
+    pub fn now_ns() -> u64 {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos() as u64)
+            .unwrap_or(0)
+    }
 }
 
 fn deserialize_some<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -416,7 +455,7 @@ mod tests {
     fn request_round_trip() {
         let reqs = [
             Request::State,
-            Request::Start,
+            Request::Start { traceparent: None },
             Request::Kill {
                 signal: 9,
                 all: true,
@@ -501,6 +540,45 @@ mod tests {
         let back = Response::from_line(&w.to_line()).unwrap();
         assert_eq!(back.exit_status().unwrap().exit_code, 137);
         assert_eq!(back.exit_status().unwrap().signal, Some(9));
+    }
+
+    #[test]
+    fn start_carries_an_optional_traceparent() {
+        let untraced = Request::Start { traceparent: None };
+        assert_eq!(untraced.to_line(), "{\"op\":\"start\"}\n");
+        assert_eq!(Request::from_line(r#"{"op":"start"}"#).unwrap(), untraced);
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let traced = Request::Start {
+            traceparent: Some(tp.into()),
+        };
+        assert_eq!(
+            traced.to_line(),
+            format!("{{\"op\":\"start\",\"traceparent\":\"{tp}\"}}\n")
+        );
+        assert_eq!(Request::from_line(&traced.to_line()).unwrap(), traced);
+    }
+
+    #[test]
+    fn spans_ride_on_answers_only_when_there_are_some() {
+        assert_eq!(Response::ok().to_line(), "{\"ok\":true}\n");
+        let mut r = Response::ok();
+        let mut attributes = serde_json::Map::new();
+        attributes.insert("exit_code".into(), 0.into());
+        r.spans.push(SpanRecord {
+            name: "exit".into(),
+            parent: "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into(),
+            start_ns: 1,
+            end_ns: 2,
+            error: None,
+            attributes,
+        });
+        let line = r.to_line();
+        assert!(
+            line.contains(r#""spans":[{"name":"exit","#) && line.contains(r#""exit_code":0"#),
+            "{line}"
+        );
+        assert_eq!(Response::from_line(&line).unwrap(), r);
+        assert!(SpanRecord::now_ns() > 1_600_000_000_000_000_000);
     }
 
     #[test]

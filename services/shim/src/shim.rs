@@ -9,9 +9,10 @@ use crate::container::{self, InitConfig, InitStdio, Namespaces};
 use crate::error::{Context, Error, Result};
 use crate::logfile::{now_rfc3339, LogWriter};
 use crate::protocol::{
-    self, ExitStatus, Request, Response, Status, FRAME_CLOSE_STDIN, FRAME_EXIT, FRAME_RESIZE,
-    FRAME_STDERR, FRAME_STDIN, FRAME_STDOUT,
+    self, ExitStatus, Request, Response, SpanRecord, Status, FRAME_CLOSE_STDIN, FRAME_EXIT,
+    FRAME_RESIZE, FRAME_STDERR, FRAME_STDIN, FRAME_STDOUT,
 };
+use crate::trace::Trace;
 use nix::sys::socket::{send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use oci_spec::runtime::Spec;
 use std::collections::HashMap;
@@ -34,6 +35,9 @@ pub struct Options {
     pub namespace: String,
     /// Bundle folder.
     pub bundle: PathBuf,
+    /// W3C traceparent of the runtime's span that asked for the container: the shim then
+    /// records its `create` work under it (see [`crate::trace`]).
+    pub traceparent: Option<String>,
 }
 
 impl Options {
@@ -42,6 +46,7 @@ impl Options {
         let mut id = None;
         let mut namespace = None;
         let mut bundle = None;
+        let mut traceparent = None;
         let mut it = args.into_iter();
         while let Some(a) = it.next() {
             let (flag, inline) = match a.split_once('=') {
@@ -52,6 +57,7 @@ impl Options {
                 "--id" => &mut id,
                 "--namespace" | "-n" => &mut namespace,
                 "--bundle" => &mut bundle,
+                "--traceparent" => &mut traceparent,
                 "--help" | "-h" => return Err(usage()),
                 other => return Err(format!("unknown argument {other:?}\n{}", usage())),
             };
@@ -69,16 +75,18 @@ impl Options {
             bundle: PathBuf::from(
                 bundle.ok_or_else(|| format!("--bundle is required\n{}", usage()))?,
             ),
+            traceparent,
         })
     }
 }
 
 fn usage() -> String {
-    "usage: berth-shim --id ID --namespace NS --bundle DIR".into()
+    "usage: berth-shim --id ID --namespace NS --bundle DIR [--traceparent TRACEPARENT]".into()
 }
 
 /// Runs the shim: returns the exit code of the starting process (the daemon lives on).
 pub fn run(opts: Options) -> i32 {
+    let began = SpanRecord::now_ns();
     let bundle = match Bundle::new(&opts.bundle) {
         Ok(b) => b,
         Err(e) => return fail_early(&e),
@@ -108,7 +116,7 @@ pub fn run(opts: Options) -> i32 {
         }
         Ok(nix::unistd::ForkResult::Child) => {
             drop(verdict_r);
-            daemon(opts, bundle, spec, mounts, File::from(verdict_w))
+            daemon(opts, bundle, spec, mounts, File::from(verdict_w), began)
         }
     }
 }
@@ -141,6 +149,7 @@ fn daemon(
     spec: Spec,
     mounts: Vec<RootfsMount>,
     mut verdict: File,
+    began: u64,
 ) -> ! {
     let _ = nix::unistd::setsid();
     // SAFETY: prctl with integer arguments only.
@@ -164,6 +173,16 @@ fn daemon(
     ));
     match create(&opts, bundle, spec, mounts) {
         Ok((shared, listener)) => {
+            shared.trace.record(
+                "create",
+                opts.traceparent.as_deref(),
+                began,
+                None,
+                &[
+                    ("process.pid", std::process::id().into()),
+                    ("init.pid", shared.init_pid.into()),
+                ],
+            );
             let _ = write!(verdict, "0 ");
             drop(verdict);
             crate::memory::release_setup_pages();
@@ -213,6 +232,8 @@ struct Shared {
     streams_cv: Condvar,
     next_client: AtomicU64,
     execs: Mutex<Execs>,
+    /// The traced work not handed over yet.
+    trace: Trace,
 }
 
 /// The exec'd processes (children of the shim) whose status a connection waits for.
@@ -530,6 +551,7 @@ fn create(
         streams_cv: Condvar::new(),
         next_client: AtomicU64::new(1),
         execs: Mutex::new(Execs::default()),
+        trace: Trace::default(),
     });
 
     // Threads from here on.
@@ -638,6 +660,7 @@ fn reaper(s: Arc<Shared>) {
 }
 
 fn init_exited(s: &Shared, mut exit: ExitStatus) {
+    let began = SpanRecord::now_ns();
     // All output first: the pipes/pty reach EOF once every process of the container is gone.
     {
         let open = lock(&s.streams_open);
@@ -654,6 +677,18 @@ fn init_exited(s: &Shared, mut exit: ExitStatus) {
         "init exited: code {} signal {:?} oom {}",
         exit.exit_code, exit.signal, exit.oom_killed
     ));
+    // Before the status says stopped: the answer to a delete, which needs that, carries it.
+    s.trace.record(
+        "exit",
+        s.trace.start_parent().as_deref(),
+        began,
+        None,
+        &[
+            ("exit_code", exit.exit_code.into()),
+            ("signal", exit.signal.unwrap_or(0).into()),
+            ("oom_killed", exit.oom_killed.into()),
+        ],
+    );
     {
         let mut st = lock(&s.state);
         st.status = Status::Stopped;
@@ -710,7 +745,7 @@ fn handle_conn(s: Arc<Shared>, stream: UnixStream) {
     };
     let resp = match req {
         Request::State => op_state(&s),
-        Request::Start => op_start(&s),
+        Request::Start { traceparent } => op_start(&s, traceparent),
         Request::Kill { signal, all } => op_kill(&s, signal, all),
         Request::Wait => op_wait(&s),
         Request::Resize { width, height } => {
@@ -732,10 +767,27 @@ fn op_state(s: &Shared) -> Response {
     r.status = Some(st.status);
     r.pid = Some(s.init_pid);
     r.exit = Some(st.exit.clone());
+    s.trace.hand_over(&mut r);
     r
 }
 
-fn op_start(s: &Shared) -> Response {
+/// `start`, recorded as a span when the request carries a traceparent (which the `exit` span
+/// goes under too).
+fn op_start(s: &Shared, traceparent: Option<String>) -> Response {
+    let began = SpanRecord::now_ns();
+    let mut r = start_init(s, traceparent.clone());
+    s.trace.record(
+        "start",
+        traceparent.as_deref(),
+        began,
+        r.error.as_deref(),
+        &[],
+    );
+    s.trace.hand_over(&mut r);
+    r
+}
+
+fn start_init(s: &Shared, traceparent: Option<String>) -> Response {
     let mut st = lock(&s.state);
     if st.status != Status::Created {
         return Response::error(
@@ -746,6 +798,8 @@ fn op_start(s: &Shared) -> Response {
     let Some(sync) = lock(&s.sync).take() else {
         return Response::error("container was already started", None);
     };
+    // Before the init is told to go: it may exit at once.
+    s.trace.set_start_parent(traceparent);
     if let Err(e) = send(
         sync.as_raw_fd(),
         &[container::msg::START],
@@ -869,6 +923,7 @@ fn op_delete(s: &Shared, mut out: UnixStream) {
     crate::log("deleted; exiting");
     let mut r = Response::ok();
     r.exit = Some(Some(exit));
+    s.trace.hand_over(&mut r);
     let _ = out.write_all(r.to_line().as_bytes());
     let _ = out.flush();
     let _ = out.shutdown(std::net::Shutdown::Write);
@@ -1272,8 +1327,17 @@ mod tests {
         assert_eq!(o.id, "abc");
         assert_eq!(o.namespace, "ns1");
         assert_eq!(o.bundle, PathBuf::from("/b"));
+        assert_eq!(o.traceparent, None);
         let o = Options::parse(["--id=x", "--bundle=/y"].iter().map(|s| s.to_string())).unwrap();
         assert_eq!((o.id.as_str(), o.namespace.as_str()), ("x", "default"));
+        let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+        let o = Options::parse(
+            ["--id=x", "--bundle=/y", "--traceparent", tp]
+                .iter()
+                .map(|s| s.to_string()),
+        )
+        .unwrap();
+        assert_eq!(o.traceparent.as_deref(), Some(tp));
         assert!(Options::parse(["--id", "x"].iter().map(|s| s.to_string())).is_err());
         assert!(Options::parse(["--bogus"].iter().map(|s| s.to_string())).is_err());
     }

@@ -487,7 +487,7 @@ impl TestBundle {
     /// start, collect all output until the exit frame.
     fn run(&self) -> (String, String, ExitStatus) {
         let conn = self.attach(false);
-        let r = self.call(Request::Start);
+        let r = self.call(Request::Start { traceparent: None });
         assert!(r.ok, "start: {r:?}");
         collect(conn)
     }
@@ -816,7 +816,7 @@ fn stdin_reaches_cat() {
     );
     b.create_ok();
     let mut conn = b.attach(true);
-    let r = b.call(Request::Start);
+    let r = b.call(Request::Start { traceparent: None });
     assert!(r.ok, "{r:?}");
     protocol::write_frame(&mut conn, FRAME_STDIN, b"hello stdin\n").unwrap();
     protocol::write_frame(&mut conn, FRAME_STDIN, b"second line\n").unwrap();
@@ -848,7 +848,7 @@ fn terminal_tty_and_resize() {
         })
         .ok
     );
-    assert!(b.call(Request::Start).ok);
+    assert!(b.call(Request::Start { traceparent: None }).ok);
     let (out, _, exit) = collect(conn);
     assert_eq!(exit.exit_code, 0);
     assert!(out.starts_with("/dev/pts/0\r\n"), "{out:?}");
@@ -864,7 +864,7 @@ fn kill_gives_137_and_delete_rules() {
     let b = bundle(&["sleep", "100"], Opts::default());
     b.create_ok();
     let conn = b.attach(false);
-    let r = b.call(Request::Start);
+    let r = b.call(Request::Start { traceparent: None });
     assert!(r.ok, "{r:?}");
     assert_eq!(b.call(Request::State).status, Some(Status::Running));
     let d = b.call(Request::Delete);
@@ -903,7 +903,7 @@ fn exec_format_error_at_start() {
     }
     let b = bundle(&["notaprogram"], Opts::default());
     b.create_ok();
-    let r = b.call(Request::Start);
+    let r = b.call(Request::Start { traceparent: None });
     assert!(!r.ok);
     assert_eq!(r.code, Some(126), "{r:?}");
     assert!(
@@ -960,7 +960,7 @@ fn joins_namespaces_by_path() {
     }
     let a = bundle(&["sleep", "100"], Opts::default());
     a.create_ok();
-    assert!(a.call(Request::Start).ok);
+    assert!(a.call(Request::Start { traceparent: None }).ok);
     let pid = a.call(Request::State).pid.unwrap();
     let b = bundle(
         &["hostname"],
@@ -1129,7 +1129,7 @@ fn exec_joins_the_running_container() {
     let (r, _) = b.exec(exec_req(&["true"]));
     assert!(!r.ok && r.code.is_none(), "{r:?}");
     let init_conn = b.attach(false);
-    assert!(b.call(Request::Start).ok);
+    assert!(b.call(Request::Start { traceparent: None }).ok);
 
     let (out, err, exit) = b.exec_collect(&["echo", "inside"]);
     assert_eq!(
@@ -1316,7 +1316,7 @@ fn exec_output_waits_for_a_long_exec_and_init_exit_kills_it() {
     let b = bundle(&["sh", "-c", "sleep 1; exit 4"], Opts::default());
     b.create_ok();
     let init_conn = b.attach(false);
-    assert!(b.call(Request::Start).ok);
+    assert!(b.call(Request::Start { traceparent: None }).ok);
     let (r, conn) = b.exec(exec_req(&["sh", "-c", "echo started; sleep 100"]));
     assert!(r.ok, "{r:?}");
     // the init exits 4 after 1 s; the pid namespace dies with it, and the exec with SIGKILL
