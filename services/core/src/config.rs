@@ -12,6 +12,10 @@
 //! [telemetry]
 //! otlp_endpoint = "http://127.0.0.1:4317"
 //!
+//! [metrics]                         # Prometheus text format at /metrics; off without `listen`
+//! listen = "127.0.0.1:9323"         # ":9323" is loopback too; beyond it needs allow_remote
+//! allow_remote = false              # see [`MetricsConfig`]
+//!
 //! [services]                        # where each service is reached; default: berthd's own socket
 //! image = "unix:///run/berth/berth.sock"
 //! snapshot = "tcp://10.0.0.2:7000"
@@ -59,6 +63,8 @@ pub struct Config {
     #[serde(default)]
     pub telemetry: TelemetryConfig,
     #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
     pub services: ServiceAddresses,
     #[serde(default)]
     pub runtime: RuntimeConfig,
@@ -83,6 +89,55 @@ pub struct RegistryConfig {
 #[serde(deny_unknown_fields)]
 pub struct TelemetryConfig {
     pub otlp_endpoint: Option<String>,
+}
+
+/// `[metrics]`: Prometheus metrics of the services this berthd hosts, in the text format at
+/// `http://LISTEN/metrics`. Off unless `listen` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// `HOST:PORT` (an IP address, or `localhost`), or `:PORT` / `PORT` for 127.0.0.1:PORT.
+    pub listen: Option<String>,
+    /// Serve beyond loopback. The metrics need no credentials and tell what runs on the host
+    /// (container counts, image traffic, every RPC), so an address other than loopback is
+    /// refused at start without this.
+    #[serde(default)]
+    pub allow_remote: bool,
+}
+
+impl MetricsConfig {
+    /// Where to serve the metrics: `None` when off; an error for an address that does not
+    /// parse, or that is beyond loopback without `allow_remote`.
+    pub fn address(&self) -> Result<Option<std::net::SocketAddr>, String> {
+        let Some(listen) = self.listen.as_deref().map(str::trim) else {
+            return Ok(None);
+        };
+        let port_only = listen.strip_prefix(':').unwrap_or(listen);
+        let addr: std::net::SocketAddr = if let Ok(port) = port_only.parse::<u16>() {
+            (std::net::Ipv4Addr::LOCALHOST, port).into()
+        } else if let Some(port) = listen.strip_prefix("localhost:") {
+            let port = port.parse::<u16>().map_err(|_| invalid_listen(listen))?;
+            (std::net::Ipv4Addr::LOCALHOST, port).into()
+        } else {
+            listen.parse().map_err(|_| invalid_listen(listen))?
+        };
+        if !addr.ip().is_loopback() && !self.allow_remote {
+            return Err(format!(
+                "refusing to serve metrics on {addr} ([metrics] listen): beyond loopback anyone \
+                 who reaches it reads what runs on this host, without credentials. Listen on \
+                 127.0.0.1 (and scrape through a tunnel or a local agent), or set \
+                 [metrics] allow_remote = true if every host that can reach {addr} is trusted"
+            ));
+        }
+        Ok(Some(addr))
+    }
+}
+
+fn invalid_listen(listen: &str) -> String {
+    format!(
+        "invalid [metrics] listen {listen:?}: use IP:PORT (127.0.0.1:9323), localhost:PORT or \
+         :PORT (loopback)"
+    )
 }
 
 /// The registry-proxy serving its own store as a registry over HTTP (the distribution API),
@@ -495,6 +550,42 @@ otlp_endpoint = "http://127.0.0.1:4317"
             assert!(e.contains("[tls]"), "{half}: {e}");
         }
         assert!(Config::parse("[tls]\ncacert = \"/x\"\n").is_err());
+    }
+
+    #[test]
+    fn metrics_are_off_unless_asked_for_and_loopback_by_default() {
+        let addr = |toml: &str| Config::parse(toml).unwrap().metrics.address();
+        assert_eq!(addr(""), Ok(None), "off unless set");
+        let local = Some("127.0.0.1:9323".parse().unwrap());
+        for listen in ["127.0.0.1:9323", ":9323", "9323", "localhost:9323"] {
+            assert_eq!(
+                addr(&format!("[metrics]\nlisten = \"{listen}\"\n")),
+                Ok(local),
+                "{listen}"
+            );
+        }
+        assert_eq!(
+            addr("[metrics]\nlisten = \"[::1]:9323\"\n"),
+            Ok(Some("[::1]:9323".parse().unwrap()))
+        );
+        for remote in ["0.0.0.0:9323", "10.1.2.3:9323", "[::]:9323"] {
+            let e = addr(&format!("[metrics]\nlisten = \"{remote}\"\n")).unwrap_err();
+            assert!(e.contains("allow_remote") && e.contains("refusing"), "{e}");
+            assert_eq!(
+                addr(&format!(
+                    "[metrics]\nlisten = \"{remote}\"\nallow_remote = true\n"
+                )),
+                Ok(Some(remote.parse().unwrap()))
+            );
+        }
+        for bad in ["example.com:9323", "127.0.0.1", "localhost:x", ":99999"] {
+            let e = addr(&format!("[metrics]\nlisten = \"{bad}\"\n")).unwrap_err();
+            assert!(e.contains("invalid [metrics] listen"), "{bad}: {e}");
+        }
+        assert!(
+            Config::parse("[metrics]\nlisen = \":9323\"\n").is_err(),
+            "unknown keys are refused"
+        );
     }
 
     #[test]

@@ -7,12 +7,14 @@
 //! - [`config::Config`]: `berthd`'s TOML configuration (roots, registries, service addresses).
 //! - [`grpc`]: connecting to a service address, the namespace in metadata, trace propagation.
 //! - [`telemetry`]: tracing subscriber setup with optional OTLP export.
+//! - [`metrics`]: Prometheus metrics: every RPC counted and timed, helpers for collectors.
 //! - [`testing`]: skipping a test whose prerequisite is missing, except under CI.
 
 pub mod config;
 pub mod digest;
 pub mod grpc;
 pub mod media;
+pub mod metrics;
 pub mod reference;
 pub mod telemetry;
 pub mod testing;

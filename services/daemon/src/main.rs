@@ -14,6 +14,7 @@ use tonic::service::Routes;
 use tonic::transport::Server;
 use tracing::info;
 
+mod metrics;
 mod version;
 
 const ALL_SERVICES: &[&str] = &[
@@ -157,6 +158,7 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
     // Checked before any service starts, so a refused address leaves nothing behind.
     let own = config.address();
     let listen = listener(&own, &config.tls, insecure_tcp)?;
+    let mut metrics = metrics::Metrics::new(&config.metrics)?;
     // The TLS files are read now too, so that a bad one stops berthd before any service runs.
     let server = match &listen {
         Listener::Tls(_, tls) => Server::builder()
@@ -213,14 +215,13 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
         );
     }
     if hosts("snapshot") {
-        routes = routes.add_service(
-            berth_snapshot::serve(
-                &config.root.join("snapshot"),
-                &config.snapshotter,
-                config.limits,
-            )
-            .context("snapshot service")?,
-        );
+        let snapshots =
+            berth_snapshot::Snapshots::open(&config.root.join("snapshot"), &config.snapshotter)
+                .context("snapshot service")?
+                .with_limits(config.limits);
+        let snapshots = Arc::new(snapshots);
+        metrics.register(berth_snapshot::metrics::Collector::new(snapshots.clone()));
+        routes = routes.add_service(berth_snapshot::service(snapshots));
     }
     if hosts("image") {
         let image = berth_image::serve(
@@ -233,6 +234,7 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
             config.limits,
         )
         .context("image service")?;
+        metrics.register(image.metrics);
         routes = routes
             .add_service(image.images)
             .add_service(image.content)
@@ -258,6 +260,7 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
             Some(chan(&config.services.events)?),
         )
         .context("runtime service")?;
+        metrics.register(berth_runtime::metrics::Collector(runtime.runtime.clone()));
         routes = routes
             .add_service(runtime.containers)
             .add_service(runtime.tasks)
@@ -282,6 +285,9 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
             .await;
     }
 
+    let rpc_metrics = metrics.layer();
+    metrics.serve()?;
+
     let shutdown = Arc::new(tokio::sync::Notify::new());
     {
         let shutdown = shutdown.clone();
@@ -300,6 +306,7 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
     if let Some(incoming) = own_incoming {
         let internal = Server::builder()
             .trace_fn(server_span)
+            .layer(rpc_metrics.clone())
             .add_routes(routes.clone());
         tokio::spawn(
             internal.serve_with_incoming(
@@ -308,7 +315,7 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
             ),
         );
     }
-    let mut server = server.trace_fn(server_span);
+    let mut server = server.trace_fn(server_span).layer(rpc_metrics);
     let router = server.add_routes(routes);
     match listen {
         Listener::Unix(path) => {

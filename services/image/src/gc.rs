@@ -329,6 +329,7 @@ impl ImageStore {
         if out.blobs > 0 || out.snapshots > 0 {
             tracing::info!(namespace = %ns, blobs = out.blobs, snapshots = out.snapshots, bytes = out.bytes, "garbage collected");
         }
+        self.metrics.collected(&out);
         Ok(out)
     }
 }

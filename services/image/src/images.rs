@@ -46,6 +46,8 @@ pub struct ImageStore {
     downloads: Downloads,
     /// What one archive given to `image import` may unpack ([limits] of berthd's config).
     pub(crate) limits: berth_core::config::Limits,
+    /// Bytes pulled and pushed, garbage collections.
+    pub(crate) metrics: std::sync::Arc<crate::metrics::Counters>,
 }
 
 /// Blobs being downloaded, so that concurrent pulls fetch each blob once.
@@ -119,6 +121,7 @@ impl ImageStore {
             leases: Default::default(),
             downloads: Default::default(),
             limits: Default::default(),
+            metrics: Default::default(),
         }
     }
 
@@ -194,6 +197,7 @@ impl ImageStore {
             .into_inner();
         let mut buf = Vec::new();
         while let Some(chunk) = stream.try_next().await? {
+            self.metrics.pulled(chunk.data.len());
             buf.extend_from_slice(&chunk.data);
             if buf.len() as u64 > media::MAX_MANIFEST_SIZE {
                 return Err(crate::content::ContentError::TooLarge {
@@ -265,6 +269,7 @@ impl ImageStore {
         let mut last = 0u64;
         progress(tx, &id, "downloading", 0, desc.size).await;
         while let Some(chunk) = stream.try_next().await? {
+            self.metrics.pulled(chunk.data.len());
             w.write(&chunk.data).await?;
             if w.written() - last >= 1 << 20 {
                 last = w.written();

@@ -7,6 +7,7 @@
 //! - [`images::ImageStore`]: pull (through the registry service), unpack (through the snapshot
 //!   service), import, and what `image ls` / `inspect` show.
 //! - [`lease`]: the work in flight and what it keeps from [`gc`], the garbage collection.
+//! - [`metrics`]: bytes pulled and pushed, garbage collections, the content store's size.
 //! - [`namespaces`]: the namespace registry, and what every service holds of each namespace.
 //! - [`service`]: the Images, Content, Namespaces and Leases gRPC services over it; [`serve`]
 //!   builds them.
@@ -35,6 +36,7 @@ pub mod lease;
 pub mod manage;
 pub mod manifest;
 pub mod metadata;
+pub mod metrics;
 pub mod namespaces;
 pub mod push;
 pub mod service;
@@ -58,6 +60,8 @@ pub struct Services {
     pub content: ContentServer<service::ContentService>,
     pub namespaces: NamespacesServer<service::NamespacesService>,
     pub leases: LeasesServer<service::LeasesService>,
+    /// The service's Prometheus metrics, for berthd's registry.
+    pub metrics: metrics::Collector,
 }
 
 /// Opens the store under `root` (the image service's own folder) and builds the Images,
@@ -89,6 +93,10 @@ pub fn serve(
         Some(channel) => store.with_runtime(channel),
         None => store,
     };
+    let metrics = metrics::Collector {
+        counters: store.metrics.clone(),
+        content: store.content.clone(),
+    };
     let images = service::ImagesService {
         store: store.clone(),
         tmp: root.join("tmp"),
@@ -102,5 +110,6 @@ pub fn serve(
             store: store.clone(),
         }),
         leases: LeasesServer::new(service::LeasesService { store }),
+        metrics,
     })
 }

@@ -165,6 +165,7 @@ impl ImageStore {
                 break;
             }
             sent += n as i64;
+            self.metrics.pushed(n);
             if sent - last_shown >= 1 << 20 {
                 last_shown = sent;
                 progress(tx, &id, "pushing", sent, desc.size, "").await;

@@ -59,6 +59,7 @@ pub mod events;
 pub mod lifecycle;
 pub mod logs;
 pub mod metadata;
+pub mod metrics;
 pub mod network;
 pub mod networks;
 mod pause;

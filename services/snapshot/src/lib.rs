@@ -64,6 +64,7 @@ pub mod diff;
 pub mod error;
 mod inflight;
 pub mod metadata;
+pub mod metrics;
 pub mod mount;
 pub mod native;
 pub mod overlay;

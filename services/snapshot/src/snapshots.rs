@@ -485,6 +485,18 @@ impl Snapshots {
         Ok(out)
     }
 
+    /// Every snapshot of every namespace: its snapshotter, kind, id and folder.
+    pub fn inventory(&self) -> Result<Vec<(&'static str, Kind, u64, PathBuf)>> {
+        let mut out = Vec::new();
+        for sn in [overlay::NAME, native::NAME] {
+            let (sn, storage) = self.storage(sn)?;
+            for (_, _, r) in self.metadata.all(sn)? {
+                out.push((sn, r.kind, r.id, storage.fs(r.id)));
+            }
+        }
+        Ok(out)
+    }
+
     /// Disk use of the snapshot's own folder (for native: the full copy).
     pub fn usage(&self, snapshotter: &str, ns: &str, key: &str) -> Result<Usage> {
         check_key("key", key)?;
