@@ -931,9 +931,6 @@ fn op_delete(s: &Shared, mut out: UnixStream) {
 }
 
 fn op_attach(s: &Shared, mut out: UnixStream, mut reader: BufReader<UnixStream>, stdin: bool) {
-    if out.write_all(Response::ok().to_line().as_bytes()).is_err() {
-        return;
-    }
     let Ok(writer) = out.try_clone() else {
         return;
     };
@@ -941,6 +938,13 @@ fn op_attach(s: &Shared, mut out: UnixStream, mut reader: BufReader<UnixStream>,
     let id = s.next_client.fetch_add(1, Ordering::Relaxed);
     {
         let mut clients = lock(&s.clients);
+        // The answer is written and the client listed under one lock: the runtime starts the
+        // task as soon as it has the answer (run, start -a), so output written after that
+        // must find the client listed. Answering first and listing after lost a fast
+        // container's first lines when this thread was descheduled in between (a busy machine).
+        if out.write_all(Response::ok().to_line().as_bytes()).is_err() {
+            return;
+        }
         if let Some(exit) = &clients.finished {
             let payload = serde_json::to_vec(exit).unwrap_or_default();
             let _ = protocol::write_frame(&mut out, FRAME_EXIT, &payload);
