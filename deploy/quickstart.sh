@@ -6,7 +6,8 @@ repo=$(cd "$(dirname "$0")/.." && pwd)
 cd "$repo"
 deploy/install-deps.sh
 cargo build --release --bins
-install -m 0755 target/release/berth target/release/berthd target/release/berth-shim /usr/local/bin/
+bin=${CARGO_TARGET_DIR:-target}/release
+install -m 0755 "$bin/berth" "$bin/berthd" "$bin/berth-shim" /usr/local/bin/
 mkdir -p /etc/berth /var/lib/berth /run/berth
 [ -f /etc/berth/config.toml ] || install -m 0644 deploy/config.toml /etc/berth/config.toml
 if ! berth version >/dev/null 2>&1; then
