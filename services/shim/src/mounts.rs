@@ -371,7 +371,18 @@ pub fn open_in_root(root: BorrowedFd<'_>, path: &Path, flags: OFlag) -> nix::Res
     let how = nix::fcntl::OpenHow::new()
         .flags(flags)
         .resolve(ResolveFlag::RESOLVE_IN_ROOT | ResolveFlag::RESOLVE_NO_MAGICLINKS);
-    match nix::fcntl::openat2(root, rel, how) {
+    // openat2 with RESOLVE_IN_ROOT fails with EAGAIN when a rename or a mount happened
+    // anywhere on the system during the lookup (openat2(2)): another container starting is
+    // enough. The kernel asks the caller to retry; a bounded number of times, since the
+    // lookup is short and such races are rare.
+    let mut attempts = 0;
+    let opened = loop {
+        match nix::fcntl::openat2(root, rel, how) {
+            Err(Errno::EAGAIN) if attempts < 64 => attempts += 1,
+            other => break other,
+        }
+    };
+    match opened {
         Err(Errno::ENOSYS) => {
             let base = proc_fd_borrowed(root);
             let joined = secure_join(&base, rel).map_err(|_| Errno::ELOOP)?;
