@@ -10,6 +10,7 @@ use berth_cli::{client, filters, format, ports, template};
 mod archive;
 mod build;
 mod commit;
+mod completion;
 mod containers;
 mod content;
 mod events;
@@ -18,6 +19,7 @@ mod images;
 mod inspect;
 mod leases;
 mod logs;
+mod man;
 mod namespaces;
 mod networks;
 mod port;
@@ -159,6 +161,11 @@ enum Command {
     /// List work in flight, stop it (ctr-style)
     #[command(subcommand, alias = "leases")]
     Lease(leases::LeaseCommand),
+    /// Print berth's completion script for a shell
+    Completion(completion::CompletionArgs),
+    /// Write one man page per command into a folder
+    #[command(hide = true)]
+    Man(man::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -178,6 +185,12 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Completion scripts and man pages come from the command tree alone: no daemon, no runtime.
+    match cli.command {
+        Command::Completion(a) => return ExitCode::from(completion::completion(&a)),
+        Command::Man(a) => return ExitCode::from(man::man(&a)),
+        _ => {}
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -262,6 +275,8 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Content(c) => return content::content(&ctx, c).await,
         Command::Task(c) => return tasks::task(&ctx, c).await,
         Command::Lease(c) => return leases::lease(&ctx, c).await,
+        // Answered in main, before the runtime starts.
+        Command::Completion(_) | Command::Man(_) => return 0,
     };
     match r {
         Ok(()) => 0,
