@@ -637,3 +637,120 @@ impl Build {
         Ok(r?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_api::containers::v1::containers_client::ContainersClient;
+    use tonic::transport::Endpoint;
+
+    /// Runs a build of `dockerfile` whose services cannot be reached (port 1 on loopback):
+    /// what it reports before it needs them, and how it ends.
+    async fn build(dockerfile: &str, target: Option<&str>) -> (Result<(), BuildError>, Vec<Event>) {
+        let dir = tempfile::tempdir().unwrap();
+        let channel = Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let clients = Clients {
+            images: ImagesClient::new(channel.clone()),
+            snapshots: SnapshotsClient::new(channel.clone()),
+            containers: ContainersClient::new(channel.clone()),
+            tasks: TasksClient::new(channel),
+        };
+        let (tx, mut rx) = mpsc::channel(64);
+        let build = Build {
+            ns: "default".into(),
+            options: BuildOptions {
+                dockerfile: dockerfile.into(),
+                dockerfile_name: "Dockerfile.test".into(),
+                target: target.map(str::to_string),
+                ..Default::default()
+            },
+            context: dir.path().join("context"),
+            work_dir: dir.path().to_path_buf(),
+            mnt_dir: dir.path().join("mnt"),
+            cache: BuildCache::open(&dir.path().join("cache.db")).unwrap(),
+            clients,
+            report: Report::new(tx),
+            limits: Limits::default(),
+        };
+        let r = build.run().await;
+        let mut events = Vec::new();
+        while let Ok(e) = rx.try_recv() {
+            events.push(e);
+        }
+        (r, events)
+    }
+
+    fn step(number: usize, total: usize, instruction: &str, line: usize) -> Event {
+        Event::Step {
+            number,
+            total,
+            instruction: instruction.into(),
+            line,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_bad_dockerfile_names_its_file_and_line() {
+        let (r, events) = build("FROM scratch\nFROBNICATE x\n", None).await;
+        let e = r.unwrap_err();
+        assert!(
+            matches!(
+                e,
+                BuildError::Step {
+                    line: 2,
+                    error: StepError::Invalid(_),
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.to_string().starts_with("Dockerfile.test:2: "), "{e}");
+        assert!(events.is_empty(), "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn an_unknown_target_is_refused_before_any_step() {
+        let (r, events) = build("FROM scratch\n", Some("nope")).await;
+        let e = r.unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "failed to reach build target nope in Dockerfile"
+        );
+        assert!(events.is_empty(), "{events:?}");
+    }
+
+    #[tokio::test]
+    async fn run_on_scratch_is_refused_at_its_line() {
+        let (r, events) = build("FROM scratch\nRUN true\n", None).await;
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            "Dockerfile.test:2: RUN needs a base image with a shell; this stage is FROM scratch with nothing in it"
+        );
+        assert_eq!(
+            events,
+            vec![
+                step(1, 2, "FROM scratch", 1),
+                Event::Message(" ---> ".into()),
+                step(2, 2, "RUN true", 2),
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn copy_from_a_later_stage_is_refused() {
+        let (r, _) = build("FROM scratch\nCOPY --from=0 a /\n", None).await;
+        assert_eq!(
+            r.unwrap_err().to_string(),
+            "Dockerfile.test:2: invalid from flag value 0: refers to the current or a later stage"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_service_error_is_passed_on_as_it_came() {
+        // ENV commits through the image service, which cannot be reached.
+        let (r, events) = build("FROM scratch\nENV A=1\n", None).await;
+        let e = r.unwrap_err();
+        assert!(matches!(e, BuildError::Service(_)), "{e:?}");
+        assert_eq!(events.last(), Some(&step(2, 2, "ENV A=1", 2)));
+    }
+}

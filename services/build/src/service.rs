@@ -238,3 +238,94 @@ fn step_code(e: &StepError) -> Code {
         StepError::Service(s) => s.code(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(line: usize, error: StepError) -> Status {
+        Status::from(BuildError::Step {
+            dockerfile: "Dockerfile.run".into(),
+            line,
+            error,
+        })
+    }
+
+    #[test]
+    fn a_failed_run_keeps_its_message() {
+        let s = at(
+            2,
+            StepError::CommandFailed {
+                command: "/bin/sh -c echo before-failing && exit 3".into(),
+                code: 3,
+            },
+        );
+        assert_eq!(s.code(), Code::Unknown);
+        assert_eq!(
+            s.message(),
+            "Dockerfile.run:2: The command '/bin/sh -c echo before-failing && exit 3' returned a non-zero code: 3"
+        );
+    }
+
+    #[test]
+    fn codes_say_why() {
+        assert_eq!(
+            at(1, StepError::invalid("bad")).code(),
+            Code::InvalidArgument
+        );
+        let missing = CopyError::Missing("absent".into());
+        let s = at(
+            3,
+            StepError::Copy {
+                keyword: "COPY",
+                source: missing,
+            },
+        );
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "Dockerfile.run:3: COPY failed: absent: no such file or directory"
+        );
+        let io = CopyError::Io(std::io::Error::other("disk"));
+        let s = at(
+            3,
+            StepError::Copy {
+                keyword: "ADD",
+                source: io,
+            },
+        );
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Internal, "Dockerfile.run:3: ADD failed: disk")
+        );
+        let s = at(1, StepError::Service(Status::not_found("no such image")));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::NotFound, "Dockerfile.run:1: no such image")
+        );
+        let s = Status::from(BuildError::NoTarget("x".into()));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let s = Status::from(BuildError::Io(std::io::Error::other("disk")));
+        assert_eq!((s.code(), s.message()), (Code::Internal, "disk"));
+    }
+
+    #[test]
+    fn another_services_status_passes_unchanged() {
+        let s = Status::from(BuildError::Service(Status::unavailable("images: down")));
+        assert_eq!((s.code(), s.message()), (Code::Unavailable, "images: down"));
+    }
+
+    #[test]
+    fn the_header_fills_the_defaults() {
+        let o = build_options(BuildHeader::default());
+        assert_eq!(o.dockerfile_name, "Dockerfile");
+        assert_eq!(o.target, None);
+        let o = build_options(BuildHeader {
+            dockerfile_name: "Dockerfile.dev".into(),
+            target: "base".into(),
+            ..Default::default()
+        });
+        assert_eq!(o.dockerfile_name, "Dockerfile.dev");
+        assert_eq!(o.target.as_deref(), Some("base"));
+    }
+}
