@@ -1,7 +1,7 @@
 //! The Build gRPC service, a thin shell over the [`executor`](crate::executor): it reads the
 //! header (into [`BuildOptions`]) and the context tar, runs the [`Build`], streams its
 //! [`Event`]s as `BuildResponse`s, and ends the stream with the [`BuildError`] it failed with
-//! as a status whose code says why: InvalidArgument for a bad Dockerfile or argument, Unknown
+//! as a status whose code says why: InvalidArgument for a bad Dockerfile or argument, Aborted
 //! for a RUN whose command failed, ResourceExhausted and DeadlineExceeded for `[limits]`, the
 //! other services' own codes for what they refused, Internal for berthd's own faults only.
 
@@ -225,9 +225,9 @@ impl From<BuildError> for Status {
 fn step_code(e: &StepError) -> Code {
     match e {
         StepError::Invalid(_) | StepError::DownloadFailed { .. } => Code::InvalidArgument,
-        // The user's command ran and failed: no gRPC code says that; BuildKit answers
-        // Unknown for it too.
-        StepError::CommandFailed { .. } => Code::Unknown,
+        // The user's command ran and failed: the build stops there (the code it has always
+        // had; gRPC clients and the per-code metrics may rely on it).
+        StepError::CommandFailed { .. } => Code::Aborted,
         StepError::Copy { source, .. } => match source {
             CopyError::Io(_) => Code::Internal,
             CopyError::Archive(a) if a.is_limit() => Code::ResourceExhausted,
@@ -260,7 +260,7 @@ mod tests {
                 code: 3,
             },
         );
-        assert_eq!(s.code(), Code::Unknown);
+        assert_eq!(s.code(), Code::Aborted);
         assert_eq!(
             s.message(),
             "Dockerfile.run:2: The command '/bin/sh -c echo before-failing && exit 3' returned a non-zero code: 3"
