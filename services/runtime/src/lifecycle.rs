@@ -94,24 +94,11 @@ pub fn next_delay(previous: Option<Duration>, ran_for: Duration) -> Duration {
     }
 }
 
-/// Parses a signal the way Docker takes it: `SIGTERM`, `TERM`, `15`.
+/// Parses a signal the way Docker takes it: `SIGTERM`, `TERM`, `15`, `RTMIN+1`
+/// ([`berth_core::signal::parse`]).
 pub fn parse_signal(s: &str) -> Result<i32> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<i32>() {
-        if (1..65).contains(&n) {
-            return Ok(n);
-        }
-        return Err(Error::InvalidArgument(format!("Invalid signal: {s}")));
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .map(|sig| sig as i32)
-        .map_err(|_| Error::InvalidArgument(format!("Invalid signal: {s}")))
+    berth_core::signal::parse(s)
+        .map_err(|_| Error::InvalidArgument(format!("Invalid signal: {}", s.trim())))
 }
 
 fn now() -> prost_types::Timestamp {
@@ -818,6 +805,11 @@ mod tests {
         assert_eq!(parse_signal("9").unwrap(), 9);
         assert!(parse_signal("SIGNOPE").is_err());
         assert!(parse_signal("99").is_err());
+        assert_eq!(parse_signal("RTMIN+2").unwrap(), libc::SIGRTMIN() + 2);
+        assert_eq!(
+            parse_signal(" NOPE ").unwrap_err().to_string(),
+            Error::InvalidArgument("Invalid signal: NOPE".into()).to_string()
+        );
     }
 
     #[test]
