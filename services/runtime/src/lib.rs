@@ -76,7 +76,7 @@ pub mod volumes;
 
 pub use containers::ContainersService;
 pub use error::Error;
-pub use tasks::TasksService;
+pub use grpc::tasks::TasksService;
 pub use volumes::VolumesService;
 
 use berth_api::containers::v1::containers_server::ContainersServer;
