@@ -11,9 +11,8 @@ use crate::bundle::{RootfsMount, ANNOTATION_USER};
 use crate::cgroup::V1Hierarchy;
 use crate::error::{Context, Error, Result};
 use crate::lookup;
-use crate::mounts::{
-    bind_mount, do_mount, locked_flags, parse_options, parse_propagation, Kind, Place,
-};
+use crate::mounts::{bind_mount, do_mount, locked_flags, Kind, Place};
+use berth_mount::{parse_options, parse_propagation, MountOptions};
 use nix::fcntl::OFlag;
 use nix::mount::{umount2, MntFlags, MsFlags};
 use nix::sched::CloneFlags;
@@ -702,11 +701,7 @@ fn mount_spec_entry(cfg: &InitConfig<'_>, root: BorrowedFd<'_>, m: &Mount) -> Re
 }
 
 /// /sys/fs/cgroup showing only the container's own cgroups, read-only when asked.
-fn mount_cgroup(
-    cfg: &InitConfig<'_>,
-    dest: &Place<'_>,
-    opts: &crate::mounts::MountOptions,
-) -> Result<()> {
+fn mount_cgroup(cfg: &InitConfig<'_>, dest: &Place<'_>, opts: &MountOptions) -> Result<()> {
     let base = opts.flags
         & (MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC | MsFlags::MS_RELATIME);
     let ro = opts.flags.contains(MsFlags::MS_RDONLY);
@@ -728,7 +723,7 @@ fn mount_cgroup(
             });
         }
         let host = Path::new(crate::cgroup::V2_ROOT).join(&cfg.cgroup_rel);
-        let o = crate::mounts::MountOptions {
+        let o = MountOptions {
             flags: MsFlags::MS_BIND | MsFlags::MS_REC | base | ro_flag,
             propagation: Vec::new(),
             data: String::new(),
@@ -768,7 +763,7 @@ fn mount_cgroup(
             if !host.exists() {
                 continue;
             }
-            let o = crate::mounts::MountOptions {
+            let o = MountOptions {
                 flags: MsFlags::MS_BIND | base | ro_flag,
                 propagation: Vec::new(),
                 data: String::new(),
@@ -916,7 +911,7 @@ fn make_device(
             bind_mount(
                 &host,
                 place,
-                &crate::mounts::MountOptions {
+                &MountOptions {
                     flags: MsFlags::MS_BIND,
                     propagation: Vec::new(),
                     data: String::new(),
