@@ -263,6 +263,39 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe".into())
 }
 
+/// The container's cgroup, relative to each hierarchy's root: the spec's
+/// `linux.cgroupsPath`, else `/berth/<namespace>/<id>`.
+fn cgroup_of(opts: &Options, spec: Option<&Spec>) -> Result<String> {
+    let path = spec
+        .and_then(|s| s.linux().as_ref())
+        .and_then(|l| l.cgroups_path().clone())
+        .unwrap_or_else(|| PathBuf::from(format!("/berth/{}/{}", opts.namespace, opts.id)));
+    cgroup::relative_path(&path)
+}
+
+/// First argument of `berth-shim delete --id ID --namespace NS --bundle DIR`, which cleans
+/// up after a shim that died (so its own `delete` never ran): it kills whatever is left in
+/// the container's cgroup and removes the cgroup, as that `delete` does. The runtime runs it
+/// for a task whose shim is gone.
+pub const DELETE_COMMAND: &str = "delete";
+
+/// `berth-shim delete`: returns the exit code (1 with the reason on stderr).
+pub fn delete_after_death(opts: Options) -> i32 {
+    let spec = Bundle::new(&opts.bundle).and_then(|b| b.load_spec()).ok();
+    let removed = cgroup_of(&opts, spec.as_ref()).and_then(|rel| {
+        let cg = ContainerCgroup::load(&rel);
+        if cg.exists() {
+            cg.remove()
+        } else {
+            Ok(())
+        }
+    });
+    match removed {
+        Ok(()) => 0,
+        Err(e) => fail_early(&e).max(1),
+    }
+}
+
 /// What `create` reads from the bundle before anything is made.
 struct Plan {
     /// The container's cgroup, relative to each hierarchy's root.
@@ -278,12 +311,7 @@ struct Plan {
 impl Plan {
     fn read(opts: &Options, bundle: &Bundle, spec: &Spec) -> Result<Plan> {
         let annotations = spec.annotations().clone().unwrap_or_default();
-        let cg_path = spec
-            .linux()
-            .as_ref()
-            .and_then(|l| l.cgroups_path().clone())
-            .unwrap_or_else(|| PathBuf::from(format!("/berth/{}/{}", opts.namespace, opts.id)));
-        let cgroup_rel = cgroup::relative_path(&cg_path)?;
+        let cgroup_rel = cgroup_of(opts, Some(spec))?;
         let namespaces = Namespaces::from_spec(spec)?;
         let terminal = spec
             .process()

@@ -164,12 +164,8 @@ pub(super) fn op_exec(
     let started = match start_exec(s, &req, mode) {
         Ok(st) => st,
         Err(r) => {
-            crate::log(&format!(
-                "exec {:?} failed: {}",
-                args,
-                r.error.as_deref().unwrap_or("")
-            ));
-            return refuse(&mut out, r);
+            crate::log(&format!("exec {:?} failed: {}", args, r.message));
+            return refuse(&mut out, Response::error(r.message, r.code));
         }
     };
     let StartedExec { pid, slot, mut io } = started;
@@ -255,8 +251,23 @@ fn forward_exec_input(mut reader: BufReader<UnixStream>, mut io: ExecIo, want_st
     }
 }
 
-fn fail(e: Error) -> Response {
-    Response::error(e.to_string(), None)
+/// Why an exec did not start: the answer's message and exit code hint.
+struct Refused {
+    message: String,
+    code: Option<i32>,
+}
+
+impl Refused {
+    fn new(message: impl Into<String>, code: Option<i32>) -> Refused {
+        Refused {
+            message: message.into(),
+            code,
+        }
+    }
+}
+
+fn fail(e: Error) -> Refused {
+    Refused::new(e.to_string(), None)
 }
 
 fn kill(pid: i32) {
@@ -267,7 +278,7 @@ fn kill(pid: i32) {
 }
 
 /// Runs the exec helper ([`crate::exec`]) and follows it until the process runs (or failed).
-fn start_exec(s: &Shared, req: &Request, mode: ExecMode) -> Result<StartedExec, Response> {
+fn start_exec(s: &Shared, req: &Request, mode: ExecMode) -> Result<StartedExec, Refused> {
     let pending = PendingExec::new(s);
     let (child_fds, mut io) = exec_stdio(mode)?;
     let mut helper = spawn_helper(s, child_fds)?;
@@ -276,11 +287,11 @@ fn start_exec(s: &Shared, req: &Request, mode: ExecMode) -> Result<StartedExec, 
     if mode.terminal {
         let Some(pty) = io.pty.take() else {
             kill(pid);
-            return Err(Response::error("exec: no pty was made", Some(126)));
+            return Err(Refused::new("exec: no pty was made", Some(126)));
         };
         let (Ok(r), Ok(w)) = (pty.try_clone(), pty.try_clone()) else {
             kill(pid);
-            return Err(Response::error("exec: dup the pty master", None));
+            return Err(Refused::new("exec: dup the pty master", None));
         };
         io.outputs.push((r, FRAME_STDOUT));
         io.stdin = Some(w);
@@ -292,7 +303,7 @@ fn start_exec(s: &Shared, req: &Request, mode: ExecMode) -> Result<StartedExec, 
 
 /// The process's ends of its stdio, in the order stdin, stdout, stderr (none with a
 /// terminal: the process makes its pty), and the shim's ends.
-fn exec_stdio(mode: ExecMode) -> Result<(Vec<OwnedFd>, ExecIo), Response> {
+fn exec_stdio(mode: ExecMode) -> Result<(Vec<OwnedFd>, ExecIo), Refused> {
     let mut io = ExecIo::default();
     let mut child_fds: Vec<OwnedFd> = Vec::new();
     if mode.detach {
@@ -334,7 +345,7 @@ struct Helper {
 }
 
 /// Runs `berth-shim --exec-helper` with its descriptors in place (see [`crate::exec`]).
-fn spawn_helper(s: &Shared, child_fds: Vec<OwnedFd>) -> Result<Helper, Response> {
+fn spawn_helper(s: &Shared, child_fds: Vec<OwnedFd>) -> Result<Helper, Refused> {
     use std::os::unix::process::CommandExt;
     let (shim_sync, helper_sync) = socketpair(
         AddressFamily::Unix,
@@ -406,7 +417,7 @@ fn spawn_helper(s: &Shared, child_fds: Vec<OwnedFd>) -> Result<Helper, Response>
 impl Helper {
     /// Sends the request (with the mode as decided here; closing the pipe after it), moves
     /// the helper into the container's cgroup and tells it so.
-    fn hand_over(&mut self, s: &Shared, req: &Request, mode: ExecMode) -> Result<(), Response> {
+    fn hand_over(&mut self, s: &Shared, req: &Request, mode: ExecMode) -> Result<(), Refused> {
         let mut line = req.clone();
         if let Request::Exec {
             terminal, stdin, ..
@@ -442,7 +453,7 @@ impl Helper {
         &self,
         pending: &PendingExec<'_>,
         io: &mut ExecIo,
-    ) -> Result<(i32, Arc<ExecSlot>), Response> {
+    ) -> Result<(i32, Arc<ExecSlot>), Refused> {
         let mut registered: Option<(i32, Arc<ExecSlot>)> = None;
         loop {
             let mut buf = [0u8; 4096];
@@ -474,7 +485,7 @@ impl Helper {
                         Error::Exec { code, .. } => *code,
                         _ => 126,
                     };
-                    return Err(Response::error(e.to_string(), Some(code)));
+                    return Err(Refused::new(e.to_string(), Some(code)));
                 }
                 other => {
                     crate::log(&format!("exec: unexpected message {other} from the helper"));
@@ -482,7 +493,7 @@ impl Helper {
             }
         }
         registered.ok_or_else(|| {
-            Response::error(
+            Refused::new(
                 "exec: the helper exited during setup; see shim.log",
                 Some(126),
             )

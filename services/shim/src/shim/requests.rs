@@ -46,6 +46,10 @@ pub(super) fn handle_conn(s: Arc<Shared>, stream: UnixStream) {
             }
             Response::ok()
         }
+        Request::Pause => op_freeze(&s, true),
+        Request::Resume => op_freeze(&s, false),
+        Request::Pids => op_pids(&s),
+        Request::Stats => op_stats(&s),
         Request::Delete => return op_delete(&s, out),
         Request::Attach { stdin } => return op_attach(&s, out, reader, stdin),
         req @ Request::Exec { .. } => return op_exec(&s, out, reader, req),
@@ -164,6 +168,29 @@ fn op_kill(s: &Shared, signal: i32, all: bool) -> Response {
         Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Response::ok(),
         Err(e) => Response::error(format!("kill {}: {e}", s.init_pid), None),
     }
+}
+
+/// `pause` / `resume`: the container's cgroup frozen or thawed (the shim is outside it).
+fn op_freeze(s: &Shared, frozen: bool) -> Response {
+    match s.cgroup.set_frozen(frozen) {
+        Ok(()) => Response::ok(),
+        Err(e) => Response::error(e.to_string(), None),
+    }
+}
+
+/// `pids`: every process of the container's cgroup (a created task's init included).
+fn op_pids(s: &Shared) -> Response {
+    let mut r = Response::ok();
+    r.pids = Some(s.cgroup.procs());
+    r
+}
+
+/// `stats`: what the container's cgroup uses now, and where it is.
+fn op_stats(s: &Shared) -> Response {
+    let mut r = Response::ok();
+    r.stats = Some(Box::new(s.cgroup.stats()));
+    r.cgroup = Some(s.cgroup.rel_path().to_string());
+    r
 }
 
 pub(super) fn wait_exit(s: &Shared) -> ExitStatus {
