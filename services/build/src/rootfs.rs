@@ -89,13 +89,17 @@ impl View {
         // Image content mounted on the host: its set-id programs and device nodes stay inert.
         let mounts: Vec<_> = mounts
             .into_iter()
-            .map(|mut m| {
-                m.options
-                    .extend(["nosuid".to_string(), "nodev".to_string()]);
-                m
+            .map(|m| {
+                let mut options = m.options;
+                options.extend(["nosuid".to_string(), "nodev".to_string()]);
+                berth_mount::Mount {
+                    fstype: m.r#type,
+                    source: m.source,
+                    options,
+                }
             })
             .collect();
-        let r = tokio::task::spawn_blocking(move || berth_snapshot::mount::mount_all(&mounts, &p))
+        let r = tokio::task::spawn_blocking(move || berth_mount::mount_all(&mounts, &p))
             .await
             .map_err(|e| Status::internal(e.to_string()))
             .and_then(|r| {
@@ -120,7 +124,7 @@ impl View {
 
     pub async fn close(self) {
         if self.mounted {
-            if let Err(e) = berth_snapshot::mount::unmount(&self.path) {
+            if let Err(e) = berth_mount::unmount(&self.path) {
                 tracing::warn!("cannot unmount {}: {e}", self.path.display());
                 let _ = nix::mount::umount2(&self.path, nix::mount::MntFlags::MNT_DETACH);
             }

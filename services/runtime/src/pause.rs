@@ -1,32 +1,29 @@
-//! `pause` and `unpause`: the container's cgroup frozen and thawed (v1 freezer, v2
-//! `cgroup.freeze`). A paused container stays running (its state says `paused`); a signal
+//! `pause` and `unpause`: the container's cgroup frozen and thawed by its shim (`pause` and
+//! `resume` requests; v1 freezer, v2 `cgroup.freeze`). A paused container stays running (its state says `paused`); a signal
 //! sent to it (kill, stop, rm -f) thaws it so that the signal is acted on, as with Docker.
 
 use crate::error::{Error, Result};
 use crate::lifecycle::{state_of, STATUS_RUNNING};
+use crate::shim::{Request as ShimRequest, Status as ShimStatus};
 use crate::Runtime;
-use berth_shim::protocol::Status as ShimStatus;
 
 impl Runtime {
-    /// The cgroup of a container's task, from its bundle's spec.
-    pub(crate) fn task_cgroup(&self, ns: &str, id: &str) -> Result<String> {
-        let path = self
-            .bundle(ns, id)
-            .cgroups_path()
-            .ok_or_else(|| Error::FailedPrecondition(format!("Container {id} is not running")))?;
-        berth_shim::cgroup::relative_path(&path)
-            .map_err(|e| Error::FailedPrecondition(format!("container {id}: {e}")))
-    }
-
+    /// Asks the task's shim to freeze or thaw its cgroup (the shim owns it, and is not in it,
+    /// so it answers while the container is frozen).
     async fn set_frozen(&self, ns: &str, id: &str, frozen: bool) -> Result<()> {
-        let rel = self.task_cgroup(ns, id)?;
-        let id = id.to_string();
-        tokio::task::spawn_blocking(move || {
-            berth_shim::cgroup::ContainerCgroup::load(&rel).set_frozen(frozen)
-        })
-        .await
-        .map_err(|e| Error::FailedPrecondition(format!("container {id}: {e}")))?
-        .map_err(|e| Error::FailedPrecondition(format!("container {id}: {e}")))
+        let request = if frozen {
+            ShimRequest::Pause
+        } else {
+            ShimRequest::Resume
+        };
+        match self.shim(ns, id).call(&request).await? {
+            Some(answer) if answer.ok => Ok(()),
+            Some(answer) => Err(Error::FailedPrecondition(format!(
+                "container {id}: {}",
+                answer.error.unwrap_or_default()
+            ))),
+            None => Err(crate::tasks::not_running(id)),
+        }
     }
 
     /// Tasks.Pause.

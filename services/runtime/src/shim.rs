@@ -5,11 +5,14 @@
 //! connection and switches to frames `[kind u8][len u32 BE][payload]`.
 //!
 //! The wire types and frame encoding are `berth_shim::protocol`, shared with the shim; this
-//! module adds the async side (tokio sockets, timeouts, a shim that is gone).
+//! module adds the async side (tokio sockets, timeouts, a shim that is gone). The container's
+//! cgroup is the shim's: pausing, its processes and its figures are requests too
+//! (`pause`/`resume`, `pids`, `stats`), and after a shim that died `berth-shim delete`
+//! removes what it left ([`delete_after_death`]).
 
 use crate::error::{Error, Result};
 pub use berth_shim::protocol::{
-    decode_frame_header, encode_frame, resize_payload, ExitStatus, Frame, Request, Response,
+    decode_frame_header, encode_frame, resize_payload, ExitStatus, Frame, Request, Response, Stats,
     Status, FRAME_CLOSE_STDIN, FRAME_EXIT, FRAME_RESIZE, FRAME_STDERR, FRAME_STDIN, FRAME_STDOUT,
     MAX_FRAME_LEN,
 };
@@ -315,12 +318,16 @@ pub fn binary(configured: Option<&Path>) -> PathBuf {
     PathBuf::from("berth-shim")
 }
 
-/// Starts `berth-shim --id ID --namespace NS --bundle DIR` and waits for its verdict: it
-/// exits 0 once the container is created and its socket listens. On failure, the shim's last
-/// stderr line becomes the error, with its exit code (127 not found, 126 cannot execute).
-/// Within a trace, `--traceparent` passes it on: the shim times its create under it.
-pub async fn spawn(binary: &Path, id: &str, namespace: &str, bundle: &Path) -> Result<()> {
+/// `berth-shim [MODE] --id ID --namespace NS --bundle DIR`.
+fn command(
+    binary: &Path,
+    mode: Option<&str>,
+    id: &str,
+    namespace: &str,
+    bundle: &Path,
+) -> tokio::process::Command {
     let mut command = tokio::process::Command::new(binary);
+    command.args(mode);
     command
         .arg("--id")
         .arg(id)
@@ -328,6 +335,71 @@ pub async fn spawn(binary: &Path, id: &str, namespace: &str, bundle: &Path) -> R
         .arg(namespace)
         .arg("--bundle")
         .arg(bundle);
+    command
+}
+
+/// The last line a shim wrote on stderr that is not blank.
+fn last_line(stderr: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(stderr);
+    text.lines()
+        .rev()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .map(str::to_string)
+}
+
+/// Runs `berth-shim delete … ` for a task whose shim died: it kills what is left in the
+/// container's cgroup and removes the cgroup, as the shim's own `delete` would have.
+pub async fn delete_after_death(
+    binary: &Path,
+    id: &str,
+    namespace: &str,
+    bundle: &Path,
+) -> Result<()> {
+    let mut command = command(
+        binary,
+        Some(berth_shim::shim::DELETE_COMMAND),
+        id,
+        namespace,
+        bundle,
+    );
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let output = match tokio::time::timeout(ANSWER_TIMEOUT, command.output()).await {
+        Ok(output) => output.map_err(|e| Error::io("cannot run the shim", binary, e))?,
+        Err(_) => {
+            return Err(Error::Shim {
+                message: format!(
+                    "the shim did not clean up after container {id} within {}s",
+                    ANSWER_TIMEOUT.as_secs()
+                ),
+                exit_code: 125,
+            })
+        }
+    };
+    if output.status.success() {
+        return Ok(());
+    }
+    Err(Error::Shim {
+        message: last_line(&output.stderr).unwrap_or_else(|| {
+            format!(
+                "the shim's clean-up after container {id} failed ({})",
+                output.status
+            )
+        }),
+        exit_code: 125,
+    })
+}
+
+/// Starts `berth-shim --id ID --namespace NS --bundle DIR` and waits for its verdict: it
+/// exits 0 once the container is created and its socket listens. On failure, the shim's last
+/// stderr line becomes the error, with its exit code (127 not found, 126 cannot execute).
+/// Within a trace, `--traceparent` passes it on: the shim times its create under it.
+pub async fn spawn(binary: &Path, id: &str, namespace: &str, bundle: &Path) -> Result<()> {
+    let mut command = command(binary, None, id, namespace, bundle);
     if let Some(tp) = berth_core::telemetry::current_traceparent() {
         command.arg("--traceparent").arg(tp);
     }
@@ -372,10 +444,8 @@ pub async fn spawn(binary: &Path, id: &str, namespace: &str, bundle: &Path) -> R
         )
         .await;
     }
-    let text = String::from_utf8_lossy(&text);
-    let last_line = text.lines().rev().map(str::trim).find(|l| !l.is_empty());
-    let message = match (last_line, status.code()) {
-        (Some(l), _) => l.to_string(),
+    let message = match (last_line(&text), status.code()) {
+        (Some(l), _) => l,
         (None, Some(code)) => format!("the shim of container {id} failed with exit code {code}"),
         (None, None) => format!("the shim of container {id} was killed ({status})"),
     };

@@ -21,7 +21,7 @@ use berth_api::containers::v1::Container;
 use berth_api::snapshots::v1::SnapshotKey;
 use berth_api::tasks::v1 as api;
 use berth_core::grpc::request;
-use std::path::PathBuf;
+use std::path::Path;
 use std::time::Duration;
 
 /// The exit code of a task whose shim vanished without recording one.
@@ -593,7 +593,7 @@ impl Runtime {
             }
         } else {
             // A shim that died could not remove the container's cgroup: do it in its place.
-            remove_cgroup_of(ns, id, &bundle).await;
+            remove_cgroup_of(&self.shim_binary, ns, id, &bundle).await;
         }
         let exit = match exit {
             Some(e) => e,
@@ -692,28 +692,11 @@ impl Runtime {
 }
 
 /// Removes the cgroup of a task whose shim is gone (killing whatever is left in it), as the
-/// shim does on Delete. The path is the spec's `linux.cgroupsPath`, with the shim's default.
-async fn remove_cgroup_of(ns: &str, id: &str, bundle: &Bundle) {
-    let path = bundle
-        .cgroups_path()
-        .unwrap_or_else(|| PathBuf::from(format!("/berth/{ns}/{id}")));
-    let rel = match berth_shim::cgroup::relative_path(&path) {
-        Ok(rel) => rel,
-        Err(e) => {
-            tracing::warn!(container = %id, error = %e, "cannot remove the cgroup of a dead shim");
-            return;
-        }
-    };
-    let id = id.to_string();
-    let _ = tokio::task::spawn_blocking(move || {
-        let cg = berth_shim::cgroup::ContainerCgroup::load(&rel);
-        if cg.exists() {
-            if let Err(e) = cg.remove() {
-                tracing::warn!(container = %id, error = %e, "cannot remove the cgroup of a dead shim");
-            }
-        }
-    })
-    .await;
+/// shim does on Delete: `berth-shim delete` does it, the shim owning the cgroup.
+async fn remove_cgroup_of(shim_binary: &Path, ns: &str, id: &str, bundle: &Bundle) {
+    if let Err(e) = shim::delete_after_death(shim_binary, id, ns, bundle.dir()).await {
+        tracing::warn!(container = %id, error = %e, "cannot remove the cgroup of a dead shim");
+    }
 }
 
 /// Removes a bundle folder off the async threads (it may retry while a shim exits).

@@ -1,22 +1,25 @@
 //! What a container's task uses: its processes (`Tasks.ListPids`, `berth task ps`) and its
 //! cgroup's figures (`Tasks.Metrics`, `berth task metrics`).
 //!
-//! Both read the task's cgroup (the bundle spec's `linux.cgroupsPath`) right here: the
-//! runtime runs on the host of its shims, and the cgroup v1/v2 difference stays in
-//! `berth_shim::cgroup` ([`ContainerCgroup::procs`], [`ContainerCgroup::stats`]). A task that
-//! was created but not started has its init in the cgroup already, so it is listed too.
+//! Both are asked of the task's shim, which owns the container's cgroup (`pids` and `stats`
+//! requests; the cgroup v1/v2 difference stays in the shim), so another OCI runtime behind
+//! the shim would do. A task that was created but not started has its init in the cgroup
+//! already, so it is listed too.
 
 use crate::error::{Error, Result};
-use crate::shim::Status as ShimStatus;
+use crate::shim::{Request as ShimRequest, Response as ShimResponse, Stats, Status as ShimStatus};
 use crate::Runtime;
 use berth_api::tasks::v1 as api;
-use berth_shim::cgroup::stats::Stats;
-use berth_shim::cgroup::ContainerCgroup;
 use std::time::SystemTime;
 
 impl Runtime {
-    /// The id and cgroup of a container whose task is created or running.
-    async fn live_cgroup(&self, ns: &str, reference: &str) -> Result<(String, String)> {
+    /// Asks the shim of a container whose task is created or running; its id and the answer.
+    async fn ask_live_shim(
+        &self,
+        ns: &str,
+        reference: &str,
+        request: ShimRequest,
+    ) -> Result<(String, ShimResponse)> {
         let id = self.task_id(ns, reference)?;
         let live = self
             .task_state(ns, &id)
@@ -25,14 +28,20 @@ impl Runtime {
         if !live {
             return Err(crate::tasks::not_running(&id));
         }
-        let rel = self.task_cgroup(ns, &id)?;
-        Ok((id, rel))
+        match self.shim(ns, &id).call(&request).await? {
+            Some(answer) if answer.ok => Ok((id, answer)),
+            Some(answer) => Err(Error::FailedPrecondition(format!(
+                "container {id}: reading its cgroup: {}",
+                answer.error.unwrap_or_default()
+            ))),
+            None => Err(crate::tasks::not_running(&id)),
+        }
     }
 
     /// Tasks.ListPids: every process of the container's cgroup, by pid.
     pub async fn task_processes(&self, ns: &str, reference: &str) -> Result<Vec<api::ProcessInfo>> {
-        let (id, rel) = self.live_cgroup(ns, reference).await?;
-        let mut pids = blocking(&id, move || ContainerCgroup::load(&rel).procs()).await?;
+        let (_, answer) = self.ask_live_shim(ns, reference, ShimRequest::Pids).await?;
+        let mut pids = answer.pids.unwrap_or_default();
         pids.sort_unstable();
         Ok(pids
             .into_iter()
@@ -47,21 +56,13 @@ impl Runtime {
 
     /// Tasks.Metrics: what the container's cgroup uses now.
     pub async fn task_metrics(&self, ns: &str, reference: &str) -> Result<api::Metrics> {
-        let (id, rel) = self.live_cgroup(ns, reference).await?;
-        let load = rel.clone();
-        let stats = blocking(&id, move || ContainerCgroup::load(&load).stats()).await?;
+        let (id, answer) = self
+            .ask_live_shim(ns, reference, ShimRequest::Stats)
+            .await?;
+        let stats = answer.stats.map(|s| *s).unwrap_or_default();
+        let rel = answer.cgroup.unwrap_or_default();
         Ok(metrics_to_api(&id, &rel, &stats, SystemTime::now()))
     }
-}
-
-/// Runs cgroup file work off the async threads.
-async fn blocking<T: Send + 'static>(
-    id: &str,
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::FailedPrecondition(format!("container {id}: reading its cgroup: {e}")))
 }
 
 /// `/proc/PID/cmdline` as one line: its arguments joined by spaces.
@@ -106,7 +107,7 @@ fn metrics_to_api(id: &str, rel: &str, s: &Stats, now: SystemTime) -> api::Metri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_shim::cgroup::stats::{Cpu, Memory, Pids};
+    use berth_shim::protocol::{Cpu, Memory, Pids};
 
     #[test]
     fn command_lines() {

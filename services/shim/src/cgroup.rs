@@ -25,7 +25,7 @@ use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{Cgroup, Controller, MaxValue};
 use cgroups_rs::CgroupPid;
 use cgroups_rs::FreezerState;
-use oci_spec::runtime::LinuxResources;
+use oci_spec::runtime::{LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxPids, LinuxResources};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -269,125 +269,151 @@ impl ContainerCgroup {
         self.cg.exists()
     }
 
+    /// Applies the spec's resources, one controller after the other.
     fn apply(&mut self, res: &LinuxResources) -> Result<()> {
-        let rel = self.rel.as_str();
         if let Some(mem) = res.memory() {
-            let mc: Option<&MemController> = self.cg.controller_of();
-            match mc {
-                Some(mc) => {
-                    if let Some(limit) = mem.limit() {
-                        mc.set_limit(limit)
-                            .map_err(|e| cg_err(rel, &format!("set memory limit {limit}"), e))?;
-                    }
-                    if let Some(swap) = mem.swap() {
-                        // memory+swap; absent when the kernel does not account swap.
-                        if let Err(e) = mc.set_memswap_limit(swap) {
-                            crate::log(&format!("cgroup /{rel}: memory swap limit not set: {e}"));
-                        }
-                    }
-                    if let Some(r) = mem.reservation() {
-                        if let Err(e) = mc.set_soft_limit(r) {
-                            crate::log(&format!("cgroup /{rel}: memory reservation not set: {e}"));
-                        }
-                    }
-                    if let (Some(s), false) = (mem.swappiness(), self.v2) {
-                        if s <= 100 {
-                            let _ = mc.set_swappiness(s);
-                        }
-                    }
-                    if mem.disable_oom_killer() == Some(true) && !self.v2 {
-                        mc.disable_oom_killer()
-                            .map_err(|e| cg_err(rel, "disable OOM killer", e))?;
-                    }
-                }
-                None if mem.limit().is_some() => {
-                    return Err(cg_err(
-                        rel,
-                        "memory limit",
-                        "memory controller not available",
-                    ))
-                }
-                None => {}
-            }
+            self.apply_memory(mem)?;
         }
         if let Some(cpu) = res.cpu() {
-            let cc: Option<&CpuController> = self.cg.controller_of();
-            let wants_cpu =
-                cpu.shares().is_some() || cpu.quota().is_some() || cpu.period().is_some();
-            match cc {
-                Some(cc) => {
-                    if let Some(shares) = cpu.shares() {
-                        let value = if self.v2 {
-                            shares_to_weight(shares)
-                        } else {
-                            shares
-                        };
-                        cc.set_shares(value)
-                            .map_err(|e| cg_err(rel, &format!("set cpu shares {shares}"), e))?;
-                    }
-                    if cpu.quota().is_some() || cpu.period().is_some() {
-                        // v1 refuses a quota below the current period, so the period goes first.
-                        if let Some(p) = cpu.period() {
-                            cc.set_cfs_quota_and_period(None, Some(p))
-                                .map_err(|e| cg_err(rel, &format!("set cpu period {p}"), e))?;
-                        }
-                        if let Some(q) = cpu.quota() {
-                            cc.set_cfs_quota_and_period(Some(q), None)
-                                .map_err(|e| cg_err(rel, &format!("set cpu quota {q}"), e))?;
-                        }
-                    }
-                }
-                None if wants_cpu => {
-                    return Err(cg_err(rel, "cpu limits", "cpu controller not available"))
-                }
-                None => {}
-            }
-            if cpu.cpus().is_some() || cpu.mems().is_some() {
-                let cs: Option<&CpuSetController> = self.cg.controller_of();
-                let cs =
-                    cs.ok_or_else(|| cg_err(rel, "cpuset", "cpuset controller not available"))?;
-                if let Some(c) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
-                    cs.set_cpus(c)
-                        .map_err(|e| cg_err(rel, &format!("set cpus {c}"), e))?;
-                }
-                if let Some(m) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
-                    cs.set_mems(m)
-                        .map_err(|e| cg_err(rel, &format!("set mems {m}"), e))?;
-                }
-            }
+            self.apply_cpu(cpu)?;
         }
         if let Some(pids) = res.pids() {
-            let pc: Option<&PidController> = self.cg.controller_of();
-            let pc =
-                pc.ok_or_else(|| cg_err(rel, "pids limit", "pids controller not available"))?;
-            let v = if pids.limit() > 0 {
-                MaxValue::Value(pids.limit())
-            } else {
-                MaxValue::Max
-            };
-            pc.set_pid_max(v)
-                .map_err(|e| cg_err(rel, &format!("set pids.max {}", pids.limit()), e))?;
+            self.apply_pids(pids)?;
         }
         if let Some(devices) = res.devices() {
-            // Deny all, then each rule, folded as the v1 controller folds them.
-            let policy = DevicePolicy::from_oci(devices).map_err(|e| cg_err(rel, "devices", e))?;
-            if self.v2 {
-                let dir = Path::new(V2_ROOT).join(rel);
-                devices_bpf::apply(&dir, &policy).map_err(|e| cg_err(rel, "devices", e))?;
-                self.program_dir = Some(dir);
-            } else {
-                let dc: Option<&DevicesController> = self.cg.controller_of();
-                let v1_enforced = match dc {
-                    Some(dc) => {
-                        apply_device_policy_v1(dc, &policy)
-                            .map_err(|e| cg_err(rel, "devices", e))?;
-                        true
+            self.apply_devices(devices)?;
+        }
+        Ok(())
+    }
+
+    /// Memory limit, swap, reservation, swappiness (v1) and the OOM killer switch (v1).
+    fn apply_memory(&self, mem: &LinuxMemory) -> Result<()> {
+        let rel = self.rel.as_str();
+        let mc: Option<&MemController> = self.cg.controller_of();
+        match mc {
+            Some(mc) => {
+                if let Some(limit) = mem.limit() {
+                    mc.set_limit(limit)
+                        .map_err(|e| cg_err(rel, &format!("set memory limit {limit}"), e))?;
+                }
+                if let Some(swap) = mem.swap() {
+                    // memory+swap; absent when the kernel does not account swap.
+                    if let Err(e) = mc.set_memswap_limit(swap) {
+                        crate::log(&format!("cgroup /{rel}: memory swap limit not set: {e}"));
                     }
-                    None => false,
-                };
-                self.unified = self.hybrid_device_program(&policy, v1_enforced)?;
-                self.program_dir = self.unified.as_ref().map(|u| u.dir.clone());
+                }
+                if let Some(r) = mem.reservation() {
+                    if let Err(e) = mc.set_soft_limit(r) {
+                        crate::log(&format!("cgroup /{rel}: memory reservation not set: {e}"));
+                    }
+                }
+                if let (Some(s), false) = (mem.swappiness(), self.v2) {
+                    if s <= 100 {
+                        let _ = mc.set_swappiness(s);
+                    }
+                }
+                if mem.disable_oom_killer() == Some(true) && !self.v2 {
+                    mc.disable_oom_killer()
+                        .map_err(|e| cg_err(rel, "disable OOM killer", e))?;
+                }
             }
+            None if mem.limit().is_some() => {
+                return Err(cg_err(
+                    rel,
+                    "memory limit",
+                    "memory controller not available",
+                ))
+            }
+            None => {}
+        }
+        Ok(())
+    }
+
+    /// CPU shares (weight on v2), quota and period; cpuset cpus and mems.
+    fn apply_cpu(&self, cpu: &LinuxCpu) -> Result<()> {
+        let rel = self.rel.as_str();
+        let cc: Option<&CpuController> = self.cg.controller_of();
+        let wants_cpu = cpu.shares().is_some() || cpu.quota().is_some() || cpu.period().is_some();
+        match cc {
+            Some(cc) => {
+                if let Some(shares) = cpu.shares() {
+                    let value = if self.v2 {
+                        shares_to_weight(shares)
+                    } else {
+                        shares
+                    };
+                    cc.set_shares(value)
+                        .map_err(|e| cg_err(rel, &format!("set cpu shares {shares}"), e))?;
+                }
+                if cpu.quota().is_some() || cpu.period().is_some() {
+                    // v1 refuses a quota below the current period, so the period goes first.
+                    if let Some(p) = cpu.period() {
+                        cc.set_cfs_quota_and_period(None, Some(p))
+                            .map_err(|e| cg_err(rel, &format!("set cpu period {p}"), e))?;
+                    }
+                    if let Some(q) = cpu.quota() {
+                        cc.set_cfs_quota_and_period(Some(q), None)
+                            .map_err(|e| cg_err(rel, &format!("set cpu quota {q}"), e))?;
+                    }
+                }
+            }
+            None if wants_cpu => {
+                return Err(cg_err(rel, "cpu limits", "cpu controller not available"))
+            }
+            None => {}
+        }
+        if cpu.cpus().is_some() || cpu.mems().is_some() {
+            let cs: Option<&CpuSetController> = self.cg.controller_of();
+            let cs = cs.ok_or_else(|| cg_err(rel, "cpuset", "cpuset controller not available"))?;
+            if let Some(c) = cpu.cpus().as_deref().filter(|c| !c.is_empty()) {
+                cs.set_cpus(c)
+                    .map_err(|e| cg_err(rel, &format!("set cpus {c}"), e))?;
+            }
+            if let Some(m) = cpu.mems().as_deref().filter(|m| !m.is_empty()) {
+                cs.set_mems(m)
+                    .map_err(|e| cg_err(rel, &format!("set mems {m}"), e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `pids.max`.
+    fn apply_pids(&self, pids: &LinuxPids) -> Result<()> {
+        let rel = self.rel.as_str();
+        let pc: Option<&PidController> = self.cg.controller_of();
+        let pc = pc.ok_or_else(|| cg_err(rel, "pids limit", "pids controller not available"))?;
+        let v = if pids.limit() > 0 {
+            MaxValue::Value(pids.limit())
+        } else {
+            MaxValue::Max
+        };
+        pc.set_pid_max(v)
+            .map_err(|e| cg_err(rel, &format!("set pids.max {}", pids.limit()), e))?;
+        Ok(())
+    }
+
+    /// Device rules: the v2 program, or the v1 controller (and on a hybrid host also the
+    /// program in the cgroup2 hierarchy).
+    fn apply_devices(&mut self, devices: &[LinuxDeviceCgroup]) -> Result<()> {
+        let rel = self.rel.clone();
+        let rel = rel.as_str();
+        // Deny all, then each rule, folded as the v1 controller folds them.
+        let policy = DevicePolicy::from_oci(devices).map_err(|e| cg_err(rel, "devices", e))?;
+        if self.v2 {
+            let dir = Path::new(V2_ROOT).join(rel);
+            devices_bpf::apply(&dir, &policy).map_err(|e| cg_err(rel, "devices", e))?;
+            self.program_dir = Some(dir);
+        } else {
+            let dc: Option<&DevicesController> = self.cg.controller_of();
+            let v1_enforced = match dc {
+                Some(dc) => {
+                    apply_device_policy_v1(dc, &policy).map_err(|e| cg_err(rel, "devices", e))?;
+                    true
+                }
+                None => false,
+            };
+            self.unified = self.hybrid_device_program(&policy, v1_enforced)?;
+            self.program_dir = self.unified.as_ref().map(|u| u.dir.clone());
         }
         Ok(())
     }

@@ -24,15 +24,13 @@
 use crate::bundle::Bundle;
 use crate::container::{self, InitStdio};
 use crate::error::{Context, Error, Result};
-use crate::lookup;
+use crate::process::{self, Program, Stage};
 use crate::protocol::Request;
 use nix::sched::CloneFlags;
 use nix::sys::socket::{recv, send, MsgFlags};
-use nix::sys::stat::Mode;
 use oci_spec::runtime::Spec;
 use std::io::Read;
 use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
@@ -158,56 +156,26 @@ fn helper(bundle: &Path, init_pid: i32) -> Result<()> {
         joins.push((flag, OwnedFd::from(f)));
     }
 
-    // Wait until the shim placed us into the container's cgroup(s).
-    let mut b = [0u8; 16];
-    let n = container::sys(recv(FD_SYNC, &mut b, MsgFlags::empty()), || {
-        "wait for the shim".into()
-    })?;
-    if n == 0 || b[0] != container::msg::CGROUP_DONE {
-        return Err(Error::Invalid(
-            "shim went away before the cgroup was joined".into(),
-        ));
-    }
-    for (flag, fd) in &joins {
-        container::sys(nix::sched::setns(fd, *flag), || format!("setns {flag:?}"))?;
-    }
+    container::wait_for_cgroup(FD_SYNC)?;
+    container::join_namespaces(&joins)?;
     drop(joins);
 
     // The process: forked after setns(pid) so that it is in the container's pid namespace;
     // CLONE_PARENT makes it a child of the shim, whose reaper collects its status.
-    let flags = (libc::CLONE_PARENT | libc::SIGCHLD) as libc::c_ulong;
-    // SAFETY: a fork-like clone (no CLONE_VM, no new stack) of this single-threaded process.
-    let r = unsafe {
-        libc::syscall(
-            libc::SYS_clone,
-            flags,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        )
-    };
-    if r < 0 {
-        return Err(Error::io(
-            "clone the exec process",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    if r == 0 {
-        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+    // SAFETY: the helper is a single-threaded process.
+    let cloned = unsafe {
+        process::clone_process(libc::CLONE_PARENT as libc::c_ulong, || {
             let err = match process_setup(&spec, &exec, seccomp.as_ref()) {
                 Ok(never) => match never {},
                 Err(e) => e,
             };
             container::report_error(FD_SYNC, &err);
             err.exit_code()
-        }))
-        .unwrap_or(1);
-        // SAFETY: immediate exit of the child, no atexit handlers.
-        unsafe { libc::_exit(code) }
-    }
+        })
+    };
+    let pid = cloned.map_err(|e| Error::io("clone the exec process", e))?;
     let mut m = vec![msg::PID];
-    m.extend_from_slice(&(r as i32).to_be_bytes());
+    m.extend_from_slice(&pid.as_raw().to_be_bytes());
     container::sys(send(FD_SYNC, &m, MsgFlags::empty()), || {
         "report the exec pid".into()
     })?;
@@ -248,55 +216,38 @@ fn process_setup(
         keep.extend([FD_STDIN, FD_STDOUT, FD_STDERR]);
     }
     container::close_other_fds(&keep);
-    container::reset_signals();
+    process::reset_signals();
 
     let process = spec
         .process()
         .as_ref()
         .ok_or_else(|| Error::Invalid("no process".into()))?;
     let user = Some(exec.user.trim()).filter(|u| !u.is_empty());
-    let ident = container::resolve_identity(spec, user)?;
+    let ident = process::resolve_identity(spec, user)?;
     let slave = if exec.terminal {
-        Some(container::setup_terminal(
+        Some(process::setup_terminal(
             FD_SYNC, ident.uid, ident.gid, false,
         )?)
     } else {
         None
     };
-    container::apply_limits(process)?;
-    let umask = process.user().umask().unwrap_or(0o022);
-    nix::sys::stat::umask(Mode::from_bits_truncate(umask as libc::mode_t));
-    container::install_seccomp(seccomp, process, container::Stage::BeforeCaps)?;
-    container::apply_identity_and_caps(process, &ident)?;
-
-    let cwd = if exec.cwd.is_empty() {
-        process.cwd().clone()
+    process::apply_limits(process)?;
+    process::set_umask(process);
+    process::install_seccomp(seccomp, process, Stage::BeforeCaps)?;
+    process::apply_identity_and_caps(process, &ident)?;
+    if exec.cwd.is_empty() {
+        process::enter_working_folder(process.cwd())?;
     } else {
-        PathBuf::from(&exec.cwd)
-    };
-    container::sys(nix::unistd::chdir(&cwd), || {
-        format!(
-            "chdir to cwd ({:?}) set in config.json failed",
-            cwd.display().to_string()
-        )
-    })?;
+        process::enter_working_folder(Path::new(&exec.cwd))?;
+    }
 
     let mut env = merge_env(process.env().as_deref().unwrap_or(&[]), &exec.env);
-    if !env.iter().any(|e| e.starts_with("HOME=")) {
-        env.push(format!("HOME={}", ident.home));
-    }
+    process::add_home(&mut env, &ident);
     if exec.terminal && !env.iter().any(|e| e.starts_with("TERM=")) {
         env.push("TERM=xterm".into());
     }
-    let arg0 = exec.args.first().cloned().unwrap_or_default();
-    let path_env = lookup::path_from_env(&env).map(str::to_string);
-    let exe = lookup::find_executable(&arg0, path_env.as_deref())?;
-    container::set_no_new_privs(process)?;
-
-    let c_exe = std::ffi::CString::new(exe.as_os_str().as_bytes())
-        .map_err(|_| Error::Invalid("executable path contains NUL".into()))?;
-    let c_args = container::to_cstrings(&exec.args)?;
-    let c_env = container::to_cstrings(&env)?;
+    let program = Program::resolve(&exec.args, env)?;
+    process::set_no_new_privs(process)?;
 
     let stdio = if exec.terminal {
         InitStdio::Terminal
@@ -310,26 +261,8 @@ fn process_setup(
             }
         }
     };
-    container::attach_stdio(&stdio, slave)?;
-    // Everything above stdio closes on exec (the sync socket included).
-    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only sets flags on descriptors.
-    unsafe {
-        libc::syscall(
-            libc::SYS_close_range,
-            3u32,
-            u32::MAX,
-            libc::CLOSE_RANGE_CLOEXEC,
-        );
-    }
-    container::install_seccomp(seccomp, process, container::Stage::BeforeExec)?;
-    let err = match nix::unistd::execve(&c_exe, &c_args, &c_env) {
-        Ok(never) => match never {},
-        Err(e) => e,
-    };
-    Err(Error::Exec {
-        message: format!("exec {}: {}", exe.display(), err.desc().to_lowercase()),
-        code: lookup::code_for_errno(err as i32),
-    })
+    process::attach_stdio(&stdio, slave)?;
+    Err(program.exec(seccomp, process))
 }
 
 #[cfg(test)]

@@ -116,6 +116,15 @@ pub enum Request {
     },
     /// `{"op":"delete"}`: removes the cgroup and ends the shim.
     Delete,
+    /// `{"op":"pause"}`: freezes every process of the container's cgroup (the shim is not in
+    /// it, so it goes on answering).
+    Pause,
+    /// `{"op":"resume"}`: thaws them.
+    Resume,
+    /// `{"op":"pids"}`: answers `pids`, the host pids of every process of the cgroup.
+    Pids,
+    /// `{"op":"stats"}`: answers `stats`, what the cgroup uses, and `cgroup`, its path.
+    Stats,
     /// `{"op":"attach","stdin":bool}`: the connection switches to frames after the answer.
     Attach {
         /// Whether the client sends stdin frames.
@@ -185,6 +194,15 @@ pub struct Response {
         deserialize_with = "deserialize_some"
     )]
     pub exit: Option<Option<ExitStatus>>,
+    /// `pids`: host pids of every process of the container's cgroup.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<Vec<i32>>,
+    /// `stats`: what the container's cgroup uses now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<Box<Stats>>,
+    /// `stats`: the container's cgroup, relative to each hierarchy's root (no leading `/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cgroup: Option<String>,
     /// Failure: a message for a person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
@@ -225,6 +243,64 @@ impl SpanRecord {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0)
     }
+}
+
+// What a container's cgroup uses, the answer to `stats`, read by [`crate::cgroup::stats`]
+// from either cgroup version's files in the same units.
+
+/// The figures of one cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Read from cgroup v2 (else v1).
+    pub v2: bool,
+    pub memory: Option<Memory>,
+    pub cpu: Option<Cpu>,
+    pub pids: Option<Pids>,
+}
+
+/// Memory, in bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Memory {
+    /// v1 `memory.usage_in_bytes`, v2 `memory.current`.
+    pub usage: u64,
+    /// v1 `memory.limit_in_bytes` (a huge number when unlimited), v2 `memory.max` (`max` is
+    /// `u64::MAX`).
+    pub limit: u64,
+    /// v1 `memory.max_usage_in_bytes`, v2 `memory.peak` (0 on kernels without it).
+    pub max_usage: u64,
+    /// Page cache: v1 `total_cache`, v2 `file` of `memory.stat`.
+    pub cache: u64,
+    /// v1 `memory.memsw.usage_in_bytes` (memory and swap together, as the kernel counts it),
+    /// v2 `memory.swap.current`; 0 when swap is not accounted.
+    pub swap_usage: u64,
+    /// v1 `memory.memsw.limit_in_bytes`, v2 `memory.swap.max`; 0 when swap is not accounted.
+    pub swap_limit: u64,
+}
+
+/// CPU time, in nanoseconds.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Cpu {
+    /// v1 `cpuacct.usage`, v2 `usage_usec` of `cpu.stat`.
+    pub usage: u64,
+    /// v1 `user` of `cpuacct.stat` (clock ticks), v2 `user_usec`.
+    pub user: u64,
+    /// v1 `system` of `cpuacct.stat`, v2 `system_usec`.
+    pub system: u64,
+    /// v1 `cpuacct.usage_percpu`; empty on v2, which has no such file.
+    pub per_cpu: Vec<u64>,
+    /// `cpu.stat`: CFS periods elapsed, periods throttled, and the time throttled.
+    pub nr_periods: u64,
+    pub nr_throttled: u64,
+    pub throttled: u64,
+}
+
+/// Processes (and threads) in the cgroup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pids {
+    /// `pids.current`.
+    pub current: u64,
+    /// `pids.max`; 0 when there is no limit (`max`), as containerd reports it.
+    pub limit: u64,
 }
 
 fn deserialize_some<'de, D, T>(d: D) -> Result<Option<T>, D::Error>

@@ -2,6 +2,16 @@
 //!
 //! Threads (all started after the container's init was cloned): the accept loop (main
 //! thread), one reaper, one relay per output stream, one per connection.
+//!
+//! Here: the command line, daemonizing, creating the container ([`create`], one function a
+//! phase), the relays and the reaper. The requests are answered in [`requests`]; the
+//! shim's side of `exec` is [`execs`].
+
+mod execs;
+mod requests;
+
+use execs::Execs;
+use requests::handle_conn;
 
 use crate::bundle::{Bundle, RootfsMount, ANNOTATION_LOG_MAX_SIZE, ANNOTATION_STDIN};
 use crate::cgroup::{self, ContainerCgroup};
@@ -9,20 +19,18 @@ use crate::container::{self, InitConfig, InitStdio, Namespaces};
 use crate::error::{Context, Error, Result};
 use crate::logfile::{now_rfc3339, LogWriter};
 use crate::protocol::{
-    self, ExitStatus, Request, Response, SpanRecord, Status, FRAME_CLOSE_STDIN, FRAME_EXIT,
-    FRAME_RESIZE, FRAME_STDERR, FRAME_STDIN, FRAME_STDOUT,
+    self, ExitStatus, SpanRecord, Status, FRAME_EXIT, FRAME_STDERR, FRAME_STDOUT,
 };
 use crate::trace::Trace;
 use nix::sys::socket::{send, socketpair, AddressFamily, MsgFlags, SockFlag, SockType};
 use oci_spec::runtime::Spec;
-use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -236,73 +244,6 @@ struct Shared {
     trace: Trace,
 }
 
-/// The exec'd processes (children of the shim) whose status a connection waits for.
-#[derive(Default)]
-struct Execs {
-    /// exec requests between spawning the helper and registering the process's pid.
-    pending: usize,
-    /// Registered pids → where their status goes.
-    running: HashMap<i32, Arc<ExecSlot>>,
-    /// Statuses reaped while an exec was pending, before its pid was registered.
-    unclaimed: HashMap<i32, ExitStatus>,
-}
-
-#[derive(Default)]
-struct ExecSlot {
-    exit: Mutex<Option<ExitStatus>>,
-    cv: Condvar,
-}
-
-impl ExecSlot {
-    fn set(&self, exit: ExitStatus) {
-        *lock(&self.exit) = Some(exit);
-        self.cv.notify_all();
-    }
-
-    fn wait(&self) -> ExitStatus {
-        let mut g = lock(&self.exit);
-        loop {
-            if let Some(e) = &*g {
-                return e.clone();
-            }
-            g = self.cv.wait(g).unwrap_or_else(|p| p.into_inner());
-        }
-    }
-}
-
-/// Counts an exec as pending while it lives (see [`Execs::unclaimed`]).
-struct PendingExec<'a>(&'a Shared);
-
-impl<'a> PendingExec<'a> {
-    fn new(s: &'a Shared) -> Self {
-        lock(&s.execs).pending += 1;
-        PendingExec(s)
-    }
-
-    /// Registers the exec'd process: its status goes to the returned slot.
-    fn register(&self, pid: i32) -> Arc<ExecSlot> {
-        let slot = Arc::new(ExecSlot::default());
-        let mut ex = lock(&self.0.execs);
-        match ex.unclaimed.remove(&pid) {
-            Some(exit) => slot.set(exit),
-            None => {
-                ex.running.insert(pid, slot.clone());
-            }
-        }
-        slot
-    }
-}
-
-impl Drop for PendingExec<'_> {
-    fn drop(&mut self) {
-        let mut ex = lock(&self.0.execs);
-        ex.pending = ex.pending.saturating_sub(1);
-        if ex.pending == 0 {
-            ex.unclaimed.clear();
-        }
-    }
-}
-
 struct State {
     status: Status,
     exit: Option<ExitStatus>,
@@ -322,65 +263,271 @@ fn pipe() -> Result<(OwnedFd, OwnedFd)> {
     nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).ctx(|| "pipe".into())
 }
 
+/// The container's cgroup, relative to each hierarchy's root: the spec's
+/// `linux.cgroupsPath`, else `/berth/<namespace>/<id>`.
+fn cgroup_of(opts: &Options, spec: Option<&Spec>) -> Result<String> {
+    let path = spec
+        .and_then(|s| s.linux().as_ref())
+        .and_then(|l| l.cgroups_path().clone())
+        .unwrap_or_else(|| PathBuf::from(format!("/berth/{}/{}", opts.namespace, opts.id)));
+    cgroup::relative_path(&path)
+}
+
+/// First argument of `berth-shim delete --id ID --namespace NS --bundle DIR`, which cleans
+/// up after a shim that died (so its own `delete` never ran): it kills whatever is left in
+/// the container's cgroup and removes the cgroup, as that `delete` does. The runtime runs it
+/// for a task whose shim is gone.
+pub const DELETE_COMMAND: &str = "delete";
+
+/// `berth-shim delete`: returns the exit code (1 with the reason on stderr).
+pub fn delete_after_death(opts: Options) -> i32 {
+    let spec = Bundle::new(&opts.bundle).and_then(|b| b.load_spec()).ok();
+    let removed = cgroup_of(&opts, spec.as_ref()).and_then(|rel| {
+        let cg = ContainerCgroup::load(&rel);
+        if cg.exists() {
+            cg.remove()
+        } else {
+            Ok(())
+        }
+    });
+    match removed {
+        Ok(()) => 0,
+        Err(e) => fail_early(&e).max(1),
+    }
+}
+
+/// What `create` reads from the bundle before anything is made.
+struct Plan {
+    /// The container's cgroup, relative to each hierarchy's root.
+    cgroup_rel: String,
+    namespaces: Namespaces,
+    terminal: bool,
+    want_stdin: bool,
+    rootfs: PathBuf,
+    seccomp: Option<crate::seccomp::Filter>,
+    log: LogWriter,
+}
+
+impl Plan {
+    fn read(opts: &Options, bundle: &Bundle, spec: &Spec) -> Result<Plan> {
+        let annotations = spec.annotations().clone().unwrap_or_default();
+        let cgroup_rel = cgroup_of(opts, Some(spec))?;
+        let namespaces = Namespaces::from_spec(spec)?;
+        let terminal = spec
+            .process()
+            .as_ref()
+            .and_then(|p| p.terminal())
+            .unwrap_or(false);
+        let want_stdin = annotations
+            .get(ANNOTATION_STDIN)
+            .map(|v| v == "true")
+            .unwrap_or(false);
+        let log_max = annotations
+            .get(ANNOTATION_LOG_MAX_SIZE)
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        let rootfs = bundle.rootfs_dir(spec);
+        if !rootfs.is_dir() {
+            return Err(Error::Invalid(format!(
+                "rootfs {} is not a folder",
+                rootfs.display()
+            )));
+        }
+        let seccomp = crate::seccomp::Filter::load(bundle.dir(), spec)?;
+        let log_path = bundle.container_log_path(spec)?;
+        let log = LogWriter::open(&log_path, log_max).map_err(|e| Error::io("container log", e))?;
+        Ok(Plan {
+            cgroup_rel,
+            namespaces,
+            terminal,
+            want_stdin,
+            rootfs,
+            seccomp,
+            log,
+        })
+    }
+}
+
+/// The shim's ends of the init's stdio pipes (none with a terminal: the pty comes later).
+#[derive(Default)]
+struct ShimStdio {
+    stdin: Option<File>,
+    outputs: Vec<(File, u8)>,
+}
+
+/// The init's stdio and the shim's ends of it.
+fn make_stdio(plan: &Plan) -> Result<(InitStdio, ShimStdio)> {
+    if plan.terminal {
+        return Ok((InitStdio::Terminal, ShimStdio::default()));
+    }
+    let mut ends = ShimStdio::default();
+    let stdin = if plan.want_stdin {
+        let (r, w) = pipe()?;
+        ends.stdin = Some(File::from(w));
+        r
+    } else {
+        container::dev_null()?
+    };
+    let (out_r, out_w) = pipe()?;
+    let (err_r, err_w) = pipe()?;
+    ends.outputs.push((File::from(out_r), FRAME_STDOUT));
+    ends.outputs.push((File::from(err_r), FRAME_STDERR));
+    let stdio = InitStdio::Pipes {
+        stdin,
+        stdout: out_w,
+        stderr: err_w,
+    };
+    Ok((stdio, ends))
+}
+
+/// The init cloned, not yet ready: until [`StartingInit::ready`] it is killed and its
+/// cgroup removed on failure.
+struct StartingInit {
+    pid: nix::unistd::Pid,
+    cgroup: ContainerCgroup,
+}
+
+impl StartingInit {
+    /// Creates the cgroup, joins the spec's pid namespace (for the init: it affects the
+    /// children of this process only) and clones the init. The shim is still single-threaded.
+    fn clone(
+        plan: &Plan,
+        spec: &Spec,
+        mounts: &[RootfsMount],
+        stdio: &InitStdio,
+        init_sync: OwnedFd,
+    ) -> Result<StartingInit> {
+        let linux = spec.linux().as_ref();
+        let cg =
+            ContainerCgroup::create(&plan.cgroup_rel, linux.and_then(|l| l.resources().as_ref()))?;
+        let v2 = cg.is_v2();
+        let fail = |e: Error| -> Error {
+            let _ = cg.remove();
+            e
+        };
+        if let Some(fd) = &plan.namespaces.join_pid {
+            if let Err(e) = nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWPID) {
+                return Err(fail(Error::io("setns pid namespace", e.into())));
+            }
+        }
+        let cfg = InitConfig {
+            spec,
+            rootfs: plan.rootfs.clone(),
+            rootfs_mounts: mounts,
+            cgroup_rel: plan.cgroup_rel.clone(),
+            cgroup_v2: v2,
+            v1_hierarchies: if v2 {
+                Vec::new()
+            } else {
+                cgroup::v1_hierarchies()
+            },
+            namespaces: &plan.namespaces,
+            stdio,
+            sync: init_sync.as_raw_fd(),
+            seccomp: plan.seccomp.as_ref(),
+        };
+        let pid = container::spawn_init(&cfg).map_err(fail)?;
+        drop(cfg);
+        drop(init_sync);
+        Ok(StartingInit { pid, cgroup: cg })
+    }
+
+    /// Kills the init, reaps it, removes the cgroup: `e` is what failed.
+    fn abort(&self, e: Error) -> Error {
+        let _ = nix::sys::signal::kill(self.pid, nix::sys::signal::Signal::SIGKILL);
+        self.reap(e)
+    }
+
+    /// Reaps an init that ends by itself, removes the cgroup: `e` is what failed.
+    fn reap(&self, e: Error) -> Error {
+        let _ = nix::sys::wait::waitpid(self.pid, None);
+        let _ = self.cgroup.remove();
+        e
+    }
+
+    /// Places the init into its cgroup, tells it so, and waits for its verdict: ready (with
+    /// the pty master when it has a terminal) or its error.
+    fn wait_ready(&self, shim_sync: &OwnedFd, terminal: bool) -> Result<Option<File>> {
+        if let Err(e) = self.cgroup.add_process(self.pid.as_raw()) {
+            return Err(self.abort(e));
+        }
+        if let Err(e) = send(
+            shim_sync.as_raw_fd(),
+            &[container::msg::CGROUP_DONE],
+            MsgFlags::empty(),
+        ) {
+            return Err(self.abort(Error::io("signal the container init", e.into())));
+        }
+        let mut pty: Option<File> = None;
+        loop {
+            let mut buf = [0u8; 4096];
+            let (n, fd) = container::recv_with_fd(shim_sync.as_raw_fd(), &mut buf)
+                .map_err(|e| self.abort(e))?;
+            if n == 0 {
+                let status = nix::sys::wait::waitpid(self.pid, None);
+                let _ = self.cgroup.remove();
+                return Err(Error::Invalid(format!(
+                    "container init exited during setup ({status:?}); see shim.log"
+                )));
+            }
+            match buf[0] {
+                container::msg::PTY => pty = fd.map(File::from),
+                container::msg::READY => break,
+                container::msg::ERROR => return Err(self.reap(container::decode_error(&buf[..n]))),
+                other => {
+                    return Err(self.abort(Error::Invalid(format!(
+                        "unexpected message {other} from init"
+                    ))))
+                }
+            }
+        }
+        if terminal && pty.is_none() {
+            return Err(self.abort(Error::Invalid("the container init sent no pty".into())));
+        }
+        Ok(pty)
+    }
+
+    /// Writes `shim.pid` and `init.pid` and listens on `shim.sock` (mode 0600).
+    fn publish(&self, bundle: &Bundle) -> Result<UnixListener> {
+        let wr = |path: PathBuf, v: String| -> Result<()> {
+            crate::bundle::write_atomic(&path, v.as_bytes())
+        };
+        if let Err(e) = wr(bundle.shim_pid_path(), std::process::id().to_string())
+            .and_then(|_| wr(bundle.init_pid_path(), self.pid.as_raw().to_string()))
+        {
+            return Err(self.abort(e));
+        }
+        let sock = bundle.socket_path();
+        let _ = std::fs::remove_file(&sock);
+        let listener = bind_long(&sock)
+            .map_err(|e| self.abort(Error::io(format!("listen on {}", sock.display()), e)))?;
+        let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
+        Ok(listener)
+    }
+}
+
+/// A pidfd of our own unreaped child, when the kernel has `pidfd_open` (5.3).
+fn open_pidfd(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: pidfd_open with a pid of our own unreaped child and no flags.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    if pidfd >= 0 {
+        // SAFETY: the syscall returned a new descriptor that nothing else owns.
+        Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd as i32) })
+    } else {
+        None
+    }
+}
+
+/// Creates the container, one phase after the other: read the bundle, make the stdio, clone
+/// the init into its cgroup, wait until it is ready, publish the pid files and the socket;
+/// then the shared state and the relay and reaper threads.
 fn create(
     opts: &Options,
     bundle: Bundle,
     spec: Spec,
     mounts: Vec<RootfsMount>,
 ) -> Result<(Arc<Shared>, UnixListener)> {
-    let annotations = spec.annotations().clone().unwrap_or_default();
-    let linux = spec.linux().as_ref();
-    let cg_path = linux
-        .and_then(|l| l.cgroups_path().clone())
-        .unwrap_or_else(|| PathBuf::from(format!("/berth/{}/{}", opts.namespace, opts.id)));
-    let rel = cgroup::relative_path(&cg_path)?;
-    let namespaces = Namespaces::from_spec(&spec)?;
-    let terminal = spec
-        .process()
-        .as_ref()
-        .and_then(|p| p.terminal())
-        .unwrap_or(false);
-    let want_stdin = annotations
-        .get(ANNOTATION_STDIN)
-        .map(|v| v == "true")
-        .unwrap_or(false);
-    let log_max = annotations
-        .get(ANNOTATION_LOG_MAX_SIZE)
-        .and_then(|v| v.trim().parse::<u64>().ok());
-    let rootfs = bundle.rootfs_dir(&spec);
-    if !rootfs.is_dir() {
-        return Err(Error::Invalid(format!(
-            "rootfs {} is not a folder",
-            rootfs.display()
-        )));
-    }
-    let seccomp = crate::seccomp::Filter::load(bundle.dir(), &spec)?;
-    let log_path = bundle.container_log_path(&spec)?;
-    let log = LogWriter::open(&log_path, log_max).map_err(|e| Error::io("container log", e))?;
-
-    // stdio: init ends + shim ends
-    let mut shim_stdin: Option<File> = None;
-    let mut shim_out: Vec<(File, u8)> = Vec::new();
-    let stdio = if terminal {
-        InitStdio::Terminal
-    } else {
-        let stdin = if want_stdin {
-            let (r, w) = pipe()?;
-            shim_stdin = Some(File::from(w));
-            r
-        } else {
-            container::dev_null()?
-        };
-        let (out_r, out_w) = pipe()?;
-        let (err_r, err_w) = pipe()?;
-        shim_out.push((File::from(out_r), FRAME_STDOUT));
-        shim_out.push((File::from(err_r), FRAME_STDERR));
-        InitStdio::Pipes {
-            stdin,
-            stdout: out_w,
-            stderr: err_w,
-        }
-    };
+    let plan = Plan::read(opts, &bundle, &spec)?;
+    let (stdio, shim_stdio) = make_stdio(&plan)?;
     let (shim_sync, init_sync) = socketpair(
         AddressFamily::Unix,
         SockType::SeqPacket,
@@ -388,151 +535,33 @@ fn create(
         SockFlag::SOCK_CLOEXEC,
     )
     .ctx(|| "socketpair".into())?;
-
-    let cg = ContainerCgroup::create(&rel, linux.and_then(|l| l.resources().as_ref()))?;
-    let oom_base = cg.oom_kill_count();
-    let v2 = cg.is_v2();
-    let fail = |cg: &ContainerCgroup, e: Error| -> Error {
-        let _ = cg.remove();
-        e
-    };
-    if let Some(fd) = &namespaces.join_pid {
-        // Joining affects the children of this process only: the init.
-        if let Err(e) = nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWPID) {
-            return Err(fail(&cg, Error::io("setns pid namespace", e.into())));
-        }
-    }
-    let cfg = InitConfig {
-        spec: &spec,
-        rootfs,
-        rootfs_mounts: &mounts,
-        cgroup_rel: rel.clone(),
-        cgroup_v2: v2,
-        v1_hierarchies: if v2 {
-            Vec::new()
-        } else {
-            cgroup::v1_hierarchies()
-        },
-        namespaces: &namespaces,
-        stdio: &stdio,
-        sync: init_sync.as_raw_fd(),
-        seccomp: seccomp.as_ref(),
-    };
-    // The shim is still single-threaded here.
-    let pid = match container::spawn_init(&cfg) {
-        Ok(p) => p,
-        Err(e) => return Err(fail(&cg, e)),
-    };
-    drop(cfg);
-    drop(init_sync);
+    let init = StartingInit::clone(&plan, &spec, &mounts, &stdio, init_sync)?;
     drop(stdio);
-    let init_pid = pid.as_raw();
-    let abort = |cg: &ContainerCgroup, e: Error| -> Error {
-        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        let _ = nix::sys::wait::waitpid(pid, None);
-        let _ = cg.remove();
-        e
-    };
-    if let Err(e) = cg.add_process(init_pid) {
-        return Err(abort(&cg, e));
-    }
-    if let Err(e) = send(
-        shim_sync.as_raw_fd(),
-        &[container::msg::CGROUP_DONE],
-        MsgFlags::empty(),
-    ) {
-        return Err(abort(&cg, Error::io("signal the container init", e.into())));
-    }
-
-    // Wait for the init's verdict (and the pty master).
-    let mut pty: Option<File> = None;
-    loop {
-        let mut buf = [0u8; 4096];
-        let (n, fd) = match container::recv_with_fd(shim_sync.as_raw_fd(), &mut buf) {
-            Ok(v) => v,
-            Err(e) => return Err(abort(&cg, e)),
-        };
-        if n == 0 {
-            let status = nix::sys::wait::waitpid(pid, None);
-            let _ = cg.remove();
-            return Err(Error::Invalid(format!(
-                "container init exited during setup ({status:?}); see shim.log"
-            )));
-        }
-        match buf[0] {
-            container::msg::PTY => pty = fd.map(File::from),
-            container::msg::READY => break,
-            container::msg::ERROR => {
-                let e = container::decode_error(&buf[..n]);
-                let _ = nix::sys::wait::waitpid(pid, None);
-                let _ = cg.remove();
-                return Err(e);
-            }
-            other => {
-                return Err(abort(
-                    &cg,
-                    Error::Invalid(format!("unexpected message {other} from init")),
-                ))
-            }
-        }
-    }
-    if terminal && pty.is_none() {
-        return Err(abort(
-            &cg,
-            Error::Invalid("the container init sent no pty".into()),
-        ));
-    }
+    let oom_base = init.cgroup.oom_kill_count();
+    let pty = init.wait_ready(&shim_sync, plan.terminal)?;
     if let (Some(p), Some(size)) = (&pty, spec.process().as_ref().and_then(|p| p.console_size())) {
         set_winsize(p, size.width() as u32, size.height() as u32);
     }
-
-    // SAFETY: pidfd_open with a pid of our own unreaped child and no flags.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, init_pid, 0) };
-    let pidfd = if pidfd >= 0 {
-        // SAFETY: the syscall returned a new descriptor that nothing else owns.
-        Some(unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(pidfd as i32) })
-    } else {
-        None
-    };
-
-    let wr = |path: PathBuf, v: String| -> Result<()> {
-        crate::bundle::write_atomic(&path, v.as_bytes())
-    };
-    if let Err(e) = wr(bundle.shim_pid_path(), std::process::id().to_string())
-        .and_then(|_| wr(bundle.init_pid_path(), init_pid.to_string()))
-    {
-        return Err(abort(&cg, e));
-    }
-    let sock = bundle.socket_path();
-    let _ = std::fs::remove_file(&sock);
-    let listener = match bind_long(&sock) {
-        Ok(l) => l,
-        Err(e) => {
-            return Err(abort(
-                &cg,
-                Error::io(format!("listen on {}", sock.display()), e),
-            ))
-        }
-    };
-    let _ = std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600));
-
-    let stdin = match (&pty, shim_stdin) {
-        (Some(p), _) => p.try_clone().ok(),
-        (None, s) => s,
+    let init_pid = init.pid.as_raw();
+    let pidfd = open_pidfd(init_pid);
+    let listener = init.publish(&bundle)?;
+    let stdin = match &pty {
+        Some(p) => p.try_clone().ok(),
+        None => shim_stdio.stdin,
     };
     let outputs: Vec<(File, u8)> = match &pty {
         Some(p) => match p.try_clone() {
             Ok(f) => vec![(f, FRAME_STDOUT)],
-            Err(e) => return Err(abort(&cg, Error::io("dup pty master", e))),
+            Err(e) => return Err(init.abort(Error::io("dup pty master", e))),
         },
-        None => shim_out,
+        None => shim_stdio.outputs,
     };
     let shared = Arc::new(Shared {
         id: opts.id.clone(),
         bundle,
         init_pid,
         pidfd,
-        cgroup: cg,
+        cgroup: init.cgroup,
         oom_base,
         pty,
         state: Mutex::new(State {
@@ -546,29 +575,33 @@ fn create(
             list: Vec::new(),
             finished: None,
         }),
-        log: Mutex::new(log),
+        log: Mutex::new(plan.log),
         streams_open: Mutex::new(outputs.len()),
         streams_cv: Condvar::new(),
         next_client: AtomicU64::new(1),
         execs: Mutex::new(Execs::default()),
         trace: Trace::default(),
     });
+    start_threads(&shared, outputs);
+    let devices = match shared.cgroup.device_program_dir() {
+        Some(dir) => format!(", device program in {}", dir.display()),
+        None => String::new(),
+    };
+    crate::log(&format!(
+        "container created: init pid {init_pid}, cgroup /{}{devices}",
+        plan.cgroup_rel
+    ));
+    Ok((shared, listener))
+}
 
-    // Threads from here on.
+/// The relay of each output stream and the reaper: the shim is multi-threaded from here on.
+fn start_threads(shared: &Arc<Shared>, outputs: Vec<(File, u8)>) {
     for (file, kind) in outputs {
         let s = shared.clone();
         spawn("relay", 64 * 1024, move || relay(s, file, kind));
     }
     let s = shared.clone();
     spawn("reaper", 64 * 1024, move || reaper(s));
-    let devices = match shared.cgroup.device_program_dir() {
-        Some(dir) => format!(", device program in {}", dir.display()),
-        None => String::new(),
-    };
-    crate::log(&format!(
-        "container created: init pid {init_pid}, cgroup /{rel}{devices}"
-    ));
-    Ok((shared, listener))
 }
 
 fn spawn<F: FnOnce() + Send + 'static>(name: &str, stack: usize, f: F) {
@@ -649,12 +682,7 @@ fn reaper(s: Arc<Shared>) {
             init_exited(&s, exit);
         } else {
             // An exec'd process (or its helper, or an orphan of the container).
-            let mut ex = lock(&s.execs);
-            if let Some(slot) = ex.running.remove(&r) {
-                slot.set(exit);
-            } else if ex.pending > 0 {
-                ex.unclaimed.insert(r, exit);
-            }
+            lock(&s.execs).reaped(r, exit);
         }
     }
 }
@@ -724,582 +752,6 @@ fn serve(shared: Arc<Shared>, listener: UnixListener) -> ! {
         }
     }
     std::process::exit(0)
-}
-
-fn handle_conn(s: Arc<Shared>, stream: UnixStream) {
-    let Ok(read_half) = stream.try_clone() else {
-        return;
-    };
-    let mut reader = BufReader::new(read_half);
-    let mut out = stream;
-    let line = match protocol::read_line(&mut reader) {
-        Ok(Some(l)) => l,
-        _ => return,
-    };
-    let req = match Request::from_line(&line) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = out.write_all(Response::error(e.to_string(), None).to_line().as_bytes());
-            return;
-        }
-    };
-    let resp = match req {
-        Request::State => op_state(&s),
-        Request::Start { traceparent } => op_start(&s, traceparent),
-        Request::Kill { signal, all } => op_kill(&s, signal, all),
-        Request::Wait => op_wait(&s),
-        Request::Resize { width, height } => {
-            if let Some(p) = &s.pty {
-                set_winsize(p, width, height);
-            }
-            Response::ok()
-        }
-        Request::Delete => return op_delete(&s, out),
-        Request::Attach { stdin } => return op_attach(&s, out, reader, stdin),
-        req @ Request::Exec { .. } => return op_exec(&s, out, reader, req),
-    };
-    let _ = out.write_all(resp.to_line().as_bytes());
-}
-
-fn op_state(s: &Shared) -> Response {
-    let st = lock(&s.state);
-    let mut r = Response::ok();
-    r.status = Some(st.status);
-    r.pid = Some(s.init_pid);
-    r.exit = Some(st.exit.clone());
-    s.trace.hand_over(&mut r);
-    r
-}
-
-/// `start`, recorded as a span when the request carries a traceparent (which the `exit` span
-/// goes under too).
-fn op_start(s: &Shared, traceparent: Option<String>) -> Response {
-    let began = SpanRecord::now_ns();
-    let mut r = start_init(s, traceparent.clone());
-    s.trace.record(
-        "start",
-        traceparent.as_deref(),
-        began,
-        r.error.as_deref(),
-        &[],
-    );
-    s.trace.hand_over(&mut r);
-    r
-}
-
-fn start_init(s: &Shared, traceparent: Option<String>) -> Response {
-    let mut st = lock(&s.state);
-    if st.status != Status::Created {
-        return Response::error(
-            format!("cannot start a container in state {:?}", st.status).to_lowercase(),
-            None,
-        );
-    }
-    let Some(sync) = lock(&s.sync).take() else {
-        return Response::error("container was already started", None);
-    };
-    // Before the init is told to go: it may exit at once.
-    s.trace.set_start_parent(traceparent);
-    if let Err(e) = send(
-        sync.as_raw_fd(),
-        &[container::msg::START],
-        MsgFlags::empty(),
-    ) {
-        return Response::error(format!("start: signal the container init: {e}"), None);
-    }
-    let mut buf = [0u8; 4096];
-    match nix::sys::socket::recv(sync.as_raw_fd(), &mut buf, MsgFlags::empty()) {
-        Ok(0) => {
-            st.status = Status::Running;
-            let mut r = Response::ok();
-            r.pid = Some(s.init_pid);
-            r
-        }
-        Ok(n) if buf[0] == container::msg::ERROR => {
-            let e = container::decode_error(&buf[..n]);
-            Response::error(
-                e.to_string(),
-                Some(e.exit_code()).filter(|c| *c == 126 || *c == 127),
-            )
-        }
-        Ok(_) => Response::error("start: unexpected answer from the container init", None),
-        Err(e) => Response::error(format!("start: {e}"), None),
-    }
-}
-
-fn op_kill(s: &Shared, signal: i32, all: bool) -> Response {
-    let sig = match nix::sys::signal::Signal::try_from(signal) {
-        Ok(sig) => sig,
-        Err(_) => return Response::error(format!("invalid signal {signal}"), None),
-    };
-    if all {
-        return match s.cgroup.signal_all(sig) {
-            Ok(()) => Response::ok(),
-            Err(e) => Response::error(e.to_string(), None),
-        };
-    }
-    let st = lock(&s.state);
-    if st.status == Status::Stopped {
-        return Response::error("container init has already exited", None);
-    }
-    // Holding the state lock: the reaper cannot publish the exit while we signal, and the
-    // pidfd makes the signal safe against pid reuse anyway.
-    let r = match &s.pidfd {
-        Some(fd) => {
-            // SAFETY: pidfd_send_signal with an owned pidfd, a valid signal and no siginfo.
-            let r = unsafe {
-                libc::syscall(
-                    libc::SYS_pidfd_send_signal,
-                    fd.as_raw_fd(),
-                    signal,
-                    std::ptr::null::<libc::siginfo_t>(),
-                    0,
-                )
-            };
-            if r == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        }
-        None => {
-            nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.init_pid), sig).map_err(Into::into)
-        }
-    };
-    drop(st);
-    match r {
-        Ok(()) => Response::ok(),
-        Err(e) if e.raw_os_error() == Some(libc::ESRCH) => Response::ok(),
-        Err(e) => Response::error(format!("kill {}: {e}", s.init_pid), None),
-    }
-}
-
-fn wait_exit(s: &Shared) -> ExitStatus {
-    let mut st = lock(&s.state);
-    loop {
-        if let Some(e) = &st.exit {
-            return e.clone();
-        }
-        st = s.state_cv.wait(st).unwrap_or_else(|p| p.into_inner());
-    }
-}
-
-fn op_wait(s: &Shared) -> Response {
-    let exit = wait_exit(s);
-    let mut r = Response::ok();
-    r.exit = Some(Some(exit));
-    r
-}
-
-fn op_delete(s: &Shared, mut out: UnixStream) {
-    let status = lock(&s.state).status;
-    match status {
-        Status::Running => {
-            let _ = out.write_all(
-                Response::error("cannot delete a running container: kill it first", None)
-                    .to_line()
-                    .as_bytes(),
-            );
-            return;
-        }
-        Status::Created => {
-            // Never started: the init waits for start; end it.
-            if let Some(sync) = lock(&s.sync).take() {
-                drop(sync);
-            }
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(s.init_pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-        Status::Stopped => {}
-    }
-    let exit = wait_exit(s);
-    if let Err(e) = s.cgroup.remove() {
-        let _ = out.write_all(Response::error(e.to_string(), None).to_line().as_bytes());
-        return;
-    }
-    let _ = std::fs::remove_file(s.bundle.socket_path());
-    crate::log("deleted; exiting");
-    let mut r = Response::ok();
-    r.exit = Some(Some(exit));
-    s.trace.hand_over(&mut r);
-    let _ = out.write_all(r.to_line().as_bytes());
-    let _ = out.flush();
-    let _ = out.shutdown(std::net::Shutdown::Write);
-    std::process::exit(0)
-}
-
-fn op_attach(s: &Shared, mut out: UnixStream, mut reader: BufReader<UnixStream>, stdin: bool) {
-    let Ok(writer) = out.try_clone() else {
-        return;
-    };
-    let _ = writer.set_write_timeout(Some(Duration::from_secs(30)));
-    let id = s.next_client.fetch_add(1, Ordering::Relaxed);
-    {
-        let mut clients = lock(&s.clients);
-        // The answer is written and the client listed under one lock: the runtime starts the
-        // task as soon as it has the answer (run, start -a), so output written after that
-        // must find the client listed. Answering first and listing after lost a fast
-        // container's first lines when this thread was descheduled in between (a busy machine).
-        if out.write_all(Response::ok().to_line().as_bytes()).is_err() {
-            return;
-        }
-        if let Some(exit) = &clients.finished {
-            let payload = serde_json::to_vec(exit).unwrap_or_default();
-            let _ = protocol::write_frame(&mut out, FRAME_EXIT, &payload);
-            let _ = out.shutdown(std::net::Shutdown::Both);
-            return;
-        }
-        clients.list.push((id, writer));
-    }
-    while let Ok(Some(frame)) = protocol::read_frame(&mut reader) {
-        match frame.kind {
-            FRAME_STDIN if stdin => {
-                let mut guard = lock(&s.stdin);
-                if let Some(f) = guard.as_mut() {
-                    if f.write_all(&frame.payload).is_err() {
-                        // The container closed its stdin.
-                        *guard = None;
-                    }
-                }
-            }
-            FRAME_CLOSE_STDIN if stdin && s.pty.is_none() => {
-                lock(&s.stdin).take();
-            }
-            FRAME_RESIZE => {
-                if let (Some(p), Some((w, h))) =
-                    (&s.pty, protocol::parse_resize_payload(&frame.payload))
-                {
-                    set_winsize(p, w, h);
-                }
-            }
-            _ => {}
-        }
-    }
-    lock(&s.clients).list.retain(|(cid, _)| *cid != id);
-}
-
-/// The shim's ends of an exec'd process's stdio.
-#[derive(Default)]
-struct ExecIo {
-    /// Write end of the stdin pipe, or the pty master.
-    stdin: Option<File>,
-    /// Read ends of stdout/stderr, or the pty master (stdout).
-    outputs: Vec<(File, u8)>,
-    pty: Option<File>,
-}
-
-struct StartedExec {
-    pid: i32,
-    slot: Arc<ExecSlot>,
-    io: ExecIo,
-}
-
-fn op_exec(s: &Arc<Shared>, mut out: UnixStream, mut reader: BufReader<UnixStream>, req: Request) {
-    let Request::Exec {
-        args,
-        terminal,
-        stdin,
-        detach,
-        ..
-    } = &req
-    else {
-        return;
-    };
-    let (terminal, want_stdin, detach) = (*terminal && !*detach, *stdin && !*detach, *detach);
-    let refuse = |out: &mut UnixStream, r: Response| {
-        let _ = out.write_all(r.to_line().as_bytes());
-    };
-    if args.first().is_none_or(|a| a.is_empty()) {
-        return refuse(&mut out, Response::error("exec: no command given", None));
-    }
-    if lock(&s.state).status != Status::Running {
-        return refuse(
-            &mut out,
-            Response::error(format!("container {} is not running", s.id), None),
-        );
-    }
-    let started = match start_exec(s, &req, terminal, want_stdin, detach) {
-        Ok(st) => st,
-        Err(r) => {
-            crate::log(&format!(
-                "exec {:?} failed: {}",
-                args,
-                r.error.as_deref().unwrap_or("")
-            ));
-            return refuse(&mut out, r);
-        }
-    };
-    let StartedExec { pid, slot, mut io } = started;
-    crate::log(&format!("exec {args:?}: pid {pid}"));
-    let mut r = Response::ok();
-    r.pid = Some(pid);
-    let _ = out.write_all(r.to_line().as_bytes());
-    if detach {
-        return;
-    }
-
-    // Frames: output and, after the process exited and its output reached EOF, the exit.
-    let _ = out.set_write_timeout(Some(Duration::from_secs(30)));
-    let writer = Arc::new(Mutex::new(out));
-    let open = Arc::new((Mutex::new(io.outputs.len()), Condvar::new()));
-    for (mut file, kind) in std::mem::take(&mut io.outputs) {
-        let (w, open) = (writer.clone(), open.clone());
-        spawn("exec-relay", 64 * 1024, move || {
-            let mut buf = vec![0u8; 32 * 1024];
-            let mut client_gone = false;
-            loop {
-                let n = match file.read(&mut buf) {
-                    Ok(0) => break,
-                    Ok(n) => n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                    Err(_) => break, // EIO on a pty master: every slave is closed
-                };
-                // Keep draining after the client left, so the process never blocks on output.
-                if !client_gone {
-                    client_gone = protocol::write_frame(&mut *lock(&w), kind, &buf[..n]).is_err();
-                }
-            }
-            let mut n = lock(&open.0);
-            *n = n.saturating_sub(1);
-            open.1.notify_all();
-        });
-    }
-    {
-        let w = writer.clone();
-        spawn("exec-wait", 64 * 1024, move || {
-            let exit = slot.wait();
-            {
-                let n = lock(&open.0);
-                let _ = open
-                    .1
-                    .wait_timeout_while(n, Duration::from_secs(5), |n| *n > 0);
-            }
-            crate::log(&format!(
-                "exec pid {pid} exited: code {} signal {:?}",
-                exit.exit_code, exit.signal
-            ));
-            let payload = serde_json::to_vec(&exit).unwrap_or_default();
-            let mut w = lock(&w);
-            let _ = protocol::write_frame(&mut *w, FRAME_EXIT, &payload);
-            let _ = w.shutdown(std::net::Shutdown::Both);
-        });
-    }
-    while let Ok(Some(frame)) = protocol::read_frame(&mut reader) {
-        match frame.kind {
-            FRAME_STDIN if want_stdin => {
-                if let Some(f) = io.stdin.as_mut() {
-                    if f.write_all(&frame.payload).is_err() {
-                        io.stdin = None;
-                    }
-                }
-            }
-            FRAME_CLOSE_STDIN if want_stdin && io.pty.is_none() => io.stdin = None,
-            FRAME_RESIZE => {
-                if let (Some(p), Some((w, h))) =
-                    (&io.pty, protocol::parse_resize_payload(&frame.payload))
-                {
-                    set_winsize(p, w, h);
-                }
-            }
-            _ => {}
-        }
-    }
-}
-
-/// Runs the exec helper ([`crate::exec`]) and follows it until the process runs (or failed).
-fn start_exec(
-    s: &Shared,
-    req: &Request,
-    terminal: bool,
-    want_stdin: bool,
-    detach: bool,
-) -> std::result::Result<StartedExec, Response> {
-    use crate::exec::{self, FD_REQUEST, FD_STDERR, FD_STDIN, FD_STDOUT, FD_SYNC};
-    use std::os::unix::process::CommandExt;
-    let fail = |e: Error| Response::error(e.to_string(), None);
-    let pending = PendingExec::new(s);
-    let mut io = ExecIo::default();
-    // The process's ends, in the order stdin, stdout, stderr (none with a terminal).
-    let mut child_fds: Vec<OwnedFd> = Vec::new();
-    if detach {
-        let null = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .open("/dev/null")
-            .map_err(|e| fail(Error::io("open /dev/null", e)))?;
-        for _ in 0..3 {
-            let f = null
-                .try_clone()
-                .map_err(|e| fail(Error::io("dup /dev/null", e)))?;
-            child_fds.push(f.into());
-        }
-    } else if !terminal {
-        if want_stdin {
-            let (r, w) = pipe().map_err(fail)?;
-            child_fds.push(r);
-            io.stdin = Some(File::from(w));
-        } else {
-            child_fds.push(container::dev_null().map_err(fail)?);
-        }
-        for kind in [FRAME_STDOUT, FRAME_STDERR] {
-            let (r, w) = pipe().map_err(fail)?;
-            child_fds.push(w);
-            io.outputs.push((File::from(r), kind));
-        }
-    }
-    let (shim_sync, helper_sync) = socketpair(
-        AddressFamily::Unix,
-        SockType::SeqPacket,
-        None,
-        SockFlag::SOCK_CLOEXEC,
-    )
-    .map_err(|e| fail(Error::io("socketpair", e.into())))?;
-    let _ = nix::sys::socket::setsockopt(
-        &shim_sync,
-        nix::sys::socket::sockopt::ReceiveTimeout,
-        &nix::sys::time::TimeVal::new(60, 0),
-    );
-    let (req_r, req_w) = pipe().map_err(fail)?;
-
-    let mut maps: Vec<(i32, i32)> = vec![
-        (helper_sync.as_raw_fd(), FD_SYNC),
-        (req_r.as_raw_fd(), FD_REQUEST),
-    ];
-    for (fd, target) in child_fds.iter().zip([FD_STDIN, FD_STDOUT, FD_STDERR]) {
-        maps.push((fd.as_raw_fd(), target));
-    }
-    let mut cmd = std::process::Command::new("/proc/self/exe");
-    cmd.arg(exec::HELPER_FLAG)
-        .arg("--bundle")
-        .arg(s.bundle.dir())
-        .arg("--pid")
-        .arg(s.init_pid.to_string())
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::inherit())
-        .stderr(std::process::Stdio::inherit());
-    // SAFETY: the closure runs in the forked child before execve and only calls fcntl and
-    // dup2 (async-signal-safe), allocating nothing.
-    unsafe {
-        cmd.pre_exec(move || {
-            let mut tmp = [0i32; 8];
-            for (i, (src, _)) in maps.iter().enumerate() {
-                // Out of the way first, so that no target clobbers a source.
-                let t = libc::fcntl(*src, libc::F_DUPFD_CLOEXEC, 64);
-                if t < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                tmp[i] = t;
-            }
-            for (i, (_, dst)) in maps.iter().enumerate() {
-                if libc::dup2(tmp[i], *dst) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-            }
-            Ok(())
-        });
-    }
-    let child = cmd
-        .spawn()
-        .map_err(|e| fail(Error::io("run the exec helper", e)))?;
-    let helper_pid = child.id() as i32;
-    // The reaper collects the helper; `Child` is never waited for.
-    drop(child);
-    drop(helper_sync);
-    drop(req_r);
-    drop(child_fds);
-    let kill = |pid: i32| {
-        let _ = nix::sys::signal::kill(
-            nix::unistd::Pid::from_raw(pid),
-            nix::sys::signal::Signal::SIGKILL,
-        );
-    };
-
-    let mut line = req.clone();
-    if let Request::Exec {
-        terminal: t,
-        stdin: i,
-        ..
-    } = &mut line
-    {
-        *t = terminal;
-        *i = want_stdin;
-    }
-    if let Err(e) = File::from(req_w).write_all(line.to_line().as_bytes()) {
-        kill(helper_pid);
-        return Err(fail(Error::io("send the exec request to the helper", e)));
-    }
-    if let Err(e) = s.cgroup.add_process(helper_pid) {
-        kill(helper_pid);
-        return Err(fail(e));
-    }
-    // A helper that failed already has its error queued; read it below.
-    let _ = send(
-        shim_sync.as_raw_fd(),
-        &[container::msg::CGROUP_DONE],
-        MsgFlags::empty(),
-    );
-
-    let mut registered: Option<(i32, Arc<ExecSlot>)> = None;
-    loop {
-        let mut buf = [0u8; 4096];
-        let (n, fd) = match container::recv_with_fd(shim_sync.as_raw_fd(), &mut buf) {
-            Ok(v) => v,
-            Err(e) => {
-                kill(helper_pid);
-                if let Some((pid, _)) = &registered {
-                    kill(*pid);
-                }
-                return Err(fail(e));
-            }
-        };
-        if n == 0 {
-            break;
-        }
-        match buf[0] {
-            exec::msg::PID if n >= 5 && registered.is_none() => {
-                let pid = i32::from_be_bytes([buf[1], buf[2], buf[3], buf[4]]);
-                registered = Some((pid, pending.register(pid)));
-                let _ = send(shim_sync.as_raw_fd(), &[exec::msg::GO], MsgFlags::empty());
-            }
-            container::msg::PTY => io.pty = fd.map(File::from),
-            container::msg::ERROR => {
-                let e = container::decode_error(&buf[..n]);
-                // Failing in the container is Docker's "OCI runtime exec failed": 126
-                // unless the executable was not found (127).
-                let code = match &e {
-                    Error::Exec { code, .. } => *code,
-                    _ => 126,
-                };
-                return Err(Response::error(e.to_string(), Some(code)));
-            }
-            other => {
-                crate::log(&format!("exec: unexpected message {other} from the helper"));
-            }
-        }
-    }
-    let Some((pid, slot)) = registered else {
-        return Err(Response::error(
-            "exec: the helper exited during setup; see shim.log",
-            Some(126),
-        ));
-    };
-    if terminal {
-        let Some(pty) = io.pty.take() else {
-            kill(pid);
-            return Err(Response::error("exec: no pty was made", Some(126)));
-        };
-        let (Ok(r), Ok(w)) = (pty.try_clone(), pty.try_clone()) else {
-            kill(pid);
-            return Err(Response::error("exec: dup the pty master", None));
-        };
-        io.outputs.push((r, FRAME_STDOUT));
-        io.stdin = Some(w);
-        io.pty = Some(pty);
-    }
-    drop(pending);
-    Ok(StartedExec { pid, slot, io })
 }
 
 /// Binds a unix socket, also when its path is longer than `sun_path` holds (a long state

@@ -1520,3 +1520,67 @@ fn read_only_binds_are_recursive() {
     assert_eq!(out, "top-ro\nsub-ro\n", "{err}");
     b.delete();
 }
+
+#[test]
+fn the_shim_serves_its_cgroup_and_delete_cleans_up_after_a_dead_shim() {
+    if !can_run() {
+        return;
+    }
+    let b = bundle(&["sleep", "100"], Opts::default());
+    b.create_ok();
+    // A created task's init is in the cgroup already.
+    let init = b.call(Request::State).pid.expect("init pid");
+    let pids = b.call(Request::Pids);
+    assert!(pids.ok, "{pids:?}");
+    assert_eq!(pids.pids, Some(vec![init]));
+    assert!(b.call(Request::Start { traceparent: None }).ok);
+
+    // Frozen, the container's processes stop; the shim, outside the cgroup, still answers.
+    let paused = b.call(Request::Pause);
+    assert!(paused.ok, "{paused:?}");
+    let stats = b.call(Request::Stats);
+    assert!(stats.ok, "{stats:?}");
+    assert_eq!(
+        stats.cgroup.as_deref(),
+        Some(b.cgroup.trim_start_matches('/'))
+    );
+    let figures = stats.stats.expect("stats answer the figures");
+    if let Some(p) = &figures.pids {
+        assert_eq!(p.current, 1, "{figures:?}");
+    }
+    assert_eq!(b.call(Request::Pids).pids, Some(vec![init]));
+    let resumed = b.call(Request::Resume);
+    assert!(resumed.ok, "{resumed:?}");
+    assert!(
+        b.call(Request::Kill {
+            signal: 9,
+            all: false
+        })
+        .ok
+    );
+    assert!(b.call(Request::Wait).exit_status().is_some());
+    b.delete();
+
+    // A shim killed with its container running: `berth-shim delete` kills what is left in
+    // the cgroup and removes it, as the shim's own delete does.
+    let b = bundle(&["sleep", "100"], Opts::default());
+    b.create_ok();
+    assert!(b.call(Request::Start { traceparent: None }).ok);
+    assert_eq!(nix_kill(b.shim_pid()), 0);
+    assert!(b.cgroup_dir().exists());
+    let out = Command::new(env!("CARGO_BIN_EXE_berth-shim"))
+        .args(["delete", "--id", &b.id, "--namespace", "test", "--bundle"])
+        .arg(&b.dir)
+        .output()
+        .expect("run berth-shim delete");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !b.cgroup_dir().exists(),
+        "cgroup {:?} still exists",
+        b.cgroup_dir()
+    );
+}

@@ -6,69 +6,16 @@
 //! Both come out as one [`Stats`] in the same units (bytes, nanoseconds), so callers never
 //! look at the cgroup version except to name the kernel's files as `ctr` does. A controller
 //! that is not there (not mounted, not enabled for the subtree) gives `None`, never zeroes.
+//! The types are the shim protocol's: the answer to `stats` carries them.
 
 use super::{ContainerCgroup, V2_ROOT};
+pub use crate::protocol::{Cpu, Memory, Pids, Stats};
 use cgroups_rs::fs::cpu::CpuController;
 use cgroups_rs::fs::cpuacct::CpuAcctController;
 use cgroups_rs::fs::memory::MemController;
 use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::Controller;
 use std::path::Path;
-
-/// The figures of one cgroup.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stats {
-    /// Read from cgroup v2 (else v1).
-    pub v2: bool,
-    pub memory: Option<Memory>,
-    pub cpu: Option<Cpu>,
-    pub pids: Option<Pids>,
-}
-
-/// Memory, in bytes.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Memory {
-    /// v1 `memory.usage_in_bytes`, v2 `memory.current`.
-    pub usage: u64,
-    /// v1 `memory.limit_in_bytes` (a huge number when unlimited), v2 `memory.max` (`max` is
-    /// `u64::MAX`).
-    pub limit: u64,
-    /// v1 `memory.max_usage_in_bytes`, v2 `memory.peak` (0 on kernels without it).
-    pub max_usage: u64,
-    /// Page cache: v1 `total_cache`, v2 `file` of `memory.stat`.
-    pub cache: u64,
-    /// v1 `memory.memsw.usage_in_bytes` (memory and swap together, as the kernel counts it),
-    /// v2 `memory.swap.current`; 0 when swap is not accounted.
-    pub swap_usage: u64,
-    /// v1 `memory.memsw.limit_in_bytes`, v2 `memory.swap.max`; 0 when swap is not accounted.
-    pub swap_limit: u64,
-}
-
-/// CPU time, in nanoseconds.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Cpu {
-    /// v1 `cpuacct.usage`, v2 `usage_usec` of `cpu.stat`.
-    pub usage: u64,
-    /// v1 `user` of `cpuacct.stat` (clock ticks), v2 `user_usec`.
-    pub user: u64,
-    /// v1 `system` of `cpuacct.stat`, v2 `system_usec`.
-    pub system: u64,
-    /// v1 `cpuacct.usage_percpu`; empty on v2, which has no such file.
-    pub per_cpu: Vec<u64>,
-    /// `cpu.stat`: CFS periods elapsed, periods throttled, and the time throttled.
-    pub nr_periods: u64,
-    pub nr_throttled: u64,
-    pub throttled: u64,
-}
-
-/// Processes (and threads) in the cgroup.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Pids {
-    /// `pids.current`.
-    pub current: u64,
-    /// `pids.max`; 0 when there is no limit (`max`), as containerd reports it.
-    pub limit: u64,
-}
 
 impl ContainerCgroup {
     /// What the cgroup uses now. Controllers that are missing are `None`.
