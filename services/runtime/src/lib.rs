@@ -74,10 +74,10 @@ pub mod tasks;
 mod usage;
 pub mod volumes;
 
-pub use containers::ContainersService;
 pub use error::Error;
+pub use grpc::containers::ContainersService;
 pub use grpc::tasks::TasksService;
-pub use volumes::VolumesService;
+pub use grpc::volumes::VolumesService;
 
 use berth_api::containers::v1::containers_server::ContainersServer;
 use berth_api::images::v1::images_client::ImagesClient;

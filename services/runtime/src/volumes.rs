@@ -10,23 +10,17 @@
 //! has at its destination (Docker's copy-up), read from the snapshot's layer folders: bottom
 //! layer first, overlay whiteouts and opaque folders honoured, never following a symlink out of
 //! a layer.
+//!
+//! The gRPC shell over it is [`crate::grpc::volumes`].
 
 use crate::error::{Error, Result};
 use crate::Runtime;
 use berth_api::containers::v1::{Container, MountPoint};
-use berth_api::types::v1::{NamespaceUsageRequest, NamespaceUsageResponse};
-use berth_api::volumes::v1::volumes_server::Volumes;
-use berth_api::volumes::v1::{
-    CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, ListVolumesResponse,
-    RemoveVolumeRequest, RemoveVolumeResponse, Volume,
-};
-use berth_core::grpc::namespace;
+use berth_api::volumes::v1::Volume;
 use oci_spec::runtime::{MountBuilder, Spec};
 use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use tonic::{Request, Response, Status};
 
 /// One `-v` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -413,73 +407,6 @@ impl Runtime {
                 tracing::warn!(volume = %m.name, error = %e, "cannot remove anonymous volume");
             }
         }
-    }
-}
-
-/// The Volumes gRPC service.
-#[derive(Debug, Clone)]
-pub struct VolumesService {
-    runtime: Arc<Runtime>,
-}
-
-impl VolumesService {
-    pub fn new(runtime: Arc<Runtime>) -> Self {
-        VolumesService { runtime }
-    }
-}
-
-#[tonic::async_trait]
-impl Volumes for VolumesService {
-    async fn create(&self, req: Request<CreateVolumeRequest>) -> Result<Response<Volume>, Status> {
-        let ns = namespace(&req)?;
-        let req = req.into_inner();
-        let name = if req.name.is_empty() {
-            crate::containers::new_id()?
-        } else {
-            req.name
-        };
-        Ok(Response::new(
-            self.runtime.create_volume(&ns, &name, req.labels, false)?,
-        ))
-    }
-
-    async fn get(&self, req: Request<GetVolumeRequest>) -> Result<Response<Volume>, Status> {
-        let ns = namespace(&req)?;
-        let name = &req.get_ref().name;
-        let v = self
-            .runtime
-            .store
-            .get_volume(&ns, name)?
-            .ok_or_else(|| Error::NotFound(format!("get {name}: no such volume")))?;
-        Ok(Response::new(v))
-    }
-
-    async fn list(
-        &self,
-        req: Request<ListVolumesRequest>,
-    ) -> Result<Response<ListVolumesResponse>, Status> {
-        let ns = namespace(&req)?;
-        Ok(Response::new(ListVolumesResponse {
-            volumes: self.runtime.store.list_volumes(&ns)?,
-        }))
-    }
-
-    async fn remove(
-        &self,
-        req: Request<RemoveVolumeRequest>,
-    ) -> Result<Response<RemoveVolumeResponse>, Status> {
-        let ns = namespace(&req)?;
-        let r = req.get_ref();
-        self.runtime.remove_volume(&ns, &r.name, r.force)?;
-        Ok(Response::new(RemoveVolumeResponse {}))
-    }
-
-    async fn namespace_usage(
-        &self,
-        _req: Request<NamespaceUsageRequest>,
-    ) -> Result<Response<NamespaceUsageResponse>, Status> {
-        let counts = self.runtime.store.volume_counts()?;
-        Ok(Response::new(crate::namespace_usage("volumes", counts)))
     }
 }
 

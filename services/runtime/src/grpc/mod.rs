@@ -2,8 +2,12 @@
 //! the runtime's domain code, and turn its answers and errors into the API's messages and
 //! status codes.
 //!
+//! - [`containers`]: `berth.containers.v1.Containers` over [`crate::containers`].
 //! - [`tasks`]: `berth.tasks.v1.Tasks` over [`crate::tasks`] (and pause, usage, logs).
 //! - [`networks`]: `berth.networks.v1.Networks` over [`crate::network`].
+//! - [`volumes`]: `berth.volumes.v1.Volumes` over [`crate::volumes`].
 
+pub mod containers;
 pub mod networks;
 pub mod tasks;
+pub mod volumes;

@@ -1,0 +1,81 @@
+//! The Volumes gRPC service: `berth.volumes.v1.Volumes` (create, get, list, remove, namespace
+//! usage) over the runtime's volumes ([`crate::volumes`]).
+
+use crate::error::Error;
+use crate::Runtime;
+use berth_api::types::v1::{NamespaceUsageRequest, NamespaceUsageResponse};
+use berth_api::volumes::v1::volumes_server::Volumes;
+use berth_api::volumes::v1::{
+    CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, ListVolumesResponse,
+    RemoveVolumeRequest, RemoveVolumeResponse, Volume,
+};
+use berth_core::grpc::namespace;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+/// The Volumes gRPC service.
+#[derive(Debug, Clone)]
+pub struct VolumesService {
+    runtime: Arc<Runtime>,
+}
+
+impl VolumesService {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        VolumesService { runtime }
+    }
+}
+
+#[tonic::async_trait]
+impl Volumes for VolumesService {
+    async fn create(&self, req: Request<CreateVolumeRequest>) -> Result<Response<Volume>, Status> {
+        let ns = namespace(&req)?;
+        let req = req.into_inner();
+        let name = if req.name.is_empty() {
+            crate::containers::new_id()?
+        } else {
+            req.name
+        };
+        Ok(Response::new(
+            self.runtime.create_volume(&ns, &name, req.labels, false)?,
+        ))
+    }
+
+    async fn get(&self, req: Request<GetVolumeRequest>) -> Result<Response<Volume>, Status> {
+        let ns = namespace(&req)?;
+        let name = &req.get_ref().name;
+        let v = self
+            .runtime
+            .store
+            .get_volume(&ns, name)?
+            .ok_or_else(|| Error::NotFound(format!("get {name}: no such volume")))?;
+        Ok(Response::new(v))
+    }
+
+    async fn list(
+        &self,
+        req: Request<ListVolumesRequest>,
+    ) -> Result<Response<ListVolumesResponse>, Status> {
+        let ns = namespace(&req)?;
+        Ok(Response::new(ListVolumesResponse {
+            volumes: self.runtime.store.list_volumes(&ns)?,
+        }))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<RemoveVolumeRequest>,
+    ) -> Result<Response<RemoveVolumeResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.get_ref();
+        self.runtime.remove_volume(&ns, &r.name, r.force)?;
+        Ok(Response::new(RemoveVolumeResponse {}))
+    }
+
+    async fn namespace_usage(
+        &self,
+        _req: Request<NamespaceUsageRequest>,
+    ) -> Result<Response<NamespaceUsageResponse>, Status> {
+        let counts = self.runtime.store.volume_counts()?;
+        Ok(Response::new(crate::namespace_usage("volumes", counts)))
+    }
+}
