@@ -1,13 +1,44 @@
 //! Containers joining and leaving networks: `network connect|disconnect` (under the
 //! container's lock, a running container gets or loses its interface at once), and the
 //! containers a network has, for `network inspect|rm|prune`.
+//!
+//! [`Connections`] owns nothing of its own: it joins the networks ([`crate::network`]) and the
+//! container records, under the containers' locks it shares with the task lifecycle.
 
 use crate::error::{Error, Result};
-use crate::Runtime;
+use crate::events::Events;
+use crate::locks::ContainerLocks;
+use crate::metadata::Store;
+use crate::network::Networks;
 use berth_api::containers::v1::Container;
 use berth_api::networks::v1::{Network, NetworkContainer};
+use std::sync::Arc;
 
-impl Runtime {
+/// The containers' connections to networks.
+#[derive(Debug)]
+pub struct Connections {
+    store: Store,
+    networks: Arc<Networks>,
+    locks: Arc<ContainerLocks>,
+    events: Arc<Events>,
+}
+
+impl Connections {
+    /// Connections between the containers of `store` and `networks`.
+    pub fn new(
+        store: Store,
+        networks: Arc<Networks>,
+        locks: Arc<ContainerLocks>,
+        events: Arc<Events>,
+    ) -> Connections {
+        Connections {
+            store,
+            networks,
+            locks,
+            events,
+        }
+    }
+
     /// Every container of every namespace, with its namespace.
     pub(crate) fn all_containers(&self) -> Result<Vec<(String, Container)>> {
         let mut out = Vec::new();
@@ -49,7 +80,7 @@ impl Runtime {
     pub async fn connect_network(&self, ns: &str, network: &str, container: &str) -> Result<()> {
         let n = self.networks.find(network)?;
         let c = self.store.resolve(ns, container)?;
-        let _guard = self.lock(ns, &c.id).await;
+        let _guard = self.locks.lock(ns, &c.id).await;
         let c = self.store.resolve(ns, &c.id)?;
         let mode = c
             .config
@@ -92,7 +123,8 @@ impl Runtime {
             self.store
                 .update(ns, &c.id, |c| c.networks.push(n.name.clone()))?;
         }
-        self.publish_container(ns, &c.id, "connect", &[("network", n.name.clone())]);
+        self.events
+            .publish_container(ns, &c.id, "connect", &[("network", n.name.clone())]);
         Ok(())
     }
 
@@ -100,7 +132,7 @@ impl Runtime {
     pub async fn disconnect_network(&self, ns: &str, network: &str, container: &str) -> Result<()> {
         let n = self.networks.find(network)?;
         let c = self.store.resolve(ns, container)?;
-        let _guard = self.lock(ns, &c.id).await;
+        let _guard = self.locks.lock(ns, &c.id).await;
         let c = self.store.resolve(ns, &c.id)?;
         if !c.networks.contains(&n.name) {
             return Err(Error::FailedPrecondition(format!(
@@ -124,7 +156,8 @@ impl Runtime {
                 s.endpoints.retain(|e| e.network_id != n.id);
             }
         })?;
-        self.publish_container(ns, &c.id, "disconnect", &[("network", n.name.clone())]);
+        self.events
+            .publish_container(ns, &c.id, "disconnect", &[("network", n.name.clone())]);
         Ok(())
     }
 }

@@ -1,17 +1,27 @@
-//! Container records: creating them (image → spec → writable snapshot → record), finding and
-//! deleting them. The gRPC shell over it is [`crate::grpc::containers`].
+//! Container definitions: [`Containers`] creates them (image → spec → writable snapshot →
+//! record) and removes what a deleted container leaves (snapshot, record, folder, anonymous
+//! volumes). It owns the clients of the Images and Snapshots services for that, and the
+//! host's spec options. Deleting a container ends its task first, so it is the task
+//! lifecycle's ([`crate::tasks::Tasks::delete_container`]), which calls [`Containers::remove`].
+//! The gRPC shell over both is [`crate::grpc::containers`].
 
 use crate::error::{Error, Result};
-use crate::lifecycle::{state_of, Policy, STATUS_CREATED, STATUS_DEAD, STATUS_EXITED};
-use crate::shim::{Request as ShimRequest, Status as ShimStatus};
+use crate::events::Events;
+use crate::lifecycle::{state_of, Policy, STATUS_CREATED};
+use crate::logs::Logs;
+use crate::metadata::Store;
+use crate::network::Networks;
 use crate::spec::{self, ImageConfig};
-use crate::volumes::{Bind, Tmpfs};
-use crate::Runtime;
+use crate::volumes::{Bind, Tmpfs, Volumes};
 use berth_api::containers::v1::{Container, ContainerConfig, ContainerState, MountPoint};
+use berth_api::images::v1::images_client::ImagesClient;
 use berth_api::images::v1::{InspectImageRequest, InspectImageResponse};
+use berth_api::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_api::snapshots::v1::{PrepareSnapshotRequest, SnapshotKey};
 use berth_core::grpc::request;
 use berth_core::Reference;
+use std::sync::Arc;
+use tonic::transport::Channel;
 use tonic::Code;
 
 /// Checks a container name: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`, as Docker allows.
@@ -103,7 +113,57 @@ fn normalized_image(given: &str, inspect: &InspectImageResponse) -> String {
         .unwrap_or_else(|_| given.to_string())
 }
 
-impl Runtime {
+/// The container definitions: what creating one needs (the Images and Snapshots services, the
+/// volumes, the networks' checks, the host's spec options) and the records they end up in.
+#[derive(Debug)]
+pub struct Containers {
+    /// The container records.
+    store: Store,
+    /// Resolves the image a container is created from.
+    images: ImagesClient<Channel>,
+    /// Prepares and removes the container's writable snapshot.
+    snapshots: SnapshotsClient<Channel>,
+    /// The container's binds and volumes, made at create.
+    volumes: Arc<Volumes>,
+    /// Checks the network mode and published ports of a create request.
+    networks: Arc<Networks>,
+    /// What the host allows in a spec (CPUs, capabilities, seccomp, log size).
+    spec_options: spec::Options,
+    /// The container's folder and log path.
+    logs: Logs,
+    events: Arc<Events>,
+}
+
+impl Containers {
+    /// The parts a container definition is made of; see each field.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        store: Store,
+        images: ImagesClient<Channel>,
+        snapshots: SnapshotsClient<Channel>,
+        volumes: Arc<Volumes>,
+        networks: Arc<Networks>,
+        spec_options: spec::Options,
+        logs: Logs,
+        events: Arc<Events>,
+    ) -> Containers {
+        Containers {
+            store,
+            images,
+            snapshots,
+            volumes,
+            networks,
+            spec_options,
+            logs,
+            events,
+        }
+    }
+
+    /// The container records.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Creates a container: image → spec → writable snapshot → record.
     pub async fn create_container(
         &self,
@@ -163,7 +223,7 @@ impl Runtime {
                 ..Default::default()
             }),
             mounts,
-            log_path: self.log_path(ns, &id).display().to_string(),
+            log_path: self.logs.log_path(ns, &id).display().to_string(),
             networks,
             network_settings: None,
         };
@@ -176,7 +236,8 @@ impl Runtime {
             return Err(e);
         }
         tracing::info!(container = %container.id, name = %container.name, image = %container.image, "container created");
-        self.publish_container(ns, &container.id, "create", &[]);
+        self.events
+            .publish_container(ns, &container.id, "create", &[]);
         Ok(container)
     }
 
@@ -288,7 +349,7 @@ impl Runtime {
                 !tmpfs.iter().any(|t| t.destination == v)
             })
             .collect();
-        let mounts = self.container_mounts(ns, binds, &image_volumes)?;
+        let mounts = self.volumes.container_mounts(ns, binds, &image_volumes)?;
         crate::volumes::add_to_spec(&mut spec, &mounts)?;
         crate::volumes::add_tmpfs_to_spec(&mut spec, tmpfs)?;
         let spec_json = serde_json::to_vec(&spec).map_err(|e| Error::Spec(e.to_string()))?;
@@ -351,7 +412,7 @@ impl Runtime {
 
     /// Removes the anonymous volumes made for a container `id` that was not created.
     fn drop_new_volumes(&self, ns: &str, id: &str, mounts: &[MountPoint]) {
-        self.remove_anonymous_volumes(
+        self.volumes.remove_anonymous_volumes(
             ns,
             &Container {
                 id: id.to_string(),
@@ -380,75 +441,31 @@ impl Runtime {
         }
     }
 
-    /// Deletes a container: its stopped task, its snapshot, its log, its record (and its
-    /// anonymous volumes with `remove_volumes`). A running container is refused, unless
-    /// `force`, which kills it first.
-    pub async fn delete_container(
-        &self,
-        ns: &str,
-        reference: &str,
-        force: bool,
-        remove_volumes: bool,
-    ) -> Result<()> {
-        let container = self.store.resolve(ns, reference)?;
-        let id = container.id.clone();
-        let _guard = self.lock(ns, &id).await;
-        if let Some(task) = self.task_state(ns, &id).await? {
-            if task.status == ShimStatus::Running {
-                if !force {
-                    return Err(Error::FailedPrecondition(format!(
-                        "You cannot remove a running container {id}. Stop the container before \
-                         attempting removal or force remove"
-                    )));
-                }
-                let shim = self.shim(ns, &id);
-                shim.call_ok(&ShimRequest::Kill {
-                    signal: libc::SIGKILL,
-                    all: true,
-                })
-                .await?;
-                self.thaw_if_paused(ns, &id).await;
-                self.publish_container(ns, &id, "kill", &[("signal", "9".to_string())]);
-                let _ = tokio::time::timeout(
-                    std::time::Duration::from_secs(30),
-                    shim.call(&ShimRequest::Wait),
-                )
-                .await;
-            }
-        }
-        self.delete_container_locked(ns, &container, remove_volumes)
-            .await?;
-        drop(_guard);
-        self.forget_lock(ns, &id);
-        self.forget_mounts(ns, &id);
-        Ok(())
-    }
-
-    /// Deletes a container whose lock is held and whose task is not running.
-    pub(crate) async fn delete_container_locked(
+    /// Removes what a container whose task is gone leaves behind: its snapshot, its record,
+    /// its folder (log, network files) and, with `remove_volumes`, its anonymous volumes;
+    /// publishes `destroy`. The task lifecycle calls it under the container's lock, once the
+    /// task is deleted ([`crate::tasks::Tasks::delete_container`]).
+    pub(crate) async fn remove(
         &self,
         ns: &str,
         container: &Container,
         remove_volumes: bool,
     ) -> Result<()> {
         let id = container.id.as_str();
-        if let Some(task) = self.task_state(ns, id).await? {
-            self.delete_task_of(ns, id, &task).await?;
-        }
         self.remove_snapshot(ns, &container.snapshotter, &container.snapshot_key)
             .await?;
         self.store.delete(ns, id)?;
-        let dir = self.container_dir(ns, id);
+        let dir = self.logs.container_dir(ns, id);
         if let Err(e) = std::fs::remove_dir_all(&dir) {
             if e.kind() != std::io::ErrorKind::NotFound {
                 tracing::warn!(container = %id, error = %e, "cannot remove the container's folder");
             }
         }
         if remove_volumes {
-            self.remove_anonymous_volumes(ns, container);
+            self.volumes.remove_anonymous_volumes(ns, container);
         }
         tracing::info!(container = %id, "container deleted");
-        self.publish(
+        self.events.publish(
             ns,
             "container",
             "destroy",
@@ -462,29 +479,12 @@ impl Runtime {
         Ok(())
     }
 
-    /// Deletes every container that is not running (created, exited, dead). Returns their
-    /// ids.
-    pub async fn prune_containers(&self, ns: &str) -> Result<Vec<String>> {
-        let mut deleted = Vec::new();
-        for c in self.store.list(ns)? {
-            let st = state_of(&c);
-            if ![STATUS_CREATED, STATUS_EXITED, STATUS_DEAD].contains(&st.status.as_str()) {
-                continue;
-            }
-            match self.delete_container(ns, &c.id, false, false).await {
-                Ok(()) => deleted.push(c.id),
-                Err(e) => tracing::info!(container = %c.id, error = %e, "prune: container kept"),
-            }
-        }
-        Ok(deleted)
-    }
-
     /// A container as Get and List show it: its state (`created` for an old record) and log
     /// path filled in.
     pub(crate) fn presented(&self, ns: &str, mut c: Container) -> Container {
         c.state = Some(state_of(&c));
         if c.log_path.is_empty() {
-            c.log_path = self.log_path(ns, &c.id).display().to_string();
+            c.log_path = self.logs.log_path(ns, &c.id).display().to_string();
         }
         c
     }

@@ -61,17 +61,16 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod lifecycle;
+pub mod locks;
 pub mod logs;
 pub mod metadata;
 pub mod metrics;
 pub mod network;
-mod pause;
 pub mod seccomp;
 pub mod security;
 pub mod shim;
 pub mod spec;
 pub mod tasks;
-mod usage;
 pub mod volumes;
 
 pub use error::Error;
@@ -80,45 +79,47 @@ pub use grpc::tasks::TasksService;
 pub use grpc::volumes::VolumesService;
 
 use berth_api::containers::v1::containers_server::ContainersServer;
+use berth_api::containers::v1::MountPoint;
 use berth_api::images::v1::images_client::ImagesClient;
+use berth_api::networks::v1::networks_server::NetworksServer;
 use berth_api::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_api::tasks::v1::tasks_server::TasksServer;
 use berth_api::volumes::v1::volumes_server::VolumesServer;
 use berth_core::config::RuntimeConfig;
-use std::collections::HashMap;
+use connections::Connections;
+use containers::Containers;
+use events::Events;
+use grpc::networks::NetworksService;
+use locks::ContainerLocks;
+use logs::Logs;
+use network::Networks;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Weak};
+use std::sync::Arc;
+use tasks::{TaskParts, Tasks};
 use tonic::transport::Channel;
+use volumes::{Bind, Volumes};
 
-/// The state both services share: the container records, the state folder with the bundles,
-/// and the clients of the services the runtime depends on.
+/// The runtime berthd constructs: the rooms, each owning its part, wired together. Each gRPC
+/// service is a shell over the rooms it needs ([`Runtime::services`]).
 #[derive(Debug)]
 pub struct Runtime {
-    /// This runtime itself, for the monitor tasks it spawns.
-    me: Weak<Runtime>,
-    store: metadata::Store,
     /// The runtime's persistent folder: `metadata.db`, `containers/` (logs), `volumes/`.
     root: PathBuf,
+    /// The volatile state folder (bundles under `tasks/`).
     state: PathBuf,
-    shim_binary: PathBuf,
-    spec_options: spec::Options,
-    images: ImagesClient<Channel>,
-    snapshots: SnapshotsClient<Channel>,
-    events: berth_events::Publisher,
-    /// One lock per container (`<ns>/<id>`): creating, starting, deleting its task and
-    /// recording its exits never interleave.
-    locks: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
-    /// `<ns>/<id>` → when a user last sent it a signal with `kill` (an exit soon after counts
-    /// as stopped by the user).
-    user_kills: std::sync::Mutex<HashMap<String, std::time::Instant>>,
-    /// `<ns>/<id>` → the rootfs mounts of the container's last task, for a start while the
-    /// snapshot service cannot be reached (berthd starting up).
-    last_mounts: std::sync::Mutex<HashMap<String, Vec<bundle::RootfsMount>>>,
-    /// `<ns>/<id>` of containers a client attached to during their current run: their
-    /// client (a foreground `run --rm`) removes them, not `auto_remove`.
-    attached_runs: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// The container and volume records.
+    store: metadata::Store,
+    /// The containers' folders and logs.
+    logs: Logs,
+    volumes: Arc<Volumes>,
     /// The networks and the containers' attachments to them.
-    networks: Arc<network::Networks>,
+    networks: Arc<Networks>,
+    /// Container definitions: create, and remove what a deleted one leaves.
+    containers: Arc<Containers>,
+    /// Every task's life: the shims, the monitors, the per-container bookkeeping.
+    tasks: Arc<Tasks>,
+    /// Containers joining and leaving networks.
+    connections: Arc<Connections>,
 }
 
 impl Runtime {
@@ -146,7 +147,7 @@ impl Runtime {
         events: Option<Channel>,
     ) -> Result<Arc<Runtime>, Error> {
         let store = metadata::Store::open(root)?;
-        let networks = Arc::new(network::Networks::new(
+        let networks = Arc::new(Networks::new(
             store.clone(),
             root,
             state,
@@ -159,21 +160,52 @@ impl Runtime {
         if let Err(e) = networks.init() {
             tracing::warn!(error = %e, "cannot set up the networks; containers on them will not start");
         }
-        Ok(Arc::new_cyclic(|me| Runtime {
-            me: me.clone(),
-            store,
-            root: root.to_path_buf(),
+        let events = Arc::new(Events::new(
+            berth_events::Publisher::new(events),
+            store.clone(),
+        ));
+        let spec_options = spec::Options::from_host(config.log_max_size);
+        let logs = Logs::new(root, store.clone(), spec_options.log_max_size);
+        let volumes = Arc::new(Volumes::new(root, store.clone(), events.clone()));
+        let snapshots = SnapshotsClient::new(snapshots);
+        let containers = Arc::new(Containers::new(
+            store.clone(),
+            ImagesClient::new(images),
+            snapshots.clone(),
+            volumes.clone(),
+            networks.clone(),
+            spec_options,
+            logs.clone(),
+            events.clone(),
+        ));
+        let locks = Arc::new(ContainerLocks::default());
+        let tasks = Tasks::new(TaskParts {
             state: state.to_path_buf(),
             shim_binary: shim::binary(config.shim.as_deref()),
-            spec_options: spec::Options::from_host(config.log_max_size),
-            images: ImagesClient::new(images),
-            snapshots: SnapshotsClient::new(snapshots),
-            events: berth_events::Publisher::new(events),
-            locks: Default::default(),
-            user_kills: Default::default(),
-            last_mounts: Default::default(),
-            attached_runs: Default::default(),
+            store: store.clone(),
+            snapshots,
+            containers: containers.clone(),
+            networks: networks.clone(),
+            logs: logs.clone(),
+            events: events.clone(),
+            locks: locks.clone(),
+        });
+        let connections = Arc::new(Connections::new(
+            store.clone(),
+            networks.clone(),
+            locks,
+            events,
+        ));
+        Ok(Arc::new(Runtime {
+            root: root.to_path_buf(),
+            state: state.to_path_buf(),
+            store,
+            logs,
+            volumes,
             networks,
+            containers,
+            tasks,
+            connections,
         }))
     }
 
@@ -192,6 +224,79 @@ impl Runtime {
         &self.state
     }
 
+    /// Container definitions.
+    pub fn containers(&self) -> &Arc<Containers> {
+        &self.containers
+    }
+
+    /// Every task's life.
+    pub fn tasks(&self) -> &Arc<Tasks> {
+        &self.tasks
+    }
+
+    /// The volumes.
+    pub fn volumes(&self) -> &Arc<Volumes> {
+        &self.volumes
+    }
+
+    /// The networks.
+    pub fn networks(&self) -> &Arc<Networks> {
+        &self.networks
+    }
+
+    /// The folder of a container's own files ([`Logs::container_dir`]).
+    pub fn container_dir(&self, ns: &str, id: &str) -> PathBuf {
+        self.logs.container_dir(ns, id)
+    }
+
+    /// The container's log file ([`Logs::log_path`]).
+    pub fn log_path(&self, ns: &str, id: &str) -> PathBuf {
+        self.logs.log_path(ns, id)
+    }
+
+    /// The mounts of a new container ([`Volumes::container_mounts`]).
+    pub fn container_mounts(
+        &self,
+        ns: &str,
+        binds: &[Bind],
+        image_volumes: &[String],
+    ) -> Result<Vec<MountPoint>, Error> {
+        self.volumes.container_mounts(ns, binds, image_volumes)
+    }
+
+    /// Creates the task of a container with its rootfs mounts known
+    /// ([`Tasks::create_task_with_mounts`]).
+    pub async fn create_task_with_mounts(
+        &self,
+        ns: &str,
+        container: &berth_api::containers::v1::Container,
+        mounts: &[bundle::RootfsMount],
+    ) -> Result<u32, Error> {
+        self.tasks
+            .create_task_with_mounts(ns, container, mounts)
+            .await
+    }
+
+    /// Starts a container ([`Tasks::start_container`]).
+    pub async fn start_container(&self, ns: &str, reference: &str) -> Result<u32, Error> {
+        self.tasks.start_container(ns, reference).await
+    }
+
+    /// Stops a container ([`Tasks::stop_container`]).
+    pub async fn stop_container(
+        &self,
+        ns: &str,
+        reference: &str,
+        timeout: Option<i32>,
+    ) -> Result<shim::ExitStatus, Error> {
+        self.tasks.stop_container(ns, reference, timeout).await
+    }
+
+    /// Finds what ran before berthd started ([`Tasks::recover`]).
+    pub async fn recover(&self) {
+        self.tasks.recover().await
+    }
+
     /// Both gRPC services over this runtime.
     pub fn services(
         self: &Arc<Self>,
@@ -200,24 +305,25 @@ impl Runtime {
         TasksServer<TasksService>,
     ) {
         (
-            ContainersServer::new(ContainersService::new(self.clone())),
-            TasksServer::new(TasksService::new(self.clone())),
+            ContainersServer::new(ContainersService::new(
+                self.containers.clone(),
+                self.tasks.clone(),
+            )),
+            TasksServer::new(TasksService::new(self.tasks.clone())),
         )
     }
 
     /// The Networks service over this runtime.
-    pub fn networks_service(
-        self: &Arc<Self>,
-    ) -> berth_api::networks::v1::networks_server::NetworksServer<grpc::networks::NetworksService>
-    {
-        berth_api::networks::v1::networks_server::NetworksServer::new(
-            grpc::networks::NetworksService::new(self.clone()),
-        )
+    pub fn networks_service(self: &Arc<Self>) -> NetworksServer<NetworksService> {
+        NetworksServer::new(NetworksService::new(
+            self.networks.clone(),
+            self.connections.clone(),
+        ))
     }
 
     /// The Volumes service over this runtime.
     pub fn volumes_service(self: &Arc<Self>) -> VolumesServer<VolumesService> {
-        VolumesServer::new(VolumesService::new(self.clone()))
+        VolumesServer::new(VolumesService::new(self.volumes.clone()))
     }
 }
 
@@ -243,8 +349,7 @@ pub struct Services {
     pub containers: ContainersServer<ContainersService>,
     pub tasks: TasksServer<TasksService>,
     pub volumes: VolumesServer<VolumesService>,
-    pub networks:
-        berth_api::networks::v1::networks_server::NetworksServer<grpc::networks::NetworksService>,
+    pub networks: NetworksServer<NetworksService>,
     /// The runtime behind them.
     pub runtime: Arc<Runtime>,
 }
@@ -267,12 +372,12 @@ pub fn serve_all(
     // Before anything can start a task: the network of tasks that are gone is released.
     runtime
         .networks
-        .sweep(|ns, id| runtime.bundle(ns, id).exists());
+        .sweep(|ns, id| runtime.tasks.bundle(ns, id).exists());
     // The published ports and peers of tasks that still run are held again before any
     // request can ask for them.
     for ns in runtime.store.namespaces().unwrap_or_default() {
         for c in runtime.store.list(&ns).unwrap_or_default() {
-            if c.network_settings.is_some() && runtime.bundle(&ns, &c.id).exists() {
+            if c.network_settings.is_some() && runtime.tasks.bundle(&ns, &c.id).exists() {
                 runtime.networks.restore(&ns, &c);
             }
         }

@@ -1,10 +1,14 @@
 //! Container logs: one json-file log per container, `<root>/containers/<ns>/<id>/container.log`
 //! (rotated by the shim to `container.log.1`), written by every run of the container and kept
 //! until the container is removed. `Tasks.Logs` reads it back.
+//!
+//! [`Logs`] owns the containers' own folders (`<root>/containers/<ns>/<id>/`: the log, and the
+//! hosts/resolv.conf/hostname files the network writes there) and the log size limit every
+//! task's spec carries.
 
 use crate::error::{Error, Result};
 use crate::lifecycle::{state_of, STATUS_RESTARTING, STATUS_RUNNING};
-use crate::Runtime;
+use crate::metadata::Store;
 use berth_api::containers::v1::Container;
 use berth_api::tasks::v1::LogEntry;
 use std::io::{Read, Seek, SeekFrom};
@@ -18,7 +22,27 @@ pub const ANNOTATION_LOG_PATH: &str = "io.berth.log-path";
 /// How often `follow` looks for new lines.
 const POLL: Duration = Duration::from_millis(100);
 
-impl Runtime {
+/// The containers' folders and logs under the runtime's root.
+#[derive(Debug, Clone)]
+pub struct Logs {
+    /// The runtime's persistent folder.
+    root: PathBuf,
+    /// The container records, to tell whether a followed log may still grow.
+    store: Store,
+    /// `container.log` rotates at this size.
+    max_size: u64,
+}
+
+impl Logs {
+    /// The folders under `root` (the runtime's), logs rotating at `max_size` bytes.
+    pub fn new(root: &Path, store: Store, max_size: u64) -> Logs {
+        Logs {
+            root: root.to_path_buf(),
+            store,
+            max_size,
+        }
+    }
+
     /// The folder of a container's own files (its log).
     pub fn container_dir(&self, ns: &str, id: &str) -> PathBuf {
         self.root.join("containers").join(ns).join(id)
@@ -54,7 +78,7 @@ impl Runtime {
             );
             a.insert(
                 crate::spec::ANNOTATION_LOG_MAX_SIZE.to_string(),
-                self.spec_options.log_max_size.to_string().into(),
+                self.max_size.to_string().into(),
             );
         }
         serde_json::to_vec(&spec).map_err(|e| Error::Spec(e.to_string()))
@@ -160,13 +184,13 @@ fn read_more(path: &Path, position: &mut Option<(u64, u64)>) -> Vec<Vec<u8>> {
 
 /// The stream of `Tasks.Logs`.
 pub(crate) fn stream(
-    runtime: std::sync::Arc<Runtime>,
+    logs: Logs,
     ns: String,
     id: String,
     follow: bool,
     tail: Option<usize>,
 ) -> impl futures::Stream<Item = std::result::Result<LogEntry, tonic::Status>> + Send {
-    let path = runtime.log_path(&ns, &id);
+    let path = logs.log_path(&ns, &id);
     async_stream::try_stream! {
         let p = path.clone();
         let (lines, mut position) = tokio::task::spawn_blocking(move || read_all(&p))
@@ -181,7 +205,7 @@ pub(crate) fn stream(
         if follow {
             loop {
                 // Read the state first: lines written before the exit are read after it.
-                let running = runtime.may_log(&ns, &id);
+                let running = logs.may_log(&ns, &id);
                 let more = read_more(&path, &mut position);
                 let got = !more.is_empty();
                 for line in more {

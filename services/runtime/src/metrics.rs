@@ -25,7 +25,7 @@ pub struct Collector(pub Arc<Runtime>);
 impl prometheus_client::collector::Collector for Collector {
     fn encode(&self, mut e: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let mut counts = [0i64; STATES.len()];
-        let store = &self.0.store;
+        let store = self.0.store();
         for ns in store.namespaces().unwrap_or_default() {
             for c in store.list(&ns).unwrap_or_default() {
                 let st = state_of(&c);

@@ -11,16 +11,19 @@
 //! layer first, overlay whiteouts and opaque folders honoured, never following a symlink out of
 //! a layer.
 //!
-//! The gRPC shell over it is [`crate::grpc::volumes`].
+//! [`Volumes`] owns `<root>/volumes` and the volume records; the gRPC shell over it is
+//! [`crate::grpc::volumes`].
 
 use crate::error::{Error, Result};
-use crate::Runtime;
+use crate::events::Events;
+use crate::metadata::Store;
 use berth_api::containers::v1::{Container, MountPoint};
 use berth_api::volumes::v1::Volume;
 use oci_spec::runtime::{MountBuilder, Spec};
 use std::collections::HashMap;
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 /// One `-v` entry.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -226,7 +229,30 @@ pub fn add_to_spec(spec: &mut Spec, mounts: &[MountPoint]) -> Result<()> {
     Ok(())
 }
 
-impl Runtime {
+/// The volumes of this runtime: their folders, their records, their users.
+#[derive(Debug)]
+pub struct Volumes {
+    /// The runtime's persistent folder (volumes are under `<root>/volumes`).
+    root: PathBuf,
+    store: Store,
+    events: Arc<Events>,
+}
+
+impl Volumes {
+    /// The volumes under `root` (the runtime's folder), recorded in `store`.
+    pub fn new(root: &Path, store: Store, events: Arc<Events>) -> Volumes {
+        Volumes {
+            root: root.to_path_buf(),
+            store,
+            events,
+        }
+    }
+
+    /// The records the volumes are kept in.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// `<root>/volumes/<ns>/<name>`.
     fn volume_dir(&self, ns: &str, name: &str) -> PathBuf {
         self.root.join("volumes").join(ns).join(name)
@@ -277,7 +303,7 @@ impl Runtime {
             }
         }
         tracing::info!(volume = %name, "volume created");
-        self.publish(
+        self.events.publish(
             ns,
             "volume",
             "create",
@@ -386,7 +412,8 @@ impl Runtime {
         }
         self.store.delete_volume(ns, name)?;
         tracing::info!(volume = %name, "volume removed");
-        self.publish(ns, "volume", "destroy", name, HashMap::new());
+        self.events
+            .publish(ns, "volume", "destroy", name, HashMap::new());
         Ok(())
     }
 
@@ -490,15 +517,9 @@ mod tests {
     #[tokio::test]
     async fn volumes_are_created_used_and_removed() {
         let dir = tempfile::tempdir().unwrap();
-        let ch = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
-        let rt = Runtime::open(
-            dir.path(),
-            &dir.path().join("state"),
-            Default::default(),
-            ch.clone(),
-            ch,
-        )
-        .unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let events = Arc::new(Events::new(Default::default(), store.clone()));
+        let rt = Volumes::new(dir.path(), store.clone(), events);
         let binds = parse_binds(&["data:/data".into(), "/tmp:/host:ro".into()]).unwrap();
         let mounts = rt
             .container_mounts("default", &binds, &["/data".into(), "/cache".into()])
@@ -513,8 +534,7 @@ mod tests {
         assert_eq!((mounts[1].r#type.as_str(), mounts[1].rw), ("bind", false));
         assert_eq!(mounts[2].destination, "/cache");
         assert_eq!(mounts[2].name.len(), 64);
-        let anon = rt
-            .store()
+        let anon = store
             .get_volume("default", &mounts[2].name)
             .unwrap()
             .unwrap();
@@ -534,18 +554,17 @@ mod tests {
             mounts: mounts.clone(),
             ..Default::default()
         };
-        rt.store().create("default", &c).unwrap();
+        store.create("default", &c).unwrap();
         let e = rt.remove_volume("default", "data", false).unwrap_err();
         assert_eq!(e.code(), tonic::Code::FailedPrecondition);
         assert!(e.to_string().contains("volume is in use"));
         rt.remove_anonymous_volumes("default", &c);
-        assert!(rt
-            .store()
+        assert!(store
             .get_volume("default", &mounts[2].name)
             .unwrap()
             .is_none());
-        assert!(rt.store().get_volume("default", "data").unwrap().is_some());
-        rt.store().delete("default", "c1").unwrap();
+        assert!(store.get_volume("default", "data").unwrap().is_some());
+        store.delete("default", "c1").unwrap();
         rt.remove_volume("default", "data", false).unwrap();
         assert!(!Path::new(&mounts[0].source).exists());
         assert_eq!(

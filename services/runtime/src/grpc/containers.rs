@@ -1,7 +1,8 @@
 //! The Containers gRPC service: `berth.containers.v1.Containers` (create, get, list, delete,
 //! prune, namespace usage) over the runtime's container records ([`crate::containers`]).
 
-use crate::Runtime;
+use crate::containers::Containers as ContainerRoom;
+use crate::tasks::Tasks;
 use berth_api::containers::v1::containers_server::Containers;
 use berth_api::containers::v1::{
     CreateContainerRequest, CreateContainerResponse, DeleteContainerRequest,
@@ -16,12 +17,14 @@ use tonic::{Request, Response, Status};
 /// The Containers gRPC service.
 #[derive(Debug, Clone)]
 pub struct ContainersService {
-    runtime: Arc<Runtime>,
+    containers: Arc<ContainerRoom>,
+    /// Deleting a container ends its task first.
+    tasks: Arc<Tasks>,
 }
 
 impl ContainersService {
-    pub fn new(runtime: Arc<Runtime>) -> Self {
-        ContainersService { runtime }
+    pub fn new(containers: Arc<ContainerRoom>, tasks: Arc<Tasks>) -> Self {
+        ContainersService { containers, tasks }
     }
 }
 
@@ -37,7 +40,7 @@ impl Containers for ContainersService {
             .config
             .ok_or_else(|| Status::invalid_argument("no container config given"))?;
         let container = self
-            .runtime
+            .containers
             .create_container(&ns, &req.name, config)
             .await?;
         Ok(Response::new(CreateContainerResponse {
@@ -50,9 +53,9 @@ impl Containers for ContainersService {
         req: Request<GetContainerRequest>,
     ) -> Result<Response<GetContainerResponse>, Status> {
         let ns = namespace(&req)?;
-        let container = self.runtime.store.resolve(&ns, &req.get_ref().id)?;
+        let container = self.containers.store().resolve(&ns, &req.get_ref().id)?;
         Ok(Response::new(GetContainerResponse {
-            container: Some(self.runtime.presented(&ns, container)),
+            container: Some(self.containers.presented(&ns, container)),
         }))
     }
 
@@ -62,11 +65,11 @@ impl Containers for ContainersService {
     ) -> Result<Response<ListContainersResponse>, Status> {
         let ns = namespace(&req)?;
         let containers = self
-            .runtime
-            .store
+            .containers
+            .store()
             .list(&ns)?
             .into_iter()
-            .map(|c| self.runtime.presented(&ns, c))
+            .map(|c| self.containers.presented(&ns, c))
             .collect();
         Ok(Response::new(ListContainersResponse { containers }))
     }
@@ -77,7 +80,7 @@ impl Containers for ContainersService {
     ) -> Result<Response<DeleteContainerResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.get_ref();
-        self.runtime
+        self.tasks
             .delete_container(&ns, &r.id, r.force, r.remove_volumes)
             .await?;
         Ok(Response::new(DeleteContainerResponse {}))
@@ -88,7 +91,7 @@ impl Containers for ContainersService {
         req: Request<PruneContainersRequest>,
     ) -> Result<Response<PruneContainersResponse>, Status> {
         let ns = namespace(&req)?;
-        let deleted = self.runtime.prune_containers(&ns).await?;
+        let deleted = self.tasks.prune_containers(&ns).await?;
         Ok(Response::new(PruneContainersResponse { deleted }))
     }
 
@@ -96,7 +99,7 @@ impl Containers for ContainersService {
         &self,
         _req: Request<NamespaceUsageRequest>,
     ) -> Result<Response<NamespaceUsageResponse>, Status> {
-        let counts = self.runtime.store.container_counts()?;
+        let counts = self.containers.store().container_counts()?;
         Ok(Response::new(crate::namespace_usage("containers", counts)))
     }
 }

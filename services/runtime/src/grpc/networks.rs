@@ -1,7 +1,8 @@
 //! The Networks gRPC service: `network create|ls|rm|inspect|connect|disconnect|prune` over
 //! the runtime's [`crate::network::Networks`] and [`crate::connections`].
 
-use crate::Runtime;
+use crate::connections::Connections;
+use crate::network::Networks as NetworkRoom;
 use berth_api::networks::v1::networks_server::Networks;
 use berth_api::networks::v1::{
     ConnectRequest, ConnectResponse, CreateNetworkRequest, DisconnectRequest, DisconnectResponse,
@@ -14,12 +15,16 @@ use tonic::{Request, Response, Status};
 
 #[derive(Debug, Clone)]
 pub struct NetworksService {
-    runtime: Arc<Runtime>,
+    networks: Arc<NetworkRoom>,
+    connections: Arc<Connections>,
 }
 
 impl NetworksService {
-    pub fn new(runtime: Arc<Runtime>) -> Self {
-        NetworksService { runtime }
+    pub fn new(networks: Arc<NetworkRoom>, connections: Arc<Connections>) -> Self {
+        NetworksService {
+            networks,
+            connections,
+        }
     }
 }
 
@@ -30,7 +35,7 @@ impl Networks for NetworksService {
         req: Request<CreateNetworkRequest>,
     ) -> Result<Response<Network>, Status> {
         let r = req.into_inner();
-        let manager = self.runtime.networks.clone();
+        let manager = self.networks.clone();
         let n = tokio::task::spawn_blocking(move || {
             manager.create(
                 &r.name, &r.driver, &r.subnet, &r.gateway, r.internal, r.labels,
@@ -43,8 +48,8 @@ impl Networks for NetworksService {
     }
 
     async fn get(&self, req: Request<GetNetworkRequest>) -> Result<Response<Network>, Status> {
-        let n = self.runtime.networks.find(&req.get_ref().name)?;
-        Ok(Response::new(self.runtime.network_with_containers(n)?))
+        let n = self.networks.find(&req.get_ref().name)?;
+        Ok(Response::new(self.connections.network_with_containers(n)?))
     }
 
     async fn list(
@@ -52,7 +57,7 @@ impl Networks for NetworksService {
         _req: Request<ListNetworksRequest>,
     ) -> Result<Response<ListNetworksResponse>, Status> {
         Ok(Response::new(ListNetworksResponse {
-            networks: self.runtime.networks.list()?,
+            networks: self.networks.list()?,
         }))
     }
 
@@ -60,8 +65,8 @@ impl Networks for NetworksService {
         &self,
         req: Request<RemoveNetworkRequest>,
     ) -> Result<Response<RemoveNetworkResponse>, Status> {
-        let users = self.runtime.all_containers()?;
-        let manager = self.runtime.networks.clone();
+        let users = self.connections.all_containers()?;
+        let manager = self.networks.clone();
         let name = req.into_inner().name;
         let n = tokio::task::spawn_blocking(move || manager.remove(&name, &users))
             .await
@@ -76,7 +81,7 @@ impl Networks for NetworksService {
     ) -> Result<Response<ConnectResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        self.runtime
+        self.connections
             .connect_network(&ns, &r.network, &r.container)
             .await?;
         Ok(Response::new(ConnectResponse {}))
@@ -88,7 +93,7 @@ impl Networks for NetworksService {
     ) -> Result<Response<DisconnectResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        self.runtime
+        self.connections
             .disconnect_network(&ns, &r.network, &r.container)
             .await?;
         Ok(Response::new(DisconnectResponse {}))
@@ -98,15 +103,15 @@ impl Networks for NetworksService {
         &self,
         _req: Request<PruneNetworksRequest>,
     ) -> Result<Response<PruneNetworksResponse>, Status> {
-        let users = self.runtime.all_containers()?;
+        let users = self.connections.all_containers()?;
         let mut deleted = Vec::new();
-        for n in self.runtime.networks.list()? {
+        for n in self.networks.list()? {
             let builtin = matches!(n.name.as_str(), "bridge" | "host" | "none");
             let used = users.iter().any(|(_, c)| c.networks.contains(&n.name));
             if builtin || used {
                 continue;
             }
-            let manager = self.runtime.networks.clone();
+            let manager = self.networks.clone();
             let (name, u) = (n.name.clone(), users.clone());
             match tokio::task::spawn_blocking(move || manager.remove(&name, &u)).await {
                 Ok(Ok(_)) => deleted.push(n.name),

@@ -3,9 +3,10 @@
 //! streams to and from the shim as frames.
 
 use crate::error::{Error, Result};
+use crate::lifecycle::{is_paused, recorded_exit};
 use crate::shim::{self, ExitStatus, Request as ShimRequest, Status as ShimStatus};
+use crate::tasks::Tasks as TaskRoom;
 use crate::tasks::{exit_to_api, not_running, unknown_exit, TaskState};
-use crate::Runtime;
 use berth_api::tasks::v1 as api;
 use berth_api::tasks::v1::tasks_server::Tasks;
 use berth_core::grpc::namespace;
@@ -120,12 +121,12 @@ async fn relay_exec_input(
 /// The Tasks gRPC service.
 #[derive(Debug, Clone)]
 pub struct TasksService {
-    runtime: Arc<Runtime>,
+    tasks: Arc<TaskRoom>,
 }
 
 impl TasksService {
-    pub fn new(runtime: Arc<Runtime>) -> Self {
-        TasksService { runtime }
+    pub fn new(tasks: Arc<TaskRoom>) -> Self {
+        TasksService { tasks }
     }
 
     async fn attach_stream(
@@ -142,7 +143,7 @@ impl TasksService {
                 "attach: the first message must be `start` with the container id",
             ));
         };
-        let rt = &self.runtime;
+        let rt = &self.tasks;
         let id = rt.task_id(&ns, &start.container_id)?;
         let bundle = rt.bundle(&ns, &id);
         if !bundle.exists() {
@@ -157,7 +158,7 @@ impl TasksService {
         rt.note_attach(&ns, &id);
         let shim::Attached { mut output, input } = attached;
         let relay = AbortOnDrop(tokio::spawn(relay_input(client, input, start.stdin)));
-        let runtime = self.runtime.clone();
+        let tasks = self.tasks.clone();
         let stream = async_stream::try_stream! {
             let _relay = relay;
             loop {
@@ -171,7 +172,7 @@ impl TasksService {
                         .exit_status()
                         .ok()
                         .flatten()
-                        .or_else(|| runtime.recorded_exit(&ns, &id))
+                        .or_else(|| recorded_exit(tasks.store(), &ns, &id))
                         .unwrap_or_else(unknown_exit);
                     yield api::AttachResponse { item: Some(Out::Exit(exit_to_api(&exit))) };
                     break;
@@ -212,13 +213,13 @@ impl TasksService {
         if start.args.is_empty() {
             return Err(Error::InvalidArgument("exec: no command given".into()).into());
         }
-        let rt = &self.runtime;
+        let rt = &self.tasks;
         let id = rt.task_id(&ns, &start.container_id)?;
         match rt.task_state(&ns, &id).await? {
             Some(t) if t.status == ShimStatus::Running => {}
             _ => return Err(not_running(&id).into()),
         }
-        if rt.is_paused(&ns, &id) {
+        if is_paused(rt.store(), &ns, &id) {
             return Err(Error::FailedPrecondition(format!(
                 "Container {id} is paused, unpause the container before exec"
             ))
@@ -251,7 +252,7 @@ impl TasksService {
         };
         let (answer, attached) = opened;
         let pid = shim::pid_of(&answer);
-        rt.publish_container(
+        rt.events().publish_container(
             &ns,
             &id,
             "exec_start",
@@ -312,7 +313,7 @@ impl Tasks for TasksService {
     ) -> Result<Response<api::CreateTaskResponse>, Status> {
         let ns = namespace(&req)?;
         let pid = self
-            .runtime
+            .tasks
             .create_task(&ns, &req.get_ref().container_id)
             .await?;
         Ok(Response::new(api::CreateTaskResponse { pid }))
@@ -324,7 +325,7 @@ impl Tasks for TasksService {
     ) -> Result<Response<api::StartTaskResponse>, Status> {
         let ns = namespace(&req)?;
         let pid = self
-            .runtime
+            .tasks
             .start_container(&ns, &req.get_ref().container_id)
             .await?;
         Ok(Response::new(api::StartTaskResponse { pid }))
@@ -347,7 +348,7 @@ impl Tasks for TasksService {
     ) -> Result<Response<api::WaitTaskResponse>, Status> {
         let ns = namespace(&req)?;
         let exit = self
-            .runtime
+            .tasks
             .wait_task(&ns, &req.get_ref().container_id)
             .await?;
         Ok(Response::new(api::WaitTaskResponse {
@@ -361,7 +362,7 @@ impl Tasks for TasksService {
     ) -> Result<Response<api::KillTaskResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.get_ref();
-        self.runtime
+        self.tasks
             .kill_task(&ns, &r.container_id, r.signal, r.all)
             .await?;
         Ok(Response::new(api::KillTaskResponse {}))
@@ -373,7 +374,7 @@ impl Tasks for TasksService {
     ) -> Result<Response<api::ResizeResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.get_ref();
-        self.runtime
+        self.tasks
             .resize_task(&ns, &r.container_id, r.width, r.height)
             .await?;
         Ok(Response::new(api::ResizeResponse {}))
@@ -384,12 +385,12 @@ impl Tasks for TasksService {
         req: Request<api::GetTaskRequest>,
     ) -> Result<Response<api::GetTaskResponse>, Status> {
         let ns = namespace(&req)?;
-        let id = self.runtime.task_id(&ns, &req.get_ref().container_id)?;
-        let state = match self.runtime.task_state(&ns, &id).await? {
+        let id = self.tasks.task_id(&ns, &req.get_ref().container_id)?;
+        let state = match self.tasks.task_state(&ns, &id).await? {
             Some(state) => state,
             // The monitor deleted the task after its exit: it reads as stopped until the
             // container starts again.
-            None => match self.runtime.recorded_exit(&ns, &id) {
+            None => match recorded_exit(self.tasks.store(), &ns, &id) {
                 Some(exit) => TaskState {
                     status: ShimStatus::Stopped,
                     pid: 0,
@@ -410,7 +411,7 @@ impl Tasks for TasksService {
     ) -> Result<Response<api::ListTasksResponse>, Status> {
         let ns = namespace(&req)?;
         let tasks = self
-            .runtime
+            .tasks
             .list_tasks(&ns)
             .await?
             .iter()
@@ -425,7 +426,7 @@ impl Tasks for TasksService {
     ) -> Result<Response<api::DeleteTaskResponse>, Status> {
         let ns = namespace(&req)?;
         let exit = self
-            .runtime
+            .tasks
             .delete_task(&ns, &req.get_ref().container_id)
             .await?;
         Ok(Response::new(api::DeleteTaskResponse {
@@ -441,7 +442,7 @@ impl Tasks for TasksService {
         let r = req.get_ref();
         let timeout = (r.has_timeout || r.timeout != 0).then_some(r.timeout);
         let exit = self
-            .runtime
+            .tasks
             .stop_container(&ns, &r.container_id, timeout)
             .await?;
         Ok(Response::new(api::StopTaskResponse {
@@ -465,7 +466,7 @@ impl Tasks for TasksService {
         req: Request<api::PauseTaskRequest>,
     ) -> Result<Response<api::PauseTaskResponse>, Status> {
         let ns = namespace(&req)?;
-        self.runtime
+        self.tasks
             .pause_container(&ns, &req.get_ref().container_id)
             .await?;
         Ok(Response::new(api::PauseTaskResponse {}))
@@ -476,7 +477,7 @@ impl Tasks for TasksService {
         req: Request<api::ResumeTaskRequest>,
     ) -> Result<Response<api::ResumeTaskResponse>, Status> {
         let ns = namespace(&req)?;
-        self.runtime
+        self.tasks
             .resume_container(&ns, &req.get_ref().container_id)
             .await?;
         Ok(Response::new(api::ResumeTaskResponse {}))
@@ -488,7 +489,7 @@ impl Tasks for TasksService {
     ) -> Result<Response<api::ListPidsResponse>, Status> {
         let ns = namespace(&req)?;
         let processes = self
-            .runtime
+            .tasks
             .task_processes(&ns, &req.get_ref().container_id)
             .await?;
         Ok(Response::new(api::ListPidsResponse { processes }))
@@ -500,7 +501,7 @@ impl Tasks for TasksService {
     ) -> Result<Response<api::MetricsResponse>, Status> {
         let ns = namespace(&req)?;
         let metrics = self
-            .runtime
+            .tasks
             .task_metrics(&ns, &req.get_ref().container_id)
             .await?;
         Ok(Response::new(api::MetricsResponse {
@@ -516,14 +517,15 @@ impl Tasks for TasksService {
     ) -> Result<Response<Self::LogsStream>, Status> {
         let ns = namespace(&req)?;
         let r = req.into_inner();
-        let container = self.runtime.store.resolve(&ns, &r.container_id)?;
+        let container = self.tasks.store().resolve(&ns, &r.container_id)?;
         // `--tail N`; a negative N means all, as Docker's "all".
         let tail = if (r.has_tail || r.tail > 0) && r.tail >= 0 {
             Some(usize::try_from(r.tail).unwrap_or(usize::MAX))
         } else {
             None
         };
-        let stream = crate::logs::stream(self.runtime.clone(), ns, container.id, r.follow, tail);
+        let stream =
+            crate::logs::stream(self.tasks.logs().clone(), ns, container.id, r.follow, tail);
         Ok(Response::new(Box::pin(stream)))
     }
 }

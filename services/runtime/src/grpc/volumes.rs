@@ -2,7 +2,7 @@
 //! usage) over the runtime's volumes ([`crate::volumes`]).
 
 use crate::error::Error;
-use crate::Runtime;
+use crate::volumes::Volumes as VolumeRoom;
 use berth_api::types::v1::{NamespaceUsageRequest, NamespaceUsageResponse};
 use berth_api::volumes::v1::volumes_server::Volumes;
 use berth_api::volumes::v1::{
@@ -16,12 +16,12 @@ use tonic::{Request, Response, Status};
 /// The Volumes gRPC service.
 #[derive(Debug, Clone)]
 pub struct VolumesService {
-    runtime: Arc<Runtime>,
+    volumes: Arc<VolumeRoom>,
 }
 
 impl VolumesService {
-    pub fn new(runtime: Arc<Runtime>) -> Self {
-        VolumesService { runtime }
+    pub fn new(volumes: Arc<VolumeRoom>) -> Self {
+        VolumesService { volumes }
     }
 }
 
@@ -36,7 +36,7 @@ impl Volumes for VolumesService {
             req.name
         };
         Ok(Response::new(
-            self.runtime.create_volume(&ns, &name, req.labels, false)?,
+            self.volumes.create_volume(&ns, &name, req.labels, false)?,
         ))
     }
 
@@ -44,8 +44,8 @@ impl Volumes for VolumesService {
         let ns = namespace(&req)?;
         let name = &req.get_ref().name;
         let v = self
-            .runtime
-            .store
+            .volumes
+            .store()
             .get_volume(&ns, name)?
             .ok_or_else(|| Error::NotFound(format!("get {name}: no such volume")))?;
         Ok(Response::new(v))
@@ -57,7 +57,7 @@ impl Volumes for VolumesService {
     ) -> Result<Response<ListVolumesResponse>, Status> {
         let ns = namespace(&req)?;
         Ok(Response::new(ListVolumesResponse {
-            volumes: self.runtime.store.list_volumes(&ns)?,
+            volumes: self.volumes.store().list_volumes(&ns)?,
         }))
     }
 
@@ -67,7 +67,7 @@ impl Volumes for VolumesService {
     ) -> Result<Response<RemoveVolumeResponse>, Status> {
         let ns = namespace(&req)?;
         let r = req.get_ref();
-        self.runtime.remove_volume(&ns, &r.name, r.force)?;
+        self.volumes.remove_volume(&ns, &r.name, r.force)?;
         Ok(Response::new(RemoveVolumeResponse {}))
     }
 
@@ -75,7 +75,7 @@ impl Volumes for VolumesService {
         &self,
         _req: Request<NamespaceUsageRequest>,
     ) -> Result<Response<NamespaceUsageResponse>, Status> {
-        let counts = self.runtime.store.volume_counts()?;
+        let counts = self.volumes.store().volume_counts()?;
         Ok(Response::new(crate::namespace_usage("volumes", counts)))
     }
 }

@@ -2,12 +2,12 @@
 //! `resume` requests; v1 freezer, v2 `cgroup.freeze`). A paused container stays running (its state says `paused`); a signal
 //! sent to it (kill, stop, rm -f) thaws it so that the signal is acted on, as with Docker.
 
+use super::Tasks;
 use crate::error::{Error, Result};
-use crate::lifecycle::{state_of, STATUS_RUNNING};
+use crate::lifecycle::{is_paused, state_of, update_state, STATUS_RUNNING};
 use crate::shim::{Request as ShimRequest, Status as ShimStatus};
-use crate::Runtime;
 
-impl Runtime {
+impl Tasks {
     /// Asks the task's shim to freeze or thaw its cgroup (the shim owns it, and is not in it,
     /// so it answers while the container is frozen).
     async fn set_frozen(&self, ns: &str, id: &str, frozen: bool) -> Result<()> {
@@ -22,14 +22,14 @@ impl Runtime {
                 "container {id}: {}",
                 answer.error.unwrap_or_default()
             ))),
-            None => Err(crate::tasks::not_running(id)),
+            None => Err(super::not_running(id)),
         }
     }
 
     /// Tasks.Pause.
     pub async fn pause_container(&self, ns: &str, reference: &str) -> Result<()> {
         let id = self.task_id(ns, reference)?;
-        let _guard = self.lock(ns, &id).await;
+        let _guard = self.locks.lock(ns, &id).await;
         let running = self
             .task_state(ns, &id)
             .await?
@@ -56,9 +56,9 @@ impl Runtime {
     /// (`pause`/`unpause` events).
     async fn record_frozen(&self, ns: &str, id: &str, frozen: bool) -> Result<()> {
         self.set_frozen(ns, id, frozen).await?;
-        self.update_state(ns, id, |s| s.paused = frozen)?;
+        update_state(&self.store, ns, id, |s| s.paused = frozen)?;
         let what = if frozen { "pause" } else { "unpause" };
-        self.publish_container(ns, id, what, &[]);
+        self.events.publish_container(ns, id, what, &[]);
         tracing::info!(container = %id, "container {what}d");
         Ok(())
     }
@@ -66,8 +66,8 @@ impl Runtime {
     /// Tasks.Resume.
     pub async fn resume_container(&self, ns: &str, reference: &str) -> Result<()> {
         let id = self.task_id(ns, reference)?;
-        let _guard = self.lock(ns, &id).await;
-        if !self.is_paused(ns, &id) {
+        let _guard = self.locks.lock(ns, &id).await;
+        if !is_paused(&self.store, ns, &id) {
             return Err(Error::FailedPrecondition(format!(
                 "Container {id} is not paused"
             )));
@@ -77,16 +77,11 @@ impl Runtime {
 
     /// After a signal: a paused container is thawed so that it acts on it.
     pub(crate) async fn thaw_if_paused(&self, ns: &str, id: &str) {
-        if !self.is_paused(ns, id) {
+        if !is_paused(&self.store, ns, id) {
             return;
         }
         if let Err(e) = self.record_frozen(ns, id, false).await {
             tracing::warn!(container = %id, error = %e, "cannot thaw a paused container");
         }
-    }
-
-    /// Whether a container is paused (exec is refused then, as Docker does).
-    pub(crate) fn is_paused(&self, ns: &str, id: &str) -> bool {
-        matches!(self.store.get(ns, id), Ok(Some(c)) if state_of(&c).paused)
     }
 }

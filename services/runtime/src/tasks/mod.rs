@@ -1,33 +1,59 @@
 //! A task's life, in one room: create (bundle, network, shim), start (a created task, or a
 //! stopped one created again), kill, stop (stop signal, timeout, SIGKILL), wait, resize,
-//! delete, and its state. The gRPC shell over it is [`crate::grpc::tasks`]; the container's
-//! recorded state, the monitor of each run and restarts are [`crate::lifecycle`], which acts
-//! on tasks only through the operations here.
+//! delete, and its state; deleting a container (its task first); the monitor of each run,
+//! restarts and recovery (`monitor`); pause (`pause`) and what a task uses (`usage`). The
+//! gRPC shell over it is [`crate::grpc::tasks`].
+//!
+//! [`Tasks`] owns the per-container bookkeeping of runs (who killed it, who attached, the last
+//! rootfs mounts), the state folder with the bundles and the shims it starts. It writes each
+//! container's recorded state through [`crate::lifecycle`] (which calls nothing here), removes
+//! deleted containers through [`Containers`], and holds the containers' locks it shares with
+//! [`crate::connections`].
 //!
 //! The runtime keeps no task state in memory: the bundle folder says whether a task exists,
 //! its shim says how it is, and when the shim is gone `exit.json` says how it ended (exit code
 //! 255 when even that is missing). A task is therefore never reported running after its shim
 //! died, and a berthd that restarts finds every task again.
+//!
+//! Every change to a container's task (create, start, delete, recording an exit, a restart)
+//! happens under that container's lock, so a monitor and a request never act on the same task
+//! at once.
+
+pub(crate) mod monitor;
+mod pause;
+mod usage;
 
 use crate::bundle::{self, Bundle, RootfsMount};
+use crate::containers::Containers;
 use crate::error::{Error, Result};
+use crate::events::Events;
 use crate::lifecycle::{
-    now, parse_signal, spec_annotation, state_of, DEFAULT_STOP_TIMEOUT, STATUS_EXITED,
-    STATUS_RESTARTING, STATUS_RUNNING,
+    now, parse_signal, record_start, recorded_exit, spec_annotation, state_of, update_state,
+    DEFAULT_STOP_TIMEOUT, STATUS_CREATED, STATUS_DEAD, STATUS_EXITED, STATUS_RESTARTING,
+    STATUS_RUNNING,
 };
+use crate::locks::ContainerLocks;
+use crate::logs::Logs;
+use crate::metadata::Store;
+use crate::network::Networks;
 use crate::shim::{self, ExitStatus, Request as ShimRequest, Shim, Status as ShimStatus};
-use crate::Runtime;
 use berth_api::containers::v1::Container;
+use berth_api::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_api::snapshots::v1::SnapshotKey;
 use berth_api::tasks::v1 as api;
 use berth_core::grpc::request;
-use std::path::Path;
-use std::time::Duration;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+use tonic::transport::Channel;
 
 /// The exit code of a task whose shim vanished without recording one.
 pub(crate) const UNKNOWN_EXIT_CODE: i32 = 255;
 /// The signal `kill` sends when none is given.
 const DEFAULT_SIGNAL: i32 = libc::SIGTERM;
+/// An exit within this long after a user's `kill` counts as stopped by the user.
+const KILL_WINDOW: Duration = Duration::from_secs(30);
 
 /// What the runtime knows of one task.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -69,7 +95,110 @@ pub(crate) fn not_running(id: &str) -> Error {
     Error::FailedPrecondition(format!("Container {id} is not running"))
 }
 
-impl Runtime {
+/// The task lifecycle of every container of this runtime.
+#[derive(Debug)]
+pub struct Tasks {
+    /// These tasks themselves, for the monitors they spawn.
+    me: Weak<Tasks>,
+    /// The volatile state folder: bundles under `<state>/tasks/<ns>/<id>`.
+    state: PathBuf,
+    shim_binary: PathBuf,
+    store: Store,
+    /// For the rootfs mounts of a container's snapshot.
+    snapshots: SnapshotsClient<Channel>,
+    containers: Arc<Containers>,
+    networks: Arc<Networks>,
+    logs: Logs,
+    events: Arc<Events>,
+    locks: Arc<ContainerLocks>,
+    /// `<ns>/<id>` → when a user last sent it a signal with `kill` (an exit soon after counts
+    /// as stopped by the user).
+    user_kills: Mutex<HashMap<String, Instant>>,
+    /// `<ns>/<id>` → the rootfs mounts of the container's last task, for a start while the
+    /// snapshot service cannot be reached (berthd starting up).
+    last_mounts: Mutex<HashMap<String, Vec<RootfsMount>>>,
+    /// `<ns>/<id>` of containers a client attached to during their current run: their
+    /// client (a foreground `run --rm`) removes them, not `auto_remove`.
+    attached_runs: Mutex<HashSet<String>>,
+}
+
+/// What [`Tasks`] works with, owned elsewhere.
+#[derive(Debug)]
+pub struct TaskParts {
+    /// The volatile state folder (bundles go under `<state>/tasks`).
+    pub state: PathBuf,
+    /// The `berth-shim` binary to start.
+    pub shim_binary: PathBuf,
+    pub store: Store,
+    pub snapshots: SnapshotsClient<Channel>,
+    pub containers: Arc<Containers>,
+    pub networks: Arc<Networks>,
+    pub logs: Logs,
+    pub events: Arc<Events>,
+    pub locks: Arc<ContainerLocks>,
+}
+
+impl Tasks {
+    /// The task lifecycle over `parts`, with no run noted yet.
+    pub fn new(parts: TaskParts) -> Arc<Tasks> {
+        Arc::new_cyclic(|me| Tasks {
+            me: me.clone(),
+            state: parts.state,
+            shim_binary: parts.shim_binary,
+            store: parts.store,
+            snapshots: parts.snapshots,
+            containers: parts.containers,
+            networks: parts.networks,
+            logs: parts.logs,
+            events: parts.events,
+            locks: parts.locks,
+            user_kills: Default::default(),
+            last_mounts: Default::default(),
+            attached_runs: Default::default(),
+        })
+    }
+
+    /// The container records.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// The containers' folders and logs.
+    pub fn logs(&self) -> &Logs {
+        &self.logs
+    }
+
+    /// Where the runtime publishes its events.
+    pub fn events(&self) -> &Events {
+        &self.events
+    }
+
+    /// Remembers that a user signalled the container.
+    fn note_user_kill(&self, ns: &str, id: &str) {
+        let mut kills = self.user_kills.lock().unwrap_or_else(|e| e.into_inner());
+        kills.insert(format!("{ns}/{id}"), Instant::now());
+    }
+
+    /// Whether a user signalled the container shortly before (and forgets it).
+    fn take_user_kill(&self, ns: &str, id: &str) -> bool {
+        let mut kills = self.user_kills.lock().unwrap_or_else(|e| e.into_inner());
+        kills
+            .remove(&format!("{ns}/{id}"))
+            .is_some_and(|t| t.elapsed() < KILL_WINDOW)
+    }
+
+    /// Remembers that a client attached to the container's current run.
+    pub(crate) fn note_attach(&self, ns: &str, id: &str) {
+        let mut a = self.attached_runs.lock().unwrap_or_else(|e| e.into_inner());
+        a.insert(format!("{ns}/{id}"));
+    }
+
+    /// Whether a client attached to the run that ended (and forgets it).
+    fn take_attach(&self, ns: &str, id: &str) -> bool {
+        let mut a = self.attached_runs.lock().unwrap_or_else(|e| e.into_inner());
+        a.remove(&format!("{ns}/{id}"))
+    }
+
     pub(crate) fn bundle(&self, ns: &str, id: &str) -> Bundle {
         Bundle::new(&self.state, ns, id)
     }
@@ -112,7 +241,7 @@ impl Runtime {
             .exit_status()
             .ok()
             .flatten()
-            .or_else(|| self.recorded_exit(ns, id))
+            .or_else(|| recorded_exit(&self.store, ns, id))
             .unwrap_or_else(unknown_exit)
     }
 
@@ -149,7 +278,7 @@ impl Runtime {
     /// mounts, then its shim. The process is created but waits for `start`. Returns its pid.
     pub async fn create_task(&self, ns: &str, reference: &str) -> Result<u32> {
         let container = self.store.resolve(ns, reference)?;
-        let _guard = self.lock(ns, &container.id).await;
+        let _guard = self.locks.lock(ns, &container.id).await;
         self.create_task_locked(ns, &container, None).await
     }
 
@@ -193,14 +322,14 @@ impl Runtime {
         Ok(mounts.into_iter().map(bundle::rootfs_mount).collect())
     }
 
-    /// [`Runtime::create_task`] with the rootfs mounts already known.
+    /// [`Tasks::create_task`] with the rootfs mounts already known.
     pub async fn create_task_with_mounts(
         &self,
         ns: &str,
         container: &Container,
         mounts: &[RootfsMount],
     ) -> Result<u32> {
-        let _guard = self.lock(ns, &container.id).await;
+        let _guard = self.locks.lock(ns, &container.id).await;
         self.create_task_locked(ns, container, Some(mounts)).await
     }
 
@@ -236,7 +365,7 @@ impl Runtime {
             self.delete_task_of(ns, id, &state).await?;
         }
         let bundle = self.bundle(ns, id);
-        let spec = self.task_spec(ns, container)?;
+        let spec = self.logs.task_spec(ns, container)?;
         let attached = self.attach_network(ns, container, &spec).await?;
         let spec = match crate::network::apply_to_spec(&spec, &attached) {
             Ok(s) => s,
@@ -319,7 +448,7 @@ impl Runtime {
                     _ => 128,
                 };
                 let message = e.to_string();
-                let _ = self.update_state(ns, id, |st| {
+                let _ = update_state(&self.store, ns, id, |st| {
                     st.status = STATUS_EXITED.to_string();
                     st.exit_code = code;
                     st.pid = 0;
@@ -339,7 +468,7 @@ impl Runtime {
     /// pid.
     pub async fn start_container(&self, ns: &str, reference: &str) -> Result<u32> {
         let id = self.task_id(ns, reference)?;
-        let _guard = self.lock(ns, &id).await;
+        let _guard = self.locks.lock(ns, &id).await;
         let Some(container) = self.store.get(ns, &id)? else {
             // A task whose container record is gone: only its created process can start.
             let answer = self
@@ -351,8 +480,8 @@ impl Runtime {
         };
         let (pid, started) = self.start_locked(ns, &container, None).await?;
         if started {
-            self.record_start(ns, &id, pid, true)?;
-            self.publish_container(ns, &id, "start", &[]);
+            record_start(&self.store, ns, &id, pid, true)?;
+            self.events.publish_container(ns, &id, "start", &[]);
             self.spawn_monitor(ns, &id, pid);
         }
         Ok(pid)
@@ -369,7 +498,7 @@ impl Runtime {
     ) -> Result<ExitStatus> {
         let container = self.store.resolve(ns, reference)?;
         let id = container.id.clone();
-        self.update_state(ns, &id, |st| {
+        update_state(&self.store, ns, &id, |st| {
             st.stopped_by_user = true;
             if st.status == STATUS_RESTARTING {
                 st.status = STATUS_EXITED.to_string();
@@ -377,8 +506,7 @@ impl Runtime {
         })?;
         let task = self.task_state(ns, &id).await?;
         let Some(task) = task.filter(|t| t.status == ShimStatus::Running) else {
-            return Ok(self
-                .recorded_exit(ns, &id)
+            return Ok(recorded_exit(&self.store, ns, &id)
                 .unwrap_or_else(|| ExitStatus::exited(0, String::new())));
         };
         let config = container.config.clone().unwrap_or_default();
@@ -395,7 +523,8 @@ impl Runtime {
             DEFAULT_STOP_TIMEOUT
         });
         let shim = self.shim(ns, &id);
-        self.publish_container(ns, &id, "kill", &[("signal", signal.to_string())]);
+        self.events
+            .publish_container(ns, &id, "kill", &[("signal", signal.to_string())]);
         if let Err(e) = shim
             .call_ok(&ShimRequest::Kill { signal, all: false })
             .await
@@ -431,9 +560,9 @@ impl Runtime {
                 .and_then(|a| a.exit_status().cloned());
         }
         self.await_recorded_exit(ns, &id, task.pid).await?;
-        self.publish_container(ns, &id, "stop", &[]);
+        self.events.publish_container(ns, &id, "stop", &[]);
         Ok(exit
-            .or_else(|| self.recorded_exit(ns, &id))
+            .or_else(|| recorded_exit(&self.store, ns, &id))
             .unwrap_or_else(crate::tasks::unknown_exit))
     }
 
@@ -479,7 +608,8 @@ impl Runtime {
             Ok(Some(_)) => {
                 self.thaw_if_paused(ns, &id).await;
                 self.note_user_kill(ns, &id);
-                self.publish_container(ns, &id, "kill", &[("signal", signal.to_string())]);
+                self.events
+                    .publish_container(ns, &id, "kill", &[("signal", signal.to_string())]);
                 // As Docker's kill does for SIGKILL: return once the container is stopped.
                 if signal == libc::SIGKILL {
                     self.await_recorded_exit(ns, &id, pid).await?;
@@ -501,7 +631,7 @@ impl Runtime {
         let bundle = self.bundle(ns, &id);
         if !bundle.exists() {
             // Its monitor recorded the exit and deleted the task.
-            return self.recorded_exit(ns, &id).ok_or(Error::NoTask(id));
+            return recorded_exit(&self.store, ns, &id).ok_or(Error::NoTask(id));
         }
         let answer = self.shim(ns, &id).call_ok(&ShimRequest::Wait).await?;
         if let Some(exit) = answer.as_ref().and_then(|a| a.exit_status()) {
@@ -536,10 +666,10 @@ impl Runtime {
     /// removes the bundle. Returns how the task ended.
     pub async fn delete_task(&self, ns: &str, reference: &str) -> Result<ExitStatus> {
         let id = self.task_id(ns, reference)?;
-        let _guard = self.lock(ns, &id).await;
+        let _guard = self.locks.lock(ns, &id).await;
         let Some(state) = self.task_state(ns, &id).await? else {
             // The monitor already recorded the exit and deleted the task.
-            return self.recorded_exit(ns, &id).ok_or(Error::NoTask(id));
+            return recorded_exit(&self.store, ns, &id).ok_or(Error::NoTask(id));
         };
         self.delete_task_of(ns, &id, &state).await
     }
@@ -605,6 +735,83 @@ impl Runtime {
         Ok(exit)
     }
 
+    /// Deletes a container: its stopped task, its snapshot, its log, its record (and its
+    /// anonymous volumes with `remove_volumes`). A running container is refused, unless
+    /// `force`, which kills it first.
+    pub async fn delete_container(
+        &self,
+        ns: &str,
+        reference: &str,
+        force: bool,
+        remove_volumes: bool,
+    ) -> Result<()> {
+        let container = self.store.resolve(ns, reference)?;
+        let id = container.id.clone();
+        let _guard = self.locks.lock(ns, &id).await;
+        if let Some(task) = self.task_state(ns, &id).await? {
+            if task.status == ShimStatus::Running {
+                if !force {
+                    return Err(Error::FailedPrecondition(format!(
+                        "You cannot remove a running container {id}. Stop the container before \
+                         attempting removal or force remove"
+                    )));
+                }
+                let shim = self.shim(ns, &id);
+                shim.call_ok(&ShimRequest::Kill {
+                    signal: libc::SIGKILL,
+                    all: true,
+                })
+                .await?;
+                self.thaw_if_paused(ns, &id).await;
+                self.events
+                    .publish_container(ns, &id, "kill", &[("signal", "9".to_string())]);
+                let _ = tokio::time::timeout(
+                    std::time::Duration::from_secs(30),
+                    shim.call(&ShimRequest::Wait),
+                )
+                .await;
+            }
+        }
+        self.delete_container_locked(ns, &container, remove_volumes)
+            .await?;
+        drop(_guard);
+        self.locks.forget(ns, &id);
+        self.forget_mounts(ns, &id);
+        Ok(())
+    }
+
+    /// Deletes a container whose lock is held and whose task is not running: its task, then
+    /// what the container leaves behind ([`Containers::remove`]).
+    pub(crate) async fn delete_container_locked(
+        &self,
+        ns: &str,
+        container: &Container,
+        remove_volumes: bool,
+    ) -> Result<()> {
+        let id = container.id.as_str();
+        if let Some(task) = self.task_state(ns, id).await? {
+            self.delete_task_of(ns, id, &task).await?;
+        }
+        self.containers.remove(ns, container, remove_volumes).await
+    }
+
+    /// Deletes every container that is not running (created, exited, dead). Returns their
+    /// ids.
+    pub async fn prune_containers(&self, ns: &str) -> Result<Vec<String>> {
+        let mut deleted = Vec::new();
+        for c in self.store.list(ns)? {
+            let st = state_of(&c);
+            if ![STATUS_CREATED, STATUS_EXITED, STATUS_DEAD].contains(&st.status.as_str()) {
+                continue;
+            }
+            match self.delete_container(ns, &c.id, false, false).await {
+                Ok(()) => deleted.push(c.id),
+                Err(e) => tracing::info!(container = %c.id, error = %e, "prune: container kept"),
+            }
+        }
+        Ok(deleted)
+    }
+
     /// Sets up the network of a task about to be created (blocking work: plugins, sockets).
     async fn attach_network(
         &self,
@@ -628,7 +835,7 @@ impl Runtime {
         let joined = match crate::network::Mode::of(&mode) {
             crate::network::Mode::Container(other) => {
                 let o = self.store.resolve(ns, &other)?;
-                let pid = crate::lifecycle::state_of(&o).pid;
+                let pid = state_of(&o).pid;
                 let running = self
                     .task_state(ns, &o.id)
                     .await?
@@ -638,7 +845,7 @@ impl Runtime {
                         "cannot join the network of a non running container: {other}"
                     )));
                 }
-                Some((pid, self.container_dir(ns, &o.id)))
+                Some((pid, self.logs.container_dir(ns, &o.id)))
             }
             _ => None,
         };
@@ -646,7 +853,7 @@ impl Runtime {
         let (ns2, c, dir) = (
             ns.to_string(),
             container.clone(),
-            self.container_dir(ns, &container.id),
+            self.logs.container_dir(ns, &container.id),
         );
         tokio::task::spawn_blocking(move || manager.attach(&ns2, &c, &dir, &hostname, joined))
             .await
@@ -668,7 +875,7 @@ impl Runtime {
         let _ = self.store.update(ns, id, |c| c.network_settings = None);
     }
 
-    /// [`Runtime::detach_network`] with the settings the container's record holds.
+    /// [`Tasks::detach_network`] with the settings the container's record holds.
     pub(crate) async fn release_network(&self, ns: &str, id: &str) {
         let settings = self
             .store

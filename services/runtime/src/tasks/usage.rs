@@ -6,13 +6,13 @@
 //! the shim would do. A task that was created but not started has its init in the cgroup
 //! already, so it is listed too.
 
+use super::Tasks;
 use crate::error::{Error, Result};
 use crate::shim::{Request as ShimRequest, Response as ShimResponse, Stats, Status as ShimStatus};
-use crate::Runtime;
 use berth_api::tasks::v1 as api;
 use std::time::SystemTime;
 
-impl Runtime {
+impl Tasks {
     /// Asks the shim of a container whose task is created or running; its id and the answer.
     async fn ask_live_shim(
         &self,
@@ -26,7 +26,7 @@ impl Runtime {
             .await?
             .is_some_and(|t| t.status != ShimStatus::Stopped);
         if !live {
-            return Err(crate::tasks::not_running(&id));
+            return Err(super::not_running(&id));
         }
         match self.shim(ns, &id).call(&request).await? {
             Some(answer) if answer.ok => Ok((id, answer)),
@@ -34,7 +34,7 @@ impl Runtime {
                 "container {id}: reading its cgroup: {}",
                 answer.error.unwrap_or_default()
             ))),
-            None => Err(crate::tasks::not_running(&id)),
+            None => Err(super::not_running(&id)),
         }
     }
 
