@@ -38,6 +38,24 @@ pub fn start_request() -> Request {
     }
 }
 
+/// How a shim answers a request it cannot parse; a shim started by a berth-shim older than
+/// this berthd answers so to a request added since (`pause`, `resume`, `pids`, `stats`).
+const UNKNOWN_REQUEST: &str = "bad shim request: unknown variant";
+
+/// The error for a shim's refusal of a request about container `id`: `container ID:
+/// <context><the shim's reason>`, or, when the shim is older than the request, a
+/// FailedPrecondition saying that restarting the container (which starts a current shim)
+/// lets it `action` ("pause it", "read its metrics", …).
+pub(crate) fn refusal(id: &str, answer: Response, context: &str, action: &str) -> Error {
+    let reason = answer.error.unwrap_or_default();
+    if reason.starts_with(UNKNOWN_REQUEST) {
+        return Error::FailedPrecondition(format!(
+            "the shim of container {id} predates this berthd; restart the container to {action}"
+        ));
+    }
+    Error::FailedPrecondition(format!("container {id}: {context}{reason}"))
+}
+
 /// Exports the spans a shim handed back in an answer (its work for a traced request: `create`,
 /// `start`, `exit`) under the service name `berth-shim`, as children of the contexts it was
 /// given. This is how the shim takes part in traces without an exporter of its own.
@@ -459,6 +477,26 @@ pub async fn spawn(binary: &Path, id: &str, namespace: &str, bundle: &Path) -> R
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_older_shims_refusal_says_to_restart() {
+        // What a shim answers to an op it does not know, as its request loop builds it.
+        let unknown = Request::from_line(r#"{"op":"frobnicate"}"#).unwrap_err();
+        let old = Response::error(unknown.to_string(), None);
+        let e = refusal("abc", old, "reading its cgroup: ", "pause it");
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            e.to_string(),
+            "the shim of container abc predates this berthd; restart the container to pause it"
+        );
+        let refused = Response::error("cannot freeze: busy", None);
+        let e = refusal("abc", refused, "reading its cgroup: ", "pause it");
+        assert_eq!(e.code(), tonic::Code::FailedPrecondition);
+        assert_eq!(
+            e.to_string(),
+            "container abc: reading its cgroup: cannot freeze: busy"
+        );
+    }
 
     #[test]
     fn request_lines_follow_the_contract() {

@@ -1,6 +1,10 @@
 //! `pause` and `unpause`: the container's cgroup frozen and thawed by its shim (`pause` and
 //! `resume` requests; v1 freezer, v2 `cgroup.freeze`). A paused container stays running (its state says `paused`); a signal
 //! sent to it (kill, stop, rm -f) thaws it so that the signal is acted on, as with Docker.
+//!
+//! A shim started by a berth-shim older than these requests does not know them: pausing
+//! such a container is refused with a FailedPrecondition that says to restart it
+//! ([`crate::shim::refusal`]).
 
 use super::Tasks;
 use crate::error::{Error, Result};
@@ -18,10 +22,10 @@ impl Tasks {
         };
         match self.shim(ns, id).call(&request).await? {
             Some(answer) if answer.ok => Ok(()),
-            Some(answer) => Err(Error::FailedPrecondition(format!(
-                "container {id}: {}",
-                answer.error.unwrap_or_default()
-            ))),
+            Some(answer) => {
+                let action = if frozen { "pause it" } else { "unpause it" };
+                Err(crate::shim::refusal(id, answer, "", action))
+            }
             None => Err(super::not_running(id)),
         }
     }

@@ -4,21 +4,24 @@
 //! Both are asked of the task's shim, which owns the container's cgroup (`pids` and `stats`
 //! requests; the cgroup v1/v2 difference stays in the shim), so another OCI runtime behind
 //! the shim would do. A task that was created but not started has its init in the cgroup
-//! already, so it is listed too.
+//! already, so it is listed too. A shim older than these requests is refused with a
+//! FailedPrecondition that says to restart the container ([`crate::shim::refusal`]).
 
 use super::Tasks;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::shim::{Request as ShimRequest, Response as ShimResponse, Stats, Status as ShimStatus};
 use berth_api::tasks::v1 as api;
 use std::time::SystemTime;
 
 impl Tasks {
     /// Asks the shim of a container whose task is created or running; its id and the answer.
+    /// `action` names what the request is for, in the error when the shim is too old for it.
     async fn ask_live_shim(
         &self,
         ns: &str,
         reference: &str,
         request: ShimRequest,
+        action: &str,
     ) -> Result<(String, ShimResponse)> {
         let id = self.task_id(ns, reference)?;
         let live = self
@@ -30,17 +33,21 @@ impl Tasks {
         }
         match self.shim(ns, &id).call(&request).await? {
             Some(answer) if answer.ok => Ok((id, answer)),
-            Some(answer) => Err(Error::FailedPrecondition(format!(
-                "container {id}: reading its cgroup: {}",
-                answer.error.unwrap_or_default()
-            ))),
+            Some(answer) => Err(crate::shim::refusal(
+                &id,
+                answer,
+                "reading its cgroup: ",
+                action,
+            )),
             None => Err(super::not_running(&id)),
         }
     }
 
     /// Tasks.ListPids: every process of the container's cgroup, by pid.
     pub async fn task_processes(&self, ns: &str, reference: &str) -> Result<Vec<api::ProcessInfo>> {
-        let (_, answer) = self.ask_live_shim(ns, reference, ShimRequest::Pids).await?;
+        let (_, answer) = self
+            .ask_live_shim(ns, reference, ShimRequest::Pids, "list its processes")
+            .await?;
         let mut pids = answer.pids.unwrap_or_default();
         pids.sort_unstable();
         Ok(pids
@@ -57,7 +64,7 @@ impl Tasks {
     /// Tasks.Metrics: what the container's cgroup uses now.
     pub async fn task_metrics(&self, ns: &str, reference: &str) -> Result<api::Metrics> {
         let (id, answer) = self
-            .ask_live_shim(ns, reference, ShimRequest::Stats)
+            .ask_live_shim(ns, reference, ShimRequest::Stats, "read its metrics")
             .await?;
         let stats = answer.stats.map(|s| *s).unwrap_or_default();
         let rel = answer.cgroup.unwrap_or_default();
