@@ -1,34 +1,40 @@
 //! berth-runtime: containers and tasks.
 //!
-//! Two gRPC services over one [`Runtime`]:
-//! - **Containers** ([`ContainersService`]): the stored definition of a container. `Create`
-//!   resolves the image through the Images service, prepares the container's writable snapshot
-//!   (key = container id, parent = the image's chain id) through the Snapshots service, builds
-//!   the OCI runtime spec ([`spec`]) and stores the record ([`metadata::Store`], the one module
-//!   that touches sled).
-//! - **Tasks** ([`TasksService`]): the running side. `Create` writes a [`bundle::Bundle`] under
-//!   `<state>/tasks/<namespace>/<id>/` (the stored spec as `config.json`, the snapshot's mounts
-//!   as `rootfs.json`) and starts one `berth-shim` for it ([`shim::spawn`]); every other call is
-//!   one request on the shim's socket ([`shim::Shim`]). Nothing about a task is kept in memory:
-//!   after a restart the bundle folders are the truth, and a task whose shim is gone reads as
-//!   stopped with the exit status the shim left in `exit.json`.
-//! - **Lifecycle** ([`lifecycle`]): each container's state (status, exit code, pid, times,
-//!   OOM, restart count, stopped by the user) lives in its record and is kept current by a
-//!   monitor per running task, which waits on the shim, records the exit, publishes `die`/`oom`,
-//!   deletes the task and applies the restart policy (Docker's back-off) or `auto_remove`.
-//!   [`Runtime::recover`] finds everything again when berthd starts.
-//! - **Logs** ([`logs`]): `<root>/containers/<ns>/<id>/container.log`, written by the shim of
-//!   every run (annotation `io.berth.log-path`), read back by `Tasks.Logs`.
-//! - **Usage** (`usage`): a task's processes and cgroup figures (`Tasks.ListPids`,
-//!   `Tasks.Metrics`), read from its cgroup.
-//! - **Volumes** ([`volumes`], [`VolumesService`]): `<root>/volumes/<ns>/<name>/_data`, bind
-//!   mounts and named/anonymous volumes in the spec.
-//! - **Events** ([`events`]): published to the Events service when a channel is given
+//! [`Runtime`] is what berthd constructs: a few types, each owning its part, wired together;
+//! the gRPC services ([`grpc`]: Containers, Tasks, Volumes, Networks) are thin shells over the
+//! ones they need.
+//! - [`containers::Containers`]: the stored definition of a container. Creating one resolves
+//!   the image through the Images service, prepares the container's writable snapshot (key =
+//!   container id, parent = the image's chain id) through the Snapshots service, builds the
+//!   OCI runtime spec ([`spec`]) and stores the record ([`metadata::Store`], the one module
+//!   that touches sled); removing one gives back its snapshot, folder and anonymous volumes.
+//! - [`tasks::Tasks`]: the running side, every task's life. Creating a task writes a
+//!   [`bundle::Bundle`] under `<state>/tasks/<namespace>/<id>/` (the stored spec as
+//!   `config.json`, the snapshot's mounts as `rootfs.json`) and starts one `berth-shim` for it
+//!   ([`shim::spawn`]); every other call is one request on the shim's socket ([`shim::Shim`]):
+//!   start, kill, stop, pause, its processes and figures. Nothing about a task is kept in
+//!   memory: after a restart the bundle folders are the truth, and a task whose shim is gone
+//!   reads as stopped with the exit status the shim left in `exit.json`. A monitor per running
+//!   task waits on the shim, records the exit, publishes `die`/`oom`, deletes the task and
+//!   applies the restart policy (Docker's back-off) or `auto_remove`; [`Runtime::recover`]
+//!   finds everything again when berthd starts. Deleting a container is the task lifecycle's
+//!   too: its task ends first.
+//! - [`lifecycle`]: each container's recorded state (status, exit code, pid, times, OOM,
+//!   restart count, stopped by the user) in its record, and the restart policies; the task
+//!   lifecycle writes it, everyone reads it, and it calls nothing back.
+//! - [`locks::ContainerLocks`]: one lock per container, so that the changes to its task never
+//!   interleave.
+//! - [`logs::Logs`]: the containers' own folders and `<root>/containers/<ns>/<id>/container.log`,
+//!   written by the shim of every run (annotation `io.berth.log-path`), read back by
+//!   `Tasks.Logs`.
+//! - [`volumes::Volumes`]: `<root>/volumes/<ns>/<name>/_data`, bind mounts and named/anonymous
+//!   volumes in the spec.
+//! - [`events::Events`]: published to the Events service when a channel is given
 //!   ([`serve_all`]); a failed publish is only logged.
-//! - **Network** ([`network`], `Networks` service in [`grpc::networks`]): the networks of
-//!   this instance (the default bridge, host, none and user bridge networks over the standard
-//!   CNI plugins) and what each task gets from them: a namespace, addresses, published ports,
-//!   its hosts/resolv.conf/hostname files; [`connections`] joins and leaves them.
+//! - [`network::Networks`]: the networks of this instance (the default bridge, host, none and
+//!   user bridge networks over the standard CNI plugins) and what each task gets from them: a
+//!   namespace, addresses, published ports, its hosts/resolv.conf/hostname files;
+//!   [`connections::Connections`] joins and leaves them.
 //!
 //! The shim contract (bundle files, socket protocol, frames) is `docs/shim.md`.
 //!

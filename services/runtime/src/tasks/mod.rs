@@ -1,8 +1,8 @@
 //! A task's life, in one room: create (bundle, network, shim), start (a created task, or a
 //! stopped one created again), kill, stop (stop signal, timeout, SIGKILL), wait, resize,
 //! delete, and its state; deleting a container (its task first); the monitor of each run,
-//! restarts and recovery (`monitor`); pause (`pause`) and what a task uses (`usage`). The
-//! gRPC shell over it is [`crate::grpc::tasks`].
+//! restarts and recovery (`monitor`); a task's network (`network`); pause (`pause`) and
+//! what a task uses (`usage`). The gRPC shell over it is [`crate::grpc::tasks`].
 //!
 //! [`Tasks`] owns the per-container bookkeeping of runs (who killed it, who attached, the last
 //! rootfs mounts), the state folder with the bundles and the shims it starts. It writes each
@@ -20,6 +20,7 @@
 //! at once.
 
 pub(crate) mod monitor;
+mod network;
 mod pause;
 mod usage;
 
@@ -810,80 +811,6 @@ impl Tasks {
             }
         }
         Ok(deleted)
-    }
-
-    /// Sets up the network of a task about to be created (blocking work: plugins, sockets).
-    async fn attach_network(
-        &self,
-        ns: &str,
-        container: &Container,
-        spec: &[u8],
-    ) -> Result<crate::network::Attached> {
-        let hostname = serde_json::from_slice::<serde_json::Value>(spec)
-            .ok()
-            .and_then(|v| {
-                v.get("hostname")
-                    .and_then(|h| h.as_str())
-                    .map(str::to_string)
-            })
-            .unwrap_or_default();
-        let mode = container
-            .config
-            .as_ref()
-            .map(|c| c.network_mode.clone())
-            .unwrap_or_default();
-        let joined = match crate::network::Mode::of(&mode) {
-            crate::network::Mode::Container(other) => {
-                let o = self.store.resolve(ns, &other)?;
-                let pid = state_of(&o).pid;
-                let running = self
-                    .task_state(ns, &o.id)
-                    .await?
-                    .is_some_and(|t| t.status == ShimStatus::Running);
-                if !running || pid == 0 {
-                    return Err(Error::FailedPrecondition(format!(
-                        "cannot join the network of a non running container: {other}"
-                    )));
-                }
-                Some((pid, self.logs.container_dir(ns, &o.id)))
-            }
-            _ => None,
-        };
-        let manager = self.networks.clone();
-        let (ns2, c, dir) = (
-            ns.to_string(),
-            container.clone(),
-            self.logs.container_dir(ns, &container.id),
-        );
-        tokio::task::spawn_blocking(move || manager.attach(&ns2, &c, &dir, &hostname, joined))
-            .await
-            .map_err(|e| Error::Network(format!("network setup failed: {e}")))?
-    }
-
-    /// Releases the network of a task (never fails: what cannot be released is logged) and
-    /// clears the container's network settings.
-    pub(crate) async fn detach_network(
-        &self,
-        ns: &str,
-        id: &str,
-        settings: Option<berth_api::containers::v1::NetworkSettings>,
-    ) {
-        let manager = self.networks.clone();
-        let (ns2, id2) = (ns.to_string(), id.to_string());
-        let _ = tokio::task::spawn_blocking(move || manager.detach(&ns2, &id2, settings.as_ref()))
-            .await;
-        let _ = self.store.update(ns, id, |c| c.network_settings = None);
-    }
-
-    /// [`Tasks::detach_network`] with the settings the container's record holds.
-    pub(crate) async fn release_network(&self, ns: &str, id: &str) {
-        let settings = self
-            .store
-            .get(ns, id)
-            .ok()
-            .flatten()
-            .and_then(|c| c.network_settings);
-        self.detach_network(ns, id, settings).await;
     }
 
     /// Every task of a namespace.
