@@ -25,7 +25,7 @@
 //! - heredocs (`RUN <<EOF`) are refused with an error.
 //!
 //! ```
-//! use berth_build::dockerfile::{self, Args, Command};
+//! use berth_dockerfile::dockerfile::{self, Args, Command};
 //!
 //! let df = dockerfile::parse("FROM scratch\nADD hello /\nCMD [\"./hello\"]\n").unwrap();
 //! assert_eq!(df.stages.len(), 1);
@@ -461,6 +461,7 @@ pub fn parse_instruction(text: &str, line: usize, escape: char) -> Result<Instru
     })
 }
 
+/// The typed arguments of one instruction; `keyword` is one of [`KEYWORDS`].
 fn instruction_args(
     keyword: &str,
     flags: &mut Flags,
@@ -476,29 +477,7 @@ fn instruction_args(
         }
     };
     let args = match keyword {
-        "FROM" => {
-            let platform = flags.string("platform")?;
-            let words: Vec<&str> = rest.split_whitespace().collect();
-            let name = match words.as_slice() {
-                [_] => None,
-                [_, as_, name] if as_.eq_ignore_ascii_case("as") => {
-                    let lower = name.to_ascii_lowercase();
-                    if !valid_stage_name(&lower) {
-                        return Err(format!(
-                            "invalid name for build stage: {name:?}, name can't start with a \
-                             number or contain symbols"
-                        ));
-                    }
-                    Some(lower)
-                }
-                _ => return Err("FROM requires either one or three arguments".into()),
-            };
-            Args::From {
-                image: words[0].to_string(),
-                name,
-                platform,
-            }
-        }
+        "FROM" => from_args(flags, rest)?,
         "RUN" => {
             let mounts = flags.strings("mount");
             let network = flags.string("network")?;
@@ -524,56 +503,8 @@ fn instruction_args(
         },
         "ENV" => Args::Env(parse_name_values(keyword, rest, escape)?),
         "LABEL" => Args::Label(parse_name_values(keyword, rest, escape)?),
-        "ARG" => {
-            let words = split_words(rest, escape);
-            if words.is_empty() {
-                return Err("ARG requires at least one argument".into());
-            }
-            let mut out = Vec::new();
-            for w in words {
-                let (name, value) = match w.split_once('=') {
-                    Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                    None => (w, None),
-                };
-                if name.is_empty() {
-                    return Err("ARG names can not be blank".into());
-                }
-                out.push((name, value));
-            }
-            Args::Arg(out)
-        }
-        "COPY" => {
-            let from = flags.string("from")?;
-            let chown = flags.string("chown")?;
-            let chmod = flags.string("chmod")?;
-            let link = flags.bool("link")?;
-            refuse_heredoc(keyword, rest)?;
-            let (sources, dest) = sources_and_dest(keyword, rest)?;
-            Args::Copy {
-                sources,
-                dest,
-                from,
-                chown,
-                chmod,
-                link,
-            }
-        }
-        "ADD" => {
-            let chown = flags.string("chown")?;
-            let chmod = flags.string("chmod")?;
-            let checksum = flags.string("checksum")?;
-            let link = flags.bool("link")?;
-            refuse_heredoc(keyword, rest)?;
-            let (sources, dest) = sources_and_dest(keyword, rest)?;
-            Args::Add {
-                sources,
-                dest,
-                chown,
-                chmod,
-                checksum,
-                link,
-            }
-        }
+        "ARG" => arg_args(rest, escape)?,
+        "COPY" | "ADD" => copy_args(keyword, flags, rest)?,
         "WORKDIR" => Args::Workdir(one_arg(rest)?),
         "USER" => Args::User(one_arg(rest)?),
         "STOPSIGNAL" => Args::StopSignal(one_arg(rest)?),
@@ -596,26 +527,109 @@ fn instruction_args(
             Args::Expose(ports)
         }
         "HEALTHCHECK" => Args::Healthcheck(parse_healthcheck(flags, rest)?),
-        "ONBUILD" => {
-            if rest.is_empty() {
-                return Err("ONBUILD requires at least one argument".into());
-            }
-            let (trigger, _) = split_first_word(rest);
-            match trigger.to_ascii_uppercase().as_str() {
-                "ONBUILD" => {
-                    return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into())
-                }
-                t @ ("FROM" | "MAINTAINER") => {
-                    return Err(format!("{t} isn't allowed as an ONBUILD trigger"))
-                }
-                _ => {}
-            }
-            parse_instruction(rest, 0, escape).map_err(|e| format!("ONBUILD: {}", e.message))?;
-            Args::Onbuild(rest.to_string())
-        }
+        "ONBUILD" => onbuild_args(rest, escape)?,
         _ => unreachable!("keyword checked against KEYWORDS"),
     };
     Ok(args)
+}
+
+/// `FROM [--platform=…] image [AS name]`.
+fn from_args(flags: &mut Flags, rest: &str) -> Result<Args, String> {
+    let platform = flags.string("platform")?;
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let name = match words.as_slice() {
+        [_] => None,
+        [_, as_, name] if as_.eq_ignore_ascii_case("as") => {
+            let lower = name.to_ascii_lowercase();
+            if !valid_stage_name(&lower) {
+                return Err(format!(
+                    "invalid name for build stage: {name:?}, name can't start with a \
+                     number or contain symbols"
+                ));
+            }
+            Some(lower)
+        }
+        _ => return Err("FROM requires either one or three arguments".into()),
+    };
+    Ok(Args::From {
+        image: words[0].to_string(),
+        name,
+        platform,
+    })
+}
+
+/// `ARG name[=default] …`.
+fn arg_args(rest: &str, escape: char) -> Result<Args, String> {
+    let words = split_words(rest, escape);
+    if words.is_empty() {
+        return Err("ARG requires at least one argument".into());
+    }
+    let mut out = Vec::new();
+    for w in words {
+        let (name, value) = match w.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (w, None),
+        };
+        if name.is_empty() {
+            return Err("ARG names can not be blank".into());
+        }
+        out.push((name, value));
+    }
+    Ok(Args::Arg(out))
+}
+
+/// `COPY` and `ADD`: their flags, then sources and a destination.
+fn copy_args(keyword: &str, flags: &mut Flags, rest: &str) -> Result<Args, String> {
+    // COPY alone takes --from; ADD alone --checksum. Flags are read in this order so that
+    // the first bad one is the one reported, as before.
+    let from = match keyword {
+        "COPY" => flags.string("from")?,
+        _ => None,
+    };
+    let chown = flags.string("chown")?;
+    let chmod = flags.string("chmod")?;
+    let checksum = match keyword {
+        "ADD" => flags.string("checksum")?,
+        _ => None,
+    };
+    let link = flags.bool("link")?;
+    refuse_heredoc(keyword, rest)?;
+    let (sources, dest) = sources_and_dest(keyword, rest)?;
+    Ok(match keyword {
+        "COPY" => Args::Copy {
+            sources,
+            dest,
+            from,
+            chown,
+            chmod,
+            link,
+        },
+        _ => Args::Add {
+            sources,
+            dest,
+            chown,
+            chmod,
+            checksum,
+            link,
+        },
+    })
+}
+
+/// `ONBUILD trigger`: the trigger is checked now, kept as written.
+fn onbuild_args(rest: &str, escape: char) -> Result<Args, String> {
+    if rest.is_empty() {
+        return Err("ONBUILD requires at least one argument".into());
+    }
+    let (trigger, _) = split_first_word(rest);
+    match trigger.to_ascii_uppercase().as_str() {
+        "ONBUILD" => return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into()),
+        t @ ("FROM" | "MAINTAINER") => {
+            return Err(format!("{t} isn't allowed as an ONBUILD trigger"))
+        }
+        _ => {}
+    }
+    parse_instruction(rest, 0, escape).map_err(|e| format!("ONBUILD: {}", e.message))?;
+    Ok(Args::Onbuild(rest.to_string()))
 }
 
 fn valid_stage_name(name: &str) -> bool {
