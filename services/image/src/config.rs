@@ -1,0 +1,407 @@
+//! The `config` section of an image config — what a container made from the image runs with
+//! (Docker's `container.Config`) — typed, and the one place that edits it.
+//!
+//! - [`ContainerConfig`]: the section, with the fields berth edits typed and every other
+//!   field kept as it came. Each typed field is a [`Field`]: absent, `null` or a value, as the
+//!   JSON had it, so that a config copied through a commit keeps its shape (Docker writes
+//!   `"Cmd": null`) and so its digest.
+//! - [`Change`]: a config-only Dockerfile instruction with its values final (expanded,
+//!   shell form already wrapped); [`ContainerConfig::apply`] applies one as Docker does. The
+//!   build's config-only steps, `commit --change` ([`crate::changes`] parses those texts into
+//!   changes) and commit's run overrides ([`ContainerConfig::apply_run`]) all edit through it.
+//!
+//! ```
+//! use berth_image::config::{Change, ContainerConfig};
+//!
+//! let mut c = ContainerConfig::from_json(serde_json::json!({"Env": ["A=1"], "Cmd": ["sh"]})).unwrap();
+//! c.apply(Change::Env(vec![("A".into(), "2".into())]));
+//! c.apply(Change::Entrypoint { argv: vec!["/init".into()], keep_cmd: false });
+//! assert_eq!(c.to_json()["Env"], serde_json::json!(["A=2"]));
+//! assert_eq!(c.to_json()["Cmd"], serde_json::Value::Null);
+//! ```
+
+use berth_api::images::v1::RunOverrides;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+
+/// A field of the config as the JSON has it: left out, `null`, or set.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Field<T> {
+    #[default]
+    Absent,
+    Null,
+    Set(T),
+}
+
+impl<T> Field<T> {
+    pub fn is_absent(&self) -> bool {
+        matches!(self, Field::Absent)
+    }
+
+    /// The value, when set.
+    pub fn get(&self) -> Option<&T> {
+        match self {
+            Field::Set(v) => Some(v),
+            _ => None,
+        }
+    }
+}
+
+impl<T: Default> Field<T> {
+    /// The value, made (empty) when the field is absent or null.
+    fn get_or_default(&mut self) -> &mut T {
+        if !matches!(self, Field::Set(_)) {
+            *self = Field::Set(T::default());
+        }
+        match self {
+            Field::Set(v) => v,
+            _ => unreachable!("just set"),
+        }
+    }
+}
+
+impl<T: Serialize> Serialize for Field<T> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Field::Set(v) => v.serialize(s),
+            Field::Absent | Field::Null => s.serialize_none(),
+        }
+    }
+}
+
+impl<'de, T: Deserialize<'de>> Deserialize<'de> for Field<T> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Option::<T>::deserialize(d)?.map_or(Field::Null, Field::Set))
+    }
+}
+
+/// The image config's `config` section. Field names are Docker's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ContainerConfig {
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub user: Field<String>,
+    /// `"80/tcp"` → `{}`.
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub exposed_ports: Field<Map<String, Value>>,
+    /// `K=V` entries.
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub env: Field<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub entrypoint: Field<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub cmd: Field<Vec<String>>,
+    /// Path → `{}`.
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub volumes: Field<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub working_dir: Field<String>,
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub labels: Field<BTreeMap<String, String>>,
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub stop_signal: Field<String>,
+    /// ONBUILD triggers, as written.
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub on_build: Field<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub shell: Field<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub healthcheck: Field<HealthConfig>,
+    /// Every other field (Hostname, Image, ArgsEscaped, …), as it came.
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// `Healthcheck`: durations in nanoseconds, as Docker stores them.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct HealthConfig {
+    /// `["CMD", args…]`, `["CMD-SHELL", command]` or `["NONE"]`.
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub test: Field<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub interval: Field<i64>,
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub timeout: Field<i64>,
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub start_period: Field<i64>,
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub start_interval: Field<i64>,
+    #[serde(default, skip_serializing_if = "Field::is_absent")]
+    pub retries: Field<i64>,
+    #[serde(flatten)]
+    pub other: Map<String, Value>,
+}
+
+/// A config-only Dockerfile instruction, its values final: variables expanded, shell form
+/// wrapped in the shell, ports as `port/proto`, WORKDIR absolute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Change {
+    Cmd(Vec<String>),
+    /// A new ENTRYPOINT resets CMD, unless `keep_cmd`: a build stage keeps a CMD it set
+    /// before, as Docker's builder does; `commit --change` always resets it.
+    Entrypoint {
+        argv: Vec<String>,
+        keep_cmd: bool,
+    },
+    /// Each replaces a variable of the same name.
+    Env(Vec<(String, String)>),
+    Label(Vec<(String, String)>),
+    /// `port/proto` keys.
+    Expose(Vec<String>),
+    Volume(Vec<String>),
+    User(String),
+    Workdir(String),
+    StopSignal(String),
+    Shell(Vec<String>),
+    /// Fields left absent keep the previous HEALTHCHECK's (even under `["NONE"]`): Docker
+    /// merges a step's config with its parent's when it commits.
+    Healthcheck(HealthConfig),
+    /// A trigger, as written.
+    Onbuild(String),
+}
+
+impl ContainerConfig {
+    /// The section from JSON (an object).
+    pub fn from_json(section: Value) -> Result<Self, serde_json::Error> {
+        serde_json::from_value(section)
+    }
+
+    /// The section as a JSON object (keys sorted, as berth always wrote them).
+    pub fn to_json(&self) -> Value {
+        // Serializing a struct of strings, lists and JSON maps cannot fail.
+        serde_json::to_value(self).unwrap_or_else(|_| Value::Object(Map::new()))
+    }
+
+    /// The entrypoint and command, joined: what a container of this config runs.
+    pub fn command_line(&self) -> Vec<String> {
+        let mut argv = self.entrypoint.get().cloned().unwrap_or_default();
+        argv.extend(self.cmd.get().cloned().unwrap_or_default());
+        argv
+    }
+
+    /// The shell that wraps a shell-form command: SHELL's, or `/bin/sh -c`.
+    pub fn shell_or_default(&self) -> Vec<String> {
+        match self.shell.get() {
+            Some(s) if !s.is_empty() => s.clone(),
+            _ => vec!["/bin/sh".to_string(), "-c".to_string()],
+        }
+    }
+
+    /// The value of the variable `name` in Env.
+    pub fn env_var(&self, name: &str) -> Option<String> {
+        self.env
+            .get()?
+            .iter()
+            .rev()
+            .find_map(|e| match e.split_once('=') {
+                Some((k, v)) if k == name => Some(v.to_string()),
+                _ => None,
+            })
+    }
+
+    /// Adds a `K=V` (or bare `K`) entry to Env, replacing any of the same name.
+    pub fn set_env_entry(&mut self, entry: &str) {
+        let name = entry.split('=').next().unwrap_or_default();
+        let env = self.env.get_or_default();
+        env.retain(|e| e.split('=').next() != Some(name));
+        env.push(entry.to_string());
+    }
+
+    /// Applies one instruction.
+    pub fn apply(&mut self, change: Change) {
+        match change {
+            Change::Cmd(argv) => self.cmd = Field::Set(argv),
+            Change::Entrypoint { argv, keep_cmd } => {
+                self.entrypoint = Field::Set(argv);
+                if !keep_cmd {
+                    self.cmd = Field::Null;
+                }
+            }
+            Change::Env(pairs) => {
+                // Env is written even when it was null and nothing is added.
+                self.env.get_or_default();
+                for (k, v) in pairs {
+                    self.set_env_entry(&format!("{k}={v}"));
+                }
+            }
+            Change::Label(pairs) => self.labels.get_or_default().extend(pairs),
+            Change::Expose(ports) => {
+                let map = self.exposed_ports.get_or_default();
+                for p in ports {
+                    map.insert(p, Value::Object(Map::new()));
+                }
+            }
+            Change::Volume(paths) => {
+                let map = self.volumes.get_or_default();
+                for p in paths {
+                    map.insert(p, Value::Object(Map::new()));
+                }
+            }
+            Change::User(u) => self.user = Field::Set(u),
+            Change::Workdir(w) => self.working_dir = Field::Set(w),
+            Change::StopSignal(s) => self.stop_signal = Field::Set(s),
+            Change::Shell(s) => self.shell = Field::Set(s),
+            Change::Healthcheck(mut h) => {
+                if let Some(prev) = self.healthcheck.get() {
+                    for (field, old) in [
+                        (&mut h.interval, &prev.interval),
+                        (&mut h.timeout, &prev.timeout),
+                        (&mut h.start_period, &prev.start_period),
+                        (&mut h.start_interval, &prev.start_interval),
+                        (&mut h.retries, &prev.retries),
+                    ] {
+                        if field.is_absent() {
+                            *field = old.clone();
+                        }
+                    }
+                }
+                self.healthcheck = Field::Set(h);
+            }
+            Change::Onbuild(t) => self.on_build.get_or_default().push(t),
+        }
+    }
+
+    /// What `run` overrode, applied as Docker's commit records it: the config the container
+    /// ran with. An entrypoint of empty strings (`--entrypoint ""`) clears the image's, and a
+    /// new entrypoint without a command clears the command too.
+    pub fn apply_run(&mut self, run: &RunOverrides) {
+        if run.entrypoint_set {
+            let argv: Vec<String> = run
+                .entrypoint
+                .iter()
+                .filter(|s| !s.is_empty())
+                .cloned()
+                .collect();
+            self.entrypoint = if argv.is_empty() {
+                Field::Null
+            } else {
+                Field::Set(argv)
+            };
+            if run.cmd.is_empty() {
+                self.cmd = Field::Null;
+            }
+        }
+        if !run.cmd.is_empty() {
+            self.cmd = Field::Set(run.cmd.clone());
+        }
+        if !run.env.is_empty() {
+            self.env.get_or_default();
+            for entry in &run.env {
+                self.set_env_entry(entry);
+            }
+        }
+        for (value, field) in [
+            (&run.working_dir, &mut self.working_dir),
+            (&run.user, &mut self.user),
+            (&run.stop_signal, &mut self.stop_signal),
+        ] {
+            if !value.is_empty() {
+                *field = Field::Set(value.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(v: Value) -> ContainerConfig {
+        ContainerConfig::from_json(v).unwrap()
+    }
+
+    #[test]
+    fn absent_null_and_unknown_fields_survive_a_round_trip() {
+        let v = json!({
+            "Cmd": null, "Env": ["A=1"], "Hostname": "", "Image": "sha256:x",
+            "Labels": {"a": "b"}, "Healthcheck": {"Test": ["NONE"], "Odd": 1}
+        });
+        let c = config(v.clone());
+        assert_eq!(c.cmd, Field::Null);
+        assert_eq!(c.entrypoint, Field::Absent);
+        assert_eq!(c.to_json(), v);
+        assert_eq!(
+            serde_json::to_string(&c.to_json()).unwrap(),
+            serde_json::to_string(&v).unwrap(),
+            "same bytes, keys sorted"
+        );
+    }
+
+    #[test]
+    fn changes_as_a_dockerfile_applies_them() {
+        let mut c = config(json!({"Env": ["PATH=/bin", "A=0", "B"], "Volumes": null}));
+        c.apply(Change::Env(vec![
+            ("A".into(), "1".into()),
+            ("B".into(), "2".into()),
+        ]));
+        c.apply(Change::Label(vec![("a".into(), "b".into())]));
+        c.apply(Change::Expose(vec!["80/tcp".into()]));
+        c.apply(Change::Volume(vec!["/data".into()]));
+        c.apply(Change::Onbuild("RUN x".into()));
+        c.apply(Change::Cmd(vec!["sh".into()]));
+        c.apply(Change::Entrypoint {
+            argv: vec!["/init".into()],
+            keep_cmd: true,
+        });
+        let v = c.to_json();
+        assert_eq!(v["Env"], json!(["PATH=/bin", "A=1", "B=2"]));
+        assert_eq!(v["Labels"], json!({"a": "b"}));
+        assert_eq!(v["ExposedPorts"], json!({"80/tcp": {}}));
+        assert_eq!(v["Volumes"], json!({"/data": {}}));
+        assert_eq!(v["OnBuild"], json!(["RUN x"]));
+        assert_eq!(v["Cmd"], json!(["sh"]));
+        c.apply(Change::Entrypoint {
+            argv: vec!["/init".into()],
+            keep_cmd: false,
+        });
+        assert_eq!(c.to_json()["Cmd"], Value::Null);
+        assert_eq!(c.command_line(), ["/init"]);
+    }
+
+    #[test]
+    fn healthcheck_keeps_the_previous_durations_it_leaves_unset() {
+        let mut c =
+            config(json!({"Healthcheck": {"Test": ["CMD", "a"], "Interval": 5, "Retries": 3}}));
+        c.apply(Change::Healthcheck(HealthConfig {
+            test: Field::Set(vec!["NONE".into()]),
+            retries: Field::Set(1),
+            ..Default::default()
+        }));
+        assert_eq!(
+            c.to_json()["Healthcheck"],
+            json!({"Test": ["NONE"], "Interval": 5, "Retries": 1})
+        );
+    }
+
+    // Moved from cli/src/commit.rs with the merge they test.
+    #[test]
+    fn run_overrides_reach_the_committed_config() {
+        let mut c = config(json!({"Cmd":["sh"],"Env":["PATH=/bin","A=1"],"WorkingDir":"/"}));
+        c.apply_run(&RunOverrides {
+            cmd: vec!["echo".into(), "hi".into()],
+            env: vec!["A=2".into()],
+            working_dir: "/tmp".into(),
+            ..Default::default()
+        });
+        let cfg = c.to_json();
+        assert_eq!(cfg["Cmd"], json!(["echo", "hi"]));
+        assert_eq!(cfg["Env"], json!(["PATH=/bin", "A=2"]));
+        assert_eq!(cfg["WorkingDir"], json!("/tmp"));
+    }
+
+    #[test]
+    fn an_empty_entrypoint_clears_the_image_one() {
+        let mut c = config(json!({"Entrypoint":["/init"],"Cmd":["x"]}));
+        c.apply_run(&RunOverrides {
+            entrypoint_set: true,
+            entrypoint: vec!["".into()],
+            ..Default::default()
+        });
+        let cfg = c.to_json();
+        assert_eq!(cfg["Entrypoint"], Value::Null);
+        assert_eq!(cfg["Cmd"], Value::Null);
+    }
+}
