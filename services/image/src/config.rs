@@ -189,12 +189,11 @@ impl ContainerConfig {
         }
     }
 
-    /// The value of the variable `name` in Env.
+    /// The value of the variable `name` in Env (its first entry, as Docker's lexer reads it).
     pub fn env_var(&self, name: &str) -> Option<String> {
         self.env
             .get()?
             .iter()
-            .rev()
             .find_map(|e| match e.split_once('=') {
                 Some((k, v)) if k == name => Some(v.to_string()),
                 _ => None,
