@@ -8,6 +8,13 @@ deploy/install-deps.sh
 cargo build --release --bins
 bin=${CARGO_TARGET_DIR:-target}/release
 install -m 0755 "$bin/berth" "$bin/berthd" "$bin/berth-shim" /usr/local/bin/
+# Shell completions and man pages, made by the berth just installed from its own command tree
+install -d /usr/share/bash-completion/completions /usr/share/zsh/vendor-completions \
+  /usr/share/fish/vendor_completions.d /usr/local/share/man/man1
+berth completion bash >/usr/share/bash-completion/completions/berth
+berth completion zsh >/usr/share/zsh/vendor-completions/_berth
+berth completion fish >/usr/share/fish/vendor_completions.d/berth.fish
+berth man /usr/local/share/man/man1
 mkdir -p /etc/berth /var/lib/berth /run/berth
 [ -f /etc/berth/config.toml ] || install -m 0644 deploy/config.toml /etc/berth/config.toml
 if ! berth version >/dev/null 2>&1; then

@@ -3,9 +3,9 @@
 //! digest; berthd refuses `rm` of a blob an image holds (remove the image instead).
 
 use crate::client::{Context, Error};
-use crate::containers::{done, each};
 use crate::format;
 use crate::template::ListFormat;
+use crate::verbs::{done, each};
 use berth_api::content::v1 as api;
 use berth_core::digest::{Algorithm, Digest, Hasher};
 use clap::Subcommand;

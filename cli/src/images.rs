@@ -117,7 +117,7 @@ pub async fn image(ctx: &Context, c: ImageCommand) -> Result<(), Error> {
     match c {
         ImageCommand::Ls(a) => ls(ctx, a).await,
         ImageCommand::Pull(a) => pull(ctx, a).await,
-        // With a template, main sends it to containers::inspect (which handles both).
+        // With a template, main sends it to inspect::inspect (which handles both).
         ImageCommand::Inspect { images, .. } => inspect(ctx, &images).await,
         ImageCommand::Import { file, name } => import(ctx, &file, name.as_deref()).await,
         ImageCommand::Rm(a) => rm(ctx, a).await,

@@ -4,9 +4,9 @@
 //! removed"); berthd answers once the lease is gone.
 
 use crate::client::{Context, Error};
-use crate::containers::{done, each};
 use crate::format;
 use crate::template::ListFormat;
+use crate::verbs::{done, each};
 use berth_api::leases::v1 as api;
 use clap::Subcommand;
 use serde_json::{json, Value};

@@ -10,19 +10,28 @@ use berth_cli::{client, filters, format, ports, template};
 mod archive;
 mod build;
 mod commit;
+mod completion;
 mod containers;
 mod content;
+mod events;
+mod exec;
 mod images;
+mod inspect;
 mod leases;
+mod logs;
+mod man;
 mod namespaces;
 mod networks;
 mod port;
+mod ps;
 mod push;
 mod run;
 mod snapshots;
 mod stdio;
 mod tasks;
 mod trace;
+mod verbs;
+mod volumes;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -117,23 +126,23 @@ enum Command {
     /// Remove containers
     Rm(containers::RmArgs),
     /// List containers
-    Ps(containers::PsArgs),
+    Ps(ps::PsArgs),
     /// Show a container's logs
-    Logs(containers::LogsArgs),
+    Logs(logs::LogsArgs),
     /// List a container's published ports, or the host side of one of them
     Port(port::PortArgs),
     /// Run a command in a running container
-    Exec(containers::ExecArgs),
+    Exec(exec::ExecArgs),
     /// Show containers' or images' details as JSON
-    Inspect(containers::InspectArgs),
+    Inspect(inspect::InspectArgs),
     /// Stream container and image events
-    Events(containers::EventsArgs),
+    Events(events::EventsArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(containers::ContainerCommand),
     /// Manage volumes
     #[command(subcommand)]
-    Volume(containers::VolumeCommand),
+    Volume(volumes::VolumeCommand),
     /// Manage networks
     #[command(subcommand)]
     Network(networks::NetworkCommand),
@@ -152,6 +161,11 @@ enum Command {
     /// List work in flight, stop it (ctr-style)
     #[command(subcommand, alias = "leases")]
     Lease(leases::LeaseCommand),
+    /// Print berth's completion script for a shell
+    Completion(completion::CompletionArgs),
+    /// Write one man page per command into a folder
+    #[command(hide = true)]
+    Man(man::ManArgs),
 }
 
 fn main() -> ExitCode {
@@ -171,6 +185,12 @@ fn main() -> ExitCode {
             return ExitCode::from(code);
         }
     };
+    // Completion scripts and man pages come from the command tree alone: no daemon, no runtime.
+    match cli.command {
+        Command::Completion(a) => return ExitCode::from(completion::completion(&a)),
+        Command::Man(a) => return ExitCode::from(man::man(&a)),
+        _ => {}
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -214,12 +234,12 @@ async fn dispatch(cli: Cli) -> u8 {
             format: Some(format),
             images,
         }) => {
-            let a = containers::InspectArgs {
+            let a = inspect::InspectArgs {
                 format: Some(format),
                 kind: Some("image".into()),
                 names: images,
             };
-            return containers::inspect(&ctx, a).await;
+            return inspect::inspect(&ctx, a).await;
         }
         Command::Image(c) => images::image(&ctx, c).await,
         Command::Tag(a) => images::tag(&ctx, a).await,
@@ -241,20 +261,22 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Unpause(a) => return containers::pause(&ctx, a, false).await,
         Command::Wait(a) => return containers::wait(&ctx, a).await,
         Command::Rm(a) => return containers::rm(&ctx, a).await,
-        Command::Ps(a) => containers::ps(&ctx, a).await,
-        Command::Logs(a) => containers::logs(&ctx, a).await,
+        Command::Ps(a) => ps::ps(&ctx, a).await,
+        Command::Logs(a) => logs::logs(&ctx, a).await,
         Command::Port(a) => return port::port(&ctx, a).await,
-        Command::Exec(a) => return containers::exec(&ctx, a).await,
-        Command::Inspect(a) => return containers::inspect(&ctx, a).await,
-        Command::Events(a) => containers::events(&ctx, a).await,
+        Command::Exec(a) => return exec::exec(&ctx, a).await,
+        Command::Inspect(a) => return inspect::inspect(&ctx, a).await,
+        Command::Events(a) => events::events(&ctx, a).await,
         Command::Container(c) => return containers::container(&ctx, c).await,
-        Command::Volume(c) => return containers::volume(&ctx, c).await,
+        Command::Volume(c) => return volumes::volume(&ctx, c).await,
         Command::Network(c) => return networks::network(&ctx, c).await,
         Command::Namespace(c) => return namespaces::namespace(&ctx, c).await,
         Command::Snapshot(a) => return snapshots::snapshot(&ctx, a).await,
         Command::Content(c) => return content::content(&ctx, c).await,
         Command::Task(c) => return tasks::task(&ctx, c).await,
         Command::Lease(c) => return leases::lease(&ctx, c).await,
+        // Answered in main, before the runtime starts.
+        Command::Completion(_) | Command::Man(_) => return 0,
     };
     match r {
         Ok(()) => 0,

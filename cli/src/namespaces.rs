@@ -4,9 +4,9 @@
 //! one (berthd refuses while it holds anything, and says what).
 
 use crate::client::{Context, Error};
-use crate::containers::{done, each, parse_labels};
 use crate::format;
 use crate::template::ListFormat;
+use crate::verbs::{done, each, parse_labels};
 use berth_api::namespaces::v1 as api;
 use clap::Subcommand;
 use serde_json::{json, Value};

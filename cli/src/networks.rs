@@ -1,10 +1,10 @@
 //! `berth network create|ls|rm|inspect|connect|disconnect|prune`, with Docker's output.
 
 use crate::client::{Context, Error};
-use crate::containers::{done, lookup_all, parse_labels, print_deleted, print_objects};
 use crate::filters::{label_matches, Filters};
 use crate::format;
 use crate::template::ListFormat;
+use crate::verbs::{done, lookup_all, parse_labels, print_deleted, print_objects};
 use berth_api::networks::v1 as napi;
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};

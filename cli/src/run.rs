@@ -215,34 +215,7 @@ pub fn parse_bind(s: &str) -> Result<String, String> {
 
 /// A signal by name (`KILL`, `SIGTERM`, `sigint`) or number (`9`); gives its number.
 pub fn parse_signal(s: &str) -> Result<i32, String> {
-    let t = s.trim();
-    if let Ok(n) = t.parse::<i32>() {
-        return if (1..=64).contains(&n) {
-            Ok(n)
-        } else {
-            Err(format!("invalid signal: {s}"))
-        };
-    }
-    let up = t.to_ascii_uppercase();
-    let name = if up.starts_with("SIG") {
-        up
-    } else {
-        format!("SIG{up}")
-    };
-    if let Some(rt) = name.strip_prefix("SIGRTMIN") {
-        let base = libc::SIGRTMIN();
-        let off = if rt.is_empty() {
-            Some(0)
-        } else {
-            rt.strip_prefix('+').and_then(|n| n.parse::<i32>().ok())
-        };
-        if let Some(o) = off.filter(|o| base + o <= libc::SIGRTMAX()) {
-            return Ok(base + o);
-        }
-    }
-    name.parse::<nix::sys::signal::Signal>()
-        .map(|s| s as i32)
-        .map_err(|_| format!("invalid signal: {s}"))
+    berth_core::signal::parse(s).map_err(|e| e.to_string())
 }
 
 /// Checks `--add-host NAME:IP` (the address may be IPv6: the name ends at the first colon).
@@ -786,6 +759,11 @@ mod tests {
         assert_eq!(parse_signal("9"), Ok(9));
         assert_eq!(parse_signal("USR1"), Ok(libc::SIGUSR1));
         assert_eq!(parse_signal("RTMIN+1"), Ok(libc::SIGRTMIN() + 1));
+        assert_eq!(parse_signal("SIGRTMAX-1"), Ok(libc::SIGRTMAX() - 1));
+        assert_eq!(
+            parse_signal("NOPE"),
+            Err("invalid signal: NOPE".to_string())
+        );
         assert!(parse_signal("0").is_err());
         assert!(parse_signal("99").is_err());
         assert!(parse_signal("NOPE").is_err());

@@ -3,9 +3,9 @@
 //! given; berth also has `native`) in the namespace.
 
 use crate::client::{Context, Error};
-use crate::containers::{done, each};
 use crate::format;
 use crate::template::ListFormat;
+use crate::verbs::{done, each};
 use berth_api::snapshots::v1 as api;
 use clap::{Args, Subcommand};
 use serde::Serialize;

@@ -48,6 +48,7 @@ impl Drop for RawTerminal {
 
 /// The size of our terminal (columns, rows), if stdout or stdin is one.
 pub fn terminal_size() -> Option<(u32, u32)> {
+    // SAFETY: winsize is a plain C struct of integers, for which all zeroes is a valid value.
     let mut ws: libc::winsize = unsafe { std::mem::zeroed() };
     // SAFETY: TIOCGWINSZ writes a winsize into the struct we own; fd 1 or 0 is ours to query.
     let ok = unsafe { libc::ioctl(1, libc::TIOCGWINSZ, &mut ws) } == 0

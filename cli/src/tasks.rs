@@ -2,9 +2,9 @@
 //! containers of the namespace, the processes of one, and what its cgroup uses.
 
 use crate::client::{Context, Error};
-use crate::containers::done;
 use crate::format;
 use crate::template::{Format, ListFormat};
+use crate::verbs::done;
 use berth_api::containers::v1 as capi;
 use berth_api::tasks::v1 as api;
 use clap::Subcommand;

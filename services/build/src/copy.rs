@@ -623,6 +623,154 @@ pub fn open_archive(path: &Path) -> io::Result<Option<Box<dyn Read>>> {
     )))
 }
 
+/// One source of a COPY/ADD: the word (expanded) and, for a URL that ADD downloaded, the
+/// downloaded file and the name it takes.
+pub type Source = (String, Option<(PathBuf, String)>);
+
+/// A source found: where it is, the name it had, and whether ADD downloaded it.
+struct Matched {
+    path: PathBuf,
+    name: String,
+    downloaded: bool,
+}
+
+/// Seconds since the epoch: the mtime of what a step makes itself (WORKDIR's folders, a
+/// downloaded file).
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Writes the layer tar of a COPY/ADD to `out`; gives the kind of source and the digest.
+/// An archive ADD unpacks stays within `limits`.
+#[allow(clippy::too_many_arguments)]
+pub fn build_copy_tar(
+    root: &Path,
+    sources: &[Source],
+    dest: &str,
+    owner: Option<Owner>,
+    extract: bool,
+    in_context: bool,
+    out: &Path,
+    limits: &Limits,
+) -> Result<(SourceKind, String), CopyError> {
+    let f = io::BufWriter::new(fs::File::create(out)?);
+    let mut t = LayerTar::new(f, owner);
+    let matched = match_sources(root, sources, in_context)?;
+    let dest_is_dir = dest.ends_with('/') || matched.len() > 1;
+    if matched.len() > 1 && !dest.ends_with('/') {
+        return Err(CopyError::Invalid(format!("When using COPY with more than one source file, the destination must be a directory and end with a / (got {dest:?})")));
+    }
+    let dest_rel = dest
+        .trim_start_matches('/')
+        .trim_end_matches('/')
+        .to_string();
+    let kind = match matched.as_slice() {
+        [m] if m.path.is_dir() => SourceKind::Dir,
+        [_] => SourceKind::File,
+        _ => SourceKind::Multi,
+    };
+    for m in &matched {
+        write_source(&mut t, m, &dest_rel, dest_is_dir, extract, limits)?;
+    }
+    let (mut w, digest) = t.finish()?;
+    w.flush()?;
+    Ok((kind, digest))
+}
+
+/// Every match of the sources, resolved in `root`, with the name it had.
+fn match_sources(
+    root: &Path,
+    sources: &[Source],
+    in_context: bool,
+) -> Result<Vec<Matched>, CopyError> {
+    let mut matched = Vec::new();
+    for (src, download) in sources {
+        if let Some((path, name)) = download {
+            matched.push(Matched {
+                path: path.clone(),
+                name: name.clone(),
+                downloaded: true,
+            });
+            continue;
+        }
+        let rel = if in_context {
+            context_relative(src).ok_or_else(|| CopyError::Outside(src.clone()))?
+        } else {
+            src.clone()
+        };
+        let found = expand_source(root, &rel)?;
+        if found.is_empty() {
+            return Err(CopyError::Missing(format!(
+                "no source files were specified or matched by {src:?}"
+            )));
+        }
+        for m in found {
+            let p = resolve_in_root(root, &m, true)?;
+            if fs::symlink_metadata(&p).is_err() {
+                return Err(CopyError::Missing(format!(
+                    "stat {src}: file not found in build context or excluded by .dockerignore"
+                )));
+            }
+            let name = Path::new(&m)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            matched.push(Matched {
+                path: p,
+                name,
+                downloaded: false,
+            });
+        }
+    }
+    Ok(matched)
+}
+
+/// Writes one matched source under `dest_rel`: a folder's contents, an archive ADD unpacks,
+/// or a file under its own name (in a folder destination) or the destination's.
+fn write_source<W: Write>(
+    t: &mut LayerTar<W>,
+    m: &Matched,
+    dest_rel: &str,
+    dest_is_dir: bool,
+    extract: bool,
+    limits: &Limits,
+) -> Result<(), CopyError> {
+    let meta = fs::metadata(&m.path)?;
+    if meta.is_dir() {
+        let mut names: Vec<_> = fs::read_dir(&m.path)?
+            .filter_map(|e| e.ok())
+            .map(|e| e.file_name())
+            .collect();
+        names.sort();
+        if names.is_empty() && !dest_rel.is_empty() {
+            t.dir(dest_rel, 0o755, 0, 0, 0)?;
+        }
+        for n in names {
+            t.copy_path(&m.path.join(&n), &join_rel(dest_rel, &n.to_string_lossy()))?;
+        }
+        return Ok(());
+    }
+    if extract && !m.downloaded && open_archive(&m.path)?.is_some() {
+        t.extract_archive(&m.path, dest_rel, limits)?;
+        return Ok(());
+    }
+    let target = if dest_is_dir || dest_rel.is_empty() {
+        join_rel(dest_rel, &m.name)
+    } else {
+        dest_rel.to_string()
+    };
+    if m.downloaded {
+        let f = fs::File::open(&m.path)?;
+        t.file(&target, 0o600, now(), meta.len(), 0, 0, f)?;
+    } else {
+        t.copy_path(&m.path, &target)?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -803,5 +951,62 @@ mod tests {
                 "{f}"
             );
         }
+    }
+
+    fn names_in(tar: &Path) -> Vec<String> {
+        let mut a = tar::Archive::new(std::fs::File::open(tar).unwrap());
+        a.entries()
+            .unwrap()
+            .map(|e| e.unwrap().path().unwrap().to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn copy_path_rules() {
+        let ctx = tempfile::tempdir().unwrap();
+        let out = tempfile::tempdir().unwrap();
+        std::fs::write(ctx.path().join("file"), "one").unwrap();
+        std::fs::create_dir(ctx.path().join("dir")).unwrap();
+        std::fs::write(ctx.path().join("dir/a"), "a").unwrap();
+        let tar = out.path().join("l.tar");
+        let src = |s: &str| (s.to_string(), None);
+        let copy = |srcs: &[(String, Option<(PathBuf, String)>)], dest: &str| {
+            build_copy_tar(
+                ctx.path(),
+                srcs,
+                dest,
+                None,
+                false,
+                true,
+                &tar,
+                &Limits::default(),
+            )
+        };
+        // A file to a folder keeps its name; to a path without `/` takes that name.
+        copy(&[src("file")], "/root/").unwrap();
+        assert_eq!(names_in(&tar), vec!["root/file"]);
+        copy(&[src("file")], "/etc/renamed").unwrap();
+        assert_eq!(names_in(&tar), vec!["etc/renamed"]);
+        // A folder copies its contents.
+        let (kind, _) = copy(&[src("dir")], "/app").unwrap();
+        assert_eq!(kind, SourceKind::Dir);
+        assert_eq!(names_in(&tar), vec!["app/a"]);
+        // Several sources need a folder destination.
+        assert!(copy(&[src("file"), src("dir")], "/x").is_err());
+        let (kind, _) = copy(&[src("file"), src("dir")], "/x/").unwrap();
+        assert_eq!(kind, SourceKind::Multi);
+        // Missing and outside sources are errors.
+        assert!(matches!(
+            copy(&[src("nope")], "/"),
+            Err(CopyError::Missing(_))
+        ));
+        assert!(matches!(
+            copy(&[src("../etc/passwd")], "/"),
+            Err(CopyError::Outside(_))
+        ));
+        assert!(matches!(
+            copy(&[src("*.none")], "/"),
+            Err(CopyError::Missing(_))
+        ));
     }
 }

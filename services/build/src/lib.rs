@@ -8,12 +8,14 @@
 //! - [`cache`]: the build cache (parent image + instruction + content → image id), in sled.
 //! - [`rootfs`]: read-only views of an image's rootfs (`COPY --from`, `--chown` by name).
 //! - [`executor`]: runs a Dockerfile step by step through the image, snapshot and runtime
-//!   services; [`service`] is the `berth.build.v1.Build` gRPC service over it; [`serve`]
-//!   builds it.
+//!   services, from plain options, reporting progress events and failing with an
+//!   [`error::BuildError`]; [`service`] is the `berth.build.v1.Build` gRPC shell over it;
+//!   [`serve`] builds it.
 
 pub mod cache;
 pub mod context;
 pub mod copy;
+pub mod error;
 pub mod executor;
 pub mod rootfs;
 pub mod service;

@@ -1,18 +1,25 @@
-//! The Build gRPC service: reads the header and the context tar, then runs the
-//! [`executor`](crate::executor) and streams what it reports.
+//! The Build gRPC service, a thin shell over the [`executor`](crate::executor): it reads the
+//! header (into [`BuildOptions`]) and the context tar, runs the [`Build`], streams its
+//! [`Event`]s as `BuildResponse`s, and ends the stream with the [`BuildError`] it failed with
+//! as a status whose code says why: InvalidArgument for a bad Dockerfile or argument, Aborted
+//! for a RUN whose command failed, ResourceExhausted and DeadlineExceeded for `[limits]`, the
+//! other services' own codes for what they refused, Internal for berthd's own faults only.
 
 use crate::cache::BuildCache;
 use crate::context::ContextError;
-use crate::executor::{Build, Clients, Report};
+use crate::copy::CopyError;
+use crate::error::{BuildError, StepError};
+use crate::executor::{Build, BuildOptions, Clients, Event, Report};
 use berth_api::build::v1::{
-    build_request, build_server::Build as BuildRpc, BuildHeader, BuildRequest, BuildResponse,
+    build_request, build_response, build_server::Build as BuildRpc, BuildHeader, BuildRequest,
+    BuildResponse, BuildResult, BuildStep, BuildStepDone,
 };
 use berth_core::config::Limits;
 use std::path::PathBuf;
 use std::pin::Pin;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio_stream::StreamExt;
-use tonic::{Request, Response, Status, Streaming};
+use tonic::{Code, Request, Response, Status, Streaming};
 
 #[derive(Debug, Clone)]
 pub struct BuildService {
@@ -118,27 +125,207 @@ impl BuildRpc for BuildService {
         let work = WorkDir(dir.clone());
         let context = self.receive_context(input, dir.clone()).await?;
 
-        let (tx, rx) = mpsc::channel::<Result<BuildResponse, Status>>(64);
+        let (tx, rx) = mpsc::channel::<Event>(64);
         let build = Build {
             ns,
-            header,
+            options: build_options(header),
             context,
             work_dir: dir,
             mnt_dir: self.root.join("mnt"),
             cache: self.cache.clone(),
             clients: self.clients.clone(),
             limits: self.limits,
-            report: Report::new(tx.clone()),
+            report: Report::new(tx),
         };
+        let (end_tx, end_rx) = oneshot::channel();
         tokio::spawn(async move {
             let _work = work;
-            let r = build.run().await;
-            if let Err(s) = r {
-                let _ = tx.send(Err(s)).await;
-            }
+            let _ = end_tx.send(build.run().await);
         });
-        Ok(Response::new(Box::pin(
-            tokio_stream::wrappers::ReceiverStream::new(rx),
-        )))
+        // The events while the build runs (it holds the sender), then its error if it failed.
+        let events = tokio_stream::wrappers::ReceiverStream::new(rx).map(|e| Ok(response(e)));
+        let end = futures::stream::once(end_rx).filter_map(|r| match r {
+            Ok(Err(e)) => Some(Err(Status::from(e))),
+            _ => None,
+        });
+        Ok(Response::new(Box::pin(events.chain(end))))
+    }
+}
+
+/// The header's options, with the defaults it leaves empty filled in.
+fn build_options(h: BuildHeader) -> BuildOptions {
+    BuildOptions {
+        dockerfile: h.dockerfile,
+        dockerfile_name: if h.dockerfile_name.is_empty() {
+            "Dockerfile".to_string()
+        } else {
+            h.dockerfile_name
+        },
+        tags: h.tags,
+        build_args: h.build_args,
+        no_cache: h.no_cache,
+        target: Some(h.target).filter(|t| !t.is_empty()),
+        labels: h.labels.into_iter().collect(),
+        snapshotter: h.snapshotter,
+        network: h.network,
+    }
+}
+
+fn response(e: Event) -> BuildResponse {
+    let item = match e {
+        Event::Step {
+            number,
+            total,
+            instruction,
+            line,
+        } => build_response::Item::Step(BuildStep {
+            number: number as i32,
+            total: total as i32,
+            instruction,
+            line: line as u32,
+        }),
+        Event::Message(m) => build_response::Item::Message(m),
+        Event::Stdout(b) => build_response::Item::Stdout(b),
+        Event::Stderr(b) => build_response::Item::Stderr(b),
+        Event::StepDone {
+            image_id,
+            cached,
+            container_id,
+        } => build_response::Item::Done(BuildStepDone {
+            image_id,
+            cached,
+            container_id,
+        }),
+        Event::Built { image_id, tags } => {
+            build_response::Item::Result(BuildResult { image_id, tags })
+        }
+    };
+    BuildResponse { item: Some(item) }
+}
+
+impl From<BuildError> for Status {
+    fn from(e: BuildError) -> Status {
+        let code = match &e {
+            BuildError::Step { error, .. } => step_code(error),
+            BuildError::NoFrom { .. } | BuildError::NoTarget(_) => Code::InvalidArgument,
+            // Passed on as the other service answered.
+            BuildError::Service(s) => s.code(),
+            BuildError::NoContainer
+            | BuildError::Io(_)
+            | BuildError::Task(_)
+            | BuildError::Config(_) => Code::Internal,
+        };
+        match e {
+            BuildError::Service(s) => s,
+            e => Status::new(code, e.to_string()),
+        }
+    }
+}
+
+fn step_code(e: &StepError) -> Code {
+    match e {
+        StepError::Invalid(_) | StepError::DownloadFailed { .. } => Code::InvalidArgument,
+        // The user's command ran and failed: the build stops there (the code it has always
+        // had; gRPC clients and the per-code metrics may rely on it).
+        StepError::CommandFailed { .. } => Code::Aborted,
+        StepError::Copy { source, .. } => match source {
+            CopyError::Io(_) => Code::Internal,
+            CopyError::Archive(a) if a.is_limit() => Code::ResourceExhausted,
+            _ => Code::InvalidArgument,
+        },
+        StepError::DownloadTimedOut { .. } => Code::DeadlineExceeded,
+        StepError::DownloadTooLarge { .. } => Code::ResourceExhausted,
+        StepError::Service(s) => s.code(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(line: usize, error: StepError) -> Status {
+        Status::from(BuildError::Step {
+            dockerfile: "Dockerfile.run".into(),
+            line,
+            error,
+        })
+    }
+
+    #[test]
+    fn a_failed_run_keeps_its_message() {
+        let s = at(
+            2,
+            StepError::CommandFailed {
+                command: "/bin/sh -c echo before-failing && exit 3".into(),
+                code: 3,
+            },
+        );
+        assert_eq!(s.code(), Code::Aborted);
+        assert_eq!(
+            s.message(),
+            "Dockerfile.run:2: The command '/bin/sh -c echo before-failing && exit 3' returned a non-zero code: 3"
+        );
+    }
+
+    #[test]
+    fn codes_say_why() {
+        assert_eq!(
+            at(1, StepError::invalid("bad")).code(),
+            Code::InvalidArgument
+        );
+        let missing = CopyError::Missing("absent".into());
+        let s = at(
+            3,
+            StepError::Copy {
+                keyword: "COPY",
+                source: missing,
+            },
+        );
+        assert_eq!(s.code(), Code::InvalidArgument);
+        assert_eq!(
+            s.message(),
+            "Dockerfile.run:3: COPY failed: absent: no such file or directory"
+        );
+        let io = CopyError::Io(std::io::Error::other("disk"));
+        let s = at(
+            3,
+            StepError::Copy {
+                keyword: "ADD",
+                source: io,
+            },
+        );
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::Internal, "Dockerfile.run:3: ADD failed: disk")
+        );
+        let s = at(1, StepError::Service(Status::not_found("no such image")));
+        assert_eq!(
+            (s.code(), s.message()),
+            (Code::NotFound, "Dockerfile.run:1: no such image")
+        );
+        let s = Status::from(BuildError::NoTarget("x".into()));
+        assert_eq!(s.code(), Code::InvalidArgument);
+        let s = Status::from(BuildError::Io(std::io::Error::other("disk")));
+        assert_eq!((s.code(), s.message()), (Code::Internal, "disk"));
+    }
+
+    #[test]
+    fn another_services_status_passes_unchanged() {
+        let s = Status::from(BuildError::Service(Status::unavailable("images: down")));
+        assert_eq!((s.code(), s.message()), (Code::Unavailable, "images: down"));
+    }
+
+    #[test]
+    fn the_header_fills_the_defaults() {
+        let o = build_options(BuildHeader::default());
+        assert_eq!(o.dockerfile_name, "Dockerfile");
+        assert_eq!(o.target, None);
+        let o = build_options(BuildHeader {
+            dockerfile_name: "Dockerfile.dev".into(),
+            target: "base".into(),
+            ..Default::default()
+        });
+        assert_eq!(o.dockerfile_name, "Dockerfile.dev");
+        assert_eq!(o.target.as_deref(), Some("base"));
     }
 }

@@ -7,6 +7,7 @@
 //! - [`config::Config`]: `berthd`'s TOML configuration (roots, registries, service addresses).
 //! - [`grpc`]: connecting to a service address, the namespace in metadata, trace propagation.
 //! - [`telemetry`]: tracing subscriber setup with optional OTLP export.
+//! - [`signal`]: signal names and numbers as Docker takes them (`TERM`, `SIGKILL`, `RTMIN+1`).
 //! - [`metrics`]: Prometheus metrics: every RPC counted and timed, helpers for collectors.
 //! - [`testing`]: skipping a test whose prerequisite is missing, except under CI.
 
@@ -16,6 +17,7 @@ pub mod grpc;
 pub mod media;
 pub mod metrics;
 pub mod reference;
+pub mod signal;
 pub mod telemetry;
 pub mod testing;
 

@@ -4,12 +4,14 @@ use crate::error::{Error, Result};
 use crate::lifecycle::{state_of, Policy, STATUS_CREATED, STATUS_DEAD, STATUS_EXITED};
 use crate::shim::{Request as ShimRequest, Status as ShimStatus};
 use crate::spec::{self, ImageConfig};
+use crate::volumes::{Bind, Tmpfs};
 use crate::Runtime;
 use berth_api::containers::v1::containers_server::Containers;
 use berth_api::containers::v1::{
     Container, ContainerConfig, ContainerState, CreateContainerRequest, CreateContainerResponse,
     DeleteContainerRequest, DeleteContainerResponse, GetContainerRequest, GetContainerResponse,
-    ListContainersRequest, ListContainersResponse, PruneContainersRequest, PruneContainersResponse,
+    ListContainersRequest, ListContainersResponse, MountPoint, PruneContainersRequest,
+    PruneContainersResponse,
 };
 use berth_api::images::v1::{InspectImageRequest, InspectImageResponse};
 use berth_api::snapshots::v1::{PrepareSnapshotRequest, SnapshotKey};
@@ -117,6 +119,83 @@ impl Runtime {
         mut config: ContainerConfig,
     ) -> Result<Container> {
         let name = name.strip_prefix('/').unwrap_or(name);
+        let (binds, tmpfs) = self.check_create(ns, name, &config)?;
+        let inspect = self.inspect_image(ns, &config.image).await?;
+        let image = ImageConfig::from_json(&config.image, &inspect.config)?;
+
+        let id = new_id()?;
+        let name = if name.is_empty() {
+            random_name(&self.store, ns)?
+        } else {
+            name.to_string()
+        };
+        // The spec first: a bad request must not leave a snapshot behind.
+        let (spec, networks, mounts) =
+            self.container_spec(ns, &id, &mut config, &image, &binds, &tmpfs)?;
+
+        if inspect.chain_id.is_empty() {
+            return Err(Error::FailedPrecondition(format!(
+                "image {} has no unpacked rootfs; pull it again to unpack it",
+                config.image
+            )));
+        }
+        let snapshotter = if config.snapshotter.is_empty() {
+            inspect.snapshotter.clone()
+        } else {
+            config.snapshotter.clone()
+        };
+        self.prepare_rootfs(ns, &id, &snapshotter, &inspect.chain_id, &mounts)
+            .await?;
+
+        let mut labels: std::collections::HashMap<String, String> =
+            spec::image_labels(&image).into_iter().collect();
+        labels.extend(config.labels.clone());
+        let container = Container {
+            id: id.clone(),
+            name,
+            image: normalized_image(&config.image, &inspect),
+            image_id: inspect
+                .summary
+                .as_ref()
+                .map(|s| s.id.clone())
+                .unwrap_or_default(),
+            config: Some(config),
+            spec,
+            snapshotter: snapshotter.clone(),
+            snapshot_key: id.clone(),
+            created_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
+            labels,
+            state: Some(ContainerState {
+                status: STATUS_CREATED.to_string(),
+                ..Default::default()
+            }),
+            mounts,
+            log_path: self.log_path(ns, &id).display().to_string(),
+            networks,
+            network_settings: None,
+        };
+        if let Err(e) = self.store.create(ns, &container) {
+            // Lost a race for the name (or the disk failed): give the snapshot back.
+            self.drop_new_volumes(ns, &id, &container.mounts);
+            if let Err(re) = self.remove_snapshot(ns, &snapshotter, &id).await {
+                tracing::warn!(container = %id, error = %re, "cannot remove the snapshot of a container that was not stored");
+            }
+            return Err(e);
+        }
+        tracing::info!(container = %container.id, name = %container.name, image = %container.image, "container created");
+        self.publish_container(ns, &container.id, "create", &[]);
+        Ok(container)
+    }
+
+    /// The checks of a create request that need neither the image nor a snapshot: the name
+    /// (free, as far as can be told now), the image given, restart policy, stop signal, binds
+    /// and tmpfs mounts (parsed, no destination twice).
+    fn check_create(
+        &self,
+        ns: &str,
+        name: &str,
+        config: &ContainerConfig,
+    ) -> Result<(Vec<Bind>, Vec<Tmpfs>)> {
         if !name.is_empty() {
             validate_name(name)?;
             // Checked again in the transaction that stores the record; this early check only
@@ -159,31 +238,40 @@ impl Runtime {
                 )));
             }
         }
+        Ok((binds, tmpfs))
+    }
 
-        let inspect = self
+    /// The image a container is created from, as the Images service describes it.
+    async fn inspect_image(&self, ns: &str, image: &str) -> Result<InspectImageResponse> {
+        Ok(self
             .images
             .clone()
             .inspect(request(
                 ns,
                 InspectImageRequest {
-                    name: config.image.clone(),
+                    name: image.to_string(),
                 },
             ))
             .await
             .map_err(|s| match s.code() {
-                Code::NotFound => Error::NoSuchImage(config.image.clone()),
+                Code::NotFound => Error::NoSuchImage(image.to_string()),
                 _ => Error::service("images", s),
             })?
-            .into_inner();
-        let image = ImageConfig::from_json(&config.image, &inspect.config)?;
+            .into_inner())
+    }
 
-        let id = new_id()?;
-        let name = if name.is_empty() {
-            random_name(&self.store, ns)?
-        } else {
-            name.to_string()
-        };
-        // The spec first: a bad request must not leave a snapshot behind.
+    /// The container's spec (as stored, JSON) with its network mode checked (`config`'s
+    /// mode is set to the one stored), its volumes and tmpfs mounts; the networks it joins
+    /// when it starts, and its mount points (new anonymous volumes made here).
+    fn container_spec(
+        &self,
+        ns: &str,
+        id: &str,
+        config: &mut ContainerConfig,
+        image: &ImageConfig,
+        binds: &[Bind],
+        tmpfs: &[Tmpfs],
+    ) -> Result<(Vec<u8>, Vec<String>, Vec<MountPoint>)> {
         let (networks, mode) = self
             .networks
             .check_config(&config.network_mode, &config.port_bindings)?;
@@ -193,7 +281,7 @@ impl Runtime {
         {
             self.store.resolve(ns, &other)?;
         }
-        let mut spec = spec::build(&id, ns, &config, &image, &self.spec_options)?;
+        let mut spec = spec::build(id, ns, config, image, &self.spec_options)?;
         let image_volumes: Vec<String> = image
             .volumes
             .as_ref()
@@ -207,41 +295,33 @@ impl Runtime {
                 !tmpfs.iter().any(|t| t.destination == v)
             })
             .collect();
-        let mounts = self.container_mounts(ns, &binds, &image_volumes)?;
+        let mounts = self.container_mounts(ns, binds, &image_volumes)?;
         crate::volumes::add_to_spec(&mut spec, &mounts)?;
-        crate::volumes::add_tmpfs_to_spec(&mut spec, &tmpfs)?;
+        crate::volumes::add_tmpfs_to_spec(&mut spec, tmpfs)?;
         let spec_json = serde_json::to_vec(&spec).map_err(|e| Error::Spec(e.to_string()))?;
+        Ok((spec_json, networks, mounts))
+    }
 
-        if inspect.chain_id.is_empty() {
-            return Err(Error::FailedPrecondition(format!(
-                "image {} has no unpacked rootfs; pull it again to unpack it",
-                config.image
-            )));
-        }
-        let snapshotter = if config.snapshotter.is_empty() {
-            inspect.snapshotter.clone()
-        } else {
-            config.snapshotter.clone()
-        };
-        let drop_new_volumes = |mounts: &[berth_api::containers::v1::MountPoint]| {
-            self.remove_anonymous_volumes(
-                ns,
-                &Container {
-                    id: id.clone(),
-                    mounts: mounts.to_vec(),
-                    ..Default::default()
-                },
-            )
-        };
+    /// Prepares the container's writable snapshot (key = its id) on the image's chain, and
+    /// fills its new volumes with what the image has at their paths. The new volumes are
+    /// removed again when the snapshot cannot be made.
+    async fn prepare_rootfs(
+        &self,
+        ns: &str,
+        id: &str,
+        snapshotter: &str,
+        chain_id: &str,
+        mounts: &[MountPoint],
+    ) -> Result<()> {
         let prepared = match self
             .snapshots
             .clone()
             .prepare(request(
                 ns,
                 PrepareSnapshotRequest {
-                    snapshotter: snapshotter.clone(),
-                    key: id.clone(),
-                    parent: inspect.chain_id.clone(),
+                    snapshotter: snapshotter.to_string(),
+                    key: id.to_string(),
+                    parent: chain_id.to_string(),
                     labels: Default::default(),
                 },
             ))
@@ -249,7 +329,7 @@ impl Runtime {
         {
             Ok(r) => r.into_inner(),
             Err(s) => {
-                drop_new_volumes(&mounts);
+                self.drop_new_volumes(ns, id, mounts);
                 return Err(Error::service("snapshots", s));
             }
         };
@@ -273,45 +353,19 @@ impl Runtime {
                 tracing::warn!(container = %id, volume = %m.name, error = %e, "cannot fill the new volume with the image's content");
             }
         }
+        Ok(())
+    }
 
-        let mut labels: std::collections::HashMap<String, String> =
-            spec::image_labels(&image).into_iter().collect();
-        labels.extend(config.labels.clone());
-        let container = Container {
-            id: id.clone(),
-            name,
-            image: normalized_image(&config.image, &inspect),
-            image_id: inspect
-                .summary
-                .as_ref()
-                .map(|s| s.id.clone())
-                .unwrap_or_default(),
-            config: Some(config),
-            spec: spec_json,
-            snapshotter: snapshotter.clone(),
-            snapshot_key: id.clone(),
-            created_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
-            labels,
-            state: Some(ContainerState {
-                status: STATUS_CREATED.to_string(),
+    /// Removes the anonymous volumes made for a container `id` that was not created.
+    fn drop_new_volumes(&self, ns: &str, id: &str, mounts: &[MountPoint]) {
+        self.remove_anonymous_volumes(
+            ns,
+            &Container {
+                id: id.to_string(),
+                mounts: mounts.to_vec(),
                 ..Default::default()
-            }),
-            mounts,
-            log_path: self.log_path(ns, &id).display().to_string(),
-            networks,
-            network_settings: None,
-        };
-        if let Err(e) = self.store.create(ns, &container) {
-            // Lost a race for the name (or the disk failed): give the snapshot back.
-            drop_new_volumes(&container.mounts);
-            if let Err(re) = self.remove_snapshot(ns, &snapshotter, &id).await {
-                tracing::warn!(container = %id, error = %re, "cannot remove the snapshot of a container that was not stored");
-            }
-            return Err(e);
-        }
-        tracing::info!(container = %container.id, name = %container.name, image = %container.image, "container created");
-        self.publish_container(ns, &container.id, "create", &[]);
-        Ok(container)
+            },
+        )
     }
 
     async fn remove_snapshot(&self, ns: &str, snapshotter: &str, key: &str) -> Result<()> {

@@ -25,8 +25,10 @@
 //!   mounts and named/anonymous volumes in the spec.
 //! - **Events** ([`events`]): published to the Events service when a channel is given
 //!   ([`serve_all`]); a failed publish is only logged.
-//! - **Network** ([`network`]): a CNI driver for a bridge network (loopback, bridge with
-//!   host-local, portmap) over the standard plugins; a library only, not yet used by `run`.
+//! - **Network** ([`network`], `Networks` service in [`grpc::networks`]): the networks of
+//!   this instance (the default bridge, host, none and user bridge networks over the standard
+//!   CNI plugins) and what each task gets from them: a namespace, addresses, published ports,
+//!   its hosts/resolv.conf/hostname files; [`connections`] joins and leaves them.
 //!
 //! The shim contract (bundle files, socket protocol, frames) is `docs/shim.md`.
 //!
@@ -52,16 +54,17 @@
 //! ```
 
 pub mod bundle;
+pub mod connections;
 pub mod containers;
 pub mod copyup;
 pub mod error;
 pub mod events;
+pub mod grpc;
 pub mod lifecycle;
 pub mod logs;
 pub mod metadata;
 pub mod metrics;
 pub mod network;
-pub mod networks;
 mod pause;
 pub mod seccomp;
 pub mod security;
@@ -73,7 +76,7 @@ pub mod volumes;
 
 pub use containers::ContainersService;
 pub use error::Error;
-pub use tasks::TasksService;
+pub use grpc::tasks::TasksService;
 pub use volumes::VolumesService;
 
 use berth_api::containers::v1::containers_server::ContainersServer;
@@ -115,7 +118,7 @@ pub struct Runtime {
     /// client (a foreground `run --rm`) removes them, not `auto_remove`.
     attached_runs: std::sync::Mutex<std::collections::HashSet<String>>,
     /// The networks and the containers' attachments to them.
-    networks: Arc<network::Manager>,
+    networks: Arc<network::Networks>,
 }
 
 impl Runtime {
@@ -143,7 +146,7 @@ impl Runtime {
         events: Option<Channel>,
     ) -> Result<Arc<Runtime>, Error> {
         let store = metadata::Store::open(root)?;
-        let networks = Arc::new(network::Manager::new(
+        let networks = Arc::new(network::Networks::new(
             store.clone(),
             root,
             state,
@@ -205,9 +208,10 @@ impl Runtime {
     /// The Networks service over this runtime.
     pub fn networks_service(
         self: &Arc<Self>,
-    ) -> berth_api::networks::v1::networks_server::NetworksServer<networks::NetworksService> {
+    ) -> berth_api::networks::v1::networks_server::NetworksServer<grpc::networks::NetworksService>
+    {
         berth_api::networks::v1::networks_server::NetworksServer::new(
-            networks::NetworksService::new(self.clone()),
+            grpc::networks::NetworksService::new(self.clone()),
         )
     }
 
@@ -240,7 +244,7 @@ pub struct Services {
     pub tasks: TasksServer<TasksService>,
     pub volumes: VolumesServer<VolumesService>,
     pub networks:
-        berth_api::networks::v1::networks_server::NetworksServer<networks::NetworksService>,
+        berth_api::networks::v1::networks_server::NetworksServer<grpc::networks::NetworksService>,
     /// The runtime behind them.
     pub runtime: Arc<Runtime>,
 }

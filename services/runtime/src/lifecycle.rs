@@ -1,6 +1,7 @@
 //! A container's life beyond one task: its state in the metadata database, the monitor that
-//! waits on its shim and records each exit, restart policies with Docker's back-off, `stop`,
-//! and finding everything again when berthd starts.
+//! waits on its shim and records each exit, restart policies with Docker's back-off, and
+//! finding everything again when berthd starts. Tasks themselves (create, start, stop,
+//! delete) are [`crate::tasks`].
 //!
 //! Every change to a container's task (create, start, delete, recording an exit, a restart)
 //! happens under that container's lock (`Runtime::lock`), so a monitor and a request never
@@ -94,27 +95,14 @@ pub fn next_delay(previous: Option<Duration>, ran_for: Duration) -> Duration {
     }
 }
 
-/// Parses a signal the way Docker takes it: `SIGTERM`, `TERM`, `15`.
+/// Parses a signal the way Docker takes it: `SIGTERM`, `TERM`, `15`, `RTMIN+1`
+/// ([`berth_core::signal::parse`]).
 pub fn parse_signal(s: &str) -> Result<i32> {
-    let s = s.trim();
-    if let Ok(n) = s.parse::<i32>() {
-        if (1..65).contains(&n) {
-            return Ok(n);
-        }
-        return Err(Error::InvalidArgument(format!("Invalid signal: {s}")));
-    }
-    let upper = s.to_ascii_uppercase();
-    let name = if upper.starts_with("SIG") {
-        upper
-    } else {
-        format!("SIG{upper}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .map(|sig| sig as i32)
-        .map_err(|_| Error::InvalidArgument(format!("Invalid signal: {s}")))
+    berth_core::signal::parse(s)
+        .map_err(|_| Error::InvalidArgument(format!("Invalid signal: {}", s.trim())))
 }
 
-fn now() -> prost_types::Timestamp {
+pub(crate) fn now() -> prost_types::Timestamp {
     prost_types::Timestamp::from(SystemTime::now())
 }
 
@@ -232,82 +220,6 @@ impl Runtime {
             }
         })?;
         Ok(())
-    }
-
-    /// Starts the task of a container whose lock is held: a created task is started, a
-    /// stopped one (or none) is created again first, with `mounts` when given (else from the
-    /// snapshot service). A running one is left alone. Returns the pid and whether it started.
-    pub(crate) async fn start_locked(
-        &self,
-        ns: &str,
-        container: &Container,
-        mounts: Option<&[RootfsMount]>,
-    ) -> Result<(u32, bool)> {
-        let id = container.id.as_str();
-        match self.task_state(ns, id).await? {
-            Some(t) if t.status == ShimStatus::Running => return Ok((t.pid, false)),
-            Some(t) if t.status == ShimStatus::Created && t.shim_alive => {}
-            Some(t) => {
-                self.delete_task_of(ns, id, &t).await?;
-                self.create_task_locked(ns, container, mounts).await?;
-            }
-            None => {
-                self.create_task_locked(ns, container, mounts).await?;
-            }
-        }
-        match self
-            .shim(ns, id)
-            .call_ok(&crate::shim::start_request())
-            .await
-        {
-            Ok(Some(answer)) => Ok((crate::shim::pid_of(&answer), true)),
-            Ok(None) => Err(Error::FailedPrecondition(format!(
-                "the shim of container {id} went away before it started"
-            ))),
-            Err(e) => {
-                // Docker records a failed start as an exit with the code (126/127) and error.
-                let code = match &e {
-                    Error::Shim { exit_code, .. } => *exit_code,
-                    _ => 128,
-                };
-                let message = e.to_string();
-                let _ = self.update_state(ns, id, |st| {
-                    st.status = STATUS_EXITED.to_string();
-                    st.exit_code = code;
-                    st.pid = 0;
-                    st.error = message.clone();
-                    st.finished_at = Some(now());
-                });
-                // Nothing runs in it: its address, veth and published ports go now, not at
-                // its next start or removal.
-                self.release_network(ns, id).await;
-                Err(e)
-            }
-        }
-    }
-
-    /// Tasks.Start: starts a container whether it was created, has exited (a new task on the
-    /// same rw snapshot) or is waiting to restart; a running one is left alone. Returns the
-    /// pid.
-    pub async fn start_container(&self, ns: &str, reference: &str) -> Result<u32> {
-        let id = self.task_id(ns, reference)?;
-        let _guard = self.lock(ns, &id).await;
-        let Some(container) = self.store.get(ns, &id)? else {
-            // A task whose container record is gone: only its created process can start.
-            let answer = self
-                .shim(ns, &id)
-                .call_ok(&crate::shim::start_request())
-                .await?
-                .ok_or_else(|| Error::NoTask(id.clone()))?;
-            return Ok(crate::shim::pid_of(&answer));
-        };
-        let (pid, started) = self.start_locked(ns, &container, None).await?;
-        if started {
-            self.record_start(ns, &id, pid, true)?;
-            self.publish_container(ns, &id, "start", &[]);
-            self.spawn_monitor(ns, &id, pid);
-        }
-        Ok(pid)
     }
 
     /// Starts the monitor of a running task.
@@ -510,103 +422,6 @@ impl Runtime {
         self.record_start(ns, id, pid, false)?;
         self.publish_container(ns, id, "start", &[]);
         Ok(Some(pid))
-    }
-
-    /// Tasks.Stop: the stop signal, `timeout` seconds, then SIGKILL to every process. The
-    /// container is marked stopped by the user, so its restart policy leaves it stopped. A
-    /// container that is not running is left as it is.
-    pub async fn stop_container(
-        &self,
-        ns: &str,
-        reference: &str,
-        timeout: Option<i32>,
-    ) -> Result<ExitStatus> {
-        let container = self.store.resolve(ns, reference)?;
-        let id = container.id.clone();
-        self.update_state(ns, &id, |st| {
-            st.stopped_by_user = true;
-            if st.status == STATUS_RESTARTING {
-                st.status = STATUS_EXITED.to_string();
-            }
-        })?;
-        let task = self.task_state(ns, &id).await?;
-        let Some(task) = task.filter(|t| t.status == ShimStatus::Running) else {
-            return Ok(self
-                .recorded_exit(ns, &id)
-                .unwrap_or_else(|| ExitStatus::exited(0, String::new())));
-        };
-        let config = container.config.clone().unwrap_or_default();
-        let signal = if !config.stop_signal.is_empty() {
-            parse_signal(&config.stop_signal)?
-        } else {
-            spec_annotation(&container.spec, crate::spec::ANNOTATION_STOP_SIGNAL)
-                .and_then(|s| parse_signal(&s).ok())
-                .unwrap_or(libc::SIGTERM)
-        };
-        let seconds = timeout.unwrap_or(if config.stop_timeout > 0 {
-            config.stop_timeout
-        } else {
-            DEFAULT_STOP_TIMEOUT
-        });
-        let shim = self.shim(ns, &id);
-        self.publish_container(ns, &id, "kill", &[("signal", signal.to_string())]);
-        if let Err(e) = shim
-            .call_ok(&ShimRequest::Kill { signal, all: false })
-            .await
-        {
-            tracing::debug!(container = %id, error = %e, "stop signal refused");
-        }
-        self.thaw_if_paused(ns, &id).await;
-        let waited = if seconds < 0 {
-            Some(shim.call(&ShimRequest::Wait).await)
-        } else {
-            tokio::time::timeout(
-                Duration::from_secs(seconds as u64),
-                shim.call(&ShimRequest::Wait),
-            )
-            .await
-            .ok()
-        };
-        let mut exit = waited
-            .and_then(|r| r.ok().flatten())
-            .and_then(|a| a.exit_status().cloned());
-        if exit.is_none() {
-            tracing::info!(container = %id, seconds, "container did not stop in time: SIGKILL");
-            let _ = shim
-                .call_ok(&ShimRequest::Kill {
-                    signal: libc::SIGKILL,
-                    all: true,
-                })
-                .await;
-            exit = tokio::time::timeout(Duration::from_secs(30), shim.call(&ShimRequest::Wait))
-                .await
-                .ok()
-                .and_then(|r| r.ok().flatten())
-                .and_then(|a| a.exit_status().cloned());
-        }
-        self.await_recorded_exit(ns, &id, task.pid).await?;
-        self.publish_container(ns, &id, "stop", &[]);
-        Ok(exit
-            .or_else(|| self.recorded_exit(ns, &id))
-            .unwrap_or_else(crate::tasks::unknown_exit))
-    }
-
-    /// Lets the monitor record the exit of the run with init `pid` (at most 5 s), so that
-    /// what follows sees the container stopped.
-    pub(crate) async fn await_recorded_exit(&self, ns: &str, id: &str, pid: u32) -> Result<()> {
-        for _ in 0..500 {
-            match self.store.get(ns, id)? {
-                Some(c) => {
-                    let st = state_of(&c);
-                    if st.status != STATUS_RUNNING || st.pid != pid {
-                        break;
-                    }
-                }
-                None => break,
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
     }
 
     /// After a start of berthd: monitors for the tasks that still run, exits recorded for the
@@ -818,6 +633,11 @@ mod tests {
         assert_eq!(parse_signal("9").unwrap(), 9);
         assert!(parse_signal("SIGNOPE").is_err());
         assert!(parse_signal("99").is_err());
+        assert_eq!(parse_signal("RTMIN+2").unwrap(), libc::SIGRTMIN() + 2);
+        assert_eq!(
+            parse_signal(" NOPE ").unwrap_err().to_string(),
+            Error::InvalidArgument("Invalid signal: NOPE".into()).to_string()
+        );
     }
 
     #[test]

@@ -14,10 +14,10 @@
 use crate::error::{Error, Result};
 use berth_api::containers::v1::ContainerConfig;
 use oci_spec::runtime::{
-    LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
+    Linux, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxCpuBuilder, LinuxDeviceCgroup,
     LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxMemoryBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, LinuxPidsBuilder, LinuxResourcesBuilder, Mount, MountBuilder,
-    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    LinuxNamespaceType, LinuxPidsBuilder, LinuxResources, LinuxResourcesBuilder, Mount,
+    MountBuilder, Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use serde::Deserialize;
 use std::collections::{BTreeMap, HashMap};
@@ -378,17 +378,52 @@ pub fn build(
 ) -> Result<Spec> {
     let net = network(&config.network_mode)?;
     let args = command(config, image)?;
+    let hostname = hostname(id, config, net, options)?;
+    let env = environment(config, image, &hostname);
+    let cwd = working_dir(config, image)?;
+    let user_string = if config.user.is_empty() {
+        image.user.clone().unwrap_or_default()
+    } else {
+        config.user.clone()
+    };
+    let user = parse_user(&user_string)?;
+    let security = crate::security::Security::of(config, &options.security)?;
+    let privileged = security.privileged;
+    let process = process(config, args, env, cwd, &user, &security)?;
+    let linux = linux(id, namespace, config, net, security, options)?;
+    let annotations = annotations(config, image, options, user.named);
+    SpecBuilder::default()
+        .version(oci_spec::runtime::VERSION)
+        .root(
+            RootBuilder::default()
+                .path("rootfs")
+                .readonly(config.read_only)
+                .build()
+                .map_err(spec_err)?,
+        )
+        .mounts(default_mounts(privileged)?)
+        .process(process)
+        .hostname(hostname)
+        .annotations(annotations)
+        .linux(linux)
+        .build()
+        .map_err(spec_err)
+}
 
-    let hostname = if !config.hostname.is_empty() {
+/// `--hostname`, else the host's with `--network host`, else the id's first 12 characters.
+fn hostname(id: &str, config: &ContainerConfig, net: Network, options: &Options) -> Result<String> {
+    Ok(if !config.hostname.is_empty() {
         validate_hostname(&config.hostname)?;
         config.hostname.clone()
     } else if net == Network::Host {
         options.host_hostname.clone()
     } else {
         id.chars().take(12).collect()
-    };
-    let env = environment(config, image, &hostname);
+    })
+}
 
+/// `-w`, else the image's, else `/`: absolute, and cleaned from the container's `/`.
+fn working_dir(config: &ContainerConfig, image: &ImageConfig) -> Result<String> {
     let cwd = if !config.working_dir.is_empty() {
         config.working_dir.clone()
     } else {
@@ -404,16 +439,18 @@ pub fn build(
         )));
     }
     // Cleaned from the container's `/` (`/../../x` is `/x`), as Docker does.
-    let cwd = crate::volumes::clean(&cwd);
+    Ok(crate::volumes::clean(&cwd))
+}
 
-    let user_string = if config.user.is_empty() {
-        image.user.clone().unwrap_or_default()
-    } else {
-        config.user.clone()
-    };
-    let user = parse_user(&user_string)?;
-
-    let security = crate::security::Security::of(config, &options.security)?;
+/// The container's process: command, environment, user, capabilities.
+fn process(
+    config: &ContainerConfig,
+    args: Vec<String>,
+    env: Vec<String>,
+    cwd: String,
+    user: &UserSpec,
+    security: &crate::security::Security,
+) -> Result<Process> {
     let caps = security.oci_capabilities()?;
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
@@ -421,7 +458,6 @@ pub fn build(
         .permitted(caps)
         .build()
         .map_err(spec_err)?;
-
     let mut process = ProcessBuilder::default()
         .terminal(config.tty)
         .user(
@@ -441,32 +477,64 @@ pub fn build(
     // The builder starts from oci-spec's defaults, which raise RLIMIT_NOFILE; a root without
     // CAP_SYS_RESOURCE cannot, so the container inherits the shim's limits instead.
     process.set_rlimits(None);
+    Ok(process)
+}
 
-    let mut namespaces = Vec::new();
-    for typ in [
+/// The Linux part: namespaces, cgroup (path and limits), devices, masked and read-only
+/// paths, seccomp.
+fn linux(
+    id: &str,
+    namespace: &str,
+    config: &ContainerConfig,
+    net: Network,
+    security: crate::security::Security,
+    options: &Options,
+) -> Result<Linux> {
+    let mut types = vec![
         LinuxNamespaceType::Pid,
         LinuxNamespaceType::Ipc,
         LinuxNamespaceType::Uts,
         LinuxNamespaceType::Mount,
         LinuxNamespaceType::Cgroup,
-    ] {
-        namespaces.push(
+    ];
+    if net == Network::Own {
+        types.push(LinuxNamespaceType::Network);
+    }
+    let namespaces = types
+        .into_iter()
+        .map(|typ| {
             LinuxNamespaceBuilder::default()
                 .typ(typ)
                 .build()
-                .map_err(spec_err)?,
-        );
+                .map_err(spec_err)
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut linux = LinuxBuilder::default()
+        .namespaces(namespaces)
+        .resources(resources(config, security.privileged, options)?)
+        .cgroups_path(format!("/berth/{namespace}-{id}"))
+        .build()
+        .map_err(spec_err)?;
+    if security.privileged {
+        linux.set_devices(Some(crate::security::host_devices()));
+        linux.set_masked_paths(None);
+        linux.set_readonly_paths(None);
+    } else {
+        linux.set_masked_paths(Some(MASKED_PATHS.map(String::from).to_vec()));
+        linux.set_readonly_paths(Some(READONLY_PATHS.map(String::from).to_vec()));
     }
-    if net == Network::Own {
-        namespaces.push(
-            LinuxNamespaceBuilder::default()
-                .typ(LinuxNamespaceType::Network)
-                .build()
-                .map_err(spec_err)?,
-        );
-    }
+    linux.set_seccomp(security.seccomp);
+    Ok(linux)
+}
 
-    let device_rules = if security.privileged {
+/// The cgroup limits: devices, `--memory`, `--cpus`, `--pids-limit`, each checked as Docker
+/// checks it.
+fn resources(
+    config: &ContainerConfig,
+    privileged: bool,
+    options: &Options,
+) -> Result<LinuxResources> {
+    let device_rules = if privileged {
         vec![LinuxDeviceCgroupBuilder::default()
             .allow(true)
             .access("rwm")
@@ -520,23 +588,17 @@ pub fn build(
                 .map_err(spec_err)?,
         );
     }
+    resources.build().map_err(spec_err)
+}
 
-    let mut linux = LinuxBuilder::default()
-        .namespaces(namespaces)
-        .resources(resources.build().map_err(spec_err)?)
-        .cgroups_path(format!("/berth/{namespace}-{id}"))
-        .build()
-        .map_err(spec_err)?;
-    if security.privileged {
-        linux.set_devices(Some(crate::security::host_devices()));
-        linux.set_masked_paths(None);
-        linux.set_readonly_paths(None);
-    } else {
-        linux.set_masked_paths(Some(MASKED_PATHS.map(String::from).to_vec()));
-        linux.set_readonly_paths(Some(READONLY_PATHS.map(String::from).to_vec()));
-    }
-    linux.set_seccomp(security.seccomp);
-
+/// What the shim and the runtime read back from the spec: log size, stdin, the user's name,
+/// the image's stop signal, volumes and exposed ports.
+fn annotations(
+    config: &ContainerConfig,
+    image: &ImageConfig,
+    options: &Options,
+    named_user: Option<String>,
+) -> HashMap<String, String> {
     let mut annotations = HashMap::new();
     annotations.insert(
         ANNOTATION_LOG_MAX_SIZE.to_string(),
@@ -545,7 +607,7 @@ pub fn build(
     if config.open_stdin {
         annotations.insert(ANNOTATION_STDIN.to_string(), "true".to_string());
     }
-    if let Some(named) = user.named {
+    if let Some(named) = named_user {
         annotations.insert(ANNOTATION_USER.to_string(), named);
     }
     if let Some(sig) = image.stop_signal.as_ref().filter(|s| !s.is_empty()) {
@@ -559,23 +621,7 @@ pub fn build(
         let list: Vec<&str> = p.keys().map(String::as_str).collect();
         annotations.insert(ANNOTATION_EXPOSED_PORTS.to_string(), list.join(","));
     }
-
-    SpecBuilder::default()
-        .version(oci_spec::runtime::VERSION)
-        .root(
-            RootBuilder::default()
-                .path("rootfs")
-                .readonly(config.read_only)
-                .build()
-                .map_err(spec_err)?,
-        )
-        .mounts(default_mounts(security.privileged)?)
-        .process(process)
-        .hostname(hostname)
-        .annotations(annotations)
-        .linux(linux)
-        .build()
-        .map_err(spec_err)
+    annotations
 }
 
 /// A hostname the kernel takes: 1-64 characters of letters, digits, `-` and `.`.

@@ -1,4 +1,8 @@
-//! The Tasks service: a container's running side, one `berth-shim` each.
+//! A task's life, in one room: create (bundle, network, shim), start (a created task, or a
+//! stopped one created again), kill, stop (stop signal, timeout, SIGKILL), wait, resize,
+//! delete, and its state. The gRPC shell over it is [`crate::grpc::tasks`]; the container's
+//! recorded state, the monitor of each run and restarts are [`crate::lifecycle`], which acts
+//! on tasks only through the operations here.
 //!
 //! The runtime keeps no task state in memory: the bundle folder says whether a task exists,
 //! its shim says how it is, and when the shim is gone `exit.json` says how it ended (exit code
@@ -7,20 +11,18 @@
 
 use crate::bundle::{self, Bundle, RootfsMount};
 use crate::error::{Error, Result};
+use crate::lifecycle::{
+    now, parse_signal, spec_annotation, state_of, DEFAULT_STOP_TIMEOUT, STATUS_EXITED,
+    STATUS_RESTARTING, STATUS_RUNNING,
+};
 use crate::shim::{self, ExitStatus, Request as ShimRequest, Shim, Status as ShimStatus};
 use crate::Runtime;
 use berth_api::containers::v1::Container;
 use berth_api::snapshots::v1::SnapshotKey;
 use berth_api::tasks::v1 as api;
-use berth_api::tasks::v1::tasks_server::Tasks;
-use berth_core::grpc::{namespace, request};
-use futures::Stream;
+use berth_core::grpc::request;
 use std::path::PathBuf;
-use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::io::AsyncWriteExt;
-use tonic::{Request, Response, Status, Streaming};
 
 /// The exit code of a task whose shim vanished without recording one.
 pub(crate) const UNKNOWN_EXIT_CODE: i32 = 255;
@@ -60,20 +62,6 @@ pub fn exit_to_api(exit: &ExitStatus) -> api::ExitStatus {
         exit_code: exit.exit_code,
         exited_at,
         oom_killed: exit.oom_killed,
-    }
-}
-
-fn task_to_api(id: &str, state: &TaskState) -> api::Task {
-    let status = match state.status {
-        ShimStatus::Created => api::Status::Created,
-        ShimStatus::Running => api::Status::Running,
-        ShimStatus::Stopped => api::Status::Stopped,
-    };
-    api::Task {
-        container_id: id.to_string(),
-        pid: state.pid,
-        status: status as i32,
-        exit: state.exit.as_ref().map(exit_to_api),
     }
 }
 
@@ -294,10 +282,177 @@ impl Runtime {
         Ok(pid)
     }
 
-    /// Lets the created process `execve` (or starts an exited container again); see
-    /// [`Runtime::start_container`]. Returns its pid.
-    pub async fn start_task(&self, ns: &str, reference: &str) -> Result<u32> {
-        self.start_container(ns, reference).await
+    /// Starts the task of a container whose lock is held: a created task is started, a
+    /// stopped one (or none) is created again first, with `mounts` when given (else from the
+    /// snapshot service). A running one is left alone. Returns the pid and whether it started.
+    pub(crate) async fn start_locked(
+        &self,
+        ns: &str,
+        container: &Container,
+        mounts: Option<&[RootfsMount]>,
+    ) -> Result<(u32, bool)> {
+        let id = container.id.as_str();
+        match self.task_state(ns, id).await? {
+            Some(t) if t.status == ShimStatus::Running => return Ok((t.pid, false)),
+            Some(t) if t.status == ShimStatus::Created && t.shim_alive => {}
+            Some(t) => {
+                self.delete_task_of(ns, id, &t).await?;
+                self.create_task_locked(ns, container, mounts).await?;
+            }
+            None => {
+                self.create_task_locked(ns, container, mounts).await?;
+            }
+        }
+        match self
+            .shim(ns, id)
+            .call_ok(&crate::shim::start_request())
+            .await
+        {
+            Ok(Some(answer)) => Ok((crate::shim::pid_of(&answer), true)),
+            Ok(None) => Err(Error::FailedPrecondition(format!(
+                "the shim of container {id} went away before it started"
+            ))),
+            Err(e) => {
+                // Docker records a failed start as an exit with the code (126/127) and error.
+                let code = match &e {
+                    Error::Shim { exit_code, .. } => *exit_code,
+                    _ => 128,
+                };
+                let message = e.to_string();
+                let _ = self.update_state(ns, id, |st| {
+                    st.status = STATUS_EXITED.to_string();
+                    st.exit_code = code;
+                    st.pid = 0;
+                    st.error = message.clone();
+                    st.finished_at = Some(now());
+                });
+                // Nothing runs in it: its address, veth and published ports go now, not at
+                // its next start or removal.
+                self.release_network(ns, id).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Tasks.Start: starts a container whether it was created, has exited (a new task on the
+    /// same rw snapshot) or is waiting to restart; a running one is left alone. Returns the
+    /// pid.
+    pub async fn start_container(&self, ns: &str, reference: &str) -> Result<u32> {
+        let id = self.task_id(ns, reference)?;
+        let _guard = self.lock(ns, &id).await;
+        let Some(container) = self.store.get(ns, &id)? else {
+            // A task whose container record is gone: only its created process can start.
+            let answer = self
+                .shim(ns, &id)
+                .call_ok(&crate::shim::start_request())
+                .await?
+                .ok_or_else(|| Error::NoTask(id.clone()))?;
+            return Ok(crate::shim::pid_of(&answer));
+        };
+        let (pid, started) = self.start_locked(ns, &container, None).await?;
+        if started {
+            self.record_start(ns, &id, pid, true)?;
+            self.publish_container(ns, &id, "start", &[]);
+            self.spawn_monitor(ns, &id, pid);
+        }
+        Ok(pid)
+    }
+
+    /// Tasks.Stop: the stop signal, `timeout` seconds, then SIGKILL to every process. The
+    /// container is marked stopped by the user, so its restart policy leaves it stopped. A
+    /// container that is not running is left as it is.
+    pub async fn stop_container(
+        &self,
+        ns: &str,
+        reference: &str,
+        timeout: Option<i32>,
+    ) -> Result<ExitStatus> {
+        let container = self.store.resolve(ns, reference)?;
+        let id = container.id.clone();
+        self.update_state(ns, &id, |st| {
+            st.stopped_by_user = true;
+            if st.status == STATUS_RESTARTING {
+                st.status = STATUS_EXITED.to_string();
+            }
+        })?;
+        let task = self.task_state(ns, &id).await?;
+        let Some(task) = task.filter(|t| t.status == ShimStatus::Running) else {
+            return Ok(self
+                .recorded_exit(ns, &id)
+                .unwrap_or_else(|| ExitStatus::exited(0, String::new())));
+        };
+        let config = container.config.clone().unwrap_or_default();
+        let signal = if !config.stop_signal.is_empty() {
+            parse_signal(&config.stop_signal)?
+        } else {
+            spec_annotation(&container.spec, crate::spec::ANNOTATION_STOP_SIGNAL)
+                .and_then(|s| parse_signal(&s).ok())
+                .unwrap_or(libc::SIGTERM)
+        };
+        let seconds = timeout.unwrap_or(if config.stop_timeout > 0 {
+            config.stop_timeout
+        } else {
+            DEFAULT_STOP_TIMEOUT
+        });
+        let shim = self.shim(ns, &id);
+        self.publish_container(ns, &id, "kill", &[("signal", signal.to_string())]);
+        if let Err(e) = shim
+            .call_ok(&ShimRequest::Kill { signal, all: false })
+            .await
+        {
+            tracing::debug!(container = %id, error = %e, "stop signal refused");
+        }
+        self.thaw_if_paused(ns, &id).await;
+        let waited = if seconds < 0 {
+            Some(shim.call(&ShimRequest::Wait).await)
+        } else {
+            tokio::time::timeout(
+                Duration::from_secs(seconds as u64),
+                shim.call(&ShimRequest::Wait),
+            )
+            .await
+            .ok()
+        };
+        let mut exit = waited
+            .and_then(|r| r.ok().flatten())
+            .and_then(|a| a.exit_status().cloned());
+        if exit.is_none() {
+            tracing::info!(container = %id, seconds, "container did not stop in time: SIGKILL");
+            let _ = shim
+                .call_ok(&ShimRequest::Kill {
+                    signal: libc::SIGKILL,
+                    all: true,
+                })
+                .await;
+            exit = tokio::time::timeout(Duration::from_secs(30), shim.call(&ShimRequest::Wait))
+                .await
+                .ok()
+                .and_then(|r| r.ok().flatten())
+                .and_then(|a| a.exit_status().cloned());
+        }
+        self.await_recorded_exit(ns, &id, task.pid).await?;
+        self.publish_container(ns, &id, "stop", &[]);
+        Ok(exit
+            .or_else(|| self.recorded_exit(ns, &id))
+            .unwrap_or_else(crate::tasks::unknown_exit))
+    }
+
+    /// Lets the monitor record the exit of the run with init `pid` (at most 5 s), so that
+    /// what follows sees the container stopped.
+    pub(crate) async fn await_recorded_exit(&self, ns: &str, id: &str, pid: u32) -> Result<()> {
+        for _ in 0..500 {
+            match self.store.get(ns, id)? {
+                Some(c) => {
+                    let st = state_of(&c);
+                    if st.status != STATUS_RUNNING || st.pid != pid {
+                        break;
+                    }
+                }
+                None => break,
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        Ok(())
     }
 
     /// Sends `signal` (SIGTERM when 0) to the init process, or to every process of the
@@ -603,505 +758,6 @@ pub(crate) fn reap(pid: i32) {
     shim_gone(nix::unistd::Pid::from_raw(pid));
 }
 
-/// Aborts the stdin relay when the output stream ends or its client goes away.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
-}
-
-/// Relays a client's attach or exec messages to the shim as frames (`frame_of` turns one
-/// message into its frame, if any) until the client is done.
-async fn relay_frames<M>(
-    mut client: Streaming<M>,
-    mut shim: tokio::net::unix::OwnedWriteHalf,
-    stdin: bool,
-    frame_of: impl Fn(M) -> Option<Vec<u8>>,
-) {
-    loop {
-        let frame = match client.message().await {
-            Ok(Some(msg)) => match frame_of(msg) {
-                Some(f) => f,
-                None => continue,
-            },
-            // The client closed its side: with stdin attached, that is the end of stdin.
-            Ok(None) => {
-                if stdin {
-                    let _ = shim
-                        .write_all(&shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[]))
-                        .await;
-                }
-                return;
-            }
-            Err(_) => return,
-        };
-        if shim.write_all(&frame).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// The shim frame of client input: stdin bytes, the end of stdin, or a terminal size.
-fn input_frame(stdin: Option<Vec<u8>>, close: bool, resize: Option<(u32, u32)>) -> Option<Vec<u8>> {
-    match (stdin, close, resize) {
-        (Some(data), _, _) if !data.is_empty() => {
-            Some(shim::encode_frame(shim::FRAME_STDIN, &data))
-        }
-        (_, true, _) => Some(shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[])),
-        (_, _, Some((w, h))) => Some(shim::encode_frame(
-            shim::FRAME_RESIZE,
-            &shim::resize_payload(w, h),
-        )),
-        _ => None,
-    }
-}
-
-async fn relay_input(
-    client: Streaming<api::AttachRequest>,
-    shim: tokio::net::unix::OwnedWriteHalf,
-    stdin: bool,
-) {
-    use api::attach_request::Item;
-    relay_frames(client, shim, stdin, |m| match m.item {
-        Some(Item::Stdin(d)) => input_frame(Some(d), false, None),
-        Some(Item::CloseStdin(c)) => input_frame(None, c, None),
-        Some(Item::Resize(r)) => input_frame(None, false, Some((r.width, r.height))),
-        _ => None,
-    })
-    .await
-}
-
-type AttachStream = Pin<Box<dyn Stream<Item = Result<api::AttachResponse, Status>> + Send>>;
-type ExecStream = Pin<Box<dyn Stream<Item = Result<api::ExecResponse, Status>> + Send>>;
-
-async fn relay_exec_input(
-    client: Streaming<api::ExecRequest>,
-    shim: tokio::net::unix::OwnedWriteHalf,
-    stdin: bool,
-) {
-    use api::exec_request::Item;
-    relay_frames(client, shim, stdin, |m| match m.item {
-        Some(Item::Stdin(d)) => input_frame(Some(d), false, None),
-        Some(Item::CloseStdin(c)) => input_frame(None, c, None),
-        Some(Item::Resize(r)) => input_frame(None, false, Some((r.width, r.height))),
-        _ => None,
-    })
-    .await
-}
-
-/// The Tasks gRPC service.
-#[derive(Debug, Clone)]
-pub struct TasksService {
-    runtime: Arc<Runtime>,
-}
-
-impl TasksService {
-    pub fn new(runtime: Arc<Runtime>) -> Self {
-        TasksService { runtime }
-    }
-
-    async fn attach_stream(
-        &self,
-        ns: String,
-        mut client: Streaming<api::AttachRequest>,
-    ) -> Result<AttachStream, Status> {
-        use api::attach_response::Item as Out;
-        let first = client.message().await?.ok_or_else(|| {
-            Status::invalid_argument("attach: the first message must name the container")
-        })?;
-        let Some(api::attach_request::Item::Start(start)) = first.item else {
-            return Err(Status::invalid_argument(
-                "attach: the first message must be `start` with the container id",
-            ));
-        };
-        let rt = &self.runtime;
-        let id = rt.task_id(&ns, &start.container_id)?;
-        let bundle = rt.bundle(&ns, &id);
-        if !bundle.exists() {
-            return Err(Error::NoTask(id).into());
-        }
-        let Some(attached) = rt.shim(&ns, &id).attach(start.stdin).await? else {
-            return Err(Error::FailedPrecondition(
-                "You cannot attach to a stopped container, start it first".to_string(),
-            )
-            .into());
-        };
-        rt.note_attach(&ns, &id);
-        let shim::Attached { mut output, input } = attached;
-        let relay = AbortOnDrop(tokio::spawn(relay_input(client, input, start.stdin)));
-        let runtime = self.runtime.clone();
-        let stream = async_stream::try_stream! {
-            let _relay = relay;
-            loop {
-                let frame = shim::read_frame(&mut output).await.map_err(|e| {
-                    Status::unavailable(format!("attach to container {id}: the shim connection broke: {e}"))
-                })?;
-                let Some(frame) = frame else {
-                    // The shim ended without an exit frame: it died, or the task was deleted.
-                    // Report what it left.
-                    let exit = bundle
-                        .exit_status()
-                        .ok()
-                        .flatten()
-                        .or_else(|| runtime.recorded_exit(&ns, &id))
-                        .unwrap_or_else(unknown_exit);
-                    yield api::AttachResponse { item: Some(Out::Exit(exit_to_api(&exit))) };
-                    break;
-                };
-                match frame.kind {
-                    shim::FRAME_STDOUT => yield api::AttachResponse { item: Some(Out::Stdout(frame.payload)) },
-                    shim::FRAME_STDERR => yield api::AttachResponse { item: Some(Out::Stderr(frame.payload)) },
-                    shim::FRAME_EXIT => {
-                        let exit: ExitStatus = serde_json::from_slice(&frame.payload).map_err(|e| {
-                            Status::internal(format!("attach to container {id}: the shim sent an unreadable exit status: {e}"))
-                        })?;
-                        yield api::AttachResponse { item: Some(Out::Exit(exit_to_api(&exit))) };
-                        break;
-                    }
-                    _ => {}
-                }
-            }
-        };
-        Ok(Box::pin(stream))
-    }
-}
-
-impl TasksService {
-    async fn exec_stream(
-        &self,
-        ns: String,
-        mut client: Streaming<api::ExecRequest>,
-    ) -> Result<ExecStream, Status> {
-        use api::exec_response::Item as Out;
-        let first = client.message().await?.ok_or_else(|| {
-            Status::invalid_argument("exec: the first message must name the container")
-        })?;
-        let Some(api::exec_request::Item::Start(start)) = first.item else {
-            return Err(Status::invalid_argument(
-                "exec: the first message must be `start` with the container and command",
-            ));
-        };
-        if start.args.is_empty() {
-            return Err(Error::InvalidArgument("exec: no command given".into()).into());
-        }
-        let rt = &self.runtime;
-        let id = rt.task_id(&ns, &start.container_id)?;
-        match rt.task_state(&ns, &id).await? {
-            Some(t) if t.status == ShimStatus::Running => {}
-            _ => return Err(not_running(&id).into()),
-        }
-        if rt.is_paused(&ns, &id) {
-            return Err(Error::FailedPrecondition(format!(
-                "Container {id} is paused, unpause the container before exec"
-            ))
-            .into());
-        }
-        let request = ShimRequest::Exec {
-            args: start.args.clone(),
-            env: start.env.clone(),
-            cwd: start.working_dir.clone(),
-            user: start.user.clone(),
-            terminal: start.tty,
-            stdin: start.stdin,
-            detach: start.detach,
-        };
-        let opened = match rt.shim(&ns, &id).open(&request).await {
-            Ok(Some(o)) => o,
-            Ok(None) => return Err(not_running(&id).into()),
-            Err(Error::Shim { message, exit_code }) if exit_code != 126 && exit_code != 127 => {
-                // A refusal without 126/127: the container stopped meanwhile, or the shim
-                // cannot exec (an older shim that has no `exec` op).
-                return match rt.task_state(&ns, &id).await? {
-                    Some(t) if t.status == ShimStatus::Running => Err(Status::new(
-                        tonic::Code::Internal,
-                        format!("exec in container {id}: {message}"),
-                    )),
-                    _ => Err(not_running(&id).into()),
-                };
-            }
-            Err(e) => return Err(e.into()),
-        };
-        let (answer, attached) = opened;
-        let pid = shim::pid_of(&answer);
-        rt.publish_container(
-            &ns,
-            &id,
-            "exec_start",
-            &[
-                ("execID", pid.to_string()),
-                ("command", start.args.join(" ")),
-            ],
-        );
-        let detach = start.detach;
-        let shim::Attached { mut output, input } = attached;
-        let relay = if detach {
-            None
-        } else {
-            Some(AbortOnDrop(tokio::spawn(relay_exec_input(
-                client,
-                input,
-                start.stdin,
-            ))))
-        };
-        let stream = async_stream::try_stream! {
-            let _relay = relay;
-            yield api::ExecResponse { item: Some(Out::Pid(pid)) };
-            if !detach {
-                loop {
-                    let frame = shim::read_frame(&mut output).await.map_err(|e| {
-                        Status::unavailable(format!("exec in container {id}: the shim connection broke: {e}"))
-                    })?;
-                    let Some(frame) = frame else {
-                        Err(Status::unavailable(format!(
-                            "exec in container {id}: the shim ended the connection without an exit status"
-                        )))?;
-                        break;
-                    };
-                    match frame.kind {
-                        shim::FRAME_STDOUT => yield api::ExecResponse { item: Some(Out::Stdout(frame.payload)) },
-                        shim::FRAME_STDERR => yield api::ExecResponse { item: Some(Out::Stderr(frame.payload)) },
-                        shim::FRAME_EXIT => {
-                            let exit: ExitStatus = serde_json::from_slice(&frame.payload).map_err(|e| {
-                                Status::internal(format!("exec in container {id}: the shim sent an unreadable exit status: {e}"))
-                            })?;
-                            yield api::ExecResponse { item: Some(Out::Exit(exit_to_api(&exit))) };
-                            break;
-                        }
-                        _ => {}
-                    }
-                }
-            }
-        };
-        Ok(Box::pin(stream))
-    }
-}
-
-#[tonic::async_trait]
-impl Tasks for TasksService {
-    async fn create(
-        &self,
-        req: Request<api::CreateTaskRequest>,
-    ) -> Result<Response<api::CreateTaskResponse>, Status> {
-        let ns = namespace(&req)?;
-        let pid = self
-            .runtime
-            .create_task(&ns, &req.get_ref().container_id)
-            .await?;
-        Ok(Response::new(api::CreateTaskResponse { pid }))
-    }
-
-    async fn start(
-        &self,
-        req: Request<api::StartTaskRequest>,
-    ) -> Result<Response<api::StartTaskResponse>, Status> {
-        let ns = namespace(&req)?;
-        let pid = self
-            .runtime
-            .start_task(&ns, &req.get_ref().container_id)
-            .await?;
-        Ok(Response::new(api::StartTaskResponse { pid }))
-    }
-
-    type AttachStream = AttachStream;
-
-    async fn attach(
-        &self,
-        req: Request<Streaming<api::AttachRequest>>,
-    ) -> Result<Response<Self::AttachStream>, Status> {
-        let ns = namespace(&req)?;
-        let stream = self.attach_stream(ns, req.into_inner()).await?;
-        Ok(Response::new(stream))
-    }
-
-    async fn wait(
-        &self,
-        req: Request<api::WaitTaskRequest>,
-    ) -> Result<Response<api::WaitTaskResponse>, Status> {
-        let ns = namespace(&req)?;
-        let exit = self
-            .runtime
-            .wait_task(&ns, &req.get_ref().container_id)
-            .await?;
-        Ok(Response::new(api::WaitTaskResponse {
-            exit: Some(exit_to_api(&exit)),
-        }))
-    }
-
-    async fn kill(
-        &self,
-        req: Request<api::KillTaskRequest>,
-    ) -> Result<Response<api::KillTaskResponse>, Status> {
-        let ns = namespace(&req)?;
-        let r = req.get_ref();
-        self.runtime
-            .kill_task(&ns, &r.container_id, r.signal, r.all)
-            .await?;
-        Ok(Response::new(api::KillTaskResponse {}))
-    }
-
-    async fn resize(
-        &self,
-        req: Request<api::ResizeRequest>,
-    ) -> Result<Response<api::ResizeResponse>, Status> {
-        let ns = namespace(&req)?;
-        let r = req.get_ref();
-        self.runtime
-            .resize_task(&ns, &r.container_id, r.width, r.height)
-            .await?;
-        Ok(Response::new(api::ResizeResponse {}))
-    }
-
-    async fn get(
-        &self,
-        req: Request<api::GetTaskRequest>,
-    ) -> Result<Response<api::GetTaskResponse>, Status> {
-        let ns = namespace(&req)?;
-        let id = self.runtime.task_id(&ns, &req.get_ref().container_id)?;
-        let state = match self.runtime.task_state(&ns, &id).await? {
-            Some(state) => state,
-            // The monitor deleted the task after its exit: it reads as stopped until the
-            // container starts again.
-            None => match self.runtime.recorded_exit(&ns, &id) {
-                Some(exit) => TaskState {
-                    status: ShimStatus::Stopped,
-                    pid: 0,
-                    exit: Some(exit),
-                    shim_alive: false,
-                },
-                None => return Err(Error::NoTask(id).into()),
-            },
-        };
-        Ok(Response::new(api::GetTaskResponse {
-            task: Some(task_to_api(&id, &state)),
-        }))
-    }
-
-    async fn list(
-        &self,
-        req: Request<api::ListTasksRequest>,
-    ) -> Result<Response<api::ListTasksResponse>, Status> {
-        let ns = namespace(&req)?;
-        let tasks = self
-            .runtime
-            .list_tasks(&ns)
-            .await?
-            .iter()
-            .map(|(id, state)| task_to_api(id, state))
-            .collect();
-        Ok(Response::new(api::ListTasksResponse { tasks }))
-    }
-
-    async fn delete(
-        &self,
-        req: Request<api::DeleteTaskRequest>,
-    ) -> Result<Response<api::DeleteTaskResponse>, Status> {
-        let ns = namespace(&req)?;
-        let exit = self
-            .runtime
-            .delete_task(&ns, &req.get_ref().container_id)
-            .await?;
-        Ok(Response::new(api::DeleteTaskResponse {
-            exit: Some(exit_to_api(&exit)),
-        }))
-    }
-
-    async fn stop(
-        &self,
-        req: Request<api::StopTaskRequest>,
-    ) -> Result<Response<api::StopTaskResponse>, Status> {
-        let ns = namespace(&req)?;
-        let r = req.get_ref();
-        let timeout = (r.has_timeout || r.timeout != 0).then_some(r.timeout);
-        let exit = self
-            .runtime
-            .stop_container(&ns, &r.container_id, timeout)
-            .await?;
-        Ok(Response::new(api::StopTaskResponse {
-            exit: Some(exit_to_api(&exit)),
-        }))
-    }
-
-    type ExecStream = ExecStream;
-
-    async fn exec(
-        &self,
-        req: Request<Streaming<api::ExecRequest>>,
-    ) -> Result<Response<Self::ExecStream>, Status> {
-        let ns = namespace(&req)?;
-        let stream = self.exec_stream(ns, req.into_inner()).await?;
-        Ok(Response::new(stream))
-    }
-
-    async fn pause(
-        &self,
-        req: Request<api::PauseTaskRequest>,
-    ) -> Result<Response<api::PauseTaskResponse>, Status> {
-        let ns = namespace(&req)?;
-        self.runtime
-            .pause_container(&ns, &req.get_ref().container_id)
-            .await?;
-        Ok(Response::new(api::PauseTaskResponse {}))
-    }
-
-    async fn resume(
-        &self,
-        req: Request<api::ResumeTaskRequest>,
-    ) -> Result<Response<api::ResumeTaskResponse>, Status> {
-        let ns = namespace(&req)?;
-        self.runtime
-            .resume_container(&ns, &req.get_ref().container_id)
-            .await?;
-        Ok(Response::new(api::ResumeTaskResponse {}))
-    }
-
-    async fn list_pids(
-        &self,
-        req: Request<api::ListPidsRequest>,
-    ) -> Result<Response<api::ListPidsResponse>, Status> {
-        let ns = namespace(&req)?;
-        let processes = self
-            .runtime
-            .task_processes(&ns, &req.get_ref().container_id)
-            .await?;
-        Ok(Response::new(api::ListPidsResponse { processes }))
-    }
-
-    async fn metrics(
-        &self,
-        req: Request<api::MetricsRequest>,
-    ) -> Result<Response<api::MetricsResponse>, Status> {
-        let ns = namespace(&req)?;
-        let metrics = self
-            .runtime
-            .task_metrics(&ns, &req.get_ref().container_id)
-            .await?;
-        Ok(Response::new(api::MetricsResponse {
-            metrics: Some(metrics),
-        }))
-    }
-
-    type LogsStream = Pin<Box<dyn Stream<Item = Result<api::LogEntry, Status>> + Send>>;
-
-    async fn logs(
-        &self,
-        req: Request<api::LogsRequest>,
-    ) -> Result<Response<Self::LogsStream>, Status> {
-        let ns = namespace(&req)?;
-        let r = req.into_inner();
-        let container = self.runtime.store.resolve(&ns, &r.container_id)?;
-        // `--tail N`; a negative N means all, as Docker's "all".
-        let tail = if (r.has_tail || r.tail > 0) && r.tail >= 0 {
-            Some(usize::try_from(r.tail).unwrap_or(usize::MAX))
-        } else {
-            None
-        };
-        let stream = crate::logs::stream(self.runtime.clone(), ns, container.id, r.follow, tail);
-        Ok(Response::new(Box::pin(stream)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1120,20 +776,5 @@ mod tests {
         assert_eq!(t.nanos, 123_456_789);
         assert_eq!(t.seconds, 1_714_979_289);
         assert!(exit_to_api(&unknown_exit()).exited_at.is_none());
-    }
-
-    #[test]
-    fn tasks_convert() {
-        let t = task_to_api(
-            "abc",
-            &TaskState {
-                status: ShimStatus::Stopped,
-                pid: 7,
-                exit: Some(unknown_exit()),
-                shim_alive: false,
-            },
-        );
-        assert_eq!(t.status, api::Status::Stopped as i32);
-        assert_eq!(t.exit.unwrap().exit_code, 255);
     }
 }

@@ -20,7 +20,7 @@ use berth_core::grpc::{channel, exit_code_of, request};
 use berth_runtime::bundle::{Bundle, RootfsMount};
 use berth_runtime::spec::{self, ImageConfig};
 use berth_runtime::Runtime;
-use common::shim_binary;
+use common::{busybox_rootfs, kill_leftovers, open_runtime, serve, shim_binary, store_container};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,51 +36,6 @@ macro_rules! shim_or_skip {
             Err(why) => return common::skip(why),
         }
     };
-}
-
-fn busybox_rootfs(dir: &Path) -> Vec<RootfsMount> {
-    let root = dir.join("rootfs-src");
-    for d in ["bin", "proc", "dev", "sys", "tmp", "etc", "data"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "cat", "sleep", "ls", "true", "false"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(root.join("etc/passwd"), "root:x:0:0:root:/root:/bin/sh\n").unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\n").unwrap();
-    vec![RootfsMount {
-        typ: "bind".into(),
-        source: root.display().to_string(),
-        options: vec!["rbind".into(), "rw".into()],
-    }]
-}
-
-/// Kills whatever shims and inits a test left in `state`.
-fn kill_leftovers(state: &Path) {
-    for ns in std::fs::read_dir(state.join("tasks"))
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        for bundle in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-            let exited = bundle.path().join("exit.json").exists();
-            for file in ["init.pid", "shim.pid"] {
-                if exited && file == "init.pid" {
-                    continue;
-                }
-                let pid = std::fs::read_to_string(bundle.path().join(file))
-                    .ok()
-                    .and_then(|s| s.trim().parse::<i32>().ok());
-                if let Some(pid) = pid.filter(|p| *p > 1) {
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid),
-                        nix::sys::signal::Signal::SIGKILL,
-                    );
-                }
-            }
-        }
-    }
 }
 
 struct Harness {
@@ -100,22 +55,6 @@ impl Drop for Harness {
         self.fake_server.abort();
         kill_leftovers(&self.dir.path().join("s"));
     }
-}
-
-fn open_runtime(dir: &Path, shim: &Path) -> Arc<Runtime> {
-    let nobody = format!("unix://{}", dir.join("nobody-listens.sock").display());
-    Runtime::open(
-        &dir.join("root"),
-        &dir.join("s"),
-        RuntimeConfig {
-            shim: Some(shim.to_path_buf()),
-            log_max_size: 1 << 20,
-            ..Default::default()
-        },
-        channel(&nobody).unwrap(),
-        channel(&nobody).unwrap(),
-    )
-    .unwrap()
 }
 
 /// Stand-ins for the Snapshots service (every key mounts the test rootfs; removing works)
@@ -284,25 +223,14 @@ impl Harness {
             Some(fake_channel),
         )
         .unwrap();
-        let (containers, tasks) = runtime.services();
-        let socket = dir.path().join("runtime.sock");
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        let server = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(containers)
-                .add_service(tasks)
-                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
-        let ch = channel(&format!("unix://{}", socket.display())).unwrap();
+        let (server, containers, tasks) = serve(&runtime, dir.path());
         Harness {
             dir,
             runtime,
             mounts,
             fakes: f,
-            containers: ContainersClient::new(ch.clone()),
-            tasks: TasksClient::new(ch),
+            containers,
+            tasks,
             server,
             fake_server,
         }
@@ -394,19 +322,7 @@ async fn add_container(
         network_mode: "none".into(),
         ..config
     };
-    let s = spec::build(&id, NS, &config, &image, &spec::Options::from_host(1 << 20)).unwrap();
-    let c = Container {
-        id: id.clone(),
-        name: format!("c{n}"),
-        image: "docker.io/library/busybox:latest".into(),
-        config: Some(config),
-        spec: serde_json::to_vec(&s).unwrap(),
-        snapshotter: "native".into(),
-        snapshot_key: id.clone(),
-        created_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
-        ..Default::default()
-    };
-    runtime.store().create(NS, &c).unwrap();
+    let c = store_container(runtime, NS, &id, &format!("c{n}"), &image, config);
     runtime
         .create_task_with_mounts(NS, &c, mounts)
         .await
@@ -935,7 +851,7 @@ fn a_new_runtime_finds_running_containers_and_dead_shims() {
     let (running, doomed, restarted) = {
         let tokio1 = tokio::runtime::Runtime::new().unwrap();
         let ids = tokio1.block_on(async {
-            let rt = open_runtime(dir.path(), &shim);
+            let rt = open_runtime(dir.path(), Some(shim.clone()));
             let a = add_container(&rt, 7, &["sleep", "100"], Default::default(), &mounts).await;
             let b = add_container(&rt, 8, &["sleep", "100"], Default::default(), &mounts).await;
             let c = add_container(&rt, 9, &["sleep", "100"], policy("always", 0), &mounts).await;
@@ -964,7 +880,7 @@ fn a_new_runtime_finds_running_containers_and_dead_shims() {
 
     let tokio2 = tokio::runtime::Runtime::new().unwrap();
     tokio2.block_on(async {
-        let rt = open_runtime(dir.path(), &shim);
+        let rt = open_runtime(dir.path(), Some(shim.clone()));
         rt.recover().await;
         let st = |id: &str| rt.store().get(NS, id).unwrap().unwrap().state.unwrap();
         assert_eq!(st(&running).status, "running");

@@ -18,13 +18,14 @@ use berth_api::tasks::v1::{
     attach_request, attach_response, AttachRequest, AttachStart, DeleteTaskRequest, GetTaskRequest,
     ListTasksRequest, StartTaskRequest, Status as TaskStatus, WaitTaskRequest,
 };
-use berth_core::config::RuntimeConfig;
-use berth_core::grpc::{channel, exit_code_of, request};
-use berth_runtime::bundle::{Bundle, RootfsMount};
-use berth_runtime::spec::{self, ImageConfig};
+use berth_core::grpc::{exit_code_of, request};
+use berth_runtime::bundle::Bundle;
+use berth_runtime::spec::ImageConfig;
 use berth_runtime::Runtime;
-use common::{shim_binary, skip};
-use std::path::{Path, PathBuf};
+use common::{
+    busybox_rootfs, kill_leftovers, open_runtime, serve, shim_binary, skip, store_container,
+};
+use std::path::PathBuf;
 use std::sync::Arc;
 use tonic::transport::Channel;
 use tonic::Code;
@@ -42,27 +43,7 @@ impl Drop for Harness {
     fn drop(&mut self) {
         self.server.abort();
         // A failed test must not leave containers behind: end every shim and init it started.
-        let tasks = self.state().join("tasks");
-        for ns in std::fs::read_dir(tasks).into_iter().flatten().flatten() {
-            for bundle in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-                // An init that has exited (exit.json) may have had its pid reused.
-                let exited = bundle.path().join("exit.json").exists();
-                for file in ["init.pid", "shim.pid"] {
-                    if exited && file == "init.pid" {
-                        continue;
-                    }
-                    let pid = std::fs::read_to_string(bundle.path().join(file))
-                        .ok()
-                        .and_then(|s| s.trim().parse::<i32>().ok());
-                    if let Some(pid) = pid.filter(|p| *p > 1) {
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
-                    }
-                }
-            }
-        }
+        kill_leftovers(&self.state());
     }
 }
 
@@ -74,39 +55,13 @@ impl Harness {
             .prefix("rt")
             .tempdir_in("/tmp")
             .unwrap();
-        let nobody = format!(
-            "unix://{}",
-            dir.path().join("nobody-listens.sock").display()
-        );
-        let runtime = Runtime::open(
-            &dir.path().join("root"),
-            &dir.path().join("s"),
-            RuntimeConfig {
-                shim,
-                log_max_size: 1 << 20,
-                ..Default::default()
-            },
-            channel(&nobody).unwrap(),
-            channel(&nobody).unwrap(),
-        )
-        .unwrap();
-        let (containers, tasks) = runtime.services();
-        let socket = dir.path().join("runtime.sock");
-        let listener = tokio::net::UnixListener::bind(&socket).unwrap();
-        let server = tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(containers)
-                .add_service(tasks)
-                .serve_with_incoming(tokio_stream::wrappers::UnixListenerStream::new(listener))
-                .await
-                .unwrap();
-        });
-        let ch = channel(&format!("unix://{}", socket.display())).unwrap();
+        let runtime = open_runtime(dir.path(), shim);
+        let (server, containers, tasks) = serve(&runtime, dir.path());
         Harness {
             dir,
             runtime,
-            containers: ContainersClient::new(ch.clone()),
-            tasks: TasksClient::new(ch),
+            containers,
+            tasks,
             server,
         }
     }
@@ -120,21 +75,7 @@ impl Harness {
         image: ImageConfig,
         config: ContainerConfig,
     ) -> Container {
-        let options = spec::Options::from_host(1 << 20);
-        let s = spec::build(id, ns, &config, &image, &options).unwrap();
-        let c = Container {
-            id: id.to_string(),
-            name: name.to_string(),
-            image: "docker.io/library/busybox:latest".into(),
-            config: Some(config),
-            spec: serde_json::to_vec(&s).unwrap(),
-            snapshotter: "native".into(),
-            snapshot_key: id.to_string(),
-            created_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
-            ..Default::default()
-        };
-        self.runtime.store().create(ns, &c).unwrap();
-        c
+        store_container(&self.runtime, ns, id, name, &image, config)
     }
 
     fn state(&self) -> PathBuf {
@@ -466,29 +407,6 @@ async fn a_task_whose_shim_is_gone_reads_as_stopped() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound);
-}
-
-/// A rootfs folder with busybox as `sh`, bind-mounted the way the copy snapshotter does it.
-fn busybox_rootfs(dir: &Path) -> Vec<RootfsMount> {
-    let root = dir.join("rootfs-src");
-    for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
-        std::fs::create_dir_all(root.join(d)).unwrap();
-    }
-    std::fs::copy("/bin/busybox", root.join("bin/busybox")).unwrap();
-    for applet in ["sh", "echo", "cat", "sleep", "id", "hostname"] {
-        std::os::unix::fs::symlink("busybox", root.join("bin").join(applet)).unwrap();
-    }
-    std::fs::write(
-        root.join("etc/passwd"),
-        "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/sh\n",
-    )
-    .unwrap();
-    std::fs::write(root.join("etc/group"), "root:x:0:\nnogroup:x:65534:\n").unwrap();
-    vec![RootfsMount {
-        typ: "bind".into(),
-        source: root.display().to_string(),
-        options: vec!["rbind".into(), "rw".into()],
-    }]
 }
 
 #[tokio::test]

@@ -1,0 +1,117 @@
+//! `berth exec`: a command in a running container, over one bidirectional stream (start,
+//! stdin, resizes out; pid, output, exit status back).
+
+use crate::client::{Context, Error};
+use crate::stdio::{relay_resizes, relay_stdin, write_stderr, write_stdout, RawTerminal};
+use berth_api::tasks::v1 as tapi;
+use clap::Args;
+use std::io::IsTerminal;
+use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+#[derive(Debug, Args)]
+pub struct ExecArgs {
+    /// Keep stdin open
+    #[arg(short, long)]
+    pub interactive: bool,
+    /// Allocate a terminal
+    #[arg(short, long)]
+    pub tty: bool,
+    /// Run in the background
+    #[arg(short, long)]
+    pub detach: bool,
+    /// Environment variables (K=V)
+    #[arg(short, long = "env")]
+    pub env: Vec<String>,
+    /// Working directory inside the container
+    #[arg(short, long = "workdir")]
+    pub workdir: Option<String>,
+    /// User (name|uid[:group|gid])
+    #[arg(short, long)]
+    pub user: Option<String>,
+    pub container: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    pub command: Vec<String>,
+}
+
+pub async fn exec(ctx: &Context, a: ExecArgs) -> u8 {
+    match exec_inner(ctx, a).await {
+        Ok(code) => (code & 0xff) as u8,
+        Err(e) => crate::fail(e),
+    }
+}
+
+async fn exec_inner(ctx: &Context, a: ExecArgs) -> Result<i32, Error> {
+    let env = a
+        .env
+        .iter()
+        .filter_map(|e| {
+            if e.contains('=') {
+                Some(e.clone())
+            } else {
+                std::env::var(e).ok().map(|v| format!("{e}={v}"))
+            }
+        })
+        .collect();
+    let stdin = a.interactive && !a.detach;
+    let tty = a.tty && !a.detach;
+    let (tx, rx) = mpsc::channel::<tapi::ExecRequest>(32);
+    tx.send(tapi::ExecRequest {
+        item: Some(tapi::exec_request::Item::Start(tapi::ExecStart {
+            container_id: a.container.clone(),
+            args: a.command.clone(),
+            env,
+            working_dir: a.workdir.clone().unwrap_or_default(),
+            user: a.user.clone().unwrap_or_default(),
+            tty: a.tty,
+            stdin,
+            detach: a.detach,
+        })),
+    })
+    .await
+    .map_err(|_| Error::Local("exec stream closed".into()))?;
+    let mut output = ctx
+        .tasks()
+        .exec(ctx.req(tokio_stream::wrappers::ReceiverStream::new(rx)))
+        .await?
+        .into_inner();
+    if a.detach {
+        // The process runs once its pid comes back (or the stream ends without error).
+        while let Some(m) = output.next().await {
+            if let Some(tapi::exec_response::Item::Pid(_)) = m?.item {
+                break;
+            }
+        }
+        return Ok(0);
+    }
+    let _raw = (tty && std::io::stdin().is_terminal()).then(RawTerminal::enable);
+    if tty {
+        relay_resizes(&tx, &a.container, |r| tapi::ExecRequest {
+            item: Some(tapi::exec_request::Item::Resize(r)),
+        })
+        .await;
+    }
+    if stdin {
+        relay_stdin(
+            tx.clone(),
+            |b| tapi::ExecRequest {
+                item: Some(tapi::exec_request::Item::Stdin(b)),
+            },
+            || tapi::ExecRequest {
+                item: Some(tapi::exec_request::Item::CloseStdin(true)),
+            },
+        );
+    }
+    while let Some(m) = output.next().await {
+        match m?.item {
+            Some(tapi::exec_response::Item::Stdout(b)) => write_stdout(&b)?,
+            Some(tapi::exec_response::Item::Stderr(b)) => write_stderr(&b)?,
+            Some(tapi::exec_response::Item::Exit(e)) => return Ok(e.exit_code),
+            Some(tapi::exec_response::Item::Pid(_)) | None => {}
+        }
+    }
+    drop(tx);
+    Err(Error::Local(
+        "the exec stream ended without an exit status".into(),
+    ))
+}

@@ -1,0 +1,119 @@
+//! The Networks gRPC service: `network create|ls|rm|inspect|connect|disconnect|prune` over
+//! the runtime's [`crate::network::Networks`] and [`crate::connections`].
+
+use crate::Runtime;
+use berth_api::networks::v1::networks_server::Networks;
+use berth_api::networks::v1::{
+    ConnectRequest, ConnectResponse, CreateNetworkRequest, DisconnectRequest, DisconnectResponse,
+    GetNetworkRequest, ListNetworksRequest, ListNetworksResponse, Network, PruneNetworksRequest,
+    PruneNetworksResponse, RemoveNetworkRequest, RemoveNetworkResponse,
+};
+use berth_core::grpc::namespace;
+use std::sync::Arc;
+use tonic::{Request, Response, Status};
+
+#[derive(Debug, Clone)]
+pub struct NetworksService {
+    runtime: Arc<Runtime>,
+}
+
+impl NetworksService {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        NetworksService { runtime }
+    }
+}
+
+#[tonic::async_trait]
+impl Networks for NetworksService {
+    async fn create(
+        &self,
+        req: Request<CreateNetworkRequest>,
+    ) -> Result<Response<Network>, Status> {
+        let r = req.into_inner();
+        let manager = self.runtime.networks.clone();
+        let n = tokio::task::spawn_blocking(move || {
+            manager.create(
+                &r.name, &r.driver, &r.subnet, &r.gateway, r.internal, r.labels,
+            )
+        })
+        .await
+        .map_err(|e| Status::internal(e.to_string()))??;
+        tracing::info!(network = %n.name, bridge = %n.bridge, subnet = %n.subnet, "network created");
+        Ok(Response::new(n))
+    }
+
+    async fn get(&self, req: Request<GetNetworkRequest>) -> Result<Response<Network>, Status> {
+        let n = self.runtime.networks.find(&req.get_ref().name)?;
+        Ok(Response::new(self.runtime.network_with_containers(n)?))
+    }
+
+    async fn list(
+        &self,
+        _req: Request<ListNetworksRequest>,
+    ) -> Result<Response<ListNetworksResponse>, Status> {
+        Ok(Response::new(ListNetworksResponse {
+            networks: self.runtime.networks.list()?,
+        }))
+    }
+
+    async fn remove(
+        &self,
+        req: Request<RemoveNetworkRequest>,
+    ) -> Result<Response<RemoveNetworkResponse>, Status> {
+        let users = self.runtime.all_containers()?;
+        let manager = self.runtime.networks.clone();
+        let name = req.into_inner().name;
+        let n = tokio::task::spawn_blocking(move || manager.remove(&name, &users))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
+        tracing::info!(network = %n.name, "network removed");
+        Ok(Response::new(RemoveNetworkResponse {}))
+    }
+
+    async fn attach(
+        &self,
+        req: Request<ConnectRequest>,
+    ) -> Result<Response<ConnectResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        self.runtime
+            .connect_network(&ns, &r.network, &r.container)
+            .await?;
+        Ok(Response::new(ConnectResponse {}))
+    }
+
+    async fn detach(
+        &self,
+        req: Request<DisconnectRequest>,
+    ) -> Result<Response<DisconnectResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        self.runtime
+            .disconnect_network(&ns, &r.network, &r.container)
+            .await?;
+        Ok(Response::new(DisconnectResponse {}))
+    }
+
+    async fn prune(
+        &self,
+        _req: Request<PruneNetworksRequest>,
+    ) -> Result<Response<PruneNetworksResponse>, Status> {
+        let users = self.runtime.all_containers()?;
+        let mut deleted = Vec::new();
+        for n in self.runtime.networks.list()? {
+            let builtin = matches!(n.name.as_str(), "bridge" | "host" | "none");
+            let used = users.iter().any(|(_, c)| c.networks.contains(&n.name));
+            if builtin || used {
+                continue;
+            }
+            let manager = self.runtime.networks.clone();
+            let (name, u) = (n.name.clone(), users.clone());
+            match tokio::task::spawn_blocking(move || manager.remove(&name, &u)).await {
+                Ok(Ok(_)) => deleted.push(n.name),
+                Ok(Err(e)) => tracing::warn!(network = %n.name, error = %e, "cannot prune network"),
+                Err(e) => tracing::warn!(network = %n.name, error = %e, "cannot prune network"),
+            }
+        }
+        Ok(Response::new(PruneNetworksResponse { deleted }))
+    }
+}

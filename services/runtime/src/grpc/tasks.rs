@@ -1,0 +1,549 @@
+//! The Tasks gRPC service: a thin shell over the task operations of [`crate::tasks`] (and the
+//! pause, usage and logs rooms), plus the relays that carry a client's attach and exec
+//! streams to and from the shim as frames.
+
+use crate::error::{Error, Result};
+use crate::shim::{self, ExitStatus, Request as ShimRequest, Status as ShimStatus};
+use crate::tasks::{exit_to_api, not_running, unknown_exit, TaskState};
+use crate::Runtime;
+use berth_api::tasks::v1 as api;
+use berth_api::tasks::v1::tasks_server::Tasks;
+use berth_core::grpc::namespace;
+use futures::Stream;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::io::AsyncWriteExt;
+use tonic::{Request, Response, Status, Streaming};
+
+fn task_to_api(id: &str, state: &TaskState) -> api::Task {
+    let status = match state.status {
+        ShimStatus::Created => api::Status::Created,
+        ShimStatus::Running => api::Status::Running,
+        ShimStatus::Stopped => api::Status::Stopped,
+    };
+    api::Task {
+        container_id: id.to_string(),
+        pid: state.pid,
+        status: status as i32,
+        exit: state.exit.as_ref().map(exit_to_api),
+    }
+}
+
+/// Aborts the stdin relay when the output stream ends or its client goes away.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Relays a client's attach or exec messages to the shim as frames (`frame_of` turns one
+/// message into its frame, if any) until the client is done.
+async fn relay_frames<M>(
+    mut client: Streaming<M>,
+    mut shim: tokio::net::unix::OwnedWriteHalf,
+    stdin: bool,
+    frame_of: impl Fn(M) -> Option<Vec<u8>>,
+) {
+    loop {
+        let frame = match client.message().await {
+            Ok(Some(msg)) => match frame_of(msg) {
+                Some(f) => f,
+                None => continue,
+            },
+            // The client closed its side: with stdin attached, that is the end of stdin.
+            Ok(None) => {
+                if stdin {
+                    let _ = shim
+                        .write_all(&shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[]))
+                        .await;
+                }
+                return;
+            }
+            Err(_) => return,
+        };
+        if shim.write_all(&frame).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// The shim frame of client input: stdin bytes, the end of stdin, or a terminal size.
+fn input_frame(stdin: Option<Vec<u8>>, close: bool, resize: Option<(u32, u32)>) -> Option<Vec<u8>> {
+    match (stdin, close, resize) {
+        (Some(data), _, _) if !data.is_empty() => {
+            Some(shim::encode_frame(shim::FRAME_STDIN, &data))
+        }
+        (_, true, _) => Some(shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[])),
+        (_, _, Some((w, h))) => Some(shim::encode_frame(
+            shim::FRAME_RESIZE,
+            &shim::resize_payload(w, h),
+        )),
+        _ => None,
+    }
+}
+
+async fn relay_input(
+    client: Streaming<api::AttachRequest>,
+    shim: tokio::net::unix::OwnedWriteHalf,
+    stdin: bool,
+) {
+    use api::attach_request::Item;
+    relay_frames(client, shim, stdin, |m| match m.item {
+        Some(Item::Stdin(d)) => input_frame(Some(d), false, None),
+        Some(Item::CloseStdin(c)) => input_frame(None, c, None),
+        Some(Item::Resize(r)) => input_frame(None, false, Some((r.width, r.height))),
+        _ => None,
+    })
+    .await
+}
+
+type AttachStream = Pin<Box<dyn Stream<Item = Result<api::AttachResponse, Status>> + Send>>;
+type ExecStream = Pin<Box<dyn Stream<Item = Result<api::ExecResponse, Status>> + Send>>;
+
+async fn relay_exec_input(
+    client: Streaming<api::ExecRequest>,
+    shim: tokio::net::unix::OwnedWriteHalf,
+    stdin: bool,
+) {
+    use api::exec_request::Item;
+    relay_frames(client, shim, stdin, |m| match m.item {
+        Some(Item::Stdin(d)) => input_frame(Some(d), false, None),
+        Some(Item::CloseStdin(c)) => input_frame(None, c, None),
+        Some(Item::Resize(r)) => input_frame(None, false, Some((r.width, r.height))),
+        _ => None,
+    })
+    .await
+}
+
+/// The Tasks gRPC service.
+#[derive(Debug, Clone)]
+pub struct TasksService {
+    runtime: Arc<Runtime>,
+}
+
+impl TasksService {
+    pub fn new(runtime: Arc<Runtime>) -> Self {
+        TasksService { runtime }
+    }
+
+    async fn attach_stream(
+        &self,
+        ns: String,
+        mut client: Streaming<api::AttachRequest>,
+    ) -> Result<AttachStream, Status> {
+        use api::attach_response::Item as Out;
+        let first = client.message().await?.ok_or_else(|| {
+            Status::invalid_argument("attach: the first message must name the container")
+        })?;
+        let Some(api::attach_request::Item::Start(start)) = first.item else {
+            return Err(Status::invalid_argument(
+                "attach: the first message must be `start` with the container id",
+            ));
+        };
+        let rt = &self.runtime;
+        let id = rt.task_id(&ns, &start.container_id)?;
+        let bundle = rt.bundle(&ns, &id);
+        if !bundle.exists() {
+            return Err(Error::NoTask(id).into());
+        }
+        let Some(attached) = rt.shim(&ns, &id).attach(start.stdin).await? else {
+            return Err(Error::FailedPrecondition(
+                "You cannot attach to a stopped container, start it first".to_string(),
+            )
+            .into());
+        };
+        rt.note_attach(&ns, &id);
+        let shim::Attached { mut output, input } = attached;
+        let relay = AbortOnDrop(tokio::spawn(relay_input(client, input, start.stdin)));
+        let runtime = self.runtime.clone();
+        let stream = async_stream::try_stream! {
+            let _relay = relay;
+            loop {
+                let frame = shim::read_frame(&mut output).await.map_err(|e| {
+                    Status::unavailable(format!("attach to container {id}: the shim connection broke: {e}"))
+                })?;
+                let Some(frame) = frame else {
+                    // The shim ended without an exit frame: it died, or the task was deleted.
+                    // Report what it left.
+                    let exit = bundle
+                        .exit_status()
+                        .ok()
+                        .flatten()
+                        .or_else(|| runtime.recorded_exit(&ns, &id))
+                        .unwrap_or_else(unknown_exit);
+                    yield api::AttachResponse { item: Some(Out::Exit(exit_to_api(&exit))) };
+                    break;
+                };
+                match frame.kind {
+                    shim::FRAME_STDOUT => yield api::AttachResponse { item: Some(Out::Stdout(frame.payload)) },
+                    shim::FRAME_STDERR => yield api::AttachResponse { item: Some(Out::Stderr(frame.payload)) },
+                    shim::FRAME_EXIT => {
+                        let exit: ExitStatus = serde_json::from_slice(&frame.payload).map_err(|e| {
+                            Status::internal(format!("attach to container {id}: the shim sent an unreadable exit status: {e}"))
+                        })?;
+                        yield api::AttachResponse { item: Some(Out::Exit(exit_to_api(&exit))) };
+                        break;
+                    }
+                    _ => {}
+                }
+            }
+        };
+        Ok(Box::pin(stream))
+    }
+}
+
+impl TasksService {
+    async fn exec_stream(
+        &self,
+        ns: String,
+        mut client: Streaming<api::ExecRequest>,
+    ) -> Result<ExecStream, Status> {
+        use api::exec_response::Item as Out;
+        let first = client.message().await?.ok_or_else(|| {
+            Status::invalid_argument("exec: the first message must name the container")
+        })?;
+        let Some(api::exec_request::Item::Start(start)) = first.item else {
+            return Err(Status::invalid_argument(
+                "exec: the first message must be `start` with the container and command",
+            ));
+        };
+        if start.args.is_empty() {
+            return Err(Error::InvalidArgument("exec: no command given".into()).into());
+        }
+        let rt = &self.runtime;
+        let id = rt.task_id(&ns, &start.container_id)?;
+        match rt.task_state(&ns, &id).await? {
+            Some(t) if t.status == ShimStatus::Running => {}
+            _ => return Err(not_running(&id).into()),
+        }
+        if rt.is_paused(&ns, &id) {
+            return Err(Error::FailedPrecondition(format!(
+                "Container {id} is paused, unpause the container before exec"
+            ))
+            .into());
+        }
+        let request = ShimRequest::Exec {
+            args: start.args.clone(),
+            env: start.env.clone(),
+            cwd: start.working_dir.clone(),
+            user: start.user.clone(),
+            terminal: start.tty,
+            stdin: start.stdin,
+            detach: start.detach,
+        };
+        let opened = match rt.shim(&ns, &id).open(&request).await {
+            Ok(Some(o)) => o,
+            Ok(None) => return Err(not_running(&id).into()),
+            Err(Error::Shim { message, exit_code }) if exit_code != 126 && exit_code != 127 => {
+                // A refusal without 126/127: the container stopped meanwhile, or the shim
+                // cannot exec (an older shim that has no `exec` op).
+                return match rt.task_state(&ns, &id).await? {
+                    Some(t) if t.status == ShimStatus::Running => Err(Status::new(
+                        tonic::Code::Internal,
+                        format!("exec in container {id}: {message}"),
+                    )),
+                    _ => Err(not_running(&id).into()),
+                };
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let (answer, attached) = opened;
+        let pid = shim::pid_of(&answer);
+        rt.publish_container(
+            &ns,
+            &id,
+            "exec_start",
+            &[
+                ("execID", pid.to_string()),
+                ("command", start.args.join(" ")),
+            ],
+        );
+        let detach = start.detach;
+        let shim::Attached { mut output, input } = attached;
+        let relay = if detach {
+            None
+        } else {
+            Some(AbortOnDrop(tokio::spawn(relay_exec_input(
+                client,
+                input,
+                start.stdin,
+            ))))
+        };
+        let stream = async_stream::try_stream! {
+            let _relay = relay;
+            yield api::ExecResponse { item: Some(Out::Pid(pid)) };
+            if !detach {
+                loop {
+                    let frame = shim::read_frame(&mut output).await.map_err(|e| {
+                        Status::unavailable(format!("exec in container {id}: the shim connection broke: {e}"))
+                    })?;
+                    let Some(frame) = frame else {
+                        Err(Status::unavailable(format!(
+                            "exec in container {id}: the shim ended the connection without an exit status"
+                        )))?;
+                        break;
+                    };
+                    match frame.kind {
+                        shim::FRAME_STDOUT => yield api::ExecResponse { item: Some(Out::Stdout(frame.payload)) },
+                        shim::FRAME_STDERR => yield api::ExecResponse { item: Some(Out::Stderr(frame.payload)) },
+                        shim::FRAME_EXIT => {
+                            let exit: ExitStatus = serde_json::from_slice(&frame.payload).map_err(|e| {
+                                Status::internal(format!("exec in container {id}: the shim sent an unreadable exit status: {e}"))
+                            })?;
+                            yield api::ExecResponse { item: Some(Out::Exit(exit_to_api(&exit))) };
+                            break;
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        };
+        Ok(Box::pin(stream))
+    }
+}
+
+#[tonic::async_trait]
+impl Tasks for TasksService {
+    async fn create(
+        &self,
+        req: Request<api::CreateTaskRequest>,
+    ) -> Result<Response<api::CreateTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let pid = self
+            .runtime
+            .create_task(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::CreateTaskResponse { pid }))
+    }
+
+    async fn start(
+        &self,
+        req: Request<api::StartTaskRequest>,
+    ) -> Result<Response<api::StartTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let pid = self
+            .runtime
+            .start_container(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::StartTaskResponse { pid }))
+    }
+
+    type AttachStream = AttachStream;
+
+    async fn attach(
+        &self,
+        req: Request<Streaming<api::AttachRequest>>,
+    ) -> Result<Response<Self::AttachStream>, Status> {
+        let ns = namespace(&req)?;
+        let stream = self.attach_stream(ns, req.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn wait(
+        &self,
+        req: Request<api::WaitTaskRequest>,
+    ) -> Result<Response<api::WaitTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let exit = self
+            .runtime
+            .wait_task(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::WaitTaskResponse {
+            exit: Some(exit_to_api(&exit)),
+        }))
+    }
+
+    async fn kill(
+        &self,
+        req: Request<api::KillTaskRequest>,
+    ) -> Result<Response<api::KillTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.get_ref();
+        self.runtime
+            .kill_task(&ns, &r.container_id, r.signal, r.all)
+            .await?;
+        Ok(Response::new(api::KillTaskResponse {}))
+    }
+
+    async fn resize(
+        &self,
+        req: Request<api::ResizeRequest>,
+    ) -> Result<Response<api::ResizeResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.get_ref();
+        self.runtime
+            .resize_task(&ns, &r.container_id, r.width, r.height)
+            .await?;
+        Ok(Response::new(api::ResizeResponse {}))
+    }
+
+    async fn get(
+        &self,
+        req: Request<api::GetTaskRequest>,
+    ) -> Result<Response<api::GetTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let id = self.runtime.task_id(&ns, &req.get_ref().container_id)?;
+        let state = match self.runtime.task_state(&ns, &id).await? {
+            Some(state) => state,
+            // The monitor deleted the task after its exit: it reads as stopped until the
+            // container starts again.
+            None => match self.runtime.recorded_exit(&ns, &id) {
+                Some(exit) => TaskState {
+                    status: ShimStatus::Stopped,
+                    pid: 0,
+                    exit: Some(exit),
+                    shim_alive: false,
+                },
+                None => return Err(Error::NoTask(id).into()),
+            },
+        };
+        Ok(Response::new(api::GetTaskResponse {
+            task: Some(task_to_api(&id, &state)),
+        }))
+    }
+
+    async fn list(
+        &self,
+        req: Request<api::ListTasksRequest>,
+    ) -> Result<Response<api::ListTasksResponse>, Status> {
+        let ns = namespace(&req)?;
+        let tasks = self
+            .runtime
+            .list_tasks(&ns)
+            .await?
+            .iter()
+            .map(|(id, state)| task_to_api(id, state))
+            .collect();
+        Ok(Response::new(api::ListTasksResponse { tasks }))
+    }
+
+    async fn delete(
+        &self,
+        req: Request<api::DeleteTaskRequest>,
+    ) -> Result<Response<api::DeleteTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let exit = self
+            .runtime
+            .delete_task(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::DeleteTaskResponse {
+            exit: Some(exit_to_api(&exit)),
+        }))
+    }
+
+    async fn stop(
+        &self,
+        req: Request<api::StopTaskRequest>,
+    ) -> Result<Response<api::StopTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.get_ref();
+        let timeout = (r.has_timeout || r.timeout != 0).then_some(r.timeout);
+        let exit = self
+            .runtime
+            .stop_container(&ns, &r.container_id, timeout)
+            .await?;
+        Ok(Response::new(api::StopTaskResponse {
+            exit: Some(exit_to_api(&exit)),
+        }))
+    }
+
+    type ExecStream = ExecStream;
+
+    async fn exec(
+        &self,
+        req: Request<Streaming<api::ExecRequest>>,
+    ) -> Result<Response<Self::ExecStream>, Status> {
+        let ns = namespace(&req)?;
+        let stream = self.exec_stream(ns, req.into_inner()).await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn pause(
+        &self,
+        req: Request<api::PauseTaskRequest>,
+    ) -> Result<Response<api::PauseTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        self.runtime
+            .pause_container(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::PauseTaskResponse {}))
+    }
+
+    async fn resume(
+        &self,
+        req: Request<api::ResumeTaskRequest>,
+    ) -> Result<Response<api::ResumeTaskResponse>, Status> {
+        let ns = namespace(&req)?;
+        self.runtime
+            .resume_container(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::ResumeTaskResponse {}))
+    }
+
+    async fn list_pids(
+        &self,
+        req: Request<api::ListPidsRequest>,
+    ) -> Result<Response<api::ListPidsResponse>, Status> {
+        let ns = namespace(&req)?;
+        let processes = self
+            .runtime
+            .task_processes(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::ListPidsResponse { processes }))
+    }
+
+    async fn metrics(
+        &self,
+        req: Request<api::MetricsRequest>,
+    ) -> Result<Response<api::MetricsResponse>, Status> {
+        let ns = namespace(&req)?;
+        let metrics = self
+            .runtime
+            .task_metrics(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::MetricsResponse {
+            metrics: Some(metrics),
+        }))
+    }
+
+    type LogsStream = Pin<Box<dyn Stream<Item = Result<api::LogEntry, Status>> + Send>>;
+
+    async fn logs(
+        &self,
+        req: Request<api::LogsRequest>,
+    ) -> Result<Response<Self::LogsStream>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.into_inner();
+        let container = self.runtime.store.resolve(&ns, &r.container_id)?;
+        // `--tail N`; a negative N means all, as Docker's "all".
+        let tail = if (r.has_tail || r.tail > 0) && r.tail >= 0 {
+            Some(usize::try_from(r.tail).unwrap_or(usize::MAX))
+        } else {
+            None
+        };
+        let stream = crate::logs::stream(self.runtime.clone(), ns, container.id, r.follow, tail);
+        Ok(Response::new(Box::pin(stream)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tasks_convert() {
+        let t = task_to_api(
+            "abc",
+            &TaskState {
+                status: ShimStatus::Stopped,
+                pid: 7,
+                exit: Some(unknown_exit()),
+                shim_alive: false,
+            },
+        );
+        assert_eq!(t.status, api::Status::Stopped as i32);
+        assert_eq!(t.exit.unwrap().exit_code, 255);
+    }
+}
