@@ -21,9 +21,11 @@
 //! ```
 
 use berth_api::images::v1::RunOverrides;
+use berth_dockerfile::dockerfile::Healthcheck;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 /// A field of the config as the JSON has it: left out, `null`, or set.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -134,6 +136,39 @@ pub struct HealthConfig {
     pub other: Map<String, Value>,
 }
 
+impl HealthConfig {
+    /// A Dockerfile's HEALTHCHECK (`None` for `HEALTHCHECK NONE`): durations and retries it
+    /// does not give (zero) are left absent, for [`Change::Healthcheck`] to inherit.
+    pub fn from_dockerfile(check: Option<&Healthcheck>) -> Self {
+        let Some(h) = check else {
+            return HealthConfig {
+                test: Field::Set(vec!["NONE".to_string()]),
+                ..Default::default()
+            };
+        };
+        let nanos = |d: Duration| {
+            if d.is_zero() {
+                Field::Absent
+            } else {
+                Field::Set(i64::try_from(d.as_nanos()).unwrap_or(i64::MAX))
+            }
+        };
+        HealthConfig {
+            test: Field::Set(h.test()),
+            interval: nanos(h.interval),
+            timeout: nanos(h.timeout),
+            start_period: nanos(h.start_period),
+            start_interval: nanos(h.start_interval),
+            retries: if h.retries > 0 {
+                Field::Set(i64::from(h.retries))
+            } else {
+                Field::Absent
+            },
+            other: Map::new(),
+        }
+    }
+}
+
 /// A config-only Dockerfile instruction, its values final: variables expanded, shell form
 /// wrapped in the shell, ports as `port/proto`, WORKDIR absolute.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +201,25 @@ impl ContainerConfig {
     /// The section from JSON (an object).
     pub fn from_json(section: Value) -> Result<Self, serde_json::Error> {
         serde_json::from_value(section)
+    }
+
+    /// The `config` section of a whole image config (JSON); empty when it has none.
+    pub fn from_image_config(config: &[u8]) -> Result<Self, serde_json::Error> {
+        let full: Value = serde_json::from_slice(config)?;
+        match full.get("config") {
+            Some(section @ Value::Object(_)) => Self::from_json(section.clone()),
+            _ => Ok(Self::default()),
+        }
+    }
+
+    /// A base image's ONBUILD triggers, taken out (set to `null`): they run once, in the
+    /// build stage that starts from it, and are not inherited further.
+    pub fn take_onbuild(&mut self) -> Vec<String> {
+        let triggers = self.on_build.get().cloned().unwrap_or_default();
+        if !triggers.is_empty() {
+            self.on_build = Field::Null;
+        }
+        triggers
     }
 
     /// The section as a JSON object (keys sorted, as berth always wrote them).
@@ -372,6 +426,38 @@ mod tests {
         assert_eq!(
             c.to_json()["Healthcheck"],
             json!({"Test": ["NONE"], "Interval": 5, "Retries": 1})
+        );
+    }
+
+    #[test]
+    fn a_dockerfile_healthcheck_and_onbuild_triggers() {
+        let df = berth_dockerfile::dockerfile::parse(
+            "FROM x\nHEALTHCHECK --interval=5s --retries=2 CMD [\"/ok\"]\n",
+        )
+        .unwrap();
+        let berth_dockerfile::dockerfile::Args::Healthcheck(h) = &df.stages[0].instructions[0].args
+        else {
+            panic!()
+        };
+        let mut c = ContainerConfig::from_image_config(
+            br#"{"config":{"OnBuild":["RUN a"],"Healthcheck":{"Timeout":7}}}"#,
+        )
+        .unwrap();
+        c.apply(Change::Healthcheck(HealthConfig::from_dockerfile(
+            h.as_ref(),
+        )));
+        assert_eq!(
+            c.to_json()["Healthcheck"],
+            json!({"Test": ["CMD", "/ok"], "Interval": 5_000_000_000i64, "Timeout": 7, "Retries": 2})
+        );
+        c.apply(Change::Healthcheck(HealthConfig::from_dockerfile(None)));
+        assert_eq!(c.to_json()["Healthcheck"]["Test"], json!(["NONE"]));
+        assert_eq!(c.take_onbuild(), ["RUN a"]);
+        assert!(c.take_onbuild().is_empty());
+        assert_eq!(c.to_json()["OnBuild"], Value::Null);
+        assert_eq!(
+            ContainerConfig::from_image_config(b"{}").unwrap(),
+            ContainerConfig::default()
         );
     }
 
