@@ -274,9 +274,13 @@ impl ContainerConfig {
             }
             Change::Env(pairs) => {
                 // Env is written even when it was null and nothing is added.
-                self.env.get_or_default();
+                let env = self.env.get_or_default();
                 for (k, v) in pairs {
-                    self.set_env_entry(&format!("{k}={v}"));
+                    // By the whole name: an expanded ENV name may hold a `=` (`ENV $K=v`).
+                    env.retain(|e| {
+                        e.split_once('=').map(|(n, _)| n) != Some(k.as_str()) && *e != k
+                    });
+                    env.push(format!("{k}={v}"));
                 }
             }
             Change::Label(pairs) => self.labels.get_or_default().extend(pairs),
@@ -459,6 +463,135 @@ mod tests {
             ContainerConfig::from_image_config(b"{}").unwrap(),
             ContainerConfig::default()
         );
+    }
+
+    /// The build's config-only instructions, as its steps turn them into changes: `(the
+    /// instruction, its change)`. ENTRYPOINT comes after a CMD of the stage (`keep_cmd`).
+    fn build_steps() -> Vec<(&'static str, Change)> {
+        let s = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let pairs = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect::<Vec<_>>()
+        };
+        let check = |command, interval: u64, timeout: u64, retries| {
+            HealthConfig::from_dockerfile(Some(&Healthcheck {
+                command,
+                interval: Duration::from_millis(interval),
+                timeout: Duration::from_millis(timeout),
+                start_period: Duration::ZERO,
+                start_interval: Duration::ZERO,
+                retries,
+            }))
+        };
+        use berth_dockerfile::dockerfile::Command;
+        vec![
+            (
+                "ENV PATH=/opt/bin BARE=now NEW=v NEW=w",
+                Change::Env(pairs(&[
+                    ("PATH", "/opt/bin"),
+                    ("BARE", "now"),
+                    ("NEW", "v"),
+                    ("NEW", "w"),
+                ])),
+            ),
+            (
+                "LABEL a=1 z=first",
+                Change::Label(pairs(&[("a", "1"), ("z", "first")])),
+            ),
+            ("CMD echo hi", Change::Cmd(s(&["/bin/sh", "-c", "echo hi"]))),
+            (
+                "ENTRYPOINT [\"/init\"]",
+                Change::Entrypoint {
+                    argv: s(&["/init"]),
+                    keep_cmd: true,
+                },
+            ),
+            ("WORKDIR /app", Change::Workdir("/app".into())),
+            ("USER 1000", Change::User("1000".into())),
+            ("VOLUME /data", Change::Volume(s(&["/data"]))),
+            ("EXPOSE 80 53/udp", Change::Expose(s(&["80/tcp", "53/udp"]))),
+            ("STOPSIGNAL SIGKILL", Change::StopSignal("SIGKILL".into())),
+            (
+                "SHELL [\"/bin/ash\", \"-c\"]",
+                Change::Shell(s(&["/bin/ash", "-c"])),
+            ),
+            (
+                "HEALTHCHECK --interval=5s --retries=2 CMD true",
+                Change::Healthcheck(check(Command::Shell("true".into()), 5000, 0, 2)),
+            ),
+            (
+                "HEALTHCHECK NONE",
+                Change::Healthcheck(HealthConfig::from_dockerfile(None)),
+            ),
+            (
+                "HEALTHCHECK --timeout=2s CMD [\"/ok\"]",
+                Change::Healthcheck(check(Command::Exec(s(&["/ok"])), 0, 2000, 0)),
+            ),
+            ("ONBUILD RUN make", Change::Onbuild("RUN make".into())),
+        ]
+    }
+
+    /// The bytes the build commits after its steps, fixed: image ids and the build cache
+    /// depend on them (key order, `null` against absent, `{}` values, Healthcheck fields).
+    /// They are those of the build's own config editing before it moved here.
+    #[test]
+    fn a_build_commits_the_same_bytes() {
+        let busybox = br#"{"architecture":"amd64","config":{"ArgsEscaped":true,"Cmd":["sh"],"Entrypoint":null,"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","BARE"],"Hostname":"","Image":"sha256:3f57","Labels":{"org":"busybox","z":"last"},"OnBuild":null,"User":"","Volumes":null,"WorkingDir":""},"os":"linux"}"#;
+        let bytes = |c: &ContainerConfig| serde_json::to_string(&c.to_json()).unwrap();
+        let tail = r#""ExposedPorts":{"53/udp":{},"80/tcp":{}},"Healthcheck":{"Interval":5000000000,"Retries":2,"Test":["CMD","/ok"],"Timeout":2000000000},"#;
+        for (base, want) in [
+            (
+                &b"{}"[..],
+                [
+                    r#"{"Cmd":["/bin/sh","-c","echo hi"],"Entrypoint":["/init"],"Env":["PATH=/opt/bin","BARE=now","NEW=w"],"#,
+                    tail,
+                    r#""Labels":{"a":"1","z":"first"},"OnBuild":["RUN make"],"Shell":["/bin/ash","-c"],"StopSignal":"SIGKILL","User":"1000","Volumes":{"/data":{}},"WorkingDir":"/app"}"#,
+                ]
+                .concat(),
+            ),
+            (
+                &busybox[..],
+                [
+                    r#"{"ArgsEscaped":true,"Cmd":["/bin/sh","-c","echo hi"],"Entrypoint":["/init"],"Env":["PATH=/opt/bin","BARE=now","NEW=w"],"#,
+                    tail,
+                    r#""Hostname":"","Image":"sha256:3f57","Labels":{"a":"1","org":"busybox","z":"first"},"OnBuild":["RUN make"],"Shell":["/bin/ash","-c"],"StopSignal":"SIGKILL","User":"1000","Volumes":{"/data":{}},"WorkingDir":"/app"}"#,
+                ]
+                .concat(),
+            ),
+        ] {
+            let mut c = ContainerConfig::from_image_config(base).unwrap();
+            assert!(c.take_onbuild().is_empty());
+            for (_, change) in build_steps() {
+                c.apply(change);
+            }
+            assert_eq!(bytes(&c), want);
+        }
+
+        // The base image's values untouched; ENTRYPOINT with no CMD of the stage: Cmd null.
+        let mut c = ContainerConfig::from_image_config(busybox).unwrap();
+        c.apply(Change::Entrypoint {
+            argv: vec!["/init".into()],
+            keep_cmd: false,
+        });
+        assert_eq!(
+            bytes(&c),
+            r#"{"ArgsEscaped":true,"Cmd":null,"Entrypoint":["/init"],"Env":["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin","BARE"],"Hostname":"","Image":"sha256:3f57","Labels":{"org":"busybox","z":"last"},"OnBuild":null,"User":"","Volumes":null,"WorkingDir":""}"#
+        );
+
+        // An ENV name holding `=` after expansion (`ENV $K=v`) replaces that name only;
+        // an empty ENV still writes Env; a base's triggers are taken, leaving null.
+        let mut c =
+            ContainerConfig::from_image_config(br#"{"config":{"Env":null,"OnBuild":["RUN a"]}}"#)
+                .unwrap();
+        c.apply(Change::Env(vec![]));
+        assert_eq!(bytes(&c), r#"{"Env":[],"OnBuild":["RUN a"]}"#);
+        assert_eq!(c.take_onbuild(), ["RUN a"]);
+        c.apply(Change::Env(vec![
+            ("X".into(), "a".into()),
+            ("X=1".into(), "v".into()),
+        ]));
+        assert_eq!(bytes(&c), r#"{"Env":["X=a","X=1=v"],"OnBuild":null}"#);
     }
 
     // Moved from cli/src/commit.rs with the merge they test.
