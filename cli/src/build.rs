@@ -3,7 +3,7 @@
 
 use crate::client::{Context, Error};
 use berth_api::build::v1::{build_request, build_response, BuildHeader, BuildRequest};
-use berth_build::dockerignore::DockerIgnore;
+use berth_dockerfile::dockerignore::DockerIgnore;
 use clap::Args;
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -1,9 +1,12 @@
 //! `berth commit`: a container's changes become a new image layer on top of its image.
+//!
+//! The CLI gathers the inputs (the container, what its run overrode, the `--change`s) and
+//! pauses the container around the call; the image service's Commit computes the config
+//! to record, with Docker's rules, so that every client gets the same commit.
 
 use crate::client::{Context, Error};
 use berth_api::images::v1 as api;
 use clap::Args;
-use serde_json::{json, Value};
 
 #[derive(Debug, Args)]
 pub struct CommitArgs {
@@ -26,68 +29,18 @@ pub struct CommitArgs {
     pub pause: bool,
 }
 
-/// The config a container runs with: its image's, with what `run` overrode.
-fn effective_config(image_config: &[u8], c: &berth_api::containers::v1::ContainerConfig) -> Value {
-    let full: Value = serde_json::from_slice(image_config).unwrap_or(Value::Null);
-    let mut cfg = full.get("config").cloned().unwrap_or_else(|| json!({}));
-    if !cfg.is_object() {
-        cfg = json!({});
+/// What `run` overrode of the container's image config: the image service records the config
+/// the container ran with, as Docker's commit does.
+fn run_overrides(c: &berth_api::containers::v1::ContainerConfig) -> api::RunOverrides {
+    api::RunOverrides {
+        entrypoint_set: c.entrypoint_set,
+        entrypoint: c.entrypoint.clone(),
+        cmd: c.cmd.clone(),
+        env: c.env.clone(),
+        working_dir: c.working_dir.clone(),
+        user: c.user.clone(),
+        stop_signal: c.stop_signal.clone(),
     }
-    let obj = cfg.as_object_mut().expect("an object");
-    if c.entrypoint_set {
-        let ep: Vec<&String> = c.entrypoint.iter().filter(|s| !s.is_empty()).collect();
-        obj.insert(
-            "Entrypoint".into(),
-            if ep.is_empty() {
-                Value::Null
-            } else {
-                json!(ep)
-            },
-        );
-        if c.cmd.is_empty() {
-            obj.insert("Cmd".into(), Value::Null);
-        }
-    }
-    if !c.cmd.is_empty() {
-        obj.insert("Cmd".into(), json!(c.cmd));
-    }
-    if !c.env.is_empty() {
-        let mut env: Vec<String> = obj
-            .get("Env")
-            .and_then(|e| e.as_array())
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(str::to_string))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for kv in &c.env {
-            let key = kv.split('=').next().unwrap_or_default();
-            env.retain(|e| e.split('=').next() != Some(key));
-            env.push(kv.clone());
-        }
-        obj.insert("Env".into(), json!(env));
-    }
-    if !c.working_dir.is_empty() {
-        obj.insert("WorkingDir".into(), json!(c.working_dir));
-    }
-    if !c.user.is_empty() {
-        obj.insert("User".into(), json!(c.user));
-    }
-    if !c.stop_signal.is_empty() {
-        obj.insert("StopSignal".into(), json!(c.stop_signal));
-    }
-    cfg
-}
-
-fn words(v: Option<&Value>) -> Vec<String> {
-    v.and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
 }
 
 /// Whether `commit` freezes the container around the commit: asked to, and it runs unpaused
@@ -122,16 +75,6 @@ async fn commit_container(
     c: &berth_api::containers::v1::Container,
 ) -> Result<(), Error> {
     let config = c.config.clone().unwrap_or_default();
-    let image = ctx
-        .images()
-        .inspect(ctx.req(api::InspectImageRequest {
-            name: c.image_id.clone(),
-        }))
-        .await?
-        .into_inner();
-    let cfg = effective_config(&image.config, &config);
-    let mut run = words(cfg.get("Entrypoint"));
-    run.extend(words(cfg.get("Cmd")));
     let r = ctx
         .images()
         .commit(ctx.req(api::CommitRequest {
@@ -139,13 +82,15 @@ async fn commit_container(
             parent: c.image_id.clone(),
             snapshotter: c.snapshotter.clone(),
             snapshot_key: c.snapshot_key.clone(),
-            config: serde_json::to_vec(&cfg).unwrap_or_default(),
+            config: Vec::new(),
             changes: a.change.clone(),
-            created_by: run.join(" "),
+            // The image service records the command the container ran.
+            created_by: String::new(),
             comment: a.message.clone().unwrap_or_default(),
             author: a.author.clone().unwrap_or_default(),
             empty_layer: false,
             intermediate: false,
+            run: Some(run_overrides(&config)),
         }))
         .await?
         .into_inner();
@@ -174,33 +119,5 @@ mod tests {
         assert!(!pauses(&with("exited", false), true));
         assert!(!pauses(&with("created", false), true));
         assert!(!pauses(&Container::default(), true));
-    }
-
-    #[test]
-    fn run_overrides_reach_the_committed_config() {
-        let image = br#"{"config":{"Cmd":["sh"],"Env":["PATH=/bin","A=1"],"WorkingDir":"/"}}"#;
-        let c = berth_api::containers::v1::ContainerConfig {
-            cmd: vec!["echo".into(), "hi".into()],
-            env: vec!["A=2".into()],
-            working_dir: "/tmp".into(),
-            ..Default::default()
-        };
-        let cfg = effective_config(image, &c);
-        assert_eq!(cfg["Cmd"], json!(["echo", "hi"]));
-        assert_eq!(cfg["Env"], json!(["PATH=/bin", "A=2"]));
-        assert_eq!(cfg["WorkingDir"], json!("/tmp"));
-    }
-
-    #[test]
-    fn an_empty_entrypoint_clears_the_image_one() {
-        let image = br#"{"config":{"Entrypoint":["/init"],"Cmd":["x"]}}"#;
-        let c = berth_api::containers::v1::ContainerConfig {
-            entrypoint_set: true,
-            entrypoint: vec!["".into()],
-            ..Default::default()
-        };
-        let cfg = effective_config(image, &c);
-        assert_eq!(cfg["Entrypoint"], Value::Null);
-        assert_eq!(cfg["Cmd"], Value::Null);
     }
 }

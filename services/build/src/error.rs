@@ -36,7 +36,7 @@ pub enum BuildError {
     /// A blocking part of the build (writing a layer tar, reading a rootfs) did not finish.
     #[error("{0}")]
     Task(#[from] tokio::task::JoinError),
-    /// An image config that cannot be written out as JSON.
+    /// An image config that cannot be read, or written out, as JSON.
     #[error("{0}")]
     Config(#[from] serde_json::Error),
 }

@@ -8,8 +8,9 @@
 //! [`Build::run`] walks the stages up to the target; [`Build::step`] hands each instruction
 //! to the room that carries it out:
 //! - `config_step`: config-only steps (ENV, LABEL, CMD, …) are `Images.Commit` with
-//!   `empty_layer`; WORKDIR also commits the folders it makes. Their edits of the image
-//!   config are all in `image_config`.
+//!   `empty_layer`; WORKDIR also commits the folders it makes. They edit the image config
+//!   through the image service's typed module ([`berth_image::config`]), as `commit` and
+//!   `--change` do.
 //! - `run_step`: RUN runs a container through the runtime service and commits its snapshot.
 //! - `copy_step`: COPY/ADD build a layer tar here (see [`crate::copy`]) and send it with
 //!   `Images.CommitLayer`; `--from` reads another image's rootfs through a read-only view;
@@ -21,7 +22,6 @@
 mod config_step;
 mod copy_step;
 mod download;
-mod image_config;
 pub mod progress;
 mod run_step;
 
@@ -38,8 +38,8 @@ use berth_api::snapshots::v1::snapshots_client::SnapshotsClient;
 use berth_api::tasks::v1::tasks_client::TasksClient;
 use berth_core::config::Limits;
 use berth_core::grpc::request;
+use berth_image::config::{Change, ContainerConfig};
 use copy_step::CopyArgs;
-use image_config::ImageConfig;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -118,7 +118,7 @@ struct Stage {
     /// The current image id; empty while on scratch with no step yet.
     image: String,
     /// The image config's "config" section.
-    config: ImageConfig,
+    config: ContainerConfig,
     /// ARGs declared in this stage, with their values.
     args: ArgValues,
     shell: Vec<String>,
@@ -127,10 +127,8 @@ struct Stage {
 
 impl Stage {
     /// A stage on `image` (empty for scratch) with its config.
-    fn on(image: String, config: ImageConfig) -> Stage {
-        let shell = config
-            .shell()
-            .unwrap_or_else(|| vec!["/bin/sh".into(), "-c".into()]);
+    fn on(image: String, config: ContainerConfig) -> Stage {
+        let shell = config.shell_or_default();
         Stage {
             image,
             config,
@@ -142,7 +140,7 @@ impl Stage {
 
     /// A variable's value for expansion: ENV first, then the stage's ARGs.
     fn lookup(&self, k: &str) -> Option<String> {
-        self.config.env_value(k).or_else(|| {
+        self.config.env_var(k).or_else(|| {
             self.args
                 .iter()
                 .find(|(n, _)| n == k)
@@ -152,7 +150,7 @@ impl Stage {
 
     /// Build args in effect for RUN: declared in the stage, with a value, not shadowed by ENV.
     fn run_args(&self) -> Vec<(String, String)> {
-        let env = self.config.env();
+        let env = self.env();
         self.args
             .iter()
             .filter_map(|(k, v)| v.as_ref().map(|v| (k.clone(), v.clone())))
@@ -161,6 +159,21 @@ impl Stage {
                     .any(|e| e.split_once('=').is_some_and(|(n, _)| n == k))
             })
             .collect()
+    }
+
+    /// The config's `Env`, as `NAME=value` strings.
+    fn env(&self) -> Vec<String> {
+        self.config.env.get().cloned().unwrap_or_default()
+    }
+
+    /// The config's `WorkingDir`; empty when unset.
+    fn working_dir(&self) -> &str {
+        self.config.working_dir.get().map_or("", String::as_str)
+    }
+
+    /// The config's `User`; empty when unset.
+    fn user(&self) -> &str {
+        self.config.user.get().map_or("", String::as_str)
     }
 
     /// A command as the image runs it: exec form as written, shell form through SHELL.
@@ -322,8 +335,11 @@ impl Build {
             return Ok(image);
         }
         let info = self.inspect(&image).await?;
-        let mut config = ImageConfig::from_image_config(&info.config);
-        config.add_labels(&self.options.labels);
+        // The stage's last image, which this build committed: its config is one.
+        let mut config = ContainerConfig::from_image_config(&info.config)?;
+        config.apply(Change::Label(
+            self.options.labels.clone().into_iter().collect(),
+        ));
         let st = Stage::on(image, config);
         self.commit_config(&st, "", "").await
     }
@@ -422,7 +438,7 @@ impl Build {
     /// FROM: the stage on `base`, an earlier stage's name, an image, or scratch.
     async fn from(&self, scope: &Scope<'_>, base: &str) -> Result<Stage, BuildError> {
         if base.eq_ignore_ascii_case("scratch") {
-            return Ok(Stage::on(String::new(), ImageConfig::default()));
+            return Ok(Stage::on(String::new(), ContainerConfig::default()));
         }
         let (df, done) = (scope.df, scope.done);
         let id = match df.stage_index(base) {
@@ -431,10 +447,14 @@ impl Build {
         };
         let info = self.image(&id, scope.line).await?;
         let image = info.summary.as_ref().map(|s| s.id.clone()).unwrap_or(id);
-        Ok(Stage::on(
-            image,
-            ImageConfig::from_image_config(&info.config),
-        ))
+        // The image service would refuse to commit over a config it cannot read: say so here.
+        let config = ContainerConfig::from_image_config(&info.config).map_err(|e| {
+            self.invalid(
+                scope.line,
+                format!("the config of image {base} is not an image's: {e}"),
+            )
+        })?;
+        Ok(Stage::on(image, config))
     }
 
     /// Expands `word` with the stage's ENV and ARGs.
@@ -530,7 +550,7 @@ impl Build {
     ) -> Result<iapi::CommitRequest, BuildError> {
         Ok(iapi::CommitRequest {
             parent: st.image.clone(),
-            config: st.config.to_json()?,
+            config: serde_json::to_vec(&st.config.to_json())?,
             intermediate: true,
             ..fields
         })

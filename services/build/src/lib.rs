@@ -1,7 +1,8 @@
 //! berth's build service: Dockerfile builds as a client of the other services.
 //!
-//! - [`dockerfile`]: the Dockerfile front end (parser, variable substitution, history text).
-//! - [`dockerignore`]: `.dockerignore` rules for filtering the build context.
+//! - [`dockerfile`], [`dockerignore`]: the Dockerfile front end (parser, variable
+//!   substitution, history text) and `.dockerignore` rules, from the `berth-dockerfile` crate,
+//!   re-exported here so that the executor's `crate::dockerfile` paths read as before.
 //! - [`context`]: the context tar the client streams, unpacked safely into a private folder.
 //! - [`copy`]: COPY/ADD path rules, and the layer tar (plus a content digest) they make.
 //! - [`cache`]: the build cache (parent image + instruction + content → image id), in sled.
@@ -14,12 +15,12 @@
 pub mod cache;
 pub mod context;
 pub mod copy;
-pub mod dockerfile;
-pub mod dockerignore;
 pub mod error;
 pub mod executor;
 pub mod rootfs;
 pub mod service;
+
+pub use berth_dockerfile::{dockerfile, dockerignore};
 
 use berth_api::build::v1::build_server::BuildServer;
 use berth_core::config::Limits;

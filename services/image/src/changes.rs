@@ -1,234 +1,126 @@
-//! `commit --change`: the Dockerfile instructions that only touch an image's config (CMD,
-//! ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR, STOPSIGNAL), applied to
-//! the config's `config` section as Docker applies them.
+//! `commit --change`: a Dockerfile instruction that only touches an image's config (CMD,
+//! ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR, STOPSIGNAL), read with the
+//! Dockerfile parser as Docker reads it, its variables expanded from the config's Env, and
+//! turned into a [`Change`] that [`ContainerConfig::apply`] applies.
 
-use serde_json::{json, Map, Value};
+use crate::config::{Change, ContainerConfig};
+use berth_dockerfile::dockerfile::{self, Args};
 
-/// Applies one instruction, e.g. `CMD ["nginx", "-g", "daemon off;"]` or `ENV A=1 B="two"`.
-pub fn apply(config: &mut Map<String, Value>, change: &str) -> Result<(), String> {
+/// The instructions `--change` takes.
+const COMMANDS: &[&str] = &[
+    "CMD",
+    "ENTRYPOINT",
+    "ENV",
+    "EXPOSE",
+    "LABEL",
+    "ONBUILD",
+    "USER",
+    "VOLUME",
+    "WORKDIR",
+    "STOPSIGNAL",
+];
+
+/// Docker's default escape character; a `--change` has no parser directives.
+const ESCAPE: char = '\\';
+
+/// Reads one `--change`, e.g. `CMD ["nginx", "-g", "daemon off;"]` or `ENV A=1 B="two"`,
+/// against the config it will apply to (its Env, Shell and WorkingDir).
+pub fn parse(change: &str, config: &ContainerConfig) -> Result<Change, String> {
     let change = change.trim();
     let (word, rest) = change
         .split_once(|c: char| c.is_whitespace())
         .map(|(w, r)| (w, r.trim()))
         .unwrap_or((change, ""));
     let instruction = word.to_ascii_uppercase();
-    let needs_args = || {
-        if rest.is_empty() {
-            Err(format!("{instruction} needs at least one argument"))
-        } else {
-            Ok(())
-        }
+    if instruction.is_empty() {
+        return Err("an empty change".into());
+    }
+    if !COMMANDS.contains(&instruction.as_str()) {
+        return Err(format!(
+            "{instruction} is not a valid change command ({})",
+            COMMANDS.join(", ")
+        ));
+    }
+    if rest.is_empty() {
+        return Err(format!("{instruction} needs at least one argument"));
+    }
+    let inst = dockerfile::parse_instruction(change, 0, ESCAPE).map_err(|e| e.message)?;
+    let lookup = |name: &str| config.env_var(name);
+    let expand = |word: &str| dockerfile::expand(word, &lookup, ESCAPE);
+    let expand_pairs = |pairs: Vec<(String, String)>| -> Result<Vec<(String, String)>, String> {
+        pairs
+            .into_iter()
+            .map(|(k, v)| Ok((expand(&k)?, expand(&v)?)))
+            .collect()
     };
-    match instruction.as_str() {
-        "CMD" | "ENTRYPOINT" => {
-            needs_args()?;
-            let key = if instruction == "CMD" {
-                "Cmd"
-            } else {
-                "Entrypoint"
-            };
-            let shell = words(config.get("Shell"));
-            let shell = if shell.is_empty() {
-                vec!["/bin/sh".to_string(), "-c".to_string()]
-            } else {
-                shell
-            };
-            config.insert(key.into(), json!(command(rest, &shell)));
-            if instruction == "ENTRYPOINT" {
-                // As in a Dockerfile, a new ENTRYPOINT resets the CMD.
-                config.insert("Cmd".into(), Value::Null);
-            }
-        }
-        "ENV" => {
-            needs_args()?;
-            let mut env = words(config.get("Env"));
-            for (k, v) in pairs(rest, &instruction)? {
-                env.retain(|e| e.split('=').next() != Some(k.as_str()));
-                env.push(format!("{k}={v}"));
-            }
-            config.insert("Env".into(), json!(env));
-        }
-        "LABEL" => {
-            needs_args()?;
-            let labels = object(config, "Labels");
-            for (k, v) in pairs(rest, &instruction)? {
-                labels.insert(k, json!(v));
-            }
-        }
-        "EXPOSE" => {
-            needs_args()?;
-            let ports = object(config, "ExposedPorts");
-            for p in rest.split_whitespace() {
-                let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
-                let proto = proto.to_ascii_lowercase();
-                let valid = |s: &str| s.parse::<u16>().is_ok_and(|n| n > 0);
-                let ok = match port.split_once('-') {
-                    Some((a, b)) => valid(a) && valid(b),
-                    None => valid(port),
-                };
-                if !ok || !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
-                    return Err(format!("EXPOSE: invalid port {p:?}"));
-                }
-                ports.insert(format!("{port}/{proto}"), json!({}));
-            }
-        }
-        "VOLUME" => {
-            needs_args()?;
-            let paths: Vec<String> = if rest.starts_with('[') {
-                serde_json::from_str(rest).map_err(|e| format!("VOLUME: {e}"))?
-            } else {
-                rest.split_whitespace().map(str::to_string).collect()
-            };
-            let volumes = object(config, "Volumes");
-            for p in paths {
-                if p.is_empty() {
-                    return Err("VOLUME: an empty path".into());
-                }
-                volumes.insert(p, json!({}));
-            }
-        }
-        "USER" => {
-            needs_args()?;
-            config.insert("User".into(), json!(rest));
-        }
-        "WORKDIR" => {
-            needs_args()?;
-            let current = config
-                .get("WorkingDir")
-                .and_then(|w| w.as_str())
-                .unwrap_or("/")
-                .to_string();
-            let dir = if rest.starts_with('/') {
-                rest.to_string()
-            } else {
-                format!("{}/{rest}", current.trim_end_matches('/'))
-            };
-            config.insert("WorkingDir".into(), json!(dir));
-        }
-        "STOPSIGNAL" => {
-            needs_args()?;
-            config.insert("StopSignal".into(), json!(rest));
-        }
-        "ONBUILD" => {
-            needs_args()?;
-            let mut onbuild = words(config.get("OnBuild"));
-            onbuild.push(rest.to_string());
-            config.insert("OnBuild".into(), json!(onbuild));
-        }
-        "" => return Err("an empty change".into()),
-        other => {
-            return Err(format!(
-                "{other} is not a valid change command (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, ONBUILD, USER, VOLUME, WORKDIR, STOPSIGNAL)"
-            ))
-        }
-    }
-    Ok(())
-}
-
-fn words(v: Option<&Value>) -> Vec<String> {
-    v.and_then(|v| v.as_array())
-        .map(|a| {
-            a.iter()
-                .filter_map(|s| s.as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default()
-}
-
-fn object<'a>(config: &'a mut Map<String, Value>, key: &str) -> &'a mut Map<String, Value> {
-    let v = config.entry(key).or_insert_with(|| json!({}));
-    if !v.is_object() {
-        *v = json!({});
-    }
-    v.as_object_mut().expect("just made an object")
-}
-
-/// The exec form (a JSON array of strings) as it is; anything else is the shell form.
-fn command(rest: &str, shell: &[String]) -> Vec<String> {
-    if rest.starts_with('[') {
-        if let Ok(v) = serde_json::from_str::<Vec<String>>(rest) {
-            return v;
-        }
-    }
-    let mut c = shell.to_vec();
-    c.push(rest.to_string());
-    c
-}
-
-/// `K=V K2="v two"` pairs, or the legacy `K value with spaces` form of one pair.
-fn pairs(rest: &str, instruction: &str) -> Result<Vec<(String, String)>, String> {
-    let first = rest.split_whitespace().next().unwrap_or_default();
-    if !first.contains('=') {
-        let (k, v) = rest
-            .split_once(char::is_whitespace)
-            .ok_or_else(|| format!("{instruction} {rest:?}: needs a value (K=V or K V)"))?;
-        return Ok(vec![(k.to_string(), v.trim().to_string())]);
-    }
-    let mut out = Vec::new();
-    for token in tokens(rest)? {
-        let (k, v) = token
-            .split_once('=')
-            .ok_or_else(|| format!("{instruction}: {token:?} is not K=V"))?;
-        if k.is_empty() {
-            return Err(format!("{instruction}: {token:?} has no name"));
-        }
-        out.push((k.to_string(), v.to_string()));
-    }
-    Ok(out)
-}
-
-/// Splits on unquoted whitespace; quotes group and are removed, `\` escapes.
-fn tokens(s: &str) -> Result<Vec<String>, String> {
-    let mut out = Vec::new();
-    let mut cur = String::new();
-    let mut quote: Option<char> = None;
-    let mut have = false;
-    let mut chars = s.chars();
-    while let Some(c) = chars.next() {
-        match (quote, c) {
-            (None, c) if c.is_whitespace() => {
-                if have {
-                    out.push(std::mem::take(&mut cur));
-                    have = false;
+    Ok(match inst.args {
+        Args::Cmd(c) => Change::Cmd(c.argv(&config.shell_or_default())),
+        Args::Entrypoint(c) => Change::Entrypoint {
+            argv: c.argv(&config.shell_or_default()),
+            keep_cmd: false,
+        },
+        Args::Env(pairs) => Change::Env(expand_pairs(pairs)?),
+        Args::Label(pairs) => Change::Label(expand_pairs(pairs)?),
+        Args::Expose(words) => {
+            let mut ports = Vec::new();
+            for w in words {
+                for p in dockerfile::expand_words(&w, &lookup, ESCAPE)? {
+                    ports.push(exposed_port(&p)?);
                 }
             }
-            (None, '"' | '\'') => {
-                quote = Some(c);
-                have = true;
-            }
-            (Some(q), c) if c == q => quote = None,
-            (q, '\\') if q != Some('\'') => {
-                if let Some(n) = chars.next() {
-                    cur.push(n);
-                }
-                have = true;
-            }
-            (_, c) => {
-                cur.push(c);
-                have = true;
-            }
+            Change::Expose(ports)
         }
+        Args::Volume(paths) => {
+            Change::Volume(paths.iter().map(|p| expand(p)).collect::<Result<_, _>>()?)
+        }
+        Args::User(u) => Change::User(expand(&u)?),
+        Args::Workdir(w) => {
+            let w = expand(&w)?;
+            let current = config.working_dir.get().map_or("/", String::as_str);
+            Change::Workdir(if w.starts_with('/') {
+                w
+            } else {
+                format!("{}/{w}", current.trim_end_matches('/'))
+            })
+        }
+        Args::StopSignal(s) => Change::StopSignal(expand(&s)?),
+        Args::Onbuild(trigger) => Change::Onbuild(trigger),
+        _ => unreachable!("the instruction is one of COMMANDS"),
+    })
+}
+
+/// `80`, `53/udp`, `8000-8010/tcp` → its ExposedPorts key (`80/tcp`).
+fn exposed_port(p: &str) -> Result<String, String> {
+    let (port, proto) = p.split_once('/').unwrap_or((p, "tcp"));
+    let proto = proto.to_ascii_lowercase();
+    let valid = |s: &str| s.parse::<u16>().is_ok_and(|n| n > 0);
+    let ok = match port.split_once('-') {
+        Some((a, b)) => valid(a) && valid(b),
+        None => valid(port),
+    };
+    if !ok || !matches!(proto.as_str(), "tcp" | "udp" | "sctp") {
+        return Err(format!("EXPOSE: invalid port {p:?}"));
     }
-    if quote.is_some() {
-        return Err(format!("unmatched quote in {s:?}"));
-    }
-    if have {
-        out.push(cur);
-    }
-    Ok(out)
+    Ok(format!("{port}/{proto}"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value};
+
+    fn apply(c: &mut ContainerConfig, change: &str) -> Result<(), String> {
+        let change = parse(change, c)?;
+        c.apply(change);
+        Ok(())
+    }
 
     fn run(changes: &[&str]) -> Value {
-        let mut c = Map::new();
-        c.insert("Env".into(), json!(["PATH=/bin"]));
+        let mut c = ContainerConfig::from_json(json!({"Env": ["PATH=/bin"]})).unwrap();
         for ch in changes {
             apply(&mut c, ch).unwrap();
         }
-        Value::Object(c)
+        c.to_json()
     }
 
     #[test]
@@ -265,10 +157,34 @@ mod tests {
 
     #[test]
     fn bad_changes_are_refused() {
-        let mut c = Map::new();
+        let mut c = ContainerConfig::default();
         assert!(apply(&mut c, "RUN echo").unwrap_err().contains("RUN"));
         assert!(apply(&mut c, "EXPOSE http").is_err());
         assert!(apply(&mut c, "ENV").is_err());
         assert!(apply(&mut c, "ENV A=\"open").is_err());
+    }
+
+    #[test]
+    fn read_as_docker_reads_them() {
+        // Variables come from the config's Env, as in a Dockerfile; ENV replaces a variable of
+        // the same name; ONBUILD triggers are checked by the parser.
+        let c = run(&[
+            "ENV HOME=/root",
+            "WORKDIR $HOME/app",
+            "ENV PATH=/usr/bin:$PATH",
+        ]);
+        assert_eq!(c["WorkingDir"], json!("/root/app"));
+        assert_eq!(c["Env"], json!(["HOME=/root", "PATH=/usr/bin:/bin"]));
+        let mut c = ContainerConfig::default();
+        assert!(apply(&mut c, "ONBUILD ONBUILD RUN x").is_err());
+        assert_eq!(
+            apply(&mut c, "FROBNICATE x").unwrap_err(),
+            "FROBNICATE is not a valid change command (CMD, ENTRYPOINT, ENV, EXPOSE, LABEL, \
+             ONBUILD, USER, VOLUME, WORKDIR, STOPSIGNAL)"
+        );
+        assert_eq!(
+            apply(&mut c, "CMD").unwrap_err(),
+            "CMD needs at least one argument"
+        );
     }
 }

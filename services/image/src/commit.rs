@@ -6,6 +6,7 @@
 //! parent's layers are shared, never copied: the new manifest lists their descriptors as
 //! they are and the new snapshot's parent is the parent's top snapshot.
 
+use crate::config::ContainerConfig;
 use crate::error::ImageError;
 use crate::images::{
     host_arch, ImageStore, LABEL_CREATED, LABEL_ID, LABEL_MANIFEST, LABEL_SIZE, LABEL_SNAPSHOTTER,
@@ -30,6 +31,15 @@ use tokio_stream::StreamExt;
 /// An uncompressed layer tar as it arrives.
 pub type TarStream =
     std::pin::Pin<Box<dyn futures::Stream<Item = Result<Vec<u8>, ImageError>> + Send>>;
+
+/// The snapshot service's `Apply` of a new layer, under way.
+type ApplyTask = tokio::task::JoinHandle<
+    Result<tonic::Response<berth_api::snapshots::v1::ApplyResponse>, tonic::Status>,
+>;
+/// Gzip of a layer, under way: the diff id of what it read.
+type CompressTask = tokio::task::JoinHandle<std::io::Result<Digest>>;
+/// The compressed layer's write to the content store, under way: its digest and size.
+type StoreTask = tokio::task::JoinHandle<Result<(Digest, u64), crate::content::ContentError>>;
 
 /// Build steps' images carry this label; `image ls` shows them only with `-a`.
 pub const LABEL_INTERMEDIATE: &str = "berth.image.intermediate";
@@ -145,18 +155,14 @@ impl ImageStore {
         ))
     }
 
-    /// Streams an uncompressed layer tar into a gzip blob and a committed snapshot over
-    /// `parent` (a chain id, empty for the first layer).
-    async fn commit_layer(
+    /// Starts the snapshot service's `Apply` of a layer over `parent`: the bytes sent on the
+    /// channel become the new committed snapshot when the channel closes after the whole tar.
+    async fn start_apply(
         &self,
         ns: &str,
         snapshotter: &str,
-        mut diff: TarStream,
         parent: &str,
-        media_type: &str,
-        lease: &crate::lease::Lease,
-    ) -> Result<Layer, ImageError> {
-        // The snapshot service unpacks the same bytes as the new committed snapshot.
+    ) -> Result<(mpsc::Sender<ApplyRequest>, ApplyTask), ImageError> {
         let (apply_tx, apply_rx) = mpsc::channel::<ApplyRequest>(8);
         apply_tx
             .send(ApplyRequest {
@@ -181,8 +187,12 @@ impl ImageStore {
                 ))
                 .await
         });
+        Ok((apply_tx, apply))
+    }
 
-        // Gzip on a blocking thread, its output into the content store.
+    /// Starts gzip on a blocking thread (it gives the diff id of what it read) and the content
+    /// store's writer of its output (it gives the blob's digest and size).
+    fn start_compress(&self) -> (mpsc::Sender<Vec<u8>>, CompressTask, StoreTask) {
         let (raw_tx, mut raw_rx) = mpsc::channel::<Vec<u8>>(8);
         let (gz_tx, mut gz_rx) = mpsc::channel::<Vec<u8>>(8);
         let compress = tokio::task::spawn_blocking(move || -> std::io::Result<Digest> {
@@ -208,6 +218,23 @@ impl ImageStore {
             let digest = w.commit().await?;
             Ok::<_, crate::content::ContentError>((digest, size))
         });
+        (raw_tx, compress, store)
+    }
+
+    /// Streams an uncompressed layer tar into a gzip blob and a committed snapshot over
+    /// `parent` (a chain id, empty for the first layer).
+    async fn commit_layer(
+        &self,
+        ns: &str,
+        snapshotter: &str,
+        mut diff: TarStream,
+        parent: &str,
+        media_type: &str,
+        lease: &crate::lease::Lease,
+    ) -> Result<Layer, ImageError> {
+        // The snapshot service unpacks the same bytes as the new committed snapshot.
+        let (apply_tx, apply) = self.start_apply(ns, snapshotter, parent).await?;
+        let (raw_tx, compress, store) = self.start_compress();
 
         let mut failed: Option<ImageError> = None;
         while let Some(item) = diff.next().await {
@@ -298,133 +325,75 @@ impl ImageStore {
         tar: Option<TarStream>,
         lease: &crate::lease::Lease,
     ) -> Result<(crate::metadata::ImageRecord, Digest), ImageError> {
-        let reference = if req.reference.is_empty() || req.intermediate {
-            None
-        } else {
-            let r = Reference::parse(&req.reference)?;
-            if r.digest().is_some() {
-                return Err(ImageError::InvalidArgument(format!(
-                    "refusing to name an image with a digest reference: {r}"
-                )));
-            }
-            Some(r)
-        };
+        let reference = commit_reference(&req)?;
         let mut base = self.commit_base(ns, &req.parent, &req.snapshotter)?;
-        // The parent's layers end up in the new manifest: hold them until it is recorded.
-        for l in &base.layers {
-            if let Ok(d) = l.digest.parse() {
-                lease.blob(&d);
-            }
-        }
-        for i in 0..base.diff_ids.len() {
-            if let Some(c) = chain_id(&base.diff_ids[..=i]) {
-                lease.snapshot(&c.to_string());
-            }
-        }
-        let mut section = if req.config.is_empty() {
-            base.config
-                .get("config")
-                .and_then(|c| c.as_object())
-                .cloned()
-                .unwrap_or_default()
-        } else {
-            match serde_json::from_slice::<Value>(&req.config) {
-                Ok(Value::Object(m)) => m,
-                Ok(_) => {
-                    return Err(ImageError::InvalidArgument(
-                        "the config to commit must be a JSON object".into(),
-                    ))
-                }
-                Err(e) => {
-                    return Err(ImageError::InvalidArgument(format!(
-                        "the config to commit is not JSON: {e}"
-                    )))
-                }
-            }
-        };
-        for change in &req.changes {
-            crate::changes::apply(&mut section, change)
-                .map_err(|e| ImageError::InvalidArgument(format!("--change {change:?}: {e}")))?;
-        }
-
-        let source = match tar {
-            Some(t) => Some(t),
-            None if req.empty_layer || req.snapshot_key.is_empty() => None,
-            None => Some(
-                self.diff_stream(ns, &base.snapshotter, &req.snapshot_key)
-                    .await?,
-            ),
-        };
-        let layer = if let Some(source) = source {
-            let parent_chain = chain_id(&base.diff_ids)
-                .map(|c| c.to_string())
-                .unwrap_or_default();
-            let media_type = if base.docker {
-                media::DOCKER_LAYER_GZIP
-            } else {
-                media::OCI_LAYER_GZIP
-            };
-            Some(
-                self.commit_layer(
-                    ns,
-                    &base.snapshotter,
-                    source,
-                    &parent_chain,
-                    media_type,
-                    lease,
-                )
-                .await?,
-            )
-        } else {
-            None
-        };
+        hold_parent(&base, lease);
+        let (section, created_by) = committed_section(&base, &req)?;
+        let layer = self.commit_diff(ns, &base, &req, tar, lease).await?;
         // As Docker does, a diff that holds nothing (a RUN that changed no file, a commit of
         // an untouched container) adds no layer: the step is recorded as `empty_layer`.
         let layer = layer.filter(|l| l.diff_id.to_string() != EMPTY_TAR_DIFF_ID);
-
         let created = now_rfc3339();
-        let cfg = &mut base.config;
-        cfg.insert("config".into(), Value::Object(section));
-        cfg.insert("created".into(), json!(created));
-        cfg.remove("container");
-        cfg.remove("container_config");
-        if !req.author.is_empty() {
-            cfg.insert("author".into(), json!(req.author));
+        let step = history_step(&created, &req, &created_by, layer.is_none());
+        if let Some(l) = layer {
+            base.diff_ids.push(l.diff_id);
+            base.layers.push(l.descriptor);
+            base.size += l.unpacked;
         }
-        let mut step = serde_json::Map::new();
-        step.insert("created".into(), json!(created));
-        if !req.author.is_empty() {
-            step.insert("author".into(), json!(req.author));
-        }
-        if !req.created_by.is_empty() {
-            step.insert("created_by".into(), json!(req.created_by));
-        }
-        if !req.comment.is_empty() {
-            step.insert("comment".into(), json!(req.comment));
-        }
-        if layer.is_none() {
-            step.insert("empty_layer".into(), json!(true));
-        }
-        let history = cfg.entry("history").or_insert_with(|| json!([]));
-        if !history.is_array() {
-            *history = json!([]);
-        }
-        history
-            .as_array_mut()
-            .expect("an array")
-            .push(Value::Object(step));
-        let mut diff_ids = base.diff_ids.clone();
-        let mut layers = base.layers.clone();
-        let mut size = base.size;
-        if let Some(l) = &layer {
-            diff_ids.push(l.diff_id.clone());
-            layers.push(l.descriptor.clone());
-            size += l.unpacked;
-        }
-        cfg.insert(
-            "rootfs".into(),
-            json!({"type": "layers", "diff_ids": diff_ids.iter().map(|d| d.to_string()).collect::<Vec<_>>()}),
-        );
+        new_image_config(&mut base, &section, &created, &req.author, step);
+        self.record_commit(ns, &base, created, reference, req.intermediate, lease)
+            .await
+    }
+
+    /// The new layer: from `tar`, or the diff of the snapshot `req.snapshot_key`; none for a
+    /// step without one.
+    async fn commit_diff(
+        &self,
+        ns: &str,
+        base: &Base,
+        req: &api::CommitRequest,
+        tar: Option<TarStream>,
+        lease: &crate::lease::Lease,
+    ) -> Result<Option<Layer>, ImageError> {
+        let source = match tar {
+            Some(t) => t,
+            None if req.empty_layer || req.snapshot_key.is_empty() => return Ok(None),
+            None => {
+                self.diff_stream(ns, &base.snapshotter, &req.snapshot_key)
+                    .await?
+            }
+        };
+        let parent_chain = chain_id(&base.diff_ids)
+            .map(|c| c.to_string())
+            .unwrap_or_default();
+        let media_type = if base.docker {
+            media::DOCKER_LAYER_GZIP
+        } else {
+            media::OCI_LAYER_GZIP
+        };
+        self.commit_layer(
+            ns,
+            &base.snapshotter,
+            source,
+            &parent_chain,
+            media_type,
+            lease,
+        )
+        .await
+        .map(Some)
+    }
+
+    /// Writes the new config and manifest to the content store and names the image: `reference`,
+    /// or a dangling name after its id.
+    async fn record_commit(
+        &self,
+        ns: &str,
+        base: &Base,
+        created: String,
+        reference: Option<Reference>,
+        intermediate: bool,
+        lease: &crate::lease::Lease,
+    ) -> Result<(crate::metadata::ImageRecord, Digest), ImageError> {
         let config_bytes = serde_json::to_vec(&Value::Object(base.config.clone()))
             .map_err(|e| ImageError::InvalidArgument(e.to_string()))?;
         let config_digest = self
@@ -445,7 +414,7 @@ impl ImageStore {
                 "digest": config_digest.to_string(),
                 "size": config_bytes.len(),
             },
-            "layers": layers,
+            "layers": base.layers,
         });
         let manifest_bytes = serde_json::to_vec(&manifest)
             .map_err(|e| ImageError::InvalidArgument(e.to_string()))?;
@@ -464,9 +433,9 @@ impl ImageStore {
         labels.insert(LABEL_ID.to_string(), config_digest.to_string());
         labels.insert(LABEL_MANIFEST.to_string(), manifest_digest.to_string());
         labels.insert(LABEL_CREATED.to_string(), created);
-        labels.insert(LABEL_SIZE.to_string(), size.to_string());
+        labels.insert(LABEL_SIZE.to_string(), base.size.to_string());
         labels.insert(LABEL_SNAPSHOTTER.to_string(), base.snapshotter.clone());
-        if req.intermediate {
+        if intermediate {
             labels.insert(LABEL_INTERMEDIATE.to_string(), "true".to_string());
         }
         let name = match &reference {
@@ -477,4 +446,132 @@ impl ImageStore {
         self.publish(ns, "commit", &rec.name);
         Ok((rec, config_digest))
     }
+}
+
+/// The name the commit asks for, if any: never a digest reference; none for a build step's
+/// image.
+fn commit_reference(req: &api::CommitRequest) -> Result<Option<Reference>, ImageError> {
+    if req.reference.is_empty() || req.intermediate {
+        return Ok(None);
+    }
+    let r = Reference::parse(&req.reference)?;
+    if r.digest().is_some() {
+        return Err(ImageError::InvalidArgument(format!(
+            "refusing to name an image with a digest reference: {r}"
+        )));
+    }
+    Ok(Some(r))
+}
+
+/// The parent's layers end up in the new manifest: hold them until it is recorded.
+fn hold_parent(base: &Base, lease: &crate::lease::Lease) {
+    for l in &base.layers {
+        if let Ok(d) = l.digest.parse() {
+            lease.blob(&d);
+        }
+    }
+    for i in 0..base.diff_ids.len() {
+        if let Some(c) = chain_id(&base.diff_ids[..=i]) {
+            lease.snapshot(&c.to_string());
+        }
+    }
+}
+
+/// The `config` section to record — `req.config`, or the parent's, with the run's overrides
+/// and then the `--change`s applied — and the step's `created_by`: as asked, or for a
+/// container's commit the command it ran.
+fn committed_section(
+    base: &Base,
+    req: &api::CommitRequest,
+) -> Result<(ContainerConfig, String), ImageError> {
+    let section = if req.config.is_empty() {
+        base.config
+            .get("config")
+            .filter(|c| c.is_object())
+            .cloned()
+            .unwrap_or_else(|| json!({}))
+    } else {
+        match serde_json::from_slice::<Value>(&req.config) {
+            Ok(v @ Value::Object(_)) => v,
+            Ok(_) => {
+                return Err(ImageError::InvalidArgument(
+                    "the config to commit must be a JSON object".into(),
+                ))
+            }
+            Err(e) => {
+                return Err(ImageError::InvalidArgument(format!(
+                    "the config to commit is not JSON: {e}"
+                )))
+            }
+        }
+    };
+    let mut section = ContainerConfig::from_json(section).map_err(|e| {
+        ImageError::InvalidArgument(format!("the config to commit is not an image's: {e}"))
+    })?;
+    let mut created_by = req.created_by.clone();
+    if let Some(run) = &req.run {
+        section.apply_run(run);
+        if created_by.is_empty() {
+            created_by = section.command_line().join(" ");
+        }
+    }
+    for change in &req.changes {
+        let parsed = crate::changes::parse(change, &section)
+            .map_err(|e| ImageError::InvalidArgument(format!("--change {change:?}: {e}")))?;
+        section.apply(parsed);
+    }
+    Ok((section, created_by))
+}
+
+/// The history entry of the commit.
+fn history_step(
+    created: &str,
+    req: &api::CommitRequest,
+    created_by: &str,
+    empty_layer: bool,
+) -> Value {
+    let mut step = serde_json::Map::new();
+    step.insert("created".into(), json!(created));
+    if !req.author.is_empty() {
+        step.insert("author".into(), json!(req.author));
+    }
+    if !created_by.is_empty() {
+        step.insert("created_by".into(), json!(created_by));
+    }
+    if !req.comment.is_empty() {
+        step.insert("comment".into(), json!(req.comment));
+    }
+    if empty_layer {
+        step.insert("empty_layer".into(), json!(true));
+    }
+    Value::Object(step)
+}
+
+/// Makes `base.config` the new image config: the parent's, with `section`, the creation time,
+/// the author, one more history step and the layers' diff ids.
+fn new_image_config(
+    base: &mut Base,
+    section: &ContainerConfig,
+    created: &str,
+    author: &str,
+    step: Value,
+) {
+    let cfg = &mut base.config;
+    cfg.insert("config".into(), section.to_json());
+    cfg.insert("created".into(), json!(created));
+    cfg.remove("container");
+    cfg.remove("container_config");
+    if !author.is_empty() {
+        cfg.insert("author".into(), json!(author));
+    }
+    let history = cfg.entry("history").or_insert_with(|| json!([]));
+    if !history.is_array() {
+        *history = json!([]);
+    }
+    history.as_array_mut().expect("an array").push(step);
+    let diff_ids: Vec<String> = base.diff_ids.iter().map(|d| d.to_string()).collect();
+    cfg.insert(
+        "rootfs".into(),
+        json!({"type": "layers", "diff_ids": diff_ids}),
+    );
 }

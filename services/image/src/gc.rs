@@ -82,6 +82,9 @@ pub struct Collected {
     pub bytes: i64,
 }
 
+/// Committed snapshots images hold: (snapshotter, chain id).
+type HeldSnapshots = HashSet<(String, String)>;
+
 /// One collection at a time per service.
 static GC: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -217,7 +220,21 @@ impl ImageStore {
         out.bytes = bytes;
 
         // Snapshots of this namespace.
-        let mut keep: HashSet<(String, String)> = HashSet::new();
+        let (keep, snapshotters) = self.snapshots_in_use(ns)?;
+        for sn in snapshotters {
+            self.sweep_snapshots(ns, &sn, &keep, &mut out).await?;
+        }
+        if out.blobs > 0 || out.snapshots > 0 {
+            tracing::info!(namespace = %ns, blobs = out.blobs, snapshots = out.snapshots, bytes = out.bytes, "garbage collected");
+        }
+        self.metrics.collected(&out);
+        Ok(out)
+    }
+
+    /// The committed snapshots the images of `ns` hold, as (snapshotter, chain id), and the
+    /// snapshotters to look in (the images' and the default).
+    fn snapshots_in_use(&self, ns: &str) -> Result<(HeldSnapshots, HashSet<String>), ImageError> {
+        let mut keep: HeldSnapshots = HashSet::new();
         let mut snapshotters: HashSet<String> = HashSet::from([self.default_snapshotter_name()]);
         for rec in self.db.list(ns)? {
             let sn = rec
@@ -233,104 +250,115 @@ impl ImageStore {
                 }
             }
         }
-        for sn in snapshotters {
-            loop {
-                let listed = match self
-                    .snapshots
-                    .clone()
-                    .list(request(
-                        ns,
-                        ListSnapshotsRequest {
-                            snapshotter: sn.clone(),
-                        },
-                    ))
-                    .await
+        Ok((keep, snapshotters))
+    }
+
+    /// Removes the committed snapshots of snapshotter `sn` that no image, child snapshot or
+    /// lease holds, in rounds: removing a layer can free its parent for the next round.
+    async fn sweep_snapshots(
+        &self,
+        ns: &str,
+        sn: &str,
+        keep: &HeldSnapshots,
+        out: &mut Collected,
+    ) -> Result<(), ImageError> {
+        loop {
+            let listed = match self
+                .snapshots
+                .clone()
+                .list(request(
+                    ns,
+                    ListSnapshotsRequest {
+                        snapshotter: sn.to_string(),
+                    },
+                ))
+                .await
+            {
+                Ok(l) => l.into_inner().info,
+                Err(s)
+                    if s.code() == tonic::Code::InvalidArgument
+                        || s.code() == tonic::Code::NotFound =>
                 {
-                    Ok(l) => l.into_inner().info,
-                    Err(s)
-                        if s.code() == tonic::Code::InvalidArgument
-                            || s.code() == tonic::Code::NotFound =>
-                    {
-                        break
-                    }
-                    Err(s) => return Err(s.into()),
-                };
-                let parents: HashSet<&str> = listed.iter().map(|i| i.parent.as_str()).collect();
-                let doomed: Vec<_> = listed
-                    .iter()
-                    .filter(|i| i.kind == Kind::Committed as i32)
-                    .filter(|i| !parents.contains(i.name.as_str()))
-                    .filter(|i| !keep.contains(&(sn.clone(), i.name.clone())))
-                    .map(|i| {
-                        let created = i.created_at.as_ref().map(|t| {
-                            SystemTime::UNIX_EPOCH
-                                + std::time::Duration::new(
-                                    t.seconds.max(0) as u64,
-                                    t.nanos.max(0) as u32,
-                                )
-                        });
-                        (i.name.clone(), created)
-                    })
-                    .collect();
-                if doomed.is_empty() {
-                    break;
+                    return Ok(())
                 }
-                let mut removed_any = false;
-                for (name, created) in doomed {
-                    // Leases taken since the listing count too.
-                    if self
-                        .leases
-                        .unless_protected(None, Some(&name), created, || ())
-                        .is_err()
-                    {
-                        continue;
-                    }
-                    let size = self
-                        .snapshots
-                        .clone()
-                        .usage(request(
-                            ns,
-                            SnapshotKey {
-                                snapshotter: sn.clone(),
-                                key: name.clone(),
-                            },
-                        ))
-                        .await
-                        .map(|u| u.into_inner().size)
-                        .unwrap_or(0);
-                    match self
-                        .snapshots
-                        .clone()
-                        .remove(request(
-                            ns,
-                            SnapshotKey {
-                                snapshotter: sn.clone(),
-                                key: name.clone(),
-                            },
-                        ))
-                        .await
-                    {
-                        Ok(_) => {
-                            removed_any = true;
-                            out.snapshots += 1;
-                            out.bytes += size;
-                            tracing::debug!(snapshot = %name, "snapshot collected");
-                        }
-                        Err(s) => {
-                            tracing::warn!(snapshot = %name, error = %s.message(), "cannot remove snapshot")
-                        }
-                    }
-                }
-                if !removed_any {
-                    break;
+                Err(s) => return Err(s.into()),
+            };
+            let parents: HashSet<&str> = listed.iter().map(|i| i.parent.as_str()).collect();
+            let doomed: Vec<_> = listed
+                .iter()
+                .filter(|i| i.kind == Kind::Committed as i32)
+                .filter(|i| !parents.contains(i.name.as_str()))
+                .filter(|i| !keep.contains(&(sn.to_string(), i.name.clone())))
+                .map(|i| {
+                    let created = i.created_at.as_ref().map(|t| {
+                        SystemTime::UNIX_EPOCH
+                            + std::time::Duration::new(
+                                t.seconds.max(0) as u64,
+                                t.nanos.max(0) as u32,
+                            )
+                    });
+                    (i.name.clone(), created)
+                })
+                .collect();
+            if doomed.is_empty() {
+                return Ok(());
+            }
+            let mut removed_any = false;
+            for (name, created) in doomed {
+                if let Some(size) = self.remove_snapshot(ns, sn, &name, created).await {
+                    removed_any = true;
+                    out.snapshots += 1;
+                    out.bytes += size;
                 }
             }
+            if !removed_any {
+                return Ok(());
+            }
         }
-        if out.blobs > 0 || out.snapshots > 0 {
-            tracing::info!(namespace = %ns, blobs = out.blobs, snapshots = out.snapshots, bytes = out.bytes, "garbage collected");
+    }
+
+    /// Removes one snapshot unless a lease holds it; its size when it was removed.
+    async fn remove_snapshot(
+        &self,
+        ns: &str,
+        sn: &str,
+        name: &str,
+        created: Option<SystemTime>,
+    ) -> Option<i64> {
+        // Leases taken since the listing count too.
+        if self
+            .leases
+            .unless_protected(None, Some(name), created, || ())
+            .is_err()
+        {
+            return None;
         }
-        self.metrics.collected(&out);
-        Ok(out)
+        let key = || {
+            request(
+                ns,
+                SnapshotKey {
+                    snapshotter: sn.to_string(),
+                    key: name.to_string(),
+                },
+            )
+        };
+        let size = self
+            .snapshots
+            .clone()
+            .usage(key())
+            .await
+            .map(|u| u.into_inner().size)
+            .unwrap_or(0);
+        match self.snapshots.clone().remove(key()).await {
+            Ok(_) => {
+                tracing::debug!(snapshot = %name, "snapshot collected");
+                Some(size)
+            }
+            Err(s) => {
+                tracing::warn!(snapshot = %name, error = %s.message(), "cannot remove snapshot");
+                None
+            }
+        }
     }
 }
 

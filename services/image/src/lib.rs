@@ -6,6 +6,9 @@
 //! - [`manifest`]: parsing and checking manifests, indexes and configs.
 //! - [`images::ImageStore`]: pull (through the registry service), unpack (through the snapshot
 //!   service), import, and what `image ls` / `inspect` show.
+//! - [`commit`]: a container's changes (or a build step's) become an image; [`config`] is the
+//!   typed `config` section of an image config and the one place that edits it (build steps,
+//!   `commit --change` read by [`changes`], commit's run overrides).
 //! - [`lease`]: the work in flight and what it keeps from [`gc`], the garbage collection.
 //! - [`metrics`]: bytes pulled and pushed, garbage collections, the content store's size.
 //! - [`namespaces`]: the namespace registry, and what every service holds of each namespace.
@@ -25,6 +28,7 @@
 
 pub mod changes;
 pub mod commit;
+pub mod config;
 pub mod content;
 pub mod error;
 pub mod export;

@@ -1,7 +1,7 @@
 //! Config-only steps (ENV, LABEL, ARG, CMD, ENTRYPOINT, WORKDIR, USER, VOLUME, EXPOSE,
 //! STOPSIGNAL, SHELL, HEALTHCHECK, ONBUILD, MAINTAINER): one function per instruction that
-//! expands its words and edits the stage (the image config through
-//! [`ImageConfig`](super::image_config::ImageConfig)), giving its arguments as history
+//! expands its words and edits the stage (the image config with a [`Change`], as
+//! `commit --change` does), giving its arguments as history
 //! records them; then [`Build::commit_config_step`] commits the config with no layer, or
 //! takes the image from the cache.
 //!
@@ -12,6 +12,7 @@ use crate::cache::StepKey;
 use crate::copy::{self, LayerTar};
 use crate::dockerfile::{self, Args, Command, Healthcheck, Instruction};
 use crate::error::BuildError;
+use berth_image::config::{Change, HealthConfig};
 use std::path::PathBuf;
 
 /// ENV's and LABEL's `(key, value)` words.
@@ -20,13 +21,13 @@ type Pairs = [(String, String)];
 impl Build {
     pub(super) fn env(&self, scope: &Scope<'_>, st: &mut Stage, pairs: &Pairs) -> Recorded {
         let out = self.expand_pairs(scope, st, pairs)?;
-        st.config.set_env(&out);
+        st.config.apply(Change::Env(out.clone()));
         Ok(Args::Env(out))
     }
 
     pub(super) fn label(&self, scope: &Scope<'_>, st: &mut Stage, pairs: &Pairs) -> Recorded {
         let out = self.expand_pairs(scope, st, pairs)?;
-        st.config.add_labels(out.iter().map(|(k, v)| (k, v)));
+        st.config.apply(Change::Label(out.clone()));
         Ok(Args::Label(out))
     }
 
@@ -65,32 +66,35 @@ impl Build {
     }
 
     pub(super) fn cmd(&self, st: &mut Stage, c: &Command) -> Args {
-        st.config.set_cmd(&st.command_vec(c));
+        st.config.apply(Change::Cmd(st.command_vec(c)));
         st.cmd_set = true;
         Args::Cmd(c.clone())
     }
 
     pub(super) fn entrypoint(&self, st: &mut Stage, c: &Command) -> Args {
-        st.config.set_entrypoint(&st.command_vec(c), st.cmd_set);
+        st.config.apply(Change::Entrypoint {
+            argv: st.command_vec(c),
+            keep_cmd: st.cmd_set,
+        });
         Args::Entrypoint(c.clone())
     }
 
     /// WORKDIR: resolved against the previous one; history records the result.
     pub(super) fn workdir(&self, scope: &Scope<'_>, st: &mut Stage, w: &str) -> Recorded {
         let w = self.expand(scope, st, w)?;
-        let dir = copy::destination(&w, st.config.working_dir());
+        let dir = copy::destination(&w, st.working_dir());
         let dir = if dir.len() > 1 {
             dir.trim_end_matches('/').to_string()
         } else {
             dir
         };
-        st.config.set_working_dir(&dir);
+        st.config.apply(Change::Workdir(dir.clone()));
         Ok(Args::Workdir(dir))
     }
 
     pub(super) fn user(&self, scope: &Scope<'_>, st: &mut Stage, u: &str) -> Recorded {
         let u = self.expand(scope, st, u)?;
-        st.config.set_user(&u);
+        st.config.apply(Change::User(u.clone()));
         Ok(Args::User(u))
     }
 
@@ -102,7 +106,7 @@ impl Build {
         if out.iter().any(String::is_empty) {
             return Err(self.invalid(scope.line, "VOLUME specified can not be an empty string"));
         }
-        st.config.add_volumes(&out);
+        st.config.apply(Change::Volume(out.clone()));
         Ok(Args::Volume(out))
     }
 
@@ -113,7 +117,7 @@ impl Build {
                 out.extend(expose_ports(w).map_err(|e| self.invalid(scope.line, e))?);
             }
         }
-        st.config.add_exposed_ports(&out);
+        st.config.apply(Change::Expose(out));
         // Docker's parser sorts the words as written; history shows them expanded.
         let mut words = ports.to_vec();
         words.sort();
@@ -126,23 +130,24 @@ impl Build {
 
     pub(super) fn stop_signal(&self, scope: &Scope<'_>, st: &mut Stage, s: &str) -> Recorded {
         let s = self.expand(scope, st, s)?;
-        st.config.set_stop_signal(&s);
+        st.config.apply(Change::StopSignal(s.clone()));
         Ok(Args::StopSignal(s))
     }
 
     pub(super) fn shell(&self, st: &mut Stage, sh: &[String]) -> Args {
         st.shell = sh.to_vec();
-        st.config.set_shell(sh);
+        st.config.apply(Change::Shell(sh.to_vec()));
         Args::Shell(sh.to_vec())
     }
 
     pub(super) fn healthcheck(&self, st: &mut Stage, h: Option<&Healthcheck>) -> Args {
-        st.config.set_healthcheck(h);
+        st.config
+            .apply(Change::Healthcheck(HealthConfig::from_dockerfile(h)));
         Args::Healthcheck(h.cloned())
     }
 
     pub(super) fn onbuild(&self, st: &mut Stage, trigger: &str) -> Args {
-        st.config.add_onbuild(trigger);
+        st.config.apply(Change::Onbuild(trigger.to_string()));
         Args::Onbuild(trigger.to_string())
     }
 

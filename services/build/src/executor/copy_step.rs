@@ -148,7 +148,7 @@ impl Build {
     /// `dest` in the image: resolved against WORKDIR, and a folder (ending in `/`) when the
     /// image has a folder there, as in Docker.
     async fn copy_destination(&self, st: &Stage, dest: &str) -> Result<String, BuildError> {
-        let mut dest_abs = copy::destination(dest, st.config.working_dir());
+        let mut dest_abs = copy::destination(dest, st.working_dir());
         if !dest_abs.ends_with('/') && !st.image.is_empty() {
             let dest = dest_abs.clone();
             let is_dir = self

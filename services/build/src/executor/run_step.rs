@@ -43,7 +43,7 @@ impl Build {
             return Err(self.invalid(line, "RUN needs a base image with a shell; this stage is FROM scratch with nothing in it"));
         }
         let cmd = st.command_vec(command);
-        let mut env = st.config.env();
+        let mut env = st.env();
         env.extend(arg_strings.iter().cloned());
         let config = self.container_config(st, cmd.clone(), env);
         let container = self
@@ -103,8 +103,8 @@ impl Build {
             entrypoint: vec![],
             entrypoint_set: true,
             env,
-            working_dir: st.config.working_dir().to_string(),
-            user: st.config.user().to_string(),
+            working_dir: st.working_dir().to_string(),
+            user: st.user().to_string(),
             // Docker's `build --network`: `default` is the default bridge network.
             network_mode: match self.options.network.as_str() {
                 "default" => String::new(),

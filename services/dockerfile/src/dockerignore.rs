@@ -17,7 +17,7 @@
 //!   matches decides.
 //!
 //! ```
-//! use berth_build::dockerignore::DockerIgnore;
+//! use berth_dockerfile::dockerignore::DockerIgnore;
 //!
 //! let rules = DockerIgnore::parse("# docs\n*.md\n!README*.md\nREADME-secret.md\n").unwrap();
 //! assert!(rules.excluded("CHANGES.md", false));

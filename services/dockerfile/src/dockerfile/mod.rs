@@ -24,8 +24,12 @@
 //! - exec form is a valid JSON array of strings, anything else is shell form;
 //! - heredocs (`RUN <<EOF`) are refused with an error.
 //!
+//! The parser is here; its rooms: `flags` (an instruction's `--name=value` flags),
+//! `expand` (variable substitution), `history` (the `created_by` text) and `duration` (Go's
+//! duration text, which HEALTHCHECK's flags and the history use).
+//!
 //! ```
-//! use berth_build::dockerfile::{self, Args, Command};
+//! use berth_dockerfile::dockerfile::{self, Args, Command};
 //!
 //! let df = dockerfile::parse("FROM scratch\nADD hello /\nCMD [\"./hello\"]\n").unwrap();
 //! assert_eq!(df.stages.len(), 1);
@@ -39,6 +43,16 @@
 //! assert_eq!(dockerfile::expand("/opt/app-${V:-dev}", &env, '\\').unwrap(), "/opt/app-1.2");
 //! ```
 
+mod duration;
+mod expand;
+mod flags;
+mod history;
+
+pub use expand::{expand, expand_words};
+pub use history::{history_text, history_text_with_args};
+
+use berth_quote::go_quote;
+use flags::Flags;
 use std::fmt;
 use std::time::Duration;
 
@@ -461,6 +475,7 @@ pub fn parse_instruction(text: &str, line: usize, escape: char) -> Result<Instru
     })
 }
 
+/// The typed arguments of one instruction; `keyword` is one of [`KEYWORDS`].
 fn instruction_args(
     keyword: &str,
     flags: &mut Flags,
@@ -476,29 +491,7 @@ fn instruction_args(
         }
     };
     let args = match keyword {
-        "FROM" => {
-            let platform = flags.string("platform")?;
-            let words: Vec<&str> = rest.split_whitespace().collect();
-            let name = match words.as_slice() {
-                [_] => None,
-                [_, as_, name] if as_.eq_ignore_ascii_case("as") => {
-                    let lower = name.to_ascii_lowercase();
-                    if !valid_stage_name(&lower) {
-                        return Err(format!(
-                            "invalid name for build stage: {name:?}, name can't start with a \
-                             number or contain symbols"
-                        ));
-                    }
-                    Some(lower)
-                }
-                _ => return Err("FROM requires either one or three arguments".into()),
-            };
-            Args::From {
-                image: words[0].to_string(),
-                name,
-                platform,
-            }
-        }
+        "FROM" => from_args(flags, rest)?,
         "RUN" => {
             let mounts = flags.strings("mount");
             let network = flags.string("network")?;
@@ -524,56 +517,8 @@ fn instruction_args(
         },
         "ENV" => Args::Env(parse_name_values(keyword, rest, escape)?),
         "LABEL" => Args::Label(parse_name_values(keyword, rest, escape)?),
-        "ARG" => {
-            let words = split_words(rest, escape);
-            if words.is_empty() {
-                return Err("ARG requires at least one argument".into());
-            }
-            let mut out = Vec::new();
-            for w in words {
-                let (name, value) = match w.split_once('=') {
-                    Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                    None => (w, None),
-                };
-                if name.is_empty() {
-                    return Err("ARG names can not be blank".into());
-                }
-                out.push((name, value));
-            }
-            Args::Arg(out)
-        }
-        "COPY" => {
-            let from = flags.string("from")?;
-            let chown = flags.string("chown")?;
-            let chmod = flags.string("chmod")?;
-            let link = flags.bool("link")?;
-            refuse_heredoc(keyword, rest)?;
-            let (sources, dest) = sources_and_dest(keyword, rest)?;
-            Args::Copy {
-                sources,
-                dest,
-                from,
-                chown,
-                chmod,
-                link,
-            }
-        }
-        "ADD" => {
-            let chown = flags.string("chown")?;
-            let chmod = flags.string("chmod")?;
-            let checksum = flags.string("checksum")?;
-            let link = flags.bool("link")?;
-            refuse_heredoc(keyword, rest)?;
-            let (sources, dest) = sources_and_dest(keyword, rest)?;
-            Args::Add {
-                sources,
-                dest,
-                chown,
-                chmod,
-                checksum,
-                link,
-            }
-        }
+        "ARG" => arg_args(rest, escape)?,
+        "COPY" | "ADD" => copy_args(keyword, flags, rest)?,
         "WORKDIR" => Args::Workdir(one_arg(rest)?),
         "USER" => Args::User(one_arg(rest)?),
         "STOPSIGNAL" => Args::StopSignal(one_arg(rest)?),
@@ -596,26 +541,109 @@ fn instruction_args(
             Args::Expose(ports)
         }
         "HEALTHCHECK" => Args::Healthcheck(parse_healthcheck(flags, rest)?),
-        "ONBUILD" => {
-            if rest.is_empty() {
-                return Err("ONBUILD requires at least one argument".into());
-            }
-            let (trigger, _) = split_first_word(rest);
-            match trigger.to_ascii_uppercase().as_str() {
-                "ONBUILD" => {
-                    return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into())
-                }
-                t @ ("FROM" | "MAINTAINER") => {
-                    return Err(format!("{t} isn't allowed as an ONBUILD trigger"))
-                }
-                _ => {}
-            }
-            parse_instruction(rest, 0, escape).map_err(|e| format!("ONBUILD: {}", e.message))?;
-            Args::Onbuild(rest.to_string())
-        }
+        "ONBUILD" => onbuild_args(rest, escape)?,
         _ => unreachable!("keyword checked against KEYWORDS"),
     };
     Ok(args)
+}
+
+/// `FROM [--platform=…] image [AS name]`.
+fn from_args(flags: &mut Flags, rest: &str) -> Result<Args, String> {
+    let platform = flags.string("platform")?;
+    let words: Vec<&str> = rest.split_whitespace().collect();
+    let name = match words.as_slice() {
+        [_] => None,
+        [_, as_, name] if as_.eq_ignore_ascii_case("as") => {
+            let lower = name.to_ascii_lowercase();
+            if !valid_stage_name(&lower) {
+                return Err(format!(
+                    "invalid name for build stage: {name:?}, name can't start with a \
+                     number or contain symbols"
+                ));
+            }
+            Some(lower)
+        }
+        _ => return Err("FROM requires either one or three arguments".into()),
+    };
+    Ok(Args::From {
+        image: words[0].to_string(),
+        name,
+        platform,
+    })
+}
+
+/// `ARG name[=default] …`.
+fn arg_args(rest: &str, escape: char) -> Result<Args, String> {
+    let words = split_words(rest, escape);
+    if words.is_empty() {
+        return Err("ARG requires at least one argument".into());
+    }
+    let mut out = Vec::new();
+    for w in words {
+        let (name, value) = match w.split_once('=') {
+            Some((n, v)) => (n.to_string(), Some(v.to_string())),
+            None => (w, None),
+        };
+        if name.is_empty() {
+            return Err("ARG names can not be blank".into());
+        }
+        out.push((name, value));
+    }
+    Ok(Args::Arg(out))
+}
+
+/// `COPY` and `ADD`: their flags, then sources and a destination.
+fn copy_args(keyword: &str, flags: &mut Flags, rest: &str) -> Result<Args, String> {
+    // COPY alone takes --from; ADD alone --checksum. Flags are read in this order so that
+    // the first bad one is the one reported, as before.
+    let from = match keyword {
+        "COPY" => flags.string("from")?,
+        _ => None,
+    };
+    let chown = flags.string("chown")?;
+    let chmod = flags.string("chmod")?;
+    let checksum = match keyword {
+        "ADD" => flags.string("checksum")?,
+        _ => None,
+    };
+    let link = flags.bool("link")?;
+    refuse_heredoc(keyword, rest)?;
+    let (sources, dest) = sources_and_dest(keyword, rest)?;
+    Ok(match keyword {
+        "COPY" => Args::Copy {
+            sources,
+            dest,
+            from,
+            chown,
+            chmod,
+            link,
+        },
+        _ => Args::Add {
+            sources,
+            dest,
+            chown,
+            chmod,
+            checksum,
+            link,
+        },
+    })
+}
+
+/// `ONBUILD trigger`: the trigger is checked now, kept as written.
+fn onbuild_args(rest: &str, escape: char) -> Result<Args, String> {
+    if rest.is_empty() {
+        return Err("ONBUILD requires at least one argument".into());
+    }
+    let (trigger, _) = split_first_word(rest);
+    match trigger.to_ascii_uppercase().as_str() {
+        "ONBUILD" => return Err("Chaining ONBUILD via `ONBUILD ONBUILD` isn't allowed".into()),
+        t @ ("FROM" | "MAINTAINER") => {
+            return Err(format!("{t} isn't allowed as an ONBUILD trigger"))
+        }
+        _ => {}
+    }
+    parse_instruction(rest, 0, escape).map_err(|e| format!("ONBUILD: {}", e.message))?;
+    Ok(Args::Onbuild(rest.to_string()))
 }
 
 fn valid_stage_name(name: &str) -> bool {
@@ -836,120 +864,6 @@ fn parse_healthcheck(flags: &mut Flags, rest: &str) -> Result<Option<Healthcheck
     }
 }
 
-/// The `--name[=value]` flags before an instruction's arguments.
-#[derive(Debug, Default)]
-struct Flags {
-    /// `(name, value, used)`.
-    items: Vec<(String, Option<String>, bool)>,
-}
-
-impl Flags {
-    /// Reads leading `--flag[=value]` words (quotes in them removed); `--` ends the flags.
-    fn extract(mut rest: &str) -> Result<(Flags, &str), String> {
-        let mut flags = Flags::default();
-        loop {
-            rest = rest.trim_start();
-            if !rest.starts_with("--") {
-                break;
-            }
-            let mut word = String::new();
-            let mut quote: Option<char> = None;
-            let mut end = rest.len();
-            for (i, c) in rest.char_indices() {
-                match quote {
-                    Some(q) if c == q => quote = None,
-                    Some(_) => word.push(c),
-                    None if c == '"' || c == '\'' => quote = Some(c),
-                    None if c.is_whitespace() => {
-                        end = i;
-                        break;
-                    }
-                    None => word.push(c),
-                }
-            }
-            if let Some(q) = quote {
-                return Err(format!("unterminated {q} quote in flag {word}"));
-            }
-            rest = &rest[end..];
-            if word == "--" {
-                break;
-            }
-            let body = &word[2..];
-            let (name, value) = match body.split_once('=') {
-                Some((n, v)) => (n.to_string(), Some(v.to_string())),
-                None => (body.to_string(), None),
-            };
-            flags.items.push((name, value, false));
-        }
-        Ok((flags, rest))
-    }
-
-    fn take(&mut self, name: &str) -> Vec<Option<String>> {
-        self.items
-            .iter_mut()
-            .filter(|(n, _, _)| n == name)
-            .map(|(_, v, used)| {
-                *used = true;
-                v.clone()
-            })
-            .collect()
-    }
-
-    fn string(&mut self, name: &str) -> Result<Option<String>, String> {
-        let values = self.take(name);
-        match values.as_slice() {
-            [] => Ok(None),
-            [Some(v)] => Ok(Some(v.clone())),
-            [None] => Err(format!("missing a value on flag: {name}")),
-            _ => Err(format!("duplicate flag specified: {name}")),
-        }
-    }
-
-    fn strings(&mut self, name: &str) -> Vec<String> {
-        self.take(name).into_iter().flatten().collect()
-    }
-
-    fn bool(&mut self, name: &str) -> Result<bool, String> {
-        let values = self.take(name);
-        match values.as_slice() {
-            [] => Ok(false),
-            [None] => Ok(true),
-            [Some(v)] => match v.to_ascii_lowercase().as_str() {
-                "true" | "1" | "t" => Ok(true),
-                "false" | "0" | "f" => Ok(false),
-                _ => Err(format!("expecting boolean value for flag {name}, not: {v}")),
-            },
-            _ => Err(format!("duplicate flag specified: {name}")),
-        }
-    }
-
-    fn duration(&mut self, name: &str) -> Result<Duration, String> {
-        let Some(v) = self.string(name)? else {
-            return Ok(Duration::ZERO);
-        };
-        let negative = v.starts_with('-');
-        let d = parse_go_duration(v.trim_start_matches(['-', '+']))
-            .ok_or_else(|| format!("time: invalid duration {}", go_quote(&v)))?;
-        if negative && !d.is_zero() {
-            return Err(format!("Interval {} cannot be negative", go_quote(name)));
-        }
-        if !d.is_zero() && d < Duration::from_millis(1) {
-            return Err(format!(
-                "Interval {} cannot be less than 1ms",
-                go_quote(name)
-            ));
-        }
-        Ok(d)
-    }
-
-    fn unused(&self) -> Option<&str> {
-        self.items
-            .iter()
-            .find(|(_, _, used)| !used)
-            .map(|(n, _, _)| n.as_str())
-    }
-}
-
 fn edit_distance(a: &str, b: &str) -> usize {
     let b: Vec<char> = b.chars().collect();
     let mut prev: Vec<usize> = (0..=b.len()).collect();
@@ -964,503 +878,16 @@ fn edit_distance(a: &str, b: &str) -> usize {
     prev[b.len()]
 }
 
-// ---------------------------------------------------------------------------------------------
-// Variable substitution
-// ---------------------------------------------------------------------------------------------
-
-/// Expands one word as Docker's shell-word lexer does: `$VAR`, `${VAR}`, `${VAR:-default}`,
-/// `${VAR-default}`, `${VAR:+alt}`, `${VAR+alt}`, `${VAR:?message}`, `${VAR?message}`;
-/// the escape character keeps the next character literally (inside double quotes only before
-/// `"`, `$` and itself); single quotes suppress expansion, double quotes allow it; quotes are
-/// removed. Unset variables expand to the empty string; `$` not followed by a name stays `$`.
-pub fn expand(
-    word: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-    escape: char,
-) -> Result<String, String> {
-    Ok(Lexer::new(word, lookup, escape).run(None)?.text)
-}
-
-/// Like [`expand`], then split into words at unquoted whitespace, including whitespace that
-/// comes from a variable's value; quoted text never splits, and `""` gives an empty word.
-pub fn expand_words(
-    word: &str,
-    lookup: &dyn Fn(&str) -> Option<String>,
-    escape: char,
-) -> Result<Vec<String>, String> {
-    Ok(Lexer::new(word, lookup, escape).run(None)?.finish())
-}
-
-/// The expanded text and, alongside, the words it splits into.
-#[derive(Debug, Default)]
-struct Words {
-    text: String,
-    words: Vec<String>,
-    current: String,
-    in_word: bool,
-}
-
-impl Words {
-    /// A character that splits words when it is whitespace.
-    fn add(&mut self, c: char) {
-        self.text.push(c);
-        if c.is_whitespace() {
-            if self.in_word {
-                self.words.push(std::mem::take(&mut self.current));
-                self.in_word = false;
-            }
-        } else {
-            self.current.push(c);
-            self.in_word = true;
-        }
-    }
-
-    /// Quoted or escaped text: never splits, and makes a word even when empty.
-    fn add_raw(&mut self, s: &str) {
-        self.text.push_str(s);
-        self.current.push_str(s);
-        self.in_word = true;
-    }
-
-    fn finish(mut self) -> Vec<String> {
-        if self.in_word {
-            self.words.push(self.current);
-        }
-        self.words
-    }
-}
-
-struct Lexer<'a> {
-    chars: Vec<char>,
-    pos: usize,
-    escape: char,
-    lookup: &'a dyn Fn(&str) -> Option<String>,
-}
-
-impl<'a> Lexer<'a> {
-    fn new(word: &str, lookup: &'a dyn Fn(&str) -> Option<String>, escape: char) -> Self {
-        Lexer {
-            chars: word.chars().collect(),
-            pos: 0,
-            escape,
-            lookup,
-        }
-    }
-
-    fn peek(&self) -> Option<char> {
-        self.chars.get(self.pos).copied()
-    }
-
-    fn next(&mut self) -> Option<char> {
-        let c = self.peek();
-        self.pos += usize::from(c.is_some());
-        c
-    }
-
-    /// Processes up to `stop` (consumed) or the end of the word.
-    fn run(&mut self, stop: Option<char>) -> Result<Words, String> {
-        let mut out = Words::default();
-        loop {
-            let Some(c) = self.peek() else {
-                return match stop {
-                    Some(s) => Err(format!("syntax error: missing '{s}' in {}", self.source())),
-                    None => Ok(out),
-                };
-            };
-            if Some(c) == stop {
-                self.pos += 1;
-                return Ok(out);
-            }
-            match c {
-                '\'' => {
-                    let s = self.single_quoted()?;
-                    out.add_raw(&s);
-                }
-                '"' => {
-                    let s = self.double_quoted()?;
-                    out.add_raw(&s);
-                }
-                '$' => {
-                    for ch in self.dollar()?.chars() {
-                        out.add(ch);
-                    }
-                }
-                c if c == self.escape => {
-                    self.pos += 1;
-                    if let Some(n) = self.next() {
-                        out.add_raw(n.encode_utf8(&mut [0; 4]));
-                    }
-                }
-                c => {
-                    self.pos += 1;
-                    out.add(c);
-                }
-            }
-        }
-    }
-
-    fn source(&self) -> String {
-        self.chars.iter().collect()
-    }
-
-    fn single_quoted(&mut self) -> Result<String, String> {
-        self.pos += 1;
-        let mut s = String::new();
-        loop {
-            match self.next() {
-                None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching single-quote"
-                            .into(),
-                    )
-                }
-                Some('\'') => return Ok(s),
-                Some(c) => s.push(c),
-            }
-        }
-    }
-
-    fn double_quoted(&mut self) -> Result<String, String> {
-        self.pos += 1;
-        let mut s = String::new();
-        loop {
-            match self.peek() {
-                None => {
-                    return Err(
-                        "unexpected end of statement while looking for matching double-quote"
-                            .into(),
-                    )
-                }
-                Some('"') => {
-                    self.pos += 1;
-                    return Ok(s);
-                }
-                Some('$') => s.push_str(&self.dollar()?),
-                Some(c) => {
-                    self.pos += 1;
-                    if c == self.escape {
-                        match self.peek() {
-                            None => continue,
-                            Some(n) if n == '"' || n == '$' || n == self.escape => {
-                                self.pos += 1;
-                                s.push(n);
-                                continue;
-                            }
-                            Some(_) => {}
-                        }
-                    }
-                    s.push(c);
-                }
-            }
-        }
-    }
-
-    /// A name after `$`: letters, digits and `_`, or only digits when it starts with one.
-    fn name(&mut self) -> String {
-        let mut name = String::new();
-        if self.peek().is_some_and(|c| c.is_ascii_digit()) {
-            while let Some(c) = self.peek().filter(char::is_ascii_digit) {
-                name.push(c);
-                self.pos += 1;
-            }
-            return name;
-        }
-        while let Some(c) = self.peek().filter(|c| c.is_alphanumeric() || *c == '_') {
-            name.push(c);
-            self.pos += 1;
-        }
-        name
-    }
-
-    /// At a `$`: the substituted value.
-    fn dollar(&mut self) -> Result<String, String> {
-        self.pos += 1;
-        if self.peek() != Some('{') {
-            let name = self.name();
-            if name.is_empty() {
-                return Ok("$".into());
-            }
-            return Ok((self.lookup)(&name).unwrap_or_default());
-        }
-        self.pos += 1;
-        let name = self.name();
-        let value = (self.lookup)(&name);
-        let (colon, modifier) = match self.next() {
-            Some('}') => return Ok(value.unwrap_or_default()),
-            Some(':') => (true, self.next()),
-            Some(c @ ('-' | '+' | '?')) => (false, Some(c)),
-            Some(c) => return Err(format!("unsupported modifier ({c}) in substitution")),
-            None => return Err(format!("syntax error: missing '}}' in {}", self.source())),
-        };
-        let modifier = match modifier {
-            Some(m @ ('-' | '+' | '?')) => m,
-            Some(m) => return Err(format!("unsupported modifier (:{m}) in substitution")),
-            None => return Err(format!("syntax error: missing '}}' in {}", self.source())),
-        };
-        let word = self.run(Some('}'))?.text;
-        // With a colon, an empty value counts as unset.
-        let set = match &value {
-            Some(v) => !(colon && v.is_empty()),
-            None => false,
-        };
-        match modifier {
-            '-' => Ok(if set { value.unwrap_or_default() } else { word }),
-            '+' => Ok(if set { word } else { String::new() }),
-            _ => {
-                if set {
-                    Ok(value.unwrap_or_default())
-                } else if word.is_empty() {
-                    Err(format!("{name}: is not allowed to be unset"))
-                } else {
-                    Err(format!("{name}: {word}"))
-                }
-            }
-        }
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// History
-// ---------------------------------------------------------------------------------------------
-
-/// Docker classic builder's `created_by` for `inst`, run with the stage's `shell`
-/// (`["/bin/sh", "-c"]` by default). See [`history_text_with_args`].
-pub fn history_text(inst: &Instruction, shell: &[String]) -> String {
-    history_text_with_args(inst, shell, &[])
-}
-
-/// Docker classic builder's `created_by` text.
-///
-/// - RUN: the command it ran (`/bin/sh -c make`, or an exec form's argv joined by spaces),
-///   prefixed by `|N K=V …` (sorted) when `build_args` is not empty: pass the build args in
-///   effect for the step, as Docker does.
-/// - Every other instruction: `SHELL #(nop) ` and a description. Most use Docker's commit
-///   message, hence two spaces after `#(nop)`: `CMD ["a" "b"]` and `ENTRYPOINT […]` (Go's `%q`
-///   of the argv, shell form already wrapped in `shell`), `ENV K=V …`, `LABEL K=V …`,
-///   `ARG K[=V] …`, `EXPOSE 80 …`, `USER u`, `VOLUME [/a /b]`, `SHELL [/bin/bash -c]`,
-///   `STOPSIGNAL SIGTERM`, `MAINTAINER x`, `ONBUILD trigger`,
-///   `HEALTHCHECK &{["CMD-SHELL" "…"] "30s" "0s" "0s" '\x03'}` (Go's `%q` of the config).
-///   WORKDIR, COPY and ADD have one space: `WORKDIR /abs`, `COPY SOURCES in DEST ` (trailing
-///   space kept).
-///
-/// Values are printed as found in `inst`: the executor passes an instruction whose args it has
-/// expanded where Docker records expanded values (ENV, LABEL, ARG, EXPOSE, USER, VOLUME,
-/// STOPSIGNAL), with WORKDIR's resolved absolute path, and for COPY/ADD with `sources`
-/// replaced by Docker's description (`file:<hex>`, `dir:<hex>`, `multi:<hex>`, or the URL).
-/// FROM records no history of its own; it gets `#(nop)  FROM image` here for completeness.
-pub fn history_text_with_args(
-    inst: &Instruction,
-    shell: &[String],
-    build_args: &[(String, String)],
-) -> String {
-    let nop = |comment: String| format!("{} #(nop)  {comment}", shell.join(" "));
-    let nop1 = |comment: String| format!("{} #(nop) {comment}", shell.join(" "));
-    let pairs = |kv: &[(String, String)]| {
-        kv.iter()
-            .map(|(k, v)| format!(" {k}={v}"))
-            .collect::<String>()
-    };
-    match &inst.args {
-        Args::Run { command, .. } => {
-            let mut parts = Vec::new();
-            if !build_args.is_empty() {
-                let mut env: Vec<String> =
-                    build_args.iter().map(|(k, v)| format!("{k}={v}")).collect();
-                env.sort();
-                parts.push(format!("|{}", env.len()));
-                parts.extend(env);
-            }
-            parts.extend(command.argv(shell));
-            parts.join(" ")
-        }
-        Args::Cmd(c) => nop(format!("CMD {}", go_quote_list(&c.argv(shell)))),
-        Args::Entrypoint(c) => nop(format!("ENTRYPOINT {}", go_quote_list(&c.argv(shell)))),
-        Args::Env(kv) => nop(format!("ENV{}", pairs(kv))),
-        Args::Label(kv) => nop(format!("LABEL{}", pairs(kv))),
-        Args::Arg(args) => {
-            let list: Vec<String> = args
-                .iter()
-                .map(|(k, v)| match v {
-                    Some(v) => format!("{k}={v}"),
-                    None => k.clone(),
-                })
-                .collect();
-            nop(format!("ARG {}", list.join(" ")))
-        }
-        Args::Expose(ports) => nop(format!("EXPOSE {}", ports.join(" "))),
-        Args::User(u) => nop(format!("USER {u}")),
-        Args::Volume(v) => nop(format!("VOLUME [{}]", v.join(" "))),
-        Args::Shell(v) => nop(format!("SHELL [{}]", v.join(" "))),
-        Args::StopSignal(s) => nop(format!("STOPSIGNAL {s}")),
-        Args::Maintainer(m) => nop(format!("MAINTAINER {m}")),
-        Args::Onbuild(t) => nop(format!("ONBUILD {t}")),
-        Args::Healthcheck(h) => nop(format!("HEALTHCHECK {}", go_quote_healthcheck(h.as_ref()))),
-        Args::Workdir(w) => nop1(format!("WORKDIR {w}")),
-        Args::Copy { sources, dest, .. } => nop1(format!("COPY {} in {dest} ", sources.join(" "))),
-        Args::Add { sources, dest, .. } => nop1(format!("ADD {} in {dest} ", sources.join(" "))),
-        Args::From { image, .. } => nop(format!("FROM {image}")),
-    }
-}
-
-/// Go's `%q` of a `*container.HealthConfig`: `&{Test Interval Timeout StartPeriod Retries}`
-/// as Debian's docker.io (20.10) writes it. Docker 25 added StartInterval to the struct; it
-/// shows here only when `--start-interval` is given, which 20.10 does not accept.
-fn go_quote_healthcheck(h: Option<&Healthcheck>) -> String {
-    let (test, mut durations, retries) = match h {
-        Some(h) => (
-            h.test(),
-            vec![h.interval, h.timeout, h.start_period, h.start_interval],
-            h.retries,
-        ),
-        None => (vec!["NONE".to_string()], vec![Duration::ZERO; 4], 0),
-    };
-    if durations[3].is_zero() {
-        durations.pop();
-    }
-    let durations: Vec<String> = durations
-        .iter()
-        .map(|d| go_quote(&go_duration(*d)))
-        .collect();
-    format!(
-        "&{{{} {} {}}}",
-        go_quote_list(&test),
-        durations.join(" "),
-        go_quote_rune(retries)
-    )
-}
-
-/// Go's `%q` of a `[]string`: `["a" "b"]`.
-fn go_quote_list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|s| go_quote(s)).collect();
-    format!("[{}]", quoted.join(" "))
-}
-
-/// Go's `strconv.Quote`.
-fn go_quote(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        push_go_escaped(&mut out, c, '"');
-    }
-    out.push('"');
-    out
-}
-
-/// Go's `%q` of an integer: a quoted character literal (`'\x00'`, `'\x03'`).
-fn go_quote_rune(n: u32) -> String {
-    let mut out = String::from("'");
-    match char::from_u32(n) {
-        Some(c) => push_go_escaped(&mut out, c, '\''),
-        None => out.push('\u{fffd}'),
-    }
-    out.push('\'');
-    out
-}
-
-fn push_go_escaped(out: &mut String, c: char, quote: char) {
-    match c {
-        '\x07' => out.push_str("\\a"),
-        '\x08' => out.push_str("\\b"),
-        '\x0c' => out.push_str("\\f"),
-        '\n' => out.push_str("\\n"),
-        '\r' => out.push_str("\\r"),
-        '\t' => out.push_str("\\t"),
-        '\x0b' => out.push_str("\\v"),
-        '\\' => out.push_str("\\\\"),
-        c if c == quote => {
-            out.push('\\');
-            out.push(c);
-        }
-        c if (c as u32) < 0x20 || c == '\x7f' => out.push_str(&format!("\\x{:02x}", c as u32)),
-        c if c.is_control() => out.push_str(&format!("\\u{:04x}", c as u32)),
-        c => out.push(c),
-    }
-}
-
-/// Go's `time.Duration.String()`: `0s`, `500ms`, `1.5s`, `5m0s`, `1h0m0s`.
-fn go_duration(d: Duration) -> String {
-    let ns = d.as_nanos();
-    if ns == 0 {
-        return "0s".into();
-    }
-    let frac = |value: u128, unit: u128| -> String {
-        let whole = value / unit;
-        let rest = value % unit;
-        if rest == 0 {
-            return whole.to_string();
-        }
-        let width = unit.to_string().len() - 1;
-        let digits = format!("{rest:0width$}");
-        format!("{whole}.{}", digits.trim_end_matches('0'))
-    };
-    if ns < 1_000 {
-        return format!("{ns}ns");
-    }
-    if ns < 1_000_000 {
-        return format!("{}µs", frac(ns, 1_000));
-    }
-    if ns < 1_000_000_000 {
-        return format!("{}ms", frac(ns, 1_000_000));
-    }
-    let hours = ns / 3_600_000_000_000;
-    let minutes = ns / 60_000_000_000 % 60;
-    let seconds = frac(ns % 60_000_000_000, 1_000_000_000);
-    if hours > 0 {
-        format!("{hours}h{minutes}m{seconds}s")
-    } else if minutes > 0 {
-        format!("{minutes}m{seconds}s")
-    } else {
-        format!("{seconds}s")
-    }
-}
-
-/// Go's `time.ParseDuration` without a sign: `1h30m`, `1.5s`, `300ms`, `0`.
-fn parse_go_duration(s: &str) -> Option<Duration> {
-    if s == "0" {
-        return Some(Duration::ZERO);
-    }
-    if s.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    let mut rest = s;
-    while !rest.is_empty() {
-        let num_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number = &rest[..num_len];
-        if number.is_empty() || number == "." {
-            return None;
-        }
-        let value: f64 = number.parse().ok()?;
-        rest = &rest[num_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let unit = match &rest[..unit_len] {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += value * unit;
-    }
-    Some(Duration::from_nanos((total * 1e9).round() as u64))
-}
-
 #[cfg(test)]
 mod tests {
+    //! The parser's tests; their helpers serve the other rooms' tests too.
     use super::*;
 
-    fn sh() -> Vec<String> {
+    pub(crate) fn sh() -> Vec<String> {
         vec!["/bin/sh".into(), "-c".into()]
     }
 
-    fn one(text: &str) -> Instruction {
+    pub(crate) fn one(text: &str) -> Instruction {
         let df = parse(&format!("FROM scratch\n{text}\n")).unwrap();
         assert_eq!(df.stages[0].instructions.len(), 1, "{text}");
         df.stages[0].instructions[0].clone()
@@ -1474,20 +901,16 @@ mod tests {
         parse(text).unwrap_err()
     }
 
-    fn strs(v: &[&str]) -> Vec<String> {
+    pub(crate) fn strs(v: &[&str]) -> Vec<String> {
         v.iter().map(|s| s.to_string()).collect()
     }
 
-    fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
+    pub(crate) fn env<'a>(vars: &'a [(&'a str, &'a str)]) -> impl Fn(&str) -> Option<String> + 'a {
         move |name| {
             vars.iter()
                 .find(|(k, _)| *k == name)
                 .map(|(_, v)| v.to_string())
         }
-    }
-
-    fn x(word: &str, vars: &[(&str, &str)]) -> String {
-        expand(word, &env(vars), '\\').unwrap()
     }
 
     // ---- whole files ---------------------------------------------------------------------
@@ -2168,82 +1591,6 @@ ONBUILD RUN x
         assert_eq!(lines, (4..=20).collect::<Vec<_>>());
     }
 
-    // ---- substitution ---------------------------------------------------------------------
-
-    #[test]
-    fn substitution_docs_examples() {
-        let vars = [("foo", "/bar")];
-        assert_eq!(x("${foo}", &vars), "/bar");
-        assert_eq!(x("$foo", &vars), "/bar");
-        assert_eq!(x("\\$foo", &vars), "$foo");
-        assert_eq!(x("\\${foo}", &vars), "${foo}");
-        assert_eq!(x("${foo}_bar", &vars), "/bar_bar");
-        assert_eq!(x("$foo_bar", &vars), "");
-        assert_eq!(x("${variable:-word}", &[]), "word");
-        assert_eq!(x("${variable:-word}", &[("variable", "v")]), "v");
-        assert_eq!(x("${variable:+word}", &[("variable", "v")]), "word");
-        assert_eq!(x("${variable:+word}", &[]), "");
-        assert_eq!(x("${variable:-$foo/x}", &vars), "/bar/x");
-    }
-
-    #[test]
-    fn substitution_set_but_empty() {
-        let vars = [("E", "")];
-        assert_eq!(x("${E:-d}", &vars), "d");
-        assert_eq!(x("${E-d}", &vars), "");
-        assert_eq!(x("${U-d}", &vars), "d");
-        assert_eq!(x("${E:+a}", &vars), "");
-        assert_eq!(x("${E+a}", &vars), "a");
-        assert_eq!(x("${U+a}", &vars), "");
-        assert_eq!(x("${E?}", &vars), "");
-        let lookup = env(&vars);
-        assert_eq!(
-            expand("${E:?must be set}", &lookup, '\\').unwrap_err(),
-            "E: must be set"
-        );
-        assert_eq!(
-            expand("${U?}", &lookup, '\\').unwrap_err(),
-            "U: is not allowed to be unset"
-        );
-    }
-
-    #[test]
-    fn substitution_quotes_and_escapes() {
-        let vars = [("A", "x y"), ("B", "b")];
-        assert_eq!(x("'$A'", &vars), "$A");
-        assert_eq!(x("\"$A\"", &vars), "x y");
-        assert_eq!(x("\"\\$A\"", &vars), "$A");
-        assert_eq!(x("\"a\\\"b\"", &vars), "a\"b");
-        assert_eq!(x("\"a\\nb\"", &vars), "a\\nb");
-        assert_eq!(x("'a\\b'", &vars), "a\\b");
-        assert_eq!(x("a\\ b", &vars), "a b");
-        assert_eq!(x("\\\\$B", &vars), "\\b");
-        assert_eq!(x("$", &vars), "$");
-        assert_eq!(x("a$/b", &vars), "a$/b");
-        assert_eq!(x("100$", &vars), "100$");
-        assert_eq!(x("$1x", &vars), "x");
-        assert_eq!(x("end\\", &vars), "end");
-        assert_eq!(x("${A}${B}", &vars), "x yb");
-        assert_eq!(x("${B:-'q q'}", &[]), "q q");
-        let lookup = env(&vars);
-        assert!(expand("'open", &lookup, '\\')
-            .unwrap_err()
-            .contains("single-quote"));
-        assert!(expand("\"open", &lookup, '\\')
-            .unwrap_err()
-            .contains("double-quote"));
-        assert!(expand("${A", &lookup, '\\')
-            .unwrap_err()
-            .contains("missing '}'"));
-        assert!(expand("${A:-x", &lookup, '\\')
-            .unwrap_err()
-            .contains("missing '}'"));
-        assert_eq!(
-            expand("${A#x}", &lookup, '\\').unwrap_err(),
-            "unsupported modifier (#) in substitution"
-        );
-    }
-
     #[test]
     fn env_chain_as_in_docs() {
         // ENV abc=hello / ENV abc=bye def=$abc / ENV ghi=$abc: each instruction sees the env
@@ -2269,133 +1616,5 @@ ONBUILD RUN x
             (get("abc"), get("def"), get("ghi")),
             ("bye".into(), "hello".into(), "bye".into())
         );
-    }
-
-    #[test]
-    fn expand_words_splits_like_docker() {
-        let lookup = env(&[("P", "80 443"), ("E", "")]);
-        let w = |s: &str| expand_words(s, &lookup, '\\').unwrap();
-        assert_eq!(w("$P 8080"), strs(&["80", "443", "8080"]));
-        assert_eq!(w("\"$P\" x"), strs(&["80 443", "x"]));
-        assert_eq!(w("a\\ b  c"), strs(&["a b", "c"]));
-        assert_eq!(w("\"\" x"), strs(&["", "x"]));
-        assert_eq!(w("$E x"), strs(&["x"]));
-        assert_eq!(w("  "), Vec::<String>::new());
-    }
-
-    // ---- history --------------------------------------------------------------------------
-
-    #[test]
-    fn history_text_matches_classic_builder() {
-        let h = |text: &str| history_text(&one(text), &sh());
-        assert_eq!(h("RUN apt-get update"), "/bin/sh -c apt-get update");
-        assert_eq!(h("RUN [\"echo\", \"hi\"]"), "echo hi");
-        assert_eq!(h("CMD [\"sh\"]"), "/bin/sh -c #(nop)  CMD [\"sh\"]");
-        assert_eq!(
-            h("CMD echo \"hi\""),
-            r#"/bin/sh -c #(nop)  CMD ["/bin/sh" "-c" "echo \"hi\""]"#
-        );
-        assert_eq!(
-            h("ENTRYPOINT [\"docker-entrypoint.sh\"]"),
-            "/bin/sh -c #(nop)  ENTRYPOINT [\"docker-entrypoint.sh\"]"
-        );
-        assert_eq!(h("ENV A=b C=d"), "/bin/sh -c #(nop)  ENV A=b C=d");
-        assert_eq!(h("LABEL a=b"), "/bin/sh -c #(nop)  LABEL a=b");
-        assert_eq!(h("ARG V=1 W"), "/bin/sh -c #(nop)  ARG V=1 W");
-        assert_eq!(
-            h("EXPOSE 80 443/udp"),
-            "/bin/sh -c #(nop)  EXPOSE 80 443/udp"
-        );
-        assert_eq!(h("USER nobody"), "/bin/sh -c #(nop)  USER nobody");
-        assert_eq!(h("VOLUME /a /b"), "/bin/sh -c #(nop)  VOLUME [/a /b]");
-        assert_eq!(
-            h("SHELL [\"/bin/bash\", \"-c\"]"),
-            "/bin/sh -c #(nop)  SHELL [/bin/bash -c]"
-        );
-        assert_eq!(
-            h("STOPSIGNAL SIGQUIT"),
-            "/bin/sh -c #(nop)  STOPSIGNAL SIGQUIT"
-        );
-        assert_eq!(
-            h("MAINTAINER Tianon"),
-            "/bin/sh -c #(nop)  MAINTAINER Tianon"
-        );
-        assert_eq!(h("ONBUILD RUN make"), "/bin/sh -c #(nop)  ONBUILD RUN make");
-        assert_eq!(h("WORKDIR /app"), "/bin/sh -c #(nop) WORKDIR /app");
-        assert_eq!(
-            h("COPY file:cc64 /usr/local/bin/"),
-            "/bin/sh -c #(nop) COPY file:cc64 in /usr/local/bin/ "
-        );
-        assert_eq!(h("ADD hello /"), "/bin/sh -c #(nop) ADD hello in / ");
-        assert_eq!(
-            h("HEALTHCHECK --interval=5m --timeout=3s CMD curl -f http://localhost/ || exit 1"),
-            r#"/bin/sh -c #(nop)  HEALTHCHECK &{["CMD-SHELL" "curl -f http://localhost/ || exit 1"] "5m0s" "3s" "0s" '\x00'}"#
-        );
-        assert_eq!(
-            h("HEALTHCHECK --retries=3 CMD [\"/ok\"]"),
-            r#"/bin/sh -c #(nop)  HEALTHCHECK &{["CMD" "/ok"] "0s" "0s" "0s" '\x03'}"#
-        );
-        assert_eq!(
-            h("HEALTHCHECK NONE"),
-            r#"/bin/sh -c #(nop)  HEALTHCHECK &{["NONE"] "0s" "0s" "0s" '\x00'}"#
-        );
-    }
-
-    #[test]
-    fn history_with_build_args_and_custom_shell() {
-        let args = vec![
-            ("B".to_string(), "2".to_string()),
-            ("A".to_string(), "1".to_string()),
-        ];
-        assert_eq!(
-            history_text_with_args(&one("RUN make"), &sh(), &args),
-            "|2 A=1 B=2 /bin/sh -c make"
-        );
-        assert_eq!(
-            history_text_with_args(&one("RUN [\"make\", \"all\"]"), &sh(), &args),
-            "|2 A=1 B=2 make all"
-        );
-        // Build args only prefix RUN.
-        assert_eq!(
-            history_text_with_args(&one("ENV X=1"), &sh(), &args),
-            "/bin/sh -c #(nop)  ENV X=1"
-        );
-        let bash = strs(&["/bin/bash", "-o", "pipefail", "-c"]);
-        assert_eq!(
-            history_text(&one("RUN a | b"), &bash),
-            "/bin/bash -o pipefail -c a | b"
-        );
-        assert_eq!(
-            history_text(&one("CMD [\"x\"]"), &bash),
-            "/bin/bash -o pipefail -c #(nop)  CMD [\"x\"]"
-        );
-    }
-
-    #[test]
-    fn go_formatting_helpers() {
-        for (d, s) in [
-            (Duration::ZERO, "0s"),
-            (Duration::from_nanos(150), "150ns"),
-            (Duration::from_micros(2), "2µs"),
-            (Duration::from_millis(500), "500ms"),
-            (Duration::from_micros(1500), "1.5ms"),
-            (Duration::from_secs(3), "3s"),
-            (Duration::from_millis(1500), "1.5s"),
-            (Duration::from_secs(300), "5m0s"),
-            (Duration::from_secs(3600), "1h0m0s"),
-            (Duration::from_secs(3723), "1h2m3s"),
-        ] {
-            assert_eq!(go_duration(d), s);
-            assert_eq!(parse_go_duration(s), Some(d), "{s}");
-        }
-        assert_eq!(parse_go_duration("1h30m"), Some(Duration::from_secs(5400)));
-        assert_eq!(parse_go_duration(".5s"), Some(Duration::from_millis(500)));
-        for bad in ["", "5", "1x", "s", "."] {
-            assert_eq!(parse_go_duration(bad), None, "{bad}");
-        }
-        assert_eq!(go_quote("a\"b\\c\nd\u{1}é"), "\"a\\\"b\\\\c\\nd\\x01é\"");
-        assert_eq!(go_quote_rune(0), "'\\x00'");
-        assert_eq!(go_quote_rune(10), "'\\n'");
-        assert_eq!(go_quote_rune(65), "'A'");
     }
 }
