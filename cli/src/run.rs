@@ -2,13 +2,11 @@
 //! its exit code.
 
 use crate::client::{Context, Error};
-use crate::stdio::{relay_resizes, relay_stdin, write_stderr, write_stdout, RawTerminal};
+use crate::stdio::{print_output, relay_terminal};
 use berth_api::containers::v1 as capi;
 use berth_api::tasks::v1 as tapi;
 use clap::Args;
-use std::io::IsTerminal;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -577,24 +575,7 @@ pub async fn attach_and_start(
         .await?
         .into_inner();
 
-    let _raw = (tty && std::io::stdin().is_terminal()).then(RawTerminal::enable);
-    if tty {
-        relay_resizes(&tx, id, |r| tapi::AttachRequest {
-            item: Some(tapi::attach_request::Item::Resize(r)),
-        })
-        .await;
-    }
-    if stdin {
-        relay_stdin(
-            tx.clone(),
-            |b| tapi::AttachRequest {
-                item: Some(tapi::attach_request::Item::Stdin(b)),
-            },
-            || tapi::AttachRequest {
-                item: Some(tapi::attach_request::Item::CloseStdin(true)),
-            },
-        );
-    }
+    let _raw = relay_terminal(&tx, id, stdin, tty).await;
 
     ctx.tasks()
         .start(ctx.req(tapi::StartTaskRequest {
@@ -602,13 +583,8 @@ pub async fn attach_and_start(
         }))
         .await?;
 
-    while let Some(msg) = output.next().await {
-        match msg?.item {
-            Some(tapi::attach_response::Item::Stdout(b)) => write_stdout(&b)?,
-            Some(tapi::attach_response::Item::Stderr(b)) => write_stderr(&b)?,
-            Some(tapi::attach_response::Item::Exit(e)) => return Ok(e.exit_code),
-            None => {}
-        }
+    if let Some(code) = print_output(&mut output).await? {
+        return Ok(code);
     }
     drop(tx);
     // The stream ended without an exit message: ask for the status.
