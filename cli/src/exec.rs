@@ -41,17 +41,7 @@ pub async fn exec(ctx: &Context, a: ExecArgs) -> u8 {
 }
 
 async fn exec_inner(ctx: &Context, a: ExecArgs) -> Result<i32, Error> {
-    let env = a
-        .env
-        .iter()
-        .filter_map(|e| {
-            if e.contains('=') {
-                Some(e.clone())
-            } else {
-                std::env::var(e).ok().map(|v| format!("{e}={v}"))
-            }
-        })
-        .collect();
+    let env = crate::run::environment(&a.env);
     let stdin = a.interactive && !a.detach;
     let tty = a.tty && !a.detach;
     let (tx, rx) = mpsc::channel::<tapi::ExecRequest>(32);

@@ -366,17 +366,7 @@ impl RunArgs {
             .map(|o| read_security_opt(o))
             .collect::<Result<Vec<_>, _>>()
             .map_err(Error::Local)?;
-        let env = self
-            .env
-            .iter()
-            .filter_map(|e| {
-                if e.contains('=') {
-                    Some(e.clone())
-                } else {
-                    std::env::var(e).ok().map(|v| format!("{e}={v}"))
-                }
-            })
-            .collect();
+        let env = environment(&self.env);
         Ok(capi::ContainerConfig {
             image: self.image.clone(),
             cmd: self.command.clone(),
@@ -516,6 +506,21 @@ pub fn read_security_opt(opt: &str) -> Result<String, String> {
     let json: serde_json::Value = serde_json::from_str(&text)
         .map_err(|e| format!("decoding seccomp profile ({value}) failed: {e}"))?;
     Ok(format!("seccomp={json}"))
+}
+
+/// The environment `-e` flags give, as Docker reads them: `K=V` as it is, a bare `K` with its
+/// value here (left out when it is not set here). `run`, `create` and `exec` share it.
+pub fn environment(flags: &[String]) -> Vec<String> {
+    flags
+        .iter()
+        .filter_map(|e| {
+            if e.contains('=') {
+                Some(e.clone())
+            } else {
+                std::env::var(e).ok().map(|v| format!("{e}={v}"))
+            }
+        })
+        .collect()
 }
 
 /// The network part of a container's config, checked.
@@ -667,6 +672,16 @@ pub async fn run(ctx: &Context, a: RunArgs) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_reads_bare_names_here() {
+        let path = std::env::var("PATH").unwrap();
+        let flags = ["A=1", "PATH", "BERTH_SURELY_UNSET_VARIABLE", "B="].map(String::from);
+        assert_eq!(
+            environment(&flags),
+            ["A=1".to_string(), format!("PATH={path}"), "B=".into()]
+        );
+    }
 
     #[test]
     fn mounts_become_binds_and_tmpfs() {
