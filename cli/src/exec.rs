@@ -2,10 +2,9 @@
 //! stdin, resizes out; pid, output, exit status back).
 
 use crate::client::{Context, Error};
-use crate::stdio::{relay_resizes, relay_stdin, write_stderr, write_stdout, RawTerminal};
+use crate::stdio::{print_output, relay_terminal};
 use berth_api::tasks::v1 as tapi;
 use clap::Args;
-use std::io::IsTerminal;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
@@ -42,17 +41,7 @@ pub async fn exec(ctx: &Context, a: ExecArgs) -> u8 {
 }
 
 async fn exec_inner(ctx: &Context, a: ExecArgs) -> Result<i32, Error> {
-    let env = a
-        .env
-        .iter()
-        .filter_map(|e| {
-            if e.contains('=') {
-                Some(e.clone())
-            } else {
-                std::env::var(e).ok().map(|v| format!("{e}={v}"))
-            }
-        })
-        .collect();
+    let env = crate::run::environment(&a.env);
     let stdin = a.interactive && !a.detach;
     let tty = a.tty && !a.detach;
     let (tx, rx) = mpsc::channel::<tapi::ExecRequest>(32);
@@ -84,31 +73,9 @@ async fn exec_inner(ctx: &Context, a: ExecArgs) -> Result<i32, Error> {
         }
         return Ok(0);
     }
-    let _raw = (tty && std::io::stdin().is_terminal()).then(RawTerminal::enable);
-    if tty {
-        relay_resizes(&tx, &a.container, |r| tapi::ExecRequest {
-            item: Some(tapi::exec_request::Item::Resize(r)),
-        })
-        .await;
-    }
-    if stdin {
-        relay_stdin(
-            tx.clone(),
-            |b| tapi::ExecRequest {
-                item: Some(tapi::exec_request::Item::Stdin(b)),
-            },
-            || tapi::ExecRequest {
-                item: Some(tapi::exec_request::Item::CloseStdin(true)),
-            },
-        );
-    }
-    while let Some(m) = output.next().await {
-        match m?.item {
-            Some(tapi::exec_response::Item::Stdout(b)) => write_stdout(&b)?,
-            Some(tapi::exec_response::Item::Stderr(b)) => write_stderr(&b)?,
-            Some(tapi::exec_response::Item::Exit(e)) => return Ok(e.exit_code),
-            Some(tapi::exec_response::Item::Pid(_)) | None => {}
-        }
+    let _raw = relay_terminal(&tx, &a.container, stdin, tty).await;
+    if let Some(code) = print_output(&mut output).await? {
+        return Ok(code);
     }
     drop(tx);
     Err(Error::Local(

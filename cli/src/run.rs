@@ -2,13 +2,11 @@
 //! its exit code.
 
 use crate::client::{Context, Error};
-use crate::stdio::{relay_resizes, relay_stdin, write_stderr, write_stdout, RawTerminal};
+use crate::stdio::{print_output, relay_terminal};
 use berth_api::containers::v1 as capi;
 use berth_api::tasks::v1 as tapi;
 use clap::Args;
-use std::io::IsTerminal;
 use tokio::sync::mpsc;
-use tokio_stream::StreamExt;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -368,17 +366,7 @@ impl RunArgs {
             .map(|o| read_security_opt(o))
             .collect::<Result<Vec<_>, _>>()
             .map_err(Error::Local)?;
-        let env = self
-            .env
-            .iter()
-            .filter_map(|e| {
-                if e.contains('=') {
-                    Some(e.clone())
-                } else {
-                    std::env::var(e).ok().map(|v| format!("{e}={v}"))
-                }
-            })
-            .collect();
+        let env = environment(&self.env);
         Ok(capi::ContainerConfig {
             image: self.image.clone(),
             cmd: self.command.clone(),
@@ -520,6 +508,21 @@ pub fn read_security_opt(opt: &str) -> Result<String, String> {
     Ok(format!("seccomp={json}"))
 }
 
+/// The environment `-e` flags give, as Docker reads them: `K=V` as it is, a bare `K` with its
+/// value here (left out when it is not set here). `run`, `create` and `exec` share it.
+pub fn environment(flags: &[String]) -> Vec<String> {
+    flags
+        .iter()
+        .filter_map(|e| {
+            if e.contains('=') {
+                Some(e.clone())
+            } else {
+                std::env::var(e).ok().map(|v| format!("{e}={v}"))
+            }
+        })
+        .collect()
+}
+
 /// The network part of a container's config, checked.
 struct NetworkConfig {
     network_mode: String,
@@ -577,24 +580,7 @@ pub async fn attach_and_start(
         .await?
         .into_inner();
 
-    let _raw = (tty && std::io::stdin().is_terminal()).then(RawTerminal::enable);
-    if tty {
-        relay_resizes(&tx, id, |r| tapi::AttachRequest {
-            item: Some(tapi::attach_request::Item::Resize(r)),
-        })
-        .await;
-    }
-    if stdin {
-        relay_stdin(
-            tx.clone(),
-            |b| tapi::AttachRequest {
-                item: Some(tapi::attach_request::Item::Stdin(b)),
-            },
-            || tapi::AttachRequest {
-                item: Some(tapi::attach_request::Item::CloseStdin(true)),
-            },
-        );
-    }
+    let _raw = relay_terminal(&tx, id, stdin, tty).await;
 
     ctx.tasks()
         .start(ctx.req(tapi::StartTaskRequest {
@@ -602,13 +588,8 @@ pub async fn attach_and_start(
         }))
         .await?;
 
-    while let Some(msg) = output.next().await {
-        match msg?.item {
-            Some(tapi::attach_response::Item::Stdout(b)) => write_stdout(&b)?,
-            Some(tapi::attach_response::Item::Stderr(b)) => write_stderr(&b)?,
-            Some(tapi::attach_response::Item::Exit(e)) => return Ok(e.exit_code),
-            None => {}
-        }
+    if let Some(code) = print_output(&mut output).await? {
+        return Ok(code);
     }
     drop(tx);
     // The stream ended without an exit message: ask for the status.
@@ -691,6 +672,16 @@ pub async fn run(ctx: &Context, a: RunArgs) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn environment_reads_bare_names_here() {
+        let path = std::env::var("PATH").unwrap();
+        let flags = ["A=1", "PATH", "BERTH_SURELY_UNSET_VARIABLE", "B="].map(String::from);
+        assert_eq!(
+            environment(&flags),
+            ["A=1".to_string(), format!("PATH={path}"), "B=".into()]
+        );
+    }
 
     #[test]
     fn mounts_become_binds_and_tmpfs() {

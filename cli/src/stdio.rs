@@ -1,9 +1,113 @@
-//! The terminal side of attach and exec: raw mode, window size, and relaying stdin and
-//! resizes into a request stream. `run`, `start -a` and `exec` share it.
+//! The terminal side of attach and exec: raw mode, window size, relaying stdin and resizes
+//! into a request stream, and printing the output that comes back. `run`, `start -a` and
+//! `exec` share it, over attach's or exec's messages alike.
 
+use crate::client::Error;
 use berth_api::tasks::v1 as tapi;
-use std::io::{Read, Write};
+use std::io::{IsTerminal, Read, Write};
 use tokio::sync::mpsc;
+use tokio_stream::StreamExt;
+
+/// A request of an attach or exec stream that carries our terminal's input.
+pub trait TerminalInput: Send + 'static {
+    fn stdin(data: Vec<u8>) -> Self;
+    fn close_stdin() -> Self;
+    fn resize(size: tapi::ResizeRequest) -> Self;
+}
+
+/// What a response of an attach or exec stream says to print, or that the process exited.
+#[derive(Debug)]
+pub enum Output {
+    Stdout(Vec<u8>),
+    Stderr(Vec<u8>),
+    Exit(i32),
+    /// Nothing to print (exec's pid, an empty message).
+    Other,
+}
+
+/// A response of an attach or exec stream.
+pub trait StreamOutput {
+    fn into_output(self) -> Output;
+}
+
+/// Implements [`TerminalInput`] and [`StreamOutput`] for one stream's generated types
+/// (attach's or exec's), whose `oneof` items have the same variants in modules of their own.
+macro_rules! terminal_stream {
+    ($request:ident, $request_item:ident, $response:ident, $response_item:ident) => {
+        impl TerminalInput for tapi::$request {
+            fn stdin(data: Vec<u8>) -> Self {
+                tapi::$request {
+                    item: Some(tapi::$request_item::Item::Stdin(data)),
+                }
+            }
+            fn close_stdin() -> Self {
+                tapi::$request {
+                    item: Some(tapi::$request_item::Item::CloseStdin(true)),
+                }
+            }
+            fn resize(size: tapi::ResizeRequest) -> Self {
+                tapi::$request {
+                    item: Some(tapi::$request_item::Item::Resize(size)),
+                }
+            }
+        }
+
+        impl StreamOutput for tapi::$response {
+            fn into_output(self) -> Output {
+                use tapi::$response_item::Item;
+                match self.item {
+                    Some(Item::Stdout(b)) => Output::Stdout(b),
+                    Some(Item::Stderr(b)) => Output::Stderr(b),
+                    Some(Item::Exit(e)) => Output::Exit(e.exit_code),
+                    _ => Output::Other,
+                }
+            }
+        }
+    };
+}
+
+terminal_stream!(
+    AttachRequest,
+    attach_request,
+    AttachResponse,
+    attach_response
+);
+terminal_stream!(ExecRequest, exec_request, ExecResponse, exec_response);
+
+/// Relays our terminal into an attach or exec stream for container `id`: with `tty` its size
+/// now and on every change, in raw mode while the returned guard lives; with `stdin` our
+/// stdin, then its end.
+pub async fn relay_terminal<M: TerminalInput>(
+    tx: &mpsc::Sender<M>,
+    id: &str,
+    stdin: bool,
+    tty: bool,
+) -> Option<RawTerminal> {
+    let raw = (tty && std::io::stdin().is_terminal()).then(RawTerminal::enable);
+    if tty {
+        relay_resizes(tx, id, M::resize).await;
+    }
+    if stdin {
+        relay_stdin(tx.clone(), M::stdin, M::close_stdin);
+    }
+    raw
+}
+
+/// Prints an attach or exec stream's output as it comes; the exit code that ends it, or None
+/// when the stream ends without one.
+pub async fn print_output<R: StreamOutput>(
+    output: &mut tonic::Streaming<R>,
+) -> Result<Option<i32>, Error> {
+    while let Some(m) = output.next().await {
+        match m?.into_output() {
+            Output::Stdout(b) => write_stdout(&b)?,
+            Output::Stderr(b) => write_stderr(&b)?,
+            Output::Exit(code) => return Ok(Some(code)),
+            Output::Other => {}
+        }
+    }
+    Ok(None)
+}
 
 /// Asks Docker's `[y/N]` question after `warning` (a prune's); whether the answer is yes.
 pub fn confirm(warning: &str) -> bool {
@@ -57,7 +161,7 @@ pub fn terminal_size() -> Option<(u32, u32)> {
 }
 
 /// Sends the terminal's size now, then again on every SIGWINCH until the stream closes.
-pub async fn relay_resizes<M: Send + 'static>(
+async fn relay_resizes<M: Send + 'static>(
     tx: &mpsc::Sender<M>,
     id: &str,
     wrap: fn(tapi::ResizeRequest) -> M,
@@ -90,11 +194,7 @@ pub async fn relay_resizes<M: Send + 'static>(
 }
 
 /// Reads our stdin in a thread (it blocks) and sends it on, then `close()` at its end.
-pub fn relay_stdin<M: Send + 'static>(
-    tx: mpsc::Sender<M>,
-    data: fn(Vec<u8>) -> M,
-    close: fn() -> M,
-) {
+fn relay_stdin<M: Send + 'static>(tx: mpsc::Sender<M>, data: fn(Vec<u8>) -> M, close: fn() -> M) {
     std::thread::spawn(move || {
         let mut input = std::io::stdin().lock();
         let mut buf = vec![0u8; 32 << 10];

@@ -4,14 +4,20 @@
 //! config (default: this daemon's own socket), so any of them can run in another process.
 
 use anyhow::{bail, Context, Result};
-use berth_core::config::{Config, ServerTls, TlsConfig};
+use berth_core::config::{ClientTls, Config, ServerTls, TlsConfig};
 use berth_core::grpc::{in_process, server_span, server_tls, tls_channel, Address};
+use berth_core::metrics::GrpcMetricsLayer;
 use clap::Parser;
 use std::path::PathBuf;
 use std::sync::Arc;
+use tokio::io::DuplexStream;
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_stream::StreamExt;
 use tonic::service::Routes;
-use tonic::transport::Server;
+use tonic::transport::server::Router;
+use tonic::transport::{Channel, Server};
+use tonic_health::server::HealthReporter;
+use tower::layer::util::{Identity, Stack};
 use tracing::info;
 
 mod metrics;
@@ -151,6 +157,9 @@ fn private_dir(dir: &std::path::Path) -> Result<()> {
         .with_context(|| format!("cannot make {} private (mode 0700)", dir.display()))
 }
 
+/// Serves the chosen services until SIGTERM or SIGINT: checks the listen address and the TLS
+/// files, makes the data folders private, builds the routes of every hosted service, then
+/// listens.
 async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: bool) -> Result<()> {
     let _telemetry =
         berth_core::telemetry::init("berthd", config.telemetry.otlp_endpoint.as_deref(), debug)
@@ -170,21 +179,126 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
     for d in [&config.root, &config.state] {
         private_dir(d)?;
     }
-    // A service without an address of its own is reached at this berthd's, or, when that
-    // serves TLS, in process (berthd's certificate need not name the address it listens on).
-    let (own_channel, own_incoming) = match &listen {
-        Listener::Tls(..) => {
-            let (c, incoming) = in_process();
-            (Some(c), Some(incoming))
-        }
-        _ => (None, None),
-    };
-    let chan = |a: &Option<String>| match (a, &own_channel) {
-        (None, Some(c)) => Ok(c.clone()),
-        _ => tls_channel(a.as_ref().unwrap_or(&own), &client_tls).map_err(anyhow::Error::msg),
-    };
-    let hosts = |s: &str| services.iter().any(|x| x == s);
+    let (channels, own_incoming) = Channels::new(&listen, &own, client_tls);
+    let (health_reporter, routes) = common_routes(&services)?;
+    let routes = service_routes(routes, &config, &services, &channels, &mut metrics)?;
+    for s in &services {
+        health_reporter
+            .set_service_status(format!("berth.{s}"), tonic_health::ServingStatus::Serving)
+            .await;
+    }
 
+    let rpc_metrics = metrics.layer();
+    metrics.serve()?;
+
+    let wait = shutdown_signal();
+    if let Some(incoming) = own_incoming {
+        serve_in_process(incoming, routes.clone(), rpc_metrics.clone());
+    }
+    let mut server = server.trace_fn(server_span).layer(rpc_metrics);
+    let router = server.add_routes(routes);
+    serve(router, listen, &own, &services.join(","), wait).await?;
+    info!("berthd stopped");
+    Ok(())
+}
+
+/// Serves `routes` to the hosted services' in-process connections (when berthd's own address
+/// serves TLS).
+fn serve_in_process(
+    incoming: UnboundedReceiver<DuplexStream>,
+    routes: Routes,
+    rpc_metrics: GrpcMetricsLayer,
+) {
+    let internal = Server::builder()
+        .trace_fn(server_span)
+        .layer(rpc_metrics)
+        .add_routes(routes);
+    tokio::spawn(internal.serve_with_incoming(
+        tokio_stream::wrappers::UnboundedReceiverStream::new(incoming).map(Ok::<_, std::io::Error>),
+    ));
+}
+
+/// Serves the API on `listen` (berthd's address `own`) until `wait` ends; a unix socket is
+/// removed after.
+async fn serve(
+    router: Router<Stack<GrpcMetricsLayer, Identity>>,
+    listen: Listener,
+    own: &str,
+    services: &str,
+    wait: impl std::future::Future<Output = ()>,
+) -> Result<()> {
+    match listen {
+        Listener::Unix(path) => {
+            let listener = bind_unix(&path)?;
+            info!(address = %own, services = %services, "berthd ready");
+            router
+                .serve_with_incoming_shutdown(
+                    tokio_stream::wrappers::UnixListenerStream::new(listener),
+                    wait,
+                )
+                .await?;
+            let _ = std::fs::remove_file(&path);
+        }
+        Listener::Tcp(sa) => {
+            info!(address = %own, tls = "none", services = %services, "berthd ready");
+            router.serve_with_shutdown(sa, wait).await?;
+        }
+        Listener::Tls(sa, tls) => {
+            let tls = if tls.client_ca.is_some() {
+                "mutual"
+            } else {
+                "server only"
+            };
+            info!(address = %own, tls, services = %services, "berthd ready");
+            router.serve_with_shutdown(sa, wait).await?;
+        }
+    }
+    Ok(())
+}
+
+/// How the hosted services reach the others: at the address `[services]` gives one, else at
+/// this berthd's own — in process when that serves TLS (berthd's certificate need not name the
+/// address it listens on).
+struct Channels {
+    own: String,
+    in_process: Option<Channel>,
+    tls: ClientTls,
+}
+
+impl Channels {
+    /// The channels, and the in-process connections to serve when berthd's address is TLS.
+    fn new(
+        listen: &Listener,
+        own: &str,
+        tls: ClientTls,
+    ) -> (Channels, Option<UnboundedReceiver<DuplexStream>>) {
+        let (in_process, incoming) = match listen {
+            Listener::Tls(..) => {
+                let (c, incoming) = in_process();
+                (Some(c), Some(incoming))
+            }
+            _ => (None, None),
+        };
+        let channels = Channels {
+            own: own.to_string(),
+            in_process,
+            tls,
+        };
+        (channels, incoming)
+    }
+
+    /// A channel to the service at `address` (None: hosted by this berthd).
+    fn to(&self, address: &Option<String>) -> Result<Channel> {
+        match (address, &self.in_process) {
+            (None, Some(c)) => Ok(c.clone()),
+            _ => tls_channel(address.as_ref().unwrap_or(&self.own), &self.tls)
+                .map_err(anyhow::Error::msg),
+        }
+    }
+}
+
+/// The routes every berthd serves: health, server reflection and version.
+fn common_routes(services: &[String]) -> Result<(HealthReporter, Routes)> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // Reflection v1, and v1alpha for the many tools that still speak only that.
     let reflection_builder = || {
@@ -198,19 +312,30 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
     let reflection_alpha = reflection_builder()
         .build_v1alpha()
         .context("server reflection")?;
-
-    let mut routes = Routes::default()
+    let routes = Routes::default()
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(version::serve(services.clone()));
+        .add_service(version::serve(services.to_vec()));
+    Ok((health_reporter, routes))
+}
 
+/// `routes` with those of the hosted services, each opened with its folder under the root and
+/// its metrics registered.
+fn service_routes(
+    mut routes: Routes,
+    config: &Config,
+    services: &[String],
+    channels: &Channels,
+    metrics: &mut metrics::Metrics,
+) -> Result<Routes> {
+    let hosts = |s: &str| services.iter().any(|x| x == s);
     if hosts("events") {
         routes = routes.add_service(berth_events::serve());
     }
     if hosts("registry") {
         routes = routes.add_service(
-            berth_registry_proxy::serve(&config, &config.root.join("registry-proxy"))
+            berth_registry_proxy::serve(config, &config.root.join("registry-proxy"))
                 .context("registry service")?,
         );
     }
@@ -224,70 +349,86 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
         routes = routes.add_service(berth_snapshot::service(snapshots));
     }
     if hosts("image") {
-        let image = berth_image::serve(
-            &config.root.join("image"),
-            chan(&config.services.registry)?,
-            chan(&config.services.snapshot)?,
-            Some(chan(&config.services.events)?),
-            Some(chan(&config.services.runtime)?),
-            &config.snapshotter,
-            config.limits,
-        )
-        .context("image service")?;
-        metrics.register(image.metrics);
-        routes = routes
-            .add_service(image.images)
-            .add_service(image.content)
-            .add_service(image.namespaces)
-            .add_service(image.leases);
+        routes = image_routes(routes, config, channels, metrics)?;
     }
     if hosts("runtime") {
-        // Shims detach from berthd; as a subreaper it adopts them and reaps them when they
-        // end, instead of leaving zombies to an init that may not reap.
-        // SAFETY: prctl with integer arguments only.
-        if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
-            tracing::warn!(
-                "cannot become a child subreaper: {}",
-                std::io::Error::last_os_error()
-            );
-        }
-        let runtime = berth_runtime::serve_all(
-            &config.root.join("runtime"),
-            &config.state,
-            config.runtime.clone(),
-            chan(&config.services.image)?,
-            chan(&config.services.snapshot)?,
-            Some(chan(&config.services.events)?),
-        )
-        .context("runtime service")?;
-        metrics.register(berth_runtime::metrics::Collector(runtime.runtime.clone()));
-        routes = routes
-            .add_service(runtime.containers)
-            .add_service(runtime.tasks)
-            .add_service(runtime.volumes)
-            .add_service(runtime.networks);
+        routes = runtime_routes(routes, config, channels, metrics)?;
     }
     if hosts("build") {
         routes = routes.add_service(
             berth_build::serve(
                 &config.root.join("build"),
-                chan(&config.services.image)?,
-                chan(&config.services.snapshot)?,
-                chan(&config.services.runtime)?,
+                channels.to(&config.services.image)?,
+                channels.to(&config.services.snapshot)?,
+                channels.to(&config.services.runtime)?,
                 config.limits,
             )
             .context("build service")?,
         );
     }
-    for s in &services {
-        health_reporter
-            .set_service_status(format!("berth.{s}"), tonic_health::ServingStatus::Serving)
-            .await;
+    Ok(routes)
+}
+
+/// `routes` with the image service's: images, content, namespaces and leases.
+fn image_routes(
+    routes: Routes,
+    config: &Config,
+    channels: &Channels,
+    metrics: &mut metrics::Metrics,
+) -> Result<Routes> {
+    let image = berth_image::serve(
+        &config.root.join("image"),
+        channels.to(&config.services.registry)?,
+        channels.to(&config.services.snapshot)?,
+        Some(channels.to(&config.services.events)?),
+        Some(channels.to(&config.services.runtime)?),
+        &config.snapshotter,
+        config.limits,
+    )
+    .context("image service")?;
+    metrics.register(image.metrics);
+    Ok(routes
+        .add_service(image.images)
+        .add_service(image.content)
+        .add_service(image.namespaces)
+        .add_service(image.leases))
+}
+
+/// `routes` with the runtime service's: containers, tasks, volumes and networks.
+fn runtime_routes(
+    routes: Routes,
+    config: &Config,
+    channels: &Channels,
+    metrics: &mut metrics::Metrics,
+) -> Result<Routes> {
+    // Shims detach from berthd; as a subreaper it adopts them and reaps them when they
+    // end, instead of leaving zombies to an init that may not reap.
+    // SAFETY: prctl with integer arguments only.
+    if unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) } != 0 {
+        tracing::warn!(
+            "cannot become a child subreaper: {}",
+            std::io::Error::last_os_error()
+        );
     }
+    let runtime = berth_runtime::serve_all(
+        &config.root.join("runtime"),
+        &config.state,
+        config.runtime.clone(),
+        channels.to(&config.services.image)?,
+        channels.to(&config.services.snapshot)?,
+        Some(channels.to(&config.services.events)?),
+    )
+    .context("runtime service")?;
+    metrics.register(berth_runtime::metrics::Collector(runtime.runtime.clone()));
+    Ok(routes
+        .add_service(runtime.containers)
+        .add_service(runtime.tasks)
+        .add_service(runtime.volumes)
+        .add_service(runtime.networks))
+}
 
-    let rpc_metrics = metrics.layer();
-    metrics.serve()?;
-
+/// Watches for SIGTERM and SIGINT; the returned future ends when one comes.
+fn shutdown_signal() -> impl std::future::Future<Output = ()> {
     let shutdown = Arc::new(tokio::sync::Notify::new());
     {
         let shutdown = shutdown.clone();
@@ -299,69 +440,27 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
             shutdown.notify_waiters();
         });
     }
-    let wait = {
-        let s = shutdown.clone();
-        async move { s.notified().await }
-    };
-    if let Some(incoming) = own_incoming {
-        let internal = Server::builder()
-            .trace_fn(server_span)
-            .layer(rpc_metrics.clone())
-            .add_routes(routes.clone());
-        tokio::spawn(
-            internal.serve_with_incoming(
-                tokio_stream::wrappers::UnboundedReceiverStream::new(incoming)
-                    .map(Ok::<_, std::io::Error>),
-            ),
-        );
+    async move { shutdown.notified().await }
+}
+
+/// Listens on the unix socket `path`, root only (mode 0600), in place of a stale one.
+fn bind_unix(path: &std::path::Path) -> Result<tokio::net::UnixListener> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
     }
-    let mut server = server.trace_fn(server_span).layer(rpc_metrics);
-    let router = server.add_routes(routes);
-    match listen {
-        Listener::Unix(path) => {
-            if let Some(dir) = path.parent() {
-                std::fs::create_dir_all(dir)?;
-            }
-            match std::fs::remove_file(&path) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => {
-                    return Err(e).with_context(|| {
-                        format!("cannot remove the stale socket {}", path.display())
-                    })
-                }
-            }
-            // Root only: the socket is created with mode 0600.
-            let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-            let listener = tokio::net::UnixListener::bind(&path);
-            nix::sys::stat::umask(old);
-            let listener =
-                listener.with_context(|| format!("cannot listen on {}", path.display()))?;
-            info!(address = %own, services = %services.join(","), "berthd ready");
-            router
-                .serve_with_incoming_shutdown(
-                    tokio_stream::wrappers::UnixListenerStream::new(listener),
-                    wait,
-                )
-                .await?;
-            let _ = std::fs::remove_file(&path);
-        }
-        Listener::Tcp(sa) => {
-            info!(address = %own, tls = "none", services = %services.join(","), "berthd ready");
-            router.serve_with_shutdown(sa, wait).await?;
-        }
-        Listener::Tls(sa, tls) => {
-            let tls = if tls.client_ca.is_some() {
-                "mutual"
-            } else {
-                "server only"
-            };
-            info!(address = %own, tls, services = %services.join(","), "berthd ready");
-            router.serve_with_shutdown(sa, wait).await?;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            return Err(e)
+                .with_context(|| format!("cannot remove the stale socket {}", path.display()))
         }
     }
-    info!("berthd stopped");
-    Ok(())
+    // Root only: the socket is created with mode 0600.
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let listener = tokio::net::UnixListener::bind(path);
+    nix::sys::stat::umask(old);
+    listener.with_context(|| format!("cannot listen on {}", path.display()))
 }
 
 #[cfg(test)]

@@ -39,7 +39,7 @@ pub fn layer_dirs(mounts: &[crate::bundle::RootfsMount]) -> Vec<PathBuf> {
                 }
             }
             out.extend(upper);
-        } else if m.typ == "bind" || m.options.iter().any(|o| o == "bind" || o == "rbind") {
+        } else if m.typ == "bind" || berth_mount::parse_options(&m.options).is_bind() {
             out.push(PathBuf::from(&m.source));
         }
     }
@@ -280,6 +280,25 @@ fn remove_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bind_mounts_give_their_source() {
+        let mount = |typ: &str, source: &str, options: &[&str]| crate::bundle::RootfsMount {
+            typ: typ.into(),
+            source: source.into(),
+            options: options.iter().map(|o| o.to_string()).collect(),
+        };
+        let mounts = [
+            mount("bind", "/a", &[]),
+            mount("none", "/b", &["rbind", "ro"]),
+            mount("none", "/c", &["bind"]),
+            mount("tmpfs", "tmpfs", &["nosuid", "mode=755"]),
+        ];
+        assert_eq!(
+            layer_dirs(&mounts),
+            [PathBuf::from("/a"), "/b".into(), "/c".into()]
+        );
+    }
 
     #[test]
     fn copy_up_merges_layers() {

@@ -13,7 +13,8 @@ use berth_core::grpc::namespace;
 use futures::Stream;
 use std::pin::Pin;
 use std::sync::Arc;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::unix::OwnedReadHalf;
 use tonic::{Request, Response, Status, Streaming};
 
 fn task_to_api(id: &str, state: &TaskState) -> api::Task {
@@ -39,17 +40,126 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Relays a client's attach or exec messages to the shim as frames (`frame_of` turns one
-/// message into its frame, if any) until the client is done.
-async fn relay_frames<M>(
+/// A client's message on an attach or exec stream: the `start` that opens it, then input.
+/// Attach and exec are relayed by the same code over their two request types.
+trait ClientMessage: Send + 'static {
+    /// What the opening message carries.
+    type Start;
+    /// The start, if this message is one.
+    fn into_start(self) -> Option<Self::Start>;
+    /// The shim frame of this message's input: stdin bytes, the end of stdin, or a terminal
+    /// size; None for anything else.
+    fn into_frame(self) -> Option<Vec<u8>>;
+}
+
+/// A message back to an attach or exec client: output, or the exit status that ends it.
+trait OutputMessage: Send + 'static {
+    fn stdout(data: Vec<u8>) -> Self;
+    fn stderr(data: Vec<u8>) -> Self;
+    fn exit(exit: api::ExitStatus) -> Self;
+}
+
+/// Implements [`ClientMessage`] and [`OutputMessage`] for one stream's generated types (attach's
+/// or exec's), whose `oneof` items have the same variants in modules of their own.
+macro_rules! relay_messages {
+    ($request:ident, $request_item:ident, $start:ident, $response:ident, $response_item:ident) => {
+        impl ClientMessage for api::$request {
+            type Start = api::$start;
+
+            fn into_start(self) -> Option<api::$start> {
+                match self.item {
+                    Some(api::$request_item::Item::Start(start)) => Some(start),
+                    _ => None,
+                }
+            }
+
+            fn into_frame(self) -> Option<Vec<u8>> {
+                use api::$request_item::Item;
+                match self.item {
+                    Some(Item::Stdin(d)) => input_frame(Some(d), false, None),
+                    Some(Item::CloseStdin(c)) => input_frame(None, c, None),
+                    Some(Item::Resize(r)) => input_frame(None, false, Some((r.width, r.height))),
+                    _ => None,
+                }
+            }
+        }
+
+        impl OutputMessage for api::$response {
+            fn stdout(data: Vec<u8>) -> Self {
+                api::$response {
+                    item: Some(api::$response_item::Item::Stdout(data)),
+                }
+            }
+            fn stderr(data: Vec<u8>) -> Self {
+                api::$response {
+                    item: Some(api::$response_item::Item::Stderr(data)),
+                }
+            }
+            fn exit(exit: api::ExitStatus) -> Self {
+                api::$response {
+                    item: Some(api::$response_item::Item::Exit(exit)),
+                }
+            }
+        }
+    };
+}
+
+relay_messages!(
+    AttachRequest,
+    attach_request,
+    AttachStart,
+    AttachResponse,
+    attach_response
+);
+relay_messages!(
+    ExecRequest,
+    exec_request,
+    ExecStart,
+    ExecResponse,
+    exec_response
+);
+
+/// The shim frame of client input: stdin bytes, the end of stdin, or a terminal size.
+fn input_frame(stdin: Option<Vec<u8>>, close: bool, resize: Option<(u32, u32)>) -> Option<Vec<u8>> {
+    match (stdin, close, resize) {
+        (Some(data), _, _) if !data.is_empty() => {
+            Some(shim::encode_frame(shim::FRAME_STDIN, &data))
+        }
+        (_, true, _) => Some(shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[])),
+        (_, _, Some((w, h))) => Some(shim::encode_frame(
+            shim::FRAME_RESIZE,
+            &shim::resize_payload(w, h),
+        )),
+        _ => None,
+    }
+}
+
+/// The opening message of an attach or exec stream (`verb`), which must be its `start`
+/// (`start_names` says what that start carries).
+async fn first_start<M: ClientMessage>(
+    client: &mut Streaming<M>,
+    verb: &str,
+    start_names: &str,
+) -> Result<M::Start, Status> {
+    let first = client.message().await?.ok_or_else(|| {
+        Status::invalid_argument(format!("{verb}: the first message must name the container"))
+    })?;
+    first.into_start().ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "{verb}: the first message must be `start` with {start_names}"
+        ))
+    })
+}
+
+/// Relays a client's attach or exec messages to the shim as frames until the client is done.
+async fn relay_input<M: ClientMessage>(
     mut client: Streaming<M>,
     mut shim: tokio::net::unix::OwnedWriteHalf,
     stdin: bool,
-    frame_of: impl Fn(M) -> Option<Vec<u8>>,
 ) {
     loop {
         let frame = match client.message().await {
-            Ok(Some(msg)) => match frame_of(msg) {
+            Ok(Some(msg)) => match msg.into_frame() {
                 Some(f) => f,
                 None => continue,
             },
@@ -70,53 +180,42 @@ async fn relay_frames<M>(
     }
 }
 
-/// The shim frame of client input: stdin bytes, the end of stdin, or a terminal size.
-fn input_frame(stdin: Option<Vec<u8>>, close: bool, resize: Option<(u32, u32)>) -> Option<Vec<u8>> {
-    match (stdin, close, resize) {
-        (Some(data), _, _) if !data.is_empty() => {
-            Some(shim::encode_frame(shim::FRAME_STDIN, &data))
+/// Relays the shim's output and exit frames to the client until the exit status.
+/// `context` starts the messages of errors ("attach to container ID"); `ended` says what a
+/// shim that ends without an exit frame means: the exit status to report, or the error.
+fn relay_output<R: OutputMessage>(
+    mut output: BufReader<OwnedReadHalf>,
+    context: String,
+    ended: impl FnOnce() -> Result<ExitStatus, Status> + Send + 'static,
+) -> impl Stream<Item = Result<R, Status>> + Send {
+    async_stream::try_stream! {
+        loop {
+            let frame = shim::read_frame(&mut output).await.map_err(|e| {
+                Status::unavailable(format!("{context}: the shim connection broke: {e}"))
+            })?;
+            let Some(frame) = frame else {
+                let exit = ended()?;
+                yield R::exit(exit_to_api(&exit));
+                break;
+            };
+            match frame.kind {
+                shim::FRAME_STDOUT => yield R::stdout(frame.payload),
+                shim::FRAME_STDERR => yield R::stderr(frame.payload),
+                shim::FRAME_EXIT => {
+                    let exit: ExitStatus = serde_json::from_slice(&frame.payload).map_err(|e| {
+                        Status::internal(format!("{context}: the shim sent an unreadable exit status: {e}"))
+                    })?;
+                    yield R::exit(exit_to_api(&exit));
+                    break;
+                }
+                _ => {}
+            }
         }
-        (_, true, _) => Some(shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[])),
-        (_, _, Some((w, h))) => Some(shim::encode_frame(
-            shim::FRAME_RESIZE,
-            &shim::resize_payload(w, h),
-        )),
-        _ => None,
     }
-}
-
-async fn relay_input(
-    client: Streaming<api::AttachRequest>,
-    shim: tokio::net::unix::OwnedWriteHalf,
-    stdin: bool,
-) {
-    use api::attach_request::Item;
-    relay_frames(client, shim, stdin, |m| match m.item {
-        Some(Item::Stdin(d)) => input_frame(Some(d), false, None),
-        Some(Item::CloseStdin(c)) => input_frame(None, c, None),
-        Some(Item::Resize(r)) => input_frame(None, false, Some((r.width, r.height))),
-        _ => None,
-    })
-    .await
 }
 
 type AttachStream = Pin<Box<dyn Stream<Item = Result<api::AttachResponse, Status>> + Send>>;
 type ExecStream = Pin<Box<dyn Stream<Item = Result<api::ExecResponse, Status>> + Send>>;
-
-async fn relay_exec_input(
-    client: Streaming<api::ExecRequest>,
-    shim: tokio::net::unix::OwnedWriteHalf,
-    stdin: bool,
-) {
-    use api::exec_request::Item;
-    relay_frames(client, shim, stdin, |m| match m.item {
-        Some(Item::Stdin(d)) => input_frame(Some(d), false, None),
-        Some(Item::CloseStdin(c)) => input_frame(None, c, None),
-        Some(Item::Resize(r)) => input_frame(None, false, Some((r.width, r.height))),
-        _ => None,
-    })
-    .await
-}
 
 /// The Tasks gRPC service.
 #[derive(Debug, Clone)]
@@ -134,15 +233,7 @@ impl TasksService {
         ns: String,
         mut client: Streaming<api::AttachRequest>,
     ) -> Result<AttachStream, Status> {
-        use api::attach_response::Item as Out;
-        let first = client.message().await?.ok_or_else(|| {
-            Status::invalid_argument("attach: the first message must name the container")
-        })?;
-        let Some(api::attach_request::Item::Start(start)) = first.item else {
-            return Err(Status::invalid_argument(
-                "attach: the first message must be `start` with the container id",
-            ));
-        };
+        let start = first_start(&mut client, "attach", "the container id").await?;
         let rt = &self.tasks;
         let id = rt.task_id(&ns, &start.container_id)?;
         let bundle = rt.bundle(&ns, &id);
@@ -156,45 +247,29 @@ impl TasksService {
             .into());
         };
         rt.note_attach(&ns, &id);
-        let shim::Attached { mut output, input } = attached;
+        let shim::Attached { output, input } = attached;
         let relay = AbortOnDrop(tokio::spawn(relay_input(client, input, start.stdin)));
         let tasks = self.tasks.clone();
+        let context = format!("attach to container {id}");
+        // The shim ended without an exit frame: it died, or the task was deleted. Report what
+        // it left.
+        let output = relay_output(output, context, move || {
+            Ok(bundle
+                .exit_status()
+                .ok()
+                .flatten()
+                .or_else(|| recorded_exit(tasks.store(), &ns, &id))
+                .unwrap_or_else(unknown_exit))
+        });
         let stream = async_stream::try_stream! {
             let _relay = relay;
-            loop {
-                let frame = shim::read_frame(&mut output).await.map_err(|e| {
-                    Status::unavailable(format!("attach to container {id}: the shim connection broke: {e}"))
-                })?;
-                let Some(frame) = frame else {
-                    // The shim ended without an exit frame: it died, or the task was deleted.
-                    // Report what it left.
-                    let exit = bundle
-                        .exit_status()
-                        .ok()
-                        .flatten()
-                        .or_else(|| recorded_exit(tasks.store(), &ns, &id))
-                        .unwrap_or_else(unknown_exit);
-                    yield api::AttachResponse { item: Some(Out::Exit(exit_to_api(&exit))) };
-                    break;
-                };
-                match frame.kind {
-                    shim::FRAME_STDOUT => yield api::AttachResponse { item: Some(Out::Stdout(frame.payload)) },
-                    shim::FRAME_STDERR => yield api::AttachResponse { item: Some(Out::Stderr(frame.payload)) },
-                    shim::FRAME_EXIT => {
-                        let exit: ExitStatus = serde_json::from_slice(&frame.payload).map_err(|e| {
-                            Status::internal(format!("attach to container {id}: the shim sent an unreadable exit status: {e}"))
-                        })?;
-                        yield api::AttachResponse { item: Some(Out::Exit(exit_to_api(&exit))) };
-                        break;
-                    }
-                    _ => {}
-                }
+            for await message in output {
+                yield message?;
             }
         };
         Ok(Box::pin(stream))
     }
 }
-
 impl TasksService {
     async fn exec_stream(
         &self,
@@ -202,14 +277,7 @@ impl TasksService {
         mut client: Streaming<api::ExecRequest>,
     ) -> Result<ExecStream, Status> {
         use api::exec_response::Item as Out;
-        let first = client.message().await?.ok_or_else(|| {
-            Status::invalid_argument("exec: the first message must name the container")
-        })?;
-        let Some(api::exec_request::Item::Start(start)) = first.item else {
-            return Err(Status::invalid_argument(
-                "exec: the first message must be `start` with the container and command",
-            ));
-        };
+        let start = first_start(&mut client, "exec", "the container and command").await?;
         if start.args.is_empty() {
             return Err(Error::InvalidArgument("exec: no command given".into()).into());
         }
@@ -262,42 +330,26 @@ impl TasksService {
             ],
         );
         let detach = start.detach;
-        let shim::Attached { mut output, input } = attached;
+        let shim::Attached { output, input } = attached;
         let relay = if detach {
             None
         } else {
-            Some(AbortOnDrop(tokio::spawn(relay_exec_input(
+            Some(AbortOnDrop(tokio::spawn(relay_input(
                 client,
                 input,
                 start.stdin,
             ))))
         };
+        let context = format!("exec in container {id}");
         let stream = async_stream::try_stream! {
             let _relay = relay;
             yield api::ExecResponse { item: Some(Out::Pid(pid)) };
             if !detach {
-                loop {
-                    let frame = shim::read_frame(&mut output).await.map_err(|e| {
-                        Status::unavailable(format!("exec in container {id}: the shim connection broke: {e}"))
-                    })?;
-                    let Some(frame) = frame else {
-                        Err(Status::unavailable(format!(
-                            "exec in container {id}: the shim ended the connection without an exit status"
-                        )))?;
-                        break;
-                    };
-                    match frame.kind {
-                        shim::FRAME_STDOUT => yield api::ExecResponse { item: Some(Out::Stdout(frame.payload)) },
-                        shim::FRAME_STDERR => yield api::ExecResponse { item: Some(Out::Stderr(frame.payload)) },
-                        shim::FRAME_EXIT => {
-                            let exit: ExitStatus = serde_json::from_slice(&frame.payload).map_err(|e| {
-                                Status::internal(format!("exec in container {id}: the shim sent an unreadable exit status: {e}"))
-                            })?;
-                            yield api::ExecResponse { item: Some(Out::Exit(exit_to_api(&exit))) };
-                            break;
-                        }
-                        _ => {}
-                    }
+                let ended = Status::unavailable(format!(
+                    "{context}: the shim ended the connection without an exit status"
+                ));
+                for await message in relay_output(output, context, move || Err(ended)) {
+                    yield message?;
                 }
             }
         };
