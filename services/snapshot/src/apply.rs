@@ -25,7 +25,7 @@
 //!
 //! # Bounds
 //!
-//! The tar stream is read by [`archive::Reader`], which caps extension headers, names and
+//! The tar stream is read by [`berth_archive::Reader`], which caps extension headers, names and
 //! sparse maps and applies the [`Limits`] (entries, bytes of data) before anything of an
 //! entry is written; sparse files are written sparse. What the unpack remembers along the
 //! way (folders whose times are set at the end, paths an opaque marker keeps) is capped by
@@ -39,8 +39,8 @@
 //! copy (the native snapshotter): the path is deleted, an opaque folder loses the children
 //! that did not come from this layer. Other `.wh..wh.*` entries (aufs metadata) are skipped.
 
-use crate::archive::{self, Reader};
 use crate::error::{Error, Result};
+use berth_archive::{Entry, Reader};
 use berth_core::config::Limits;
 use berth_core::digest::Hasher;
 use berth_core::media::Compression;
@@ -487,7 +487,7 @@ struct Meta {
 }
 
 impl Unpacker<'_> {
-    fn entry<R: Read>(&mut self, entry: &archive::Entry, reader: &mut Reader<R>) -> Result<()> {
+    fn entry<R: Read>(&mut self, entry: &Entry, reader: &mut Reader<R>) -> Result<()> {
         let name = entry.name();
         let kind = entry.kind();
         let comps = components(&entry.path, &name)?;
@@ -656,7 +656,7 @@ impl Unpacker<'_> {
         )
     }
 
-    fn meta(&self, entry: &archive::Entry, name: &str) -> Result<Meta> {
+    fn meta(&self, entry: &Entry, name: &str) -> Result<Meta> {
         let h = &entry.header;
         let bad = |what: &str, e: io::Error| {
             Error::invalid_layer(name, format!("unreadable {what}: {e}"))
@@ -1741,7 +1741,7 @@ mod tests {
         let s = Sandbox::new();
         let snap = s.snap();
         let gz = flate2::read::GzEncoder::new(
-            archive::hostile::Stream::long_name_gib(),
+            berth_archive::hostile::Stream::long_name_gib(),
             flate2::Compression::best(),
         );
         let e = apply(gz, "", None, &target(&snap), &Limits::default()).unwrap_err();
@@ -1759,7 +1759,7 @@ mod tests {
     fn a_sparse_tib_is_unpacked_sparse() {
         let tib = 1u64 << 40;
         let mut tar =
-            archive::hostile::sparse("disk.img", tib, &[(0, b"head"), (tib - 4, b"tail")]);
+            berth_archive::hostile::sparse("disk.img", tib, &[(0, b"head"), (tib - 4, b"tail")]);
         tar.extend_from_slice(&[0; 1024]);
         let s = Sandbox::new();
         let snap = s.snap();
