@@ -10,6 +10,7 @@
 //! Processes started here get `PR_SET_PDEATHSIG` from a thread that lives as long as the test
 //! binary, so nothing outlives a test run.
 
+use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
@@ -423,6 +424,40 @@ impl Berthd {
         )
     }
 
+    /// `berth run -d ARGS…`, asserting success; the container's full id, which it checks
+    /// `run -d` printed.
+    pub fn run_d(&self, args: &[&str]) -> String {
+        let mut a = vec!["run", "-d"];
+        a.extend_from_slice(args);
+        let id = self.ok(&a).trim().to_string();
+        assert!(
+            id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "run -d prints the full id: {id:?}"
+        );
+        id
+    }
+
+    /// Starts `berth events ARGS…` (stderr dropped): the process, and its lines as they come.
+    /// The caller kills it when done.
+    pub fn events(&self, args: &[&str]) -> (Child, mpsc::Receiver<String>) {
+        let mut cmd = self.cmd();
+        cmd.arg("events")
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
+        let mut child = cmd.spawn().unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        (child, rx)
+    }
+
     /// Kills the shims and containers this instance started.
     fn kill_shims(&self) {
         let tasks = self.state().join("tasks");
@@ -476,6 +511,70 @@ impl Drop for Berthd {
         self.kill9();
         self.kill_shims();
     }
+}
+
+/// A registry holding busybox and a berthd (default config) that pulled it as
+/// [`Engine::img`] (`<registry>/busybox:latest`): where most tests start. The tests of one
+/// file share one, in a `static OnceLock<Option<Engine>>`.
+#[derive(Debug)]
+pub struct Engine {
+    pub reg: Registry,
+    pub d: Berthd,
+    pub img: String,
+}
+
+impl Engine {
+    /// A registry with busybox pushed as `busybox:latest`, and a berthd that pulled it; `None`
+    /// when a tool is missing (said in a `SKIP` line).
+    pub fn start() -> Option<Engine> {
+        Engine::with_names(&["busybox:latest"])
+    }
+
+    /// As [`Engine::start`], with busybox pushed under each of `names` (one of them
+    /// `busybox:latest`, which berthd pulls).
+    pub fn with_names(names: &[&str]) -> Option<Engine> {
+        let reg = Registry::start()?;
+        for name in names {
+            reg.push_busybox(name);
+        }
+        let d = Berthd::start("");
+        let img = format!("{}/busybox:latest", reg.addr);
+        d.ok(&["pull", "-q", &img]);
+        Some(Engine { reg, d, img })
+    }
+}
+
+/// Polls `f` every 100 ms until it holds; panics after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let t0 = Instant::now();
+    while t0.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// `Some(())` when every tool of `names` is installed; else [`skip`] names the missing one
+/// and it gives `None`, for a shared setup that returns an `Option`.
+pub fn require_tools(names: &[&str]) -> Option<()> {
+    if let Some(why) = missing_tool(names) {
+        skip(why);
+        return None;
+    }
+    Some(())
+}
+
+/// The digest of `data` as the registry and berth write it (`sha256:<hex>`), computed with
+/// the sha2 crate rather than berth's own code.
+pub fn sha256(data: &[u8]) -> String {
+    use sha2::Digest as _;
+    let hex: String = sha2::Sha256::digest(data)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    format!("sha256:{hex}")
 }
 
 /// A dockerd of its own (data, exec root and socket in a temporary folder, trusting

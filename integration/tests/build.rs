@@ -1,16 +1,12 @@
 //! `berth build` (issue #5) end to end: real berthd, real containers for RUN, a real registry
 //! for the base image.
 
-use berth_integration::{or_skip, Berthd, Registry, TempDir};
+use berth_integration::{or_skip, Berthd, Engine, Registry, TempDir};
 use std::path::Path;
 
+/// A registry with busybox, a berthd that pulled it, and the name it pulled it by.
 fn setup() -> Option<(Registry, Berthd, String)> {
-    let reg = Registry::start()?;
-    reg.push_busybox("busybox:latest");
-    let d = Berthd::start("");
-    let img = format!("{}/busybox:latest", reg.addr);
-    d.ok(&["pull", "-q", &img]);
-    Some((reg, d, img))
+    Engine::start().map(|e| (e.reg, e.d, e.img))
 }
 
 fn write(dir: &Path, name: &str, text: &str) {

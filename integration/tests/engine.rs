@@ -1,31 +1,18 @@
 //! End to end: a real registry, a real berthd, real containers, through the `berth` CLI.
 
-use berth_integration::{or_skip, Berthd, Registry};
+use berth_integration::{or_skip, Berthd, Engine, Registry};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 
-struct Env {
-    reg: Registry,
-    d: Berthd,
-    img: String,
+/// One registry (busybox, also as ubuntu:14.04) and one berthd shared by the tests of this
+/// file; None when a tool is missing.
+fn env() -> Option<&'static Engine> {
+    static E: OnceLock<Option<Engine>> = OnceLock::new();
+    E.get_or_init(|| Engine::with_names(&["busybox:latest", "ubuntu:14.04"]))
+        .as_ref()
 }
 
-/// One registry and one berthd shared by the tests of this file; None when a tool is missing.
-fn env() -> Option<&'static Env> {
-    static E: OnceLock<Option<Env>> = OnceLock::new();
-    E.get_or_init(|| {
-        let reg = Registry::start()?;
-        reg.push_busybox("busybox:latest");
-        reg.push_busybox("ubuntu:14.04");
-        let d = Berthd::start("");
-        let img = format!("{}/busybox:latest", reg.addr);
-        d.ok(&["pull", "-q", &img]);
-        Some(Env { reg, d, img })
-    })
-    .as_ref()
-}
-
-fn run_out(e: &Env, args: &[&str]) -> (i32, String, String) {
+fn run_out(e: &Engine, args: &[&str]) -> (i32, String, String) {
     let mut a = vec!["run", "--rm"];
     a.extend_from_slice(args);
     let o = e.d.berth(&a);

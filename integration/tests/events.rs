@@ -1,9 +1,6 @@
 //! `berth events` streams what happens to images and containers, as Docker's does.
 
 use berth_integration::{or_skip, Berthd, Registry};
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 #[test]
@@ -12,20 +9,7 @@ fn events_stream_image_and_container_lifecycles() {
     reg.push_busybox("busybox:latest");
     let d = Berthd::start("");
     let img = format!("{}/busybox:latest", reg.addr);
-    let mut sub = d.cmd();
-    sub.arg("events")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
-    let mut child = sub.spawn().unwrap();
-    let out = child.stdout.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
+    let (mut child, rx) = d.events(&[]);
     // the subscription is live once an event published after it arrives
     let mut lines = Vec::new();
     let start = Instant::now();

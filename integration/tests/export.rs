@@ -2,9 +2,10 @@
 //! (`docker save`'s format) loaded by `berth load` into another berthd and by the real docker,
 //! each blob once however many names share it, and an unknown name failing without a file.
 
-use berth_integration::{busybox_archive, missing_tool, or_skip, skip, Berthd, Dockerd, TempDir};
+use berth_integration::{
+    busybox_archive, or_skip, require_tools, sha256, Berthd, Dockerd, TempDir,
+};
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
@@ -22,10 +23,7 @@ struct Env {
 fn env() -> Option<&'static Env> {
     static E: OnceLock<Option<Env>> = OnceLock::new();
     E.get_or_init(|| {
-        if let Some(why) = missing_tool(&["skopeo", "umoci", "tar", "busybox"]) {
-            skip(why);
-            return None;
-        }
+        require_tools(&["skopeo", "umoci", "tar", "busybox"])?;
         let d = Berthd::start("");
         d.ok(&["image", "import", busybox_archive().to_str().unwrap()]);
         d.ok(&["tag", "busybox:latest", "localhost:5000/team/bb:v1"]);
@@ -35,14 +33,6 @@ fn env() -> Option<&'static Env> {
         Some(Env { d })
     })
     .as_ref()
-}
-
-fn sha256(data: &[u8]) -> String {
-    let hex: String = Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
 }
 
 fn run(cmd: &mut Command) -> Output {

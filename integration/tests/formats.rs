@@ -3,9 +3,10 @@
 //! indexes with and without linux/amd64 — plus `docker save` archives (and hostile ones),
 //! manifests that are not JSON or lie about a layer's size, and images in a namespace.
 
-use berth_integration::{busybox_archive, missing_tool, or_skip, skip, Berthd, Registry, TempDir};
+use berth_integration::{
+    busybox_archive, or_skip, require_tools, sha256, Berthd, Registry, TempDir,
+};
 use serde_json::{json, Value};
-use sha2::{Digest as _, Sha256};
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -31,24 +32,13 @@ struct Env {
 fn env() -> Option<&'static Env> {
     static E: OnceLock<Option<Env>> = OnceLock::new();
     E.get_or_init(|| {
-        if let Some(why) = missing_tool(&["skopeo", "umoci", "curl", "busybox"]) {
-            skip(why);
-            return None;
-        }
+        require_tools(&["skopeo", "umoci", "curl", "busybox"])?;
         let reg = Registry::start()?;
         reg.push_busybox("busybox:latest");
         let d = Berthd::start("");
         Some(Env { reg, d })
     })
     .as_ref()
-}
-
-fn sha256(data: &[u8]) -> String {
-    let hex: String = Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    format!("sha256:{hex}")
 }
 
 fn random_hex() -> String {

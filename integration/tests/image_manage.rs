@@ -2,17 +2,13 @@
 //! images, history, prune and garbage collection, commit, and push round trips through a real
 //! registry (read back by skopeo and by a second berthd).
 
-use berth_integration::{or_skip, Berthd, Dockerd, Registry};
+use berth_integration::{or_skip, Berthd, Dockerd, Engine, Registry};
 use std::path::Path;
 use std::process::Command;
 
+/// A registry with busybox, a berthd that pulled it, and the name it pulled it by.
 fn setup() -> Option<(Registry, Berthd, String)> {
-    let reg = Registry::start()?;
-    reg.push_busybox("busybox:latest");
-    let d = Berthd::start("");
-    let img = format!("{}/busybox:latest", reg.addr);
-    d.ok(&["pull", "-q", &img]);
-    Some((reg, d, img))
+    Engine::start().map(|e| (e.reg, e.d, e.img))
 }
 
 fn blobs(d: &Berthd) -> usize {

@@ -1,46 +1,22 @@
 //! The container lifecycle through the CLI (issue #3): run -d, ps, logs, exec, stop/start,
 //! kill, wait, rm, inspect -f, restart policies, volumes, and the errors of bad input.
 
-use berth_integration::{or_skip, Berthd, Registry};
+use berth_integration::{or_skip, wait_for, Engine};
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-struct Env {
-    _reg: Registry,
-    d: Berthd,
-    img: String,
-}
-
-fn env() -> Option<&'static Env> {
-    static E: OnceLock<Option<Env>> = OnceLock::new();
-    E.get_or_init(|| {
-        let reg = Registry::start()?;
-        reg.push_busybox("busybox:latest");
-        let d = Berthd::start("");
-        let img = format!("{}/busybox:latest", reg.addr);
-        d.ok(&["pull", "-q", &img]);
-        Some(Env { _reg: reg, d, img })
-    })
-    .as_ref()
+/// One registry and one berthd shared by the tests of this file; None when a tool is missing.
+fn env() -> Option<&'static Engine> {
+    static E: OnceLock<Option<Engine>> = OnceLock::new();
+    E.get_or_init(Engine::start).as_ref()
 }
 
 fn stdout(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while t0.elapsed() < timeout {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
-}
-
 /// Runs `berth run -d …` and gives the container's full id.
-fn run_d(e: &Env, args: &[&str]) -> String {
+fn run_d(e: &Engine, args: &[&str]) -> String {
     let mut a = vec!["run", "-d"];
     a.extend_from_slice(args);
     let o = e.d.berth(&a);

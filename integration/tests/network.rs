@@ -110,18 +110,6 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
     }
 }
 
-/// `run -d ARGS…`, returning the full id.
-fn run_d(d: &Berthd, args: &[&str]) -> String {
-    let mut a = vec!["run", "-d"];
-    a.extend_from_slice(args);
-    let id = d.ok(&a).trim().to_string();
-    assert!(
-        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
-        "run -d prints the full id: {id:?}"
-    );
-    id
-}
-
 /// A shell command that serves `content` as /index.html with busybox httpd on `port`.
 fn httpd_script(content: &str, port: u16) -> String {
     format!("mkdir -p /w && echo {content} > /w/index.html && exec httpd -f -p {port} -h /w")
@@ -132,7 +120,7 @@ fn serve(e: &Env, flags: &[&str], content: &str) -> String {
     let script = httpd_script(content, 80);
     let mut a: Vec<&str> = flags.to_vec();
     a.extend([e.img.as_str(), "sh", "-c", &script]);
-    run_d(&e.d, &a)
+    e.d.run_d(&a)
 }
 
 /// One plain HTTP/1.0 GET: the body of a 200 answer, else what went wrong.
@@ -677,7 +665,7 @@ fn tcp_ports_are_published() {
         ctx.path().to_str().unwrap(),
     ]);
     let script = httpd_script("hello-exposed", 8080);
-    let id3 = run_d(d, &["-P", "it/exposer", "sh", "-c", &script]);
+    let id3 = d.run_d(&["-P", "it/exposer", "sh", "-c", &script]);
     let out = d.ok(&["port", &id3]);
     let p3: u16 = out
         .trim()
@@ -754,7 +742,7 @@ fn udp_ports_are_published() {
     };
     let spec = format!("{port}:53/udp");
     let vol = format!("{}:/t:ro", tools.path().display());
-    let id = run_d(d, &["-p", &spec, "-v", &vol, &e.img, "/t/udprecv", "53"]);
+    let id = d.run_d(&["-p", &spec, "-v", &vol, &e.img, "/t/udprecv", "53"]);
     wait_for("the receiver to listen", Duration::from_secs(10), || {
         text(&d.berth(&["logs", &id]).stdout).contains("listening")
     });
@@ -980,7 +968,7 @@ fn user_networks_resolve_names() {
     );
 
     // connect: a running default-bridge container gets eth1 on appnet and finds web.
-    run_d(d, &["--name", "client", &e.img, "sleep", "300"]);
+    d.run_d(&["--name", "client", &e.img, "sleep", "300"]);
     d.ok(&["network", "connect", "appnet", "client"]);
     let out = d.ok(&["exec", "client", "ip", "-4", "addr", "show", "eth1"]);
     let a = inets(&out);

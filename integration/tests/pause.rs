@@ -3,40 +3,15 @@
 //! exec is refused, stop/kill/rm -f still end it, and `commit` pauses a running container
 //! around the commit unless `--pause=false`.
 
-use berth_integration::{or_skip, Berthd, Registry, TempDir};
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Stdio};
+use berth_integration::{or_skip, wait_for, Engine, TempDir};
+use std::process::Child;
 use std::sync::{mpsc, OnceLock};
 use std::time::{Duration, Instant};
 
-struct Env {
-    _reg: Registry,
-    d: Berthd,
-    img: String,
-}
-
-fn env() -> Option<&'static Env> {
-    static E: OnceLock<Option<Env>> = OnceLock::new();
-    E.get_or_init(|| {
-        let reg = Registry::start()?;
-        reg.push_busybox("busybox:latest");
-        let d = Berthd::start("");
-        let img = format!("{}/busybox:latest", reg.addr);
-        d.ok(&["pull", "-q", &img]);
-        Some(Env { _reg: reg, d, img })
-    })
-    .as_ref()
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let t0 = Instant::now();
-    while t0.elapsed() < timeout {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    panic!("timed out waiting for {what}");
+/// One registry and one berthd shared by the tests of this file; None when a tool is missing.
+fn env() -> Option<&'static Engine> {
+    static E: OnceLock<Option<Engine>> = OnceLock::new();
+    E.get_or_init(Engine::start).as_ref()
 }
 
 /// A container appending a line to HOSTDIR/ticks every 0.1 s; its full id. Removed on drop,
@@ -44,7 +19,7 @@ fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 struct Ticker {
     id: String,
     dir: TempDir,
-    e: &'static Env,
+    e: &'static Engine,
 }
 
 impl Drop for Ticker {
@@ -54,7 +29,7 @@ impl Drop for Ticker {
 }
 
 impl Ticker {
-    fn start(e: &'static Env, name: &str) -> Ticker {
+    fn start(e: &'static Engine, name: &str) -> Ticker {
         let dir = TempDir::new("berth-pause");
         let vol = format!("{}:/out", dir.path().display());
         let id =
@@ -102,12 +77,12 @@ impl Ticker {
     }
 }
 
-fn inspect(e: &Env, name: &str, format: &str) -> String {
+fn inspect(e: &Engine, name: &str, format: &str) -> String {
     e.d.ok(&["inspect", "-f", format, name]).trim().to_string()
 }
 
 /// `{{.State.Status}} {{.State.Running}} {{.State.Paused}}`
-fn state(e: &Env, name: &str) -> String {
+fn state(e: &Engine, name: &str) -> String {
     inspect(
         e,
         name,
@@ -242,21 +217,8 @@ struct Events {
 impl Events {
     /// Subscribes, and returns once the subscription is live (a container created after it
     /// shows up).
-    fn subscribe(e: &Env, marker: &str) -> Events {
-        let mut cmd = e.d.cmd();
-        cmd.args(["events", "-f", "type=container"])
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null());
-        let mut child = cmd.spawn().unwrap();
-        let out = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(out).lines().map_while(Result::ok) {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+    fn subscribe(e: &Engine, marker: &str) -> Events {
+        let (child, rx) = e.d.events(&["-f", "type=container"]);
         let mut ev = Events { child, rx };
         let t0 = Instant::now();
         loop {

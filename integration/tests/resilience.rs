@@ -174,18 +174,6 @@ fn sigkill(pid: i32) {
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0, "kill {pid}");
 }
 
-/// `run -d ARGS…`, returning the full id.
-fn run_d(d: &Berthd, args: &[&str]) -> String {
-    let mut a = vec!["run", "-d"];
-    a.extend_from_slice(args);
-    let id = d.ok(&a).trim().to_string();
-    assert!(
-        id.len() == 64 && id.bytes().all(|b| b.is_ascii_hexdigit()),
-        "run -d prints the full id: {id:?}"
-    );
-    id
-}
-
 /// The cgroup folders of a container on v1 (every hierarchy) and v2.
 fn cgroup_dirs(id: &str) -> Vec<PathBuf> {
     let rel = format!("berth/default-{id}");
@@ -223,18 +211,15 @@ fn stream_lines(d: &Berthd, args: &[&str]) -> (std::process::Child, mpsc::Receiv
 #[test]
 fn kill_9_of_berthd_loses_nothing() {
     let (mut d, img) = or_skip!(daemon());
-    let ticker = run_d(&d, &["--name", "ticker", &img, "sh", "-c", TICKER]);
-    let sleeper = run_d(
-        &d,
-        &[
-            "--name",
-            "sleeper",
-            &img,
-            "sh",
-            "-c",
-            "while true; do sleep 1; done",
-        ],
-    );
+    let ticker = d.run_d(&["--name", "ticker", &img, "sh", "-c", TICKER]);
+    let sleeper = d.run_d(&[
+        "--name",
+        "sleeper",
+        &img,
+        "sh",
+        "-c",
+        "while true; do sleep 1; done",
+    ]);
     wait_for("a few ticks", Duration::from_secs(10), || {
         ticks(&d.ok(&["logs", "ticker"])).len() >= 3
     });
@@ -356,7 +341,7 @@ fn kill_9_of_berthd_loses_nothing() {
 #[test]
 fn a_dead_shim_means_an_exited_container() {
     let (mut d, img) = or_skip!(daemon());
-    let id = run_d(&d, &["--name", "victim", &img, "sleep", "300"]);
+    let id = d.run_d(&["--name", "victim", &img, "sleep", "300"]);
     let init: i32 = inspect(&d, "{{.State.Pid}}", "victim").parse().unwrap();
     assert!(alive(init));
     sigkill(d.shim_pid(&id));
@@ -379,7 +364,7 @@ fn a_dead_shim_means_an_exited_container() {
     assert!(ps_line(&d, "victim").is_none());
 
     // The shim dies while berthd is away: the new berthd reports the container exited.
-    let id2 = run_d(&d, &["--name", "victim2", &img, "sleep", "300"]);
+    let id2 = d.run_d(&["--name", "victim2", &img, "sleep", "300"]);
     let init2: i32 = inspect(&d, "{{.State.Pid}}", "victim2").parse().unwrap();
     d.kill9();
     sigkill(d.shim_pid(&id2));
@@ -397,19 +382,16 @@ fn a_dead_shim_means_an_exited_container() {
     // shim recorded is what the new berthd reports.
     let host = TempDir::new("berth-it-go");
     let bind = format!("{}:/go", host.path().display());
-    let id3 = run_d(
-        &d,
-        &[
-            "--name",
-            "quitter",
-            "-v",
-            &bind,
-            &img,
-            "sh",
-            "-c",
-            "while [ ! -e /go/now ]; do sleep 0.1; done; exit 7",
-        ],
-    );
+    let id3 = d.run_d(&[
+        "--name",
+        "quitter",
+        "-v",
+        &bind,
+        &img,
+        "sh",
+        "-c",
+        "while [ ! -e /go/now ]; do sleep 0.1; done; exit 7",
+    ]);
     let init3: i32 = inspect(&d, "{{.State.Pid}}", "quitter").parse().unwrap();
     d.kill9();
     std::fs::write(host.path().join("now"), "").unwrap();
@@ -443,19 +425,16 @@ fn a_dead_shim_means_an_exited_container() {
 #[test]
 fn restart_policies_through_the_cli_and_a_daemon_restart() {
     let (mut d, img) = or_skip!(daemon());
-    let onfail = run_d(
-        &d,
-        &[
-            "--name",
-            "onfail",
-            "--restart",
-            "on-failure:2",
-            &img,
-            "sh",
-            "-c",
-            "echo run; exit 1",
-        ],
-    );
+    let onfail = d.run_d(&[
+        "--name",
+        "onfail",
+        "--restart",
+        "on-failure:2",
+        &img,
+        "sh",
+        "-c",
+        "echo run; exit 1",
+    ]);
     wait_for("on-failure:2 to give up", Duration::from_secs(15), || {
         inspect(&d, "{{.State.Status}} {{.RestartCount}}", "onfail") == "exited 2"
     });
@@ -473,43 +452,34 @@ fn restart_policies_through_the_cli_and_a_daemon_restart() {
     assert_eq!(runs, "run\nrun\nrun\n", "the first run and two restarts");
     assert!(ps_line(&d, "onfail").unwrap().contains("Exited (1)"));
 
-    let always_id = run_d(
-        &d,
-        &[
-            "--name",
-            "phoenix",
-            "--restart",
-            "always",
-            &img,
-            "sleep",
-            "300",
-        ],
-    );
+    let always_id = d.run_d(&[
+        "--name",
+        "phoenix",
+        "--restart",
+        "always",
+        &img,
+        "sleep",
+        "300",
+    ]);
     // Its process dies while berthd is away: the new berthd starts it again.
-    let phoenix2 = run_d(
-        &d,
-        &[
-            "--name",
-            "phoenix2",
-            "--restart",
-            "always",
-            &img,
-            "sleep",
-            "300",
-        ],
-    );
-    let stayer = run_d(
-        &d,
-        &[
-            "--name",
-            "stayer",
-            "--restart",
-            "unless-stopped",
-            &img,
-            "sleep",
-            "300",
-        ],
-    );
+    let phoenix2 = d.run_d(&[
+        "--name",
+        "phoenix2",
+        "--restart",
+        "always",
+        &img,
+        "sleep",
+        "300",
+    ]);
+    let stayer = d.run_d(&[
+        "--name",
+        "stayer",
+        "--restart",
+        "unless-stopped",
+        &img,
+        "sleep",
+        "300",
+    ]);
     assert_eq!(d.ok(&["stop", "-t", "1", "stayer"]).trim(), "stayer");
     assert_eq!(inspect(&d, "{{.State.Running}}", "stayer"), "false");
     let started2 = inspect(&d, "{{.State.StartedAt}}", "phoenix2");
@@ -655,7 +625,7 @@ fn bad_input_is_a_clear_error() {
     d.ok(&rm);
 
     // A duplicate name.
-    let x = run_d(&d, &["--name", "x", &img, "sleep", "300"]);
+    let x = d.run_d(&["--name", "x", &img, "sleep", "300"]);
     for args in [
         vec!["run", "-d", "--name", "x", &img, "true"],
         vec!["create", "--name", "x", &img, "true"],
@@ -745,10 +715,7 @@ fn volumes_outlive_containers_and_binds_are_read_only() {
             .any(|l| l.split_whitespace().last() == Some("keep")),
         "{ls}"
     );
-    let id = run_d(
-        &d,
-        &["--name", "reader", "-v", "keep:/data", &img, "sleep", "300"],
-    );
+    let id = d.run_d(&["--name", "reader", "-v", "keep:/data", &img, "sleep", "300"]);
     assert_eq!(d.ok(&["exec", "reader", "cat", "/data/f"]), "persisted\n");
     let m = inspect(
         &d,
@@ -791,17 +758,14 @@ fn volumes_outlive_containers_and_binds_are_read_only() {
         return;
     };
     d.ok(&["pull", "-q", &vimg]);
-    let anon_id = run_d(
-        &d,
-        &[
-            "--name",
-            "anon",
-            &vimg,
-            "sh",
-            "-c",
-            "echo mine > /data/y; sleep 300",
-        ],
-    );
+    let anon_id = d.run_d(&[
+        "--name",
+        "anon",
+        &vimg,
+        "sh",
+        "-c",
+        "echo mine > /data/y; sleep 300",
+    ]);
     let m = inspect(
         &d,
         "{{range .Mounts}}{{.Type}} {{.Name}} {{.Destination}}{{end}}",

@@ -3,12 +3,12 @@
 //! The client is not trusted: an entry whose name is absolute or has a `..` component is
 //! refused, a parent that is a symlink is never written through (an entry below it is
 //! refused), devices and fifos are skipped, and the context is read with
-//! [`berth_snapshot::archive::Reader`]: headers and names capped, entries and bytes within
+//! [`berth_archive::Reader`]: headers and names capped, entries and bytes within
 //! `[limits]`, sparse files written sparse. Symlinks themselves are kept as they are: COPY
 //! resolves them inside the context.
 
+use berth_archive::{ArchiveError, Reader};
 use berth_core::config::Limits;
-use berth_snapshot::archive::{ArchiveError, Reader};
 use std::fs;
 use std::io::{self, Read};
 use std::os::unix::ffi::OsStrExt;

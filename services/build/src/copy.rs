@@ -11,8 +11,8 @@
 //! The digest covers names, types, modes, ownership, link targets and contents, not mtimes,
 //! so touching a file does not invalidate the cache but changing it does.
 
+use berth_archive::{ArchiveError, Entry, Reader};
 use berth_core::config::Limits;
-use berth_snapshot::archive::{ArchiveError, Entry, Reader};
 use sha2::{Digest as _, Sha256};
 use std::fs;
 use std::io::{self, Read, Write};

@@ -2,7 +2,7 @@
 //! `Snapshots.View` over the image's chain id, mounted under `<root>/build/mnt/<key>` and
 //! taken down again (unmount, remove the folder and the view) in every case. Views a crash
 //! left behind are removed when the snapshot service opens (by their key prefix,
-//! [`berth_snapshot::snapshots::BUILD_VIEW_PREFIX`]), their mount points by [`clean_stale`].
+//! [`berth_core::snapshot::BUILD_VIEW_PREFIX`]), their mount points by [`clean_stale`].
 
 use berth_api::images::v1 as iapi;
 use berth_api::images::v1::images_client::ImagesClient;
@@ -46,7 +46,7 @@ impl View {
         let _ = getrandom::fill(&mut b);
         let key = format!(
             "{}{}",
-            berth_snapshot::snapshots::BUILD_VIEW_PREFIX,
+            berth_core::snapshot::BUILD_VIEW_PREFIX,
             hex::encode(b)
         );
         let path = mnt_dir.join(&key);

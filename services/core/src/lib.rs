@@ -8,6 +8,7 @@
 //! - [`grpc`]: connecting to a service address, the namespace in metadata, trace propagation.
 //! - [`telemetry`]: tracing subscriber setup with optional OTLP export.
 //! - [`signal`]: signal names and numbers as Docker takes them (`TERM`, `SIGKILL`, `RTMIN+1`).
+//! - [`snapshot`]: snapshot keys with a meaning services agree on (the build service's views).
 //! - [`metrics`]: Prometheus metrics: every RPC counted and timed, helpers for collectors.
 //! - [`testing`]: skipping a test whose prerequisite is missing, except under CI.
 
@@ -18,6 +19,7 @@ pub mod media;
 pub mod metrics;
 pub mod reference;
 pub mod signal;
+pub mod snapshot;
 pub mod telemetry;
 pub mod testing;
 

@@ -12,9 +12,9 @@ use crate::images::{
 };
 use crate::manifest::{self, Descriptor};
 use crate::metadata::ImageRecord;
+use berth_archive::Reader;
 use berth_core::config::Limits;
 use berth_core::{media, Digest, Reference};
-use berth_snapshot::archive::Reader;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::io::Read;
@@ -71,7 +71,7 @@ fn parent_inside(dest: &Path, rel: &Path) -> Result<PathBuf, ImageError> {
 }
 
 /// Unpacks the files, folders and links of the archive read from `reader` into `dest` (an
-/// empty private folder, already canonical) with [`berth_snapshot::archive::Reader`], which
+/// empty private folder, already canonical) with [`berth_archive::Reader`], which
 /// refuses oversized GNU long-name and PAX headers from their size field and stops at the
 /// `[limits]` of berthd's config — the `tar` crate would read such a header whole into memory.
 /// Other entry kinds (devices, fifos) are skipped.

@@ -25,7 +25,7 @@
 //!
 //! # Bounds
 //!
-//! The tar stream is read by [`archive::Reader`], which caps extension headers, names and
+//! The tar stream is read by [`berth_archive::Reader`], which caps extension headers, names and
 //! sparse maps and applies the [`Limits`] (entries, bytes of data) before anything of an
 //! entry is written; sparse files are written sparse. What the unpack remembers along the
 //! way (folders whose times are set at the end, paths an opaque marker keeps) is capped by
@@ -39,8 +39,8 @@
 //! copy (the native snapshotter): the path is deleted, an opaque folder loses the children
 //! that did not come from this layer. Other `.wh..wh.*` entries (aufs metadata) are skipped.
 
-use crate::archive::{self, Reader};
 use crate::error::{Error, Result};
+use berth_archive::{Entry, Reader};
 use berth_core::config::Limits;
 use berth_core::digest::Hasher;
 use berth_core::media::Compression;
@@ -487,28 +487,16 @@ struct Meta {
 }
 
 impl Unpacker<'_> {
-    fn entry<R: Read>(&mut self, entry: &archive::Entry, reader: &mut Reader<R>) -> Result<()> {
+    /// Unpacks one entry: the layer's root, a whiteout or opaque marker, a hard link, or a
+    /// new node whose metadata and times are then set.
+    fn entry<R: Read>(&mut self, entry: &Entry, reader: &mut Reader<R>) -> Result<()> {
         let name = entry.name();
         let kind = entry.kind();
         let comps = components(&entry.path, &name)?;
         let meta = self.meta(entry, &name)?;
 
         let Some((last, parent)) = comps.split_last() else {
-            // The root itself: only a folder fits there.
-            if !kind.is_dir() {
-                return Err(Error::invalid_layer(
-                    &name,
-                    "only a folder can be the root of a layer",
-                ));
-            }
-            let root = self
-                .root
-                .try_clone()
-                .map_err(|e| Error::io("duplicating a descriptor", e))?;
-            self.set_meta(&root, OsStr::new(""), &meta, false, &name)?;
-            self.track(&[])?;
-            self.dir_times.push((Vec::new(), meta.atime, meta.mtime));
-            return Ok(());
+            return self.layer_root(kind, &meta, &name);
         };
 
         let last_bytes = last.as_bytes();
@@ -531,11 +519,67 @@ impl Unpacker<'_> {
             }
         }
 
+        if kind == tar::EntryType::Link {
+            let link = entry
+                .link
+                .as_deref()
+                .ok_or_else(|| Error::invalid_layer(&name, "hard link without a target"))?;
+            self.hard_link(link, &dir, last, &name)?;
+            // A hard link shares its target's inode, whose metadata is already set.
+            self.mark_written(&comps)?;
+            self.implicit.remove(&comps);
+            return Ok(());
+        }
+        let was_dir = existing.as_ref().is_some_and(|st| is(st, SFlag::S_IFDIR));
+        self.create_node(&dir, last, entry, reader, was_dir, &name)?;
+        self.set_meta(&dir, last, &meta, kind == tar::EntryType::Symlink, &name)?;
+        if kind.is_dir() {
+            self.track(&comps)?;
+            self.dir_times.push((comps.clone(), meta.atime, meta.mtime));
+        } else {
+            self.set_times(&dir, last, &meta, &name)?;
+        }
+        self.mark_written(&comps)?;
+        self.implicit.remove(&comps);
+        Ok(())
+    }
+
+    /// An entry for the layer's root itself: only a folder fits there.
+    fn layer_root(&mut self, kind: tar::EntryType, meta: &Meta, name: &str) -> Result<()> {
+        if !kind.is_dir() {
+            return Err(Error::invalid_layer(
+                name,
+                "only a folder can be the root of a layer",
+            ));
+        }
+        let root = self
+            .root
+            .try_clone()
+            .map_err(|e| Error::io("duplicating a descriptor", e))?;
+        self.set_meta(&root, OsStr::new(""), meta, false, name)?;
+        self.track(&[])?;
+        self.dir_times.push((Vec::new(), meta.atime, meta.mtime));
+        Ok(())
+    }
+
+    /// Creates the file, folder (unless `was_dir`: one is there already), symlink or device
+    /// `last` in `dir`, with private permissions until [`Self::set_meta`]; a regular file
+    /// gets its data. Any other entry type is refused.
+    fn create_node<R: Read>(
+        &self,
+        dir: &OwnedFd,
+        last: &OsStr,
+        entry: &Entry,
+        reader: &mut Reader<R>,
+        was_dir: bool,
+        name: &str,
+    ) -> Result<()> {
+        let kind = entry.kind();
         match kind {
             tar::EntryType::Regular | tar::EntryType::Continuous | tar::EntryType::GNUSparse => {
                 let fd = openat(
-                    &dir,
-                    last.as_os_str(),
+                    dir,
+                    last,
                     OFlag::O_WRONLY
                         | OFlag::O_CREAT
                         | OFlag::O_EXCL
@@ -543,35 +587,23 @@ impl Unpacker<'_> {
                         | OFlag::O_CLOEXEC,
                     Mode::from_bits_truncate(0o600),
                 )
-                .map_err(|e| self.err(&name, "creating", e))?;
+                .map_err(|e| self.err(name, "creating", e))?;
                 let mut file = File::from(fd);
                 reader.write_file(entry, &mut file)?;
             }
             tar::EntryType::Directory => {
-                if existing.is_none() || !existing.as_ref().is_some_and(|st| is(st, SFlag::S_IFDIR))
-                {
-                    mkdirat(&dir, last.as_os_str(), Mode::from_bits_truncate(0o700))
-                        .map_err(|e| self.err(&name, "creating", e))?;
+                if !was_dir {
+                    mkdirat(dir, last, Mode::from_bits_truncate(0o700))
+                        .map_err(|e| self.err(name, "creating", e))?;
                 }
             }
             tar::EntryType::Symlink => {
                 let link = entry
                     .link
                     .as_deref()
-                    .ok_or_else(|| Error::invalid_layer(&name, "symlink without a target"))?;
-                symlinkat(OsStr::from_bytes(link), &dir, last.as_os_str())
-                    .map_err(|e| self.err(&name, "creating", e))?;
-            }
-            tar::EntryType::Link => {
-                let link = entry
-                    .link
-                    .as_deref()
-                    .ok_or_else(|| Error::invalid_layer(&name, "hard link without a target"))?;
-                self.hard_link(link, &dir, last, &name)?;
-                // A hard link shares its target's inode, whose metadata is already set.
-                self.mark_written(&comps)?;
-                self.implicit.remove(&comps);
-                return Ok(());
+                    .ok_or_else(|| Error::invalid_layer(name, "symlink without a target"))?;
+                symlinkat(OsStr::from_bytes(link), dir, last)
+                    .map_err(|e| self.err(name, "creating", e))?;
             }
             tar::EntryType::Char | tar::EntryType::Block | tar::EntryType::Fifo => {
                 let (sflag, dev) = match kind {
@@ -587,31 +619,16 @@ impl Unpacker<'_> {
                     }
                     _ => (SFlag::S_IFIFO, 0),
                 };
-                mknodat(
-                    &dir,
-                    last.as_os_str(),
-                    sflag,
-                    Mode::from_bits_truncate(0o600),
-                    dev,
-                )
-                .map_err(|e| self.err(&name, "creating", e))?;
+                mknodat(dir, last, sflag, Mode::from_bits_truncate(0o600), dev)
+                    .map_err(|e| self.err(name, "creating", e))?;
             }
             other => {
                 return Err(Error::invalid_layer(
-                    &name,
+                    name,
                     format!("unsupported tar entry type {other:?}"),
                 ));
             }
         }
-        self.set_meta(&dir, last, &meta, kind == tar::EntryType::Symlink, &name)?;
-        if kind.is_dir() {
-            self.track(&comps)?;
-            self.dir_times.push((comps.clone(), meta.atime, meta.mtime));
-        } else {
-            self.set_times(&dir, last, &meta, &name)?;
-        }
-        self.mark_written(&comps)?;
-        self.implicit.remove(&comps);
         Ok(())
     }
 
@@ -656,7 +673,7 @@ impl Unpacker<'_> {
         )
     }
 
-    fn meta(&self, entry: &archive::Entry, name: &str) -> Result<Meta> {
+    fn meta(&self, entry: &Entry, name: &str) -> Result<Meta> {
         let h = &entry.header;
         let bad = |what: &str, e: io::Error| {
             Error::invalid_layer(name, format!("unreadable {what}: {e}"))
@@ -1741,7 +1758,7 @@ mod tests {
         let s = Sandbox::new();
         let snap = s.snap();
         let gz = flate2::read::GzEncoder::new(
-            archive::hostile::Stream::long_name_gib(),
+            berth_archive::hostile::Stream::long_name_gib(),
             flate2::Compression::best(),
         );
         let e = apply(gz, "", None, &target(&snap), &Limits::default()).unwrap_err();
@@ -1759,7 +1776,7 @@ mod tests {
     fn a_sparse_tib_is_unpacked_sparse() {
         let tib = 1u64 << 40;
         let mut tar =
-            archive::hostile::sparse("disk.img", tib, &[(0, b"head"), (tib - 4, b"tail")]);
+            berth_archive::hostile::sparse("disk.img", tib, &[(0, b"head"), (tib - 4, b"tail")]);
         tar.extend_from_slice(&[0; 1024]);
         let s = Sandbox::new();
         let snap = s.snap();

@@ -1,6 +1,6 @@
 //! The one error type of the crate, and how it crosses gRPC.
 
-use crate::archive::ArchiveError;
+use berth_archive::ArchiveError;
 use std::io;
 use std::path::PathBuf;
 use tonic::{Code, Status};

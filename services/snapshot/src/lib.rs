@@ -28,7 +28,7 @@
 //! - [`metadata::Metadata`] holds the records (sled, `<root>/metadata.db`) per snapshotter,
 //!   namespace and key, with parent/child integrity and crash recovery.
 //! - [`apply`] unpacks a tar stream (gzip, zstd or plain) into a snapshot folder safely and
-//!   verifies its diff_id, reading it with [`archive::Reader`], which bounds what a hostile
+//!   verifies its diff_id, reading it with [`berth_archive::Reader`], which bounds what a hostile
 //!   archive can make berthd hold in memory or write to disk; [`diff`] is its reverse: the changes of a snapshot over its parent
 //!   (overlay's upper dir, or a native copy compared with its parent's) as an OCI layer tar.
 //! - [`mount::mount_all`] mounts what Prepare/View/Mounts return.
@@ -59,7 +59,6 @@
 //! removes the temporary snapshots a crash left.
 
 pub mod apply;
-pub mod archive;
 pub mod diff;
 pub mod error;
 mod inflight;

@@ -167,10 +167,8 @@ pub const PARENT_GRACE: Duration = Duration::from_secs(5);
 /// Marks the temporary snapshot an Apply unpacks into; its value is the layer's name.
 pub const EXTRACTING_LABEL: &str = "berth.snapshot/extracting";
 
-/// Keys of the read-only views the build service takes for the length of one step (`COPY
-/// --from`, `--chown` by name, a destination's type). A view of that name that is still
-/// there when the service opens was left by a crash, and is removed.
-pub const BUILD_VIEW_PREFIX: &str = "build-view-";
+/// Keys of the build service's views; [`Snapshots::open`] removes those a crash left.
+pub use berth_core::snapshot::BUILD_VIEW_PREFIX;
 
 /// Longest key, parent or label accepted (as containerd).
 const MAX_KEY: usize = 4096;

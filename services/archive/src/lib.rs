@@ -15,8 +15,8 @@
 //!   would cross them is refused before its data is read.
 //!
 //! ```
-//! # fn demo(layer: &[u8]) -> Result<(), berth_snapshot::archive::ArchiveError> {
-//! use berth_snapshot::archive::Reader;
+//! # fn demo(layer: &[u8]) -> Result<(), berth_archive::ArchiveError> {
+//! use berth_archive::Reader;
 //! let mut r = Reader::new(layer, berth_core::config::Limits::default());
 //! while let Some(entry) = r.next_entry()? {
 //!     println!("{}", String::from_utf8_lossy(&entry.path));
@@ -158,143 +158,128 @@ impl<R: Read> Reader<R> {
         if self.ended {
             return Ok(None);
         }
-        let mut long_name: Option<Vec<u8>> = None;
-        let mut long_link: Option<Vec<u8>> = None;
-        let mut pax: Option<Vec<u8>> = None;
+        let Some((mut header, mut size, ext)) = self.next_header()? else {
+            self.ended = true;
+            return Ok(None);
+        };
+        let records = pax_records(ext.pax.as_deref())?;
+        if let Some(s) = pax_number(&records, b"size")? {
+            size = s;
+        }
+        if let Some(uid) = pax_number(&records, b"uid")? {
+            header.set_uid(uid);
+        }
+        if let Some(gid) = pax_number(&records, b"gid")? {
+            header.set_gid(gid);
+        }
+        let path = match (&ext.long_name, pax_record(&records, b"path")) {
+            (Some(n), _) => until_nul(n).to_vec(),
+            (None, Some(p)) => p.to_vec(),
+            (None, None) => header.path_bytes().into_owned(),
+        };
+        let link = match (&ext.long_link, pax_record(&records, b"linkpath")) {
+            (Some(n), _) => Some(until_nul(n).to_vec()),
+            (None, Some(p)) => Some(p.to_vec()),
+            (None, None) => header.link_name_bytes().map(|l| l.into_owned()),
+        };
+        check_path("name", &path)?;
+        if let Some(l) = &link {
+            check_path("link target", l)?;
+        }
+        let name = String::from_utf8_lossy(&path).into_owned();
+        if records.iter().any(|(k, _)| k.starts_with(b"GNU.sparse.")) {
+            return Err(ArchiveError::PaxSparse { entry: name });
+        }
+        self.count_entry()?;
+        let sparse = if header.entry_type().is_gnu_sparse() {
+            Some(self.sparse_map(&header, size, &name)?)
+        } else {
+            None
+        };
+        self.count_data(size, &name)?;
+        self.left = size;
+        self.padding = padding(size);
+        Ok(Some(Entry {
+            header,
+            path,
+            link,
+            pax: records,
+            size,
+            sparse,
+        }))
+    }
+
+    /// The next entry's header and the size field it declares, with the extension headers
+    /// read before it; `None` at the end-of-archive block or at the end of the stream.
+    fn next_header(&mut self) -> Result<Option<(tar::Header, u64, Extensions)>, ArchiveError> {
+        let mut ext = Extensions::default();
         loop {
             self.skip_rest()?;
             let mut header = tar::Header::new_old();
             if !self.read_block(header.as_mut_bytes())? {
-                if long_name.is_some() || long_link.is_some() || pax.is_some() {
+                if ext.long_name.is_some() || ext.long_link.is_some() || ext.pax.is_some() {
                     return Err(corrupt("the stream ends after an extension header"));
                 }
-                self.ended = true;
                 return Ok(None);
             }
             if header.as_bytes().iter().all(|&b| b == 0) {
-                self.ended = true;
                 return Ok(None);
             }
             check_sum(&header)?;
-            let mut size = header.entry_size().map_err(ArchiveError::Corrupt)?;
-            let kind = header.entry_type();
-            let what = match kind.as_byte() {
-                b'L' => Some("GNU long name"),
-                b'K' => Some("GNU long link"),
-                b'x' => Some("PAX"),
-                b'g' => Some("PAX global"),
-                _ => None,
+            let size = header.entry_size().map_err(ArchiveError::Corrupt)?;
+            let kind = header.entry_type().as_byte();
+            let what = match kind {
+                b'L' => "GNU long name",
+                b'K' => "GNU long link",
+                b'x' => "PAX",
+                b'g' => "PAX global",
+                _ => return Ok(Some((header, size, ext))),
             };
-            if let Some(what) = what {
-                if size > MAX_EXTENSION {
-                    return Err(ArchiveError::ExtensionTooLong {
-                        what,
-                        size,
-                        max: MAX_EXTENSION,
-                    });
-                }
-                let value = self.read_extension(size)?;
-                let slot = match kind.as_byte() {
-                    b'L' => &mut long_name,
-                    b'K' => &mut long_link,
-                    b'x' => &mut pax,
-                    // Global records set defaults nobody who builds layers relies on; like the
-                    // tar crate, berth does not apply them.
-                    _ => continue,
-                };
-                if slot.is_some() {
-                    return Err(corrupt(format!("two {what} headers for one entry")));
-                }
-                *slot = Some(value);
-                continue;
-            }
-
-            let mut records = Vec::new();
-            if let Some(p) = &pax {
-                for r in tar::PaxExtensions::new(p) {
-                    let r = r.map_err(ArchiveError::Corrupt)?;
-                    records.push((r.key_bytes().to_vec(), r.value_bytes().to_vec()));
-                }
-            }
-            let record = |key: &[u8]| {
-                records
-                    .iter()
-                    .rev()
-                    .find(|(k, _)| k == key)
-                    .map(|(_, v)| v.as_slice())
-            };
-            let number = |key: &[u8]| -> Result<Option<u64>, ArchiveError> {
-                match record(key) {
-                    None => Ok(None),
-                    Some(v) => std::str::from_utf8(v)
-                        .ok()
-                        .and_then(|s| s.parse::<u64>().ok())
-                        .map(Some)
-                        .ok_or_else(|| {
-                            corrupt(format!(
-                                "PAX record {} is not a number",
-                                String::from_utf8_lossy(key)
-                            ))
-                        }),
-                }
-            };
-            if let Some(s) = number(b"size")? {
-                size = s;
-            }
-            if let Some(uid) = number(b"uid")? {
-                header.set_uid(uid);
-            }
-            if let Some(gid) = number(b"gid")? {
-                header.set_gid(gid);
-            }
-            let path = match (&long_name, record(b"path")) {
-                (Some(n), _) => until_nul(n).to_vec(),
-                (None, Some(p)) => p.to_vec(),
-                (None, None) => header.path_bytes().into_owned(),
-            };
-            let link = match (&long_link, record(b"linkpath")) {
-                (Some(n), _) => Some(until_nul(n).to_vec()),
-                (None, Some(p)) => Some(p.to_vec()),
-                (None, None) => header.link_name_bytes().map(|l| l.into_owned()),
-            };
-            check_path("name", &path)?;
-            if let Some(l) = &link {
-                check_path("link target", l)?;
-            }
-            let name = String::from_utf8_lossy(&path).into_owned();
-            if records.iter().any(|(k, _)| k.starts_with(b"GNU.sparse.")) {
-                return Err(ArchiveError::PaxSparse { entry: name });
-            }
-            self.entries += 1;
-            if self.entries > self.limits.max_entries {
-                return Err(ArchiveError::TooManyEntries {
-                    max: self.limits.max_entries,
+            if size > MAX_EXTENSION {
+                return Err(ArchiveError::ExtensionTooLong {
+                    what,
+                    size,
+                    max: MAX_EXTENSION,
                 });
             }
-            let sparse = if kind.is_gnu_sparse() {
-                Some(self.sparse_map(&header, size, &name)?)
-            } else {
-                None
+            let value = self.read_extension(size)?;
+            let slot = match kind {
+                b'L' => &mut ext.long_name,
+                b'K' => &mut ext.long_link,
+                b'x' => &mut ext.pax,
+                // Global records set defaults nobody who builds layers relies on; like the
+                // tar crate, berth does not apply them.
+                _ => continue,
             };
-            self.data = self
-                .data
-                .checked_add(size)
-                .filter(|&d| d <= self.limits.max_unpacked_size)
-                .ok_or_else(|| ArchiveError::TooLarge {
-                    entry: name.clone(),
-                    max: self.limits.max_unpacked_size,
-                })?;
-            self.left = size;
-            self.padding = padding(size);
-            return Ok(Some(Entry {
-                header,
-                path,
-                link,
-                pax: records,
-                size,
-                sparse,
-            }));
+            if slot.is_some() {
+                return Err(corrupt(format!("two {what} headers for one entry")));
+            }
+            *slot = Some(value);
         }
+    }
+
+    /// Counts one more entry against [`Limits::max_entries`].
+    fn count_entry(&mut self) -> Result<(), ArchiveError> {
+        self.entries += 1;
+        if self.entries > self.limits.max_entries {
+            return Err(ArchiveError::TooManyEntries {
+                max: self.limits.max_entries,
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts `size` bytes of `entry`'s data against [`Limits::max_unpacked_size`].
+    fn count_data(&mut self, size: u64, entry: &str) -> Result<(), ArchiveError> {
+        self.data = self
+            .data
+            .checked_add(size)
+            .filter(|&d| d <= self.limits.max_unpacked_size)
+            .ok_or_else(|| ArchiveError::TooLarge {
+                entry: entry.to_string(),
+                max: self.limits.max_unpacked_size,
+            })?;
+        Ok(())
     }
 
     /// The current entry's data as stored (a sparse entry's segments back to back).
@@ -492,6 +477,56 @@ fn until_nul(b: &[u8]) -> &[u8] {
     b.split(|&c| c == 0).next().unwrap_or(b)
 }
 
+/// What the extension headers before an entry held: a GNU long name or long link, PAX
+/// records.
+#[derive(Debug, Default)]
+struct Extensions {
+    long_name: Option<Vec<u8>>,
+    long_link: Option<Vec<u8>>,
+    pax: Option<Vec<u8>>,
+}
+
+/// The `(key, value)` records of a PAX header, in order.
+type PaxRecords = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The records of a PAX header, in order (none without one).
+fn pax_records(pax: Option<&[u8]>) -> Result<PaxRecords, ArchiveError> {
+    let mut records = Vec::new();
+    if let Some(p) = pax {
+        for r in tar::PaxExtensions::new(p) {
+            let r = r.map_err(ArchiveError::Corrupt)?;
+            records.push((r.key_bytes().to_vec(), r.value_bytes().to_vec()));
+        }
+    }
+    Ok(records)
+}
+
+/// The value of the last record named `key`.
+fn pax_record<'a>(records: &'a [(Vec<u8>, Vec<u8>)], key: &[u8]) -> Option<&'a [u8]> {
+    records
+        .iter()
+        .rev()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_slice())
+}
+
+/// The value of the last record named `key`, a decimal number.
+fn pax_number(records: &[(Vec<u8>, Vec<u8>)], key: &[u8]) -> Result<Option<u64>, ArchiveError> {
+    match pax_record(records, key) {
+        None => Ok(None),
+        Some(v) => std::str::from_utf8(v)
+            .ok()
+            .and_then(|s| s.parse::<u64>().ok())
+            .map(Some)
+            .ok_or_else(|| {
+                corrupt(format!(
+                    "PAX record {} is not a number",
+                    String::from_utf8_lossy(key)
+                ))
+            }),
+    }
+}
+
 fn check_sum(header: &tar::Header) -> Result<(), ArchiveError> {
     let b = header.as_bytes();
     let sum = b[..148]
@@ -517,113 +552,8 @@ fn check_path(what: &'static str, p: &[u8]) -> Result<(), ArchiveError> {
     Ok(())
 }
 
-/// Hostile archives for tests, streamed so that a 1 GiB header never sits in memory.
-#[cfg(test)]
-pub(crate) mod hostile {
-    use std::collections::VecDeque;
-    use std::io::{self, Read};
-
-    /// A tar stream made of literal blocks and long runs of one byte.
-    #[derive(Debug, Default)]
-    pub struct Stream {
-        parts: VecDeque<(Vec<u8>, u8, u64)>,
-        /// Bytes handed out so far.
-        pub read: u64,
-    }
-
-    impl Stream {
-        pub fn bytes(mut self, b: &[u8]) -> Stream {
-            self.parts.push_back((b.to_vec(), 0, 0));
-            self
-        }
-
-        pub fn run(mut self, byte: u8, n: u64) -> Stream {
-            if n > 0 {
-                self.parts.push_back((Vec::new(), byte, n));
-            }
-            self
-        }
-
-        /// A header block of `kind` named `name` declaring `size` bytes.
-        pub fn header(self, kind: tar::EntryType, name: &str, size: u64) -> Stream {
-            let mut h = tar::Header::new_gnu();
-            h.set_entry_type(kind);
-            h.set_path(name).unwrap();
-            h.set_mode(0o644);
-            h.set_size(size);
-            h.set_cksum();
-            self.bytes(h.as_bytes())
-        }
-
-        /// An extension header of `kind` whose `size` bytes of data are all `byte`, padded.
-        pub fn extension(self, kind: tar::EntryType, size: u64, byte: u8) -> Stream {
-            self.header(kind, "././@LongLink", size)
-                .run(byte, size)
-                .run(0, (512 - size % 512) % 512)
-        }
-
-        /// A one-byte file and the end-of-archive blocks.
-        pub fn end(self) -> Stream {
-            self.header(tar::EntryType::Regular, "after", 1)
-                .run(b'x', 1)
-                .run(0, 511 + 1024)
-        }
-
-        /// The tar of a 1 GiB GNU long name: a few MB gzipped.
-        pub fn long_name_gib() -> Stream {
-            Stream::default()
-                .extension(tar::EntryType::GNULongName, 1 << 30, b'a')
-                .end()
-        }
-    }
-
-    impl Read for Stream {
-        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-            let Some((lit, byte, n)) = self.parts.front_mut() else {
-                return Ok(0);
-            };
-            let k = if !lit.is_empty() {
-                let k = lit.len().min(buf.len());
-                buf[..k].copy_from_slice(&lit[..k]);
-                lit.drain(..k);
-                k
-            } else {
-                let k = buf.len().min(usize::try_from(*n).unwrap_or(usize::MAX));
-                buf[..k].fill(*byte);
-                *n -= k as u64;
-                k
-            };
-            if lit.is_empty() && *n == 0 {
-                self.parts.pop_front();
-            }
-            self.read += k as u64;
-            Ok(k)
-        }
-    }
-
-    /// A GNU sparse (`S`) entry of `real_size` bytes holding `segments` (offset, data).
-    pub fn sparse(name: &str, real_size: u64, segments: &[(u64, &[u8])]) -> Vec<u8> {
-        let mut h = tar::Header::new_gnu();
-        h.set_entry_type(tar::EntryType::GNUSparse);
-        h.set_path(name).unwrap();
-        h.set_mode(0o644);
-        let stored: u64 = segments.iter().map(|(_, d)| d.len() as u64).sum();
-        h.set_size(stored);
-        let gnu = h.as_gnu_mut().unwrap();
-        gnu.set_real_size(real_size);
-        for (slot, (off, data)) in gnu.sparse.iter_mut().zip(segments) {
-            slot.set_offset(*off);
-            slot.set_length(data.len() as u64);
-        }
-        h.set_cksum();
-        let mut out = h.as_bytes().to_vec();
-        for (_, d) in segments {
-            out.extend_from_slice(d);
-        }
-        out.resize(out.len().div_ceil(512) * 512, 0);
-        out
-    }
-}
+#[cfg(any(test, feature = "hostile"))]
+pub mod hostile;
 
 #[cfg(test)]
 mod tests {
@@ -840,6 +770,35 @@ mod tests {
         let tar = b.into_inner().unwrap();
         let e = names(&tar, limits()).unwrap_err();
         assert!(matches!(e, ArchiveError::PaxSparse { .. }), "{e}");
+    }
+
+    #[test]
+    fn extension_headers_must_describe_one_entry() {
+        // Two long names for one entry.
+        let mut s = Stream::default()
+            .extension(tar::EntryType::GNULongName, 10, b'a')
+            .extension(tar::EntryType::GNULongName, 10, b'b')
+            .end();
+        let e = names_of(&mut s).unwrap_err();
+        assert!(e.to_string().contains("two GNU long name headers"), "{e}");
+        // A long name and then nothing.
+        let mut s = Stream::default().extension(tar::EntryType::GNULongName, 10, b'a');
+        let e = names_of(&mut s).unwrap_err();
+        assert!(
+            e.to_string().contains("ends after an extension header"),
+            "{e}"
+        );
+        // A PAX size that is not a number.
+        let mut b = tar::Builder::new(Vec::new());
+        b.append_pax_extensions([("size", &b"12x"[..])]).unwrap();
+        let mut h = tar::Header::new_ustar();
+        h.set_size(0);
+        b.append_data(&mut h, "f", io::empty()).unwrap();
+        let e = names(&b.into_inner().unwrap(), limits()).unwrap_err();
+        assert!(
+            e.to_string().contains("PAX record size is not a number"),
+            "{e}"
+        );
     }
 
     #[test]
