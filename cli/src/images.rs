@@ -319,20 +319,12 @@ pub async fn ls(ctx: &Context, a: LsArgs) -> Result<(), Error> {
         "SIZE".into(),
     ]];
     for s in &list.images {
-        let name = s.image.as_ref().map(|i| i.name.clone()).unwrap_or_default();
-        let parsed = if name.starts_with("sha256:") {
-            // A dangling image: its record is named by its id.
-            Err(())
-        } else {
-            berth_core::Reference::parse(&name).map_err(|_| ())
-        };
-        let (repo, tag) = match parsed {
-            Ok(r) => (
-                r.familiar_repository(),
-                r.tag().unwrap_or("<none>").to_string(),
-            ),
-            Err(_) => ("<none>".to_string(), "<none>".to_string()),
-        };
+        let name = s
+            .image
+            .as_ref()
+            .map(|i| i.name.as_str())
+            .unwrap_or_default();
+        let (repo, tag) = berth_docker::repo_tag(name);
         let created = s
             .created
             .as_ref()
@@ -344,66 +336,6 @@ pub async fn ls(ctx: &Context, a: LsArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// The Docker-shaped JSON of `image inspect`.
-pub fn inspect_json(r: &api::InspectImageResponse) -> serde_json::Value {
-    let config: serde_json::Value =
-        serde_json::from_slice(&r.config).unwrap_or(serde_json::Value::Null);
-    let summary = r.summary.clone().unwrap_or_default();
-    let get = |k: &str| config.get(k).cloned().unwrap_or(serde_json::Value::Null);
-    let str_of = |k: &str| {
-        config
-            .get(k)
-            .and_then(|v| v.as_str())
-            .unwrap_or("")
-            .to_string()
-    };
-    let mut cfg = get("config");
-    if cfg.is_null() {
-        cfg = serde_json::json!({});
-    }
-    for (k, v) in [
-        ("Hostname", serde_json::json!("")),
-        ("Domainname", serde_json::json!("")),
-        ("User", serde_json::json!("")),
-        ("AttachStdin", serde_json::json!(false)),
-        ("AttachStdout", serde_json::json!(false)),
-        ("AttachStderr", serde_json::json!(false)),
-        ("Tty", serde_json::json!(false)),
-        ("OpenStdin", serde_json::json!(false)),
-        ("StdinOnce", serde_json::json!(false)),
-        ("Env", serde_json::Value::Null),
-        ("Cmd", serde_json::Value::Null),
-        ("Image", serde_json::json!("")),
-        ("Volumes", serde_json::Value::Null),
-        ("WorkingDir", serde_json::json!("")),
-        ("Entrypoint", serde_json::Value::Null),
-        ("OnBuild", serde_json::Value::Null),
-        ("Labels", serde_json::Value::Null),
-    ] {
-        if let Some(o) = cfg.as_object_mut() {
-            o.entry(k).or_insert(v);
-        }
-    }
-    serde_json::json!({
-        "Id": summary.id,
-        "RepoTags": r.repo_tags,
-        "RepoDigests": r.repo_digests,
-        "Parent": "",
-        "Comment": str_of("comment"),
-        "Created": str_of("created"),
-        "DockerVersion": str_of("docker_version"),
-        "Author": str_of("author"),
-        "Config": cfg,
-        "Architecture": str_of("architecture"),
-        "Os": str_of("os"),
-        "Size": summary.size,
-        "VirtualSize": summary.size,
-        "GraphDriver": {"Name": r.snapshotter, "Data": {"ChainID": r.chain_id}},
-        "RootFS": {"Type": "layers", "Layers": r.diff_ids},
-        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
-    })
-}
-
 pub async fn inspect(ctx: &Context, names: &[String]) -> Result<(), Error> {
     let mut out = Vec::new();
     let mut err = None;
@@ -413,7 +345,7 @@ pub async fn inspect(ctx: &Context, names: &[String]) -> Result<(), Error> {
             .inspect(ctx.req(api::InspectImageRequest { name: n.clone() }))
             .await
         {
-            Ok(r) => out.push(inspect_json(r.get_ref())),
+            Ok(r) => out.push(berth_docker::image_inspect(r.get_ref())),
             Err(e) => err = Some(Error::from(e)),
         }
     }

@@ -343,7 +343,7 @@ async fn inspect_one(
         }))
         .await
     {
-        Ok(r) => Ok(crate::images::inspect_json(r.get_ref())),
+        Ok(r) => Ok(berth_docker::image_inspect(r.get_ref())),
         Err(s) if s.code() == tonic::Code::NotFound && kind.is_none() => {
             Err(Error::Local(format!("Error: No such object: {name}")))
         }

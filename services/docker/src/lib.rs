@@ -1,0 +1,230 @@
+//! Docker's views of berth's objects: the JSON and the table cells that Docker's API and CLI
+//! show for what berth's services return, written once for the two fronts that show them —
+//! the `berth` CLI (`image ls`, `image inspect`) and the Docker Engine API gateway
+//! (`GET /images/json`, `GET /images/{name}/json`, `GET /images/{name}/history`).
+//!
+//! Every function is pure: it takes the services' gRPC messages and returns Docker's shape, so
+//! `berth` and `docker` against the gateway cannot disagree.
+//!
+//! ```
+//! let (repo, tag) = berth_docker::repo_tag("docker.io/library/busybox:latest");
+//! assert_eq!((repo.as_str(), tag.as_str()), ("busybox", "latest"));
+//! ```
+
+use berth_api::images::v1 as api;
+use serde_json::{json, Value};
+
+/// Docker's REPOSITORY and TAG of an image record's name: `<none>` for what is not a tagged
+/// reference (a dangling image's record is named by its id).
+pub fn repo_tag(name: &str) -> (String, String) {
+    let parsed = if name.starts_with("sha256:") {
+        None
+    } else {
+        berth_core::Reference::parse(name).ok()
+    };
+    match parsed {
+        Some(r) => (
+            r.familiar_repository(),
+            r.tag().unwrap_or("<none>").to_string(),
+        ),
+        None => ("<none>".to_string(), "<none>".to_string()),
+    }
+}
+
+/// The Docker-shaped JSON of `image inspect` (`GET /images/{name}/json`).
+pub fn image_inspect(r: &api::InspectImageResponse) -> Value {
+    let config: Value = serde_json::from_slice(&r.config).unwrap_or(Value::Null);
+    let summary = r.summary.clone().unwrap_or_default();
+    let get = |k: &str| config.get(k).cloned().unwrap_or(Value::Null);
+    let str_of = |k: &str| {
+        config
+            .get(k)
+            .and_then(|v| v.as_str())
+            .unwrap_or("")
+            .to_string()
+    };
+    let mut cfg = get("config");
+    if cfg.is_null() {
+        cfg = json!({});
+    }
+    for (k, v) in [
+        ("Hostname", json!("")),
+        ("Domainname", json!("")),
+        ("User", json!("")),
+        ("AttachStdin", json!(false)),
+        ("AttachStdout", json!(false)),
+        ("AttachStderr", json!(false)),
+        ("Tty", json!(false)),
+        ("OpenStdin", json!(false)),
+        ("StdinOnce", json!(false)),
+        ("Env", Value::Null),
+        ("Cmd", Value::Null),
+        ("Image", json!("")),
+        ("Volumes", Value::Null),
+        ("WorkingDir", json!("")),
+        ("Entrypoint", Value::Null),
+        ("OnBuild", Value::Null),
+        ("Labels", Value::Null),
+    ] {
+        if let Some(o) = cfg.as_object_mut() {
+            o.entry(k).or_insert(v);
+        }
+    }
+    json!({
+        "Id": summary.id,
+        "RepoTags": r.repo_tags,
+        "RepoDigests": r.repo_digests,
+        "Parent": "",
+        "Comment": str_of("comment"),
+        "Created": str_of("created"),
+        "DockerVersion": str_of("docker_version"),
+        "Author": str_of("author"),
+        "Config": cfg,
+        "Architecture": str_of("architecture"),
+        "Os": str_of("os"),
+        "Size": summary.size,
+        "VirtualSize": summary.size,
+        "GraphDriver": {"Name": r.snapshotter, "Data": {"ChainID": r.chain_id}},
+        "RootFS": {"Type": "layers", "Layers": r.diff_ids},
+        "Metadata": {"LastTagTime": "0001-01-01T00:00:00Z"},
+    })
+}
+
+/// Docker's image list (`GET /images/json`): one entry per image id, holding every name that
+/// points at it (berth keeps one record per name), in the order the ids first appear.
+pub fn image_list(images: &[api::ImageSummary]) -> Vec<Value> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut by_id: std::collections::HashMap<&str, Vec<&api::ImageSummary>> =
+        std::collections::HashMap::new();
+    for s in images {
+        let e = by_id.entry(s.id.as_str()).or_default();
+        if e.is_empty() {
+            order.push(s.id.as_str());
+        }
+        e.push(s);
+    }
+    order
+        .into_iter()
+        .map(|id| {
+            let records = &by_id[id];
+            let mut tags = Vec::new();
+            let mut digests = Vec::new();
+            let mut labels = serde_json::Map::new();
+            for s in records {
+                let Some(image) = &s.image else { continue };
+                for (k, v) in &image.labels {
+                    labels.insert(k.clone(), json!(v));
+                }
+                let (repo, tag) = repo_tag(&image.name);
+                if repo == "<none>" {
+                    continue;
+                }
+                if tag != "<none>" {
+                    tags.push(format!("{repo}:{tag}"));
+                }
+                if let Some(t) = &image.target {
+                    let d = format!("{repo}@{}", t.digest);
+                    if !digests.contains(&d) {
+                        digests.push(d);
+                    }
+                }
+            }
+            let first = records[0];
+            json!({
+                "Id": id,
+                "ParentId": "",
+                "RepoTags": tags,
+                "RepoDigests": digests,
+                "Created": first.created.as_ref().map(|t| t.seconds).unwrap_or(0),
+                "Size": first.size,
+                "VirtualSize": first.size,
+                "SharedSize": -1,
+                "Labels": labels,
+                "Containers": -1,
+            })
+        })
+        .collect()
+}
+
+/// Docker's image history (`GET /images/{name}/history`), newest step first as the service
+/// returns it.
+pub fn image_history(entries: &[api::HistoryEntry]) -> Vec<Value> {
+    entries
+        .iter()
+        .map(|e| {
+            json!({
+                "Id": e.id,
+                "Created": e.created.as_ref().map(|t| t.seconds).unwrap_or(0),
+                "CreatedBy": e.created_by,
+                "Tags": if e.tags.is_empty() { Value::Null } else { json!(e.tags) },
+                "Size": e.size,
+                "Comment": e.comment,
+            })
+        })
+        .collect()
+}
+
+/// Docker's answer to an image delete: `{"Untagged": name}` for each name removed (in
+/// Docker's familiar form, `busybox:latest`), then `{"Deleted": id}` for each image gone.
+pub fn image_delete(r: &api::DeleteImageResponse) -> Vec<Value> {
+    let familiar = |n: &str| {
+        berth_core::Reference::parse(n)
+            .map(|r| r.familiar())
+            .unwrap_or_else(|_| n.to_string())
+    };
+    r.untagged
+        .iter()
+        .map(|u| json!({ "Untagged": familiar(u) }))
+        .chain(r.deleted.iter().map(|d| json!({ "Deleted": d })))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use berth_api::images::v1::{Image, ImageSummary};
+    use berth_api::types::v1::Descriptor;
+
+    fn summary(name: &str, id: &str) -> ImageSummary {
+        ImageSummary {
+            image: Some(Image {
+                name: name.into(),
+                target: Some(Descriptor {
+                    digest: "sha256:m".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            id: id.into(),
+            size: 42,
+            created: Some(berth_api::prost_types::Timestamp {
+                seconds: 7,
+                nanos: 0,
+            }),
+        }
+    }
+
+    #[test]
+    fn names_split_like_docker() {
+        assert_eq!(
+            repo_tag("registry:5000/app:1.0"),
+            ("registry:5000/app".into(), "1.0".into())
+        );
+        assert_eq!(repo_tag("sha256:abc"), ("<none>".into(), "<none>".into()));
+    }
+
+    #[test]
+    fn one_list_entry_per_id_with_every_tag() {
+        let l = image_list(&[
+            summary("docker.io/library/busybox:latest", "sha256:a"),
+            summary("sha256:b", "sha256:b"),
+            summary("docker.io/library/busybox:mine", "sha256:a"),
+        ]);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0]["RepoTags"], json!(["busybox:latest", "busybox:mine"]));
+        assert_eq!(l[0]["RepoDigests"], json!(["busybox@sha256:m"]));
+        assert_eq!(l[0]["Created"], json!(7));
+        assert_eq!(l[1]["RepoTags"], json!([]));
+        assert_eq!(l[1]["Containers"], json!(-1));
+    }
+}
