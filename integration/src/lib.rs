@@ -276,10 +276,13 @@ impl Berthd {
     }
 
     /// Like [`Berthd::start`], with environment variables and command-line arguments
-    /// (e.g. `--service image,runtime`) for berthd.
+    /// (e.g. `--service image,runtime`) for berthd. `{STATE}` in `extra_config` stands for
+    /// berthd's state folder (e.g. `[gateway] socket = "{STATE}/docker.sock"`).
     pub fn start_with(extra_config: &str, env: &[(&str, &str)], args: &[&str]) -> Berthd {
         let dir = TempDir::new("berth-it");
         let config = dir.path().join("config.toml");
+        let extra_config =
+            extra_config.replace("{STATE}", &dir.path().join("state").display().to_string());
         std::fs::write(
             &config,
             format!(

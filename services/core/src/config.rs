@@ -16,6 +16,10 @@
 //! listen = "127.0.0.1:9323"         # ":9323" is loopback too; beyond it needs allow_remote
 //! allow_remote = false              # see [`MetricsConfig`]
 //!
+//! [gateway]                         # the Docker Engine API (1.41); off without `socket`
+//! socket = "/run/berth/docker.sock"  # DOCKER_HOST=unix:///run/berth/docker.sock
+//! group = "docker"                   # optional: mode 0660 root:docker (else 0600, root only)
+//!
 //! [services]                        # where each service is reached; default: berthd's own socket
 //! image = "unix:///run/berth/berth.sock"
 //! snapshot = "tcp://10.0.0.2:7000"
@@ -70,6 +74,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     #[serde(default)]
     pub registry_proxy: RegistryProxyConfig,
+    #[serde(default)]
+    pub gateway: GatewayConfig,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -138,6 +144,20 @@ fn invalid_listen(listen: &str) -> String {
         "invalid [metrics] listen {listen:?}: use IP:PORT (127.0.0.1:9323), localhost:PORT or \
          :PORT (loopback)"
     )
+}
+
+/// `[gateway]`: the Docker Engine API (version 1.41) on a unix socket, for the `docker` CLI
+/// and other Docker clients. Off unless `socket` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The socket to serve on, e.g. `/run/berth/docker.sock`; a stale file there is replaced,
+    /// and the socket is removed when berthd stops.
+    pub socket: Option<PathBuf>,
+    /// A group whose members may use the socket (like Docker's `docker` group): the socket is
+    /// then owned by root:GROUP with mode 0660. Without it: mode 0600, root only. Membership
+    /// of this group is as good as root on the host, as with Docker's.
+    pub group: Option<String>,
 }
 
 /// The registry-proxy serving its own store as a registry over HTTP (the distribution API),
@@ -458,6 +478,15 @@ otlp_endpoint = "http://127.0.0.1:4317"
             Some("http://127.0.0.1:4317")
         );
         assert!(c.registry_proxy.listen.is_none(), "off unless asked for");
+    }
+
+    #[test]
+    fn gateway_is_off_unless_a_socket_is_set() {
+        assert_eq!(Config::parse("").unwrap().gateway, GatewayConfig::default());
+        let c = Config::parse("[gateway]\nsocket = \"/run/d.sock\"\ngroup = \"docker\"\n").unwrap();
+        assert_eq!(c.gateway.socket, Some(PathBuf::from("/run/d.sock")));
+        assert_eq!(c.gateway.group.as_deref(), Some("docker"));
+        assert!(Config::parse("[gateway]\nsockt = \"x\"\n").is_err());
     }
 
     #[test]

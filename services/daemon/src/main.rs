@@ -20,6 +20,7 @@ use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 use tracing::info;
 
+mod gateway;
 mod metrics;
 mod version;
 
@@ -195,9 +196,13 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
     if let Some(incoming) = own_incoming {
         serve_in_process(incoming, routes.clone(), rpc_metrics.clone());
     }
+    let gateway_socket = gateway::start(&config, &channels, shutdown_signal())?;
     let mut server = server.trace_fn(server_span).layer(rpc_metrics);
     let router = server.add_routes(routes);
     serve(router, listen, &own, &services.join(","), wait).await?;
+    if let Some(path) = gateway_socket {
+        let _ = std::fs::remove_file(path);
+    }
     info!("berthd stopped");
     Ok(())
 }

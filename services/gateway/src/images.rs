@@ -1,0 +1,177 @@
+//! The image endpoints: list, inspect, history, tag and delete. Image names hold slashes
+//! (`registry:5000/team/app:1.0`), so `/images/{name}/…` is matched by its last segment, as
+//! Docker's router does.
+
+use crate::error::{json_body, ApiError};
+use crate::Services;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use berth_api::images::v1 as api;
+use berth_api::images::v1::images_client::ImagesClient;
+use http::StatusCode;
+use serde::Deserialize;
+use serde_json::Value;
+use tonic::transport::Channel;
+
+fn images(s: &Services) -> ImagesClient<Channel> {
+    ImagesClient::new(s.image.clone()).max_decoding_message_size(64 << 20)
+}
+
+/// Docker's truthy query values ("1", "true", "True").
+fn truthy(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("1" | "true" | "True" | "TRUE"))
+}
+
+#[derive(Debug, Deserialize)]
+pub struct ListQuery {
+    all: Option<String>,
+    filters: Option<String>,
+}
+
+/// The keys of Docker's `filters` parameter: `{"key":{"value":true}}` or, from old clients,
+/// `{"key":["value"]}`.
+fn filter_keys(filters: &str) -> Result<Vec<String>, ApiError> {
+    if filters.trim().is_empty() {
+        return Ok(vec![]);
+    }
+    let v: Value = serde_json::from_str(filters)
+        .map_err(|e| ApiError::bad_parameter(format!("invalid filters {filters:?}: {e}")))?;
+    let Some(o) = v.as_object() else {
+        return Err(ApiError::bad_parameter(format!(
+            "invalid filters {filters:?}: not a JSON object"
+        )));
+    };
+    Ok(o.iter()
+        .filter(|(_, v)| match v {
+            Value::Object(m) => !m.is_empty(),
+            Value::Array(a) => !a.is_empty(),
+            _ => true,
+        })
+        .map(|(k, _)| k.clone())
+        .collect())
+}
+
+/// `GET /images/json`. The image service's List has no filters yet, so a filter is refused
+/// with Docker's 400 rather than ignored.
+pub async fn list(
+    State(s): State<Services>,
+    Query(q): Query<ListQuery>,
+) -> Result<Response, ApiError> {
+    if let Some(k) = filter_keys(q.filters.as_deref().unwrap_or(""))?.first() {
+        return Err(ApiError::bad_parameter(format!(
+            "invalid filter '{k}': berth's gateway does not filter images yet"
+        )));
+    }
+    let list = images(&s)
+        .list(s.req(api::ListImagesRequest {
+            filters: vec![],
+            all: truthy(&q.all),
+        }))
+        .await?
+        .into_inner();
+    Ok(json_body(&Value::Array(berth_docker::image_list(&list.images))).into_response())
+}
+
+/// `GET /images/{name}/json` and `GET /images/{name}/history`.
+pub async fn get(
+    State(s): State<Services>,
+    Path(rest): Path<String>,
+) -> Result<Response, ApiError> {
+    if let Some(name) = rest.strip_suffix("/json") {
+        let r = images(&s)
+            .inspect(s.req(api::InspectImageRequest { name: name.into() }))
+            .await?
+            .into_inner();
+        return Ok(json_body(&berth_docker::image_inspect(&r)).into_response());
+    }
+    if let Some(name) = rest.strip_suffix("/history") {
+        let r = images(&s)
+            .history(s.req(api::HistoryRequest { name: name.into() }))
+            .await?
+            .into_inner();
+        let h = berth_docker::image_history(&r.entries);
+        return Ok(json_body(&Value::Array(h)).into_response());
+    }
+    Err(crate::error::page_not_found().await)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TagQuery {
+    repo: Option<String>,
+    tag: Option<String>,
+}
+
+/// `POST /images/{name}/tag?repo=&tag=`: 201 Created.
+pub async fn post(
+    State(s): State<Services>,
+    Path(rest): Path<String>,
+    Query(q): Query<TagQuery>,
+) -> Result<Response, ApiError> {
+    let Some(name) = rest.strip_suffix("/tag") else {
+        return Err(crate::error::page_not_found().await);
+    };
+    let repo = q.repo.unwrap_or_default();
+    if repo.is_empty() {
+        return Err(ApiError::bad_parameter(
+            "repository name must have at least one component",
+        ));
+    }
+    let target = match q.tag.as_deref() {
+        Some(t) if !t.is_empty() => format!("{repo}:{t}"),
+        _ => repo,
+    };
+    images(&s)
+        .tag(s.req(api::TagImageRequest {
+            source: name.into(),
+            target,
+        }))
+        .await?;
+    Ok(StatusCode::CREATED.into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct DeleteQuery {
+    force: Option<String>,
+    /// Accepted for Docker's clients; berth removes no untagged parents (it keeps none).
+    #[allow(dead_code)]
+    noprune: Option<String>,
+}
+
+/// `DELETE /images/{name}?force=&noprune=`: `[{"Untagged": …}, {"Deleted": …}]`.
+pub async fn delete(
+    State(s): State<Services>,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
+) -> Result<Response, ApiError> {
+    let r = images(&s)
+        .delete(s.req(api::DeleteImageRequest {
+            name,
+            force: truthy(&q.force),
+        }))
+        .await?
+        .into_inner();
+    Ok(json_body(&Value::Array(berth_docker::image_delete(&r))).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_in_both_of_dockers_shapes() {
+        assert_eq!(
+            filter_keys(r#"{"reference":{"busybox":true}}"#).unwrap(),
+            ["reference"]
+        );
+        assert_eq!(
+            filter_keys(r#"{"dangling":["true"]}"#).unwrap(),
+            ["dangling"]
+        );
+        assert!(filter_keys(r#"{"dangling":{}}"#).unwrap().is_empty());
+        assert!(filter_keys("").unwrap().is_empty());
+        assert_eq!(
+            filter_keys("[").unwrap_err().status,
+            StatusCode::BAD_REQUEST
+        );
+    }
+}
