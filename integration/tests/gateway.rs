@@ -102,11 +102,23 @@ fn drive(cli: &Path, tag: &str) {
     let info = g.ok(cli, &["info"]);
     assert!(info.contains("Images: 1"), "{info}");
     assert!(info.contains("Cgroup Driver: cgroupfs"), "{info}");
+    assert!(info.contains("Storage Driver: overlay2"), "{info}");
 
     let repo = g.img.trim_end_matches(":latest");
     let images = g.ok(cli, &["images"]);
     assert!(images.starts_with("REPOSITORY "), "{images}");
     assert!(listed(&images, repo, "latest"), "{images}");
+
+    // Filters: `docker images REPO` sends a reference filter.
+    assert!(listed(&g.ok(cli, &["images", repo]), repo, "latest"));
+    assert_eq!(g.ok(cli, &["images", "nosuch/repo"]).lines().count(), 1);
+    let dangling = g.ok(cli, &["images", "-f", "dangling=true"]);
+    assert!(!listed(&dangling, repo, "latest"), "{dangling}");
+    let tagged = g.ok(cli, &["images", "-f", "dangling=false"]);
+    assert!(listed(&tagged, repo, "latest"), "{tagged}");
+    let o = g.docker(cli, &["images", "-f", "label=a"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("invalid filter 'label'"));
 
     let id = g.ok(cli, &["image", "inspect", "-f", "{{.Id}}", &g.img]);
     let berth: serde_json::Value =

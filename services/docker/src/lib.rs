@@ -179,6 +179,108 @@ pub fn image_delete(r: &api::DeleteImageResponse) -> Vec<Value> {
         .collect()
 }
 
+/// Docker's storage driver name for a berth snapshotter: `overlay2` for overlayfs, `vfs` for
+/// the copying one (Docker's own copying driver), else the snapshotter's name.
+pub fn storage_driver(snapshotter: &str) -> &str {
+    match snapshotter {
+        "overlayfs" | "overlay" => "overlay2",
+        "native" => "vfs",
+        other => other,
+    }
+}
+
+/// The `filters` of Docker's image list that berth applies: `reference` (Docker's glob on
+/// `repo` or `repo:tag`, any of them) and `dangling` (`true`: untagged images only; `false`:
+/// tagged ones). Other keys are refused, never ignored.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct ImageFilters {
+    pub reference: Vec<String>,
+    pub dangling: Option<bool>,
+}
+
+impl ImageFilters {
+    /// Docker's `filters` JSON: `{"key":{"value":true}}`, or `{"key":["value"]}` from old
+    /// clients. The error reads as Docker's.
+    pub fn parse(filters: &str) -> Result<ImageFilters, String> {
+        let mut out = ImageFilters::default();
+        if filters.trim().is_empty() {
+            return Ok(out);
+        }
+        let v: Value = serde_json::from_str(filters)
+            .map_err(|e| format!("invalid filters {filters:?}: {e}"))?;
+        let Some(o) = v.as_object() else {
+            return Err(format!("invalid filters {filters:?}: not a JSON object"));
+        };
+        for (key, values) in o {
+            let values: Vec<String> = match values {
+                Value::Object(m) => m.keys().cloned().collect(),
+                Value::Array(a) => a
+                    .iter()
+                    .filter_map(|v| v.as_str().map(String::from))
+                    .collect(),
+                _ => return Err(format!("invalid filter '{key}'")),
+            };
+            if values.is_empty() {
+                continue;
+            }
+            match key.as_str() {
+                "reference" => out.reference.extend(values),
+                "dangling" => {
+                    let mut b = values.iter().map(|v| match v.as_str() {
+                        "true" | "1" => Ok(true),
+                        "false" | "0" => Ok(false),
+                        _ => Err(format!("invalid filter 'dangling={v}'")),
+                    });
+                    let first = b.next().unwrap_or(Ok(true))?;
+                    if b.any(|x| x != Ok(first)) {
+                        return Err("conflicting values for filter 'dangling'".into());
+                    }
+                    out.dangling = Some(first);
+                }
+                other => return Err(format!("invalid filter '{other}'")),
+            }
+        }
+        Ok(out)
+    }
+
+    /// Whether an entry of [`image_list`] passes.
+    pub fn keep(&self, entry: &Value) -> bool {
+        let tags: Vec<&str> = entry["RepoTags"]
+            .as_array()
+            .map(|a| a.iter().filter_map(|t| t.as_str()).collect())
+            .unwrap_or_default();
+        if let Some(d) = self.dangling {
+            if d != tags.is_empty() {
+                return false;
+            }
+        }
+        self.reference.is_empty()
+            || self.reference.iter().any(|pattern| {
+                tags.iter().any(|t| {
+                    let repo = t.rsplit_once(':').filter(|(_, tag)| !tag.contains('/'));
+                    glob(pattern, t) || repo.is_some_and(|(r, _)| glob(pattern, r))
+                })
+            })
+    }
+}
+
+/// Go's `path.Match` for `*` and `?` (neither crosses a `/`); other characters match
+/// themselves.
+fn glob(pattern: &str, name: &str) -> bool {
+    let (p, n): (Vec<char>, Vec<char>) = (pattern.chars().collect(), name.chars().collect());
+    fn at(p: &[char], n: &[char]) -> bool {
+        match p.split_first() {
+            None => n.is_empty(),
+            Some(('*', rest)) => (0..=n.len())
+                .take_while(|&i| i == 0 || n[i - 1] != '/')
+                .any(|i| at(rest, &n[i..])),
+            Some(('?', rest)) => n.first().is_some_and(|c| *c != '/') && at(rest, &n[1..]),
+            Some((c, rest)) => n.first() == Some(c) && at(rest, &n[1..]),
+        }
+    }
+    at(&p, &n)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,5 +328,48 @@ mod tests {
         assert_eq!(l[0]["Created"], json!(7));
         assert_eq!(l[1]["RepoTags"], json!([]));
         assert_eq!(l[1]["Containers"], json!(-1));
+    }
+
+    #[test]
+    fn image_filters_as_docker_reads_them() {
+        let f =
+            ImageFilters::parse(r#"{"reference":{"busy*":true},"dangling":["false"]}"#).unwrap();
+        assert_eq!(f.reference, ["busy*"]);
+        assert_eq!(f.dangling, Some(false));
+        assert!(ImageFilters::parse(r#"{"label":{"a":true}}"#).is_err());
+        assert!(ImageFilters::parse("[").is_err());
+        assert_eq!(
+            ImageFilters::parse(r#"{"dangling":{}}"#).unwrap(),
+            ImageFilters::default()
+        );
+
+        let l = image_list(&[
+            summary("docker.io/library/busybox:latest", "sha256:a"),
+            summary("sha256:b", "sha256:b"),
+            summary("127.0.0.1:5000/team/app:1.0", "sha256:c"),
+        ]);
+        let kept = |filters: &str| {
+            let f = ImageFilters::parse(filters).unwrap();
+            l.iter()
+                .filter(|e| f.keep(e))
+                .map(|e| e["Id"].as_str().unwrap().to_string())
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(kept(r#"{"dangling":{"true":true}}"#), ["sha256:b"]);
+        assert_eq!(
+            kept(r#"{"dangling":{"false":true}}"#),
+            ["sha256:a", "sha256:c"]
+        );
+        assert_eq!(kept(r#"{"reference":{"busybox":true}}"#), ["sha256:a"]);
+        assert_eq!(kept(r#"{"reference":{"busybox:lat*":true}}"#), ["sha256:a"]);
+        assert_eq!(
+            kept(r#"{"reference":{"127.0.0.1:5000/*/app":true}}"#),
+            ["sha256:c"]
+        );
+        assert_eq!(
+            kept(r#"{"reference":{"*":true}}"#),
+            ["sha256:a"],
+            "* does not cross /"
+        );
     }
 }

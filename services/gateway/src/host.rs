@@ -66,6 +66,11 @@ pub fn go_arch() -> &'static str {
     }
 }
 
+/// Whether the sysctl at /proc/sys/`key` is 1.
+pub fn sysctl_on(key: &str) -> bool {
+    read(&format!("/proc/sys/{key}")) == "1"
+}
+
 /// A stable id of this host: its machine id.
 pub fn id() -> String {
     read("/etc/machine-id")

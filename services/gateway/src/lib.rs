@@ -12,7 +12,8 @@
 //! - [`serve`] serves it on a unix socket until a shutdown future ends.
 //!
 //! This is the first slice of issue 14: `/_ping`, `/version`, `/info` and the image
-//! endpoints that need no streaming (list, inspect, history, tag, delete).
+//! endpoints that need no streaming (list with the `reference` and `dangling` filters,
+//! inspect, history, tag, delete).
 
 // `/info` is one large `json!`.
 #![recursion_limit = "256"]
