@@ -112,8 +112,11 @@ pub fn image_list(images: &[api::ImageSummary]) -> Vec<Value> {
             let mut labels = serde_json::Map::new();
             for s in records {
                 let Some(image) = &s.image else { continue };
+                // berth's own bookkeeping on the record (berth.image.*) is no label of the image.
                 for (k, v) in &image.labels {
-                    labels.insert(k.clone(), json!(v));
+                    if !k.starts_with("berth.") {
+                        labels.insert(k.clone(), json!(v));
+                    }
                 }
                 let (repo, tag) = repo_tag(&image.name);
                 if repo == "<none>" {
@@ -139,7 +142,7 @@ pub fn image_list(images: &[api::ImageSummary]) -> Vec<Value> {
                 "Size": first.size,
                 "VirtualSize": first.size,
                 "SharedSize": -1,
-                "Labels": labels,
+                "Labels": if labels.is_empty() { Value::Null } else { Value::Object(labels) },
                 "Containers": -1,
             })
         })
@@ -291,6 +294,7 @@ mod tests {
         ImageSummary {
             image: Some(Image {
                 name: name.into(),
+                labels: [("berth.image.id".to_string(), id.to_string())].into(),
                 target: Some(Descriptor {
                     digest: "sha256:m".into(),
                     ..Default::default()
@@ -328,6 +332,11 @@ mod tests {
         assert_eq!(l[0]["Created"], json!(7));
         assert_eq!(l[1]["RepoTags"], json!([]));
         assert_eq!(l[1]["Containers"], json!(-1));
+        assert_eq!(
+            l[0]["Labels"],
+            Value::Null,
+            "berth's own record labels are not shown"
+        );
     }
 
     #[test]

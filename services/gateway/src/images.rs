@@ -4,6 +4,7 @@
 
 use crate::error::{json_body, ApiError};
 use crate::Services;
+use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use berth_api::images::v1 as api;
@@ -12,6 +13,11 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 use tonic::transport::Channel;
+
+/// A path or query axum cannot read (bad UTF-8, a malformed query) as Docker's 400.
+fn bad(rejection: impl IntoResponse + std::fmt::Display) -> ApiError {
+    ApiError::bad_parameter(rejection.to_string())
+}
 
 fn images(s: &Services) -> ImagesClient<Channel> {
     ImagesClient::new(s.image.clone()).max_decoding_message_size(64 << 20)
@@ -32,8 +38,9 @@ pub struct ListQuery {
 /// filter: berth-docker applies Docker's rules to its answer); any other filter is a 400.
 pub async fn list(
     State(s): State<Services>,
-    Query(q): Query<ListQuery>,
+    q: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(bad)?;
     let filters = berth_docker::ImageFilters::parse(q.filters.as_deref().unwrap_or(""))
         .map_err(ApiError::bad_parameter)?;
     let list = images(&s)
@@ -53,8 +60,9 @@ pub async fn list(
 /// `GET /images/{name}/json` and `GET /images/{name}/history`.
 pub async fn get(
     State(s): State<Services>,
-    Path(rest): Path<String>,
+    rest: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
+    let Path(rest) = rest.map_err(bad)?;
     if let Some(name) = rest.strip_suffix("/json") {
         let r = images(&s)
             .inspect(s.req(api::InspectImageRequest { name: name.into() }))
@@ -82,9 +90,10 @@ pub struct TagQuery {
 /// `POST /images/{name}/tag?repo=&tag=`: 201 Created.
 pub async fn post(
     State(s): State<Services>,
-    Path(rest): Path<String>,
-    Query(q): Query<TagQuery>,
+    rest: Result<Path<String>, PathRejection>,
+    q: Result<Query<TagQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let (Path(rest), Query(q)) = (rest.map_err(bad)?, q.map_err(bad)?);
     let Some(name) = rest.strip_suffix("/tag") else {
         return Err(crate::error::page_not_found().await);
     };
@@ -118,9 +127,10 @@ pub struct DeleteQuery {
 /// `DELETE /images/{name}?force=&noprune=`: `[{"Untagged": …}, {"Deleted": …}]`.
 pub async fn delete(
     State(s): State<Services>,
-    Path(name): Path<String>,
-    Query(q): Query<DeleteQuery>,
+    name: Result<Path<String>, PathRejection>,
+    q: Result<Query<DeleteQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let (Path(name), Query(q)) = (name.map_err(bad)?, q.map_err(bad)?);
     let r = images(&s)
         .delete(s.req(api::DeleteImageRequest {
             name,

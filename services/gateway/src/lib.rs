@@ -152,6 +152,9 @@ mod tests {
         )
         .await;
         assert_eq!(status, 400);
+        let (status, _, body) = call("GET", "/images/%ff/json").await;
+        assert_eq!(status, 400);
+        assert!(body.starts_with(r#"{"message":"#), "{body}");
         let (status, _, _) = call("POST", "/images/busybox/tag").await;
         assert_eq!(status, 400, "a tag needs a repo");
     }
