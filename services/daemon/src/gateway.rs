@@ -18,13 +18,16 @@ pub fn start(
     let Some(path) = config.gateway.socket.clone() else {
         return Ok(None);
     };
-    let services = berth_gateway::Services {
+    let services = berth_gateway::Services::new(berth_gateway::Backends {
         image: channels.to(&config.services.image)?,
         runtime: channels.to(&config.services.runtime)?,
+        build: channels.to(&config.services.build)?,
+        registry: channels.to(&config.services.registry)?,
+        events: channels.to(&config.services.events)?,
         version: channels.to(&None)?,
         root: config.root.clone(),
         snapshotter: config.snapshotter.clone(),
-    };
+    });
     let listener = crate::bind_unix(&path).context("[gateway] socket")?;
     if let Some(group) = &config.gateway.group {
         share_with(&path, group)?;

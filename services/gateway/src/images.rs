@@ -19,6 +19,14 @@ fn bad(rejection: impl IntoResponse + std::fmt::Display) -> ApiError {
     ApiError::bad_parameter(rejection.to_string())
 }
 
+/// `/images/json` and `/images/{name}/…`.
+pub fn routes() -> axum::Router<Services> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/images/json", get(list))
+        .route("/images/{*rest}", get(get_one).post(post).delete(delete))
+}
+
 fn images(s: &Services) -> ImagesClient<Channel> {
     ImagesClient::new(s.image.clone()).max_decoding_message_size(64 << 20)
 }
@@ -58,7 +66,7 @@ pub async fn list(
 }
 
 /// `GET /images/{name}/json` and `GET /images/{name}/history`.
-pub async fn get(
+pub async fn get_one(
     State(s): State<Services>,
     rest: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {

@@ -19,22 +19,30 @@
 #![recursion_limit = "256"]
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use tonic::transport::Channel;
 
 pub mod error;
 mod host;
 mod images;
+mod state;
 mod system;
 pub mod version;
 
 /// What the gateway answers from: the channels to the services, and the facts of the berthd
 /// that hosts it that Docker's `/info` shows.
 #[derive(Debug, Clone)]
-pub struct Services {
+pub struct Backends {
     /// The image service.
     pub image: Channel,
-    /// The runtime service (Containers and Tasks).
+    /// The runtime service (Containers, Tasks, Networks, Volumes).
     pub runtime: Channel,
+    /// The build service.
+    pub build: Channel,
+    /// The registry service (logins).
+    pub registry: Channel,
+    /// The events service.
+    pub events: Channel,
     /// Any berthd (its Version service).
     pub version: Channel,
     /// berth's persistent root (Docker's `DockerRootDir`).
@@ -43,27 +51,44 @@ pub struct Services {
     pub snapshotter: String,
 }
 
+/// The handlers' state: the backends, and what the gateway itself keeps between requests.
+#[derive(Debug, Clone)]
+pub struct Services {
+    backends: Arc<Backends>,
+    // Its first users (exec instances) arrive with `/exec`.
+    #[allow(dead_code)]
+    pub(crate) local: Arc<state::Local>,
+}
+
+impl std::ops::Deref for Services {
+    type Target = Backends;
+    fn deref(&self) -> &Backends {
+        &self.backends
+    }
+}
+
 /// The berth namespace the gateway's objects live in (the CLI's default).
 pub const NAMESPACE: &str = berth_core::grpc::DEFAULT_NAMESPACE;
 
 impl Services {
+    pub fn new(backends: Backends) -> Services {
+        Services {
+            backends: Arc::new(backends),
+            local: Arc::default(),
+        }
+    }
+
     fn req<T>(&self, m: T) -> tonic::Request<T> {
         berth_core::grpc::request(NAMESPACE, m)
     }
 }
 
-/// The Docker Engine API served from `services`.
+/// The Docker Engine API served from `services`: every area's routes (each module's
+/// `routes`), then Docker's version check and headers around them.
 pub fn router(services: Services) -> axum::Router {
-    use axum::routing::get;
     let api = axum::Router::new()
-        .route("/_ping", get(system::ping).head(system::ping))
-        .route("/version", get(system::version))
-        .route("/info", get(system::info))
-        .route("/images/json", get(images::list))
-        .route(
-            "/images/{*rest}",
-            get(images::get).post(images::post).delete(images::delete),
-        )
+        .merge(system::routes())
+        .merge(images::routes())
         .fallback(error::page_not_found)
         .method_not_allowed_fallback(error::page_not_found)
         .with_state(services);
@@ -92,13 +117,16 @@ mod tests {
     /// Services that are never reached: the routes below answer without them.
     fn nowhere() -> Services {
         let c = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
-        Services {
+        Services::new(Backends {
             image: c.clone(),
             runtime: c.clone(),
+            build: c.clone(),
+            registry: c.clone(),
+            events: c.clone(),
             version: c,
             root: "/var/lib/berth".into(),
             snapshotter: "overlayfs".into(),
-        }
+        })
     }
 
     async fn call(method: &str, uri: &str) -> (u16, http::HeaderMap, String) {

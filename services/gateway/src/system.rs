@@ -11,6 +11,15 @@ use berth_api::tasks::v1::{tasks_client::TasksClient, ListTasksRequest, Status};
 use berth_api::version::v1::{version_client::VersionClient, VersionRequest};
 use serde_json::json;
 
+/// `/_ping`, `/version`, `/info`.
+pub fn routes() -> axum::Router<Services> {
+    use axum::routing::get;
+    axum::Router::new()
+        .route("/_ping", get(ping).head(ping))
+        .route("/version", get(version))
+        .route("/info", get(info))
+}
+
 /// `GET|HEAD /_ping`: "OK", never cached.
 pub async fn ping() -> impl IntoResponse {
     (

@@ -1,0 +1,6 @@
+//! What the gateway itself keeps between requests (Docker objects berth's services do not
+//! hold, such as exec instances between their create and start).
+
+/// The gateway's own state, shared by every handler.
+#[derive(Debug, Default)]
+pub struct Local {}
