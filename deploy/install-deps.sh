@@ -12,7 +12,7 @@ pkgs=(
   util-linux bsdutils curl iptables iproute2 python3 python3-venv  # script(1) (bsdutils on Debian 12), probes; ip and iptables for networks; Python gRPC clients
   containernetworking-plugins                        # networking: bridge, host-local, portmap, loopback (/usr/lib/cni)
   containerd runc hyperfine                          # benchmark peers
-  docker.io                                          # the docker CLI against berth's registry
+  docker.io docker-compose                           # the docker CLI and docker-compose, against berth's registry and its gateway
   mmdebstrap git                                     # deploy/fresh-root-check.sh; the walkthrough finds the repo with git
 )
 # tests: the Node gRPC client (grpc_clients.rs). Debian's Node.js and npm only when the machine
