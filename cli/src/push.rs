@@ -73,7 +73,7 @@ pub async fn push(ctx: &Context, a: PushArgs) -> Result<(), Error> {
             .ok()
             .and_then(|r| r.tag().map(str::to_string))
             .unwrap_or_else(|| "latest".into());
-        println!("{tag}: digest: {} size: {}", d.digest, d.size);
+        println!("{}", berth_docker::push_summary(&tag, &d.digest, d.size));
     }
     Ok(())
 }

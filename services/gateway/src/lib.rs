@@ -22,10 +22,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tonic::transport::Channel;
 
+mod archive;
+mod auth;
+mod build;
+mod commit;
 pub mod error;
 mod host;
 mod images;
+mod pull;
+mod push;
+mod query;
 mod state;
+mod stream;
 mod system;
 pub mod version;
 
