@@ -110,7 +110,10 @@ async fn send_item(lines: &Lines, item: Option<build_response::Item>, quiet: boo
     let out = match item {
         Some(build_response::Item::Result(r)) => {
             let mut out = vec![aux_line(serde_json::json!({ "ID": r.image_id }))];
-            if !quiet {
+            if quiet {
+                // Docker's quiet build says the id alone (the CLI prints it).
+                out.push(text(r.image_id.clone()));
+            } else {
                 out.push(text(berth_docker::build_built(&r.image_id)));
                 out.extend(r.tags.iter().map(|t| text(berth_docker::build_tagged(t))));
             }
