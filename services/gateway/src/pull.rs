@@ -102,7 +102,7 @@ async fn pull(
         .or_else(|| reference.digest().map(|d| d.to_string()))
         .unwrap_or_default();
     lines
-        .send(berth_docker::pull_header(&reference.path(), &shown_as))
+        .send(berth_docker::pull_header(reference.path(), &shown_as))
         .await;
     let mut stream = images(&s)
         .pull(s.req(request))
