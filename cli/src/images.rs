@@ -226,17 +226,7 @@ pub async fn pull_image(
     quiet: bool,
     platform: Option<&str>,
 ) -> Result<api::Image, Error> {
-    let platform = match platform {
-        None => None,
-        Some(p) => {
-            let mut parts = p.splitn(3, '/');
-            Some(berth_api::types::v1::Platform {
-                os: parts.next().unwrap_or_default().to_string(),
-                architecture: parts.next().unwrap_or_default().to_string(),
-                variant: parts.next().unwrap_or_default().to_string(),
-            })
-        }
-    };
+    let platform = berth_docker::platform(platform.unwrap_or(""));
     let stream = ctx
         .images()
         .pull(ctx.req(api::PullRequest {
@@ -244,6 +234,8 @@ pub async fn pull_image(
             platform,
             unpack: true,
             snapshotter: String::new(),
+            // The login `berth login` stored is used.
+            auth: None,
         }))
         .await?
         .into_inner();

@@ -44,6 +44,8 @@ pub async fn push(ctx: &Context, a: PushArgs) -> Result<(), Error> {
         .push(ctx.req(api::PushRequest {
             reference: a.reference.clone(),
             source: String::new(),
+            // The login `berth login` stored is used.
+            auth: None,
         }))
         .await?
         .into_inner();

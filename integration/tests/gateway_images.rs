@@ -339,6 +339,41 @@ fn auth_registry(user: &str, password: &str) -> AuthRegistry {
 fn login() {
     let g = or_skip!(gateway());
     let reg = auth_registry("alice", "s3cret");
+    // Before any login: a push and a pull with X-Registry-Auth use the request's credentials
+    // (berth keeps none of them); without them the registry refuses.
+    let private = format!("{}/perreq/bb", reg.addr);
+    g.ok(&["tag", &g.img, &format!("{private}:1")]);
+    let push_url = format!("http://d/v1.41/images/{private}/push?tag=1");
+    let refused = g.curl(&["-XPOST", "-H", "X-Registry-Auth: e30=", &push_url]);
+    assert!(refused.contains(r#""errorDetail""#), "{refused}");
+    let header = |user: &str, password: &str| {
+        use base64::Engine as _;
+        let json = format!(
+            r#"{{"username":"{user}","password":"{password}","serveraddress":"{}"}}"#,
+            reg.addr
+        );
+        format!(
+            "X-Registry-Auth: {}",
+            base64::engine::general_purpose::URL_SAFE.encode(json)
+        )
+    };
+    let wrong = g.curl(&["-XPOST", "-H", &header("alice", "nope"), &push_url]);
+    assert!(wrong.contains(r#""errorDetail""#), "{wrong}");
+    let pushed = g.curl(&["-XPOST", "-H", &header("alice", "s3cret"), &push_url]);
+    assert!(pushed.contains(r#"{"aux":{"Digest":"sha256:"#), "{pushed}");
+    g.ok(&["rmi", &format!("{private}:1")]);
+    let pull_url = format!(
+        "http://d/v1.41/images/create?fromImage={}&tag=1",
+        private.replace('/', "%2F")
+    );
+    let anonymous = g.curl(&["-XPOST", &pull_url]);
+    assert!(anonymous.contains(r#""errorDetail""#), "{anonymous}");
+    let pulled = g.curl(&["-XPOST", "-H", &header("alice", "s3cret"), &pull_url]);
+    assert!(
+        pulled.contains("Status: Downloaded newer image"),
+        "{pulled}"
+    );
+
     let o = g.docker(&["login", "-u", "alice", "-p", "wrong", &reg.addr]);
     assert!(!o.status.success(), "{}", text(&o));
     let ok = g.ok(&["login", "-u", "alice", "-p", "s3cret", &reg.addr]);

@@ -56,6 +56,20 @@ pub fn progress_bar(current: i64, total: i64) -> String {
     )
 }
 
+/// A platform as Docker's clients write it (`os/arch[/variant]`) for the image service's
+/// Pull; `None` for an empty one (the host's).
+pub fn platform(p: &str) -> Option<berth_api::types::v1::Platform> {
+    if p.is_empty() {
+        return None;
+    }
+    let mut parts = p.splitn(3, '/');
+    Some(berth_api::types::v1::Platform {
+        os: parts.next().unwrap_or_default().to_string(),
+        architecture: parts.next().unwrap_or_default().to_string(),
+        variant: parts.next().unwrap_or_default().to_string(),
+    })
+}
+
 /// The label berth's CLI and Docker's stream show for a progress `action` of the image
 /// service ("downloaded" → "Download complete").
 pub fn progress_label(action: &str) -> &str {

@@ -9,6 +9,7 @@ use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use berth_api::registry::v1 as reg;
 use berth_api::registry::v1::registry_client::RegistryClient;
+use berth_api::types::v1::RegistryAuth;
 use http::{HeaderMap, StatusCode};
 use serde::Deserialize;
 
@@ -25,9 +26,9 @@ pub struct AuthConfig {
     pub identity_token: String,
 }
 
-/// The credentials of `X-Registry-Auth`, `None` when absent or empty (`{}`); a header that is
-/// not base64 JSON is Docker's 400.
-pub fn registry_auth(headers: &HeaderMap) -> Result<Option<AuthConfig>, ApiError> {
+/// The credentials of `X-Registry-Auth` for the image service's Pull and Push, `None` when
+/// absent or empty (`{}`); a header that is not base64 JSON is Docker's 400.
+pub fn registry_auth(headers: &HeaderMap) -> Result<Option<RegistryAuth>, ApiError> {
     let Some(v) = headers.get("x-registry-auth") else {
         return Ok(None);
     };
@@ -48,7 +49,11 @@ pub fn registry_auth(headers: &HeaderMap) -> Result<Option<AuthConfig>, ApiError
     let auth: AuthConfig = serde_json::from_slice(&json)
         .map_err(|e| ApiError::bad_parameter(format!("X-Registry-Auth: {e}")))?;
     let empty = auth.username.is_empty() && auth.identity_token.is_empty();
-    Ok((!empty).then_some(auth))
+    Ok((!empty).then_some(RegistryAuth {
+        username: auth.username,
+        password: auth.password,
+        identity_token: auth.identity_token,
+    }))
 }
 
 /// `POST /auth`: `{"Status":"Login Succeeded","IdentityToken":""}`, or 401 with the
@@ -108,10 +113,7 @@ mod tests {
         let v = base64::engine::general_purpose::URL_SAFE.encode(json);
         h.insert("x-registry-auth", v.parse().unwrap());
         let a = registry_auth(&h).unwrap().unwrap();
-        assert_eq!(
-            (a.username.as_str(), a.server_address.as_str()),
-            ("u", "r:5000")
-        );
+        assert_eq!((a.username.as_str(), a.password.as_str()), ("u", "p"));
         h.insert("x-registry-auth", "%%%".parse().unwrap());
         assert_eq!(registry_auth(&h).unwrap_err().status, 400);
     }

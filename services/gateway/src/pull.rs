@@ -36,19 +36,6 @@ pub fn pull_reference(from_image: &str, tag: &str) -> Result<Reference, ApiError
     Reference::parse(&name).map_err(|e| ApiError::bad_parameter(e.to_string()))
 }
 
-/// `os/arch[/variant]` as the image service takes it.
-fn platform(p: &str) -> Option<berth_api::types::v1::Platform> {
-    if p.is_empty() {
-        return None;
-    }
-    let mut parts = p.splitn(3, '/');
-    Some(berth_api::types::v1::Platform {
-        os: parts.next().unwrap_or_default().to_string(),
-        architecture: parts.next().unwrap_or_default().to_string(),
-        variant: parts.next().unwrap_or_default().to_string(),
-    })
-}
-
 /// `POST /images/create?fromImage=&tag=&platform=`.
 pub async fn create(
     State(s): State<Services>,
@@ -66,9 +53,8 @@ pub async fn create(
         return Err(ApiError::bad_parameter("fromImage or fromSrc is required"));
     }
     let reference = pull_reference(&from, q.tag.as_deref().unwrap_or(""))?;
-    // Checked, not yet passed on: Pull takes no per-request credentials; berth's stored
-    // logins (`docker login` through `/auth` stores them) are used.
-    registry_auth(&headers)?;
+    // The request's own credentials, else berth's stored login.
+    let auth = registry_auth(&headers)?;
     let before = images(&s)
         .get(s.req(api::GetImageRequest {
             name: reference.to_string(),
@@ -80,9 +66,10 @@ pub async fn create(
         .map(|t| t.digest);
     let request = api::PullRequest {
         reference: reference.to_string(),
-        platform: platform(q.platform.as_deref().unwrap_or("")),
+        platform: berth_docker::platform(q.platform.as_deref().unwrap_or("")),
         unpack: true,
         snapshotter: String::new(),
+        auth,
     };
     Ok(json_lines(move |lines| async move {
         pull(s, reference, request, before, lines).await

@@ -8,6 +8,7 @@ use crate::stream::{json_lines, Lines};
 use crate::Services;
 use axum::response::Response;
 use berth_api::images::v1 as api;
+use berth_api::types::v1::RegistryAuth;
 use berth_core::Reference;
 use http::HeaderMap;
 use tokio_stream::StreamExt as _;
@@ -19,9 +20,8 @@ pub async fn push(
     name: &str,
     tag: &str,
 ) -> Result<Response, ApiError> {
-    // Checked, not yet passed on: Push takes no per-request credentials; berth's stored
-    // logins (`docker login` through `/auth` stores them) are used.
-    registry_auth(headers)?;
+    // The request's own credentials, else berth's stored login.
+    let auth = registry_auth(headers)?;
     let full = if tag.is_empty() {
         name.to_string()
     } else {
@@ -45,15 +45,21 @@ pub async fn push(
             _ => ApiError::from(e),
         })?;
     Ok(json_lines(move |lines| async move {
-        stream_push(s, reference, lines).await
+        stream_push(s, reference, auth, lines).await
     }))
 }
 
-async fn stream_push(s: Services, reference: Reference, lines: Lines) -> Result<(), String> {
+async fn stream_push(
+    s: Services,
+    reference: Reference,
+    auth: Option<RegistryAuth>,
+    lines: Lines,
+) -> Result<(), String> {
     let mut stream = images(&s)
         .push(s.req(api::PushRequest {
             reference: reference.to_string(),
             source: String::new(),
+            auth,
         }))
         .await
         .map_err(|e| e.message().to_string())?
