@@ -60,8 +60,9 @@ pub fn registry_auth(headers: &HeaderMap) -> Result<Option<RegistryAuth>, ApiErr
 /// registry's refusal.
 pub async fn login(
     State(s): State<Services>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    let body = body.map_err(crate::images::bad)?;
     let auth: AuthConfig = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_parameter(format!("invalid JSON: {e}")))?;
     let registry = match auth.server_address.as_str() {
@@ -123,5 +124,57 @@ mod tests {
         assert_eq!(registry_host("https://index.docker.io/v1/"), "docker.io");
         assert_eq!(registry_host("http://r:5000"), "r:5000");
         assert_eq!(registry_host("r:5000"), "r:5000");
+    }
+}
+
+#[cfg(test)]
+mod body_tests {
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    /// Bodies the gateway refuses before reaching any service: Docker's 400 JSON.
+    #[tokio::test]
+    async fn unreadable_bodies_are_400() {
+        let c = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
+        let services = crate::Services::new(crate::Backends {
+            image: c.clone(),
+            runtime: c.clone(),
+            build: c.clone(),
+            registry: c.clone(),
+            events: c.clone(),
+            version: c,
+            root: "/var/lib/berth".into(),
+            snapshotter: "overlayfs".into(),
+        });
+        let huge = vec![b' '; 3 << 20];
+        for (uri, body) in [
+            ("/v1.41/auth", b"{bad".to_vec()),
+            ("/v1.41/auth", huge.clone()),
+            ("/v1.41/commit?container=c", huge),
+            ("/v1.41/commit?container=c", b"[1,".to_vec()),
+            ("/v1.41/build?pull=1", Vec::new()),
+            (
+                "/v1.41/images/create?fromImage=UPPER%2FCase&tag=%3Abad",
+                Vec::new(),
+            ),
+            ("/v1.41/images/create?fromSrc=-", Vec::new()),
+            (
+                "/v1.41/images/prune?filters=%7B%22until%22%3A%5B%221h%22%5D%7D",
+                Vec::new(),
+            ),
+        ] {
+            let req = http::Request::builder()
+                .method("POST")
+                .uri(uri)
+                .body(Body::from(body))
+                .unwrap();
+            let resp = crate::router(services.clone()).oneshot(req).await.unwrap();
+            let status = resp.status().as_u16();
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+                .await
+                .unwrap();
+            assert_eq!(status, 400, "{uri}: {}", String::from_utf8_lossy(&body));
+            assert!(body.starts_with(br#"{"message":"#), "{uri}");
+        }
     }
 }

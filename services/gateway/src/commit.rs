@@ -19,8 +19,10 @@ use http::StatusCode;
 pub async fn commit(
     State(s): State<Services>,
     RawQuery(raw): RawQuery,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
+    // A body over axum's limit (2 MiB) is Docker's 400, as any unreadable one.
+    let body = body.map_err(crate::images::bad)?;
     let q = Params::parse(raw.as_deref());
     let config: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
         serde_json::Value::Null
