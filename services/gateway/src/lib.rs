@@ -123,7 +123,7 @@ mod tests {
     use tower::ServiceExt as _;
 
     /// Services that are never reached: the routes below answer without them.
-    fn nowhere() -> Services {
+    pub(crate) fn nowhere() -> Services {
         let c = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
         Services::new(Backends {
             image: c.clone(),
