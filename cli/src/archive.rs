@@ -231,10 +231,7 @@ pub async fn load(ctx: &Context, a: LoadArgs) -> Result<(), Error> {
         }
     };
     for i in images {
-        let shown = berth_core::Reference::parse(&i.name)
-            .map(|r| r.familiar())
-            .unwrap_or(i.name);
-        println!("Loaded image: {shown}");
+        println!("{}", berth_docker::loaded_image(&i.name, &i.name));
     }
     Ok(())
 }

@@ -190,6 +190,8 @@ async fn run(ctx: &Context, a: BuildArgs) -> Result<u8, Error> {
         labels: a.labels.iter().map(|s| key_value(s)).collect(),
         snapshotter: String::new(),
         network: a.network.clone(),
+        // The CLI sends the Dockerfile's text: it may lie outside the context (-f).
+        dockerfile_path: String::new(),
     };
     let (tx, rx) = mpsc::channel::<BuildRequest>(8);
     tx.send(BuildRequest {
@@ -220,7 +222,10 @@ async fn run(ctx: &Context, a: BuildArgs) -> Result<u8, Error> {
         };
         match item {
             Some(build_response::Item::Step(s)) if !quiet => {
-                println!("Step {}/{} : {}", s.number, s.total, s.instruction)
+                println!(
+                    "{}",
+                    berth_docker::build_step(s.number, s.total, &s.instruction)
+                )
             }
             Some(build_response::Item::Message(m)) if !quiet => println!("{m}"),
             Some(build_response::Item::Stdout(b)) if !quiet => {
@@ -232,18 +237,15 @@ async fn run(ctx: &Context, a: BuildArgs) -> Result<u8, Error> {
                 let _ = std::io::stderr().write_all(&b);
             }
             Some(build_response::Item::Done(d)) if !quiet => {
-                println!(" ---> {}", short(&d.image_id))
+                println!("{}", berth_docker::build_step_done(&d.image_id))
             }
             Some(build_response::Item::Result(r)) => {
                 if quiet {
                     println!("{}", r.image_id);
                 } else {
-                    println!("Successfully built {}", short(&r.image_id));
+                    println!("{}", berth_docker::build_built(&r.image_id));
                     for t in &r.tags {
-                        let shown = berth_core::Reference::parse(t)
-                            .map(|r| r.familiar())
-                            .unwrap_or_else(|_| t.clone());
-                        println!("Successfully tagged {shown}");
+                        println!("{}", berth_docker::build_tagged(t));
                     }
                 }
                 return Ok(0);
@@ -252,10 +254,6 @@ async fn run(ctx: &Context, a: BuildArgs) -> Result<u8, Error> {
         }
     }
     Err(Error::Local("the build ended without a result".into()))
-}
-
-fn short(id: &str) -> String {
-    id.trim_start_matches("sha256:").chars().take(12).collect()
 }
 
 /// A build that failed: exit 1 as Docker does; 125 when berthd could not be reached or

@@ -5,7 +5,6 @@
 //! to record, with Docker's rules, so that every client gets the same commit.
 
 use crate::client::{Context, Error};
-use berth_api::images::v1 as api;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -29,32 +28,9 @@ pub struct CommitArgs {
     pub pause: bool,
 }
 
-/// What `run` overrode of the container's image config: the image service records the config
-/// the container ran with, as Docker's commit does.
-fn run_overrides(c: &berth_api::containers::v1::ContainerConfig) -> api::RunOverrides {
-    api::RunOverrides {
-        entrypoint_set: c.entrypoint_set,
-        entrypoint: c.entrypoint.clone(),
-        cmd: c.cmd.clone(),
-        env: c.env.clone(),
-        working_dir: c.working_dir.clone(),
-        user: c.user.clone(),
-        stop_signal: c.stop_signal.clone(),
-    }
-}
-
-/// Whether `commit` freezes the container around the commit: asked to, and it runs unpaused
-/// (a paused one stays paused; one that does not run has nothing to freeze).
-fn pauses(c: &berth_api::containers::v1::Container, pause: bool) -> bool {
-    pause
-        && c.state
-            .as_ref()
-            .is_some_and(|s| s.status == "running" && !s.paused)
-}
-
 pub async fn commit(ctx: &Context, a: CommitArgs) -> Result<(), Error> {
     let c = crate::containers::get(ctx, &a.container).await?;
-    if !pauses(&c, a.pause) {
+    if !berth_docker::commit_pauses(&c, a.pause) {
         return commit_container(ctx, &a, &c).await;
     }
     crate::containers::set_paused(ctx, &c.id, true).await?;
@@ -74,50 +50,17 @@ async fn commit_container(
     a: &CommitArgs,
     c: &berth_api::containers::v1::Container,
 ) -> Result<(), Error> {
-    let config = c.config.clone().unwrap_or_default();
-    let r = ctx
-        .images()
-        .commit(ctx.req(api::CommitRequest {
+    let request = berth_docker::commit_request(
+        c,
+        berth_docker::CommitOptions {
             reference: a.repository.clone().unwrap_or_default(),
-            parent: c.image_id.clone(),
-            snapshotter: c.snapshotter.clone(),
-            snapshot_key: c.snapshot_key.clone(),
-            config: Vec::new(),
-            changes: a.change.clone(),
-            // The image service records the command the container ran.
-            created_by: String::new(),
             comment: a.message.clone().unwrap_or_default(),
             author: a.author.clone().unwrap_or_default(),
-            empty_layer: false,
-            intermediate: false,
-            run: Some(run_overrides(&config)),
-        }))
-        .await?
-        .into_inner();
+            changes: a.change.clone(),
+            config: Vec::new(),
+        },
+    );
+    let r = ctx.images().commit(ctx.req(request)).await?.into_inner();
     println!("{}", r.id);
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_a_running_unpaused_container_is_paused() {
-        use berth_api::containers::v1::{Container, ContainerState};
-        let with = |status: &str, paused: bool| Container {
-            state: Some(ContainerState {
-                status: status.into(),
-                paused,
-                ..Default::default()
-            }),
-            ..Default::default()
-        };
-        assert!(pauses(&with("running", false), true));
-        assert!(!pauses(&with("running", false), false));
-        assert!(!pauses(&with("running", true), true));
-        assert!(!pauses(&with("exited", false), true));
-        assert!(!pauses(&with("created", false), true));
-        assert!(!pauses(&Container::default(), true));
-    }
 }

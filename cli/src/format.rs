@@ -1,29 +1,7 @@
 //! Output the way Docker prints it: sizes, ages, ids.
 
 /// Docker's HumanSize: decimal units, three significant digits ("4.26MB", "125MB", "2MB").
-pub fn size(bytes: i64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB", "PB"];
-    let mut v = bytes.max(0) as f64;
-    let mut i = 0;
-    while v >= 999.5 && i < units.len() - 1 {
-        v /= 1000.0;
-        i += 1;
-    }
-    let decimals = if v >= 99.95 {
-        0
-    } else if v >= 9.995 {
-        1
-    } else {
-        2
-    };
-    let s = format!("{v:.decimals$}");
-    let s = if s.contains('.') {
-        s.trim_end_matches('0').trim_end_matches('.')
-    } else {
-        &s
-    };
-    format!("{s}{}", units[i])
-}
+pub use berth_docker::human_size as size;
 
 /// Docker's HumanDuration, as in "2 weeks ago".
 pub fn ago(seconds: i64) -> String {

@@ -150,23 +150,7 @@ impl ProgressView {
         if self.quiet {
             return;
         }
-        let label = match p.action.as_str() {
-            "resolving" => "Resolving",
-            "downloading" => "Downloading",
-            "verifying" => "Verifying Checksum",
-            "downloaded" => "Download complete",
-            "exists" => "Already exists",
-            "extracting" => "Extracting",
-            "extracted" => "Pull complete",
-            "done" => "Done",
-            "preparing" => "Preparing",
-            "waiting" => "Waiting",
-            "pushing" => "Pushing",
-            "pushed" => "Pushed",
-            "mounted" => "Mounted from",
-            "layer-exists" => "Layer already exists",
-            other => other,
-        };
+        let label = berth_docker::progress_label(&p.action);
         match &mut self.bars {
             Some((multi, bars)) => {
                 let bar = bars.entry(p.id.clone()).or_insert_with(|| {
@@ -191,10 +175,7 @@ impl ProgressView {
                 }
                 bar.set_position(p.current.max(0) as u64);
                 bar.set_message(label.to_string());
-                if matches!(
-                    p.action.as_str(),
-                    "extracted" | "exists" | "done" | "pushed" | "mounted" | "layer-exists"
-                ) {
+                if berth_docker::progress_final(&p.action) {
                     bar.finish();
                 }
             }
@@ -245,17 +226,7 @@ pub async fn pull_image(
     quiet: bool,
     platform: Option<&str>,
 ) -> Result<api::Image, Error> {
-    let platform = match platform {
-        None => None,
-        Some(p) => {
-            let mut parts = p.splitn(3, '/');
-            Some(berth_api::types::v1::Platform {
-                os: parts.next().unwrap_or_default().to_string(),
-                architecture: parts.next().unwrap_or_default().to_string(),
-                variant: parts.next().unwrap_or_default().to_string(),
-            })
-        }
-    };
+    let platform = berth_docker::platform(platform.unwrap_or(""));
     let stream = ctx
         .images()
         .pull(ctx.req(api::PullRequest {
@@ -263,6 +234,8 @@ pub async fn pull_image(
             platform,
             unpack: true,
             snapshotter: String::new(),
+            // The login `berth login` stored is used.
+            auth: None,
         }))
         .await?
         .into_inner();

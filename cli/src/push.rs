@@ -44,6 +44,8 @@ pub async fn push(ctx: &Context, a: PushArgs) -> Result<(), Error> {
         .push(ctx.req(api::PushRequest {
             reference: a.reference.clone(),
             source: String::new(),
+            // The login `berth login` stored is used.
+            auth: None,
         }))
         .await?
         .into_inner();
@@ -73,7 +75,7 @@ pub async fn push(ctx: &Context, a: PushArgs) -> Result<(), Error> {
             .ok()
             .and_then(|r| r.tag().map(str::to_string))
             .unwrap_or_else(|| "latest".into());
-        println!("{tag}: digest: {} size: {}", d.digest, d.size);
+        println!("{}", berth_docker::push_summary(&tag, &d.digest, d.size));
     }
     Ok(())
 }

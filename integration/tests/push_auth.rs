@@ -288,6 +288,7 @@ async fn push_blob(
             reference: repository.to_string(),
             descriptor: Some(descriptor),
             chunk_size,
+            auth: None,
         })),
     }];
     for piece in data.chunks(100_003) {
@@ -310,6 +311,7 @@ async fn check_blob(
         reference: repository.to_string(),
         descriptor: Some(descriptor),
         mount_from: mount_from.iter().map(|s| s.to_string()).collect(),
+        auth: None,
     })
     .await?
     .into_inner())
@@ -324,6 +326,7 @@ async fn push_manifest(
         reference: reference.to_string(),
         media_type: OCI_MANIFEST.into(),
         manifest: manifest.to_vec(),
+        auth: None,
     })
     .await?
     .into_inner()

@@ -424,6 +424,8 @@ impl Build {
                     platform: None,
                     unpack: true,
                     snapshotter: self.options.snapshotter.clone(),
+                    // The registry service's stored login.
+                    auth: None,
                 },
             ))
             .await

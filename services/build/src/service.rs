@@ -1,5 +1,6 @@
 //! The Build gRPC service, a thin shell over the [`executor`](crate::executor): it reads the
-//! header (into [`BuildOptions`]) and the context tar, runs the [`Build`], streams its
+//! header (into [`BuildOptions`]) and the context tar (maybe compressed; the Dockerfile read
+//! from it when the header names only its path), runs the [`Build`], streams its
 //! [`Event`]s as `BuildResponse`s, and ends the stream with the [`BuildError`] it failed with
 //! as a status whose code says why: InvalidArgument for a bad Dockerfile or argument, Aborted
 //! for a RUN whose command failed, ResourceExhausted and DeadlineExceeded for `[limits]`, the
@@ -91,8 +92,13 @@ impl BuildService {
         let limits = self.limits;
         tokio::task::spawn_blocking(move || -> Result<(), ContextError> {
             std::fs::create_dir_all(&ctx2)?;
-            let f = std::fs::File::open(&tar_path)?;
-            crate::context::unpack(std::io::BufReader::new(f), &ctx2, &limits)?;
+            // A compressed context (gzip, bzip2, xz, zstd: Docker's API allows them) is read
+            // through its decoder; anything else as a plain tar.
+            let reader: Box<dyn std::io::Read> = match crate::copy::open_archive(&tar_path)? {
+                Some(r) => r,
+                None => Box::new(std::fs::File::open(&tar_path)?),
+            };
+            crate::context::unpack(std::io::BufReader::new(reader), &ctx2, &limits)?;
             Ok(std::fs::remove_file(&tar_path)?)
         })
         .await
@@ -124,6 +130,14 @@ impl BuildRpc for BuildService {
             .map_err(|e| Status::internal(format!("{}: {e}", dir.display())))?;
         let work = WorkDir(dir.clone());
         let context = self.receive_context(input, dir.clone()).await?;
+        let mut header = header;
+        if header.dockerfile.is_empty() {
+            let (text, name) = dockerfile_in_context(&context, &header.dockerfile_path)?;
+            header.dockerfile = text;
+            if header.dockerfile_name.is_empty() {
+                header.dockerfile_name = name;
+            }
+        }
 
         let (tx, rx) = mpsc::channel::<Event>(64);
         let build = Build {
@@ -150,6 +164,54 @@ impl BuildRpc for BuildService {
         });
         Ok(Response::new(Box::pin(events.chain(end))))
     }
+}
+
+/// The most a Dockerfile read from the context may hold.
+const MAX_DOCKERFILE: u64 = 4 << 20;
+
+/// The Dockerfile at `path` in the unpacked `context` (default `Dockerfile`), and the name
+/// messages call it by: a header without the Dockerfile's text names it in the context, as
+/// Docker's API does. The path must stay inside the context, symbolic links included.
+fn dockerfile_in_context(
+    context: &std::path::Path,
+    path: &str,
+) -> Result<(String, String), Status> {
+    let path = if path.is_empty() { "Dockerfile" } else { path };
+    let rel = std::path::Path::new(path.trim_start_matches("./"));
+    if rel.is_absolute()
+        || rel.components().any(|c| {
+            !matches!(
+                c,
+                std::path::Component::Normal(_) | std::path::Component::CurDir
+            )
+        })
+    {
+        return Err(Status::invalid_argument(format!(
+            "the Dockerfile {path:?} must be a path inside the build context"
+        )));
+    }
+    let missing =
+        || Status::invalid_argument(format!("Cannot locate specified Dockerfile: {path}"));
+    let root = context
+        .canonicalize()
+        .map_err(|e| Status::internal(e.to_string()))?;
+    let file = context.join(rel).canonicalize().map_err(|_| missing())?;
+    if !file.starts_with(&root) || !file.is_file() {
+        return Err(missing());
+    }
+    let len = file.metadata().map_err(|_| missing())?.len();
+    if len > MAX_DOCKERFILE {
+        return Err(Status::invalid_argument(format!(
+            "the Dockerfile {path} is larger than {MAX_DOCKERFILE} bytes"
+        )));
+    }
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| Status::invalid_argument(format!("reading the Dockerfile {path}: {e}")))?;
+    let name = rel
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "Dockerfile".into());
+    Ok((text, name))
 }
 
 /// The header's options, with the defaults it leaves empty filled in.
@@ -313,6 +375,27 @@ mod tests {
     fn another_services_status_passes_unchanged() {
         let s = Status::from(BuildError::Service(Status::unavailable("images: down")));
         assert_eq!((s.code(), s.message()), (Code::Unavailable, "images: down"));
+    }
+
+    #[test]
+    fn the_dockerfile_is_read_from_inside_the_context_only() {
+        let dir = std::env::temp_dir().join(format!("berth-df-{}", random_hex()));
+        std::fs::create_dir_all(dir.join("other")).unwrap();
+        std::fs::write(dir.join("Dockerfile"), "FROM a\n").unwrap();
+        std::fs::write(dir.join("other/Dockerfile.dev"), "FROM b\n").unwrap();
+        std::os::unix::fs::symlink("/etc/hostname", dir.join("out")).unwrap();
+        let (text, name) = dockerfile_in_context(&dir, "").unwrap();
+        assert_eq!((text.as_str(), name.as_str()), ("FROM a\n", "Dockerfile"));
+        let (text, name) = dockerfile_in_context(&dir, "./other/Dockerfile.dev").unwrap();
+        assert_eq!(
+            (text.as_str(), name.as_str()),
+            ("FROM b\n", "Dockerfile.dev")
+        );
+        for bad in ["../x", "/etc/hostname", "out", "absent"] {
+            let e = dockerfile_in_context(&dir, bad).unwrap_err();
+            assert_eq!(e.code(), Code::InvalidArgument, "{bad}");
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

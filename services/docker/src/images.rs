@@ -171,6 +171,21 @@ pub fn image_delete(r: &api::DeleteImageResponse) -> Vec<Value> {
         .collect()
 }
 
+/// Docker's answer to an image prune: `{"ImagesDeleted": [...], "SpaceReclaimed": N}`, the
+/// list in [`image_delete`]'s shape (`null` when nothing went, as Docker answers).
+pub fn image_prune(r: &api::PruneImagesResponse) -> Value {
+    let deleted = image_delete(&api::DeleteImageResponse {
+        untagged: r.untagged.clone(),
+        deleted: r.deleted.clone(),
+    });
+    let deleted = if deleted.is_empty() {
+        Value::Null
+    } else {
+        Value::Array(deleted)
+    };
+    json!({ "ImagesDeleted": deleted, "SpaceReclaimed": r.space_reclaimed })
+}
+
 /// Docker's storage driver name for a berth snapshotter: `overlay2` for overlayfs, `vfs` for
 /// the copying one (Docker's own copying driver), else the snapshotter's name.
 pub fn storage_driver(snapshotter: &str) -> &str {

@@ -3,6 +3,10 @@
 //! the `berth` CLI (`image ls`, `image inspect`) and the Docker Engine API gateway
 //! (`GET /images/json`, `GET /images/{name}/json`, `GET /images/{name}/history`).
 //!
+//! The progress, build and load lines of Docker's JSON streams ([`pull_progress`],
+//! [`push_progress`], [`build_step`] …) and the inputs of a container's commit
+//! ([`run_overrides`], [`commit_pauses`]) live here too.
+//!
 //! Every function is pure: it takes the services' gRPC messages and returns Docker's shape, so
 //! `berth` and `docker` against the gateway cannot disagree.
 //!
@@ -11,6 +15,10 @@
 //! assert_eq!((repo.as_str(), tag.as_str()), ("busybox", "latest"));
 //! ```
 
+mod commit;
 mod images;
+mod progress;
 
+pub use commit::*;
 pub use images::*;
+pub use progress::*;

@@ -1,6 +1,7 @@
-//! The image endpoints: list, inspect, history, tag and delete. Image names hold slashes
-//! (`registry:5000/team/app:1.0`), so `/images/{name}/…` is matched by its last segment, as
-//! Docker's router does.
+//! The image endpoints: list, inspect, history, tag, delete and prune, and the routes of the
+//! image modules beside it (pull, push, build, commit, auth, save and load). Image names hold
+//! slashes (`registry:5000/team/app:1.0`), so `/images/{name}/…` is matched by its last
+//! segment, as Docker's router does.
 
 use crate::error::{json_body, ApiError};
 use crate::Services;
@@ -15,19 +16,26 @@ use serde_json::Value;
 use tonic::transport::Channel;
 
 /// A path or query axum cannot read (bad UTF-8, a malformed query) as Docker's 400.
-fn bad(rejection: impl IntoResponse + std::fmt::Display) -> ApiError {
+pub(crate) fn bad(rejection: impl IntoResponse + std::fmt::Display) -> ApiError {
     ApiError::bad_parameter(rejection.to_string())
 }
 
-/// `/images/json` and `/images/{name}/…`.
+/// `/images/json`, `/images/{name}/…` and the other image routes.
 pub fn routes() -> axum::Router<Services> {
-    use axum::routing::get;
+    use axum::routing::{get, post as post_to};
     axum::Router::new()
         .route("/images/json", get(list))
+        .route("/images/create", post_to(crate::pull::create))
+        .route("/images/get", get(crate::archive::save_many))
+        .route("/images/load", post_to(crate::archive::load))
+        .route("/images/prune", post_to(prune))
+        .route("/build", post_to(crate::build::build))
+        .route("/commit", post_to(crate::commit::commit))
+        .route("/auth", post_to(crate::auth::login))
         .route("/images/{*rest}", get(get_one).post(post).delete(delete))
 }
 
-fn images(s: &Services) -> ImagesClient<Channel> {
+pub(crate) fn images(s: &Services) -> ImagesClient<Channel> {
     ImagesClient::new(s.image.clone()).max_decoding_message_size(64 << 20)
 }
 
@@ -65,7 +73,7 @@ pub async fn list(
     Ok(json_body(&Value::Array(entries)).into_response())
 }
 
-/// `GET /images/{name}/json` and `GET /images/{name}/history`.
+/// `GET /images/{name}/json`, `GET /images/{name}/history` and `GET /images/{name}/get`.
 pub async fn get_one(
     State(s): State<Services>,
     rest: Result<Path<String>, PathRejection>,
@@ -86,6 +94,9 @@ pub async fn get_one(
         let h = berth_docker::image_history(&r.entries);
         return Ok(json_body(&Value::Array(h)).into_response());
     }
+    if let Some(name) = rest.strip_suffix("/get") {
+        return crate::archive::save(&s, vec![name.to_string()]).await;
+    }
     Err(crate::error::page_not_found().await)
 }
 
@@ -95,13 +106,17 @@ pub struct TagQuery {
     tag: Option<String>,
 }
 
-/// `POST /images/{name}/tag?repo=&tag=`: 201 Created.
+/// `POST /images/{name}/tag?repo=&tag=`: 201 Created; `POST /images/{name}/push?tag=`.
 pub async fn post(
     State(s): State<Services>,
+    headers: http::HeaderMap,
     rest: Result<Path<String>, PathRejection>,
     q: Result<Query<TagQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let (Path(rest), Query(q)) = (rest.map_err(bad)?, q.map_err(bad)?);
+    if let Some(name) = rest.strip_suffix("/push") {
+        return crate::push::push(s, &headers, name, q.tag.as_deref().unwrap_or("")).await;
+    }
     let Some(name) = rest.strip_suffix("/tag") else {
         return Err(crate::error::page_not_found().await);
     };
@@ -147,4 +162,30 @@ pub async fn delete(
         .await?
         .into_inner();
     Ok(json_body(&Value::Array(berth_docker::image_delete(&r))).into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct PruneQuery {
+    filters: Option<String>,
+}
+
+/// `POST /images/prune?filters=`: dangling images, or (`dangling=false`) every image no
+/// container uses.
+pub async fn prune(
+    State(s): State<Services>,
+    q: Result<Query<PruneQuery>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(q) = q.map_err(bad)?;
+    let filters = berth_docker::ImageFilters::parse(q.filters.as_deref().unwrap_or(""))
+        .map_err(ApiError::bad_parameter)?;
+    if !filters.reference.is_empty() {
+        return Err(ApiError::bad_parameter("invalid filter 'reference'"));
+    }
+    let r = images(&s)
+        .prune(s.req(api::PruneImagesRequest {
+            all: filters.dangling == Some(false),
+        }))
+        .await?
+        .into_inner();
+    Ok(json_body(&berth_docker::image_prune(&r)).into_response())
 }

@@ -22,10 +22,18 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tonic::transport::Channel;
 
+mod archive;
+mod auth;
+mod build;
+mod commit;
 pub mod error;
 mod host;
 mod images;
+mod pull;
+mod push;
+mod query;
 mod state;
+mod stream;
 mod system;
 pub mod version;
 
@@ -115,7 +123,7 @@ mod tests {
     use tower::ServiceExt as _;
 
     /// Services that are never reached: the routes below answer without them.
-    fn nowhere() -> Services {
+    pub(crate) fn nowhere() -> Services {
         let c = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
         Services::new(Backends {
             image: c.clone(),

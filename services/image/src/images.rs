@@ -167,6 +167,7 @@ impl ImageStore {
         reference: &Reference,
         desc: &Descriptor,
         manifest: bool,
+        auth: Option<&types::RegistryAuth>,
     ) -> Result<Vec<u8>, ImageError> {
         let what = if manifest { "manifest" } else { "config" };
         let what = format!("{what} {} of {}", desc.digest, reference.repository());
@@ -191,6 +192,7 @@ impl ImageStore {
                     reference: reference.to_string(),
                     descriptor: Some(to_api_desc(desc)),
                     manifest,
+                    auth: auth.cloned(),
                 },
             ))
             .await?
@@ -227,6 +229,7 @@ impl ImageStore {
         ns: &str,
         reference: &Reference,
         desc: &Descriptor,
+        auth: Option<&types::RegistryAuth>,
         tx: &ProgressTx,
     ) -> Result<(), ImageError> {
         let what = format!("layer {} of {}", desc.digest, reference.repository());
@@ -258,6 +261,7 @@ impl ImageStore {
                     reference: reference.to_string(),
                     descriptor: Some(to_api_desc(desc)),
                     manifest: false,
+                    auth: auth.cloned(),
                 },
             ))
             .await?
@@ -314,6 +318,7 @@ impl ImageStore {
                 ns,
                 ResolveRequest {
                     reference: reference.to_string(),
+                    auth: req.auth.clone(),
                 },
             ))
             .await?
@@ -340,12 +345,15 @@ impl ImageStore {
                 (false, false) => format!("{}/{}", platform.architecture, platform.variant),
             },
         );
-        let top_bytes = self.fetch_small(ns, &reference, &top, true).await?;
+        let top_bytes = self
+            .fetch_small(ns, &reference, &top, true, req.auth.as_ref())
+            .await?;
         let manifest_desc = if media::is_index(&top.media_type) {
             let what = format!("index {} of {reference}", top.digest);
             let index = manifest::parse_index(&what, &top_bytes)?;
             let d = manifest::select_platform(&what, &index, &os, &arch)?.clone();
-            self.fetch_small(ns, &reference, &d, true).await?;
+            self.fetch_small(ns, &reference, &d, true, req.auth.as_ref())
+                .await?;
             d
         } else {
             top.clone()
@@ -364,7 +372,9 @@ impl ImageStore {
                 lease.blob(&d);
             }
         }
-        let config = self.fetch_small(ns, &reference, &m.config, false).await?;
+        let config = self
+            .fetch_small(ns, &reference, &m.config, false, req.auth.as_ref())
+            .await?;
         let (cfg, diff_ids) = manifest::parse_config(
             &format!("config {} of {reference}", m.config.digest),
             &config,
@@ -382,7 +392,7 @@ impl ImageStore {
         let unpacked = self
             .fetch_and_unpack(
                 ns,
-                &reference,
+                (&reference, req.auth.as_ref()),
                 &m,
                 &diff_ids,
                 req.unpack.then_some(sn.as_str()),
@@ -441,17 +451,19 @@ impl ImageStore {
     /// Downloads the layers of `m` (four at a time) and, with a snapshotter, unpacks each as
     /// soon as it is downloaded and the Apply of the layer below has started: the snapshot
     /// service extracts layers in parallel and commits them in order. Returns the unpacked
-    /// size.
+    /// size. `remote` is where the layers come from: the reference, and the request's own
+    /// registry credentials when it brought some.
     async fn fetch_and_unpack(
         &self,
         ns: &str,
-        reference: &Reference,
+        remote: (&Reference, Option<&types::RegistryAuth>),
         m: &Manifest,
         diff_ids: &[Digest],
         snapshotter: Option<&str>,
         tx: &ProgressTx,
     ) -> Result<i64, ImageError> {
         use tokio::sync::watch;
+        let (reference, auth) = remote;
         // Per layer: 0 waiting, 1 its Apply started (or it was there), 2 committed, 3 failed.
         let states: Vec<(watch::Sender<u8>, watch::Receiver<u8>)> =
             (0..m.layers.len()).map(|_| watch::channel(0u8)).collect();
@@ -479,11 +491,14 @@ impl ImageStore {
                     .unwrap_or_default();
                 let diff_id = diff_ids[i].clone();
                 let sn = snapshotter.map(str::to_string);
+                let auth = auth.cloned();
                 tokio::spawn(tracing::Instrument::in_current_span(async move {
                     let r = async {
                         {
                             let _permit = downloads.acquire_owned().await;
-                            store.fetch_blob(&ns, &reference, &l, &tx).await?;
+                            store
+                                .fetch_blob(&ns, &reference, &l, auth.as_ref(), &tx)
+                                .await?;
                         }
                         let (Some(sn), Some(chain)) = (sn, chain) else {
                             return Ok(0);

@@ -80,6 +80,7 @@ impl ImageStore {
         target: &Reference,
         desc: &Descriptor,
         mount_from: Vec<String>,
+        auth: Option<&types::RegistryAuth>,
         tx: &PushTx,
     ) -> Result<(), ImageError> {
         let digest: Digest = desc.digest("blob to push")?;
@@ -94,6 +95,7 @@ impl ImageStore {
                     reference: target.to_string(),
                     descriptor: Some(to_api_desc(desc)),
                     mount_from,
+                    auth: auth.cloned(),
                 },
             ))
             .await?
@@ -121,6 +123,7 @@ impl ImageStore {
                 reference: target.to_string(),
                 descriptor: Some(to_api_desc(desc)),
                 chunk_size: 0,
+                auth: auth.cloned(),
             })),
         };
         let (data_tx, data_rx) = mpsc::channel::<PushBlobRequest>(4);
@@ -235,6 +238,7 @@ impl ImageStore {
         )
         .await;
         let mounts = self.mount_sources(ns, &target);
+        let auth = req.auth.as_ref();
 
         // Layers (then the config) up to four at a time.
         let blobs: Vec<Descriptor> = r
@@ -248,7 +252,7 @@ impl ImageStore {
             futures::stream::iter(blobs.into_iter().map(|d| {
                 let from = mounts.get(&d.digest).cloned().unwrap_or_default();
                 let target = target.clone();
-                async move { self.push_blob(ns, &target, &d, from, tx).await }
+                async move { self.push_blob(ns, &target, &d, from, auth, tx).await }
             }))
             .buffer_unordered(4)
             .collect()
@@ -269,6 +273,7 @@ impl ImageStore {
                     reference: target.to_string(),
                     media_type: r.manifest_desc.media_type.clone(),
                     manifest: manifest.clone(),
+                    auth: req.auth.clone(),
                 },
             ))
             .await?

@@ -79,6 +79,56 @@ impl CredentialStore for Anonymous {
     }
 }
 
+/// One request's own credentials (Docker's `X-Registry-Auth`, the `auth` of a registry
+/// request): answers them for every host, and keeps nothing.
+#[derive(Debug, Clone)]
+pub struct ForOneRequest(pub Credential);
+
+impl CredentialStore for ForOneRequest {
+    fn get(&self, _host: &str) -> Option<Credential> {
+        Some(self.0.clone())
+    }
+}
+
+tokio::task_local! {
+    /// The credentials of the request being served, when it brought its own: the
+    /// registry service's [`client`](crate::service::RegistryService::client) then makes a
+    /// client of their own (its tokens its own) instead of the shared one of the host.
+    pub static REQUEST_CREDENTIAL: Credential;
+}
+
+/// The credential of a request's `auth`; `None` when it has none. An identity token (an
+/// OAuth2 refresh token) is refused: the proxy answers Basic and Bearer challenges with a
+/// user name and password.
+pub fn of_request(
+    auth: Option<&berth_api::types::v1::RegistryAuth>,
+) -> Result<Option<Credential>, crate::Error> {
+    let Some(a) = auth else { return Ok(None) };
+    if !a.identity_token.is_empty() {
+        return Err(crate::Error::InvalidRequest(
+            "identity tokens are not supported in a request's registry auth; send a user name and password".into(),
+        ));
+    }
+    if a.username.is_empty() && a.password.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(Credential {
+        username: a.username.clone(),
+        password: a.password.clone(),
+    }))
+}
+
+/// Runs `work` with `credential` as its request's own (see [`REQUEST_CREDENTIAL`]).
+pub async fn with_request_credential<T>(
+    credential: Option<Credential>,
+    work: impl std::future::Future<Output = T>,
+) -> T {
+    match credential {
+        Some(c) => REQUEST_CREDENTIAL.scope(c, work).await,
+        None => work.await,
+    }
+}
+
 /// Docker's `config.json`: `{"auths": {"HOST": {"auth": base64("user:pass")}}}`.
 ///
 /// The file is read on every lookup, so a login takes effect without restarting berthd;

@@ -3,7 +3,7 @@
 
 use crate::cache::{Cache, Reuse, Want};
 use crate::client::{Descriptor, HttpClients, Kind, RegistryClient};
-use crate::credentials::{Credential, CredentialStore};
+use crate::credentials::{of_request, with_request_credential, Credential, CredentialStore};
 use crate::error::Error;
 use crate::login::{login_host, LoginCheck};
 use crate::push::{BlobPresence, Pushed, DEFAULT_CHUNK_SIZE};
@@ -93,8 +93,18 @@ impl RegistryService {
         self.cache.as_ref()
     }
 
-    /// The client for a registry host, made on first use.
+    /// The client for a registry host, made on first use; a request that brought its own
+    /// credentials ([`crate::credentials::REQUEST_CREDENTIAL`]) gets a client of its own.
     pub fn client(&self, host: &str) -> Result<Arc<RegistryClient>, Error> {
+        if let Ok(c) = crate::credentials::REQUEST_CREDENTIAL.try_with(Clone::clone) {
+            let store = Arc::new(crate::credentials::ForOneRequest(c));
+            return Ok(Arc::new(RegistryClient::new(
+                host,
+                &self.config,
+                &self.http,
+                store,
+            )?));
+        }
         let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(c) = clients.get(host) {
             return Ok(c.clone());
@@ -269,12 +279,14 @@ impl Registry for RegistryService {
         request: Request<ResolveRequest>,
     ) -> Result<Response<ResolveResponse>, Status> {
         let namespace = berth_core::grpc::namespace(&request)?;
-        let reference = request.into_inner().reference;
+        let ResolveRequest { reference, auth } = request.into_inner();
         let span = tracing::info_span!("registry.resolve", %namespace, %reference);
         async {
-            let (name, descriptor) = RegistryService::resolve(self, &reference)
-                .await
-                .map_err(fail)?;
+            let credential = of_request(auth.as_ref()).map_err(fail)?;
+            let (name, descriptor) =
+                with_request_credential(credential, RegistryService::resolve(self, &reference))
+                    .await
+                    .map_err(fail)?;
             tracing::info!(
                 name = %name,
                 digest = %descriptor.digest,
@@ -302,7 +314,9 @@ impl Registry for RegistryService {
             reference,
             descriptor,
             manifest,
+            auth,
         } = request.into_inner();
+        let credential = of_request(auth.as_ref()).map_err(fail)?;
         let descriptor = descriptor.unwrap_or_default();
         let span = tracing::info_span!(
             "registry.fetch",
@@ -311,10 +325,13 @@ impl Registry for RegistryService {
             digest = %descriptor.digest,
             manifest
         );
-        let fetched = RegistryService::fetch(self, &reference, &descriptor, manifest)
-            .instrument(span.clone())
-            .await
-            .map_err(|e| span.in_scope(|| fail(e)))?;
+        let fetched = with_request_credential(
+            credential,
+            RegistryService::fetch(self, &reference, &descriptor, manifest),
+        )
+        .instrument(span.clone())
+        .await
+        .map_err(|e| span.in_scope(|| fail(e)))?;
 
         let (tx, rx) = tokio::sync::mpsc::channel(4);
         tokio::spawn(pump(fetched, tx).instrument(span));
@@ -330,6 +347,7 @@ impl Registry for RegistryService {
             reference,
             descriptor,
             mount_from,
+            auth,
         } = request.into_inner();
         let descriptor = descriptor.unwrap_or_default();
         let span = tracing::info_span!(
@@ -339,9 +357,13 @@ impl Registry for RegistryService {
             digest = %descriptor.digest
         );
         async {
-            let presence = RegistryService::check_blob(self, &reference, &descriptor, &mount_from)
-                .await
-                .map_err(fail)?;
+            let credential = of_request(auth.as_ref()).map_err(fail)?;
+            let presence = with_request_credential(
+                credential,
+                RegistryService::check_blob(self, &reference, &descriptor, &mount_from),
+            )
+            .await
+            .map_err(fail)?;
             tracing::debug!(?presence, "checked");
             Ok(Response::new(match presence {
                 BlobPresence::Exists => rpc::CheckBlobResponse {
@@ -400,12 +422,16 @@ impl Registry for RegistryService {
             }),
         });
         async {
-            let pushed = RegistryService::push_blob(
-                self,
-                &header.reference,
-                &descriptor,
-                header.chunk_size,
-                data,
+            let credential = of_request(header.auth.as_ref()).map_err(fail)?;
+            let pushed = with_request_credential(
+                credential,
+                RegistryService::push_blob(
+                    self,
+                    &header.reference,
+                    &descriptor,
+                    header.chunk_size,
+                    data,
+                ),
             )
             .await
             .map_err(fail)?;
@@ -428,14 +454,18 @@ impl Registry for RegistryService {
             reference,
             media_type,
             manifest,
+            auth,
         } = request.into_inner();
         let span =
             tracing::info_span!("registry.push_manifest", %namespace, %reference, %media_type);
         async {
-            let digest =
-                RegistryService::push_manifest(self, &reference, &media_type, manifest.into())
-                    .await
-                    .map_err(fail)?;
+            let credential = of_request(auth.as_ref()).map_err(fail)?;
+            let digest = with_request_credential(
+                credential,
+                RegistryService::push_manifest(self, &reference, &media_type, manifest.into()),
+            )
+            .await
+            .map_err(fail)?;
             tracing::info!(%digest, "pushed");
             Ok(Response::new(rpc::PushManifestResponse {
                 digest: digest.to_string(),

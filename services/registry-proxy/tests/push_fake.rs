@@ -236,6 +236,7 @@ async fn push(
             reference: repository.to_string(),
             descriptor: Some(descriptor(LAYER, digest, data.len() as i64)),
             chunk_size,
+            auth: None,
         })),
     }];
     for piece in data.chunks(7001) {

@@ -263,6 +263,7 @@ impl Service {
             .clone()
             .resolve(ResolveRequest {
                 reference: reference.to_string(),
+                auth: None,
             })
             .await?;
         Ok(r.into_inner())
@@ -282,6 +283,7 @@ impl Service {
                 reference: repository.to_string(),
                 descriptor: Some(descriptor.clone()),
                 manifest,
+                auth: None,
             })
             .await?
             .into_inner();
