@@ -410,12 +410,7 @@ impl RunArgs {
     }
 }
 
-/// What a `--mount` becomes: a `-v` entry or a `--tmpfs` one.
-#[derive(Debug, PartialEq, Eq)]
-pub enum MountSpec {
-    Bind(String),
-    Tmpfs(String),
-}
+pub use berth_docker::create::MountSpec;
 
 /// Docker's `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly]` (CSV of key=value;
 /// `src`, `dst`/`destination`, `ro` are accepted too). Options berth does not have are refused,
@@ -423,7 +418,7 @@ pub enum MountSpec {
 pub fn parse_mount(spec: &str) -> Result<MountSpec, String> {
     let bad = |why: String| format!("invalid argument \"{spec}\" for \"--mount\" flag: {why}");
     let (mut typ, mut src, mut dst) = ("volume".to_string(), String::new(), String::new());
-    let (mut readonly, mut tmpfs_opts) = (false, Vec::new());
+    let (mut readonly, mut tmpfs_opts) = (false, Vec::<String>::new());
     for field in spec.split(',').filter(|f| !f.is_empty()) {
         let (k, v) = match field.split_once('=') {
             Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
@@ -450,46 +445,7 @@ pub fn parse_mount(spec: &str) -> Result<MountSpec, String> {
             _ => return Err(bad(format!("unsupported option {field:?}"))),
         }
     }
-    if dst.is_empty() {
-        return Err(bad("target is required".into()));
-    }
-    match typ.as_str() {
-        "bind" | "volume" => {
-            if !tmpfs_opts.is_empty() {
-                return Err(bad(format!("tmpfs options do not apply to type={typ}")));
-            }
-            if typ == "bind" && !src.starts_with('/') {
-                return Err(bad("a bind's source must be an absolute host path".into()));
-            }
-            if typ == "volume" && src.starts_with('/') {
-                return Err(bad("a volume's source is a volume name".into()));
-            }
-            if src.is_empty() {
-                if readonly {
-                    return Err(bad("an anonymous volume cannot be read-only".into()));
-                }
-                return Ok(MountSpec::Bind(dst));
-            }
-            let ro = if readonly { ":ro" } else { "" };
-            Ok(MountSpec::Bind(format!("{src}:{dst}{ro}")))
-        }
-        "tmpfs" => {
-            if !src.is_empty() {
-                return Err(bad("a tmpfs has no source".into()));
-            }
-            if readonly {
-                tmpfs_opts.push("ro".into());
-            }
-            Ok(MountSpec::Tmpfs(if tmpfs_opts.is_empty() {
-                dst
-            } else {
-                format!("{dst}:{}", tmpfs_opts.join(","))
-            }))
-        }
-        t => Err(bad(format!(
-            "unsupported mount type {t:?} (bind, volume or tmpfs)"
-        ))),
-    }
+    berth_docker::create::mount_spec(&typ, &src, &dst, readonly, tmpfs_opts).map_err(bad)
 }
 
 /// A `--security-opt` as berthd takes it: `seccomp=FILE` becomes `seccomp=<the file's JSON>`

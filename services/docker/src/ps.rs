@@ -1,0 +1,226 @@
+//! Which containers a listing shows and how each reads: the filters of `docker ps -f` and of
+//! `GET /containers/json?filters=` ([`PsFilters`], Docker's: status, name, id, label,
+//! ancestor, exited, network, publish, expose), the fields of a `ps` row ([`ps_row`]) and an
+//! entry of the Engine API's container list ([`list_entry`]).
+
+use crate::containers::{command_of, image_shown, network_names, state_name};
+use crate::filters::{label_matches, name_matches, Filters};
+use crate::format;
+use berth_api::containers::v1 as capi;
+use std::collections::BTreeMap;
+
+/// `ps` filters.
+#[derive(Debug, Default, PartialEq)]
+pub struct PsFilters(Filters);
+
+const STATUSES: &[&str] = &[
+    "created",
+    "restarting",
+    "running",
+    "removing",
+    "paused",
+    "exited",
+    "dead",
+];
+
+/// Refuses a filter `ps` does not know, or a value it cannot match.
+fn check(k: &str, v: &str) -> Result<(), String> {
+    match k {
+        "status" if !STATUSES.contains(&v) => Err(format!(
+            "invalid filter 'status={v}' (use one of {})",
+            STATUSES.join(", ")
+        )),
+        "publish" | "expose" => crate::ports::parse_port_filter(v).map(|_| ()),
+        "status" | "name" | "ancestor" | "id" | "label" | "exited" | "network" => Ok(()),
+        _ => Err(format!("invalid filter '{k}'")),
+    }
+}
+
+impl PsFilters {
+    /// The CLI's `-f KEY=VALUE` filters.
+    pub fn parse(filters: &[String]) -> Result<PsFilters, String> {
+        Filters::parse(filters, check).map(PsFilters)
+    }
+
+    /// The Engine API's `filters` JSON.
+    pub fn from_json(filters: &str) -> Result<PsFilters, String> {
+        Filters::from_json(filters, check).map(PsFilters)
+    }
+
+    /// Whether a status filter is given (Docker then lists stopped containers too).
+    pub fn has_status(&self) -> bool {
+        self.0.has("status") || self.0.has("exited")
+    }
+
+    pub fn matches(&self, c: &capi::Container) -> bool {
+        let st = c.state.clone().unwrap_or_default();
+        let status = state_name(&st);
+        self.0.matches(|k, v| match k {
+            "status" => status == v,
+            "exited" => status == "exited" && v.parse::<i32>() == Ok(st.exit_code),
+            "name" => name_matches(&c.name, v),
+            "id" => c.id.starts_with(v),
+            "ancestor" => ancestor_matches(c, v),
+            "network" => network_names(c).iter().any(|n| n == v),
+            "publish" => live_ports(c).iter().any(|p| {
+                p.host_port != 0 && crate::ports::port_filter_matches(v, p.host_port, &p.protocol)
+            }),
+            "expose" => live_ports(c)
+                .iter()
+                .chain(c.config.iter().flat_map(|c| c.port_bindings.iter()))
+                .any(|p| crate::ports::port_filter_matches(v, p.container_port, &p.protocol)),
+            "label" => label_matches(&c.labels, v),
+            _ => false,
+        })
+    }
+}
+
+fn ancestor_matches(c: &capi::Container, want: &str) -> bool {
+    let id = c.image_id.trim_start_matches("sha256:");
+    let w = want.trim_start_matches("sha256:");
+    if !w.is_empty()
+        && w.len() >= 4
+        && id.starts_with(w)
+        && w.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        return true;
+    }
+    let given = c.config.as_ref().map(|c| c.image.as_str()).unwrap_or("");
+    for have in [c.image.as_str(), given] {
+        if have.is_empty() {
+            continue;
+        }
+        if have == want {
+            return true;
+        }
+        let (Ok(h), Ok(w)) = (
+            berth_core::Reference::parse(have),
+            berth_core::Reference::parse_name_only(want),
+        ) else {
+            continue;
+        };
+        let same = if w.tag().is_none() && w.digest().is_none() {
+            h.repository() == w.repository()
+        } else {
+            h.to_string() == w.to_string()
+        };
+        if same {
+            return true;
+        }
+    }
+    false
+}
+
+pub fn secs(t: Option<&berth_api::prost_types::Timestamp>) -> i64 {
+    t.map(|t| t.seconds).unwrap_or(0)
+}
+
+/// The ports a running container has (none when it does not run).
+pub fn live_ports(c: &capi::Container) -> &[capi::PortBinding] {
+    c.network_settings
+        .as_ref()
+        .map(|n| n.ports.as_slice())
+        .unwrap_or_default()
+}
+
+/// The fields of one `ps` row (Docker's names, as `--format` reads them); `id` is the id as
+/// shown (short or full), `trunc` cuts the command as Docker does without `--no-trunc`.
+pub fn ps_row(c: &capi::Container, id: &str, trunc: bool, now: i64) -> serde_json::Value {
+    let st = c.state.clone().unwrap_or_default();
+    let labels: BTreeMap<_, _> = c.labels.iter().collect();
+    serde_json::json!({
+        "ID": id,
+        "Image": image_shown(c),
+        "Command": format::command(&command_of(c), trunc),
+        "CreatedAt": format::created_at(c.created_at.as_ref()),
+        "RunningFor": format::ago(secs(c.created_at.as_ref())),
+        "Ports": crate::ports::ps_column(live_ports(c)),
+        "State": state_name(&st),
+        "Status": status_text(&st, now),
+        "Names": c.name.trim_start_matches('/'),
+        "Labels": labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        "Mounts": mount_names(c).join(","),
+        "Networks": network_names(c).join(","),
+    })
+}
+
+/// The STATUS text of a container ("Up 3 seconds", "Exited (0) 2 minutes ago").
+fn status_text(st: &capi::ContainerState, now: i64) -> String {
+    format::status_text(
+        state_name(st),
+        st.exit_code,
+        secs(st.started_at.as_ref()),
+        secs(st.finished_at.as_ref()),
+        now,
+    )
+}
+
+/// A container's mounts by volume name, else source.
+fn mount_names(c: &capi::Container) -> Vec<&str> {
+    c.mounts
+        .iter()
+        .map(|m| {
+            if m.name.is_empty() {
+                &m.source
+            } else {
+                &m.name
+            }
+        })
+        .map(String::as_str)
+        .collect()
+}
+
+/// Whether a listing without `all` shows the container (it runs, restarts or is paused).
+pub fn is_live(c: &capi::Container) -> bool {
+    let status = c.state.as_ref().map(|s| s.status.as_str()).unwrap_or("");
+    matches!(status, "running" | "restarting" | "paused")
+}
+
+/// One entry of `GET /containers/json`, Docker's shape; `network_ids` maps network names to
+/// ids for the networks of a container that does not run.
+pub fn list_entry(
+    c: &capi::Container,
+    network_ids: &BTreeMap<String, String>,
+    now: i64,
+) -> serde_json::Value {
+    use serde_json::json;
+    let st = c.state.clone().unwrap_or_default();
+    let ports: Vec<_> = crate::ports::sorted(live_ports(c))
+        .into_iter()
+        .map(|p| {
+            let mut e = json!({
+                "PrivatePort": p.container_port,
+                "Type": if p.protocol.is_empty() { "tcp" } else { p.protocol.as_str() },
+            });
+            if p.host_port != 0 {
+                e["IP"] = json!(crate::ports::host_ip(p));
+                e["PublicPort"] = json!(p.host_port);
+            }
+            e
+        })
+        .collect();
+    let inspect = crate::containers::container_json(c, None, network_ids);
+    let network_mode = inspect["HostConfig"]["NetworkMode"].clone();
+    let labels: BTreeMap<_, _> = c.labels.iter().collect();
+    json!({
+        "Id": c.id,
+        "Names": [format!("/{}", c.name.trim_start_matches('/'))],
+        "Image": image_shown(c),
+        "ImageID": c.image_id,
+        "Command": command_line(&command_of(c)),
+        "Created": secs(c.created_at.as_ref()),
+        "Ports": ports,
+        "Labels": labels,
+        "State": state_name(&st),
+        "Status": status_text(&st, now),
+        "HostConfig": {"NetworkMode": network_mode},
+        "NetworkSettings": {"Networks": inspect["NetworkSettings"]["Networks"]},
+        "Mounts": inspect["Mounts"],
+    })
+}
+
+/// The command as Docker's list shows it: the arguments joined by spaces, those with a space
+/// in single quotes.
+fn command_line(args: &[String]) -> String {
+    serde_json::from_str(&format::command(args, false)).unwrap_or_default()
+}
