@@ -1,8 +1,8 @@
 //! Container verbs: create, start, stop, restart, kill, pause, unpause, wait, rm, prune, and
 //! `berth container …`, which also reaches ps, logs, exec, inspect and port in their own rooms.
 //! A container is named by full id, unique id prefix or name: the runtime resolves the string
-//! as given. Here too is how a container reads as Docker shows it (its state's name, its
-//! command, its image, its networks), which `ps` and `inspect` share.
+//! as given. How a container reads as Docker shows it is berth-docker's
+//! (`berth_docker::containers`), shared with the gateway.
 
 use crate::client::{Context, Error};
 use crate::exec::ExecArgs;
@@ -341,6 +341,7 @@ pub async fn prune(ctx: &Context, a: PruneArgs) -> Result<(), Error> {
     Ok(())
 }
 
+/// Containers that the tests of ps and inspect look at.
 #[cfg(test)]
 pub(crate) mod examples {
     use berth_api::containers::v1 as capi;

@@ -6,6 +6,7 @@ use berth_api::containers::v1 as capi;
 use berth_docker::ports::{host_ip, key, port_range, sorted};
 use std::net::Ipv4Addr;
 
+/// Parses one `-p` spec into its bindings: `[IP:][HOST:]CONTAINER[/PROTO]` with optional port
 /// ranges (`8000-8001:80-81`), as Docker reads it. Errors name the spec.
 pub fn parse_publish(spec: &str) -> Result<Vec<capi::PortBinding>, String> {
     let bad = |why: String| format!("invalid port specification: {spec:?}: {why}");
@@ -82,6 +83,7 @@ pub fn parse_publishes(specs: &[String]) -> Result<Vec<capi::PortBinding>, Strin
     }
     Ok(out)
 }
+
 /// A `PRIVATE_PORT[/PROTO]` argument of `berth port`, as a map key (`80/tcp`).
 pub fn private_port_key(s: &str) -> Result<String, String> {
     let (port, proto) = match s.split_once('/') {

@@ -51,8 +51,6 @@ pub fn network_names(c: &capi::Container) -> Vec<String> {
     }
 }
 
-/// Containers that the tests of ps and inspect look at.
-
 /// The Docker-shaped JSON of a container; `image` is the image's config (for its defaults).
 /// `network_ids` maps network names to ids, for the networks of a container that does not run.
 pub fn container_json(

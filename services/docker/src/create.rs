@@ -502,6 +502,16 @@ pub fn container_config(body: &Value) -> Result<capi::ContainerConfig, String> {
     })
 }
 
+/// The warnings Docker gives for a config it runs anyway (the CLI prints them, the API
+/// answers them in `Warnings`).
+pub fn create_warnings(config: &capi::ContainerConfig) -> Vec<String> {
+    let mut w = Vec::new();
+    if config.network_mode == "host" && (!config.port_bindings.is_empty() || config.publish_all) {
+        w.push("Published ports are discarded when using host network mode".to_string());
+    }
+    w
+}
+
 /// NanoCpus, or CpuQuota/CpuPeriod as NanoCpus (Docker refuses both at once).
 fn nano_cpus(host: &Map<String, Value>) -> Result<i64, String> {
     let nano = integer(host.get("NanoCpus"), "HostConfig.NanoCpus")?;

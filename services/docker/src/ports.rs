@@ -26,8 +26,6 @@ pub fn port_range(s: &str, what: &str) -> Result<(u16, u16), String> {
     Ok((a, b))
 }
 
-/// Parses one `-p` spec into its bindings: `[IP:][HOST:]CONTAINER[/PROTO]` with optional port
-
 /// `80/tcp`: the key of Docker's port maps.
 pub fn key(p: &capi::PortBinding) -> String {
     let proto = if p.protocol.is_empty() {

@@ -224,3 +224,173 @@ pub fn list_entry(
 fn command_line(args: &[String]) -> String {
     serde_json::from_str(&format::command(args, false)).unwrap_or_default()
 }
+
+/// The filters of a container prune: `until` (created before a time: unix seconds, RFC 3339,
+/// or a Go duration before now such as `24h`) and `label` / `label!` (`KEY` or `KEY=VALUE`).
+#[derive(Debug, Default, PartialEq)]
+pub struct PruneFilters(Filters);
+
+impl PruneFilters {
+    /// The Engine API's `filters` JSON.
+    pub fn from_json(filters: &str) -> Result<PruneFilters, String> {
+        let now = chrono::Utc::now().timestamp();
+        Filters::from_json(filters, |k, v| match k {
+            "until" => until_seconds(v, now).map(|_| ()),
+            "label" | "label!" => Ok(()),
+            _ => Err(format!("invalid filter '{k}'")),
+        })
+        .map(PruneFilters)
+    }
+
+    /// Whether no filter is given (every stopped container goes).
+    pub fn is_empty(&self) -> bool {
+        *self == PruneFilters::default()
+    }
+
+    /// Whether a prune removes the container: it does not run, and passes the filters.
+    pub fn prunes(&self, c: &capi::Container, now: i64) -> bool {
+        let created = secs(c.created_at.as_ref());
+        !is_live(c)
+            && self.0.matches(|k, v| match k {
+                "until" => until_seconds(v, now).is_ok_and(|t| created < t),
+                "label" => label_matches(&c.labels, v),
+                "label!" => !label_matches(&c.labels, v),
+                _ => false,
+            })
+    }
+}
+
+/// An `until` filter as unix seconds: a number, an RFC 3339 time, or a duration before `now`
+/// (`10m`, `24h`, `1h30m`).
+fn until_seconds(v: &str, now: i64) -> Result<i64, String> {
+    if let Ok(n) = v.parse::<f64>() {
+        return Ok(n as i64);
+    }
+    if let Ok(t) = chrono::DateTime::parse_from_rfc3339(v) {
+        return Ok(t.timestamp());
+    }
+    let bad = || {
+        format!("invalid filter 'until={v}': use a timestamp, an RFC 3339 time or a duration such as 24h")
+    };
+    let mut total = 0f64;
+    let mut number = String::new();
+    for ch in v.chars() {
+        if ch.is_ascii_digit() || ch == '.' {
+            number.push(ch);
+            continue;
+        }
+        let n: f64 = number.parse().map_err(|_| bad())?;
+        number.clear();
+        total += n * match ch {
+            'h' => 3600.0,
+            'm' => 60.0,
+            's' => 1.0,
+            _ => return Err(bad()),
+        };
+    }
+    if !number.is_empty() || v.is_empty() {
+        return Err(bad());
+    }
+    Ok(now - total as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn container(name: &str, status: &str, created: i64) -> capi::Container {
+        capi::Container {
+            id: format!("{name:0<64}"),
+            name: name.into(),
+            image: "docker.io/library/busybox:latest".into(),
+            image_id: "sha256:abc".into(),
+            config: Some(capi::ContainerConfig {
+                image: "busybox".into(),
+                cmd: vec!["sleep".into(), "30".into()],
+                ..Default::default()
+            }),
+            created_at: Some(berth_api::prost_types::Timestamp {
+                seconds: created,
+                nanos: 0,
+            }),
+            labels: [("tier".to_string(), "web".to_string())].into(),
+            state: Some(capi::ContainerState {
+                status: status.into(),
+                exit_code: 3,
+                started_at: Some(berth_api::prost_types::Timestamp {
+                    seconds: created + 1,
+                    nanos: 0,
+                }),
+                finished_at: Some(berth_api::prost_types::Timestamp {
+                    seconds: created + 2,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn list_entries_are_dockers() {
+        let mut c = container("web", "running", 100);
+        c.network_settings = Some(capi::NetworkSettings {
+            ports: vec![capi::PortBinding {
+                host_ip: String::new(),
+                host_port: 8080,
+                container_port: 80,
+                protocol: "tcp".into(),
+            }],
+            ..Default::default()
+        });
+        let e = list_entry(&c, &BTreeMap::new(), 104);
+        assert_eq!(e["Names"], serde_json::json!(["/web"]));
+        assert_eq!(e["Image"], "busybox");
+        assert_eq!(e["Command"], "sleep 30");
+        assert_eq!(e["Created"], 100);
+        assert_eq!(e["State"], "running");
+        assert_eq!(e["Status"], "Up 3 seconds");
+        assert_eq!(e["Labels"]["tier"], "web");
+        assert_eq!(e["HostConfig"]["NetworkMode"], "default");
+        assert_eq!(
+            e["Ports"],
+            serde_json::json!([{"IP": "0.0.0.0", "PrivatePort": 80, "PublicPort": 8080, "Type": "tcp"}])
+        );
+        let e = list_entry(&container("db", "exited", 100), &BTreeMap::new(), 162);
+        assert_eq!(e["Status"], "Exited (3) About a minute ago");
+        assert_eq!(e["Ports"], serde_json::json!([]));
+        let row = ps_row(&c, "webwebweb", true, 104);
+        assert_eq!(
+            (row["ID"].as_str(), row["Status"].as_str()),
+            (Some("webwebweb"), Some("Up 3 seconds"))
+        );
+    }
+
+    #[test]
+    fn api_filters_and_prune_filters() {
+        let f = PsFilters::from_json(r#"{"status":["exited"],"label":["tier=web"]}"#).unwrap();
+        assert!(f.has_status());
+        assert!(f.matches(&container("db", "exited", 1)));
+        assert!(!f.matches(&container("web", "running", 1)));
+        assert!(PsFilters::from_json(r#"{"colour":["red"]}"#).is_err());
+
+        let now = 10_000;
+        let old = container("old", "exited", 100);
+        let new = container("new", "exited", 9_990);
+        let up = container("up", "running", 100);
+        let p = PruneFilters::from_json("").unwrap();
+        assert!(p.is_empty() && p.prunes(&old, now) && !p.prunes(&up, now));
+        let p = PruneFilters::from_json(r#"{"until":["1h"]}"#).unwrap();
+        assert!(p.prunes(&old, now) && !p.prunes(&new, now));
+        let p = PruneFilters::from_json(r#"{"until":["5000"]}"#).unwrap();
+        assert!(p.prunes(&old, now) && !p.prunes(&new, now));
+        let p = PruneFilters::from_json(r#"{"label!":["tier"]}"#).unwrap();
+        assert!(!p.prunes(&old, now));
+        let p = PruneFilters::from_json(r#"{"label":["tier=web"]}"#).unwrap();
+        assert!(p.prunes(&old, now));
+        assert!(PruneFilters::from_json(r#"{"until":["yesterday"]}"#).is_err());
+        assert!(PruneFilters::from_json(r#"{"status":["exited"]}"#).is_err());
+        assert_eq!(until_seconds("1h30m", 10_000), Ok(10_000 - 5_400));
+        assert_eq!(until_seconds("2023-11-14T22:13:20Z", 0), Ok(1_700_000_000));
+    }
+}
