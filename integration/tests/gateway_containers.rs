@@ -128,7 +128,11 @@ fn create_list_inspect_start_stop_remove() {
         assert_eq!(g.ok(cli, &["start", &c]), c);
         let ps = g.ok(cli, &["ps", "--filter", &format!("name=^{c}$")]);
         assert!(ps.contains(" Up "), "{ps}");
-        let ip = g.inspect(cli, &c, "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}");
+        let ip = g.inspect(
+            cli,
+            &c,
+            "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
+        );
         assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip:?}");
         assert_eq!(g.ok(cli, &["start", &c]), c, "a running one: 304, quietly");
 
@@ -136,8 +140,21 @@ fn create_list_inspect_start_stop_remove() {
         let id = g.ok(
             cli,
             &[
-                "run", "-d", "--name", &x, "-e", "V=1", "-w", "/tmp", "--memory", "32m",
-                "--pids-limit", "8", "busybox", "sleep", "30",
+                "run",
+                "-d",
+                "--name",
+                &x,
+                "-e",
+                "V=1",
+                "-w",
+                "/tmp",
+                "--memory",
+                "32m",
+                "--pids-limit",
+                "8",
+                "busybox",
+                "sleep",
+                "30",
             ],
         );
         let shown = g.inspect(
@@ -150,7 +167,10 @@ fn create_list_inspect_start_stop_remove() {
             "{shown}"
         );
         assert_eq!(g.ok(cli, &["stop", "-t", "1", &x]), x);
-        let exited = g.ok(cli, &["ps", "-a", "-q", "--no-trunc", "-f", "status=exited"]);
+        let exited = g.ok(
+            cli,
+            &["ps", "-a", "-q", "--no-trunc", "-f", "status=exited"],
+        );
         assert!(exited.lines().any(|l| l == id), "{exited}");
         assert_eq!(g.ok(cli, &["wait", &x]), "137");
 
@@ -177,29 +197,58 @@ fn pause_wait_prune_and_refusals() {
         g.ok(cli, &["run", "-d", "--name", &p, "busybox", "sleep", "30"]);
         assert_eq!(g.ok(cli, &["pause", &p]), p);
         assert_eq!(g.inspect(cli, &p, "{{.State.Status}}"), "paused");
-        assert!(g.ok(cli, &["ps", "-f", "status=paused"]).contains("(Paused)"));
+        assert!(g
+            .ok(cli, &["ps", "-f", "status=paused"])
+            .contains("(Paused)"));
         assert_eq!(g.ok(cli, &["unpause", &p]), p);
         assert_eq!(g.inspect(cli, &p, "{{.State.Status}}"), "running");
         g.ok(cli, &["rm", "-f", &p]);
 
         let w = name(cli, "w");
-        g.ok(cli, &["run", "-d", "--name", &w, "busybox", "sh", "-c", "exit 3"]);
+        let label = format!("prune={w}");
+        g.ok(
+            cli,
+            &[
+                "run", "-d", "--name", &w, "--label", &label, "busybox", "sh", "-c", "exit 3",
+            ],
+        );
         assert_eq!(g.ok(cli, &["wait", &w]), "3");
-        let pruned = g.ok(cli, &["container", "prune", "-f"]);
+        // Only this test's container: the other tests' stopped ones are theirs.
+        let filter = format!("label={label}");
+        let pruned = g.ok(cli, &["container", "prune", "-f", "--filter", &filter]);
         assert!(pruned.contains("Total reclaimed space"), "{pruned}");
         assert!(g.fails(cli, &["inspect", &w]).contains("No such"));
 
-        let e = g.fails(cli, &["run", "-d", "--device", "/dev/null", "busybox", "true"]);
-        assert!(e.contains("berth does not support HostConfig.Devices"), "{e}");
+        let e = g.fails(
+            cli,
+            &["run", "-d", "--device", "/dev/null", "busybox", "true"],
+        );
+        assert!(
+            e.contains("berth does not support HostConfig.Devices"),
+            "{e}"
+        );
         let e = g.fails(cli, &["create", "--cpuset-cpus", "0", "busybox"]);
-        assert!(e.contains("berth does not support HostConfig.CpusetCpus"), "{e}");
+        assert!(
+            e.contains("berth does not support HostConfig.CpusetCpus"),
+            "{e}"
+        );
         let e = g.fails(cli, &["create", "--memory", "1m", "busybox"]);
         assert!(e.contains("Minimum memory limit allowed is 6MB"), "{e}");
         let e = g.fails(
             cli,
-            &["create", "--network", "container:nosuch", "--hostname", "h", "busybox"],
+            &[
+                "create",
+                "--network",
+                "container:nosuch",
+                "--hostname",
+                "h",
+                "busybox",
+            ],
         );
-        assert!(e.contains("Conflicting options: hostname and the network mode"), "{e}");
+        assert!(
+            e.contains("Conflicting options: hostname and the network mode"),
+            "{e}"
+        );
         let taken = name(cli, "taken");
         g.ok(cli, &["create", "--name", &taken, "busybox"]);
         let e = g.fails(cli, &["create", "--name", &taken, "busybox"]);
@@ -264,9 +313,11 @@ fn wait_before_start_as_docker_run_does() {
     std::io::Read::read_to_string(&mut out, &mut body).unwrap();
     let body: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
     assert_eq!(body, serde_json::json!({"StatusCode": 7, "Error": null}));
-    wait_for("the container to be removed", Duration::from_secs(10), || {
-        !g.d.berth(&["inspect", &id]).status.success()
-    });
+    wait_for(
+        "the container to be removed",
+        Duration::from_secs(10),
+        || !g.d.berth(&["inspect", &id]).status.success(),
+    );
 }
 
 /// Bad requests get Docker's JSON 400s, and the gateway goes on serving.
@@ -291,15 +342,24 @@ fn bad_requests_are_400s() {
     };
     assert_eq!(post(r#"{"Image":"#), "400");
     assert_eq!(post("[]"), "400");
-    assert_eq!(post(r#"{"Image":"busybox","HostConfig":{"Memory":"x"}}"#), "400");
+    assert_eq!(
+        post(r#"{"Image":"busybox","HostConfig":{"Memory":"x"}}"#),
+        "400"
+    );
     assert_eq!(post(r#"{"Image":"nosuch-image"}"#), "404");
     assert_eq!(
         status(&["http://d/v1.41/containers/json?filters=%7B%22colour%22%3A%5B%22red%22%5D%7D"]),
         "400"
     );
-    assert_eq!(status(&["-XPOST", "http://d/v1.41/containers/nosuch/start"]), "404");
     assert_eq!(
-        status(&["-XPOST", "http://d/v1.41/containers/nosuch/wait?condition=bogus"]),
+        status(&["-XPOST", "http://d/v1.41/containers/nosuch/start"]),
+        "404"
+    );
+    assert_eq!(
+        status(&[
+            "-XPOST",
+            "http://d/v1.41/containers/nosuch/wait?condition=bogus"
+        ]),
         "400"
     );
     assert_eq!(status(&["http://d/_ping"]), "200");
