@@ -4,7 +4,7 @@
 use crate::client::{Context, Error};
 use crate::template::ListFormat;
 use berth_api::containers::v1 as capi;
-use berth_docker::ps::{is_live, secs, PsFilters};
+use berth_docker::ps::PsFilters;
 use clap::Args;
 
 #[derive(Debug, Args)]
@@ -12,7 +12,8 @@ pub struct PsArgs {
     /// Show all containers (default shows running ones)
     #[arg(short, long)]
     pub all: bool,
-    /// Filter: status=…, name=…, ancestor=…, id=…, label=…, network=…, publish=…, expose=…
+    /// Filter: status=…, name=…, ancestor=…, id=…, label=…, network=…, publish=…, expose=…,
+    /// before=…, since=…
     #[arg(short, long = "filter")]
     pub filter: Vec<String>,
     #[command(flatten)]
@@ -41,17 +42,15 @@ const PS_COLUMNS: &[(&str, &str)] = &[
 
 pub async fn ps(ctx: &Context, a: PsArgs) -> Result<(), Error> {
     let filters = PsFilters::parse(&a.filter).map_err(Error::Local)?;
-    let mut list = ctx
+    let list = ctx
         .containers()
         .list(ctx.req(capi::ListContainersRequest {}))
         .await?
         .into_inner()
         .containers;
-    let all = a.all || filters.has_status();
-    list.retain(|c| (all || is_live(c)) && filters.matches(c));
-    list.sort_by_key(|c| std::cmp::Reverse(secs(c.created_at.as_ref())));
+    let shown = filters.select(&list, a.all).map_err(Error::Local)?;
     let now = chrono::Utc::now().timestamp();
-    let objects: Vec<_> = list.iter().map(|c| ps_json(c, &a.output, now)).collect();
+    let objects: Vec<_> = shown.iter().map(|c| ps_json(c, &a.output, now)).collect();
     let table = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
     a.output.print(table, PS_COLUMNS, &objects)
 }

@@ -31,7 +31,8 @@ fn check(k: &str, v: &str) -> Result<(), String> {
             STATUSES.join(", ")
         )),
         "publish" | "expose" => crate::ports::parse_port_filter(v).map(|_| ()),
-        "status" | "name" | "ancestor" | "id" | "label" | "exited" | "network" => Ok(()),
+        "status" | "name" | "ancestor" | "id" | "label" | "exited" | "network" | "before"
+        | "since" => Ok(()),
         _ => Err(format!("invalid filter '{k}'")),
     }
 }
@@ -52,6 +53,39 @@ impl PsFilters {
         self.0.has("status") || self.0.has("exited")
     }
 
+    /// The containers a listing shows, newest first: those that run (every one with `all` or
+    /// a status filter) and pass the filters. `before=`/`since=` name a container of `list`
+    /// (id, id prefix or name); one that is not there is an error, as with Docker.
+    pub fn select<'a>(
+        &self,
+        list: &'a [capi::Container],
+        all: bool,
+    ) -> Result<Vec<&'a capi::Container>, String> {
+        let created = |c: &capi::Container| secs(c.created_at.as_ref());
+        let bound = |key: &str| -> Result<Vec<i64>, String> {
+            self.0
+                .values(key)
+                .iter()
+                .map(|r| {
+                    find(list, r)
+                        .map(created)
+                        .ok_or_else(|| format!("No such container: {r}"))
+                })
+                .collect()
+        };
+        let (before, since) = (bound("before")?, bound("since")?);
+        let all = all || self.has_status();
+        let mut shown: Vec<&capi::Container> = list
+            .iter()
+            .filter(|c| (all || is_live(c)) && self.matches(c))
+            .filter(|c| before.iter().all(|t| created(c) < *t))
+            .filter(|c| since.iter().all(|t| created(c) > *t))
+            .collect();
+        shown.sort_by_key(|c| std::cmp::Reverse(created(c)));
+        Ok(shown)
+    }
+
+    /// Whether a container passes the filters (`before` and `since` are [`PsFilters::select`]'s).
     pub fn matches(&self, c: &capi::Container) -> bool {
         let st = c.state.clone().unwrap_or_default();
         let status = state_name(&st);
@@ -70,8 +104,22 @@ impl PsFilters {
                 .chain(c.config.iter().flat_map(|c| c.port_bindings.iter()))
                 .any(|p| crate::ports::port_filter_matches(v, p.container_port, &p.protocol)),
             "label" => label_matches(&c.labels, v),
+            "before" | "since" => true,
             _ => false,
         })
+    }
+}
+
+/// The container of `list` named by `r`: its id, its name, or a unique prefix of its id.
+fn find<'a>(list: &'a [capi::Container], r: &str) -> Option<&'a capi::Container> {
+    let r = r.trim_start_matches('/');
+    if let Some(c) = list.iter().find(|c| c.id == r || c.name == r) {
+        return Some(c);
+    }
+    let mut prefixed = list.iter().filter(|c| !r.is_empty() && c.id.starts_with(r));
+    match (prefixed.next(), prefixed.next()) {
+        (Some(c), None) => Some(c),
+        _ => None,
     }
 }
 
@@ -373,6 +421,30 @@ mod tests {
         assert!(f.matches(&container("db", "exited", 1)));
         assert!(!f.matches(&container("web", "running", 1)));
         assert!(PsFilters::from_json(r#"{"colour":["red"]}"#).is_err());
+
+        let list = [
+            container("a", "exited", 1),
+            container("b", "running", 2),
+            container("c", "exited", 3),
+        ];
+        let names = |f: &str, all: bool| -> Vec<String> {
+            let f = PsFilters::from_json(f).unwrap();
+            let shown = f.select(&list, all).unwrap();
+            shown.iter().map(|c| c.name.clone()).collect()
+        };
+        assert_eq!(names("", false), ["b"]);
+        assert_eq!(names("", true), ["c", "b", "a"]);
+        assert_eq!(names(r#"{"before":["c"]}"#, true), ["b", "a"]);
+        assert_eq!(names(r#"{"since":["a"]}"#, true), ["c", "b"]);
+        assert_eq!(
+            names(r#"{"status":["exited"],"since":["a"]}"#, false),
+            ["c"]
+        );
+        let f = PsFilters::from_json(r#"{"before":["nosuch"]}"#).unwrap();
+        assert_eq!(
+            f.select(&list, true).unwrap_err(),
+            "No such container: nosuch"
+        );
 
         let now = 10_000;
         let old = container("old", "exited", 100);

@@ -152,21 +152,21 @@ pub async fn list(
     let filters = PsFilters::from_json(q.filters.as_deref().unwrap_or(""))
         .map_err(ApiError::bad_parameter)?;
     let limit = q.limit.unwrap_or(0);
-    let all = truthy(&q.all) || filters.has_status() || limit > 0;
-    let mut list = containers(&s)
+    let list = containers(&s)
         .list(s.req(capi::ListContainersRequest {}))
         .await?
         .into_inner()
         .containers;
-    list.retain(|c| (all || berth_docker::ps::is_live(c)) && filters.matches(c));
-    list.sort_by_key(|c| std::cmp::Reverse(berth_docker::ps::secs(c.created_at.as_ref())));
+    let mut shown = filters
+        .select(&list, truthy(&q.all) || limit > 0)
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, e))?;
     if limit > 0 {
-        list.truncate(limit as usize);
+        shown.truncate(limit as usize);
     }
     let ids = network_ids(&s).await;
     let now = chrono::Utc::now().timestamp();
-    let entries = list
-        .iter()
+    let entries = shown
+        .into_iter()
         .map(|c| berth_docker::ps::list_entry(c, &ids, now))
         .collect();
     Ok(json_body(&Value::Array(entries)).into_response())
