@@ -8,7 +8,8 @@
 //! `docker run` waits for the headers of `next-exit` (or `removed`) before it starts the
 //! container. It follows the container's events, so it sees an exit however fast.
 
-use crate::error::{json_body, ApiError};
+use crate::error::{bad, json_body, ApiError};
+use crate::truthy;
 use crate::Services;
 use axum::body::{Body, Bytes};
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
@@ -26,16 +27,6 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
 use tonic::transport::Channel;
-
-/// A path, query or body axum cannot read as Docker's 400.
-fn bad(rejection: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_parameter(rejection.to_string())
-}
-
-/// Docker's truthy query values ("1", "true", "True").
-fn truthy(v: &Option<String>) -> bool {
-    matches!(v.as_deref(), Some("1" | "true" | "True" | "TRUE"))
-}
 
 /// `/containers/…`: this module's routes.
 pub fn routes() -> axum::Router<Services> {
@@ -103,15 +94,35 @@ pub async fn create(
         .map_err(|e| ApiError::bad_parameter(format!("invalid JSON body: {e}")))?;
     let config = berth_docker::create::container_config(&body).map_err(ApiError::bad_parameter)?;
     let warnings = berth_docker::create::create_warnings(&config);
-    let c = containers(&s)
+    let image = config.image.clone();
+    let created = containers(&s)
         .create(s.req(capi::CreateContainerRequest {
             name: q.name.unwrap_or_default(),
             config: Some(config),
         }))
-        .await?
-        .into_inner()
-        .container
-        .unwrap_or_default();
+        .await;
+    let c = match created {
+        Ok(r) => r.into_inner().container.unwrap_or_default(),
+        // Docker names the image with its tag ("No such image: busybox:latest").
+        Err(e)
+            if e.code() == tonic::Code::NotFound
+                && e.message() == format!("No such image: {image}") =>
+        {
+            let (repo, tag) = berth_core::Reference::parse(&image)
+                .map(|r| berth_docker::repo_tag(&r.to_string()))
+                .unwrap_or((image, String::new()));
+            let shown = if tag.is_empty() {
+                repo
+            } else {
+                format!("{repo}:{tag}")
+            };
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("No such image: {shown}"),
+            ));
+        }
+        Err(e) => return Err(e.into()),
+    };
     let answer = json!({ "Id": c.id, "Warnings": warnings });
     Ok((StatusCode::CREATED, json_body(&answer)).into_response())
 }
@@ -352,28 +363,37 @@ pub async fn kill(
     Ok(no_content())
 }
 
-/// `POST /containers/{id}/pause`: 204.
+/// Freezes (`paused`) or thaws a running container's processes: 204.
+async fn set_paused(
+    s: Services,
+    id: Result<Path<String>, PathRejection>,
+    paused: bool,
+) -> Result<Response, ApiError> {
+    let Path(container_id) = id.map_err(bad)?;
+    if paused {
+        let req = s.req(tapi::PauseTaskRequest { container_id });
+        tasks(&s).pause(req).await?;
+    } else {
+        let req = s.req(tapi::ResumeTaskRequest { container_id });
+        tasks(&s).resume(req).await?;
+    }
+    Ok(no_content())
+}
+
+/// `POST /containers/{id}/pause`.
 pub async fn pause(
     State(s): State<Services>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(bad)?;
-    tasks(&s)
-        .pause(s.req(tapi::PauseTaskRequest { container_id: id }))
-        .await?;
-    Ok(no_content())
+    set_paused(s, id, true).await
 }
 
-/// `POST /containers/{id}/unpause`: 204.
+/// `POST /containers/{id}/unpause`.
 pub async fn unpause(
     State(s): State<Services>,
     id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(bad)?;
-    tasks(&s)
-        .resume(s.req(tapi::ResumeTaskRequest { container_id: id }))
-        .await?;
-    Ok(no_content())
+    set_paused(s, id, false).await
 }
 
 #[derive(Debug, Deserialize)]
@@ -558,6 +578,71 @@ async fn wait_for_event(
                 };
                 return wait_answer(code, Some("the event stream of berthd ended".into()));
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::router;
+    use crate::tests::nowhere;
+    use axum::body::Body;
+    use tower::ServiceExt as _;
+
+    async fn call(method: &str, uri: &str, body: &str) -> (u16, String) {
+        let req = http::Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = router(nowhere()).oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    #[tokio::test]
+    async fn bad_requests_are_refused_in_dockers_shape() {
+        let create = "/v1.41/containers/create";
+        for (uri, body, want) in [
+            (create, r#"{"Image":"#, "invalid JSON body"),
+            (create, "[]", "must be a JSON object"),
+            (
+                create,
+                r#"{"Image":"busybox","HostConfig":{"CpusetCpus":"0"}}"#,
+                "berth does not support HostConfig.CpusetCpus",
+            ),
+            (
+                "/containers/json?filters=%7B%22colour%22%3A%5B%22red%22%5D%7D",
+                "",
+                "invalid filter 'colour'",
+            ),
+            (
+                "/containers/prune?filters=%7B%22until%22%3A%5B%22x%22%5D%7D",
+                "",
+                "invalid filter 'until=x'",
+            ),
+            (
+                "/containers/x/wait?condition=bogus",
+                "",
+                "invalid condition",
+            ),
+            ("/containers/x/kill?signal=NOPE", "", "NOPE"),
+            ("/containers/x/stop?t=soon", "", "invalid value for t"),
+        ] {
+            let method = if uri.contains("/json?") {
+                "GET"
+            } else {
+                "POST"
+            };
+            let (status, answer) = call(method, uri, body).await;
+            assert_eq!(status, 400, "{uri}: {answer}");
+            let message: serde_json::Value = serde_json::from_str(&answer).unwrap();
+            let message = message["message"].as_str().unwrap();
+            assert!(message.contains(want), "{uri}: {message}");
         }
     }
 }

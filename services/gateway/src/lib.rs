@@ -84,6 +84,11 @@ impl Services {
     }
 }
 
+/// Docker's truthy query values ("1", "true", "True").
+pub(crate) fn truthy(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("1" | "true" | "True" | "TRUE"))
+}
+
 /// The Docker Engine API served from `services`: every area's routes (each module's
 /// `routes`), then Docker's version check and headers around them.
 pub fn router(services: Services) -> axum::Router {
@@ -117,7 +122,7 @@ mod tests {
     use tower::ServiceExt as _;
 
     /// Services that are never reached: the routes below answer without them.
-    fn nowhere() -> Services {
+    pub(crate) fn nowhere() -> Services {
         let c = tonic::transport::Endpoint::from_static("http://127.0.0.1:1").connect_lazy();
         Services::new(Backends {
             image: c.clone(),
