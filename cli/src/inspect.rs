@@ -5,7 +5,7 @@ use crate::client::{Context, Error};
 use crate::containers::get;
 use crate::template::Format;
 use crate::verbs::{lookup_all, print_objects};
-use berth_docker::containers::{container_json, network_names};
+use berth_docker::containers::{container_json, needs_network_ids};
 use clap::Args;
 use std::collections::BTreeMap;
 
@@ -65,14 +65,10 @@ async fn inspect_one(
                         None => image_config(ctx, &c.image).await,
                     }
                 };
-                let live = c.network_settings.as_ref().map(|n| &n.endpoints);
-                let ids = if network_names(&c)
-                    .iter()
-                    .all(|n| live.is_some_and(|l| l.iter().any(|e| e.network == *n)))
-                {
-                    BTreeMap::new()
-                } else {
+                let ids = if needs_network_ids(&c) {
                     network_ids(ctx).await
+                } else {
+                    BTreeMap::new()
                 };
                 return Ok(container_json(&c, image.as_ref(), &ids));
             }

@@ -302,6 +302,15 @@ fn network_settings_json(
     })
 }
 
+/// Whether [`container_json`] needs the ids of the container's networks: some network it
+/// joins has no live endpoint (it does not run), so its id is not in the container.
+pub fn needs_network_ids(c: &capi::Container) -> bool {
+    let live = c.network_settings.as_ref().map(|n| &n.endpoints);
+    !network_names(c)
+        .iter()
+        .all(|n| live.is_some_and(|l| l.iter().any(|e| e.network == *n)))
+}
+
 /// Docker's answer to a container prune: the ids removed and the bytes given back (berth
 /// does not count them: 0).
 pub fn container_prune_report(deleted: &[String]) -> serde_json::Value {

@@ -214,7 +214,11 @@ pub async fn inspect(
             image = image_config(&s, name).await;
         }
     }
-    let ids = network_ids(&s).await;
+    let ids = if berth_docker::containers::needs_network_ids(&c) {
+        network_ids(&s).await
+    } else {
+        BTreeMap::new()
+    };
     let j = berth_docker::containers::container_json(&c, image.as_ref(), &ids);
     Ok(json_body(&j).into_response())
 }
