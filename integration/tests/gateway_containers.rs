@@ -276,7 +276,7 @@ fn wait_before_start_as_docker_run_does() {
     let created: serde_json::Value = serde_json::from_slice(&created.stdout).unwrap();
     let id = created["Id"].as_str().expect("an Id").to_string();
     assert_eq!(created["Warnings"], serde_json::json!([]));
-    let waiter = g
+    let mut waiter = g
         .curl(&[
             "-N",
             "-XPOST",
@@ -288,7 +288,7 @@ fn wait_before_start_as_docker_run_does() {
         .spawn()
         .unwrap();
     // The headers arrive before the container starts.
-    let mut out = waiter.stdout.unwrap();
+    let mut out = waiter.stdout.take().unwrap();
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -311,6 +311,7 @@ fn wait_before_start_as_docker_run_does() {
     assert_eq!(String::from_utf8_lossy(&started.stdout), "204");
     let mut body = String::new();
     std::io::Read::read_to_string(&mut out, &mut body).unwrap();
+    assert!(waiter.wait().unwrap().success());
     let body: serde_json::Value = serde_json::from_str(body.trim()).unwrap();
     assert_eq!(body, serde_json::json!({"StatusCode": 7, "Error": null}));
     wait_for(
