@@ -1,8 +1,8 @@
 //! Container verbs: create, start, stop, restart, kill, pause, unpause, wait, rm, prune, and
 //! `berth container …`, which also reaches ps, logs, exec, inspect and port in their own rooms.
 //! A container is named by full id, unique id prefix or name: the runtime resolves the string
-//! as given. Here too is how a container reads as Docker shows it (its state's name, its
-//! command, its image, its networks), which `ps` and `inspect` share.
+//! as given. How a container reads as Docker shows it is berth-docker's
+//! (`berth_docker::containers`), shared with the gateway.
 
 use crate::client::{Context, Error};
 use crate::exec::ExecArgs;
@@ -339,52 +339,6 @@ pub async fn prune(ctx: &Context, a: PruneArgs) -> Result<(), Error> {
     print_deleted("Containers", &r.deleted);
     println!("Total reclaimed space: 0B");
     Ok(())
-}
-
-// ---- as Docker shows a container ------------------------------------------------------
-
-/// A container's state as Docker names it: "paused" for a running container that is paused
-/// (berthd keeps it "running" with `paused` set), "created" when it never ran.
-pub fn state_name(st: &capi::ContainerState) -> &str {
-    match st.status.as_str() {
-        "" => "created",
-        "running" if st.paused => "paused",
-        s => s,
-    }
-}
-
-/// The command a container runs: the spec's process args, else entrypoint + cmd.
-pub(crate) fn command_of(c: &capi::Container) -> Vec<String> {
-    let spec: serde_json::Value = serde_json::from_slice(&c.spec).unwrap_or_default();
-    if let Some(a) = spec.pointer("/process/args").and_then(|a| a.as_array()) {
-        return a
-            .iter()
-            .filter_map(|s| s.as_str().map(String::from))
-            .collect();
-    }
-    let cfg = c.config.clone().unwrap_or_default();
-    cfg.entrypoint.into_iter().chain(cfg.cmd).collect()
-}
-
-pub(crate) fn image_shown(c: &capi::Container) -> String {
-    match c.config.as_ref().map(|c| c.image.as_str()) {
-        Some(i) if !i.is_empty() => i.to_string(),
-        _ => berth_core::Reference::parse(&c.image)
-            .map(|r| r.familiar())
-            .unwrap_or_else(|_| c.image.clone()),
-    }
-}
-
-/// The networks a container is on, by name: those it joins, or the mode of a host or none
-/// container (Docker lists those as networks too).
-pub(crate) fn network_names(c: &capi::Container) -> Vec<String> {
-    if !c.networks.is_empty() {
-        return c.networks.clone();
-    }
-    match c.config.as_ref().map(|c| c.network_mode.as_str()) {
-        Some(m @ ("host" | "none")) => vec![m.to_string()],
-        _ => Vec::new(),
-    }
 }
 
 /// Containers that the tests of ps and inspect look at.

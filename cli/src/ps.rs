@@ -2,166 +2,27 @@
 //! the columns and `--format` fields it shows of each.
 
 use crate::client::{Context, Error};
-use crate::containers::{command_of, image_shown, network_names, state_name};
-use crate::filters::{label_matches, Filters};
-use crate::format;
 use crate::template::ListFormat;
 use berth_api::containers::v1 as capi;
+use berth_docker::ps::PsFilters;
 use clap::Args;
-use std::collections::BTreeMap;
 
 #[derive(Debug, Args)]
 pub struct PsArgs {
     /// Show all containers (default shows running ones)
     #[arg(short, long)]
     pub all: bool,
-    /// Filter: status=…, name=…, ancestor=…, id=…, label=…, network=…, publish=…, expose=…
+    /// Filter: status=…, name=…, ancestor=…, id=…, label=…, network=…, publish=…, expose=…,
+    /// before=…, since=…
     #[arg(short, long = "filter")]
     pub filter: Vec<String>,
     #[command(flatten)]
     pub output: crate::template::ListFormat,
 }
 
-/// `ps` filters.
-#[derive(Debug, Default, PartialEq)]
-pub struct PsFilters(Filters);
-
-const STATUSES: &[&str] = &[
-    "created",
-    "restarting",
-    "running",
-    "removing",
-    "paused",
-    "exited",
-    "dead",
-];
-
-impl PsFilters {
-    pub fn parse(filters: &[String]) -> Result<PsFilters, String> {
-        Filters::parse(filters, |k, v| match k {
-            "status" if !STATUSES.contains(&v) => Err(format!(
-                "invalid filter 'status={v}' (use one of {})",
-                STATUSES.join(", ")
-            )),
-            "publish" | "expose" => crate::ports::parse_port_filter(v).map(|_| ()),
-            "status" | "name" | "ancestor" | "id" | "label" | "exited" | "network" => Ok(()),
-            _ => Err(format!("invalid filter '{k}'")),
-        })
-        .map(PsFilters)
-    }
-
-    /// Whether a status filter is given (Docker then lists stopped containers too).
-    pub fn has_status(&self) -> bool {
-        self.0.has("status") || self.0.has("exited")
-    }
-
-    pub fn matches(&self, c: &capi::Container) -> bool {
-        let st = c.state.clone().unwrap_or_default();
-        let status = state_name(&st);
-        self.0.matches(|k, v| match k {
-            "status" => status == v,
-            "exited" => status == "exited" && v.parse::<i32>() == Ok(st.exit_code),
-            "name" => crate::filters::name_matches(&c.name, v),
-            "id" => c.id.starts_with(v),
-            "ancestor" => ancestor_matches(c, v),
-            "network" => network_names(c).iter().any(|n| n == v),
-            "publish" => live_ports(c).iter().any(|p| {
-                p.host_port != 0 && crate::ports::port_filter_matches(v, p.host_port, &p.protocol)
-            }),
-            "expose" => live_ports(c)
-                .iter()
-                .chain(c.config.iter().flat_map(|c| c.port_bindings.iter()))
-                .any(|p| crate::ports::port_filter_matches(v, p.container_port, &p.protocol)),
-            "label" => label_matches(&c.labels, v),
-            _ => false,
-        })
-    }
-}
-
-fn ancestor_matches(c: &capi::Container, want: &str) -> bool {
-    let id = c.image_id.trim_start_matches("sha256:");
-    let w = want.trim_start_matches("sha256:");
-    if !w.is_empty()
-        && w.len() >= 4
-        && id.starts_with(w)
-        && w.chars().all(|c| c.is_ascii_hexdigit())
-    {
-        return true;
-    }
-    let given = c.config.as_ref().map(|c| c.image.as_str()).unwrap_or("");
-    for have in [c.image.as_str(), given] {
-        if have.is_empty() {
-            continue;
-        }
-        if have == want {
-            return true;
-        }
-        let (Ok(h), Ok(w)) = (
-            berth_core::Reference::parse(have),
-            berth_core::Reference::parse_name_only(want),
-        ) else {
-            continue;
-        };
-        let same = if w.tag().is_none() && w.digest().is_none() {
-            h.repository() == w.repository()
-        } else {
-            h.to_string() == w.to_string()
-        };
-        if same {
-            return true;
-        }
-    }
-    false
-}
-
-fn secs(t: Option<&berth_api::prost_types::Timestamp>) -> i64 {
-    t.map(|t| t.seconds).unwrap_or(0)
-}
-
-/// The ports a running container has (none when it does not run).
-fn live_ports(c: &capi::Container) -> &[capi::PortBinding] {
-    c.network_settings
-        .as_ref()
-        .map(|n| n.ports.as_slice())
-        .unwrap_or_default()
-}
-
 /// One container as `ps --format` sees it (Docker's field names).
 fn ps_json(c: &capi::Container, output: &ListFormat, now: i64) -> serde_json::Value {
-    let st = c.state.clone().unwrap_or_default();
-    let labels: BTreeMap<_, _> = c.labels.iter().collect();
-    let mounts: Vec<&str> = c
-        .mounts
-        .iter()
-        .map(|m| {
-            if m.name.is_empty() {
-                &m.source
-            } else {
-                &m.name
-            }
-        })
-        .map(String::as_str)
-        .collect();
-    serde_json::json!({
-        "ID": output.id(&c.id),
-        "Image": image_shown(c),
-        "Command": format::command(&command_of(c), !output.no_trunc),
-        "CreatedAt": format::created_at(c.created_at.as_ref()),
-        "RunningFor": format::ago(secs(c.created_at.as_ref())),
-        "Ports": crate::ports::ps_column(live_ports(c)),
-        "State": state_name(&st),
-        "Status": format::status_text(
-            state_name(&st),
-            st.exit_code,
-            secs(st.started_at.as_ref()),
-            secs(st.finished_at.as_ref()),
-            now,
-        ),
-        "Names": c.name.trim_start_matches('/'),
-        "Labels": labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
-        "Mounts": mounts.join(","),
-        "Networks": network_names(c).join(","),
-    })
+    berth_docker::ps::ps_row(c, &output.id(&c.id), !output.no_trunc, now)
 }
 
 const PS_COLUMNS: &[(&str, &str)] = &[
@@ -181,20 +42,15 @@ const PS_COLUMNS: &[(&str, &str)] = &[
 
 pub async fn ps(ctx: &Context, a: PsArgs) -> Result<(), Error> {
     let filters = PsFilters::parse(&a.filter).map_err(Error::Local)?;
-    let mut list = ctx
+    let list = ctx
         .containers()
         .list(ctx.req(capi::ListContainersRequest {}))
         .await?
         .into_inner()
         .containers;
-    let all = a.all || filters.has_status();
-    list.retain(|c| {
-        let status = c.state.as_ref().map(|s| s.status.as_str()).unwrap_or("");
-        (all || matches!(status, "running" | "restarting" | "paused")) && filters.matches(c)
-    });
-    list.sort_by_key(|c| std::cmp::Reverse(secs(c.created_at.as_ref())));
+    let shown = filters.select(&list, a.all).map_err(Error::Local)?;
     let now = chrono::Utc::now().timestamp();
-    let objects: Vec<_> = list.iter().map(|c| ps_json(c, &a.output, now)).collect();
+    let objects: Vec<_> = shown.iter().map(|c| ps_json(c, &a.output, now)).collect();
     let table = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
     a.output.print(table, PS_COLUMNS, &objects)
 }
@@ -203,7 +59,9 @@ pub async fn ps(ctx: &Context, a: PsArgs) -> Result<(), Error> {
 mod tests {
     use super::*;
     use crate::containers::examples::{container, networked};
-    use crate::inspect::container_json;
+    use berth_docker::containers::container_json;
+    use berth_docker::containers::state_name;
+    use std::collections::BTreeMap;
 
     fn f(s: &[&str]) -> PsFilters {
         PsFilters::parse(&s.iter().map(|s| s.to_string()).collect::<Vec<_>>()).unwrap()

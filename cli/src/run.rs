@@ -268,7 +268,7 @@ fn all<T>(values: &[String], f: impl Fn(&str) -> Result<T, String>) -> Result<Ve
 }
 
 impl RunArgs {
-    /// The network flags, with Docker's conflicts between them checked.
+    /// The network flags (the runtime checks Docker's conflicts between them).
     fn network_config(&self) -> Result<NetworkConfig, Error> {
         let port_bindings = crate::ports::parse_publishes(&self.publish).map_err(Error::Local)?;
         // `default` (what inspect shows as the mode) is the default bridge network.
@@ -277,36 +277,6 @@ impl RunArgs {
             .clone()
             .filter(|n| n != "default")
             .unwrap_or_default();
-        if network_mode.starts_with("container:") {
-            let conflict = |what: &str| {
-                Err(Error::Local(format!(
-                    "Conflicting options: {what} and the network mode"
-                )))
-            };
-            if network_mode == "container:" {
-                return Err(Error::Local(
-                    "invalid --network container: name the container (container:NAME|ID)".into(),
-                ));
-            }
-            if !port_bindings.is_empty() || self.publish_all {
-                return Err(Error::Local(
-                    "Conflicting options: port publishing and the container type network mode"
-                        .into(),
-                ));
-            }
-            if !self.dns.is_empty() || !self.dns_search.is_empty() || !self.dns_option.is_empty() {
-                return conflict("dns");
-            }
-            if !self.add_host.is_empty() {
-                return conflict("custom host-to-IP mapping");
-            }
-            if self.hostname.is_some() {
-                return conflict("hostname");
-            }
-        }
-        if network_mode == "host" && (!port_bindings.is_empty() || self.publish_all) {
-            eprintln!("WARNING: Published ports are discarded when using host network mode");
-        }
         Ok(NetworkConfig {
             network_mode,
             port_bindings,
@@ -322,11 +292,6 @@ impl RunArgs {
             Some(r) => Some(parse_restart(r).map_err(Error::Local)?),
             None => None,
         };
-        if self.rm && restart_policy.as_ref().is_some_and(|p| p.name != "no") {
-            return Err(Error::Local(
-                "Conflicting options: --restart and --rm".into(),
-            ));
-        }
         let mut binds = self
             .volume
             .iter()
@@ -344,22 +309,10 @@ impl RunArgs {
             parse_signal(s).map_err(Error::Local)?;
         }
         let memory = match &self.memory {
-            Some(m) => {
-                let v = parse_memory(m).map_err(Error::Local)?;
-                if v > 0 && v < 6 << 20 {
-                    return Err(Error::Local("Minimum memory limit allowed is 6MB".into()));
-                }
-                v
-            }
+            Some(m) => parse_memory(m).map_err(Error::Local)?,
             None => 0,
         };
-        let nano_cpus = match self.cpus {
-            Some(c) if c < 0.0 => {
-                return Err(Error::Local("invalid --cpus: it must be positive".into()))
-            }
-            Some(c) => (c * 1e9) as i64,
-            None => 0,
-        };
+        let nano_cpus = self.cpus.map_or(0, |c| (c * 1e9) as i64);
         let security_opt = self
             .security_opt
             .iter()
@@ -367,7 +320,7 @@ impl RunArgs {
             .collect::<Result<Vec<_>, _>>()
             .map_err(Error::Local)?;
         let env = environment(&self.env);
-        Ok(capi::ContainerConfig {
+        let config = capi::ContainerConfig {
             image: self.image.clone(),
             cmd: self.command.clone(),
             entrypoint: self
@@ -406,16 +359,15 @@ impl RunArgs {
             privileged: self.privileged,
             security_opt,
             tmpfs,
-        })
+        };
+        for w in berth_docker::create::create_warnings(&config) {
+            eprintln!("WARNING: {w}");
+        }
+        Ok(config)
     }
 }
 
-/// What a `--mount` becomes: a `-v` entry or a `--tmpfs` one.
-#[derive(Debug, PartialEq, Eq)]
-pub enum MountSpec {
-    Bind(String),
-    Tmpfs(String),
-}
+pub use berth_docker::create::MountSpec;
 
 /// Docker's `--mount type=bind|volume|tmpfs,source=…,target=…[,readonly]` (CSV of key=value;
 /// `src`, `dst`/`destination`, `ro` are accepted too). Options berth does not have are refused,
@@ -423,7 +375,7 @@ pub enum MountSpec {
 pub fn parse_mount(spec: &str) -> Result<MountSpec, String> {
     let bad = |why: String| format!("invalid argument \"{spec}\" for \"--mount\" flag: {why}");
     let (mut typ, mut src, mut dst) = ("volume".to_string(), String::new(), String::new());
-    let (mut readonly, mut tmpfs_opts) = (false, Vec::new());
+    let (mut readonly, mut tmpfs_opts) = (false, Vec::<String>::new());
     for field in spec.split(',').filter(|f| !f.is_empty()) {
         let (k, v) = match field.split_once('=') {
             Some((k, v)) => (k.trim().to_ascii_lowercase(), Some(v.trim())),
@@ -450,46 +402,7 @@ pub fn parse_mount(spec: &str) -> Result<MountSpec, String> {
             _ => return Err(bad(format!("unsupported option {field:?}"))),
         }
     }
-    if dst.is_empty() {
-        return Err(bad("target is required".into()));
-    }
-    match typ.as_str() {
-        "bind" | "volume" => {
-            if !tmpfs_opts.is_empty() {
-                return Err(bad(format!("tmpfs options do not apply to type={typ}")));
-            }
-            if typ == "bind" && !src.starts_with('/') {
-                return Err(bad("a bind's source must be an absolute host path".into()));
-            }
-            if typ == "volume" && src.starts_with('/') {
-                return Err(bad("a volume's source is a volume name".into()));
-            }
-            if src.is_empty() {
-                if readonly {
-                    return Err(bad("an anonymous volume cannot be read-only".into()));
-                }
-                return Ok(MountSpec::Bind(dst));
-            }
-            let ro = if readonly { ":ro" } else { "" };
-            Ok(MountSpec::Bind(format!("{src}:{dst}{ro}")))
-        }
-        "tmpfs" => {
-            if !src.is_empty() {
-                return Err(bad("a tmpfs has no source".into()));
-            }
-            if readonly {
-                tmpfs_opts.push("ro".into());
-            }
-            Ok(MountSpec::Tmpfs(if tmpfs_opts.is_empty() {
-                dst
-            } else {
-                format!("{dst}:{}", tmpfs_opts.join(","))
-            }))
-        }
-        t => Err(bad(format!(
-            "unsupported mount type {t:?} (bind, volume or tmpfs)"
-        ))),
-    }
+    berth_docker::create::mount_spec(&typ, &src, &dst, readonly, tmpfs_opts).map_err(bad)
 }
 
 /// A `--security-opt` as berthd takes it: `seccomp=FILE` becomes `seccomp=<the file's JSON>`
@@ -842,11 +755,8 @@ mod tests {
         assert!(err(&["--add-host", "db"]).contains("NAME:IP"));
         assert!(err(&["--dns", "one.one"]).contains("not an ip address"));
         assert!(err(&["--dns-search=-bad"]).contains("not a valid domain"));
-        assert!(err(&["--network", "container:db", "-p", "80"]).contains("port publishing"));
-        assert!(err(&["--network", "container:db", "--dns", "1.1.1.1"]).contains("dns"));
-        assert!(
-            err(&["--network", "container:db", "--add-host", "a:1.2.3.4"]).contains("host-to-IP")
-        );
+        // Conflicts with a container: network are the runtime's to refuse (Containers.Create),
+        // for every client: see berth-runtime's check_network_options.
         assert!(args(&["--network", "container:db"]).is_ok());
         let e = args(&["-p", "abc"]).unwrap_err();
         assert_eq!(e.exit_code(), 125);

@@ -62,7 +62,7 @@ pub async fn login(
     State(s): State<Services>,
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(crate::images::bad)?;
+    let body = body.map_err(crate::error::bad)?;
     let auth: AuthConfig = serde_json::from_slice(&body)
         .map_err(|e| ApiError::bad_parameter(format!("invalid JSON: {e}")))?;
     let registry = match auth.server_address.as_str() {

@@ -22,7 +22,7 @@ pub async fn commit(
     body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Result<Response, ApiError> {
     // A body over axum's limit (2 MiB) is Docker's 400, as any unreadable one.
-    let body = body.map_err(crate::images::bad)?;
+    let body = body.map_err(crate::error::bad)?;
     let q = Params::parse(raw.as_deref());
     let config: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
         serde_json::Value::Null

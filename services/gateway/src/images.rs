@@ -3,7 +3,8 @@
 //! slashes (`registry:5000/team/app:1.0`), so `/images/{name}/…` is matched by its last
 //! segment, as Docker's router does.
 
-use crate::error::{json_body, ApiError};
+use crate::error::{bad, json_body, ApiError};
+use crate::truthy;
 use crate::Services;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
@@ -14,11 +15,6 @@ use http::StatusCode;
 use serde::Deserialize;
 use serde_json::Value;
 use tonic::transport::Channel;
-
-/// A path or query axum cannot read (bad UTF-8, a malformed query) as Docker's 400.
-pub(crate) fn bad(rejection: impl IntoResponse + std::fmt::Display) -> ApiError {
-    ApiError::bad_parameter(rejection.to_string())
-}
 
 /// `/images/json`, `/images/{name}/…` and the other image routes.
 pub fn routes() -> axum::Router<Services> {
@@ -37,11 +33,6 @@ pub fn routes() -> axum::Router<Services> {
 
 pub(crate) fn images(s: &Services) -> ImagesClient<Channel> {
     ImagesClient::new(s.image.clone()).max_decoding_message_size(64 << 20)
-}
-
-/// Docker's truthy query values ("1", "true", "True").
-fn truthy(v: &Option<String>) -> bool {
-    matches!(v.as_deref(), Some("1" | "true" | "True" | "TRUE"))
 }
 
 #[derive(Debug, Deserialize)]

@@ -26,6 +26,7 @@ mod archive;
 mod auth;
 mod build;
 mod commit;
+mod containers;
 pub mod error;
 mod host;
 mod images;
@@ -91,12 +92,18 @@ impl Services {
     }
 }
 
+/// Docker's truthy query values ("1", "true", "True").
+pub(crate) fn truthy(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("1" | "true" | "True" | "TRUE"))
+}
+
 /// The Docker Engine API served from `services`: every area's routes (each module's
 /// `routes`), then Docker's version check and headers around them.
 pub fn router(services: Services) -> axum::Router {
     let api = axum::Router::new()
         .merge(system::routes())
         .merge(images::routes())
+        .merge(containers::routes())
         .fallback(error::page_not_found)
         .method_not_allowed_fallback(error::page_not_found)
         .with_state(services);

@@ -4,7 +4,8 @@
 
 use crate::auth::registry_auth;
 use crate::error::ApiError;
-use crate::images::{bad, images};
+use crate::error::bad;
+use crate::images::images;
 use crate::stream::{json_lines, Lines};
 use crate::Services;
 use axum::extract::rejection::QueryRejection;

@@ -68,6 +68,35 @@ const SURNAMES: [&str; 24] = [
     "ritchie", "shannon", "thompson", "torvalds", "turing", "wozniak",
 ];
 
+/// Docker's conflicts between a `container:NAME` network mode and the options that belong to
+/// a container's own network (published ports, DNS, hosts entries, host name): the other
+/// container's network is used as it is.
+pub fn check_network_options(config: &ContainerConfig) -> Result<()> {
+    if !config.network_mode.starts_with("container:") {
+        return Ok(());
+    }
+    let conflict = |what: &str| {
+        Err(Error::InvalidArgument(format!(
+            "Conflicting options: {what} and the network mode"
+        )))
+    };
+    if !config.port_bindings.is_empty() || config.publish_all {
+        return Err(Error::InvalidArgument(
+            "Conflicting options: port publishing and the container type network mode".into(),
+        ));
+    }
+    if !config.dns.is_empty() || !config.dns_search.is_empty() || !config.dns_options.is_empty() {
+        return conflict("dns");
+    }
+    if !config.extra_hosts.is_empty() {
+        return conflict("custom host-to-IP mapping");
+    }
+    if !config.hostname.is_empty() {
+        return conflict("hostname");
+    }
+    Ok(())
+}
+
 /// A Docker-style random name (`focused_turing`) not yet used in the namespace.
 fn random_name(store: &crate::metadata::Store, namespace: &str) -> Result<String> {
     let mut bytes = [0u8; 4];
@@ -269,9 +298,10 @@ impl Containers {
         Policy::validate(config.restart_policy.as_ref())?;
         if config.auto_remove && !matches!(Policy::of(config.restart_policy.as_ref()), Policy::No) {
             return Err(Error::InvalidArgument(
-                "conflicting options: cannot specify both --restart and --rm".into(),
+                "Conflicting options: --restart and --rm".into(),
             ));
         }
+        check_network_options(config)?;
         if !config.stop_signal.is_empty() {
             crate::lifecycle::parse_signal(&config.stop_signal)?;
         }
@@ -493,6 +523,35 @@ impl Containers {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_container_network_takes_no_network_options() {
+        let mut c = ContainerConfig {
+            network_mode: "container:db".into(),
+            ..Default::default()
+        };
+        assert!(check_network_options(&c).is_ok());
+        let refused = |c: &ContainerConfig| check_network_options(c).unwrap_err().to_string();
+        c.hostname = "h".into();
+        assert_eq!(
+            refused(&c),
+            "Conflicting options: hostname and the network mode"
+        );
+        c.extra_hosts = vec!["a:1.2.3.4".into()];
+        assert_eq!(
+            refused(&c),
+            "Conflicting options: custom host-to-IP mapping and the network mode"
+        );
+        c.dns = vec!["1.1.1.1".into()];
+        assert_eq!(refused(&c), "Conflicting options: dns and the network mode");
+        c.publish_all = true;
+        assert_eq!(
+            refused(&c),
+            "Conflicting options: port publishing and the container type network mode"
+        );
+        c.network_mode = "bridge".into();
+        assert!(check_network_options(&c).is_ok());
+    }
 
     #[test]
     fn names() {

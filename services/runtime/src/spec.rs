@@ -147,7 +147,7 @@ fn network(mode: &str) -> Result<Network> {
     match crate::network::Mode::of(mode) {
         crate::network::Mode::Host => Ok(Network::Host),
         crate::network::Mode::Container(c) if c.is_empty() => Err(Error::InvalidArgument(
-            "--network container: needs a container name or id".into(),
+            "invalid --network container: name the container (container:NAME|ID)".into(),
         )),
         _ => Ok(Network::Own),
     }
@@ -562,6 +562,11 @@ fn resources(
                 .build()
                 .map_err(spec_err)?,
         );
+    }
+    if config.nano_cpus < 0 {
+        return Err(Error::InvalidArgument(
+            "invalid --cpus: it must be positive".to_string(),
+        ));
     }
     if config.nano_cpus != 0 {
         let max = i64::from(options.host_cpus) * 1_000_000_000;

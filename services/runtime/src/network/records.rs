@@ -373,7 +373,7 @@ impl Networks {
                 }
             }
             Mode::Container(c) if c.is_empty() => Err(Error::InvalidArgument(
-                "--network container: needs a container name or id".into(),
+                "invalid --network container: name the container (container:NAME|ID)".into(),
             )),
             _ => Ok((Vec::new(), network_mode.to_string())),
         }
