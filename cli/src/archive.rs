@@ -122,14 +122,14 @@ async fn copy_stream(
 /// [`OutputFile::commit`], removed when dropped before that. A `dest` that exists and is no
 /// regular file (`/dev/stdout`, a fifo) is written directly.
 #[derive(Debug)]
-struct OutputFile {
+pub(crate) struct OutputFile {
     file: tokio::fs::File,
     dest: PathBuf,
     tmp: Option<PathBuf>,
 }
 
 impl OutputFile {
-    async fn create(dest: &Path) -> Result<OutputFile, Error> {
+    pub(crate) async fn create(dest: &Path) -> Result<OutputFile, Error> {
         let err = |p: &Path, e: std::io::Error| {
             Error::Local(format!("cannot write {}: {e}", p.display()))
         };
@@ -182,12 +182,12 @@ impl OutputFile {
         })
     }
 
-    fn writer(&mut self) -> &mut tokio::fs::File {
+    pub(crate) fn writer(&mut self) -> &mut tokio::fs::File {
         &mut self.file
     }
 
     /// Makes the file durable and puts it in place.
-    async fn commit(mut self) -> Result<(), Error> {
+    pub(crate) async fn commit(mut self) -> Result<(), Error> {
         let err =
             |e: std::io::Error| Error::Local(format!("cannot write {}: {e}", self.dest.display()));
         let Some(tmp) = self.tmp.clone() else {

@@ -11,6 +11,7 @@
 //! assert_eq!((repo.as_str(), tag.as_str()), ("busybox", "latest"));
 //! ```
 
+pub mod files;
 mod images;
 
 pub use images::*;

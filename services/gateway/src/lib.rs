@@ -22,6 +22,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tonic::transport::Channel;
 
+mod container_fs;
 pub mod error;
 mod host;
 mod images;
@@ -89,6 +90,7 @@ pub fn router(services: Services) -> axum::Router {
     let api = axum::Router::new()
         .merge(system::routes())
         .merge(images::routes())
+        .merge(container_fs::routes())
         .fallback(error::page_not_found)
         .method_not_allowed_fallback(error::page_not_found)
         .with_state(services);
