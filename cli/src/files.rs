@@ -349,7 +349,12 @@ fn unpack_renamed(tar: &[u8], parent: &Path, name: &str, owners: bool) -> Result
         let path = entry.path().map_err(local)?.into_owned();
         let mut comps = path.components();
         comps.next();
-        let renamed = Path::new(name).join(comps.as_path());
+        let rest = comps.as_path();
+        let renamed = if rest.as_os_str().is_empty() {
+            PathBuf::from(name)
+        } else {
+            Path::new(name).join(rest)
+        };
         if name == "." && renamed.as_os_str() == "." {
             continue;
         }
