@@ -145,12 +145,8 @@ impl Unpack<'_> {
         let Some((name, parents)) = comps.split_last() else {
             return Ok(()); // the destination itself (`./`)
         };
-        let parent_rel: PathBuf = self
-            .dest_rel
-            .iter()
-            .chain(parents.iter().map(|p| p.as_os_str()))
-            .collect();
-        let parent = open_in_root(self.root.as_fd(), &parent_rel, OFlag::O_DIRECTORY)
+        let parent = self
+            .parent_dir(parents)
             .map_err(self.io("open the folder of", entry))?;
         // A real descriptor: `openat` of a new file needs one.
         let parent = openat(
@@ -181,6 +177,34 @@ impl Unpack<'_> {
             remove_at(&parent, name).map_err(|e| self.io_err("replace", entry, e))?;
         }
         self.create(reader, &parent, name, entry)
+    }
+
+    /// The folder `parents` of the destination, resolved inside the root; a missing one is
+    /// made (0755), as Docker makes the parents an archive does not list.
+    fn parent_dir(&self, parents: &[OsString]) -> nix::Result<OwnedFd> {
+        let mut rel = self.dest_rel.clone();
+        let mut dir = open_in_root(self.root.as_fd(), &rel, OFlag::O_DIRECTORY)?;
+        for p in parents {
+            rel.push(p);
+            dir = match open_in_root(self.root.as_fd(), &rel, OFlag::O_DIRECTORY) {
+                Err(nix::errno::Errno::ENOENT) => {
+                    // Made from the folder above, resolved in the root, never through `p`.
+                    let real = openat(
+                        &dir,
+                        ".",
+                        OFlag::O_RDONLY | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+                        Mode::empty(),
+                    )?;
+                    match mkdirat(&real, p.as_os_str(), Mode::from_bits_truncate(0o755)) {
+                        Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+                        Err(e) => return Err(e),
+                    }
+                    open_in_root(self.root.as_fd(), &rel, OFlag::O_DIRECTORY)?
+                }
+                other => other?,
+            };
+        }
+        Ok(dir)
     }
 
     fn io_err(&self, action: &'static str, entry: &Entry, e: io::Error) -> ExtractError {
@@ -364,6 +388,7 @@ mod tests {
             ("d/", tar::EntryType::Directory, ""),
             ("d/f", tar::EntryType::Regular, "hello"),
             ("/abs", tar::EntryType::Regular, "rooted"),
+            ("implicit/parents/f", tar::EntryType::Regular, "made"),
         ]);
         extract(
             &open_root(t.path()),
@@ -380,6 +405,8 @@ mod tests {
             fs::read_to_string(t.path().join("tmp/abs")).unwrap(),
             "rooted"
         );
+        let made = t.path().join("tmp/implicit/parents/f");
+        assert_eq!(fs::read_to_string(made).unwrap(), "made");
         let e = extract(
             &open_root(t.path()),
             "/nope",
