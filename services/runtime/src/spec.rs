@@ -603,9 +603,9 @@ pub fn with_limits(
     let limits = resources(config, false, options)?;
     let mut linux = spec.linux().clone().unwrap_or_default();
     let mut res = linux.resources().clone().unwrap_or_default();
-    res.set_memory(limits.memory().clone());
+    res.set_memory(*limits.memory());
     res.set_cpu(limits.cpu().clone());
-    res.set_pids(limits.pids().clone());
+    res.set_pids(*limits.pids());
     linux.set_resources(Some(res));
     spec.set_linux(Some(linux));
     serde_json::to_vec(&spec).map_err(|e| Error::Spec(e.to_string()))
