@@ -106,14 +106,23 @@ async fn write_archive(
 }
 
 async fn copy_stream(
-    mut stream: tonic::Streaming<api::ExportResponse>,
+    stream: tonic::Streaming<api::ExportResponse>,
+    out: &mut (impl AsyncWrite + Unpin),
+    shown: &Path,
+) -> Result<(), Error> {
+    copy_chunks(stream.map(|r| r.map(|c| c.data)), out, shown).await
+}
+
+/// Writes a stream of data chunks (an archive coming from berthd) to `out`.
+pub(crate) async fn copy_chunks(
+    mut chunks: impl tokio_stream::Stream<Item = Result<Vec<u8>, tonic::Status>> + Unpin,
     out: &mut (impl AsyncWrite + Unpin),
     shown: &Path,
 ) -> Result<(), Error> {
     let write_err =
         |e: std::io::Error| Error::Local(format!("cannot write {}: {e}", shown.display()));
-    while let Some(chunk) = stream.next().await {
-        out.write_all(&chunk?.data).await.map_err(write_err)?;
+    while let Some(chunk) = chunks.next().await {
+        out.write_all(&chunk?).await.map_err(write_err)?;
     }
     out.flush().await.map_err(write_err)
 }

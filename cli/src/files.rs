@@ -9,7 +9,7 @@
 //! path inside the container and unpacks with its bounded reader; this side unpacks with the
 //! tar crate's `unpack_in`, which keeps entries inside the destination.
 
-use crate::archive::OutputFile;
+use crate::archive::{copy_chunks, OutputFile};
 use crate::client::{Context, Error};
 use crate::run::{parse_memory, parse_restart};
 use crate::verbs::each;
@@ -18,7 +18,6 @@ use berth_docker::files::{change_line, is_dir_mode, is_symlink_mode};
 use clap::Args;
 use std::io::{IsTerminal, Read};
 use std::path::{Path, PathBuf};
-use tokio::io::AsyncWriteExt;
 use tokio_stream::StreamExt;
 
 #[derive(Debug, Args)]
@@ -86,17 +85,12 @@ pub async fn diff(ctx: &Context, a: DiffArgs) -> Result<(), Error> {
 }
 
 /// Writes a stream of tar chunks to `out`.
-async fn copy_chunks(
-    mut stream: tonic::Streaming<capi::ArchiveChunk>,
+async fn copy_tar(
+    stream: tonic::Streaming<capi::ArchiveChunk>,
     out: &mut (impl tokio::io::AsyncWrite + Unpin),
     shown: &Path,
 ) -> Result<(), Error> {
-    let write_err =
-        |e: std::io::Error| Error::Local(format!("cannot write {}: {e}", shown.display()));
-    while let Some(chunk) = stream.next().await {
-        out.write_all(&chunk?.data).await.map_err(write_err)?;
-    }
-    out.flush().await.map_err(write_err)
+    copy_chunks(stream.map(|r| r.map(|c| c.data)), out, shown).await
 }
 
 /// `berth export [-o FILE] CONTAINER`: a tar of its filesystem.
@@ -113,7 +107,7 @@ pub async fn export(ctx: &Context, a: ExportArgs) -> Result<(), Error> {
         .into_inner();
     match a.output {
         None => {
-            copy_chunks(
+            copy_tar(
                 stream,
                 &mut tokio::io::stdout(),
                 Path::new("standard output"),
@@ -122,7 +116,7 @@ pub async fn export(ctx: &Context, a: ExportArgs) -> Result<(), Error> {
         }
         Some(path) => {
             let mut file = OutputFile::create(&path).await?;
-            copy_chunks(stream, file.writer(), &path).await?;
+            copy_tar(stream, file.writer(), &path).await?;
             file.commit().await
         }
     }
@@ -275,7 +269,7 @@ async fn copy_from(
         .await?
         .into_inner();
     if dest == "-" {
-        return copy_chunks(
+        return copy_tar(
             stream,
             &mut tokio::io::stdout(),
             Path::new("standard output"),

@@ -10,6 +10,8 @@
 //! Processes started here get `PR_SET_PDEATHSIG` from a thread that lives as long as the test
 //! binary, so nothing outlives a test run.
 
+pub mod docker_gateway;
+
 use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;

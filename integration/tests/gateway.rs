@@ -4,79 +4,15 @@
 //! berthd that pulled busybox from a real registry through berth; and the raw HTTP answers
 //! (headers, version refusals) with curl over the unix socket.
 
-use berth_integration::{or_skip, skip, Berthd, Registry, TempDir};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use berth_integration::docker_gateway::DockerGateway as Gateway;
+use berth_integration::{or_skip, skip, Berthd};
+use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
-
-/// A registry with busybox, a berthd serving the gateway that pulled it, the image's name.
-struct Gateway {
-    _reg: Registry,
-    d: Berthd,
-    img: String,
-    socket: PathBuf,
-    /// DOCKER_CONFIG: the CLIs read no config of the user running the tests.
-    config: TempDir,
-}
 
 fn gateway() -> Option<&'static Gateway> {
     static G: OnceLock<Option<Gateway>> = OnceLock::new();
-    G.get_or_init(|| {
-        let reg = Registry::start()?;
-        reg.push_busybox("busybox:latest");
-        let d = Berthd::start("[gateway]\nsocket = \"{STATE}/docker.sock\"\n");
-        let img = format!("{}/busybox:latest", reg.addr);
-        d.ok(&["pull", "-q", &img]);
-        let socket = d.state().join("docker.sock");
-        Some(Gateway {
-            _reg: reg,
-            d,
-            img,
-            socket,
-            config: TempDir::new("berth-it-docker-config"),
-        })
-    })
-    .as_ref()
-}
-
-impl Gateway {
-    fn docker(&self, cli: &Path, args: &[&str]) -> Output {
-        Command::new(cli)
-            .args(args)
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .env("DOCKER_CONFIG", self.config.path())
-            .env_remove("DOCKER_API_VERSION")
-            .env_remove("DOCKER_CONTEXT")
-            .output()
-            .expect("run docker")
-    }
-
-    /// stdout of a docker command that must succeed.
-    fn ok(&self, cli: &Path, args: &[&str]) -> String {
-        let o = self.docker(cli, args);
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-        );
-        assert!(
-            o.status.success(),
-            "{} {args:?} failed: {err}\n{out}\n--- berthd:\n{}",
-            cli.display(),
-            self.d.log()
-        );
-        out.into_owned()
-    }
-
-    fn curl(&self, args: &[&str]) -> String {
-        let o = Command::new("curl")
-            .arg("-s")
-            .arg("--unix-socket")
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run curl");
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
+    G.get_or_init(Gateway::start).as_ref()
 }
 
 /// Whether `docker images` printed a row of `repo` and `tag`.

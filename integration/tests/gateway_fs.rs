@@ -4,87 +4,40 @@
 //! `update` (checked in the container's cgroup files); and a hostile tar PUT with curl that
 //! lands nothing outside the container.
 
-use berth_integration::{or_skip, skip, wait_for, Berthd, Registry, TempDir};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use berth_integration::docker_gateway::DockerGateway;
+use berth_integration::{or_skip, skip, wait_for, Berthd, TempDir};
+use std::path::Path;
+use std::process::Command;
 use std::sync::OnceLock;
 use std::time::Duration;
 
 const DOCKER: &str = "/usr/bin/docker";
 
-struct Gateway {
-    _reg: Registry,
-    d: Berthd,
-    img: String,
-    socket: PathBuf,
-    config: TempDir,
+fn gateway() -> Option<&'static DockerGateway> {
+    static G: OnceLock<Option<DockerGateway>> = OnceLock::new();
+    G.get_or_init(DockerGateway::start).as_ref()
 }
 
-fn gateway() -> Option<&'static Gateway> {
-    static G: OnceLock<Option<Gateway>> = OnceLock::new();
-    G.get_or_init(|| {
-        let reg = Registry::start()?;
-        reg.push_busybox("busybox:latest");
-        let d = Berthd::start("[gateway]\nsocket = \"{STATE}/docker.sock\"\n");
-        let img = format!("{}/busybox:latest", reg.addr);
-        d.ok(&["pull", "-q", &img]);
-        let socket = d.state().join("docker.sock");
-        Some(Gateway {
-            _reg: reg,
-            d,
-            img,
-            socket,
-            config: TempDir::new("berth-it-fs-docker-config"),
-        })
-    })
-    .as_ref()
+/// A running container `name` with a file added, one deleted, and sleeping.
+fn busy_container(g: &DockerGateway, name: &str) {
+    g.d.run_d(&[
+        "--name",
+        name,
+        &g.img,
+        "sh",
+        "-c",
+        "touch /tmp/x; rm /etc/group; exec sleep 1000",
+    ]);
+    wait_for("the container's changes", Duration::from_secs(10), || {
+        g.d.ok(&["diff", name]).contains("A /tmp/x")
+    });
 }
 
-impl Gateway {
-    fn docker(&self, args: &[&str]) -> Output {
-        Command::new(DOCKER)
-            .args(args)
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .env("DOCKER_CONFIG", self.config.path())
-            .env_remove("DOCKER_API_VERSION")
-            .output()
-            .expect("run docker")
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        let o = self.docker(args);
-        assert!(
-            o.status.success(),
-            "docker {args:?} failed: {}\n--- berthd:\n{}",
-            String::from_utf8_lossy(&o.stderr),
-            self.d.log()
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let o = self.docker(args);
-        assert!(!o.status.success(), "docker {args:?} should fail");
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    }
-
-    /// A running container `name` with a file added, one deleted, and sleeping.
-    fn busy_container(&self, name: &str) {
-        self.d.run_d(&[
-            "--name",
-            name,
-            &self.img,
-            "sh",
-            "-c",
-            "touch /tmp/x; rm /etc/group; exec sleep 1000",
-        ]);
-        wait_for("the container's changes", Duration::from_secs(10), || {
-            self.d.ok(&["diff", name]).contains("A /tmp/x")
-        });
-    }
+fn cli() -> &'static Path {
+    Path::new(DOCKER)
 }
 
-fn docker_cli() -> Option<&'static Gateway> {
+fn docker_cli() -> Option<&'static DockerGateway> {
     if !Path::new(DOCKER).exists() {
         skip("/usr/bin/docker is missing (apt-get install docker.io)");
         return None;
@@ -130,9 +83,9 @@ fn cgroup_limits(d: &Berthd, name: &str) -> (String, String) {
 fn docker_cli_diff_export_cp_rename_update() {
     let g = or_skip!(docker_cli());
     let work = TempDir::new("berth-it-fs-docker");
-    g.busy_container("fsdocker");
+    busy_container(g, "fsdocker");
 
-    let diff = g.ok(&["diff", "fsdocker"]);
+    let diff = g.ok(cli(), &["diff", "fsdocker"]);
     assert_eq!(
         diff,
         g.d.ok(&["diff", "fsdocker"]),
@@ -147,13 +100,16 @@ fn docker_cli_diff_export_cp_rename_update() {
     );
 
     let export = work.path().join("export.tar");
-    g.ok(&["export", "-o", export.to_str().unwrap(), "fsdocker"]);
+    g.ok(
+        cli(),
+        &["export", "-o", export.to_str().unwrap(), "fsdocker"],
+    );
     let names = tar_names(&export);
     assert!(names.lines().any(|l| l == "bin/busybox"), "{names}");
     assert!(names.lines().any(|l| l == "tmp/x"), "{names}");
 
     // Out as a tar on stdout, in to a folder, out as a folder.
-    let o = g.docker(&["cp", "fsdocker:/etc/passwd", "-"]);
+    let o = g.docker(cli(), &["cp", "fsdocker:/etc/passwd", "-"]);
     assert!(o.status.success());
     let mut a = tar::Archive::new(o.stdout.as_slice());
     let mut entry = a.entries().unwrap().next().unwrap().unwrap();
@@ -164,54 +120,62 @@ fn docker_cli_diff_export_cp_rename_update() {
 
     let file = work.path().join("hello.txt");
     std::fs::write(&file, "hello from the host\n").unwrap();
-    g.ok(&["cp", file.to_str().unwrap(), "fsdocker:/tmp/"]);
+    g.ok(cli(), &["cp", file.to_str().unwrap(), "fsdocker:/tmp/"]);
     let seen = g.d.ok(&["exec", "fsdocker", "cat", "/tmp/hello.txt"]);
     assert_eq!(seen, "hello from the host\n");
 
     let out = work.path().join("out");
-    g.ok(&["cp", "fsdocker:/etc", out.to_str().unwrap()]);
+    g.ok(cli(), &["cp", "fsdocker:/etc", out.to_str().unwrap()]);
     assert!(std::fs::read_to_string(out.join("passwd"))
         .unwrap()
         .starts_with("root:"));
 
-    let err = g.fails(&["cp", "fsdocker:/nope/x", out.to_str().unwrap()]);
+    let err = g.fails(cli(), &["cp", "fsdocker:/nope/x", out.to_str().unwrap()]);
     assert!(err.contains("No such container:path"), "{err}");
-    let err = g.fails(&["cp", file.to_str().unwrap(), "fsdocker:/nope/dir/x"]);
+    let err = g.fails(
+        cli(),
+        &["cp", file.to_str().unwrap(), "fsdocker:/nope/dir/x"],
+    );
     assert!(err.contains("No such container:path"), "{err}");
 
     // A stopped container: its snapshot, both ways.
     g.d.ok(&["stop", "-t", "1", "fsdocker"]);
-    g.ok(&["cp", file.to_str().unwrap(), "fsdocker:/root/"]);
-    let o = g.docker(&["cp", "fsdocker:/root/hello.txt", "-"]);
+    g.ok(cli(), &["cp", file.to_str().unwrap(), "fsdocker:/root/"]);
+    let o = g.docker(cli(), &["cp", "fsdocker:/root/hello.txt", "-"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("hello from the host"));
-    assert!(g.ok(&["diff", "fsdocker"]).contains("A /root/hello.txt"));
+    assert!(g
+        .ok(cli(), &["diff", "fsdocker"])
+        .contains("A /root/hello.txt"));
     g.d.ok(&["start", "fsdocker"]);
     let seen = g.d.ok(&["exec", "fsdocker", "cat", "/root/hello.txt"]);
     assert_eq!(seen, "hello from the host\n");
 
     // rename, and Docker's conflict.
-    g.ok(&["rename", "fsdocker", "fsdocker2"]);
+    g.ok(cli(), &["rename", "fsdocker", "fsdocker2"]);
     g.d.ok(&["create", "--name", "fsdocker-other", &g.img]);
-    let err = g.fails(&["rename", "fsdocker2", "fsdocker-other"]);
+    let err = g.fails(cli(), &["rename", "fsdocker2", "fsdocker-other"]);
     assert!(
         err.contains("Conflict. The container name \"/fsdocker-other\" is already in use"),
         "{err}"
     );
 
     // update, seen in the cgroup.
-    g.ok(&[
-        "update",
-        "--memory",
-        "64m",
-        "--pids-limit",
-        "20",
-        "fsdocker2",
-    ]);
+    g.ok(
+        cli(),
+        &[
+            "update",
+            "--memory",
+            "64m",
+            "--pids-limit",
+            "20",
+            "fsdocker2",
+        ],
+    );
     assert_eq!(
         cgroup_limits(&g.d, "fsdocker2"),
         ((64u64 << 20).to_string(), "20".to_string())
     );
-    let err = g.fails(&["update", "--cpu-shares", "100", "fsdocker2"]);
+    let err = g.fails(cli(), &["update", "--cpu-shares", "100", "fsdocker2"]);
     assert!(err.contains("CpuShares"), "{err}");
     g.d.ok(&["rm", "-f", "fsdocker2", "fsdocker-other"]);
 }
@@ -220,7 +184,7 @@ fn docker_cli_diff_export_cp_rename_update() {
 fn berth_cli_diff_export_cp_rename_update() {
     let g = or_skip!(gateway());
     let work = TempDir::new("berth-it-fs-berth");
-    g.busy_container("fsberth");
+    busy_container(g, "fsberth");
     let diff = g.d.ok(&["diff", "fsberth"]);
     assert!(
         diff.contains("D /etc/group\n") && diff.contains("A /tmp/x\n"),

@@ -205,7 +205,7 @@ pub(crate) fn stat_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Option<FileStat
 }
 
 /// A file made by the copy: never an existing one, never through a symlink.
-const NEW_FILE: OFlag = OFlag::O_WRONLY
+pub(crate) const NEW_FILE: OFlag = OFlag::O_WRONLY
     .union(OFlag::O_CREAT)
     .union(OFlag::O_EXCL)
     .union(OFlag::O_NOFOLLOW)

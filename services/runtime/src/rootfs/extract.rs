@@ -13,7 +13,7 @@
 //!   (`O_CREAT|O_EXCL|O_NOFOLLOW`, `symlinkat`, `mkdirat`); what was there is removed first;
 //! - a hard link's target is resolved the same way, inside the root.
 
-use crate::copyup::{is, remove_at, stat_at};
+use crate::copyup::{is, remove_at, stat_at, NEW_FILE};
 use berth_archive::{ArchiveError, Entry, Reader};
 use berth_core::config::Limits;
 use berth_shim::mounts::open_in_root;
@@ -233,11 +233,7 @@ impl Unpack<'_> {
                 let fd = openat(
                     parent,
                     name.as_os_str(),
-                    OFlag::O_WRONLY
-                        | OFlag::O_CREAT
-                        | OFlag::O_EXCL
-                        | OFlag::O_NOFOLLOW
-                        | OFlag::O_CLOEXEC,
+                    NEW_FILE,
                     Mode::from_bits_truncate(0o600),
                 )
                 .map_err(make)?;
