@@ -423,6 +423,31 @@ mod tests {
     }
 
     #[test]
+    fn a_rename_frees_the_old_name_and_keeps_the_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .create("default", &container("aaa1", "web", 1))
+            .unwrap();
+        store
+            .create("default", &container("bbb2", "db", 2))
+            .unwrap();
+        let err = store.rename("default", "aaa1", "db").unwrap_err();
+        assert!(
+            matches!(&err, Error::NameInUse { id, .. } if id == "bbb2"),
+            "{err}"
+        );
+        let c = store.rename("default", "aaa1", "front").unwrap().unwrap();
+        assert_eq!(c.name, "front");
+        assert_eq!(store.resolve("default", "front").unwrap().id, "aaa1");
+        assert!(store.name_owner("default", "web").unwrap().is_none());
+        store
+            .create("default", &container("ccc3", "web", 3))
+            .unwrap();
+        assert!(store.rename("default", "nope", "x").unwrap().is_none());
+    }
+
+    #[test]
     fn names_are_unique_per_namespace() {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(dir.path()).unwrap();
