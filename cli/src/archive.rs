@@ -106,14 +106,23 @@ async fn write_archive(
 }
 
 async fn copy_stream(
-    mut stream: tonic::Streaming<api::ExportResponse>,
+    stream: tonic::Streaming<api::ExportResponse>,
+    out: &mut (impl AsyncWrite + Unpin),
+    shown: &Path,
+) -> Result<(), Error> {
+    copy_chunks(stream.map(|r| r.map(|c| c.data)), out, shown).await
+}
+
+/// Writes a stream of data chunks (an archive coming from berthd) to `out`.
+pub(crate) async fn copy_chunks(
+    mut chunks: impl tokio_stream::Stream<Item = Result<Vec<u8>, tonic::Status>> + Unpin,
     out: &mut (impl AsyncWrite + Unpin),
     shown: &Path,
 ) -> Result<(), Error> {
     let write_err =
         |e: std::io::Error| Error::Local(format!("cannot write {}: {e}", shown.display()));
-    while let Some(chunk) = stream.next().await {
-        out.write_all(&chunk?.data).await.map_err(write_err)?;
+    while let Some(chunk) = chunks.next().await {
+        out.write_all(&chunk?).await.map_err(write_err)?;
     }
     out.flush().await.map_err(write_err)
 }
@@ -122,14 +131,14 @@ async fn copy_stream(
 /// [`OutputFile::commit`], removed when dropped before that. A `dest` that exists and is no
 /// regular file (`/dev/stdout`, a fifo) is written directly.
 #[derive(Debug)]
-struct OutputFile {
+pub(crate) struct OutputFile {
     file: tokio::fs::File,
     dest: PathBuf,
     tmp: Option<PathBuf>,
 }
 
 impl OutputFile {
-    async fn create(dest: &Path) -> Result<OutputFile, Error> {
+    pub(crate) async fn create(dest: &Path) -> Result<OutputFile, Error> {
         let err = |p: &Path, e: std::io::Error| {
             Error::Local(format!("cannot write {}: {e}", p.display()))
         };
@@ -182,12 +191,12 @@ impl OutputFile {
         })
     }
 
-    fn writer(&mut self) -> &mut tokio::fs::File {
+    pub(crate) fn writer(&mut self) -> &mut tokio::fs::File {
         &mut self.file
     }
 
     /// Makes the file durable and puts it in place.
-    async fn commit(mut self) -> Result<(), Error> {
+    pub(crate) async fn commit(mut self) -> Result<(), Error> {
         let err =
             |e: std::io::Error| Error::Local(format!("cannot write {}: {e}", self.dest.display()));
         let Some(tmp) = self.tmp.clone() else {

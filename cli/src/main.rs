@@ -15,6 +15,7 @@ mod containers;
 mod content;
 mod events;
 mod exec;
+mod files;
 mod images;
 mod inspect;
 mod leases;
@@ -135,6 +136,16 @@ enum Command {
     Exec(exec::ExecArgs),
     /// Show containers' or images' details as JSON
     Inspect(inspect::InspectArgs),
+    /// Inspect changes to files or directories on a container's filesystem
+    Diff(files::DiffArgs),
+    /// Export a container's filesystem as a tar archive
+    Export(files::ExportArgs),
+    /// Copy files/folders between a container and the local filesystem
+    Cp(files::CpArgs),
+    /// Rename a container
+    Rename(files::RenameArgs),
+    /// Update configuration of one or more containers
+    Update(files::UpdateArgs),
     /// Stream container and image events
     Events(events::EventsArgs),
     /// Manage containers
@@ -266,6 +277,11 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Port(a) => return port::port(&ctx, a).await,
         Command::Exec(a) => return exec::exec(&ctx, a).await,
         Command::Inspect(a) => return inspect::inspect(&ctx, a).await,
+        Command::Diff(a) => files::diff(&ctx, a).await,
+        Command::Export(a) => files::export(&ctx, a).await,
+        Command::Cp(a) => files::cp(&ctx, a).await,
+        Command::Rename(a) => files::rename(&ctx, a).await,
+        Command::Update(a) => return files::update(&ctx, a).await,
         Command::Events(a) => events::events(&ctx, a).await,
         Command::Container(c) => return containers::container(&ctx, c).await,
         Command::Volume(c) => return volumes::volume(&ctx, c).await,

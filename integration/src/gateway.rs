@@ -81,6 +81,17 @@ impl Gateway {
         out.into_owned()
     }
 
+    /// stderr of a docker command that must fail.
+    pub fn fails(&self, cli: &Path, args: &[&str]) -> String {
+        let o = self.docker(cli, args);
+        assert!(
+            !o.status.success(),
+            "{} {args:?} should fail",
+            cli.display()
+        );
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    }
+
     /// stdout of `curl -s --unix-socket <socket> ARGS`.
     pub fn curl(&self, args: &[&str]) -> String {
         let o = Command::new("curl")

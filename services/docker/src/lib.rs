@@ -27,6 +27,7 @@
 mod commit;
 pub mod containers;
 pub mod create;
+pub mod files;
 pub mod filters;
 pub mod format;
 mod images;

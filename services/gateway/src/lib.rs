@@ -27,6 +27,7 @@ mod auth;
 mod build;
 mod commit;
 mod containers;
+mod container_fs;
 pub mod error;
 mod host;
 mod images;
@@ -104,6 +105,7 @@ pub fn router(services: Services) -> axum::Router {
         .merge(system::routes())
         .merge(images::routes())
         .merge(containers::routes())
+        .merge(container_fs::routes())
         .fallback(error::page_not_found)
         .method_not_allowed_fallback(error::page_not_found)
         .with_state(services);

@@ -193,6 +193,11 @@ impl Containers {
         &self.store
     }
 
+    /// What the host allows in a spec.
+    pub(crate) fn spec_options(&self) -> &spec::Options {
+        &self.spec_options
+    }
+
     /// Creates a container: image → spec → writable snapshot → record.
     pub async fn create_container(
         &self,
@@ -506,6 +511,27 @@ impl Containers {
             ]
             .into(),
         );
+        Ok(())
+    }
+
+    /// Containers.Rename: a new name (Docker's rules and conflict), the peers' hosts files
+    /// updated, a `rename` event with the old name.
+    pub async fn rename(&self, ns: &str, reference: &str, new_name: &str) -> Result<()> {
+        let new_name = new_name.strip_prefix('/').unwrap_or(new_name);
+        validate_name(new_name)?;
+        let c = self.store.resolve(ns, reference)?;
+        if c.name == new_name {
+            return Err(Error::InvalidArgument(
+                "Renaming a container with the same name as its current name".into(),
+            ));
+        }
+        self.store
+            .rename(ns, &c.id, new_name)?
+            .ok_or_else(|| Error::NoSuchContainer(reference.to_string()))?;
+        self.networks.rename_peer(ns, &c.id, new_name);
+        tracing::info!(container = %c.id, old = %c.name, new = %new_name, "container renamed");
+        self.events
+            .publish_container(ns, &c.id, "rename", &[("oldName", format!("/{}", c.name))]);
         Ok(())
     }
 

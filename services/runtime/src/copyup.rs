@@ -192,11 +192,11 @@ fn mode_of(st: &FileStat) -> Mode {
     Mode::from_bits_truncate(st.st_mode & 0o7777)
 }
 
-fn is(st: &FileStat, kind: SFlag) -> bool {
+pub(crate) fn is(st: &FileStat, kind: SFlag) -> bool {
     SFlag::from_bits_truncate(st.st_mode) & SFlag::S_IFMT == kind
 }
 
-fn stat_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Option<FileStat>> {
+pub(crate) fn stat_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Option<FileStat>> {
     match fstatat(dir, name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => Ok(Some(st)),
         Err(Errno::ENOENT) => Ok(None),
@@ -205,28 +205,28 @@ fn stat_at(dir: &OwnedFd, name: &OsStr) -> io::Result<Option<FileStat>> {
 }
 
 /// A file made by the copy: never an existing one, never through a symlink.
-const NEW_FILE: OFlag = OFlag::O_WRONLY
+pub(crate) const NEW_FILE: OFlag = OFlag::O_WRONLY
     .union(OFlag::O_CREAT)
     .union(OFlag::O_EXCL)
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
 
-const DIR_FLAGS: OFlag = OFlag::O_RDONLY
+pub(crate) const DIR_FLAGS: OFlag = OFlag::O_RDONLY
     .union(OFlag::O_DIRECTORY)
     .union(OFlag::O_NOFOLLOW)
     .union(OFlag::O_CLOEXEC);
 
-fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
+pub(crate) fn open_dir_path(path: &Path) -> io::Result<OwnedFd> {
     Ok(nix::fcntl::open(path, DIR_FLAGS, Mode::empty())?)
 }
 
 /// Opens the folder `name` of `dir`; a symlink there is an error (`ELOOP`/`ENOTDIR`), never
 /// followed.
-fn open_dir_at(dir: &OwnedFd, name: &OsStr) -> io::Result<OwnedFd> {
+pub(crate) fn open_dir_at(dir: &OwnedFd, name: &OsStr) -> io::Result<OwnedFd> {
     Ok(openat(dir, name, DIR_FLAGS, Mode::empty())?)
 }
 
-fn is_opaque(dir: &OwnedFd) -> bool {
+pub(crate) fn is_opaque(dir: &OwnedFd) -> bool {
     use std::os::fd::AsRawFd;
     let mut buf = [0u8; 4];
     // SAFETY: a valid descriptor, a NUL-terminated name and a buffer of the given length.
@@ -242,7 +242,7 @@ fn is_opaque(dir: &OwnedFd) -> bool {
 }
 
 /// The names in a folder (its descriptor is duplicated, so `dir` stays usable).
-fn children(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
+pub(crate) fn children(dir: &OwnedFd) -> io::Result<Vec<OsString>> {
     // The duplicate shares the offset: start from the top whoever read it before.
     nix::unistd::lseek(dir, 0, nix::unistd::Whence::SeekSet)?;
     let mut d = nix::dir::Dir::from_fd(dir.try_clone()?)?;
@@ -264,7 +264,7 @@ fn clear(dir: &OwnedFd) -> io::Result<()> {
 }
 
 /// Removes `name` in `dir`, recursively, never following symlinks. Missing is fine.
-fn remove_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
+pub(crate) fn remove_at(dir: &OwnedFd, name: &OsStr) -> io::Result<()> {
     let Some(st) = stat_at(dir, name)? else {
         return Ok(());
     };

@@ -72,6 +72,7 @@ pub mod logs;
 pub mod metadata;
 pub mod metrics;
 pub mod network;
+pub mod rootfs;
 pub mod seccomp;
 pub mod security;
 pub mod shim;

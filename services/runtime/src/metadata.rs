@@ -332,6 +332,53 @@ impl Store {
         Ok(removed)
     }
 
+    /// Gives container `id` the name `new_name`, freeing its old one, in one transaction.
+    /// Fails with [`Error::NameInUse`] when another container holds the name; `None` when
+    /// there is no such container.
+    pub fn rename(&self, namespace: &str, id: &str, new_name: &str) -> Result<Option<Container>> {
+        let id_key = key(namespace, id);
+        let new_key = key(namespace, new_name);
+        let result = (&self.containers, &self.names).transaction(|(containers, names)| {
+            let Some(old) = containers.get(id_key.as_slice())? else {
+                return Ok(None);
+            };
+            let mut c = Container::decode(old.as_ref())
+                .map_err(|_| ConflictableTransactionError::Abort(Abort::IdInUse))?;
+            if let Some(owner) = names.get(&new_key)? {
+                if owner.as_ref() != id.as_bytes() {
+                    let owner = String::from_utf8_lossy(&owner).into_owned();
+                    return Err(ConflictableTransactionError::Abort(Abort::NameInUse(owner)));
+                }
+            }
+            let old_key = key(namespace, &c.name);
+            if names.get(&old_key)?.as_deref() == Some(id.as_bytes()) {
+                names.remove(old_key)?;
+            }
+            c.name = new_name.to_string();
+            containers.insert(id_key.as_slice(), c.encode_to_vec())?;
+            names.insert(new_key.as_slice(), id.as_bytes())?;
+            Ok(Some(c))
+        });
+        let renamed = match result {
+            Ok(c) => c,
+            Err(TransactionError::Abort(Abort::NameInUse(owner))) => {
+                return Err(Error::NameInUse {
+                    name: new_name.to_string(),
+                    id: owner,
+                })
+            }
+            Err(TransactionError::Abort(Abort::IdInUse)) => {
+                return Err(Error::Corrupt {
+                    key: String::from_utf8_lossy(&id_key).into_owned(),
+                    reason: "the record does not decode".into(),
+                })
+            }
+            Err(TransactionError::Storage(e)) => return Err(self.db_err(e)),
+        };
+        self.db.flush().map_err(|e| self.db_err(e))?;
+        Ok(renamed)
+    }
+
     /// Removes a container and frees its name. `false` when there was no such container.
     pub fn delete(&self, namespace: &str, id: &str) -> Result<bool> {
         let id_key = key(namespace, id);
@@ -373,6 +420,31 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_rename_frees_the_old_name_and_keeps_the_rule() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        store
+            .create("default", &container("aaa1", "web", 1))
+            .unwrap();
+        store
+            .create("default", &container("bbb2", "db", 2))
+            .unwrap();
+        let err = store.rename("default", "aaa1", "db").unwrap_err();
+        assert!(
+            matches!(&err, Error::NameInUse { id, .. } if id == "bbb2"),
+            "{err}"
+        );
+        let c = store.rename("default", "aaa1", "front").unwrap().unwrap();
+        assert_eq!(c.name, "front");
+        assert_eq!(store.resolve("default", "front").unwrap().id, "aaa1");
+        assert!(store.name_owner("default", "web").unwrap().is_none());
+        store
+            .create("default", &container("ccc3", "web", 3))
+            .unwrap();
+        assert!(store.rename("default", "nope", "x").unwrap().is_none());
     }
 
     #[test]

@@ -576,7 +576,7 @@ fn resources(
                 options.host_cpus, options.host_cpus
             )));
         }
-        let quota = config.nano_cpus * CPU_PERIOD as i64 / 1_000_000_000;
+        let quota = cpu_quota(config.nano_cpus);
         resources = resources.cpu(
             LinuxCpuBuilder::default()
                 .quota(quota)
@@ -594,6 +594,40 @@ fn resources(
         );
     }
     resources.build().map_err(spec_err)
+}
+
+/// The stored spec `spec_json` with the memory, cpu and pids limits of `config` (checked as
+/// at create; the device rules are kept): `docker update`.
+pub fn with_limits(
+    spec_json: &[u8],
+    config: &ContainerConfig,
+    options: &Options,
+) -> Result<Vec<u8>> {
+    let mut spec: oci_spec::runtime::Spec =
+        serde_json::from_slice(spec_json).map_err(|e| Error::Spec(e.to_string()))?;
+    let limits = resources(config, false, options)?;
+    let mut linux = spec.linux().clone().unwrap_or_default();
+    let mut res = linux.resources().clone().unwrap_or_default();
+    res.set_memory(*limits.memory());
+    res.set_cpu(limits.cpu().clone());
+    res.set_pids(*limits.pids());
+    linux.set_resources(Some(res));
+    spec.set_linux(Some(linux));
+    serde_json::to_vec(&spec).map_err(|e| Error::Spec(e.to_string()))
+}
+
+/// The CFS quota of `--cpus` (`nano_cpus`), -1 for none.
+pub fn cpu_quota(nano_cpus: i64) -> i64 {
+    if nano_cpus == 0 {
+        -1
+    } else {
+        nano_cpus * CPU_PERIOD as i64 / 1_000_000_000
+    }
+}
+
+/// The CFS period berth uses.
+pub const fn cpu_period() -> u64 {
+    CPU_PERIOD
 }
 
 /// What the shim and the runtime read back from the spec: log size, stdin, the user's name,

@@ -25,7 +25,10 @@ use cgroups_rs::fs::pid::PidController;
 use cgroups_rs::fs::{Cgroup, Controller, MaxValue};
 use cgroups_rs::CgroupPid;
 use cgroups_rs::FreezerState;
-use oci_spec::runtime::{LinuxCpu, LinuxDeviceCgroup, LinuxMemory, LinuxPids, LinuxResources};
+use oci_spec::runtime::{
+    LinuxCpu, LinuxCpuBuilder, LinuxDeviceCgroup, LinuxMemory, LinuxMemoryBuilder, LinuxPids,
+    LinuxPidsBuilder, LinuxResources,
+};
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
@@ -282,6 +285,35 @@ impl ContainerCgroup {
         }
         if let Some(devices) = res.devices() {
             self.apply_devices(devices)?;
+        }
+        Ok(())
+    }
+
+    /// New limits of a running container (an `update` request), set by the code that set
+    /// them at creation.
+    pub fn update(&self, limits: &crate::protocol::Limits) -> Result<()> {
+        let rel = self.rel.as_str();
+        let bad = |e: oci_spec::OciSpecError| cg_err(rel, "update", e);
+        if let Some(m) = limits.memory {
+            self.apply_memory(
+                &LinuxMemoryBuilder::default()
+                    .limit(m)
+                    .build()
+                    .map_err(bad)?,
+            )?;
+        }
+        if limits.cpu_quota.is_some() || limits.cpu_period.is_some() {
+            let mut cpu = LinuxCpuBuilder::default();
+            if let Some(q) = limits.cpu_quota {
+                cpu = cpu.quota(q);
+            }
+            if let Some(p) = limits.cpu_period {
+                cpu = cpu.period(p);
+            }
+            self.apply_cpu(&cpu.build().map_err(bad)?)?;
+        }
+        if let Some(p) = limits.pids {
+            self.apply_pids(&LinuxPidsBuilder::default().limit(p).build().map_err(bad)?)?;
         }
         Ok(())
     }

@@ -125,6 +125,10 @@ pub enum Request {
     Pids,
     /// `{"op":"stats"}`: answers `stats`, what the cgroup uses, and `cgroup`, its path.
     Stats,
+    /// `{"op":"update","memory":N,"cpu_quota":N,"cpu_period":N,"pids":N}`: changes the
+    /// limits of the container's cgroup (`docker update`); absent fields are kept. `memory`
+    /// and `cpu_quota` -1 and `pids` 0 lift the limit.
+    Update(Limits),
     /// `{"op":"attach","stdin":bool}`: the connection switches to frames after the answer.
     Attach {
         /// Whether the client sends stdin frames.
@@ -247,6 +251,22 @@ impl SpanRecord {
 
 // What a container's cgroup uses, the answer to `stats`, read by [`crate::cgroup::stats`]
 // from either cgroup version's files in the same units.
+
+/// New limits of a running container's cgroup (an `update` request).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    /// Bytes; -1 = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<i64>,
+    /// Microseconds per period; -1 = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_quota: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_period: Option<u64>,
+    /// Processes; 0 = unlimited.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
+}
 
 /// The figures of one cgroup.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

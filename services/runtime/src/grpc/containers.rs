@@ -1,18 +1,23 @@
 //! The Containers gRPC service: `berth.containers.v1.Containers` (create, get, list, delete,
-//! prune, namespace usage) over the runtime's container records ([`crate::containers`]).
+//! prune, namespace usage, rename, update) over the runtime's container records
+//! ([`crate::containers`]); its file RPCs (changes, export, archive) are [`super::files`].
 
+use super::files::{self, ChunkStream};
 use crate::containers::Containers as ContainerRoom;
 use crate::tasks::Tasks;
 use berth_api::containers::v1::containers_server::Containers;
 use berth_api::containers::v1::{
-    CreateContainerRequest, CreateContainerResponse, DeleteContainerRequest,
-    DeleteContainerResponse, GetContainerRequest, GetContainerResponse, ListContainersRequest,
-    ListContainersResponse, PruneContainersRequest, PruneContainersResponse,
+    ArchivePathRequest, ArchivePutRequest, ArchivePutResponse, ContainerChangesRequest,
+    ContainerChangesResponse, CreateContainerRequest, CreateContainerResponse,
+    DeleteContainerRequest, DeleteContainerResponse, ExportContainerRequest, GetContainerRequest,
+    GetContainerResponse, ListContainersRequest, ListContainersResponse, PathStat,
+    PruneContainersRequest, PruneContainersResponse, RenameContainerRequest,
+    RenameContainerResponse, UpdateContainerRequest, UpdateContainerResponse,
 };
 use berth_api::types::v1::{NamespaceUsageRequest, NamespaceUsageResponse};
 use berth_core::grpc::namespace;
 use std::sync::Arc;
-use tonic::{Request, Response, Status};
+use tonic::{Request, Response, Status, Streaming};
 
 /// The Containers gRPC service.
 #[derive(Debug, Clone)]
@@ -101,5 +106,79 @@ impl Containers for ContainersService {
     ) -> Result<Response<NamespaceUsageResponse>, Status> {
         let counts = self.containers.store().container_counts()?;
         Ok(Response::new(crate::namespace_usage("containers", counts)))
+    }
+
+    async fn rename(
+        &self,
+        req: Request<RenameContainerRequest>,
+    ) -> Result<Response<RenameContainerResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.get_ref();
+        self.containers.rename(&ns, &r.id, &r.new_name).await?;
+        Ok(Response::new(RenameContainerResponse {}))
+    }
+
+    async fn update(
+        &self,
+        req: Request<UpdateContainerRequest>,
+    ) -> Result<Response<UpdateContainerResponse>, Status> {
+        let ns = namespace(&req)?;
+        let warnings = self.tasks.update_container(&ns, req.get_ref()).await?;
+        Ok(Response::new(UpdateContainerResponse { warnings }))
+    }
+
+    async fn changes(
+        &self,
+        req: Request<ContainerChangesRequest>,
+    ) -> Result<Response<ContainerChangesResponse>, Status> {
+        let ns = namespace(&req)?;
+        Ok(Response::new(
+            files::changes(&self.tasks, &ns, &req.get_ref().id).await?,
+        ))
+    }
+
+    type ExportStream = ChunkStream;
+
+    async fn export(
+        &self,
+        req: Request<ExportContainerRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let ns = namespace(&req)?;
+        Ok(Response::new(
+            files::export(&self.tasks, &ns, &req.get_ref().id).await?,
+        ))
+    }
+
+    async fn archive_stat(
+        &self,
+        req: Request<ArchivePathRequest>,
+    ) -> Result<Response<PathStat>, Status> {
+        let ns = namespace(&req)?;
+        Ok(Response::new(
+            files::archive_stat(&self.tasks, &ns, req.into_inner()).await?,
+        ))
+    }
+
+    type ArchiveGetStream = ChunkStream;
+
+    async fn archive_get(
+        &self,
+        req: Request<ArchivePathRequest>,
+    ) -> Result<Response<ChunkStream>, Status> {
+        let ns = namespace(&req)?;
+        Ok(Response::new(
+            files::archive_get(&self.tasks, &ns, req.into_inner()).await?,
+        ))
+    }
+
+    async fn archive_put(
+        &self,
+        req: Request<Streaming<ArchivePutRequest>>,
+    ) -> Result<Response<ArchivePutResponse>, Status> {
+        let ns = namespace(&req)?;
+        let stream = req.into_inner();
+        Ok(Response::new(
+            files::archive_put(self.tasks.clone(), &ns, stream).await?,
+        ))
     }
 }

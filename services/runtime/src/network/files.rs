@@ -172,6 +172,28 @@ impl Networks {
     }
 }
 
+impl Networks {
+    /// After a rename: the peers' hosts files list container `<ns>/<id>` by `name`.
+    pub fn rename_peer(&self, ns: &str, id: &str, name: &str) {
+        let key = format!("{ns}/{id}");
+        let mut touched = Vec::new();
+        {
+            let mut inner = self.inner();
+            for (network, peers) in inner.peers.iter_mut() {
+                if let Some(p) = peers.get_mut(&key) {
+                    if let Some(first) = p.names.first_mut() {
+                        *first = name.to_string();
+                    }
+                    touched.push(network.clone());
+                }
+            }
+        }
+        if !touched.is_empty() {
+            self.refresh_hosts(&touched, None);
+        }
+    }
+}
+
 pub(super) fn localhost_lines() -> String {
     "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\nfe00::0\tip6-localnet\n\
      ff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n"

@@ -19,9 +19,11 @@
 //! happens under that container's lock, so a monitor and a request never act on the same task
 //! at once.
 
+pub mod files;
 pub(crate) mod monitor;
 mod network;
 mod pause;
+mod update;
 mod usage;
 
 use crate::bundle::{self, Bundle, RootfsMount};

@@ -49,6 +49,7 @@ pub(super) fn handle_conn(s: Arc<Shared>, stream: UnixStream) {
         Request::Pause => op_freeze(&s, true),
         Request::Resume => op_freeze(&s, false),
         Request::Pids => op_pids(&s),
+        Request::Update(limits) => op_update(&s, &limits),
         Request::Stats => op_stats(&s),
         Request::Delete => return op_delete(&s, out),
         Request::Attach { stdin } => return op_attach(&s, out, reader, stdin),
@@ -173,6 +174,14 @@ fn op_kill(s: &Shared, signal: i32, all: bool) -> Response {
 /// `pause` / `resume`: the container's cgroup frozen or thawed (the shim is outside it).
 fn op_freeze(s: &Shared, frozen: bool) -> Response {
     match s.cgroup.set_frozen(frozen) {
+        Ok(()) => Response::ok(),
+        Err(e) => Response::error(e.to_string(), None),
+    }
+}
+
+/// `update`: new limits on the container's cgroup, set as they are at creation.
+fn op_update(s: &Shared, limits: &crate::protocol::Limits) -> Response {
+    match s.cgroup.update(limits) {
         Ok(()) => Response::ok(),
         Err(e) => Response::error(e.to_string(), None),
     }
