@@ -100,32 +100,7 @@ pub fn command(args: &[String], trunc: bool) -> String {
     serde_json::to_string(&c).unwrap_or_default()
 }
 
-/// A protobuf timestamp as RFC 3339 with nanoseconds; Go's zero time when unset.
-pub fn rfc3339(t: Option<&berth_api::prost_types::Timestamp>) -> String {
-    match t.filter(|t| t.seconds > 0 || t.nanos > 0) {
-        Some(t) => chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-            .unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-        None => "0001-01-01T00:00:00Z".into(),
-    }
-}
-
-/// Go's time.String() of a timestamp in UTC, as `ps` and `network ls` show CreatedAt
-/// (`2023-11-14 22:13:20 +0000 UTC`).
-pub fn created_at(t: Option<&berth_api::prost_types::Timestamp>) -> String {
-    let t = t.cloned().unwrap_or_default();
-    chrono::DateTime::from_timestamp(t.seconds, 0)
-        .map(|d| d.format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string())
-        .unwrap_or_default()
-}
-
-/// RFC 3339 with exactly nine digits of fraction, as `docker logs -t` and `events` print.
-pub fn rfc3339_nano_fixed(t: Option<&berth_api::prost_types::Timestamp>) -> String {
-    let t = t.cloned().unwrap_or_default();
-    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string())
-        .unwrap_or_default()
-}
+pub use berth_docker::time::{created_at, rfc3339, rfc3339_nano_fixed};
 
 /// Labels as Docker and ctr list them: `k=v` pairs sorted by key, joined by commas.
 pub fn labels<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {

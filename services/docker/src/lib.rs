@@ -11,6 +11,11 @@
 //! assert_eq!((repo.as_str(), tag.as_str()), ("busybox", "latest"));
 //! ```
 
+pub mod events;
+pub mod filters;
 mod images;
+pub mod networks;
+pub mod time;
+pub mod volumes;
 
 pub use images::*;

@@ -23,11 +23,15 @@ use std::sync::Arc;
 use tonic::transport::Channel;
 
 pub mod error;
+mod events;
 mod host;
 mod images;
+mod networks;
+mod request;
 mod state;
 mod system;
 pub mod version;
+mod volumes;
 
 /// What the gateway answers from: the channels to the services, and the facts of the berthd
 /// that hosts it that Docker's `/info` shows.
@@ -89,6 +93,9 @@ pub fn router(services: Services) -> axum::Router {
     let api = axum::Router::new()
         .merge(system::routes())
         .merge(images::routes())
+        .merge(networks::routes())
+        .merge(volumes::routes())
+        .merge(events::routes())
         .fallback(error::page_not_found)
         .method_not_allowed_fallback(error::page_not_found)
         .with_state(services);
