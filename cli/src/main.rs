@@ -30,6 +30,7 @@ mod snapshots;
 mod stdio;
 mod tasks;
 mod trace;
+mod usage;
 mod verbs;
 mod volumes;
 
@@ -137,6 +138,10 @@ enum Command {
     Inspect(inspect::InspectArgs),
     /// Stream container and image events
     Events(events::EventsArgs),
+    /// Display the running processes of a container
+    Top(usage::TopArgs),
+    /// Display a live stream of containers' resource usage statistics
+    Stats(usage::StatsArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(containers::ContainerCommand),
@@ -267,6 +272,8 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Exec(a) => return exec::exec(&ctx, a).await,
         Command::Inspect(a) => return inspect::inspect(&ctx, a).await,
         Command::Events(a) => events::events(&ctx, a).await,
+        Command::Top(a) => usage::top(&ctx, a).await,
+        Command::Stats(a) => usage::stats(&ctx, a).await,
         Command::Container(c) => return containers::container(&ctx, c).await,
         Command::Volume(c) => return volumes::volume(&ctx, c).await,
         Command::Network(c) => return networks::network(&ctx, c).await,

@@ -16,6 +16,7 @@ pub mod filters;
 mod images;
 pub mod networks;
 pub mod time;
+pub mod usage;
 pub mod volumes;
 
 pub use images::*;

@@ -30,6 +30,7 @@ mod networks;
 mod request;
 mod state;
 mod system;
+mod usage;
 pub mod version;
 mod volumes;
 
@@ -96,6 +97,7 @@ pub fn router(services: Services) -> axum::Router {
         .merge(networks::routes())
         .merge(volumes::routes())
         .merge(events::routes())
+        .merge(usage::routes())
         .fallback(error::page_not_found)
         .method_not_allowed_fallback(error::page_not_found)
         .with_state(services);
