@@ -28,6 +28,7 @@ mod push;
 mod run;
 mod snapshots;
 mod stdio;
+mod system;
 mod tasks;
 mod trace;
 mod usage;
@@ -140,6 +141,14 @@ enum Command {
     Events(events::EventsArgs),
     /// Display the running processes of a container
     Top(usage::TopArgs),
+    /// Display system-wide information
+    Info,
+    /// Manage the engine: disk usage, prune, events, info
+    #[command(subcommand)]
+    System(system::SystemCommand),
+    /// Manage builds: the build cache
+    #[command(subcommand)]
+    Builder(system::BuilderCommand),
     /// Display a live stream of containers' resource usage statistics
     Stats(usage::StatsArgs),
     /// Manage containers
@@ -273,6 +282,9 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Inspect(a) => return inspect::inspect(&ctx, a).await,
         Command::Events(a) => events::events(&ctx, a).await,
         Command::Top(a) => usage::top(&ctx, a).await,
+        Command::Info => system::info(&ctx).await,
+        Command::System(c) => system::system(&ctx, c).await,
+        Command::Builder(c) => system::builder(&ctx, c).await,
         Command::Stats(a) => usage::stats(&ctx, a).await,
         Command::Container(c) => return containers::container(&ctx, c).await,
         Command::Volume(c) => return volumes::volume(&ctx, c).await,

@@ -11,10 +11,15 @@
 //! assert_eq!((repo.as_str(), tag.as_str()), ("busybox", "latest"));
 //! ```
 
+// `/info` is one large `json!`.
+#![recursion_limit = "256"]
+
 pub mod events;
 pub mod filters;
+pub mod host;
 mod images;
 pub mod networks;
+pub mod system;
 pub mod time;
 pub mod usage;
 pub mod volumes;

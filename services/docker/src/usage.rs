@@ -227,6 +227,16 @@ pub fn mem_usage(stats: &Value) -> u64 {
 /// Docker's 1000-based sizes with three significant digits (`1.5MB`), as `docker stats`
 /// shows NET and BLOCK I/O.
 fn decimal_size(n: u64) -> String {
+    decimal_size_with(n, 3)
+}
+
+/// Docker's `units.HumanSize`: 1000-based, four significant digits (`system df`, prune
+/// reports).
+pub fn human_size(n: u64) -> String {
+    decimal_size_with(n, 4)
+}
+
+fn decimal_size_with(n: u64, precision: i32) -> String {
     let units = ["B", "kB", "MB", "GB", "TB", "PB"];
     let mut v = n as f64;
     let mut i = 0;
@@ -234,11 +244,11 @@ fn decimal_size(n: u64) -> String {
         v /= 1000.0;
         i += 1;
     }
-    format!("{}{}", format_g(v, 3), units[i])
+    format!("{}{}", format_g(v, precision), units[i])
 }
 
-/// Docker's 1024-based sizes (`1.5MiB`), as `docker stats` shows memory.
-fn binary_size(n: u64) -> String {
+/// Docker's 1024-based sizes (`1.5MiB`), as `docker stats` and `info` show memory.
+pub fn binary_size(n: u64) -> String {
     let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
     let mut v = n as f64;
     let mut i = 0;

@@ -15,16 +15,12 @@
 //! endpoints that need no streaming (list with the `reference` and `dangling` filters,
 //! inspect, history, tag, delete).
 
-// `/info` is one large `json!`.
-#![recursion_limit = "256"]
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use tonic::transport::Channel;
 
 pub mod error;
 mod events;
-mod host;
 mod images;
 mod networks;
 mod request;
