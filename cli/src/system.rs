@@ -184,16 +184,7 @@ async fn prune(ctx: &Context, a: PruneArgs) -> Result<(), Error> {
         .prune(ctx.req(iapi::PruneImagesRequest { all: a.all }))
         .await?
         .into_inner();
-    if !images.untagged.is_empty() || !images.deleted.is_empty() {
-        println!("Deleted Images:");
-        for u in &images.untagged {
-            println!("untagged: {u}");
-        }
-        for d in &images.deleted {
-            println!("deleted: {d}");
-        }
-        println!();
-    }
+    crate::images::print_pruned(&images);
     reclaimed += images.space_reclaimed.max(0) as u64;
     let (cache, cache_bytes) = prune_build_cache(ctx).await?;
     print_deleted("build cache objects", &cache);

@@ -3,9 +3,8 @@
 //! when installed), against a berthd whose containers the `berth` CLI runs; and the `berth`
 //! verbs around them (top, stats, info, system df|prune, volume prune, builder prune).
 
-use berth_integration::{or_skip, skip, wait_for, Berthd, Registry, TempDir};
+use berth_integration::{or_skip, skip, wait_for, Berthd, GatewayClient, Registry};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
@@ -13,8 +12,7 @@ use std::time::Duration;
 struct Gateway {
     _reg: Registry,
     d: Berthd,
-    socket: PathBuf,
-    config: TempDir,
+    client: GatewayClient,
 }
 
 fn gateway() -> Option<&'static Gateway> {
@@ -26,50 +24,25 @@ fn gateway() -> Option<&'static Gateway> {
         let img = format!("{}/busybox:latest", reg.addr);
         d.ok(&["pull", "-q", &img]);
         d.ok(&["tag", &img, "busybox"]);
-        let socket = d.state().join("docker.sock");
+        let client = GatewayClient::new(d.state().join("docker.sock"));
         Some(Gateway {
             _reg: reg,
             d,
-            socket,
-            config: TempDir::new("berth-it-docker-config"),
+            client,
         })
     })
     .as_ref()
 }
 
 impl Gateway {
-    fn docker(&self, cli: &Path, args: &[&str]) -> Output {
-        Command::new(cli)
-            .args(args)
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .env("DOCKER_CONFIG", self.config.path())
-            .env_remove("DOCKER_API_VERSION")
-            .env_remove("DOCKER_CONTEXT")
-            .output()
-            .expect("run docker")
-    }
-
     /// stdout of a docker command that must succeed.
     fn ok(&self, cli: &Path, args: &[&str]) -> String {
-        let o = self.docker(cli, args);
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-        );
-        assert!(
-            o.status.success(),
-            "{} {args:?} failed: {err}\n{out}\n--- berthd:\n{}",
-            cli.display(),
-            self.d.log()
-        );
-        out.into_owned()
+        self.client.ok(cli, args, || self.d.log())
     }
 
     /// stderr of a docker command that must fail.
     fn fails(&self, cli: &Path, args: &[&str]) -> String {
-        let o = self.docker(cli, args);
-        assert!(!o.status.success(), "{args:?} should fail");
-        String::from_utf8_lossy(&o.stderr).into_owned()
+        self.client.fails(cli, args)
     }
 }
 

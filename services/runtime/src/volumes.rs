@@ -682,4 +682,55 @@ mod tests {
             tonic::Code::NotFound
         );
     }
+
+    #[tokio::test]
+    async fn prune_takes_unused_volumes_anonymous_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let events = Arc::new(Events::new(Default::default(), store.clone()));
+        let rt = Volumes::new(dir.path(), store.clone(), events);
+        let labelled = [("keep".to_string(), "1".to_string())].into();
+        let named = rt
+            .create_volume("default", "named", labelled, false)
+            .unwrap();
+        std::fs::write(Path::new(&named.mountpoint).join("f"), b"12345").unwrap();
+        rt.create_volume("default", "anon", HashMap::new(), true)
+            .unwrap();
+        rt.create_volume("default", "used", HashMap::new(), true)
+            .unwrap();
+        let used = parse_binds(&["used:/u".into()]).unwrap();
+        let c = Container {
+            id: "c1".into(),
+            mounts: rt.container_mounts("default", &used, &[]).unwrap(),
+            ..Default::default()
+        };
+        store.create("default", &c).unwrap();
+        let listed = rt.list_with_usage("default", true).unwrap();
+        let by_name = |n: &str| listed.iter().find(|v| v.name == n).unwrap().clone();
+        assert_eq!((by_name("used").ref_count, by_name("named").size), (1, 5));
+        assert_eq!(rt.get_volume("default", "used").unwrap().ref_count, 1);
+
+        let (deleted, _) = rt.prune_volumes("default", false, &[]).unwrap();
+        assert_eq!(
+            deleted,
+            ["anon"],
+            "only unused anonymous volumes without all"
+        );
+        let (deleted, _) = rt
+            .prune_volumes("default", true, &["label!=keep".into()])
+            .unwrap();
+        assert!(deleted.is_empty(), "the label filter keeps named");
+        let (deleted, bytes) = rt
+            .prune_volumes(
+                "default",
+                false,
+                &["all=true".into(), "label=keep=1".into()],
+            )
+            .unwrap();
+        assert_eq!((deleted, bytes), (vec!["named".to_string()], 5));
+        assert!(rt
+            .prune_volumes("default", true, &["size=1".into()])
+            .is_err());
+        assert!(store.get_volume("default", "used").unwrap().is_some());
+    }
 }
