@@ -3,10 +3,10 @@
 //! berth-docker, as the CLI's `network inspect` does.
 
 use crate::error::{json_body, ApiError};
-use crate::request::{filter_pairs, json_request, path, FiltersQuery};
+use crate::request::{filter_pairs, json_request, path, read_body, FiltersQuery};
 use crate::Services;
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use berth_api::networks::v1 as napi;
@@ -165,8 +165,11 @@ fn create_request(b: CreateBody) -> Result<napi::CreateNetworkRequest, String> {
 }
 
 /// `POST /networks/create`: 201 `{"Id": …, "Warning": ""}`; a name in use is a 409.
-pub async fn create(State(s): State<Services>, body: Bytes) -> Result<Response, ApiError> {
-    let req = create_request(json_request(&body)?).map_err(ApiError::bad_parameter)?;
+pub async fn create(
+    State(s): State<Services>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let req = create_request(json_request(&read_body(body)?)?).map_err(ApiError::bad_parameter)?;
     let n = networks(&s).create(s.req(req)).await?.into_inner();
     let body = json!({"Id": n.id, "Warning": ""});
     Ok((StatusCode::CREATED, json_body(&body)).into_response())
@@ -230,10 +233,10 @@ pub struct ConnectBody {
 pub async fn connect(
     State(s): State<Services>,
     id: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let network = path(id)?;
-    let b: ConnectBody = json_request(&body)?;
+    let b: ConnectBody = json_request(&read_body(body)?)?;
     if b.container.is_empty() {
         return Err(ApiError::bad_parameter("a container is required"));
     }
@@ -255,10 +258,10 @@ pub async fn connect(
 pub async fn disconnect(
     State(s): State<Services>,
     id: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     let network = path(id)?;
-    let b: ConnectBody = json_request(&body)?;
+    let b: ConnectBody = json_request(&read_body(body)?)?;
     if b.container.is_empty() {
         return Err(ApiError::bad_parameter("a container is required"));
     }

@@ -3,9 +3,14 @@
 
 use crate::error::ApiError;
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query};
 use serde::Deserialize;
+
+/// A body as axum read it: one it could not (too large, cut off) is a 400 in Docker's JSON.
+pub fn read_body(b: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+    b.map_err(|e| ApiError::bad_parameter(format!("cannot read the request body: {e}")))
+}
 
 /// A body Docker's clients send as JSON, read with Docker's 400 for what does not parse.
 pub fn json_request<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {

@@ -3,10 +3,10 @@
 //! `volume inspect` does.
 
 use crate::error::{json_body, ApiError};
-use crate::request::{filter_pairs, json_request, path, FiltersQuery};
+use crate::request::{filter_pairs, json_request, path, read_body, FiltersQuery};
 use crate::Services;
 use axum::body::Bytes;
-use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use berth_api::volumes::v1 as vapi;
@@ -76,8 +76,11 @@ pub struct CreateBody {
 
 /// `POST /volumes/create` (Name — empty for a generated one —, Driver local, Labels): 201
 /// with the volume; driver options berth has none of are a 400.
-pub async fn create(State(s): State<Services>, body: Bytes) -> Result<Response, ApiError> {
-    let b: CreateBody = json_request(&body)?;
+pub async fn create(
+    State(s): State<Services>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let b: CreateBody = json_request(&read_body(body)?)?;
     if !matches!(b.driver.as_str(), "" | "local") {
         return Err(ApiError::bad_parameter(format!(
             "volume driver {:?} is not supported: use local",
