@@ -2,11 +2,9 @@
 //! again when the daemon drops a subscriber that fell behind.
 
 use crate::client::{Context, Error};
-use crate::format;
 use crate::stdio::write_stdout;
 use berth_api::events::v1 as eapi;
 use clap::Args;
-use std::collections::BTreeMap;
 use tokio_stream::StreamExt;
 
 #[derive(Debug, Args)]
@@ -17,36 +15,34 @@ pub struct EventsArgs {
     /// Events of every namespace
     #[arg(long)]
     pub all_namespaces: bool,
+    /// Show the events kept since this time (a duration like 10m, RFC 3339 or Unix seconds)
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Stop at this time (same forms as --since)
+    #[arg(long)]
+    pub until: Option<String>,
 }
 
-/// One line of `berth events`, as Docker prints it.
-pub fn event_line(e: &eapi::Envelope) -> String {
-    let attrs: BTreeMap<_, _> = e.attributes.iter().collect();
-    let attrs = attrs
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(", ");
-    let mut line = format!(
-        "{} {} {} {}",
-        format::rfc3339_nano_fixed(e.timestamp.as_ref()),
-        e.r#type,
-        e.action,
-        e.id
-    );
-    if !attrs.is_empty() {
-        line.push_str(&format!(" ({attrs})"));
-    }
-    line
-}
+pub use berth_docker::events::event_line;
 
 pub async fn events(ctx: &Context, a: EventsArgs) -> Result<(), Error> {
+    let now = berth_api::prost_types::Timestamp::from(std::time::SystemTime::now());
+    let moment = |s: &Option<String>| {
+        s.as_deref()
+            .map(|s| berth_docker::time::parse_moment(s, &now))
+            .transpose()
+            .map_err(Error::Local)
+    };
+    let (mut since, until) = (moment(&a.since)?, moment(&a.until)?);
     loop {
         let mut s = ctx
             .events()
             .subscribe(ctx.req(eapi::SubscribeRequest {
                 filters: a.filter.clone(),
                 all_namespaces: a.all_namespaces,
+                // Only the first subscription replays; one after a lag follows from then on.
+                since: since.take(),
+                until,
             }))
             .await?
             .into_inner();

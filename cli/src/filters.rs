@@ -1,4 +1,3 @@
-//! `-f KEY=VALUE` filters of the listings (`ps`, `network ls`): berth-docker's, which the
-//! gateway's listings use too.
+//! `-f KEY=VALUE` filters of the listings: Docker's rules, written once in berth-docker.
 
-pub use berth_docker::filters::{label_matches, name_matches, Filters};
+pub use berth_docker::filters::*;

@@ -3,17 +3,8 @@
 /// Docker's HumanSize: decimal units, three significant digits ("4.26MB", "125MB", "2MB").
 pub use berth_docker::human_size as size;
 
-pub use berth_docker::format::{
-    ago, command, created_at, duration, ellipsis, rfc3339, status_text,
-};
-
-/// RFC 3339 with exactly nine digits of fraction, as `docker logs -t` and `events` print.
-pub fn rfc3339_nano_fixed(t: Option<&berth_api::prost_types::Timestamp>) -> String {
-    let t = t.cloned().unwrap_or_default();
-    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string())
-        .unwrap_or_default()
-}
+pub use berth_docker::format::{ago, command, duration, ellipsis, status_text};
+pub use berth_docker::time::{created_at, rfc3339, rfc3339_nano_fixed};
 
 /// Labels as Docker and ctr list them: `k=v` pairs sorted by key, joined by commas.
 pub fn labels<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {

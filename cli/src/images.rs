@@ -452,6 +452,13 @@ pub async fn prune(ctx: &Context, a: PruneArgs) -> Result<(), Error> {
         .prune(ctx.req(api::PruneImagesRequest { all: a.all }))
         .await?
         .into_inner();
+    print_pruned(&r);
+    println!("Total reclaimed space: {}", format::size(r.space_reclaimed));
+    Ok(())
+}
+
+/// Docker's "Deleted Images:" section of a prune report (nothing when nothing went).
+pub fn print_pruned(r: &api::PruneImagesResponse) {
     if !r.untagged.is_empty() || !r.deleted.is_empty() {
         println!("Deleted Images:");
         for u in &r.untagged {
@@ -462,6 +469,4 @@ pub async fn prune(ctx: &Context, a: PruneArgs) -> Result<(), Error> {
         }
         println!();
     }
-    println!("Total reclaimed space: {}", format::size(r.space_reclaimed));
-    Ok(())
 }

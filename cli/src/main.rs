@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::process::ExitCode;
 
 // The parsers and formatters are the library target (src/lib.rs), shared with fuzz/.
-use berth_cli::{client, filters, format, ports, template};
+use berth_cli::{client, format, ports, template};
 
 mod archive;
 mod build;
@@ -29,8 +29,10 @@ mod push;
 mod run;
 mod snapshots;
 mod stdio;
+mod system;
 mod tasks;
 mod trace;
+mod usage;
 mod verbs;
 mod volumes;
 
@@ -148,6 +150,18 @@ enum Command {
     Update(files::UpdateArgs),
     /// Stream container and image events
     Events(events::EventsArgs),
+    /// Display the running processes of a container
+    Top(usage::TopArgs),
+    /// Display system-wide information
+    Info,
+    /// Manage the engine: disk usage, prune, events, info
+    #[command(subcommand)]
+    System(system::SystemCommand),
+    /// Manage builds: the build cache
+    #[command(subcommand)]
+    Builder(system::BuilderCommand),
+    /// Display a live stream of containers' resource usage statistics
+    Stats(usage::StatsArgs),
     /// Manage containers
     #[command(subcommand)]
     Container(containers::ContainerCommand),
@@ -283,6 +297,11 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Rename(a) => files::rename(&ctx, a).await,
         Command::Update(a) => return files::update(&ctx, a).await,
         Command::Events(a) => events::events(&ctx, a).await,
+        Command::Top(a) => usage::top(&ctx, a).await,
+        Command::Info => system::info(&ctx).await,
+        Command::System(c) => system::system(&ctx, c).await,
+        Command::Builder(c) => system::builder(&ctx, c).await,
+        Command::Stats(a) => usage::stats(&ctx, a).await,
         Command::Container(c) => return containers::container(&ctx, c).await,
         Command::Volume(c) => return volumes::volume(&ctx, c).await,
         Command::Network(c) => return networks::network(&ctx, c).await,

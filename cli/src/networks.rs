@@ -1,14 +1,14 @@
 //! `berth network create|ls|rm|inspect|connect|disconnect|prune`, with Docker's output.
 
 use crate::client::{Context, Error};
-use crate::filters::{label_matches, Filters};
-use crate::format;
 use crate::template::ListFormat;
 use crate::verbs::{done, lookup_all, parse_labels, print_deleted, print_objects};
 use berth_api::networks::v1 as napi;
 use clap::{Args, Subcommand};
-use serde_json::{json, Value};
-use std::collections::BTreeMap;
+#[cfg(test)]
+use serde_json::json;
+use serde_json::Value;
+#[cfg(test)]
 use std::net::Ipv4Addr;
 
 #[derive(Debug, Args)]
@@ -34,7 +34,7 @@ pub struct CreateArgs {
 
 #[derive(Debug, Args)]
 pub struct LsArgs {
-    /// Filter: driver=…, id=…, label=…, name=…, scope=…, type=custom|builtin
+    /// Filter: dangling=true|false, driver=…, id=…, label=…, name=…, scope=…, type=custom|builtin
     #[arg(short, long = "filter")]
     pub filter: Vec<String>,
     #[command(flatten)]
@@ -66,6 +66,9 @@ pub enum NetworkCommand {
     },
     /// Connect a container to a network (now if it runs, and whenever it starts)
     Connect {
+        /// Add a network-scoped alias for the container (its peers reach it by this name)
+        #[arg(long = "alias")]
+        alias: Vec<String>,
         /// The network's name or id
         network: String,
         /// The container's name or id
@@ -98,10 +101,18 @@ pub async fn network(ctx: &Context, c: NetworkCommand) -> u8 {
         NetworkCommand::Inspect { format, networks } => {
             inspect(ctx, format.as_deref(), &networks).await
         }
-        NetworkCommand::Connect { network, container } => done(
+        NetworkCommand::Connect {
+            alias,
+            network,
+            container,
+        } => done(
             async {
                 ctx.networks()
-                    .attach(ctx.req(napi::ConnectRequest { network, container }))
+                    .attach(ctx.req(napi::ConnectRequest {
+                        network,
+                        container,
+                        aliases: alias,
+                    }))
                     .await?;
                 Ok(())
             }
@@ -128,44 +139,12 @@ pub async fn network(ctx: &Context, c: NetworkCommand) -> u8 {
     }
 }
 
-/// Checks an IPv4 subnet in CIDR form (`10.77.0.0/24`): (address, prefix length).
-pub fn parse_subnet(s: &str) -> Result<(Ipv4Addr, u8), String> {
-    let (ip, len) = s
-        .split_once('/')
-        .ok_or_else(|| format!("invalid subnet {s:?}: use CIDR form, e.g. 10.77.0.0/24"))?;
-    if ip.contains(':') {
-        return Err(format!(
-            "invalid subnet {s:?}: IPv6 subnets are not supported"
-        ));
-    }
-    let ip: Ipv4Addr = ip
-        .parse()
-        .map_err(|_| format!("invalid subnet {s:?}: {ip:?} is not an IPv4 address"))?;
-    let len: u8 = len
-        .parse()
-        .ok()
-        .filter(|l| *l <= 32)
-        .ok_or_else(|| format!("invalid subnet {s:?}: the prefix length must be 0-32"))?;
-    Ok((ip, len))
-}
+#[cfg(test)]
+use berth_docker::networks::parse_subnet;
 
 /// The create request, its subnet and gateway checked as Docker checks them.
 pub fn create_request(a: &CreateArgs) -> Result<napi::CreateNetworkRequest, String> {
-    if let Some(g) = &a.gateway {
-        let Some(subnet) = &a.subnet else {
-            return Err("every ip-range or gateway must have a corresponding subnet".into());
-        };
-        let (net, len) = parse_subnet(subnet)?;
-        let gw: Ipv4Addr = g
-            .parse()
-            .map_err(|_| format!("invalid gateway {g:?}: it is not an IPv4 address"))?;
-        let mask = u32::MAX.checked_shl(32 - u32::from(len)).unwrap_or(0);
-        if u32::from(gw) & mask != u32::from(net) & mask {
-            return Err(format!("no matching subnet for gateway {g}"));
-        }
-    } else if let Some(subnet) = &a.subnet {
-        parse_subnet(subnet)?;
-    }
+    berth_docker::networks::check_subnet_gateway(a.subnet.as_deref(), a.gateway.as_deref())?;
     Ok(napi::CreateNetworkRequest {
         name: a.name.clone(),
         driver: a.driver.clone(),
@@ -183,53 +162,14 @@ async fn create(ctx: &Context, a: CreateArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// The networks Docker makes itself.
-fn builtin(n: &napi::Network) -> bool {
-    matches!(n.name.as_str(), "bridge" | "host" | "none")
-}
-
-fn scope(n: &napi::Network) -> &str {
-    if n.scope.is_empty() {
-        "local"
-    } else {
-        &n.scope
-    }
-}
-
-/// `network ls` filters: which networks to keep.
+/// `network ls` filters: which networks to keep (Docker's, in berth-docker).
 pub fn filter(filters: &[String]) -> Result<impl Fn(&napi::Network) -> bool, String> {
-    let filters = Filters::parse(filters, |k, v| match (k, v) {
-        ("type", "custom" | "builtin") => Ok(()),
-        ("type", _) => Err(format!("invalid filter: 'type'='{v}'")),
-        ("driver" | "id" | "label" | "name" | "scope", _) => Ok(()),
-        _ => Err(format!("invalid filter '{k}'")),
-    })?;
-    Ok(move |n: &napi::Network| {
-        filters.matches(|k, v| match k {
-            "driver" => n.driver == v,
-            "id" => n.id.starts_with(v),
-            "name" => crate::filters::name_matches(&n.name, v),
-            "scope" => scope(n) == v,
-            "type" => builtin(n) == (v == "builtin"),
-            "label" => label_matches(&n.labels, v),
-            _ => false,
-        })
-    })
+    berth_docker::networks::network_filter(filters)
 }
 
 /// One network as `network ls --format` sees it (Docker's field names).
 fn ls_json(n: &napi::Network, output: &ListFormat) -> Value {
-    let labels: BTreeMap<_, _> = n.labels.iter().collect();
-    json!({
-        "ID": output.id(&n.id),
-        "Name": n.name,
-        "Driver": n.driver,
-        "Scope": scope(n),
-        "IPv6": "false",
-        "Internal": n.internal.to_string(),
-        "Labels": labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
-        "CreatedAt": format::created_at(n.created_at.as_ref()),
-    })
+    berth_docker::networks::network_row(n, &output.id(&n.id))
 }
 
 const LS_COLUMNS: &[(&str, &str)] = &[
@@ -251,6 +191,16 @@ async fn ls(ctx: &Context, a: LsArgs) -> Result<(), Error> {
         .await?
         .into_inner()
         .networks;
+    if berth_docker::networks::needs_containers(&a.filter) {
+        for n in &mut list {
+            let name = n.id.clone();
+            *n = ctx
+                .networks()
+                .get(ctx.req(napi::GetNetworkRequest { name }))
+                .await?
+                .into_inner();
+        }
+    }
     list.retain(|n| keep(n));
     list.sort_by(|a, b| a.name.cmp(&b.name));
     let objects: Vec<Value> = list.iter().map(|n| ls_json(n, &a.output)).collect();
@@ -279,59 +229,7 @@ async fn rm(ctx: &Context, names: &[String]) -> u8 {
 
 /// Docker's `network inspect` object.
 pub fn inspect_json(n: &napi::Network) -> Value {
-    let config = if n.subnet.is_empty() && n.gateway.is_empty() {
-        json!([])
-    } else {
-        let mut c = serde_json::Map::new();
-        c.insert("Subnet".into(), json!(n.subnet));
-        if !n.gateway.is_empty() {
-            c.insert("Gateway".into(), json!(n.gateway));
-        }
-        json!([c])
-    };
-    let containers: BTreeMap<&str, Value> = n
-        .containers
-        .iter()
-        .map(|c| {
-            (
-                c.id.as_str(),
-                json!({
-                    "Name": c.name.trim_start_matches('/'),
-                    "EndpointID": "",
-                    "MacAddress": c.mac_address,
-                    "IPv4Address": c.ip_address,
-                    "IPv6Address": "",
-                }),
-            )
-        })
-        .collect();
-    let options = if n.driver == "bridge" && !n.bridge.is_empty() {
-        json!({"com.docker.network.bridge.name": n.bridge})
-    } else {
-        json!({})
-    };
-    let labels: BTreeMap<_, _> = n.labels.iter().collect();
-    json!({
-        "Name": n.name,
-        "Id": n.id,
-        "Created": format::rfc3339(n.created_at.as_ref()),
-        "Scope": scope(n),
-        "Driver": n.driver,
-        "EnableIPv6": false,
-        "IPAM": {
-            "Driver": "default",
-            "Options": {},
-            "Config": config,
-        },
-        "Internal": n.internal,
-        "Attachable": false,
-        "Ingress": false,
-        "ConfigFrom": {"Network": ""},
-        "ConfigOnly": false,
-        "Containers": containers,
-        "Options": options,
-        "Labels": labels,
-    })
+    berth_docker::networks::network_inspect(n)
 }
 
 async fn inspect(ctx: &Context, format: Option<&str>, names: &[String]) -> u8 {

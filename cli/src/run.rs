@@ -53,6 +53,9 @@ pub struct RunArgs {
     /// network's name or id (see `berth network ls`)
     #[arg(long = "network", alias = "net", value_name = "NETWORK")]
     pub network: Option<String>,
+    /// Add a network-scoped alias for the container (on its user network)
+    #[arg(long = "network-alias", value_name = "ALIAS")]
+    pub network_alias: Vec<String>,
     /// Publish a container's port(s) to the host: [IP:][HOST:]CONTAINER[/tcp|/udp], ports or
     /// ranges (8000-8001:80-81); no HOST = a free port
     #[arg(short = 'p', long = "publish", value_name = "SPEC")]
@@ -340,6 +343,7 @@ impl RunArgs {
             nano_cpus,
             pids_limit: self.pids_limit.unwrap_or(0),
             network_mode: net.network_mode,
+            network_aliases: self.network_alias.clone(),
             labels: Default::default(),
             auto_remove: self.rm,
             read_only: self.read_only,

@@ -1,11 +1,10 @@
-//! `berth volume create|ls|rm|inspect`: named volumes, as Docker shows them.
+//! `berth volume create|ls|rm|inspect|prune`: named volumes, as Docker shows them.
 
-use crate::client::Context;
+use crate::client::{Context, Error};
 use crate::format;
-use crate::verbs::{done, each, lookup_all, parse_labels, print_objects};
+use crate::verbs::{done, each, lookup_all, parse_labels, print_deleted, print_objects};
 use berth_api::volumes::v1 as vapi;
 use clap::Subcommand;
-use std::collections::BTreeMap;
 
 #[derive(Debug, Subcommand)]
 pub enum VolumeCommand {
@@ -37,18 +36,18 @@ pub enum VolumeCommand {
         #[arg(required = true)]
         names: Vec<String>,
     },
-}
-
-fn volume_json(v: &vapi::Volume) -> serde_json::Value {
-    serde_json::json!({
-        "CreatedAt": format::rfc3339(v.created_at.as_ref()),
-        "Driver": if v.driver.is_empty() { "local" } else { v.driver.as_str() },
-        "Labels": v.labels.iter().collect::<BTreeMap<_, _>>(),
-        "Mountpoint": v.mountpoint,
-        "Name": v.name,
-        "Options": serde_json::Value::Null,
-        "Scope": "local",
-    })
+    /// Remove unused volumes (anonymous ones, or all with -a)
+    Prune {
+        /// Remove all unused volumes, not just anonymous ones
+        #[arg(short, long)]
+        all: bool,
+        /// Filter: label=K, label=K=V, label!=K, label!=K=V
+        #[arg(long = "filter")]
+        filter: Vec<String>,
+        /// Do not prompt for confirmation
+        #[arg(short, long)]
+        force: bool,
+    },
 }
 
 pub async fn volume(ctx: &Context, c: VolumeCommand) -> u8 {
@@ -73,7 +72,7 @@ pub async fn volume(ctx: &Context, c: VolumeCommand) -> u8 {
             async {
                 let mut vs = ctx
                     .volumes()
-                    .list(ctx.req(vapi::ListVolumesRequest {}))
+                    .list(ctx.req(vapi::ListVolumesRequest { usage: false }))
                     .await?
                     .into_inner()
                     .volumes;
@@ -117,10 +116,34 @@ pub async fn volume(ctx: &Context, c: VolumeCommand) -> u8 {
                     .volumes()
                     .get(ctx.req(vapi::GetVolumeRequest { name }))
                     .await?;
-                Ok(volume_json(v.get_ref()))
+                Ok(berth_docker::volumes::volume_inspect(v.get_ref()))
             })
             .await;
             print_objects(objects, format.as_deref(), errors)
         }
+        VolumeCommand::Prune { all, filter, force } => done(prune(ctx, all, filter, force).await),
     }
+}
+
+/// `volume prune`: Docker's question, then Docker's report.
+async fn prune(ctx: &Context, all: bool, filters: Vec<String>, force: bool) -> Result<(), Error> {
+    let question = if all {
+        "This will remove all local volumes not used by at least one container."
+    } else {
+        "This will remove anonymous local volumes not used by at least one container."
+    };
+    if !force && !crate::stdio::confirm(question) {
+        return Ok(());
+    }
+    let r = ctx
+        .volumes()
+        .prune(ctx.req(vapi::PruneVolumesRequest { all, filters }))
+        .await?
+        .into_inner();
+    print_deleted("Volumes", &r.deleted);
+    println!(
+        "Total reclaimed space: {}",
+        format::size(r.space_reclaimed as i64)
+    );
+    Ok(())
 }

@@ -181,7 +181,7 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
         private_dir(d)?;
     }
     let (channels, own_incoming) = Channels::new(&listen, &own, client_tls);
-    let (health_reporter, routes) = common_routes(&services)?;
+    let (health_reporter, routes) = common_routes(&services, &config)?;
     let routes = service_routes(routes, &config, &services, &channels, &mut metrics)?;
     for s in &services {
         health_reporter
@@ -303,7 +303,7 @@ impl Channels {
 }
 
 /// The routes every berthd serves: health, server reflection and version.
-fn common_routes(services: &[String]) -> Result<(HealthReporter, Routes)> {
+fn common_routes(services: &[String], config: &Config) -> Result<(HealthReporter, Routes)> {
     let (health_reporter, health) = tonic_health::server::health_reporter();
     // Reflection v1, and v1alpha for the many tools that still speak only that.
     let reflection_builder = || {
@@ -321,7 +321,11 @@ fn common_routes(services: &[String]) -> Result<(HealthReporter, Routes)> {
         .add_service(health)
         .add_service(reflection)
         .add_service(reflection_alpha)
-        .add_service(version::serve(services.to_vec()));
+        .add_service(version::serve(
+            services.to_vec(),
+            config.root.clone(),
+            config.snapshotter.clone(),
+        ));
     Ok((health_reporter, routes))
 }
 

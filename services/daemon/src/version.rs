@@ -9,10 +9,22 @@ use tonic::{Request, Response, Status};
 #[derive(Debug)]
 pub struct VersionService {
     services: Vec<String>,
+    root: std::path::PathBuf,
+    snapshotter: String,
 }
 
-pub fn serve(services: Vec<String>) -> VersionServer<VersionService> {
-    VersionServer::new(VersionService { services })
+/// The Version service of a berthd hosting `services`, with its persistent `root` and the
+/// `snapshotter` it unpacks images with.
+pub fn serve(
+    services: Vec<String>,
+    root: std::path::PathBuf,
+    snapshotter: String,
+) -> VersionServer<VersionService> {
+    VersionServer::new(VersionService {
+        services,
+        root,
+        snapshotter,
+    })
 }
 
 #[tonic::async_trait]
@@ -31,6 +43,8 @@ impl Version for VersionService {
             os: std::env::consts::OS.to_string(),
             arch: std::env::consts::ARCH.to_string(),
             kernel,
+            root: self.root.display().to_string(),
+            snapshotter: self.snapshotter.clone(),
         }))
     }
 }

@@ -367,9 +367,10 @@ fn mounts(
 }
 
 /// The network a container starts on: HostConfig.NetworkMode ("default" is the default
-/// bridge), which NetworkingConfig.EndpointsConfig must agree with. Aliases are accepted
-/// (berth gives every container its name on a user network); other endpoint settings are not.
-fn network_mode(host: &Map<String, Value>, body: &Value) -> Result<String, String> {
+/// bridge), which NetworkingConfig.EndpointsConfig must agree with, and the endpoint's
+/// Aliases (the names the others on a user network know it by, beside its own name); other
+/// endpoint settings are refused.
+fn network_mode(host: &Map<String, Value>, body: &Value) -> Result<(String, Vec<String>), String> {
     let mode = string(host.get("NetworkMode"), "HostConfig.NetworkMode")?;
     let mode = if mode == "default" {
         String::new()
@@ -379,8 +380,9 @@ fn network_mode(host: &Map<String, Value>, body: &Value) -> Result<String, Strin
     let what = "NetworkingConfig.EndpointsConfig";
     let endpoints = object(body.pointer("/NetworkingConfig/EndpointsConfig"), what)?;
     let Some(endpoints) = endpoints else {
-        return Ok(mode);
+        return Ok((mode, Vec::new()));
     };
+    let mut aliases = Vec::new();
     if endpoints.len() > 1 {
         let names: Vec<&str> = endpoints.keys().map(String::as_str).collect();
         return Err(format!(
@@ -398,6 +400,7 @@ fn network_mode(host: &Map<String, Value>, body: &Value) -> Result<String, Strin
             ));
         }
         let Some(e) = e.as_object() else { continue };
+        aliases = strings(e.get("Aliases"), &format!("{what}.{name}.Aliases"))?;
         for (field, v) in e {
             let allowed = matches!(
                 field.as_str(),
@@ -408,7 +411,7 @@ fn network_mode(host: &Map<String, Value>, body: &Value) -> Result<String, Strin
             }
         }
     }
-    Ok(mode)
+    Ok((mode, aliases))
 }
 
 /// Docker's `POST /containers/create` body as berth's `ContainerConfig`; the error is a
@@ -465,6 +468,7 @@ pub fn container_config(body: &Value) -> Result<capi::ContainerConfig, String> {
         None => None,
     };
     let stop_timeout = integer(cfg.get("StopTimeout"), "StopTimeout")?;
+    let (network_mode, network_aliases) = network_mode(host, body)?;
     Ok(capi::ContainerConfig {
         image,
         cmd: strings(cfg.get("Cmd"), "Cmd")?,
@@ -479,7 +483,8 @@ pub fn container_config(body: &Value) -> Result<capi::ContainerConfig, String> {
         memory: integer(host.get("Memory"), "HostConfig.Memory")?,
         nano_cpus: nano_cpus(host)?,
         pids_limit: integer(host.get("PidsLimit"), "HostConfig.PidsLimit")?.max(0),
-        network_mode: network_mode(host, body)?,
+        network_mode,
+        network_aliases,
         labels: string_map(cfg.get("Labels"), "Labels")?,
         auto_remove: boolean(host.get("AutoRemove"), "HostConfig.AutoRemove")?,
         read_only: boolean(host.get("ReadonlyRootfs"), "HostConfig.ReadonlyRootfs")?,
@@ -657,6 +662,7 @@ mod tests {
         h["LogConfig"] = json!({"Type": "json-file", "Config": {}});
         b["NetworkingConfig"] = json!({"EndpointsConfig": {"front": {"Aliases": ["web"]}}});
         let c = container_config(&b).unwrap();
+        assert_eq!(c.network_aliases, ["web"]);
         assert_eq!(c.cmd, ["sleep", "30"]);
         assert!(c.entrypoint_set && c.entrypoint.is_empty());
         assert_eq!(

@@ -1,6 +1,6 @@
-//! Filters of Docker's listings: the same key ORs, different keys AND. The CLI gives them as
-//! `-f KEY=VALUE` ([`Filters::parse`]), the Engine API as a JSON object
-//! ([`Filters::from_json`]).
+//! Filters of Docker's listings (`ps`, `network ls`, `volume ls`, …): the same key ORs,
+//! different keys AND. The CLI gives them as `-f KEY=VALUE` ([`Filters::parse`]), the Engine
+//! API as a JSON object ([`Filters::from_json`], [`json_pairs`]).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -24,38 +24,13 @@ impl Filters {
         Ok(Filters(m))
     }
 
-    /// Docker's `filters` query parameter: `{"key":["value",…]}`, or `{"key":{"value":true}}`
-    /// from older clients; empty means none. `check` refuses keys and values as in
-    /// [`Filters::parse`].
+    /// Docker's `filters` query parameter (see [`json_pairs`]), with `check` refusing keys
+    /// and values as in [`Filters::parse`].
     pub fn from_json(
         filters: &str,
         check: impl Fn(&str, &str) -> Result<(), String>,
     ) -> Result<Filters, String> {
-        let mut m: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        if filters.trim().is_empty() {
-            return Ok(Filters(m));
-        }
-        let v: serde_json::Value = serde_json::from_str(filters)
-            .map_err(|e| format!("invalid filters {filters:?}: {e}"))?;
-        let Some(o) = v.as_object() else {
-            return Err(format!("invalid filters {filters:?}: not a JSON object"));
-        };
-        for (k, values) in o {
-            let values: Vec<String> = match values {
-                serde_json::Value::Object(m) => m.keys().cloned().collect(),
-                serde_json::Value::Array(a) => a
-                    .iter()
-                    .map(|v| v.as_str().map(String::from))
-                    .collect::<Option<_>>()
-                    .ok_or_else(|| format!("invalid filter '{k}': values must be strings"))?,
-                _ => return Err(format!("invalid filter '{k}'")),
-            };
-            for v in values {
-                check(k, &v)?;
-                m.entry(k.clone()).or_default().push(v);
-            }
-        }
-        Ok(Filters(m))
+        Filters::parse(&json_pairs(filters)?, check)
     }
 
     /// The values given for `key`.
@@ -74,6 +49,36 @@ impl Filters {
             .iter()
             .all(|(k, vs)| vs.iter().any(|v| test(k.as_str(), v.as_str())))
     }
+}
+
+/// The `KEY=VALUE` pairs of the Docker API's `filters` JSON: `{"key":{"value":true}}`, or
+/// `{"key":["value"]}` from old clients; empty or absent gives none. The error reads as
+/// Docker's.
+pub fn json_pairs(filters: &str) -> Result<Vec<String>, String> {
+    if filters.trim().is_empty() {
+        return Ok(Vec::new());
+    }
+    let v: serde_json::Value =
+        serde_json::from_str(filters).map_err(|e| format!("invalid filters {filters:?}: {e}"))?;
+    let Some(o) = v.as_object() else {
+        return Err(format!("invalid filters {filters:?}: not a JSON object"));
+    };
+    let mut out = Vec::new();
+    for (key, values) in o {
+        match values {
+            serde_json::Value::Object(m) => out.extend(m.keys().map(|v| format!("{key}={v}"))),
+            serde_json::Value::Array(a) => {
+                for v in a {
+                    let v = v.as_str().ok_or_else(|| {
+                        format!("invalid filter '{key}': values must be strings")
+                    })?;
+                    out.push(format!("{key}={v}"));
+                }
+            }
+            _ => return Err(format!("invalid filter '{key}'")),
+        }
+    }
+    Ok(out)
 }
 
 /// A `name=PATTERN` filter, as Docker's: the pattern is a regular expression searched in
@@ -99,6 +104,17 @@ pub fn label_matches(labels: &HashMap<String, String>, v: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn api_json_becomes_pairs() {
+        assert_eq!(
+            json_pairs(r#"{"label":{"a=b":true},"name":["x","y"]}"#).unwrap(),
+            ["label=a=b", "name=x", "name=y"]
+        );
+        assert!(json_pairs("").unwrap().is_empty());
+        assert!(json_pairs("[").is_err());
+        assert!(json_pairs(r#"{"a":1}"#).is_err());
+    }
 
     #[test]
     fn same_keys_or_different_keys_and() {

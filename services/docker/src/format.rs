@@ -76,24 +76,7 @@ pub fn command(args: &[String], trunc: bool) -> String {
     serde_json::to_string(&c).unwrap_or_default()
 }
 
-/// A protobuf timestamp as RFC 3339 with nanoseconds; Go's zero time when unset.
-pub fn rfc3339(t: Option<&berth_api::prost_types::Timestamp>) -> String {
-    match t.filter(|t| t.seconds > 0 || t.nanos > 0) {
-        Some(t) => chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-            .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))
-            .unwrap_or_else(|| "0001-01-01T00:00:00Z".into()),
-        None => "0001-01-01T00:00:00Z".into(),
-    }
-}
-
-/// Go's time.String() of a timestamp in UTC, as `ps` and `network ls` show CreatedAt
-/// (`2023-11-14 22:13:20 +0000 UTC`).
-pub fn created_at(t: Option<&berth_api::prost_types::Timestamp>) -> String {
-    let t = t.cloned().unwrap_or_default();
-    chrono::DateTime::from_timestamp(t.seconds, 0)
-        .map(|d| d.format("%Y-%m-%d %H:%M:%S +0000 UTC").to_string())
-        .unwrap_or_default()
-}
+pub use crate::time::{created_at, rfc3339};
 
 #[cfg(test)]
 mod tests {

@@ -21,19 +21,26 @@
 //! assert_eq!((repo.as_str(), tag.as_str()), ("busybox", "latest"));
 //! ```
 
-// The create body of the tests is one large `json!`.
+// The create body of the tests and `/info` are large `json!`s.
 #![recursion_limit = "256"]
 
 mod commit;
 pub mod containers;
 pub mod create;
+pub mod events;
 pub mod files;
 pub mod filters;
 pub mod format;
+pub mod host;
 mod images;
+pub mod networks;
 pub mod ports;
 mod progress;
 pub mod ps;
+pub mod system;
+pub mod time;
+pub mod usage;
+pub mod volumes;
 
 pub use commit::*;
 pub use images::*;

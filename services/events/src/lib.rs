@@ -5,8 +5,11 @@
 //! every namespace with `all_namespaces`), optionally filtered the way `docker events
 //! --filter` filters (same key ORs, different keys AND).
 //!
-//! The fan-out is in memory ([`Broker`], a tokio broadcast channel): events are not stored,
-//! and publishing never waits for subscribers. A subscriber that falls more than
+//! The fan-out is in memory ([`Broker`], a tokio broadcast channel), and publishing never
+//! waits for subscribers. The broker also keeps a bounded history — the last
+//! [`HISTORY_EVENTS`] events, none older than [`HISTORY_AGE`] — so that a subscriber with
+//! `since` first gets what happened since then (`docker events --since 10m`); `until` ends
+//! its stream. Nothing is written to disk: a restarted berthd remembers no events. A subscriber that falls more than
 //! [`DEFAULT_CAPACITY`] events behind gets a `ResourceExhausted` error that says how many
 //! events it missed, and should subscribe again.
 //!
@@ -34,6 +37,12 @@ use tonic::{Request, Response, Status};
 /// How many events a subscriber may fall behind before it is told it lags.
 pub const DEFAULT_CAPACITY: usize = 4096;
 
+/// How many past events the broker keeps for subscribers with `since`.
+pub const HISTORY_EVENTS: usize = 4096;
+
+/// How long the broker keeps a past event for subscribers with `since`.
+pub const HISTORY_AGE: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// How many matching events wait in a subscriber's own queue before its gRPC stream takes
 /// them; past this the subscriber lags behind the broadcast instead of slowing anyone down.
 const SUBSCRIBER_QUEUE: usize = 64;
@@ -42,6 +51,9 @@ const SUBSCRIBER_QUEUE: usize = 64;
 #[derive(Debug, Clone)]
 pub struct Broker {
     tx: broadcast::Sender<Arc<api::Envelope>>,
+    /// The recent past, oldest first; publishing sends under its lock, so a subscriber that
+    /// takes the history and subscribes under it sees every event exactly once.
+    history: Arc<std::sync::Mutex<std::collections::VecDeque<Arc<api::Envelope>>>>,
 }
 
 impl Default for Broker {
@@ -54,21 +66,54 @@ impl Broker {
     /// A broker whose subscribers may lag `capacity` events behind.
     pub fn new(capacity: usize) -> Broker {
         let (tx, _) = broadcast::channel(capacity.max(1));
-        Broker { tx }
+        Broker {
+            tx,
+            history: Arc::default(),
+        }
     }
 
     /// Sends an event to every current subscriber; never blocks. Fills in the timestamp
     /// when the event has none. Returns how many subscribers there were.
     pub fn publish(&self, mut event: api::Envelope) -> usize {
+        let now = now();
         if event.timestamp.is_none() {
-            event.timestamp = Some(now());
+            event.timestamp = Some(now);
         }
-        self.tx.send(Arc::new(event)).unwrap_or(0)
+        let event = Arc::new(event);
+        let mut history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        history.push_back(event.clone());
+        let oldest = now.seconds - HISTORY_AGE.as_secs() as i64;
+        while history.len() > HISTORY_EVENTS
+            || history
+                .front()
+                .is_some_and(|e| e.timestamp.is_some_and(|t| t.seconds < oldest))
+        {
+            history.pop_front();
+        }
+        self.tx.send(event).unwrap_or(0)
     }
 
     /// A receiver of every event published from now on.
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<api::Envelope>> {
         self.tx.subscribe()
+    }
+
+    /// The kept events at or after `since`, oldest first, and a receiver of every event
+    /// published after them.
+    pub fn subscribe_since(
+        &self,
+        since: &Timestamp,
+    ) -> (
+        Vec<Arc<api::Envelope>>,
+        broadcast::Receiver<Arc<api::Envelope>>,
+    ) {
+        let history = self.history.lock().unwrap_or_else(|e| e.into_inner());
+        let past = history
+            .iter()
+            .filter(|e| e.timestamp.is_some_and(|t| !before(&t, since)))
+            .cloned()
+            .collect();
+        (past, self.tx.subscribe())
     }
 
     /// How many subscribers listen right now.
@@ -87,6 +132,11 @@ fn now() -> Timestamp {
     }
 }
 
+/// Whether `a` is earlier than `b`.
+fn before(a: &Timestamp, b: &Timestamp) -> bool {
+    (a.seconds, a.nanos) < (b.seconds, b.nanos)
+}
+
 /// Which events a subscriber wants: `key=value` filters, Docker's keys.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filters {
@@ -94,7 +144,15 @@ pub struct Filters {
 }
 
 /// The filter keys `Subscribe` understands.
-pub const FILTER_KEYS: &[&str] = &["type", "event", "container", "image", "volume", "label"];
+pub const FILTER_KEYS: &[&str] = &[
+    "type",
+    "event",
+    "container",
+    "image",
+    "volume",
+    "network",
+    "label",
+];
 
 impl Filters {
     /// Parses `key=value` strings; `action` is taken as `event`. Unknown keys and strings
@@ -141,6 +199,11 @@ impl Filters {
                 "volume" => {
                     e.r#type == "volume"
                         && (e.id == *v || e.attributes.get("name").is_some_and(|n| n == v))
+                }
+                "network" => {
+                    e.r#type == "network"
+                        && (e.id.starts_with(v.as_str())
+                            || e.attributes.get("name").is_some_and(|n| n == v))
                 }
                 "label" => label_matches(e, v),
                 _ => false,
@@ -281,18 +344,47 @@ impl Events for EventsService {
         let r = req.into_inner();
         let filters = Filters::parse(&r.filters).map_err(Status::invalid_argument)?;
         let all = r.all_namespaces;
-        // Subscribe before answering, so nothing published after the call returns is missed.
-        let mut events = self.broker.subscribe();
+        let wanted = move |e: &api::Envelope| (all || e.namespace == ns) && filters.matches(e);
+        // Take the history and subscribe before answering, so nothing published after the
+        // call returns is missed.
+        let (past, mut events) = match &r.since {
+            Some(since) => self.broker.subscribe_since(since),
+            None => (Vec::new(), self.broker.subscribe()),
+        };
+        let until = r.until;
+        let after_until = move |e: &api::Envelope| {
+            until.is_some_and(|u| e.timestamp.is_some_and(|t| before(&u, &t)))
+        };
         let (tx, rx) = mpsc::channel::<Result<api::Envelope, Status>>(SUBSCRIBER_QUEUE);
         tokio::spawn(async move {
+            for e in past {
+                if after_until(&e) {
+                    return;
+                }
+                if wanted(&e) && tx.send(Ok((*e).clone())).await.is_err() {
+                    return;
+                }
+            }
+            let deadline = until.map(|u| {
+                let at = std::time::UNIX_EPOCH
+                    + std::time::Duration::new(u.seconds.max(0) as u64, u.nanos.max(0) as u32);
+                let wait = at
+                    .duration_since(std::time::SystemTime::now())
+                    .unwrap_or_default();
+                tokio::time::Instant::now() + wait
+            });
             loop {
                 let e = tokio::select! {
                     _ = tx.closed() => return,
+                    _ = sleep_until(deadline) => return,
                     e = events.recv() => e,
                 };
                 match e {
                     Ok(e) => {
-                        if (!all && e.namespace != ns) || !filters.matches(&e) {
+                        if after_until(&e) {
+                            return;
+                        }
+                        if !wanted(&e) {
                             continue;
                         }
                         // Waiting here only holds this subscriber back; the broadcast keeps
@@ -320,6 +412,14 @@ impl Events for EventsService {
     }
 }
 
+/// Sleeps until `deadline`, or forever without one.
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -340,6 +440,45 @@ mod tests {
 
     fn f(s: &[&str]) -> Filters {
         Filters::parse(s).unwrap()
+    }
+
+    #[test]
+    fn history_is_bounded_and_replayed_from_since() {
+        let b = Broker::new(8);
+        for i in 0..HISTORY_EVENTS + 10 {
+            let mut e = ev("container", "start", &i.to_string(), &[]);
+            e.timestamp = Some(Timestamp {
+                seconds: now().seconds,
+                nanos: i as i32,
+            });
+            b.publish(e);
+        }
+        let (all, _) = b.subscribe_since(&Timestamp::default());
+        assert_eq!(all.len(), HISTORY_EVENTS, "the oldest are dropped");
+        assert_eq!(all[0].id, "10");
+        let since = all[HISTORY_EVENTS - 3].timestamp.unwrap();
+        let (recent, _) = b.subscribe_since(&since);
+        let ids: Vec<_> = recent.iter().map(|e| e.id.as_str()).collect();
+        let last = HISTORY_EVENTS + 9;
+        assert_eq!(
+            ids,
+            [
+                (last - 2).to_string(),
+                (last - 1).to_string(),
+                last.to_string()
+            ]
+        );
+        let mut old = ev("image", "pull", "x", &[]);
+        old.timestamp = Some(Timestamp {
+            seconds: 1,
+            nanos: 0,
+        });
+        let b = Broker::new(8);
+        b.publish(old);
+        b.publish(ev("image", "pull", "y", &[]));
+        let (kept, _) = b.subscribe_since(&Timestamp::default());
+        assert_eq!(kept.len(), 1, "events older than HISTORY_AGE are dropped");
+        assert!(f(&["network=n1"]).matches(&ev("network", "create", "abc", &[("name", "n1")])));
     }
 
     #[test]

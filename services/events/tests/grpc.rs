@@ -75,6 +75,8 @@ async fn subscribe(
         .subscribe(berth_core::grpc::request(
             ns,
             api::SubscribeRequest {
+                since: None,
+                until: None,
                 filters: filters.iter().map(|s| s.to_string()).collect(),
                 all_namespaces: all,
             },
@@ -143,6 +145,8 @@ async fn bad_filters_and_events_are_refused() {
         .client
         .clone()
         .subscribe(api::SubscribeRequest {
+            since: None,
+            until: None,
             filters: vec!["colour=red".into()],
             all_namespaces: false,
         })

@@ -519,7 +519,7 @@ pub async fn wait(
     let events = EventsClient::new(s.events.clone())
         .subscribe(s.req(eapi::SubscribeRequest {
             filters: vec!["type=container".into(), format!("container={}", c.id)],
-            all_namespaces: false,
+            ..Default::default()
         }))
         .await?
         .into_inner();

@@ -15,9 +15,6 @@
 //! endpoints that need no streaming (list with the `reference` and `dangling` filters,
 //! inspect, history, tag, delete).
 
-// `/info` is one large `json!`.
-#![recursion_limit = "256"]
-
 use std::path::PathBuf;
 use std::sync::Arc;
 use tonic::transport::Channel;
@@ -29,15 +26,19 @@ mod commit;
 mod containers;
 mod container_fs;
 pub mod error;
-mod host;
+mod events;
 mod images;
 mod pull;
 mod push;
 mod query;
+mod networks;
+mod request;
 mod state;
 mod stream;
 mod system;
+mod usage;
 pub mod version;
+mod volumes;
 
 /// What the gateway answers from: the channels to the services, and the facts of the berthd
 /// that hosts it that Docker's `/info` shows.
@@ -106,6 +107,10 @@ pub fn router(services: Services) -> axum::Router {
         .merge(images::routes())
         .merge(containers::routes())
         .merge(container_fs::routes())
+        .merge(networks::routes())
+        .merge(volumes::routes())
+        .merge(events::routes())
+        .merge(usage::routes())
         .fallback(error::page_not_found)
         .method_not_allowed_fallback(error::page_not_found)
         .with_state(services);

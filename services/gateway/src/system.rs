@@ -1,23 +1,27 @@
-//! `/_ping`, `/version` and `/info`.
+//! `/_ping`, `/version`, `/info` and `/system/df`.
 
 use crate::error::{json_body, ApiError};
 use crate::version::{API_VERSION, MIN_API_VERSION};
-use crate::{host, Services};
+use crate::Services;
 use axum::extract::State;
 use axum::response::IntoResponse;
-use berth_api::containers::v1::{containers_client::ContainersClient, ListContainersRequest};
+use berth_api::containers::v1::{
+    containers_client::ContainersClient, Container, ListContainersRequest,
+};
 use berth_api::images::v1::{images_client::ImagesClient, ListImagesRequest};
-use berth_api::tasks::v1::{tasks_client::TasksClient, ListTasksRequest, Status};
 use berth_api::version::v1::{version_client::VersionClient, VersionRequest};
+use berth_api::volumes::v1::{volumes_client::VolumesClient, ListVolumesRequest};
+use berth_docker::host;
 use serde_json::json;
 
-/// `/_ping`, `/version`, `/info`.
+/// `/_ping`, `/version`, `/info`, `/system/df`.
 pub fn routes() -> axum::Router<Services> {
     use axum::routing::get;
     axum::Router::new()
         .route("/_ping", get(ping).head(ping))
         .route("/version", get(version))
         .route("/info", get(info))
+        .route("/system/df", get(df))
 }
 
 /// `GET|HEAD /_ping`: "OK", never cached.
@@ -68,22 +72,24 @@ pub async fn version(State(s): State<Services>) -> Result<impl IntoResponse, Api
     Ok(json_body(&out))
 }
 
-/// `GET /info`: the counts come from the runtime and image services.
-pub async fn info(State(s): State<Services>) -> Result<impl IntoResponse, ApiError> {
+/// The containers (every one) and how many of them run, and how many are paused.
+async fn containers(s: &Services) -> Result<(Vec<Container>, usize, usize), ApiError> {
     let containers = ContainersClient::new(s.runtime.clone())
         .list(s.req(ListContainersRequest {}))
         .await?
         .into_inner()
-        .containers
-        .len();
-    let running = TasksClient::new(s.runtime.clone())
-        .list(s.req(ListTasksRequest {}))
-        .await?
-        .into_inner()
-        .tasks
+        .containers;
+    let state = |c: &Container| c.state.clone().unwrap_or_default();
+    let running = containers
         .iter()
-        .filter(|t| t.status == Status::Running as i32)
+        .filter(|c| state(c).status == "running")
         .count();
+    let paused = containers.iter().filter(|c| state(c).paused).count();
+    Ok((containers, running, paused))
+}
+
+/// Docker's image list entries.
+async fn image_entries(s: &Services) -> Result<Vec<serde_json::Value>, ApiError> {
     let images = ImagesClient::new(s.image.clone())
         .max_decoding_message_size(64 << 20)
         .list(s.req(ListImagesRequest {
@@ -93,55 +99,33 @@ pub async fn info(State(s): State<Services>) -> Result<impl IntoResponse, ApiErr
         .await?
         .into_inner()
         .images;
-    let images = berth_docker::image_list(&images).len();
-    let version = env!("CARGO_PKG_VERSION");
-    Ok(json_body(&json!({
-        "ID": host::id(),
-        "Containers": containers,
-        "ContainersRunning": running,
-        "ContainersPaused": 0,
-        "ContainersStopped": containers.saturating_sub(running),
-        "Images": images,
-        "Driver": berth_docker::storage_driver(&s.snapshotter),
-        "DriverStatus": [["Snapshotter", s.snapshotter]],
-        "Plugins": {"Volume": ["local"], "Network": ["bridge", "host", "null"], "Log": ["json-file"]},
-        "MemoryLimit": true,
-        "SwapLimit": false,
-        "CpuCfsPeriod": true,
-        "CpuCfsQuota": true,
-        "PidsLimit": true,
-        "IPv4Forwarding": host::sysctl_on("net/ipv4/ip_forward"),
-        "BridgeNfIptables": host::sysctl_on("net/bridge/bridge-nf-call-iptables"),
-        "BridgeNfIp6tables": host::sysctl_on("net/bridge/bridge-nf-call-ip6tables"),
-        "Debug": false,
-        "NFd": 0,
-        "NGoroutines": 0,
-        "SystemTime": chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true),
-        "LoggingDriver": "json-file",
-        "CgroupDriver": "cgroupfs",
-        "CgroupVersion": host::cgroup_version(),
-        "NEventsListener": 0,
-        "KernelVersion": host::kernel_version(),
-        "OperatingSystem": host::operating_system(),
-        "OSVersion": "",
-        "OSType": "linux",
-        "Architecture": std::env::consts::ARCH,
-        "IndexServerAddress": "https://index.docker.io/v1/",
-        "RegistryConfig": {"IndexConfigs": {}, "InsecureRegistryCIDRs": [], "Mirrors": []},
-        "NCPU": host::ncpu(),
-        "MemTotal": host::mem_total(),
-        "DockerRootDir": s.root,
-        "Name": host::hostname(),
-        "Labels": [],
-        "ExperimentalBuild": false,
-        "ServerVersion": version,
-        "Runtimes": {"berth": {"path": "berth-shim"}},
-        "DefaultRuntime": "berth",
-        "Swarm": {"LocalNodeState": "inactive", "NodeID": "", "NodeAddr": "", "ControlAvailable": false, "Error": "", "RemoteManagers": null},
-        "LiveRestoreEnabled": true,
-        "Isolation": "",
-        "InitBinary": "",
-        "SecurityOptions": ["name=seccomp,profile=default"],
-        "Warnings": null,
-    })))
+    Ok(berth_docker::image_list(&images))
+}
+
+/// `GET /info`: the counts come from the runtime and image services; berth-docker shapes
+/// them as the CLI's `berth info` does.
+pub async fn info(State(s): State<Services>) -> Result<impl IntoResponse, ApiError> {
+    let (containers, running, paused) = containers(&s).await?;
+    let figures = berth_docker::system::InfoFigures {
+        containers: containers.len(),
+        running,
+        paused,
+        images: image_entries(&s).await?.len(),
+        root: s.root.display().to_string(),
+        snapshotter: s.snapshotter.clone(),
+        server_version: env!("CARGO_PKG_VERSION").to_string(),
+    };
+    Ok(json_body(&berth_docker::system::info_json(&figures)))
+}
+
+/// `GET /system/df`: images with their users, containers, volumes with their sizes.
+pub async fn df(State(s): State<Services>) -> Result<impl IntoResponse, ApiError> {
+    let (containers, _, _) = containers(&s).await?;
+    let volumes = VolumesClient::new(s.runtime.clone())
+        .list(s.req(ListVolumesRequest { usage: true }))
+        .await?
+        .into_inner()
+        .volumes;
+    let df = berth_docker::system::df_json(image_entries(&s).await?, &containers, &volumes);
+    Ok(json_body(&df))
 }

@@ -10,7 +10,7 @@ use crate::events::Events;
 use crate::locks::ContainerLocks;
 use crate::metadata::Store;
 use crate::network::Networks;
-use berth_api::containers::v1::Container;
+use berth_api::containers::v1::{Container, NetworkAliases};
 use berth_api::networks::v1::{Network, NetworkContainer};
 use std::sync::Arc;
 
@@ -77,11 +77,17 @@ impl Connections {
 
     /// `network connect`: the network is added to the container's networks; a running
     /// container gets an interface on it now.
-    pub async fn connect_network(&self, ns: &str, network: &str, container: &str) -> Result<()> {
+    pub async fn connect_network(
+        &self,
+        ns: &str,
+        network: &str,
+        container: &str,
+        aliases: Vec<String>,
+    ) -> Result<()> {
         let n = self.networks.find(network)?;
         let c = self.store.resolve(ns, container)?;
         let _guard = self.locks.lock(ns, &c.id).await;
-        let c = self.store.resolve(ns, &c.id)?;
+        let mut c = self.store.resolve(ns, &c.id)?;
         let mode = c
             .config
             .as_ref()
@@ -101,6 +107,25 @@ impl Connections {
                 "endpoint with name {} already exists in network {}",
                 c.name, n.name
             )));
+        }
+        if !aliases.is_empty() {
+            if n.name == crate::network::DEFAULT_NETWORK {
+                return Err(Error::InvalidArgument(
+                    "network-scoped aliases are supported only for user-defined networks".into(),
+                ));
+            }
+            let entry = NetworkAliases {
+                network: n.name.clone(),
+                aliases,
+            };
+            // Stored first, so the running container's peers list them as it joins.
+            c = self
+                .store
+                .update(ns, &c.id, |c| {
+                    c.network_aliases.retain(|a| a.network != entry.network);
+                    c.network_aliases.push(entry.clone());
+                })?
+                .ok_or_else(|| Error::NotFound(format!("No such container: {container}")))?;
         }
         let running = c
             .network_settings
@@ -152,6 +177,7 @@ impl Connections {
         }
         self.store.update(ns, &c.id, |c| {
             c.networks.retain(|x| *x != n.name);
+            c.network_aliases.retain(|a| a.network != n.name);
             if let Some(s) = c.network_settings.as_mut() {
                 s.endpoints.retain(|e| e.network_id != n.id);
             }

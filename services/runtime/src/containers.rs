@@ -216,6 +216,18 @@ impl Containers {
         } else {
             name.to_string()
         };
+        let user_network = !matches!(config.network_mode.as_str(), "" | "default")
+            && config.network_mode != crate::network::DEFAULT_NETWORK
+            && matches!(
+                crate::network::Mode::of(&config.network_mode),
+                crate::network::Mode::Bridge
+            );
+        if !config.network_aliases.is_empty() && !user_network {
+            return Err(Error::InvalidArgument(
+                "network-scoped alias is supported only for containers in user defined networks"
+                    .into(),
+            ));
+        }
         // The spec first: a bad request must not leave a snapshot behind.
         let (spec, networks, mounts) =
             self.container_spec(ns, &id, &mut config, &image, &binds, &tmpfs)?;
@@ -260,6 +272,7 @@ impl Containers {
             log_path: self.logs.log_path(ns, &id).display().to_string(),
             networks,
             network_settings: None,
+            network_aliases: Vec::new(),
         };
         if let Err(e) = self.store.create(ns, &container) {
             // Lost a race for the name (or the disk failed): give the snapshot back.

@@ -295,6 +295,8 @@ impl Volumes {
             created_at: Some(prost_types::Timestamp::from(std::time::SystemTime::now())),
             labels,
             anonymous,
+            ref_count: 0,
+            size: -1,
         };
         if !self.store.create_volume(ns, &volume)? {
             // Created meanwhile by another request: that one stands.
@@ -435,6 +437,112 @@ impl Volumes {
             }
         }
     }
+
+    /// The volumes of `ns` with how many containers use each (`ref_count`), and with `usage`
+    /// the bytes in each (`size`; -1 without).
+    pub fn list_with_usage(&self, ns: &str, usage: bool) -> Result<Vec<Volume>> {
+        let containers = self.store.list(ns)?;
+        let mut volumes = self.store.list_volumes(ns)?;
+        for v in &mut volumes {
+            v.ref_count = ref_count(&containers, &v.name);
+            v.size = if usage {
+                dir_size(&self.volume_dir(ns, &v.name)) as i64
+            } else {
+                -1
+            };
+        }
+        Ok(volumes)
+    }
+
+    /// One volume with its `ref_count`.
+    pub fn get_volume(&self, ns: &str, name: &str) -> Result<Volume> {
+        let mut v = self
+            .store
+            .get_volume(ns, name)?
+            .ok_or_else(|| Error::NotFound(format!("get {name}: no such volume")))?;
+        v.ref_count = ref_count(&self.store.list(ns)?, name);
+        v.size = -1;
+        Ok(v)
+    }
+
+    /// Removes the volumes of `ns` no container uses: anonymous ones, or all with `all`,
+    /// that pass the label `filters` (`label=K[=V]`, `label!=K[=V]`; `all=true` as `all`).
+    /// Gives their names and the bytes freed.
+    pub fn prune_volumes(
+        &self,
+        ns: &str,
+        all: bool,
+        filters: &[String],
+    ) -> Result<(Vec<String>, u64)> {
+        let mut all = all;
+        let mut label_tests = Vec::new();
+        for f in filters {
+            let test = match f.split_once('=') {
+                Some(("all", v)) => {
+                    all |= matches!(v, "true" | "1");
+                    continue;
+                }
+                Some(("label", v)) => (true, v),
+                Some(("label!", v)) => (false, v),
+                _ => {
+                    return Err(Error::InvalidArgument(format!(
+                        "invalid filter {f:?} (volume prune filters: label=K[=V], label!=K[=V], all=true)"
+                    )))
+                }
+            };
+            label_tests.push(test);
+        }
+        let mut deleted = Vec::new();
+        let mut reclaimed = 0u64;
+        for v in self.list_with_usage(ns, false)? {
+            let labelled = |want: &str| match want.split_once('=') {
+                Some((k, val)) => v.labels.get(k).is_some_and(|x| x == val),
+                None => v.labels.contains_key(want),
+            };
+            let unused = v.ref_count == 0 && (all || v.anonymous);
+            if !unused || !label_tests.iter().all(|(has, want)| labelled(want) == *has) {
+                continue;
+            }
+            let size = dir_size(&self.volume_dir(ns, &v.name));
+            match self.remove_volume(ns, &v.name, false) {
+                Ok(()) => {
+                    reclaimed += size;
+                    deleted.push(v.name);
+                }
+                // Taken into use meanwhile: not unused any more.
+                Err(Error::FailedPrecondition(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok((deleted, reclaimed))
+    }
+}
+
+/// How many of `containers` mount volume `name`.
+fn ref_count(containers: &[Container], name: &str) -> u32 {
+    containers
+        .iter()
+        .filter(|c| {
+            c.mounts
+                .iter()
+                .any(|m| m.r#type == "volume" && m.name == name)
+        })
+        .count() as u32
+}
+
+/// The bytes of the regular files under `dir` (symlinks not followed); 0 if unreadable.
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
 }
 
 #[cfg(test)]
@@ -573,5 +681,56 @@ mod tests {
                 .code(),
             tonic::Code::NotFound
         );
+    }
+
+    #[tokio::test]
+    async fn prune_takes_unused_volumes_anonymous_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let events = Arc::new(Events::new(Default::default(), store.clone()));
+        let rt = Volumes::new(dir.path(), store.clone(), events);
+        let labelled = [("keep".to_string(), "1".to_string())].into();
+        let named = rt
+            .create_volume("default", "named", labelled, false)
+            .unwrap();
+        std::fs::write(Path::new(&named.mountpoint).join("f"), b"12345").unwrap();
+        rt.create_volume("default", "anon", HashMap::new(), true)
+            .unwrap();
+        rt.create_volume("default", "used", HashMap::new(), true)
+            .unwrap();
+        let used = parse_binds(&["used:/u".into()]).unwrap();
+        let c = Container {
+            id: "c1".into(),
+            mounts: rt.container_mounts("default", &used, &[]).unwrap(),
+            ..Default::default()
+        };
+        store.create("default", &c).unwrap();
+        let listed = rt.list_with_usage("default", true).unwrap();
+        let by_name = |n: &str| listed.iter().find(|v| v.name == n).unwrap().clone();
+        assert_eq!((by_name("used").ref_count, by_name("named").size), (1, 5));
+        assert_eq!(rt.get_volume("default", "used").unwrap().ref_count, 1);
+
+        let (deleted, _) = rt.prune_volumes("default", false, &[]).unwrap();
+        assert_eq!(
+            deleted,
+            ["anon"],
+            "only unused anonymous volumes without all"
+        );
+        let (deleted, _) = rt
+            .prune_volumes("default", true, &["label!=keep".into()])
+            .unwrap();
+        assert!(deleted.is_empty(), "the label filter keeps named");
+        let (deleted, bytes) = rt
+            .prune_volumes(
+                "default",
+                false,
+                &["all=true".into(), "label=keep=1".into()],
+            )
+            .unwrap();
+        assert_eq!((deleted, bytes), (vec!["named".to_string()], 5));
+        assert!(rt
+            .prune_volumes("default", true, &["size=1".into()])
+            .is_err());
+        assert!(store.get_volume("default", "used").unwrap().is_some());
     }
 }

@@ -82,7 +82,7 @@ impl Networks for NetworksService {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         self.connections
-            .connect_network(&ns, &r.network, &r.container)
+            .connect_network(&ns, &r.network, &r.container, r.aliases)
             .await?;
         Ok(Response::new(ConnectResponse {}))
     }

@@ -1,13 +1,12 @@
-//! The Volumes gRPC service: `berth.volumes.v1.Volumes` (create, get, list, remove, namespace
-//! usage) over the runtime's volumes ([`crate::volumes`]).
+//! The Volumes gRPC service: `berth.volumes.v1.Volumes` (create, get, list, remove, prune,
+//! namespace usage) over the runtime's volumes ([`crate::volumes`]).
 
-use crate::error::Error;
 use crate::volumes::Volumes as VolumeRoom;
 use berth_api::types::v1::{NamespaceUsageRequest, NamespaceUsageResponse};
 use berth_api::volumes::v1::volumes_server::Volumes;
 use berth_api::volumes::v1::{
     CreateVolumeRequest, GetVolumeRequest, ListVolumesRequest, ListVolumesResponse,
-    RemoveVolumeRequest, RemoveVolumeResponse, Volume,
+    PruneVolumesRequest, PruneVolumesResponse, RemoveVolumeRequest, RemoveVolumeResponse, Volume,
 };
 use berth_core::grpc::namespace;
 use std::sync::Arc;
@@ -42,13 +41,9 @@ impl Volumes for VolumesService {
 
     async fn get(&self, req: Request<GetVolumeRequest>) -> Result<Response<Volume>, Status> {
         let ns = namespace(&req)?;
-        let name = &req.get_ref().name;
-        let v = self
-            .volumes
-            .store()
-            .get_volume(&ns, name)?
-            .ok_or_else(|| Error::NotFound(format!("get {name}: no such volume")))?;
-        Ok(Response::new(v))
+        Ok(Response::new(
+            self.volumes.get_volume(&ns, &req.get_ref().name)?,
+        ))
     }
 
     async fn list(
@@ -57,7 +52,7 @@ impl Volumes for VolumesService {
     ) -> Result<Response<ListVolumesResponse>, Status> {
         let ns = namespace(&req)?;
         Ok(Response::new(ListVolumesResponse {
-            volumes: self.volumes.store().list_volumes(&ns)?,
+            volumes: self.volumes.list_with_usage(&ns, req.get_ref().usage)?,
         }))
     }
 
@@ -69,6 +64,19 @@ impl Volumes for VolumesService {
         let r = req.get_ref();
         self.volumes.remove_volume(&ns, &r.name, r.force)?;
         Ok(Response::new(RemoveVolumeResponse {}))
+    }
+
+    async fn prune(
+        &self,
+        req: Request<PruneVolumesRequest>,
+    ) -> Result<Response<PruneVolumesResponse>, Status> {
+        let ns = namespace(&req)?;
+        let r = req.get_ref();
+        let (deleted, space_reclaimed) = self.volumes.prune_volumes(&ns, r.all, &r.filters)?;
+        Ok(Response::new(PruneVolumesResponse {
+            deleted,
+            space_reclaimed,
+        }))
     }
 
     async fn namespace_usage(

@@ -212,7 +212,13 @@ impl Networks {
             }
             inner.peers.entry(e.network.clone()).or_default().insert(
                 key.clone(),
-                Peer::of(c, &e.ip_address, hosts.to_path_buf(), base.to_string()),
+                Peer::of(
+                    c,
+                    &e.network,
+                    &e.ip_address,
+                    hosts.to_path_buf(),
+                    base.to_string(),
+                ),
             );
         }
     }
@@ -322,7 +328,7 @@ impl Networks {
             }
             inner.peers.entry(e.network.clone()).or_default().insert(
                 key.clone(),
-                Peer::of(c, &e.ip_address, hosts.clone(), base.clone()),
+                Peer::of(c, &e.network, &e.ip_address, hosts.clone(), base.clone()),
             );
         }
     }
@@ -413,7 +419,7 @@ impl Networks {
                 .or_default()
                 .insert(
                     format!("{ns}/{}", c.id),
-                    Peer::of(c, &e.ip_address, hosts, base),
+                    Peer::of(c, &e.network, &e.ip_address, hosts, base),
                 );
             self.refresh_hosts(std::slice::from_ref(&e.network), None);
         }

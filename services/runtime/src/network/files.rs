@@ -19,15 +19,37 @@ pub(super) struct Peer {
 }
 
 impl Peer {
-    /// Container `c` at `ip`, listed by its name and short id, with its hosts file.
-    pub(super) fn of(c: &Container, ip: &str, hosts: PathBuf, base: String) -> Peer {
+    /// Container `c` at `ip` on `network`, listed by its name, its short id and its aliases
+    /// there, with its hosts file.
+    pub(super) fn of(c: &Container, network: &str, ip: &str, hosts: PathBuf, base: String) -> Peer {
+        let mut names = vec![c.name.clone(), c.id[..12.min(c.id.len())].to_string()];
+        for a in aliases_on(c, network) {
+            if !names.contains(&a) {
+                names.push(a);
+            }
+        }
         Peer {
             ip: ip.to_string(),
-            names: vec![c.name.clone(), c.id[..12.min(c.id.len())].to_string()],
+            names,
             hosts,
             base,
         }
     }
+}
+
+/// The aliases of container `c` on `network`: `--network-alias` on the network it joins at
+/// start (its first), and those `network connect --alias` gave.
+pub(crate) fn aliases_on(c: &Container, network: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if c.networks.first().is_some_and(|n| n == network) {
+        if let Some(config) = &c.config {
+            out.extend(config.network_aliases.iter().cloned());
+        }
+    }
+    for a in c.network_aliases.iter().filter(|a| a.network == network) {
+        out.extend(a.aliases.iter().cloned());
+    }
+    out
 }
 
 /// A running container's hosts file and its own lines (`hosts.base`), as `attach` wrote

@@ -1,4 +1,5 @@
-//! The host's facts that Docker's `/version` and `/info` show, read from /proc, /sys and /etc.
+//! The host's facts that Docker's `version` and `info` show, read from /proc, /sys and /etc
+//! of the host this runs on (berthd's, for the gateway and a local CLI).
 
 fn read(path: &str) -> String {
     std::fs::read_to_string(path)
