@@ -120,12 +120,7 @@ pub fn created_at(t: Option<&berth_api::prost_types::Timestamp>) -> String {
 }
 
 /// RFC 3339 with exactly nine digits of fraction, as `docker logs -t` and `events` print.
-pub fn rfc3339_nano_fixed(t: Option<&berth_api::prost_types::Timestamp>) -> String {
-    let t = t.cloned().unwrap_or_default();
-    chrono::DateTime::from_timestamp(t.seconds, t.nanos.max(0) as u32)
-        .map(|d| d.format("%Y-%m-%dT%H:%M:%S%.9fZ").to_string())
-        .unwrap_or_default()
-}
+pub use berth_docker::log_timestamp as rfc3339_nano_fixed;
 
 /// Labels as Docker and ctr list them: `k=v` pairs sorted by key, joined by commas.
 pub fn labels<'a>(labels: impl IntoIterator<Item = (&'a String, &'a String)>) -> String {

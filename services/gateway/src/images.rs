@@ -15,7 +15,7 @@ use serde_json::Value;
 use tonic::transport::Channel;
 
 /// A path or query axum cannot read (bad UTF-8, a malformed query) as Docker's 400.
-fn bad(rejection: impl IntoResponse + std::fmt::Display) -> ApiError {
+pub(crate) fn bad(rejection: impl IntoResponse + std::fmt::Display) -> ApiError {
     ApiError::bad_parameter(rejection.to_string())
 }
 
@@ -32,7 +32,7 @@ fn images(s: &Services) -> ImagesClient<Channel> {
 }
 
 /// Docker's truthy query values ("1", "true", "True").
-fn truthy(v: &Option<String>) -> bool {
+pub(crate) fn truthy(v: &Option<String>) -> bool {
     matches!(v.as_deref(), Some("1" | "true" | "True" | "TRUE"))
 }
 

@@ -23,9 +23,12 @@ use std::sync::Arc;
 use tonic::transport::Channel;
 
 pub mod error;
+mod exec;
 mod host;
 mod images;
+mod logs;
 mod state;
+mod streams;
 mod system;
 pub mod version;
 
@@ -55,8 +58,6 @@ pub struct Backends {
 #[derive(Debug, Clone)]
 pub struct Services {
     backends: Arc<Backends>,
-    // Its first users (exec instances) arrive with `/exec`.
-    #[allow(dead_code)]
     pub(crate) local: Arc<state::Local>,
 }
 
@@ -89,6 +90,9 @@ pub fn router(services: Services) -> axum::Router {
     let api = axum::Router::new()
         .merge(system::routes())
         .merge(images::routes())
+        .merge(streams::routes())
+        .merge(logs::routes())
+        .merge(exec::routes())
         .fallback(error::page_not_found)
         .method_not_allowed_fallback(error::page_not_found)
         .with_state(services);
