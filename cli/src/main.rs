@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use berth_cli::{client, filters, format, ports, template};
 
 mod archive;
+mod attach;
 mod build;
 mod commit;
 mod completion;
@@ -133,6 +134,8 @@ enum Command {
     Port(port::PortArgs),
     /// Run a command in a running container
     Exec(exec::ExecArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(attach::AttachArgs),
     /// Show containers' or images' details as JSON
     Inspect(inspect::InspectArgs),
     /// Stream container and image events
@@ -265,6 +268,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Logs(a) => logs::logs(&ctx, a).await,
         Command::Port(a) => return port::port(&ctx, a).await,
         Command::Exec(a) => return exec::exec(&ctx, a).await,
+        Command::Attach(a) => return attach::attach(&ctx, a).await,
         Command::Inspect(a) => return inspect::inspect(&ctx, a).await,
         Command::Events(a) => events::events(&ctx, a).await,
         Command::Container(c) => return containers::container(&ctx, c).await,
