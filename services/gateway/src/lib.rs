@@ -14,6 +14,11 @@
 //! This is the first slice of issue 14: `/_ping`, `/version`, `/info` and the image
 //! endpoints that need no streaming (list with the `reference` and `dangling` filters,
 //! inspect, history, tag, delete).
+//!
+//! A container's streams: `streams` hijacks the connection for `attach` (and exec's start)
+//! and relays it to Tasks.Attach/Exec, raw with a TTY or in Docker's multiplexed frames, with
+//! detach keys; `logs` serves Tasks.Logs; `exec` keeps Docker's exec instances (in
+//! `state::Local`, bounded) between their create and start.
 
 // `/info` is one large `json!`.
 #![recursion_limit = "256"]
