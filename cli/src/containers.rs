@@ -109,6 +109,8 @@ pub enum ContainerCommand {
     Logs(LogsArgs),
     /// Run a command in a running container
     Exec(ExecArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(crate::attach::AttachArgs),
     /// List a container's published ports, or the host side of one of them
     Port(crate::port::PortArgs),
 }
@@ -134,6 +136,7 @@ pub async fn container(ctx: &Context, c: ContainerCommand) -> u8 {
         }
         ContainerCommand::Logs(a) => done(crate::logs::logs(ctx, a).await),
         ContainerCommand::Exec(a) => crate::exec::exec(ctx, a).await,
+        ContainerCommand::Attach(a) => crate::attach::attach(ctx, a).await,
         ContainerCommand::Port(a) => crate::port::port(ctx, a).await,
     }
 }

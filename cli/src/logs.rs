@@ -1,7 +1,6 @@
 //! `berth logs`: a container's output as the shim recorded it, followed or from its tail.
 
 use crate::client::{Context, Error};
-use crate::format;
 use crate::stdio::{write_stderr, write_stdout};
 use berth_api::tasks::v1 as tapi;
 use clap::Args;
@@ -22,18 +21,7 @@ pub struct LogsArgs {
 }
 
 pub async fn logs(ctx: &Context, a: LogsArgs) -> Result<(), Error> {
-    let (tail, has_tail) = match a.tail.as_deref() {
-        None | Some("all") => (0, false),
-        Some(n) => match n.parse::<i64>() {
-            Ok(n) if n < 0 => (0, false),
-            Ok(n) => (n, true),
-            Err(_) => {
-                return Err(Error::Local(format!(
-                    "invalid --tail {n:?}: use a number or all"
-                )))
-            }
-        },
-    };
+    let (tail, has_tail) = berth_docker::parse_tail(a.tail.as_deref()).map_err(Error::Local)?;
     let mut s = ctx
         .tasks()
         .logs(ctx.req(tapi::LogsRequest {
@@ -47,10 +35,7 @@ pub async fn logs(ctx: &Context, a: LogsArgs) -> Result<(), Error> {
     while let Some(e) = s.next().await {
         let e = e?;
         let data = if a.timestamps {
-            let mut d = format::rfc3339_nano_fixed(e.time.as_ref()).into_bytes();
-            d.push(b' ');
-            d.extend_from_slice(&e.data);
-            d
+            berth_docker::timestamped(e.time.as_ref(), e.data)
         } else {
             e.data
         };

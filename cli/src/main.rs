@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use berth_cli::{client, format, ports, template};
 
 mod archive;
+mod attach;
 mod build;
 mod commit;
 mod completion;
@@ -136,6 +137,8 @@ enum Command {
     Port(port::PortArgs),
     /// Run a command in a running container
     Exec(exec::ExecArgs),
+    /// Attach local standard input, output, and error streams to a running container
+    Attach(attach::AttachArgs),
     /// Show containers' or images' details as JSON
     Inspect(inspect::InspectArgs),
     /// Inspect changes to files or directories on a container's filesystem
@@ -290,6 +293,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Logs(a) => logs::logs(&ctx, a).await,
         Command::Port(a) => return port::port(&ctx, a).await,
         Command::Exec(a) => return exec::exec(&ctx, a).await,
+        Command::Attach(a) => return attach::attach(&ctx, a).await,
         Command::Inspect(a) => return inspect::inspect(&ctx, a).await,
         Command::Diff(a) => files::diff(&ctx, a).await,
         Command::Export(a) => files::export(&ctx, a).await,

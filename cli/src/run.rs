@@ -475,13 +475,18 @@ pub async fn create(
         .ok_or_else(|| Error::Local("berthd created no container".into()))
 }
 
-/// Attaches to a created task, starts it, relays stdio and returns the exit code.
-pub async fn attach_and_start(
+/// Opens Tasks.Attach to container `id`: the sender of its input, and its output.
+pub async fn open_attach(
     ctx: &Context,
     id: &str,
     stdin: bool,
-    tty: bool,
-) -> Result<i32, Error> {
+) -> Result<
+    (
+        mpsc::Sender<tapi::AttachRequest>,
+        tonic::Streaming<tapi::AttachResponse>,
+    ),
+    Error,
+> {
     let (tx, rx) = mpsc::channel::<tapi::AttachRequest>(32);
     tx.send(tapi::AttachRequest {
         item: Some(tapi::attach_request::Item::Start(tapi::AttachStart {
@@ -491,11 +496,22 @@ pub async fn attach_and_start(
     })
     .await
     .map_err(|_| Error::Local("attach stream closed".into()))?;
-    let mut output = ctx
+    let output = ctx
         .tasks()
         .attach(ctx.req(tokio_stream::wrappers::ReceiverStream::new(rx)))
         .await?
         .into_inner();
+    Ok((tx, output))
+}
+
+/// Attaches to a created task, starts it, relays stdio and returns the exit code.
+pub async fn attach_and_start(
+    ctx: &Context,
+    id: &str,
+    stdin: bool,
+    tty: bool,
+) -> Result<i32, Error> {
+    let (tx, mut output) = open_attach(ctx, id, stdin).await?;
 
     let _raw = relay_terminal(&tx, id, stdin, tty).await;
 

@@ -12,6 +12,9 @@
 //! The progress, build and load lines of Docker's JSON streams ([`pull_progress`],
 //! [`push_progress`], [`build_step`] …) and the inputs of a container's commit
 //! ([`run_overrides`], [`commit_pauses`]) live here too.
+//! the `berth` CLI (`image ls`, `image inspect`) and the Docker Engine API gateway
+//! (`GET /images/json`, `GET /images/{name}/json`, `GET /images/{name}/history`); and the
+//! shapes of a container's streams (attach's framing and detach keys, logs' timestamps).
 //!
 //! Every function is pure: it takes the services' gRPC messages and returns Docker's shape, so
 //! `berth` and `docker` against the gateway cannot disagree.
@@ -37,6 +40,7 @@ pub mod networks;
 pub mod ports;
 mod progress;
 pub mod ps;
+mod streams;
 pub mod system;
 pub mod time;
 pub mod usage;
@@ -45,3 +49,4 @@ pub mod volumes;
 pub use commit::*;
 pub use images::*;
 pub use progress::*;
+pub use streams::*;

@@ -14,6 +14,11 @@
 //! This is the first slice of issue 14: `/_ping`, `/version`, `/info` and the image
 //! endpoints that need no streaming (list with the `reference` and `dangling` filters,
 //! inspect, history, tag, delete).
+//!
+//! A container's streams: `streams` hijacks the connection for `attach` (and exec's start)
+//! and relays it to Tasks.Attach/Exec, raw with a TTY or in Docker's multiplexed frames, with
+//! detach keys; `logs` serves Tasks.Logs; `exec` keeps Docker's exec instances (in
+//! `state::Local`, bounded) between their create and start.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -27,14 +32,17 @@ mod containers;
 mod container_fs;
 pub mod error;
 mod events;
+mod exec;
 mod images;
+mod logs;
 mod pull;
 mod push;
-mod query;
 mod networks;
+mod query;
 mod request;
 mod state;
 mod stream;
+mod streams;
 mod system;
 mod usage;
 pub mod version;
@@ -66,8 +74,6 @@ pub struct Backends {
 #[derive(Debug, Clone)]
 pub struct Services {
     backends: Arc<Backends>,
-    // Its first users (exec instances) arrive with `/exec`.
-    #[allow(dead_code)]
     pub(crate) local: Arc<state::Local>,
 }
 
@@ -111,6 +117,9 @@ pub fn router(services: Services) -> axum::Router {
         .merge(volumes::routes())
         .merge(events::routes())
         .merge(usage::routes())
+        .merge(streams::routes())
+        .merge(logs::routes())
+        .merge(exec::routes())
         .fallback(error::page_not_found)
         .method_not_allowed_fallback(error::page_not_found)
         .with_state(services);

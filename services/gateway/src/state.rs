@@ -3,4 +3,7 @@
 
 /// The gateway's own state, shared by every handler.
 #[derive(Debug, Default)]
-pub struct Local {}
+pub struct Local {
+    /// Docker's exec instances.
+    pub execs: crate::exec::Execs,
+}
