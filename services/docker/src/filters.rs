@@ -69,9 +69,9 @@ pub fn json_pairs(filters: &str) -> Result<Vec<String>, String> {
             serde_json::Value::Object(m) => out.extend(m.keys().map(|v| format!("{key}={v}"))),
             serde_json::Value::Array(a) => {
                 for v in a {
-                    let v = v.as_str().ok_or_else(|| {
-                        format!("invalid filter '{key}': values must be strings")
-                    })?;
+                    let v = v
+                        .as_str()
+                        .ok_or_else(|| format!("invalid filter '{key}': values must be strings"))?;
                     out.push(format!("{key}={v}"));
                 }
             }

@@ -7,8 +7,8 @@
 //! header and the changes' JSON are berth-docker's ([`berth_docker::files`]), the views the
 //! CLI shows too.
 
-use crate::error::{json_body, ApiError};
 use crate::error::bad;
+use crate::error::{json_body, ApiError};
 use crate::truthy;
 use crate::Services;
 use axum::body::{Body, Bytes};

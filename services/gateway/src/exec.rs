@@ -6,8 +6,8 @@
 //! here, in [`Execs`], between their create and start and after their exit (for the exit code
 //! `docker exec` reads); bounded, so that no client can grow the gateway's memory without end.
 
-use crate::error::{json_body, ApiError};
 use crate::error::bad;
+use crate::error::{json_body, ApiError};
 use crate::streams::{container, hijack, is_running, relay, tasks, End, Part, Relay};
 use crate::Services;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};

@@ -3,10 +3,10 @@
 //! reads them (berth-docker's [`berth_docker::parse_tail`], [`berth_docker::LogWindow`],
 //! [`berth_docker::timestamped`], shared with `berth logs`).
 
-use crate::error::ApiError;
 use crate::error::bad;
-use crate::truthy;
+use crate::error::ApiError;
 use crate::streams::{container, tasks};
+use crate::truthy;
 use crate::Services;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{Path, Query, State};

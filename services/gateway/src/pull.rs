@@ -3,8 +3,8 @@
 //! the image was new.
 
 use crate::auth::registry_auth;
-use crate::error::ApiError;
 use crate::error::bad;
+use crate::error::ApiError;
 use crate::images::images;
 use crate::stream::{json_lines, Lines};
 use crate::Services;

@@ -8,8 +8,8 @@
 //! half-closes, the detach keys on a TTY) and the output back: raw with a TTY, else in
 //! Docker's multiplexed frames (berth-docker's [`berth_docker::frame`]).
 
-use crate::error::ApiError;
 use crate::error::bad;
+use crate::error::ApiError;
 use crate::truthy;
 use crate::Services;
 use axum::extract::rejection::{PathRejection, QueryRejection};
