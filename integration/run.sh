@@ -45,3 +45,9 @@ if [ -f "$walk" ] && [ -n "$sections" ]; then
   echo "== acceptance walkthrough: $sections"
   BERTH_BIN=$target/release REPO=$repo bash "$walk" $sections
 fi
+# The same walkthrough driven by Debian's docker CLI through berth's Docker Engine API gateway.
+docker_sections=$(grep -v '^#' "$repo/.ci/walkthrough-docker-sections" 2>/dev/null | xargs || true)
+if [ -f "$walk" ] && [ -n "$docker_sections" ]; then
+  echo "== acceptance walkthrough with the docker CLI through the gateway: $docker_sections"
+  BERTH_BIN=$target/release WALK=$walk DOCKER_CLI=/usr/bin/docker integration/walkthrough-docker.sh $docker_sections
+fi

@@ -133,6 +133,9 @@ fn host_config_json(cfg: &capi::ContainerConfig) -> serde_json::Value {
     };
     json!({
         "Binds": list_or_null(&cfg.binds),
+        // berth keeps every container's output in a json-file log (docker-compose reads no
+        // logs of a container without a log driver).
+        "LogConfig": {"Type": "json-file", "Config": {}},
         "NetworkMode": network_mode,
         "RestartPolicy": {
             "Name": if restart.name.is_empty() { "no".to_string() } else { restart.name.clone() },

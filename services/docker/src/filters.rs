@@ -45,9 +45,16 @@ impl Filters {
 
     /// Whether an object passes: `test(key, value)` says whether it matches one filter.
     pub fn matches(&self, test: impl Fn(&str, &str) -> bool) -> bool {
-        self.0
-            .iter()
-            .all(|(k, vs)| vs.iter().any(|v| test(k.as_str(), v.as_str())))
+        self.0.iter().all(|(k, vs)| {
+            let t = |v: &String| test(k.as_str(), v.as_str());
+            // Labels are the exception, as in Docker (`MatchKVList`): every one given must
+            // match (docker-compose finds a project's service by two labels at once).
+            if k == "label" {
+                vs.iter().all(t)
+            } else {
+                vs.iter().any(t)
+            }
+        })
     }
 }
 
@@ -114,6 +121,19 @@ mod tests {
         assert!(json_pairs("").unwrap().is_empty());
         assert!(json_pairs("[").is_err());
         assert!(json_pairs(r#"{"a":1}"#).is_err());
+    }
+
+    #[test]
+    fn every_label_must_match() {
+        let f = Filters::parse(&["label=a=1".into(), "label=b".into()], |_, _| Ok(())).unwrap();
+        let labels: HashMap<String, String> =
+            [("a".to_string(), "1".to_string())].into_iter().collect();
+        assert!(!f.matches(|k, v| k == "label" && label_matches(&labels, v)));
+        let both: HashMap<String, String> = [("a", "1"), ("b", "x")]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        assert!(f.matches(|k, v| k == "label" && label_matches(&both, v)));
     }
 
     #[test]

@@ -242,12 +242,30 @@ async fn start_container(s: &Services, c: &capi::Container) -> Result<bool, ApiE
     if matches!(status_of(c), "running" | "restarting") {
         return Ok(false);
     }
-    ensure_task(s, &c.id).await?;
-    tasks(s)
-        .start(s.req(tapi::StartTaskRequest {
-            container_id: c.id.clone(),
-        }))
-        .await?;
+    let started = async {
+        ensure_task(s, &c.id).await?;
+        tasks(s)
+            .start(s.req(tapi::StartTaskRequest {
+                container_id: c.id.clone(),
+            }))
+            .await?;
+        Ok::<_, ApiError>(())
+    }
+    .await;
+    if let Err(e) = started {
+        // An auto-remove container that cannot start is removed, as Docker's is: `docker run
+        // --rm` waits for that after the error.
+        if c.config.as_ref().is_some_and(|cfg| cfg.auto_remove) {
+            let _ = containers(s)
+                .delete(s.req(capi::DeleteContainerRequest {
+                    id: c.id.clone(),
+                    force: true,
+                    remove_volumes: true,
+                }))
+                .await;
+        }
+        return Err(e);
+    }
     Ok(true)
 }
 

@@ -345,7 +345,14 @@ pub async fn attach(
         Vec::new()
     };
     let attached = if truthy(&q.stream) {
-        Some(open_attach(&s, &c, relay_opts.stdin).await?)
+        match open_attach(&s, &c, relay_opts.stdin).await {
+            Ok(a) => Some(a),
+            // A process that cannot start (a missing binary): the attach of `docker run`
+            // ends at once and the start that follows answers why, as Docker's does, so the
+            // CLI reports it (and exits 127 or 126).
+            Err(e) if !is_running(&c) && e.status == http::StatusCode::CONFLICT => None,
+            Err(e) => return Err(e),
+        }
     } else {
         None
     };
