@@ -14,6 +14,7 @@ pkgs=(
   containerd runc hyperfine                          # benchmark peers
   docker.io docker-compose                           # the docker CLI and docker-compose, against berth's registry and its gateway
   mmdebstrap git                                     # deploy/fresh-root-check.sh; the walkthrough finds the repo with git
+  procps                                             # ps: `top` with ps options runs the host's ps on the container's pids
 )
 # tests: the Node gRPC client (grpc_clients.rs). Debian's Node.js and npm only when the machine
 # has none of its own (a Node.js from elsewhere brings its npm, and Debian's npm conflicts with it).

@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// Publish every port the image exposes on free host ports
     #[arg(short = 'P', long = "publish-all")]
     pub publish_all: bool,
+    /// Expose a port or a range of ports (PORT[-PORT][/tcp|/udp]) beside the image's: -P
+    /// publishes them, inspect lists them
+    #[arg(long = "expose", value_name = "PORT")]
+    pub expose: Vec<String>,
     /// Set a custom DNS server (instead of the host's)
     #[arg(long = "dns", value_name = "IP")]
     pub dns: Vec<String>,
@@ -215,6 +219,32 @@ pub fn parse_bind(s: &str) -> Result<String, String> {
 }
 
 /// A signal by name (`KILL`, `SIGTERM`, `sigint`) or number (`9`); gives its number.
+/// `--expose PORT[-PORT][/tcp|/udp]` as `PORT/PROTO` entries, one per port of a range.
+pub fn parse_expose(s: &str) -> Result<Vec<String>, String> {
+    let (ports, proto) = s.split_once('/').unwrap_or((s, "tcp"));
+    if proto != "tcp" && proto != "udp" {
+        return Err(format!(
+            "invalid --expose {s:?}: the protocol is tcp or udp"
+        ));
+    }
+    let port = |p: &str| {
+        p.parse::<u16>()
+            .ok()
+            .filter(|p| *p > 0)
+            .ok_or_else(|| format!("invalid --expose {s:?}: {p:?} is not a port"))
+    };
+    let (first, last) = match ports.split_once('-') {
+        Some((a, b)) => (port(a)?, port(b)?),
+        None => (port(ports)?, port(ports)?),
+    };
+    if last < first {
+        return Err(format!(
+            "invalid --expose {s:?}: the range ends before it starts"
+        ));
+    }
+    Ok((first..=last).map(|p| format!("{p}/{proto}")).collect())
+}
+
 pub fn parse_signal(s: &str) -> Result<i32, String> {
     berth_core::signal::parse(s).map_err(|e| e.to_string())
 }
@@ -354,6 +384,7 @@ impl RunArgs {
             stop_timeout: self.stop_timeout.unwrap_or(0),
             port_bindings: net.port_bindings,
             publish_all: self.publish_all,
+            exposed_ports: all(&self.expose, parse_expose)?.concat(),
             dns: net.dns,
             dns_search: net.dns_search,
             dns_options: self.dns_option.clone(),
@@ -605,6 +636,19 @@ pub async fn run(ctx: &Context, a: RunArgs) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expose_takes_ports_and_ranges() {
+        assert_eq!(parse_expose("80").unwrap(), ["80/tcp"]);
+        assert_eq!(parse_expose("53/udp").unwrap(), ["53/udp"]);
+        assert_eq!(
+            parse_expose("8000-8002").unwrap(),
+            ["8000/tcp", "8001/tcp", "8002/tcp"]
+        );
+        for bad in ["x", "0", "80/sctp", "9-8", "70000"] {
+            assert!(parse_expose(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn environment_reads_bare_names_here() {

@@ -583,59 +583,6 @@ pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{hex}")
 }
 
-/// The real docker CLIs pointed at a berthd's Docker Engine API gateway (`DOCKER_HOST` its
-/// socket), each run with a config folder of its own (no user's config is read).
-#[derive(Debug)]
-pub struct GatewayClient {
-    pub socket: PathBuf,
-    pub config: TempDir,
-}
-
-impl GatewayClient {
-    /// A client of the gateway on `socket`.
-    pub fn new(socket: PathBuf) -> GatewayClient {
-        GatewayClient {
-            socket,
-            config: TempDir::new("berth-it-docker-config"),
-        }
-    }
-
-    /// `cli ARGS…` against the gateway.
-    pub fn docker(&self, cli: &Path, args: &[&str]) -> Output {
-        Command::new(cli)
-            .args(args)
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .env("DOCKER_CONFIG", self.config.path())
-            .env_remove("DOCKER_API_VERSION")
-            .env_remove("DOCKER_CONTEXT")
-            .output()
-            .expect("run docker")
-    }
-
-    /// stdout of a docker command that must succeed; `log` (berthd's) shows when it fails.
-    pub fn ok(&self, cli: &Path, args: &[&str], log: impl FnOnce() -> String) -> String {
-        let o = self.docker(cli, args);
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-        );
-        assert!(
-            o.status.success(),
-            "{} {args:?} failed: {err}\n{out}\n--- berthd:\n{}",
-            cli.display(),
-            log()
-        );
-        out.into_owned()
-    }
-
-    /// stderr of a docker command that must fail.
-    pub fn fails(&self, cli: &Path, args: &[&str]) -> String {
-        let o = self.docker(cli, args);
-        assert!(!o.status.success(), "{args:?} should fail");
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    }
-}
-
 /// A dockerd of its own (data, exec root and socket in a temporary folder, trusting
 /// registries on 127.0.0.0/8 over plain HTTP, no bridge, no iptables), stopped with SIGTERM
 /// so that it takes its containerd down with it. Tests compare berth with the real docker

@@ -249,6 +249,20 @@ fn pause_wait_prune_and_refusals() {
             e.contains("Conflicting options: hostname and the network mode"),
             "{e}"
         );
+        // --expose: inspect lists the port, -P publishes it on a free host port.
+        let x = name(cli, "expose");
+        g.ok(
+            cli,
+            &[
+                "run", "-d", "--name", &x, "--expose", "8080", "-P", "busybox", "sleep", "30",
+            ],
+        );
+        let exposed = g.inspect(cli, &x, "{{json .Config.ExposedPorts}}");
+        assert!(exposed.contains("8080/tcp"), "{exposed}");
+        let port = g.ok(cli, &["port", &x, "8080"]);
+        assert!(port.contains("0.0.0.0:"), "{port}");
+        g.ok(cli, &["rm", "-f", &x]);
+
         let taken = name(cli, "taken");
         g.ok(cli, &["create", "--name", &taken, "busybox"]);
         let e = g.fails(cli, &["create", "--name", &taken, "busybox"]);

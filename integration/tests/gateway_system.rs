@@ -3,47 +3,21 @@
 //! when installed), against a berthd whose containers the `berth` CLI runs; and the `berth`
 //! verbs around them (top, stats, info, system df|prune, volume prune, builder prune).
 
-use berth_integration::{or_skip, skip, wait_for, Berthd, GatewayClient, Registry};
+use berth_integration::gateway::Gateway;
+use berth_integration::{or_skip, skip, wait_for};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
-/// A registry with busybox, a berthd serving the gateway that pulled it as `busybox`.
-struct Gateway {
-    _reg: Registry,
-    d: Berthd,
-    client: GatewayClient,
-}
-
+/// A berthd serving the gateway, busybox pulled from a registry and tagged `busybox`.
 fn gateway() -> Option<&'static Gateway> {
     static G: OnceLock<Option<Gateway>> = OnceLock::new();
     G.get_or_init(|| {
-        let reg = Registry::start()?;
-        reg.push_busybox("busybox:latest");
-        let d = Berthd::start("[gateway]\nsocket = \"{STATE}/docker.sock\"\n");
-        let img = format!("{}/busybox:latest", reg.addr);
-        d.ok(&["pull", "-q", &img]);
-        d.ok(&["tag", &img, "busybox"]);
-        let client = GatewayClient::new(d.state().join("docker.sock"));
-        Some(Gateway {
-            _reg: reg,
-            d,
-            client,
-        })
+        let g = Gateway::start()?;
+        g.d.ok(&["tag", &g.img, "busybox"]);
+        Some(g)
     })
     .as_ref()
-}
-
-impl Gateway {
-    /// stdout of a docker command that must succeed.
-    fn ok(&self, cli: &Path, args: &[&str]) -> String {
-        self.client.ok(cli, args, || self.d.log())
-    }
-
-    /// stderr of a docker command that must fail.
-    fn fails(&self, cli: &Path, args: &[&str]) -> String {
-        self.client.fails(cli, args)
-    }
 }
 
 /// Held by each test: the prunes of one would take the other's objects.

@@ -221,7 +221,8 @@ fn config_json(
     })
 }
 
-/// The ports a container exposes: its image's, and every one it publishes.
+/// The ports a container exposes: its image's, its own (`--expose`) and every one it
+/// publishes.
 fn exposed_ports(
     cfg: &capi::ContainerConfig,
     img_cfg: &serde_json::Value,
@@ -237,6 +238,9 @@ fn exposed_ports(
         .unwrap_or_default();
     for p in &cfg.port_bindings {
         exposed.insert(crate::ports::key(p), serde_json::json!({}));
+    }
+    for p in &cfg.exposed_ports {
+        exposed.insert(p.clone(), serde_json::json!({}));
     }
     exposed
 }

@@ -436,7 +436,7 @@ pub fn container_config(body: &Value) -> Result<capi::ContainerConfig, String> {
         .collect();
     let port_bindings = port_bindings(host.get("PortBindings"))?;
     let publish_all = boolean(host.get("PublishAllPorts"), "HostConfig.PublishAllPorts")?;
-    check_exposed(cfg.get("ExposedPorts"), &port_bindings, publish_all)?;
+    let exposed_ports = exposed_ports(cfg.get("ExposedPorts"))?;
 
     let mut binds = strings(host.get("Binds"), "HostConfig.Binds")?;
     let mut tmpfs: Vec<String> = match object(host.get("Tmpfs"), "HostConfig.Tmpfs")? {
@@ -485,6 +485,7 @@ pub fn container_config(body: &Value) -> Result<capi::ContainerConfig, String> {
         pids_limit: integer(host.get("PidsLimit"), "HostConfig.PidsLimit")?.max(0),
         network_mode,
         network_aliases,
+        exposed_ports,
         labels: string_map(cfg.get("Labels"), "Labels")?,
         auto_remove: boolean(host.get("AutoRemove"), "HostConfig.AutoRemove")?,
         read_only: boolean(host.get("ReadonlyRootfs"), "HostConfig.ReadonlyRootfs")?,
@@ -538,28 +539,14 @@ fn nano_cpus(host: &Map<String, Value>) -> Result<i64, String> {
     Ok(quota * 1_000_000_000 / period)
 }
 
-/// Config.ExposedPorts: berth exposes the image's ports and those it publishes, so an exposed
-/// port must be published (or every one be, PublishAllPorts) to mean what it says.
-fn check_exposed(
-    v: Option<&Value>,
-    bindings: &[capi::PortBinding],
-    publish_all: bool,
-) -> Result<(), String> {
+/// Config.ExposedPorts (`{"80/tcp": {}}`) as `80/tcp` entries.
+fn exposed_ports(v: Option<&Value>) -> Result<Vec<String>, String> {
     let Some(o) = object(v, "ExposedPorts")? else {
-        return Ok(());
+        return Ok(Vec::new());
     };
-    for k in o.keys() {
-        let (port, proto) = port_key(k, "ExposedPorts")?;
-        let published = bindings
-            .iter()
-            .any(|b| b.container_port == port && b.protocol == proto);
-        if !published && !publish_all {
-            return Err(format!(
-                "berth does not support Config.ExposedPorts without publishing them: {k} is not in HostConfig.PortBindings"
-            ));
-        }
-    }
-    Ok(())
+    o.keys()
+        .map(|k| port_key(k, "ExposedPorts").map(|(port, proto)| format!("{port}/{proto}")))
+        .collect()
 }
 
 /// Config.Volumes: an anonymous volume on each path that no bind, mount or tmpfs covers.
@@ -755,12 +742,13 @@ mod tests {
         b["Unknown"] = json!("ignored as Docker does");
         container_config(&b).unwrap();
         let mut b = cli_body();
-        b["ExposedPorts"] = json!({"5000/tcp": {}});
-        assert!(container_config(&b)
-            .unwrap_err()
-            .contains("Config.ExposedPorts"));
-        b["HostConfig"]["PublishAllPorts"] = json!(true);
-        container_config(&b).unwrap();
+        b["ExposedPorts"] = json!({"5000/tcp": {}, "53/udp": {}, "7": {}});
+        assert_eq!(
+            container_config(&b).unwrap().exposed_ports,
+            ["5000/tcp", "53/udp", "7/tcp"]
+        );
+        b["ExposedPorts"] = json!({"x/tcp": {}});
+        assert!(container_config(&b).unwrap_err().contains("ExposedPorts"));
     }
 
     #[test]

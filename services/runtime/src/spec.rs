@@ -631,7 +631,7 @@ pub const fn cpu_period() -> u64 {
 }
 
 /// What the shim and the runtime read back from the spec: log size, stdin, the user's name,
-/// the image's stop signal, volumes and exposed ports.
+/// the image's stop signal, volumes, and the ports exposed by the image or `--expose`.
 fn annotations(
     config: &ContainerConfig,
     image: &ImageConfig,
@@ -656,8 +656,14 @@ fn annotations(
         let list: Vec<&str> = v.keys().map(String::as_str).collect();
         annotations.insert(ANNOTATION_VOLUMES.to_string(), list.join(","));
     }
-    if let Some(p) = image.exposed_ports.as_ref().filter(|p| !p.is_empty()) {
-        let list: Vec<&str> = p.keys().map(String::as_str).collect();
+    let exposed: std::collections::BTreeSet<&str> = image
+        .exposed_ports
+        .iter()
+        .flat_map(|p| p.keys().map(String::as_str))
+        .chain(config.exposed_ports.iter().map(String::as_str))
+        .collect();
+    if !exposed.is_empty() {
+        let list: Vec<&str> = exposed.into_iter().collect();
         annotations.insert(ANNOTATION_EXPOSED_PORTS.to_string(), list.join(","));
     }
     annotations
