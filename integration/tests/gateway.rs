@@ -200,3 +200,72 @@ fn socket_mode_group_stale_file_and_shutdown() {
         .expect("run curl");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "OK");
 }
+
+/// `berthd --service gateway`: the gateway alone in a berthd of its own, reaching the
+/// services of another berthd through `[services]`, as any split deployment does; asked for
+/// without a socket, berthd refuses to start.
+#[test]
+fn the_gateway_runs_alone() {
+    or_skip!(berth_integration::require_tools(&[
+        berth_integration::gateway::DEBIAN_DOCKER
+    ]));
+    let reg = or_skip!(berth_integration::Registry::start());
+    reg.push_busybox("busybox:latest");
+    let engine = Berthd::start("");
+    let img = format!("{}/busybox:latest", reg.addr);
+    engine.ok(&["pull", "-q", &img]);
+    let to = format!("unix://{}", engine.sock.display());
+    let services: String = [
+        "image", "snapshot", "runtime", "registry", "events", "build",
+    ]
+    .iter()
+    .map(|s| format!("{s} = \"{to}\"\n"))
+    .collect();
+    let front = Berthd::start_with(
+        &format!("[services]\n{services}[gateway]\nsocket = \"{{STATE}}/docker.sock\"\n"),
+        &[],
+        &["--service", "gateway"],
+    );
+    let version = front.ok(&["version"]);
+    assert!(version.contains("gateway"), "{version}");
+    let docker = |args: &[&str]| {
+        Command::new(berth_integration::gateway::DEBIAN_DOCKER)
+            .args(args)
+            .env(
+                "DOCKER_HOST",
+                format!("unix://{}", front.state().join("docker.sock").display()),
+            )
+            .env_remove("DOCKER_API_VERSION")
+            .output()
+            .unwrap()
+    };
+    let images = docker(&["images"]);
+    assert!(
+        String::from_utf8_lossy(&images.stdout).contains("busybox"),
+        "{images:?}"
+    );
+    let run = docker(&["run", "--rm", &img, "echo", "alone"]);
+    assert_eq!(String::from_utf8_lossy(&run.stdout), "alone\n", "{run:?}");
+    // the container ran in the engine's berthd
+    assert!(engine.log().contains("container created"));
+
+    let dir = berth_integration::TempDir::new("berth-it-gw-alone");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "root = \"{d}/root\"\nstate = \"{d}/state\"\n",
+            d = dir.path().display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(berth_integration::bin_dir().join("berthd"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--service", "gateway"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("service gateway needs a socket"), "{err}");
+}

@@ -25,14 +25,14 @@ mod metrics;
 mod version;
 
 const ALL_SERVICES: &[&str] = &[
-    "image", "snapshot", "runtime", "registry", "events", "build",
+    "image", "snapshot", "runtime", "registry", "events", "build", "gateway",
 ];
 
 #[derive(Debug, Parser)]
 #[command(
     name = "berthd",
     version,
-    about = "berth daemon: hosts the image, snapshot, runtime, registry, events and build services"
+    about = "berth daemon: hosts the image, snapshot, runtime, registry, events and build services, and the Docker Engine API gateway"
 )]
 struct Args {
     /// Config file (TOML)
@@ -47,7 +47,8 @@ struct Args {
     /// Where to listen: unix:///path or tcp://127.0.0.1:PORT (default unix://<state>/berth.sock)
     #[arg(long)]
     address: Option<String>,
-    /// Services to host, comma-separated: image,snapshot,runtime,registry,events,build (default: all)
+    /// Services to host, comma-separated: image,snapshot,runtime,registry,events,build,gateway
+    /// (default: all; the gateway when `[gateway] socket` is set)
     #[arg(long, value_delimiter = ',')]
     service: Vec<String>,
     /// Serve on a tcp:// address beyond loopback even without mutual TLS ([tls] cert, key
@@ -85,6 +86,18 @@ fn main() -> Result<()> {
                 ALL_SERVICES.join(", ")
             );
         }
+    }
+    // The gateway is served only where its socket is configured: asked for by name without
+    // one is a mistake; among "all" it is simply not there.
+    let mut services = services;
+    if config.gateway.socket.is_none() {
+        if args.service.iter().any(|s| s == "gateway") {
+            bail!(
+                "service gateway needs a socket: set [gateway] socket in {}",
+                args.config.display()
+            );
+        }
+        services.retain(|s| s != "gateway");
     }
     // Two worker threads are plenty for a daemon that mostly waits; it keeps the RSS small.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -196,7 +209,11 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
     if let Some(incoming) = own_incoming {
         serve_in_process(incoming, routes.clone(), rpc_metrics.clone());
     }
-    let gateway_socket = gateway::start(&config, &channels, shutdown_signal())?;
+    let gateway_socket = if services.iter().any(|s| s == "gateway") {
+        gateway::start(&config, &channels, shutdown_signal())?
+    } else {
+        None
+    };
     let mut server = server.trace_fn(server_span).layer(rpc_metrics);
     let router = server.add_routes(routes);
     serve(router, listen, &own, &services.join(","), wait).await?;
