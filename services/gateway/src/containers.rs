@@ -9,6 +9,7 @@
 //! container. It follows the container's events, so it sees an exit however fast.
 
 use crate::error::{bad, json_body, ApiError};
+use crate::request::FiltersQuery;
 use crate::truthy;
 use crate::Services;
 use axum::body::{Body, Bytes};
@@ -445,16 +446,11 @@ pub async fn remove(
     Ok(no_content())
 }
 
-#[derive(Debug, Deserialize)]
-pub struct PruneQuery {
-    filters: Option<String>,
-}
-
 /// `POST /containers/prune?filters=`: every container that does not run (those the `until`
 /// and `label` filters keep); `{"ContainersDeleted": […], "SpaceReclaimed": 0}`.
 pub async fn prune(
     State(s): State<Services>,
-    q: Result<Query<PruneQuery>, QueryRejection>,
+    q: Result<Query<FiltersQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(bad)?;
     let filters = berth_docker::ps::PruneFilters::from_json(q.filters.as_deref().unwrap_or(""))

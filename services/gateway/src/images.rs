@@ -4,6 +4,7 @@
 //! segment, as Docker's router does.
 
 use crate::error::{bad, json_body, ApiError};
+use crate::request::FiltersQuery;
 use crate::truthy;
 use crate::Services;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -155,16 +156,11 @@ pub async fn delete(
     Ok(json_body(&Value::Array(berth_docker::image_delete(&r))).into_response())
 }
 
-#[derive(Debug, Deserialize)]
-pub struct PruneQuery {
-    filters: Option<String>,
-}
-
 /// `POST /images/prune?filters=`: dangling images, or (`dangling=false`) every image no
 /// container uses.
 pub async fn prune(
     State(s): State<Services>,
-    q: Result<Query<PruneQuery>, QueryRejection>,
+    q: Result<Query<FiltersQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(bad)?;
     let filters = berth_docker::ImageFilters::parse(q.filters.as_deref().unwrap_or(""))
