@@ -66,6 +66,13 @@ for _ in range(100):
 expect(b"started" in c.logs(), "logs", c.logs()[:100])
 code, out = c.exec_run(["sh", "-c", "echo v=$V"])
 expect(code == 0 and out == b"v=42\n", "exec_run", (code, out))
+# A fast process's output is there every time: docker-py reads the 101 answer through a
+# buffer, so output sent with it (a process started before the hijack) would be lost.
+for i in range(30):
+    code, out = c.exec_run(["echo", str(i)])
+    expect(code == 0 and out == f"{i}\n".encode(), f"exec_run #{i}", (code, out))
+code, out = c.exec_run(["nosuchbinary"])
+expect(code == 127 and b"nosuchbinary" in out, "exec_run of a missing binary", (code, out))
 code, out = c.exec_run(["sh", "-c", "exit 5"])
 expect(code == 5, "exec_run exit code", code)
 stats = c.stats(stream=False)

@@ -8,7 +8,7 @@
 
 use crate::error::bad;
 use crate::error::{json_body, ApiError};
-use crate::streams::{container, hijack, is_running, relay, tasks, End, Part, Relay};
+use crate::streams::{container, hijack, is_running, out_bytes, relay, tasks, End, Part, Relay};
 use crate::Services;
 use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
 use axum::extract::{Path, Query, Request, State};
@@ -21,6 +21,7 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 use tokio_stream::StreamExt;
 
@@ -243,22 +244,21 @@ pub async fn start(
             })),
         })
         .await;
-    let opened = tasks(&s)
-        .exec(s.req(tokio_stream::wrappers::ReceiverStream::new(rx)))
-        .await;
-    let mut output = match opened {
-        Ok(o) => o.into_inner(),
-        Err(e) => {
-            finish(&s, &id, None);
-            return Err(e.into());
-        }
-    };
-    s.local.execs.update(&id, |e| {
-        e.running = true;
-        e.input = Some(tx.clone());
-    });
+    let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
     if start.detach {
-        // Its pid says it runs; the exit code is kept when the stream ends.
+        // Refusals are answers here; its pid says it runs; the exit code is kept when the
+        // stream ends.
+        let mut output = match tasks(&s).exec(s.req(requests)).await {
+            Ok(o) => o.into_inner(),
+            Err(e) => {
+                finish(&s, &id, None);
+                return Err(e.into());
+            }
+        };
+        s.local.execs.update(&id, |e| {
+            e.running = true;
+            e.input = Some(tx.clone());
+        });
         while let Some(Ok(m)) = output.next().await {
             if let Some(tapi::exec_response::Item::Pid(pid)) = m.item {
                 s.local.execs.update(&id, |e| e.pid = pid);
@@ -287,8 +287,28 @@ pub async fn start(
             .unwrap_or_else(|_| DetachKeys::docker_default()),
         stdin_once: true,
     };
+    // As Docker's, the process starts once the connection is taken over, never before: a
+    // client still reading the `101` answer (docker-py reads it through a buffer) would
+    // otherwise find the first output in that buffer and lose it. A process that cannot
+    // start says why in the stream, and its exit code (127 not found, 126 otherwise) is
+    // the exec's, for the `GET /exec/{id}/json` the client asks next.
     let s2 = s.clone();
-    Ok(hijack(&mut req, tty, move |input, client| async move {
+    Ok(hijack(&mut req, tty, move |input, mut client| async move {
+        let output = match tasks(&s2).exec(s2.req(requests)).await {
+            Ok(o) => o.into_inner(),
+            Err(e) => {
+                let code = berth_core::grpc::exit_code_of(&e).unwrap_or(126);
+                let message = format!("{}\r\n", ApiError::from(e).message).into_bytes();
+                let _ = client.write_all(&out_bytes(tty, berth_docker::STDOUT, message)).await;
+                let _ = client.shutdown().await;
+                finish(&s2, &id, Some(code));
+                return;
+            }
+        };
+        s2.local.execs.update(&id, |e| {
+            e.running = true;
+            e.input = Some(tx.clone());
+        });
         let (s3, id3) = (s2.clone(), id.clone());
         let observe = move |part: &Part| match *part {
             Part::Pid(pid) => {

@@ -259,7 +259,7 @@ pub(crate) async fn relay<M: StreamMessages>(
     }
 }
 
-fn out_bytes(tty: bool, stream: u8, b: Vec<u8>) -> Vec<u8> {
+pub(crate) fn out_bytes(tty: bool, stream: u8, b: Vec<u8>) -> Vec<u8> {
     if tty {
         b
     } else {
