@@ -126,25 +126,74 @@ pub fn parse_line(line: &[u8]) -> Option<LogEntry> {
     })
 }
 
-/// Every complete line of the rotated file and then the current one; the position reached in
-/// the current file (its inode and offset).
-pub fn read_all(path: &Path) -> (Vec<Vec<u8>>, Option<(u64, u64)>) {
+/// Every complete line of the rotated file and then the current one, and a [`Follower`]
+/// placed after them in the current file.
+pub fn read_all(path: &Path) -> (Vec<Vec<u8>>, Follower) {
     let mut lines = Vec::new();
     let mut rotated = path.as_os_str().to_owned();
     rotated.push(".1");
     if let Ok(data) = std::fs::read(PathBuf::from(rotated)) {
         split_lines(&data, &mut lines);
     }
-    let mut position = None;
-    if let Ok(mut f) = std::fs::File::open(path) {
-        let mut data = Vec::new();
-        if f.read_to_end(&mut data).is_ok() {
-            let used = split_lines(&data, &mut lines);
-            let ino = f.metadata().map(|m| m.ino()).unwrap_or(0);
-            position = Some((ino, used as u64));
-        }
+    let mut follower = Follower {
+        path: path.to_path_buf(),
+        file: None,
+    };
+    if let Ok(file) = std::fs::File::open(path) {
+        follower.file = Some((file, 0));
+        lines.extend(follower.read_open());
     }
-    (lines, position)
+    (lines, follower)
+}
+
+/// Where a followed log has been read to. It holds the file open: lines written before the
+/// container was removed (its folder deleted) or before a rotation are still read, as
+/// Docker's follower reads its open file to the end.
+#[derive(Debug)]
+pub struct Follower {
+    path: PathBuf,
+    /// The file being read and the offset after its last complete line.
+    file: Option<(std::fs::File, u64)>,
+}
+
+impl Follower {
+    /// The new complete lines: the rest of the open file, then, once that is read and the
+    /// path names another file (rotated, or created since), that file from its start.
+    pub fn read_more(&mut self) -> Vec<Vec<u8>> {
+        let lines = self.read_open();
+        if !lines.is_empty() {
+            return lines;
+        }
+        let Ok(next) = std::fs::File::open(&self.path) else {
+            return lines;
+        };
+        let same = match (&self.file, next.metadata()) {
+            (Some((f, _)), Ok(m)) => f.metadata().is_ok_and(|o| o.ino() == m.ino()),
+            _ => false,
+        };
+        if same {
+            return lines;
+        }
+        self.file = Some((next, 0));
+        self.read_open()
+    }
+
+    /// Complete lines from the open file's offset to its end.
+    fn read_open(&mut self) -> Vec<Vec<u8>> {
+        let mut lines = Vec::new();
+        let Some((f, offset)) = self.file.as_mut() else {
+            return lines;
+        };
+        // Truncated under us (copytruncate): from its start.
+        if f.metadata().is_ok_and(|m| m.len() < *offset) {
+            *offset = 0;
+        }
+        let mut data = Vec::new();
+        if f.seek(SeekFrom::Start(*offset)).is_ok() && f.read_to_end(&mut data).is_ok() {
+            *offset += split_lines(&data, &mut lines) as u64;
+        }
+        lines
+    }
 }
 
 /// Appends the complete lines of `data`; returns how many bytes they used.
@@ -160,28 +209,6 @@ fn split_lines(data: &[u8], out: &mut Vec<Vec<u8>>) -> usize {
     used
 }
 
-/// New complete lines since `position` (inode, offset); a rotation starts the new file over.
-fn read_more(path: &Path, position: &mut Option<(u64, u64)>) -> Vec<Vec<u8>> {
-    let mut lines = Vec::new();
-    let Ok(mut f) = std::fs::File::open(path) else {
-        return lines;
-    };
-    let Ok(meta) = f.metadata() else { return lines };
-    let (ino, mut offset) = position.unwrap_or((meta.ino(), 0));
-    if ino != meta.ino() || meta.len() < offset {
-        offset = 0;
-    }
-    if f.seek(SeekFrom::Start(offset)).is_err() {
-        return lines;
-    }
-    let mut data = Vec::new();
-    if f.read_to_end(&mut data).is_ok() {
-        let used = split_lines(&data, &mut lines);
-        *position = Some((meta.ino(), offset + used as u64));
-    }
-    lines
-}
-
 /// The stream of `Tasks.Logs`.
 pub(crate) fn stream(
     logs: Logs,
@@ -193,7 +220,7 @@ pub(crate) fn stream(
     let path = logs.log_path(&ns, &id);
     async_stream::try_stream! {
         let p = path.clone();
-        let (lines, mut position) = tokio::task::spawn_blocking(move || read_all(&p))
+        let (lines, mut follower) = tokio::task::spawn_blocking(move || read_all(&p))
             .await
             .map_err(|e| tonic::Status::internal(e.to_string()))?;
         let skip = tail.map(|n| lines.len().saturating_sub(n)).unwrap_or(0);
@@ -206,7 +233,7 @@ pub(crate) fn stream(
             loop {
                 // Read the state first: lines written before the exit are read after it.
                 let running = logs.may_log(&ns, &id);
-                let more = read_more(&path, &mut position);
+                let more = follower.read_more();
                 let got = !more.is_empty();
                 for line in more {
                     if let Some(entry) = parse_line(&line) {
@@ -254,10 +281,10 @@ mod tests {
         let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
         f.write_all(b"\\n\",\"stream\":\"stdout\",\"time\":\"2024-01-01T00:00:02Z\"}\n")
             .unwrap();
-        let more = read_more(&log, &mut pos);
+        let more = pos.read_more();
         assert_eq!(more.len(), 1);
         assert_eq!(parse_line(&more[0]).unwrap().data, b"part\n");
-        assert!(read_more(&log, &mut pos).is_empty());
+        assert!(pos.read_more().is_empty());
         // A rotation starts over in the new file.
         std::fs::rename(&log, dir.path().join("container.log.1")).unwrap();
         std::fs::write(
@@ -265,7 +292,18 @@ mod tests {
             "{\"log\":\"three\\n\",\"stream\":\"stdout\",\"time\":\"2024-01-01T00:00:03Z\"}\n",
         )
         .unwrap();
-        let more = read_more(&log, &mut pos);
+        let more = pos.read_more();
         assert_eq!(parse_line(&more[0]).unwrap().data, b"three\n");
+        // Lines written before the container (and its folder) went are still read.
+        let mut f = std::fs::OpenOptions::new().append(true).open(&log).unwrap();
+        f.write_all(
+            b"{\"log\":\"four\\n\",\"stream\":\"stdout\",\"time\":\"2024-01-01T00:00:04Z\"}\n",
+        )
+        .unwrap();
+        drop(f);
+        std::fs::remove_dir_all(dir.path()).unwrap();
+        let more = pos.read_more();
+        assert_eq!(parse_line(&more[0]).unwrap().data, b"four\n");
+        assert!(pos.read_more().is_empty());
     }
 }

@@ -250,6 +250,12 @@ impl TasksService {
         let shim::Attached { output, input } = attached;
         let relay = AbortOnDrop(tokio::spawn(relay_input(client, input, start.stdin)));
         let tasks = self.tasks.clone();
+        let run = (
+            self.tasks.clone(),
+            ns.clone(),
+            id.clone(),
+            bundle.init_pid(),
+        );
         let context = format!("attach to container {id}");
         // The shim ended without an exit frame: it died, or the task was deleted. Report what
         // it left.
@@ -264,7 +270,15 @@ impl TasksService {
         let stream = async_stream::try_stream! {
             let _relay = relay;
             for await message in output {
-                yield message?;
+                let message: api::AttachResponse = message?;
+                // The client reads the container's state next (`start -a` then inspect):
+                // the exit is there before the client hears of it.
+                if let (Some(api::attach_response::Item::Exit(_)), (tasks, ns, id, Some(pid))) =
+                    (&message.item, &run)
+                {
+                    tasks.await_recorded_exit(ns, id, *pid).await?;
+                }
+                yield message;
             }
         };
         Ok(Box::pin(stream))

@@ -123,6 +123,8 @@ pub struct Tasks {
     /// `<ns>/<id>` of containers a client attached to during their current run: their
     /// client (a foreground `run --rm`) removes them, not `auto_remove`.
     attached_runs: Mutex<HashSet<String>>,
+    /// Woken each time a monitor has recorded an exit in a container's state.
+    exits_recorded: tokio::sync::Notify,
 }
 
 /// What [`Tasks`] works with, owned elsewhere.
@@ -158,6 +160,7 @@ impl Tasks {
             user_kills: Default::default(),
             last_mounts: Default::default(),
             attached_runs: Default::default(),
+            exits_recorded: tokio::sync::Notify::new(),
         })
     }
 
@@ -194,6 +197,29 @@ impl Tasks {
     pub(crate) fn note_attach(&self, ns: &str, id: &str) {
         let mut a = self.attached_runs.lock().unwrap_or_else(|e| e.into_inner());
         a.insert(format!("{ns}/{id}"));
+    }
+
+    /// Returns once the exit of the run whose init was `pid` is in the container's state (its
+    /// monitor recorded it), or after at most 5 s: a client told of an exit by the shim (stop,
+    /// wait, attach) reads the state next, and must find the exit there, as with Docker.
+    pub(crate) async fn await_recorded_exit(&self, ns: &str, id: &str, pid: u32) -> Result<()> {
+        const AT_MOST: Duration = Duration::from_secs(5);
+        let deadline = tokio::time::Instant::now() + AT_MOST;
+        loop {
+            let woken = self.exits_recorded.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
+            let recorded = match self.store.get(ns, id)? {
+                Some(c) => {
+                    let st = state_of(&c);
+                    st.pid != pid || st.status != STATUS_RUNNING
+                }
+                None => true,
+            };
+            if recorded || tokio::time::timeout_at(deadline, woken).await.is_err() {
+                return Ok(());
+            }
+        }
     }
 
     /// Whether a client attached to the run that ended (and forgets it).
@@ -569,24 +595,6 @@ impl Tasks {
             .unwrap_or_else(crate::tasks::unknown_exit))
     }
 
-    /// Lets the monitor record the exit of the run with init `pid` (at most 5 s), so that
-    /// what follows sees the container stopped.
-    pub(crate) async fn await_recorded_exit(&self, ns: &str, id: &str, pid: u32) -> Result<()> {
-        for _ in 0..500 {
-            match self.store.get(ns, id)? {
-                Some(c) => {
-                    let st = state_of(&c);
-                    if st.status != STATUS_RUNNING || st.pid != pid {
-                        break;
-                    }
-                }
-                None => break,
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        Ok(())
-    }
-
     /// Sends `signal` (SIGTERM when 0) to the init process, or to every process of the
     /// container with `all`.
     pub async fn kill_task(&self, ns: &str, reference: &str, signal: u32, all: bool) -> Result<()> {
@@ -636,8 +644,10 @@ impl Tasks {
             // Its monitor recorded the exit and deleted the task.
             return recorded_exit(&self.store, ns, &id).ok_or(Error::NoTask(id));
         }
+        let pid = bundle.init_pid().unwrap_or(0);
         let answer = self.shim(ns, &id).call_ok(&ShimRequest::Wait).await?;
         if let Some(exit) = answer.as_ref().and_then(|a| a.exit_status()) {
+            self.await_recorded_exit(ns, &id, pid).await?;
             return Ok(exit.clone());
         }
         Ok(self.fallback_exit(ns, &id))

@@ -158,6 +158,7 @@ impl Tasks {
             }
         })?;
         tracing::info!(container = %id, exit_code = exit.exit_code, "container exited");
+        self.exits_recorded.notify_waiters();
         if exit.oom_killed {
             self.events.publish_container(ns, id, "oom", &[]);
         }
