@@ -32,6 +32,29 @@ fn networks_json(networks: &[tapi::NetworkMetrics]) -> Value {
     Value::Object(by_name)
 }
 
+/// Docker's `io_service_bytes_recursive`: a read and a write entry per device (`Read`,
+/// `Write` on cgroup v1, `read`, `write` on v2, as dockerd names them); `null` without any.
+fn io_service_bytes(m: &tapi::Metrics) -> Value {
+    if m.blkio.is_empty() {
+        return Value::Null;
+    }
+    let (read, write) = if m.cgroup_version == 2 {
+        ("read", "write")
+    } else {
+        ("Read", "Write")
+    };
+    let entries: Vec<Value> = m
+        .blkio
+        .iter()
+        .flat_map(|d| {
+            [(read, d.read_bytes), (write, d.write_bytes)].map(
+                |(op, value)| json!({"major": d.major, "minor": d.minor, "op": op, "value": value}),
+            )
+        })
+        .collect();
+    Value::Array(entries)
+}
+
 /// Docker's `cpu_stats` of one sample.
 fn cpu_stats(m: &tapi::Metrics) -> Value {
     let cpu = m.cpu.clone().unwrap_or_default();
@@ -87,7 +110,7 @@ pub fn stats_json(id: &str, name: &str, m: &tapi::Metrics, pre: Option<&tapi::Me
         "preread": time(pre.and_then(|p| p.timestamp.as_ref())),
         "pids_stats": pids_stats,
         "blkio_stats": {
-            "io_service_bytes_recursive": null, "io_serviced_recursive": null,
+            "io_service_bytes_recursive": io_service_bytes(m), "io_serviced_recursive": null,
             "io_queue_recursive": null, "io_service_time_recursive": null,
             "io_wait_time_recursive": null, "io_merged_recursive": null,
             "io_time_recursive": null, "sectors_recursive": null,
@@ -213,6 +236,16 @@ pub fn stats_row(stats: &Value, id: &str) -> Value {
             tx += u(&n["tx_bytes"]);
         }
     }
+    let (mut read, mut write) = (0, 0);
+    let io = stats["blkio_stats"]["io_service_bytes_recursive"].as_array();
+    for entry in io.into_iter().flatten() {
+        // Docker's CLI: the op's first letter, either case.
+        match entry["op"].as_str().and_then(|op| op.chars().next()) {
+            Some('r' | 'R') => read += u(&entry["value"]),
+            Some('w' | 'W') => write += u(&entry["value"]),
+            _ => {}
+        }
+    }
     json!({
         "ID": id,
         "Container": id,
@@ -221,7 +254,7 @@ pub fn stats_row(stats: &Value, id: &str) -> Value {
         "MemUsage": format!("{} / {}", binary_size(mem), binary_size(limit)),
         "MemPerc": format!("{mem_perc:.2}%"),
         "NetIO": format!("{} / {}", decimal_size(rx), decimal_size(tx)),
-        "BlockIO": format!("{} / {}", decimal_size(0), decimal_size(0)),
+        "BlockIO": format!("{} / {}", decimal_size(read), decimal_size(write)),
         "PIDs": u(&stats["pids_stats"]["current"]).to_string(),
     })
 }
@@ -320,9 +353,45 @@ mod tests {
         assert_eq!(row["MemPerc"], "12.50%");
         assert_eq!(row["NetIO"], "1.5kB / 2.5kB");
         assert_eq!(row["PIDs"], "3");
+        assert_eq!(row["BlockIO"], "0B / 0B", "no block I/O figures");
         assert_eq!(format_g(1.23456, 4), "1.235");
         assert_eq!(format_g(123.0, 4), "123");
         assert_eq!(decimal_size(3331), "3.33kB");
+    }
+
+    #[test]
+    fn block_io_by_device_and_summed_in_the_row() {
+        let mut m = metrics(5, 9, 1);
+        m.blkio = vec![
+            tapi::BlkioDevice {
+                major: 8,
+                minor: 0,
+                read_bytes: 4096,
+                write_bytes: 1500,
+            },
+            tapi::BlkioDevice {
+                major: 8,
+                minor: 16,
+                read_bytes: 904,
+                write_bytes: 0,
+            },
+        ];
+        let s = stats_json("abc", "web", &m, None);
+        let io = &s["blkio_stats"]["io_service_bytes_recursive"];
+        assert_eq!(
+            io[0],
+            json!({"major": 8, "minor": 0, "op": "read", "value": 4096})
+        );
+        assert_eq!(io[1]["op"], "write");
+        assert_eq!(io.as_array().unwrap().len(), 4);
+        assert_eq!(stats_row(&s, "abc")["BlockIO"], "5kB / 1.5kB");
+        m.cgroup_version = 1;
+        let v1 = stats_json("abc", "web", &m, None);
+        assert_eq!(
+            v1["blkio_stats"]["io_service_bytes_recursive"][0]["op"],
+            "Read"
+        );
+        assert_eq!(stats_row(&v1, "abc")["BlockIO"], "5kB / 1.5kB");
     }
 
     #[test]

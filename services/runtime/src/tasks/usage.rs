@@ -141,6 +141,17 @@ fn metrics_to_api(id: &str, rel: &str, s: &Stats, now: SystemTime) -> api::Metri
             current: p.current,
             limit: p.limit,
         }),
+        blkio: s
+            .blkio
+            .iter()
+            .flatten()
+            .map(|d| api::BlkioDevice {
+                major: d.major,
+                minor: d.minor,
+                read_bytes: d.read_bytes,
+                write_bytes: d.write_bytes,
+            })
+            .collect(),
         ..Default::default()
     }
 }
@@ -148,7 +159,7 @@ fn metrics_to_api(id: &str, rel: &str, s: &Stats, now: SystemTime) -> api::Metri
 #[cfg(test)]
 mod tests {
     use super::*;
-    use berth_shim::protocol::{Cpu, Memory, Pids};
+    use berth_shim::protocol::{BlkioDevice, Cpu, Memory, Pids};
 
     #[test]
     fn command_lines() {
@@ -175,6 +186,12 @@ mod tests {
                 current: 4,
                 limit: 0,
             }),
+            blkio: Some(vec![BlkioDevice {
+                major: 8,
+                minor: 0,
+                read_bytes: 7,
+                write_bytes: 9,
+            }]),
         };
         let at = SystemTime::UNIX_EPOCH + std::time::Duration::new(5, 6);
         let m = metrics_to_api("abc", "berth/default-abc", &s, at);
@@ -184,6 +201,7 @@ mod tests {
         assert_eq!(m.memory.unwrap().limit, 2);
         assert_eq!(m.cpu.unwrap().per_cpu_nsec, [1, 2]);
         assert_eq!(m.pids.unwrap().current, 4);
+        assert_eq!((m.blkio[0].major, m.blkio[0].write_bytes), (8, 9));
         let none = metrics_to_api("abc", "x", &Stats::default(), at);
         assert!(none.memory.is_none() && none.cpu.is_none() && none.pids.is_none());
     }
