@@ -111,6 +111,7 @@ async fn ps(ctx: &Context, output: &ListFormat, container: String) -> Result<(),
         .tasks()
         .list_pids(ctx.req(api::ListPidsRequest {
             container_id: container,
+            ps_args: None,
         }))
         .await?
         .into_inner()
@@ -254,6 +255,7 @@ mod tests {
                 current: 1,
                 limit: 8,
             }),
+            ..Default::default()
         }
     }
 

@@ -5,7 +5,7 @@
 use crate::client::{Context, Error};
 use berth_api::containers::v1 as capi;
 use berth_api::tasks::v1 as tapi;
-use berth_docker::usage::{self, HostSample};
+use berth_docker::usage;
 use clap::Args;
 use serde_json::Value;
 
@@ -33,24 +33,18 @@ pub struct StatsArgs {
     pub containers: Vec<String>,
 }
 
-async fn pids(ctx: &Context, id: &str) -> Result<Vec<u32>, Error> {
-    Ok(ctx
+/// `berth top`: the `ps` of the container's host (run by the runtime service, Tasks.ListPids
+/// with `ps_args`) on the container's processes, as Docker's table.
+pub async fn top(ctx: &Context, a: TopArgs) -> Result<(), Error> {
+    let answer = ctx
         .tasks()
         .list_pids(ctx.req(tapi::ListPidsRequest {
-            container_id: id.to_string(),
+            container_id: a.container,
+            ps_args: Some(a.ps_args.join(" ")),
         }))
         .await?
-        .into_inner()
-        .processes
-        .iter()
-        .map(|p| p.pid)
-        .collect())
-}
-
-/// `berth top`: the host's `ps` on the container's processes, as Docker's table.
-pub async fn top(ctx: &Context, a: TopArgs) -> Result<(), Error> {
-    let pids = pids(ctx, &a.container).await?;
-    let t = usage::top(&a.ps_args.join(" "), &pids).map_err(Error::Local)?;
+        .into_inner();
+    let t = usage::top_json(&answer);
     let cells = |v: &Value| -> Vec<String> {
         v.as_array()
             .map(|a| {
@@ -66,19 +60,16 @@ pub async fn top(ctx: &Context, a: TopArgs) -> Result<(), Error> {
     Ok(())
 }
 
-/// One sample of a container: its metrics (empty when it does not run) and the host's.
-async fn sample(ctx: &Context, id: &str) -> (tapi::Metrics, HostSample) {
-    let metrics = ctx
-        .tasks()
+/// One sample of a container, host figures included (empty when it does not run).
+async fn sample(ctx: &Context, id: &str) -> tapi::Metrics {
+    ctx.tasks()
         .metrics(ctx.req(tapi::MetricsRequest {
             container_id: id.to_string(),
         }))
         .await
         .ok()
         .and_then(|r| r.into_inner().metrics)
-        .unwrap_or_default();
-    let pid = pids(ctx, id).await.ok().and_then(|p| p.first().copied());
-    (metrics, HostSample::read(pid))
+        .unwrap_or_default()
 }
 
 /// The containers to show: those named, else the running ones (every one with `all`).
@@ -120,7 +111,7 @@ pub async fn stats(ctx: &Context, a: StatsArgs) -> Result<(), Error> {
         let mut rows = Vec::new();
         for (c, before) in containers.iter().zip(pre.iter_mut()) {
             let now = sample(ctx, &c.id).await;
-            let j = usage::stats_json(&c.id, &c.name, &now.0, &now.1, Some((&before.0, &before.1)));
+            let j = usage::stats_json(&c.id, &c.name, &now, Some(&*before));
             let id = if a.no_trunc {
                 &c.id[..]
             } else {

@@ -262,6 +262,8 @@ pub fn busybox_archive() -> PathBuf {
 pub struct Berthd {
     pub dir: TempDir,
     pub sock: PathBuf,
+    /// Where the CLI reaches it: `unix://<sock>`, or the `--address` among its arguments.
+    pub address: String,
     child: Option<Child>,
     config: PathBuf,
     env: Vec<(String, String)>,
@@ -295,6 +297,10 @@ impl Berthd {
         )
         .unwrap();
         let sock = dir.path().join("state/berth.sock");
+        let address = args.windows(2).find(|a| a[0] == "--address").map_or_else(
+            || format!("unix://{}", sock.display()),
+            |a| a[1].to_string(),
+        );
         let env = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -302,6 +308,7 @@ impl Berthd {
         let mut d = Berthd {
             dir,
             sock,
+            address,
             child: None,
             config,
             env,
@@ -347,7 +354,8 @@ impl Berthd {
         let sock = self.sock.clone();
         let me = &*self;
         wait_until("berthd answering", Duration::from_secs(20), || {
-            sock.exists() && me.berth(&["version"]).status.success()
+            (sock.exists() || !me.address.starts_with("unix://"))
+                && me.berth(&["version"]).status.success()
         });
     }
 
@@ -390,8 +398,7 @@ impl Berthd {
 
     pub fn cmd(&self) -> Command {
         let mut c = Command::new(bin_dir().join("berth"));
-        c.arg("--address")
-            .arg(format!("unix://{}", self.sock.display()));
+        c.arg("--address").arg(&self.address);
         c
     }
 

@@ -1,111 +1,62 @@
 //! Docker's views of a container's usage: `GET /containers/{id}/stats` (the stats JSON from
-//! berth's cgroup [`Metrics`](tapi::Metrics), v1 and v2 alike), the `docker stats` row
-//! computed from it (CPU % from two samples, as Docker's CLI does), and `top` (the host's
-//! `ps` filtered to the container's processes, as dockerd does).
+//! berth's [`Metrics`](tapi::Metrics), v1 and v2 cgroups alike), the `docker stats` row
+//! computed from it (CPU % from two samples, as Docker's CLI does), and `top`'s JSON from the
+//! `ps` table of Tasks.ListPids.
 //!
-//! The host's figures a stats sample needs (`/proc/stat`, the container's `/proc/PID/net/dev`)
-//! are read by [`HostSample::read`]; everything else is pure.
+//! Everything here is pure: the figures — the cgroup's, the host's (system CPU time, online
+//! CPUs, memory) and the container's interfaces — are read by the runtime service on its own
+//! host, in Tasks.Metrics, and `ps` runs there too (Tasks.ListPids with `ps_args`), so a
+//! client on another machine shows the container's host, not its own.
 
 use berth_api::tasks::v1 as tapi;
 use serde_json::{json, Value};
 
-/// Nanoseconds per USER_HZ tick, the unit of /proc/stat (100 Hz on Linux).
-const NANOS_PER_TICK: u64 = 10_000_000;
-
-/// What the host adds to a container's metrics for one stats sample.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct HostSample {
-    /// Every CPU's time since boot (the `cpu` line of /proc/stat), in nanoseconds.
-    pub system_cpu_nsec: u64,
-    /// The CPUs online.
-    pub online_cpus: u64,
-    /// The host's memory (a limit when the container has none).
-    pub mem_total: u64,
-    /// The container's interfaces (its /proc/PID/net/dev): Docker's `networks` object.
-    pub networks: Value,
-}
-
-impl HostSample {
-    /// Reads the host's figures, and the interfaces of the network namespace of `pid`.
-    pub fn read(pid: Option<u32>) -> HostSample {
-        let read = |p: &str| std::fs::read_to_string(p).unwrap_or_default();
-        let stat = read("/proc/stat");
-        HostSample {
-            system_cpu_nsec: system_cpu_nsec(&stat),
-            online_cpus: online_cpus(&stat),
-            mem_total: mem_total(&read("/proc/meminfo")),
-            networks: pid
-                .map(|p| net_dev(&read(&format!("/proc/{p}/net/dev"))))
-                .unwrap_or(Value::Null),
-        }
+/// Docker's `networks` of a sample: each interface by name (none: `null`, as Docker's for a
+/// container without one).
+fn networks_json(networks: &[tapi::NetworkMetrics]) -> Value {
+    if networks.is_empty() {
+        return Value::Null;
     }
-}
-
-/// The `cpu` line of /proc/stat (user … steal) in nanoseconds, as Docker's
-/// `system_cpu_usage`.
-pub fn system_cpu_nsec(proc_stat: &str) -> u64 {
-    proc_stat
-        .lines()
-        .find(|l| l.starts_with("cpu "))
-        .map(|l| {
-            l.split_whitespace()
-                .skip(1)
-                .take(7)
-                .filter_map(|v| v.parse::<u64>().ok())
-                .sum::<u64>()
-                * NANOS_PER_TICK
+    let by_name: serde_json::Map<String, Value> = networks
+        .iter()
+        .map(|n| {
+            let figures = json!({
+                "rx_bytes": n.rx_bytes, "rx_packets": n.rx_packets,
+                "rx_errors": n.rx_errors, "rx_dropped": n.rx_dropped,
+                "tx_bytes": n.tx_bytes, "tx_packets": n.tx_packets,
+                "tx_errors": n.tx_errors, "tx_dropped": n.tx_dropped,
+            });
+            (n.name.clone(), figures)
         })
-        .unwrap_or(0)
+        .collect();
+    Value::Object(by_name)
 }
 
-/// The `cpuN` lines of /proc/stat.
-fn online_cpus(proc_stat: &str) -> u64 {
-    proc_stat
-        .lines()
-        .filter(|l| l.starts_with("cpu") && !l.starts_with("cpu "))
-        .count() as u64
-}
-
-fn mem_total(meminfo: &str) -> u64 {
-    meminfo
-        .lines()
-        .find_map(|l| l.strip_prefix("MemTotal:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .map_or(0, |kb| kb * 1024)
-}
-
-/// Docker's `networks` from a /proc/net/dev: each interface but `lo`, its rx/tx figures.
-pub fn net_dev(text: &str) -> Value {
-    let mut out = serde_json::Map::new();
-    for line in text.lines().skip(2) {
-        let Some((name, figures)) = line.split_once(':') else {
-            continue;
-        };
-        let name = name.trim();
-        let f: Vec<u64> = figures
-            .split_whitespace()
-            .filter_map(|v| v.parse().ok())
-            .collect();
-        if name == "lo" || f.len() < 12 {
-            continue;
-        }
-        out.insert(
-            name.to_string(),
-            json!({
-                "rx_bytes": f[0], "rx_packets": f[1], "rx_errors": f[2], "rx_dropped": f[3],
-                "tx_bytes": f[8], "tx_packets": f[9], "tx_errors": f[10], "tx_dropped": f[11],
-            }),
-        );
+/// Docker's `io_service_bytes_recursive`: a read and a write entry per device (`Read`,
+/// `Write` on cgroup v1, `read`, `write` on v2, as dockerd names them); `null` without any.
+fn io_service_bytes(m: &tapi::Metrics) -> Value {
+    if m.blkio.is_empty() {
+        return Value::Null;
     }
-    if out.is_empty() {
-        Value::Null
+    let (read, write) = if m.cgroup_version == 2 {
+        ("read", "write")
     } else {
-        Value::Object(out)
-    }
+        ("Read", "Write")
+    };
+    let entries: Vec<Value> = m
+        .blkio
+        .iter()
+        .flat_map(|d| {
+            [(read, d.read_bytes), (write, d.write_bytes)].map(
+                |(op, value)| json!({"major": d.major, "minor": d.minor, "op": op, "value": value}),
+            )
+        })
+        .collect();
+    Value::Array(entries)
 }
 
 /// Docker's `cpu_stats` of one sample.
-fn cpu_stats(m: &tapi::Metrics, host: &HostSample) -> Value {
+fn cpu_stats(m: &tapi::Metrics) -> Value {
     let cpu = m.cpu.clone().unwrap_or_default();
     json!({
         "cpu_usage": {
@@ -114,8 +65,8 @@ fn cpu_stats(m: &tapi::Metrics, host: &HostSample) -> Value {
             "usage_in_kernelmode": cpu.system_nsec,
             "usage_in_usermode": cpu.user_nsec,
         },
-        "system_cpu_usage": host.system_cpu_nsec,
-        "online_cpus": host.online_cpus,
+        "system_cpu_usage": m.system_cpu_nsec,
+        "online_cpus": m.online_cpus,
         "throttling_data": {
             "periods": cpu.nr_periods,
             "throttled_periods": cpu.nr_throttled,
@@ -131,17 +82,12 @@ fn no_cpu_stats() -> Value {
 }
 
 /// Docker's stats JSON of container `id` named `name` from one metrics sample and the
-/// previous one (`pre`: the sample before, with its host figures; none for the first).
-pub fn stats_json(
-    id: &str,
-    name: &str,
-    m: &tapi::Metrics,
-    host: &HostSample,
-    pre: Option<(&tapi::Metrics, &HostSample)>,
-) -> Value {
+/// previous one (`pre`; none for the first).
+pub fn stats_json(id: &str, name: &str, m: &tapi::Metrics, pre: Option<&tapi::Metrics>) -> Value {
     let mem = m.memory.unwrap_or_default();
-    let limit = if mem.limit == 0 || (host.mem_total > 0 && mem.limit > host.mem_total) {
-        host.mem_total
+    let host_memory = m.host_memory;
+    let limit = if mem.limit == 0 || (host_memory > 0 && mem.limit > host_memory) {
+        host_memory
     } else {
         mem.limit
     };
@@ -161,18 +107,18 @@ pub fn stats_json(
     };
     json!({
         "read": time(m.timestamp.as_ref()),
-        "preread": time(pre.and_then(|(p, _)| p.timestamp.as_ref())),
+        "preread": time(pre.and_then(|p| p.timestamp.as_ref())),
         "pids_stats": pids_stats,
         "blkio_stats": {
-            "io_service_bytes_recursive": null, "io_serviced_recursive": null,
+            "io_service_bytes_recursive": io_service_bytes(m), "io_serviced_recursive": null,
             "io_queue_recursive": null, "io_service_time_recursive": null,
             "io_wait_time_recursive": null, "io_merged_recursive": null,
             "io_time_recursive": null, "sectors_recursive": null,
         },
         "num_procs": 0,
         "storage_stats": {},
-        "cpu_stats": cpu_stats(m, host),
-        "precpu_stats": pre.map_or_else(no_cpu_stats, |(p, h)| cpu_stats(p, h)),
+        "cpu_stats": cpu_stats(m),
+        "precpu_stats": pre.map_or_else(no_cpu_stats, cpu_stats),
         "memory_stats": {
             "usage": mem.usage,
             "max_usage": mem.max_usage,
@@ -181,7 +127,7 @@ pub fn stats_json(
         },
         "name": format!("/{}", name.trim_start_matches('/')),
         "id": id,
-        "networks": host.networks,
+        "networks": networks_json(&m.networks),
     })
 }
 
@@ -290,6 +236,16 @@ pub fn stats_row(stats: &Value, id: &str) -> Value {
             tx += u(&n["tx_bytes"]);
         }
     }
+    let (mut read, mut write) = (0, 0);
+    let io = stats["blkio_stats"]["io_service_bytes_recursive"].as_array();
+    for entry in io.into_iter().flatten() {
+        // Docker's CLI: the op's first letter, either case.
+        match entry["op"].as_str().and_then(|op| op.chars().next()) {
+            Some('r' | 'R') => read += u(&entry["value"]),
+            Some('w' | 'W') => write += u(&entry["value"]),
+            _ => {}
+        }
+    }
     json!({
         "ID": id,
         "Container": id,
@@ -298,7 +254,7 @@ pub fn stats_row(stats: &Value, id: &str) -> Value {
         "MemUsage": format!("{} / {}", binary_size(mem), binary_size(limit)),
         "MemPerc": format!("{mem_perc:.2}%"),
         "NetIO": format!("{} / {}", decimal_size(rx), decimal_size(tx)),
-        "BlockIO": format!("{} / {}", decimal_size(0), decimal_size(0)),
+        "BlockIO": format!("{} / {}", decimal_size(read), decimal_size(write)),
         "PIDs": u(&stats["pids_stats"]["current"]).to_string(),
     })
 }
@@ -319,55 +275,20 @@ pub const STATS_COLUMNS: &[(&str, &str)] = &[
 pub const STATS_TABLE: &str =
     "table {{.ID}}\t{{.Name}}\t{{.CPUPerc}}\t{{.MemUsage}}\t{{.MemPerc}}\t{{.NetIO}}\t{{.BlockIO}}\t{{.PIDs}}";
 
-/// `top`: runs the host's `ps` with `ps_args` (Docker's default `-ef`) and keeps the rows of
-/// `pids`, as `{"Titles": […], "Processes": [[…]]}`.
-pub fn top(ps_args: &str, pids: &[u32]) -> Result<Value, String> {
-    let args: Vec<&str> = ps_args.split_whitespace().collect();
-    let out = std::process::Command::new("ps")
-        .args(if args.is_empty() { vec!["-ef"] } else { args })
-        .output()
-        .map_err(|e| format!("cannot run ps: {e}"))?;
-    if !out.status.success() {
-        return Err(format!(
-            "ps: {}",
-            String::from_utf8_lossy(&out.stderr).trim()
-        ));
-    }
-    top_of_ps(&String::from_utf8_lossy(&out.stdout), pids)
-}
-
-/// The rows of a `ps` output whose PID is one of `pids`: the titles from its header, each row
-/// split in as many fields (the last, the command, keeps its spaces).
-pub fn top_of_ps(ps: &str, pids: &[u32]) -> Result<Value, String> {
-    let mut lines = ps.lines();
-    let titles: Vec<&str> = lines.next().unwrap_or("").split_whitespace().collect();
-    let pid_col = titles
-        .iter()
-        .position(|t| *t == "PID")
-        .ok_or("Couldn't find PID field in ps output")?;
-    let mut processes = Vec::new();
-    for line in lines {
-        let mut fields: Vec<String> = Vec::new();
-        let mut rest = line.trim_start();
-        while fields.len() + 1 < titles.len() {
-            let end = rest.find(char::is_whitespace).unwrap_or(rest.len());
-            fields.push(rest[..end].to_string());
-            rest = rest[end..].trim_start();
-        }
-        fields.push(rest.to_string());
-        let pid: Option<u32> = fields.get(pid_col).and_then(|p| p.parse().ok());
-        if pid.is_some_and(|p| pids.contains(&p)) {
-            processes.push(fields);
-        }
-    }
-    Ok(json!({"Titles": titles, "Processes": processes}))
+/// Docker's `top` JSON, `{"Titles": […], "Processes": [[…]]}`, from the `ps` table of a
+/// Tasks.ListPids answer (asked with `ps_args`).
+pub fn top_json(answer: &tapi::ListPidsResponse) -> Value {
+    let processes: Vec<&Vec<String>> = answer.rows.iter().map(|r| &r.fields).collect();
+    json!({"Titles": answer.titles, "Processes": processes})
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn metrics(cpu: u64, secs: i64) -> tapi::Metrics {
+    /// A sample at `secs` with `cpu` ns of the container's CPU time and `system` ns of the
+    /// host's, on four CPUs and 64 MiB.
+    fn metrics(cpu: u64, system: u64, secs: i64) -> tapi::Metrics {
         tapi::Metrics {
             timestamp: Some(berth_api::prost_types::Timestamp {
                 seconds: secs,
@@ -388,18 +309,18 @@ mod tests {
                 current: 3,
                 limit: 0,
             }),
-            ..Default::default()
-        }
-    }
-
-    fn host(system: u64) -> HostSample {
-        HostSample {
             system_cpu_nsec: system,
             online_cpus: 4,
-            mem_total: 64 << 20,
-            networks: net_dev(
-                "Inter-|   Receive\n face |bytes packets errs drop fifo frame compressed multicast|bytes\n    lo: 5 1 0 0 0 0 0 0 5 1 0 0 0 0 0 0\n  eth0: 1500 10 0 0 0 0 0 0 2500 20 0 0 0 0 0 0\n",
-            ),
+            host_memory: 64 << 20,
+            networks: vec![tapi::NetworkMetrics {
+                name: "eth0".into(),
+                rx_bytes: 1500,
+                rx_packets: 10,
+                tx_bytes: 2500,
+                tx_packets: 20,
+                ..Default::default()
+            }],
+            ..Default::default()
         }
     }
 
@@ -409,11 +330,12 @@ mod tests {
         let s = stats_json(
             "abc",
             "web",
-            &metrics(1_500_000_000, 2),
-            &host(14_000_000_000),
-            Some((&metrics(1_000_000_000, 1), &host(10_000_000_000))),
+            &metrics(1_500_000_000, 14_000_000_000, 2),
+            Some(&metrics(1_000_000_000, 10_000_000_000, 1)),
         );
         assert!((cpu_percent(&s) - 50.0).abs() < 1e-9, "{}", cpu_percent(&s));
+        assert_eq!(s["cpu_stats"]["system_cpu_usage"], 14_000_000_000u64);
+        assert_eq!(s["cpu_stats"]["online_cpus"], 4);
         assert_eq!(
             s["memory_stats"]["limit"],
             json!(64u64 << 20),
@@ -422,8 +344,8 @@ mod tests {
         assert_eq!(s["memory_stats"]["stats"]["file"], json!(1 << 20));
         assert_eq!(s["name"], "/web");
         assert_eq!(s["networks"]["eth0"]["tx_bytes"], 2500);
-        assert!(s["networks"].get("lo").is_none());
-        let first = stats_json("abc", "web", &metrics(5, 1), &host(9), None);
+        assert_eq!(s["networks"]["eth0"]["rx_packets"], 10);
+        let first = stats_json("abc", "web", &metrics(5, 9, 1), None);
         assert_eq!(first["preread"], "0001-01-01T00:00:00Z");
         let row = stats_row(&s, "abc");
         assert_eq!(row["CPUPerc"], "50.00%");
@@ -431,38 +353,75 @@ mod tests {
         assert_eq!(row["MemPerc"], "12.50%");
         assert_eq!(row["NetIO"], "1.5kB / 2.5kB");
         assert_eq!(row["PIDs"], "3");
-        assert_eq!(
-            system_cpu_nsec("cpu  1 2 3 4 5 6 7 8 9\ncpu0 1\n"),
-            28 * NANOS_PER_TICK
-        );
+        assert_eq!(row["BlockIO"], "0B / 0B", "no block I/O figures");
         assert_eq!(format_g(1.23456, 4), "1.235");
         assert_eq!(format_g(123.0, 4), "123");
         assert_eq!(decimal_size(3331), "3.33kB");
     }
 
     #[test]
-    fn top_keeps_the_containers_rows() {
-        let ps = "UID          PID    PPID  C STIME TTY          TIME CMD\n\
-                  root           1       0  0 10:00 ?        00:00:01 /sbin/init splash\n\
-                  root         420       1  0 10:01 ?        00:00:00 sleep 300\n";
-        let t = top_of_ps(ps, &[420]).unwrap();
+    fn block_io_by_device_and_summed_in_the_row() {
+        let mut m = metrics(5, 9, 1);
+        m.blkio = vec![
+            tapi::BlkioDevice {
+                major: 8,
+                minor: 0,
+                read_bytes: 4096,
+                write_bytes: 1500,
+            },
+            tapi::BlkioDevice {
+                major: 8,
+                minor: 16,
+                read_bytes: 904,
+                write_bytes: 0,
+            },
+        ];
+        let s = stats_json("abc", "web", &m, None);
+        let io = &s["blkio_stats"]["io_service_bytes_recursive"];
         assert_eq!(
-            t["Titles"],
-            json!(["UID", "PID", "PPID", "C", "STIME", "TTY", "TIME", "CMD"])
+            io[0],
+            json!({"major": 8, "minor": 0, "op": "read", "value": 4096})
+        );
+        assert_eq!(io[1]["op"], "write");
+        assert_eq!(io.as_array().unwrap().len(), 4);
+        assert_eq!(stats_row(&s, "abc")["BlockIO"], "5kB / 1.5kB");
+        m.cgroup_version = 1;
+        let v1 = stats_json("abc", "web", &m, None);
+        assert_eq!(
+            v1["blkio_stats"]["io_service_bytes_recursive"][0]["op"],
+            "Read"
+        );
+        assert_eq!(stats_row(&v1, "abc")["BlockIO"], "5kB / 1.5kB");
+    }
+
+    #[test]
+    fn a_sample_without_interfaces_or_a_task() {
+        let mut m = metrics(5, 9, 1);
+        m.networks.clear();
+        assert_eq!(stats_json("abc", "web", &m, None)["networks"], Value::Null);
+        // A container that does not run: an empty sample, Docker's zeros.
+        let empty = stats_json("abc", "web", &tapi::Metrics::default(), None);
+        assert_eq!(empty["memory_stats"]["limit"], 0);
+        assert_eq!(cpu_percent(&empty), 0.0);
+        assert_eq!(stats_row(&empty, "abc")["NetIO"], "0B / 0B");
+    }
+
+    #[test]
+    fn top_json_from_the_ps_table() {
+        let answer = tapi::ListPidsResponse {
+            processes: vec![],
+            titles: vec!["PID".into(), "COMMAND".into()],
+            rows: vec![tapi::PsRow {
+                fields: vec!["420".into(), "sleep 300".into()],
+            }],
+        };
+        assert_eq!(
+            top_json(&answer),
+            json!({"Titles": ["PID", "COMMAND"], "Processes": [["420", "sleep 300"]]})
         );
         assert_eq!(
-            t["Processes"],
-            json!([[
-                "root",
-                "420",
-                "1",
-                "0",
-                "10:01",
-                "?",
-                "00:00:00",
-                "sleep 300"
-            ]])
+            top_json(&tapi::ListPidsResponse::default()),
+            json!({"Titles": [], "Processes": []})
         );
-        assert!(top_of_ps("USER COMMAND\n", &[1]).is_err());
     }
 }

@@ -1,6 +1,7 @@
 //! `GET /containers/{id}/top?ps_args=` and `GET /containers/{id}/stats?stream=&one-shot=`:
-//! a container's processes and its usage, from Tasks.ListPids and Tasks.Metrics with the
-//! host's figures; berth-docker shapes both as Docker does.
+//! a container's processes and its usage, from Tasks.ListPids (with `ps_args`: the runtime
+//! runs `ps` on its host) and Tasks.Metrics (the cgroup's and the host's figures, read by the
+//! runtime); berth-docker shapes both as Docker does.
 
 use crate::error::{json_body, ApiError};
 use crate::request::path;
@@ -12,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use berth_api::containers::v1::{containers_client::ContainersClient, GetContainerRequest};
 use berth_api::tasks::v1 as tapi;
 use berth_api::tasks::v1::tasks_client::TasksClient;
-use berth_docker::usage::{self, HostSample};
+use berth_docker::usage;
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -35,25 +36,13 @@ async fn container(s: &Services, reference: String) -> Result<(String, String), 
     Ok((c.id, c.name))
 }
 
-async fn pids(s: &Services, id: &str) -> Result<Vec<u32>, tonic::Status> {
-    Ok(TasksClient::new(s.runtime.clone())
-        .list_pids(s.req(tapi::ListPidsRequest {
-            container_id: id.to_string(),
-        }))
-        .await?
-        .into_inner()
-        .processes
-        .iter()
-        .map(|p| p.pid)
-        .collect())
-}
-
 #[derive(Debug, Deserialize)]
 pub struct TopQuery {
     ps_args: Option<String>,
 }
 
-/// `GET /containers/{id}/top?ps_args=`: the host's `ps` (default `-ef`) on its processes.
+/// `GET /containers/{id}/top?ps_args=`: the `ps` of the container's host (default `-ef`) on
+/// its processes.
 pub async fn top(
     State(s): State<Services>,
     id: Result<Path<String>, PathRejection>,
@@ -61,40 +50,40 @@ pub async fn top(
 ) -> Result<Response, ApiError> {
     let (id, name) = container(&s, path(id)?).await?;
     let Query(q) = q.map_err(|e| ApiError::bad_parameter(e.to_string()))?;
-    let pids = pids(&s, &id).await.map_err(|e| {
-        if e.code() == tonic::Code::NotFound || e.code() == tonic::Code::FailedPrecondition {
-            ApiError::new(
-                http::StatusCode::CONFLICT,
-                format!("Container {id} is not running"),
-            )
-        } else {
-            e.into()
-        }
-    })?;
-    let args = q.ps_args.unwrap_or_default();
-    tracing::debug!(container = %name, %args, "top");
-    let out = tokio::task::spawn_blocking(move || usage::top(&args, &pids))
+    let ps_args = q.ps_args.unwrap_or_default();
+    tracing::debug!(container = %name, %ps_args, "top");
+    let answer = TasksClient::new(s.runtime.clone())
+        .list_pids(s.req(tapi::ListPidsRequest {
+            container_id: id.clone(),
+            ps_args: Some(ps_args),
+        }))
         .await
-        .map_err(|e| ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
-        .map_err(|e| ApiError::new(http::StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    Ok(json_body(&out).into_response())
+        .map_err(|e| {
+            // A container without a task is not running, in Docker's words; the runtime's
+            // FailedPrecondition (not running, no `ps` on its host) is a 409 with its message.
+            if e.code() == tonic::Code::NotFound {
+                ApiError::new(
+                    http::StatusCode::CONFLICT,
+                    format!("Container {id} is not running"),
+                )
+            } else {
+                e.into()
+            }
+        })?
+        .into_inner();
+    Ok(json_body(&usage::top_json(&answer)).into_response())
 }
 
-/// One sample: the container's metrics (empty when it does not run) and the host's figures.
-async fn sample(s: &Services, id: &str) -> (tapi::Metrics, HostSample) {
-    let metrics = TasksClient::new(s.runtime.clone())
+/// One sample of the container, host figures included (empty when it does not run).
+async fn sample(s: &Services, id: &str) -> tapi::Metrics {
+    TasksClient::new(s.runtime.clone())
         .metrics(s.req(tapi::MetricsRequest {
             container_id: id.to_string(),
         }))
         .await
         .ok()
         .and_then(|r| r.into_inner().metrics)
-        .unwrap_or_default();
-    let pid = pids(s, id).await.ok().and_then(|p| p.first().copied());
-    let host = tokio::task::spawn_blocking(move || HostSample::read(pid))
-        .await
-        .unwrap_or_default();
-    (metrics, host)
+        .unwrap_or_default()
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,26 +114,20 @@ pub async fn stats(
     if !stream {
         let first = sample(&s, &id).await;
         if one_shot {
-            let j = usage::stats_json(&id, &name, &first.0, &first.1, None);
+            let j = usage::stats_json(&id, &name, &first, None);
             return Ok(json_body(&j).into_response());
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
         let now = sample(&s, &id).await;
-        let j = usage::stats_json(&id, &name, &now.0, &now.1, Some((&first.0, &first.1)));
+        let j = usage::stats_json(&id, &name, &now, Some(&first));
         return Ok(json_body(&j).into_response());
     }
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::convert::Infallible>>(1);
     tokio::spawn(async move {
-        let mut pre: Option<(tapi::Metrics, HostSample)> = None;
+        let mut pre: Option<tapi::Metrics> = None;
         loop {
             let now = sample(&s, &id).await;
-            let j = usage::stats_json(
-                &id,
-                &name,
-                &now.0,
-                &now.1,
-                pre.as_ref().map(|(m, h)| (m, h)),
-            );
+            let j = usage::stats_json(&id, &name, &now, pre.as_ref());
             let mut line = serde_json::to_vec(&j).unwrap_or_default();
             line.push(b'\n');
             if tx.send(Ok(line)).await.is_err() {

@@ -276,6 +276,19 @@ pub struct Stats {
     pub memory: Option<Memory>,
     pub cpu: Option<Cpu>,
     pub pids: Option<Pids>,
+    /// Bytes read and written, by device: v1 `blkio.throttle.io_service_bytes_recursive`,
+    /// v2 `io.stat`; absent without the controller (and from a shim older than the field).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blkio: Option<Vec<BlkioDevice>>,
+}
+
+/// The bytes a cgroup read from and wrote to one block device.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlkioDevice {
+    pub major: u32,
+    pub minor: u32,
+    pub read_bytes: u64,
+    pub write_bytes: u64,
 }
 
 /// Memory, in bytes.

@@ -554,11 +554,12 @@ impl Tasks for TasksService {
         req: Request<api::ListPidsRequest>,
     ) -> Result<Response<api::ListPidsResponse>, Status> {
         let ns = namespace(&req)?;
-        let processes = self
+        let r = req.get_ref();
+        let answer = self
             .tasks
-            .task_processes(&ns, &req.get_ref().container_id)
+            .task_processes(&ns, &r.container_id, r.ps_args.as_deref())
             .await?;
-        Ok(Response::new(api::ListPidsResponse { processes }))
+        Ok(Response::new(answer))
     }
 
     async fn metrics(

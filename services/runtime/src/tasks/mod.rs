@@ -20,9 +20,11 @@
 //! at once.
 
 pub mod files;
+mod host_figures;
 pub(crate) mod monitor;
 mod network;
 mod pause;
+mod ps;
 mod update;
 mod usage;
 

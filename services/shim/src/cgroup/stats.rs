@@ -1,4 +1,5 @@
-//! What a container's cgroup uses right now — memory, cpu, pids — for `berth task metrics`.
+//! What a container's cgroup uses right now — memory, cpu, pids, block I/O — for
+//! `berth task metrics` and Docker's `stats`.
 //!
 //! v1 (and hybrid hosts) read each controller's own files where its hierarchy is mounted
 //! (`memory.usage_in_bytes`, `cpuacct.usage`, `cpu.stat`, `pids.current`, …); v2 reads the
@@ -9,7 +10,8 @@
 //! The types are the shim protocol's: the answer to `stats` carries them.
 
 use super::{ContainerCgroup, V2_ROOT};
-pub use crate::protocol::{Cpu, Memory, Pids, Stats};
+pub use crate::protocol::{BlkioDevice, Cpu, Memory, Pids, Stats};
+use cgroups_rs::fs::blkio::BlkIoController;
 use cgroups_rs::fs::cpu::CpuController;
 use cgroups_rs::fs::cpuacct::CpuAcctController;
 use cgroups_rs::fs::memory::MemController;
@@ -28,12 +30,16 @@ impl ContainerCgroup {
         let acct: Option<&CpuAcctController> = self.cg.controller_of();
         let cpu: Option<&CpuController> = self.cg.controller_of();
         let pids: Option<&PidController> = self.cg.controller_of();
+        let blkio: Option<&BlkIoController> = self.cg.controller_of();
         Stats {
             v2: false,
             memory: dir(mem.map(|c| c.path())).and_then(|d| v1_memory(&d)),
             cpu: dir(acct.map(|c| c.path()))
                 .and_then(|d| v1_cpu(&d, dir(cpu.map(|c| c.path())).as_deref(), clock_ticks())),
             pids: dir(pids.map(|c| c.path())).and_then(|d| read_pids(&d)),
+            blkio: dir(blkio.map(|c| c.path()))
+                .and_then(|d| read(&d, "blkio.throttle.io_service_bytes_recursive"))
+                .map(|text| v1_blkio(&text)),
         }
     }
 }
@@ -121,6 +127,74 @@ fn read_pids(dir: &Path) -> Option<Pids> {
     })
 }
 
+/// `major:minor` of a device.
+fn device(text: &str) -> Option<(u32, u32)> {
+    let (major, minor) = text.split_once(':')?;
+    Some((major.parse().ok()?, minor.parse().ok()?))
+}
+
+/// The entry of device `(major, minor)` in `devices`, added when missing.
+fn entry(devices: &mut Vec<BlkioDevice>, (major, minor): (u32, u32)) -> &mut BlkioDevice {
+    let at = match devices
+        .iter()
+        .position(|d| d.major == major && d.minor == minor)
+    {
+        Some(at) => at,
+        None => {
+            devices.push(BlkioDevice {
+                major,
+                minor,
+                ..Default::default()
+            });
+            devices.len() - 1
+        }
+    };
+    &mut devices[at]
+}
+
+/// v1 `blkio.throttle.io_service_bytes_recursive`: `8:0 Read 4096` lines (and `Sync`,
+/// `Async`, `Total` ones, and a last `Total N`, which are left out).
+fn v1_blkio(text: &str) -> Vec<BlkioDevice> {
+    let mut devices = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let (Some(dev), Some(op), Some(value)) = (
+            words.next().and_then(device),
+            words.next(),
+            words.next().and_then(|v| v.parse::<u64>().ok()),
+        ) else {
+            continue;
+        };
+        match op {
+            "Read" => entry(&mut devices, dev).read_bytes = value,
+            "Write" => entry(&mut devices, dev).write_bytes = value,
+            _ => {}
+        }
+    }
+    devices
+}
+
+/// v2 `io.stat`: `8:0 rbytes=4096 wbytes=0 rios=1 wios=0 dbytes=0 dios=0` lines.
+fn v2_blkio(text: &str) -> Vec<BlkioDevice> {
+    let mut devices = Vec::new();
+    for line in text.lines() {
+        let mut words = line.split_whitespace();
+        let Some(dev) = words.next().and_then(device) else {
+            continue;
+        };
+        let d = entry(&mut devices, dev);
+        for (key, value) in words.filter_map(|w| w.split_once('=')) {
+            let value = value.parse().unwrap_or(0);
+            match key {
+                "rbytes" => d.read_bytes = value,
+                "wbytes" => d.write_bytes = value,
+                _ => {}
+            }
+        }
+    }
+    devices
+}
+
 fn v2_stats(dir: &Path) -> Stats {
     let usec = |text: &str, key: &str| keyed(text, key).unwrap_or(0).saturating_mul(1000);
     let memory = number(dir, "memory.current").map(|usage| {
@@ -148,6 +222,7 @@ fn v2_stats(dir: &Path) -> Stats {
         memory,
         cpu,
         pids: read_pids(dir),
+        blkio: read(dir, "io.stat").map(|text| v2_blkio(&text)),
     }
 }
 
@@ -173,6 +248,23 @@ mod tests {
         assert_eq!(keyed(stat, "cache"), Some(5));
         assert_eq!(keyed(stat, "total_cache"), Some(7));
         assert_eq!(keyed(stat, "user"), None);
+    }
+
+    #[test]
+    fn block_io_by_device() {
+        let v1 = "8:0 Read 4096\n8:0 Write 512\n8:0 Sync 4608\n8:0 Total 4608\n\
+                  8:16 Read 1\n8:16 Write 2\nTotal 4611\n";
+        let dev = |major, minor, read_bytes, write_bytes| BlkioDevice {
+            major,
+            minor,
+            read_bytes,
+            write_bytes,
+        };
+        assert_eq!(v1_blkio(v1), [dev(8, 0, 4096, 512), dev(8, 16, 1, 2)]);
+        let v2 = "8:0 rbytes=4096 wbytes=512 rios=1 wios=1 dbytes=0 dios=0\n\
+                  253:1 rbytes=7 wbytes=0 rios=1 wios=0 dbytes=0 dios=0\n";
+        assert_eq!(v2_blkio(v2), [dev(8, 0, 4096, 512), dev(253, 1, 7, 0)]);
+        assert!(v1_blkio("Total 0\n").is_empty() && v2_blkio("").is_empty());
     }
 
     #[test]
