@@ -4,3 +4,5 @@
 pub mod compress;
 pub mod dictionary;
 pub mod frame;
+pub mod session;
+pub mod upgrade;
