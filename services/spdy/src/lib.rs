@@ -6,3 +6,5 @@ pub mod dictionary;
 pub mod frame;
 pub mod session;
 pub mod upgrade;
+pub mod remotecommand;
+pub mod portforward;

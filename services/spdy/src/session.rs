@@ -82,8 +82,9 @@ impl StreamState {
         }
     }
 
+    /// Nothing more to do for the stream: its handle is gone and the peer is done with it.
     fn finished(&self) -> bool {
-        self.reset.is_some() || (self.handle_dropped && self.recv_fin)
+        self.handle_dropped && (self.reset.is_some() || self.recv_fin)
     }
 }
 

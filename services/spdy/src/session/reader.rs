@@ -347,13 +347,13 @@ async fn receive_data(
                 // else: a stream that is over; late data is dropped
                 return Ok(());
             };
+            if stream.reset.is_some() {
+                return Ok(());
+            }
             if stream.recv_fin {
                 reset(&mut state, stream_id, rst::STREAM_ALREADY_CLOSED);
                 drop(state);
                 inner.writer_wake.notify_one();
-                return Ok(());
-            }
-            if stream.reset.is_some() {
                 return Ok(());
             }
             let fits = stream.recv_len == 0 || stream.recv_len + data.len() <= window;

@@ -1,0 +1,338 @@
+//! The server session against a test client over an in-memory pipe: streams, half-close,
+//! RST, PING, GOAWAY, flow control both ways, and hostile input.
+
+mod client;
+
+use std::time::Duration;
+
+use berth_spdy::frame::{goaway, rst, Frame, Setting, FLAG_FIN, SETTINGS_INITIAL_WINDOW_SIZE};
+use berth_spdy::session::{Session, SessionConfig};
+use client::Client;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn pair() -> (Session, Client<tokio::io::DuplexStream>) {
+    let (server, client) = tokio::io::duplex(64 * 1024);
+    (
+        Session::serve(server, SessionConfig::default()),
+        Client::new(client),
+    )
+}
+
+#[tokio::test]
+async fn streams_carry_data_both_ways_with_half_close() {
+    let (mut session, mut client) = pair();
+    client.open(1, &[("streamType", "stdin"), ("x", "y")]).await;
+    let mut stream = session.accept().await.unwrap();
+    assert_eq!(stream.id(), 1);
+    assert_eq!(stream.header("streamtype"), Some("stdin"));
+    assert!(matches!(
+        client.expect(|f| matches!(f, Frame::SynReply { .. })).await,
+        Frame::SynReply { stream_id: 1, .. }
+    ));
+    client.data(1, b"hello ", false).await;
+    client.data(1, b"world", true).await;
+    let mut got = String::new();
+    stream.read_to_string(&mut got).await.unwrap();
+    assert_eq!(got, "hello world");
+    // the client's side is closed; ours is still open
+    stream.write_all(b"answer").await.unwrap();
+    stream.shutdown().await.unwrap();
+    assert_eq!(client.read_to_fin(1).await, b"answer");
+    // a write after FIN is refused, not sent
+    assert!(stream.write_all(b"late").await.is_err());
+}
+
+#[tokio::test]
+async fn pings_are_answered_and_goaway_ends_accepting() {
+    let (mut session, mut client) = pair();
+    client.send(Frame::Ping { id: 7 }).await;
+    assert_eq!(
+        client.expect(|f| matches!(f, Frame::Ping { .. })).await,
+        Frame::Ping { id: 7 }
+    );
+    client
+        .send(Frame::GoAway {
+            last_good_stream_id: 0,
+            status: goaway::OK,
+        })
+        .await;
+    assert!(session.accept().await.is_none());
+    // a stream opened after GOAWAY is refused
+    client.open(1, &[("streamtype", "data")]).await;
+    assert_eq!(
+        client.expect(|f| matches!(f, Frame::RstStream { .. })).await,
+        Frame::RstStream {
+            stream_id: 1,
+            status: rst::REFUSED_STREAM
+        }
+    );
+}
+
+#[tokio::test]
+async fn resets_reach_both_sides() {
+    let (mut session, mut client) = pair();
+    client.open(1, &[]).await;
+    client.open(3, &[]).await;
+    let mut first = session.accept().await.unwrap();
+    let second = session.accept().await.unwrap();
+    client
+        .send(Frame::RstStream {
+            stream_id: 1,
+            status: rst::CANCEL,
+        })
+        .await;
+    let mut buf = [0u8; 8];
+    let err = first.read(&mut buf).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
+    second.reset(rst::INTERNAL_ERROR);
+    assert_eq!(
+        client.expect(|f| matches!(f, Frame::RstStream { .. })).await,
+        Frame::RstStream {
+            stream_id: 3,
+            status: rst::INTERNAL_ERROR
+        }
+    );
+    // data for a stream never opened
+    client.data(99, b"x", false).await;
+    assert_eq!(
+        client.expect(|f| matches!(f, Frame::RstStream { .. })).await,
+        Frame::RstStream {
+            stream_id: 99,
+            status: rst::INVALID_STREAM
+        }
+    );
+}
+
+#[tokio::test]
+async fn data_after_fin_resets_the_stream() {
+    let (mut session, mut client) = pair();
+    client.open(1, &[]).await;
+    let _stream = session.accept().await.unwrap();
+    client.data(1, b"a", true).await;
+    client.data(1, b"b", false).await;
+    assert_eq!(
+        client.expect(|f| matches!(f, Frame::RstStream { .. })).await,
+        Frame::RstStream {
+            stream_id: 1,
+            status: rst::STREAM_ALREADY_CLOSED
+        }
+    );
+}
+
+#[tokio::test]
+async fn a_writer_waits_for_the_window_and_resumes_on_window_update() {
+    let (mut session, mut client) = pair();
+    // the client does flow control, with a small window
+    client
+        .send(Frame::Settings {
+            flags: 0,
+            entries: vec![Setting {
+                flags: 0,
+                id: SETTINGS_INITIAL_WINDOW_SIZE,
+                value: 1000,
+            }],
+        })
+        .await;
+    client.open(1, &[]).await;
+    let mut stream = session.accept().await.unwrap();
+    let writer = tokio::spawn(async move {
+        stream.write_all(&[7u8; 3000]).await.unwrap();
+        stream.shutdown().await.unwrap();
+        stream
+    });
+    let mut received = 0;
+    while received < 1000 {
+        if let Frame::Data { data, .. } = client.expect(|f| matches!(f, Frame::Data { .. })).await
+        {
+            received += data.len();
+        }
+    }
+    assert_eq!(received, 1000);
+    // the window is spent: nothing more comes
+    let more = client.maybe_frame(Duration::from_millis(300)).await;
+    assert!(
+        !matches!(more, Some(Frame::Data { .. })),
+        "sent past the window: {more:?}"
+    );
+    assert!(!writer.is_finished());
+    client
+        .send(Frame::WindowUpdate {
+            stream_id: 1,
+            delta: 5000,
+        })
+        .await;
+    let rest = client.read_to_fin(1).await;
+    assert_eq!(rest.len(), 2000);
+    writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn the_session_window_limits_every_stream() {
+    let (mut session, mut client) = pair();
+    // a session window update turns flow control on; the session window is 64 KiB + 0
+    client
+        .send(Frame::WindowUpdate {
+            stream_id: 0,
+            delta: 1,
+        })
+        .await;
+    client
+        .send(Frame::Settings {
+            flags: 0,
+            entries: vec![Setting {
+                flags: 0,
+                id: SETTINGS_INITIAL_WINDOW_SIZE,
+                value: 1 << 20,
+            }],
+        })
+        .await;
+    client.open(1, &[]).await;
+    let mut stream = session.accept().await.unwrap();
+    let writer = tokio::spawn(async move {
+        stream.write_all(&vec![1u8; 100_000]).await.unwrap();
+        stream.shutdown().await.unwrap();
+        stream
+    });
+    let mut received = 0;
+    while received < 65_537 {
+        if let Frame::Data { data, .. } = client.expect(|f| matches!(f, Frame::Data { .. })).await
+        {
+            received += data.len();
+        }
+    }
+    let more = client.maybe_frame(Duration::from_millis(300)).await;
+    assert!(!matches!(more, Some(Frame::Data { .. })), "{more:?}");
+    client
+        .send(Frame::WindowUpdate {
+            stream_id: 0,
+            delta: 100_000,
+        })
+        .await;
+    assert_eq!(client.read_to_fin(1).await.len(), 100_000 - 65_537);
+    writer.await.unwrap();
+}
+
+#[tokio::test]
+async fn consumed_data_is_granted_back_with_window_updates() {
+    let (mut session, mut client) = pair();
+    client.open(1, &[]).await;
+    let mut stream = session.accept().await.unwrap();
+    for _ in 0..3 {
+        client.data(1, &[0u8; 16 * 1024], false).await;
+    }
+    let mut buf = vec![0u8; 48 * 1024];
+    stream.read_exact(&mut buf).await.unwrap();
+    let update = client
+        .expect(|f| matches!(f, Frame::WindowUpdate { stream_id: 1, .. }))
+        .await;
+    assert!(matches!(update, Frame::WindowUpdate { delta, .. } if delta >= 32 * 1024));
+    client
+        .expect(|f| matches!(f, Frame::WindowUpdate { stream_id: 0, .. }))
+        .await;
+}
+
+#[tokio::test]
+async fn a_slow_reader_pushes_back_instead_of_buffering() {
+    // a client that ignores windows (as spdystream does) sends 1 MiB to a stream nobody reads
+    let (server, client_io) = tokio::io::duplex(16 * 1024);
+    let mut session = Session::serve(server, SessionConfig::default());
+    let mut client = Client::new(client_io);
+    client.open(1, &[]).await;
+    let mut stream = session.accept().await.unwrap();
+    let sender = tokio::spawn(async move {
+        for _ in 0..64 {
+            client.data(1, &[9u8; 16 * 1024], false).await;
+        }
+        client.data(1, b"", true).await;
+        client
+    });
+    // the session holds at most a window and a frame: the sender is stuck until we read
+    let more = tokio::time::timeout(Duration::from_millis(300), async {
+        while !sender.is_finished() {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    assert!(more.is_err(), "1 MiB was buffered for a stream nobody reads");
+    let mut all = Vec::new();
+    stream.read_to_end(&mut all).await.unwrap();
+    assert_eq!(all.len(), 1024 * 1024);
+    sender.await.unwrap();
+}
+
+#[tokio::test]
+async fn hostile_input_ends_the_session_with_goaway() {
+    // an even (server-side) stream id from the client
+    let (_session, mut client) = pair();
+    client.open(2, &[]).await;
+    assert!(matches!(
+        client.expect(|f| matches!(f, Frame::GoAway { .. })).await,
+        Frame::GoAway {
+            status: goaway::PROTOCOL_ERROR,
+            ..
+        }
+    ));
+    assert!(client.closed().await);
+
+    // SPDY/2
+    let (_session, mut client) = pair();
+    client.send_raw(&[0x80, 2, 0, 6, 0, 0, 0, 4, 0, 0, 0, 1]).await;
+    assert!(matches!(
+        client.expect(|f| matches!(f, Frame::GoAway { .. })).await,
+        Frame::GoAway {
+            status: goaway::PROTOCOL_ERROR,
+            ..
+        }
+    ));
+
+    // a header block that is not zlib
+    let (_session, mut client) = pair();
+    client
+        .send_raw(&[0x80, 3, 0, 1, 0, 0, 0, 14, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, b'n', b'o', b'p', b'e'])
+        .await;
+    assert!(matches!(
+        client.expect(|f| matches!(f, Frame::GoAway { .. })).await,
+        Frame::GoAway {
+            status: goaway::PROTOCOL_ERROR,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn an_oversized_data_frame_resets_its_stream_only() {
+    let (mut session, mut client) = pair();
+    client.open(1, &[]).await;
+    let _stream = session.accept().await.unwrap();
+    let len: u32 = 2 * 1024 * 1024;
+    let mut frame = vec![0, 0, 0, 1, 0];
+    frame.extend_from_slice(&len.to_be_bytes()[1..]);
+    frame.resize(8 + len as usize, 0);
+    client.send_raw(&frame).await;
+    assert_eq!(
+        client.expect(|f| matches!(f, Frame::RstStream { .. })).await,
+        Frame::RstStream {
+            stream_id: 1,
+            status: rst::FRAME_TOO_LARGE
+        }
+    );
+    // the session goes on
+    client.send(Frame::Ping { id: 1 }).await;
+    client.expect(|f| matches!(f, Frame::Ping { .. })).await;
+}
+
+#[tokio::test]
+async fn shutdown_sends_goaway_and_closes() {
+    let (session, mut client) = pair();
+    session.shutdown();
+    assert_eq!(
+        client.expect(|f| matches!(f, Frame::GoAway { .. })).await,
+        Frame::GoAway {
+            last_good_stream_id: 0,
+            status: goaway::OK
+        }
+    );
+    assert!(client.closed().await);
+    assert_eq!(session.closed().await, "closed");
+    let _ = FLAG_FIN;
+}
