@@ -177,7 +177,9 @@ mod tests {
         let mut other = Compress::new(Compression::default(), true);
         other.set_dictionary(b"some other dictionary").unwrap();
         let mut out = Vec::with_capacity(256);
-        other.compress_vec(b"abc", &mut out, FlushCompress::Sync).unwrap();
+        other
+            .compress_vec(b"abc", &mut out, FlushCompress::Sync)
+            .unwrap();
         assert!(matches!(
             HeaderDecompressor::new().decompress(&out),
             Err(CompressionError::WrongDictionary(_))
@@ -201,7 +203,10 @@ sys.stdout.buffer.write(len(out).to_bytes(4, "big") + out)
             .stdout(std::process::Stdio::piped())
             .spawn();
         let Ok(mut child) = child else {
-            assert!(std::env::var_os("CI").is_none(), "python3 is missing under CI");
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "python3 is missing under CI"
+            );
             eprintln!("skipped: no python3");
             return;
         };
@@ -216,7 +221,11 @@ sys.stdout.buffer.write(len(out).to_bytes(4, "big") + out)
         assert!(output.status.success());
         let all = &output.stdout[4..];
         // split at the first sync marker (00 00 ff ff)
-        let first_end = all.windows(4).position(|w| w == [0, 0, 0xff, 0xff]).unwrap() + 4;
+        let first_end = all
+            .windows(4)
+            .position(|w| w == [0, 0, 0xff, 0xff])
+            .unwrap()
+            + 4;
         let mut reader = HeaderDecompressor::new();
         assert_eq!(
             reader.decompress(&all[..first_end]).unwrap(),

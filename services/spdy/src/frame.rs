@@ -174,7 +174,7 @@ impl FrameHead {
         }
     }
 
-    pub fn len(&self) -> usize {
+    pub fn payload_len(&self) -> usize {
         match self {
             FrameHead::Control { len, .. } | FrameHead::Data { len, .. } => *len,
         }
@@ -213,13 +213,28 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     io: &mut R,
     headers: &mut HeaderDecompressor,
 ) -> Result<Frame, FrameError> {
+    let head = read_head(io).await?;
+    read_rest(io, head, headers).await
+}
+
+/// Reads the 8 bytes every frame starts with.
+pub async fn read_head<R: AsyncRead + Unpin>(io: &mut R) -> Result<FrameHead, FrameError> {
     let mut head = [0u8; 8];
     io.read_exact(&mut head).await?;
-    let parsed = FrameHead::parse(head);
-    parsed.check()?;
-    let mut payload = vec![0u8; parsed.len()];
+    Ok(FrameHead::parse(head))
+}
+
+/// Reads the payload `head` announces, once its length passed [`FrameHead::check`], and
+/// decodes the frame.
+pub async fn read_rest<R: AsyncRead + Unpin>(
+    io: &mut R,
+    head: FrameHead,
+    headers: &mut HeaderDecompressor,
+) -> Result<Frame, FrameError> {
+    head.check()?;
+    let mut payload = vec![0u8; head.payload_len()];
     io.read_exact(&mut payload).await?;
-    decode(parsed, Bytes::from(payload), headers)
+    decode(head, Bytes::from(payload), headers)
 }
 
 /// A cursor over a payload that never reads past its end.
@@ -269,14 +284,20 @@ pub fn decode(
     headers: &mut HeaderDecompressor,
 ) -> Result<Frame, FrameError> {
     head.check()?;
-    if payload.len() != head.len() {
+    if payload.len() != head.payload_len() {
         return Err(FrameError::Malformed(
             "any",
-            format!("payload of {} bytes, head says {}", payload.len(), head.len()),
+            format!(
+                "payload of {} bytes, head says {}",
+                payload.len(),
+                head.payload_len()
+            ),
         ));
     }
     let (frame_type, flags) = match head {
-        FrameHead::Data { stream_id, flags, .. } => {
+        FrameHead::Data {
+            stream_id, flags, ..
+        } => {
             return Ok(Frame::Data {
                 stream_id,
                 flags,

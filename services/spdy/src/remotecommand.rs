@@ -146,7 +146,10 @@ pub async fn accept(
         Ok(Err(e)) => return Err(e),
         Err(_) => return Err(RemoteCommandError::Timeout(timeout, got.count(), expected)),
     }
-    let error = got.error.take().ok_or(RemoteCommandError::Closed(0, expected))?;
+    let error = got
+        .error
+        .take()
+        .ok_or(RemoteCommandError::Closed(0, expected))?;
     Ok(RemoteCommand {
         stdin: got.stdin,
         stdout: got.stdout,

@@ -168,7 +168,9 @@ struct Inner {
 
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 }
 
@@ -505,7 +507,9 @@ async fn write_loop<W: AsyncWrite>(inner: Arc<Inner>, io: W) {
         for frame in &batch {
             match frame::encode(frame, &mut compressor) {
                 Ok(encoded) => bytes.extend(encoded),
-                Err(e) => tracing::warn!(error = %e, "dropping a SPDY frame that cannot be encoded"),
+                Err(e) => {
+                    tracing::warn!(error = %e, "dropping a SPDY frame that cannot be encoded")
+                }
             }
         }
         let result = async {

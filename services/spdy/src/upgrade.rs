@@ -170,7 +170,7 @@ mod tests {
         let mut request = builder.body(()).unwrap();
         request
             .extensions_mut()
-            .insert(hyper::upgrade::on(&mut Request::new(())));
+            .insert(hyper::upgrade::on(Request::new(())));
         request
     }
 

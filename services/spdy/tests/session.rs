@@ -10,7 +10,53 @@ use berth_spdy::session::{Session, SessionConfig};
 use client::Client;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn pair() -> (Session, Client<tokio::io::DuplexStream>) {
+type TestClient = Client<tokio::io::DuplexStream>;
+
+/// The next RST_STREAM the client gets, as (stream, status).
+async fn next_reset(client: &mut TestClient) -> (u32, u32) {
+    match client
+        .expect(|f| matches!(f, Frame::RstStream { .. }))
+        .await
+    {
+        Frame::RstStream { stream_id, status } => (stream_id, status),
+        _ => unreachable!(),
+    }
+}
+
+/// The status of the next GOAWAY the client gets.
+async fn next_goaway(client: &mut TestClient) -> u32 {
+    match client.expect(|f| matches!(f, Frame::GoAway { .. })).await {
+        Frame::GoAway { status, .. } => status,
+        _ => unreachable!(),
+    }
+}
+
+/// Sends SETTINGS_INITIAL_WINDOW_SIZE (which turns the session's send windows on).
+async fn set_initial_window(client: &mut TestClient, value: u32) {
+    client
+        .send(Frame::Settings {
+            flags: 0,
+            entries: vec![Setting {
+                flags: 0,
+                id: SETTINGS_INITIAL_WINDOW_SIZE,
+                value,
+            }],
+        })
+        .await;
+}
+
+/// Reads data frames until at least `want` bytes came; returns how many did.
+async fn receive_at_least(client: &mut TestClient, want: usize) -> usize {
+    let mut received = 0;
+    while received < want {
+        if let Frame::Data { data, .. } = client.expect(|f| matches!(f, Frame::Data { .. })).await {
+            received += data.len();
+        }
+    }
+    received
+}
+
+fn pair() -> (Session, TestClient) {
     let (server, client) = tokio::io::duplex(64 * 1024);
     (
         Session::serve(server, SessionConfig::default()),
@@ -59,13 +105,7 @@ async fn pings_are_answered_and_goaway_ends_accepting() {
     assert!(session.accept().await.is_none());
     // a stream opened after GOAWAY is refused
     client.open(1, &[("streamtype", "data")]).await;
-    assert_eq!(
-        client.expect(|f| matches!(f, Frame::RstStream { .. })).await,
-        Frame::RstStream {
-            stream_id: 1,
-            status: rst::REFUSED_STREAM
-        }
-    );
+    assert_eq!(next_reset(&mut client).await, (1, rst::REFUSED_STREAM));
 }
 
 #[tokio::test]
@@ -85,22 +125,10 @@ async fn resets_reach_both_sides() {
     let err = first.read(&mut buf).await.unwrap_err();
     assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset);
     second.reset(rst::INTERNAL_ERROR);
-    assert_eq!(
-        client.expect(|f| matches!(f, Frame::RstStream { .. })).await,
-        Frame::RstStream {
-            stream_id: 3,
-            status: rst::INTERNAL_ERROR
-        }
-    );
+    assert_eq!(next_reset(&mut client).await, (3, rst::INTERNAL_ERROR));
     // data for a stream never opened
     client.data(99, b"x", false).await;
-    assert_eq!(
-        client.expect(|f| matches!(f, Frame::RstStream { .. })).await,
-        Frame::RstStream {
-            stream_id: 99,
-            status: rst::INVALID_STREAM
-        }
-    );
+    assert_eq!(next_reset(&mut client).await, (99, rst::INVALID_STREAM));
 }
 
 #[tokio::test]
@@ -111,11 +139,8 @@ async fn data_after_fin_resets_the_stream() {
     client.data(1, b"a", true).await;
     client.data(1, b"b", false).await;
     assert_eq!(
-        client.expect(|f| matches!(f, Frame::RstStream { .. })).await,
-        Frame::RstStream {
-            stream_id: 1,
-            status: rst::STREAM_ALREADY_CLOSED
-        }
+        next_reset(&mut client).await,
+        (1, rst::STREAM_ALREADY_CLOSED)
     );
 }
 
@@ -123,16 +148,7 @@ async fn data_after_fin_resets_the_stream() {
 async fn a_writer_waits_for_the_window_and_resumes_on_window_update() {
     let (mut session, mut client) = pair();
     // the client does flow control, with a small window
-    client
-        .send(Frame::Settings {
-            flags: 0,
-            entries: vec![Setting {
-                flags: 0,
-                id: SETTINGS_INITIAL_WINDOW_SIZE,
-                value: 1000,
-            }],
-        })
-        .await;
+    set_initial_window(&mut client, 1000).await;
     client.open(1, &[]).await;
     let mut stream = session.accept().await.unwrap();
     let writer = tokio::spawn(async move {
@@ -140,13 +156,7 @@ async fn a_writer_waits_for_the_window_and_resumes_on_window_update() {
         stream.shutdown().await.unwrap();
         stream
     });
-    let mut received = 0;
-    while received < 1000 {
-        if let Frame::Data { data, .. } = client.expect(|f| matches!(f, Frame::Data { .. })).await
-        {
-            received += data.len();
-        }
-    }
+    let received = receive_at_least(&mut client, 1000).await;
     assert_eq!(received, 1000);
     // the window is spent: nothing more comes
     let more = client.maybe_frame(Duration::from_millis(300)).await;
@@ -176,16 +186,7 @@ async fn the_session_window_limits_every_stream() {
             delta: 1,
         })
         .await;
-    client
-        .send(Frame::Settings {
-            flags: 0,
-            entries: vec![Setting {
-                flags: 0,
-                id: SETTINGS_INITIAL_WINDOW_SIZE,
-                value: 1 << 20,
-            }],
-        })
-        .await;
+    set_initial_window(&mut client, 1 << 20).await;
     client.open(1, &[]).await;
     let mut stream = session.accept().await.unwrap();
     let writer = tokio::spawn(async move {
@@ -193,13 +194,8 @@ async fn the_session_window_limits_every_stream() {
         stream.shutdown().await.unwrap();
         stream
     });
-    let mut received = 0;
-    while received < 65_537 {
-        if let Frame::Data { data, .. } = client.expect(|f| matches!(f, Frame::Data { .. })).await
-        {
-            received += data.len();
-        }
-    }
+    let received = receive_at_least(&mut client, 65_537).await;
+    assert_eq!(received, 65_537, "sent past the session window");
     let more = client.maybe_frame(Duration::from_millis(300)).await;
     assert!(!matches!(more, Some(Frame::Data { .. })), "{more:?}");
     client
@@ -253,7 +249,10 @@ async fn a_slow_reader_pushes_back_instead_of_buffering() {
         }
     })
     .await;
-    assert!(more.is_err(), "1 MiB was buffered for a stream nobody reads");
+    assert!(
+        more.is_err(),
+        "1 MiB was buffered for a stream nobody reads"
+    );
     let mut all = Vec::new();
     stream.read_to_end(&mut all).await.unwrap();
     assert_eq!(all.len(), 1024 * 1024);
@@ -265,38 +264,24 @@ async fn hostile_input_ends_the_session_with_goaway() {
     // an even (server-side) stream id from the client
     let (_session, mut client) = pair();
     client.open(2, &[]).await;
-    assert!(matches!(
-        client.expect(|f| matches!(f, Frame::GoAway { .. })).await,
-        Frame::GoAway {
-            status: goaway::PROTOCOL_ERROR,
-            ..
-        }
-    ));
+    assert_eq!(next_goaway(&mut client).await, goaway::PROTOCOL_ERROR);
     assert!(client.closed().await);
 
     // SPDY/2
     let (_session, mut client) = pair();
-    client.send_raw(&[0x80, 2, 0, 6, 0, 0, 0, 4, 0, 0, 0, 1]).await;
-    assert!(matches!(
-        client.expect(|f| matches!(f, Frame::GoAway { .. })).await,
-        Frame::GoAway {
-            status: goaway::PROTOCOL_ERROR,
-            ..
-        }
-    ));
+    client
+        .send_raw(&[0x80, 2, 0, 6, 0, 0, 0, 4, 0, 0, 0, 1])
+        .await;
+    assert_eq!(next_goaway(&mut client).await, goaway::PROTOCOL_ERROR);
 
     // a header block that is not zlib
     let (_session, mut client) = pair();
     client
-        .send_raw(&[0x80, 3, 0, 1, 0, 0, 0, 14, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, b'n', b'o', b'p', b'e'])
+        .send_raw(&[
+            0x80, 3, 0, 1, 0, 0, 0, 14, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, b'n', b'o', b'p', b'e',
+        ])
         .await;
-    assert!(matches!(
-        client.expect(|f| matches!(f, Frame::GoAway { .. })).await,
-        Frame::GoAway {
-            status: goaway::PROTOCOL_ERROR,
-            ..
-        }
-    ));
+    assert_eq!(next_goaway(&mut client).await, goaway::PROTOCOL_ERROR);
 }
 
 #[tokio::test]
@@ -309,13 +294,7 @@ async fn an_oversized_data_frame_resets_its_stream_only() {
     frame.extend_from_slice(&len.to_be_bytes()[1..]);
     frame.resize(8 + len as usize, 0);
     client.send_raw(&frame).await;
-    assert_eq!(
-        client.expect(|f| matches!(f, Frame::RstStream { .. })).await,
-        Frame::RstStream {
-            stream_id: 1,
-            status: rst::FRAME_TOO_LARGE
-        }
-    );
+    assert_eq!(next_reset(&mut client).await, (1, rst::FRAME_TOO_LARGE));
     // the session goes on
     client.send(Frame::Ping { id: 1 }).await;
     client.expect(|f| matches!(f, Frame::Ping { .. })).await;

@@ -103,7 +103,11 @@ fn wire_layout_matches_the_spec() {
 #[test]
 fn unknown_control_frames_are_ignorable() {
     let head = FrameHead::parse([0x80, 3, 0, 10, 0, 0, 0, 2]);
-    let frame = decode(head, Bytes::from_static(b"xx"), &mut HeaderDecompressor::new());
+    let frame = decode(
+        head,
+        Bytes::from_static(b"xx"),
+        &mut HeaderDecompressor::new(),
+    );
     assert_eq!(frame.unwrap(), Frame::Unknown { frame_type: 10 });
 }
 
@@ -151,7 +155,12 @@ fn short_and_long_payloads_are_malformed() {
     assert!(decode(head, Bytes::from_static(&[0; 8]), &mut reader).is_err());
     // SETTINGS whose count claims more entries than it holds
     let head = FrameHead::parse([0x80, 3, 0, 4, 0, 0, 0, 4]);
-    assert!(decode(head, Bytes::from_static(&[0xff, 0xff, 0xff, 0xff]), &mut reader).is_err());
+    assert!(decode(
+        head,
+        Bytes::from_static(&[0xff, 0xff, 0xff, 0xff]),
+        &mut reader
+    )
+    .is_err());
     // SYN_STREAM shorter than its fixed fields
     let head = FrameHead::parse([0x80, 3, 0, 1, 0, 0, 0, 3]);
     assert!(decode(head, Bytes::from_static(&[0, 0, 1]), &mut reader).is_err());

@@ -81,19 +81,16 @@ async fn next_frame<R: AsyncRead + Unpin>(
     io: &mut R,
     decompressor: &mut HeaderDecompressor,
 ) -> Result<Incoming, FrameError> {
-    let mut head = [0u8; 8];
-    io.read_exact(&mut head).await?;
-    let parsed = FrameHead::parse(head);
-    if let FrameHead::Data { stream_id, len, .. } = parsed {
+    let head = frame::read_head(io).await?;
+    if let FrameHead::Data { stream_id, len, .. } = head {
         if len > MAX_DATA_FRAME {
             tokio::io::copy(&mut io.take(len as u64), &mut tokio::io::sink()).await?;
             return Ok(Incoming::Oversized(stream_id));
         }
     }
-    parsed.check()?;
-    let mut payload = vec![0u8; parsed.len()];
-    io.read_exact(&mut payload).await?;
-    frame::decode(parsed, Bytes::from(payload), decompressor).map(Incoming::Frame)
+    frame::read_rest(io, head, decompressor)
+        .await
+        .map(Incoming::Frame)
 }
 
 async fn wait_for_queue_room(inner: &Inner) -> Result<(), String> {
@@ -232,7 +229,7 @@ fn open_stream(
     headers: Headers,
     incoming: &Option<mpsc::UnboundedSender<Stream>>,
 ) -> Result<Option<Stream>, SessionError> {
-    if stream_id == 0 || stream_id % 2 == 0 || stream_id <= state.last_accepted_id {
+    if stream_id == 0 || stream_id & 1 == 0 || stream_id <= state.last_accepted_id {
         let reason = if state.streams.contains_key(&stream_id) {
             format!("SYN_STREAM for stream {stream_id}, which is open")
         } else {
@@ -244,8 +241,7 @@ fn open_stream(
         return Err(SessionError(goaway::PROTOCOL_ERROR, reason));
     }
     state.last_accepted_id = stream_id;
-    if incoming.is_none() || state.going_away || state.streams.len() >= state.config.max_streams
-    {
+    if incoming.is_none() || state.going_away || state.streams.len() >= state.config.max_streams {
         state.enqueue(Frame::RstStream {
             stream_id,
             status: rst::REFUSED_STREAM,
@@ -339,7 +335,7 @@ async fn receive_data(
             let window = state.config.receive_window as usize;
             let last_accepted = state.last_accepted_id;
             let Some(stream) = state.streams.get_mut(&stream_id) else {
-                if stream_id > last_accepted || stream_id % 2 == 0 {
+                if stream_id > last_accepted || stream_id & 1 == 0 {
                     reset(&mut state, stream_id, rst::INVALID_STREAM);
                     drop(state);
                     inner.writer_wake.notify_one();
