@@ -23,6 +23,9 @@ pub const PROTOCOL_V4: &str = "v4.channel.k8s.io";
 /// How long Kubernetes waits for a client's streams by default.
 pub const DEFAULT_STREAM_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long [`RemoteCommand::finish`] waits for the client to take the last bytes.
+pub const FINISH_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Which channels an exec/attach asked for (its URL's query).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Channels {
@@ -276,7 +279,13 @@ impl RemoteCommand {
         }
         .await;
         self.session.shutdown();
-        self.session.closed().await;
+        if tokio::time::timeout(FINISH_TIMEOUT, self.session.closed())
+            .await
+            .is_err()
+        {
+            // the client stopped reading: do not wait for it forever
+            self.session.abort();
+        }
         written.map_err(RemoteCommandError::from)
     }
 }

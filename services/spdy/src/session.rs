@@ -24,6 +24,7 @@ use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -36,6 +37,8 @@ use crate::frame::{self, goaway, Frame, Headers, FLAG_FIN};
 pub const DEFAULT_WINDOW: u32 = 64 * 1024;
 /// The most bytes of frames waiting for the writer.
 pub const MAX_QUEUED: usize = 256 * 1024;
+/// How long a dropped session may take to write what is queued before it is cut.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 /// The largest data frame this session writes.
 const MAX_CHUNK: usize = 16 * 1024;
 const MAX_WINDOW: i64 = 0x7fff_ffff;
@@ -172,6 +175,17 @@ impl Inner {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
+
+    /// Waits until the connection is closed; returns why.
+    async fn ended(&self) -> String {
+        loop {
+            let notified = self.ended.notified();
+            if let Some(reason) = self.lock().ended.clone() {
+                return reason;
+            }
+            notified.await;
+        }
+    }
 }
 
 /// A server-side SPDY session: the streams its client opens.
@@ -179,6 +193,7 @@ impl Inner {
 pub struct Session {
     inner: Arc<Inner>,
     incoming: mpsc::UnboundedReceiver<Stream>,
+    tasks: [tokio::task::AbortHandle; 2],
 }
 
 impl Session {
@@ -210,9 +225,13 @@ impl Session {
         });
         let (read_half, write_half) = tokio::io::split(io);
         let (tx, incoming) = mpsc::unbounded_channel();
-        tokio::spawn(read_loop(inner.clone(), read_half, tx));
-        tokio::spawn(write_loop(inner.clone(), write_half));
-        Session { inner, incoming }
+        let reader = tokio::spawn(read_loop(inner.clone(), read_half, tx));
+        let writer = tokio::spawn(write_loop(inner.clone(), write_half));
+        Session {
+            inner,
+            incoming,
+            tasks: [reader.abort_handle(), writer.abort_handle()],
+        }
     }
 
     /// The next stream the client opens; `None` once the session ended or the client sent
@@ -237,21 +256,42 @@ impl Session {
         self.inner.writer_wake.notify_one();
     }
 
+    /// Drops the connection now, without writing what is queued: for a client that stopped
+    /// reading (a graceful [`Session::shutdown`] would wait for it forever).
+    pub fn abort(&self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+        self.inner.lock().end("aborted".into());
+        self.inner.ended.notify_waiters();
+    }
+
     /// Waits until the connection is closed (by either side); returns why.
     pub async fn closed(&self) -> String {
-        loop {
-            let notified = self.inner.ended.notified();
-            if let Some(reason) = self.inner.lock().ended.clone() {
-                return reason;
-            }
-            notified.await;
-        }
+        self.inner.ended().await
     }
 }
 
 impl Drop for Session {
+    /// Shuts down gracefully, and drops the connection if that takes over [`SHUTDOWN_GRACE`].
     fn drop(&mut self) {
         self.shutdown();
+        if self.inner.lock().ended.is_some() {
+            return;
+        }
+        let (inner, tasks) = (self.inner.clone(), self.tasks.clone());
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(async move {
+                if tokio::time::timeout(SHUTDOWN_GRACE, inner.ended())
+                    .await
+                    .is_err()
+                {
+                    for task in &tasks {
+                        task.abort();
+                    }
+                }
+            });
+        }
     }
 }
 

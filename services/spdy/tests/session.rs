@@ -315,3 +315,25 @@ async fn shutdown_sends_goaway_and_closes() {
     assert_eq!(session.closed().await, "closed");
     let _ = FLAG_FIN;
 }
+
+#[tokio::test]
+async fn abort_drops_a_connection_whose_client_stopped_reading() {
+    let (server, mut client_io) = tokio::io::duplex(64);
+    let mut session = Session::serve(server, SessionConfig::default());
+    // 100 PINGs, whose answers the client never reads: they stall the session's writer
+    let mut pings = Vec::new();
+    for id in 0..100u32 {
+        pings.extend_from_slice(&[0x80, 3, 0, 6, 0, 0, 0, 4]);
+        pings.extend_from_slice(&(2 * id + 1).to_be_bytes());
+    }
+    client_io.write_all(&pings).await.unwrap();
+    session.shutdown();
+    let graceful = tokio::time::timeout(Duration::from_millis(200), session.closed()).await;
+    assert!(
+        graceful.is_err(),
+        "the answers cannot all have been written"
+    );
+    session.abort();
+    assert_eq!(session.closed().await, "aborted");
+    assert!(session.accept().await.is_none());
+}

@@ -36,7 +36,7 @@ pub(super) async fn read_loop<R: AsyncRead>(
         }
         let read = tokio::select! {
             read = next_frame(&mut io, &mut decompressor) => read,
-            reason = wait_for_end(&inner) => break reason,
+            reason = inner.ended() => break reason,
         };
         let frame = match read {
             Ok(Incoming::Frame(frame)) => frame,
@@ -104,16 +104,6 @@ async fn wait_for_queue_room(inner: &Inner) -> Result<(), String> {
             if state.out_bytes < MAX_QUEUED {
                 return Ok(());
             }
-        }
-        notified.await;
-    }
-}
-
-async fn wait_for_end(inner: &Inner) -> String {
-    loop {
-        let notified = inner.ended.notified();
-        if let Some(reason) = inner.lock().ended.clone() {
-            return reason;
         }
         notified.await;
     }
