@@ -591,5 +591,4 @@ fn frame_cost(frame: &Frame) -> usize {
 mod reader;
 use reader::read_loop;
 
-#[cfg(test)]
-mod tests;
+// the session's tests drive it with a client over a pipe: tests/session.rs

@@ -313,7 +313,6 @@ async fn shutdown_sends_goaway_and_closes() {
     );
     assert!(client.closed().await);
     assert_eq!(session.closed().await, "closed");
-    let _ = FLAG_FIN;
 }
 
 #[tokio::test]
@@ -336,4 +335,39 @@ async fn abort_drops_a_connection_whose_client_stopped_reading() {
     session.abort();
     assert_eq!(session.closed().await, "aborted");
     assert!(session.accept().await.is_none());
+}
+
+#[tokio::test]
+async fn fin_on_syn_stream_and_headers_ends_the_clients_side() {
+    let (mut session, mut client) = pair();
+    client
+        .send(Frame::SynStream {
+            stream_id: 1,
+            associated_id: 0,
+            priority: 0,
+            flags: FLAG_FIN,
+            headers: vec![("streamtype".into(), "error".into())],
+        })
+        .await;
+    let mut first = session.accept().await.unwrap();
+    let mut got = Vec::new();
+    first.read_to_end(&mut got).await.unwrap();
+    assert!(got.is_empty());
+    // its other direction is open
+    first.write_all(b"status").await.unwrap();
+    drop(first);
+    assert_eq!(client.read_to_fin(1).await, b"status");
+
+    client.open(3, &[]).await;
+    let mut second = session.accept().await.unwrap();
+    client
+        .send(Frame::Headers {
+            stream_id: 3,
+            flags: FLAG_FIN,
+            headers: vec![("trailer".into(), "x".into())],
+        })
+        .await;
+    let mut got = Vec::new();
+    second.read_to_end(&mut got).await.unwrap();
+    assert!(got.is_empty());
 }

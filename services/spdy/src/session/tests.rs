@@ -1,1 +1,0 @@
-//! Session tests are in `tests/` (a client over a duplex pipe); this holds the unit ones.
