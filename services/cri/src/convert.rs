@@ -130,7 +130,7 @@ mod tests {
             full_reference("gcr.io/k8s-staging-cri-tools/test-image-tag:test"),
             "gcr.io/k8s-staging-cri-tools/test-image-tag:test"
         );
-        assert_eq!(full_reference("sha256:abc"), "sha256:abc");
+        assert_eq!(full_reference("Not A Reference"), "Not A Reference");
     }
 
     #[test]
