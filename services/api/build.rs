@@ -19,6 +19,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "berth/build/v1/build.proto",
         "berth/namespaces/v1/namespaces.proto",
         "berth/leases/v1/leases.proto",
+        // Kubernetes' CRI (package runtime.v1), vendored: see its header
+        "k8s/cri/v1/api.proto",
     ];
     let paths: Vec<PathBuf> = files.iter().map(|f| proto_root.join(f)).collect();
     for p in &paths {

@@ -1,4 +1,5 @@
-//! Generated gRPC code for berth's API (`proto/berth/*/v1`). Nothing here is hand-written
+//! Generated gRPC code for berth's API (`proto/berth/*/v1`) and the Kubernetes CRI it serves
+//! (`proto/k8s/cri/v1`). Nothing here is hand-written
 //! but the module tree that mirrors the proto packages.
 
 #![allow(missing_debug_implementations, clippy::all)]
@@ -75,6 +76,14 @@ pub mod namespaces {
 pub mod leases {
     pub mod v1 {
         tonic::include_proto!("berth.leases.v1");
+    }
+}
+
+/// The Kubernetes Container Runtime Interface (package `runtime.v1`, vendored in
+/// `proto/k8s/cri/v1/api.proto`): served by the CRI front, `berth-cri`.
+pub mod cri {
+    pub mod v1 {
+        tonic::include_proto!("runtime.v1");
     }
 }
 

@@ -20,6 +20,11 @@
 //! socket = "/run/berth/docker.sock"  # DOCKER_HOST=unix:///run/berth/docker.sock
 //! group = "docker"                   # optional: mode 0660 root:docker (else 0600, root only)
 //!
+//! [cri]                             # the Kubernetes CRI (runtime.v1); off without `socket`
+//! socket = "/run/berth/cri.sock"     # kubelet --container-runtime-endpoint unix:///run/berth/cri.sock
+//! cni_conf_dir = "/etc/cni/net.d"    # see [`CriConfig`]
+//! cni_bin_dir = "/usr/lib/cni"
+//!
 //! [services]                        # where each service is reached; default: berthd's own socket
 //! image = "unix:///run/berth/berth.sock"
 //! snapshot = "tcp://10.0.0.2:7000"
@@ -76,6 +81,8 @@ pub struct Config {
     pub registry_proxy: RegistryProxyConfig,
     #[serde(default)]
     pub gateway: GatewayConfig,
+    #[serde(default)]
+    pub cri: CriConfig,
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
@@ -158,6 +165,26 @@ pub struct GatewayConfig {
     /// then owned by root:GROUP with mode 0660. Without it: mode 0600, root only. Membership
     /// of this group is as good as root on the host, as with Docker's.
     pub group: Option<String>,
+}
+
+/// `[cri]`: the Kubernetes Container Runtime Interface (`runtime.v1`) on a unix socket, for
+/// the kubelet, `crictl` and `critest`. Off unless `socket` is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CriConfig {
+    /// The socket to serve on, e.g. `/run/berth/cri.sock` (mode 0600, root only); a stale file
+    /// there is replaced, and the socket is removed when berthd stops.
+    pub socket: Option<PathBuf>,
+    /// `HOST:PORT` of the streaming server for Exec, Attach and PortForward (loopback by
+    /// default). Read by the streaming slice of the CRI; accepted now so configs stay valid.
+    pub stream_address: Option<String>,
+    /// The CNI network configurations of pods; default `/etc/cni/net.d`. The CRI's Status
+    /// reports NetworkReady only when it holds a usable one.
+    pub cni_conf_dir: Option<PathBuf>,
+    /// Where the CNI plugins are; default `/usr/lib/cni` (Debian's), then `/opt/cni/bin`.
+    pub cni_bin_dir: Option<PathBuf>,
+    /// The image of the pods' sandboxes (a pause image), for the sandbox slice of the CRI.
+    pub sandbox_image: Option<String>,
 }
 
 /// The registry-proxy serving its own store as a registry over HTTP (the distribution API),
@@ -478,6 +505,18 @@ otlp_endpoint = "http://127.0.0.1:4317"
             Some("http://127.0.0.1:4317")
         );
         assert!(c.registry_proxy.listen.is_none(), "off unless asked for");
+    }
+
+    #[test]
+    fn cri_is_off_unless_a_socket_is_set() {
+        assert_eq!(Config::parse("").unwrap().cri, CriConfig::default());
+        let c = Config::parse(
+            "[cri]\nsocket = \"/run/c.sock\"\ncni_conf_dir = \"/etc/cni/net.d\"\nstream_address = \"127.0.0.1:0\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.cri.socket, Some(PathBuf::from("/run/c.sock")));
+        assert_eq!(c.cri.cni_conf_dir, Some(PathBuf::from("/etc/cni/net.d")));
+        assert!(Config::parse("[cri]\nsockt = \"x\"\n").is_err());
     }
 
     #[test]

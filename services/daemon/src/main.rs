@@ -20,19 +20,20 @@ use tonic_health::server::HealthReporter;
 use tower::layer::util::{Identity, Stack};
 use tracing::info;
 
+mod cri;
 mod gateway;
 mod metrics;
 mod version;
 
 const ALL_SERVICES: &[&str] = &[
-    "image", "snapshot", "runtime", "registry", "events", "build", "gateway",
+    "image", "snapshot", "runtime", "registry", "events", "build", "gateway", "cri",
 ];
 
 #[derive(Debug, Parser)]
 #[command(
     name = "berthd",
     version,
-    about = "berth daemon: hosts the image, snapshot, runtime, registry, events and build services, and the Docker Engine API gateway"
+    about = "berth daemon: hosts the image, snapshot, runtime, registry, events and build services, the Docker Engine API gateway and the Kubernetes CRI"
 )]
 struct Args {
     /// Config file (TOML)
@@ -47,8 +48,8 @@ struct Args {
     /// Where to listen: unix:///path or tcp://127.0.0.1:PORT (default unix://<state>/berth.sock)
     #[arg(long)]
     address: Option<String>,
-    /// Services to host, comma-separated: image,snapshot,runtime,registry,events,build,gateway
-    /// (default: all; the gateway when `[gateway] socket` is set)
+    /// Services to host, comma-separated: image,snapshot,runtime,registry,events,build,gateway,cri
+    /// (default: all; the gateway when `[gateway] socket` is set, the CRI when `[cri] socket` is)
     #[arg(long, value_delimiter = ',')]
     service: Vec<String>,
     /// Serve on a tcp:// address beyond loopback even without mutual TLS ([tls] cert, key
@@ -87,17 +88,23 @@ fn main() -> Result<()> {
             );
         }
     }
-    // The gateway is served only where its socket is configured: asked for by name without
-    // one is a mistake; among "all" it is simply not there.
+    // The gateway and the CRI are served only where their socket is configured: asked for by
+    // name without one is a mistake; among "all" they are simply not there.
     let mut services = services;
-    if config.gateway.socket.is_none() {
-        if args.service.iter().any(|s| s == "gateway") {
+    for (front, socket) in [
+        ("gateway", config.gateway.socket.is_some()),
+        ("cri", config.cri.socket.is_some()),
+    ] {
+        if socket {
+            continue;
+        }
+        if args.service.iter().any(|s| s == front) {
             bail!(
-                "service gateway needs a socket: set [gateway] socket in {}",
+                "service {front} needs a socket: set [{front}] socket in {}",
                 args.config.display()
             );
         }
-        services.retain(|s| s != "gateway");
+        services.retain(|s| s != front);
     }
     // Two worker threads are plenty for a daemon that mostly waits; it keeps the RSS small.
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -214,10 +221,15 @@ async fn run(config: Config, services: Vec<String>, debug: bool, insecure_tcp: b
     } else {
         None
     };
+    let cri_socket = if services.iter().any(|s| s == "cri") {
+        cri::start(&config, &channels, shutdown_signal())?
+    } else {
+        None
+    };
     let mut server = server.trace_fn(server_span).layer(rpc_metrics);
     let router = server.add_routes(routes);
     serve(router, listen, &own, &services.join(","), wait).await?;
-    if let Some(path) = gateway_socket {
+    for path in gateway_socket.into_iter().chain(cri_socket) {
         let _ = std::fs::remove_file(path);
     }
     info!("berthd stopped");

@@ -1,0 +1,110 @@
+#!/usr/bin/env bash
+# Builds the stand-ins of the images critest's Image Manager specs and its default busybox
+# pull, and pushes them to a local registry (plain HTTP) under the paths of their upstream
+# names: berth's registry mirrors then point registry.k8s.io, gcr.io and docker.io at it
+# (shared/CRI.md says why upstream images cannot be used here).
+#   deploy/cri-images.sh REGISTRY          e.g. deploy/cri-images.sh 127.0.0.1:5000
+# Needs umoci, skopeo, procps (pgrep) and util-linux (ipcs); Debian's dynamically linked
+# busybox is taken from its package (apt-get download, not installed: it conflicts with
+# busybox-static), else the host's busybox is used.
+#
+# REGISTRY/e2e-test-images/busybox:1.29-2     busybox with its applets as hardlinks (a masked
+#     /bin/ls must not mask the shell), procps' pgrep and util-linux's ipcs with their
+#     libraries, /etc/passwd with root, nobody and www-data
+# REGISTRY/k8s-staging-cri-tools/
+#     test-image-1:latest, -2, -3                three distinct images (a label each)
+#     test-image-tags:1, :2, :3                  one image under three tags
+#     test-image-latest:latest, test-image-tag:test, test-image-tag:all
+#     test-image-user-uid, -username, -uid-group, -username-group :latest
+#                                                USER 1002, www-data, 1003:1004, www-data:1004
+#     test-image-predefined-group:latest         default-user (uid 1000) also in group 50000, USER 1000
+# Still to come with the pod and container slices: pause, nginx, httpd, nonewprivs.
+set -euo pipefail
+reg=${1:?usage: $0 REGISTRY (host:port of a plain-HTTP registry)}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# The busybox binary: Debian's dynamic one when its package can be fetched.
+busybox_binary() {
+  if (cd "$work" && apt-get download -q busybox >/dev/null 2>&1); then
+    dpkg-deb -x "$work"/busybox_*.deb "$work/bb"
+    for b in "$work/bb/bin/busybox" "$work/bb/usr/bin/busybox"; do
+      [ -x "$b" ] && { echo "$b"; return; }
+    done
+  fi
+  echo "cri-images.sh: Debian's dynamic busybox package is unavailable; using $(command -v busybox) (a static busybox runs ls in the shell: critest's MaskedPaths spec then fails)" >&2
+  command -v busybox
+}
+
+# copy_with_libs ROOTFS BINARY DEST: the binary and the shared libraries it loads.
+copy_with_libs() {
+  local root=$1 bin=$2 dest=$3 lib
+  install -D -m 0755 "$bin" "$root$dest"
+  for lib in $(ldd "$bin" 2>/dev/null | grep -o '/[^ ]*' || true); do
+    [ -e "$root$lib" ] || install -D -m 0755 "$(readlink -f "$lib")" "$root$lib"
+  done
+}
+
+# The busybox rootfs and its OCI image in $work/oci:busybox.
+make_busybox() {
+  local rootfs=$work/bundle/rootfs bb a
+  cd "$work"
+  umoci init --layout oci >/dev/null
+  umoci new --image oci:busybox >/dev/null
+  umoci unpack --image oci:busybox bundle >/dev/null
+  mkdir -p "$rootfs"/{bin,etc,root,tmp,home,var/run} "$rootfs/usr/bin"
+  chmod 1777 "$rootfs/tmp"
+  bb=$(busybox_binary)
+  copy_with_libs "$rootfs" "$bb" /bin/busybox
+  for a in $("$bb" --list); do
+    [ "$a" = busybox ] || [ -e "$rootfs/bin/$a" ] || ln "$rootfs/bin/busybox" "$rootfs/bin/$a"
+  done
+  rm -f "$rootfs/bin/pgrep" "$rootfs/bin/ipcs"
+  copy_with_libs "$rootfs" "$(command -v pgrep)" /bin/pgrep
+  copy_with_libs "$rootfs" "$(command -v ipcs)" /bin/ipcs
+  printf '%s\n' 'root:x:0:0:root:/root:/bin/sh' 'www-data:x:33:33:www-data:/var/www:/bin/false' \
+    'default-user:x:1000:1000::/home/default-user:/bin/sh' 'nobody:x:65534:65534:nobody:/:/bin/false' \
+    > "$rootfs/etc/passwd"
+  printf '%s\n' 'root:x:0:' 'www-data:x:33:' 'default-user:x:1000:' 'group1:x:50000:default-user' \
+    'nogroup:x:65534:' > "$rootfs/etc/group"
+  umoci repack --image oci:busybox bundle >/dev/null
+  umoci config --image oci:busybox --config.cmd sh \
+    --config.env PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin >/dev/null
+}
+
+# variant TAG [umoci config flags…]: a copy of the busybox image with a changed config.
+variant() {
+  local tag=$1; shift
+  umoci config --image "$work/oci:busybox" --tag "$tag" "$@" >/dev/null
+}
+
+# push TAG NAME: the image $work/oci:TAG as REGISTRY/NAME.
+push() {
+  skopeo copy -q --dest-tls-verify=false "oci:$work/oci:$1" "docker://$reg/$2"
+}
+
+make_busybox
+s=k8s-staging-cri-tools
+push busybox e2e-test-images/busybox:1.29-2
+for n in 1 2 3; do
+  variant "distinct-$n" --config.label "berth.test-image=$n"
+  push "distinct-$n" "$s/test-image-$n:latest"
+done
+variant tags --config.label berth.test-image=tags
+for t in 1 2 3; do push tags "$s/test-image-tags:$t"; done
+variant latest --config.label berth.test-image=latest
+push latest "$s/test-image-latest:latest"
+variant tag --config.label berth.test-image=tag
+push tag "$s/test-image-tag:test"
+push tag "$s/test-image-tag:all"
+variant user-uid --config.user 1002
+push user-uid "$s/test-image-user-uid:latest"
+variant user-username --config.user www-data
+push user-username "$s/test-image-user-username:latest"
+variant user-uid-group --config.user 1003:1004
+push user-uid-group "$s/test-image-user-uid-group:latest"
+variant user-username-group --config.user www-data:1004
+push user-username-group "$s/test-image-user-username-group:latest"
+variant predefined-group --config.user 1000
+push predefined-group "$s/test-image-predefined-group:latest"
+echo "pushed the CRI test images to $reg"

@@ -1,0 +1,363 @@
+//! The Kubernetes CRI (`[cri] socket`), first slice: crictl's version, info, pull, images,
+//! inspecti, rmi and imagefsinfo, and critest's Image Manager and runtime-info specs, against
+//! a berthd whose registry mirrors point registry.k8s.io, gcr.io and docker.io at a local
+//! registry holding the stand-in images of `deploy/cri-images.sh`.
+//!
+//! crictl and critest 1.27.1 come from `shared/tools/cri` beside the checkout (or
+//! `BERTH_CRI_TOOLS`, a folder holding its `unpack` script), unpacked into a cache folder.
+
+use berth_integration::{bin_dir, or_skip, require_tools, skip, Berthd, Registry, TempDir};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::OnceLock;
+
+/// The default busybox of critest, from the stand-ins.
+const BUSYBOX: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
+const STAGING: &str = "gcr.io/k8s-staging-cri-tools";
+
+/// A berthd serving the CRI, the registry it pulls from and the unpacked CRI tools.
+struct Cri {
+    berthd: Berthd,
+    _registry: Registry,
+    tools: PathBuf,
+    socket: PathBuf,
+    cni: TempDir,
+}
+
+impl Cri {
+    fn start() -> Option<Cri> {
+        require_tools(&["umoci", "skopeo", "pgrep", "ipcs"])?;
+        let tools = cri_tools()?;
+        let registry = Registry::start()?;
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cri-images.sh");
+        let pushed = Command::new("bash")
+            .arg(&script)
+            .arg(&registry.addr)
+            .output()
+            .expect("run deploy/cri-images.sh");
+        assert!(pushed.status.success(), "cri-images.sh: {}", text(&pushed));
+        let cni = TempDir::new("berth-it-cni");
+        std::fs::write(
+            cni.path().join("10-pods.conflist"),
+            r#"{"cniVersion":"1.0.0","name":"berth-pods","plugins":[{"type":"bridge","bridge":"cni0","ipam":{"type":"host-local","ranges":[[{"subnet":"10.88.0.0/16"}]]}},{"type":"portmap","capabilities":{"portMappings":true}}]}"#,
+        )
+        .unwrap();
+        let (berthd, socket) = berthd_with_cri(&registry.addr, cni.path());
+        Some(Cri {
+            berthd,
+            _registry: registry,
+            tools,
+            socket,
+            cni,
+        })
+    }
+
+    /// crictl against the CRI socket.
+    fn crictl(&self, args: &[&str]) -> Output {
+        let endpoint = format!("unix://{}", self.socket.display());
+        Command::new(self.tools.join("crictl"))
+            .args([
+                "--runtime-endpoint",
+                &endpoint,
+                "--image-endpoint",
+                &endpoint,
+            ])
+            .args(["--timeout", "60s"])
+            .args(args)
+            .output()
+            .expect("run crictl")
+    }
+
+    /// crictl's standard output; panics with its output when it fails.
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.crictl(args);
+        assert!(out.status.success(), "crictl {args:?}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// crictl's output as JSON.
+    fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ok(args);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("crictl {args:?}: {e}: {out}"))
+    }
+}
+
+/// A berthd with `[cri]` on a socket in its state folder, its CNI configurations in `cni`,
+/// and mirrors of the registries critest pulls from at `registry`.
+fn berthd_with_cri(registry: &str, cni: &Path) -> (Berthd, PathBuf) {
+    let mirrors: String = ["registry.k8s.io", "gcr.io", "docker.io"]
+        .iter()
+        .map(|r| format!("[registries.\"{r}\"]\nmirrors = [\"http://{registry}\"]\n"))
+        .collect();
+    let d = Berthd::start(&format!(
+        "[cri]\nsocket = \"{{STATE}}/cri.sock\"\ncni_conf_dir = \"{}\"\n{mirrors}",
+        cni.display()
+    ));
+    let socket = d.dir.path().join("state/cri.sock");
+    berth_integration::wait_for("the CRI socket", std::time::Duration::from_secs(10), || {
+        socket.exists()
+    });
+    (d, socket)
+}
+
+fn cri() -> Option<&'static Cri> {
+    static C: OnceLock<Option<Cri>> = OnceLock::new();
+    C.get_or_init(Cri::start).as_ref()
+}
+
+/// crictl and critest unpacked (once) into a cache folder; `None` (after a SKIP line) when
+/// the project's copy of them is not beside the checkout.
+fn cri_tools() -> Option<PathBuf> {
+    let source = std::env::var_os("BERTH_CRI_TOOLS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/cri"));
+    let unpack = source.join("unpack");
+    if !unpack.is_file() {
+        skip(format!(
+            "crictl and critest are not at {} (shared/tools/cri beside the checkout, or BERTH_CRI_TOOLS)",
+            source.display()
+        ));
+        return None;
+    }
+    let dest = std::env::temp_dir().join("berth-cri-tools-1.27.1");
+    let out = Command::new("bash")
+        .arg(&unpack)
+        .arg(&dest)
+        .output()
+        .expect("run the unpack script of the CRI tools");
+    assert!(out.status.success(), "unpack: {}", text(&out));
+    Some(dest)
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn crictl_version_and_info() {
+    let c = or_skip!(cri());
+    let version = c.ok(&["version"]);
+    assert!(version.contains("RuntimeName:  berth"), "{version}");
+    assert!(version.contains("RuntimeApiVersion:  v1"), "{version}");
+    assert!(
+        version.contains(&format!("RuntimeVersion:  {}", env!("CARGO_PKG_VERSION"))),
+        "{version}"
+    );
+
+    let info = c.json(&["info"]);
+    let conditions = info["status"]["conditions"].as_array().unwrap();
+    for kind in ["RuntimeReady", "NetworkReady"] {
+        let cond = conditions.iter().find(|x| x["type"] == kind).unwrap();
+        assert_eq!(cond["status"], true, "{info}");
+    }
+    assert_eq!(info["cni"]["network"]["name"], "berth-pods", "{info}");
+    assert_eq!(
+        info["cni"]["confDir"],
+        c.cni.path().display().to_string(),
+        "{info}"
+    );
+    assert_eq!(info["config"]["namespace"], "k8s.io", "{info}");
+
+    // Pods are the next slice: said plainly, by name.
+    let out = c.crictl(&["pods"]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("ListPodSandbox is not implemented by berth yet"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn network_not_ready_without_a_cni_config() {
+    let c = or_skip!(cri());
+    let empty = TempDir::new("berth-it-cni-empty");
+    let (d, socket) = berthd_with_cri("127.0.0.1:1", empty.path());
+    let endpoint = format!("unix://{}", socket.display());
+    let out = Command::new(c.tools.join("crictl"))
+        .args(["--runtime-endpoint", &endpoint, "info"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let info: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let network = info["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|x| x["type"] == "NetworkReady")
+        .unwrap()
+        .clone();
+    assert_eq!(network["status"], false, "{info}");
+    assert_eq!(network["reason"], "NetworkPluginNotReady", "{info}");
+    assert!(
+        network["message"]
+            .as_str()
+            .unwrap()
+            .contains("no network config found"),
+        "{info}"
+    );
+    drop(d);
+}
+
+#[test]
+fn crictl_pulls_lists_inspects_and_removes_images() {
+    let c = or_skip!(cri());
+    // An image critest's Image Manager specs (run in parallel) leave alone.
+    let user = format!("{STAGING}/test-image-predefined-group");
+    c.ok(&["pull", BUSYBOX]);
+    // Credentials of the kubelet's AuthConfig go with the pull (this registry needs none).
+    c.ok(&["pull", "--creds", "alice:s3cret", &user]);
+
+    let images = c.ok(&["images"]);
+    assert!(
+        images.lines().any(
+            |l| l.starts_with("registry.k8s.io/e2e-test-images/busybox ") && l.contains("1.29-2")
+        ),
+        "{images}"
+    );
+    let status = c.json(&["inspecti", &user]);
+    let image = &status["status"];
+    assert_eq!(
+        image["repoTags"],
+        serde_json::json!([format!("{user}:latest")]),
+        "{status}"
+    );
+    assert!(
+        image["id"].as_str().unwrap().starts_with("sha256:"),
+        "{status}"
+    );
+    assert!(image["repoDigests"][0]
+        .as_str()
+        .unwrap()
+        .starts_with(&format!("{user}@sha256:")));
+    assert_eq!(image["uid"]["value"], "1000", "{status}");
+    assert_eq!(image["username"], "", "{status}");
+    assert_eq!(
+        status["info"]["imageSpec"]["config"]["User"], "1000",
+        "{status}"
+    );
+    // By id and by digest too.
+    let id = image["id"].as_str().unwrap().to_string();
+    let digest = image["repoDigests"][0].as_str().unwrap().to_string();
+    for by in [&id, &digest] {
+        let again = c.json(&["inspecti", by]);
+        assert_eq!(again["status"]["id"], image["id"], "{by}: {again}");
+    }
+    // An absent image: an empty status, not an error, which crictl reports as absent.
+    let out = c.crictl(&["inspecti", &format!("{STAGING}/never-pulled:1")]);
+    let t = text(&out);
+    assert!(!out.status.success() && t.contains("no such image"), "{t}");
+
+    // berth's own view of namespace k8s.io has it too.
+    let listed = c.berthd.ok(&["-n", "k8s.io", "images"]);
+    assert!(listed.contains("test-image-predefined-group"), "{listed}");
+
+    let fs = c.json(&["imagefsinfo"]);
+    let mountpoint = fs["status"]["fsId"]["mountpoint"].as_str().unwrap();
+    assert!(Path::new(mountpoint).is_dir(), "{fs}");
+    assert!(
+        mountpoint.starts_with(&c.berthd.root().display().to_string()),
+        "{fs}"
+    );
+    let used: u64 = fs["status"]["usedBytes"]["value"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(used > 1_000_000, "busybox and its libraries: {fs}");
+
+    let removed = c.ok(&["rmi", &user]);
+    assert!(removed.contains("Deleted:"), "{removed}");
+    let out = c.crictl(&["inspecti", &id]);
+    assert!(text(&out).contains("no such image"), "{}", text(&out));
+    let out = c.crictl(&["rmi", &user]);
+    assert!(
+        !out.status.success() && text(&out).contains("no such image"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn bad_pulls_get_clear_errors() {
+    let c = or_skip!(cri());
+    let out = c.crictl(&["pull", "Bad//Ref"]);
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(
+        t.contains("InvalidArgument") && t.contains("invalid image reference"),
+        "{t}"
+    );
+
+    let out = c.crictl(&["pull", "--auth", "not base64!", BUSYBOX]);
+    let t = text(&out);
+    assert!(
+        !out.status.success() && t.contains("AuthConfig.auth is not base64"),
+        "{t}"
+    );
+
+    let out = c.crictl(&["pull", &format!("{STAGING}/no-such-image:1")]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("pulling image gcr.io/k8s-staging-cri-tools/no-such-image:1"),
+        "{}",
+        text(&out)
+    );
+}
+
+#[test]
+fn critest_image_manager_and_runtime_info() {
+    let c = or_skip!(cri());
+    let tmp = TempDir::new("berth-it-critest");
+    let endpoint = format!("unix://{}", c.socket.display());
+    let out = Command::new(c.tools.join("critest"))
+        .current_dir(tmp.path())
+        .env("TMPDIR", tmp.path())
+        .args([
+            "--runtime-endpoint",
+            &endpoint,
+            "--image-endpoint",
+            &endpoint,
+        ])
+        .args([
+            "--ginkgo.no-color",
+            "--ginkgo.focus=Image Manager|runtime should support returning runtime info",
+            "--ginkgo.skip=public image with digest should be pulled",
+        ])
+        .output()
+        .expect("run critest");
+    let t = text(&out);
+    assert!(out.status.success(), "critest failed:\n{t}");
+    assert!(t.contains("Ran 8 of"), "{t}");
+    assert!(t.contains("8 Passed | 0 Failed"), "{t}");
+}
+
+#[test]
+fn the_cri_service_needs_its_socket() {
+    let dir = TempDir::new("berth-it-cri-nosocket");
+    let config = dir.path().join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "root = \"{0}/root\"\nstate = \"{0}/state\"\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    let out = Command::new(bin_dir().join("berthd"))
+        .arg("--config")
+        .arg(&config)
+        .args(["--service", "cri"])
+        .output()
+        .expect("run berthd");
+    assert!(!out.status.success());
+    let t = text(&out);
+    assert!(
+        t.contains("service cri needs a socket: set [cri] socket"),
+        "{t}"
+    );
+}

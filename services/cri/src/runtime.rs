@@ -1,0 +1,301 @@
+//! `runtime.v1.RuntimeService`, first slice: Version, Status (RuntimeReady from the runtime
+//! service's health, NetworkReady from the CNI configuration), RuntimeConfig (the cgroupfs
+//! driver, as berth's runtime manages cgroups through cgroupfs) and UpdateRuntimeConfig (the
+//! pod CIDR, kept for the default network of the sandbox slice).
+//!
+//! Pods, containers, streaming, stats, events and checkpoints answer `Unimplemented` with the
+//! RPC's name: they are the next slices of issue 15, and a kubelet or critest sees plainly
+//! what berth cannot do yet.
+
+use crate::{network, Backends};
+use berth_api::cri::v1 as cri;
+use berth_api::cri::v1::runtime_service_server::RuntimeService;
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use tonic::{Request, Response, Status};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+/// The runtime's name in Version.
+pub const RUNTIME_NAME: &str = "berth";
+/// The CRI version served.
+pub const RUNTIME_API_VERSION: &str = "v1";
+/// Version's `version`: the version of the kubelet's API this speaks (as containerd answers).
+pub const KUBELET_API_VERSION: &str = "0.1.0";
+
+/// The CRI's RuntimeService.
+#[derive(Debug)]
+pub struct Runtime {
+    backends: Arc<Backends>,
+    /// The pod CIDR the kubelet gave with UpdateRuntimeConfig.
+    pod_cidr: Mutex<Option<String>>,
+}
+
+impl Runtime {
+    pub fn new(backends: Arc<Backends>) -> Runtime {
+        Runtime {
+            backends,
+            pod_cidr: Mutex::new(None),
+        }
+    }
+
+    /// RuntimeReady: the runtime service answers its health check as serving.
+    async fn runtime_condition(&self) -> cri::RuntimeCondition {
+        let check = HealthClient::new(self.backends.runtime.clone())
+            .check(HealthCheckRequest {
+                service: "berth.runtime".into(),
+            })
+            .await;
+        let problem = match check {
+            Ok(r) if r.get_ref().status == ServingStatus::Serving as i32 => None,
+            Ok(r) => Some(format!("the runtime service is {:?}", r.get_ref().status())),
+            Err(e) => Some(format!(
+                "the runtime service does not answer: {}",
+                e.message()
+            )),
+        };
+        condition("RuntimeReady", "RuntimeServiceUnavailable", problem)
+    }
+
+    /// NetworkReady, and the network found.
+    fn network_condition(&self) -> (cri::RuntimeCondition, Result<network::Network, String>) {
+        let found =
+            network::ready_network(&self.backends.cni_conf_dir, &self.backends.cni_bin_dirs);
+        let problem = found.as_ref().err().cloned();
+        (
+            condition("NetworkReady", "NetworkPluginNotReady", problem),
+            found,
+        )
+    }
+
+    /// Status' verbose `info`: the CNI setup and what it found, as JSON values.
+    fn verbose_info(&self, found: &Result<network::Network, String>) -> HashMap<String, String> {
+        let pod_cidr = self.pod_cidr.lock().map(|c| c.clone()).unwrap_or_default();
+        let bin_dirs: Vec<String> = self
+            .backends
+            .cni_bin_dirs
+            .iter()
+            .map(|d| d.display().to_string())
+            .collect();
+        let cni = serde_json::json!({
+            "confDir": self.backends.cni_conf_dir.display().to_string(),
+            "binDirs": bin_dirs,
+            "podCIDR": pod_cidr,
+            "network": found.as_ref().ok().map(|n| serde_json::json!({
+                "name": n.name,
+                "file": n.file.display().to_string(),
+                "plugins": n.plugins,
+            })),
+            "lastCNILoadStatus": match found { Ok(_) => "OK".to_string(), Err(e) => e.clone() },
+        });
+        let config = serde_json::json!({
+            "namespace": crate::NAMESPACE,
+            "snapshotter": self.backends.snapshotter,
+            "cgroupDriver": "cgroupfs",
+        });
+        HashMap::from([
+            ("cni".to_string(), cni.to_string()),
+            ("config".to_string(), config.to_string()),
+        ])
+    }
+}
+
+/// A condition, true without a problem.
+fn condition(kind: &str, reason: &str, problem: Option<String>) -> cri::RuntimeCondition {
+    cri::RuntimeCondition {
+        r#type: kind.to_string(),
+        status: problem.is_none(),
+        reason: if problem.is_some() {
+            reason.to_string()
+        } else {
+            String::new()
+        },
+        message: problem.unwrap_or_default(),
+    }
+}
+
+/// A CIDR: an IPv4 or IPv6 address, `/`, a prefix length that fits it.
+fn valid_cidr(cidr: &str) -> bool {
+    let Some((addr, len)) = cidr.split_once('/') else {
+        return false;
+    };
+    let Ok(len) = len.parse::<u8>() else {
+        return false;
+    };
+    match addr.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(_)) => len <= 32,
+        Ok(std::net::IpAddr::V6(_)) => len <= 128,
+        Err(_) => false,
+    }
+}
+
+/// The answer of an RPC a later slice of issue 15 implements.
+fn not_yet(rpc: &str) -> Status {
+    Status::unimplemented(format!(
+        "runtime.v1.RuntimeService/{rpc} is not implemented by berth yet (pods and containers come in the next slices of its CRI)"
+    ))
+}
+
+/// RPCs answered with [`not_yet`]: (method, request type, response type, RPC name).
+macro_rules! not_yet {
+    ($($method:ident($req:ident) -> $resp:ident = $rpc:literal;)*) => {
+        $(
+            // Written as `#[tonic::async_trait]` expands an `async fn`: that attribute runs
+            // before this macro, so it cannot rewrite the methods the macro makes.
+            fn $method<'life0, 'async_trait>(
+                &'life0 self,
+                _request: Request<cri::$req>,
+            ) -> Pin<Box<dyn std::future::Future<Output = Result<Response<cri::$resp>, Status>> + Send + 'async_trait>>
+            where
+                'life0: 'async_trait,
+                Self: 'async_trait,
+            {
+                Box::pin(async move { Err(not_yet($rpc)) })
+            }
+        )*
+    };
+}
+
+type EventStream =
+    Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl RuntimeService for Runtime {
+    async fn version(
+        &self,
+        _request: Request<cri::VersionRequest>,
+    ) -> Result<Response<cri::VersionResponse>, Status> {
+        Ok(Response::new(cri::VersionResponse {
+            version: KUBELET_API_VERSION.into(),
+            runtime_name: RUNTIME_NAME.into(),
+            runtime_version: env!("CARGO_PKG_VERSION").into(),
+            runtime_api_version: RUNTIME_API_VERSION.into(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<cri::StatusRequest>,
+    ) -> Result<Response<cri::StatusResponse>, Status> {
+        let runtime = self.runtime_condition().await;
+        let (network, found) = self.network_condition();
+        let info = if request.get_ref().verbose {
+            self.verbose_info(&found)
+        } else {
+            HashMap::new()
+        };
+        Ok(Response::new(cri::StatusResponse {
+            status: Some(cri::RuntimeStatus {
+                conditions: vec![runtime, network],
+            }),
+            info,
+            ..Default::default()
+        }))
+    }
+
+    async fn runtime_config(
+        &self,
+        _request: Request<cri::RuntimeConfigRequest>,
+    ) -> Result<Response<cri::RuntimeConfigResponse>, Status> {
+        Ok(Response::new(cri::RuntimeConfigResponse {
+            linux: Some(cri::LinuxRuntimeConfiguration {
+                cgroup_driver: cri::CgroupDriver::Cgroupfs as i32,
+            }),
+        }))
+    }
+
+    async fn update_runtime_config(
+        &self,
+        request: Request<cri::UpdateRuntimeConfigRequest>,
+    ) -> Result<Response<cri::UpdateRuntimeConfigResponse>, Status> {
+        let cidr = request
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        // Empty: the kubelet has none to give; what was given before stays.
+        if !cidr.is_empty() {
+            let first = cidr.split(',').map(str::trim);
+            if let Some(bad) = first.clone().find(|c| !valid_cidr(c)) {
+                return Err(Status::invalid_argument(format!(
+                    "pod CIDR {bad:?} is not a CIDR (e.g. 10.88.0.0/16)"
+                )));
+            }
+            if let Ok(mut kept) = self.pod_cidr.lock() {
+                *kept = Some(cidr);
+            }
+        }
+        Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
+    }
+
+    type GetContainerEventsStream = EventStream;
+
+    async fn get_container_events(
+        &self,
+        _request: Request<cri::GetEventsRequest>,
+    ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
+        Err(not_yet("GetContainerEvents"))
+    }
+
+    not_yet! {
+        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = "RunPodSandbox";
+        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = "StopPodSandbox";
+        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = "RemovePodSandbox";
+        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = "PodSandboxStatus";
+        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = "ListPodSandbox";
+        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
+        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
+        stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";
+        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer";
+        list_containers(ListContainersRequest) -> ListContainersResponse = "ListContainers";
+        container_status(ContainerStatusRequest) -> ContainerStatusResponse = "ContainerStatus";
+        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
+        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
+        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
+        exec(ExecRequest) -> ExecResponse = "Exec";
+        attach(AttachRequest) -> AttachResponse = "Attach";
+        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
+        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
+        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
+        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
+        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
+        checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
+        list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
+        list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidrs() {
+        for ok in ["10.88.0.0/16", "fd00::/64", "0.0.0.0/0"] {
+            assert!(valid_cidr(ok), "{ok}");
+        }
+        for bad in ["10.88.0.0", "10.88.0.0/33", "x/8", "fd00::/129", ""] {
+            assert!(!valid_cidr(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn conditions_say_why() {
+        let ok = condition("NetworkReady", "NetworkPluginNotReady", None);
+        assert!(ok.status && ok.reason.is_empty() && ok.message.is_empty());
+        let not = condition(
+            "NetworkReady",
+            "NetworkPluginNotReady",
+            Some("no config".into()),
+        );
+        assert!(!not.status);
+        assert_eq!(
+            (not.reason.as_str(), not.message.as_str()),
+            ("NetworkPluginNotReady", "no config")
+        );
+        assert!(not_yet("RunPodSandbox").message().contains("RunPodSandbox"));
+    }
+}
