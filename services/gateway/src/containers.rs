@@ -26,7 +26,7 @@ use berth_docker::ps::PsFilters;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use tonic::transport::Channel;
 
 /// `/containers/…`: this module's routes.
@@ -145,8 +145,7 @@ async fn network_ids(s: &Services) -> BTreeMap<String, String> {
 pub struct ListQuery {
     all: Option<String>,
     limit: Option<i64>,
-    /// Accepted; berth does not size a container's layer here (SizeRw is left out).
-    #[allow(dead_code)]
+    /// SizeRw and SizeRootFs in each entry (Containers.Sizes).
     size: Option<String>,
     filters: Option<String>,
 }
@@ -173,11 +172,35 @@ pub async fn list(
     }
     let ids = network_ids(&s).await;
     let now = chrono::Utc::now().timestamp();
+    let sizes = if truthy(&q.size) && !shown.is_empty() {
+        let ids = shown.iter().map(|c| c.id.clone()).collect();
+        sizes(&s, ids).await?
+    } else {
+        HashMap::new()
+    };
     let entries = shown
         .into_iter()
-        .map(|c| berth_docker::ps::list_entry(c, &ids, now))
+        .map(|c| {
+            let mut entry = berth_docker::ps::list_entry(c, &ids, now);
+            if let Some(size) = sizes.get(&c.id) {
+                berth_docker::ps::add_size(&mut entry, size);
+            }
+            entry
+        })
         .collect();
     Ok(json_body(&Value::Array(entries)).into_response())
+}
+
+/// The sizes of the containers `ids` (full ids), by full id.
+async fn sizes(
+    s: &Services,
+    ids: Vec<String>,
+) -> Result<HashMap<String, capi::ContainerSize>, ApiError> {
+    Ok(containers(s)
+        .sizes(s.req(capi::ContainerSizesRequest { ids }))
+        .await?
+        .into_inner()
+        .sizes)
 }
 
 async fn image_config(s: &Services, name: &str) -> Option<Value> {
@@ -192,8 +215,7 @@ async fn image_config(s: &Services, name: &str) -> Option<Value> {
 
 #[derive(Debug, Deserialize)]
 pub struct InspectQuery {
-    /// Accepted; berth does not size a container's layer here.
-    #[allow(dead_code)]
+    /// SizeRw and SizeRootFs (Containers.Sizes).
     size: Option<String>,
 }
 
@@ -201,7 +223,7 @@ pub struct InspectQuery {
 pub async fn inspect(
     State(s): State<Services>,
     Path(id): Path<String>,
-    Query(_): Query<InspectQuery>,
+    Query(q): Query<InspectQuery>,
 ) -> Result<Response, ApiError> {
     let c = get(&s, &id).await?;
     let mut image = None;
@@ -215,7 +237,12 @@ pub async fn inspect(
     } else {
         BTreeMap::new()
     };
-    let j = berth_docker::containers::container_json(&c, image.as_ref(), &ids);
+    let mut j = berth_docker::containers::container_json(&c, image.as_ref(), &ids);
+    if truthy(&q.size) {
+        if let Some(size) = sizes(&s, vec![c.id.clone()]).await?.get(&c.id) {
+            berth_docker::ps::add_size(&mut j, size);
+        }
+    }
     Ok(json_body(&j).into_response())
 }
 
