@@ -16,6 +16,9 @@ pub struct PsArgs {
     /// before=…, since=…
     #[arg(short, long = "filter")]
     pub filter: Vec<String>,
+    /// Display total file sizes (the writable layer, and the whole root filesystem)
+    #[arg(short, long)]
+    pub size: bool,
     #[command(flatten)]
     pub output: crate::template::ListFormat,
 }
@@ -38,6 +41,7 @@ const PS_COLUMNS: &[(&str, &str)] = &[
     ("Labels", "LABELS"),
     ("Mounts", "MOUNTS"),
     ("Networks", "NETWORKS"),
+    ("Size", "SIZE"),
 ];
 
 pub async fn ps(ctx: &Context, a: PsArgs) -> Result<(), Error> {
@@ -50,9 +54,37 @@ pub async fn ps(ctx: &Context, a: PsArgs) -> Result<(), Error> {
         .containers;
     let shown = filters.select(&list, a.all).map_err(Error::Local)?;
     let now = chrono::Utc::now().timestamp();
-    let objects: Vec<_> = shown.iter().map(|c| ps_json(c, &a.output, now)).collect();
-    let table = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}";
-    a.output.print(table, PS_COLUMNS, &objects)
+    // As Docker's, a format that shows .Size asks for the sizes too.
+    let sized = a.size
+        || a.output
+            .format
+            .as_deref()
+            .is_some_and(|f| f.contains(".Size"));
+    let sizes = if sized && !shown.is_empty() {
+        let ids = shown.iter().map(|c| c.id.clone()).collect();
+        ctx.containers()
+            .sizes(ctx.req(capi::ContainerSizesRequest { ids }))
+            .await?
+            .into_inner()
+            .sizes
+    } else {
+        Default::default()
+    };
+    let objects: Vec<_> = shown
+        .iter()
+        .map(|c| {
+            let mut row = ps_json(c, &a.output, now);
+            if let Some(size) = sizes.get(&c.id) {
+                row["Size"] = berth_docker::ps::size_column(size).into();
+            }
+            row
+        })
+        .collect();
+    let mut table = "table {{.ID}}\t{{.Image}}\t{{.Command}}\t{{.RunningFor}}\t{{.Status}}\t{{.Ports}}\t{{.Names}}".to_string();
+    if a.size {
+        table.push_str("\t{{.Size}}");
+    }
+    a.output.print(&table, PS_COLUMNS, &objects)
 }
 
 #[cfg(test)]

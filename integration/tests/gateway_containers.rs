@@ -3,106 +3,21 @@
 //! create, list, inspect, start, stop, kill, wait, pause, remove, prune, Docker's refusals,
 //! and the `wait` before `start` that `docker run` relies on (with curl over the socket).
 
-use berth_integration::{or_skip, wait_for, Berthd, Registry, TempDir};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use berth_integration::gateway::{docker_clis, Gateway};
+use berth_integration::{or_skip, wait_for};
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Once;
 use std::time::Duration;
 
-/// A registry with busybox, a berthd serving the gateway that pulled it (tagged `busybox`, as
-/// the docker CLI names it), and the CLIs' config folder.
-struct Gateway {
-    _reg: Registry,
-    d: Berthd,
-    socket: PathBuf,
-    config: TempDir,
-}
-
+/// The binary's shared gateway, with busybox also tagged `busybox`, as the docker CLI names it.
 fn gateway() -> Option<&'static Gateway> {
-    static G: OnceLock<Option<Gateway>> = OnceLock::new();
-    G.get_or_init(|| {
-        if !Path::new("/usr/bin/docker").exists() {
-            berth_integration::skip("the docker CLI (/usr/bin/docker, Debian's docker.io)");
-            return None;
-        }
-        let reg = Registry::start()?;
-        reg.push_busybox("busybox:latest");
-        let d = Berthd::start("[gateway]\nsocket = \"{STATE}/docker.sock\"\n");
-        let img = format!("{}/busybox:latest", reg.addr);
-        d.ok(&["pull", "-q", &img]);
-        d.ok(&["tag", &img, "busybox:latest"]);
-        let socket = d.state().join("docker.sock");
-        Some(Gateway {
-            _reg: reg,
-            d,
-            socket,
-            config: TempDir::new("berth-it-docker-config"),
-        })
-    })
-    .as_ref()
-}
-
-/// The docker CLIs installed: 20.10 always (else the test skipped), 28.x when present.
-fn clis() -> Vec<&'static Path> {
-    ["/usr/bin/docker", "/usr/local/bin/docker"]
-        .into_iter()
-        .map(Path::new)
-        .filter(|p| p.exists())
-        .collect()
-}
-
-impl Gateway {
-    fn docker(&self, cli: &Path, args: &[&str]) -> Output {
-        Command::new(cli)
-            .args(args)
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .env("DOCKER_CONFIG", self.config.path())
-            .env_remove("DOCKER_API_VERSION")
-            .env_remove("DOCKER_CONTEXT")
-            .output()
-            .expect("run docker")
-    }
-
-    /// stdout of a docker command that must succeed, trimmed.
-    fn ok(&self, cli: &Path, args: &[&str]) -> String {
-        let o = self.docker(cli, args);
-        let (out, err) = (
-            String::from_utf8_lossy(&o.stdout),
-            String::from_utf8_lossy(&o.stderr),
-        );
-        assert!(
-            o.status.success(),
-            "{} {args:?} failed: {err}\n{out}\n--- berthd:\n{}",
-            cli.display(),
-            self.d.log()
-        );
-        out.trim().to_string()
-    }
-
-    /// stderr of a docker command that must fail.
-    fn fails(&self, cli: &Path, args: &[&str]) -> String {
-        let o = self.docker(cli, args);
-        assert!(
-            !o.status.success(),
-            "{} {args:?} succeeded: {}",
-            cli.display(),
-            String::from_utf8_lossy(&o.stdout)
-        );
-        String::from_utf8_lossy(&o.stderr).into_owned()
-    }
-
-    fn inspect(&self, cli: &Path, name: &str, format: &str) -> String {
-        self.ok(cli, &["inspect", "-f", format, name])
-    }
-
-    fn curl(&self, args: &[&str]) -> Command {
-        let mut c = Command::new("curl");
-        c.arg("-s")
-            .arg("--unix-socket")
-            .arg(&self.socket)
-            .args(args);
-        c
-    }
+    let g = Gateway::shared()?;
+    static TAGGED: Once = Once::new();
+    TAGGED.call_once(|| {
+        g.d.ok(&["tag", &g.img, "busybox:latest"]);
+    });
+    Some(g)
 }
 
 /// A name of this test's own for each CLI, so the two CLIs' runs do not meet.
@@ -118,15 +33,15 @@ fn name(cli: &Path, base: &str) -> String {
 #[test]
 fn create_list_inspect_start_stop_remove() {
     let g = or_skip!(gateway());
-    for cli in clis() {
+    for cli in &or_skip!(docker_clis()) {
         let c = name(cli, "c1");
-        let id = g.ok(cli, &["create", "--name", &c, "busybox", "sleep", "30"]);
+        let id = g.ok_trimmed(cli, &["create", "--name", &c, "busybox", "sleep", "30"]);
         assert_eq!(id.len(), 64, "{id}");
-        let ps = g.ok(cli, &["ps", "-a", "--filter", &format!("name=^{c}$")]);
+        let ps = g.ok_trimmed(cli, &["ps", "-a", "--filter", &format!("name=^{c}$")]);
         assert!(ps.contains("Created") && ps.contains(&c), "{ps}");
         assert_eq!(g.inspect(cli, &c, "{{.State.Status}}"), "created");
-        assert_eq!(g.ok(cli, &["start", &c]), c);
-        let ps = g.ok(cli, &["ps", "--filter", &format!("name=^{c}$")]);
+        assert_eq!(g.ok_trimmed(cli, &["start", &c]), c);
+        let ps = g.ok_trimmed(cli, &["ps", "--filter", &format!("name=^{c}$")]);
         assert!(ps.contains(" Up "), "{ps}");
         let ip = g.inspect(
             cli,
@@ -134,10 +49,14 @@ fn create_list_inspect_start_stop_remove() {
             "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}",
         );
         assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip:?}");
-        assert_eq!(g.ok(cli, &["start", &c]), c, "a running one: 304, quietly");
+        assert_eq!(
+            g.ok_trimmed(cli, &["start", &c]),
+            c,
+            "a running one: 304, quietly"
+        );
 
         let x = name(cli, "x");
-        let id = g.ok(
+        let id = g.ok_trimmed(
             cli,
             &[
                 "run",
@@ -166,24 +85,24 @@ fn create_list_inspect_start_stop_remove() {
             shown.starts_with("running /tmp 33554432 8 ") && shown.contains("\"V=1\""),
             "{shown}"
         );
-        assert_eq!(g.ok(cli, &["stop", "-t", "1", &x]), x);
-        let exited = g.ok(
+        assert_eq!(g.ok_trimmed(cli, &["stop", "-t", "1", &x]), x);
+        let exited = g.ok_trimmed(
             cli,
             &["ps", "-a", "-q", "--no-trunc", "-f", "status=exited"],
         );
         assert!(exited.lines().any(|l| l == id), "{exited}");
-        assert_eq!(g.ok(cli, &["wait", &x]), "137");
+        assert_eq!(g.ok_trimmed(cli, &["wait", &x]), "137");
 
-        assert_eq!(g.ok(cli, &["kill", &c]), c);
+        assert_eq!(g.ok_trimmed(cli, &["kill", &c]), c);
         let e = g.fails(cli, &["kill", &c]);
         assert!(e.contains("is not running"), "{e}");
-        assert_eq!(g.ok(cli, &["rm", &c, &x]), format!("{c}\n{x}"));
+        assert_eq!(g.ok_trimmed(cli, &["rm", &c, &x]), format!("{c}\n{x}"));
 
         let r = name(cli, "r");
-        g.ok(cli, &["run", "-d", "--name", &r, "busybox", "sleep", "30"]);
+        g.ok_trimmed(cli, &["run", "-d", "--name", &r, "busybox", "sleep", "30"]);
         let e = g.fails(cli, &["rm", &r]);
         assert!(e.contains("You cannot remove a running container"), "{e}");
-        assert_eq!(g.ok(cli, &["rm", "-f", &r]), r);
+        assert_eq!(g.ok_trimmed(cli, &["rm", "-f", &r]), r);
         let e = g.fails(cli, &["rm", "nosuch"]);
         assert!(e.contains("No such container: nosuch"), "{e}");
     }
@@ -192,30 +111,30 @@ fn create_list_inspect_start_stop_remove() {
 #[test]
 fn pause_wait_prune_and_refusals() {
     let g = or_skip!(gateway());
-    for cli in clis() {
+    for cli in &or_skip!(docker_clis()) {
         let p = name(cli, "p");
-        g.ok(cli, &["run", "-d", "--name", &p, "busybox", "sleep", "30"]);
-        assert_eq!(g.ok(cli, &["pause", &p]), p);
+        g.ok_trimmed(cli, &["run", "-d", "--name", &p, "busybox", "sleep", "30"]);
+        assert_eq!(g.ok_trimmed(cli, &["pause", &p]), p);
         assert_eq!(g.inspect(cli, &p, "{{.State.Status}}"), "paused");
         assert!(g
             .ok(cli, &["ps", "-f", "status=paused"])
             .contains("(Paused)"));
-        assert_eq!(g.ok(cli, &["unpause", &p]), p);
+        assert_eq!(g.ok_trimmed(cli, &["unpause", &p]), p);
         assert_eq!(g.inspect(cli, &p, "{{.State.Status}}"), "running");
-        g.ok(cli, &["rm", "-f", &p]);
+        g.ok_trimmed(cli, &["rm", "-f", &p]);
 
         let w = name(cli, "w");
         let label = format!("prune={w}");
-        g.ok(
+        g.ok_trimmed(
             cli,
             &[
                 "run", "-d", "--name", &w, "--label", &label, "busybox", "sh", "-c", "exit 3",
             ],
         );
-        assert_eq!(g.ok(cli, &["wait", &w]), "3");
+        assert_eq!(g.ok_trimmed(cli, &["wait", &w]), "3");
         // Only this test's container: the other tests' stopped ones are theirs.
         let filter = format!("label={label}");
-        let pruned = g.ok(cli, &["container", "prune", "-f", "--filter", &filter]);
+        let pruned = g.ok_trimmed(cli, &["container", "prune", "-f", "--filter", &filter]);
         assert!(pruned.contains("Total reclaimed space"), "{pruned}");
         assert!(g.fails(cli, &["inspect", &w]).contains("No such"));
 
@@ -251,7 +170,7 @@ fn pause_wait_prune_and_refusals() {
         );
         // --expose: inspect lists the port, -P publishes it on a free host port.
         let x = name(cli, "expose");
-        g.ok(
+        g.ok_trimmed(
             cli,
             &[
                 "run", "-d", "--name", &x, "--expose", "8080", "-P", "busybox", "sleep", "30",
@@ -259,15 +178,15 @@ fn pause_wait_prune_and_refusals() {
         );
         let exposed = g.inspect(cli, &x, "{{json .Config.ExposedPorts}}");
         assert!(exposed.contains("8080/tcp"), "{exposed}");
-        let port = g.ok(cli, &["port", &x, "8080"]);
+        let port = g.ok_trimmed(cli, &["port", &x, "8080"]);
         assert!(port.contains("0.0.0.0:"), "{port}");
-        g.ok(cli, &["rm", "-f", &x]);
+        g.ok_trimmed(cli, &["rm", "-f", &x]);
 
         let taken = name(cli, "taken");
-        g.ok(cli, &["create", "--name", &taken, "busybox"]);
+        g.ok_trimmed(cli, &["create", "--name", &taken, "busybox"]);
         let e = g.fails(cli, &["create", "--name", &taken, "busybox"]);
         assert!(e.contains("is already in use by container"), "{e}");
-        g.ok(cli, &["rm", &taken]);
+        g.ok_trimmed(cli, &["rm", &taken]);
     }
 }
 
@@ -277,7 +196,7 @@ fn pause_wait_prune_and_refusals() {
 fn wait_before_start_as_docker_run_does() {
     let g = or_skip!(gateway());
     let created = g
-        .curl(&[
+        .curl_command(&[
             "-XPOST",
             "-H",
             "Content-Type: application/json",
@@ -291,7 +210,7 @@ fn wait_before_start_as_docker_run_does() {
     let id = created["Id"].as_str().expect("an Id").to_string();
     assert_eq!(created["Warnings"], serde_json::json!([]));
     let mut waiter = g
-        .curl(&[
+        .curl_command(&[
             "-N",
             "-XPOST",
             "-D",
@@ -312,7 +231,7 @@ fn wait_before_start_as_docker_run_does() {
     }
     assert!(String::from_utf8_lossy(&head).starts_with("HTTP/1.1 200"));
     let started = g
-        .curl(&[
+        .curl_command(&[
             "-o",
             "/dev/null",
             "-w",
@@ -342,7 +261,7 @@ fn bad_requests_are_400s() {
     let status = |args: &[&str]| {
         let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
         all.extend_from_slice(args);
-        let o = g.curl(&all).output().unwrap();
+        let o = g.curl_command(&all).output().unwrap();
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     let post = |body: &str| {

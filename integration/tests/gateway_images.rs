@@ -4,105 +4,22 @@
 //! `docker pull`, `push`, `build`, `commit`, `save`/`load`, `image prune` and `login`, against
 //! a berthd that talks to real `docker-registry` instances; skopeo reads what was pushed.
 
-use berth_integration::{
-    free_port, have, or_skip, require_tools, spawn_tied, Berthd, Registry, TempDir,
-};
-use std::path::{Path, PathBuf};
+use berth_integration::gateway::{Gateway, CURRENT_DOCKER, DEBIAN_DOCKER};
+use berth_integration::{free_port, have, or_skip, require_tools, spawn_tied, TempDir};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::Once;
 use std::time::Duration;
 
-const DOCKER: &str = "/usr/bin/docker";
-const DOCKER_28: &str = "/usr/local/bin/docker";
+const DOCKER: &str = DEBIAN_DOCKER;
+const DOCKER_28: &str = CURRENT_DOCKER;
 
-/// A registry with busybox (as `busybox` and `pullme`), a berthd serving the gateway that
-/// pulled `busybox`, and a DOCKER_CONFIG of its own.
-struct Gateway {
-    reg: Registry,
-    d: Berthd,
-    img: String,
-    socket: PathBuf,
-    config: TempDir,
-}
-
+/// The binary's shared gateway, with busybox also pushed as `pullme` to pull.
 fn gateway() -> Option<&'static Gateway> {
-    static G: OnceLock<Option<Gateway>> = OnceLock::new();
-    G.get_or_init(|| {
-        require_tools(&["docker", "skopeo", "curl"])?;
-        let reg = Registry::start()?;
-        reg.push_busybox("busybox:latest");
-        reg.push_busybox("pullme:latest");
-        let d = Berthd::start("[gateway]\nsocket = \"{STATE}/docker.sock\"\n");
-        let img = format!("{}/busybox:latest", reg.addr);
-        d.ok(&["pull", "-q", &img]);
-        let socket = d.state().join("docker.sock");
-        Some(Gateway {
-            reg,
-            d,
-            img,
-            socket,
-            config: TempDir::new("berth-it-docker-config"),
-        })
-    })
-    .as_ref()
-}
-
-impl Gateway {
-    fn docker_in(&self, cli: &str, dir: Option<&Path>, args: &[&str]) -> Output {
-        let mut c = Command::new(cli);
-        c.args(args)
-            .env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .env("DOCKER_CONFIG", self.config.path())
-            .env("DOCKER_BUILDKIT", "0")
-            .env_remove("DOCKER_API_VERSION")
-            .env_remove("DOCKER_CONTEXT")
-            .stdin(Stdio::null());
-        if let Some(dir) = dir {
-            c.current_dir(dir);
-        }
-        c.output().expect("run docker")
-    }
-
-    fn docker(&self, args: &[&str]) -> Output {
-        self.docker_in(DOCKER, None, args)
-    }
-
-    /// stdout and stderr of a docker command that must succeed.
-    fn ok_in(&self, cli: &str, dir: Option<&Path>, args: &[&str]) -> String {
-        let o = self.docker_in(cli, dir, args);
-        let all = text(&o);
-        assert!(
-            o.status.success(),
-            "{cli} {args:?} failed:\n{all}\n--- berthd:\n{}",
-            self.d.log()
-        );
-        all
-    }
-
-    fn ok(&self, args: &[&str]) -> String {
-        self.ok_in(DOCKER, None, args)
-    }
-
-    /// stdout and stderr of a docker command that must fail.
-    fn fails(&self, args: &[&str]) -> String {
-        let o = self.docker(args);
-        assert!(
-            !o.status.success(),
-            "docker {args:?} succeeded:\n{}",
-            text(&o)
-        );
-        text(&o)
-    }
-
-    fn curl(&self, args: &[&str]) -> String {
-        let o = Command::new("curl")
-            .args(["-s", "-w", "\n%{http_code}", "--unix-socket"])
-            .arg(&self.socket)
-            .args(args)
-            .output()
-            .expect("run curl");
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
+    require_tools(&["docker", "skopeo", "curl"])?;
+    let g = Gateway::shared()?;
+    static PULLME: Once = Once::new();
+    PULLME.call_once(|| g.reg.push_busybox("pullme:latest"));
+    Some(g)
 }
 
 fn text(o: &Output) -> String {
@@ -117,7 +34,7 @@ fn text(o: &Output) -> String {
 fn pull_and_push() {
     let g = or_skip!(gateway());
     let img = format!("{}/pullme:latest", g.reg.addr);
-    let first = g.ok(&["pull", &img]);
+    let first = g.ok(DOCKER, &["pull", &img]);
     assert!(first.contains("latest: Pulling from pullme"), "{first}");
     // Its layer is busybox's, which berth holds already.
     assert!(first.contains(": Already exists"), "{first}");
@@ -126,26 +43,26 @@ fn pull_and_push() {
         first.contains("Status: Downloaded newer image for"),
         "{first}"
     );
-    let second = g.ok(&["pull", &img]);
+    let second = g.ok(DOCKER, &["pull", &img]);
     assert!(
         second.contains("Status: Image is up to date for"),
         "{second}"
     );
 
-    let missing = g.fails(&["pull", &format!("{}/nosuch:latest", g.reg.addr)]);
+    let missing = g.fails(DOCKER, &["pull", &format!("{}/nosuch:latest", g.reg.addr)]);
     assert!(missing.contains("not found"), "{missing}");
-    g.fails(&["pull", "UPPER/Case::bad"]);
-    let bad = g.curl(&[
+    g.fails(DOCKER, &["pull", "UPPER/Case::bad"]);
+    let bad = g.curl_status(&[
         "-XPOST",
         "http://d/v1.41/images/create?fromImage=UPPER%2FCase&tag=%3Abad",
     ]);
     assert!(bad.ends_with("\n400"), "{bad}");
-    let import = g.curl(&["-XPOST", "http://d/v1.41/images/create?fromSrc=-"]);
+    let import = g.curl_status(&["-XPOST", "http://d/v1.41/images/create?fromSrc=-"]);
     assert!(import.ends_with("\n400"), "{import}");
 
     let target = format!("{}/pushed/bb:v1", g.reg.addr);
-    g.ok(&["tag", &g.img, &target]);
-    let pushed = g.ok(&["push", &target]);
+    g.ok(DOCKER, &["tag", &g.img, &target]);
+    let pushed = g.ok(DOCKER, &["push", &target]);
     assert!(
         pushed.contains(&format!(
             "The push refers to repository [{}/pushed/bb]",
@@ -167,14 +84,14 @@ fn pull_and_push() {
         .unwrap();
     assert!(text(&o).contains(digest), "{}", text(&o));
     // The raw stream ends with the aux record docker-py reads.
-    let raw = g.curl(&[
+    let raw = g.curl_status(&[
         "-XPOST",
         "-H",
         "X-Registry-Auth: e30=",
         &format!("http://d/v1.41/images/{}/pushed/bb/push?tag=v1", g.reg.addr),
     ]);
     assert!(raw.contains(r#"{"aux":{"Digest":"sha256:"#), "{raw}");
-    let none = g.fails(&["push", &format!("{}/never/here:v1", g.reg.addr)]);
+    let none = g.fails(DOCKER, &["push", &format!("{}/never/here:v1", g.reg.addr)]);
     assert!(none.contains("does not exist locally"), "{none}");
 }
 
@@ -254,39 +171,45 @@ fn commit_save_load_prune() {
         "-c",
         "echo x > /f",
     ]);
-    let id = g.ok(&["commit", "-c", "ENV FOO=bar", "gwcommit", "gwcommitted:1"]);
+    let id = g.ok(
+        DOCKER,
+        &["commit", "-c", "ENV FOO=bar", "gwcommit", "gwcommitted:1"],
+    );
     assert!(id.trim().starts_with("sha256:"), "{id}");
     assert_eq!(
         g.d.ok(&["run", "--rm", "gwcommitted:1", "cat", "/f"]),
         "x\n"
     );
-    let env = g.ok(&["inspect", "-f", "{{.Config.Env}}", "gwcommitted:1"]);
+    let env = g.ok(
+        DOCKER,
+        &["inspect", "-f", "{{.Config.Env}}", "gwcommitted:1"],
+    );
     assert!(env.contains("FOO=bar"), "{env}");
-    let none = g.fails(&["commit", "gw-nosuch", "x:1"]);
+    let none = g.fails(DOCKER, &["commit", "gw-nosuch", "x:1"]);
     assert!(none.contains("No such container: gw-nosuch"), "{none}");
 
     let tar = TempDir::new("berth-it-gw-save");
     let file = tar.path().join("f.tar");
     let file = file.to_str().unwrap();
-    g.ok(&["save", "-o", file, "gwcommitted:1"]);
-    g.ok(&["rmi", "gwcommitted:1"]);
-    g.fails(&["image", "inspect", "gwcommitted:1"]);
-    let loaded = g.ok(&["load", "-i", file]);
+    g.ok(DOCKER, &["save", "-o", file, "gwcommitted:1"]);
+    g.ok(DOCKER, &["rmi", "gwcommitted:1"]);
+    g.fails(DOCKER, &["image", "inspect", "gwcommitted:1"]);
+    let loaded = g.ok(DOCKER, &["load", "-i", file]);
     assert!(loaded.contains("Loaded image: gwcommitted:1"), "{loaded}");
     assert_eq!(
         g.d.ok(&["run", "--rm", "gwcommitted:1", "cat", "/f"]),
         "x\n"
     );
-    g.fails(&["save", "-o", file, "gw-nosuch:1"]);
+    g.fails(DOCKER, &["save", "-o", file, "gw-nosuch:1"]);
 
     // An untagged commit is dangling: prune removes it.
-    let dangling = g.ok(&["commit", "gwcommit"]);
+    let dangling = g.ok(DOCKER, &["commit", "gwcommit"]);
     let dangling = dangling.trim();
-    let pruned = g.ok(&["image", "prune", "-f"]);
+    let pruned = g.ok(DOCKER, &["image", "prune", "-f"]);
     assert!(pruned.contains(dangling), "{pruned}");
     assert!(pruned.contains("Total reclaimed space"), "{pruned}");
-    g.fails(&["image", "inspect", dangling]);
-    g.fails(&["image", "prune", "-f", "--filter", "until=1h"]);
+    g.fails(DOCKER, &["image", "inspect", dangling]);
+    g.fails(DOCKER, &["image", "prune", "-f", "--filter", "until=1h"]);
 }
 
 /// A docker-registry that wants `user`/`password` (htpasswd Basic auth).
@@ -342,9 +265,9 @@ fn login() {
     // Before any login: a push and a pull with X-Registry-Auth use the request's credentials
     // (berth keeps none of them); without them the registry refuses.
     let private = format!("{}/perreq/bb", reg.addr);
-    g.ok(&["tag", &g.img, &format!("{private}:1")]);
+    g.ok(DOCKER, &["tag", &g.img, &format!("{private}:1")]);
     let push_url = format!("http://d/v1.41/images/{private}/push?tag=1");
-    let refused = g.curl(&["-XPOST", "-H", "X-Registry-Auth: e30=", &push_url]);
+    let refused = g.curl_status(&["-XPOST", "-H", "X-Registry-Auth: e30=", &push_url]);
     assert!(refused.contains(r#""errorDetail""#), "{refused}");
     let header = |user: &str, password: &str| {
         use base64::Engine as _;
@@ -357,32 +280,32 @@ fn login() {
             base64::engine::general_purpose::URL_SAFE.encode(json)
         )
     };
-    let wrong = g.curl(&["-XPOST", "-H", &header("alice", "nope"), &push_url]);
+    let wrong = g.curl_status(&["-XPOST", "-H", &header("alice", "nope"), &push_url]);
     assert!(wrong.contains(r#""errorDetail""#), "{wrong}");
-    let pushed = g.curl(&["-XPOST", "-H", &header("alice", "s3cret"), &push_url]);
+    let pushed = g.curl_status(&["-XPOST", "-H", &header("alice", "s3cret"), &push_url]);
     assert!(pushed.contains(r#"{"aux":{"Digest":"sha256:"#), "{pushed}");
-    g.ok(&["rmi", &format!("{private}:1")]);
+    g.ok(DOCKER, &["rmi", &format!("{private}:1")]);
     let pull_url = format!(
         "http://d/v1.41/images/create?fromImage={}&tag=1",
         private.replace('/', "%2F")
     );
-    let anonymous = g.curl(&["-XPOST", &pull_url]);
+    let anonymous = g.curl_status(&["-XPOST", &pull_url]);
     assert!(anonymous.contains(r#""errorDetail""#), "{anonymous}");
-    let pulled = g.curl(&["-XPOST", "-H", &header("alice", "s3cret"), &pull_url]);
+    let pulled = g.curl_status(&["-XPOST", "-H", &header("alice", "s3cret"), &pull_url]);
     assert!(
         pulled.contains("Status: Downloaded newer image"),
         "{pulled}"
     );
 
-    let o = g.docker(&["login", "-u", "alice", "-p", "wrong", &reg.addr]);
+    let o = g.docker(DOCKER, &["login", "-u", "alice", "-p", "wrong", &reg.addr]);
     assert!(!o.status.success(), "{}", text(&o));
-    let ok = g.ok(&["login", "-u", "alice", "-p", "s3cret", &reg.addr]);
+    let ok = g.ok(DOCKER, &["login", "-u", "alice", "-p", "s3cret", &reg.addr]);
     assert!(ok.contains("Login Succeeded"), "{ok}");
     // The stored login is berth's: a push to that registry goes through with it.
     let target = format!("{}/private/bb:1", reg.addr);
-    g.ok(&["tag", &g.img, &target]);
-    let pushed = g.ok(&["push", &target]);
+    g.ok(DOCKER, &["tag", &g.img, &target]);
+    let pushed = g.ok(DOCKER, &["push", &target]);
     assert!(pushed.contains("1: digest: sha256:"), "{pushed}");
-    let bad = g.curl(&["-XPOST", "http://d/v1.41/auth", "-d", "{bad"]);
+    let bad = g.curl_status(&["-XPOST", "http://d/v1.41/auth", "-d", "{bad"]);
     assert!(bad.ends_with("\n400"), "{bad}");
 }

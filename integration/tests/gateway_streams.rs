@@ -4,110 +4,19 @@
 //! `berth attach`. Containers are made with the `berth` CLI against the same berthd (the
 //! gateway's namespace is `default`, the CLI's too).
 
-use berth_integration::{or_skip, skip, wait_for, Berthd, Registry, TempDir};
+use berth_integration::gateway::Gateway;
+use berth_integration::{or_skip, skip, wait_for};
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
-use std::sync::{mpsc, OnceLock};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
 use std::time::Duration;
 
-struct Gateway {
-    _reg: Registry,
-    d: Berthd,
-    img: String,
-    socket: PathBuf,
-    config: TempDir,
-}
-
-fn gateway() -> Option<&'static Gateway> {
-    static G: OnceLock<Option<Gateway>> = OnceLock::new();
-    G.get_or_init(|| {
-        let reg = Registry::start()?;
-        reg.push_busybox("busybox:latest");
-        let d = Berthd::start("[gateway]\nsocket = \"{STATE}/docker.sock\"\n");
-        let img = format!("{}/busybox:latest", reg.addr);
-        d.ok(&["pull", "-q", &img]);
-        let socket = d.state().join("docker.sock");
-        Some(Gateway {
-            _reg: reg,
-            d,
-            img,
-            socket,
-            config: TempDir::new("berth-it-docker-config"),
-        })
-    })
-    .as_ref()
-}
-
-impl Gateway {
-    fn docker_cmd(&self, cli: &Path) -> Command {
-        let mut c = Command::new(cli);
-        c.env("DOCKER_HOST", format!("unix://{}", self.socket.display()))
-            .env("DOCKER_CONFIG", self.config.path())
-            .env_remove("DOCKER_API_VERSION")
-            .env_remove("DOCKER_CONTEXT");
-        c
-    }
-
-    fn docker(&self, cli: &Path, args: &[&str]) -> Output {
-        self.docker_cmd(cli)
-            .args(args)
-            .output()
-            .expect("run docker")
-    }
-
-    fn ok(&self, cli: &Path, args: &[&str]) -> String {
-        let o = self.docker(cli, args);
-        assert!(
-            o.status.success(),
-            "{} {args:?} failed: {}\n{}",
-            cli.display(),
-            String::from_utf8_lossy(&o.stderr),
-            String::from_utf8_lossy(&o.stdout)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    }
-
-    /// A request on the socket; the status line and headers, and the connection.
-    fn raw(&self, request: &str) -> (String, BufReader<UnixStream>) {
-        let mut s = UnixStream::connect(&self.socket).expect("connect to the gateway");
-        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-        s.write_all(request.as_bytes()).unwrap();
-        let mut r = BufReader::new(s);
-        let mut head = String::new();
-        loop {
-            let mut line = String::new();
-            r.read_line(&mut line).unwrap();
-            if line.trim().is_empty() {
-                break;
-            }
-            head.push_str(&line);
-        }
-        (head, r)
-    }
-
-    fn running(&self, name: &str) -> bool {
-        let o = self.d.berth(&["inspect", name]);
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-        v[0]["State"]["Running"] == true
-    }
-
-    /// The docker CLI reads `GET /containers/{id}/json` before logs, exec and attach; it
-    /// comes with the containers slice of issue 14. Until this gateway has it, the docker
-    /// CLI tests say so and stop (the raw tests below cover the streams).
-    fn has_container_inspect(&self, name: &str) -> bool {
-        let (head, mut r) = self.raw(&format!(
-            "GET /v1.41/containers/{name}/json HTTP/1.1\r\nHost: d\r\nConnection: close\r\n\r\n"
-        ));
-        let mut body = String::new();
-        let _ = r.read_to_string(&mut body);
-        let missing = head.contains(" 404 ") && body.contains("page not found");
-        if missing {
-            eprintln!("NOTE: GET /containers/{{id}}/json is not in this gateway yet: docker CLI checks stop here");
-        }
-        !missing
-    }
+/// Whether `name` runs, as `berth inspect` says.
+fn running(g: &Gateway, name: &str) -> bool {
+    let o = g.d.berth(&["inspect", name]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
+    v[0]["State"]["Running"] == true
 }
 
 /// One frame of the multiplexed stream: (stream, payload).
@@ -129,7 +38,7 @@ fn attach_request(name: &str) -> String {
 
 #[test]
 fn a_raw_client_that_hangs_up_mid_attach_leaves_the_container_running() {
-    let g = or_skip!(gateway());
+    let g = or_skip!(Gateway::shared());
     g.d.run_d(&[
         "--name",
         "st-tick",
@@ -149,7 +58,7 @@ fn a_raw_client_that_hangs_up_mid_attach_leaves_the_container_running() {
         assert_eq!(read_frame(&mut r), (1, b"tick\n".to_vec()));
         // Hang up, stdin attached and all.
         drop(r);
-        assert!(g.running("st-tick"), "the container survives its client");
+        assert!(running(g, "st-tick"), "the container survives its client");
     }
     let (head, _) = g.raw(&attach_request("nosuch"));
     assert!(head.starts_with("HTTP/1.1 404"), "{head}");
@@ -158,7 +67,7 @@ fn a_raw_client_that_hangs_up_mid_attach_leaves_the_container_running() {
 
 #[test]
 fn raw_exec_stdin_exit_code_and_inspect() {
-    let g = or_skip!(gateway());
+    let g = or_skip!(Gateway::shared());
     g.d.run_d(&["--name", "st-exec", &g.img, "sleep", "1000"]);
     let create = |body: &str| {
         let (head, mut r) = g.raw(&format!(
@@ -266,18 +175,18 @@ fn attach_and_detach(g: &Gateway, name: &str, attach: &str, script: Command) -> 
     t.wait_line("ready-42");
     t.type_in(b"\x10\x11");
     let status = t.child.wait().unwrap();
-    assert!(g.running(name), "detaching leaves {name} running");
+    assert!(running(g, name), "detaching leaves {name} running");
     status.success()
 }
 
 /// `script`, with the docker CLI's environment for the gateway.
 fn script_with_docker(g: &Gateway) -> Command {
-    g.docker_cmd(Path::new("script"))
+    g.command(Path::new("script"))
 }
 
 #[test]
 fn berth_attach_detaches_with_the_keys() {
-    let g = or_skip!(gateway());
+    let g = or_skip!(Gateway::shared());
     if !berth_integration::have("script") {
         skip("script is missing (apt-get install bsdutils)");
         return;
@@ -304,7 +213,7 @@ fn berth_attach_detaches_with_the_keys() {
 
 /// logs, exec and attach with the docker CLI at `cli`; `tag` keeps its containers apart.
 fn drive(cli: &Path, tag: &str) {
-    let g = or_skip!(gateway());
+    let g = or_skip!(Gateway::shared());
     let name = |n: &str| format!("st-{n}-{tag}");
     let (logs_ct, run_ct, tty_ct) = (name("logs"), name("run"), name("tty"));
     g.d.run_d(&[
@@ -317,16 +226,10 @@ fn drive(cli: &Path, tag: &str) {
     ]);
     g.d.run_d(&["--name", &run_ct, &g.img, "sleep", "1000"]);
     g.d.run_d(&["-it", "--name", &tty_ct, &g.img, "sh"]);
-    if !g.has_container_inspect(&logs_ct) {
-        for c in [&logs_ct, &run_ct, &tty_ct] {
-            g.d.ok(&["rm", "-f", c]);
-        }
-        return;
-    }
     wait_for(
         "the logged container to exit",
         Duration::from_secs(20),
-        || !g.running(&logs_ct),
+        || !running(g, &logs_ct),
     );
     let o = g.docker(cli, &["logs", &logs_ct]);
     assert_eq!(String::from_utf8_lossy(&o.stdout), "one\nthree\n");
@@ -366,7 +269,7 @@ fn drive(cli: &Path, tag: &str) {
     let o = g.docker(cli, &["exec", &run_ct, "sh", "-c", "exit 3"]);
     assert_eq!(o.status.code(), Some(3));
     let mut piped = g
-        .docker_cmd(cli)
+        .command(cli)
         .args(["exec", "-i", &run_ct, "cat"])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -192,6 +192,29 @@ pub fn ps_row(c: &capi::Container, id: &str, trunc: bool, now: i64) -> serde_jso
     })
 }
 
+/// Docker's `SizeRw` and `SizeRootFs` of a container (the Engine API's `size=1`), added to
+/// its list entry or inspect JSON; without `size=1` Docker leaves both out.
+pub fn add_size(json: &mut serde_json::Value, size: &capi::ContainerSize) {
+    if let Some(o) = json.as_object_mut() {
+        o.insert("SizeRw".into(), size.rw.into());
+        o.insert("SizeRootFs".into(), size.root_fs.into());
+    }
+}
+
+/// The SIZE column of `ps -s`, as Docker's: the writable layer, then the whole root
+/// filesystem ("12B (virtual 4.26MB)").
+pub fn size_column(size: &capi::ContainerSize) -> String {
+    let rw = crate::progress::human_size(size.rw);
+    if size.root_fs > 0 {
+        format!(
+            "{rw} (virtual {})",
+            crate::progress::human_size(size.root_fs)
+        )
+    } else {
+        rw
+    }
+}
+
 /// The STATUS text of a container ("Up 3 seconds", "Exited (0) 2 minutes ago").
 fn status_text(st: &capi::ContainerState, now: i64) -> String {
     format::status_text(
@@ -345,6 +368,21 @@ fn until_seconds(v: &str, now: i64) -> Result<i64, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_as_docker_shows_them() {
+        let size = capi::ContainerSize {
+            rw: 12,
+            root_fs: 4_260_000,
+        };
+        assert_eq!(size_column(&size), "12B (virtual 4.26MB)");
+        let mut j = serde_json::json!({"Id": "x"});
+        add_size(&mut j, &size);
+        assert_eq!(
+            (j["SizeRw"].as_i64(), j["SizeRootFs"].as_i64()),
+            (Some(12), Some(4_260_000))
+        );
+    }
 
     fn container(name: &str, status: &str, created: i64) -> capi::Container {
         capi::Container {

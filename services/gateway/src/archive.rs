@@ -4,11 +4,11 @@
 
 use crate::error::ApiError;
 use crate::images::images;
-use crate::query::Params;
+use crate::request::Params;
 use crate::stream::json_lines;
 use crate::Services;
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use berth_api::images::v1 as api;
 use tokio_stream::StreamExt as _;
@@ -38,11 +38,8 @@ pub async fn save(s: &Services, names: Vec<String>) -> Result<Response, ApiError
 }
 
 /// `GET /images/get?names=a&names=b`.
-pub async fn save_many(
-    State(s): State<Services>,
-    RawQuery(raw): RawQuery,
-) -> Result<Response, ApiError> {
-    save(&s, Params::parse(raw.as_deref()).all("names")).await
+pub async fn save_many(State(s): State<Services>, q: Params) -> Result<Response, ApiError> {
+    save(&s, q.all("names")).await
 }
 
 /// `POST /images/load?quiet=`: the body is the archive.

@@ -60,11 +60,8 @@ pub fn registry_auth(headers: &HeaderMap) -> Result<Option<RegistryAuth>, ApiErr
 /// registry's refusal.
 pub async fn login(
     State(s): State<Services>,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    crate::request::Json(auth): crate::request::Json<AuthConfig>,
 ) -> Result<Response, ApiError> {
-    let body = body.map_err(crate::error::bad)?;
-    let auth: AuthConfig = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_parameter(format!("invalid JSON: {e}")))?;
     let registry = match auth.server_address.as_str() {
         "" => "docker.io".to_string(),
         a => registry_host(a),

@@ -5,11 +5,11 @@
 //! berth-docker as `berth build` prints them.
 
 use crate::error::ApiError;
-use crate::query::Params;
+use crate::request::Params;
 use crate::stream::{json_lines, Lines};
 use crate::Services;
 use axum::body::Body;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::response::Response;
 use berth_api::build::v1::build_client::BuildClient;
 use berth_api::build::v1::{build_request, build_response, BuildHeader, BuildRequest};
@@ -70,12 +70,7 @@ fn header(q: &Params) -> Result<BuildHeader, ApiError> {
 }
 
 /// `POST /build`.
-pub async fn build(
-    State(s): State<Services>,
-    RawQuery(raw): RawQuery,
-    body: Body,
-) -> Result<Response, ApiError> {
-    let q = Params::parse(raw.as_deref());
+pub async fn build(State(s): State<Services>, q: Params, body: Body) -> Result<Response, ApiError> {
     let h = header(&q)?;
     let quiet = q.truthy("q");
     let first = BuildRequest {

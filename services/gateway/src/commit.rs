@@ -4,9 +4,9 @@
 
 use crate::error::{json_body, ApiError};
 use crate::images::images;
-use crate::query::Params;
+use crate::request::{Json, Params};
 use crate::Services;
-use axum::extract::{RawQuery, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use berth_api::containers::v1::containers_client::ContainersClient;
 use berth_api::containers::v1::GetContainerRequest;
@@ -18,18 +18,9 @@ use http::StatusCode;
 /// config to merge (may be empty): 201 `{"Id": …}`.
 pub async fn commit(
     State(s): State<Services>,
-    RawQuery(raw): RawQuery,
-    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
+    q: Params,
+    Json(config): Json<serde_json::Value>,
 ) -> Result<Response, ApiError> {
-    // A body over axum's limit (2 MiB) is Docker's 400, as any unreadable one.
-    let body = body.map_err(crate::error::bad)?;
-    let q = Params::parse(raw.as_deref());
-    let config: serde_json::Value = if body.iter().all(u8::is_ascii_whitespace) {
-        serde_json::Value::Null
-    } else {
-        serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad_parameter(format!("invalid JSON: {e}")))?
-    };
     let reference = match (q.get("repo"), q.get("tag")) {
         ("", _) => String::new(),
         (repo, "") => repo.to_string(),

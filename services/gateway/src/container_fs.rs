@@ -7,13 +7,12 @@
 //! header and the changes' JSON are berth-docker's ([`berth_docker::files`]), the views the
 //! CLI shows too.
 
-use crate::error::bad;
 use crate::error::{json_body, ApiError};
-use crate::truthy;
+use crate::request::truthy;
+use crate::request::{Json, Path, Query};
 use crate::Services;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use berth_api::containers::v1 as api;
 use berth_api::containers::v1::containers_client::ContainersClient;
@@ -47,9 +46,8 @@ fn containers(s: &Services) -> ContainersClient<Channel> {
 /// `GET /containers/{id}/changes`: `[{"Path":"/tmp","Kind":0},…]`.
 pub async fn changes(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
+    Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(bad)?;
     let r = containers(&s)
         .changes(s.req(api::ContainerChangesRequest { id }))
         .await?
@@ -75,9 +73,8 @@ fn tar_response(body: Body) -> Response {
 /// `GET /containers/{id}/export`: a tar of its filesystem.
 pub async fn export(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
+    Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(bad)?;
     let stream = containers(&s)
         .export(s.req(api::ExportContainerRequest { id }))
         .await?
@@ -95,10 +92,9 @@ pub struct ArchiveQuery {
 }
 
 fn archive_request(
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<ArchiveQuery>, QueryRejection>,
+    id: String,
+    q: ArchiveQuery,
 ) -> Result<(String, ArchiveQuery, String), ApiError> {
-    let (Path(id), Query(q)) = (id.map_err(bad)?, q.map_err(bad)?);
     let path = q.path.clone().unwrap_or_default();
     if path.is_empty() {
         return Err(ApiError::bad_parameter("path cannot be empty"));
@@ -114,8 +110,8 @@ fn stat_header(stat: &api::PathStat) -> Result<HeaderValue, ApiError> {
 /// `HEAD /containers/{id}/archive?path=`: the path's stat in the header.
 pub async fn archive_head(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<ArchiveQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<ArchiveQuery>,
 ) -> Result<Response, ApiError> {
     let (id, _, path) = archive_request(id, q)?;
     let stat = containers(&s)
@@ -131,8 +127,8 @@ pub async fn archive_head(
 /// stat in the header.
 pub async fn archive_get(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<ArchiveQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<ArchiveQuery>,
 ) -> Result<Response, ApiError> {
     let (id, _, path) = archive_request(id, q)?;
     let mut stream = containers(&s)
@@ -161,8 +157,8 @@ pub async fn archive_get(
 /// body into folder `path`.
 pub async fn archive_put(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<ArchiveQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<ArchiveQuery>,
     body: Body,
 ) -> Result<Response, ApiError> {
     let (id, q, path) = archive_request(id, q)?;
@@ -195,10 +191,9 @@ pub struct RenameQuery {
 /// `POST /containers/{id}/rename?name=`: 204.
 pub async fn rename(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<RenameQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<RenameQuery>,
 ) -> Result<Response, ApiError> {
-    let (Path(id), Query(q)) = (id.map_err(bad)?, q.map_err(bad)?);
     let new_name = q.name.unwrap_or_default();
     if new_name.is_empty() {
         return Err(ApiError::bad_parameter(
@@ -214,15 +209,11 @@ pub async fn rename(
 /// `POST /containers/{id}/update`: `{"Warnings":[]}`.
 pub async fn update(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    body: Bytes,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(bad)?;
-    let body: Value = if body.is_empty() {
-        json!({})
-    } else {
-        serde_json::from_slice(&body).map_err(|e| ApiError::bad_parameter(e.to_string()))?
-    };
+    // No body is no change, as an empty object.
+    let body = if body.is_null() { json!({}) } else { body };
     let mut request = update_request(&body).map_err(ApiError::bad_parameter)?;
     request.id = id;
     let r = containers(&s).update(s.req(request)).await?.into_inner();

@@ -8,13 +8,13 @@
 //! `docker run` waits for the headers of `next-exit` (or `removed`) before it starts the
 //! container. It follows the container's events, so it sees an exit however fast.
 
-use crate::error::{bad, json_body, ApiError};
-use crate::request::FiltersQuery;
-use crate::truthy;
+use crate::error::{json_body, ApiError};
+use crate::request::truthy;
+use crate::request::{Filters, Json};
+use crate::request::{Path, Query};
 use crate::Services;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use berth_api::containers::v1 as capi;
 use berth_api::containers::v1::containers_client::ContainersClient;
@@ -26,7 +26,7 @@ use berth_docker::ps::PsFilters;
 use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{json, Value};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use tonic::transport::Channel;
 
 /// `/containers/…`: this module's routes.
@@ -87,12 +87,9 @@ pub struct CreateQuery {
 /// missing image is Docker's 404, so the CLI pulls it and tries again.
 pub async fn create(
     State(s): State<Services>,
-    q: Result<Query<CreateQuery>, QueryRejection>,
-    body: Result<Bytes, BytesRejection>,
+    Query(q): Query<CreateQuery>,
+    Json(body): Json<Value>,
 ) -> Result<Response, ApiError> {
-    let (Query(q), body) = (q.map_err(bad)?, body.map_err(bad)?);
-    let body: Value = serde_json::from_slice(&body)
-        .map_err(|e| ApiError::bad_parameter(format!("invalid JSON body: {e}")))?;
     let config = berth_docker::create::container_config(&body).map_err(ApiError::bad_parameter)?;
     let warnings = berth_docker::create::create_warnings(&config);
     let image = config.image.clone();
@@ -148,8 +145,7 @@ async fn network_ids(s: &Services) -> BTreeMap<String, String> {
 pub struct ListQuery {
     all: Option<String>,
     limit: Option<i64>,
-    /// Accepted; berth does not size a container's layer here (SizeRw is left out).
-    #[allow(dead_code)]
+    /// SizeRw and SizeRootFs in each entry (Containers.Sizes).
     size: Option<String>,
     filters: Option<String>,
 }
@@ -158,9 +154,8 @@ pub struct ListQuery {
 /// `all`, a status filter or a limit asks for more, as Docker lists them.
 pub async fn list(
     State(s): State<Services>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(bad)?;
     let filters = PsFilters::from_json(q.filters.as_deref().unwrap_or(""))
         .map_err(ApiError::bad_parameter)?;
     let limit = q.limit.unwrap_or(0);
@@ -177,11 +172,35 @@ pub async fn list(
     }
     let ids = network_ids(&s).await;
     let now = chrono::Utc::now().timestamp();
+    let sizes = if truthy(&q.size) && !shown.is_empty() {
+        let ids = shown.iter().map(|c| c.id.clone()).collect();
+        sizes(&s, ids).await?
+    } else {
+        HashMap::new()
+    };
     let entries = shown
         .into_iter()
-        .map(|c| berth_docker::ps::list_entry(c, &ids, now))
+        .map(|c| {
+            let mut entry = berth_docker::ps::list_entry(c, &ids, now);
+            if let Some(size) = sizes.get(&c.id) {
+                berth_docker::ps::add_size(&mut entry, size);
+            }
+            entry
+        })
         .collect();
     Ok(json_body(&Value::Array(entries)).into_response())
+}
+
+/// The sizes of the containers `ids` (full ids), by full id.
+async fn sizes(
+    s: &Services,
+    ids: Vec<String>,
+) -> Result<HashMap<String, capi::ContainerSize>, ApiError> {
+    Ok(containers(s)
+        .sizes(s.req(capi::ContainerSizesRequest { ids }))
+        .await?
+        .into_inner()
+        .sizes)
 }
 
 async fn image_config(s: &Services, name: &str) -> Option<Value> {
@@ -196,18 +215,16 @@ async fn image_config(s: &Services, name: &str) -> Option<Value> {
 
 #[derive(Debug, Deserialize)]
 pub struct InspectQuery {
-    /// Accepted; berth does not size a container's layer here.
-    #[allow(dead_code)]
+    /// SizeRw and SizeRootFs (Containers.Sizes).
     size: Option<String>,
 }
 
 /// `GET /containers/{id}/json`: the JSON of `berth inspect`.
 pub async fn inspect(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<InspectQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<InspectQuery>,
 ) -> Result<Response, ApiError> {
-    let (Path(id), _) = (id.map_err(bad)?, q.map_err(bad)?);
     let c = get(&s, &id).await?;
     let mut image = None;
     for name in [&c.image_id, &c.image] {
@@ -220,7 +237,12 @@ pub async fn inspect(
     } else {
         BTreeMap::new()
     };
-    let j = berth_docker::containers::container_json(&c, image.as_ref(), &ids);
+    let mut j = berth_docker::containers::container_json(&c, image.as_ref(), &ids);
+    if truthy(&q.size) {
+        if let Some(size) = sizes(&s, vec![c.id.clone()]).await?.get(&c.id) {
+            berth_docker::ps::add_size(&mut j, size);
+        }
+    }
     Ok(json_body(&j).into_response())
 }
 
@@ -273,9 +295,8 @@ async fn start_container(s: &Services, c: &capi::Container) -> Result<bool, ApiE
 /// `POST /containers/{id}/start`: 204, or 304 when it runs already.
 pub async fn start(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
+    Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(bad)?;
     let c = get(&s, &id).await?;
     Ok(if start_container(&s, &c).await? {
         no_content()
@@ -322,10 +343,9 @@ async fn stop_container(s: &Services, id: &str, timeout: Option<i32>) -> Result<
 /// `POST /containers/{id}/stop?t=`: 204, or 304 when it does not run.
 pub async fn stop(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<StopQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
 ) -> Result<Response, ApiError> {
-    let (Path(id), Query(q)) = (id.map_err(bad)?, q.map_err(bad)?);
     let timeout = q.timeout()?;
     let c = get(&s, &id).await?;
     if !berth_docker::ps::is_live(&c) {
@@ -338,10 +358,9 @@ pub async fn stop(
 /// `POST /containers/{id}/restart?t=`: stops it if it runs, then starts it; 204.
 pub async fn restart(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<StopQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
 ) -> Result<Response, ApiError> {
-    let (Path(id), Query(q)) = (id.map_err(bad)?, q.map_err(bad)?);
     let timeout = q.timeout()?;
     let c = get(&s, &id).await?;
     if berth_docker::ps::is_live(&c) {
@@ -361,13 +380,14 @@ pub struct KillQuery {
 /// when the container does not run.
 pub async fn kill(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<KillQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<KillQuery>,
 ) -> Result<Response, ApiError> {
-    let (Path(id), Query(q)) = (id.map_err(bad)?, q.map_err(bad)?);
     let signal = match q.signal.as_deref() {
         None | Some("") => 9,
-        Some(sig) => berth_core::signal::parse(sig).map_err(bad)?,
+        Some(sig) => {
+            berth_core::signal::parse(sig).map_err(|e| ApiError::bad_parameter(e.to_string()))?
+        }
     };
     let c = get(&s, &id).await?;
     if !berth_docker::ps::is_live(&c) {
@@ -387,12 +407,7 @@ pub async fn kill(
 }
 
 /// Freezes (`paused`) or thaws a running container's processes: 204.
-async fn set_paused(
-    s: Services,
-    id: Result<Path<String>, PathRejection>,
-    paused: bool,
-) -> Result<Response, ApiError> {
-    let Path(container_id) = id.map_err(bad)?;
+async fn set_paused(s: Services, container_id: String, paused: bool) -> Result<Response, ApiError> {
     if paused {
         let req = s.req(tapi::PauseTaskRequest { container_id });
         tasks(&s).pause(req).await?;
@@ -406,7 +421,7 @@ async fn set_paused(
 /// `POST /containers/{id}/pause`.
 pub async fn pause(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
+    Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     set_paused(s, id, true).await
 }
@@ -414,7 +429,7 @@ pub async fn pause(
 /// `POST /containers/{id}/unpause`.
 pub async fn unpause(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
+    Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
     set_paused(s, id, false).await
 }
@@ -429,10 +444,9 @@ pub struct RemoveQuery {
 /// `DELETE /containers/{id}?force=&v=`: 204; 409 for a running container without force.
 pub async fn remove(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<RemoveQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<RemoveQuery>,
 ) -> Result<Response, ApiError> {
-    let (Path(id), Query(q)) = (id.map_err(bad)?, q.map_err(bad)?);
     if truthy(&q.link) {
         return Err(ApiError::bad_parameter("berth does not support links"));
     }
@@ -448,12 +462,8 @@ pub async fn remove(
 
 /// `POST /containers/prune?filters=`: every container that does not run (those the `until`
 /// and `label` filters keep); `{"ContainersDeleted": […], "SpaceReclaimed": 0}`.
-pub async fn prune(
-    State(s): State<Services>,
-    q: Result<Query<FiltersQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(bad)?;
-    let filters = berth_docker::ps::PruneFilters::from_json(q.filters.as_deref().unwrap_or(""))
+pub async fn prune(State(s): State<Services>, filters: Filters) -> Result<Response, ApiError> {
+    let filters = berth_docker::ps::PruneFilters::from_json(&filters.json)
         .map_err(ApiError::bad_parameter)?;
     let deleted = if filters.is_empty() {
         containers(&s)
@@ -514,10 +524,9 @@ enum Condition {
 /// `{"StatusCode": N, "Error": null}` when the condition holds.
 pub async fn wait(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<WaitQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<WaitQuery>,
 ) -> Result<Response, ApiError> {
-    let (Path(id), Query(q)) = (id.map_err(bad)?, q.map_err(bad)?);
     let condition = match q.condition.as_deref() {
         None | Some("") | Some("not-running") => Condition::NotRunning,
         Some("next-exit") => Condition::NextExit,
@@ -626,7 +635,7 @@ mod tests {
     async fn bad_requests_are_refused_in_dockers_shape() {
         let create = "/v1.41/containers/create";
         for (uri, body, want) in [
-            (create, r#"{"Image":"#, "invalid JSON body"),
+            (create, r#"{"Image":"#, "invalid JSON: "),
             (create, "[]", "must be a JSON object"),
             (
                 create,

@@ -52,12 +52,6 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// A path, query or body axum cannot read (bad UTF-8, a malformed query or JSON, a body over
-/// the limit) as Docker's 400.
-pub fn bad(rejection: impl std::fmt::Display) -> ApiError {
-    ApiError::bad_parameter(rejection.to_string())
-}
-
 /// A JSON body with Docker's content type.
 pub fn json_body(v: &serde_json::Value) -> impl IntoResponse {
     let mut bytes = serde_json::to_vec(v).unwrap_or_default();

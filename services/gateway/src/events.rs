@@ -4,11 +4,11 @@
 //! until the client hangs up.
 
 use crate::error::ApiError;
-use crate::request::{filter_pairs, FiltersQuery};
+use crate::request::filter_pairs;
+use crate::request::Query;
 use crate::Services;
 use axum::body::Body;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use berth_api::events::v1 as eapi;
 use berth_api::events::v1::events_client::EventsClient;
@@ -40,12 +40,9 @@ fn moment(v: Option<&str>, now: &Timestamp) -> Result<Option<Timestamp>, ApiErro
 /// `GET /events`.
 pub async fn events(
     State(s): State<Services>,
-    q: Result<Query<EventsQuery>, QueryRejection>,
+    Query(q): Query<EventsQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(|e| ApiError::bad_parameter(e.to_string()))?;
-    let filters = filter_pairs(Ok(Query(FiltersQuery {
-        filters: q.filters.clone(),
-    })))?;
+    let filters = filter_pairs(q.filters.as_deref().unwrap_or(""))?;
     let now = Timestamp::from(std::time::SystemTime::now());
     let since = moment(q.since.as_deref(), &now)?;
     let until = moment(q.until.as_deref(), &now)?;

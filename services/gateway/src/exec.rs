@@ -6,12 +6,11 @@
 //! here, in [`Execs`], between their create and start and after their exit (for the exit code
 //! `docker exec` reads); bounded, so that no client can grow the gateway's memory without end.
 
-use crate::error::bad;
 use crate::error::{json_body, ApiError};
+use crate::request::{take_json, Json, Path, Query};
 use crate::streams::{container, hijack, is_running, out_bytes, relay, tasks, End, Part, Relay};
 use crate::Services;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use berth_api::tasks::v1 as tapi;
 use berth_docker::DetachKeys;
@@ -45,7 +44,7 @@ pub fn routes() -> axum::Router<Services> {
 /// An exec's body, as Docker's clients send it.
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
-struct ExecConfig {
+pub struct ExecConfig {
     cmd: Vec<String>,
     env: Option<Vec<String>>,
     working_dir: String,
@@ -120,25 +119,12 @@ fn no_such_exec(id: &str) -> ApiError {
     )
 }
 
-/// A JSON body Docker's way: malformed or the wrong shape is a 400.
-fn json_of<T: serde::de::DeserializeOwned + Default>(
-    body: Result<axum::body::Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
-    let body = body.map_err(bad)?;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad_parameter(e.to_string()))
-}
-
 /// `POST /containers/{id}/exec`: 201 `{"Id": …}`; 409 when the container does not run.
 pub async fn create(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    body: Result<axum::body::Bytes, BytesRejection>,
+    Path(id): Path<String>,
+    Json(config): Json<ExecConfig>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(bad)?;
-    let config: ExecConfig = json_of(body)?;
     if config.cmd.is_empty() {
         return Err(ApiError::bad_parameter("No exec command specified"));
     }
@@ -201,17 +187,10 @@ struct StartConfig {
 /// `POST /exec/{id}/start`: runs the exec; hijacked unless `Detach`.
 pub async fn start(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
+    Path(id): Path<String>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(bad)?;
-    let body = axum::body::to_bytes(std::mem::take(req.body_mut()), 1 << 20)
-        .await
-        .map_err(|e| ApiError::bad_parameter(e.to_string()));
-    let start: StartConfig = match body {
-        Ok(b) => json_of(Ok(b))?,
-        Err(e) => return Err(e),
-    };
+    let start: StartConfig = take_json(&mut req).await?;
     let (container_id, config) = s
         .local
         .execs
@@ -246,37 +225,7 @@ pub async fn start(
         .await;
     let requests = tokio_stream::wrappers::ReceiverStream::new(rx);
     if start.detach {
-        // Refusals are answers here; its pid says it runs; the exit code is kept when the
-        // stream ends.
-        let mut output = match tasks(&s).exec(s.req(requests)).await {
-            Ok(o) => o.into_inner(),
-            Err(e) => {
-                finish(&s, &id, None);
-                return Err(e.into());
-            }
-        };
-        s.local.execs.update(&id, |e| {
-            e.running = true;
-            e.input = Some(tx.clone());
-        });
-        while let Some(Ok(m)) = output.next().await {
-            if let Some(tapi::exec_response::Item::Pid(pid)) = m.item {
-                s.local.execs.update(&id, |e| e.pid = pid);
-                break;
-            }
-        }
-        let s = s.clone();
-        tokio::spawn(async move {
-            let mut code = None;
-            while let Some(Ok(m)) = output.next().await {
-                if let Some(tapi::exec_response::Item::Exit(x)) = m.item {
-                    code = Some(x.exit_code);
-                }
-            }
-            drop(tx);
-            finish(&s, &id, code);
-        });
-        return Ok(StatusCode::OK.into_response());
+        return start_detached(&s, id, requests, tx).await;
     }
     let relay_opts = Relay {
         tty,
@@ -328,6 +277,45 @@ pub async fn start(
     }))
 }
 
+/// A detached exec's start: 200 once its process runs. Refusals are answers here; its pid
+/// says it runs; the exit code is kept when the stream ends.
+async fn start_detached(
+    s: &Services,
+    id: String,
+    requests: tokio_stream::wrappers::ReceiverStream<tapi::ExecRequest>,
+    tx: mpsc::Sender<tapi::ExecRequest>,
+) -> Result<Response, ApiError> {
+    let mut output = match tasks(s).exec(s.req(requests)).await {
+        Ok(o) => o.into_inner(),
+        Err(e) => {
+            finish(s, &id, None);
+            return Err(e.into());
+        }
+    };
+    s.local.execs.update(&id, |e| {
+        e.running = true;
+        e.input = Some(tx.clone());
+    });
+    while let Some(Ok(m)) = output.next().await {
+        if let Some(tapi::exec_response::Item::Pid(pid)) = m.item {
+            s.local.execs.update(&id, |e| e.pid = pid);
+            break;
+        }
+    }
+    let s = s.clone();
+    tokio::spawn(async move {
+        let mut code = None;
+        while let Some(Ok(m)) = output.next().await {
+            if let Some(tapi::exec_response::Item::Exit(x)) = m.item {
+                code = Some(x.exit_code);
+            }
+        }
+        drop(tx);
+        finish(&s, &id, code);
+    });
+    Ok(StatusCode::OK.into_response())
+}
+
 /// The exec is over: no longer running, with its exit code when known.
 fn finish(s: &Services, id: &str, code: Option<i32>) {
     s.local.execs.update(id, |e| {
@@ -341,10 +329,9 @@ fn finish(s: &Services, id: &str, code: Option<i32>) {
 /// `POST /exec/{id}/resize?h=&w=`: the exec's TTY size.
 pub async fn resize(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<crate::streams::ResizeQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<crate::streams::ResizeQuery>,
 ) -> Result<Response, ApiError> {
-    let (Path(id), Query(q)) = (id.map_err(bad)?, q.map_err(bad)?);
     let (width, height) = q.size()?;
     let (container_id, input) = s
         .local
@@ -373,9 +360,8 @@ pub async fn resize(
 /// `GET /exec/{id}/json`.
 pub async fn inspect(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
+    Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = id.map_err(bad)?;
     let v = s
         .local
         .execs

@@ -3,12 +3,12 @@
 //! slashes (`registry:5000/team/app:1.0`), so `/images/{name}/…` is matched by its last
 //! segment, as Docker's router does.
 
-use crate::error::{bad, json_body, ApiError};
-use crate::request::FiltersQuery;
-use crate::truthy;
+use crate::error::{json_body, ApiError};
+use crate::request::truthy;
+use crate::request::Filters;
+use crate::request::{Path, Query};
 use crate::Services;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use berth_api::images::v1 as api;
 use berth_api::images::v1::images_client::ImagesClient;
@@ -46,9 +46,8 @@ pub struct ListQuery {
 /// filter: berth-docker applies Docker's rules to its answer); any other filter is a 400.
 pub async fn list(
     State(s): State<Services>,
-    q: Result<Query<ListQuery>, QueryRejection>,
+    Query(q): Query<ListQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(bad)?;
     let filters = berth_docker::ImageFilters::parse(q.filters.as_deref().unwrap_or(""))
         .map_err(ApiError::bad_parameter)?;
     let list = images(&s)
@@ -68,9 +67,8 @@ pub async fn list(
 /// `GET /images/{name}/json`, `GET /images/{name}/history` and `GET /images/{name}/get`.
 pub async fn get_one(
     State(s): State<Services>,
-    rest: Result<Path<String>, PathRejection>,
+    Path(rest): Path<String>,
 ) -> Result<Response, ApiError> {
-    let Path(rest) = rest.map_err(bad)?;
     if let Some(name) = rest.strip_suffix("/json") {
         let r = images(&s)
             .inspect(s.req(api::InspectImageRequest { name: name.into() }))
@@ -102,10 +100,9 @@ pub struct TagQuery {
 pub async fn post(
     State(s): State<Services>,
     headers: http::HeaderMap,
-    rest: Result<Path<String>, PathRejection>,
-    q: Result<Query<TagQuery>, QueryRejection>,
+    Path(rest): Path<String>,
+    Query(q): Query<TagQuery>,
 ) -> Result<Response, ApiError> {
-    let (Path(rest), Query(q)) = (rest.map_err(bad)?, q.map_err(bad)?);
     if let Some(name) = rest.strip_suffix("/push") {
         return crate::push::push(s, &headers, name, q.tag.as_deref().unwrap_or("")).await;
     }
@@ -142,10 +139,9 @@ pub struct DeleteQuery {
 /// `DELETE /images/{name}?force=&noprune=`: `[{"Untagged": …}, {"Deleted": …}]`.
 pub async fn delete(
     State(s): State<Services>,
-    name: Result<Path<String>, PathRejection>,
-    q: Result<Query<DeleteQuery>, QueryRejection>,
+    Path(name): Path<String>,
+    Query(q): Query<DeleteQuery>,
 ) -> Result<Response, ApiError> {
-    let (Path(name), Query(q)) = (name.map_err(bad)?, q.map_err(bad)?);
     let r = images(&s)
         .delete(s.req(api::DeleteImageRequest {
             name,
@@ -158,13 +154,9 @@ pub async fn delete(
 
 /// `POST /images/prune?filters=`: dangling images, or (`dangling=false`) every image no
 /// container uses.
-pub async fn prune(
-    State(s): State<Services>,
-    q: Result<Query<FiltersQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(bad)?;
-    let filters = berth_docker::ImageFilters::parse(q.filters.as_deref().unwrap_or(""))
-        .map_err(ApiError::bad_parameter)?;
+pub async fn prune(State(s): State<Services>, filters: Filters) -> Result<Response, ApiError> {
+    let filters =
+        berth_docker::ImageFilters::parse(&filters.json).map_err(ApiError::bad_parameter)?;
     if !filters.reference.is_empty() {
         return Err(ApiError::bad_parameter("invalid filter 'reference'"));
     }

@@ -38,7 +38,6 @@ mod logs;
 mod networks;
 mod pull;
 mod push;
-mod query;
 mod request;
 mod state;
 mod stream;
@@ -98,11 +97,6 @@ impl Services {
     fn req<T>(&self, m: T) -> tonic::Request<T> {
         berth_core::grpc::request(NAMESPACE, m)
     }
-}
-
-/// Docker's truthy query values ("1", "true", "True").
-pub(crate) fn truthy(v: &Option<String>) -> bool {
-    matches!(v.as_deref(), Some("1" | "true" | "True" | "TRUE"))
 }
 
 /// The Docker Engine API served from `services`: every area's routes (each module's

@@ -3,13 +3,12 @@
 //! reads them (berth-docker's [`berth_docker::parse_tail`], [`berth_docker::LogWindow`],
 //! [`berth_docker::timestamped`], shared with `berth logs`).
 
-use crate::error::bad;
 use crate::error::ApiError;
+use crate::request::truthy;
+use crate::request::{Path, Query};
 use crate::streams::{container, tasks};
-use crate::truthy;
 use crate::Services;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use berth_api::tasks::v1 as tapi;
 use berth_docker::LogWindow;
@@ -73,10 +72,9 @@ impl Shown {
 /// `GET /containers/{id}/logs?follow=&stdout=&stderr=&since=&until=&timestamps=&tail=`.
 pub async fn logs(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<LogsQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<LogsQuery>,
 ) -> Result<Response, ApiError> {
-    let (Path(id), Query(q)) = (id.map_err(bad)?, q.map_err(bad)?);
     let (stdout, stderr) = (truthy(&q.stdout), truthy(&q.stderr));
     if !stdout && !stderr {
         return Err(ApiError::bad_parameter(

@@ -3,11 +3,10 @@
 //! berth-docker, as the CLI's `network inspect` does.
 
 use crate::error::{json_body, ApiError};
-use crate::request::{filter_pairs, json_request, path, read_body, FiltersQuery};
+use crate::request::Path;
+use crate::request::{Filters, Json};
 use crate::Services;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use berth_api::networks::v1 as napi;
 use berth_api::networks::v1::networks_client::NetworksClient;
@@ -36,11 +35,8 @@ fn networks(s: &Services) -> NetworksClient<Channel> {
 
 /// `GET /networks?filters=`: every network as `inspect` shows it (`dangling` asks each
 /// network for its containers).
-pub async fn list(
-    State(s): State<Services>,
-    q: Result<Query<FiltersQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let filters = filter_pairs(q)?;
+pub async fn list(State(s): State<Services>, filters: Filters) -> Result<Response, ApiError> {
+    let filters = filters.pairs()?;
     let keep = dn::network_filter(&filters).map_err(ApiError::bad_parameter)?;
     let mut list = networks(&s)
         .list(s.req(napi::ListNetworksRequest {}))
@@ -67,9 +63,8 @@ pub async fn list(
 /// `GET /networks/{id}`.
 pub async fn inspect(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
+    Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let name = path(id)?;
     let n = networks(&s)
         .get(s.req(napi::GetNetworkRequest { name }))
         .await?
@@ -167,9 +162,9 @@ fn create_request(b: CreateBody) -> Result<napi::CreateNetworkRequest, String> {
 /// `POST /networks/create`: 201 `{"Id": …, "Warning": ""}`; a name in use is a 409.
 pub async fn create(
     State(s): State<Services>,
-    body: Result<Bytes, BytesRejection>,
+    Json(body): Json<CreateBody>,
 ) -> Result<Response, ApiError> {
-    let req = create_request(json_request(&read_body(body)?)?).map_err(ApiError::bad_parameter)?;
+    let req = create_request(body).map_err(ApiError::bad_parameter)?;
     let n = networks(&s).create(s.req(req)).await?.into_inner();
     let body = json!({"Id": n.id, "Warning": ""});
     Ok((StatusCode::CREATED, json_body(&body)).into_response())
@@ -178,9 +173,8 @@ pub async fn create(
 /// `DELETE /networks/{id}`: 204; a built-in network is a 403, one in use a 409.
 pub async fn remove(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
+    Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let name = path(id)?;
     let n = networks(&s)
         .get(s.req(napi::GetNetworkRequest { name: name.clone() }))
         .await?
@@ -199,11 +193,8 @@ pub async fn remove(
 
 /// `POST /networks/prune`: `{"NetworksDeleted": […]}`. Networks.Prune takes no filters, so
 /// any is a 400.
-pub async fn prune(
-    State(s): State<Services>,
-    q: Result<Query<FiltersQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    if let Some(f) = filter_pairs(q)?.first() {
+pub async fn prune(State(s): State<Services>, filters: Filters) -> Result<Response, ApiError> {
+    if let Some(f) = filters.pairs()?.first() {
         return Err(ApiError::bad_parameter(format!(
             "network prune filter {f:?} is not supported"
         )));
@@ -232,11 +223,9 @@ pub struct ConnectBody {
 /// `POST /networks/{id}/connect` (Container, EndpointConfig.Aliases): 200.
 pub async fn connect(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    Path(network): Path<String>,
+    Json(b): Json<ConnectBody>,
 ) -> Result<Response, ApiError> {
-    let network = path(id)?;
-    let b: ConnectBody = json_request(&read_body(body)?)?;
     if b.container.is_empty() {
         return Err(ApiError::bad_parameter("a container is required"));
     }
@@ -257,11 +246,9 @@ pub async fn connect(
 /// `POST /networks/{id}/disconnect` (Container, Force): 200.
 pub async fn disconnect(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    body: Result<Bytes, BytesRejection>,
+    Path(network): Path<String>,
+    Json(b): Json<ConnectBody>,
 ) -> Result<Response, ApiError> {
-    let network = path(id)?;
-    let b: ConnectBody = json_request(&read_body(body)?)?;
     if b.container.is_empty() {
         return Err(ApiError::bad_parameter("a container is required"));
     }
@@ -280,7 +267,7 @@ mod tests {
     use super::*;
 
     fn body(j: &str) -> CreateBody {
-        json_request(&Bytes::from(j.to_string())).unwrap()
+        serde_json::from_str(j).unwrap()
     }
 
     #[test]
@@ -308,7 +295,7 @@ mod tests {
         ] {
             assert!(create_request(body(bad)).is_err(), "{bad}");
         }
-        assert!(json_request::<CreateBody>(&Bytes::from_static(b"{nope")).is_err());
-        assert!(json_request::<CreateBody>(&Bytes::from_static(b"{\"Name\":5}")).is_err());
+        assert!(crate::request::json::<CreateBody>(b"{nope").is_err());
+        assert!(crate::request::json::<CreateBody>(b"{\"Name\":5}").is_err());
     }
 }

@@ -3,13 +3,12 @@
 //! the image was new.
 
 use crate::auth::registry_auth;
-use crate::error::bad;
 use crate::error::ApiError;
 use crate::images::images;
+use crate::request::Query;
 use crate::stream::{json_lines, Lines};
 use crate::Services;
-use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::response::Response;
 use berth_api::images::v1 as api;
 use berth_core::Reference;
@@ -41,9 +40,8 @@ pub fn pull_reference(from_image: &str, tag: &str) -> Result<Reference, ApiError
 pub async fn create(
     State(s): State<Services>,
     headers: HeaderMap,
-    q: Result<Query<CreateQuery>, QueryRejection>,
+    Query(q): Query<CreateQuery>,
 ) -> Result<Response, ApiError> {
-    let Query(q) = q.map_err(bad)?;
     if q.from_src.is_some() {
         return Err(ApiError::bad_parameter(
             "importing an image with fromSrc (docker import) is not supported by berth's gateway",

@@ -8,12 +8,11 @@
 //! half-closes, the detach keys on a TTY) and the output back: raw with a TTY, else in
 //! Docker's multiplexed frames (berth-docker's [`berth_docker::frame`]).
 
-use crate::error::bad;
 use crate::error::ApiError;
-use crate::truthy;
+use crate::request::truthy;
+use crate::request::{Path, Query};
 use crate::Services;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::response::{IntoResponse, Response};
 use berth_api::containers::v1::{self as capi, containers_client::ContainersClient};
 use berth_api::tasks::v1::{self as tapi, tasks_client::TasksClient};
@@ -317,11 +316,10 @@ pub struct AttachQuery {
 /// before its start (`docker run` attaches, then starts) or while it runs.
 pub async fn attach(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<AttachQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<AttachQuery>,
     mut req: Request,
 ) -> Result<Response, ApiError> {
-    let (Path(id), Query(q)) = (id.map_err(bad)?, q.map_err(bad)?);
     let c = container(&s, &id).await?;
     let detach_keys = DetachKeys::parse_or_default(q.detach_keys.as_deref()).map_err(|_| {
         ApiError::bad_parameter(format!(
@@ -477,10 +475,9 @@ impl ResizeQuery {
 /// `POST /containers/{id}/resize?h=&w=`: the TTY's size.
 pub async fn resize(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<ResizeQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<ResizeQuery>,
 ) -> Result<Response, ApiError> {
-    let (Path(id), Query(q)) = (id.map_err(bad)?, q.map_err(bad)?);
     let (width, height) = q.size()?;
     let c = container(&s, &id).await?;
     tasks(&s)

@@ -4,11 +4,10 @@
 //! runtime); berth-docker shapes both as Docker does.
 
 use crate::error::{json_body, ApiError};
-use crate::request::path;
+use crate::request::{Path, Query};
 use crate::Services;
 use axum::body::Body;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use berth_api::containers::v1::{containers_client::ContainersClient, GetContainerRequest};
 use berth_api::tasks::v1 as tapi;
@@ -45,11 +44,10 @@ pub struct TopQuery {
 /// its processes.
 pub async fn top(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<TopQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<TopQuery>,
 ) -> Result<Response, ApiError> {
-    let (id, name) = container(&s, path(id)?).await?;
-    let Query(q) = q.map_err(|e| ApiError::bad_parameter(e.to_string()))?;
+    let (id, name) = container(&s, id).await?;
     let ps_args = q.ps_args.unwrap_or_default();
     tracing::debug!(container = %name, %ps_args, "top");
     let answer = TasksClient::new(s.runtime.clone())
@@ -105,11 +103,10 @@ fn flag(v: &Option<String>, default: bool) -> bool {
 /// `one-shot`).
 pub async fn stats(
     State(s): State<Services>,
-    id: Result<Path<String>, PathRejection>,
-    q: Result<Query<StatsQuery>, QueryRejection>,
+    Path(id): Path<String>,
+    Query(q): Query<StatsQuery>,
 ) -> Result<Response, ApiError> {
-    let (id, name) = container(&s, path(id)?).await?;
-    let Query(q) = q.map_err(|e| ApiError::bad_parameter(e.to_string()))?;
+    let (id, name) = container(&s, id).await?;
     let (stream, one_shot) = (flag(&q.stream, true), flag(&q.one_shot, false));
     if !stream {
         let first = sample(&s, &id).await;

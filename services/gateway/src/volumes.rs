@@ -3,11 +3,10 @@
 //! `volume inspect` does.
 
 use crate::error::{json_body, ApiError};
-use crate::request::{filter_pairs, json_request, path, read_body, FiltersQuery};
+use crate::request::{Filters, Json};
+use crate::request::{Path, Query};
 use crate::Services;
-use axum::body::Bytes;
-use axum::extract::rejection::{BytesRejection, PathRejection, QueryRejection};
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use berth_api::volumes::v1 as vapi;
 use berth_api::volumes::v1::volumes_client::VolumesClient;
@@ -33,11 +32,8 @@ fn volumes(s: &Services) -> VolumesClient<Channel> {
 }
 
 /// `GET /volumes?filters=`: `{"Volumes": […], "Warnings": []}`.
-pub async fn list(
-    State(s): State<Services>,
-    q: Result<Query<FiltersQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let keep = dv::volume_filter(&filter_pairs(q)?).map_err(ApiError::bad_parameter)?;
+pub async fn list(State(s): State<Services>, filters: Filters) -> Result<Response, ApiError> {
+    let keep = dv::volume_filter(&filters.pairs()?).map_err(ApiError::bad_parameter)?;
     let mut list = volumes(&s)
         .list(s.req(vapi::ListVolumesRequest { usage: false }))
         .await?
@@ -55,9 +51,8 @@ pub async fn list(
 /// `GET /volumes/{name}`.
 pub async fn inspect(
     State(s): State<Services>,
-    name: Result<Path<String>, PathRejection>,
+    Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
-    let name = path(name)?;
     let v = volumes(&s)
         .get(s.req(vapi::GetVolumeRequest { name }))
         .await?
@@ -78,9 +73,8 @@ pub struct CreateBody {
 /// with the volume; driver options berth has none of are a 400.
 pub async fn create(
     State(s): State<Services>,
-    body: Result<Bytes, BytesRejection>,
+    Json(b): Json<CreateBody>,
 ) -> Result<Response, ApiError> {
-    let b: CreateBody = json_request(&read_body(body)?)?;
     if !matches!(b.driver.as_str(), "" | "local") {
         return Err(ApiError::bad_parameter(format!(
             "volume driver {:?} is not supported: use local",
@@ -110,11 +104,9 @@ pub struct RemoveQuery {
 /// `DELETE /volumes/{name}?force=`: 204; one in use is a 409.
 pub async fn remove(
     State(s): State<Services>,
-    name: Result<Path<String>, PathRejection>,
-    q: Result<Query<RemoveQuery>, QueryRejection>,
+    Path(name): Path<String>,
+    Query(q): Query<RemoveQuery>,
 ) -> Result<Response, ApiError> {
-    let name = path(name)?;
-    let Query(q) = q.map_err(|e| ApiError::bad_parameter(e.to_string()))?;
     let force = matches!(q.force.as_deref(), Some("1" | "true" | "True"));
     volumes(&s)
         .remove(s.req(vapi::RemoveVolumeRequest { name, force }))
@@ -124,11 +116,8 @@ pub async fn remove(
 
 /// `POST /volumes/prune?filters=`: API 1.41's prune removes every unused volume, named or
 /// anonymous (the `label` filters narrow it); `{"VolumesDeleted": […], "SpaceReclaimed": N}`.
-pub async fn prune(
-    State(s): State<Services>,
-    q: Result<Query<FiltersQuery>, QueryRejection>,
-) -> Result<Response, ApiError> {
-    let filters = filter_pairs(q)?;
+pub async fn prune(State(s): State<Services>, filters: Filters) -> Result<Response, ApiError> {
+    let filters = filters.pairs()?;
     let r = volumes(&s)
         .prune(s.req(vapi::PruneVolumesRequest { all: true, filters }))
         .await?

@@ -13,7 +13,9 @@ use crate::metadata::Store;
 use crate::network::Networks;
 use crate::spec::{self, ImageConfig};
 use crate::volumes::{Bind, Tmpfs, Volumes};
-use berth_api::containers::v1::{Container, ContainerConfig, ContainerState, MountPoint};
+use berth_api::containers::v1::{
+    Container, ContainerConfig, ContainerSize, ContainerState, MountPoint,
+};
 use berth_api::images::v1::images_client::ImagesClient;
 use berth_api::images::v1::{InspectImageRequest, InspectImageResponse};
 use berth_api::snapshots::v1::snapshots_client::SnapshotsClient;
@@ -546,6 +548,39 @@ impl Containers {
         self.events
             .publish_container(ns, &c.id, "rename", &[("oldName", format!("/{}", c.name))]);
         Ok(())
+    }
+
+    /// Docker's sizes of `c`: its writable layer as the snapshot service measures it, and
+    /// that plus its image's unpacked size (the writable layer alone when the image is gone).
+    pub(crate) async fn size(&self, ns: &str, c: &Container) -> Result<ContainerSize> {
+        let rw = if c.snapshot_key.is_empty() {
+            0
+        } else {
+            let key = SnapshotKey {
+                snapshotter: c.snapshotter.clone(),
+                key: c.snapshot_key.clone(),
+            };
+            match self.snapshots.clone().usage(request(ns, key)).await {
+                Ok(u) => u.into_inner().size,
+                // Removed under it (a container being deleted): nothing to count.
+                Err(s) if s.code() == Code::NotFound => 0,
+                Err(s) => return Err(Error::service("snapshots", s)),
+            }
+        };
+        let image = if c.image_id.is_empty() {
+            &c.image
+        } else {
+            &c.image_id
+        };
+        let image_size = match self.inspect_image(ns, image).await {
+            Ok(i) => i.summary.map_or(0, |s| s.size),
+            Err(Error::NoSuchImage(_)) => 0,
+            Err(e) => return Err(e),
+        };
+        Ok(ContainerSize {
+            rw,
+            root_fs: rw + image_size,
+        })
     }
 
     /// A container as Get and List show it: its state (`created` for an old record) and log

@@ -8,11 +8,12 @@ use crate::tasks::Tasks;
 use berth_api::containers::v1::containers_server::Containers;
 use berth_api::containers::v1::{
     ArchivePathRequest, ArchivePutRequest, ArchivePutResponse, ContainerChangesRequest,
-    ContainerChangesResponse, CreateContainerRequest, CreateContainerResponse,
-    DeleteContainerRequest, DeleteContainerResponse, ExportContainerRequest, GetContainerRequest,
-    GetContainerResponse, ListContainersRequest, ListContainersResponse, PathStat,
-    PruneContainersRequest, PruneContainersResponse, RenameContainerRequest,
-    RenameContainerResponse, UpdateContainerRequest, UpdateContainerResponse,
+    ContainerChangesResponse, ContainerSizesRequest, ContainerSizesResponse,
+    CreateContainerRequest, CreateContainerResponse, DeleteContainerRequest,
+    DeleteContainerResponse, ExportContainerRequest, GetContainerRequest, GetContainerResponse,
+    ListContainersRequest, ListContainersResponse, PathStat, PruneContainersRequest,
+    PruneContainersResponse, RenameContainerRequest, RenameContainerResponse,
+    UpdateContainerRequest, UpdateContainerResponse,
 };
 use berth_api::types::v1::{NamespaceUsageRequest, NamespaceUsageResponse};
 use berth_core::grpc::namespace;
@@ -77,6 +78,27 @@ impl Containers for ContainersService {
             .map(|c| self.containers.presented(&ns, c))
             .collect();
         Ok(Response::new(ListContainersResponse { containers }))
+    }
+
+    async fn sizes(
+        &self,
+        req: Request<ContainerSizesRequest>,
+    ) -> Result<Response<ContainerSizesResponse>, Status> {
+        let ns = namespace(&req)?;
+        let store = self.containers.store();
+        let containers = match req.get_ref().ids.as_slice() {
+            [] => store.list(&ns)?,
+            ids => ids
+                .iter()
+                .map(|id| store.resolve(&ns, id))
+                .collect::<Result<_, _>>()?,
+        };
+        let mut sizes = std::collections::HashMap::new();
+        for c in containers {
+            let size = self.containers.size(&ns, &c).await?;
+            sizes.insert(c.id, size);
+        }
+        Ok(Response::new(ContainerSizesResponse { sizes }))
     }
 
     async fn delete(

@@ -128,10 +128,12 @@ pub async fn archive_stat(
     ns: &str,
     r: api::ArchivePathRequest,
 ) -> Result<api::PathStat, Status> {
-    let open = tasks.container_root(ns, &r.id, false).await?;
-    let path = absolute(&r.path);
+    let asked = absolute(&r.path);
+    let (open, path) = tasks.path_root(ns, &r.id, &asked, false).await?;
     tokio::task::spawn_blocking(move || {
-        archive::stat(&open.root.fd, &path).map_err(|e| path_error(e, &path, &r.id))
+        archive::stat(&open.root.fd, &path)
+            .map(|s| as_asked(s, &asked))
+            .map_err(|e| path_error(e, &asked, &r.id))
     })
     .await
     .map_err(|e| Status::internal(e.to_string()))?
@@ -143,10 +145,12 @@ pub async fn archive_get(
     ns: &str,
     r: api::ArchivePathRequest,
 ) -> Result<ChunkStream, Status> {
-    let open = tasks.container_root(ns, &r.id, false).await?;
-    let path = absolute(&r.path);
+    let asked = absolute(&r.path);
+    let (open, path) = tasks.path_root(ns, &r.id, &asked, false).await?;
     let (open, stat) = tokio::task::spawn_blocking(move || {
-        let s = archive::stat(&open.root.fd, &path).map_err(|e| path_error(e, &path, &r.id));
+        let s = archive::stat(&open.root.fd, &path)
+            .map(|s| as_asked(s, &asked))
+            .map_err(|e| path_error(e, &asked, &r.id));
         (open, s.map(|s| (s, path)))
     })
     .await
@@ -221,6 +225,16 @@ pub async fn archive_put(
     feed.abort();
     result.map_err(Status::from)?;
     Ok(api::ArchivePutResponse {})
+}
+
+/// A stat of a path reached inside a mount's source, named as the path asked for (the mount
+/// point itself is `/` in its source, but `data` to the client).
+fn as_asked(mut stat: PathStat, asked: &str) -> PathStat {
+    let base = asked.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+    if !base.is_empty() && base != "." && base != ".." {
+        stat.name = base.to_string();
+    }
+    stat
 }
 
 fn absolute(path: &str) -> String {

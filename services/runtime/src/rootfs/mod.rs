@@ -147,6 +147,19 @@ impl Root {
     }
 }
 
+impl Root {
+    /// A folder of the host that a stopped container mounts (a volume's or a bind's source),
+    /// for paths under its mount point: resolved inside it, as a rootfs is.
+    pub fn of_dir(dir: &Path) -> io::Result<Root> {
+        let fd = nix::fcntl::open(
+            dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        Ok(Root { fd, _mount: None })
+    }
+}
+
 /// A container path made relative to its root, cleaned: `/a/./b/` → `a/b`. `..` is kept
 /// (resolution in the root stops it at `/`).
 pub fn relative(path: &str) -> PathBuf {
