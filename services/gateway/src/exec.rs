@@ -299,7 +299,9 @@ pub async fn start(
             Err(e) => {
                 let code = berth_core::grpc::exit_code_of(&e).unwrap_or(126);
                 let message = format!("{}\r\n", ApiError::from(e).message).into_bytes();
-                let _ = client.write_all(&out_bytes(tty, berth_docker::STDOUT, message)).await;
+                let _ = client
+                    .write_all(&out_bytes(tty, berth_docker::STDOUT, message))
+                    .await;
                 let _ = client.shutdown().await;
                 finish(&s2, &id, Some(code));
                 return;
