@@ -153,8 +153,7 @@ impl Connections {
             self.store
                 .update(ns, &c.id, |c| c.networks.push(n.name.clone()))?;
         }
-        self.events
-            .publish_network(ns, &n, "connect", Some(&c.id));
+        self.events.publish_network(ns, &n, "connect", Some(&c.id));
         Ok(())
     }
 

@@ -52,7 +52,13 @@ impl Events {
     /// network `n`, its name and driver (`type`) as attributes, and for the last two the
     /// container's id.
     pub fn publish_network(&self, ns: &str, n: &Network, action: &str, container: Option<&str>) {
-        self.publish(ns, "network", action, &n.id, network_attributes(n, container));
+        self.publish(
+            ns,
+            "network",
+            action,
+            &n.id,
+            network_attributes(n, container),
+        );
     }
 }
 
