@@ -335,3 +335,108 @@ fn the_classic_builder_says_what_docker_says_and_builder_prune_empties_its_cache
     let ls = g.d.ok(&["images"]);
     assert!(ls.contains("steps"), "{ls}");
 }
+
+#[test]
+fn docker_import_makes_a_one_layer_image_of_a_rootfs_tarball() {
+    let g = or_skip!(gateway());
+    let dir = berth_integration::TempDir::new("berth-it-gwmore-import");
+    let rootfs = dir.path().join("rootfs");
+    std::fs::create_dir_all(rootfs.join("bin")).unwrap();
+    std::fs::write(rootfs.join("file"), "imported\n").unwrap();
+    // busybox's binary, so the image can run something.
+    let export = dir.path().join("busybox.tar");
+    let cid = g.d.ok(&["create", "busybox"]).trim().to_string();
+    g.d.ok(&["export", "-o", export.to_str().unwrap(), &cid]);
+    g.d.ok(&["rm", &cid]);
+    let status = Command::new("tar")
+        .args([
+            "-C",
+            rootfs.to_str().unwrap(),
+            "-xf",
+            export.to_str().unwrap(),
+            "bin/busybox",
+            "bin/sh",
+            "bin/cat",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let tarball = dir.path().join("rootfs.tar");
+    let status = Command::new("tar")
+        .args([
+            "-C",
+            rootfs.to_str().unwrap(),
+            "-cf",
+            tarball.to_str().unwrap(),
+            ".",
+        ])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let gz = dir.path().join("rootfs.tar.gz");
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg(format!("gzip -c {} > {}", tarball.display(), gz.display()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let tar_bytes = std::fs::read(&tarball).unwrap();
+    for (i, cli) in or_skip!(docker_clis()).iter().enumerate() {
+        // From stdin, with changes and a message.
+        let name = format!("imp{i}:1");
+        let mut import = g.command(cli);
+        import.args([
+            "import",
+            "--change",
+            "ENV GREETING=hi",
+            "--change",
+            "WORKDIR /bin",
+            "-m",
+            "from a test",
+            "-",
+            &name,
+        ]);
+        let (out, ok) = piped(import, &tar_bytes);
+        assert!(ok && out.trim().starts_with("sha256:"), "{out}");
+        let file = g.ok(cli, &["run", "--rm", &name, "cat", "/file"]);
+        assert_eq!(file, "imported\n");
+        let env = g.ok(
+            cli,
+            &["run", "--rm", &name, "sh", "-c", "echo $GREETING $PWD"],
+        );
+        assert_eq!(env.trim(), "hi /bin");
+        let history = g.ok(cli, &["history", "--format", "{{.Comment}}", &name]);
+        assert_eq!(history.trim(), "from a test");
+        // A gzip file by name.
+        let gz_name = format!("impgz{i}:1");
+        g.ok(cli, &["import", gz.to_str().unwrap(), &gz_name]);
+        let file = g.ok(cli, &["run", "--rm", &gz_name, "cat", "/file"]);
+        assert_eq!(file, "imported\n");
+        // A URL is refused.
+        let err = g.fails(
+            cli,
+            &["import", "http://127.0.0.1:1/rootfs.tar", "impurl:1"],
+        );
+        assert!(err.contains("berth does not import from URLs"), "{err}");
+    }
+    // A hostile entry is refused and makes no image.
+    let hostile = dir.path().join("hostile.tar");
+    {
+        let f = std::fs::File::create(&hostile).unwrap();
+        let mut b = tar::Builder::new(f);
+        let mut h = tar::Header::new_gnu();
+        h.set_size(3);
+        h.set_mode(0o644);
+        h.set_entry_type(tar::EntryType::Regular);
+        let name = b"../escape";
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_cksum();
+        b.append(&h, &b"bad"[..]).unwrap();
+        b.finish().unwrap();
+    }
+    let docker = Path::new(berth_integration::gateway::DEBIAN_DOCKER);
+    let err = g.fails(docker, &["import", hostile.to_str().unwrap(), "hostile:1"]);
+    assert!(!err.is_empty());
+    let ls = g.d.ok(&["images"]);
+    assert!(!ls.contains("hostile"), "{ls}");
+}

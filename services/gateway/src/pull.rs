@@ -1,4 +1,4 @@
-//! `POST /images/create` (`docker pull`): the image service's Pull, streamed as Docker's JSON
+//! `POST /images/create` (`docker pull`; `docker import` is [`crate::import`]): the image service's Pull, streamed as Docker's JSON
 //! progress (berth-docker words every line), ending with the manifest's digest and whether
 //! the image was new.
 
@@ -8,8 +8,9 @@ use crate::error::ApiError;
 use crate::images::images;
 use crate::stream::{json_lines, Lines};
 use crate::Services;
+use axum::body::Body;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Query, RawQuery, State};
 use axum::response::Response;
 use berth_api::images::v1 as api;
 use berth_core::Reference;
@@ -38,16 +39,18 @@ pub fn pull_reference(from_image: &str, tag: &str) -> Result<Reference, ApiError
 }
 
 /// `POST /images/create?fromImage=&tag=&platform=`.
+/// With `fromSrc` it is `docker import` instead ([`crate::import`]).
 pub async fn create(
     State(s): State<Services>,
     headers: HeaderMap,
     q: Result<Query<CreateQuery>, QueryRejection>,
+    RawQuery(raw): RawQuery,
+    body: Body,
 ) -> Result<Response, ApiError> {
     let Query(q) = q.map_err(bad)?;
     if q.from_src.is_some() {
-        return Err(ApiError::bad_parameter(
-            "importing an image with fromSrc (docker import) is not supported by berth's gateway",
-        ));
+        let params = crate::query::Params::parse(raw.as_deref());
+        return crate::import::import(s, params, body).await;
     }
     let from = q.from_image.unwrap_or_default();
     if from.is_empty() {
