@@ -419,6 +419,22 @@ fn docker_import_makes_a_one_layer_image_of_a_rootfs_tarball() {
         );
         assert!(err.contains("berth does not import from URLs"), "{err}");
     }
+    // berth import: the same, from a file and from standard input.
+    let id = g.d.ok(&[
+        "import",
+        "-c",
+        "CMD [\"cat\", \"/file\"]",
+        gz.to_str().unwrap(),
+        "bimp:1",
+    ]);
+    assert!(id.trim().starts_with("sha256:"), "{id}");
+    assert_eq!(g.d.ok(&["run", "--rm", "bimp:1"]), "imported\n");
+    let mut stdin_import = g.d.cmd();
+    stdin_import.args(["import", "-", "bimp:2"]);
+    let (out, ok) = piped(stdin_import, &tar_bytes);
+    assert!(ok && out.trim().starts_with("sha256:"), "{out}");
+    let history = g.d.ok(&["history", "--format", "{{.Comment}}", "bimp:2"]);
+    assert_eq!(history.trim(), "Imported from -");
     // A hostile entry is refused and makes no image.
     let hostile = dir.path().join("hostile.tar");
     {
