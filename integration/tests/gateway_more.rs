@@ -433,8 +433,8 @@ fn docker_import_makes_a_one_layer_image_of_a_rootfs_tarball() {
     stdin_import.args(["import", "-", "bimp:2"]);
     let (out, ok) = piped(stdin_import, &tar_bytes);
     assert!(ok && out.trim().starts_with("sha256:"), "{out}");
-    let history = g.d.ok(&["history", "--format", "{{.Comment}}", "bimp:2"]);
-    assert_eq!(history.trim(), "Imported from -");
+    let history = g.d.ok(&["history", "bimp:2"]);
+    assert!(history.contains("Imported from -"), "{history}");
     // A hostile entry is refused and makes no image.
     let hostile = dir.path().join("hostile.tar");
     {
