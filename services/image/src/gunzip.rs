@@ -32,7 +32,8 @@ fn form(head: &[u8]) -> Form {
     }
 }
 
-/// `tar` as an uncompressed tar stream: as it is, or gunzipped.
+/// `tar` as an uncompressed tar stream: as it is, or gunzipped. A stream with no bytes at
+/// all is refused (a client whose upload never started).
 pub async fn plain(mut tar: TarStream) -> Result<TarStream, ImageError> {
     // Enough of the start to tell the forms apart.
     let mut head: Vec<Vec<u8>> = Vec::new();
@@ -48,6 +49,11 @@ pub async fn plain(mut tar: TarStream) -> Result<TarStream, ImageError> {
         }
     }
     let start: Vec<u8> = head.concat();
+    if start.is_empty() {
+        return Err(ImageError::InvalidArgument(
+            "the layer's tar is empty: no byte of it arrived".into(),
+        ));
+    }
     let rest = tokio_stream::iter(head.into_iter().map(Ok)).chain(tar);
     match form(&start) {
         Form::Plain => Ok(Box::pin(rest)),
@@ -169,9 +175,7 @@ mod tests {
         let bad = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0, 1, 2, 3];
         let e = collect(plain(chunks(bad, 4)).await.unwrap()).await;
         assert!(e.is_err());
-        assert!(collect(plain(chunks(vec![], 1)).await.unwrap())
-            .await
-            .unwrap()
-            .is_empty());
+        let e = plain(chunks(vec![], 1)).await.err().unwrap();
+        assert!(e.to_string().contains("empty"), "{e}");
     }
 }
