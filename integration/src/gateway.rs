@@ -105,6 +105,18 @@ impl Gateway {
     }
 }
 
+/// One gateway for the tests of a test binary (each binary has its own), with busybox also
+/// tagged `busybox`; None when it cannot start (the caller skips).
+pub fn shared() -> Option<&'static Gateway> {
+    static G: std::sync::OnceLock<Option<Gateway>> = std::sync::OnceLock::new();
+    G.get_or_init(|| {
+        let g = Gateway::start()?;
+        g.d.ok(&["tag", &g.img, "busybox"]);
+        Some(g)
+    })
+    .as_ref()
+}
+
 /// The docker CLIs to drive: Debian's (required: under CI its absence fails the test) and the
 /// current one when installed.
 pub fn docker_clis() -> Option<Vec<PathBuf>> {

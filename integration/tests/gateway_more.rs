@@ -10,18 +10,12 @@ use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
-/// A berthd serving the gateway, busybox pulled from a registry and tagged `busybox`.
+/// This binary's gateway, busybox tagged `busybox`.
 fn gateway() -> Option<&'static Gateway> {
-    static G: OnceLock<Option<Gateway>> = OnceLock::new();
-    G.get_or_init(|| {
-        let g = Gateway::start()?;
-        g.d.ok(&["tag", &g.img, "busybox"]);
-        Some(g)
-    })
-    .as_ref()
+    berth_integration::gateway::shared()
 }
 
 /// Held by the tests that build or prune: a prune takes the other's cache.
@@ -336,6 +330,12 @@ fn the_classic_builder_says_what_docker_says_and_builder_prune_empties_its_cache
     assert!(ls.contains("steps"), "{ls}");
 }
 
+/// Runs `script` with sh; it must succeed.
+fn shell(script: &str) {
+    let status = Command::new("sh").arg("-c").arg(script).status().unwrap();
+    assert!(status.success(), "{script}");
+}
+
 #[test]
 fn docker_import_makes_a_one_layer_image_of_a_rootfs_tarball() {
     let g = or_skip!(gateway());
@@ -348,38 +348,15 @@ fn docker_import_makes_a_one_layer_image_of_a_rootfs_tarball() {
     let cid = g.d.ok(&["create", "busybox"]).trim().to_string();
     g.d.ok(&["export", "-o", export.to_str().unwrap(), &cid]);
     g.d.ok(&["rm", &cid]);
-    let status = Command::new("tar")
-        .args([
-            "-C",
-            rootfs.to_str().unwrap(),
-            "-xf",
-            export.to_str().unwrap(),
-            "bin/busybox",
-            "bin/sh",
-            "bin/cat",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let tarball = dir.path().join("rootfs.tar");
-    let status = Command::new("tar")
-        .args([
-            "-C",
-            rootfs.to_str().unwrap(),
-            "-cf",
-            tarball.to_str().unwrap(),
-            ".",
-        ])
-        .status()
-        .unwrap();
-    assert!(status.success());
+    let (root, tarball) = (rootfs.display(), dir.path().join("rootfs.tar"));
     let gz = dir.path().join("rootfs.tar.gz");
-    let status = Command::new("sh")
-        .arg("-c")
-        .arg(format!("gzip -c {} > {}", tarball.display(), gz.display()))
-        .status()
-        .unwrap();
-    assert!(status.success());
+    shell(&format!(
+        "tar -C {root} -xf {} bin/busybox bin/sh bin/cat && tar -C {root} -cf {} . && gzip -c {} > {}",
+        export.display(),
+        tarball.display(),
+        tarball.display(),
+        gz.display()
+    ));
     let tar_bytes = std::fs::read(&tarball).unwrap();
     for (i, cli) in or_skip!(docker_clis()).iter().enumerate() {
         // From stdin, with changes and a message.
