@@ -18,6 +18,7 @@ mod events;
 mod exec;
 mod files;
 mod images;
+mod import;
 mod inspect;
 mod leases;
 mod logs;
@@ -101,6 +102,8 @@ enum Command {
     Build(build::BuildArgs),
     /// Create a new image from a container's changes
     Commit(commit::CommitArgs),
+    /// Create a one-layer image from a rootfs tarball (tar or tar.gz, - for standard input)
+    Import(import::ImportArgs),
     /// Log in to a registry
     Login(push::LoginArgs),
     /// Log out from a registry
@@ -275,6 +278,7 @@ async fn dispatch(cli: Cli) -> u8 {
         Command::Push(a) => push::push(&ctx, a).await,
         Command::Build(a) => return build::build(&ctx, a).await,
         Command::Commit(a) => commit::commit(&ctx, a).await,
+        Command::Import(a) => import::import(&ctx, a).await,
         Command::Login(a) => push::login(&ctx, a).await,
         Command::Logout(a) => push::logout(&ctx, a).await,
         Command::Save(a) => archive::save(&ctx, a).await,

@@ -369,6 +369,8 @@ impl RunArgs {
             hostname: self.hostname.clone().unwrap_or_default(),
             tty: self.tty,
             open_stdin: self.interactive,
+            // As Docker's CLI: an attached -i (run without -d, create) closes stdin at its end.
+            stdin_once: self.interactive && !self.detach,
             memory,
             nano_cpus,
             pids_limit: self.pids_limit.unwrap_or(0),

@@ -78,7 +78,7 @@ pub async fn builder(ctx: &Context, c: BuilderCommand) -> Result<(), Error> {
     if !force && !crate::stdio::confirm(what) {
         return Ok(());
     }
-    let (deleted, reclaimed) = prune_build_cache(ctx).await?;
+    let (deleted, reclaimed) = prune_build_cache(ctx, all).await?;
     if !deleted.is_empty() {
         println!("Deleted build cache objects:");
         for d in &deleted {
@@ -90,51 +90,15 @@ pub async fn builder(ctx: &Context, c: BuilderCommand) -> Result<(), Error> {
     Ok(())
 }
 
-/// berth's build cache is its builds' intermediate images (each step's image, found again by
-/// the build service's step index, which forgets an image that is gone): removes those no
-/// container uses. Gives their ids and the bytes they held.
-async fn prune_build_cache(ctx: &Context) -> Result<(Vec<String>, u64), Error> {
-    let images = ctx
-        .images()
-        .max_decoding_message_size(64 << 20)
-        .list(ctx.req(iapi::ListImagesRequest {
-            filters: vec![],
-            all: true,
-        }))
+/// The build service's prune of the build cache no container uses (its intermediate images).
+/// Gives the removed ids and the bytes they held.
+async fn prune_build_cache(ctx: &Context, all: bool) -> Result<(Vec<String>, u64), Error> {
+    let r = ctx
+        .build()
+        .prune(ctx.req(berth_api::build::v1::PruneBuildCacheRequest { all }))
         .await?
-        .into_inner()
-        .images;
-    let (mut deleted, mut reclaimed) = (Vec::new(), 0u64);
-    for s in images {
-        let intermediate = s
-            .image
-            .as_ref()
-            .is_some_and(|i| i.labels.contains_key("berth.image.intermediate"));
-        if !intermediate || deleted.contains(&s.id) {
-            continue;
-        }
-        let r = ctx
-            .images()
-            .delete(ctx.req(iapi::DeleteImageRequest {
-                name: s.id.clone(),
-                force: false,
-            }))
-            .await;
-        match r {
-            Ok(_) => {
-                reclaimed += s.size.max(0) as u64;
-                deleted.push(s.id);
-            }
-            // Used by a container, or gone meanwhile: not unused cache.
-            Err(st)
-                if matches!(
-                    st.code(),
-                    tonic::Code::FailedPrecondition | tonic::Code::NotFound
-                ) => {}
-            Err(st) => return Err(st.into()),
-        }
-    }
-    Ok((deleted, reclaimed))
+        .into_inner();
+    Ok((r.caches_deleted, r.space_reclaimed))
 }
 
 /// `system prune`: stopped containers, unused networks, dangling (or all unused) images,
@@ -186,7 +150,7 @@ async fn prune(ctx: &Context, a: PruneArgs) -> Result<(), Error> {
         .into_inner();
     crate::images::print_pruned(&images);
     reclaimed += images.space_reclaimed.max(0) as u64;
-    let (cache, cache_bytes) = prune_build_cache(ctx).await?;
+    let (cache, cache_bytes) = prune_build_cache(ctx, a.all).await?;
     print_deleted("build cache objects", &cache);
     reclaimed += cache_bytes;
     println!("Total reclaimed space: {}", human_size(reclaimed));

@@ -50,10 +50,16 @@ impl Gateway {
     }
 
     /// The one gateway of this test binary (this process), started by the first test that
-    /// asks; None when it cannot start (the callers skip).
+    /// asks, with busybox also tagged `busybox`; None when it cannot start (the callers skip).
     pub fn shared() -> Option<&'static Gateway> {
         static SHARED: OnceLock<Option<Gateway>> = OnceLock::new();
-        SHARED.get_or_init(Gateway::start).as_ref()
+        SHARED
+            .get_or_init(|| {
+                let g = Gateway::start()?;
+                g.d.ok(&["tag", &g.img, "busybox"]);
+                Some(g)
+            })
+            .as_ref()
     }
 
     /// `unix://<socket>`.

@@ -7,17 +7,11 @@ use berth_integration::gateway::{docker_clis, Gateway};
 use berth_integration::{or_skip, wait_for};
 use std::path::Path;
 use std::process::Stdio;
-use std::sync::Once;
 use std::time::Duration;
 
-/// The binary's shared gateway, with busybox also tagged `busybox`, as the docker CLI names it.
+/// The binary's shared gateway (busybox is also tagged `busybox`, as the docker CLI names it).
 fn gateway() -> Option<&'static Gateway> {
-    let g = Gateway::shared()?;
-    static TAGGED: Once = Once::new();
-    TAGGED.call_once(|| {
-        g.d.ok(&["tag", &g.img, "busybox:latest"]);
-    });
-    Some(g)
+    Gateway::shared()
 }
 
 /// A name of this test's own for each CLI, so the two CLIs' runs do not meet.

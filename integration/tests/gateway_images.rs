@@ -57,7 +57,10 @@ fn pull_and_push() {
         "http://d/v1.41/images/create?fromImage=UPPER%2FCase&tag=%3Abad",
     ]);
     assert!(bad.ends_with("\n400"), "{bad}");
-    let import = g.curl_status(&["-XPOST", "http://d/v1.41/images/create?fromSrc=-"]);
+    let import = g.curl_status(&[
+        "-XPOST",
+        "http://d/v1.41/images/create?fromSrc=http%3A%2F%2Fx%2Fa.tar",
+    ]);
     assert!(import.ends_with("\n400"), "{import}");
 
     let target = format!("{}/pushed/bb:v1", g.reg.addr);

@@ -6,18 +6,12 @@
 use berth_integration::gateway::Gateway;
 use berth_integration::{or_skip, skip, wait_for};
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::Mutex;
 use std::time::Duration;
 
 /// A berthd serving the gateway, busybox pulled from a registry and tagged `busybox`.
 fn gateway() -> Option<&'static Gateway> {
-    static G: OnceLock<Option<Gateway>> = OnceLock::new();
-    G.get_or_init(|| {
-        let g = Gateway::start()?;
-        g.d.ok(&["tag", &g.img, "busybox"]);
-        Some(g)
-    })
-    .as_ref()
+    berth_integration::gateway::Gateway::shared()
 }
 
 /// Held by each test: the prunes of one would take the other's objects.

@@ -11,12 +11,14 @@
 //!   services, from plain options, reporting progress events and failing with an
 //!   [`error::BuildError`]; [`service`] is the `berth.build.v1.Build` gRPC shell over it;
 //!   [`serve`] builds it.
+//! - [`prune`]: removes the build cache no container uses (`berth builder prune`).
 
 pub mod cache;
 pub mod context;
 pub mod copy;
 pub mod error;
 pub mod executor;
+pub mod prune;
 pub mod rootfs;
 pub mod service;
 

@@ -13,7 +13,8 @@ use crate::error::{BuildError, StepError};
 use crate::executor::{Build, BuildOptions, Clients, Event, Report};
 use berth_api::build::v1::{
     build_request, build_response, build_server::Build as BuildRpc, BuildHeader, BuildRequest,
-    BuildResponse, BuildResult, BuildStep, BuildStepDone,
+    BuildResponse, BuildResult, BuildStep, BuildStepDone, PruneBuildCacheRequest,
+    PruneBuildCacheResponse,
 };
 use berth_core::config::Limits;
 use std::path::PathBuf;
@@ -110,6 +111,17 @@ impl BuildService {
 #[tonic::async_trait]
 impl BuildRpc for BuildService {
     type BuildStream = Out;
+
+    async fn prune(
+        &self,
+        req: Request<PruneBuildCacheRequest>,
+    ) -> Result<Response<PruneBuildCacheResponse>, Status> {
+        let ns = berth_core::grpc::namespace(&req)?;
+        let mut images = self.clients.images.clone();
+        crate::prune::prune(&mut images, &ns)
+            .await
+            .map(Response::new)
+    }
 
     async fn build(&self, req: Request<Streaming<BuildRequest>>) -> Result<Response<Out>, Status> {
         let ns = berth_core::grpc::namespace(&req)?;

@@ -210,6 +210,7 @@ fn config_json(
         "User": or_image(&cfg.user, "User"),
         "Tty": cfg.tty,
         "OpenStdin": cfg.open_stdin,
+        "StdinOnce": cfg.stdin_once,
         "Env": env,
         "Cmd": cmd,
         "Image": image_shown(c),

@@ -480,6 +480,7 @@ pub fn container_config(body: &Value) -> Result<capi::ContainerConfig, String> {
         hostname: string(cfg.get("Hostname"), "Hostname")?,
         tty: boolean(cfg.get("Tty"), "Tty")?,
         open_stdin: boolean(cfg.get("OpenStdin"), "OpenStdin")?,
+        stdin_once: boolean(cfg.get("StdinOnce"), "StdinOnce")?,
         memory: integer(host.get("Memory"), "HostConfig.Memory")?,
         nano_cpus: nano_cpus(host)?,
         pids_limit: integer(host.get("PidsLimit"), "HostConfig.PidsLimit")?.max(0),

@@ -144,7 +144,11 @@ mod body_tests {
                 "/v1.41/images/create?fromImage=UPPER%2FCase&tag=%3Abad",
                 Vec::new(),
             ),
-            ("/v1.41/images/create?fromSrc=-", Vec::new()),
+            (
+                "/v1.41/images/create?fromSrc=http%3A%2F%2Fx%2Fa.tar",
+                Vec::new(),
+            ),
+            ("/v1.41/images/create?fromSrc=-&repo=Bad", Vec::new()),
             (
                 "/v1.41/images/prune?filters=%7B%22until%22%3A%5B%221h%22%5D%7D",
                 Vec::new(),

@@ -2,7 +2,8 @@
 //! the context tar (maybe compressed: the build service detects it), passed on to the build
 //! service as it arrives; the Dockerfile is read by the service from the context at
 //! `dockerfile`. The steps stream back as Docker's `{"stream": …}` lines, worded by
-//! berth-docker as `berth build` prints them.
+//! berth-docker as `berth build` prints them. `POST /build/prune` (`docker builder prune`)
+//! is the build service's Prune, as `berth builder prune` calls it.
 
 use crate::error::ApiError;
 use crate::request::Params;
@@ -12,7 +13,9 @@ use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
 use berth_api::build::v1::build_client::BuildClient;
-use berth_api::build::v1::{build_request, build_response, BuildHeader, BuildRequest};
+use berth_api::build::v1::{
+    build_request, build_response, BuildHeader, BuildRequest, PruneBuildCacheRequest,
+};
 use tokio_stream::StreamExt as _;
 
 /// The build service's header for a query, or Docker's 400 for what berth cannot do.
@@ -96,6 +99,37 @@ pub async fn build(State(s): State<Services>, q: Params, body: Body) -> Result<R
         }
         Ok(())
     }))
+}
+
+/// `POST /build/prune?all=&filters=&keep-storage=`: `{"CachesDeleted": […], "SpaceReclaimed": N}`.
+pub async fn prune(
+    State(s): State<Services>,
+    q: Params,
+) -> Result<axum::response::Response, ApiError> {
+    use axum::response::IntoResponse as _;
+    let filters =
+        berth_docker::filters::json_pairs(q.get("filters")).map_err(ApiError::bad_parameter)?;
+    if let Some(f) = filters.first() {
+        return Err(ApiError::bad_parameter(format!(
+            "berth's build cache prune takes no filters (got {f}): it removes every unused cache image"
+        )));
+    }
+    if !matches!(q.get("keep-storage"), "" | "0") {
+        return Err(ApiError::bad_parameter(
+            "berth's build cache prune does not support keep-storage: it removes every unused cache image",
+        ));
+    }
+    let r = BuildClient::new(s.build.clone())
+        .prune(s.req(PruneBuildCacheRequest {
+            all: q.truthy("all"),
+        }))
+        .await?
+        .into_inner();
+    let body = serde_json::json!({
+        "CachesDeleted": r.caches_deleted,
+        "SpaceReclaimed": r.space_reclaimed,
+    });
+    Ok(crate::error::json_body(&body).into_response())
 }
 
 /// Docker's lines for one item of the build's stream; false when the client has gone.

@@ -234,7 +234,6 @@ pub async fn start(
         stderr: config.attach_stderr,
         detach_keys: DetachKeys::parse_or_default(Some(&config.detach_keys))
             .unwrap_or_else(|_| DetachKeys::docker_default()),
-        stdin_once: true,
     };
     // As Docker's, the process starts once the connection is taken over, never before: a
     // client still reading the `101` answer (docker-py reads it through a buffer) would

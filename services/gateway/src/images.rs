@@ -27,6 +27,7 @@ pub fn routes() -> axum::Router<Services> {
         .route("/images/load", post_to(crate::archive::load))
         .route("/images/prune", post_to(prune))
         .route("/build", post_to(crate::build::build))
+        .route("/build/prune", post_to(crate::build::prune))
         .route("/commit", post_to(crate::commit::commit))
         .route("/auth", post_to(crate::auth::login))
         .route("/images/{*rest}", get(get_one).post(post).delete(delete))

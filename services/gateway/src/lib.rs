@@ -34,6 +34,7 @@ pub mod error;
 mod events;
 mod exec;
 mod images;
+mod import;
 mod logs;
 mod networks;
 mod pull;

@@ -1,4 +1,4 @@
-//! `POST /images/create` (`docker pull`): the image service's Pull, streamed as Docker's JSON
+//! `POST /images/create` (`docker pull`; `docker import` is [`crate::import`]): the image service's Pull, streamed as Docker's JSON
 //! progress (berth-docker words every line), ending with the manifest's digest and whether
 //! the image was new.
 
@@ -8,6 +8,8 @@ use crate::images::images;
 use crate::request::Query;
 use crate::stream::{json_lines, Lines};
 use crate::Services;
+use crate::request::Params;
+use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
 use berth_api::images::v1 as api;
@@ -37,15 +39,16 @@ pub fn pull_reference(from_image: &str, tag: &str) -> Result<Reference, ApiError
 }
 
 /// `POST /images/create?fromImage=&tag=&platform=`.
+/// With `fromSrc` it is `docker import` instead ([`crate::import`]).
 pub async fn create(
     State(s): State<Services>,
     headers: HeaderMap,
     Query(q): Query<CreateQuery>,
+    params: Params,
+    body: Body,
 ) -> Result<Response, ApiError> {
     if q.from_src.is_some() {
-        return Err(ApiError::bad_parameter(
-            "importing an image with fromSrc (docker import) is not supported by berth's gateway",
-        ));
+        return crate::import::import(s, params, body).await;
     }
     let from = q.from_image.unwrap_or_default();
     if from.is_empty() {

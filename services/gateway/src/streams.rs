@@ -194,10 +194,6 @@ pub(crate) struct Relay {
     pub stderr: bool,
     /// Matched in the input when `stdin` and `tty`.
     pub detach_keys: DetachKeys,
-    /// Whether the end of the client's input closes the process's stdin (Docker's
-    /// `StdinOnce`): exec's does, and `docker run -i`'s attach before the start; a client
-    /// attached to a running container that goes away leaves its stdin open.
-    pub stdin_once: bool,
 }
 
 /// How a relay ended.
@@ -223,7 +219,9 @@ pub(crate) async fn relay<M: StreamMessages>(
     mut observe: impl FnMut(&Part) + Send,
 ) -> End {
     let detach = (relay.tty && relay.stdin).then(|| DetachMatcher::new(&relay.detach_keys));
-    let close = relay.stdin && relay.stdin_once;
+    // The input's end is passed on as stdin's end; for an attach the runtime closes the
+    // container's stdin with it only when its config has Docker's `StdinOnce`.
+    let close = relay.stdin;
     let mut input_task = Box::pin(relay_input(input, tx.clone(), detach, relay.stdin, close));
     let mut input_done = false;
     loop {
@@ -334,7 +332,6 @@ pub async fn attach(
         stdout: truthy(&q.stdout),
         stderr: truthy(&q.stderr),
         detach_keys,
-        stdin_once: !is_running(&c),
     };
     let past = if truthy(&q.logs) {
         crate::logs::past_output(&s, &c.id, config.tty, relay_opts.stdout, relay_opts.stderr)

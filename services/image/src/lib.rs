@@ -8,7 +8,8 @@
 //!   service), import, and what `image ls` / `inspect` show.
 //! - [`commit`]: a container's changes (or a build step's) become an image; [`config`] is the
 //!   typed `config` section of an image config and the one place that edits it (build steps,
-//!   `commit --change` read by [`changes`], commit's run overrides).
+//!   `commit --change` read by [`changes`], commit's run overrides); CommitLayer's tar may
+//!   come gzip-compressed ([`gunzip`]: `docker import` of a `.tar.gz`).
 //! - [`lease`]: the work in flight and what it keeps from [`gc`], the garbage collection.
 //! - [`metrics`]: bytes pulled and pushed, garbage collections, the content store's size.
 //! - [`namespaces`]: the namespace registry, and what every service holds of each namespace.
@@ -33,6 +34,7 @@ pub mod content;
 pub mod error;
 pub mod export;
 pub mod gc;
+pub mod gunzip;
 pub mod gzip;
 pub mod images;
 pub mod import;

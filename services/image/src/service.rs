@@ -138,7 +138,9 @@ impl api::images_server::Images for ImagesService {
             ))),
             Err(s) => Some(Err(ImageError::from(s))),
         });
-        let (rec, id) = self.store.commit(&ns, header, Some(Box::pin(tar))).await?;
+        // A rootfs to import may come gzip-compressed.
+        let tar = crate::gunzip::plain(Box::pin(tar)).await?;
+        let (rec, id) = self.store.commit(&ns, header, Some(tar)).await?;
         info!(namespace = %ns, image = %rec.name, id = %id, "committed a layer");
         Ok(Response::new(api::CommitResponse {
             image: Some(to_api_image(&rec)),

@@ -39,6 +39,11 @@ impl Connections {
         }
     }
 
+    /// Where network events are published.
+    pub(crate) fn events(&self) -> &Events {
+        &self.events
+    }
+
     /// Every container of every namespace, with its namespace.
     pub(crate) fn all_containers(&self) -> Result<Vec<(String, Container)>> {
         let mut out = Vec::new();
@@ -148,8 +153,7 @@ impl Connections {
             self.store
                 .update(ns, &c.id, |c| c.networks.push(n.name.clone()))?;
         }
-        self.events
-            .publish_container(ns, &c.id, "connect", &[("network", n.name.clone())]);
+        self.events.publish_network(ns, &n, "connect", Some(&c.id));
         Ok(())
     }
 
@@ -183,7 +187,7 @@ impl Connections {
             }
         })?;
         self.events
-            .publish_container(ns, &c.id, "disconnect", &[("network", n.name.clone())]);
+            .publish_network(ns, &n, "disconnect", Some(&c.id));
         Ok(())
     }
 }

@@ -1,8 +1,9 @@
-//! Publishing container and volume events to the Events service: [`Events`] owns the
+//! Publishing container, network and volume events to the Events service: [`Events`] owns the
 //! [`berth_events::Publisher`] (ordered, never blocking, failures only logged) and reads a
 //! container's name and image from the records for the event's attributes.
 
 use crate::metadata::Store;
+use berth_api::networks::v1::Network;
 use std::collections::HashMap;
 
 /// Where the runtime's rooms publish what happened to containers and volumes.
@@ -45,5 +46,51 @@ impl Events {
             attributes.insert(k.to_string(), v.clone());
         }
         self.publish(ns, "container", action, id, attributes);
+    }
+
+    /// Publishes Docker's network event: `create`, `destroy`, `connect` or `disconnect` about
+    /// network `n`, its name and driver (`type`) as attributes, and for the last two the
+    /// container's id.
+    pub fn publish_network(&self, ns: &str, n: &Network, action: &str, container: Option<&str>) {
+        self.publish(
+            ns,
+            "network",
+            action,
+            &n.id,
+            network_attributes(n, container),
+        );
+    }
+}
+
+/// Docker's attributes of a network event: `name`, `type`, and `container` when one joins
+/// or leaves.
+fn network_attributes(n: &Network, container: Option<&str>) -> HashMap<String, String> {
+    let mut attributes = HashMap::from([
+        ("name".to_string(), n.name.clone()),
+        ("type".to_string(), n.driver.clone()),
+    ]);
+    if let Some(c) = container {
+        attributes.insert("container".to_string(), c.to_string());
+    }
+    attributes
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_network_event_names_the_network_and_the_container() {
+        let n = Network {
+            id: "f00d".into(),
+            name: "appnet".into(),
+            driver: "bridge".into(),
+            ..Default::default()
+        };
+        let created = network_attributes(&n, None);
+        assert_eq!(created.len(), 2);
+        assert_eq!(created["name"], "appnet");
+        assert_eq!(created["type"], "bridge");
+        assert_eq!(network_attributes(&n, Some("c1"))["container"], "c1");
     }
 }

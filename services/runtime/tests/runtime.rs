@@ -427,6 +427,7 @@ async fn a_real_shim_runs_a_container_attached() {
     };
     let mut cfg = config("busybox");
     cfg.open_stdin = true;
+    cfg.stdin_once = true;
     let c = h.add_container("default", &id(0x44), "attached", image, cfg);
 
     let pid = h

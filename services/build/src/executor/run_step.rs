@@ -80,7 +80,7 @@ impl Build {
         let id = r?;
         self.report
             .message(format!(
-                " ---> Removed intermediate container {}",
+                "Removing intermediate container {}",
                 short(&container.id)
             ))
             .await;

@@ -34,6 +34,7 @@ impl Networks for NetworksService {
         &self,
         req: Request<CreateNetworkRequest>,
     ) -> Result<Response<Network>, Status> {
+        let ns = namespace(&req)?;
         let r = req.into_inner();
         let manager = self.networks.clone();
         let n = tokio::task::spawn_blocking(move || {
@@ -44,6 +45,9 @@ impl Networks for NetworksService {
         .await
         .map_err(|e| Status::internal(e.to_string()))??;
         tracing::info!(network = %n.name, bridge = %n.bridge, subnet = %n.subnet, "network created");
+        self.connections
+            .events()
+            .publish_network(&ns, &n, "create", None);
         Ok(Response::new(n))
     }
 
@@ -65,6 +69,7 @@ impl Networks for NetworksService {
         &self,
         req: Request<RemoveNetworkRequest>,
     ) -> Result<Response<RemoveNetworkResponse>, Status> {
+        let ns = namespace(&req)?;
         let users = self.connections.all_containers()?;
         let manager = self.networks.clone();
         let name = req.into_inner().name;
@@ -72,6 +77,9 @@ impl Networks for NetworksService {
             .await
             .map_err(|e| Status::internal(e.to_string()))??;
         tracing::info!(network = %n.name, "network removed");
+        self.connections
+            .events()
+            .publish_network(&ns, &n, "destroy", None);
         Ok(Response::new(RemoveNetworkResponse {}))
     }
 
@@ -101,8 +109,9 @@ impl Networks for NetworksService {
 
     async fn prune(
         &self,
-        _req: Request<PruneNetworksRequest>,
+        req: Request<PruneNetworksRequest>,
     ) -> Result<Response<PruneNetworksResponse>, Status> {
+        let ns = namespace(&req)?;
         let users = self.connections.all_containers()?;
         let mut deleted = Vec::new();
         for n in self.networks.list()? {
@@ -114,7 +123,12 @@ impl Networks for NetworksService {
             let manager = self.networks.clone();
             let (name, u) = (n.name.clone(), users.clone());
             match tokio::task::spawn_blocking(move || manager.remove(&name, &u)).await {
-                Ok(Ok(_)) => deleted.push(n.name),
+                Ok(Ok(removed)) => {
+                    self.connections
+                        .events()
+                        .publish_network(&ns, &removed, "destroy", None);
+                    deleted.push(n.name)
+                }
                 Ok(Err(e)) => tracing::warn!(network = %n.name, error = %e, "cannot prune network"),
                 Err(e) => tracing::warn!(network = %n.name, error = %e, "cannot prune network"),
             }

@@ -152,27 +152,27 @@ async fn first_start<M: ClientMessage>(
 }
 
 /// Relays a client's attach or exec messages to the shim as frames until the client is done.
+/// `close_stdin`: the end of the client's input (its `close_stdin`, its side's end, or its
+/// going away) closes the process's stdin; otherwise stdin stays open after it.
 async fn relay_input<M: ClientMessage>(
     mut client: Streaming<M>,
     mut shim: tokio::net::unix::OwnedWriteHalf,
-    stdin: bool,
+    close_stdin: bool,
 ) {
+    let close_frame = shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[]);
     loop {
         let frame = match client.message().await {
             Ok(Some(msg)) => match msg.into_frame() {
+                Some(f) if f == close_frame && !close_stdin => continue,
                 Some(f) => f,
                 None => continue,
             },
-            // The client closed its side: with stdin attached, that is the end of stdin.
-            Ok(None) => {
-                if stdin {
-                    let _ = shim
-                        .write_all(&shim::encode_frame(shim::FRAME_CLOSE_STDIN, &[]))
-                        .await;
+            Ok(None) | Err(_) => {
+                if close_stdin {
+                    let _ = shim.write_all(&close_frame).await;
                 }
                 return;
             }
-            Err(_) => return,
         };
         if shim.write_all(&frame).await.is_err() {
             return;
@@ -214,6 +214,16 @@ fn relay_output<R: OutputMessage>(
     }
 }
 
+/// Whether container `id`'s config asks that the end of an attach's input close its stdin.
+fn stdin_once(store: &crate::metadata::Store, ns: &str, id: &str) -> bool {
+    store
+        .get(ns, id)
+        .ok()
+        .flatten()
+        .and_then(|c| c.config)
+        .is_some_and(|c| c.stdin_once)
+}
+
 type AttachStream = Pin<Box<dyn Stream<Item = Result<api::AttachResponse, Status>> + Send>>;
 type ExecStream = Pin<Box<dyn Stream<Item = Result<api::ExecResponse, Status>> + Send>>;
 
@@ -247,8 +257,11 @@ impl TasksService {
             .into());
         };
         rt.note_attach(&ns, &id);
+        // Docker's StdinOnce: the input's end closes the container's stdin only when the
+        // container asks for it; an attach to a `run -d -i` container leaves it open.
+        let close_stdin = start.stdin && stdin_once(rt.store(), &ns, &id);
         let shim::Attached { output, input } = attached;
-        let relay = AbortOnDrop(tokio::spawn(relay_input(client, input, start.stdin)));
+        let relay = AbortOnDrop(tokio::spawn(relay_input(client, input, close_stdin)));
         let tasks = self.tasks.clone();
         let run = (
             self.tasks.clone(),
