@@ -5,10 +5,10 @@
 use crate::auth::registry_auth;
 use crate::error::ApiError;
 use crate::images::images;
+use crate::request::Params;
 use crate::request::Query;
 use crate::stream::{json_lines, Lines};
 use crate::Services;
-use crate::request::Params;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::Response;
