@@ -217,7 +217,15 @@ async fn df(ctx: &Context, verbose: bool) -> Result<(), Error> {
         .await?
         .into_inner()
         .volumes;
-    let df = ds::df_json(image_entries(ctx).await?, &containers(ctx).await?, &volumes);
+    let containers = containers(ctx).await?;
+    let ids = containers.iter().map(|c| c.id.clone()).collect();
+    let sizes = ctx
+        .containers()
+        .sizes(ctx.req(capi::ContainerSizesRequest { ids }))
+        .await?
+        .into_inner()
+        .sizes;
+    let df = ds::df_json(image_entries(ctx).await?, &containers, &sizes, &volumes);
     if !verbose {
         print!("{}", format::table(&ds::df_rows(&df)));
         return Ok(());

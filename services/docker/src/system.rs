@@ -161,9 +161,9 @@ pub fn info_text(i: &Value) -> String {
     out
 }
 
-/// A container as `/system/df` lists it (Docker's container list fields; its sizes 0: berth
-/// does not measure writable layers cheaply).
-fn df_container(c: &capi::Container) -> Value {
+/// A container as `/system/df` lists it: Docker's container list fields, with its sizes
+/// (Containers.Sizes; 0 when not measured).
+fn df_container(c: &capi::Container, size: Option<&capi::ContainerSize>) -> Value {
     let config = c.config.clone().unwrap_or_default();
     let state = c.state.clone().unwrap_or_default();
     let command: Vec<String> = config
@@ -181,18 +181,20 @@ fn df_container(c: &capi::Container) -> Value {
         "Created": c.created_at.map_or(0, |t| t.seconds),
         "State": if state.status.is_empty() { "created".to_string() } else { state.status },
         "Status": "",
-        "SizeRw": 0,
-        "SizeRootFs": 0,
+        "SizeRw": size.map_or(0, |z| z.rw),
+        "SizeRootFs": size.map_or(0, |z| z.root_fs),
         "Labels": c.labels,
         "Mounts": [],
     })
 }
 
 /// Docker's `/system/df`: the images (entries of [`crate::image_list`], each with how many
-/// containers use it), the containers, the volumes (with `UsageData`), no build cache.
+/// containers use it), the containers (with their `sizes` by id), the volumes (with
+/// `UsageData`), no build cache.
 pub fn df_json(
     images: Vec<Value>,
     containers: &[capi::Container],
+    sizes: &std::collections::HashMap<String, capi::ContainerSize>,
     volumes: &[vapi::Volume],
 ) -> Value {
     let mut layers = 0i64;
@@ -210,7 +212,10 @@ pub fn df_json(
     json!({
         "LayersSize": layers,
         "Images": images,
-        "Containers": containers.iter().map(df_container).collect::<Vec<_>>(),
+        "Containers": containers
+            .iter()
+            .map(|c| df_container(c, sizes.get(&c.id)))
+            .collect::<Vec<_>>(),
         "Volumes": volumes.iter().map(crate::volumes::volume_with_usage).collect::<Vec<_>>(),
         "BuildCache": [],
     })
@@ -315,14 +320,23 @@ mod tests {
             size: 2000,
             ..Default::default()
         };
-        let df = df_json(images, &[c], &[v]);
+        let sizes = [(
+            "c1".to_string(),
+            capi::ContainerSize {
+                rw: 1500,
+                root_fs: 1_001_500,
+            },
+        )]
+        .into();
+        let df = df_json(images, &[c], &sizes, &[v]);
         assert_eq!(df["LayersSize"], 4_000_000);
+        assert_eq!(df["Containers"][0]["SizeRw"], 1500);
         assert_eq!(df["Images"][0]["Containers"], 1);
         assert_eq!(df["Containers"][0]["Names"], json!(["/web"]));
         assert_eq!(df["Volumes"][0]["UsageData"]["Size"], 2000);
         let rows = df_rows(&df);
         assert_eq!(rows[1], ["Images", "2", "1", "4MB", "3MB (75%)"]);
-        assert_eq!(rows[2], ["Containers", "1", "1", "0B", "0B"]);
+        assert_eq!(rows[2], ["Containers", "1", "1", "1.5kB", "0B (0%)"]);
         assert_eq!(rows[3], ["Local Volumes", "1", "0", "2kB", "2kB (100%)"]);
         assert_eq!(rows[4], ["Build Cache", "0", "0", "0B", "0B"]);
     }

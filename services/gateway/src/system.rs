@@ -6,7 +6,7 @@ use crate::Services;
 use axum::extract::State;
 use axum::response::IntoResponse;
 use berth_api::containers::v1::{
-    containers_client::ContainersClient, Container, ListContainersRequest,
+    containers_client::ContainersClient, Container, ContainerSizesRequest, ListContainersRequest,
 };
 use berth_api::images::v1::{images_client::ImagesClient, ListImagesRequest};
 use berth_api::version::v1::{version_client::VersionClient, VersionRequest};
@@ -126,6 +126,12 @@ pub async fn df(State(s): State<Services>) -> Result<impl IntoResponse, ApiError
         .await?
         .into_inner()
         .volumes;
-    let df = berth_docker::system::df_json(image_entries(&s).await?, &containers, &volumes);
+    let ids = containers.iter().map(|c| c.id.clone()).collect();
+    let sizes = ContainersClient::new(s.runtime.clone())
+        .sizes(s.req(ContainerSizesRequest { ids }))
+        .await?
+        .into_inner()
+        .sizes;
+    let df = berth_docker::system::df_json(image_entries(&s).await?, &containers, &sizes, &volumes);
     Ok(json_body(&df))
 }
