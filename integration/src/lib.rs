@@ -301,10 +301,17 @@ impl Berthd {
             || format!("unix://{}", sock.display()),
             |a| a[1].to_string(),
         );
-        let env = env
+        // Credentials stay in the test's folder unless the test gives its own: a login
+        // through it must not reach the host's ~/.docker/config.json, and nothing stored
+        // there by anyone may change what this berthd sends.
+        let mut env: Vec<(String, String)> = env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
+        if !env.iter().any(|(k, _)| k == "DOCKER_CONFIG") {
+            let docker_config = dir.path().join("docker-config");
+            env.push(("DOCKER_CONFIG".into(), docker_config.display().to_string()));
+        }
         let mut d = Berthd {
             dir,
             sock,
