@@ -9,11 +9,6 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::Duration;
 
-/// The binary's shared gateway (busybox is also tagged `busybox`, as the docker CLI names it).
-fn gateway() -> Option<&'static Gateway> {
-    Gateway::shared()
-}
-
 /// A name of this test's own for each CLI, so the two CLIs' runs do not meet.
 fn name(cli: &Path, base: &str) -> String {
     let tag = if cli.starts_with("/usr/local") {
@@ -26,7 +21,7 @@ fn name(cli: &Path, base: &str) -> String {
 
 #[test]
 fn create_list_inspect_start_stop_remove() {
-    let g = or_skip!(gateway());
+    let g = or_skip!(Gateway::shared());
     for cli in &or_skip!(docker_clis()) {
         let c = name(cli, "c1");
         let id = g.ok_trimmed(cli, &["create", "--name", &c, "busybox", "sleep", "30"]);
@@ -104,7 +99,7 @@ fn create_list_inspect_start_stop_remove() {
 
 #[test]
 fn pause_wait_prune_and_refusals() {
-    let g = or_skip!(gateway());
+    let g = or_skip!(Gateway::shared());
     for cli in &or_skip!(docker_clis()) {
         let p = name(cli, "p");
         g.ok_trimmed(cli, &["run", "-d", "--name", &p, "busybox", "sleep", "30"]);
@@ -188,7 +183,7 @@ fn pause_wait_prune_and_refusals() {
 /// answer's headers come at once, its body when the container is gone.
 #[test]
 fn wait_before_start_as_docker_run_does() {
-    let g = or_skip!(gateway());
+    let g = or_skip!(Gateway::shared());
     let created = g
         .curl_command(&[
             "-XPOST",
@@ -251,7 +246,7 @@ fn wait_before_start_as_docker_run_does() {
 /// Bad requests get Docker's JSON 400s, and the gateway goes on serving.
 #[test]
 fn bad_requests_are_400s() {
-    let g = or_skip!(gateway());
+    let g = or_skip!(Gateway::shared());
     let status = |args: &[&str]| {
         let mut all = vec!["-o", "/dev/null", "-w", "%{http_code}"];
         all.extend_from_slice(args);
