@@ -486,6 +486,8 @@ impl Tasks {
                     st.error = message.clone();
                     st.finished_at = Some(now());
                 });
+                // An attach opened before this start heard the init's end from the shim.
+                self.exits_recorded.notify_waiters();
                 // Nothing runs in it: its address, veth and published ports go now, not at
                 // its next start or removal.
                 self.release_network(ns, id).await;
