@@ -17,7 +17,8 @@
 //!
 //! In both, the folders above a written entry are written first, with their metadata, and the
 //! root itself is left out unless its own metadata changed (native). Entries come in a fixed
-//! order (depth first, names by bytes), whiteouts carry the time of their folder, and
+//! order (depth first, names by bytes), whiteouts carry the time of their folder (the epoch at
+//! the root, whose own time a layer need not carry: the parent's and an applied copy's differ), and
 //! atime/ctime and user/group names are left out, so the same change gives the same tar and
 //! the same diff_id. An inode met twice is written once, then as hard links to that name.
 //! Times are whole seconds, as Docker writes them. Sockets cannot be in a tar and are
@@ -613,10 +614,16 @@ impl<W: Write> Differ<W> {
         self.marker(path, dir_st)
     }
 
-    /// An empty marker file (whiteout, opaque) with the time of `dir_st`.
+    /// An empty marker file (whiteout, opaque) with the time of `dir_st`, or the epoch at the
+    /// root: the root is not in the tar, so its time would make the same change give another
+    /// tar once applied (an applied layer's root has the time of the apply).
     fn marker(&mut self, path: Vec<u8>, dir_st: &FileStat) -> Result<()> {
         self.flush_pending()?;
         let mut st = *dir_st;
+        if !path.contains(&b'/') {
+            st.st_mtime = 0;
+            st.st_mtime_nsec = 0;
+        }
         st.st_mode = libc::S_IFREG;
         st.st_uid = 0;
         st.st_gid = 0;

@@ -378,6 +378,8 @@ fn overlay_diff_round_trips_through_apply() {
         .unwrap();
     let want = with_mount(&mounts, &dir.path().join("m"), |at| {
         change(at);
+        // A root older than the apply below: its time must not reach the root's whiteouts.
+        filetime::set_file_mtime(at, filetime::FileTime::from_unix_time(1_000_000_000, 0)).unwrap();
         tree(at)
     });
     assert!(want.contains_key(Path::new("olddir/fresh")));
