@@ -18,7 +18,8 @@
 #     test-image-user-uid, -username, -uid-group, -username-group :latest
 #                                                USER 1002, www-data, 1003:1004, www-data:1004
 #     test-image-predefined-group:latest         default-user (uid 1000) also in group 50000, USER 1000
-# Still to come with the pod and container slices: pause, nginx, httpd, nonewprivs.
+# REGISTRY/pause:3.6                         the sandbox image: waits for a signal
+# Still to come with the container slices: nginx, httpd, nonewprivs.
 set -euo pipefail
 reg=${1:?usage: $0 REGISTRY (host:port of a plain-HTTP registry)}
 work=$(mktemp -d)
@@ -107,4 +108,9 @@ variant user-username-group --config.user www-data:1004
 push user-username-group "$s/test-image-user-username-group:latest"
 variant predefined-group --config.user 1000
 push predefined-group "$s/test-image-predefined-group:latest"
+# The sandbox (pause) image berth's CRI runs for every pod ([cri] sandbox_image's default): a
+# shell that waits for a signal and exits 0 on SIGTERM/SIGINT, like the real pause.
+variant pause --clear=config.cmd --config.entrypoint sh --config.entrypoint -c \
+  --config.entrypoint 'trap "exit 0" TERM INT; while :; do sleep 2147483647 & wait $!; done'
+push pause pause:3.6
 echo "pushed the CRI test images to $reg"

@@ -396,6 +396,9 @@ impl RunArgs {
             privileged: self.privileged,
             security_opt,
             tmpfs,
+            // The runtime's own json-file log.
+            log_path: String::new(),
+            log_format: String::new(),
         };
         for w in berth_docker::create::create_warnings(&config) {
             eprintln!("WARNING: {w}");

@@ -10,6 +10,7 @@
 //! Processes started here get `PR_SET_PDEATHSIG` from a thread that lives as long as the test
 //! binary, so nothing outlives a test run.
 
+pub mod cri;
 pub mod gateway;
 pub mod python;
 

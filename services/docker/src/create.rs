@@ -506,6 +506,9 @@ pub fn container_config(body: &Value) -> Result<capi::ContainerConfig, String> {
         privileged: boolean(host.get("Privileged"), "HostConfig.Privileged")?,
         security_opt: strings(host.get("SecurityOpt"), "HostConfig.SecurityOpt")?,
         tmpfs,
+        // Docker's json-file log, in the runtime's folder.
+        log_path: String::new(),
+        log_format: String::new(),
     })
 }
 

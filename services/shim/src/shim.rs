@@ -13,11 +13,13 @@ mod requests;
 use execs::Execs;
 use requests::handle_conn;
 
-use crate::bundle::{Bundle, RootfsMount, ANNOTATION_LOG_MAX_SIZE, ANNOTATION_STDIN};
+use crate::bundle::{
+    Bundle, RootfsMount, ANNOTATION_LOG_FORMAT, ANNOTATION_LOG_MAX_SIZE, ANNOTATION_STDIN,
+};
 use crate::cgroup::{self, ContainerCgroup};
 use crate::container::{self, InitConfig, InitStdio, Namespaces};
 use crate::error::{Context, Error, Result};
-use crate::logfile::{now_rfc3339, LogWriter};
+use crate::logfile::{now_rfc3339, LogFormat, LogWriter};
 use crate::protocol::{
     self, ExitStatus, SpanRecord, Status, FRAME_EXIT, FRAME_STDERR, FRAME_STDOUT,
 };
@@ -334,7 +336,18 @@ impl Plan {
         }
         let seccomp = crate::seccomp::Filter::load(bundle.dir(), spec)?;
         let log_path = bundle.container_log_path(spec)?;
-        let log = LogWriter::open(&log_path, log_max).map_err(|e| Error::io("container log", e))?;
+        let format_name = annotations
+            .get(ANNOTATION_LOG_FORMAT)
+            .map(String::as_str)
+            .unwrap_or("");
+        let format = LogFormat::parse(format_name).ok_or_else(|| {
+            Error::Invalid(format!(
+                "annotation {ANNOTATION_LOG_FORMAT} {format_name:?} is not a log format (json-file or cri)"
+            ))
+        })?;
+        let log = LogWriter::open(&log_path, log_max)
+            .map_err(|e| Error::io("container log", e))?
+            .with_format(format);
         Ok(Plan {
             cgroup_rel,
             namespaces,
