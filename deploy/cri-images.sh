@@ -18,11 +18,12 @@
 #     test-image-user-uid, -username, -uid-group, -username-group :latest
 #                                                USER 1002, www-data, 1003:1004, www-data:1004
 #     test-image-predefined-group:latest         default-user (uid 1000) also in group 50000, USER 1000
-# REGISTRY/pause:3.6                         the sandbox image: waits for a signal
+# REGISTRY/pause:3.6                         the sandbox image: deploy/pause.c (reaps, waits for SIGTERM)
 # Still to come with the container slices: nginx, httpd, nonewprivs.
 set -euo pipefail
 reg=${1:?usage: $0 REGISTRY (host:port of a plain-HTTP registry)}
 work=$(mktemp -d)
+deploy=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 trap 'rm -rf "$work"' EXIT
 
 # The busybox binary: Debian's dynamic one when its package can be fetched.
@@ -108,9 +109,22 @@ variant user-username-group --config.user www-data:1004
 push user-username-group "$s/test-image-user-username-group:latest"
 variant predefined-group --config.user 1000
 push predefined-group "$s/test-image-predefined-group:latest"
-# The sandbox (pause) image berth's CRI runs for every pod ([cri] sandbox_image's default): a
-# shell that waits for a signal and exits 0 on SIGTERM/SIGINT, like the real pause.
-variant pause --clear=config.cmd --config.entrypoint sh --config.entrypoint -c \
-  --config.entrypoint 'trap "exit 0" TERM INT; while :; do sleep 2147483647 & wait $!; done'
+# The sandbox (pause) image berth's CRI runs for every pod ([cri] sandbox_image's default):
+# deploy/pause.c built static (it reaps orphans and exits 0 on SIGTERM), alone in its image;
+# without a C compiler, a busybox shell that waits for a signal stands in (it reaps nothing).
+make_pause() {
+  if command -v gcc >/dev/null && gcc -static -Os -o "$work/pause" "$deploy/pause.c" 2>/dev/null; then
+    (cd "$work" && umoci new --image oci:pause >/dev/null &&
+      umoci unpack --image oci:pause pause-bundle >/dev/null &&
+      install -m 0755 "$work/pause" pause-bundle/rootfs/pause &&
+      umoci repack --image oci:pause pause-bundle >/dev/null &&
+      umoci config --image oci:pause --config.entrypoint /pause >/dev/null)
+  else
+    echo "cri-images.sh: no static C compiler; the pause image is a shell that reaps nothing" >&2
+    variant pause --clear=config.cmd --config.entrypoint sh --config.entrypoint -c \
+      --config.entrypoint 'trap "exit 0" TERM INT; while :; do sleep 2147483647 & wait $!; done'
+  fi
+}
+make_pause
 push pause pause:3.6
 echo "pushed the CRI test images to $reg"

@@ -92,7 +92,7 @@ pub fn berthd_with_cri(registry: &str, cni: &Path) -> (Berthd, PathBuf) {
         cni.display()
     ));
     let socket = d.dir.path().join("state/cri.sock");
-    berth_integration::wait_for("the CRI socket", std::time::Duration::from_secs(10), || {
+    crate::wait_for("the CRI socket", std::time::Duration::from_secs(10), || {
         socket.exists()
     });
     (d, socket)

@@ -158,6 +158,57 @@ fn crictl_runs_a_pod_and_its_containers() {
         "{listed}"
     );
 
+    // Its log, in the CRI's format where the kubelet looks for it.
+    wait_for("the server's log", Duration::from_secs(10), || {
+        std::fs::read_to_string(logs.join("server.log")).is_ok_and(|l| l.contains("to-stderr"))
+    });
+    let raw = std::fs::read_to_string(logs.join("server.log")).unwrap();
+    let lines: Vec<Vec<&str>> = raw.lines().map(|l| l.splitn(4, ' ').collect()).collect();
+    assert!(
+        lines.iter().any(|l| l[1..] == ["stdout", "F", "started"]),
+        "{raw}"
+    );
+    assert!(
+        lines.iter().any(|l| l[1..] == ["stderr", "F", "to-stderr"]),
+        "{raw}"
+    );
+    assert!(
+        lines
+            .iter()
+            .all(|l| l[0].ends_with('Z') && l[0].contains('T')),
+        "{raw}"
+    );
+    let logged = c.crictl(&["logs", &server_id]);
+    let t = text(&logged);
+    assert!(
+        logged.status.success() && t.contains("started") && t.contains("to-stderr"),
+        "{t}"
+    );
+    // berth's own logs read the same file.
+    let berth_logs = c.berthd.ok(&["-n", "k8s.io", "logs", &server_id]);
+    assert!(berth_logs.contains("started"), "{berth_logs}");
+
+    // ExecSync, and the pod's host name and IPC namespace shared with the sandbox.
+    let out = c.ok(&["exec", "-s", &server_id, "hostname"]);
+    assert_eq!(out.trim(), "web-host");
+    let sandbox_pid = c
+        .berthd
+        .ok(&["-n", "k8s.io", "inspect", "-f", "{{.State.Pid}}", &pod]);
+    let server_pid = c.berthd.ok(&[
+        "-n",
+        "k8s.io",
+        "inspect",
+        "-f",
+        "{{.State.Pid}}",
+        &server_id,
+    ]);
+    for ns in ["ipc", "uts", "net"] {
+        let link = |pid: &str| std::fs::read_link(format!("/proc/{}/ns/{ns}", pid.trim())).unwrap();
+        assert_eq!(link(&sandbox_pid), link(&server_pid), "{ns}");
+    }
+    let out = c.crictl(&["exec", "-s", &server_id, "sh", "-c", "exit 3"]);
+    assert!(text(&out).contains("exited with 3"), "{}", text(&out));
+
     c.ok(&["stop", "--timeout", "1", &server_id]);
     assert_eq!(
         container_state(c, &server_id)["status"]["state"],
@@ -200,15 +251,20 @@ fn bad_pod_requests_get_cri_codes() {
     let out = c.crictl(&["inspectp", "0123456789abcdef"]);
     assert!(!out.status.success());
     assert!(text(&out).contains("not found"), "{}", text(&out));
-    // Removing what does not exist is success, as the CRI wants.
-    c.ok(&["rmp", "0123456789abcdef"]);
+    // crictl asks for the status first, so an unknown pod is NotFound to it.
+    let out = c.crictl(&["rmp", "0123456789abcdef"]);
+    assert!(
+        !out.status.success() && text(&out).contains("NotFound"),
+        "{}",
+        text(&out)
+    );
     let tmp = TempDir::new("berth-it-cri-bad");
     let ctr = container_json(tmp.path(), "lost", "true");
     let pod_file = pod_json(tmp.path(), "lost", tmp.path(), free_port());
     let out = c.crictl(&["create", "0123456789abcdef", &ctr, &pod_file]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("pod sandbox \"0123456789abcdef\" not found"),
+        text(&out).contains("NotFound") && text(&out).contains("0123456789abcdef"),
         "{}",
         text(&out)
     );

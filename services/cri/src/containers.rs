@@ -4,8 +4,10 @@
 //!
 //! A CRI container is a berth container in `k8s.io` labelled `io.berth.cri.kind=container`
 //! and `io.berth.cri.sandbox-id` (see [`crate::objects`]). It joins its sandbox's network
-//! namespace (`network_mode = container:<sandbox id>`, or the host's for a pod on the node's
-//! network), which gives it the pod's `/etc/hosts` and resolv.conf; the CRI's command, args,
+//! network, IPC and UTS namespaces (`network_mode`/`ipc_mode`/`uts_mode` =
+//! `container:<sandbox id>`, or the host's for a pod on the node's network; its pid namespace
+//! as its namespace options say), which gives it the pod's `/etc/hosts`, resolv.conf and host
+//! name; the CRI's command, args,
 //! env, working dir, mounts, user, capabilities, privileged, read-only root, no_new_privs,
 //! seccomp profile kind, memory and CPU quota become the berth config the runtime already
 //! honours. Its output goes to the sandbox's `log_directory`/its `log_path` in the CRI's log
@@ -35,8 +37,19 @@ pub fn container_config(
         .map(|i| i.image.clone())
         .filter(|i| !i.is_empty())
         .ok_or_else(|| Status::invalid_argument("the container config names no image"))?;
-    let host_network =
-        sandboxes::namespace_options(sandbox).network == cri::NamespaceMode::Node as i32;
+    // The container's own namespace options, else its pod's.
+    let modes = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_else(|| sandboxes::namespace_options(sandbox));
+    let host_network = modes.network == cri::NamespaceMode::Node as i32;
+    let join = |mode: i32| match cri::NamespaceMode::try_from(mode) {
+        Ok(cri::NamespaceMode::Node) => "host".to_string(),
+        Ok(cri::NamespaceMode::Pod) => format!("container:{}", sandbox.id),
+        _ => String::new(),
+    };
     let log_path = match (label(sandbox, objects::LOG_DIRECTORY), &config.log_path) {
         (dir, path) if !dir.is_empty() && !path.is_empty() => format!("{dir}/{path}"),
         _ => String::new(),
@@ -72,6 +85,14 @@ pub fn container_config(
         } else {
             format!("container:{}", sandbox.id)
         },
+        ipc_mode: join(modes.ipc),
+        // The pod's host name: the sandbox's UTS namespace, or the host's with its network.
+        uts_mode: if host_network {
+            "host".into()
+        } else {
+            format!("container:{}", sandbox.id)
+        },
+        pid_mode: join(modes.pid),
         binds: binds(&config.mounts)?,
         log_format: if log_path.is_empty() { "" } else { "cri" }.into(),
         log_path: log_path.clone(),
@@ -441,6 +462,12 @@ mod tests {
     fn container_joins_its_sandbox() {
         let c = container_config(&sandbox(), &config()).unwrap();
         assert_eq!(c.network_mode, "container:sb1");
+        assert_eq!(
+            (c.ipc_mode.as_str(), c.uts_mode.as_str()),
+            ("container:sb1", "container:sb1")
+        );
+        // NamespaceMode::POD is 0: the pid namespace too, unless CONTAINER is asked for.
+        assert_eq!(c.pid_mode, "container:sb1");
         assert!(c.entrypoint_set);
         assert_eq!(c.entrypoint, vec!["sh"]);
         assert_eq!(c.cmd, vec!["-c", "echo hi"]);

@@ -13,6 +13,7 @@
 //!   and the rest are the next slices of issue 15 and answer `Unimplemented` naming the RPC.
 //! - [`sandboxes`]: pod sandboxes, each a berth container of the sandbox (pause) image that
 //!   holds the pod's network; [`containers`]: the containers that join it.
+//! - [`exec`]: ExecSync over the runtime's Tasks.Exec.
 //! - [`objects`]: how both are kept as berth containers (labels `io.berth.cri.*`).
 //! - [`network`]: whether the CNI configuration makes pods' networks possible (NetworkReady).
 //! - [`convert`]: berth's image views in the CRI's terms.
@@ -23,6 +24,7 @@ use tonic::transport::Channel;
 
 pub mod containers;
 pub mod convert;
+pub mod exec;
 pub mod images;
 pub mod network;
 pub mod objects;

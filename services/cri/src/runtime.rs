@@ -7,7 +7,7 @@
 //! RPC's name: they are the next slices of issue 15, and a kubelet or critest sees plainly
 //! what berth cannot do yet.
 
-use crate::{containers, network, objects, sandboxes, Backends};
+use crate::{containers, exec, network, objects, sandboxes, Backends};
 use berth_api::cri::v1 as cri;
 use berth_api::cri::v1::runtime_service_server::RuntimeService;
 use std::collections::HashMap;
@@ -372,6 +372,15 @@ impl RuntimeService for Runtime {
         Ok(Response::new(cri::ListContainersResponse { containers }))
     }
 
+    async fn exec_sync(
+        &self,
+        request: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        Ok(Response::new(
+            exec::exec_sync(&self.backends, request.into_inner()).await?,
+        ))
+    }
+
     async fn container_status(
         &self,
         request: Request<cri::ContainerStatusRequest>,
@@ -392,7 +401,6 @@ impl RuntimeService for Runtime {
     not_yet! {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";

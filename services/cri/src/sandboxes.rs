@@ -59,7 +59,14 @@ pub fn sandbox_container(
         ));
     }
     let modes = namespace_modes(config);
-    let host_network = modes.network == cri::NamespaceMode::Node as i32;
+    let node = cri::NamespaceMode::Node as i32;
+    let host_network = modes.network == node;
+    let host_if = |mode: i32| if mode == node { "host" } else { "" }.to_string();
+    let sysctls = config
+        .linux
+        .as_ref()
+        .map(|l| l.sysctls.clone())
+        .unwrap_or_default();
     let dns = config.dns_config.clone().unwrap_or_default();
     let mut port_bindings = Vec::new();
     for p in &config.port_mappings {
@@ -124,6 +131,12 @@ pub fn sandbox_container(
         dns_options: dns.options,
         port_bindings,
         labels,
+        // The pod's IPC and UTS namespaces live in the sandbox; its pid namespace too, which
+        // containers join with NamespaceMode::POD.
+        ipc_mode: host_if(modes.ipc),
+        uts_mode: host_if(modes.network),
+        pid_mode: host_if(modes.pid),
+        sysctls,
         ..Default::default()
     })
 }
@@ -471,6 +484,7 @@ mod tests {
         });
         let c = sandbox_container("pause", &cfg).unwrap();
         assert_eq!((c.network_mode.as_str(), c.hostname.as_str()), ("host", ""));
+        assert_eq!((c.uts_mode.as_str(), c.ipc_mode.as_str()), ("host", ""));
         let record = api::Container {
             labels: c.labels,
             ..Default::default()

@@ -509,6 +509,11 @@ pub fn container_config(body: &Value) -> Result<capi::ContainerConfig, String> {
         // Docker's json-file log, in the runtime's folder.
         log_path: String::new(),
         log_format: String::new(),
+        // Docker's --ipc, --uts, --pid and --sysctl are not taken yet.
+        ipc_mode: String::new(),
+        uts_mode: String::new(),
+        pid_mode: String::new(),
+        sysctls: Default::default(),
     })
 }
 

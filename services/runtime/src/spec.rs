@@ -490,13 +490,18 @@ fn linux(
     security: crate::security::Security,
     options: &Options,
 ) -> Result<Linux> {
-    let mut types = vec![
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Mount,
-        LinuxNamespaceType::Cgroup,
-    ];
+    let mut types = vec![LinuxNamespaceType::Mount, LinuxNamespaceType::Cgroup];
+    for (typ, mode) in [
+        (LinuxNamespaceType::Pid, &config.pid_mode),
+        (LinuxNamespaceType::Ipc, &config.ipc_mode),
+        (LinuxNamespaceType::Uts, &config.uts_mode),
+    ] {
+        // The host's: absent from the spec. Another container's: its path is filled in when
+        // the task is created ([`crate::tasks`]).
+        if shared_namespace(typ, mode)? != SharedNamespace::Host {
+            types.push(typ);
+        }
+    }
     if net == Network::Own {
         types.push(LinuxNamespaceType::Network);
     }
@@ -524,7 +529,49 @@ fn linux(
         linux.set_readonly_paths(Some(READONLY_PATHS.map(String::from).to_vec()));
     }
     linux.set_seccomp(security.seccomp);
+    if !config.sysctls.is_empty() {
+        for k in config.sysctls.keys() {
+            let ok = !k.is_empty()
+                && k.split('.').all(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                });
+            if !ok {
+                return Err(Error::InvalidArgument(format!(
+                    "sysctl {k:?} is not a kernel parameter name (e.g. net.ipv4.ip_forward)"
+                )));
+            }
+        }
+        linux.set_sysctl(Some(config.sysctls.clone().into_iter().collect()));
+    }
     Ok(linux)
+}
+
+/// Where a container's pid, IPC or UTS namespace comes from (`--pid`, `--ipc`, `--uts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedNamespace {
+    /// A namespace of its own (`""`, and Docker's `private`/`shareable` for IPC).
+    Own,
+    /// The host's.
+    Host,
+    /// Another running container's (`container:NAME|ID`).
+    Container(String),
+}
+
+/// Reads the `--pid`/`--ipc`/`--uts` mode of namespace `typ`.
+pub fn shared_namespace(typ: LinuxNamespaceType, mode: &str) -> Result<SharedNamespace> {
+    match mode {
+        "" => Ok(SharedNamespace::Own),
+        "private" | "shareable" if typ == LinuxNamespaceType::Ipc => Ok(SharedNamespace::Own),
+        "host" => Ok(SharedNamespace::Host),
+        m => match m.strip_prefix("container:") {
+            Some(c) if !c.is_empty() => Ok(SharedNamespace::Container(c.to_string())),
+            _ => Err(Error::InvalidArgument(format!(
+                "invalid {typ} mode {m:?}: use host or container:NAME|ID"
+            ))),
+        },
+    }
 }
 
 /// The cgroup limits: devices, `--memory`, `--cpus`, `--pids-limit`, each checked as Docker
