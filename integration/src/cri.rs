@@ -14,6 +14,7 @@ pub const BUSYBOX: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
 pub const STAGING: &str = "gcr.io/k8s-staging-cri-tools";
 
 /// A berthd serving the CRI, the registry it pulls from and the unpacked CRI tools.
+#[derive(Debug)]
 pub struct Cri {
     pub berthd: Berthd,
     pub registry: Registry,

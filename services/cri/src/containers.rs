@@ -99,10 +99,9 @@ pub fn container_config(
         labels,
         ..Default::default()
     };
-    if let Some(linux) = &config.linux {
-        apply_security(&mut out, linux.security_context.as_ref())?;
-        apply_resources(&mut out, linux.resources.as_ref());
-    }
+    let linux = config.linux.as_ref();
+    apply_security(&mut out, linux.and_then(|l| l.security_context.as_ref()))?;
+    apply_resources(&mut out, linux.and_then(|l| l.resources.as_ref()));
     Ok(out)
 }
 
@@ -135,7 +134,16 @@ fn apply_security(
     out: &mut api::ContainerConfig,
     sc: Option<&cri::LinuxContainerSecurityContext>,
 ) -> Result<(), Status> {
-    let Some(sc) = sc else { return Ok(()) };
+    let Some(sc) = sc else {
+        // No security context: no seccomp profile either, which the CRI calls Unconfined.
+        out.security_opt.push("seccomp=unconfined".into());
+        return Ok(());
+    };
+    if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
+        return Err(Status::invalid_argument(
+            "run_as_group needs run_as_user or run_as_username",
+        ));
+    }
     out.user = if !sc.run_as_username.is_empty() {
         sc.run_as_username.clone()
     } else if let Some(uid) = &sc.run_as_user {
@@ -155,16 +163,24 @@ fn apply_security(
     if sc.no_new_privs {
         out.security_opt.push("no-new-privileges".into());
     }
-    if let Some(profile) = &sc.seccomp {
-        use cri::security_profile::ProfileType;
-        match ProfileType::try_from(profile.profile_type) {
-            Ok(ProfileType::RuntimeDefault) => {}
-            Ok(ProfileType::Unconfined) => out.security_opt.push("seccomp=unconfined".into()),
-            _ => {
-                return Err(Status::invalid_argument(
-                    "seccomp: berth takes the RuntimeDefault and Unconfined profiles only",
-                ))
-            }
+    // The CRI's default is Unconfined: a profile that is not set, or not RuntimeDefault.
+    use cri::security_profile::ProfileType;
+    let kind = sc
+        .seccomp
+        .as_ref()
+        .map(|p| ProfileType::try_from(p.profile_type));
+    let deprecated = sc.seccomp_profile_path.as_str();
+    match kind {
+        Some(Ok(ProfileType::RuntimeDefault)) => {}
+        Some(Ok(ProfileType::Unconfined)) => out.security_opt.push("seccomp=unconfined".into()),
+        None if matches!(deprecated, "runtime/default" | "docker/default") => {}
+        None if matches!(deprecated, "" | "unconfined") => {
+            out.security_opt.push("seccomp=unconfined".into())
+        }
+        _ => {
+            return Err(Status::invalid_argument(
+                "seccomp: berth takes the RuntimeDefault and Unconfined profiles only (Localhost profiles are not supported yet)",
+            ))
         }
     }
     Ok(())
@@ -521,6 +537,19 @@ mod tests {
         assert_eq!(c.memory, 64 << 20);
         assert_eq!(c.user, "1000:50");
         assert!(c.read_only);
+        assert_eq!(c.security_opt, vec!["no-new-privileges", "seccomp=unconfined"]);
+        if let Some(sc) = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+            sc.run_as_user = None;
+            sc.seccomp = Some(cri::SecurityProfile {
+                profile_type: cri::security_profile::ProfileType::RuntimeDefault as i32,
+                ..Default::default()
+            });
+        }
+        assert!(container_config(&sandbox(), &cfg).is_err(), "a group without a user");
+        if let Some(sc) = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
+            sc.run_as_group = None;
+        }
+        let c = container_config(&sandbox(), &cfg).unwrap();
         assert_eq!(c.security_opt, vec!["no-new-privileges"]);
     }
 
