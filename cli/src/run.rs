@@ -396,14 +396,8 @@ impl RunArgs {
             privileged: self.privileged,
             security_opt,
             tmpfs,
-            // The runtime's own json-file log.
-            log_path: String::new(),
-            log_format: String::new(),
-            // Docker's --ipc, --uts, --pid and --sysctl are not taken yet.
-            ipc_mode: String::new(),
-            uts_mode: String::new(),
-            pid_mode: String::new(),
-            sysctls: Default::default(),
+            // The runtime's own json-file log; no --ipc/--uts/--pid/--sysctl yet.
+            ..Default::default()
         };
         for w in berth_docker::create::create_warnings(&config) {
             eprintln!("WARNING: {w}");

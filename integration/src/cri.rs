@@ -67,6 +67,26 @@ impl Cri {
             .expect("run crictl")
     }
 
+    /// critest with ginkgo's `flags` (focus, skip) against the CRI socket, in a folder of its
+    /// own (its `podLogTest*` folders too); its output.
+    pub fn critest(&self, flags: &[&str]) -> Output {
+        let tmp = TempDir::new("berth-it-critest");
+        let endpoint = format!("unix://{}", self.socket.display());
+        Command::new(self.tools.join("critest"))
+            .current_dir(tmp.path())
+            .env("TMPDIR", tmp.path())
+            .args([
+                "--runtime-endpoint",
+                &endpoint,
+                "--image-endpoint",
+                &endpoint,
+                "--ginkgo.no-color",
+            ])
+            .args(flags)
+            .output()
+            .expect("run critest")
+    }
+
     /// crictl's standard output; panics with its output when it fails.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.crictl(args);

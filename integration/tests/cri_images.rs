@@ -186,24 +186,10 @@ fn bad_pulls_get_clear_errors() {
 #[test]
 fn critest_image_manager_and_runtime_info() {
     let c = or_skip!(cri());
-    let tmp = TempDir::new("berth-it-critest");
-    let endpoint = format!("unix://{}", c.socket.display());
-    let out = Command::new(c.tools.join("critest"))
-        .current_dir(tmp.path())
-        .env("TMPDIR", tmp.path())
-        .args([
-            "--runtime-endpoint",
-            &endpoint,
-            "--image-endpoint",
-            &endpoint,
-        ])
-        .args([
-            "--ginkgo.no-color",
-            "--ginkgo.focus=Image Manager|runtime should support returning runtime info",
-            "--ginkgo.skip=public image with digest should be pulled",
-        ])
-        .output()
-        .expect("run critest");
+    let out = c.critest(&[
+        "--ginkgo.focus=Image Manager|runtime should support returning runtime info",
+        "--ginkgo.skip=public image with digest should be pulled",
+    ]);
     let t = text(&out);
     assert!(out.status.success(), "critest failed:\n{t}");
     assert!(t.contains("Ran 8 of"), "{t}");

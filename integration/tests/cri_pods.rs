@@ -273,20 +273,7 @@ fn bad_pod_requests_get_cri_codes() {
 #[test]
 fn critest_pod_sandbox_specs() {
     let c = or_skip!(cri());
-    let tmp = TempDir::new("berth-it-critest-pods");
-    let endpoint = format!("unix://{}", c.socket.display());
-    let out = Command::new(c.tools.join("critest"))
-        .current_dir(tmp.path())
-        .env("TMPDIR", tmp.path())
-        .args([
-            "--runtime-endpoint",
-            &endpoint,
-            "--image-endpoint",
-            &endpoint,
-        ])
-        .args(["--ginkgo.no-color", "--ginkgo.focus=PodSandbox"])
-        .output()
-        .expect("run critest");
+    let out = c.critest(&["--ginkgo.focus=PodSandbox"]);
     let t = text(&out);
     assert!(out.status.success(), "critest failed:\n{t}");
     assert!(t.contains(" 0 Failed"), "{t}");

@@ -169,6 +169,8 @@ fn apply_security(
         .seccomp
         .as_ref()
         .map(|p| ProfileType::try_from(p.profile_type));
+    // Deprecated in the CRI, but critest 1.27 and older kubelets still send it.
+    #[allow(deprecated)]
     let deprecated = sc.seccomp_profile_path.as_str();
     match kind {
         Some(Ok(ProfileType::RuntimeDefault)) => {}
@@ -219,17 +221,7 @@ pub async fn create(
         &sandbox,
         config.metadata.as_ref().unwrap_or(&Default::default()),
     );
-    let created = containers(b)
-        .create(req(api::CreateContainerRequest {
-            name,
-            config: Some(cfg),
-        }))
-        .await
-        .map_err(|e| from_service("creating the container", e))?
-        .into_inner()
-        .container
-        .ok_or_else(|| Status::internal("the runtime created a container without a record"))?;
-    Ok(created.id)
+    sandboxes::create(b, name, cfg, "container").await
 }
 
 /// StartContainer: its task created and started, once its sandbox is ready.
@@ -537,7 +529,10 @@ mod tests {
         assert_eq!(c.memory, 64 << 20);
         assert_eq!(c.user, "1000:50");
         assert!(c.read_only);
-        assert_eq!(c.security_opt, vec!["no-new-privileges", "seccomp=unconfined"]);
+        assert_eq!(
+            c.security_opt,
+            vec!["no-new-privileges", "seccomp=unconfined"]
+        );
         if let Some(sc) = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
             sc.run_as_user = None;
             sc.seccomp = Some(cri::SecurityProfile {
@@ -545,7 +540,10 @@ mod tests {
                 ..Default::default()
             });
         }
-        assert!(container_config(&sandbox(), &cfg).is_err(), "a group without a user");
+        assert!(
+            container_config(&sandbox(), &cfg).is_err(),
+            "a group without a user"
+        );
         if let Some(sc) = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut()) {
             sc.run_as_group = None;
         }

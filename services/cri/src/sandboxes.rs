@@ -162,17 +162,7 @@ pub async fn run(
 ) -> Result<String, Status> {
     let cfg = sandbox_container(image, &config)?;
     let name = sandbox_name(config.metadata.as_ref().unwrap_or(&Default::default()));
-    let created = containers(b)
-        .create(req(api::CreateContainerRequest {
-            name,
-            config: Some(cfg),
-        }))
-        .await
-        .map_err(|e| from_service("creating the pod sandbox", e))?
-        .into_inner()
-        .container
-        .ok_or_else(|| Status::internal("the runtime created a sandbox without a record"))?;
-    let id = created.id;
+    let id = create(b, name, cfg, "pod sandbox").await?;
     if let Err(e) = start_task(b, &id).await {
         let _ = containers(b)
             .delete(req(api::DeleteContainerRequest {
@@ -184,6 +174,26 @@ pub async fn run(
         return Err(from_service("starting the pod sandbox", e));
     }
     Ok(id)
+}
+
+/// Containers.Create of CRI object `what` (`pod sandbox`, `container`): its id.
+pub(crate) async fn create(
+    b: &Backends,
+    name: String,
+    config: api::ContainerConfig,
+    what: &str,
+) -> Result<String, Status> {
+    containers(b)
+        .create(req(api::CreateContainerRequest {
+            name,
+            config: Some(config),
+        }))
+        .await
+        .map_err(|e| from_service(&format!("creating the {what}"), e))?
+        .into_inner()
+        .container
+        .map(|c| c.id)
+        .ok_or_else(|| Status::internal(format!("the runtime created a {what} without a record")))
 }
 
 /// Tasks.Create then Tasks.Start of container `id`.

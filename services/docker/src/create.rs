@@ -506,14 +506,8 @@ pub fn container_config(body: &Value) -> Result<capi::ContainerConfig, String> {
         privileged: boolean(host.get("Privileged"), "HostConfig.Privileged")?,
         security_opt: strings(host.get("SecurityOpt"), "HostConfig.SecurityOpt")?,
         tmpfs,
-        // Docker's json-file log, in the runtime's folder.
-        log_path: String::new(),
-        log_format: String::new(),
-        // Docker's --ipc, --uts, --pid and --sysctl are not taken yet.
-        ipc_mode: String::new(),
-        uts_mode: String::new(),
-        pid_mode: String::new(),
-        sysctls: Default::default(),
+        // The runtime's own json-file log; no --ipc/--uts/--pid/--sysctl yet.
+        ..Default::default()
     })
 }
 
