@@ -278,3 +278,53 @@ fn critest_pod_sandbox_specs() {
     assert!(out.status.success(), "critest failed:\n{t}");
     assert!(t.contains(" 0 Failed"), "{t}");
 }
+
+#[test]
+fn pods_outlive_a_killed_berthd() {
+    // A berthd of its own: this test kills it.
+    let Some(mut c) = Cri::start() else {
+        return;
+    };
+    c.ok(&["pull", BUSYBOX]);
+    let tmp = TempDir::new("berth-it-cri-kill");
+    let logs = tmp.path().join("logs");
+    std::fs::create_dir_all(&logs).unwrap();
+    let mut pods = Vec::new();
+    for name in ["one", "two"] {
+        let pod_file = pod_json(tmp.path(), name, &logs, free_port());
+        let pod = id(c.ok(&["runp", &pod_file]));
+        let ctr = container_json(
+            tmp.path(),
+            name,
+            "echo before; while :; do [ -e /tmp/go ] && echo after && break; sleep 0.1; done; sleep 1000",
+        );
+        let ctr_id = id(c.ok(&["create", &pod, &ctr, &pod_file]));
+        c.ok(&["start", &ctr_id]);
+        pods.push((pod, ctr_id));
+    }
+    c.berthd.kill9();
+    c.berthd.restart();
+    wait_for("the CRI after the restart", Duration::from_secs(20), || {
+        c.crictl(&["version"]).status.success()
+    });
+    for (pod, ctr) in &pods {
+        assert_eq!(
+            c.json(&["inspectp", pod])["status"]["state"],
+            "SANDBOX_READY"
+        );
+        assert_eq!(
+            container_state(&c, ctr)["status"]["state"],
+            "CONTAINER_RUNNING"
+        );
+        c.ok(&["exec", "-s", ctr, "touch", "/tmp/go"]);
+        wait_for("the log after the restart", Duration::from_secs(10), || {
+            String::from_utf8_lossy(&c.crictl(&["logs", ctr]).stdout).contains("after")
+        });
+        c.ok(&["stopp", pod]);
+        c.ok(&["rmp", pod]);
+    }
+    let left = c.ok(&["pods", "-q"]);
+    assert!(left.trim().is_empty(), "{left}");
+    let listed = c.berthd.ok(&["-n", "k8s.io", "ps", "-a", "-q"]);
+    assert!(listed.trim().is_empty(), "{listed}");
+}
