@@ -206,6 +206,22 @@ fn crictl_runs_a_pod_and_its_containers() {
         let link = |pid: &str| std::fs::read_link(format!("/proc/{}/ns/{ns}", pid.trim())).unwrap();
         assert_eq!(link(&sandbox_pid), link(&server_pid), "{ns}");
     }
+    // A command past its timeout: DeadlineExceeded, and the command is killed.
+    let out = c.crictl(&["exec", "-s", "--timeout", "1", &server_id, "sleep", "37"]);
+    assert!(
+        !out.status.success() && text(&out).contains("timed out"),
+        "{}",
+        text(&out)
+    );
+    wait_for(
+        "the timed out command to be killed",
+        Duration::from_secs(10),
+        || {
+            !c.crictl(&["exec", "-s", &server_id, "pgrep", "-f", "sleep 37"])
+                .status
+                .success()
+        },
+    );
     let out = c.crictl(&["exec", "-s", &server_id, "sh", "-c", "exit 3"]);
     assert!(text(&out).contains("exited with 3"), "{}", text(&out));
 

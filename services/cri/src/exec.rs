@@ -1,6 +1,7 @@
 //! ExecSync: a command run in a running container to its end, its output collected, over
 //! the runtime's Tasks.Exec stream (no tty, no stdin). A `timeout` (seconds, 0 = none) that
-//! passes ends the call with DeadlineExceeded, as the kubelet's probes expect.
+//! passes ends the call with DeadlineExceeded, as the kubelet's probes expect, and the runtime
+//! kills the command (ExecStart.timeout).
 
 use crate::objects;
 use crate::sandboxes::{get, tasks};
@@ -35,6 +36,8 @@ pub async fn exec_sync(
         item: Some(api::exec_request::Item::Start(api::ExecStart {
             container_id: c.id.clone(),
             args: request.cmd.clone(),
+            // The runtime kills it at the deadline, even once this call has answered.
+            timeout: u32::try_from(request.timeout).unwrap_or(0),
             ..Default::default()
         })),
     };
