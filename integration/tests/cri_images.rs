@@ -37,10 +37,10 @@ fn crictl_version_and_info() {
     assert_eq!(info["config"]["namespace"], "k8s.io", "{info}");
 
     // Streaming is a later slice: said plainly, by name.
-    let out = c.crictl(&["stats"]);
+    let out = c.crictl(&["statsp"]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("ListContainerStats is not implemented by berth yet"),
+        text(&out).contains("ListPodSandboxStats is not implemented by berth yet"),
         "{}",
         text(&out)
     );

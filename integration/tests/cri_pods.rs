@@ -206,6 +206,21 @@ fn crictl_runs_a_pod_and_its_containers() {
         let link = |pid: &str| std::fs::read_link(format!("/proc/{}/ns/{ns}", pid.trim())).unwrap();
         assert_eq!(link(&sandbox_pid), link(&server_pid), "{ns}");
     }
+    // Stats: its CPU and memory from its cgroup, its writable layer.
+    let stats = c.json(&["stats", "-o", "json", "--id", &server_id]);
+    let s0 = &stats["stats"][0];
+    assert_eq!(s0["attributes"]["id"], server_id.as_str(), "{stats}");
+    assert!(
+        s0["cpu"]["usageCoreNanoSeconds"]["value"]
+            .as_str()
+            .is_some(),
+        "{stats}"
+    );
+    assert!(
+        s0["memory"]["workingSetBytes"]["value"].as_str().is_some(),
+        "{stats}"
+    );
+
     // A command past its timeout: DeadlineExceeded, and the command is killed.
     let out = c.crictl(&["exec", "-s", "--timeout", "1", &server_id, "sleep", "37"]);
     assert!(

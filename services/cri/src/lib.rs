@@ -13,7 +13,8 @@
 //!   and the rest are the next slices of issue 15 and answer `Unimplemented` naming the RPC.
 //! - [`sandboxes`]: pod sandboxes, each a berth container of the sandbox (pause) image that
 //!   holds the pod's network; [`containers`]: the containers that join it.
-//! - [`exec`]: ExecSync over the runtime's Tasks.Exec.
+//! - [`exec`]: ExecSync over the runtime's Tasks.Exec; [`stats`]: containers' CPU, memory
+//!   and writable layer.
 //! - [`objects`]: how both are kept as berth containers (labels `io.berth.cri.*`).
 //! - [`network`]: whether the CNI configuration makes pods' networks possible (NetworkReady).
 //! - [`convert`]: berth's image views in the CRI's terms.
@@ -30,6 +31,7 @@ pub mod network;
 pub mod objects;
 pub mod runtime;
 pub mod sandboxes;
+pub mod stats;
 
 /// The berth namespace of CRI objects.
 pub const NAMESPACE: &str = "k8s.io";

@@ -1,13 +1,14 @@
-//! `runtime.v1.RuntimeService`, first slice: Version, Status (RuntimeReady from the runtime
-//! service's health, NetworkReady from the CNI configuration), RuntimeConfig (the cgroupfs
-//! driver, as berth's runtime manages cgroups through cgroupfs) and UpdateRuntimeConfig (the
-//! pod CIDR, kept for the default network of the sandbox slice).
+//! `runtime.v1.RuntimeService`: Version, Status (RuntimeReady from the runtime service's
+//! health, NetworkReady from the CNI configuration), RuntimeConfig (the cgroupfs driver, as
+//! berth's runtime manages cgroups through cgroupfs) and UpdateRuntimeConfig (the pod CIDR),
+//! answered here; pods ([`crate::sandboxes`]), their containers ([`crate::containers`]),
+//! ExecSync ([`crate::exec`]) and container stats ([`crate::stats`]) delegated.
 //!
-//! Pods, containers, streaming, stats, events and checkpoints answer `Unimplemented` with the
-//! RPC's name: they are the next slices of issue 15, and a kubelet or critest sees plainly
-//! what berth cannot do yet.
+//! Streaming, pod stats, events, log reopening, resource updates and checkpoints answer
+//! `Unimplemented` with the RPC's name: they are later slices of issue 15, and a kubelet or
+//! critest sees plainly what berth cannot do yet.
 
-use crate::{containers, exec, network, objects, sandboxes, Backends};
+use crate::{containers, exec, network, objects, sandboxes, stats, Backends};
 use berth_api::cri::v1 as cri;
 use berth_api::cri::v1::runtime_service_server::RuntimeService;
 use std::collections::HashMap;
@@ -154,7 +155,7 @@ fn valid_cidr(cidr: &str) -> bool {
 /// The answer of an RPC a later slice of issue 15 implements.
 fn not_yet(rpc: &str) -> Status {
     Status::unimplemented(format!(
-        "runtime.v1.RuntimeService/{rpc} is not implemented by berth yet (pods and containers come in the next slices of its CRI)"
+        "runtime.v1.RuntimeService/{rpc} is not implemented by berth yet (it comes in a later slice of its CRI)"
     ))
 }
 
@@ -381,6 +382,24 @@ impl RuntimeService for Runtime {
         ))
     }
 
+    async fn container_stats(
+        &self,
+        request: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        let stats = stats::one(&self.backends, &request.into_inner().container_id).await?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        request: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        let stats = stats::list(&self.backends, request.into_inner().filter).await?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
+    }
+
     async fn container_status(
         &self,
         request: Request<cri::ContainerStatusRequest>,
@@ -404,8 +423,6 @@ impl RuntimeService for Runtime {
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
         list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
