@@ -155,6 +155,17 @@ fn apply_security(
         String::new()
     };
     out.privileged = sc.privileged;
+    out.masked_paths = sc.masked_paths.clone();
+    out.additional_gids = sc
+        .supplemental_groups
+        .iter()
+        .map(|g| {
+            u32::try_from(*g).map_err(|_| {
+                Status::invalid_argument(format!("supplemental group {g} is not a gid"))
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    out.readonly_paths = sc.readonly_paths.clone();
     out.read_only = sc.readonly_rootfs;
     if let Some(caps) = &sc.capabilities {
         out.cap_add = caps.add_capabilities.clone();

@@ -464,6 +464,7 @@ fn process(
             UserBuilder::default()
                 .uid(user.uid)
                 .gid(user.gid)
+                .additional_gids(config.additional_gids.clone())
                 .build()
                 .map_err(spec_err)?,
         )
@@ -525,8 +526,19 @@ fn linux(
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
     } else {
-        linux.set_masked_paths(Some(MASKED_PATHS.map(String::from).to_vec()));
-        linux.set_readonly_paths(Some(READONLY_PATHS.map(String::from).to_vec()));
+        let or_default = |given: &[String], default: &[&str]| -> Result<Vec<String>> {
+            if given.is_empty() {
+                return Ok(default.iter().map(|p| p.to_string()).collect());
+            }
+            match given.iter().find(|p| !p.starts_with('/')) {
+                Some(bad) => Err(Error::InvalidArgument(format!(
+                    "masked or read-only path {bad:?} must be absolute"
+                ))),
+                None => Ok(given.to_vec()),
+            }
+        };
+        linux.set_masked_paths(Some(or_default(&config.masked_paths, &MASKED_PATHS)?));
+        linux.set_readonly_paths(Some(or_default(&config.readonly_paths, &READONLY_PATHS)?));
     }
     linux.set_seccomp(security.seccomp);
     if !config.sysctls.is_empty() {
@@ -1138,6 +1150,43 @@ mod tests {
         assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], false);
         assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(v["linux"]["maskedPaths"][0], "/proc/asound");
+    }
+
+    #[test]
+    fn masked_paths_sysctls_and_shared_namespaces() {
+        let mut c = cfg();
+        c.masked_paths = vec!["/bin/ls".into()];
+        c.additional_gids = vec![50000];
+        c.sysctls = HashMap::from([("kernel.shm_rmid_forced".into(), "1".into())]);
+        c.ipc_mode = "container:pause".into();
+        c.pid_mode = "host".into();
+        let s = build(ID, "default", &c, &image(None, Some(&["sh"])), &opts()).unwrap();
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["linux"]["maskedPaths"], serde_json::json!(["/bin/ls"]));
+        assert_eq!(v["linux"]["readonlyPaths"][0], "/proc/bus");
+        assert_eq!(v["linux"]["sysctl"]["kernel.shm_rmid_forced"], "1");
+        assert_eq!(
+            v["process"]["user"]["additionalGids"],
+            serde_json::json!([50000])
+        );
+        let types: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert!(
+            types.contains(&"ipc") && !types.contains(&"pid"),
+            "{types:?}"
+        );
+        c.masked_paths = vec!["relative".into()];
+        assert!(build(ID, "default", &c, &image(None, Some(&["sh"])), &opts()).is_err());
+        let mut c = cfg();
+        c.uts_mode = "container:".into();
+        assert!(build(ID, "default", &c, &image(None, Some(&["sh"])), &opts()).is_err());
+        c.uts_mode = String::new();
+        c.sysctls = HashMap::from([("bad key".into(), "1".into())]);
+        assert!(build(ID, "default", &c, &image(None, Some(&["sh"])), &opts()).is_err());
     }
 
     #[test]
