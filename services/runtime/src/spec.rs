@@ -246,7 +246,9 @@ pub fn parse_user(user: &str) -> Result<UserSpec> {
     }
     let uid = u.parse::<u32>().ok();
     let gid = g.map(|g| g.parse::<u32>().ok());
-    let named = uid.is_none() || matches!(gid, Some(None));
+    // A uid alone is resolved too: its primary group is the one /etc/passwd gives it (as
+    // Docker's), and its supplementary groups those /etc/group lists its name in.
+    let named = uid.is_none() || !matches!(gid, Some(Some(_)));
     Ok(UserSpec {
         uid: uid.unwrap_or(0),
         gid: gid.flatten().unwrap_or(0),
@@ -870,7 +872,8 @@ mod tests {
             UserSpec {
                 uid: 1000,
                 gid: 0,
-                named: None
+                // Resolved by the shim: the primary group comes from /etc/passwd.
+                named: Some("1000".into())
             }
         );
         assert_eq!(
