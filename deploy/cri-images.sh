@@ -19,7 +19,9 @@
 #                                                USER 1002, www-data, 1003:1004, www-data:1004
 #     test-image-predefined-group:latest         default-user (uid 1000) also in group 50000, USER 1000
 # REGISTRY/pause:3.6                         the sandbox image: deploy/pause.c (reaps, waits for SIGTERM)
-# Still to come with the container slices: nginx, httpd, nonewprivs.
+# REGISTRY/e2e-test-images/nginx:1.14-2, k8s-staging-cri-tools/hostnet-nginx-amd64:latest (port
+#     12003), e2e-test-images/httpd:2.4.39-4   shell stand-ins serving /www with busybox httpd
+# Still to come: nonewprivs.
 set -euo pipefail
 reg=${1:?usage: $0 REGISTRY (host:port of a plain-HTTP registry)}
 work=$(mktemp -d)
@@ -127,4 +129,34 @@ make_pause() {
 }
 make_pause
 push pause pause:3.6
+
+# derived TAG SCRIPT-PATH SCRIPT [umoci config flags…]: the busybox image with an executable
+# script added at SCRIPT-PATH, under TAG.
+derived() {
+  local tag=$1 path=$2 script=$3; shift 3
+  (cd "$work" && rm -rf "d-$tag" && umoci unpack --image oci:busybox "d-$tag" >/dev/null &&
+    mkdir -p "d-$tag/rootfs$(dirname "$path")" "d-$tag/rootfs/www" &&
+    printf '%s\n' "$script" > "d-$tag/rootfs$path" && chmod 0755 "d-$tag/rootfs$path" &&
+    echo ok > "d-$tag/rootfs/www/index.html" &&
+    umoci repack --image "oci:$tag" "d-$tag" >/dev/null)
+  umoci config --image "$work/oci:$tag" "$@" >/dev/null
+}
+
+# nginx stand-ins: a shell script named nginx (so the process is called nginx) that writes
+# /var/run/nginx.pid and serves /www with busybox httpd on $PORT (80; 12003 for hostnet).
+nginx_script='#!/bin/sh
+echo $$ > /var/run/nginx.pid
+httpd -f -p "${PORT:-80}" -h /www &
+trap "kill $! 2>/dev/null; exit 0" TERM INT
+wait'
+derived nginx /usr/sbin/nginx "$nginx_script" --clear=config.cmd \
+  --config.entrypoint nginx --config.entrypoint -g --config.entrypoint "daemon off; master process"
+push nginx e2e-test-images/nginx:1.14-2
+umoci config --image "$work/oci:nginx" --tag hostnet-nginx --config.env PORT=12003 >/dev/null
+push hostnet-nginx k8s-staging-cri-tools/hostnet-nginx-amd64:latest
+# httpd stand-in: says "httpd -D FOREGROUND" (what critest looks for in its log), serves port 80.
+derived httpd /usr/local/bin/httpd-foreground '#!/bin/sh
+echo "httpd -D FOREGROUND"
+exec httpd -f -p 80 -h /www' --clear=config.cmd --config.cmd httpd-foreground
+push httpd e2e-test-images/httpd:2.4.39-4
 echo "pushed the CRI test images to $reg"
