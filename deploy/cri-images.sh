@@ -21,7 +21,7 @@
 # REGISTRY/pause:3.6                         the sandbox image: deploy/pause.c (reaps, waits for SIGTERM)
 # REGISTRY/e2e-test-images/nginx:1.14-2, k8s-staging-cri-tools/hostnet-nginx-amd64:latest (port
 #     12003), e2e-test-images/httpd:2.4.39-4   shell stand-ins serving /www with busybox httpd
-# Still to come: nonewprivs.
+# REGISTRY/e2e-test-images/nonewprivs:1.3   deploy/nonewprivs.c, setuid root: prints its effective uid
 set -euo pipefail
 reg=${1:?usage: $0 REGISTRY (host:port of a plain-HTTP registry)}
 work=$(mktemp -d)
@@ -159,4 +159,16 @@ derived httpd /usr/local/bin/httpd-foreground '#!/bin/sh
 echo "httpd -D FOREGROUND"
 exec httpd -f -p 80 -h /www' --clear=config.cmd --config.cmd httpd-foreground
 push httpd e2e-test-images/httpd:2.4.39-4
+# nonewprivs stand-in: deploy/nonewprivs.c, setuid root, prints "Effective uid: N" (needs a
+# static C compiler; without one the image is left out and its two critest specs fail).
+if command -v gcc >/dev/null && gcc -static -Os -o "$work/nnp" "$deploy/nonewprivs.c" 2>/dev/null; then
+  (cd "$work" && rm -rf d-nnp && umoci unpack --image oci:busybox d-nnp >/dev/null &&
+    install -D -o 0 -g 0 -m 4755 nnp d-nnp/rootfs/usr/local/bin/nnp &&
+    umoci repack --image oci:nonewprivs d-nnp >/dev/null)
+  umoci config --image "$work/oci:nonewprivs" --clear=config.cmd \
+    --config.entrypoint /usr/local/bin/nnp >/dev/null
+  push nonewprivs e2e-test-images/nonewprivs:1.3
+else
+  echo "cri-images.sh: no static C compiler; the nonewprivs image is left out" >&2
+fi
 echo "pushed the CRI test images to $reg"
