@@ -77,6 +77,12 @@ pub fn matches(c: &api::Container, id: &str, selector: &HashMap<String, String>)
     selector.iter().all(|(k, v)| labels.get(k) == Some(v))
 }
 
+/// The kubelet's pod filter of containers: their sandbox id starts with `pod` (any when
+/// empty).
+pub fn in_pod(c: &api::Container, pod: &str) -> bool {
+    pod.is_empty() || label(c, SANDBOX_ID).starts_with(pod)
+}
+
 /// A berth timestamp in nanoseconds since the epoch (0 when absent).
 pub fn nanos(seconds: i64, nanos: i32) -> i64 {
     seconds
@@ -149,6 +155,8 @@ mod tests {
             &HashMap::from([("tier".into(), "x".into())])
         ));
         assert!(is_kind(&c, KIND_SANDBOX) && !is_kind(&c, KIND_CONTAINER));
+        let member = container("c1", &[(SANDBOX_ID, "abcdef")]);
+        assert!(in_pod(&member, "") && in_pod(&member, "abc") && !in_pod(&member, "x"));
     }
 
     #[test]

@@ -116,10 +116,7 @@ pub async fn list(
         .await?
         .into_iter()
         .filter(|c| objects::matches(c, &filter.id, &filter.label_selector))
-        .filter(|c| {
-            filter.pod_sandbox_id.is_empty()
-                || label(c, objects::SANDBOX_ID).starts_with(&filter.pod_sandbox_id)
-        })
+        .filter(|c| objects::in_pod(c, &filter.pod_sandbox_id))
         .collect();
     stats_of(b, &chosen).await
 }
