@@ -12,6 +12,9 @@ use futures::StreamExt;
 use std::time::Duration;
 use tonic::Status;
 
+/// How long after the deadline the runtime's kill may take to end the exec.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
 /// Most output kept per stream; more is dropped (the kubelet caps probe output too).
 const MAX_OUTPUT: usize = 16 << 20;
 
@@ -46,12 +49,20 @@ pub async fn exec_sync(
     if timeout == 0 {
         return run.await;
     }
-    match tokio::time::timeout(Duration::from_secs(timeout), run).await {
-        Ok(done) => done,
-        Err(_) => Err(Status::deadline_exceeded(format!(
+    // The runtime kills the command at the deadline; its exit (137) then ends the stream, so
+    // the answer comes once it is gone. A grace period covers a runtime that does not answer.
+    let began = std::time::Instant::now();
+    let deadline = Duration::from_secs(timeout);
+    let timed_out = || {
+        Status::deadline_exceeded(format!(
             "command {:?} in container {} timed out after {timeout}s",
             request.cmd, request.container_id
-        ))),
+        ))
+    };
+    match tokio::time::timeout(deadline + KILL_GRACE, run).await {
+        Ok(_) if began.elapsed() >= deadline => Err(timed_out()),
+        Ok(done) => done,
+        Err(_) => Err(timed_out()),
     }
 }
 
