@@ -18,10 +18,14 @@
 #     test-image-user-uid, -username, -uid-group, -username-group :latest
 #                                                USER 1002, www-data, 1003:1004, www-data:1004
 #     test-image-predefined-group:latest         default-user (uid 1000) also in group 50000, USER 1000
-# Still to come with the pod and container slices: pause, nginx, httpd, nonewprivs.
+# REGISTRY/pause:3.6                         the sandbox image: deploy/pause.c (reaps, waits for SIGTERM)
+# REGISTRY/e2e-test-images/nginx:1.14-2, k8s-staging-cri-tools/hostnet-nginx-amd64:latest (port
+#     12003), e2e-test-images/httpd:2.4.39-4   shell stand-ins serving /www with busybox httpd
+# REGISTRY/e2e-test-images/nonewprivs:1.3   deploy/nonewprivs.c, setuid root: prints its effective uid
 set -euo pipefail
 reg=${1:?usage: $0 REGISTRY (host:port of a plain-HTTP registry)}
 work=$(mktemp -d)
+deploy=$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")
 trap 'rm -rf "$work"' EXIT
 
 # The busybox binary: Debian's dynamic one when its package can be fetched.
@@ -107,4 +111,64 @@ variant user-username-group --config.user www-data:1004
 push user-username-group "$s/test-image-user-username-group:latest"
 variant predefined-group --config.user 1000
 push predefined-group "$s/test-image-predefined-group:latest"
+# The sandbox (pause) image berth's CRI runs for every pod ([cri] sandbox_image's default):
+# deploy/pause.c built static (it reaps orphans and exits 0 on SIGTERM), alone in its image;
+# without a C compiler, a busybox shell that waits for a signal stands in (it reaps nothing).
+make_pause() {
+  if command -v gcc >/dev/null && gcc -static -Os -o "$work/pause" "$deploy/pause.c" 2>/dev/null; then
+    (cd "$work" && umoci new --image oci:pause >/dev/null &&
+      umoci unpack --image oci:pause pause-bundle >/dev/null &&
+      install -m 0755 "$work/pause" pause-bundle/rootfs/pause &&
+      umoci repack --image oci:pause pause-bundle >/dev/null &&
+      umoci config --image oci:pause --config.entrypoint /pause >/dev/null)
+  else
+    echo "cri-images.sh: no static C compiler; the pause image is a shell that reaps nothing" >&2
+    variant pause --clear=config.cmd --config.entrypoint sh --config.entrypoint -c \
+      --config.entrypoint 'trap "exit 0" TERM INT; while :; do sleep 2147483647 & wait $!; done'
+  fi
+}
+make_pause
+push pause pause:3.6
+
+# derived TAG SCRIPT-PATH SCRIPT [umoci config flags…]: the busybox image with an executable
+# script added at SCRIPT-PATH, under TAG.
+derived() {
+  local tag=$1 path=$2 script=$3; shift 3
+  (cd "$work" && rm -rf "d-$tag" && umoci unpack --image oci:busybox "d-$tag" >/dev/null &&
+    mkdir -p "d-$tag/rootfs$(dirname "$path")" "d-$tag/rootfs/www" &&
+    printf '%s\n' "$script" > "d-$tag/rootfs$path" && chmod 0755 "d-$tag/rootfs$path" &&
+    echo ok > "d-$tag/rootfs/www/index.html" &&
+    umoci repack --image "oci:$tag" "d-$tag" >/dev/null)
+  umoci config --image "$work/oci:$tag" "$@" >/dev/null
+}
+
+# nginx stand-ins: a shell script named nginx (so the process is called nginx) that writes
+# /var/run/nginx.pid and serves /www with busybox httpd on $PORT (80; 12003 for hostnet).
+nginx_script='#!/bin/sh
+echo $$ > /var/run/nginx.pid
+httpd -f -p "${PORT:-80}" -h /www &
+trap "kill $! 2>/dev/null; exit 0" TERM INT
+wait'
+derived nginx /usr/sbin/nginx "$nginx_script" --clear=config.cmd \
+  --config.entrypoint nginx --config.entrypoint -g --config.entrypoint "daemon off; master process"
+push nginx e2e-test-images/nginx:1.14-2
+umoci config --image "$work/oci:nginx" --tag hostnet-nginx --config.env PORT=12003 >/dev/null
+push hostnet-nginx k8s-staging-cri-tools/hostnet-nginx-amd64:latest
+# httpd stand-in: says "httpd -D FOREGROUND" (what critest looks for in its log), serves port 80.
+derived httpd /usr/local/bin/httpd-foreground '#!/bin/sh
+echo "httpd -D FOREGROUND"
+exec httpd -f -p 80 -h /www' --clear=config.cmd --config.cmd httpd-foreground
+push httpd e2e-test-images/httpd:2.4.39-4
+# nonewprivs stand-in: deploy/nonewprivs.c, setuid root, prints "Effective uid: N" (needs a
+# static C compiler; without one the image is left out and its two critest specs fail).
+if command -v gcc >/dev/null && gcc -static -Os -o "$work/nnp" "$deploy/nonewprivs.c" 2>/dev/null; then
+  (cd "$work" && rm -rf d-nnp && umoci unpack --image oci:busybox d-nnp >/dev/null &&
+    install -D -o 0 -g 0 -m 4755 nnp d-nnp/rootfs/usr/local/bin/nnp &&
+    umoci repack --image oci:nonewprivs d-nnp >/dev/null)
+  umoci config --image "$work/oci:nonewprivs" --clear=config.cmd \
+    --config.entrypoint /usr/local/bin/nnp >/dev/null
+  push nonewprivs e2e-test-images/nonewprivs:1.3
+else
+  echo "cri-images.sh: no static C compiler; the nonewprivs image is left out" >&2
+fi
 echo "pushed the CRI test images to $reg"

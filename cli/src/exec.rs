@@ -55,6 +55,7 @@ async fn exec_inner(ctx: &Context, a: ExecArgs) -> Result<i32, Error> {
             tty: a.tty,
             stdin,
             detach: a.detach,
+            timeout: 0,
         })),
     })
     .await

@@ -396,6 +396,8 @@ impl RunArgs {
             privileged: self.privileged,
             security_opt,
             tmpfs,
+            // The runtime's own json-file log; no --ipc/--uts/--pid/--sysctl yet.
+            ..Default::default()
         };
         for w in berth_docker::create::create_warnings(&config) {
             eprintln!("WARNING: {w}");

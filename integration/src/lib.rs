@@ -10,6 +10,7 @@
 //! Processes started here get `PR_SET_PDEATHSIG` from a thread that lives as long as the test
 //! binary, so nothing outlives a test run.
 
+pub mod cri;
 pub mod gateway;
 pub mod python;
 
@@ -141,8 +142,10 @@ impl TempDir {
     }
 }
 
-impl Drop for TempDir {
-    fn drop(&mut self) {
+impl TempDir {
+    /// Unmounts what is mounted under the folder and removes it (what dropping it does; for
+    /// a folder held by a static, which is never dropped).
+    pub fn remove(&self) {
         if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
             let mut under: Vec<&str> = mounts
                 .lines()
@@ -155,6 +158,12 @@ impl Drop for TempDir {
             }
         }
         let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        self.remove();
     }
 }
 
@@ -479,7 +488,7 @@ impl Berthd {
     }
 
     /// Kills the shims and containers this instance started.
-    fn kill_shims(&self) {
+    pub fn kill_shims(&self) {
         let tasks = self.state().join("tasks");
         let Ok(nss) = std::fs::read_dir(&tasks) else {
             return;

@@ -6,136 +6,10 @@
 //! crictl and critest 1.27.1 come from `shared/tools/cri` beside the checkout (or
 //! `BERTH_CRI_TOOLS`, a folder holding its `unpack` script), unpacked into a cache folder.
 
-use berth_integration::{bin_dir, or_skip, require_tools, skip, Berthd, Registry, TempDir};
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-use std::sync::OnceLock;
-
-/// The default busybox of critest, from the stand-ins.
-const BUSYBOX: &str = "registry.k8s.io/e2e-test-images/busybox:1.29-2";
-const STAGING: &str = "gcr.io/k8s-staging-cri-tools";
-
-/// A berthd serving the CRI, the registry it pulls from and the unpacked CRI tools.
-struct Cri {
-    berthd: Berthd,
-    _registry: Registry,
-    tools: PathBuf,
-    socket: PathBuf,
-    cni: TempDir,
-}
-
-impl Cri {
-    fn start() -> Option<Cri> {
-        require_tools(&["umoci", "skopeo", "pgrep", "ipcs"])?;
-        let tools = cri_tools()?;
-        let registry = Registry::start()?;
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/cri-images.sh");
-        let pushed = Command::new("bash")
-            .arg(&script)
-            .arg(&registry.addr)
-            .output()
-            .expect("run deploy/cri-images.sh");
-        assert!(pushed.status.success(), "cri-images.sh: {}", text(&pushed));
-        let cni = TempDir::new("berth-it-cni");
-        std::fs::write(
-            cni.path().join("10-pods.conflist"),
-            r#"{"cniVersion":"1.0.0","name":"berth-pods","plugins":[{"type":"bridge","bridge":"cni0","ipam":{"type":"host-local","ranges":[[{"subnet":"10.88.0.0/16"}]]}},{"type":"portmap","capabilities":{"portMappings":true}}]}"#,
-        )
-        .unwrap();
-        let (berthd, socket) = berthd_with_cri(&registry.addr, cni.path());
-        Some(Cri {
-            berthd,
-            _registry: registry,
-            tools,
-            socket,
-            cni,
-        })
-    }
-
-    /// crictl against the CRI socket.
-    fn crictl(&self, args: &[&str]) -> Output {
-        let endpoint = format!("unix://{}", self.socket.display());
-        Command::new(self.tools.join("crictl"))
-            .args([
-                "--runtime-endpoint",
-                &endpoint,
-                "--image-endpoint",
-                &endpoint,
-            ])
-            .args(["--timeout", "60s"])
-            .args(args)
-            .output()
-            .expect("run crictl")
-    }
-
-    /// crictl's standard output; panics with its output when it fails.
-    fn ok(&self, args: &[&str]) -> String {
-        let out = self.crictl(args);
-        assert!(out.status.success(), "crictl {args:?}: {}", text(&out));
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    }
-
-    /// crictl's output as JSON.
-    fn json(&self, args: &[&str]) -> serde_json::Value {
-        let out = self.ok(args);
-        serde_json::from_str(&out).unwrap_or_else(|e| panic!("crictl {args:?}: {e}: {out}"))
-    }
-}
-
-/// A berthd with `[cri]` on a socket in its state folder, its CNI configurations in `cni`,
-/// and mirrors of the registries critest pulls from at `registry`.
-fn berthd_with_cri(registry: &str, cni: &Path) -> (Berthd, PathBuf) {
-    let mirrors: String = ["registry.k8s.io", "gcr.io", "docker.io"]
-        .iter()
-        .map(|r| format!("[registries.\"{r}\"]\nmirrors = [\"http://{registry}\"]\n"))
-        .collect();
-    let d = Berthd::start(&format!(
-        "[cri]\nsocket = \"{{STATE}}/cri.sock\"\ncni_conf_dir = \"{}\"\n{mirrors}",
-        cni.display()
-    ));
-    let socket = d.dir.path().join("state/cri.sock");
-    berth_integration::wait_for("the CRI socket", std::time::Duration::from_secs(10), || {
-        socket.exists()
-    });
-    (d, socket)
-}
-
-fn cri() -> Option<&'static Cri> {
-    static C: OnceLock<Option<Cri>> = OnceLock::new();
-    C.get_or_init(Cri::start).as_ref()
-}
-
-/// crictl and critest unpacked (once) into a cache folder; `None` (after a SKIP line) when
-/// the project's copy of them is not beside the checkout.
-fn cri_tools() -> Option<PathBuf> {
-    let source = std::env::var_os("BERTH_CRI_TOOLS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/tools/cri"));
-    let unpack = source.join("unpack");
-    if !unpack.is_file() {
-        skip(format!(
-            "crictl and critest are not at {} (shared/tools/cri beside the checkout, or BERTH_CRI_TOOLS)",
-            source.display()
-        ));
-        return None;
-    }
-    let dest = std::env::temp_dir().join("berth-cri-tools-1.27.1");
-    let out = Command::new("bash")
-        .arg(&unpack)
-        .arg(&dest)
-        .output()
-        .expect("run the unpack script of the CRI tools");
-    assert!(out.status.success(), "unpack: {}", text(&out));
-    Some(dest)
-}
-
-fn text(out: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    )
-}
+use berth_integration::cri::{berthd_with_cri, cri, text, BUSYBOX, STAGING};
+use berth_integration::{bin_dir, or_skip, TempDir};
+use std::path::Path;
+use std::process::Command;
 
 #[test]
 fn crictl_version_and_info() {
@@ -162,11 +36,11 @@ fn crictl_version_and_info() {
     );
     assert_eq!(info["config"]["namespace"], "k8s.io", "{info}");
 
-    // Pods are the next slice: said plainly, by name.
-    let out = c.crictl(&["pods"]);
+    // Streaming is a later slice: said plainly, by name.
+    let out = c.crictl(&["statsp"]);
     assert!(!out.status.success());
     assert!(
-        text(&out).contains("ListPodSandbox is not implemented by berth yet"),
+        text(&out).contains("ListPodSandboxStats is not implemented by berth yet"),
         "{}",
         text(&out)
     );
@@ -312,24 +186,10 @@ fn bad_pulls_get_clear_errors() {
 #[test]
 fn critest_image_manager_and_runtime_info() {
     let c = or_skip!(cri());
-    let tmp = TempDir::new("berth-it-critest");
-    let endpoint = format!("unix://{}", c.socket.display());
-    let out = Command::new(c.tools.join("critest"))
-        .current_dir(tmp.path())
-        .env("TMPDIR", tmp.path())
-        .args([
-            "--runtime-endpoint",
-            &endpoint,
-            "--image-endpoint",
-            &endpoint,
-        ])
-        .args([
-            "--ginkgo.no-color",
-            "--ginkgo.focus=Image Manager|runtime should support returning runtime info",
-            "--ginkgo.skip=public image with digest should be pulled",
-        ])
-        .output()
-        .expect("run critest");
+    let out = c.critest(&[
+        "--ginkgo.focus=Image Manager|runtime should support returning runtime info",
+        "--ginkgo.skip=public image with digest should be pulled",
+    ]);
     let t = text(&out);
     assert!(out.status.success(), "critest failed:\n{t}");
     assert!(t.contains("Ran 8 of"), "{t}");

@@ -162,6 +162,15 @@ impl Images {
         })
     }
 
+    /// The image `name` present: pulled (without credentials) when it is not there yet, as
+    /// the sandbox image is.
+    pub(crate) async fn ensure(&self, name: &str) -> Result<(), Status> {
+        if self.lookup(name).await?.is_none() {
+            self.pull(name, None).await?;
+        }
+        Ok(())
+    }
+
     /// Images.Pull of `reference` to its end; the pulled image's name.
     async fn pull(
         &self,

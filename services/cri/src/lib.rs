@@ -8,9 +8,14 @@
 //! `berth -n k8s.io images` lists what the kubelet pulled.
 //!
 //! - [`images`]: the whole `ImageService` over the image and snapshot services.
-//! - [`runtime`]: `RuntimeService`'s Version, Status, RuntimeConfig and UpdateRuntimeConfig;
-//!   pods, containers, streaming and stats are the next slices of issue 15 and answer
-//!   `Unimplemented` naming the RPC until then.
+//! - [`runtime`]: `RuntimeService`: Version, Status, RuntimeConfig, UpdateRuntimeConfig, and
+//!   the pod and container lifecycles of [`sandboxes`] and [`containers`]; streaming, stats
+//!   and the rest are the next slices of issue 15 and answer `Unimplemented` naming the RPC.
+//! - [`sandboxes`]: pod sandboxes, each a berth container of the sandbox (pause) image that
+//!   holds the pod's network; [`containers`]: the containers that join it.
+//! - [`exec`]: ExecSync over the runtime's Tasks.Exec; [`stats`]: containers' CPU, memory
+//!   and writable layer.
+//! - [`objects`]: how both are kept as berth containers (labels `io.berth.cri.*`).
 //! - [`network`]: whether the CNI configuration makes pods' networks possible (NetworkReady).
 //! - [`convert`]: berth's image views in the CRI's terms.
 
@@ -18,10 +23,15 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use tonic::transport::Channel;
 
+pub mod containers;
 pub mod convert;
+pub mod exec;
 pub mod images;
 pub mod network;
+pub mod objects;
 pub mod runtime;
+pub mod sandboxes;
+pub mod stats;
 
 /// The berth namespace of CRI objects.
 pub const NAMESPACE: &str = "k8s.io";
@@ -39,6 +49,9 @@ pub struct Backends {
     pub snapshot_host: Channel,
     /// The snapshotter images are unpacked with.
     pub snapshotter: String,
+    /// The image of pod sandboxes (`[cri] sandbox_image`, default
+    /// [`sandboxes::DEFAULT_SANDBOX_IMAGE`]).
+    pub sandbox_image: String,
     /// CNI network configurations (`[cri] cni_conf_dir`).
     pub cni_conf_dir: PathBuf,
     /// Folders searched for CNI plugins, in order (`[cri] cni_bin_dir`, else Debian's then the

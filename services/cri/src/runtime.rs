@@ -1,13 +1,14 @@
-//! `runtime.v1.RuntimeService`, first slice: Version, Status (RuntimeReady from the runtime
-//! service's health, NetworkReady from the CNI configuration), RuntimeConfig (the cgroupfs
-//! driver, as berth's runtime manages cgroups through cgroupfs) and UpdateRuntimeConfig (the
-//! pod CIDR, kept for the default network of the sandbox slice).
+//! `runtime.v1.RuntimeService`: Version, Status (RuntimeReady from the runtime service's
+//! health, NetworkReady from the CNI configuration), RuntimeConfig (the cgroupfs driver, as
+//! berth's runtime manages cgroups through cgroupfs) and UpdateRuntimeConfig (the pod CIDR),
+//! answered here; pods ([`crate::sandboxes`]), their containers ([`crate::containers`]),
+//! ExecSync ([`crate::exec`]) and container stats ([`crate::stats`]) delegated.
 //!
-//! Pods, containers, streaming, stats, events and checkpoints answer `Unimplemented` with the
-//! RPC's name: they are the next slices of issue 15, and a kubelet or critest sees plainly
-//! what berth cannot do yet.
+//! Streaming, pod stats, events, log reopening, resource updates and checkpoints answer
+//! `Unimplemented` with the RPC's name: they are later slices of issue 15, and a kubelet or
+//! critest sees plainly what berth cannot do yet.
 
-use crate::{network, Backends};
+use crate::{containers, exec, network, objects, sandboxes, stats, Backends};
 use berth_api::cri::v1 as cri;
 use berth_api::cri::v1::runtime_service_server::RuntimeService;
 use std::collections::HashMap;
@@ -29,6 +30,8 @@ pub const KUBELET_API_VERSION: &str = "0.1.0";
 #[derive(Debug)]
 pub struct Runtime {
     backends: Arc<Backends>,
+    /// The image service's side, for the sandbox image.
+    images: crate::images::Images,
     /// The pod CIDR the kubelet gave with UpdateRuntimeConfig.
     pod_cidr: Mutex<Option<String>>,
 }
@@ -36,6 +39,7 @@ pub struct Runtime {
 impl Runtime {
     pub fn new(backends: Arc<Backends>) -> Runtime {
         Runtime {
+            images: crate::images::Images::new(backends.clone()),
             backends,
             pod_cidr: Mutex::new(None),
         }
@@ -116,6 +120,23 @@ fn condition(kind: &str, reason: &str, problem: Option<String>) -> cri::RuntimeC
     }
 }
 
+/// The verbose `info` of a sandbox or container: berth's record of it, as containerd gives
+/// its own (`info` → JSON).
+fn verbose(c: &berth_api::containers::v1::Container) -> HashMap<String, String> {
+    let st = c.state.clone().unwrap_or_default();
+    let info = serde_json::json!({
+        "id": c.id,
+        "name": c.name,
+        "pid": st.pid,
+        "status": st.status,
+        "image": c.image,
+        "imageId": c.image_id,
+        "labels": c.labels,
+        "sandboxKey": c.network_settings.as_ref().map(|n| n.sandbox_key.clone()),
+    });
+    HashMap::from([("info".to_string(), info.to_string())])
+}
+
 /// A CIDR: an IPv4 or IPv6 address, `/`, a prefix length that fits it.
 fn valid_cidr(cidr: &str) -> bool {
     let Some((addr, len)) = cidr.split_once('/') else {
@@ -134,7 +155,7 @@ fn valid_cidr(cidr: &str) -> bool {
 /// The answer of an RPC a later slice of issue 15 implements.
 fn not_yet(rpc: &str) -> Status {
     Status::unimplemented(format!(
-        "runtime.v1.RuntimeService/{rpc} is not implemented by berth yet (pods and containers come in the next slices of its CRI)"
+        "runtime.v1.RuntimeService/{rpc} is not implemented by berth yet (it comes in a later slice of its CRI)"
     ))
 }
 
@@ -240,26 +261,168 @@ impl RuntimeService for Runtime {
         Err(not_yet("GetContainerEvents"))
     }
 
+    async fn run_pod_sandbox(
+        &self,
+        request: Request<cri::RunPodSandboxRequest>,
+    ) -> Result<Response<cri::RunPodSandboxResponse>, Status> {
+        let r = request.into_inner();
+        if !r.runtime_handler.is_empty() {
+            return Err(Status::invalid_argument(format!(
+                "runtime handler {:?}: berth has only its default one (\"\")",
+                r.runtime_handler
+            )));
+        }
+        let config = r
+            .config
+            .ok_or_else(|| Status::invalid_argument("RunPodSandbox needs a sandbox config"))?;
+        let image = &self.backends.sandbox_image;
+        self.images.ensure(image).await?;
+        let pod_sandbox_id = sandboxes::run(&self.backends, image, config).await?;
+        Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
+    }
+
+    async fn stop_pod_sandbox(
+        &self,
+        request: Request<cri::StopPodSandboxRequest>,
+    ) -> Result<Response<cri::StopPodSandboxResponse>, Status> {
+        sandboxes::stop(&self.backends, &request.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::StopPodSandboxResponse {}))
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        request: Request<cri::RemovePodSandboxRequest>,
+    ) -> Result<Response<cri::RemovePodSandboxResponse>, Status> {
+        let id = request.into_inner().pod_sandbox_id;
+        objects::required("pod sandbox", &id)?;
+        sandboxes::remove(&self.backends, &id).await?;
+        Ok(Response::new(cri::RemovePodSandboxResponse {}))
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        request: Request<cri::PodSandboxStatusRequest>,
+    ) -> Result<Response<cri::PodSandboxStatusResponse>, Status> {
+        let r = request.into_inner();
+        let c = sandboxes::get(&self.backends, &r.pod_sandbox_id, objects::KIND_SANDBOX).await?;
+        let info = if r.verbose {
+            verbose(&c)
+        } else {
+            HashMap::new()
+        };
+        Ok(Response::new(cri::PodSandboxStatusResponse {
+            status: Some(sandboxes::status(&c)),
+            info,
+            ..Default::default()
+        }))
+    }
+
+    async fn list_pod_sandbox(
+        &self,
+        request: Request<cri::ListPodSandboxRequest>,
+    ) -> Result<Response<cri::ListPodSandboxResponse>, Status> {
+        let items = sandboxes::list_filtered(&self.backends, request.into_inner().filter).await?;
+        Ok(Response::new(cri::ListPodSandboxResponse { items }))
+    }
+
+    async fn create_container(
+        &self,
+        request: Request<cri::CreateContainerRequest>,
+    ) -> Result<Response<cri::CreateContainerResponse>, Status> {
+        let r = request.into_inner();
+        let config = r
+            .config
+            .ok_or_else(|| Status::invalid_argument("CreateContainer needs a container config"))?;
+        let container_id = containers::create(&self.backends, &r.pod_sandbox_id, config).await?;
+        Ok(Response::new(cri::CreateContainerResponse { container_id }))
+    }
+
+    async fn start_container(
+        &self,
+        request: Request<cri::StartContainerRequest>,
+    ) -> Result<Response<cri::StartContainerResponse>, Status> {
+        containers::start(&self.backends, &request.into_inner().container_id).await?;
+        Ok(Response::new(cri::StartContainerResponse {}))
+    }
+
+    async fn stop_container(
+        &self,
+        request: Request<cri::StopContainerRequest>,
+    ) -> Result<Response<cri::StopContainerResponse>, Status> {
+        let r = request.into_inner();
+        containers::stop(&self.backends, &r.container_id, r.timeout).await?;
+        Ok(Response::new(cri::StopContainerResponse {}))
+    }
+
+    async fn remove_container(
+        &self,
+        request: Request<cri::RemoveContainerRequest>,
+    ) -> Result<Response<cri::RemoveContainerResponse>, Status> {
+        let id = request.into_inner().container_id;
+        objects::required("container", &id)?;
+        containers::remove(&self.backends, &id).await?;
+        Ok(Response::new(cri::RemoveContainerResponse {}))
+    }
+
+    async fn list_containers(
+        &self,
+        request: Request<cri::ListContainersRequest>,
+    ) -> Result<Response<cri::ListContainersResponse>, Status> {
+        let containers =
+            containers::list_filtered(&self.backends, request.into_inner().filter).await?;
+        Ok(Response::new(cri::ListContainersResponse { containers }))
+    }
+
+    async fn exec_sync(
+        &self,
+        request: Request<cri::ExecSyncRequest>,
+    ) -> Result<Response<cri::ExecSyncResponse>, Status> {
+        Ok(Response::new(
+            exec::exec_sync(&self.backends, request.into_inner()).await?,
+        ))
+    }
+
+    async fn container_stats(
+        &self,
+        request: Request<cri::ContainerStatsRequest>,
+    ) -> Result<Response<cri::ContainerStatsResponse>, Status> {
+        let stats = stats::one(&self.backends, &request.into_inner().container_id).await?;
+        Ok(Response::new(cri::ContainerStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_container_stats(
+        &self,
+        request: Request<cri::ListContainerStatsRequest>,
+    ) -> Result<Response<cri::ListContainerStatsResponse>, Status> {
+        let stats = stats::list(&self.backends, request.into_inner().filter).await?;
+        Ok(Response::new(cri::ListContainerStatsResponse { stats }))
+    }
+
+    async fn container_status(
+        &self,
+        request: Request<cri::ContainerStatusRequest>,
+    ) -> Result<Response<cri::ContainerStatusResponse>, Status> {
+        let r = request.into_inner();
+        let c = sandboxes::get(&self.backends, &r.container_id, objects::KIND_CONTAINER).await?;
+        let info = if r.verbose {
+            verbose(&c)
+        } else {
+            HashMap::new()
+        };
+        Ok(Response::new(cri::ContainerStatusResponse {
+            status: Some(containers::status(&c)),
+            info,
+        }))
+    }
+
     not_yet! {
-        run_pod_sandbox(RunPodSandboxRequest) -> RunPodSandboxResponse = "RunPodSandbox";
-        stop_pod_sandbox(StopPodSandboxRequest) -> StopPodSandboxResponse = "StopPodSandbox";
-        remove_pod_sandbox(RemovePodSandboxRequest) -> RemovePodSandboxResponse = "RemovePodSandbox";
-        pod_sandbox_status(PodSandboxStatusRequest) -> PodSandboxStatusResponse = "PodSandboxStatus";
-        list_pod_sandbox(ListPodSandboxRequest) -> ListPodSandboxResponse = "ListPodSandbox";
-        create_container(CreateContainerRequest) -> CreateContainerResponse = "CreateContainer";
-        start_container(StartContainerRequest) -> StartContainerResponse = "StartContainer";
-        stop_container(StopContainerRequest) -> StopContainerResponse = "StopContainer";
-        remove_container(RemoveContainerRequest) -> RemoveContainerResponse = "RemoveContainer";
-        list_containers(ListContainersRequest) -> ListContainersResponse = "ListContainers";
-        container_status(ContainerStatusRequest) -> ContainerStatusResponse = "ContainerStatus";
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
-        exec_sync(ExecSyncRequest) -> ExecSyncResponse = "ExecSync";
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
-        container_stats(ContainerStatsRequest) -> ContainerStatsResponse = "ContainerStats";
-        list_container_stats(ListContainerStatsRequest) -> ListContainerStatsResponse = "ListContainerStats";
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
         list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";

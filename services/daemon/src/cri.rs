@@ -25,6 +25,11 @@ pub fn start(
         runtime: channels.to(&config.services.runtime)?,
         snapshot_host: channels.to(&config.services.snapshot)?,
         snapshotter: config.snapshotter.clone(),
+        sandbox_image: config
+            .cri
+            .sandbox_image
+            .clone()
+            .unwrap_or_else(|| berth_cri::sandboxes::DEFAULT_SANDBOX_IMAGE.to_string()),
         cni_conf_dir,
         cni_bin_dirs,
     };

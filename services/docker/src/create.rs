@@ -506,6 +506,8 @@ pub fn container_config(body: &Value) -> Result<capi::ContainerConfig, String> {
         privileged: boolean(host.get("Privileged"), "HostConfig.Privileged")?,
         security_opt: strings(host.get("SecurityOpt"), "HostConfig.SecurityOpt")?,
         tmpfs,
+        // The runtime's own json-file log; no --ipc/--uts/--pid/--sysctl yet.
+        ..Default::default()
     })
 }
 

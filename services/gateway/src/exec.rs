@@ -220,6 +220,7 @@ pub async fn start(
                 tty,
                 stdin,
                 detach: start.detach,
+                timeout: 0,
             })),
         })
         .await;

@@ -322,6 +322,7 @@ impl Containers {
             ));
         }
         check_network_options(config)?;
+        crate::logs::check_log_config(config)?;
         if !config.stop_signal.is_empty() {
             crate::lifecycle::parse_signal(&config.stop_signal)?;
         }

@@ -1,6 +1,8 @@
 //! Container logs: one json-file log per container, `<root>/containers/<ns>/<id>/container.log`
 //! (rotated by the shim to `container.log.1`), written by every run of the container and kept
-//! until the container is removed. `Tasks.Logs` reads it back.
+//! until the container is removed. `Tasks.Logs` reads it back. A container whose config names
+//! its own `log_path` (the CRI's) is logged there instead, in its `log_format` (json-file or
+//! the CRI's lines), and read back from there.
 //!
 //! [`Logs`] owns the containers' own folders (`<root>/containers/<ns>/<id>/`: the log, and the
 //! hosts/resolv.conf/hostname files the network writes there) and the log size limit every
@@ -16,8 +18,32 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-/// Annotation: where the shim writes the container's log.
-pub const ANNOTATION_LOG_PATH: &str = "io.berth.log-path";
+/// Annotations: where the shim writes the container's log, and in which format.
+pub use berth_shim::bundle::{ANNOTATION_LOG_FORMAT, ANNOTATION_LOG_PATH};
+
+/// A config's own log path and format, checked: an absolute path without `..`, and a format
+/// the shim writes.
+pub fn check_log_config(config: &berth_api::containers::v1::ContainerConfig) -> Result<()> {
+    let path = Path::new(&config.log_path);
+    if !config.log_path.is_empty()
+        && (!path.is_absolute()
+            || path
+                .components()
+                .any(|c| c == std::path::Component::ParentDir))
+    {
+        return Err(Error::InvalidArgument(format!(
+            "log path {:?} must be an absolute path without '..'",
+            config.log_path
+        )));
+    }
+    if berth_shim::logfile::LogFormat::parse(&config.log_format).is_none() {
+        return Err(Error::InvalidArgument(format!(
+            "log format {:?} is not one berth writes: json-file or cri",
+            config.log_format
+        )));
+    }
+    Ok(())
+}
 
 /// How often `follow` looks for new lines.
 const POLL: Duration = Duration::from_millis(100);
@@ -53,6 +79,14 @@ impl Logs {
         self.container_dir(ns, id).join("container.log")
     }
 
+    /// Where the container is logged: its config's own log path, else its folder's log.
+    pub fn file_of(&self, ns: &str, container: &Container) -> PathBuf {
+        match container.config.as_ref().map(|c| c.log_path.as_str()) {
+            Some(p) if !p.is_empty() => PathBuf::from(p),
+            _ => self.log_path(ns, &container.id),
+        }
+    }
+
     /// The stored spec with what a task of it needs at run time: the log path and size.
     pub(crate) fn task_spec(&self, ns: &str, container: &Container) -> Result<Vec<u8>> {
         let mut spec: serde_json::Value = serde_json::from_slice(&container.spec)
@@ -71,11 +105,16 @@ impl Logs {
         if let Some(a) = annotations.as_object_mut() {
             a.insert(
                 ANNOTATION_LOG_PATH.to_string(),
-                self.log_path(ns, &container.id)
-                    .display()
-                    .to_string()
-                    .into(),
+                self.file_of(ns, container).display().to_string().into(),
             );
+            let format = container
+                .config
+                .as_ref()
+                .map(|c| c.log_format.clone())
+                .unwrap_or_default();
+            if !format.is_empty() {
+                a.insert(ANNOTATION_LOG_FORMAT.to_string(), format.into());
+            }
             a.insert(
                 crate::spec::ANNOTATION_LOG_MAX_SIZE.to_string(),
                 self.max_size.to_string().into(),
@@ -106,8 +145,36 @@ struct Line {
     time: String,
 }
 
-/// Parses one json-file line; `None` for a line that is not one.
+/// Parses one CRI log line, `TIME STREAM P|F TEXT`; the newline belongs to `F` lines.
+fn parse_cri_line(line: &[u8]) -> Option<LogEntry> {
+    let mut parts = line.splitn(4, |b| *b == b' ');
+    let time = std::str::from_utf8(parts.next()?).ok()?;
+    let stream = std::str::from_utf8(parts.next()?).ok()?;
+    let tag = parts.next()?;
+    let text = parts.next().unwrap_or_default();
+    if !matches!(stream, "stdout" | "stderr") || !matches!(tag, b"P" | b"F") {
+        return None;
+    }
+    let time = chrono::DateTime::parse_from_rfc3339(time).ok()?;
+    let mut data = text.to_vec();
+    if tag == b"F" {
+        data.push(b'\n');
+    }
+    Some(LogEntry {
+        stream: stream.into(),
+        time: Some(prost_types::Timestamp {
+            seconds: time.timestamp(),
+            nanos: time.timestamp_subsec_nanos() as i32,
+        }),
+        data,
+    })
+}
+
+/// Parses one log line, json-file or CRI; `None` for a line that is neither.
 pub fn parse_line(line: &[u8]) -> Option<LogEntry> {
+    if line.first() != Some(&b'{') {
+        return parse_cri_line(line);
+    }
     let l: Line = serde_json::from_slice(line).ok()?;
     let time = chrono::DateTime::parse_from_rfc3339(&l.time)
         .ok()
@@ -217,7 +284,10 @@ pub(crate) fn stream(
     follow: bool,
     tail: Option<usize>,
 ) -> impl futures::Stream<Item = std::result::Result<LogEntry, tonic::Status>> + Send {
-    let path = logs.log_path(&ns, &id);
+    let path = match logs.store.get(&ns, &id) {
+        Ok(Some(c)) => logs.file_of(&ns, &c),
+        _ => logs.log_path(&ns, &id),
+    };
     async_stream::try_stream! {
         let p = path.clone();
         let (lines, mut follower) = tokio::task::spawn_blocking(move || read_all(&p))
@@ -254,6 +324,38 @@ pub(crate) fn stream(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cri_lines_parse() {
+        let e = parse_line(b"2024-01-01T00:00:01.25Z stderr F oops").unwrap();
+        assert_eq!(
+            (e.stream.as_str(), e.data.as_slice()),
+            ("stderr", &b"oops\n"[..])
+        );
+        assert_eq!(e.time.unwrap().nanos, 250_000_000);
+        let e = parse_line(b"2024-01-01T00:00:01Z stdout P part with spaces").unwrap();
+        assert_eq!(e.data, b"part with spaces");
+        let e = parse_line(b"2024-01-01T00:00:01Z stdout F ").unwrap();
+        assert_eq!(e.data, b"\n");
+        assert!(parse_line(b"2024-01-01T00:00:01Z stdin F x").is_none());
+        assert!(parse_line(b"yesterday stdout F x").is_none());
+        assert!(parse_line(b"not a line").is_none());
+    }
+
+    #[test]
+    fn log_configs_are_checked() {
+        use berth_api::containers::v1::ContainerConfig;
+        let ok = |p: &str, f: &str| {
+            check_log_config(&ContainerConfig {
+                log_path: p.into(),
+                log_format: f.into(),
+                ..Default::default()
+            })
+            .is_ok()
+        };
+        assert!(ok("", "") && ok("/var/log/pods/a/0.log", "cri") && ok("", "json-file"));
+        assert!(!ok("rel/0.log", "cri") && !ok("/a/../b", "") && !ok("", "syslog"));
+    }
 
     #[test]
     fn lines_parse_and_rotated_files_come_first() {

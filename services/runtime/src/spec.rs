@@ -246,7 +246,9 @@ pub fn parse_user(user: &str) -> Result<UserSpec> {
     }
     let uid = u.parse::<u32>().ok();
     let gid = g.map(|g| g.parse::<u32>().ok());
-    let named = uid.is_none() || matches!(gid, Some(None));
+    // A uid alone is resolved too: its primary group is the one /etc/passwd gives it (as
+    // Docker's), and its supplementary groups those /etc/group lists its name in.
+    let named = uid.is_none() || !matches!(gid, Some(Some(_)));
     Ok(UserSpec {
         uid: uid.unwrap_or(0),
         gid: gid.flatten().unwrap_or(0),
@@ -464,6 +466,7 @@ fn process(
             UserBuilder::default()
                 .uid(user.uid)
                 .gid(user.gid)
+                .additional_gids(config.additional_gids.clone())
                 .build()
                 .map_err(spec_err)?,
         )
@@ -490,13 +493,18 @@ fn linux(
     security: crate::security::Security,
     options: &Options,
 ) -> Result<Linux> {
-    let mut types = vec![
-        LinuxNamespaceType::Pid,
-        LinuxNamespaceType::Ipc,
-        LinuxNamespaceType::Uts,
-        LinuxNamespaceType::Mount,
-        LinuxNamespaceType::Cgroup,
-    ];
+    let mut types = vec![LinuxNamespaceType::Mount, LinuxNamespaceType::Cgroup];
+    for (typ, mode) in [
+        (LinuxNamespaceType::Pid, &config.pid_mode),
+        (LinuxNamespaceType::Ipc, &config.ipc_mode),
+        (LinuxNamespaceType::Uts, &config.uts_mode),
+    ] {
+        // The host's: absent from the spec. Another container's: its path is filled in when
+        // the task is created ([`crate::tasks`]).
+        if shared_namespace(typ, mode)? != SharedNamespace::Host {
+            types.push(typ);
+        }
+    }
     if net == Network::Own {
         types.push(LinuxNamespaceType::Network);
     }
@@ -520,11 +528,64 @@ fn linux(
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
     } else {
-        linux.set_masked_paths(Some(MASKED_PATHS.map(String::from).to_vec()));
-        linux.set_readonly_paths(Some(READONLY_PATHS.map(String::from).to_vec()));
+        let or_default = |given: &[String], default: &[&str]| -> Result<Vec<String>> {
+            if given.is_empty() {
+                return Ok(default.iter().map(|p| p.to_string()).collect());
+            }
+            match given.iter().find(|p| !p.starts_with('/')) {
+                Some(bad) => Err(Error::InvalidArgument(format!(
+                    "masked or read-only path {bad:?} must be absolute"
+                ))),
+                None => Ok(given.to_vec()),
+            }
+        };
+        linux.set_masked_paths(Some(or_default(&config.masked_paths, &MASKED_PATHS)?));
+        linux.set_readonly_paths(Some(or_default(&config.readonly_paths, &READONLY_PATHS)?));
     }
     linux.set_seccomp(security.seccomp);
+    if !config.sysctls.is_empty() {
+        for k in config.sysctls.keys() {
+            let ok = !k.is_empty()
+                && k.split('.').all(|p| {
+                    !p.is_empty()
+                        && p.chars()
+                            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+                });
+            if !ok {
+                return Err(Error::InvalidArgument(format!(
+                    "sysctl {k:?} is not a kernel parameter name (e.g. net.ipv4.ip_forward)"
+                )));
+            }
+        }
+        linux.set_sysctl(Some(config.sysctls.clone().into_iter().collect()));
+    }
     Ok(linux)
+}
+
+/// Where a container's pid, IPC or UTS namespace comes from (`--pid`, `--ipc`, `--uts`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SharedNamespace {
+    /// A namespace of its own (`""`, and Docker's `private`/`shareable` for IPC).
+    Own,
+    /// The host's.
+    Host,
+    /// Another running container's (`container:NAME|ID`).
+    Container(String),
+}
+
+/// Reads the `--pid`/`--ipc`/`--uts` mode of namespace `typ`.
+pub fn shared_namespace(typ: LinuxNamespaceType, mode: &str) -> Result<SharedNamespace> {
+    match mode {
+        "" => Ok(SharedNamespace::Own),
+        "private" | "shareable" if typ == LinuxNamespaceType::Ipc => Ok(SharedNamespace::Own),
+        "host" => Ok(SharedNamespace::Host),
+        m => match m.strip_prefix("container:") {
+            Some(c) if !c.is_empty() => Ok(SharedNamespace::Container(c.to_string())),
+            _ => Err(Error::InvalidArgument(format!(
+                "invalid {typ} mode {m:?}: use host or container:NAME|ID"
+            ))),
+        },
+    }
 }
 
 /// The cgroup limits: devices, `--memory`, `--cpus`, `--pids-limit`, each checked as Docker
@@ -811,7 +872,8 @@ mod tests {
             UserSpec {
                 uid: 1000,
                 gid: 0,
-                named: None
+                // Resolved by the shim: the primary group comes from /etc/passwd.
+                named: Some("1000".into())
             }
         );
         assert_eq!(
@@ -1091,6 +1153,43 @@ mod tests {
         assert_eq!(v["linux"]["resources"]["devices"][0]["allow"], false);
         assert_eq!(v["linux"]["seccomp"]["defaultAction"], "SCMP_ACT_ERRNO");
         assert_eq!(v["linux"]["maskedPaths"][0], "/proc/asound");
+    }
+
+    #[test]
+    fn masked_paths_sysctls_and_shared_namespaces() {
+        let mut c = cfg();
+        c.masked_paths = vec!["/bin/ls".into()];
+        c.additional_gids = vec![50000];
+        c.sysctls = HashMap::from([("kernel.shm_rmid_forced".into(), "1".into())]);
+        c.ipc_mode = "container:pause".into();
+        c.pid_mode = "host".into();
+        let s = build(ID, "default", &c, &image(None, Some(&["sh"])), &opts()).unwrap();
+        let v: serde_json::Value = serde_json::to_value(&s).unwrap();
+        assert_eq!(v["linux"]["maskedPaths"], serde_json::json!(["/bin/ls"]));
+        assert_eq!(v["linux"]["readonlyPaths"][0], "/proc/bus");
+        assert_eq!(v["linux"]["sysctl"]["kernel.shm_rmid_forced"], "1");
+        assert_eq!(
+            v["process"]["user"]["additionalGids"],
+            serde_json::json!([50000])
+        );
+        let types: Vec<&str> = v["linux"]["namespaces"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|n| n["type"].as_str().unwrap())
+            .collect();
+        assert!(
+            types.contains(&"ipc") && !types.contains(&"pid"),
+            "{types:?}"
+        );
+        c.masked_paths = vec!["relative".into()];
+        assert!(build(ID, "default", &c, &image(None, Some(&["sh"])), &opts()).is_err());
+        let mut c = cfg();
+        c.uts_mode = "container:".into();
+        assert!(build(ID, "default", &c, &image(None, Some(&["sh"])), &opts()).is_err());
+        c.uts_mode = String::new();
+        c.sysctls = HashMap::from([("bad key".into(), "1".into())]);
+        assert!(build(ID, "default", &c, &image(None, Some(&["sh"])), &opts()).is_err());
     }
 
     #[test]

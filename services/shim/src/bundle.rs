@@ -17,6 +17,8 @@ pub const ANNOTATION_LOG_MAX_SIZE: &str = "io.berth.log-max-size";
 /// (appended to, parent folders created), so that it outlives the bundle and covers every
 /// run of the container.
 pub const ANNOTATION_LOG_PATH: &str = "io.berth.log-path";
+/// Annotation: the format of that log, `json-file` (the default) or `cri`.
+pub const ANNOTATION_LOG_FORMAT: &str = "io.berth.log-format";
 
 /// One entry of `rootfs.json`: a mount that makes (part of) the rootfs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,4 +1,6 @@
-//! `container.log` in Docker's json-file format, with size-based rotation, and RFC 3339 time.
+//! The container's log, with size-based rotation and RFC 3339 time, in one of two formats
+//! ([`LogFormat`]): Docker's json-file lines (`container.log`), or the CRI's lines the
+//! kubelet reads (`2024-05-06T07:08:09.123456789Z stdout F hello`, `P` for a partial line).
 
 use serde::Serialize;
 use std::fs::{File, OpenOptions};
@@ -48,6 +50,28 @@ struct Entry<'a> {
     time: &'a str,
 }
 
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LogFormat {
+    /// Docker's json-file: `{"log":"hello\n","stream":"stdout","time":"…"}`.
+    #[default]
+    JsonFile,
+    /// The CRI's: `TIME STREAM F|P TEXT`, the newline not part of TEXT; `P` when the line
+    /// goes on in the next entry.
+    Cri,
+}
+
+impl LogFormat {
+    /// The format named by the `io.berth.log-format` annotation (`json-file` or `cri`).
+    pub fn parse(name: &str) -> Option<LogFormat> {
+        match name {
+            "" | "json-file" => Some(LogFormat::JsonFile),
+            "cri" => Some(LogFormat::Cri),
+            _ => None,
+        }
+    }
+}
+
 /// Longest partial line kept before it is written out without a newline (as Docker does).
 const MAX_PARTIAL: usize = 16 * 1024;
 
@@ -59,6 +83,7 @@ pub struct LogWriter {
     size: u64,
     max_size: Option<u64>,
     partial: [Vec<u8>; 2],
+    format: LogFormat,
 }
 
 impl LogWriter {
@@ -81,7 +106,14 @@ impl LogWriter {
             size,
             max_size: max_size.filter(|m| *m > 0),
             partial: [Vec::new(), Vec::new()],
+            format: LogFormat::JsonFile,
         })
+    }
+
+    /// The same writer, writing lines in `format`.
+    pub fn with_format(mut self, format: LogFormat) -> Self {
+        self.format = format;
+        self
     }
 
     /// Records output bytes of `stream` (`"stdout"` or `"stderr"`); complete lines are written.
@@ -92,13 +124,13 @@ impl LogWriter {
         let mut start = 0;
         while let Some(pos) = buf[start..].iter().position(|b| *b == b'\n') {
             let end = start + pos + 1;
-            self.emit(stream, &buf[start..end]);
+            self.emit(stream, &buf[start..end], false);
             start = end;
         }
         let mut rest = buf.split_off(start);
         while rest.len() >= MAX_PARTIAL {
             let tail = rest.split_off(MAX_PARTIAL);
-            self.emit(stream, &rest);
+            self.emit(stream, &rest, true);
             rest = tail;
         }
         self.partial[idx] = rest;
@@ -109,22 +141,17 @@ impl LogWriter {
         for (idx, stream) in ["stdout", "stderr"].iter().enumerate() {
             let rest = std::mem::take(&mut self.partial[idx]);
             if !rest.is_empty() {
-                self.emit(stream, &rest);
+                // The stream ended: the last line is whole, without its newline.
+                self.emit(stream, &rest, false);
             }
         }
     }
 
-    fn emit(&mut self, stream: &str, line: &[u8]) {
-        let text = String::from_utf8_lossy(line);
-        let time = now_rfc3339();
-        let Ok(mut json) = serde_json::to_vec(&Entry {
-            log: &text,
-            stream,
-            time: &time,
-        }) else {
+    /// Writes one line (`partial`: it goes on in the next one).
+    fn emit(&mut self, stream: &str, line: &[u8], partial: bool) {
+        let Some(json) = self.format_line(stream, line, partial) else {
             return;
         };
-        json.push(b'\n');
         if let Some(max) = self.max_size {
             if self.size > 0 && self.size + json.len() as u64 > max {
                 self.rotate();
@@ -134,6 +161,32 @@ impl LogWriter {
             match f.write_all(&json) {
                 Ok(()) => self.size += json.len() as u64,
                 Err(e) => crate::log(&format!("write {}: {e}", self.path.display())),
+            }
+        }
+    }
+
+    /// `line` as the bytes of one entry of the log's format, its newline included.
+    fn format_line(&self, stream: &str, line: &[u8], partial: bool) -> Option<Vec<u8>> {
+        let time = now_rfc3339();
+        match self.format {
+            LogFormat::JsonFile => {
+                let text = String::from_utf8_lossy(line);
+                let mut json = serde_json::to_vec(&Entry {
+                    log: &text,
+                    stream,
+                    time: &time,
+                })
+                .ok()?;
+                json.push(b'\n');
+                Some(json)
+            }
+            LogFormat::Cri => {
+                let text = line.strip_suffix(b"\n").unwrap_or(line);
+                let tag = if partial { "P" } else { "F" };
+                let mut out = format!("{time} {stream} {tag} ").into_bytes();
+                out.extend_from_slice(text);
+                out.push(b'\n');
+                Some(out)
             }
         }
     }
@@ -199,5 +252,34 @@ mod tests {
         }
         assert!(d.path().join("container.log.1").exists());
         assert!(std::fs::metadata(&p).unwrap().len() <= 300);
+    }
+
+    #[test]
+    fn cri_lines() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("0.log");
+        let mut w = LogWriter::open(&p, None)
+            .unwrap()
+            .with_format(LogFormat::Cri);
+        w.write("stdout", b"hello\nwor");
+        w.write("stderr", b"oops\n");
+        w.write("stdout", &vec![b'x'; MAX_PARTIAL + 3]);
+        w.flush_partial();
+        let content = std::fs::read_to_string(&p).unwrap();
+        let lines: Vec<Vec<&str>> = content
+            .lines()
+            .map(|l| l.splitn(4, ' ').collect())
+            .collect();
+        assert_eq!(lines.len(), 4, "{content}");
+        assert!(lines[0][0].ends_with('Z') && lines[0][0].len() == 30);
+        assert_eq!(lines[0][1..], ["stdout", "F", "hello"]);
+        assert_eq!(lines[1][1..], ["stderr", "F", "oops"]);
+        assert_eq!(lines[2][1..3], ["stdout", "P"]);
+        assert_eq!(lines[2][3].len(), MAX_PARTIAL);
+        assert!(lines[2][3].starts_with("worxxx"));
+        assert_eq!(lines[3][1..], ["stdout", "F", "xxxxxx"]);
+        assert_eq!(LogFormat::parse("cri"), Some(LogFormat::Cri));
+        assert_eq!(LogFormat::parse(""), Some(LogFormat::JsonFile));
+        assert_eq!(LogFormat::parse("syslog"), None);
     }
 }

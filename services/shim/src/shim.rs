@@ -13,11 +13,13 @@ mod requests;
 use execs::Execs;
 use requests::handle_conn;
 
-use crate::bundle::{Bundle, RootfsMount, ANNOTATION_LOG_MAX_SIZE, ANNOTATION_STDIN};
+use crate::bundle::{
+    Bundle, RootfsMount, ANNOTATION_LOG_FORMAT, ANNOTATION_LOG_MAX_SIZE, ANNOTATION_STDIN,
+};
 use crate::cgroup::{self, ContainerCgroup};
 use crate::container::{self, InitConfig, InitStdio, Namespaces};
 use crate::error::{Context, Error, Result};
-use crate::logfile::{now_rfc3339, LogWriter};
+use crate::logfile::{now_rfc3339, LogFormat, LogWriter};
 use crate::protocol::{
     self, ExitStatus, SpanRecord, Status, FRAME_EXIT, FRAME_STDERR, FRAME_STDOUT,
 };
@@ -334,7 +336,18 @@ impl Plan {
         }
         let seccomp = crate::seccomp::Filter::load(bundle.dir(), spec)?;
         let log_path = bundle.container_log_path(spec)?;
-        let log = LogWriter::open(&log_path, log_max).map_err(|e| Error::io("container log", e))?;
+        let format_name = annotations
+            .get(ANNOTATION_LOG_FORMAT)
+            .map(String::as_str)
+            .unwrap_or("");
+        let format = LogFormat::parse(format_name).ok_or_else(|| {
+            Error::Invalid(format!(
+                "annotation {ANNOTATION_LOG_FORMAT} {format_name:?} is not a log format (json-file or cri)"
+            ))
+        })?;
+        let log = LogWriter::open(&log_path, log_max)
+            .map_err(|e| Error::io("container log", e))?
+            .with_format(format);
         Ok(Plan {
             cgroup_rel,
             namespaces,
@@ -404,11 +417,20 @@ impl StartingInit {
             let _ = cg.remove();
             e
         };
-        if let Some(fd) = &plan.namespaces.join_pid {
-            if let Err(e) = nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWPID) {
-                return Err(fail(Error::io("setns pid namespace", e.into())));
+        // Joining a pid namespace changes only where the shim's children go; while it differs
+        // from the shim's own, the kernel refuses new threads (EINVAL), so the shim's own is
+        // taken back once the init is cloned.
+        let own_pid_ns = match &plan.namespaces.join_pid {
+            Some(fd) => {
+                let own = File::open("/proc/self/ns/pid")
+                    .map_err(|e| fail(Error::io("open /proc/self/ns/pid", e)))?;
+                if let Err(e) = nix::sched::setns(fd, nix::sched::CloneFlags::CLONE_NEWPID) {
+                    return Err(fail(Error::io("setns pid namespace", e.into())));
+                }
+                Some(own)
             }
-        }
+            None => None,
+        };
         let cfg = InitConfig {
             spec,
             rootfs: plan.rootfs.clone(),
@@ -425,7 +447,21 @@ impl StartingInit {
             sync: init_sync.as_raw_fd(),
             seccomp: plan.seccomp.as_ref(),
         };
-        let pid = container::spawn_init(&cfg).map_err(fail)?;
+        let spawned = container::spawn_init(&cfg);
+        if let Some(own) = own_pid_ns {
+            if let Err(e) = nix::sched::setns(own, nix::sched::CloneFlags::CLONE_NEWPID) {
+                // Threads could not be made any more: the shim cannot serve this container.
+                if let Ok(pid) = &spawned {
+                    let _ = nix::sys::signal::kill(*pid, nix::sys::signal::Signal::SIGKILL);
+                    let _ = nix::sys::wait::waitpid(*pid, None);
+                }
+                return Err(fail(Error::io(
+                    "setns back to the shim's pid namespace",
+                    e.into(),
+                )));
+            }
+        }
+        let pid = spawned.map_err(fail)?;
         drop(cfg);
         drop(init_sync);
         Ok(StartingInit { pid, cgroup: cg })

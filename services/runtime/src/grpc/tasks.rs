@@ -356,6 +356,9 @@ impl TasksService {
                 ("command", start.args.join(" ")),
             ],
         );
+        if start.timeout > 0 {
+            kill_after(pid, start.timeout);
+        }
         let detach = start.detach;
         let shim::Attached { output, input } = attached;
         let relay = if detach {
@@ -382,6 +385,33 @@ impl TasksService {
         };
         Ok(Box::pin(stream))
     }
+}
+
+/// Kills the exec'd process `pid` (SIGKILL) once `seconds` have passed if it still runs: the
+/// same process (its start time unchanged), not one that took its pid since.
+fn kill_after(pid: u32, seconds: u32) {
+    let Some(started) = start_time(pid) else {
+        return;
+    };
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_secs(seconds.into())).await;
+        if start_time(pid) == Some(started) {
+            let target = nix::unistd::Pid::from_raw(pid as i32);
+            let _ = nix::sys::signal::kill(target, nix::sys::signal::Signal::SIGKILL);
+        }
+    });
+}
+
+/// A process's start time (field 22 of `/proc/<pid>/stat`, counted after the command's
+/// closing parenthesis, which may itself hold spaces or parentheses).
+fn start_time(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat.rsplit_once(')')?
+        .1
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
 }
 
 #[tonic::async_trait]
@@ -612,6 +642,14 @@ impl Tasks for TasksService {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn start_times_are_read_past_the_command() {
+        let mine = start_time(std::process::id()).unwrap();
+        assert!(mine > 0);
+        assert_eq!(start_time(std::process::id()), Some(mine));
+        assert_eq!(start_time(u32::MAX), None);
+    }
+
     use super::*;
 
     #[test]

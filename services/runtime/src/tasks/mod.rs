@@ -21,6 +21,7 @@
 
 pub mod files;
 mod host_figures;
+mod joined;
 pub(crate) mod monitor;
 mod network;
 mod pause;
@@ -397,6 +398,7 @@ impl Tasks {
         }
         let bundle = self.bundle(ns, id);
         let spec = self.logs.task_spec(ns, container)?;
+        let spec = self.join_namespaces(ns, container, spec).await?;
         let attached = self.attach_network(ns, container, &spec).await?;
         let spec = match crate::network::apply_to_spec(&spec, &attached) {
             Ok(s) => s,

@@ -6,8 +6,6 @@
 
 use super::Tasks;
 use crate::error::{Error, Result};
-use crate::lifecycle::state_of;
-use crate::shim::Status as ShimStatus;
 use berth_api::containers::v1::Container;
 
 impl Tasks {
@@ -33,17 +31,7 @@ impl Tasks {
             .unwrap_or_default();
         let joined = match crate::network::Mode::of(&mode) {
             crate::network::Mode::Container(other) => {
-                let o = self.store.resolve(ns, &other)?;
-                let pid = state_of(&o).pid;
-                let running = self
-                    .task_state(ns, &o.id)
-                    .await?
-                    .is_some_and(|t| t.status == ShimStatus::Running);
-                if !running || pid == 0 {
-                    return Err(Error::FailedPrecondition(format!(
-                        "cannot join the network of a non running container: {other}"
-                    )));
-                }
+                let (pid, o) = self.pid_to_join(ns, &other, "network").await?;
                 Some((pid, self.logs.container_dir(ns, &o.id)))
             }
             _ => None,
