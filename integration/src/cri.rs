@@ -119,25 +119,11 @@ pub fn berthd_with_cri(registry: &str, cni: &Path) -> (Berthd, PathBuf) {
     (d, socket)
 }
 
+/// The CRI fixture of this test binary, started by the first test that asks (released at
+/// exit by the harness, as every fixture kept in a static).
 pub fn cri() -> Option<&'static Cri> {
-    C.get_or_init(|| {
-        // Statics are never dropped: at exit, its pods' shims go and its folders are removed,
-        // so that the next berthd removes the bridge of this one (its root gone).
-        // SAFETY: registers a plain extern "C" function without arguments.
-        unsafe { libc::atexit(release_shared) };
-        Cri::start()
-    })
-    .as_ref()
-}
-
-static C: OnceLock<Option<Cri>> = OnceLock::new();
-
-extern "C" fn release_shared() {
-    if let Some(Some(c)) = C.get() {
-        c.berthd.kill_shims();
-        c.berthd.dir.remove();
-        c.cni.remove();
-    }
+    static C: OnceLock<Option<Cri>> = OnceLock::new();
+    C.get_or_init(Cri::start).as_ref()
 }
 
 /// crictl and critest unpacked (once) into a cache folder; `None` (after a SKIP line) when

@@ -8,10 +8,12 @@
 //! `SKIP` line. [`or_skip!`] does it for a shared setup that gave `None`.
 //!
 //! Processes started here get `PR_SET_PDEATHSIG` from a thread that lives as long as the test
-//! binary, so nothing outlives a test run.
+//! binary, so nothing outlives a test run; what fixtures kept in statics still hold at exit
+//! (berthds, their containers and bridges, folders) is released by [`leftovers`].
 
 pub mod cri;
 pub mod gateway;
+mod leftovers;
 pub mod python;
 
 use std::io::{BufRead, BufReader};
@@ -135,6 +137,7 @@ impl TempDir {
         let hex: String = rnd.iter().map(|b| format!("{b:02x}")).collect();
         let p = std::env::temp_dir().join(format!("{prefix}-{hex}"));
         std::fs::create_dir_all(&p).unwrap();
+        leftovers::note_dir(&p);
         TempDir(p)
     }
     pub fn path(&self) -> &Path {
@@ -143,22 +146,27 @@ impl TempDir {
 }
 
 impl TempDir {
-    /// Unmounts what is mounted under the folder and removes it (what dropping it does; for
-    /// a folder held by a static, which is never dropped).
+    /// Unmounts what is mounted under the folder and removes it (what dropping it does).
     pub fn remove(&self) {
-        if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
-            let mut under: Vec<&str> = mounts
-                .lines()
-                .filter_map(|l| l.split(' ').nth(1))
-                .filter(|m| Path::new(m).starts_with(&self.0))
-                .collect();
-            under.sort_by_key(|m| std::cmp::Reverse(m.len()));
-            for m in under {
-                let _ = Command::new("umount").args(["-l", m]).status();
-            }
-        }
-        let _ = std::fs::remove_dir_all(&self.0);
+        remove_tree(&self.0);
+        leftovers::forget_dir(&self.0);
     }
+}
+
+/// Unmounts what is mounted under `dir` (deepest first) and removes it.
+fn remove_tree(dir: &Path) {
+    if let Ok(mounts) = std::fs::read_to_string("/proc/self/mounts") {
+        let mut under: Vec<&str> = mounts
+            .lines()
+            .filter_map(|l| l.split(' ').nth(1))
+            .filter(|m| Path::new(m).starts_with(dir))
+            .collect();
+        under.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in under {
+            let _ = Command::new("umount").args(["-l", m]).status();
+        }
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 impl Drop for TempDir {
@@ -366,7 +374,9 @@ impl Berthd {
                     .open(self.dir.path().join("berthd.log"))
                     .unwrap(),
             );
-        self.child = Some(spawn_tied(cmd).expect("start berthd"));
+        let child = spawn_tied(cmd).expect("start berthd");
+        leftovers::note_berthd(self.dir.path(), Some(child.id()));
+        self.child = Some(child);
         let sock = self.sock.clone();
         let me = &*self;
         wait_until("berthd answering", Duration::from_secs(20), || {
@@ -380,6 +390,7 @@ impl Berthd {
         if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
+            leftovers::note_berthd(self.dir.path(), None);
         }
     }
 
@@ -388,6 +399,7 @@ impl Berthd {
     /// had to be killed or was not running.
     pub fn stop(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
         let mut c = self.child.take()?;
+        leftovers::note_berthd(self.dir.path(), None);
         // SAFETY: kill(2) on the pid of our own child, which has not been reaped yet.
         unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
         let start = Instant::now();
@@ -489,29 +501,35 @@ impl Berthd {
 
     /// Kills the shims and containers this instance started.
     pub fn kill_shims(&self) {
-        let tasks = self.state().join("tasks");
-        let Ok(nss) = std::fs::read_dir(&tasks) else {
-            return;
-        };
-        for ns in nss.flatten() {
-            for t in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
-                for f in ["init.pid", "shim.pid"] {
-                    if let Some(pid) = std::fs::read_to_string(t.path().join(f))
-                        .ok()
-                        .and_then(|s| s.trim().parse::<i32>().ok())
-                    {
-                        // SAFETY: kill(2) with a pid read from our own state folder.
-                        unsafe { libc::kill(pid, libc::SIGKILL) };
-                    }
+        kill_shims_in(&self.state());
+    }
+}
+
+/// Kills the shims and containers of the berthd whose state folder is `state`, and removes
+/// their cgroups.
+fn kill_shims_in(state: &Path) {
+    let tasks = state.join("tasks");
+    let Ok(nss) = std::fs::read_dir(&tasks) else {
+        return;
+    };
+    for ns in nss.flatten() {
+        for t in std::fs::read_dir(ns.path()).into_iter().flatten().flatten() {
+            for f in ["init.pid", "shim.pid"] {
+                if let Some(pid) = std::fs::read_to_string(t.path().join(f))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<i32>().ok())
+                {
+                    // SAFETY: kill(2) with a pid read from our own state folder.
+                    unsafe { libc::kill(pid, libc::SIGKILL) };
                 }
-                // The shims were killed before they could remove their cgroups.
-                let cg = format!(
-                    "berth/{}-{}",
-                    ns.file_name().to_string_lossy(),
-                    t.file_name().to_string_lossy()
-                );
-                remove_cgroups(&cg);
             }
+            // The shims were killed before they could remove their cgroups.
+            let cg = format!(
+                "berth/{}-{}",
+                ns.file_name().to_string_lossy(),
+                t.file_name().to_string_lossy()
+            );
+            remove_cgroups(&cg);
         }
     }
 }
@@ -539,6 +557,8 @@ impl Drop for Berthd {
     fn drop(&mut self) {
         self.kill9();
         self.kill_shims();
+        leftovers::remove_bridges_of(self.dir.path());
+        leftovers::forget_berthd(self.dir.path());
     }
 }
 

@@ -13,8 +13,9 @@
 //!   and the rest are the next slices of issue 15 and answer `Unimplemented` naming the RPC.
 //! - [`sandboxes`]: pod sandboxes, each a berth container of the sandbox (pause) image that
 //!   holds the pod's network; [`containers`]: the containers that join it.
+//! - [`events`]: GetContainerEvents from berth's container events.
 //! - [`exec`]: ExecSync over the runtime's Tasks.Exec; [`stats`]: containers' CPU, memory
-//!   and writable layer.
+//!   and writable layer; [`pod_stats`]: pods' CPU, memory, network and processes.
 //! - [`objects`]: how both are kept as berth containers (labels `io.berth.cri.*`).
 //! - [`network`]: whether the CNI configuration makes pods' networks possible (NetworkReady).
 //! - [`convert`]: berth's image views in the CRI's terms.
@@ -25,10 +26,12 @@ use tonic::transport::Channel;
 
 pub mod containers;
 pub mod convert;
+pub mod events;
 pub mod exec;
 pub mod images;
 pub mod network;
 pub mod objects;
+pub mod pod_stats;
 pub mod runtime;
 pub mod sandboxes;
 pub mod stats;
@@ -45,6 +48,8 @@ pub struct Backends {
     pub snapshot: Channel,
     /// The runtime service (its health is the CRI's RuntimeReady).
     pub runtime: Channel,
+    /// The events service (GetContainerEvents).
+    pub events: Channel,
     /// The berthd that hosts the snapshot service (its Version says its root).
     pub snapshot_host: Channel,
     /// The snapshotter images are unpacked with.

@@ -4,11 +4,12 @@
 //! answered here; pods ([`crate::sandboxes`]), their containers ([`crate::containers`]),
 //! ExecSync ([`crate::exec`]) and container stats ([`crate::stats`]) delegated.
 //!
-//! Streaming, pod stats, events, log reopening, resource updates and checkpoints answer
+//! Container events ([`crate::events`]) and pod stats ([`crate::pod_stats`]) are delegated
+//! too. Streaming, log reopening, resource updates and checkpoints answer
 //! `Unimplemented` with the RPC's name: they are later slices of issue 15, and a kubelet or
 //! critest sees plainly what berth cannot do yet.
 
-use crate::{containers, exec, network, objects, sandboxes, stats, Backends};
+use crate::{containers, events, exec, network, objects, pod_stats, sandboxes, stats, Backends};
 use berth_api::cri::v1 as cri;
 use berth_api::cri::v1::runtime_service_server::RuntimeService;
 use std::collections::HashMap;
@@ -179,9 +180,6 @@ macro_rules! not_yet {
     };
 }
 
-type EventStream =
-    Pin<Box<dyn tokio_stream::Stream<Item = Result<cri::ContainerEventResponse, Status>> + Send>>;
-
 #[tonic::async_trait]
 impl RuntimeService for Runtime {
     async fn version(
@@ -252,13 +250,15 @@ impl RuntimeService for Runtime {
         Ok(Response::new(cri::UpdateRuntimeConfigResponse {}))
     }
 
-    type GetContainerEventsStream = EventStream;
+    type GetContainerEventsStream = events::ContainerEvents;
 
     async fn get_container_events(
         &self,
         _request: Request<cri::GetEventsRequest>,
     ) -> Result<Response<Self::GetContainerEventsStream>, Status> {
-        Err(not_yet("GetContainerEvents"))
+        Ok(Response::new(
+            events::subscribe(self.backends.clone()).await?,
+        ))
     }
 
     async fn run_pod_sandbox(
@@ -400,6 +400,24 @@ impl RuntimeService for Runtime {
         Ok(Response::new(cri::ListContainerStatsResponse { stats }))
     }
 
+    async fn pod_sandbox_stats(
+        &self,
+        request: Request<cri::PodSandboxStatsRequest>,
+    ) -> Result<Response<cri::PodSandboxStatsResponse>, Status> {
+        let stats = pod_stats::one(&self.backends, &request.into_inner().pod_sandbox_id).await?;
+        Ok(Response::new(cri::PodSandboxStatsResponse {
+            stats: Some(stats),
+        }))
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        request: Request<cri::ListPodSandboxStatsRequest>,
+    ) -> Result<Response<cri::ListPodSandboxStatsResponse>, Status> {
+        let stats = pod_stats::list(&self.backends, request.into_inner().filter).await?;
+        Ok(Response::new(cri::ListPodSandboxStatsResponse { stats }))
+    }
+
     async fn container_status(
         &self,
         request: Request<cri::ContainerStatusRequest>,
@@ -423,8 +441,6 @@ impl RuntimeService for Runtime {
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
-        pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
-        list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";

@@ -12,12 +12,43 @@ use berth_api::tasks::v1 as tapi;
 use std::collections::HashMap;
 use tonic::Status;
 
-fn value(v: u64) -> Option<cri::UInt64Value> {
+pub(crate) fn value(v: u64) -> Option<cri::UInt64Value> {
     Some(cri::UInt64Value { value: v })
 }
 
 /// The stats of the berth containers `of`.
 async fn stats_of(b: &Backends, of: &[api::Container]) -> Result<Vec<cri::ContainerStats>, Status> {
+    Ok(measure(b, of).await?.into_iter().map(|(s, _)| s).collect())
+}
+
+/// Now, in the CRI's nanoseconds since the epoch.
+pub(crate) fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}
+
+/// Tasks.Metrics of `c` while it runs (None otherwise, or when its cgroup is gone).
+pub(crate) async fn metrics_of(b: &Backends, c: &api::Container) -> Option<tapi::Metrics> {
+    if objects::status(c) != "running" {
+        return None;
+    }
+    tasks(b)
+        .metrics(req(tapi::MetricsRequest {
+            container_id: c.id.clone(),
+        }))
+        .await
+        .ok()
+        .and_then(|r| r.into_inner().metrics)
+}
+
+/// The stats of the berth containers `of`, each with the runtime's metrics it was built
+/// from (for what a pod sums).
+pub(crate) async fn measure(
+    b: &Backends,
+    of: &[api::Container],
+) -> Result<Vec<(cri::ContainerStats, Option<tapi::Metrics>)>, Status> {
     if of.is_empty() {
         return Ok(Vec::new());
     }
@@ -29,26 +60,36 @@ async fn stats_of(b: &Backends, of: &[api::Container]) -> Result<Vec<cri::Contai
         .map_err(|e| from_service("measuring writable layers", e))?
         .into_inner()
         .sizes;
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_nanos() as i64)
-        .unwrap_or(0);
+    let now = now();
     let mut out = Vec::new();
     for c in of {
-        let metrics = if objects::status(c) == "running" {
-            tasks(b)
-                .metrics(req(tapi::MetricsRequest {
-                    container_id: c.id.clone(),
-                }))
-                .await
-                .ok()
-                .and_then(|r| r.into_inner().metrics)
-        } else {
-            None
-        };
-        out.push(container_stats(c, metrics, sizes.get(&c.id), now));
+        let metrics = metrics_of(b, c).await;
+        out.push((
+            container_stats(c, metrics.clone(), sizes.get(&c.id), now),
+            metrics,
+        ));
     }
     Ok(out)
+}
+
+/// The CRI's CPU usage of cgroup figures.
+pub(crate) fn cpu_usage(cpu: &tapi::CpuMetrics, now: i64) -> cri::CpuUsage {
+    cri::CpuUsage {
+        timestamp: now,
+        usage_core_nano_seconds: value(cpu.usage_nsec),
+        usage_nano_cores: None,
+    }
+}
+
+/// The CRI's memory usage of cgroup figures.
+pub(crate) fn memory_usage(m: &tapi::MemoryMetrics, now: i64) -> cri::MemoryUsage {
+    cri::MemoryUsage {
+        timestamp: now,
+        // The working set as the usage without the page cache (memory.stat's cache/file).
+        working_set_bytes: value(m.usage.saturating_sub(m.cache)),
+        usage_bytes: value(m.usage),
+        ..Default::default()
+    }
 }
 
 /// One container's stats at `now` (nanoseconds since the epoch).
@@ -61,21 +102,11 @@ fn container_stats(
     let cpu = metrics
         .as_ref()
         .and_then(|m| m.cpu.as_ref())
-        .map(|cpu| cri::CpuUsage {
-            timestamp: now,
-            usage_core_nano_seconds: value(cpu.usage_nsec),
-            usage_nano_cores: None,
-        });
+        .map(|cpu| cpu_usage(cpu, now));
     let memory = metrics
         .as_ref()
         .and_then(|m| m.memory.as_ref())
-        .map(|m| cri::MemoryUsage {
-            timestamp: now,
-            // The working set as the usage without the page cache (memory.stat's cache/file).
-            working_set_bytes: value(m.usage.saturating_sub(m.cache)),
-            usage_bytes: value(m.usage),
-            ..Default::default()
-        });
+        .map(|m| memory_usage(m, now));
     cri::ContainerStats {
         attributes: Some(cri::ContainerAttributes {
             id: c.id.clone(),

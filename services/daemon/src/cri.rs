@@ -23,6 +23,7 @@ pub fn start(
         image: channels.to(&config.services.image)?,
         snapshot: channels.to(&config.services.snapshot)?,
         runtime: channels.to(&config.services.runtime)?,
+        events: channels.to(&config.services.events)?,
         snapshot_host: channels.to(&config.services.snapshot)?,
         snapshotter: config.snapshotter.clone(),
         sandbox_image: config

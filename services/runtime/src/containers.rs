@@ -521,11 +521,7 @@ impl Containers {
             "container",
             "destroy",
             id,
-            [
-                ("name".to_string(), container.name.clone()),
-                ("image".to_string(), container.image.clone()),
-            ]
-            .into(),
+            crate::events::container_attributes(container),
         );
         Ok(())
     }

@@ -3,6 +3,7 @@
 //! container's name and image from the records for the event's attributes.
 
 use crate::metadata::Store;
+use berth_api::containers::v1::Container;
 use berth_api::networks::v1::Network;
 use std::collections::HashMap;
 
@@ -31,17 +32,16 @@ impl Events {
         self.publisher.publish(ns, typ, action, id, attributes);
     }
 
-    /// Publishes a container event with the container's name and image as attributes (when
-    /// the record still exists) plus `extra`.
+    /// Publishes a container event with the container's labels, name and image as attributes
+    /// (when the record still exists) plus `extra`.
     pub fn publish_container(&self, ns: &str, id: &str, action: &str, extra: &[(&str, String)]) {
         if !self.publisher.enabled() {
             return;
         }
-        let mut attributes = HashMap::new();
-        if let Ok(Some(c)) = self.store.get(ns, id) {
-            attributes.insert("name".to_string(), c.name.clone());
-            attributes.insert("image".to_string(), c.image.clone());
-        }
+        let mut attributes = match self.store.get(ns, id) {
+            Ok(Some(c)) => container_attributes(&c),
+            _ => HashMap::new(),
+        };
         for (k, v) in extra {
             attributes.insert(k.to_string(), v.clone());
         }
@@ -60,6 +60,17 @@ impl Events {
             network_attributes(n, container),
         );
     }
+}
+
+/// Docker's attributes of a container event: the container's labels, then its `name` and
+/// `image` (which win over labels of the same keys). With the labels there, a subscriber
+/// (the CRI's event stream, `--filter label=`) knows what a `destroy` was about after the
+/// record is gone.
+pub fn container_attributes(c: &Container) -> HashMap<String, String> {
+    let mut attributes = c.labels.clone();
+    attributes.insert("name".to_string(), c.name.clone());
+    attributes.insert("image".to_string(), c.image.clone());
+    attributes
 }
 
 /// Docker's attributes of a network event: `name`, `type`, and `container` when one joins
