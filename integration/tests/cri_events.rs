@@ -41,8 +41,9 @@ fn configs(dir: &Path, name: &str, script: &str) -> (String, String) {
     )
 }
 
-/// A runtime.v1 client on the CRI socket.
-fn client(c: &Cri) -> RuntimeServiceClient<Channel> {
+/// A runtime.v1 client on the CRI socket, its connections on `rt`.
+fn client(rt: &tokio::runtime::Runtime, c: &Cri) -> RuntimeServiceClient<Channel> {
+    let _in_rt = rt.enter();
     let channel = berth_core::grpc::channel(&format!("unix://{}", c.socket.display()))
         .expect("a channel to the CRI socket");
     RuntimeServiceClient::new(channel)
@@ -59,7 +60,7 @@ fn events_follow_a_container_through_its_life() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let seen: Arc<Mutex<Vec<cri::ContainerEventResponse>>> = Arc::default();
     let mut stream = rt
-        .block_on(client(c).get_container_events(cri::GetEventsRequest {}))
+        .block_on(client(&rt, c).get_container_events(cri::GetEventsRequest {}))
         .expect("GetContainerEvents")
         .into_inner();
     let collected = seen.clone();
@@ -154,7 +155,7 @@ fn pod_stats_measure_a_running_pod() {
     c.ok(&["start", &ctr]);
 
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut client = client(c);
+    let mut client = client(&rt, c);
     let stats = rt
         .block_on(client.pod_sandbox_stats(cri::PodSandboxStatsRequest {
             pod_sandbox_id: pod.clone(),
@@ -243,4 +244,11 @@ fn critest_events_and_stats() {
     let t = text(&out);
     assert!(out.status.success(), "critest failed:\n{t}");
     assert!(t.contains(" 0 Failed"), "{t}");
+    // The counts, for the log: "Ran N of M Specs", "N Passed | 0 Failed | …".
+    for line in t
+        .lines()
+        .filter(|l| l.contains("Ran ") || l.contains("Passed"))
+    {
+        eprintln!("critest: {}", line.trim());
+    }
 }
