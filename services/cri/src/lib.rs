@@ -9,8 +9,8 @@
 //!
 //! - [`images`]: the whole `ImageService` over the image and snapshot services.
 //! - [`runtime`]: `RuntimeService`: Version, Status, RuntimeConfig, UpdateRuntimeConfig, and
-//!   the pod and container lifecycles of [`sandboxes`] and [`containers`]; streaming, stats
-//!   and the rest are the next slices of issue 15 and answer `Unimplemented` naming the RPC.
+//!   the pod and container lifecycles of [`sandboxes`] and [`containers`]; streaming and
+//!   the rest are the next slices of issue 15 and answer `Unimplemented` naming the RPC.
 //! - [`sandboxes`]: pod sandboxes, each a berth container of the sandbox (pause) image that
 //!   holds the pod's network; [`containers`]: the containers that join it.
 //! - [`events`]: GetContainerEvents from berth's container events.
