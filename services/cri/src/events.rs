@@ -87,18 +87,33 @@ pub async fn subscribe(b: Arc<Backends>) -> Result<ContainerEvents, Status> {
             let Some(event) = response(&b, &envelope).await else {
                 continue;
             };
-            match tx.try_send(Ok(event)) {
-                Ok(()) => {}
-                Err(TrySendError::Full(_)) => tracing::warn!(
-                    container = %envelope.id,
-                    action = %envelope.action,
-                    "a GetContainerEvents client does not read: event dropped"
-                ),
-                Err(TrySendError::Closed(_)) => return,
+            if !offer(&tx, event) {
+                return;
             }
         }
     });
     Ok(ReceiverStream::new(rx))
+}
+
+/// Queues `event` for the client without waiting: dropped (and logged) when its queue is
+/// full. False once the client is gone.
+fn offer(
+    tx: &mpsc::Sender<Result<cri::ContainerEventResponse, Status>>,
+    event: cri::ContainerEventResponse,
+) -> bool {
+    match tx.try_send(Ok(event)) {
+        Ok(()) => true,
+        Err(TrySendError::Full(Ok(dropped))) => {
+            tracing::warn!(
+                container = %dropped.container_id,
+                kind = dropped.container_event_type,
+                "a GetContainerEvents client does not read: event dropped"
+            );
+            true
+        }
+        Err(TrySendError::Full(Err(_))) => true,
+        Err(TrySendError::Closed(_)) => false,
+    }
 }
 
 /// The CRI event of berth event `e`, with the pod's statuses as they are now; None when
@@ -170,6 +185,28 @@ mod tests {
         for other in ["kill", "stop", "oom", "exec_start", "rename", "update"] {
             assert_eq!(event_type(other), None, "{other}");
         }
+    }
+
+    #[test]
+    fn a_client_that_does_not_read_loses_events_not_the_stream() {
+        let (tx, mut rx) = mpsc::channel(1);
+        let event = |id: &str| cri::ContainerEventResponse {
+            container_id: id.into(),
+            ..Default::default()
+        };
+        assert!(offer(&tx, event("first")));
+        assert!(
+            offer(&tx, event("dropped")),
+            "a full queue drops, never blocks"
+        );
+        assert_eq!(rx.try_recv().unwrap().unwrap().container_id, "first");
+        assert!(rx.try_recv().is_err());
+        assert!(offer(&tx, event("next")));
+        drop(rx);
+        assert!(
+            !offer(&tx, event("gone")),
+            "a client gone ends the subscription"
+        );
     }
 
     #[test]

@@ -91,6 +91,25 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_container_event_carries_its_labels_under_its_name_and_image() {
+        let c = Container {
+            name: "web".into(),
+            image: "busybox".into(),
+            labels: HashMap::from([
+                ("io.berth.cri.kind".to_string(), "container".to_string()),
+                ("name".to_string(), "a label".to_string()),
+            ]),
+            ..Default::default()
+        };
+        let a = container_attributes(&c);
+        assert_eq!(a["io.berth.cri.kind"], "container");
+        assert_eq!(
+            (a["name"].as_str(), a["image"].as_str()),
+            ("web", "busybox")
+        );
+    }
+
+    #[test]
     fn a_network_event_names_the_network_and_the_container() {
         let n = Network {
             id: "f00d".into(),
