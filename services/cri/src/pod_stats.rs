@@ -7,7 +7,7 @@
 //! sum of their `pids.current`. Its network is the sandbox's: the pod's containers join the
 //! sandbox's network namespace, whose interfaces (but `lo`) Tasks.Metrics reads.
 
-use crate::objects::{self, map_of};
+use crate::objects::{self, label, map_of};
 use crate::sandboxes::{self, get, members};
 use crate::stats::{self, cpu_usage, measure, memory_usage, metrics_of, value};
 use crate::Backends;
@@ -22,7 +22,8 @@ const DEFAULT_INTERFACE: &str = "eth0";
 /// PodSandboxStats of sandbox `id`.
 pub async fn one(b: &Backends, id: &str) -> Result<cri::PodSandboxStats, Status> {
     let sandbox = get(b, id, objects::KIND_SANDBOX).await?;
-    pod_stats(b, &sandbox).await
+    let containers = members(b, &sandbox.id).await?;
+    pod_stats(b, &sandbox, &containers).await
 }
 
 /// ListPodSandboxStats with the kubelet's filter (id prefix, label selector).
@@ -31,21 +32,32 @@ pub async fn list(
     filter: Option<cri::PodSandboxStatsFilter>,
 ) -> Result<Vec<cri::PodSandboxStats>, Status> {
     let filter = filter.unwrap_or_default();
+    // One listing of the containers for every pod.
+    let all = sandboxes::list(b, objects::KIND_CONTAINER).await?;
     let mut out = Vec::new();
     for sandbox in sandboxes::list(b, objects::KIND_SANDBOX)
         .await?
         .iter()
         .filter(|c| objects::matches(c, &filter.id, &filter.label_selector))
     {
-        out.push(pod_stats(b, sandbox).await?);
+        let containers: Vec<api::Container> = all
+            .iter()
+            .filter(|c| label(c, objects::SANDBOX_ID) == sandbox.id)
+            .cloned()
+            .collect();
+        out.push(pod_stats(b, sandbox, &containers).await?);
     }
     Ok(out)
 }
 
-/// The stats of `sandbox` and its containers, measured now.
-async fn pod_stats(b: &Backends, sandbox: &api::Container) -> Result<cri::PodSandboxStats, Status> {
+/// The stats of `sandbox` and its `containers`, measured now.
+async fn pod_stats(
+    b: &Backends,
+    sandbox: &api::Container,
+    containers: &[api::Container],
+) -> Result<cri::PodSandboxStats, Status> {
     let pause = metrics_of(b, sandbox).await;
-    let measured = measure(b, &members(b, &sandbox.id).await?).await?;
+    let measured = measure(b, containers).await?;
     let now = stats::now();
     let mut all: Vec<&tapi::Metrics> = measured.iter().filter_map(|(_, m)| m.as_ref()).collect();
     all.extend(pause.as_ref());
