@@ -27,6 +27,7 @@ pub mod containers;
 pub mod convert;
 pub mod exec;
 pub mod images;
+pub mod log_rotation;
 pub mod network;
 pub mod objects;
 pub mod runtime;

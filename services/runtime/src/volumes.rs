@@ -32,7 +32,12 @@ pub struct Bind {
     pub source: String,
     pub destination: String,
     pub rw: bool,
+    /// Mount propagation (`rprivate` when empty); only for host paths.
+    pub propagation: String,
 }
+
+/// The mount propagation modes a bind takes (Docker's `bind-propagation`).
+pub const PROPAGATIONS: [&str; 6] = ["rprivate", "private", "rslave", "slave", "rshared", "shared"];
 
 impl Bind {
     pub fn is_host_path(&self) -> bool {
@@ -58,7 +63,9 @@ pub fn validate_volume_name(name: &str) -> Result<()> {
     }
 }
 
-/// Parses `SRC:DST[:ro|rw]` (or `DST` alone: an anonymous volume).
+/// Parses `SRC:DST[:OPTIONS]` (or `DST` alone: an anonymous volume); OPTIONS is Docker's
+/// comma-separated list of `ro` or `rw` and, for a host path, one propagation mode
+/// (`/src:/dst:ro,rslave`).
 pub fn parse_bind(spec: &str) -> Result<Bind> {
     let bad = |why: &str| {
         Error::InvalidArgument(format!("invalid volume specification: '{spec}': {why}"))
@@ -76,18 +83,35 @@ pub fn parse_bind(spec: &str) -> Result<Bind> {
     if clean(destination) == "/" {
         return Err(bad("the destination cannot be /"));
     }
-    let rw = match mode {
-        None | Some("rw") | Some("") => true,
-        Some("ro") => false,
-        Some(m) => return Err(bad(&format!("invalid mode: {m}"))),
-    };
+    let mut rw = None;
+    let mut propagation = None;
+    for option in mode.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
+        let (slot, value) = match option {
+            "rw" => (&mut rw, true),
+            "ro" => (&mut rw, false),
+            p if PROPAGATIONS.contains(&p) => {
+                if propagation.replace(p).is_some() {
+                    return Err(bad("more than one propagation mode"));
+                }
+                continue;
+            }
+            m => return Err(bad(&format!("invalid mode: {m}"))),
+        };
+        if slot.replace(value).is_some() {
+            return Err(bad("ro and rw are exclusive"));
+        }
+    }
     if !source.is_empty() && !source.starts_with('/') {
         validate_volume_name(source)?;
+    }
+    if propagation.is_some() && !source.starts_with('/') {
+        return Err(bad("a propagation mode applies to a bind of a host path only"));
     }
     Ok(Bind {
         source: source.to_string(),
         destination: clean(destination),
-        rw,
+        rw: rw.unwrap_or(true),
+        propagation: propagation.unwrap_or_default().to_string(),
     })
 }
 
@@ -210,9 +234,14 @@ pub fn add_to_spec(spec: &mut Spec, mounts: &[MountPoint]) -> Result<()> {
     for m in mounts {
         // A mount on the same destination as a default one replaces it.
         all.retain(|x| x.destination() != Path::new(&m.destination));
+        let propagation = if m.propagation.is_empty() {
+            "rprivate"
+        } else {
+            &m.propagation
+        };
         let options = vec![
             "rbind".to_string(),
-            "rprivate".to_string(),
+            propagation.to_string(),
             if m.rw { "rw" } else { "ro" }.to_string(),
         ];
         all.push(
@@ -339,6 +368,11 @@ impl Volumes {
                     source: b.source.clone(),
                     destination: b.destination.clone(),
                     rw: b.rw,
+                    propagation: if b.propagation.is_empty() {
+                        "rprivate".into()
+                    } else {
+                        b.propagation.clone()
+                    },
                 });
                 continue;
             }
@@ -354,6 +388,7 @@ impl Volumes {
                 source: v.mountpoint,
                 destination: b.destination.clone(),
                 rw: b.rw,
+                propagation: String::new(),
             });
         }
         for dst in image_volumes {
@@ -374,6 +409,7 @@ impl Volumes {
                 source: v.mountpoint,
                 destination: dst,
                 rw: true,
+                propagation: String::new(),
             });
         }
         Ok(out)
@@ -556,9 +592,13 @@ mod tests {
             Bind {
                 source: "/host/dir".into(),
                 destination: "/data".into(),
-                rw: false
+                rw: false,
+                propagation: String::new(),
             }
         );
+        let b = parse_bind("/host/dir:/data:rshared,ro").unwrap();
+        assert_eq!((b.rw, b.propagation.as_str()), (false, "rshared"));
+        assert_eq!(parse_bind("/h:/d:rslave").unwrap().propagation, "rslave");
         let b = parse_bind("myvol:/var/lib/x/").unwrap();
         assert_eq!(
             (b.source.as_str(), b.destination.as_str(), b.rw),
@@ -577,6 +617,10 @@ mod tests {
             "v:/a/../..",
             "a:b:c:d",
             "x:/y",
+            "/h:/d:ro,rw",
+            "/h:/d:rshared,rslave",
+            "vol:/d:rshared",
+            "/h:/d:bogus",
         ] {
             let e = parse_bind(bad).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
@@ -610,6 +654,7 @@ mod tests {
                 source: "/var/lib/berth/runtime/volumes/default/v/_data".into(),
                 destination: "/data".into(),
                 rw: false,
+                propagation: String::new(),
             }],
         )
         .unwrap();
