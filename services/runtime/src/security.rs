@@ -235,9 +235,8 @@ fn read_profile(path: &str) -> Result<String> {
             "seccomp profile {path:?}: the path must be absolute"
         )));
     }
-    std::fs::read_to_string(path).map_err(|e| {
-        Error::InvalidArgument(format!("seccomp profile {path}: cannot read it: {e}"))
-    })
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::InvalidArgument(format!("seccomp profile {path}: cannot read it: {e}")))
 }
 
 /// `seccomp=x`, `seccomp:x` (Docker's older form) or a bare key.
@@ -390,11 +389,17 @@ mod tests {
             &host(),
         )
         .unwrap_err();
-        assert!(matches!(&e, Error::InvalidArgument(m) if m.contains("absent.json")), "{e}");
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m.contains("absent.json")),
+            "{e}"
+        );
         std::fs::write(&file, "{not json").unwrap();
-        let e = Security::of(&config(|c| c.seccomp_profile_path = path.clone()), &host())
-            .unwrap_err();
-        assert!(matches!(&e, Error::InvalidArgument(m) if m.contains("deny-mkdir.json")), "{e}");
+        let e =
+            Security::of(&config(|c| c.seccomp_profile_path = path.clone()), &host()).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m.contains("deny-mkdir.json")),
+            "{e}"
+        );
         let e = Security::of(
             &config(|c| c.seccomp_profile_path = "relative.json".into()),
             &host(),

@@ -37,7 +37,9 @@ pub struct Bind {
 }
 
 /// The mount propagation modes a bind takes (Docker's `bind-propagation`).
-pub const PROPAGATIONS: [&str; 6] = ["rprivate", "private", "rslave", "slave", "rshared", "shared"];
+pub const PROPAGATIONS: [&str; 6] = [
+    "rprivate", "private", "rslave", "slave", "rshared", "shared",
+];
 
 impl Bind {
     pub fn is_host_path(&self) -> bool {
@@ -105,7 +107,9 @@ pub fn parse_bind(spec: &str) -> Result<Bind> {
         validate_volume_name(source)?;
     }
     if propagation.is_some() && !source.starts_with('/') {
-        return Err(bad("a propagation mode applies to a bind of a host path only"));
+        return Err(bad(
+            "a propagation mode applies to a bind of a host path only",
+        ));
     }
     Ok(Bind {
         source: source.to_string(),
@@ -113,6 +117,60 @@ pub fn parse_bind(spec: &str) -> Result<Bind> {
         rw: rw.unwrap_or(true),
         propagation: propagation.unwrap_or_default().to_string(),
     })
+}
+
+/// A shared bind needs its source on a shared mount (else nothing would propagate back to
+/// the host), a slave one on a shared or slave mount, as Docker and containerd check.
+/// `mountinfo` is the text of `/proc/self/mountinfo` of the runtime, on the containers' host.
+fn check_propagation(b: &Bind, mountinfo: &str) -> Result<()> {
+    let wants_shared = b.propagation.ends_with("shared");
+    if !wants_shared && !b.propagation.ends_with("slave") {
+        return Ok(());
+    }
+    let source = std::fs::canonicalize(&b.source).unwrap_or_else(|_| PathBuf::from(&b.source));
+    // The mount holding the source: the longest mount point above it, the last one listed
+    // when several are stacked there.
+    let mut holder: Option<(PathBuf, bool, bool)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(point) = fields.get(4) else { continue };
+        let point = PathBuf::from(crate::bundle::unescape_mountinfo(point));
+        if !source.starts_with(&point) {
+            continue;
+        }
+        if holder
+            .as_ref()
+            .is_some_and(|(h, _, _)| h.components().count() > point.components().count())
+        {
+            continue;
+        }
+        let optional = fields.iter().skip(6).take_while(|f| **f != "-");
+        let (mut shared, mut slave) = (false, false);
+        for f in optional {
+            shared |= f.starts_with("shared:");
+            slave |= f.starts_with("master:");
+        }
+        holder = Some((point, shared, slave));
+    }
+    let Some((point, shared, slave)) = holder else {
+        return Ok(());
+    };
+    let what = if wants_shared {
+        "shared"
+    } else {
+        "shared or slave"
+    };
+    if shared || (!wants_shared && slave) {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "bind {} with propagation {}: the path is on mount {} which is not a {what} mount \
+         (make it one: mount --make-rshared {})",
+        b.source,
+        b.propagation,
+        point.display(),
+        point.display()
+    )))
 }
 
 /// One `--tmpfs DST[:OPTIONS]`.
@@ -361,6 +419,11 @@ impl Volumes {
                          exist: {}",
                         b.source
                     )));
+                }
+                if !b.propagation.is_empty() {
+                    let info = std::fs::read_to_string("/proc/self/mountinfo")
+                        .map_err(|e| Error::io("cannot read", "/proc/self/mountinfo", e))?;
+                    check_propagation(b, &info)?;
                 }
                 out.push(MountPoint {
                     r#type: "bind".into(),
@@ -626,6 +689,26 @@ mod tests {
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
         }
         assert!(parse_binds(&["a1:/x".into(), "b1:/x/".into()]).is_err());
+    }
+
+    #[test]
+    fn propagation_needs_a_shared_source() {
+        let info = "21 1 8:1 / / rw,relatime - ext4 /dev/vda rw\n\
+                    30 21 8:1 /v /srv/vol rw,relatime shared:5 - ext4 /dev/vda rw\n\
+                    31 21 8:1 /w /srv/slave rw,relatime master:5 - ext4 /dev/vda rw\n";
+        let bind = |src: &str, p: &str| Bind {
+            source: src.into(),
+            destination: "/d".into(),
+            rw: true,
+            propagation: p.into(),
+        };
+        assert!(check_propagation(&bind("/srv/vol/x", "rshared"), info).is_ok());
+        assert!(check_propagation(&bind("/srv/slave", "rslave"), info).is_ok());
+        assert!(check_propagation(&bind("/srv/other", "rprivate"), info).is_ok());
+        let e = check_propagation(&bind("/srv/slave/x", "rshared"), info).unwrap_err();
+        assert!(e.to_string().contains("/srv/slave"), "{e}");
+        let e = check_propagation(&bind("/srv/other", "rslave"), info).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }
 
     #[test]

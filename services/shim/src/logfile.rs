@@ -212,16 +212,8 @@ impl LogWriter {
         if let Err(e) = std::fs::rename(&self.path, &old) {
             crate::log(&format!("rotate {}: {e}", self.path.display()));
         }
-        match OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
-            Ok(f) => {
-                self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                self.file = Some(f);
-            }
-            Err(e) => crate::log(&format!("reopen {}: {e}", self.path.display())),
+        if let Err(e) = self.reopen() {
+            crate::log(&format!("reopen after rotation: {e}"));
         }
     }
 }
@@ -244,7 +236,9 @@ mod tests {
     fn reopen_follows_the_path() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("0.log");
-        let mut w = LogWriter::open(&p, None).unwrap().with_format(LogFormat::Cri);
+        let mut w = LogWriter::open(&p, None)
+            .unwrap()
+            .with_format(LogFormat::Cri);
         w.write("stdout", b"one\n");
         let moved = d.path().join("0.log.1");
         std::fs::rename(&p, &moved).unwrap();
@@ -254,7 +248,10 @@ mod tests {
         let old = std::fs::read_to_string(&moved).unwrap();
         let new = std::fs::read_to_string(&p).unwrap();
         assert!(old.contains(" stdout F one\n") && old.contains(" stdout F two\n"));
-        assert!(new.ends_with(" stdout F three\n") && !new.contains("two"), "{new}");
+        assert!(
+            new.ends_with(" stdout F three\n") && !new.contains("two"),
+            "{new}"
+        );
     }
 
     #[test]
