@@ -98,7 +98,8 @@ pub struct RunArgs {
     /// Restart policy: no, always, on-failure[:max-retries], unless-stopped
     #[arg(long)]
     pub restart: Option<String>,
-    /// Bind mount or volume: SRC:DST[:ro|rw] (SRC absolute = host path, else a volume name)
+    /// Bind mount or volume: SRC:DST[:ro|rw][,PROPAGATION] (SRC absolute = host path, else a
+    /// volume name; PROPAGATION of a host path: rprivate, rslave, rshared…)
     #[arg(short = 'v', long = "volume")]
     pub volume: Vec<String>,
     /// Mount a tmpfs: DST[:OPTIONS] (size=64m, mode=1777, exec, …)
@@ -197,8 +198,14 @@ pub fn parse_bind(s: &str) -> Result<String, String> {
         return Err(bad("the destination cannot be /"));
     }
     for m in mode.split(',').filter(|m| !m.is_empty()) {
-        if !matches!(m, "ro" | "rw" | "z" | "Z" | "nocopy") {
-            return Err(bad(&format!("unknown mode {m:?} (use ro or rw)")));
+        let propagation = matches!(
+            m,
+            "rprivate" | "private" | "rslave" | "slave" | "rshared" | "shared"
+        );
+        if !propagation && !matches!(m, "ro" | "rw" | "z" | "Z" | "nocopy") {
+            return Err(bad(&format!(
+                "unknown mode {m:?} (use ro or rw, and a propagation: rprivate, rslave, rshared…)"
+            )));
         }
     }
     if !src.is_empty() && !src.starts_with('/') {
@@ -846,6 +853,7 @@ mod tests {
     fn binds() {
         assert!(parse_bind("/host:/data").is_ok());
         assert!(parse_bind("/host:/data:ro").is_ok());
+        assert!(parse_bind("/host:/data:ro,rshared").is_ok());
         assert!(parse_bind("myvol:/data:rw").is_ok());
         assert!(parse_bind("/data").is_ok());
         assert!(parse_bind("rel/path:/data").is_err());

@@ -105,17 +105,24 @@ pub fn container_config(
     Ok(out)
 }
 
-/// The CRI's mounts as berth binds; propagation other than private is refused plainly.
+/// The CRI's mounts as berth binds, `SRC:DST:MODE,PROPAGATION` (Docker's `-v`): private is
+/// rprivate, HostToContainer rslave, Bidirectional rshared.
 fn binds(mounts: &[cri::Mount]) -> Result<Vec<String>, Status> {
+    use cri::MountPropagation as P;
     mounts
         .iter()
         .map(|m| {
-            if m.propagation != cri::MountPropagation::PropagationPrivate as i32 {
-                return Err(Status::invalid_argument(format!(
-                    "mount {}: berth supports private mount propagation only",
-                    m.container_path
-                )));
-            }
+            let propagation = match P::try_from(m.propagation) {
+                Ok(P::PropagationPrivate) => "rprivate",
+                Ok(P::PropagationHostToContainer) => "rslave",
+                Ok(P::PropagationBidirectional) => "rshared",
+                Err(_) => {
+                    return Err(Status::invalid_argument(format!(
+                        "mount {}: unknown mount propagation {}",
+                        m.container_path, m.propagation
+                    )))
+                }
+            };
             if !m.host_path.starts_with('/') || !m.container_path.starts_with('/') {
                 return Err(Status::invalid_argument(format!(
                     "mount {:?} -> {:?}: both paths must be absolute",
@@ -123,7 +130,10 @@ fn binds(mounts: &[cri::Mount]) -> Result<Vec<String>, Status> {
                 )));
             }
             let mode = if m.readonly { "ro" } else { "rw" };
-            Ok(format!("{}:{}:{mode}", m.host_path, m.container_path))
+            Ok(format!(
+                "{}:{}:{mode},{propagation}",
+                m.host_path, m.container_path
+            ))
         })
         .collect()
 }
@@ -186,17 +196,36 @@ fn apply_security(
     match kind {
         Some(Ok(ProfileType::RuntimeDefault)) => {}
         Some(Ok(ProfileType::Unconfined)) => out.security_opt.push("seccomp=unconfined".into()),
+        Some(Ok(ProfileType::Localhost)) => {
+            let path = sc.seccomp.as_ref().map_or("", |p| p.localhost_ref.as_str());
+            out.seccomp_profile_path = localhost_profile(path)?;
+        }
         None if matches!(deprecated, "runtime/default" | "docker/default") => {}
         None if matches!(deprecated, "" | "unconfined") => {
             out.security_opt.push("seccomp=unconfined".into())
         }
+        None if deprecated.starts_with("localhost/") => {
+            out.seccomp_profile_path = localhost_profile(&deprecated["localhost/".len()..])?;
+        }
         _ => {
-            return Err(Status::invalid_argument(
-                "seccomp: berth takes the RuntimeDefault and Unconfined profiles only (Localhost profiles are not supported yet)",
-            ))
+            return Err(Status::invalid_argument(format!(
+                "seccomp profile {deprecated:?}: berth takes RuntimeDefault (runtime/default, \
+                 docker/default), Unconfined (unconfined) and Localhost (localhost/PATH) profiles"
+            )))
         }
     }
     Ok(())
+}
+
+/// The path of a Localhost seccomp profile: absolute, on the node; the runtime reads it when
+/// the container is created and names it when it is missing or invalid.
+fn localhost_profile(path: &str) -> Result<String, Status> {
+    if !path.starts_with('/') {
+        return Err(Status::invalid_argument(format!(
+            "seccomp Localhost profile {path:?}: give the absolute path of a profile file on the node"
+        )));
+    }
+    Ok(path.to_string())
 }
 
 /// Memory limit and CPU quota/period (as a number of CPUs).
@@ -356,6 +385,11 @@ pub fn status(c: &api::Container) -> cri::ContainerStatus {
             container_path: m.destination.clone(),
             host_path: m.source.clone(),
             readonly: !m.rw,
+            propagation: match m.propagation.as_str() {
+                "rshared" | "shared" => cri::MountPropagation::PropagationBidirectional,
+                "rslave" | "slave" => cri::MountPropagation::PropagationHostToContainer,
+                _ => cri::MountPropagation::PropagationPrivate,
+            } as i32,
             ..Default::default()
         })
         .collect();
@@ -488,7 +522,7 @@ mod tests {
         assert_eq!(c.entrypoint, vec!["sh"]);
         assert_eq!(c.cmd, vec!["-c", "echo hi"]);
         assert_eq!(c.env, vec!["A=b"]);
-        assert_eq!(c.binds, vec!["/tmp:/data:ro"]);
+        assert_eq!(c.binds, vec!["/tmp:/data:ro,rprivate"]);
         assert_eq!(c.labels[objects::LOG_PATH], "/var/log/pods/x/app/0.log");
         assert_eq!(
             (c.log_path.as_str(), c.log_format.as_str()),
@@ -557,6 +591,28 @@ mod tests {
         }
         let c = container_config(&sandbox(), &cfg).unwrap();
         assert_eq!(c.security_opt, vec!["no-new-privileges"]);
+
+        let sc = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut());
+        let sc = sc.unwrap();
+        sc.seccomp = Some(cri::SecurityProfile {
+            profile_type: cri::security_profile::ProfileType::Localhost as i32,
+            localhost_ref: "/etc/profile.json".into(),
+        });
+        let c = container_config(&sandbox(), &cfg).unwrap();
+        assert_eq!(c.seccomp_profile_path, "/etc/profile.json");
+        let sc = cfg.linux.as_mut().and_then(|l| l.security_context.as_mut());
+        let sc = sc.unwrap();
+        sc.seccomp = None;
+        #[allow(deprecated)]
+        {
+            sc.seccomp_profile_path = "localhost//var/lib/p.json".into();
+        }
+        let c = container_config(&sandbox(), &cfg).unwrap();
+        assert_eq!(c.seccomp_profile_path, "/var/lib/p.json");
+        let mut cfg = config();
+        cfg.mounts[0].propagation = cri::MountPropagation::PropagationBidirectional as i32;
+        let c = container_config(&sandbox(), &cfg).unwrap();
+        assert_eq!(c.binds, vec!["/tmp:/data:ro,rshared"]);
     }
 
     #[test]
@@ -565,7 +621,22 @@ mod tests {
         cfg.metadata = None;
         assert!(container_config(&sandbox(), &cfg).is_err());
         let mut cfg = config();
-        cfg.mounts[0].propagation = cri::MountPropagation::PropagationBidirectional as i32;
+        cfg.mounts[0].propagation = 7;
+        assert_eq!(
+            container_config(&sandbox(), &cfg).unwrap_err().code(),
+            Code::InvalidArgument
+        );
+        let mut cfg = config();
+        cfg.linux = Some(cri::LinuxContainerConfig {
+            security_context: Some(cri::LinuxContainerSecurityContext {
+                seccomp: Some(cri::SecurityProfile {
+                    profile_type: cri::security_profile::ProfileType::Localhost as i32,
+                    localhost_ref: "relative.json".into(),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
         assert_eq!(
             container_config(&sandbox(), &cfg).unwrap_err().code(),
             Code::InvalidArgument

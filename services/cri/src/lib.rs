@@ -29,6 +29,7 @@ pub mod convert;
 pub mod events;
 pub mod exec;
 pub mod images;
+pub mod log_rotation;
 pub mod network;
 pub mod objects;
 pub mod pod_stats;

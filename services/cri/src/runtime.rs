@@ -435,9 +435,16 @@ impl RuntimeService for Runtime {
         }))
     }
 
+    async fn reopen_container_log(
+        &self,
+        request: Request<cri::ReopenContainerLogRequest>,
+    ) -> Result<Response<cri::ReopenContainerLogResponse>, Status> {
+        crate::log_rotation::reopen(&self.backends, &request.into_inner().container_id).await?;
+        Ok(Response::new(cri::ReopenContainerLogResponse {}))
+    }
+
     not_yet! {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
-        reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";
         port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";

@@ -290,9 +290,15 @@ async fn delete_task(b: &Backends, id: &str) -> Result<(), Status> {
 }
 
 /// StopPodSandbox: its containers killed, then its own task stopped and deleted, which
-/// releases the pod's network. Idempotent.
+/// releases the pod's network. Idempotent; an unknown sandbox is success.
 pub async fn stop(b: &Backends, id: &str) -> Result<(), Status> {
-    let sandbox = get(b, id, objects::KIND_SANDBOX).await?;
+    // An unknown sandbox is success, as the kubelet expects: it may stop a pod whose
+    // sandbox was already removed (or never made it) when it cleans up.
+    let sandbox = match get(b, id, objects::KIND_SANDBOX).await {
+        Ok(s) => s,
+        Err(e) if e.code() == Code::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
     for c in members(b, &sandbox.id).await? {
         stop_task(b, &c.id, 0)
             .await

@@ -217,7 +217,7 @@ fn is_mount_point(path: &Path) -> bool {
 }
 
 /// `/proc/self/mountinfo` escapes space, tab, newline and backslash as `\ooo`.
-fn unescape_mountinfo(s: &str) -> String {
+pub(crate) fn unescape_mountinfo(s: &str) -> String {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

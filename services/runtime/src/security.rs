@@ -180,6 +180,15 @@ impl Security {
         } else {
             capabilities(&config.cap_add, &config.cap_drop, host)?
         };
+        if !config.seccomp_profile_path.is_empty() {
+            if seccomp != SeccompOpt::Default {
+                return Err(Error::InvalidArgument(format!(
+                    "seccomp profile {}: give either a profile path or --security-opt seccomp=…, not both",
+                    config.seccomp_profile_path
+                )));
+            }
+            seccomp = SeccompOpt::Json(read_profile(&config.seccomp_profile_path)?);
+        }
         let seccomp = if config.privileged {
             None
         } else {
@@ -187,7 +196,19 @@ impl Security {
             match seccomp {
                 SeccompOpt::Unconfined => None,
                 SeccompOpt::Default => Some(default_profile().resolve(&held, &host.seccomp)?),
-                SeccompOpt::Json(j) => Some(Profile::from_json(&j)?.resolve(&held, &host.seccomp)?),
+                SeccompOpt::Json(j) => {
+                    let named = |e: Error| match e {
+                        Error::InvalidArgument(m) if !config.seccomp_profile_path.is_empty() => {
+                            Error::InvalidArgument(format!(
+                                "seccomp profile {}: {m}",
+                                config.seccomp_profile_path
+                            ))
+                        }
+                        e => e,
+                    };
+                    let profile = Profile::from_json(&j).map_err(named)?;
+                    Some(profile.resolve(&held, &host.seccomp).map_err(named)?)
+                }
             }
         };
         Ok(Security {
@@ -205,6 +226,17 @@ impl Security {
             .map(|c| parse_capability(c))
             .collect()
     }
+}
+
+/// The text of the seccomp profile file at `path` (absolute, on this host).
+fn read_profile(path: &str) -> Result<String> {
+    if !path.starts_with('/') {
+        return Err(Error::InvalidArgument(format!(
+            "seccomp profile {path:?}: the path must be absolute"
+        )));
+    }
+    std::fs::read_to_string(path)
+        .map_err(|e| Error::InvalidArgument(format!("seccomp profile {path}: cannot read it: {e}")))
 }
 
 /// `seccomp=x`, `seccomp:x` (Docker's older form) or a bare key.
@@ -335,6 +367,50 @@ mod tests {
         let mut c = ContainerConfig::default();
         f(&mut c);
         c
+    }
+
+    #[test]
+    fn seccomp_profile_from_a_file() {
+        let d = tempfile::tempdir().unwrap();
+        let file = d.path().join("deny-mkdir.json");
+        std::fs::write(
+            &file,
+            r#"{"defaultAction":"SCMP_ACT_ALLOW","syscalls":[{"names":["mkdir","mkdirat"],"action":"SCMP_ACT_ERRNO"}]}"#,
+        )
+        .unwrap();
+        let path = file.to_str().unwrap().to_string();
+        let s = Security::of(&config(|c| c.seccomp_profile_path = path.clone()), &host()).unwrap();
+        let profile = serde_json::to_string(&s.seccomp.unwrap()).unwrap();
+        assert!(profile.contains("mkdirat"), "{profile}");
+
+        let missing = d.path().join("absent.json");
+        let e = Security::of(
+            &config(|c| c.seccomp_profile_path = missing.to_str().unwrap().into()),
+            &host(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m.contains("absent.json")),
+            "{e}"
+        );
+        std::fs::write(&file, "{not json").unwrap();
+        let e =
+            Security::of(&config(|c| c.seccomp_profile_path = path.clone()), &host()).unwrap_err();
+        assert!(
+            matches!(&e, Error::InvalidArgument(m) if m.contains("deny-mkdir.json")),
+            "{e}"
+        );
+        let e = Security::of(
+            &config(|c| c.seccomp_profile_path = "relative.json".into()),
+            &host(),
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::InvalidArgument(_)));
+        let both = config(|c| {
+            c.seccomp_profile_path = path.clone();
+            c.security_opt = vec!["seccomp=unconfined".into()];
+        });
+        assert!(Security::of(&both, &host()).is_err());
     }
 
     #[test]

@@ -20,7 +20,7 @@ use oci_spec::runtime::{
     MountBuilder, Process, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 /// Docker's default `PATH`.
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
@@ -454,10 +454,16 @@ fn process(
     security: &crate::security::Security,
 ) -> Result<Process> {
     let caps = security.oci_capabilities()?;
+    // Inheritable and ambient are empty, as Docker's (since CVE-2022-24769); left unset, the
+    // builder would fill them with oci-spec's defaults (AUDIT_WRITE, KILL, NET_BIND_SERVICE),
+    // which the kernel refuses in the inheritable set once the bounding set lacks them
+    // (`--cap-drop ALL`: capset fails with EPERM), and which a non-root process must not get.
     let capabilities = LinuxCapabilitiesBuilder::default()
         .bounding(caps.clone())
         .effective(caps.clone())
         .permitted(caps)
+        .inheritable(HashSet::new())
+        .ambient(HashSet::new())
         .build()
         .map_err(spec_err)?;
     let mut process = ProcessBuilder::default()
@@ -927,6 +933,8 @@ mod tests {
 
         let caps = p.capabilities().as_ref().unwrap();
         assert_eq!(caps.bounding().as_ref().unwrap().len(), 14);
+        assert!(caps.inheritable().as_ref().is_some_and(|c| c.is_empty()));
+        assert!(caps.ambient().as_ref().is_some_and(|c| c.is_empty()));
         assert!(caps
             .effective()
             .as_ref()

@@ -32,7 +32,14 @@ pub struct Bind {
     pub source: String,
     pub destination: String,
     pub rw: bool,
+    /// Mount propagation (`rprivate` when empty); only for host paths.
+    pub propagation: String,
 }
+
+/// The mount propagation modes a bind takes (Docker's `bind-propagation`).
+pub const PROPAGATIONS: [&str; 6] = [
+    "rprivate", "private", "rslave", "slave", "rshared", "shared",
+];
 
 impl Bind {
     pub fn is_host_path(&self) -> bool {
@@ -58,7 +65,9 @@ pub fn validate_volume_name(name: &str) -> Result<()> {
     }
 }
 
-/// Parses `SRC:DST[:ro|rw]` (or `DST` alone: an anonymous volume).
+/// Parses `SRC:DST[:OPTIONS]` (or `DST` alone: an anonymous volume); OPTIONS is Docker's
+/// comma-separated list of `ro` or `rw` and, for a host path, one propagation mode
+/// (`/src:/dst:ro,rslave`).
 pub fn parse_bind(spec: &str) -> Result<Bind> {
     let bad = |why: &str| {
         Error::InvalidArgument(format!("invalid volume specification: '{spec}': {why}"))
@@ -76,19 +85,92 @@ pub fn parse_bind(spec: &str) -> Result<Bind> {
     if clean(destination) == "/" {
         return Err(bad("the destination cannot be /"));
     }
-    let rw = match mode {
-        None | Some("rw") | Some("") => true,
-        Some("ro") => false,
-        Some(m) => return Err(bad(&format!("invalid mode: {m}"))),
-    };
+    let mut rw = None;
+    let mut propagation = None;
+    for option in mode.unwrap_or("").split(',').filter(|o| !o.is_empty()) {
+        let (slot, value) = match option {
+            "rw" => (&mut rw, true),
+            "ro" => (&mut rw, false),
+            p if PROPAGATIONS.contains(&p) => {
+                if propagation.replace(p).is_some() {
+                    return Err(bad("more than one propagation mode"));
+                }
+                continue;
+            }
+            m => return Err(bad(&format!("invalid mode: {m}"))),
+        };
+        if slot.replace(value).is_some() {
+            return Err(bad("ro and rw are exclusive"));
+        }
+    }
     if !source.is_empty() && !source.starts_with('/') {
         validate_volume_name(source)?;
+    }
+    if propagation.is_some() && !source.starts_with('/') {
+        return Err(bad(
+            "a propagation mode applies to a bind of a host path only",
+        ));
     }
     Ok(Bind {
         source: source.to_string(),
         destination: clean(destination),
-        rw,
+        rw: rw.unwrap_or(true),
+        propagation: propagation.unwrap_or_default().to_string(),
     })
+}
+
+/// A shared bind needs its source on a shared mount (else nothing would propagate back to
+/// the host), a slave one on a shared or slave mount, as Docker and containerd check.
+/// `mountinfo` is the text of `/proc/self/mountinfo` of the runtime, on the containers' host.
+fn check_propagation(b: &Bind, mountinfo: &str) -> Result<()> {
+    let wants_shared = b.propagation.ends_with("shared");
+    if !wants_shared && !b.propagation.ends_with("slave") {
+        return Ok(());
+    }
+    let source = std::fs::canonicalize(&b.source).unwrap_or_else(|_| PathBuf::from(&b.source));
+    // The mount holding the source: the longest mount point above it, the last one listed
+    // when several are stacked there.
+    let mut holder: Option<(PathBuf, bool, bool)> = None;
+    for line in mountinfo.lines() {
+        let fields: Vec<&str> = line.split(' ').collect();
+        let Some(point) = fields.get(4) else { continue };
+        let point = PathBuf::from(crate::bundle::unescape_mountinfo(point));
+        if !source.starts_with(&point) {
+            continue;
+        }
+        if holder
+            .as_ref()
+            .is_some_and(|(h, _, _)| h.components().count() > point.components().count())
+        {
+            continue;
+        }
+        let optional = fields.iter().skip(6).take_while(|f| **f != "-");
+        let (mut shared, mut slave) = (false, false);
+        for f in optional {
+            shared |= f.starts_with("shared:");
+            slave |= f.starts_with("master:");
+        }
+        holder = Some((point, shared, slave));
+    }
+    let Some((point, shared, slave)) = holder else {
+        return Ok(());
+    };
+    let what = if wants_shared {
+        "shared"
+    } else {
+        "shared or slave"
+    };
+    if shared || (!wants_shared && slave) {
+        return Ok(());
+    }
+    Err(Error::InvalidArgument(format!(
+        "bind {} with propagation {}: the path is on mount {} which is not a {what} mount \
+         (make it one: mount --make-rshared {})",
+        b.source,
+        b.propagation,
+        point.display(),
+        point.display()
+    )))
 }
 
 /// One `--tmpfs DST[:OPTIONS]`.
@@ -210,9 +292,14 @@ pub fn add_to_spec(spec: &mut Spec, mounts: &[MountPoint]) -> Result<()> {
     for m in mounts {
         // A mount on the same destination as a default one replaces it.
         all.retain(|x| x.destination() != Path::new(&m.destination));
+        let propagation = if m.propagation.is_empty() {
+            "rprivate"
+        } else {
+            &m.propagation
+        };
         let options = vec![
             "rbind".to_string(),
-            "rprivate".to_string(),
+            propagation.to_string(),
             if m.rw { "rw" } else { "ro" }.to_string(),
         ];
         all.push(
@@ -333,12 +420,22 @@ impl Volumes {
                         b.source
                     )));
                 }
+                if !b.propagation.is_empty() {
+                    let info = std::fs::read_to_string("/proc/self/mountinfo")
+                        .map_err(|e| Error::io("cannot read", "/proc/self/mountinfo", e))?;
+                    check_propagation(b, &info)?;
+                }
                 out.push(MountPoint {
                     r#type: "bind".into(),
                     name: String::new(),
                     source: b.source.clone(),
                     destination: b.destination.clone(),
                     rw: b.rw,
+                    propagation: if b.propagation.is_empty() {
+                        "rprivate".into()
+                    } else {
+                        b.propagation.clone()
+                    },
                 });
                 continue;
             }
@@ -354,6 +451,7 @@ impl Volumes {
                 source: v.mountpoint,
                 destination: b.destination.clone(),
                 rw: b.rw,
+                propagation: String::new(),
             });
         }
         for dst in image_volumes {
@@ -374,6 +472,7 @@ impl Volumes {
                 source: v.mountpoint,
                 destination: dst,
                 rw: true,
+                propagation: String::new(),
             });
         }
         Ok(out)
@@ -556,9 +655,13 @@ mod tests {
             Bind {
                 source: "/host/dir".into(),
                 destination: "/data".into(),
-                rw: false
+                rw: false,
+                propagation: String::new(),
             }
         );
+        let b = parse_bind("/host/dir:/data:rshared,ro").unwrap();
+        assert_eq!((b.rw, b.propagation.as_str()), (false, "rshared"));
+        assert_eq!(parse_bind("/h:/d:rslave").unwrap().propagation, "rslave");
         let b = parse_bind("myvol:/var/lib/x/").unwrap();
         assert_eq!(
             (b.source.as_str(), b.destination.as_str(), b.rw),
@@ -577,11 +680,35 @@ mod tests {
             "v:/a/../..",
             "a:b:c:d",
             "x:/y",
+            "/h:/d:ro,rw",
+            "/h:/d:rshared,rslave",
+            "vol:/d:rshared",
+            "/h:/d:bogus",
         ] {
             let e = parse_bind(bad).unwrap_err();
             assert_eq!(e.code(), tonic::Code::InvalidArgument, "{bad}");
         }
         assert!(parse_binds(&["a1:/x".into(), "b1:/x/".into()]).is_err());
+    }
+
+    #[test]
+    fn propagation_needs_a_shared_source() {
+        let info = "21 1 8:1 / / rw,relatime - ext4 /dev/vda rw\n\
+                    30 21 8:1 /v /srv/vol rw,relatime shared:5 - ext4 /dev/vda rw\n\
+                    31 21 8:1 /w /srv/slave rw,relatime master:5 - ext4 /dev/vda rw\n";
+        let bind = |src: &str, p: &str| Bind {
+            source: src.into(),
+            destination: "/d".into(),
+            rw: true,
+            propagation: p.into(),
+        };
+        assert!(check_propagation(&bind("/srv/vol/x", "rshared"), info).is_ok());
+        assert!(check_propagation(&bind("/srv/slave", "rslave"), info).is_ok());
+        assert!(check_propagation(&bind("/srv/other", "rprivate"), info).is_ok());
+        let e = check_propagation(&bind("/srv/slave/x", "rshared"), info).unwrap_err();
+        assert!(e.to_string().contains("/srv/slave"), "{e}");
+        let e = check_propagation(&bind("/srv/other", "rslave"), info).unwrap_err();
+        assert_eq!(e.code(), tonic::Code::InvalidArgument);
     }
 
     #[test]
@@ -610,6 +737,7 @@ mod tests {
                 source: "/var/lib/berth/runtime/volumes/default/v/_data".into(),
                 destination: "/data".into(),
                 rw: false,
+                propagation: String::new(),
             }],
         )
         .unwrap();

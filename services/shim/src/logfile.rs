@@ -191,6 +191,20 @@ impl LogWriter {
         }
     }
 
+    /// Closes the file and opens the path again, appending (created when absent): the
+    /// kubelet renamed the file to rotate it. Unfinished lines stay buffered for the new
+    /// file. On failure the old file is kept, so output is not lost.
+    pub fn reopen(&mut self) -> io::Result<()> {
+        let file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .map_err(|e| io::Error::new(e.kind(), format!("open {}: {e}", self.path.display())))?;
+        self.size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        self.file = Some(file);
+        Ok(())
+    }
+
     fn rotate(&mut self) {
         let mut old = self.path.as_os_str().to_owned();
         old.push(".1");
@@ -198,16 +212,8 @@ impl LogWriter {
         if let Err(e) = std::fs::rename(&self.path, &old) {
             crate::log(&format!("rotate {}: {e}", self.path.display()));
         }
-        match OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&self.path)
-        {
-            Ok(f) => {
-                self.size = f.metadata().map(|m| m.len()).unwrap_or(0);
-                self.file = Some(f);
-            }
-            Err(e) => crate::log(&format!("reopen {}: {e}", self.path.display())),
+        if let Err(e) = self.reopen() {
+            crate::log(&format!("reopen after rotation: {e}"));
         }
     }
 }
@@ -224,6 +230,28 @@ mod tests {
         assert_eq!(rfc3339_nanos(t), "2024-02-29T23:59:59.000000005Z");
         let t = UNIX_EPOCH + Duration::new(951_782_400, 0); // 2000-02-29
         assert_eq!(rfc3339_nanos(t), "2000-02-29T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn reopen_follows_the_path() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("0.log");
+        let mut w = LogWriter::open(&p, None)
+            .unwrap()
+            .with_format(LogFormat::Cri);
+        w.write("stdout", b"one\n");
+        let moved = d.path().join("0.log.1");
+        std::fs::rename(&p, &moved).unwrap();
+        w.write("stdout", b"two\n");
+        w.reopen().unwrap();
+        w.write("stdout", b"three\n");
+        let old = std::fs::read_to_string(&moved).unwrap();
+        let new = std::fs::read_to_string(&p).unwrap();
+        assert!(old.contains(" stdout F one\n") && old.contains(" stdout F two\n"));
+        assert!(
+            new.ends_with(" stdout F three\n") && !new.contains("two"),
+            "{new}"
+        );
     }
 
     #[test]

@@ -20,7 +20,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sys::stat::Mode;
 use std::collections::VecDeque;
 use std::ffi::OsString;
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::path::{Component, Path, PathBuf};
 
 /// Joins `unsafe_path` onto `root`, resolving symlinks as if `root` were `/`, so the result
@@ -360,6 +360,77 @@ pub fn locked_flags(path: &Path) -> MsFlags {
 pub fn bind_mount(source: &Path, target: &Place<'_>, opts: &MountOptions) -> Result<()> {
     let bind_flags = opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
     target.with(|t| do_mount(Some(source), t, None, bind_flags | MsFlags::MS_BIND, None))?;
+    finish_bind(target, opts)
+}
+
+/// A copy of the mount tree at `source` (recursive with `MS_REC` in `opts`), detached, made
+/// with `open_tree(2)`: unlike a bind mount it stays in the peer group of a shared source
+/// after the mount namespace turned slave, so [`attach_tree`] can later place a mount that
+/// propagates both ways with the host.
+pub fn detached_copy(source: &Path, opts: &MountOptions) -> Result<OwnedFd> {
+    const OPEN_TREE_CLONE: libc::c_uint = 1;
+    let recursive = if opts.flags.contains(MsFlags::MS_REC) {
+        AT_RECURSIVE
+    } else {
+        0
+    };
+    let c = std::ffi::CString::new(source.as_os_str().as_encoded_bytes())
+        .map_err(|_| Error::Invalid(format!("path {} contains NUL", source.display())))?;
+    // SAFETY: a NUL-terminated path alive for the call; the kernel answers a new descriptor
+    // (or -1), which is owned by nothing else.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_open_tree,
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | recursive,
+        )
+    };
+    if fd < 0 {
+        return Err(Error::io(
+            format!("copy the mount tree at {}", source.display()),
+            std::io::Error::last_os_error(),
+        ));
+    }
+    // SAFETY: `fd` was just returned by open_tree and is owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Attaches a tree from [`detached_copy`] on `target` (`move_mount(2)`), then applies the
+/// rest of `opts` as [`bind_mount`] does.
+pub fn attach_tree(tree: &OwnedFd, target: &Place<'_>, opts: &MountOptions) -> Result<()> {
+    const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
+    const MOVE_MOUNT_T_SYMLINKS: libc::c_uint = 0x10;
+    target.with(|t| {
+        let c = std::ffi::CString::new(t.as_os_str().as_encoded_bytes())
+            .map_err(|_| Error::Invalid(format!("path {} contains NUL", t.display())))?;
+        // SAFETY: the tree's descriptor and two NUL-terminated strings, all alive for the
+        // call; the kernel only reads them. T_SYMLINKS follows the /proc/self/fd link.
+        let r = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree.as_raw_fd(),
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                c.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH | MOVE_MOUNT_T_SYMLINKS,
+            )
+        };
+        if r != 0 {
+            return Err(Error::io(
+                format!("attach a mount tree on {}", target.display()),
+                std::io::Error::last_os_error(),
+            ));
+        }
+        Ok(())
+    })?;
+    finish_bind(target, opts)
+}
+
+/// The flags a bind mount cannot take at once (read-only, nosuid, …: a remount) and the
+/// propagation changes of `opts`, on the bind at `target`.
+fn finish_bind(target: &Place<'_>, opts: &MountOptions) -> Result<()> {
+    let bind_flags = opts.flags & (MsFlags::MS_BIND | MsFlags::MS_REC);
     let extra = opts.flags - (MsFlags::MS_BIND | MsFlags::MS_REC | MsFlags::MS_REMOUNT);
     if !extra.is_empty() {
         target.with(|t| {

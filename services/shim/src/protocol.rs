@@ -129,6 +129,10 @@ pub enum Request {
     /// limits of the container's cgroup (`docker update`); absent fields are kept. `memory`
     /// and `cpu_quota` -1 and `pids` 0 lift the limit.
     Update(Limits),
+    /// `{"op":"reopenlog"}`: closes the container's log file and opens its path again
+    /// (created when absent), answered once the new file is open: after a log rotation
+    /// moved the file away (the kubelet's `ReopenContainerLog`), output goes to the path.
+    ReopenLog,
     /// `{"op":"attach","stdin":bool}`: the connection switches to frames after the answer.
     Attach {
         /// Whether the client sends stdin frames.
@@ -575,6 +579,7 @@ mod tests {
                 height: 24,
             },
             Request::Delete,
+            Request::ReopenLog,
             Request::Attach { stdin: true },
             Request::Exec {
                 args: vec!["sh".into(), "-c".into(), "id".into()],
@@ -596,6 +601,7 @@ mod tests {
     #[test]
     fn request_wire_format() {
         assert_eq!(Request::State.to_line(), "{\"op\":\"state\"}\n");
+        assert_eq!(Request::ReopenLog.to_line(), "{\"op\":\"reopenlog\"}\n");
         assert_eq!(
             Request::from_line(r#"{"op":"kill","signal":15}"#).unwrap(),
             Request::Kill {

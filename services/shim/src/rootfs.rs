@@ -40,6 +40,8 @@ pub(crate) fn protect_paths(spec: &Spec) -> Result<()> {
 /// Mount propagation, rootfs.json mounts, spec mounts, devices.
 pub(crate) fn prepare_rootfs(cfg: &InitConfig<'_>) -> Result<()> {
     let spec = cfg.spec;
+    // Before `/` turns slave below: copies of these sources still share the host's peers.
+    let shared_trees = shared_bind_sources(spec)?;
     let root_prop = spec
         .linux()
         .as_ref()
@@ -85,17 +87,44 @@ pub(crate) fn prepare_rootfs(cfg: &InitConfig<'_>) -> Result<()> {
     )
     .ctx(|| format!("open {}", rootfs.display()))?;
     let mut dev_is_tmpfs = false;
-    for m in spec.mounts().as_deref().unwrap_or(&[]) {
+    for (i, m) in spec.mounts().as_deref().unwrap_or(&[]).iter().enumerate() {
         if m.destination() == Path::new("/dev") && m.typ().as_deref() == Some("tmpfs") {
             dev_is_tmpfs = true;
         }
-        mount_spec_entry(cfg, root.as_fd(), m)?;
+        let tree = shared_trees.iter().find(|(at, _)| *at == i).map(|(_, t)| t);
+        mount_spec_entry(cfg, root.as_fd(), m, tree)?;
     }
     create_devices(cfg, root.as_fd(), dev_is_tmpfs)?;
     Ok(())
 }
 
-fn mount_spec_entry(cfg: &InitConfig<'_>, root: BorrowedFd<'_>, m: &Mount) -> Result<()> {
+/// Detached copies of the sources of the spec's binds with shared propagation (`rshared`,
+/// `shared`), by index in the spec's mounts: taken while the new mount namespace's copies are
+/// still peers of the host's, so mounts made under them propagate both ways (Docker's
+/// `bind-propagation=rshared`, the CRI's Bidirectional). A bind mount made later would be a
+/// slave of the host's mount only, as the rest of the container's tree is.
+fn shared_bind_sources(spec: &Spec) -> Result<Vec<(usize, std::os::fd::OwnedFd)>> {
+    let mut out = Vec::new();
+    for (i, m) in spec.mounts().as_deref().unwrap_or(&[]).iter().enumerate() {
+        let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
+        let shared = opts
+            .propagation
+            .iter()
+            .any(|p| p.contains(MsFlags::MS_SHARED));
+        if shared && (m.typ().as_deref() == Some("bind") || opts.is_bind()) {
+            let source = m.source().clone().unwrap_or_default();
+            out.push((i, crate::mounts::detached_copy(&source, &opts)?));
+        }
+    }
+    Ok(out)
+}
+
+fn mount_spec_entry(
+    cfg: &InitConfig<'_>,
+    root: BorrowedFd<'_>,
+    m: &Mount,
+    shared_tree: Option<&std::os::fd::OwnedFd>,
+) -> Result<()> {
     let dest = Place::in_root(root, m.destination());
     let typ = m.typ().as_deref().unwrap_or("");
     let opts = parse_options(m.options().as_deref().unwrap_or(&[]));
@@ -106,7 +135,10 @@ fn mount_spec_entry(cfg: &InitConfig<'_>, root: BorrowedFd<'_>, m: &Mount) -> Re
         dest.create(if md.is_dir() { Kind::Dir } else { Kind::File })?;
         let mut o = opts;
         o.flags |= MsFlags::MS_BIND;
-        return bind_mount(&source, &dest, &o);
+        return match shared_tree {
+            Some(tree) => crate::mounts::attach_tree(tree, &dest, &o),
+            None => bind_mount(&source, &dest, &o),
+        };
     }
     dest.create(Kind::Dir)?;
     match typ {

@@ -605,6 +605,17 @@ impl Tasks for TasksService {
         Ok(Response::new(answer))
     }
 
+    async fn reopen_log(
+        &self,
+        req: Request<api::ReopenLogRequest>,
+    ) -> Result<Response<api::ReopenLogResponse>, Status> {
+        let ns = namespace(&req)?;
+        self.tasks
+            .reopen_log(&ns, &req.get_ref().container_id)
+            .await?;
+        Ok(Response::new(api::ReopenLogResponse {}))
+    }
+
     async fn metrics(
         &self,
         req: Request<api::MetricsRequest>,

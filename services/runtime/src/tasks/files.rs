@@ -214,6 +214,7 @@ mod tests {
             source: src.clone(),
             destination: dest.into(),
             rw: true,
+            propagation: String::new(),
         };
         let mounts = [mount("/data"), mount("/data/deep"), mount("/")];
         let inside =

@@ -22,6 +22,7 @@
 pub mod files;
 mod host_figures;
 mod joined;
+mod log_rotation;
 pub(crate) mod monitor;
 mod network;
 mod pause;

@@ -51,11 +51,21 @@ pub(super) fn handle_conn(s: Arc<Shared>, stream: UnixStream) {
         Request::Pids => op_pids(&s),
         Request::Update(limits) => op_update(&s, &limits),
         Request::Stats => op_stats(&s),
+        Request::ReopenLog => op_reopen_log(&s),
         Request::Delete => return op_delete(&s, out),
         Request::Attach { stdin } => return op_attach(&s, out, reader, stdin),
         req @ Request::Exec { .. } => return op_exec(&s, out, reader, req),
     };
     let _ = out.write_all(resp.to_line().as_bytes());
+}
+
+/// `reopenlog`: the log's path opened anew, so that a file the kubelet moved away stops
+/// growing and the path gets what follows.
+fn op_reopen_log(s: &Shared) -> Response {
+    match lock(&s.log).reopen() {
+        Ok(()) => Response::ok(),
+        Err(e) => Response::error(format!("reopen the container log: {e}"), None),
+    }
 }
 
 fn op_state(s: &Shared) -> Response {
