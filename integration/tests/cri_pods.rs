@@ -365,9 +365,7 @@ fn pods_outlive_a_killed_berthd() {
 #[test]
 fn critest_container_specs() {
     let c = or_skip!(cri());
-    let out = c.critest(&[
-        "--ginkgo.skip=public image with digest should be pulled|Streaming",
-    ]);
+    let out = c.critest(&["--ginkgo.skip=public image with digest should be pulled|Streaming"]);
     let t = text(&out);
     assert!(out.status.success(), "critest failed:\n{t}");
     assert!(t.contains(" 0 Failed"), "{t}");
