@@ -2,13 +2,14 @@
 //! health, NetworkReady from the CNI configuration), RuntimeConfig (the cgroupfs driver, as
 //! berth's runtime manages cgroups through cgroupfs) and UpdateRuntimeConfig (the pod CIDR),
 //! answered here; pods ([`crate::sandboxes`]), their containers ([`crate::containers`]),
-//! ExecSync ([`crate::exec`]) and container stats ([`crate::stats`]) delegated.
+//! ExecSync ([`crate::exec`]), container stats ([`crate::stats`]) and the streaming RPCs
+//! Exec, Attach and PortForward ([`crate::stream`]) delegated.
 //!
-//! Streaming, pod stats, events, log reopening, resource updates and checkpoints answer
+//! Pod stats, events, log reopening, resource updates and checkpoints answer
 //! `Unimplemented` with the RPC's name: they are later slices of issue 15, and a kubelet or
 //! critest sees plainly what berth cannot do yet.
 
-use crate::{containers, exec, network, objects, sandboxes, stats, Backends};
+use crate::{containers, exec, network, objects, sandboxes, stats, stream, Backends};
 use berth_api::cri::v1 as cri;
 use berth_api::cri::v1::runtime_service_server::RuntimeService;
 use std::collections::HashMap;
@@ -34,14 +35,17 @@ pub struct Runtime {
     images: crate::images::Images,
     /// The pod CIDR the kubelet gave with UpdateRuntimeConfig.
     pod_cidr: Mutex<Option<String>>,
+    /// The streaming server of Exec, Attach and PortForward.
+    streaming: Arc<stream::Streaming>,
 }
 
 impl Runtime {
-    pub fn new(backends: Arc<Backends>) -> Runtime {
+    pub fn new(backends: Arc<Backends>, streaming: Arc<stream::Streaming>) -> Runtime {
         Runtime {
             images: crate::images::Images::new(backends.clone()),
             backends,
             pod_cidr: Mutex::new(None),
+            streaming,
         }
     }
 
@@ -417,12 +421,39 @@ impl RuntimeService for Runtime {
         }))
     }
 
+    async fn exec(
+        &self,
+        request: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            stream::exec(&self.backends, &self.streaming, r).await?,
+        ))
+    }
+
+    async fn attach(
+        &self,
+        request: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            stream::attach(&self.backends, &self.streaming, r).await?,
+        ))
+    }
+
+    async fn port_forward(
+        &self,
+        request: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            stream::port_forward(&self.backends, &self.streaming, r).await?,
+        ))
+    }
+
     not_yet! {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
-        exec(ExecRequest) -> ExecResponse = "Exec";
-        attach(AttachRequest) -> AttachResponse = "Attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
         pod_sandbox_stats(PodSandboxStatsRequest) -> PodSandboxStatsResponse = "PodSandboxStats";
         list_pod_sandbox_stats(ListPodSandboxStatsRequest) -> ListPodSandboxStatsResponse = "ListPodSandboxStats";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
