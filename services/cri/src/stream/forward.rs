@@ -14,6 +14,7 @@ use crate::sandboxes::tasks;
 use crate::{req, Backends};
 use berth_api::tasks::v1 as api;
 use berth_spdy::portforward::{ForwardRequest, PortForward};
+use berth_spdy::session::Stream;
 use std::io;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -37,7 +38,7 @@ async fn forward(b: Arc<Backends>, sandbox_id: String, request: ForwardRequest) 
         Ok(pid) => connect_in_pod(pid, port).await,
         Err(e) => Err(e),
     };
-    let mut tcp = match connected {
+    let tcp = match connected {
         Ok(tcp) => tcp,
         Err(e) => {
             let message = format!("error forwarding port {port} to pod {sandbox_id}: {e}");
@@ -47,17 +48,39 @@ async fn forward(b: Arc<Backends>, sandbox_id: String, request: ForwardRequest) 
         }
     };
     let ForwardRequest {
-        mut data,
-        mut error,
-        ..
+        data, mut error, ..
     } = request;
-    if let Err(e) = tokio::io::copy_bidirectional(&mut data, &mut tcp).await {
-        // A client that leaves mid-copy resets its streams: nobody reads this then.
+    if let Err(e) = copy(data, tcp).await {
+        // A client that left mid-copy reset its streams: nobody reads this then.
         let message = format!("error copying port {port} of pod {sandbox_id}: {e}");
         let _ = error.write_all(message.as_bytes()).await;
     }
+    // The client closes its local connection once this stream ends.
     let _ = error.shutdown().await;
-    let _ = data.shutdown().await;
+}
+
+/// Copies both ways until the pod's side ends, as the kubelet does: the client's end of input
+/// is passed on (a half-close), and the pod's end of output ends the connection — the client
+/// waits for it (and for the error stream's end) before it closes its local connection.
+async fn copy(data: Stream, mut tcp: tokio::net::TcpStream) -> io::Result<()> {
+    let (mut from_client, mut to_client) = tokio::io::split(data);
+    let (mut from_pod, mut to_pod) = tcp.split();
+    let upload = async {
+        tokio::io::copy(&mut from_client, &mut to_pod).await?;
+        to_pod.shutdown().await
+    };
+    let download = async {
+        tokio::io::copy(&mut from_pod, &mut to_client).await?;
+        to_client.shutdown().await
+    };
+    tokio::pin!(upload, download);
+    tokio::select! {
+        done = &mut download => done,
+        uploaded = &mut upload => match uploaded {
+            Ok(()) => download.await,
+            Err(e) => Err(e),
+        },
+    }
 }
 
 /// The pid (on this host) of the sandbox's task, whose network namespace is the pod's.
