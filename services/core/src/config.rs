@@ -175,8 +175,8 @@ pub struct CriConfig {
     /// The socket to serve on, e.g. `/run/berth/cri.sock` (mode 0600, root only); a stale file
     /// there is replaced, and the socket is removed when berthd stops.
     pub socket: Option<PathBuf>,
-    /// `HOST:PORT` of the streaming server for Exec, Attach and PortForward (loopback by
-    /// default). Read by the streaming slice of the CRI; accepted now so configs stay valid.
+    /// `IP:PORT` of the streaming server for Exec, Attach and PortForward; default
+    /// `127.0.0.1:0` (loopback, a port the kernel picks: the URLs those RPCs answer name it).
     pub stream_address: Option<String>,
     /// The CNI network configurations of pods; default `/etc/cni/net.d`. The CRI's Status
     /// reports NetworkReady only when it holds a usable one.

@@ -16,6 +16,8 @@
 //! - [`events`]: GetContainerEvents from berth's container events.
 //! - [`exec`]: ExecSync over the runtime's Tasks.Exec; [`stats`]: containers' CPU, memory
 //!   and writable layer; [`pod_stats`]: pods' CPU, memory, network and processes.
+//! - [`stream`]: the streaming server of Exec, Attach and PortForward (`[cri]
+//!   stream_address`): the URLs those RPCs answer, served over SPDY with `berth-spdy`.
 //! - [`objects`]: how both are kept as berth containers (labels `io.berth.cri.*`).
 //! - [`network`]: whether the CNI configuration makes pods' networks possible (NetworkReady).
 //! - [`convert`]: berth's image views in the CRI's terms.
@@ -36,6 +38,7 @@ pub mod pod_stats;
 pub mod runtime;
 pub mod sandboxes;
 pub mod stats;
+pub mod stream;
 
 /// The berth namespace of CRI objects.
 pub const NAMESPACE: &str = "k8s.io";
@@ -90,17 +93,27 @@ pub(crate) fn from_service(what: &str, e: tonic::Status) -> tonic::Status {
     tonic::Status::new(e.code(), format!("{what}: {}", e.message()))
 }
 
-/// Serves `runtime.v1.RuntimeService` and `runtime.v1.ImageService` on `listener` until
-/// `shutdown` ends.
+/// Serves `runtime.v1.RuntimeService` and `runtime.v1.ImageService` on `listener`, and the
+/// streaming server of Exec, Attach and PortForward on `stream_listener`, until `shutdown`
+/// ends.
 pub async fn serve(
     listener: tokio::net::UnixListener,
+    stream_listener: stream::StreamListener,
     backends: Backends,
-    shutdown: impl std::future::Future<Output = ()> + Send,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<(), tonic::transport::Error> {
     use berth_api::cri::v1::image_service_server::ImageServiceServer;
     use berth_api::cri::v1::runtime_service_server::RuntimeServiceServer;
     let backends = Arc::new(backends);
-    let runtime = runtime::Runtime::new(backends.clone());
+    let streaming = Arc::new(stream::Streaming::new(stream_listener.address()));
+    let shutdown = futures::future::FutureExt::shared(Box::pin(shutdown));
+    tokio::spawn(stream::serve(
+        stream_listener,
+        backends.clone(),
+        streaming.clone(),
+        shutdown.clone(),
+    ));
+    let runtime = runtime::Runtime::new(backends.clone(), streaming);
     let images = images::Images::new(backends);
     tonic::transport::Server::builder()
         .add_service(RuntimeServiceServer::new(runtime).max_decoding_message_size(16 << 20))

@@ -2,14 +2,16 @@
 //! health, NetworkReady from the CNI configuration), RuntimeConfig (the cgroupfs driver, as
 //! berth's runtime manages cgroups through cgroupfs) and UpdateRuntimeConfig (the pod CIDR),
 //! answered here; pods ([`crate::sandboxes`]), their containers ([`crate::containers`]),
-//! ExecSync ([`crate::exec`]) and container stats ([`crate::stats`]) delegated.
+//! ExecSync ([`crate::exec`]), container stats ([`crate::stats`]) and the streaming RPCs
+//! Exec, Attach and PortForward ([`crate::stream`]) delegated.
 //!
-//! Container events ([`crate::events`]) and pod stats ([`crate::pod_stats`]) are delegated
-//! too. Streaming, log reopening, resource updates and checkpoints answer
-//! `Unimplemented` with the RPC's name: they are later slices of issue 15, and a kubelet or
-//! critest sees plainly what berth cannot do yet.
+//! Container events ([`crate::events`]), pod stats ([`crate::pod_stats`]) and log reopening
+//! ([`crate::log_rotation`]) are delegated too. Resource updates and checkpoints answer
+//! `Unimplemented` with the RPC's name: a kubelet or critest sees plainly what berth cannot do.
 
-use crate::{containers, events, exec, network, objects, pod_stats, sandboxes, stats, Backends};
+use crate::{
+    containers, events, exec, network, objects, pod_stats, sandboxes, stats, stream, Backends,
+};
 use berth_api::cri::v1 as cri;
 use berth_api::cri::v1::runtime_service_server::RuntimeService;
 use std::collections::HashMap;
@@ -35,14 +37,17 @@ pub struct Runtime {
     images: crate::images::Images,
     /// The pod CIDR the kubelet gave with UpdateRuntimeConfig.
     pod_cidr: Mutex<Option<String>>,
+    /// The streaming server of Exec, Attach and PortForward.
+    streaming: Arc<stream::Streaming>,
 }
 
 impl Runtime {
-    pub fn new(backends: Arc<Backends>) -> Runtime {
+    pub fn new(backends: Arc<Backends>, streaming: Arc<stream::Streaming>) -> Runtime {
         Runtime {
             images: crate::images::Images::new(backends.clone()),
             backends,
             pod_cidr: Mutex::new(None),
+            streaming,
         }
     }
 
@@ -443,11 +448,38 @@ impl RuntimeService for Runtime {
         Ok(Response::new(cri::ReopenContainerLogResponse {}))
     }
 
+    async fn exec(
+        &self,
+        request: Request<cri::ExecRequest>,
+    ) -> Result<Response<cri::ExecResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            stream::exec(&self.backends, &self.streaming, r).await?,
+        ))
+    }
+
+    async fn attach(
+        &self,
+        request: Request<cri::AttachRequest>,
+    ) -> Result<Response<cri::AttachResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            stream::attach(&self.backends, &self.streaming, r).await?,
+        ))
+    }
+
+    async fn port_forward(
+        &self,
+        request: Request<cri::PortForwardRequest>,
+    ) -> Result<Response<cri::PortForwardResponse>, Status> {
+        let r = request.into_inner();
+        Ok(Response::new(
+            stream::port_forward(&self.backends, &self.streaming, r).await?,
+        ))
+    }
+
     not_yet! {
         update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
-        exec(ExecRequest) -> ExecResponse = "Exec";
-        attach(AttachRequest) -> AttachResponse = "Attach";
-        port_forward(PortForwardRequest) -> PortForwardResponse = "PortForward";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";

@@ -1,5 +1,6 @@
 //! `[cri] socket`: the Kubernetes CRI (`berth-cri`), served by berthd beside its gRPC services
-//! and reaching them as any client does, through the addresses of `[services]`.
+//! and reaching them as any client does, through the addresses of `[services]`; its streaming
+//! server (Exec, Attach, PortForward) on `[cri] stream_address`.
 
 use crate::Channels;
 use anyhow::{Context as _, Result};
@@ -35,9 +36,12 @@ pub fn start(
         cni_bin_dirs,
     };
     let listener = crate::bind_unix(&path).context("[cri] socket")?;
-    info!(socket = %path.display(), "Kubernetes CRI ready");
+    let stream_listener =
+        berth_cri::stream::StreamListener::bind(config.cri.stream_address.as_deref())
+            .context("[cri] stream_address")?;
+    info!(socket = %path.display(), streaming = %stream_listener.address(), "Kubernetes CRI ready");
     tokio::spawn(async move {
-        if let Err(e) = berth_cri::serve(listener, backends, shutdown).await {
+        if let Err(e) = berth_cri::serve(listener, stream_listener, backends, shutdown).await {
             warn!(error = %e, "the Kubernetes CRI stopped");
         }
     });
