@@ -244,13 +244,22 @@ struct ConfList {
 struct Cached {
     result: Value,
     port_mappings: Vec<PortMapping>,
+    /// The `CNI_ARGS` of the ADD, given again to CHECK and DEL.
+    #[serde(default)]
+    args: String,
 }
 
-/// One bridge network, attached to and detached from containers by running the plugins.
+/// One network, attached to and detached from containers by running the plugins: a bridge
+/// network berth describes ([`Network::new`]) or a configuration list given whole
+/// ([`Network::from_conflist`]).
 #[derive(Debug, Clone)]
 pub struct Network {
-    config: NetworkConfig,
-    gateway: Ipv4Addr,
+    /// berth's name of the network: its cached results are `<name>-<id>-<ifname>.json`.
+    name: String,
+    /// Whether `lo` is brought up by the `loopback` plugin.
+    run_loopback: bool,
+    plugin_dir: PathBuf,
+    cache_dir: PathBuf,
     loopback: ConfList,
     /// `bridge` alone, for containers without published ports (one plugin less to run).
     bridge: ConfList,
@@ -282,6 +291,8 @@ struct Invocation<'a> {
     container_id: &'a str,
     netns: &'a Path,
     ifname: &'a str,
+    /// `CNI_ARGS`: `K=V;K=V`.
+    args: &'a str,
 }
 
 impl Network {
@@ -354,20 +365,43 @@ impl Network {
             ..bridge_ports.clone()
         };
         Ok(Network {
-            config,
-            gateway,
+            name: config.name,
+            run_loopback: config.loopback,
+            plugin_dir: config.plugin_dir,
+            cache_dir: config.cache_dir,
             loopback,
             bridge,
             bridge_ports,
         })
     }
 
-    pub fn config(&self) -> &NetworkConfig {
-        &self.config
-    }
-
-    pub fn gateway(&self) -> Ipv4Addr {
-        self.gateway
+    /// The network `name` whose containers are attached by the plugins of `conflist`: a
+    /// configuration list (`plugins`) or a single plugin's configuration (`type`), checked
+    /// as libcni checks it. `lo` is brought up by the `loopback` plugin first.
+    pub fn from_conflist(
+        name: &str,
+        conflist: &Value,
+        plugin_dir: PathBuf,
+        cache_dir: PathBuf,
+    ) -> Result<Network, CniError> {
+        let list = parse_conflist(conflist)?;
+        let loopback = ConfList {
+            cni_version: list.cni_version.clone(),
+            name: format!("{}-loopback", list.name),
+            plugins: vec![PluginConf {
+                kind: "loopback".into(),
+                rest: serde_json::Map::new(),
+            }],
+        };
+        Ok(Network {
+            name: name.into(),
+            run_loopback: true,
+            plugin_dir,
+            cache_dir,
+            loopback,
+            bridge: list.clone(),
+            bridge_ports: list,
+        })
     }
 
     /// The network configuration list of the bridge network with published ports, as given
@@ -393,17 +427,19 @@ impl Network {
         netns: &Path,
         ifname: &str,
         port_mappings: &[PortMapping],
+        args: &str,
     ) -> Result<Attachment, CniError> {
         let inv = Invocation {
             container_id,
             netns,
             ifname,
+            args,
         };
         let lo = Invocation {
             ifname: "lo",
             ..inv
         };
-        if self.config.loopback {
+        if self.run_loopback {
             self.run_list(&self.loopback, Op::Add, lo, None, &[])?;
         }
         let list = self.list_for(port_mappings);
@@ -414,6 +450,7 @@ impl Network {
             &Cached {
                 result: Value::Null,
                 port_mappings: port_mappings.to_vec(),
+                args: args.into(),
             },
         )?;
         let forget = || {
@@ -434,7 +471,7 @@ impl Network {
                 let _ = self.run_list(list, Op::Del, inv, Some(&result), port_mappings);
                 forget();
                 return Err(CniError::NoAddress {
-                    network: self.config.name.clone(),
+                    network: self.name.clone(),
                     container_id: container_id.into(),
                     ifname: ifname.into(),
                 });
@@ -445,6 +482,7 @@ impl Network {
             &Cached {
                 result,
                 port_mappings: port_mappings.to_vec(),
+                args: args.into(),
             },
         )?;
         Ok(attachment)
@@ -456,18 +494,23 @@ impl Network {
             container_id,
             netns,
             ifname,
+            args: "",
         };
         let cached = self.load_cache(inv)?.ok_or_else(|| {
             CniError::InvalidConfig(format!(
                 "container {container_id} has no recorded attachment to network {} on {ifname}",
-                self.config.name
+                self.name
             ))
         })?;
+        let inv = Invocation {
+            args: &cached.args,
+            ..inv
+        };
         let lo = Invocation {
             ifname: "lo",
             ..inv
         };
-        if self.config.loopback {
+        if self.run_loopback {
             self.run_list(&self.loopback, Op::Check, lo, None, &[])?;
         }
         self.run_list(
@@ -487,8 +530,13 @@ impl Network {
             container_id,
             netns,
             ifname,
+            args: "",
         };
         let cached = self.load_cache(inv)?;
+        let inv = Invocation {
+            args: cached.as_ref().map_or("", |c| c.args.as_str()),
+            ..inv
+        };
         let (prev, ports) = match &cached {
             // A record made before an ADD that never finished has no result.
             Some(c) => (
@@ -505,7 +553,7 @@ impl Network {
             self.list_for(ports)
         };
         self.run_list(list, Op::Del, inv, prev, ports)?;
-        if self.config.loopback {
+        if self.run_loopback {
             let lo = Invocation {
                 ifname: "lo",
                 ..inv
@@ -584,7 +632,7 @@ impl Network {
         op: Op,
         inv: Invocation<'_>,
     ) -> Result<Option<Value>, CniError> {
-        let path = self.config.plugin_dir.join(&plugin.kind);
+        let path = self.plugin_dir.join(&plugin.kind);
         if !path.is_file() {
             return Err(CniError::PluginNotFound(path));
         }
@@ -603,8 +651,8 @@ impl Network {
             .env("CNI_CONTAINERID", inv.container_id)
             .env("CNI_NETNS", inv.netns)
             .env("CNI_IFNAME", inv.ifname)
-            .env("CNI_ARGS", "")
-            .env("CNI_PATH", &self.config.plugin_dir)
+            .env("CNI_ARGS", inv.args)
+            .env("CNI_PATH", &self.plugin_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -636,9 +684,9 @@ impl Network {
     }
 
     fn cache_path(&self, inv: Invocation<'_>) -> PathBuf {
-        self.config.cache_dir.join(format!(
+        self.cache_dir.join(format!(
             "{}-{}-{}.json",
-            self.config.name, inv.container_id, inv.ifname
+            self.name, inv.container_id, inv.ifname
         ))
     }
 
@@ -648,7 +696,7 @@ impl Network {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(&self.config.cache_dir).map_err(cache_err)?;
+        std::fs::create_dir_all(&self.cache_dir).map_err(cache_err)?;
         let tmp = path.with_extension("json.tmp");
         let data = serde_json::to_vec(cached).expect("the cache serializes");
         std::fs::write(&tmp, data).map_err(cache_err)?;
@@ -668,6 +716,62 @@ impl Network {
             Err(source) => Err(CniError::Cache { path, source }),
         }
     }
+}
+
+/// A configuration list as given by a user (`plugins`), or one plugin's configuration
+/// (`type`) made a list of one, checked as libcni loads them: a `name` fit for the host-local
+/// folder, and every plugin with a `type` that names a binary (no path).
+fn parse_conflist(conf: &Value) -> Result<ConfList, CniError> {
+    let bad = |what: String| CniError::InvalidConfig(format!("CNI configuration: {what}"));
+    let obj = conf
+        .as_object()
+        .ok_or_else(|| bad("not a JSON object".into()))?;
+    let name = obj
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
+        .ok_or_else(|| bad("\"name\" must be letters, digits, '-', '_' or '.'".into()))?;
+    let cni_version = obj
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(CNI_VERSION)
+        .to_string();
+    let raw: Vec<serde_json::Map<String, Value>> = match (obj.get("plugins"), obj.get("type")) {
+        (Some(list), _) => list
+            .as_array()
+            .ok_or_else(|| bad("\"plugins\" is not a list".into()))?
+            .iter()
+            .map(|p| p.as_object().cloned().ok_or_else(|| bad("a plugin is not an object".into())))
+            .collect::<Result<_, _>>()?,
+        (None, Some(_)) => vec![obj.clone()],
+        (None, None) => return Err(bad("neither \"plugins\" nor \"type\"".into())),
+    };
+    if raw.is_empty() {
+        return Err(bad("\"plugins\" is empty".into()));
+    }
+    let plugins = raw
+        .into_iter()
+        .map(|mut rest| {
+            let kind = rest
+                .remove("type")
+                .and_then(|t| t.as_str().map(str::to_string))
+                .filter(|t| !t.is_empty() && !t.contains('/') && t != "..")
+                .ok_or_else(|| bad("a plugin without a plain \"type\"".into()))?;
+            for key in ["cniVersion", "name"] {
+                rest.remove(key);
+            }
+            Ok(PluginConf { kind, rest })
+        })
+        .collect::<Result<_, CniError>>()?;
+    Ok(ConfList {
+        cni_version,
+        name: name.into(),
+        plugins,
+    })
 }
 
 /// The spec's error object, printed on stdout by a failing plugin.
