@@ -38,7 +38,7 @@ impl Cri {
         let cni = TempDir::new("berth-it-cni");
         std::fs::write(
             cni.path().join("10-pods.conflist"),
-            r#"{"cniVersion":"1.0.0","name":"berth-pods","plugins":[{"type":"bridge","bridge":"cni0","ipam":{"type":"host-local","ranges":[[{"subnet":"10.88.0.0/16"}]]}},{"type":"portmap","capabilities":{"portMappings":true}}]}"#,
+            r#"{"cniVersion":"1.0.0","name":"berth-pods","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.88.0.0/16"}]],"routes":[{"dst":"0.0.0.0/0"}]}},{"type":"portmap","capabilities":{"portMappings":true}}]}"#,
         )
         .unwrap();
         let (berthd, socket) = berthd_with_cri(&registry.addr, cni.path());

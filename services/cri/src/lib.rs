@@ -17,6 +17,7 @@
 //!   and writable layer.
 //! - [`objects`]: how both are kept as berth containers (labels `io.berth.cri.*`).
 //! - [`network`]: whether the CNI configuration makes pods' networks possible (NetworkReady).
+//! - [`pod_network`]: the pods' CNI network (the default configuration written when none exists).
 //! - [`convert`]: berth's image views in the CRI's terms.
 
 use std::path::PathBuf;
@@ -28,6 +29,7 @@ pub mod convert;
 pub mod exec;
 pub mod images;
 pub mod network;
+pub mod pod_network;
 pub mod objects;
 pub mod runtime;
 pub mod sandboxes;

@@ -277,7 +277,9 @@ impl RuntimeService for Runtime {
             .ok_or_else(|| Status::invalid_argument("RunPodSandbox needs a sandbox config"))?;
         let image = &self.backends.sandbox_image;
         self.images.ensure(image).await?;
-        let pod_sandbox_id = sandboxes::run(&self.backends, image, config).await?;
+        let pod_cidr = self.pod_cidr.lock().ok().and_then(|c| c.clone());
+        let network = crate::pod_network::for_sandbox(&self.backends, &config, pod_cidr).await?;
+        let pod_sandbox_id = sandboxes::run(&self.backends, image, config, network).await?;
         Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
     }
 

@@ -159,8 +159,13 @@ pub async fn run(
     b: &Backends,
     image: &str,
     config: cri::PodSandboxConfig,
+    network: Option<crate::pod_network::PodNetwork>,
 ) -> Result<String, Status> {
-    let cfg = sandbox_container(image, &config)?;
+    let mut cfg = sandbox_container(image, &config)?;
+    if let Some(n) = network {
+        cfg.network_mode = n.network;
+        cfg.cni_args = n.cni_args;
+    }
     let name = sandbox_name(config.metadata.as_ref().unwrap_or(&Default::default()));
     let id = create(b, name, cfg, "pod sandbox").await?;
     if let Err(e) = start_task(b, &id).await {
