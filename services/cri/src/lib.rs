@@ -30,6 +30,7 @@ pub mod exec;
 pub mod images;
 pub mod network;
 pub mod pod_network;
+pub mod resources;
 pub mod objects;
 pub mod runtime;
 pub mod sandboxes;

@@ -419,8 +419,16 @@ impl RuntimeService for Runtime {
         }))
     }
 
+    async fn update_container_resources(
+        &self,
+        request: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        let r = request.into_inner();
+        crate::resources::update(&self.backends, &r.container_id, r.linux).await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
+    }
+
     not_yet! {
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
         reopen_container_log(ReopenContainerLogRequest) -> ReopenContainerLogResponse = "ReopenContainerLog";
         exec(ExecRequest) -> ExecResponse = "Exec";
         attach(AttachRequest) -> AttachResponse = "Attach";

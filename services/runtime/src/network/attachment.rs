@@ -463,6 +463,21 @@ impl Networks {
     }
 }
 
+/// Checks `cni_args` at create: CNI_ARGS is `K=V;K=V`, so neither may hold `;` or `=`
+/// (a key) and keys are not empty.
+pub fn check_cni_args(args: &std::collections::HashMap<String, String>) -> Result<()> {
+    for (k, v) in args {
+        let bad_key = k.is_empty() || k.contains([';', '=']) || k.chars().any(char::is_whitespace);
+        if bad_key || v.contains(';') {
+            return Err(Error::InvalidArgument(format!(
+                "CNI argument {k:?}={v:?}: keys must be non-empty without ';', '=' or spaces, \
+                 values without ';'"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// The `CNI_ARGS` of a container's attachments: its config's `cni_args` (sorted, so the
 /// string is stable), `IgnoreUnknown=1` so plugins that know none of them accept them, and
 /// `K8S_POD_INFRA_CONTAINER_ID` for a Kubernetes pod (`K8S_POD_NAME` given), which only
