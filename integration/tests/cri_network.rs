@@ -15,7 +15,14 @@ use std::time::Duration;
 /// The CRI of this file: a fresh, empty CNI folder (the default conflist gets written).
 fn net() -> Option<&'static Cri> {
     static C: OnceLock<Option<Cri>> = OnceLock::new();
-    C.get_or_init(|| Cri::start_with_cni(None)).as_ref()
+    C.get_or_init(fresh).as_ref()
+}
+
+/// A CRI with an empty CNI folder and busybox pulled.
+fn fresh() -> Option<Cri> {
+    let c = Cri::start_with_cni(None)?;
+    c.ok(&["pull", BUSYBOX]);
+    Some(c)
 }
 
 fn free_port() -> u16 {
@@ -269,7 +276,7 @@ fn container_resources_reach_its_cgroup_and_update_live() {
 #[test]
 fn a_killed_berthd_still_releases_the_pod_network() {
     // A berthd of its own: this test kills it.
-    let Some(mut c) = Cri::start_with_cni(None) else {
+    let Some(mut c) = fresh() else {
         return;
     };
     let tmp = TempDir::new("berth-it-cri-net-kill");
@@ -299,4 +306,7 @@ fn critest_networking_and_resource_specs() {
     let t = text(&out);
     assert!(out.status.success(), "critest failed:\n{t}");
     assert!(t.contains(" 0 Failed"), "{t}");
+    for line in t.lines().filter(|l| l.contains("Ran ") || l.contains("Passed")) {
+        eprintln!("critest: {line}");
+    }
 }
