@@ -23,12 +23,10 @@ pub struct Cri {
     pub cni: TempDir,
 }
 
-/// The CNI configuration the shared CRI's pods use.
-const TEST_CONFLIST: &str = r#"{"cniVersion":"1.0.0","name":"berth-pods","plugins":[{"type":"bridge","bridge":"cni0","isGateway":true,"ipam":{"type":"host-local","ranges":[[{"subnet":"10.88.0.0/16"}]],"routes":[{"dst":"0.0.0.0/0"}]}},{"type":"portmap","capabilities":{"portMappings":true}}]}"#;
-
 impl Cri {
     pub fn start() -> Option<Cri> {
-        Cri::start_with_cni(Some(TEST_CONFLIST))
+        // berth writes its default pod network into the empty folder.
+        Cri::start_with_cni(None)
     }
 
     /// A CRI whose CNI folder holds `conflist` as `10-pods.conflist`, or nothing (`None`).

@@ -146,12 +146,19 @@ fn pods_get_the_default_network_reach_each_other_and_publish_host_ports() {
     );
     let (pod_a, _) = pod_with(c, &pod_json(tmp.path(), "a", Some(port), ""), &server);
     let conf = c.cni.path().join("10-berth-pods.conflist");
-    assert!(conf.is_file(), "no default conflist in {}", c.cni.path().display());
+    assert!(
+        conf.is_file(),
+        "no default conflist in {}",
+        c.cni.path().display()
+    );
     let client = container_json(tmp.path(), "client", "sleep 1000", serde_json::json!({}));
     let (pod_b, ctr_b) = pod_with(c, &pod_json(tmp.path(), "b", None, ""), &client);
     let (ip_a, ip_b) = (pod_ip(c, &pod_a), pod_ip(c, &pod_b));
     for ip in [&ip_a, &ip_b] {
-        assert!(ip.starts_with("10.88."), "pod address {ip:?} not in 10.88.0.0/16");
+        assert!(
+            ip.starts_with("10.88."),
+            "pod address {ip:?} not in 10.88.0.0/16"
+        );
     }
     assert_ne!(ip_a, ip_b);
     // Pod to pod, by address.
@@ -168,7 +175,10 @@ fn pods_get_the_default_network_reach_each_other_and_publish_host_ports() {
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("hello-from-a"))
     });
-    assert!(!traces(c, &pod_a, &ip_a).rules.is_empty(), "no rules for pod a");
+    assert!(
+        !traces(c, &pod_a, &ip_a).rules.is_empty(),
+        "no rules for pod a"
+    );
     for (pod, ip) in [(&pod_a, &ip_a), (&pod_b, &ip_b)] {
         c.ok(&["stopp", pod]);
         c.ok(&["rmp", pod]);
@@ -183,7 +193,9 @@ fn cgroup_dir(pid: u64, controller: &str) -> PathBuf {
         let mut parts = line.splitn(3, ':');
         let (_, controllers, path) = (parts.next(), parts.next().unwrap(), parts.next().unwrap());
         if controllers.split(',').any(|c| c == controller) {
-            return Path::new("/sys/fs/cgroup").join(controller).join(&path[1..]);
+            return Path::new("/sys/fs/cgroup")
+                .join(controller)
+                .join(&path[1..]);
         }
         if controllers.is_empty() && !Path::new("/sys/fs/cgroup").join(controller).exists() {
             return Path::new("/sys/fs/cgroup").join(&path[1..]);
@@ -238,7 +250,10 @@ fn container_resources_reach_its_cgroup_and_update_live() {
     } else {
         assert_eq!(read(&cpu, "cpu.shares"), "512");
         assert_eq!(read(&cpu, "cpu.cfs_quota_us"), "50000");
-        assert_eq!(read(&mem, "memory.limit_in_bytes"), (64u64 << 20).to_string());
+        assert_eq!(
+            read(&mem, "memory.limit_in_bytes"),
+            (64u64 << 20).to_string()
+        );
         assert_eq!(read(&cpuset, "cpuset.cpus"), "0");
     }
     let oom = std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj")).unwrap();
@@ -247,8 +262,19 @@ fn container_resources_reach_its_cgroup_and_update_live() {
     let reported = &status["status"]["resources"]["linux"];
     assert_eq!(reported["cpuShares"], "512", "{status}");
     // crictl update: the live cgroup changes.
-    c.ok(&["update", "--memory", "134217728", "--cpu-share", "256", &ctr]);
-    let limit = if v2 { "memory.max" } else { "memory.limit_in_bytes" };
+    c.ok(&[
+        "update",
+        "--memory",
+        "134217728",
+        "--cpu-share",
+        "256",
+        &ctr,
+    ]);
+    let limit = if v2 {
+        "memory.max"
+    } else {
+        "memory.limit_in_bytes"
+    };
     assert_eq!(read(&mem, limit), (128u64 << 20).to_string());
     if !v2 {
         assert_eq!(read(&cpu, "cpu.shares"), "256");
@@ -265,7 +291,9 @@ fn container_resources_reach_its_cgroup_and_update_live() {
     c.ok(&["stopp", &pod]);
     c.ok(&["rmp", &pod]);
     // The pod's cgroup parent is the kubelet's to remove; this test made it.
-    for controller in ["cpu", "memory", "cpuset", "pids", "blkio", "devices", "freezer"] {
+    for controller in [
+        "cpu", "memory", "cpuset", "pids", "blkio", "devices", "freezer",
+    ] {
         let base = Path::new("/sys/fs/cgroup").join(controller);
         let top = parent.split('/').next().unwrap();
         let _ = std::fs::remove_dir(base.join(&parent));
@@ -306,7 +334,10 @@ fn critest_networking_and_resource_specs() {
     let t = text(&out);
     assert!(out.status.success(), "critest failed:\n{t}");
     assert!(t.contains(" 0 Failed"), "{t}");
-    for line in t.lines().filter(|l| l.contains("Ran ") || l.contains("Passed")) {
+    for line in t
+        .lines()
+        .filter(|l| l.contains("Ran ") || l.contains("Passed"))
+    {
         eprintln!("critest: {line}");
     }
 }

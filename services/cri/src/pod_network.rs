@@ -92,6 +92,15 @@ pub fn config_file(
     bin_dirs: &[PathBuf],
     pod_cidr: Option<&str>,
 ) -> Result<PathBuf, Status> {
+    write_default_if_none(conf_dir, pod_cidr)?;
+    crate::network::ready_network(conf_dir, bin_dirs)
+        .map(|n| n.file)
+        .map_err(|e| Status::failed_precondition(format!("no pod network: {e}")))
+}
+
+/// Writes the default configuration into a folder without any configuration file (at the
+/// CRI's start, so that NetworkReady holds for the kubelet, and before a sandbox's network).
+pub fn write_default_if_none(conf_dir: &Path, pod_cidr: Option<&str>) -> Result<(), Status> {
     let has_any = std::fs::read_dir(conf_dir).is_ok_and(|entries| {
         entries.flatten().any(|e| {
             matches!(
@@ -100,12 +109,29 @@ pub fn config_file(
             )
         })
     });
-    if !has_any {
-        write_default(conf_dir, pod_cidr)?;
+    if has_any {
+        return Ok(());
     }
-    crate::network::ready_network(conf_dir, bin_dirs)
-        .map(|n| n.file)
-        .map_err(|e| Status::failed_precondition(format!("no pod network: {e}")))
+    write_default(conf_dir, pod_cidr)
+}
+
+/// UpdateRuntimeConfig's pod CIDR: berth's own default file, as written (only its subnet
+/// differs), is written again with it; a configuration of someone else's is left alone.
+pub fn follow_pod_cidr(conf_dir: &Path, pod_cidr: &str) -> Result<(), Status> {
+    let file = conf_dir.join(DEFAULT_CONFLIST_FILE);
+    let Ok(text) = std::fs::read_to_string(&file) else {
+        return Ok(());
+    };
+    let Ok(json) = serde_json::from_str::<serde_json::Value>(&text) else {
+        return Ok(());
+    };
+    let subnet = json["plugins"][0]["ipam"]["ranges"][0][0]["subnet"]
+        .as_str()
+        .unwrap_or_default();
+    if json == default_conflist(subnet) {
+        write_default(conf_dir, Some(pod_cidr))?;
+    }
+    Ok(())
 }
 
 /// Writes [`default_conflist`] (the first range of the pod CIDR, else
@@ -143,12 +169,10 @@ pub fn network_name(cni_name: &str, text: &str) -> String {
 
 /// The berth network of configuration `file`, created when missing.
 async fn ensure_network(b: &Backends, file: &Path) -> Result<String, Status> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
-        Status::failed_precondition(format!("cannot read {}: {e}", file.display()))
-    })?;
-    let json: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-        Status::failed_precondition(format!("{} is not JSON: {e}", file.display()))
-    })?;
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| Status::failed_precondition(format!("cannot read {}: {e}", file.display())))?;
+    let json: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Status::failed_precondition(format!("{} is not JSON: {e}", file.display())))?;
     let cni_name = json.get("name").and_then(|n| n.as_str()).unwrap_or("pods");
     let name = network_name(cni_name, &text);
     let mut client = NetworksClient::new(b.runtime.clone());
@@ -175,7 +199,9 @@ async fn ensure_network(b: &Backends, file: &Path) -> Result<String, Status> {
     match created {
         Ok(_) => Ok(name),
         // Another RunPodSandbox made it meanwhile.
-        Err(e) if e.code() == Code::FailedPrecondition && e.message().contains("already exists") => {
+        Err(e)
+            if e.code() == Code::FailedPrecondition && e.message().contains("already exists") =>
+        {
             Ok(name)
         }
         Err(e) => Err(from_service(
@@ -204,9 +230,14 @@ mod tests {
             "10.99.0.0/16"
         );
         assert_eq!(v["plugins"][1]["capabilities"]["portMappings"], true);
+        // The pod CIDR given later replaces the subnet of berth's own file.
+        follow_pod_cidr(&dir, "10.98.0.0/16").unwrap();
+        let text = std::fs::read_to_string(dir.join(DEFAULT_CONFLIST_FILE)).unwrap();
+        assert!(text.contains("10.98.0.0/16"), "{text}");
         // A folder with a file of its own is left alone.
         std::fs::write(dir.join(DEFAULT_CONFLIST_FILE), "{}").unwrap();
         let _ = config_file(&dir, &bins, None);
+        follow_pod_cidr(&dir, "10.97.0.0/16").unwrap();
         assert_eq!(
             std::fs::read_to_string(dir.join(DEFAULT_CONFLIST_FILE)).unwrap(),
             "{}"

@@ -101,7 +101,10 @@ mod tests {
         };
         let mut cfg = api::ContainerConfig::default();
         apply(&mut cfg, Some(&r));
-        assert_eq!((cfg.cpu_shares, cfg.cpu_quota, cfg.memory), (512, 50_000, 64 << 20));
+        assert_eq!(
+            (cfg.cpu_shares, cfg.cpu_quota, cfg.memory),
+            (512, 50_000, 64 << 20)
+        );
         assert_eq!(cfg.oom_score_adj, 1000);
         let c = api::Container {
             config: Some(cfg),

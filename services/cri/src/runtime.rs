@@ -38,6 +38,9 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(backends: Arc<Backends>) -> Runtime {
+        if let Err(e) = crate::pod_network::write_default_if_none(&backends.cni_conf_dir, None) {
+            tracing::warn!(error = %e.message(), "no default pod network configuration");
+        }
         Runtime {
             images: crate::images::Images::new(backends.clone()),
             backends,
@@ -245,6 +248,7 @@ impl RuntimeService for Runtime {
                     "pod CIDR {bad:?} is not a CIDR (e.g. 10.88.0.0/16)"
                 )));
             }
+            crate::pod_network::follow_pod_cidr(&self.backends.cni_conf_dir, &cidr)?;
             if let Ok(mut kept) = self.pod_cidr.lock() {
                 *kept = Some(cidr);
             }

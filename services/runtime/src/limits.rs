@@ -67,9 +67,7 @@ pub fn cpuset(list: &str, what: &str) -> Result<Option<String>> {
     }
     let number = |s: &str| !s.is_empty() && s.len() <= 5 && s.bytes().all(|b| b.is_ascii_digit());
     let ok = list.split(',').all(|part| match part.split_once('-') {
-        Some((a, b)) => {
-            number(a) && number(b) && a.parse::<u32>().ok() <= b.parse::<u32>().ok()
-        }
+        Some((a, b)) => number(a) && number(b) && a.parse::<u32>().ok() <= b.parse::<u32>().ok(),
         None => number(part),
     });
     if ok {
@@ -88,8 +86,7 @@ pub fn cpu(config: &ContainerConfig, base: Option<LinuxCpu>) -> Result<Option<Li
     let (quota, period) = cfs(config.cpu_quota, config.cpu_period, config.nano_cpus)?;
     let cpus = cpuset(&config.cpuset_cpus, "cpuset-cpus")?;
     let mems = cpuset(&config.cpuset_mems, "cpuset-mems")?;
-    if shares.is_none() && quota.is_none() && period.is_none() && cpus.is_none() && mems.is_none()
-    {
+    if shares.is_none() && quota.is_none() && period.is_none() && cpus.is_none() && mems.is_none() {
         return Ok(base);
     }
     let mut cpu = base.unwrap_or_default();
@@ -165,7 +162,10 @@ mod tests {
         assert!(cfs(0, 999, 0).is_err());
         assert!(cfs(500, 0, 0).is_err());
         assert_eq!(cfs(-1, 0, 0).unwrap(), (Some(-1), None));
-        assert_eq!(cfs(20_000, 50_000, 0).unwrap(), (Some(20_000), Some(50_000)));
+        assert_eq!(
+            cfs(20_000, 50_000, 0).unwrap(),
+            (Some(20_000), Some(50_000))
+        );
         assert_eq!(cpuset(" 0-1,3 ", "x").unwrap().as_deref(), Some("0-1,3"));
         assert!(cpuset("1-0", "x").is_err());
         assert!(cpuset("a", "x").is_err());
@@ -186,7 +186,10 @@ mod tests {
             cgroup_parent: p.into(),
             ..Default::default()
         };
-        assert_eq!(cgroups_path(&c(""), "k8s.io", "ab").unwrap(), "/berth/k8s.io-ab");
+        assert_eq!(
+            cgroups_path(&c(""), "k8s.io", "ab").unwrap(),
+            "/berth/k8s.io-ab"
+        );
         assert_eq!(
             cgroups_path(&c("/kubepods/pod1/"), "k8s.io", "ab").unwrap(),
             "/kubepods/pod1/ab"

@@ -38,8 +38,8 @@ impl Networks for NetworksService {
         let r = req.into_inner();
         let manager = self.networks.clone();
         let n = tokio::task::spawn_blocking(move || manager.create(&r))
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
         tracing::info!(network = %n.name, bridge = %n.bridge, subnet = %n.subnet, "network created");
         self.connections
             .events()

@@ -745,7 +745,11 @@ fn parse_conflist(conf: &Value) -> Result<ConfList, CniError> {
             .as_array()
             .ok_or_else(|| bad("\"plugins\" is not a list".into()))?
             .iter()
-            .map(|p| p.as_object().cloned().ok_or_else(|| bad("a plugin is not an object".into())))
+            .map(|p| {
+                p.as_object()
+                    .cloned()
+                    .ok_or_else(|| bad("a plugin is not an object".into()))
+            })
             .collect::<Result<_, _>>()?,
         (None, Some(_)) => vec![obj.clone()],
         (None, None) => return Err(bad("neither \"plugins\" nor \"type\"".into())),

@@ -255,7 +255,9 @@ impl Networks {
     /// The driver of a `cni` network: its configuration list, read and checked.
     fn conflist_network(&self, name: &str, conflist: &str) -> Result<Network> {
         let json: serde_json::Value = serde_json::from_str(conflist).map_err(|e| {
-            Error::InvalidArgument(format!("network {name}: the CNI configuration is not JSON: {e}"))
+            Error::InvalidArgument(format!(
+                "network {name}: the CNI configuration is not JSON: {e}"
+            ))
         })?;
         Network::from_conflist(name, &json, self.plugin_dir.clone(), self.dir.join("cache"))
             .map_err(|e| Error::InvalidArgument(format!("network {name}: {e}")))
