@@ -87,7 +87,7 @@ struct Traces {
 }
 
 fn traces(c: &Cri, pod: &str, ip: &str) -> Traces {
-    let net = c.berthd.state().join("runtime/net");
+    let net = c.berthd.state().join("net");
     let find = |dir: PathBuf| -> Vec<PathBuf> {
         walk(&dir)
             .into_iter()
@@ -175,9 +175,13 @@ fn pods_get_the_default_network_reach_each_other_and_publish_host_ports() {
             .output()
             .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("hello-from-a"))
     });
+    let before = traces(c, &pod_a, &ip_a);
     assert!(
-        !traces(c, &pod_a, &ip_a).rules.is_empty(),
-        "no rules for pod a"
+        !before.rules.is_empty()
+            && !before.netns.is_empty()
+            && !before.cache.is_empty()
+            && before.lease.is_some(),
+        "pod a's network is not where this test looks: {before:?}"
     );
     for (pod, ip) in [(&pod_a, &ip_a), (&pod_b, &ip_b)] {
         c.ok(&["stopp", pod]);
