@@ -260,6 +260,8 @@ pub struct Network {
     run_loopback: bool,
     plugin_dir: PathBuf,
     cache_dir: PathBuf,
+    /// A bridge network's parameters and gateway (`None` for a given list).
+    bridge_config: Option<(NetworkConfig, Ipv4Addr)>,
     loopback: ConfList,
     /// `bridge` alone, for containers without published ports (one plugin less to run).
     bridge: ConfList,
@@ -365,14 +367,25 @@ impl Network {
             ..bridge_ports.clone()
         };
         Ok(Network {
-            name: config.name,
+            name: config.name.clone(),
             run_loopback: config.loopback,
-            plugin_dir: config.plugin_dir,
-            cache_dir: config.cache_dir,
+            plugin_dir: config.plugin_dir.clone(),
+            cache_dir: config.cache_dir.clone(),
+            bridge_config: Some((config, gateway)),
             loopback,
             bridge,
             bridge_ports,
         })
+    }
+
+    /// The parameters of a bridge network ([`Network::new`]); `None` for a given list.
+    pub fn config(&self) -> Option<&NetworkConfig> {
+        self.bridge_config.as_ref().map(|(c, _)| c)
+    }
+
+    /// The gateway of a bridge network; `None` for a given list.
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        self.bridge_config.as_ref().map(|(_, g)| *g)
     }
 
     /// The network `name` whose containers are attached by the plugins of `conflist`: a
@@ -398,6 +411,7 @@ impl Network {
             run_loopback: true,
             plugin_dir,
             cache_dir,
+            bridge_config: None,
             loopback,
             bridge: list.clone(),
             bridge_ports: list,
