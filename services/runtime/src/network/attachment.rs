@@ -578,3 +578,35 @@ pub fn apply_to_spec(spec: &[u8], attached: &Attached) -> Result<Vec<u8>> {
     }
     serde_json::to_vec(&v).map_err(|e| Error::Spec(e.to_string()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn cni_args_of_a_pod_and_bad_ones() {
+        let mut c = Container {
+            id: "abc".into(),
+            ..Default::default()
+        };
+        assert_eq!(cni_args(&c), "");
+        let args = HashMap::from([
+            ("K8S_POD_NAMESPACE".to_string(), "default".to_string()),
+            ("K8S_POD_NAME".to_string(), "web".to_string()),
+        ]);
+        assert!(check_cni_args(&args).is_ok());
+        c.config = Some(ContainerConfig {
+            cni_args: args,
+            ..Default::default()
+        });
+        assert_eq!(
+            cni_args(&c),
+            "IgnoreUnknown=1;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_NAME=web;K8S_POD_NAMESPACE=default"
+        );
+        for (k, v) in [("A;B", "x"), ("", "x"), ("A", "x;y"), ("A=B", "x")] {
+            let bad = HashMap::from([(k.to_string(), v.to_string())]);
+            assert!(check_cni_args(&bad).is_err(), "{k}={v}");
+        }
+    }
+}

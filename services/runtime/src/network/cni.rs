@@ -958,6 +958,45 @@ mod tests {
     }
 
     #[test]
+    fn given_conflists_are_checked_and_run_whole() {
+        let list = json!({
+            "cniVersion": "0.4.0",
+            "name": "pods",
+            "plugins": [
+                {"type": "bridge", "bridge": "cni9", "ipam": {"type": "host-local"}},
+                {"type": "portmap", "capabilities": {"portMappings": true}}
+            ]
+        });
+        let net = Network::from_conflist("cri-pods", &list, "/p".into(), "/c".into()).unwrap();
+        assert!(net.config().is_none() && net.gateway().is_none());
+        assert_eq!(
+            net.bridge.plugins.len(),
+            2,
+            "ports or not, the whole list runs"
+        );
+        let conf = net.plugin_config(&net.bridge, &net.bridge.plugins[0], None, &[]);
+        assert_eq!(
+            (conf["name"].as_str(), conf["cniVersion"].as_str()),
+            (Some("pods"), Some("0.4.0"))
+        );
+        assert_eq!(conf["bridge"], "cni9");
+        // One plugin's configuration is a list of one.
+        let single = json!({"name": "one", "type": "bridge"});
+        let net = Network::from_conflist("n", &single, "/p".into(), "/c".into()).unwrap();
+        assert_eq!(net.bridge.plugins[0].kind, "bridge");
+        for bad in [
+            json!([]),
+            json!({"name": "x"}),
+            json!({"name": "a b", "type": "bridge"}),
+            json!({"name": "x", "plugins": []}),
+            json!({"name": "x", "plugins": [{"type": "../sh"}]}),
+        ] {
+            let e = Network::from_conflist("n", &bad, "/p".into(), "/c".into()).unwrap_err();
+            assert!(e.to_string().contains("CNI configuration"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn plugin_error_object_is_read() {
         let e = plugin_error(
             "bridge",
