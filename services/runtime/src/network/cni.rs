@@ -12,6 +12,10 @@
 //!   `portMappings` capability and so receives the container's [`PortMapping`]s in
 //!   `runtimeConfig`.
 //!
+//! A network of driver `cni` is built instead from a configuration list given whole
+//! ([`Network::from_conflist`]): its plugins run as listed, after `loopback`, with the
+//! container's `CNI_ARGS`, which are cached with the result for CHECK and DEL.
+//!
 //! ADD runs the plugins in order, each getting the previous one's result as `prevResult`, and
 //! caches the final result (with the port mappings) under the cache folder; CHECK passes that
 //! cached result to every plugin in order; DEL passes it to every plugin in reverse order and
