@@ -192,6 +192,7 @@ fn update_request(a: &UpdateArgs) -> Result<capi::UpdateContainerRequest, Error>
         nano_cpus,
         pids_limit: a.pids_limit,
         restart_policy,
+        ..Default::default()
     })
 }
 

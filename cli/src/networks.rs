@@ -152,6 +152,7 @@ pub fn create_request(a: &CreateArgs) -> Result<napi::CreateNetworkRequest, Stri
         gateway: a.gateway.clone().unwrap_or_default(),
         internal: a.internal,
         labels: parse_labels(&a.label).into_iter().collect(),
+        conflist: String::new(),
     })
 }
 

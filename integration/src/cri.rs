@@ -25,6 +25,12 @@ pub struct Cri {
 
 impl Cri {
     pub fn start() -> Option<Cri> {
+        // berth writes its default pod network into the empty folder.
+        Cri::start_with_cni(None)
+    }
+
+    /// A CRI whose CNI folder holds `conflist` as `10-pods.conflist`, or nothing (`None`).
+    pub fn start_with_cni(conflist: Option<&str>) -> Option<Cri> {
         require_tools(&["umoci", "skopeo", "pgrep", "ipcs"])?;
         let tools = cri_tools()?;
         let registry = Registry::start()?;
@@ -36,11 +42,9 @@ impl Cri {
             .expect("run deploy/cri-images.sh");
         assert!(pushed.status.success(), "cri-images.sh: {}", text(&pushed));
         let cni = TempDir::new("berth-it-cni");
-        std::fs::write(
-            cni.path().join("10-pods.conflist"),
-            r#"{"cniVersion":"1.0.0","name":"berth-pods","plugins":[{"type":"bridge","bridge":"cni0","ipam":{"type":"host-local","ranges":[[{"subnet":"10.88.0.0/16"}]]}},{"type":"portmap","capabilities":{"portMappings":true}}]}"#,
-        )
-        .unwrap();
+        if let Some(conflist) = conflist {
+            std::fs::write(cni.path().join("10-pods.conflist"), conflist).unwrap();
+        }
         let (berthd, socket) = berthd_with_cri(&registry.addr, cni.path());
         Some(Cri {
             berthd,

@@ -44,6 +44,8 @@ fn crictl_version_and_info() {
 fn network_not_ready_without_a_cni_config() {
     let c = or_skip!(cri());
     let empty = TempDir::new("berth-it-cni-empty");
+    // Not empty (berth would write its default there): a file that is no configuration.
+    std::fs::write(empty.path().join("00-broken.conf"), "{}").unwrap();
     let (d, socket) = berthd_with_cri("127.0.0.1:1", empty.path());
     let endpoint = format!("unix://{}", socket.display());
     let out = Command::new(c.tools.join("crictl"))

@@ -101,7 +101,13 @@ pub fn container_config(
     };
     let linux = config.linux.as_ref();
     apply_security(&mut out, linux.and_then(|l| l.security_context.as_ref()))?;
-    apply_resources(&mut out, linux.and_then(|l| l.resources.as_ref()));
+    crate::resources::apply(&mut out, linux.and_then(|l| l.resources.as_ref()));
+    // Under its pod's cgroup.
+    out.cgroup_parent = sandbox
+        .config
+        .as_ref()
+        .map(|c| c.cgroup_parent.clone())
+        .unwrap_or_default();
     Ok(out)
 }
 
@@ -226,15 +232,6 @@ fn localhost_profile(path: &str) -> Result<String, Status> {
         )));
     }
     Ok(path.to_string())
-}
-
-/// Memory limit and CPU quota/period (as a number of CPUs).
-fn apply_resources(out: &mut api::ContainerConfig, r: Option<&cri::LinuxContainerResources>) {
-    let Some(r) = r else { return };
-    out.memory = r.memory_limit_in_bytes.max(0);
-    if r.cpu_quota > 0 && r.cpu_period > 0 {
-        out.nano_cpus = r.cpu_quota.saturating_mul(1_000_000_000) / r.cpu_period;
-    }
 }
 
 /// The berth name of a container: unique per pod, name and attempt.
@@ -418,6 +415,7 @@ pub fn status(c: &api::Container) -> cri::ContainerStatus {
         annotations: map_of(c, objects::ANNOTATIONS),
         mounts,
         log_path: label(c, objects::LOG_PATH).into(),
+        resources: crate::resources::status(c),
         ..Default::default()
     }
 }
@@ -567,7 +565,7 @@ mod tests {
             }),
         });
         let c = container_config(&sandbox(), &cfg).unwrap();
-        assert_eq!(c.nano_cpus, 500_000_000);
+        assert_eq!((c.cpu_quota, c.cpu_period), (50_000, 100_000));
         assert_eq!(c.memory, 64 << 20);
         assert_eq!(c.user, "1000:50");
         assert!(c.read_only);

@@ -20,6 +20,7 @@
 //!   stream_address`): the URLs those RPCs answer, served over SPDY with `berth-spdy`.
 //! - [`objects`]: how both are kept as berth containers (labels `io.berth.cri.*`).
 //! - [`network`]: whether the CNI configuration makes pods' networks possible (NetworkReady).
+//! - [`pod_network`]: the pods' CNI network (the default configuration written when none exists).
 //! - [`convert`]: berth's image views in the CRI's terms.
 
 use std::path::PathBuf;
@@ -34,7 +35,9 @@ pub mod images;
 pub mod log_rotation;
 pub mod network;
 pub mod objects;
+pub mod pod_network;
 pub mod pod_stats;
+pub mod resources;
 pub mod runtime;
 pub mod sandboxes;
 pub mod stats;

@@ -43,6 +43,9 @@ pub struct Runtime {
 
 impl Runtime {
     pub fn new(backends: Arc<Backends>, streaming: Arc<stream::Streaming>) -> Runtime {
+        if let Err(e) = crate::pod_network::write_default_if_none(&backends.cni_conf_dir, None) {
+            tracing::warn!(error = %e.message(), "no default pod network configuration");
+        }
         Runtime {
             images: crate::images::Images::new(backends.clone()),
             backends,
@@ -248,6 +251,7 @@ impl RuntimeService for Runtime {
                     "pod CIDR {bad:?} is not a CIDR (e.g. 10.88.0.0/16)"
                 )));
             }
+            crate::pod_network::follow_pod_cidr(&self.backends.cni_conf_dir, &cidr)?;
             if let Ok(mut kept) = self.pod_cidr.lock() {
                 *kept = Some(cidr);
             }
@@ -282,7 +286,9 @@ impl RuntimeService for Runtime {
             .ok_or_else(|| Status::invalid_argument("RunPodSandbox needs a sandbox config"))?;
         let image = &self.backends.sandbox_image;
         self.images.ensure(image).await?;
-        let pod_sandbox_id = sandboxes::run(&self.backends, image, config).await?;
+        let pod_cidr = self.pod_cidr.lock().ok().and_then(|c| c.clone());
+        let network = crate::pod_network::for_sandbox(&self.backends, &config, pod_cidr).await?;
+        let pod_sandbox_id = sandboxes::run(&self.backends, image, config, network).await?;
         Ok(Response::new(cri::RunPodSandboxResponse { pod_sandbox_id }))
     }
 
@@ -478,8 +484,16 @@ impl RuntimeService for Runtime {
         ))
     }
 
+    async fn update_container_resources(
+        &self,
+        request: Request<cri::UpdateContainerResourcesRequest>,
+    ) -> Result<Response<cri::UpdateContainerResourcesResponse>, Status> {
+        let r = request.into_inner();
+        crate::resources::update(&self.backends, &r.container_id, r.linux).await?;
+        Ok(Response::new(cri::UpdateContainerResourcesResponse {}))
+    }
+
     not_yet! {
-        update_container_resources(UpdateContainerResourcesRequest) -> UpdateContainerResourcesResponse = "UpdateContainerResources";
         checkpoint_container(CheckpointContainerRequest) -> CheckpointContainerResponse = "CheckpointContainer";
         list_metric_descriptors(ListMetricDescriptorsRequest) -> ListMetricDescriptorsResponse = "ListMetricDescriptors";
         list_pod_sandbox_metrics(ListPodSandboxMetricsRequest) -> ListPodSandboxMetricsResponse = "ListPodSandboxMetrics";

@@ -3,8 +3,8 @@
 //!
 //! A sandbox is a berth container of the sandbox image (`[cri] sandbox_image`, a pause
 //! image) in namespace `k8s.io`, labelled `io.berth.cri.kind=sandbox` (see [`crate::objects`]).
-//! Its task holds the pod's network namespace — the runtime sets it up on its default bridge
-//! network (CNI bridge + host-local + portmap) with the pod's published ports, DNS and host
+//! Its task holds the pod's network namespace — the runtime sets it up on the pod network
+//! ([`crate::pod_network`], a CNI network of `[cri] cni_conf_dir`) with the pod's published ports, DNS and host
 //! name, or uses the host's for `NamespaceMode::NODE` — and the pod's containers join it
 //! (`network_mode = container:<sandbox id>`), taking its hosts and resolv.conf. The sandbox
 //! is READY while its task runs. Stopping it stops its containers, then deletes its task,
@@ -137,6 +137,12 @@ pub fn sandbox_container(
         uts_mode: host_if(modes.network),
         pid_mode: host_if(modes.pid),
         sysctls,
+        cgroup_parent: config
+            .linux
+            .as_ref()
+            .map(|l| l.cgroup_parent.clone())
+            .unwrap_or_default(),
+        oom_score_adj: crate::resources::SANDBOX_OOM_SCORE_ADJ,
         ..Default::default()
     })
 }
@@ -159,8 +165,13 @@ pub async fn run(
     b: &Backends,
     image: &str,
     config: cri::PodSandboxConfig,
+    network: Option<crate::pod_network::PodNetwork>,
 ) -> Result<String, Status> {
-    let cfg = sandbox_container(image, &config)?;
+    let mut cfg = sandbox_container(image, &config)?;
+    if let Some(n) = network {
+        cfg.network_mode = n.network;
+        cfg.cni_args = n.cni_args;
+    }
     let name = sandbox_name(config.metadata.as_ref().unwrap_or(&Default::default()));
     let id = create(b, name, cfg, "pod sandbox").await?;
     if let Err(e) = start_task(b, &id).await {

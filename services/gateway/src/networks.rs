@@ -156,6 +156,7 @@ fn create_request(b: CreateBody) -> Result<napi::CreateNetworkRequest, String> {
         gateway: gateway.unwrap_or_default(),
         internal: b.internal,
         labels: b.labels,
+        conflist: String::new(),
     })
 }
 

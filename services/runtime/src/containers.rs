@@ -381,6 +381,7 @@ impl Containers {
             .networks
             .check_config(&config.network_mode, &config.port_bindings)?;
         config.network_mode = mode;
+        crate::network::attachment::check_cni_args(&config.cni_args)?;
         if let crate::network::Mode::Container(other) =
             crate::network::Mode::of(&config.network_mode)
         {

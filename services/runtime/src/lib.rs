@@ -67,6 +67,7 @@ pub mod error;
 pub mod events;
 pub mod grpc;
 pub mod lifecycle;
+pub mod limits;
 pub mod locks;
 pub mod logs;
 pub mod metadata;

@@ -486,6 +486,7 @@ fn process(
     // The builder starts from oci-spec's defaults, which raise RLIMIT_NOFILE; a root without
     // CAP_SYS_RESOURCE cannot, so the container inherits the shim's limits instead.
     process.set_rlimits(None);
+    process.set_oom_score_adj(crate::limits::oom_score_adj(config.oom_score_adj)?);
     Ok(process)
 }
 
@@ -526,7 +527,7 @@ fn linux(
     let mut linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .resources(resources(config, security.privileged, options)?)
-        .cgroups_path(format!("/berth/{namespace}-{id}"))
+        .cgroups_path(crate::limits::cgroups_path(config, namespace, id)?)
         .build()
         .map_err(spec_err)?;
     if security.privileged {
@@ -660,7 +661,9 @@ fn resources(
                 .map_err(spec_err)?,
         );
     }
-    resources.build().map_err(spec_err)
+    let mut resources = resources.build().map_err(spec_err)?;
+    crate::limits::apply(config, &mut resources)?;
+    Ok(resources)
 }
 
 /// The stored spec `spec_json` with the memory, cpu and pids limits of `config` (checked as

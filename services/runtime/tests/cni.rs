@@ -123,7 +123,11 @@ impl TestNetwork {
     }
 
     fn ipam_dir(&self) -> PathBuf {
-        self.net.config().ipam_dir.join(&self.net.config().name)
+        self.net
+            .config()
+            .unwrap()
+            .ipam_dir
+            .join(&self.net.config().unwrap().name)
     }
 }
 
@@ -275,16 +279,16 @@ fn add_gives_an_address_the_host_reaches_and_del_releases_it() {
         host_ip: None,
     }];
 
-    let a = tn.net.add(&id, &ns.path(), "eth0", &ports).unwrap();
+    let a = tn.net.add(&id, &ns.path(), "eth0", &ports, "").unwrap();
     let guard = Attached {
         net: &tn.net,
         id: id.clone(),
         netns: ns.path(),
     };
-    let subnet = tn.net.config().subnet;
+    let subnet = tn.net.config().unwrap().subnet;
     assert!(subnet.contains(a.ip), "{} not in {subnet}", a.ip);
-    assert_ne!(a.ip, tn.net.gateway());
-    assert_eq!(a.gateway, Some(tn.net.gateway()));
+    assert_ne!(a.ip, tn.net.gateway().unwrap());
+    assert_eq!(a.gateway, Some(tn.net.gateway().unwrap()));
     assert_eq!(a.prefix_len, 24);
     assert!(a.mac.is_some(), "{a:?}");
     let veth = a.host_ifname.clone().expect("the host end of the veth");
@@ -301,7 +305,7 @@ fn add_gives_an_address_the_host_reaches_and_del_releases_it() {
     assert_eq!(fetch(SocketAddr::from((a.ip, 8080))).unwrap(), "hello");
     // The published port, through portmap's DNAT on the host's address on the bridge.
     assert_eq!(
-        fetch(SocketAddr::from((tn.net.gateway(), host_port))).unwrap(),
+        fetch(SocketAddr::from((tn.net.gateway().unwrap(), host_port))).unwrap(),
         "hello"
     );
 
@@ -324,7 +328,7 @@ fn add_gives_an_address_the_host_reaches_and_del_releases_it() {
     // DEL again is fine: nothing is left to release.
     tn.net.del(&id, &ns.path(), "eth0").unwrap();
 
-    let b = tn.net.add(&id, &ns.path(), "eth0", &[]).unwrap();
+    let b = tn.net.add(&id, &ns.path(), "eth0", &[], "").unwrap();
     let _guard = Attached {
         net: &tn.net,
         id: id.clone(),
@@ -341,13 +345,13 @@ fn two_containers_get_different_addresses() {
     require_plugins!();
     let tn = TestNetwork::new();
     let (ns1, ns2) = (Netns::new(), Netns::new());
-    let a = tn.net.add("one", &ns1.path(), "eth0", &[]).unwrap();
+    let a = tn.net.add("one", &ns1.path(), "eth0", &[], "").unwrap();
     let _g1 = Attached {
         net: &tn.net,
         id: "one".into(),
         netns: ns1.path(),
     };
-    let b = tn.net.add("two", &ns2.path(), "eth0", &[]).unwrap();
+    let b = tn.net.add("two", &ns2.path(), "eth0", &[], "").unwrap();
     let _g2 = Attached {
         net: &tn.net,
         id: "two".into(),
@@ -364,7 +368,7 @@ fn a_plugin_error_is_reported_clearly() {
     require_plugins!();
     let tn = TestNetwork::new();
     let missing = Path::new("/run/netns/berth-test-no-such-netns");
-    let err = tn.net.add("ghost", missing, "eth0", &[]).unwrap_err();
+    let err = tn.net.add("ghost", missing, "eth0", &[], "").unwrap_err();
     match &err {
         CniError::Plugin { plugin, msg, .. } => {
             assert_eq!(plugin, "loopback", "{err}");
@@ -406,7 +410,7 @@ fn a_bad_config_is_refused_before_any_plugin_runs() {
     c.plugin_dir = dir.path().join("no-plugins");
     let net = Network::new(c).unwrap();
     let e = net
-        .add("x", Path::new("/run/netns/none"), "eth0", &[])
+        .add("x", Path::new("/run/netns/none"), "eth0", &[], "")
         .unwrap_err();
     assert!(matches!(e, CniError::PluginNotFound(_)), "{e}");
     assert!(e.to_string().contains("containernetworking-plugins"), "{e}");

@@ -302,13 +302,27 @@ impl ContainerCgroup {
                     .map_err(bad)?,
             )?;
         }
-        if limits.cpu_quota.is_some() || limits.cpu_period.is_some() {
+        let cpu_wanted = limits.cpu_quota.is_some()
+            || limits.cpu_period.is_some()
+            || limits.cpu_shares.is_some()
+            || limits.cpuset_cpus.is_some()
+            || limits.cpuset_mems.is_some();
+        if cpu_wanted {
             let mut cpu = LinuxCpuBuilder::default();
             if let Some(q) = limits.cpu_quota {
                 cpu = cpu.quota(q);
             }
             if let Some(p) = limits.cpu_period {
                 cpu = cpu.period(p);
+            }
+            if let Some(s) = limits.cpu_shares {
+                cpu = cpu.shares(s);
+            }
+            if let Some(c) = &limits.cpuset_cpus {
+                cpu = cpu.cpus(c.clone());
+            }
+            if let Some(m) = &limits.cpuset_mems {
+                cpu = cpu.mems(m.clone());
             }
             self.apply_cpu(&cpu.build().map_err(bad)?)?;
         }

@@ -37,13 +37,9 @@ impl Networks for NetworksService {
         let ns = namespace(&req)?;
         let r = req.into_inner();
         let manager = self.networks.clone();
-        let n = tokio::task::spawn_blocking(move || {
-            manager.create(
-                &r.name, &r.driver, &r.subnet, &r.gateway, r.internal, r.labels,
-            )
-        })
-        .await
-        .map_err(|e| Status::internal(e.to_string()))??;
+        let n = tokio::task::spawn_blocking(move || manager.create(&r))
+            .await
+            .map_err(|e| Status::internal(e.to_string()))??;
         tracing::info!(network = %n.name, bridge = %n.bridge, subnet = %n.subnet, "network created");
         self.connections
             .events()

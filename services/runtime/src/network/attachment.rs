@@ -12,7 +12,8 @@ use super::ports::{
     exposed_ports, exposed_unpublished, port_mappings, reserve, wanted_bindings, Held,
 };
 use super::{
-    effective_mode, net_err, netns, Mode, Network, Networks, DEFAULT_NETWORK, HOST_NETWORK,
+    effective_mode, net_err, netns, Mode, Network, Networks, CNI_DRIVER, DEFAULT_NETWORK,
+    HOST_NETWORK,
 };
 use crate::error::{Error, Result};
 use berth_api::containers::v1::{
@@ -162,13 +163,14 @@ impl Networks {
         plugged: &mut Vec<(Arc<Network>, String)>,
         endpoints: &mut Vec<Endpoint>,
     ) -> Result<()> {
+        let args = cni_args(c);
         for (i, name) in c.networks.iter().enumerate() {
             let r = self.find(name)?;
-            if r.driver != "bridge" {
+            if r.driver != "bridge" && r.driver != CNI_DRIVER {
                 continue;
             }
             let net = self.cni(&r)?;
-            if !self.inner().ready.contains(&r.name) {
+            if r.driver == "bridge" && !self.inner().ready.contains(&r.name) {
                 let _lock = host_lock()?;
                 self.ensure_bridge(&r)?;
             }
@@ -178,7 +180,7 @@ impl Networks {
             } else {
                 Vec::new()
             };
-            let a = net.add(&c.id, netns_path, &ifname, &mappings)?;
+            let a = net.add(&c.id, netns_path, &ifname, &mappings, &args)?;
             plugged.push((net, ifname.clone()));
             endpoints.push(Endpoint {
                 network: r.name.clone(),
@@ -400,7 +402,7 @@ impl Networks {
             .find(|n| !used.contains(&n.as_str()))
             .unwrap_or_else(|| "eth9".into());
         let net = self.cni(network)?;
-        let a = net.add(&c.id, &netns_path, &ifname, &[])?;
+        let a = net.add(&c.id, &netns_path, &ifname, &[], &cni_args(c))?;
         let e = Endpoint {
             network: network.name.clone(),
             network_id: network.id.clone(),
@@ -459,6 +461,46 @@ impl Networks {
         self.refresh_hosts(&networks, Some((hosts, base)));
         Ok(())
     }
+}
+
+/// Checks `cni_args` at create: CNI_ARGS is `K=V;K=V`, so neither may hold `;` or `=`
+/// (a key) and keys are not empty.
+pub fn check_cni_args(args: &std::collections::HashMap<String, String>) -> Result<()> {
+    for (k, v) in args {
+        let bad_key = k.is_empty() || k.contains([';', '=']) || k.chars().any(char::is_whitespace);
+        if bad_key || v.contains(';') {
+            return Err(Error::InvalidArgument(format!(
+                "CNI argument {k:?}={v:?}: keys must be non-empty without ';', '=' or spaces, \
+                 values without ';'"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The `CNI_ARGS` of a container's attachments: its config's `cni_args` (sorted, so the
+/// string is stable), `IgnoreUnknown=1` so plugins that know none of them accept them, and
+/// `K8S_POD_INFRA_CONTAINER_ID` for a Kubernetes pod (`K8S_POD_NAME` given), which only
+/// the runtime knows before the attachment. Empty without `cni_args`.
+fn cni_args(c: &Container) -> String {
+    let given = c
+        .config
+        .as_ref()
+        .map(|cfg| cfg.cni_args.clone())
+        .unwrap_or_default();
+    if given.is_empty() {
+        return String::new();
+    }
+    let mut args: std::collections::BTreeMap<String, String> = given.into_iter().collect();
+    if args.contains_key("K8S_POD_NAME") {
+        args.entry("K8S_POD_INFRA_CONTAINER_ID".into())
+            .or_insert_with(|| c.id.clone());
+    }
+    args.insert("IgnoreUnknown".into(), "1".into());
+    args.iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(";")
 }
 
 /// Counts a container's networks as being attached to while it lives, so `network rm`
@@ -535,4 +577,36 @@ pub fn apply_to_spec(spec: &[u8], attached: &Attached) -> Result<Vec<u8>> {
         }
     }
     serde_json::to_vec(&v).map_err(|e| Error::Spec(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn cni_args_of_a_pod_and_bad_ones() {
+        let mut c = Container {
+            id: "abc".into(),
+            ..Default::default()
+        };
+        assert_eq!(cni_args(&c), "");
+        let args = HashMap::from([
+            ("K8S_POD_NAMESPACE".to_string(), "default".to_string()),
+            ("K8S_POD_NAME".to_string(), "web".to_string()),
+        ]);
+        assert!(check_cni_args(&args).is_ok());
+        c.config = Some(ContainerConfig {
+            cni_args: args,
+            ..Default::default()
+        });
+        assert_eq!(
+            cni_args(&c),
+            "IgnoreUnknown=1;K8S_POD_INFRA_CONTAINER_ID=abc;K8S_POD_NAME=web;K8S_POD_NAMESPACE=default"
+        );
+        for (k, v) in [("A;B", "x"), ("", "x"), ("A", "x;y"), ("A=B", "x")] {
+            let bad = HashMap::from([(k.to_string(), v.to_string())]);
+            assert!(check_cni_args(&bad).is_err(), "{k}={v}");
+        }
+    }
 }

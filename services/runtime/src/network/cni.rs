@@ -12,6 +12,10 @@
 //!   `portMappings` capability and so receives the container's [`PortMapping`]s in
 //!   `runtimeConfig`.
 //!
+//! A network of driver `cni` is built instead from a configuration list given whole
+//! ([`Network::from_conflist`]): its plugins run as listed, after `loopback`, with the
+//! container's `CNI_ARGS`, which are cached with the result for CHECK and DEL.
+//!
 //! ADD runs the plugins in order, each getting the previous one's result as `prevResult`, and
 //! caches the final result (with the port mappings) under the cache folder; CHECK passes that
 //! cached result to every plugin in order; DEL passes it to every plugin in reverse order and
@@ -244,13 +248,24 @@ struct ConfList {
 struct Cached {
     result: Value,
     port_mappings: Vec<PortMapping>,
+    /// The `CNI_ARGS` of the ADD, given again to CHECK and DEL.
+    #[serde(default)]
+    args: String,
 }
 
-/// One bridge network, attached to and detached from containers by running the plugins.
+/// One network, attached to and detached from containers by running the plugins: a bridge
+/// network berth describes ([`Network::new`]) or a configuration list given whole
+/// ([`Network::from_conflist`]).
 #[derive(Debug, Clone)]
 pub struct Network {
-    config: NetworkConfig,
-    gateway: Ipv4Addr,
+    /// berth's name of the network: its cached results are `<name>-<id>-<ifname>.json`.
+    name: String,
+    /// Whether `lo` is brought up by the `loopback` plugin.
+    run_loopback: bool,
+    plugin_dir: PathBuf,
+    cache_dir: PathBuf,
+    /// A bridge network's parameters and gateway (`None` for a given list).
+    bridge_config: Option<(NetworkConfig, Ipv4Addr)>,
     loopback: ConfList,
     /// `bridge` alone, for containers without published ports (one plugin less to run).
     bridge: ConfList,
@@ -282,6 +297,8 @@ struct Invocation<'a> {
     container_id: &'a str,
     netns: &'a Path,
     ifname: &'a str,
+    /// `CNI_ARGS`: `K=V;K=V`.
+    args: &'a str,
 }
 
 impl Network {
@@ -354,20 +371,55 @@ impl Network {
             ..bridge_ports.clone()
         };
         Ok(Network {
-            config,
-            gateway,
+            name: config.name.clone(),
+            run_loopback: config.loopback,
+            plugin_dir: config.plugin_dir.clone(),
+            cache_dir: config.cache_dir.clone(),
+            bridge_config: Some((config, gateway)),
             loopback,
             bridge,
             bridge_ports,
         })
     }
 
-    pub fn config(&self) -> &NetworkConfig {
-        &self.config
+    /// The parameters of a bridge network ([`Network::new`]); `None` for a given list.
+    pub fn config(&self) -> Option<&NetworkConfig> {
+        self.bridge_config.as_ref().map(|(c, _)| c)
     }
 
-    pub fn gateway(&self) -> Ipv4Addr {
-        self.gateway
+    /// The gateway of a bridge network; `None` for a given list.
+    pub fn gateway(&self) -> Option<Ipv4Addr> {
+        self.bridge_config.as_ref().map(|(_, g)| *g)
+    }
+
+    /// The network `name` whose containers are attached by the plugins of `conflist`: a
+    /// configuration list (`plugins`) or a single plugin's configuration (`type`), checked
+    /// as libcni checks it. `lo` is brought up by the `loopback` plugin first.
+    pub fn from_conflist(
+        name: &str,
+        conflist: &Value,
+        plugin_dir: PathBuf,
+        cache_dir: PathBuf,
+    ) -> Result<Network, CniError> {
+        let list = parse_conflist(conflist)?;
+        let loopback = ConfList {
+            cni_version: list.cni_version.clone(),
+            name: format!("{}-loopback", list.name),
+            plugins: vec![PluginConf {
+                kind: "loopback".into(),
+                rest: serde_json::Map::new(),
+            }],
+        };
+        Ok(Network {
+            name: name.into(),
+            run_loopback: true,
+            plugin_dir,
+            cache_dir,
+            bridge_config: None,
+            loopback,
+            bridge: list.clone(),
+            bridge_ports: list,
+        })
     }
 
     /// The network configuration list of the bridge network with published ports, as given
@@ -393,17 +445,19 @@ impl Network {
         netns: &Path,
         ifname: &str,
         port_mappings: &[PortMapping],
+        args: &str,
     ) -> Result<Attachment, CniError> {
         let inv = Invocation {
             container_id,
             netns,
             ifname,
+            args,
         };
         let lo = Invocation {
             ifname: "lo",
             ..inv
         };
-        if self.config.loopback {
+        if self.run_loopback {
             self.run_list(&self.loopback, Op::Add, lo, None, &[])?;
         }
         let list = self.list_for(port_mappings);
@@ -414,6 +468,7 @@ impl Network {
             &Cached {
                 result: Value::Null,
                 port_mappings: port_mappings.to_vec(),
+                args: args.into(),
             },
         )?;
         let forget = || {
@@ -434,7 +489,7 @@ impl Network {
                 let _ = self.run_list(list, Op::Del, inv, Some(&result), port_mappings);
                 forget();
                 return Err(CniError::NoAddress {
-                    network: self.config.name.clone(),
+                    network: self.name.clone(),
                     container_id: container_id.into(),
                     ifname: ifname.into(),
                 });
@@ -445,6 +500,7 @@ impl Network {
             &Cached {
                 result,
                 port_mappings: port_mappings.to_vec(),
+                args: args.into(),
             },
         )?;
         Ok(attachment)
@@ -456,18 +512,23 @@ impl Network {
             container_id,
             netns,
             ifname,
+            args: "",
         };
         let cached = self.load_cache(inv)?.ok_or_else(|| {
             CniError::InvalidConfig(format!(
                 "container {container_id} has no recorded attachment to network {} on {ifname}",
-                self.config.name
+                self.name
             ))
         })?;
+        let inv = Invocation {
+            args: &cached.args,
+            ..inv
+        };
         let lo = Invocation {
             ifname: "lo",
             ..inv
         };
-        if self.config.loopback {
+        if self.run_loopback {
             self.run_list(&self.loopback, Op::Check, lo, None, &[])?;
         }
         self.run_list(
@@ -487,8 +548,13 @@ impl Network {
             container_id,
             netns,
             ifname,
+            args: "",
         };
         let cached = self.load_cache(inv)?;
+        let inv = Invocation {
+            args: cached.as_ref().map_or("", |c| c.args.as_str()),
+            ..inv
+        };
         let (prev, ports) = match &cached {
             // A record made before an ADD that never finished has no result.
             Some(c) => (
@@ -505,7 +571,7 @@ impl Network {
             self.list_for(ports)
         };
         self.run_list(list, Op::Del, inv, prev, ports)?;
-        if self.config.loopback {
+        if self.run_loopback {
             let lo = Invocation {
                 ifname: "lo",
                 ..inv
@@ -584,7 +650,7 @@ impl Network {
         op: Op,
         inv: Invocation<'_>,
     ) -> Result<Option<Value>, CniError> {
-        let path = self.config.plugin_dir.join(&plugin.kind);
+        let path = self.plugin_dir.join(&plugin.kind);
         if !path.is_file() {
             return Err(CniError::PluginNotFound(path));
         }
@@ -603,8 +669,8 @@ impl Network {
             .env("CNI_CONTAINERID", inv.container_id)
             .env("CNI_NETNS", inv.netns)
             .env("CNI_IFNAME", inv.ifname)
-            .env("CNI_ARGS", "")
-            .env("CNI_PATH", &self.config.plugin_dir)
+            .env("CNI_ARGS", inv.args)
+            .env("CNI_PATH", &self.plugin_dir)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -636,9 +702,9 @@ impl Network {
     }
 
     fn cache_path(&self, inv: Invocation<'_>) -> PathBuf {
-        self.config.cache_dir.join(format!(
+        self.cache_dir.join(format!(
             "{}-{}-{}.json",
-            self.config.name, inv.container_id, inv.ifname
+            self.name, inv.container_id, inv.ifname
         ))
     }
 
@@ -648,7 +714,7 @@ impl Network {
             path: path.clone(),
             source,
         };
-        std::fs::create_dir_all(&self.config.cache_dir).map_err(cache_err)?;
+        std::fs::create_dir_all(&self.cache_dir).map_err(cache_err)?;
         let tmp = path.with_extension("json.tmp");
         let data = serde_json::to_vec(cached).expect("the cache serializes");
         std::fs::write(&tmp, data).map_err(cache_err)?;
@@ -668,6 +734,66 @@ impl Network {
             Err(source) => Err(CniError::Cache { path, source }),
         }
     }
+}
+
+/// A configuration list as given by a user (`plugins`), or one plugin's configuration
+/// (`type`) made a list of one, checked as libcni loads them: a `name` fit for the host-local
+/// folder, and every plugin with a `type` that names a binary (no path).
+fn parse_conflist(conf: &Value) -> Result<ConfList, CniError> {
+    let bad = |what: String| CniError::InvalidConfig(format!("CNI configuration: {what}"));
+    let obj = conf
+        .as_object()
+        .ok_or_else(|| bad("not a JSON object".into()))?;
+    let name = obj
+        .get("name")
+        .and_then(Value::as_str)
+        .filter(|n| {
+            !n.is_empty()
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        })
+        .ok_or_else(|| bad("\"name\" must be letters, digits, '-', '_' or '.'".into()))?;
+    let cni_version = obj
+        .get("cniVersion")
+        .and_then(Value::as_str)
+        .unwrap_or(CNI_VERSION)
+        .to_string();
+    let raw: Vec<serde_json::Map<String, Value>> = match (obj.get("plugins"), obj.get("type")) {
+        (Some(list), _) => list
+            .as_array()
+            .ok_or_else(|| bad("\"plugins\" is not a list".into()))?
+            .iter()
+            .map(|p| {
+                p.as_object()
+                    .cloned()
+                    .ok_or_else(|| bad("a plugin is not an object".into()))
+            })
+            .collect::<Result<_, _>>()?,
+        (None, Some(_)) => vec![obj.clone()],
+        (None, None) => return Err(bad("neither \"plugins\" nor \"type\"".into())),
+    };
+    if raw.is_empty() {
+        return Err(bad("\"plugins\" is empty".into()));
+    }
+    let plugins = raw
+        .into_iter()
+        .map(|mut rest| {
+            let kind = rest
+                .remove("type")
+                .and_then(|t| t.as_str().map(str::to_string))
+                .filter(|t| !t.is_empty() && !t.contains('/') && t != "..")
+                .ok_or_else(|| bad("a plugin without a plain \"type\"".into()))?;
+            for key in ["cniVersion", "name"] {
+                rest.remove(key);
+            }
+            Ok(PluginConf { kind, rest })
+        })
+        .collect::<Result<_, CniError>>()?;
+    Ok(ConfList {
+        cni_version,
+        name: name.into(),
+        plugins,
+    })
 }
 
 /// The spec's error object, printed on stdout by a failing plugin.
@@ -833,6 +959,45 @@ mod tests {
         c.gateway = Some(Ipv4Addr::new(10, 98, 0, 1));
         let gw = Network::new(c).unwrap_err();
         assert!(gw.to_string().contains("not a host address"), "{gw}");
+    }
+
+    #[test]
+    fn given_conflists_are_checked_and_run_whole() {
+        let list = json!({
+            "cniVersion": "0.4.0",
+            "name": "pods",
+            "plugins": [
+                {"type": "bridge", "bridge": "cni9", "ipam": {"type": "host-local"}},
+                {"type": "portmap", "capabilities": {"portMappings": true}}
+            ]
+        });
+        let net = Network::from_conflist("cri-pods", &list, "/p".into(), "/c".into()).unwrap();
+        assert!(net.config().is_none() && net.gateway().is_none());
+        assert_eq!(
+            net.bridge.plugins.len(),
+            2,
+            "ports or not, the whole list runs"
+        );
+        let conf = net.plugin_config(&net.bridge, &net.bridge.plugins[0], None, &[]);
+        assert_eq!(
+            (conf["name"].as_str(), conf["cniVersion"].as_str()),
+            (Some("pods"), Some("0.4.0"))
+        );
+        assert_eq!(conf["bridge"], "cni9");
+        // One plugin's configuration is a list of one.
+        let single = json!({"name": "one", "type": "bridge"});
+        let net = Network::from_conflist("n", &single, "/p".into(), "/c".into()).unwrap();
+        assert_eq!(net.bridge.plugins[0].kind, "bridge");
+        for bad in [
+            json!([]),
+            json!({"name": "x"}),
+            json!({"name": "a b", "type": "bridge"}),
+            json!({"name": "x", "plugins": []}),
+            json!({"name": "x", "plugins": [{"type": "../sh"}]}),
+        ] {
+            let e = Network::from_conflist("n", &bad, "/p".into(), "/c".into()).unwrap_err();
+            assert!(e.to_string().contains("CNI configuration"), "{bad}: {e}");
+        }
     }
 
     #[test]

@@ -52,6 +52,8 @@ use std::sync::{Arc, Mutex};
 pub const DEFAULT_NETWORK: &str = "bridge";
 const HOST_NETWORK: &str = "host";
 const NONE_NETWORK: &str = "none";
+/// The driver of a network described by a CNI configuration list.
+pub const CNI_DRIVER: &str = "cni";
 
 /// How a container is networked.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,12 +8,12 @@ use super::bridge::{
     remove_bridge, POOL, POOL_STEP,
 };
 use super::{
-    net_err, now, ports, Mode, Network, NetworkConfig, Networks, Subnet, DEFAULT_NETWORK,
-    HOST_NETWORK, NONE_NETWORK,
+    net_err, now, ports, Mode, Network, NetworkConfig, Networks, Subnet, CNI_DRIVER,
+    DEFAULT_NETWORK, HOST_NETWORK, NONE_NETWORK,
 };
 use crate::error::{Error, Result};
 use berth_api::containers::v1::{Container, PortBinding};
-use berth_api::networks::v1::Network as NetworkRecord;
+use berth_api::networks::v1::{CreateNetworkRequest, Network as NetworkRecord};
 use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -161,7 +161,7 @@ impl Networks {
             internal,
             labels,
             created_at: Some(now()),
-            containers: Vec::new(),
+            ..Default::default()
         };
         // The bridge with its address claims the subnet on the host (a route) before the
         // lock is let go.
@@ -197,18 +197,22 @@ impl Networks {
         }
     }
 
-    /// The CNI driver of a bridge network.
+    /// The CNI driver of a bridge or `cni` network.
     pub(super) fn cni(&self, r: &NetworkRecord) -> Result<Arc<Network>> {
         if let Some(n) = self.inner().cni.get(&r.id) {
             return Ok(n.clone());
         }
-        let gateway = r.gateway.parse().ok();
-        let n = Arc::new(Network::new(self.cni_config(
-            &r.name,
-            &r.bridge,
-            r.subnet.parse()?,
-            gateway,
-        ))?);
+        let n = if r.driver == CNI_DRIVER {
+            Arc::new(self.conflist_network(&r.name, &r.conflist)?)
+        } else {
+            let gateway = r.gateway.parse().ok();
+            Arc::new(Network::new(self.cni_config(
+                &r.name,
+                &r.bridge,
+                r.subnet.parse()?,
+                gateway,
+            ))?)
+        };
         self.inner().cni.insert(r.id.clone(), n.clone());
         Ok(n)
     }
@@ -248,20 +252,25 @@ impl Networks {
         self.store.list_networks()
     }
 
-    /// `network create`.
-    pub fn create(
-        &self,
-        name: &str,
-        driver: &str,
-        subnet: &str,
-        gateway: &str,
-        internal: bool,
-        labels: HashMap<String, String>,
-    ) -> Result<NetworkRecord> {
+    /// The driver of a `cni` network: its configuration list, read and checked.
+    fn conflist_network(&self, name: &str, conflist: &str) -> Result<Network> {
+        let json: serde_json::Value = serde_json::from_str(conflist).map_err(|e| {
+            Error::InvalidArgument(format!(
+                "network {name}: the CNI configuration is not JSON: {e}"
+            ))
+        })?;
+        Network::from_conflist(name, &json, self.plugin_dir.clone(), self.dir.join("cache"))
+            .map_err(|e| Error::InvalidArgument(format!("network {name}: {e}")))
+    }
+
+    /// `network create`: a bridge network, or a `cni` one from a configuration list.
+    pub fn create(&self, r: &CreateNetworkRequest) -> Result<NetworkRecord> {
+        let name = r.name.as_str();
         validate_name(name)?;
-        if !matches!(driver, "" | "bridge") {
+        if !matches!(r.driver.as_str(), "" | "bridge" | CNI_DRIVER) {
             return Err(Error::InvalidArgument(format!(
-                "network driver {driver:?} is not supported: use bridge"
+                "network driver {:?} is not supported: use bridge, or cni with a configuration list",
+                r.driver
             )));
         }
         if self.find(name).is_ok_and(|r| r.name == name) {
@@ -269,6 +278,15 @@ impl Networks {
                 "network with name {name} already exists"
             )));
         }
+        if r.driver == CNI_DRIVER {
+            return self.create_cni(r);
+        }
+        if !r.conflist.is_empty() {
+            return Err(Error::InvalidArgument(
+                "a CNI configuration list goes with driver cni only".into(),
+            ));
+        }
+        let (subnet, gateway) = (r.subnet.as_str(), r.gateway.as_str());
         let subnet = match subnet {
             "" => None,
             s => Some(
@@ -290,7 +308,49 @@ impl Networks {
         }
         let id = crate::containers::new_id()?;
         let bridge = format!("br-{}", &id[..12]);
-        self.create_record(name, &bridge, subnet, gateway, internal, labels, Some(id))
+        self.create_record(
+            name,
+            &bridge,
+            subnet,
+            gateway,
+            r.internal,
+            r.labels.clone(),
+            Some(id),
+        )
+    }
+
+    /// A `cni` network: its list checked (plugins present), stored as given; its plugins
+    /// make the bridges, addresses and rules when containers attach.
+    fn create_cni(&self, r: &CreateNetworkRequest) -> Result<NetworkRecord> {
+        if !r.subnet.is_empty() || !r.gateway.is_empty() || r.internal {
+            return Err(Error::InvalidArgument(
+                "a cni network takes its subnet, gateway and masquerading from its configuration list"
+                    .into(),
+            ));
+        }
+        if r.conflist.trim().is_empty() {
+            return Err(Error::InvalidArgument(
+                "driver cni needs a CNI configuration list (conflist)".into(),
+            ));
+        }
+        self.conflist_network(&r.name, &r.conflist)?;
+        let record = NetworkRecord {
+            id: crate::containers::new_id()?,
+            name: r.name.clone(),
+            driver: CNI_DRIVER.into(),
+            scope: "local".into(),
+            labels: r.labels.clone(),
+            created_at: Some(now()),
+            conflist: r.conflist.clone(),
+            ..Default::default()
+        };
+        if !self.store.create_network(&record)? {
+            return Err(Error::FailedPrecondition(format!(
+                "network with name {} already exists",
+                r.name
+            )));
+        }
+        Ok(record)
     }
 
     /// `network rm`: refuses built-ins and networks in use by a running container.
@@ -342,7 +402,9 @@ impl Networks {
         inner.cni.remove(&r.id);
         inner.ready.remove(&r.name);
         drop(inner);
-        remove_bridge(&r.bridge);
+        if !r.bridge.is_empty() {
+            remove_bridge(&r.bridge);
+        }
         let _ = std::fs::remove_dir_all(self.dir.join("ipam").join(&r.name));
         Ok(r)
     }
@@ -367,7 +429,7 @@ impl Networks {
                 };
                 let r = self.find(name)?;
                 match r.driver.as_str() {
-                    "bridge" => Ok((vec![r.name], network_mode.to_string())),
+                    "bridge" | CNI_DRIVER => Ok((vec![r.name], network_mode.to_string())),
                     "host" => Ok((Vec::new(), HOST_NETWORK.into())),
                     _ => Ok((Vec::new(), NONE_NETWORK.into())),
                 }

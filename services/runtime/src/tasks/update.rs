@@ -32,6 +32,7 @@ impl Tasks {
             limits.cpu_quota = Some(spec::cpu_quota(n));
             limits.cpu_period = Some(spec::cpu_period());
         }
+        update_cpu(r, &mut config, &mut limits)?;
         if let Some(p) = r.pids_limit {
             config.pids_limit = p.max(0);
             limits.pids = Some(p.max(0));
@@ -72,4 +73,46 @@ impl Tasks {
         self.events.publish_container(ns, &c.id, "update", &[]);
         Ok(Vec::new())
     }
+}
+
+/// The CPU shares, CFS quota/period and cpusets of an update: into the config (checked with
+/// the rest by [`spec::with_limits`]) and the live limits. A value back to its default sets
+/// the cgroup's default (1024 shares, no quota, a 100 ms period, every online cpu and node).
+fn update_cpu(
+    r: &UpdateContainerRequest,
+    config: &mut berth_api::containers::v1::ContainerConfig,
+    limits: &mut Limits,
+) -> Result<()> {
+    if let Some(s) = r.cpu_shares {
+        config.cpu_shares = s;
+        limits.cpu_shares = Some(crate::limits::cpu_shares(s)?.unwrap_or(1024));
+    }
+    if let Some(q) = r.cpu_quota {
+        config.cpu_quota = q;
+        limits.cpu_quota = Some(if q <= 0 { -1 } else { q });
+    }
+    if let Some(p) = r.cpu_period {
+        config.cpu_period = p;
+        limits.cpu_period = Some(if p <= 0 { spec::cpu_period() } else { p as u64 });
+    }
+    let online = |file: &str| {
+        std::fs::read_to_string(file)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "0".into())
+    };
+    if let Some(c) = &r.cpuset_cpus {
+        config.cpuset_cpus = c.clone();
+        limits.cpuset_cpus = Some(
+            crate::limits::cpuset(c, "cpuset-cpus")?
+                .unwrap_or_else(|| online("/sys/devices/system/cpu/online")),
+        );
+    }
+    if let Some(m) = &r.cpuset_mems {
+        config.cpuset_mems = m.clone();
+        limits.cpuset_mems = Some(
+            crate::limits::cpuset(m, "cpuset-mems")?
+                .unwrap_or_else(|| online("/sys/devices/system/node/online")),
+        );
+    }
+    Ok(())
 }
