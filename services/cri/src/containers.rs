@@ -246,13 +246,47 @@ fn container_name(sandbox: &api::Container, meta: &cri::ContainerMetadata) -> St
     )
 }
 
-/// CreateContainer in sandbox `sandbox_id`.
+/// Refuses a CreateContainer whose `sandbox_config` is another pod's than `sandbox`
+/// (the kubelet sends the pod's own), or whose sandbox is not ready: a container must never
+/// land in a pod it was not meant for, nor in one whose namespaces are gone.
+pub fn check_sandbox(
+    sandbox: &api::Container,
+    sandbox_config: Option<&cri::PodSandboxConfig>,
+) -> Result<(), Status> {
+    if let Some(given) = sandbox_config.and_then(|c| c.metadata.as_ref()) {
+        let own = sandboxes::status(sandbox).metadata.unwrap_or_default();
+        if (&given.name, &given.uid, &given.namespace) != (&own.name, &own.uid, &own.namespace) {
+            return Err(Status::invalid_argument(format!(
+                "the sandbox config names pod {}/{} (uid {}), but pod sandbox {} is pod {}/{} \
+                 (uid {}): give the config of the pod the container is created in",
+                given.namespace,
+                given.name,
+                given.uid,
+                sandbox.id,
+                own.namespace,
+                own.name,
+                own.uid
+            )));
+        }
+    }
+    if objects::status(sandbox) != "running" {
+        return Err(Status::failed_precondition(format!(
+            "pod sandbox {} is not ready: create containers in a running sandbox",
+            sandbox.id
+        )));
+    }
+    Ok(())
+}
+
+/// CreateContainer in sandbox `sandbox_id`, which `sandbox_config` (when given) describes.
 pub async fn create(
     b: &Backends,
     sandbox_id: &str,
     config: cri::ContainerConfig,
+    sandbox_config: Option<&cri::PodSandboxConfig>,
 ) -> Result<String, Status> {
     let sandbox = get(b, sandbox_id, objects::KIND_SANDBOX).await?;
+    check_sandbox(&sandbox, sandbox_config)?;
     let cfg = container_config(&sandbox, &config)?;
     let name = container_name(
         &sandbox,

@@ -1,5 +1,6 @@
 //! Linux resources of CRI containers: the kubelet's `LinuxContainerResources` as berth's
-//! container limits (memory, CPU shares, CFS quota and period, cpusets, OOM score), the pod's
+//! container limits (memory, CPU shares, CFS quota and period, cpusets, OOM score, hugepage
+//! limits — the runtime refuses a page size the host lacks), the pod's
 //! cgroup parent, the same figures back in ContainerStatus, and UpdateContainerResources as
 //! the runtime's Containers.Update, which sets a running container's cgroup live.
 //!
@@ -25,6 +26,11 @@ pub fn apply(out: &mut api::ContainerConfig, r: Option<&cri::LinuxContainerResou
     out.cpuset_cpus = r.cpuset_cpus.clone();
     out.cpuset_mems = r.cpuset_mems.clone();
     out.oom_score_adj = r.oom_score_adj.clamp(i32::MIN as i64, i32::MAX as i64) as i32;
+    out.hugepage_limits = r
+        .hugepage_limits
+        .iter()
+        .map(|h| (h.page_size.clone(), h.limit))
+        .collect();
 }
 
 /// The resources of a berth container as ContainerStatus reports them.
@@ -44,10 +50,25 @@ pub fn status(c: &api::Container) -> Option<cri::ContainerResources> {
             oom_score_adj: cfg.oom_score_adj as i64,
             cpuset_cpus: cfg.cpuset_cpus.clone(),
             cpuset_mems: cfg.cpuset_mems.clone(),
+            hugepage_limits: hugepage_limits(cfg),
             ..Default::default()
         }),
         ..Default::default()
     })
+}
+
+/// The hugepage limits of `cfg`, by page size.
+fn hugepage_limits(cfg: &api::ContainerConfig) -> Vec<cri::HugepageLimit> {
+    let mut limits: Vec<cri::HugepageLimit> = cfg
+        .hugepage_limits
+        .iter()
+        .map(|(size, limit)| cri::HugepageLimit {
+            page_size: size.clone(),
+            limit: *limit,
+        })
+        .collect();
+    limits.sort_by(|a, b| a.page_size.cmp(&b.page_size));
+    limits
 }
 
 /// The Containers.Update request of UpdateContainerResources: every figure the kubelet
@@ -97,6 +118,16 @@ mod tests {
             oom_score_adj: 1000,
             cpuset_cpus: "0".into(),
             cpuset_mems: "0".into(),
+            hugepage_limits: vec![
+                cri::HugepageLimit {
+                    page_size: "1GB".into(),
+                    limit: 0,
+                },
+                cri::HugepageLimit {
+                    page_size: "2MB".into(),
+                    limit: 4 << 20,
+                },
+            ],
             ..Default::default()
         };
         let mut cfg = api::ContainerConfig::default();

@@ -344,7 +344,13 @@ impl RuntimeService for Runtime {
         let config = r
             .config
             .ok_or_else(|| Status::invalid_argument("CreateContainer needs a container config"))?;
-        let container_id = containers::create(&self.backends, &r.pod_sandbox_id, config).await?;
+        let container_id = containers::create(
+            &self.backends,
+            &r.pod_sandbox_id,
+            config,
+            r.sandbox_config.as_ref(),
+        )
+        .await?;
         Ok(Response::new(cri::CreateContainerResponse { container_id }))
     }
 

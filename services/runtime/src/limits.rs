@@ -1,13 +1,14 @@
 //! The container limits beyond `--memory`, `--cpus` and `--pids-limit`: CPU shares,
 //! CFS quota and period, cpuset cpus and mems (Docker's `--cpu-shares`, `--cpu-quota`,
 //! `--cpu-period`, `--cpuset-cpus`, `--cpuset-mems`), the cgroup parent
-//! (`--cgroup-parent`, cgroupfs paths) and the OOM score (`--oom-score-adj`), each checked
+//! (`--cgroup-parent`, cgroupfs paths), the OOM score (`--oom-score-adj`) and hugepage
+//! limits (the CRI's, each page size one the host has), each checked
 //! as Docker checks it and written into the OCI spec the shim applies. `docker update`
 //! (Containers.Update) changes the CPU ones live through the shim's `update` request.
 
 use crate::error::{Error, Result};
 use berth_api::containers::v1::ContainerConfig;
-use oci_spec::runtime::{LinuxCpu, LinuxResources};
+use oci_spec::runtime::{LinuxCpu, LinuxHugepageLimit, LinuxHugepageLimitBuilder, LinuxResources};
 
 /// The kernel's bounds of `cpu.shares`.
 const MIN_SHARES: i64 = 2;
@@ -108,11 +109,75 @@ pub fn cpu(config: &ContainerConfig, base: Option<LinuxCpu>) -> Result<Option<Li
     Ok(Some(cpu))
 }
 
-/// Adds the CPU limits of `config` to `res` (see [`cpu`]).
+/// Adds the CPU and hugepage limits of `config` to `res` (see [`cpu`], [`hugepages`]).
 pub fn apply(config: &ContainerConfig, res: &mut LinuxResources) -> Result<()> {
     let cpu = cpu(config, res.cpu().clone())?;
     res.set_cpu(cpu);
+    if !config.hugepage_limits.is_empty() {
+        let limits = hugepages(&config.hugepage_limits, &host_hugepage_sizes())?;
+        res.set_hugepage_limits(Some(limits));
+    }
     Ok(())
+}
+
+/// The hugepage sizes of this host as the hugetlb files name them (`2MB`, `1GB`), from
+/// `/sys/kernel/mm/hugepages/hugepages-<N>kB`.
+pub fn host_hugepage_sizes() -> Vec<String> {
+    let mut sizes: Vec<String> = std::fs::read_dir("/sys/kernel/mm/hugepages")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let kb: u64 = name
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()?;
+            Some(hugetlb_size_name(kb))
+        })
+        .collect();
+    sizes.sort();
+    sizes
+}
+
+/// The hugetlb name of a page of `kb` KiB: the largest unit that divides it (2048 -> 2MB).
+fn hugetlb_size_name(kb: u64) -> String {
+    match kb {
+        kb if kb >= 1 << 20 && kb % (1 << 20) == 0 => format!("{}GB", kb >> 20),
+        kb if kb >= 1 << 10 && kb % (1 << 10) == 0 => format!("{}MB", kb >> 10),
+        kb => format!("{kb}KB"),
+    }
+}
+
+/// Hugepage limits (page size -> bytes), each size checked against the host's `sizes`.
+pub fn hugepages(
+    limits: &std::collections::HashMap<String, u64>,
+    sizes: &[String],
+) -> Result<Vec<LinuxHugepageLimit>> {
+    let mut out = Vec::new();
+    let mut page_sizes: Vec<&String> = limits.keys().collect();
+    page_sizes.sort();
+    for size in page_sizes {
+        if !sizes.contains(size) {
+            return Err(invalid(format!(
+                "hugepage size {size:?} is not available on this host (it has {}): ask for \
+                 a page size the node has",
+                if sizes.is_empty() {
+                    "no hugepages".to_string()
+                } else {
+                    sizes.join(", ")
+                }
+            )));
+        }
+        let limit = LinuxHugepageLimitBuilder::default()
+            .page_size(size.clone())
+            .limit(limits[size].min(i64::MAX as u64) as i64)
+            .build()
+            .map_err(|e| invalid(format!("hugepage limit {size}: {e}")))?;
+        out.push(limit);
+    }
+    Ok(out)
 }
 
 /// `linux.cgroupsPath` of a container: under `--cgroup-parent` when given, else
@@ -199,5 +264,27 @@ mod tests {
         assert_eq!(oom_score_adj(0).unwrap(), None);
         assert_eq!(oom_score_adj(-998).unwrap(), Some(-998));
         assert!(oom_score_adj(1001).is_err());
+    }
+
+    #[test]
+    fn hugepage_sizes_are_named_and_checked() {
+        assert_eq!(hugetlb_size_name(2048), "2MB");
+        assert_eq!(hugetlb_size_name(1 << 20), "1GB");
+        assert_eq!(hugetlb_size_name(64), "64KB");
+        let host = vec!["1GB".to_string(), "2MB".to_string()];
+        let asked = std::collections::HashMap::from([("2MB".to_string(), 4u64 << 20)]);
+        let limits = hugepages(&asked, &host).unwrap();
+        assert_eq!(limits.len(), 1);
+        assert_eq!(
+            (limits[0].page_size().as_str(), limits[0].limit()),
+            ("2MB", 4 << 20)
+        );
+        let asked = std::collections::HashMap::from([("16GB".to_string(), 1u64)]);
+        let err = hugepages(&asked, &host).unwrap_err().to_string();
+        assert!(err.contains("16GB") && err.contains("2MB"), "{err}");
+        assert!(hugepages(&asked, &[])
+            .unwrap_err()
+            .to_string()
+            .contains("no hugepages"));
     }
 }

@@ -9,8 +9,12 @@
 //! cgroup at the same path in the cgroup2 hierarchy with the program attached: the same rules
 //! enforced twice, and enforced at all where the v1 devices controller is not mounted.
 //!
+//! Hugepage limits: [`hugepages`] (the v1 or v2 hugetlb files, or on a hybrid host the
+//! cgroup2 side when only it has the controller).
+//!
 //! [`stats`] reads what the cgroup uses (memory, cpu, pids) from either version's files.
 
+mod hugepages;
 pub mod stats;
 
 use crate::devices_bpf::{self, DevType, DevicePolicy};
@@ -285,6 +289,9 @@ impl ContainerCgroup {
         }
         if let Some(devices) = res.devices() {
             self.apply_devices(devices)?;
+        }
+        if let Some(limits) = res.hugepage_limits() {
+            self.apply_hugepages(limits)?;
         }
         Ok(())
     }
