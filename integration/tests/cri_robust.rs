@@ -765,3 +765,172 @@ fn crictl_logs_follow_until_the_container_exits() {
     c.ok(&["stopp", &pod]);
     c.ok(&["rmp", &pod]);
 }
+
+/// The hugepage sizes this host has pages of (`2MB`, `1GB`).
+fn host_hugepage_sizes() -> Vec<String> {
+    std::fs::read_dir("/sys/kernel/mm/hugepages")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let kb: u64 = name
+                .strip_prefix("hugepages-")?
+                .strip_suffix("kB")?
+                .parse()
+                .ok()?;
+            Some(match kb {
+                kb if kb % (1 << 20) == 0 => format!("{}GB", kb >> 20),
+                kb => format!("{}MB", kb >> 10),
+            })
+        })
+        .collect()
+}
+
+/// The folder of process `pid`'s cgroup where the hugetlb controller is: its v1 hugetlb
+/// hierarchy, else the cgroup2 one (`0::` line) when that has the controller.
+fn hugetlb_cgroup_of(pid: &str) -> Option<PathBuf> {
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).ok()?;
+    for line in cgroups.lines() {
+        let mut parts = line.splitn(3, ':');
+        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
+        let path = path.trim_start_matches('/');
+        if controllers.split(',').any(|c| c == "hugetlb") {
+            return Some(Path::new("/sys/fs/cgroup/hugetlb").join(path));
+        }
+        if controllers.is_empty() {
+            for mount in ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"] {
+                let dir = Path::new(mount).join(path);
+                if std::fs::read_to_string(dir.join("hugetlb.2MB.max")).is_ok()
+                    || std::fs::read_dir(&dir)
+                        .into_iter()
+                        .flatten()
+                        .flatten()
+                        .any(|e| e.file_name().to_string_lossy().starts_with("hugetlb."))
+                {
+                    return Some(dir);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn hugepage_limits_reach_the_cgroup_and_unknown_sizes_are_refused() {
+    let c = or_skip!(cri());
+    c.ok(&["pull", BUSYBOX]);
+    let sizes = host_hugepage_sizes();
+    let tmp = TempDir::new("berth-it-cri-robust-huge");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut rs = client(&rt, c);
+    let config = pod_config("huge", tmp.path(), &[], None);
+    rt.block_on(async {
+        let pod = rs
+            .run_pod_sandbox(cri::RunPodSandboxRequest {
+                config: Some(config.clone()),
+                runtime_handler: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let with_limits = |name: &str, size: &str| {
+            let mut ctr = container_config(name, BUSYBOX, "sleep 1000");
+            ctr.linux = Some(cri::LinuxContainerConfig {
+                resources: Some(cri::LinuxContainerResources {
+                    hugepage_limits: vec![cri::HugepageLimit {
+                        page_size: size.into(),
+                        limit: 4 << 20,
+                    }],
+                    ..Default::default()
+                }),
+                ..Default::default()
+            });
+            cri::CreateContainerRequest {
+                pod_sandbox_id: pod.clone(),
+                config: Some(ctr),
+                sandbox_config: Some(config.clone()),
+            }
+        };
+        // A page size the host has no pages of: refused at CreateContainer, named.
+        let refused = rs
+            .create_container(with_limits("huge-bad", "16GB"))
+            .await
+            .unwrap_err();
+        assert_eq!(refused.code(), Code::InvalidArgument, "{refused:?}");
+        assert!(refused.message().contains("16GB"), "{refused:?}");
+        let Some(size) = sizes.iter().find(|s| s.as_str() == "2MB").or(sizes.first()) else {
+            berth_integration::skip("this host has no hugepage sizes");
+            return;
+        };
+        let ctr = rs
+            .create_container(with_limits("huge-ok", size))
+            .await
+            .unwrap()
+            .into_inner()
+            .container_id;
+        let started = rs
+            .start_container(cri::StartContainerRequest {
+                container_id: ctr.clone(),
+            })
+            .await;
+        let status = rs
+            .container_status(cri::ContainerStatusRequest {
+                container_id: ctr.clone(),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap();
+        let limits = status
+            .resources
+            .and_then(|r| r.linux)
+            .unwrap()
+            .hugepage_limits;
+        assert_eq!(limits.len(), 1, "{limits:?}");
+        assert_eq!(
+            (limits[0].page_size.as_str(), limits[0].limit),
+            (size.as_str(), 4 << 20)
+        );
+        match hugetlb_controller_on_host() {
+            false => {
+                // No hugetlb controller anywhere: the shim refuses to start it unlimited.
+                let e = started.unwrap_err();
+                assert!(e.message().contains("hugetlb"), "{e:?}");
+            }
+            true => {
+                started.unwrap();
+                let pid = c
+                    .berthd
+                    .ok(&["-n", "k8s.io", "inspect", "-f", "{{.State.Pid}}", &ctr]);
+                let dir = hugetlb_cgroup_of(pid.trim()).expect("the container's hugetlb cgroup");
+                let file = ["max", "limit_in_bytes"]
+                    .iter()
+                    .map(|f| dir.join(format!("hugetlb.{size}.{f}")))
+                    .find(|f| f.exists())
+                    .unwrap();
+                let limit = std::fs::read_to_string(&file).unwrap();
+                assert_eq!(limit.trim(), (4u64 << 20).to_string(), "{}", file.display());
+            }
+        }
+        rs.remove_pod_sandbox(cri::RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    });
+}
+
+/// Whether the host has the hugetlb controller: a v1 hierarchy or in cgroup2's controllers.
+fn hugetlb_controller_on_host() -> bool {
+    Path::new("/sys/fs/cgroup/hugetlb").is_dir()
+        || ["/sys/fs/cgroup/unified", "/sys/fs/cgroup"]
+            .iter()
+            .any(|m| {
+                std::fs::read_to_string(Path::new(m).join("cgroup.controllers"))
+                    .is_ok_and(|c| c.split_whitespace().any(|c| c == "hugetlb"))
+            })
+}
