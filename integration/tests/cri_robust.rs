@@ -571,6 +571,26 @@ fn sandboxes_that_fail_halfway_leave_nothing_behind() {
             berth_containers(&c)
         );
 
+        // A host port another program holds: refused before any network is set up.
+        let holder = std::net::TcpListener::bind(("0.0.0.0", 0)).unwrap();
+        let held = holder.local_addr().unwrap().port();
+        let failed = rs
+            .run_pod_sandbox(run(pod_config("half-port", tmp.path(), &[], Some(held))))
+            .await
+            .unwrap_err();
+        assert_eq!(failed.code(), Code::FailedPrecondition, "{failed:?}");
+        assert!(failed.message().contains("already allocated"), "{failed:?}");
+        let after = host_traces(&c, NETWORK, BRIDGE, held);
+        let dport = format!("--dport {held} ");
+        assert!(!after.rules.iter().any(|r| r.contains(&dport)), "{after:?}");
+        assert_eq!(host_traces(&c, NETWORK, BRIDGE, port), clean);
+        assert!(
+            berth_containers(&c).is_empty(),
+            "{:?}",
+            berth_containers(&c)
+        );
+        drop(holder);
+
         // The same pod then runs, and is removed as cleanly.
         let pod = rs
             .run_pod_sandbox(run(pod_config("half-sysctl", tmp.path(), &[], Some(port))))
