@@ -17,10 +17,10 @@ use std::time::Duration;
 use tonic::transport::Channel;
 use tonic::Code;
 
-/// A runtime.v1 client on the CRI socket, its connections on `rt`.
-fn client(rt: &tokio::runtime::Runtime, c: &Cri) -> RuntimeServiceClient<Channel> {
+/// A runtime.v1 client on CRI socket `socket`, its connections on `rt`.
+fn client(rt: &tokio::runtime::Runtime, socket: &Path) -> RuntimeServiceClient<Channel> {
     let _in_rt = rt.enter();
-    let channel = berth_core::grpc::channel(&format!("unix://{}", c.socket.display()))
+    let channel = berth_core::grpc::channel(&format!("unix://{}", socket.display()))
         .expect("a channel to the CRI socket");
     RuntimeServiceClient::new(channel)
 }
@@ -125,7 +125,7 @@ const UNKNOWN: &str = "0123456789abcdef0123456789abcdef0123456789abcdef012345678
 fn unknown_ids_get_the_codes_the_kubelet_expects() {
     let c = or_skip!(cri());
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut rs = client(&rt, c);
+    let mut rs = client(&rt, &c.socket);
     let id = UNKNOWN.to_string();
     rt.block_on(async {
         // The kubelet's cleanup paths: idempotent, success for what is gone.
@@ -284,7 +284,7 @@ fn containers_stay_in_their_own_running_pod_and_names_are_unique() {
     c.ok(&["pull", BUSYBOX]);
     let tmp = TempDir::new("berth-it-cri-robust");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut rs = client(&rt, c);
+    let mut rs = client(&rt, &c.socket);
     let config_a = pod_config("robust-a", tmp.path(), &[], None);
     let config_b = pod_config("robust-b", tmp.path(), &[], None);
     rt.block_on(async {
@@ -522,7 +522,7 @@ fn sandboxes_that_fail_halfway_leave_nothing_behind() {
     };
     let tmp = TempDir::new("berth-it-cri-robust-half");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut rs = client(&rt, &c);
+    let mut rs = client(&rt, &c.socket);
     let port = free_port();
     // What an earlier run of this test may have left in the host's shared places.
     let clean = host_traces(&c, NETWORK, BRIDGE, port);
@@ -843,7 +843,7 @@ fn hugepage_limits_reach_the_cgroup_and_unknown_sizes_are_refused() {
     let sizes = host_hugepage_sizes();
     let tmp = TempDir::new("berth-it-cri-robust-huge");
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let mut rs = client(&rt, c);
+    let mut rs = client(&rt, &c.socket);
     let config = pod_config("huge", tmp.path(), &[], None);
     rt.block_on(async {
         let pod = rs
@@ -953,4 +953,37 @@ fn hugetlb_controller_on_host() -> bool {
                 std::fs::read_to_string(Path::new(m).join("cgroup.controllers"))
                     .is_ok_and(|c| c.split_whitespace().any(|c| c == "hugetlb"))
             })
+}
+
+#[test]
+fn a_sandbox_image_that_cannot_be_pulled_fails_runp_and_leaves_nothing() {
+    let Some(registry) = berth_integration::Registry::start() else {
+        return;
+    };
+    let cni = TempDir::new("berth-it-cri-robust-cni");
+    let image = format!("{}/berth-robust/no-pause:1", registry.addr);
+    let d = berth_integration::Berthd::start(&format!(
+        "[cri]\nsocket = \"{{STATE}}/cri.sock\"\ncni_conf_dir = \"{}\"\nsandbox_image = \"{image}\"\n",
+        cni.path().display()
+    ));
+    let socket = d.dir.path().join("state/cri.sock");
+    wait_for("the CRI socket", Duration::from_secs(10), || {
+        socket.exists()
+    });
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let mut rs = client(&rt, &socket);
+    let tmp = TempDir::new("berth-it-cri-robust-pause");
+    let failed = rt
+        .block_on(rs.run_pod_sandbox(cri::RunPodSandboxRequest {
+            config: Some(pod_config("no-pause", tmp.path(), &[], None)),
+            runtime_handler: String::new(),
+        }))
+        .unwrap_err();
+    assert_eq!(failed.code(), Code::NotFound, "{failed:?}");
+    assert!(failed.message().contains("no-pause"), "{failed:?}");
+    let left = d.ok(&["-n", "k8s.io", "ps", "-a", "-q"]);
+    assert!(left.trim().is_empty(), "{left}");
+    let netns = d.state().join("net/netns/k8s.io");
+    let pinned = std::fs::read_dir(&netns).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(pinned, 0, "{}", netns.display());
 }
