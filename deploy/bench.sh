@@ -24,7 +24,30 @@ cleanup() {
   ip link del bnchdk0 2>/dev/null
   [ -n "${FWD_POLICY:-}" ] && iptables -P FORWARD "$FWD_POLICY" 2>/dev/null
   grep " $W" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+  berth_bridges_cleanup
   rm -rf "$W"
+}
+# drop_rules REGEX: the iptables rules (nat, filter) whose -S line matches REGEX.
+drop_rules() {
+  local t line
+  for t in nat filter; do
+    iptables -w 5 -t "$t" -S 2>/dev/null | grep '^-A ' | grep -E -- "$1" |
+      while read -r line; do eval "iptables -w 5 -t $t -D ${line#-A }" 2>/dev/null; done
+  done
+}
+# berth_bridges_cleanup: the default bridge each berthd of the run made at start, named after
+# its root (services/runtime/src/network/records.rs: "bth" + FNV-1a of ROOT/runtime), and its rules.
+berth_bridges_cleanup() {
+  local r b
+  for r in "$W"/*/root/runtime; do
+    [ -d "$r" ] || continue
+    b=$(python3 -c 'import sys
+h = 0xcbf29ce484222325
+for c in sys.argv[1].encode(): h = ((h ^ c) * 0x100000001b3) & (2**64 - 1)
+print("bth%08x" % (h & 0xffffffff))' "$(readlink -f "$r")")
+    ip link del "$b" 2>/dev/null
+    drop_rules "berth:$b\b"
+  done
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -161,15 +184,12 @@ bench_cri() {
 # the daemons: containerd's shims, the bridges, iptables rules naming them or their subnets, CNI
 # results cached under /var/lib/cni for the section's networks.
 cri_cleanup() {
-  local s b p n line
+  local s b p n
   for s in "${CRI_SOCKS[@]}"; do crictl_at "$s" rmp -fa >/dev/null 2>&1; done
   [ "${#CRI_SOCKS[@]}" -gt 0 ] || return 0
   for p in $(pgrep -f "containerd-shim-runc-v2 -namespace k8s.io .*-address $W/"); do kill -9 "$p" 2>/dev/null; done
   for b in $CRI_BRIDGES; do ip link del "$b" 2>/dev/null; done
-  for n in nat filter; do
-    iptables -w 5 -t "$n" -S 2>/dev/null | grep '^-A ' | grep -E "bnchcri-|berth:bnchcri|$(echo "$CRI_SUBNETS" | sed 's/ /|/g; s/\./\\./g')" |
-      while read -r line; do eval "iptables -w 5 -t $n -D ${line#-A }" 2>/dev/null; done
-  done
+  drop_rules "bnchcri-|$(echo "$CRI_SUBNETS" | sed 's/ /|/g; s/\./\\./g')"
   for n in $CRI_NETS; do rm -rf /var/lib/cni/results/"$n"-* /var/lib/cni/networks/"$n"; done
 }
 if [ "$SECTION" = cri ]; then bench_cri; exit 0; fi
