@@ -1,14 +1,21 @@
 #!/usr/bin/env bash
 # berth's benchmark: berth beside containerd 1.6 + runc (Debian's) on this machine, in one run.
 #   deploy/bench.sh            (as root, after a release build: cargo build --release)
+#   deploy/bench.sh cri        only the Kubernetes CRI section (critest -benchmark, both CRIs)
 # Prints medians and ratios. Timings live here, never in tests: these machines are noisy.
 set -uo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
+SECTION=${1:-all}
+case $SECTION in
+  all | cri) ;;
+  *) echo "usage: $0 [all|cri]   (cri: only the Kubernetes CRI section)" >&2; exit 2 ;;
+esac
 BIN=${BERTH_BIN:-$repo/target/release}
 RUNS=${RUNS:-20}
 W=$(mktemp -d /tmp/berth-bench.XXXXXX)
 PIDS=()
 cleanup() {
+  cri_cleanup
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null; done
   sleep 0.5
   for p in "${PIDS[@]}"; do kill -9 "$p" 2>/dev/null; done
@@ -17,7 +24,30 @@ cleanup() {
   ip link del bnchdk0 2>/dev/null
   [ -n "${FWD_POLICY:-}" ] && iptables -P FORWARD "$FWD_POLICY" 2>/dev/null
   grep " $W" /proc/mounts | awk '{print $2}' | sort -r | while read -r m; do umount -l "$m" 2>/dev/null; done
+  berth_bridges_cleanup
   rm -rf "$W"
+}
+# drop_rules REGEX: the iptables rules (nat, filter) whose -S line matches REGEX.
+drop_rules() {
+  local t line
+  for t in nat filter; do
+    iptables -w 5 -t "$t" -S 2>/dev/null | grep '^-A ' | grep -E -- "$1" |
+      while read -r line; do eval "iptables -w 5 -t $t -D ${line#-A }" 2>/dev/null; done
+  done
+}
+# berth_bridges_cleanup: the default bridge each berthd of the run made at start, named after
+# its root (services/runtime/src/network/records.rs: "bth" + FNV-1a of ROOT/runtime), and its rules.
+berth_bridges_cleanup() {
+  local r b
+  for r in "$W"/*/root/runtime; do
+    [ -d "$r" ] || continue
+    b=$(python3 -c 'import sys
+h = 0xcbf29ce484222325
+for c in sys.argv[1].encode(): h = ((h ^ c) * 0x100000001b3) & (2**64 - 1)
+print("bth%08x" % (h & 0xffffffff))' "$(readlink -f "$r")")
+    ip link del "$b" 2>/dev/null
+    drop_rules "berth:$b\b"
+  done
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
@@ -26,12 +56,146 @@ median() { python3 -c 'import sys,statistics; v=[float(x) for x in sys.stdin.rea
 rss_kb() { awk '/VmRSS/{print $2}' "/proc/$1/status" 2>/dev/null; }
 ratio() { python3 -c "print('%.2f' % ($1/$2))" 2>/dev/null || echo "?"; }
 
+# start_registry DIR: a docker-registry storing under DIR on a free loopback port; sets REG_ADDR.
+start_registry() {
+  REG_ADDR=127.0.0.1:$(free_port)
+  mkdir -p "$1"
+  printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' "$1/data" "$REG_ADDR" > "$1/config.yml"
+  docker-registry serve "$1/config.yml" >/dev/null 2>&1 & PIDS+=($!)
+  for _ in $(seq 50); do curl -fs "http://$REG_ADDR/v2/" >/dev/null && break; sleep 0.1; done
+}
+
+# ---- The Kubernetes CRI section: critest 1.27.1's lifecycle benchmarks against berth's CRI and
+# containerd 1.6's, each with the stand-in images of deploy/cri-images.sh from a registry of its
+# own (mirrors of registry.k8s.io, gcr.io, docker.io), the same CNI network shape (bridge,
+# host-local, portmap; no masquerade) on bridges and subnets of their own. Everything it makes
+# is removed by cri_cleanup: pods, daemons, shims, bridges, iptables rules, CNI results.
+CRI_TOOLS=${BERTH_CRI_TOOLS:-$repo/../shared/tools/cri}
+CRI_SOCKS=()
+CRI_NETS="bench-cri-berth bench-cri-ctrd"
+CRI_BRIDGES="bnchcri-b0 bnchcri-c0 bnchcri-rt0"
+CRI_SUBNETS="10.231.1. 10.231.2. 10.231.0."
+
+# cri_conflist NAME BRIDGE SUBNET: the pod network both engines get (host-local leases under $W).
+cri_conflist() {
+  cat <<JSON
+{"cniVersion": "1.0.0", "name": "$1", "plugins": [
+  {"type": "bridge", "bridge": "$2", "isGateway": true, "ipMasq": false, "hairpinMode": true,
+   "ipam": {"type": "host-local", "ranges": [[{"subnet": "$3"}]], "routes": [{"dst": "0.0.0.0/0"}],
+            "dataDir": "$W/cri-ipam"}},
+  {"type": "portmap", "capabilities": {"portMappings": true}}]}
+JSON
+}
+
+# cri_berthd REGISTRY: a berthd serving the CRI on $W/cri-berth/state/cri.sock; sets BCRI_SOCK.
+cri_berthd() {
+  local d=$W/cri-berth r
+  mkdir -p "$d/cni"
+  cri_conflist bench-cri-berth bnchcri-b0 10.231.1.0/24 > "$d/cni/10-bench.conflist"
+  { printf 'root = "%s/root"\nstate = "%s/state"\n' "$d" "$d"
+    printf '[runtime]\nbridge = "bnchcri-rt0"\nbridge_subnet = "10.231.0.0/24"\n'
+    printf '[cri]\nsocket = "%s/state/cri.sock"\ncni_conf_dir = "%s/cni"\n' "$d" "$d"
+    for r in registry.k8s.io gcr.io docker.io; do printf '[registries."%s"]\nmirrors = ["http://%s"]\n' "$r" "$1"; done
+  } > "$d/config.toml"
+  "$BIN/berthd" --config "$d/config.toml" >"$d/log" 2>&1 & PIDS+=($!)
+  BCRI_SOCK=$d/state/cri.sock
+}
+
+# cri_containerd REGISTRY: a containerd 1.6 with its CRI plugin as CRI.md describes it, on its own
+# root/state/socket; sets CCRI_SOCK.
+cri_containerd() {
+  local d=$W/cri-ctrd r
+  mkdir -p "$d/cni"
+  cri_conflist bench-cri-ctrd bnchcri-c0 10.231.2.0/24 > "$d/cni/10-bench.conflist"
+  { printf 'version = 2\nroot = "%s/root"\nstate = "%s/state"\n' "$d" "$d"
+    printf '[grpc]\n  address = "%s/sock"\n[ttrpc]\n  address = "%s/sock.ttrpc"\n' "$d" "$d"
+    printf '[plugins."io.containerd.grpc.v1.cri"]\n  sandbox_image = "registry.k8s.io/pause:3.6"\n'
+    printf '  restrict_oom_score_adj = true\n  netns_mounts_under_state_dir = true\n'
+    printf '[plugins."io.containerd.grpc.v1.cri".cni]\n  bin_dir = "/usr/lib/cni"\n  conf_dir = "%s/cni"\n' "$d"
+    for r in registry.k8s.io gcr.io docker.io; do
+      printf '[plugins."io.containerd.grpc.v1.cri".registry.mirrors."%s"]\n  endpoint = ["http://%s"]\n' "$r" "$1"
+    done
+  } > "$d/config.toml"
+  containerd --config "$d/config.toml" >"$d/log" 2>&1 & PIDS+=($!)
+  CCRI_SOCK=$d/sock
+}
+
+crictl_at() { "$CRI_TOOLS_DIR/crictl" --runtime-endpoint "unix://$1" --image-endpoint "unix://$1" --timeout 60s "${@:2}"; }
+
+# cri_ready SOCK LOG: the CRI answers and has the images critest uses (pulled before timing).
+cri_ready() {
+  local i
+  for i in $(seq 100); do crictl_at "$1" version >/dev/null 2>&1 && break; sleep 0.1; done
+  CRI_SOCKS+=("$1")
+  for i in registry.k8s.io/pause:3.6 registry.k8s.io/e2e-test-images/busybox:1.29-2; do
+    crictl_at "$1" pull "$i" >/dev/null 2>"$W/cri-pull.err" || { echo "pull of $i failed: $(tail -n 3 "$W/cri-pull.err") (log: $2)" >&2; return 1; }
+  done
+}
+
+# cri_critest NAME SOCK: critest's pod and container lifecycle benchmarks; JSON in $W/cri-out/NAME.
+cri_critest() {
+  local out=$W/cri-out/$1
+  mkdir -p "$out"
+  (cd "$out" && TMPDIR=$out "$CRI_TOOLS_DIR/critest" --runtime-endpoint "unix://$2" --image-endpoint "unix://$2" \
+    -benchmark --benchmarking-params-file "$W/cri-params.yaml" --benchmarking-output-dir "$out" \
+    --ginkgo.no-color --ginkgo.focus 'benchmark about (lifecycle of PodSandbox|basic operations on Container)' \
+    >"$out/critest.log" 2>&1) || echo "critest -benchmark against $1 failed: $(grep -m 3 -E '\[FAIL\]|FAIL!|rror' "$out/critest.log")" >&2
+}
+
+# cri_median FILE OP…: the median over critest's samples of the sum of the named operations' seconds.
+cri_median() {
+  python3 - "$@" <<'PY' 2>/dev/null
+import json, statistics, sys
+data = json.load(open(sys.argv[1]))
+idx = [data["operationsNames"].index(op) for op in sys.argv[2:]]
+print("%.3f" % statistics.median(sum(d["operationsDurationsNs"][i] for i in idx) / 1e9 for d in data["datapoints"]))
+PY
+}
+
+bench_cri() {
+  echo
+  echo "== Kubernetes CRI: critest 1.27.1 -benchmark, median of $RUNS pods and $RUNS containers (one container per pod)"
+  echo "   (each engine: pods on a CNI bridge of its own, no masquerade; images pulled before; containerd 1.6 + runc)"
+  command -v containerd >/dev/null || { echo "containerd is not installed: the CRI section needs it"; return; }
+  [ -x "$CRI_TOOLS/unpack" ] || { echo "crictl/critest are not at $CRI_TOOLS (BERTH_CRI_TOOLS)"; return; }
+  CRI_TOOLS_DIR=$("$CRI_TOOLS/unpack" "$W/cri-tools" | tail -n 1)
+  start_registry "$W/cri-reg"
+  "$repo/deploy/cri-images.sh" "$REG_ADDR" >/dev/null 2>"$W/cri-images.err" || { echo "deploy/cri-images.sh failed: $(tail -n 3 "$W/cri-images.err")"; return; }
+  printf 'podsNumber: %s\npodsNumberParallel: 1\ncontainersNumber: %s\ncontainersNumberParallel: 1\n' "$RUNS" "$RUNS" > "$W/cri-params.yaml"
+  cri_berthd "$REG_ADDR"; cri_containerd "$REG_ADDR"
+  cri_ready "$BCRI_SOCK" "$W/cri-berth/log" && cri_critest berth "$BCRI_SOCK"
+  cri_ready "$CCRI_SOCK" "$W/cri-ctrd/log" && cri_critest containerd "$CCRI_SOCK"
+  local e pod ctr lif
+  for e in berth containerd; do
+    pod=$(cri_median "$W/cri-out/$e/pod_benchmark_data.json" CreatePod)
+    ctr=$(cri_median "$W/cri-out/$e/container_benchmark_data.json" CreateContainer StartContainer)
+    lif=$(cri_median "$W/cri-out/$e/container_benchmark_data.json" StopContainer RemoveContainer)
+    eval "cri_${e}_pod=\$pod cri_${e}_ctr=\$ctr"
+    printf '%-11s pod start (RunPodSandbox): %s s   container start (Create+Start): %s s   stop+remove: %s s\n' \
+      "$e" "${pod:-?}" "${ctr:-?}" "${lif:-?}"
+  done
+  if [ -n "${cri_berth_pod:-}" ] && [ -n "${cri_containerd_pod:-}" ]; then
+    echo "berth/containerd: pod start $(ratio "$cri_berth_pod" "$cri_containerd_pod"), container start $(ratio "${cri_berth_ctr:-0}" "${cri_containerd_ctr:-1}")"
+  fi
+  echo "target (issue #15): berth/containerd <= 0.5 for pod and container start"
+}
+
+# cri_cleanup: every pod of both CRIs removed while their daemons still run, then what outlives
+# the daemons: containerd's shims, the bridges, iptables rules naming them or their subnets, CNI
+# results cached under /var/lib/cni for the section's networks.
+cri_cleanup() {
+  local s b p n
+  for s in "${CRI_SOCKS[@]}"; do crictl_at "$s" rmp -fa >/dev/null 2>&1; done
+  [ "${#CRI_SOCKS[@]}" -gt 0 ] || return 0
+  for p in $(pgrep -f "containerd-shim-runc-v2 -namespace k8s.io .*-address $W/"); do kill -9 "$p" 2>/dev/null; done
+  for b in $CRI_BRIDGES; do ip link del "$b" 2>/dev/null; done
+  drop_rules "bnchcri-|$(echo "$CRI_SUBNETS" | sed 's/ /|/g; s/\./\\./g')"
+  for n in $CRI_NETS; do rm -rf /var/lib/cni/results/"$n"-* /var/lib/cni/networks/"$n"; done
+}
+if [ "$SECTION" = cri ]; then bench_cri; exit 0; fi
+
 # a registry, the busybox image and a big multi-layer image (6 layers of incompressible data)
-port=$(free_port); REG=127.0.0.1:$port
-mkdir -p "$W/reg"
-printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' "$W/reg/data" "$REG" > "$W/reg/config.yml"
-docker-registry serve "$W/reg/config.yml" >/dev/null 2>&1 & PIDS+=($!)
-for _ in $(seq 50); do curl -fs "http://$REG/v2/" >/dev/null && break; sleep 0.1; done
+start_registry "$W/reg"; REG=$REG_ADDR
 "$repo/deploy/make-busybox-image.sh" "$W/busybox.tar" busybox:latest
 skopeo copy -q "oci-archive:$W/busybox.tar" "docker://$REG/busybox:latest" --dest-tls-verify=false
 BIG_MB=${BIG_MB:-72}
@@ -134,11 +298,7 @@ fi
 "${B[@]}" rm -f $(for i in $(seq 20); do echo "d$i"; done) >/dev/null 2>&1
 
 # A second, empty registry to push to.
-port2=$(free_port); REG2=127.0.0.1:$port2
-mkdir -p "$W/reg2"
-printf 'version: 0.1\nlog: {level: error}\nstorage: {filesystem: {rootdirectory: %s}}\nhttp: {addr: %s}\n' "$W/reg2/data" "$REG2" > "$W/reg2/config.yml"
-docker-registry serve "$W/reg2/config.yml" >/dev/null 2>&1 & PIDS+=($!)
-for _ in $(seq 50); do curl -fs "http://$REG2/v2/" >/dev/null && break; sleep 0.1; done
+start_registry "$W/reg2"; REG2=$REG_ADDR
 
 # Docker (Debian's docker.io), when it starts here: its own root, no bridge, no iptables.
 have_docker=0
@@ -315,3 +475,5 @@ if command -v podman >/dev/null; then
   fi
 fi
 echo "target (issue #6): berth run --rm on its bridge <= half of docker's"
+
+bench_cri

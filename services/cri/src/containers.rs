@@ -37,6 +37,19 @@ pub fn container_config(
         .map(|i| i.image.clone())
         .filter(|i| !i.is_empty())
         .ok_or_else(|| Status::invalid_argument("the container config names no image"))?;
+    // Refused rather than ignored: a pod that asked for a device must not run without it.
+    if let Some(d) = config.devices.first() {
+        return Err(Status::invalid_argument(format!(
+            "device {:?}: berth's runtime cannot give containers host devices yet",
+            d.host_path
+        )));
+    }
+    if let Some(d) = config.cdi_devices.first() {
+        return Err(Status::invalid_argument(format!(
+            "CDI device {:?}: berth does not support CDI devices",
+            d.name
+        )));
+    }
     // The container's own namespace options, else its pod's.
     let modes = config
         .linux
@@ -578,6 +591,19 @@ mod tests {
         assert_eq!(s.state, cri::ContainerState::ContainerExited as i32);
         assert_eq!((s.reason.as_str(), s.exit_code), ("Error", 1));
         assert_eq!(s.metadata.unwrap().attempt, 2);
+    }
+
+    #[test]
+    fn devices_are_refused_not_ignored() {
+        let mut cfg = config();
+        cfg.devices = vec![cri::Device {
+            container_path: "/dev/fuse".into(),
+            host_path: "/dev/fuse".into(),
+            permissions: "rwm".into(),
+        }];
+        let e = container_config(&sandbox(), &cfg).unwrap_err();
+        assert_eq!(e.code(), Code::InvalidArgument);
+        assert!(e.message().contains("/dev/fuse"), "{}", e.message());
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! ExecSync ([`crate::exec`]), container stats ([`crate::stats`]) and the streaming RPCs
 //! Exec, Attach and PortForward ([`crate::stream`]) delegated.
 //!
-//! Container events ([`crate::events`]), pod stats ([`crate::pod_stats`]) and log reopening
-//! ([`crate::log_rotation`]) are delegated too. Resource updates and checkpoints answer
-//! `Unimplemented` with the RPC's name: a kubelet or critest sees plainly what berth cannot do.
+//! Container events ([`crate::events`]), pod stats ([`crate::pod_stats`]), log reopening
+//! ([`crate::log_rotation`]) and resource updates ([`crate::resources`]) are delegated too.
+//! Checkpoints and metric descriptors answer `Unimplemented` with the RPC's name: a kubelet or
+//! critest sees plainly what berth cannot do.
 
 use crate::{
     containers, events, exec, network, objects, pod_stats, sandboxes, stats, stream, Backends,
