@@ -88,6 +88,9 @@ pub struct RunArgs {
     /// Drop Linux capabilities (MKNOD, ALL)
     #[arg(long = "cap-drop", value_name = "CAP")]
     pub cap_drop: Vec<String>,
+    /// Add a host device: HOST[:CONTAINER][:PERMISSIONS] (r, w, m; default rwm)
+    #[arg(long = "device", value_name = "DEVICE")]
+    pub device: Vec<String>,
     /// Give extended privileges: every capability, no seccomp filter, the host's devices
     #[arg(long)]
     pub privileged: bool,
@@ -299,6 +302,30 @@ pub fn parse_dns_search(s: &str) -> Result<String, String> {
 }
 
 /// Parses every value of a repeated flag with `f`.
+/// One `--device HOST[:CONTAINER][:PERMISSIONS]`, read as Docker reads it: a second part made
+/// of r/w/m letters is the permissions. The runtime checks the paths and the letters.
+pub fn parse_device(s: &str) -> Result<capi::DeviceMapping, String> {
+    let parts: Vec<&str> = s.split(':').collect();
+    let is_mode = |p: &str| !p.is_empty() && p.chars().all(|c| "rwm".contains(c));
+    let (host, container, perms) = match parts.as_slice() {
+        [h] => (*h, "", ""),
+        [h, p] if is_mode(p) => (*h, "", *p),
+        [h, c] => (*h, *c, ""),
+        [h, c, p] => (*h, *c, *p),
+        _ => (s, "", ""),
+    };
+    if host.is_empty() || parts.len() > 3 {
+        return Err(format!(
+            "invalid --device {s:?}: use HOST[:CONTAINER][:PERMISSIONS]"
+        ));
+    }
+    Ok(capi::DeviceMapping {
+        path_on_host: host.to_string(),
+        path_in_container: container.to_string(),
+        cgroup_permissions: perms.to_string(),
+    })
+}
+
 fn all<T>(values: &[String], f: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, Error> {
     values
         .iter()
@@ -401,6 +428,7 @@ impl RunArgs {
             cap_add: self.cap_add.clone(),
             cap_drop: self.cap_drop.clone(),
             privileged: self.privileged,
+            devices: all(&self.device, parse_device)?,
             security_opt,
             tmpfs,
             // The runtime's own json-file log; no --ipc/--uts/--pid/--sysctl yet.
@@ -647,6 +675,22 @@ pub async fn run(ctx: &Context, a: RunArgs) -> u8 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn device_reads_dockers_syntax() {
+        let d = |s: &str| {
+            let m = parse_device(s).unwrap();
+            (m.path_on_host, m.path_in_container, m.cgroup_permissions)
+        };
+        let t = |a: &str, b: &str, c: &str| (a.to_string(), b.to_string(), c.to_string());
+        assert_eq!(d("/dev/zero"), t("/dev/zero", "", ""));
+        assert_eq!(d("/dev/zero:/dev/z"), t("/dev/zero", "/dev/z", ""));
+        assert_eq!(d("/dev/zero:r"), t("/dev/zero", "", "r"));
+        assert_eq!(d("/dev/zero:/dev/z:rw"), t("/dev/zero", "/dev/z", "rw"));
+        for bad in ["", ":/dev/z", "/a:/b:r:x"] {
+            assert!(parse_device(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn expose_takes_ports_and_ranges() {

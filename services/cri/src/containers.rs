@@ -8,7 +8,7 @@
 //! `container:<sandbox id>`, or the host's for a pod on the node's network; its pid namespace
 //! as its namespace options say), which gives it the pod's `/etc/hosts`, resolv.conf and host
 //! name; the CRI's command, args,
-//! env, working dir, mounts, user, capabilities, privileged, read-only root, no_new_privs,
+//! env, working dir, mounts, devices, user, capabilities, privileged, read-only root, no_new_privs,
 //! seccomp profile kind, memory and CPU quota become the berth config the runtime already
 //! honours. Its output goes to the sandbox's `log_directory`/its `log_path` in the CRI's log
 //! format (the config's `log_path` and `log_format = "cri"`).
@@ -38,12 +38,6 @@ pub fn container_config(
         .filter(|i| !i.is_empty())
         .ok_or_else(|| Status::invalid_argument("the container config names no image"))?;
     // Refused rather than ignored: a pod that asked for a device must not run without it.
-    if let Some(d) = config.devices.first() {
-        return Err(Status::invalid_argument(format!(
-            "device {:?}: berth's runtime cannot give containers host devices yet",
-            d.host_path
-        )));
-    }
     if let Some(d) = config.cdi_devices.first() {
         return Err(Status::invalid_argument(format!(
             "CDI device {:?}: berth does not support CDI devices",
@@ -107,6 +101,16 @@ pub fn container_config(
         },
         pid_mode: join(modes.pid),
         binds: binds(&config.mounts)?,
+        // The runtime checks the host paths and permissions when it creates the container.
+        devices: config
+            .devices
+            .iter()
+            .map(|d| api::DeviceMapping {
+                path_on_host: d.host_path.clone(),
+                path_in_container: d.container_path.clone(),
+                cgroup_permissions: d.permissions.clone(),
+            })
+            .collect(),
         log_format: if log_path.is_empty() { "" } else { "cri" }.into(),
         log_path: log_path.clone(),
         labels,
@@ -594,16 +598,22 @@ mod tests {
     }
 
     #[test]
-    fn devices_are_refused_not_ignored() {
+    fn devices_are_mapped() {
         let mut cfg = config();
         cfg.devices = vec![cri::Device {
-            container_path: "/dev/fuse".into(),
-            host_path: "/dev/fuse".into(),
-            permissions: "rwm".into(),
+            container_path: "/dev/myzero".into(),
+            host_path: "/dev/zero".into(),
+            permissions: "mrw".into(),
         }];
-        let e = container_config(&sandbox(), &cfg).unwrap_err();
-        assert_eq!(e.code(), Code::InvalidArgument);
-        assert!(e.message().contains("/dev/fuse"), "{}", e.message());
+        let c = container_config(&sandbox(), &cfg).unwrap();
+        assert_eq!(
+            c.devices,
+            [api::DeviceMapping {
+                path_on_host: "/dev/zero".into(),
+                path_in_container: "/dev/myzero".into(),
+                cgroup_permissions: "mrw".into(),
+            }]
+        );
     }
 
     #[test]

@@ -155,6 +155,19 @@ fn host_config_json(cfg: &capi::ContainerConfig) -> serde_json::Value {
         "CapAdd": list_or_null(&cfg.cap_add),
         "CapDrop": list_or_null(&cfg.cap_drop),
         "Privileged": cfg.privileged,
+        "Devices": cfg.devices.iter().map(|d| json!({
+            "PathOnHost": d.path_on_host,
+            "PathInContainer": if d.path_in_container.is_empty() {
+                &d.path_on_host
+            } else {
+                &d.path_in_container
+            },
+            "CgroupPermissions": if d.cgroup_permissions.is_empty() {
+                "rwm"
+            } else {
+                &d.cgroup_permissions
+            },
+        })).collect::<Vec<_>>(),
         "SecurityOpt": list_or_null(&cfg.security_opt),
         "Tmpfs": if cfg.tmpfs.is_empty() {
             Value::Null

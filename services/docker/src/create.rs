@@ -90,7 +90,6 @@ const HOST_CONFIG_UNSUPPORTED: &[(&str, &[&str])] = &[
     ("CpuRealtimeRuntime", &[]),
     ("CpusetCpus", &[]),
     ("CpusetMems", &[]),
-    ("Devices", &[]),
     ("DeviceCgroupRules", &[]),
     ("DeviceRequests", &[]),
     ("KernelMemory", &[]),
@@ -188,6 +187,30 @@ fn strings(v: Option<&Value>, what: &str) -> Result<Vec<String>, String> {
         Some(Value::String(s)) => Ok(vec![s.clone()]),
         Some(_) => Err(format!("{what} must be a list of strings")),
     }
+}
+
+/// HostConfig.Devices: `[{PathOnHost, PathInContainer, CgroupPermissions}]`; the runtime
+/// checks the paths and permissions.
+fn devices(v: Option<&Value>) -> Result<Vec<capi::DeviceMapping>, String> {
+    let list = match v {
+        None | Some(Value::Null) => return Ok(Vec::new()),
+        Some(Value::Array(a)) => a,
+        Some(_) => return Err("HostConfig.Devices must be a list of objects".into()),
+    };
+    list.iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let what = |field: &str| format!("HostConfig.Devices[{i}].{field}");
+            let Value::Object(d) = d else {
+                return Err(format!("HostConfig.Devices[{i}] must be an object"));
+            };
+            Ok(capi::DeviceMapping {
+                path_on_host: string(d.get("PathOnHost"), &what("PathOnHost"))?,
+                path_in_container: string(d.get("PathInContainer"), &what("PathInContainer"))?,
+                cgroup_permissions: string(d.get("CgroupPermissions"), &what("CgroupPermissions"))?,
+            })
+        })
+        .collect()
 }
 
 fn string(v: Option<&Value>, what: &str) -> Result<String, String> {
@@ -504,6 +527,7 @@ pub fn container_config(body: &Value) -> Result<capi::ContainerConfig, String> {
         cap_add: strings(host.get("CapAdd"), "HostConfig.CapAdd")?,
         cap_drop: strings(host.get("CapDrop"), "HostConfig.CapDrop")?,
         privileged: boolean(host.get("Privileged"), "HostConfig.Privileged")?,
+        devices: devices(host.get("Devices"))?,
         security_opt: strings(host.get("SecurityOpt"), "HostConfig.SecurityOpt")?,
         tmpfs,
         // The runtime's own json-file log; no --ipc/--uts/--pid/--sysctl yet.
@@ -695,17 +719,30 @@ mod tests {
     }
 
     #[test]
+    fn devices_are_mapped() {
+        let mut body = cli_body();
+        body["HostConfig"]["Devices"] = json!([
+            {"PathOnHost": "/dev/zero", "PathInContainer": "/dev/z", "CgroupPermissions": "r"},
+            {"PathOnHost": "/dev/null"}
+        ]);
+        let c = container_config(&body).unwrap();
+        assert_eq!(c.devices.len(), 2);
+        assert_eq!(c.devices[0].path_on_host, "/dev/zero");
+        assert_eq!(c.devices[0].path_in_container, "/dev/z");
+        assert_eq!(c.devices[0].cgroup_permissions, "r");
+        assert_eq!(c.devices[1].path_in_container, "");
+        body["HostConfig"]["Devices"] = json!([{"PathOnHost": 3}]);
+        let err = container_config(&body).unwrap_err();
+        assert!(err.contains("HostConfig.Devices[0].PathOnHost"), "{err}");
+    }
+
+    #[test]
     fn unsupported_fields_are_refused_by_name() {
         for (field, value, message) in [
             (
                 "CpusetCpus",
                 json!("0"),
                 "berth does not support HostConfig.CpusetCpus",
-            ),
-            (
-                "Devices",
-                json!([{"PathOnHost": "/dev/null"}]),
-                "berth does not support HostConfig.Devices",
             ),
             (
                 "LogConfig",

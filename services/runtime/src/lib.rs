@@ -63,6 +63,7 @@ pub mod bundle;
 pub mod connections;
 pub mod containers;
 pub mod copyup;
+pub mod devices;
 pub mod error;
 pub mod events;
 pub mod grpc;

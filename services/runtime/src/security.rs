@@ -10,9 +10,7 @@
 use crate::error::{Error, Result};
 use crate::seccomp::{default_profile, Host, Profile};
 use berth_api::containers::v1::ContainerConfig;
-use oci_spec::runtime::{
-    Capability, LinuxDevice, LinuxDeviceBuilder, LinuxDeviceType, LinuxSeccomp,
-};
+use oci_spec::runtime::{Capability, LinuxDevice, LinuxSeccomp};
 use std::collections::{BTreeSet, HashSet};
 
 /// Docker's default capabilities.
@@ -299,7 +297,6 @@ pub fn host_devices() -> Vec<LinuxDevice> {
 }
 
 fn walk_devices(dir: &std::path::Path, out: &mut Vec<LinuxDevice>) {
-    use std::os::unix::fs::{FileTypeExt, MetadataExt};
     let Ok(entries) = std::fs::read_dir(dir) else {
         return;
     };
@@ -317,33 +314,13 @@ fn walk_devices(dir: &std::path::Path, out: &mut Vec<LinuxDevice>) {
         {
             continue;
         }
-        let Ok(m) = std::fs::symlink_metadata(&path) else {
+        let Ok(ft) = e.file_type() else {
             continue;
         };
-        let ft = m.file_type();
         if ft.is_dir() {
             walk_devices(&path, out);
-            continue;
-        }
-        let typ = if ft.is_char_device() {
-            LinuxDeviceType::C
-        } else if ft.is_block_device() {
-            LinuxDeviceType::B
-        } else {
-            continue;
-        };
-        let rdev = m.rdev();
-        if let Ok(d) = LinuxDeviceBuilder::default()
-            .path(&path)
-            .typ(typ)
-            .major(nix::sys::stat::major(rdev) as i64)
-            .minor(nix::sys::stat::minor(rdev) as i64)
-            .file_mode(m.mode() & 0o7777)
-            .uid(m.uid())
-            .gid(m.gid())
-            .build()
-        {
-            out.push(d);
+        } else if !ft.is_symlink() {
+            out.extend(crate::devices::node(&path, &path));
         }
     }
 }

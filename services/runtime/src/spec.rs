@@ -530,8 +530,13 @@ fn linux(
         .cgroups_path(crate::limits::cgroups_path(config, namespace, id)?)
         .build()
         .map_err(spec_err)?;
+    let given = crate::devices::resolve(&config.devices)?;
     if security.privileged {
-        linux.set_devices(Some(crate::security::host_devices()));
+        // Every host device already, and every one allowed; a mapping adds its own path.
+        let mut devices = crate::security::host_devices();
+        devices.retain(|d| given.devices.iter().all(|g| g.path() != d.path()));
+        devices.extend(given.devices);
+        linux.set_devices(Some(devices));
         linux.set_masked_paths(None);
         linux.set_readonly_paths(None);
     } else {
@@ -548,6 +553,14 @@ fn linux(
         };
         linux.set_masked_paths(Some(or_default(&config.masked_paths, &MASKED_PATHS)?));
         linux.set_readonly_paths(Some(or_default(&config.readonly_paths, &READONLY_PATHS)?));
+        if !given.devices.is_empty() {
+            linux.set_devices(Some(given.devices));
+            let mut res = linux.resources().clone().unwrap_or_default();
+            let mut rules = res.devices().clone().unwrap_or_default();
+            rules.extend(given.rules);
+            res.set_devices(Some(rules));
+            linux.set_resources(Some(res));
+        }
     }
     linux.set_seccomp(security.seccomp);
     if !config.sysctls.is_empty() {

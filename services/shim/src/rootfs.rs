@@ -388,7 +388,16 @@ fn make_device(
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EPERM) => {
             // No mknod here (e.g. restricted by a devices cgroup of the host): bind the host's node.
-            let host = Path::new("/dev").join(name);
+            let host =
+                host_node(&place.display(), kind, makedev(major, minor)).ok_or_else(|| {
+                    Error::io(
+                        format!(
+                            "mknod {}: not permitted, and the host has no such device to bind",
+                            place.display()
+                        ),
+                        std::io::Error::from_raw_os_error(libc::EPERM),
+                    )
+                })?;
             place.create(Kind::File)?;
             bind_mount(
                 &host,
@@ -402,6 +411,35 @@ fn make_device(
         }
         Err(e) => Err(Error::io(format!("mknod {}", place.display()), e.into())),
     }
+}
+
+/// The host's node of device `rdev` of `kind`, to bind where mknod is not allowed: at the
+/// container's path `preferred` on the host if that is the device, else found under `/dev`.
+fn host_node(preferred: &str, kind: SFlag, rdev: libc::dev_t) -> Option<PathBuf> {
+    use std::os::unix::fs::MetadataExt;
+    let is_it = |p: &Path| {
+        std::fs::symlink_metadata(p).is_ok_and(|m| {
+            m.rdev() == rdev && (m.mode() & libc::S_IFMT) == kind.bits() & libc::S_IFMT
+        })
+    };
+    if is_it(Path::new(preferred)) {
+        return Some(PathBuf::from(preferred));
+    }
+    fn find(dir: &Path, is_it: &dyn Fn(&Path) -> bool) -> Option<PathBuf> {
+        for e in std::fs::read_dir(dir).ok()?.flatten() {
+            let Ok(ft) = e.file_type() else { continue };
+            let path = e.path();
+            if ft.is_dir() && !ft.is_symlink() && !path.starts_with("/dev/pts") {
+                if let Some(p) = find(&path, is_it) {
+                    return Some(p);
+                }
+            } else if is_it(&path) {
+                return Some(path);
+            }
+        }
+        None
+    }
+    find(Path::new("/dev"), &is_it)
 }
 
 pub(crate) fn pivot_root(rootfs: &Path) -> Result<()> {
