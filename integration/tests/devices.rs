@@ -1,13 +1,14 @@
 //! Host devices in containers (issues 14 and 15): `berth run --device HOST[:CONTAINER[:PERMS]]`
 //! gives the container the host's node at its own path with the cgroup permissions asked for;
-//! a device not given stays unusable even when the container makes its node; a missing path,
-//! a regular file and bad permissions are refused with words naming them; the Docker gateway
-//! takes HostConfig.Devices and inspect shows them; the CRI's `devices` reach a pod's container
-//! through crictl.
+//! a host folder gives every device under it; a device not given stays unusable even when the
+//! container makes its node; a missing path, a regular file and bad permissions are refused
+//! with words naming them; the Docker gateway takes HostConfig.Devices and inspect shows them;
+//! the CRI's `devices` reach a pod's container through crictl.
 
 use berth_integration::cri::{cri, text, BUSYBOX};
 use berth_integration::gateway::{docker_clis, Gateway};
 use berth_integration::{busybox_archive, or_skip, Berthd, TempDir};
+use std::path::Path;
 use std::sync::OnceLock;
 
 /// One berthd with busybox imported as `busybox:latest`, shared by the CLI tests.
@@ -41,6 +42,29 @@ fn a_given_device_is_read_at_its_container_path() {
     assert_eq!(
         lines,
         ["00 00 00 00", "character special file 1,5"],
+        "{out}"
+    );
+    // Privileged (every host device already): the mapping adds its own path.
+    let (code, out) = run(
+        &["--privileged", "--device", "/dev/zero:/dev/myzero"],
+        "head -c 2 /dev/myzero | od -An -tx1",
+    );
+    assert_eq!((code, out.trim()), (0, "00 00"), "{out}");
+}
+
+#[test]
+fn a_folder_gives_every_device_under_it() {
+    assert!(
+        Path::new("/dev/net/tun").exists(),
+        "the host has no /dev/net/tun"
+    );
+    let (code, out) = run(
+        &["--device", "/dev/net:/dev/hostnet"],
+        "stat -c '%F %t,%T' /dev/hostnet/tun",
+    );
+    assert_eq!(
+        (code, out.trim()),
+        (0, "character special file a,c8"),
         "{out}"
     );
 }

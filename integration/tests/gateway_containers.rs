@@ -129,10 +129,17 @@ fn pause_wait_prune_and_refusals() {
 
         let e = g.fails(
             cli,
-            &["run", "-d", "--device", "/dev/null", "busybox", "true"],
+            &[
+                "run",
+                "-d",
+                "--device-cgroup-rule",
+                "c 1:3 r",
+                "busybox",
+                "true",
+            ],
         );
         assert!(
-            e.contains("berth does not support HostConfig.Devices"),
+            e.contains("berth does not support HostConfig.DeviceCgroupRules"),
             "{e}"
         );
         let e = g.fails(cli, &["create", "--cpuset-cpus", "0", "busybox"]);

@@ -511,3 +511,28 @@ fn readonly_path(p: &Path) -> Result<()> {
         None,
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_host_node_of_a_device_is_found_by_number() {
+        // At the preferred path when that is the device…
+        assert_eq!(
+            host_node("/dev/null", SFlag::S_IFCHR, makedev(1, 3)),
+            Some(PathBuf::from("/dev/null"))
+        );
+        // …else wherever /dev has it (a mapping to another name).
+        assert_eq!(
+            host_node("/dev/myzero", SFlag::S_IFCHR, makedev(1, 5)),
+            Some(PathBuf::from("/dev/zero"))
+        );
+        // The type counts, and a device the host lacks is None.
+        assert_eq!(host_node("/dev/zero", SFlag::S_IFBLK, makedev(1, 5)), None);
+        assert_eq!(
+            host_node("/dev/x", SFlag::S_IFCHR, makedev(4095, 4095)),
+            None
+        );
+    }
+}
