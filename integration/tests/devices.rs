@@ -121,6 +121,25 @@ fn bad_devices_are_refused_by_name() {
 }
 
 #[test]
+fn inspect_shows_the_devices() {
+    let d = daemon();
+    let id = d.ok(&[
+        "create",
+        "--device",
+        "/dev/zero:/dev/z:rw",
+        "busybox:latest",
+    ]);
+    let shown: serde_json::Value = serde_json::from_str(&d.ok(&["inspect", id.trim()])).unwrap();
+    assert_eq!(
+        shown[0]["HostConfig"]["Devices"],
+        serde_json::json!([
+            {"PathOnHost": "/dev/zero", "PathInContainer": "/dev/z", "CgroupPermissions": "rw"}
+        ])
+    );
+    d.ok(&["rm", id.trim()]);
+}
+
+#[test]
 fn the_gateway_takes_and_shows_host_config_devices() {
     let clis = or_skip!(docker_clis());
     let g = or_skip!(Gateway::start());
