@@ -91,6 +91,22 @@ impl Cri {
             .expect("run critest")
     }
 
+    /// critest with `flags`: panics with its output unless it succeeds with no failed spec;
+    /// logs its counts ("Ran N of M Specs", "N Passed | …") and answers its output.
+    pub fn critest_passes(&self, flags: &[&str]) -> String {
+        let out = self.critest(flags);
+        let t = text(&out);
+        for line in t
+            .lines()
+            .filter(|l| l.contains("Ran ") || l.contains("Passed"))
+        {
+            eprintln!("critest: {}", line.trim());
+        }
+        assert!(out.status.success(), "critest failed:\n{t}");
+        assert!(t.contains(" 0 Failed"), "{t}");
+        t
+    }
+
     /// crictl's standard output; panics with its output when it fails.
     pub fn ok(&self, args: &[&str]) -> String {
         let out = self.crictl(args);

@@ -335,14 +335,5 @@ fn a_killed_berthd_still_releases_the_pod_network() {
 #[test]
 fn critest_networking_and_resource_specs() {
     let c = or_skip!(net());
-    let out = c.critest(&["--ginkgo.focus=Networking|Resources|update"]);
-    let t = text(&out);
-    assert!(out.status.success(), "critest failed:\n{t}");
-    assert!(t.contains(" 0 Failed"), "{t}");
-    for line in t
-        .lines()
-        .filter(|l| l.contains("Ran ") || l.contains("Passed"))
-    {
-        eprintln!("critest: {line}");
-    }
+    c.critest_passes(&["--ginkgo.focus=Networking|Resources|update"]);
 }

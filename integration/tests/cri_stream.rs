@@ -288,14 +288,5 @@ fn crictl_port_forward_reaches_a_server_in_the_pod() {
 #[test]
 fn critest_streaming_specs() {
     let c = or_skip!(cri());
-    let out = c.critest(&["--ginkgo.focus=Streaming"]);
-    let t = text(&out);
-    for line in t
-        .lines()
-        .filter(|l| l.contains("Ran ") || l.contains("Passed"))
-    {
-        eprintln!("critest: {line}");
-    }
-    assert!(out.status.success(), "critest failed:\n{t}");
-    assert!(t.contains(" 0 Failed"), "{t}");
+    c.critest_passes(&["--ginkgo.focus=Streaming"]);
 }
